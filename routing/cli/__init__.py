@@ -1,0 +1,123 @@
+"""``edgectl``: the ops CLI of byoc-edge (click).
+
+One module per noun (``cmd_trunk.py``, ``cmd_agent.py`` ...), registered on
+the :func:`main` group.  Every error is one line on stderr and a non-zero exit
+(click's ``ClickException``: exit status 1; usage errors: 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+import redis
+
+from ..model import DataError
+from ..settings import Settings, SettingsError, load_settings
+from ..store import connect
+
+__all__ = ["main", "AppContext", "pass_app", "emit_json", "fail", "handle_errors"]
+
+#: Environment variable naming the settings file when ``--settings`` is not given.
+SETTINGS_ENV = "EDGE_SETTINGS"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> "click.ClickException":
+    """A one-line CLI error (exit status 1)."""
+    return click.ClickException(message)
+
+
+@dataclass
+class AppContext:
+    """Shared state of one ``edgectl`` invocation.
+
+    Attributes:
+        settings_path: the settings file, or None for the embedded default.
+    """
+
+    settings_path: Path | None
+    _settings: Settings | None = field(default=None, repr=False)
+    _redis: redis.Redis | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        """The validated settings (loaded once).
+
+        Raises:
+            click.ClickException: invalid settings, naming the field.
+        """
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.settings_path)
+            except SettingsError as exc:
+                raise fail(str(exc)) from None
+        return self._settings
+
+    def redis(self) -> redis.Redis:
+        """A redis client for admin work (2 s timeouts: ops tools may wait longer than calls)."""
+        if self._redis is None:
+            r = self.settings.redis
+            self._redis = connect(r.host, r.port, r.db, r.password, timeout_ms=2000, connect_timeout_ms=2000)
+        return self._redis
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def emit_json(value: object) -> None:
+    """Print ``value`` as indented JSON (for ``--json``)."""
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def handle_errors(func: F) -> F:
+    """Turn data, settings and redis errors into one-line CLI errors."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (DataError, SettingsError) as exc:
+            raise fail(str(exc)) from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise fail(f"redis unreachable: {exc}") from None
+        except redis.ResponseError as exc:
+            raise fail(f"redis error: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--settings",
+    "settings_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=lambda: os.environ.get(SETTINGS_ENV) or None,
+    help=f"Settings file (YAML). Default: ${SETTINGS_ENV}, else the embedded loopback demo edge.",
+)
+@click.pass_context
+def main(ctx: click.Context, settings_path: Path | None) -> None:
+    """byoc-edge ops CLI: run the edge and edit its routing tables in redis."""
+    ctx.obj = AppContext(settings_path=settings_path)
+
+
+def _register() -> None:
+    from . import cmd_agent, cmd_calls, cmd_config, cmd_did, cmd_route, cmd_service, cmd_trunk
+
+    main.add_command(cmd_config.config)
+    for command in cmd_service.COMMANDS:
+        main.add_command(command)
+    main.add_command(cmd_trunk.trunk)
+    main.add_command(cmd_agent.agent)
+    main.add_command(cmd_did.did)
+    main.add_command(cmd_route.route)
+    main.add_command(cmd_calls.calls)
+
+
+_register()

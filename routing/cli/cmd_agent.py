@@ -1,0 +1,83 @@
+"""``edgectl agent``: voice-AI agents (SIP URI targets, source CIDRs, limits)."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .. import admin
+from ..model import Agent, DataError
+from . import AppContext, emit_json, handle_errors, pass_app
+
+__all__ = ["agent"]
+
+
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
+
+
+@click.group()
+def agent() -> None:
+    """Voice-AI agents: where inbound calls go and who may place outbound calls."""
+
+
+@agent.command("add")
+@click.argument("name")
+@click.option("--uri", "uris", multiple=True, metavar="SIP_URI", help="SIP target (repeatable; tried in the order given).")
+@click.option("--cidr", "cidrs", multiple=True, metavar="CIDR", help="Source network of the agent (repeatable).")
+@click.option("--max-calls", type=int, default=None, help="Concurrent calls; default unlimited.")
+@click.option("--replace", is_flag=True, help="Overwrite an existing agent completely.")
+@pass_app
+@handle_errors
+def add(app: AppContext, name: str, uris: tuple[str, ...], cidrs: tuple[str, ...], max_calls: int | None, replace: bool) -> None:
+    """Add agent NAME (or overwrite it with --replace)."""
+    written = admin.put_agent(app.redis(), Agent(name=name, uris=uris, cidrs=cidrs, max_calls=max_calls), replace=replace)
+    click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")
+
+
+@agent.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+@handle_errors
+def list_(app: AppContext, as_json: bool) -> None:
+    """List every agent."""
+    agents = admin.list_agents(app.redis())
+    if as_json:
+        emit_json([admin.agent_dict(a) for a in agents])
+        return
+    table = Table("name", "uris", "cidrs", "max calls", title="agents")
+    for a in agents:
+        table.add_row(a.name, "\n".join(a.uris) or "-", "\n".join(a.cidrs) or "-", _limit(a.max_calls))
+    Console().print(table)
+
+
+@agent.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+@handle_errors
+def show(app: AppContext, name: str, as_json: bool) -> None:
+    """Show agent NAME."""
+    found = admin.get_agent(app.redis(), name)
+    if found is None:
+        raise DataError(f"no agent {name!r}")
+    if as_json:
+        emit_json(admin.agent_dict(found))
+        return
+    table = Table("field", "value", title=f"agent {found.name}")
+    for i, uri in enumerate(found.uris, 1):
+        table.add_row(f"uri {i}", uri)
+    table.add_row("cidrs", "\n".join(found.cidrs) or "-")
+    table.add_row("max calls", _limit(found.max_calls))
+    Console().print(table)
+
+
+@agent.command("rm")
+@click.argument("name")
+@pass_app
+@handle_errors
+def rm(app: AppContext, name: str) -> None:
+    """Remove agent NAME (refused while DIDs are bound to it)."""
+    admin.remove_agent(app.redis(), name)
+    click.echo(f"agent {name!r} removed")

@@ -1,0 +1,90 @@
+"""``edgectl did``: DIDs, each owned by a trunk and bound to an agent."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .. import admin
+from ..model import DataError, Did
+from ..numbers import NumberError, to_e164
+from . import AppContext, emit_json, handle_errors, pass_app
+
+__all__ = ["did", "parse_number"]
+
+
+def parse_number(text: str) -> str:
+    """Normalise a typed DID to E.164 with ``+`` (default number format: full numbers).
+
+    Raises:
+        DataError: not readable as E.164.
+    """
+    try:
+        return to_e164(text)
+    except NumberError as exc:
+        raise DataError(f"did {text!r}: {exc}") from None
+
+
+@click.group()
+def did() -> None:
+    """DIDs: which agent answers a number, and which trunk owns it."""
+
+
+@did.command("add")
+@click.argument("number")
+@click.option("--trunk", "trunk_name", required=True, metavar="NAME", help="Trunk that owns the number.")
+@click.option("--agent", "agent_name", required=True, metavar="NAME", help="Agent that answers it.")
+@click.option("--replace", is_flag=True, help="Overwrite an existing binding.")
+@pass_app
+@handle_errors
+def add(app: AppContext, number: str, trunk_name: str, agent_name: str, replace: bool) -> None:
+    """Add DID NUMBER (E.164; '+' optional, separators ignored)."""
+    written = admin.put_did(app.redis(), Did(parse_number(number), trunk_name, agent_name), replace=replace)
+    click.echo(f"did {written.number} saved: trunk {written.trunk!r} -> agent {written.agent!r}")
+
+
+@did.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+@handle_errors
+def list_(app: AppContext, as_json: bool) -> None:
+    """List every DID."""
+    dids = admin.list_dids(app.redis())
+    if as_json:
+        emit_json([admin.did_dict(d) for d in dids])
+        return
+    table = Table("number", "trunk", "agent", title="dids")
+    for d in dids:
+        table.add_row(d.number, d.trunk, d.agent)
+    Console().print(table)
+
+
+@did.command("show")
+@click.argument("number")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+@handle_errors
+def show(app: AppContext, number: str, as_json: bool) -> None:
+    """Show DID NUMBER."""
+    e164 = parse_number(number)
+    found = admin.get_did(app.redis(), e164)
+    if found is None:
+        raise DataError(f"no did {e164!r}")
+    if as_json:
+        emit_json(admin.did_dict(found))
+        return
+    table = Table("number", "trunk", "agent", title=f"did {found.number}")
+    table.add_row(found.number, found.trunk, found.agent)
+    Console().print(table)
+
+
+@did.command("rm")
+@click.argument("number")
+@pass_app
+@handle_errors
+def rm(app: AppContext, number: str) -> None:
+    """Remove DID NUMBER."""
+    e164 = parse_number(number)
+    admin.remove_did(app.redis(), e164)
+    click.echo(f"did {e164} removed")

@@ -1,0 +1,59 @@
+"""``edgectl up``, ``down`` and ``status``: run the edge's processes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .. import services
+from . import AppContext, emit_json, fail, pass_app
+
+
+def _print_states(states: list[services.ServiceState], as_json: bool) -> None:
+    if as_json:
+        emit_json([dataclasses.asdict(s) for s in states])
+        return
+    table = Table("service", "pid", "state", "detail")
+    for s in states:
+        state = "up" if s.healthy else ("running, not answering" if s.running else "down")
+        table.add_row(s.name, str(s.pid or "-"), state, s.detail)
+    Console().print(table)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the service states as JSON.")
+@pass_app
+def up(app: AppContext, as_json: bool) -> None:
+    """Start redis (when managed), rtpengine and Kamailio in the background; return once the edge answers SIP."""
+    try:
+        states = services.up(app.settings)
+    except services.ServiceError as exc:
+        raise fail(str(exc)) from None
+    _print_states(states, as_json)
+    if not all(s.healthy for s in states):
+        raise fail("some services are not healthy")
+
+
+@click.command()
+@pass_app
+def down(app: AppContext) -> None:
+    """Stop Kamailio, rtpengine and the managed redis."""
+    stopped = services.down(app.settings)
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the service states as JSON.")
+@pass_app
+def status(app: AppContext, as_json: bool) -> None:
+    """Show whether each service runs and answers its protocol; exit 1 when one does not."""
+    states = services.status(app.settings)
+    _print_states(states, as_json)
+    if not all(s.healthy for s in states):
+        raise SystemExit(1)
+
+
+COMMANDS = [up, down, status]

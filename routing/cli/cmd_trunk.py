@@ -1,0 +1,133 @@
+"""``edgectl trunk``: carrier trunks (gateways, source CIDRs, limits, number format)."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .. import admin
+from ..model import DataError, Direction, Transport, Trunk
+from ..numbers import NumberError, NumberFormat
+from . import AppContext, emit_json, handle_errors, pass_app
+
+__all__ = ["trunk"]
+
+
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
+
+
+@click.group()
+def trunk() -> None:
+    """Carrier trunks: where calls come from and go to."""
+
+
+@trunk.command("add")
+@click.argument("name")
+@click.option(
+    "--gateway",
+    "gateways",
+    multiple=True,
+    metavar="HOST:PORT[;transport=tcp;priority=10;weight=50]",
+    help="Termination gateway (repeatable); port defaults to 5060.",
+)
+@click.option(
+    "--transport",
+    type=click.Choice([t.value for t in Transport]),
+    default=None,
+    help="Transport of every --gateway without its own transport= (default udp).",
+)
+@click.option("--direction", type=click.Choice([d.value for d in Direction]), default="both", show_default=True)
+@click.option("--cidr", "cidrs", multiple=True, metavar="CIDR", help="Source network of the carrier (repeatable).")
+@click.option("--max-calls", type=int, default=None, help="Concurrent calls, both directions; default unlimited.")
+@click.option("--country-code", default="", help="Carrier's country code for national numbers (e.g. 1, 44).")
+@click.option("--national-prefix", default="", help="Trunk prefix of national numbers (e.g. 0).")
+@click.option("--international-prefix", default="00", show_default=True, help="Prefix of international numbers.")
+@click.option("--national-length", type=int, default=0, show_default=True, help="Digits of a national number (0 = not fixed).")
+@click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
+@pass_app
+@handle_errors
+def add(
+    app: AppContext,
+    name: str,
+    gateways: tuple[str, ...],
+    transport: str | None,
+    direction: str,
+    cidrs: tuple[str, ...],
+    max_calls: int | None,
+    country_code: str,
+    national_prefix: str,
+    international_prefix: str,
+    national_length: int,
+    replace: bool,
+) -> None:
+    """Add trunk NAME (or overwrite it with --replace)."""
+    try:
+        fmt = NumberFormat(country_code, national_prefix, international_prefix, national_length)
+    except NumberError as exc:
+        raise DataError(f"trunk {name!r} number format: {exc}") from None
+    value = Trunk(
+        name=name,
+        direction=Direction(direction),
+        max_calls=max_calls,
+        cidrs=cidrs,
+        gateways=tuple(admin.parse_gateway(spec, transport) for spec in gateways),
+        number_format=fmt,
+    )
+    written = admin.put_trunk(app.redis(), value, replace=replace)
+    click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")
+
+
+@trunk.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+@handle_errors
+def list_(app: AppContext, as_json: bool) -> None:
+    """List every trunk."""
+    trunks = admin.list_trunks(app.redis())
+    if as_json:
+        emit_json([admin.trunk_dict(t) for t in trunks])
+        return
+    table = Table("name", "direction", "max calls", "gateways", "cidrs", title="trunks")
+    for t in trunks:
+        gws = "\n".join(f"{g.address} {g.transport.value} p={g.priority} w={g.weight}" for g in t.gateways)
+        table.add_row(t.name, t.direction.value, _limit(t.max_calls), gws or "-", "\n".join(t.cidrs) or "-")
+    Console().print(table)
+
+
+@trunk.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+@handle_errors
+def show(app: AppContext, name: str, as_json: bool) -> None:
+    """Show trunk NAME."""
+    found = admin.get_trunk(app.redis(), name)
+    if found is None:
+        raise DataError(f"no trunk {name!r}")
+    if as_json:
+        emit_json(admin.trunk_dict(found))
+        return
+    fmt = found.number_format
+    table = Table("field", "value", title=f"trunk {found.name}")
+    table.add_row("direction", found.direction.value)
+    table.add_row("max calls", _limit(found.max_calls))
+    table.add_row("cidrs", "\n".join(found.cidrs) or "-")
+    for gw in found.gateways:
+        table.add_row("gateway", f"{gw.address} transport={gw.transport.value} priority={gw.priority} weight={gw.weight}")
+    table.add_row("country code", fmt.country_code or "-")
+    table.add_row("national prefix", fmt.national_prefix or "-")
+    table.add_row("international prefix", fmt.international_prefix or "-")
+    table.add_row("national length", str(fmt.national_length))
+    Console().print(table)
+
+
+@trunk.command("rm")
+@click.argument("name")
+@pass_app
+@handle_errors
+def rm(app: AppContext, name: str) -> None:
+    """Remove trunk NAME (refused while DIDs or routes use it)."""
+    admin.remove_trunk(app.redis(), name)
+    click.echo(f"trunk {name!r} removed")

@@ -1,0 +1,69 @@
+"""What routing decided: reject with a SIP status, or relay along a plan.
+
+Values only; :mod:`routing.kemi` turns them into replies and relays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .plan import CallPlan
+
+__all__ = ["Reject", "Relay", "Decision", "Reason"]
+
+
+class Reason:
+    """Reason codes of refusals: the reason phrase sent, and a stable code for logs and metrics."""
+
+    SOURCE_NOT_ALLOWED = (403, "Source Not Allowed", "acl_source")
+    INBOUND_NOT_ALLOWED = (403, "Trunk Not Allowed Inbound", "trunk_direction")
+    DID_NOT_FOUND = (404, "DID Not Found", "did_not_found")
+    AGENT_NOT_FOUND = (404, "Agent Not Found", "agent_not_found")
+    NO_ROUTE = (404, "No Route", "no_route")
+    BAD_NUMBER = (484, "Invalid Destination Number", "bad_number")
+    TOO_MANY_HOPS = (483, "Too Many Hops", "max_forwards")
+    STORE_UNAVAILABLE = (503, "Routing Store Unavailable", "store_unavailable")
+    INTERNAL_ERROR = (500, "Internal Server Error", "internal_error")
+    NOT_ALLOWED = (405, "Method Not Allowed", "method_not_allowed")
+    ALL_CARRIERS_FAILED = (503, "All Carriers Failed", "carriers_failed")
+    AGENT_UNREACHABLE = (503, "Agent Unreachable", "agent_unreachable")
+    NO_DIALOG = (481, "Call/Transaction Does Not Exist", "no_dialog")
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Answer the request with a final response.
+
+    Attributes:
+        code: SIP status code (RFC 3261 section 21).
+        reason: reason phrase; names the limit or the stage that refused.
+        tag: stable reason code for logs and metrics (``did_not_found``...).
+        retry_after_s: value of a Retry-After header (RFC 3261 section 20.33), seconds.
+    """
+
+    code: int
+    reason: str
+    tag: str
+    retry_after_s: int | None = None
+
+    @classmethod
+    def of(cls, reason: tuple[int, str, str], retry_after_s: int | None = None) -> "Reject":
+        """Build from a :class:`Reason` constant."""
+        code, phrase, tag = reason
+        return cls(code, phrase, tag, retry_after_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """Forward the request along ``plan``, adding ``headers``.
+
+    Attributes:
+        plan: targets to try in order, with the slots already admitted.
+        headers: header name -> value to add toward the next hop.
+    """
+
+    plan: CallPlan
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Decision = Reject | Relay

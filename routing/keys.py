@@ -1,0 +1,122 @@
+"""Every redis key name byoc-edge reads or writes.
+
+This module is the single owner of the redis schema documented in
+``docs/redis-schema.md``; no other module spells a key.  Names are plain
+ASCII, ``:``-separated, and prefixed with ``edge:`` so the routing tables can
+share a redis with other applications.
+
+Routing tables (edited by ops with ``edgectl`` or ``redis-cli``):
+
+=====================================  =====  ==========================================
+key                                    type   content
+=====================================  =====  ==========================================
+``edge:trunks``                        SET    names of all trunks
+``edge:trunk:{name}``                  HASH   direction, max_calls, number format fields
+``edge:trunk:{name}:cidrs``            SET    source CIDRs allowed to send as this trunk
+``edge:trunk:{name}:gateways``         HASH   ``host:port`` -> ``transport=udp;priority=10;weight=100``
+``edge:agents``                        SET    names of all agents
+``edge:agent:{name}``                  HASH   max_calls
+``edge:agent:{name}:uris``             LIST   SIP URI targets, tried in order
+``edge:agent:{name}:cidrs``            SET    source CIDRs allowed to send as this agent
+``edge:dids``                          SET    all DIDs (E.164 with ``+``)
+``edge:did:{e164}``                    HASH   agent, trunk
+``edge:routes``                        SET    all outbound route prefixes
+``edge:route:{prefix}``                HASH   trunk name -> ``rate=0.0045;priority=10``
+``edge:version``                       STRING incremented by every ``edgectl`` write
+=====================================  =====  ==========================================
+
+Runtime state (written only by the edge, never by hand):
+
+=====================================  =====  ==========================================
+``edge:lease:trunk:{name}``            ZSET   member ``{node}:{call-id}``, score = lease expiry (s)
+``edge:lease:agent:{name}``            ZSET   same, per agent
+``edge:call:{node}:{call-id}``         HASH   the call's leases and facts (trunk, agent, ...)
+=====================================  =====  ==========================================
+"""
+
+from __future__ import annotations
+
+PREFIX = "edge"
+SCHEMA_VERSION = "1"
+
+SCHEMA = f"{PREFIX}:schema"
+VERSION = f"{PREFIX}:version"
+
+TRUNKS = f"{PREFIX}:trunks"
+AGENTS = f"{PREFIX}:agents"
+DIDS = f"{PREFIX}:dids"
+ROUTES = f"{PREFIX}:routes"
+
+
+def trunk(name: str) -> str:
+    """HASH of a trunk's scalar settings."""
+    return f"{PREFIX}:trunk:{name}"
+
+
+def trunk_cidrs(name: str) -> str:
+    """SET of the CIDRs a trunk's traffic may come from."""
+    return f"{PREFIX}:trunk:{name}:cidrs"
+
+
+def trunk_gateways(name: str) -> str:
+    """HASH of a trunk's gateways: ``host:port`` -> parameter string."""
+    return f"{PREFIX}:trunk:{name}:gateways"
+
+
+def agent(name: str) -> str:
+    """HASH of an agent's scalar settings."""
+    return f"{PREFIX}:agent:{name}"
+
+
+def agent_uris(name: str) -> str:
+    """LIST of an agent's SIP URI targets, in the order they are tried."""
+    return f"{PREFIX}:agent:{name}:uris"
+
+
+def agent_cidrs(name: str) -> str:
+    """SET of the CIDRs an agent's traffic may come from."""
+    return f"{PREFIX}:agent:{name}:cidrs"
+
+
+def did(e164: str) -> str:
+    """HASH binding a DID (E.164 with ``+``) to an agent and its owning trunk."""
+    return f"{PREFIX}:did:{e164}"
+
+
+def route(prefix: str) -> str:
+    """HASH of an outbound route prefix: trunk name -> parameter string."""
+    return f"{PREFIX}:route:{prefix}"
+
+
+def trunk_lease(name: str) -> str:
+    """ZSET of the calls currently holding a slot on a trunk."""
+    return f"{PREFIX}:lease:trunk:{name}"
+
+
+def agent_lease(name: str) -> str:
+    """ZSET of the calls currently holding a slot on an agent."""
+    return f"{PREFIX}:lease:agent:{name}"
+
+
+LEASE_PATTERN = f"{PREFIX}:lease:*"
+CALL_PATTERN = f"{PREFIX}:call:*"
+
+
+def call(node: str, call_id: str) -> str:
+    """HASH recording one admitted call on one edge node (leases held, facts)."""
+    return f"{PREFIX}:call:{node}:{call_id}"
+
+
+def lease_member(node: str, call_id: str) -> str:
+    """Member name of a call inside the lease ZSETs."""
+    return f"{node}:{call_id}"
+
+
+def trunk_keys(name: str) -> list[str]:
+    """Every routing-table key that belongs to a trunk."""
+    return [trunk(name), trunk_cidrs(name), trunk_gateways(name)]
+
+
+def agent_keys(name: str) -> list[str]:
+    """Every routing-table key that belongs to an agent."""
+    return [agent(name), agent_uris(name), agent_cidrs(name)]

@@ -1,0 +1,16 @@
+-- Release every slot a call holds (byoc-edge, docs/redis-schema.md).
+--
+-- KEYS[1]  call record HASH  edge:call:{node}:{call-id}
+-- ARGV[1]  member "{node}:{call-id}"
+--
+-- Returns the number of lease ZSETs the call was removed from.  Idempotent:
+-- releasing twice (BYE and dialog timeout, retransmitted CANCEL) is harmless.
+local fields = redis.call('HKEYS', KEYS[1])
+local released = 0
+for _, f in ipairs(fields) do
+  if string.sub(f, 1, 6) == 'lease:' then
+    released = released + redis.call('ZREM', string.sub(f, 7), ARGV[1])
+  end
+end
+redis.call('DEL', KEYS[1])
+return released

@@ -1,0 +1,430 @@
+"""The routing tables as typed values, and their exact text form in redis.
+
+Each class parses itself from the strings redis returns (``from_redis``) and
+renders itself back (``to_redis``), so ``edgectl`` writes and the call path
+reads through one definition.  Invalid data raises :class:`DataError` naming
+the key and field, whether it came from the CLI or from a hand edit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+
+from . import keys
+from .numbers import NumberError, NumberFormat, is_e164
+
+__all__ = [
+    "DataError",
+    "Direction",
+    "Transport",
+    "Gateway",
+    "Trunk",
+    "Agent",
+    "Did",
+    "RouteEntry",
+    "NAME_PATTERN",
+    "PREFIX_PATTERN",
+    "parse_params",
+    "format_params",
+    "parse_cidr",
+    "parse_sip_uri",
+]
+
+#: Trunk and agent names: short, safe inside redis keys, SIP headers and metric labels.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: Outbound route prefixes: ``+`` then up to 15 digits (``+`` alone is the default route).
+PREFIX_PATTERN = re.compile(r"^\+[0-9]{0,15}$")
+_SIP_URI = re.compile(r"^sips?:(?:[^@\s]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?(;[^\s]*)?$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*$")
+
+
+class DataError(ValueError):
+    """A routing-table value is malformed; the message names the key and field."""
+
+
+class Direction(str, Enum):
+    """Which way calls may flow over a trunk."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    BOTH = "both"
+
+    @property
+    def allows_inbound(self) -> bool:
+        """True when carriers may originate calls (carrier -> agent) on the trunk."""
+        return self in (Direction.INBOUND, Direction.BOTH)
+
+    @property
+    def allows_outbound(self) -> bool:
+        """True when agents may terminate calls (agent -> carrier) over the trunk."""
+        return self in (Direction.OUTBOUND, Direction.BOTH)
+
+
+class Transport(str, Enum):
+    """SIP transport toward a gateway (RFC 3261 section 18)."""
+
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"
+
+
+def parse_params(text: str, where: str) -> dict[str, str]:
+    """Parse ``"k=v;k=v"`` (the SIP-parameter style used in gateway and route values)."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise DataError(f"{where}: expected name=value, got {part!r}")
+        out[name.strip().lower()] = value.strip()
+    return out
+
+
+def format_params(params: dict[str, object]) -> str:
+    """Render a parameter dict as ``"k=v;k=v"`` in the given order."""
+    return ";".join(f"{k}={v}" for k, v in params.items())
+
+
+def parse_cidr(text: str, where: str = "cidr") -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parse an IP-CIDR (a bare address is a /32 or /128).
+
+    Raises:
+        DataError: not an address or network, or host bits set.
+    """
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        raise DataError(f"{where}: {exc}") from None
+
+
+def parse_sip_uri(text: str, where: str = "uri") -> str:
+    """Check that ``text`` is a ``sip:`` or ``sips:`` URI with a host; return it stripped.
+
+    Raises:
+        DataError: anything else (RFC 3261 section 19.1 syntax, simplified).
+    """
+    value = text.strip()
+    match = _SIP_URI.match(value)
+    if not match:
+        raise DataError(f"{where}: not a SIP URI: {text!r}")
+    if match.group(2) and not 0 < int(match.group(2)) < 65536:
+        raise DataError(f"{where}: port out of range in {text!r}")
+    return value
+
+
+def _int(value: str | None, where: str, *, minimum: int = 0, default: int | None = None) -> int | None:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise DataError(f"{where}: expected an integer, got {value!r}") from None
+    if number < minimum:
+        raise DataError(f"{where}: must be >= {minimum}, got {number}")
+    return number
+
+
+def _host(value: str, where: str) -> str:
+    host = value.strip()
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise DataError(f"{where}: bad IPv6 address {host!r}") from None
+        return host
+    try:
+        ipaddress.IPv4Address(host)
+        return host
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(host) or len(host) > 253:
+        raise DataError(f"{where}: bad host {host!r}")
+    return host
+
+
+def check_name(name: str, what: str) -> str:
+    """Validate a trunk or agent name.
+
+    Raises:
+        DataError: empty, too long, or characters outside ``[A-Za-z0-9_.-]``.
+    """
+    if not NAME_PATTERN.match(name or ""):
+        raise DataError(f"{what} name {name!r}: use 1-63 letters, digits, '_', '.', '-'")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """One signalling address of a carrier trunk.
+
+    Attributes:
+        host: IPv4 address, ``[IPv6]`` or DNS name.
+        port: UDP/TCP port (1-65535).
+        transport: SIP transport.
+        priority: lower is tried first (RFC 2782 semantics).
+        weight: relative share among gateways of equal priority (RFC 2782).
+    """
+
+    host: str
+    port: int = 5060
+    transport: Transport = Transport.UDP
+    priority: int = 10
+    weight: int = 100
+
+    @property
+    def address(self) -> str:
+        """The redis field name: ``host:port``."""
+        return f"{self.host}:{self.port}"
+
+    def uri(self, user: str) -> str:
+        """Request-URI that sends ``user`` to this gateway."""
+        suffix = "" if self.transport is Transport.UDP else f";transport={self.transport.value}"
+        scheme = "sips" if self.transport is Transport.TLS else "sip"
+        return f"{scheme}:{user}@{self.host}:{self.port}{suffix}"
+
+    def to_redis(self) -> tuple[str, str]:
+        """The (field, value) pair stored in ``edge:trunk:{name}:gateways``."""
+        return self.address, format_params(
+            {"transport": self.transport.value, "priority": self.priority, "weight": self.weight}
+        )
+
+    @classmethod
+    def parse_address(cls, text: str, where: str = "gateway") -> tuple[str, int]:
+        """Split ``host[:port]`` (``[v6]:port`` for IPv6); the port defaults to 5060."""
+        text = text.strip()
+        if text.startswith("["):
+            host, _, rest = text.partition("]")
+            host += "]"
+            port_text = rest[1:] if rest.startswith(":") else ""
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+        else:
+            host, port_text = text, ""
+        port = _int(port_text, f"{where} port", minimum=1, default=5060)
+        assert port is not None
+        if port > 65535:
+            raise DataError(f"{where} port: must be <= 65535, got {port}")
+        return _host(host, where), port
+
+    @classmethod
+    def from_redis(cls, address: str, value: str, where: str) -> "Gateway":
+        """Parse one gateway field of ``edge:trunk:{name}:gateways``.
+
+        Raises:
+            DataError: bad address, unknown transport or non-integer priority/weight.
+        """
+        host, port = cls.parse_address(address, where)
+        params = parse_params(value, where)
+        try:
+            transport = Transport(params.get("transport", "udp").lower())
+        except ValueError:
+            raise DataError(f"{where}: transport must be udp, tcp or tls") from None
+        priority = _int(params.get("priority"), f"{where} priority", default=10)
+        weight = _int(params.get("weight"), f"{where} weight", minimum=1, default=100)
+        assert priority is not None and weight is not None
+        return cls(host=host, port=port, transport=transport, priority=priority, weight=weight)
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """A carrier connection (Twilio, Telnyx, a PBX, ...).
+
+    Attributes:
+        name: unique trunk name.
+        direction: which calls the trunk carries.
+        max_calls: concurrent calls allowed (both directions together); None = unlimited.
+        cidrs: source networks whose traffic is this trunk's (IP-CIDR allowlist).
+        gateways: where termination calls are sent.
+        number_format: how the carrier writes DIDs and caller numbers.
+    """
+
+    name: str
+    direction: Direction = Direction.BOTH
+    max_calls: int | None = None
+    cidrs: tuple[str, ...] = ()
+    gateways: tuple[Gateway, ...] = ()
+    number_format: NumberFormat = field(default_factory=NumberFormat)
+
+    def to_redis(self) -> dict[str, str]:
+        """Fields of ``edge:trunk:{name}``."""
+        fmt = self.number_format
+        return {
+            "direction": self.direction.value,
+            "max_calls": "" if self.max_calls is None else str(self.max_calls),
+            "country_code": fmt.country_code,
+            "national_prefix": fmt.national_prefix,
+            "international_prefix": fmt.international_prefix,
+            "national_length": str(fmt.national_length),
+        }
+
+    @classmethod
+    def from_redis(
+        cls, name: str, fields: dict[str, str], cidrs: set[str] | list[str], gateways: dict[str, str]
+    ) -> "Trunk":
+        """Build a trunk from ``HGETALL``/``SMEMBERS``/``HGETALL`` of its three keys.
+
+        Raises:
+            DataError: any malformed field, naming the redis key.
+        """
+        where = keys.trunk(name)
+        try:
+            direction = Direction(fields.get("direction", "both") or "both")
+        except ValueError:
+            raise DataError(f"{where} direction: must be inbound, outbound or both") from None
+        try:
+            fmt = NumberFormat(
+                country_code=fields.get("country_code", ""),
+                national_prefix=fields.get("national_prefix", ""),
+                international_prefix=fields.get("international_prefix", "00"),
+                national_length=_int(fields.get("national_length"), f"{where} national_length", default=0) or 0,
+            )
+        except NumberError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        for cidr in cidrs:
+            parse_cidr(cidr, keys.trunk_cidrs(name))
+        gws = tuple(
+            sorted(
+                (Gateway.from_redis(a, v, f"{keys.trunk_gateways(name)} {a}") for a, v in gateways.items()),
+                key=lambda g: (g.priority, -g.weight, g.address),
+            )
+        )
+        return cls(
+            name=name,
+            direction=direction,
+            max_calls=_int(fields.get("max_calls"), f"{where} max_calls"),
+            cidrs=tuple(sorted(cidrs)),
+            gateways=gws,
+            number_format=fmt,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An AI voice agent reachable over SIP (LiveKit SIP, Pipecat, jambonz, Vapi, Retell).
+
+    Attributes:
+        name: unique agent name.
+        uris: SIP URI targets, tried in order with the failover rules of termination.
+        cidrs: source networks allowed to place termination calls as this agent.
+        max_calls: concurrent calls allowed; None = unlimited.
+    """
+
+    name: str
+    uris: tuple[str, ...] = ()
+    cidrs: tuple[str, ...] = ()
+    max_calls: int | None = None
+
+    def to_redis(self) -> dict[str, str]:
+        """Fields of ``edge:agent:{name}``."""
+        return {"max_calls": "" if self.max_calls is None else str(self.max_calls)}
+
+    @classmethod
+    def from_redis(
+        cls, name: str, fields: dict[str, str], uris: list[str], cidrs: set[str] | list[str]
+    ) -> "Agent":
+        """Build an agent from its three keys.
+
+        Raises:
+            DataError: any malformed field, naming the redis key.
+        """
+        for cidr in cidrs:
+            parse_cidr(cidr, keys.agent_cidrs(name))
+        checked = tuple(parse_sip_uri(u, keys.agent_uris(name)) for u in uris)
+        return cls(
+            name=name,
+            uris=checked,
+            cidrs=tuple(sorted(cidrs)),
+            max_calls=_int(fields.get("max_calls"), f"{keys.agent(name)} max_calls"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Did:
+    """A DID (E.164) owned by a trunk and bound to an agent."""
+
+    number: str
+    trunk: str
+    agent: str
+
+    def to_redis(self) -> dict[str, str]:
+        """Fields of ``edge:did:{e164}``."""
+        return {"trunk": self.trunk, "agent": self.agent}
+
+    @classmethod
+    def from_redis(cls, number: str, fields: dict[str, str]) -> "Did":
+        """Build a DID from ``HGETALL edge:did:{e164}``.
+
+        Raises:
+            DataError: missing trunk or agent field.
+        """
+        where = keys.did(number)
+        if not is_e164(number):
+            raise DataError(f"{where}: not an E.164 number")
+        trunk, agent = fields.get("trunk", ""), fields.get("agent", "")
+        if not trunk or not agent:
+            raise DataError(f"{where}: needs both 'trunk' and 'agent' fields")
+        return cls(number=number, trunk=trunk, agent=agent)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    """One trunk offered for an outbound destination prefix (least-cost routing).
+
+    Attributes:
+        prefix: E.164 prefix with ``+`` (``"+1415"``; ``"+"`` matches everything).
+        trunk: trunk name.
+        rate: cost per minute, in the operator's currency (a Decimal, never a float).
+        priority: tie-breaker among equal rates; lower is tried first.
+    """
+
+    prefix: str
+    trunk: str
+    rate: Decimal
+    priority: int = 10
+
+    def to_redis(self) -> tuple[str, str]:
+        """The (field, value) pair stored in ``edge:route:{prefix}``."""
+        return self.trunk, format_params({"rate": self.rate, "priority": self.priority})
+
+    @classmethod
+    def from_redis(cls, prefix: str, trunk: str, value: str) -> "RouteEntry":
+        """Parse one field of ``edge:route:{prefix}``.
+
+        Raises:
+            DataError: missing or negative rate, non-integer priority.
+        """
+        where = f"{keys.route(prefix)} {trunk}"
+        params = parse_params(value, where)
+        rate = parse_rate(params.get("rate", ""), f"{where} rate")
+        priority = _int(params.get("priority"), f"{where} priority", default=10)
+        assert priority is not None
+        return cls(prefix=prefix, trunk=trunk, rate=rate, priority=priority)
+
+
+def parse_rate(text: str, where: str = "rate") -> Decimal:
+    """Parse a per-minute rate such as ``"0.0045"``.
+
+    Raises:
+        DataError: not a finite non-negative decimal.
+    """
+    try:
+        rate = Decimal(text)
+    except (InvalidOperation, TypeError):
+        raise DataError(f"{where}: expected a decimal rate per minute, got {text!r}") from None
+    if not rate.is_finite() or rate < 0:
+        raise DataError(f"{where}: must be a non-negative number, got {text!r}")
+    return rate
+
+
+def check_prefix(prefix: str) -> str:
+    """Validate an outbound route prefix (``+`` followed by 0-15 digits).
+
+    Raises:
+        DataError: anything else.
+    """
+    if not PREFIX_PATTERN.match(prefix or ""):
+        raise DataError(f"route prefix {prefix!r}: use '+' followed by up to 15 digits, e.g. +1415")
+    return prefix

@@ -1,0 +1,142 @@
+"""Routing of an initial INVITE as an ordered list of small stages.
+
+Each stage either hands on a richer context or returns a :class:`Reject`;
+the last one admits the call (atomic concurrency leases) and returns a
+:class:`Relay` with the plan of targets.  Pure over a :class:`SipRequest` and
+a :class:`Store`: no ``KSR`` here.
+
+Origination (carrier -> agent): source ACL -> trunk direction -> DID -> agent
+-> admission (trunk + agent slots).
+
+Termination (agent -> carrier): source ACL -> destination number -> LCR
+(longest prefix, then rate, then priority; every gateway of every trunk) ->
+admission (agent slot, then the first trunk with a free slot).
+"""
+
+from __future__ import annotations
+
+from .acl import classify_source
+from .decision import Decision, Reason, Reject, Relay
+from .model import Agent, Trunk
+from .numbers import NumberError, NumberFormat, to_e164
+from .plan import CallPlan, Target
+from .request import SipRequest
+from .runtime import RuntimeSettings
+from .store import Lease, Store, Topology
+from . import keys
+
+__all__ = ["route_initial_invite", "originate", "terminate", "trunk_lease", "agent_lease", "limit_reject"]
+
+#: Headers the edge adds toward agents (documented in docs/headers.md).
+HDR_TRUNK = "X-Edge-Trunk"
+HDR_DID = "X-Edge-DID"
+HDR_CALLER = "X-Edge-Caller"
+EDGE_HEADER_PREFIX = "X-Edge-"
+
+
+def trunk_lease(trunk: Trunk) -> Lease:
+    """The concurrency slot of a trunk."""
+    return Lease(keys.trunk_lease(trunk.name), trunk.max_calls, f"trunk {trunk.name}")
+
+
+def agent_lease(agent: Agent) -> Lease:
+    """The concurrency slot of an agent."""
+    return Lease(keys.agent_lease(agent.name), agent.max_calls, f"agent {agent.name}")
+
+
+def limit_reject(label: str, retry_after_s: int) -> Reject:
+    """503 naming the limit that is full (``"Trunk Limit Reached: telnyx"``)."""
+    kind, _, name = label.partition(" ")
+    return Reject(503, f"{kind.capitalize()} Limit Reached: {name}", f"{kind}_limit", retry_after_s)
+
+
+def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings) -> Decision:
+    """Decide an out-of-dialog INVITE.
+
+    Raises:
+        StoreUnavailable: redis unreachable (the caller answers 503).
+        DataError: malformed routing data in redis (the caller answers 500).
+    """
+    topology = store.topology()
+    peer = classify_source(req.src_ip, topology)
+    if peer is None:
+        return Reject.of(Reason.SOURCE_NOT_ALLOWED)
+    if peer.kind == "trunk":
+        return originate(req, topology.trunks[peer.name], topology, store, rt)
+    return terminate(req, topology.agents[peer.name], topology, store, rt)
+
+
+def _with_user(uri: str, user: str) -> str:
+    scheme, _, rest = uri.partition(":")
+    if "@" in rest.split(";", 1)[0]:
+        return uri
+    return f"{scheme}:{user}@{rest}"
+
+
+def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, rt: RuntimeSettings) -> Decision:
+    """Carrier -> agent: find the DID's agent on this trunk and admit the call.
+
+    The DID is the Request-URI user, else the To user, normalised with the
+    trunk's number format.  A DID owned by another trunk is not found (a
+    multi-tenant carrier IP cannot reach someone else's numbers).
+    """
+    if not trunk.direction.allows_inbound:
+        return Reject.of(Reason.INBOUND_NOT_ALLOWED)
+    try:
+        number = to_e164(req.ruri_user or req.to_user, trunk.number_format)
+    except NumberError:
+        return Reject.of(Reason.DID_NOT_FOUND)
+    did = store.did(number)
+    if did is None or did.trunk != trunk.name:
+        return Reject.of(Reason.DID_NOT_FOUND)
+    agent = topology.agents.get(did.agent)
+    if agent is None or not agent.uris:
+        return Reject.of(Reason.AGENT_NOT_FOUND)
+    leases = [trunk_lease(trunk), agent_lease(agent)]
+    facts = {"direction": "origination", "trunk": trunk.name, "agent": agent.name, "number": number}
+    admission = store.acquire(req.call_id, leases, rt.lease_ttl_s, facts=facts)
+    if not admission.admitted:
+        assert admission.full is not None
+        return limit_reject(admission.full.label, rt.retry_after_s)
+    try:
+        caller = to_e164(req.from_user, trunk.number_format)
+    except NumberError:
+        caller = req.from_user
+    targets = [Target(uri=_with_user(uri, number), label=f"{agent.name} {uri}") for uri in agent.uris]
+    plan = CallPlan(call_id=req.call_id, direction="origination", targets=targets)
+    headers = {HDR_TRUNK: trunk.name, HDR_DID: number, HDR_CALLER: caller}
+    return Relay(plan=plan, headers=headers)
+
+
+def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, rt: RuntimeSettings) -> Decision:
+    """Agent -> carrier: least-cost routing over every trunk of the longest matching prefix.
+
+    Trunks are ordered by rate, then route priority, then name; each trunk's
+    gateways by priority, then weight.  Trunks that are missing, inbound-only
+    or without gateways are skipped.
+    """
+    try:
+        number = to_e164(req.ruri_user or req.to_user, NumberFormat())
+    except NumberError:
+        return Reject.of(Reason.BAD_NUMBER)
+    entries = sorted(store.routes(number), key=lambda e: (e.rate, e.priority, e.trunk))
+    targets: list[Target] = []
+    for entry in entries:
+        trunk = topology.trunks.get(entry.trunk)
+        if trunk is None or not trunk.direction.allows_outbound:
+            continue
+        lease = trunk_lease(trunk)
+        for gw in trunk.gateways:
+            targets.append(Target(uri=gw.uri(number), label=f"{trunk.name} {gw.address}", trunk=trunk.name, lease=lease))
+    if not targets:
+        return Reject.of(Reason.NO_ROUTE)
+    facts = {"direction": "termination", "agent": agent.name, "number": number}
+    admission = store.acquire(req.call_id, [agent_lease(agent)], rt.lease_ttl_s, facts=facts)
+    if not admission.admitted:
+        assert admission.full is not None
+        return limit_reject(admission.full.label, rt.retry_after_s)
+    plan = CallPlan(call_id=req.call_id, direction="termination", targets=targets)
+    if plan.advance(store, rt.lease_ttl_s, start=0) is None:
+        store.release(req.call_id)
+        return limit_reject(plan.full or "trunk", rt.retry_after_s)
+    return Relay(plan=plan, headers={})

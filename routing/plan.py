@@ -1,0 +1,175 @@
+"""A call's ordered targets and the serial-failover rules between them.
+
+The plan travels with the INVITE transaction (serialised into an AVP by
+:mod:`routing.kemi`) so the failure route can continue where the request
+route stopped.  Failover rules:
+
+* fail over on 408, any 5xx, a timeout with no final response, or a gateway
+  that cannot be reached;
+* never on another 4xx or a 6xx (RFC 3261 section 16.7: a 6xx ends the search);
+* never after early media (a 18x with SDP) and never after a 2xx.
+
+When every target has failed, the caller gets the best final response any
+target actually sent (lowest class wins, RFC 3261 section 16.7 step 6, a 503
+becoming 500), or 503 when no target answered at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .store import Lease, Store
+
+__all__ = ["Target", "CallPlan", "should_fail_over", "better_response", "final_response"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One next hop to try.
+
+    Attributes:
+        uri: Request-URI to send to.
+        label: human-readable hop name for logs (``"telnyx 192.0.2.10:5060"``).
+        trunk: trunk used for termination, None for an agent target.
+        lease: concurrency slot the hop needs (the trunk's), None when covered up front.
+    """
+
+    uri: str
+    label: str
+    trunk: str | None = None
+    lease: Lease | None = None
+
+
+@dataclass(slots=True)
+class CallPlan:
+    """Targets of one call and where the failover stands.
+
+    Attributes:
+        call_id: SIP Call-ID.
+        direction: ``origination`` (carrier -> agent) or ``termination`` (agent -> carrier).
+        targets: hops in order.
+        index: the hop being tried now.
+        held: lease key of the current hop's slot, when it needs one.
+        best: the best final (code, reason) received so far from any hop.
+        tried: ``"label=code"`` strings, in order, for logs and call records.
+        full: label of the last limit that made a hop be skipped (``"trunk telnyx"``).
+    """
+
+    call_id: str
+    direction: str
+    targets: list[Target]
+    index: int = 0
+    held: str | None = None
+    best: tuple[int, str] | None = None
+    tried: list[str] = field(default_factory=list)
+    full: str | None = None
+
+    @property
+    def current(self) -> Target:
+        """The hop being tried."""
+        return self.targets[self.index]
+
+    def record(self, code: int, reason: str, answered: bool) -> None:
+        """Note how the current hop ended; ``answered`` is False for local timeouts/errors."""
+        self.tried.append(f"{self.current.label}={code if answered else 'timeout'}")
+        if answered and (self.best is None or better_response((code, reason), self.best)):
+            self.best = (code, reason)
+
+    def advance(self, store: Store, ttl_s: int, start: int | None = None) -> Target | None:
+        """Move to the next hop whose slot can be taken, swapping trunk leases.
+
+        Args:
+            store: where the leases live.
+            ttl_s: lease lifetime (s).
+            start: hop index to start from (0 for the first attempt); default is the next one.
+
+        Returns:
+            The hop to try now, or None when none is left (or every remaining trunk is full).
+
+        Raises:
+            StoreUnavailable: redis unreachable.
+        """
+        index = self.index + 1 if start is None else start
+        while index < len(self.targets):
+            target = self.targets[index]
+            needed = target.lease.key if target.lease else None
+            if needed == self.held or needed is None:
+                self.index = index
+                return target
+            release = [self.held] if self.held else []
+            assert target.lease is not None
+            admission = store.acquire(
+                self.call_id, [target.lease], ttl_s, release=release, facts={"trunk": target.trunk or ""}
+            )
+            self.held = None
+            if admission.admitted:
+                self.held = needed
+                self.index = index
+                return target
+            self.tried.append(f"{target.label}=full")
+            self.full = target.lease.label
+            index += 1
+        self.index = len(self.targets) - 1
+        return None
+
+    def dumps(self) -> str:
+        """Serialise for a transaction AVP."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str) -> "CallPlan":
+        """Inverse of :meth:`dumps`."""
+        data = json.loads(text)
+        targets = [
+            Target(
+                uri=t["uri"],
+                label=t["label"],
+                trunk=t["trunk"],
+                lease=Lease(**t["lease"]) if t["lease"] else None,
+            )
+            for t in data.pop("targets")
+        ]
+        best = tuple(data.pop("best")) if data.get("best") else None
+        data.pop("best", None)
+        return cls(targets=targets, best=best, **data)  # type: ignore[arg-type]
+
+
+def should_fail_over(code: int, answered: bool, early_media: bool) -> bool:
+    """Whether a failed hop lets the call move to the next one.
+
+    Args:
+        code: final status of the hop (a local 408 when it timed out).
+        answered: True when the hop itself sent that final response.
+        early_media: True when the hop sent a 18x with SDP.
+    """
+    if early_media or 200 <= code < 300:
+        return False
+    if not answered:
+        return True  # timeout or unreachable gateway
+    return code == 408 or 500 <= code < 600
+
+
+def better_response(a: tuple[int, str], b: tuple[int, str]) -> bool:
+    """True when final response ``a`` should be preferred over ``b`` (RFC 3261 section 16.7).
+
+    6xx beats everything, otherwise the lowest class wins; the first received
+    wins a tie.
+    """
+    rank_a = 0 if a[0] >= 600 else a[0] // 100
+    rank_b = 0 if b[0] >= 600 else b[0] // 100
+    return rank_a < rank_b
+
+
+def final_response(plan: CallPlan, none_answered: tuple[int, str]) -> tuple[int, str]:
+    """The response the caller gets once every hop failed.
+
+    A 503 chosen from downstream becomes 500 so the caller does not take the
+    edge itself for overloaded (RFC 3261 section 16.7 step 6).
+    """
+    if plan.best is None:
+        return none_answered
+    code, reason = plan.best
+    if code == 503:
+        return 500, reason
+    return code, reason

@@ -1,0 +1,94 @@
+"""Render every config of an edge node from its settings with jinja2 (StrictUndefined).
+
+Output files in ``settings.run_dir``: ``kamailio.cfg``, ``rtpengine.conf``,
+``redis.conf`` and ``routing.json`` (the plugin's runtime settings).  The same
+templates in ``templates/`` serve ``edgectl`` and the Ansible roles.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from dataclasses import asdict
+from pathlib import Path
+
+import jinja2
+
+from .runtime import RuntimeSettings
+from .settings import REPO_ROOT, Settings
+
+__all__ = ["TEMPLATE_DIR", "ENTRY_SCRIPT", "KAMAILIO_MODULES", "OUTPUTS", "render", "render_to_dir", "runtime_settings"]
+
+TEMPLATE_DIR = REPO_ROOT / "templates"
+ENTRY_SCRIPT = REPO_ROOT / "kamailio" / "edge.py"
+KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+#: output file -> template
+OUTPUTS = {
+    "kamailio.cfg": "kamailio.cfg.j2",
+    "rtpengine.conf": "rtpengine.conf.j2",
+    "redis.conf": "redis.conf.j2",
+    "routing.json": "routing.json.j2",
+}
+
+
+def runtime_settings(settings: Settings) -> RuntimeSettings:
+    """The routing plugin's view of the settings (written as ``routing.json``)."""
+    site_packages = sysconfig.get_paths()["purelib"]
+    return RuntimeSettings(
+        node=settings.node,
+        redis_host=settings.redis.host,
+        redis_port=settings.redis.port,
+        redis_db=settings.redis.db,
+        redis_password=settings.redis.password,
+        redis_timeout_ms=settings.redis.timeout_ms,
+        redis_connect_timeout_ms=settings.redis.connect_timeout_ms,
+        lease_ttl_s=settings.sip.max_call_duration_s + 60,
+        retry_after_s=settings.limits.retry_after_s,
+        python_paths=(str(REPO_ROOT), site_packages),
+    )
+
+
+def _context(settings: Settings) -> dict[str, object]:
+    rt = runtime_settings(settings)
+    data = settings.model_dump(mode="json")
+    data["rtpengine"]["ng_address"] = "127.0.0.1"
+    data["run_dir"] = str(settings.run_dir)
+    data["module_path"] = KAMAILIO_MODULES
+    data["entry_script"] = str(ENTRY_SCRIPT)
+    data["aliases"] = sorted({l.advertise for l in settings.sip.listen if l.advertise})
+    data["routing"] = _asdict(rt)
+    return data
+
+
+def _asdict(rt: RuntimeSettings) -> dict[str, object]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(rt).items()}
+
+
+def render(settings: Settings) -> dict[str, str]:
+    """Render all configs in memory: file name -> text.
+
+    Raises:
+        jinja2.UndefinedError: a template uses a value the settings do not provide.
+    """
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    context = _context(settings)
+    return {name: env.get_template(template).render(**context) for name, template in OUTPUTS.items()}
+
+
+def render_to_dir(settings: Settings) -> Path:
+    """Render all configs into ``settings.run_dir`` (created 0755); returns the directory."""
+    run_dir = Path(settings.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in render(settings).items():
+        target = run_dir / name
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    return run_dir

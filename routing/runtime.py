@@ -1,0 +1,62 @@
+"""Runtime settings of the routing plugin, as rendered into the run directory.
+
+``edgectl config render`` writes ``routing.json`` from the settings file; the
+plugin reads it once per Kamailio process (path in ``BYOC_EDGE_RUNTIME``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields
+
+__all__ = ["RuntimeSettings", "ENV_VAR", "load"]
+
+#: Environment variable holding the path of ``routing.json``.
+ENV_VAR = "BYOC_EDGE_RUNTIME"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """What the routing plugin needs at run time.
+
+    Attributes:
+        node: this edge node's id (lease members, call records).
+        redis_host, redis_port, redis_db, redis_password: the routing store.
+        redis_timeout_ms: per-command socket timeout (ms); bounds the 503 when redis hangs.
+        redis_connect_timeout_ms: connect timeout (ms).
+        lease_ttl_s: longest a call may hold a concurrency slot (s); the dialog
+            module's ``default_timeout`` plus a margin.
+        retry_after_s: Retry-After sent with 503 refusals (s).
+        python_paths: directories added to ``sys.path`` (the venv's site-packages).
+    """
+
+    node: str = "edge1"
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_password: str | None = None
+    redis_timeout_ms: int = 200
+    redis_connect_timeout_ms: int = 200
+    lease_ttl_s: int = 14460
+    retry_after_s: int = 5
+    python_paths: tuple[str, ...] = ()
+
+
+def load(path: str | None = None) -> RuntimeSettings:
+    """Read ``routing.json``; unknown keys are ignored, missing ones take defaults.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not JSON.
+    """
+    path = path or os.environ.get(ENV_VAR, "")
+    if not path:
+        return RuntimeSettings()
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    known = {f.name for f in fields(RuntimeSettings)}
+    values = {k: v for k, v in data.items() if k in known}
+    if "python_paths" in values:
+        values["python_paths"] = tuple(values["python_paths"])
+    return RuntimeSettings(**values)

@@ -1,0 +1,292 @@
+"""Start, stop and inspect the edge's processes: redis, rtpengine and Kamailio.
+
+Used by ``edgectl up/down/status`` and by the integration tests, so the tests
+run the edge exactly the way operators do.  Each process runs in the
+background with its log in the run directory (``<name>.log``) and its pid in
+``<name>.pid``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from . import runtime
+from .hostcheck import check_addresses
+from .render import render_to_dir
+from .settings import Settings
+from .sipprobe import rtpengine_ping, sip_options
+from .store import connect
+
+__all__ = ["ServiceError", "ServiceState", "up", "down", "status", "kamailio_check", "BINARIES"]
+
+#: Programs the edge runs, by service name.
+BINARIES = {"redis": "redis-server", "rtpengine": "rtpengine", "kamailio": "kamailio"}
+START_TIMEOUT_S = 20.0
+#: Processes started by this Python process, kept so they are not reaped as garbage
+#: while they run in the background (they outlive edgectl on purpose).
+_CHILDREN: dict[str, subprocess.Popen] = {}
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or checked; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """One service as seen by ``edgectl status``.
+
+    Attributes:
+        name: ``redis``, ``rtpengine`` or ``kamailio``.
+        pid: process id from the pid file, None when not started by edgectl.
+        running: the process exists.
+        healthy: it answers its protocol (PING, ng ping, SIP OPTIONS).
+        detail: human-readable health detail.
+    """
+
+    name: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    detail: str
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(BINARIES[name]) or shutil.which(BINARIES[name], path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if not path:
+        raise ServiceError(f"{BINARIES[name]} is not installed (run scripts/bootstrap)")
+    return path
+
+
+def _pidfile(run_dir: Path, name: str) -> Path:
+    return run_dir / "pids" / f"{name}.pid"
+
+
+def _pid(run_dir: Path, name: str) -> int | None:
+    try:
+        pid = int(_pidfile(run_dir, name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def _argv(settings: Settings, name: str) -> list[str]:
+    run_dir = Path(settings.run_dir)
+    if name == "redis":
+        return [_binary("redis"), str(run_dir / "redis.conf")]
+    if name == "rtpengine":
+        return [_binary("rtpengine"), f"--config-file={run_dir / 'rtpengine.conf'}", "--foreground"]
+    return [
+        _binary("kamailio"),
+        "-f",
+        str(run_dir / "kamailio.cfg"),
+        "-DD",
+        "-E",
+        "-P",
+        str(run_dir / "kamailio.pid"),
+    ]
+
+
+def _healthy(settings: Settings, name: str) -> tuple[bool, str]:
+    if name == "redis":
+        try:
+            r = settings.redis
+            connect(r.host, r.port, r.db, r.password, timeout_ms=500, connect_timeout_ms=500).ping()
+            return True, f"PONG from {r.host}:{r.port}"
+        except redis.RedisError as exc:
+            return False, f"no PONG from {settings.redis.host}:{settings.redis.port}: {exc}"
+    if name == "rtpengine":
+        ok = rtpengine_ping("127.0.0.1", settings.rtpengine.ng_port, timeout_s=0.5)
+        return ok, f"ng {'pong' if ok else 'no answer'} on 127.0.0.1:{settings.rtpengine.ng_port}"
+    host, port = settings.sip_target
+    result = sip_options(host, port, timeout_s=0.5)
+    if result.code:
+        return result.code == 200, f"OPTIONS {host}:{port} -> {result.code} {result.reason} in {result.rtt_ms:.1f} ms"
+    return False, f"OPTIONS {host}:{port} -> {result.reason}"
+
+
+def _start(settings: Settings, name: str) -> int:
+    run_dir = Path(settings.run_dir)
+    env = dict(os.environ, **{runtime.ENV_VAR: str(run_dir / "routing.json")})
+    log = open(run_dir / f"{name}.log", "ab")
+    proc = subprocess.Popen(
+        _argv(settings, name),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=run_dir,
+        env=env,
+        start_new_session=True,
+    )
+    log.close()
+    _CHILDREN[name] = proc
+    _pidfile(run_dir, name).parent.mkdir(exist_ok=True)
+    _pidfile(run_dir, name).write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (run_dir / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+            raise ServiceError(f"{name} exited with status {proc.returncode}: " + " | ".join(tail))
+        ok, _ = _healthy(settings, name)
+        if ok:
+            return proc.pid
+        time.sleep(0.05)
+    _stop(run_dir, name)
+    raise ServiceError(f"{name} did not become healthy within {START_TIMEOUT_S:.0f}s (see {run_dir / (name + '.log')})")
+
+
+def kamailio_check(settings: Settings) -> str:
+    """Run ``kamailio -c`` on the rendered config; returns its output.
+
+    Raises:
+        ServiceError: the config does not parse.
+    """
+    run_dir = Path(settings.run_dir)
+    proc = subprocess.run(
+        [_binary("kamailio"), "-c", "-f", str(run_dir / "kamailio.cfg")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **{runtime.ENV_VAR: str(run_dir / "routing.json")}),
+    )
+    if proc.returncode != 0:
+        errors = [l for l in proc.stderr.splitlines() if "ERROR" in l or "CRITICAL" in l] or proc.stderr.splitlines()[-5:]
+        raise ServiceError("kamailio -c failed: " + " | ".join(errors))
+    return proc.stderr
+
+
+def up(settings: Settings) -> list[ServiceState]:
+    """Render configs, then start redis (if managed), rtpengine and Kamailio; wait until each answers.
+
+    Services already running and healthy are left alone, so ``up`` can run twice.
+
+    Raises:
+        ServiceError: an address is not on this host, a binary is missing, the
+            Kamailio config does not parse, or a service does not come up.
+    """
+    errors = check_addresses(settings)
+    if errors:
+        raise ServiceError("; ".join(errors))
+    run_dir = Path(settings.run_dir)
+    names = (["redis"] if settings.redis.manage else []) + ["rtpengine", "kamailio"]
+    running = {n for n in names if _pid(run_dir, n) and _healthy(settings, n)[0]}
+    if running != set(names):
+        render_to_dir(settings)
+        kamailio_check(settings)
+    for name in names:
+        if name in running:
+            continue
+        if _pid(run_dir, name):
+            _stop(run_dir, name)
+        healthy, detail = _healthy(settings, name)
+        if healthy:
+            raise ServiceError(
+                f"{name}: another process already answers ({detail}); stop it or change its port in the settings"
+            )
+        _start(settings, name)
+    return status(settings)
+
+
+def _stop(run_dir: Path, name: str, timeout_s: float = 10.0) -> bool:
+    pid = _pid(run_dir, name)
+    if pid is None:
+        _pidfile(run_dir, name).unlink(missing_ok=True)
+        return False
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _pid(run_dir, name):
+            time.sleep(0.05)
+        child = _CHILDREN.get(name)
+        if child is not None and child.pid == pid:
+            child.poll()  # reap our own child so it does not linger as a zombie
+        if not _pid(run_dir, name):
+            break
+    child = _CHILDREN.pop(name, None)
+    if child is not None:
+        child.poll()
+    _pidfile(run_dir, name).unlink(missing_ok=True)
+    return True
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop Kamailio, rtpengine and the managed redis (in that order); returns the names stopped."""
+    run_dir = Path(settings.run_dir)
+    return [n for n in ("kamailio", "rtpengine", "redis") if _stop(run_dir, n)]
+
+
+def status(settings: Settings) -> list[ServiceState]:
+    """State of each service: pid, running, and whether it answers its protocol."""
+    run_dir = Path(settings.run_dir)
+    names = (["redis"] if settings.redis.manage else []) + ["rtpengine", "kamailio"]
+    states = []
+    for name in names:
+        pid = _pid(run_dir, name)
+        healthy, detail = _healthy(settings, name)
+        states.append(ServiceState(name, pid, pid is not None, healthy, detail))
+    return states
+
+
+def kamailio_startup_check(settings: Settings, timeout_s: float = 15.0) -> float:
+    """Start a throw-away Kamailio from the same settings on a free loopback port and
+    wait for it to answer SIP OPTIONS through the Python plugin.
+
+    ``kamailio -c`` does not import the Python script; only a real start-up
+    proves that the plugin and its dependencies import under Kamailio's
+    embedded interpreter.  Returns the OPTIONS round-trip time (ms).
+
+    Raises:
+        ServiceError: Kamailio exited (the log tail is in the message) or did not answer.
+    """
+    import socket
+    import tempfile
+
+    from .settings import Listener
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="edge-check-") as tmp:
+        sip = settings.sip.model_copy(update={"listen": [Listener(transport="udp", address="127.0.0.1", port=port)], "workers": 1})
+        trial = settings.model_copy(update={"run_dir": Path(tmp), "sip": sip})
+        render_to_dir(trial)
+        argv = _argv(trial, "kamailio")
+        env = dict(os.environ, **{runtime.ENV_VAR: str(Path(tmp) / "routing.json")})
+        log_path = Path(tmp) / "kamailio.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    tail = log_path.read_text(errors="replace").splitlines()[-15:]
+                    raise ServiceError(f"kamailio start-up failed (status {proc.returncode}): " + " | ".join(tail))
+                result = sip_options("127.0.0.1", port, timeout_s=0.3)
+                if result.code == 200 and result.rtt_ms is not None:
+                    return result.rtt_ms
+            raise ServiceError(f"kamailio did not answer OPTIONS on 127.0.0.1:{port} within {timeout_s:.0f}s")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()

@@ -1,0 +1,165 @@
+"""The one settings file of an edge node (YAML), validated with pydantic.
+
+Every rendered config (Kamailio, rtpengine, redis, the plugin's
+``routing.json``) comes from a :class:`Settings`.  Defaults are the embedded
+demo edge: everything on loopback, a local redis started by ``edgectl up``.
+An error names the field path and the problem, e.g.
+``sip.listen.0.port: Input should be less than or equal to 65535``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["Settings", "SettingsError", "load_settings", "REPO_ROOT", "DEFAULT_RUN_DIR"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUN_DIR = REPO_ROOT / "run"
+
+
+class SettingsError(ValueError):
+    """The settings file is unreadable or invalid; the message names each bad field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _ip(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+#: An IPv4 or IPv6 address literal.
+IpAddress = Annotated[str, AfterValidator(_ip)]
+
+
+class Listener(_Model):
+    """A SIP listening socket.
+
+    ``advertise`` is the public address in front of a NAT, written into Via,
+    Record-Route and Contact instead of ``address``; it is not checked against
+    the host's interfaces.
+    """
+
+    transport: Literal["udp", "tcp"] = "udp"
+    address: IpAddress = "127.0.0.1"
+    port: int = Field(5060, ge=1, le=65535)
+    advertise: IpAddress | None = None
+
+
+class Sip(_Model):
+    """Kamailio: listeners, worker counts and transaction timers."""
+
+    listen: list[Listener] = Field(
+        default_factory=lambda: [Listener(transport="udp"), Listener(transport="tcp")], min_length=1
+    )
+    workers: int = Field(4, ge=1, le=64, description="UDP worker processes per listener")
+    tcp_workers: int = Field(2, ge=1, le=64, description="TCP worker processes")
+    failover_timeout_ms: int = Field(
+        3000, ge=500, le=60000, description="no reply at all from a hop for this long -> next hop (tm fr_timer)"
+    )
+    ringing_timeout_ms: int = Field(
+        60000, ge=1000, le=300000, description="provisional but no final reply for this long -> next hop (tm fr_inv_timer)"
+    )
+    max_call_duration_s: int = Field(
+        14400, ge=60, le=86400, description="dialog timeout: the call is torn down with BYE after this long"
+    )
+    log_level: int = Field(2, ge=-5, le=3, description="Kamailio debug level (2 = info)")
+
+
+class RtpEngine(_Model):
+    """rtpengine: media address, port range and control sockets."""
+
+    address: IpAddress = "127.0.0.1"
+    advertise: IpAddress | None = None
+    ng_port: int = Field(2223, ge=1, le=65535)
+    cli_port: int = Field(9900, ge=1, le=65535)
+    port_min: int = Field(30000, ge=1024, le=65535)
+    port_max: int = Field(40000, ge=1024, le=65535)
+    media_timeout_s: int = Field(60, ge=10, le=3600, description="no RTP for this long ends the media session")
+    log_level: int = Field(5, ge=0, le=7)
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> "RtpEngine":
+        if self.port_max - self.port_min < 100:
+            raise ValueError("port_max must be at least port_min + 100")
+        return self
+
+
+class Redis(_Model):
+    """The routing store.  ``manage: true`` makes ``edgectl up`` start a local redis-server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(6380, ge=1, le=65535)
+    db: int = Field(0, ge=0, le=15)
+    password: str | None = None
+    manage: bool = True
+    timeout_ms: int = Field(200, ge=10, le=5000, description="per-command timeout; redis slower than this -> 503")
+    connect_timeout_ms: int = Field(200, ge=10, le=5000)
+
+
+class Limits(_Model):
+    """Refusal policy."""
+
+    retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After on 503 refusals")
+
+
+class Settings(_Model):
+    """One edge node's settings (see ``docs/settings.md``)."""
+
+    node: str = Field("edge1", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    run_dir: Path = DEFAULT_RUN_DIR
+    sip: Sip = Field(default_factory=Sip)
+    rtpengine: RtpEngine = Field(default_factory=RtpEngine)
+    redis: Redis = Field(default_factory=Redis)
+    limits: Limits = Field(default_factory=Limits)
+
+    @property
+    def sip_target(self) -> tuple[str, int]:
+        """Where a local SIP probe reaches the edge: first UDP listener (wildcards -> loopback)."""
+        listener = next((l for l in self.sip.listen if l.transport == "udp"), self.sip.listen[0])
+        host = listener.address
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        return host, listener.port
+
+
+def _format(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{path}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load and validate a settings file; None gives the embedded default.
+
+    Relative ``run_dir`` values are taken relative to the settings file.
+
+    Raises:
+        SettingsError: unreadable file, bad YAML, or invalid fields (all named).
+    """
+    if path is None:
+        return Settings()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise SettingsError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected a mapping at the top level")
+    if "run_dir" in data and not Path(str(data["run_dir"])).is_absolute():
+        data["run_dir"] = str((path.parent / str(data["run_dir"])).resolve())
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(f"{path}: {_format(exc)}") from None

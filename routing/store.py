@@ -1,0 +1,253 @@
+"""Reads of the routing tables and atomic concurrency leases, over redis.
+
+The call path talks to redis only through :class:`RedisStore`; the pure
+routing stages depend on the :class:`Store` protocol so tests can pass a fake.
+Round trips per initial INVITE: one pipeline for the trunk/agent topology, one
+for the DID or the route prefixes, one Lua call for admission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import keys
+from .model import Agent, Did, RouteEntry, Trunk
+
+__all__ = [
+    "Topology",
+    "Lease",
+    "Admission",
+    "Store",
+    "RedisStore",
+    "StoreUnavailable",
+    "connect",
+    "route_prefixes",
+]
+
+
+class StoreUnavailable(RuntimeError):
+    """redis could not be reached or did not answer within the socket timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """All trunks and agents, as needed to classify a request's source."""
+
+    trunks: dict[str, Trunk]
+    agents: dict[str, Agent]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One concurrency slot a call asks for.
+
+    Attributes:
+        key: the lease ZSET (``keys.trunk_lease`` or ``keys.agent_lease``).
+        limit: maximum concurrent calls; None = unlimited (still counted).
+        label: what the limit is, for the reason phrase (``"trunk telnyx"``).
+    """
+
+    key: str
+    limit: int | None
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Result of a lease request.
+
+    Attributes:
+        admitted: True when every lease was granted.
+        full: the lease that was at its limit when not admitted.
+        count: calls already holding that lease (calls).
+    """
+
+    admitted: bool
+    full: Lease | None = None
+    count: int = 0
+
+
+class Store(Protocol):
+    """What routing decisions need from the routing tables."""
+
+    def topology(self) -> Topology: ...
+
+    def did(self, number: str) -> Did | None: ...
+
+    def routes(self, number: str) -> list[RouteEntry]: ...
+
+    def acquire(
+        self,
+        call_id: str,
+        leases: Sequence[Lease],
+        ttl_s: int,
+        release: Sequence[str] = (),
+        facts: dict[str, str] | None = None,
+    ) -> Admission: ...
+
+    def release(self, call_id: str) -> int: ...
+
+
+def route_prefixes(number: str) -> list[str]:
+    """Candidate route prefixes of an E.164 number, longest first, ending with ``"+"``."""
+    return [number[:i] for i in range(len(number), 0, -1)]
+
+
+def connect(
+    host: str = "127.0.0.1",
+    port: int = 6379,
+    db: int = 0,
+    password: str | None = None,
+    timeout_ms: int = 200,
+    connect_timeout_ms: int = 200,
+) -> redis.Redis:
+    """Open a redis client with bounded socket timeouts and no retries.
+
+    A Kamailio worker must never block on redis: redis-py's own default is
+    no timeout, so both the connect and the command timeouts are explicit, and
+    a failed command is not retried (the caller answers 503 instead).
+    """
+    return redis.Redis(
+        host=host,
+        port=port,
+        db=db,
+        password=password,
+        socket_timeout=timeout_ms / 1000,
+        socket_connect_timeout=connect_timeout_ms / 1000,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        decode_responses=True,
+    )
+
+
+class RedisStore:
+    """:class:`Store` over a redis client; every error becomes :class:`StoreUnavailable`
+    when redis cannot be reached, or propagates when the data itself is wrong.
+
+    Args:
+        client: a client from :func:`connect` (``decode_responses=True``).
+        node: this edge node's id, prefixed to lease members so calls of several
+            nodes sharing one redis never collide.
+    """
+
+    def __init__(self, client: redis.Redis, node: str) -> None:
+        self.client = client
+        self.node = node
+        lua = Path(__file__).resolve().parent / "lua"
+        self._lease = client.register_script((lua / "lease.lua").read_text())
+        self._release = client.register_script((lua / "release.lua").read_text())
+
+    def topology(self) -> Topology:
+        """Read every trunk and agent (two round trips).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+            DataError: a malformed trunk or agent.
+        """
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.smembers(keys.TRUNKS)
+            pipe.smembers(keys.AGENTS)
+            trunk_names, agent_names = pipe.execute()
+            trunk_names, agent_names = sorted(trunk_names), sorted(agent_names)
+            pipe = self.client.pipeline(transaction=False)
+            for name in trunk_names:
+                pipe.hgetall(keys.trunk(name))
+                pipe.smembers(keys.trunk_cidrs(name))
+                pipe.hgetall(keys.trunk_gateways(name))
+            for name in agent_names:
+                pipe.hgetall(keys.agent(name))
+                pipe.lrange(keys.agent_uris(name), 0, -1)
+                pipe.smembers(keys.agent_cidrs(name))
+            rows = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        trunks: dict[str, Trunk] = {}
+        agents: dict[str, Agent] = {}
+        pos = 0
+        for name in trunk_names:
+            fields, cidrs, gateways = rows[pos : pos + 3]
+            pos += 3
+            if fields or cidrs or gateways:
+                trunks[name] = Trunk.from_redis(name, fields, cidrs, gateways)
+        for name in agent_names:
+            fields, uris, cidrs = rows[pos : pos + 3]
+            pos += 3
+            if fields or uris or cidrs:
+                agents[name] = Agent.from_redis(name, fields, uris, cidrs)
+        return Topology(trunks=trunks, agents=agents)
+
+    def did(self, number: str) -> Did | None:
+        """Look up one DID (E.164 with ``+``); None when it is not provisioned."""
+        try:
+            fields = self.client.hgetall(keys.did(number))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return Did.from_redis(number, fields) if fields else None
+
+    def routes(self, number: str) -> list[RouteEntry]:
+        """Route entries of the longest prefix of ``number`` that has any (one round trip)."""
+        prefixes = route_prefixes(number)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for prefix in prefixes:
+                pipe.hgetall(keys.route(prefix))
+            rows = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        for prefix, fields in zip(prefixes, rows):
+            if fields:
+                return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()]
+        return []
+
+    def acquire(
+        self,
+        call_id: str,
+        leases: Sequence[Lease],
+        ttl_s: int,
+        release: Sequence[str] = (),
+        facts: dict[str, str] | None = None,
+    ) -> Admission:
+        """Atomically leave ``release`` and join every lease, or join none.
+
+        Args:
+            call_id: the SIP Call-ID.
+            leases: slots to take.
+            ttl_s: lease lifetime (s); the longest a call may last.
+            release: lease keys to leave first (moving to another trunk on failover).
+            facts: fields stored with the call record (trunk, agent, direction...).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow (callers fail closed).
+        """
+        argv: list[str | int] = [keys.lease_member(self.node, call_id), int(ttl_s), len(release)]
+        argv += [-1 if lease.limit is None else lease.limit for lease in leases]
+        for name, value in (facts or {}).items():
+            argv += [name, value]
+        try:
+            ok, index, count = self._lease(
+                keys=[keys.call(self.node, call_id), *release, *(lease.key for lease in leases)],
+                args=argv,
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if ok:
+            return Admission(admitted=True)
+        return Admission(admitted=False, full=leases[int(index) - 1], count=int(count))
+
+    def release(self, call_id: str) -> int:
+        """Leave every lease the call holds; returns how many it held. Idempotent."""
+        try:
+            return int(
+                self._release(
+                    keys=[keys.call(self.node, call_id)], args=[keys.lease_member(self.node, call_id)]
+                )
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc

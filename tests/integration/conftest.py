@@ -1,0 +1,165 @@
+"""A real edge for the integration tests: redis, rtpengine and Kamailio started with
+``routing.services.up`` from a settings file, exactly as ``edgectl up`` does.
+
+Addresses: edge 127.0.0.1, carriers 127.0.0.11-.13, agents 127.0.0.21-.22,
+stranger 127.0.0.99.  After every test the concurrency counters must be back
+to exactly zero and rtpengine must hold no session.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import redis
+import yaml
+
+from routing import admin, services
+from routing.calls import lease_counts
+from routing.numbers import NumberFormat
+from routing.model import Agent, Did, Direction, Gateway, RouteEntry, Trunk
+from routing.settings import load_settings, Settings
+from routing.store import connect
+
+from tests.helpers import free_port, wait_until
+from tests.integration.sipp import stop_all
+
+EDGE_IP = "127.0.0.1"
+CARRIER_A = "127.0.0.11"
+CARRIER_B = "127.0.0.12"
+CARRIER_C = "127.0.0.13"
+AGENT_IP = "127.0.0.21"
+AGENT2_IP = "127.0.0.22"
+STRANGER = "127.0.0.99"
+DID = "+14155550100"
+
+
+@dataclass
+class Edge:
+    """Handle on the running edge."""
+
+    settings: Settings
+    redis: redis.Redis
+    workdir: Path
+
+    @property
+    def sip(self) -> str:
+        host, port = self.settings.sip_target
+        return f"{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return self.settings.sip_target[1]
+
+    def rtpengine_totals(self) -> dict[str, float]:
+        """Numbers from ``rtpengine-ctl list totals`` by label."""
+        out = subprocess.run(
+            ["rtpengine-ctl", "-ip", "127.0.0.1", "-port", str(self.settings.rtpengine.cli_port), "list", "totals"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+        values = {}
+        for line in out.splitlines():
+            match = re.match(r"^\s*(.+?)\s*:\s*([0-9.]+)", line)
+            if match:
+                values.setdefault(match.group(1), float(match.group(2)))
+        return values
+
+    def rtpengine_sessions(self) -> int:
+        return int(self.rtpengine_totals().get("Total sessions", 0))
+
+    def leases(self) -> dict[str, int]:
+        return lease_counts(self.redis)
+
+    def active_leases(self) -> int:
+        return sum(self.leases().values())
+
+    def call_records(self) -> list[str]:
+        return list(self.redis.scan_iter(match="edge:call:*"))
+
+    def log(self) -> str:
+        return (Path(self.settings.run_dir) / "kamailio.log").read_text(errors="replace")
+
+    # -- provisioning through the same admin API as edgectl ---------------
+    def trunk(self, name: str, cidrs: list[str], gateways: list[tuple[str, int]] = (), direction: str = "both",
+              max_calls: int | None = None, number_format: NumberFormat = NumberFormat()) -> Trunk:
+        trunk = Trunk(
+            name=name,
+            direction=Direction(direction),
+            max_calls=max_calls,
+            cidrs=tuple(cidrs),
+            gateways=tuple(Gateway(host=h, port=p) for h, p in gateways),
+            number_format=number_format,
+        )
+        admin.put_trunk(self.redis, trunk)
+        return trunk
+
+    def agent(self, name: str, uris: list[str], cidrs: list[str], max_calls: int | None = None) -> Agent:
+        agent = Agent(name=name, uris=tuple(uris), cidrs=tuple(cidrs), max_calls=max_calls)
+        admin.put_agent(self.redis, agent)
+        return agent
+
+    def did(self, number: str, trunk: str, agent: str) -> None:
+        admin.put_did(self.redis, Did(number=number, trunk=trunk, agent=agent))
+
+    def route(self, prefix: str, trunk: str, rate: str, priority: int = 10) -> None:
+        admin.put_route(self.redis, RouteEntry(prefix=prefix, trunk=trunk, rate=Decimal(rate), priority=priority))
+
+
+@pytest.fixture(scope="session")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    workdir = tmp_path_factory.mktemp("edge")
+    sip_port = free_port(EDGE_IP, kind=socket.SOCK_DGRAM)  # SOCK_DGRAM
+    config = {
+        "node": "edge-test",
+        "run_dir": str(workdir / "run"),
+        "sip": {
+            "listen": [
+                {"transport": "udp", "address": EDGE_IP, "port": sip_port},
+                {"transport": "tcp", "address": EDGE_IP, "port": sip_port},
+            ],
+            "workers": 4,
+            "failover_timeout_ms": 1000,
+            "ringing_timeout_ms": 10000,
+            "max_call_duration_s": 120,
+        },
+        "rtpengine": {
+            "ng_port": free_port(EDGE_IP, kind=socket.SOCK_DGRAM),
+            "cli_port": free_port(EDGE_IP),
+            "port_min": 43000,
+            "port_max": 43999,
+            "media_timeout_s": 60,
+        },
+        "redis": {"port": free_port(EDGE_IP), "manage": True, "timeout_ms": 200, "connect_timeout_ms": 200},
+        "limits": {"retry_after_s": 7},
+    }
+    path = workdir / "settings.yaml"
+    path.write_text(yaml.safe_dump(config))
+    settings = load_settings(path)
+    services.down(settings)
+    services.up(settings)
+    client = connect(settings.redis.host, settings.redis.port, timeout_ms=2000, connect_timeout_ms=2000)
+    handle = Edge(settings=settings, redis=client, workdir=workdir)
+    try:
+        yield handle
+    finally:
+        services.down(settings)
+
+
+@pytest.fixture
+def clean_edge(edge: Edge, tmp_path: Path) -> Iterator[Edge]:
+    """The edge with empty routing tables; afterwards every counter must be exactly zero."""
+    edge.redis.flushdb()
+    edge.workdir = tmp_path
+    yield edge
+    stop_all()
+    wait_until(lambda: edge.active_leases() == 0, timeout=15, what=f"leases back to zero: {edge.leases()}")
+    wait_until(lambda: not edge.call_records(), timeout=15, what="call records released")
+    wait_until(lambda: edge.rtpengine_sessions() == 0, timeout=15, what="rtpengine sessions deleted")
+    assert all(v == 0 for v in edge.leases().values())

@@ -1,0 +1,319 @@
+"""Run SIPp peers (carrier, agent, stranger) on distinct 127.0.0.x addresses.
+
+Static scenarios live in ``tests/sipp/``; scenarios that only differ by the
+status code they send or expect are generated here.  Outcomes are read from
+SIPp's own message trace (``-trace_msg``), never guessed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.helpers import wait_until
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "sipp"
+#: every SIPp process started, so a test's teardown can stop what it left behind
+RUNNING: list["SippRun"] = []
+_media_ports = itertools.count(42000, 4)
+
+#: final codes a generic caller scenario accepts
+FINAL_CODES = [400, 403, 404, 405, 408, 480, 481, 483, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603]
+
+
+def sipp_binary() -> str:
+    path = shutil.which("sipp")
+    assert path, "sipp is not installed (apt-get install sip-tester)"
+    return path
+
+
+@dataclass
+class SippRun:
+    """A finished (or running) SIPp process and its trace files."""
+
+    proc: subprocess.Popen
+    workdir: Path
+    name: str
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"sipp {self.name} did not finish within {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def _files(self, suffix: str) -> list[Path]:
+        return sorted(self.workdir.glob(f"*_{suffix}.log"))
+
+    def messages(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self._files("messages"))
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self._files("logs"))
+
+    def errors(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self._files("errors"))
+
+    def output(self) -> str:
+        out = (self.workdir / "stdout.txt").read_text(errors="replace") if (self.workdir / "stdout.txt").exists() else ""
+        return out[-3000:] + "\n" + self.errors()[-3000:]
+
+    def received_status(self) -> list[tuple[int, str]]:
+        """Status lines received, in order: [(code, reason)]."""
+        found = []
+        for block in self.messages().split("-----------------------------------------------"):
+            if "message received" not in block:
+                continue
+            match = re.search(r"^SIP/2\.0 (\d{3}) ?(.*)$", block, re.M)
+            if match:
+                found.append((int(match.group(1)), match.group(2).strip()))
+        return found
+
+    def final_status(self) -> list[tuple[int, str]]:
+        """Final (>= 200) responses received to INVITEs, one per call (retransmissions folded)."""
+        finals: dict[str, tuple[int, str]] = {}
+        for block in self.messages().split("-----------------------------------------------"):
+            if "message received" not in block:
+                continue
+            status = re.search(r"^SIP/2\.0 (\d{3}) ?(.*)$", block, re.M)
+            cseq = re.search(r"^CSeq:\s*1 INVITE", block, re.M | re.I)
+            call_id = re.search(r"^Call-ID:\s*(\S+)", block, re.M | re.I)
+            if status and cseq and call_id and int(status.group(1)) >= 200:
+                finals.setdefault(call_id.group(1), (int(status.group(1)), status.group(2).strip()))
+        return list(finals.values())
+
+    def received_requests(self, method: str) -> list[str]:
+        """Full text of each request of ``method`` received."""
+        out = []
+        for block in self.messages().split("-----------------------------------------------"):
+            if "message received" in block and re.search(rf"^{method} sip", block, re.M):
+                out.append(block)
+        return out
+
+
+def _run(workdir: Path, name: str, argv: list[str]) -> SippRun:
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = open(workdir / "stdout.txt", "wb")
+    proc = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    out.close()
+    run = SippRun(proc, workdir, name)
+    RUNNING.append(run)
+    return run
+
+
+def stop_all() -> None:
+    """Stop every SIPp process still running (test teardown)."""
+    while RUNNING:
+        RUNNING.pop().stop()
+
+
+def _udp_port_taken(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return True
+    return False
+
+
+def _common(scenario: Path, ip: str, port: int) -> list[str]:
+    media = next(_media_ports)
+    return [
+        sipp_binary(), "-sf", str(scenario), "-i", ip, "-p", str(port), "-mi", ip, "-mp", str(media),
+        "-trace_msg", "-trace_err", "-trace_logs", "-nostdin", "-timeout", "60", "-timeout_error",
+    ]
+
+
+def uas(workdir: Path, ip: str, port: int, scenario: str | Path = "uas_agent.xml", calls: int = 1,
+        answer_ms: int = 300, rtp_echo: bool = True, extra: list[str] | None = None) -> SippRun:
+    """Start a callee (agent or carrier gateway) in the background."""
+    path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
+    argv = _common(path, ip, port) + ["-m", str(calls), "-d", str(answer_ms)]
+    if rtp_echo:
+        argv.append("-rtp_echo")
+    run = _run(workdir, f"uas-{ip}:{port}", argv + (extra or []))
+    # ready once SIPp holds its SIP port (or it died: then report why)
+    wait_until(lambda: _udp_port_taken(ip, port) or run.proc.poll() is not None, what=f"sipp on {ip}:{port}")
+    assert run.proc.poll() is None, f"sipp {run.name} exited: {run.output()}"
+    return run
+
+
+def uac(workdir: Path, ip: str, port: int, target: str, number: str, caller: str = "+14155550123",
+        scenario: str | Path = "uac_call.xml", calls: int = 1, rate: int = 10, hold_ms: int = 1000,
+        limit: int | None = None, extra: list[str] | None = None) -> SippRun:
+    """Start a caller toward ``target`` (``ip:port`` of the edge) dialling ``number``."""
+    path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
+    argv = _common(path, ip, port) + [
+        "-s", number, "-key", "caller", caller, "-m", str(calls), "-r", str(rate), "-d", str(hold_ms),
+    ]
+    if limit:
+        argv += ["-l", str(limit)]
+    return _run(workdir, f"uac-{ip}:{port}", argv + (extra or []) + [target])
+
+
+def reject_uac_scenario(workdir: Path, max_forwards: int = 70, extra_headers: str = "") -> Path:
+    """A caller that sends one INVITE with SDP and accepts any final response, then ACKs it.
+
+    A 200 (not expected) is ACKed and hung up so no call is left behind.
+    """
+    optional = "\n".join(
+        f'  <recv response="{code}" optional="true" next="ack"/>' for code in FINAL_CODES
+    )
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uac expect final">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[caller]@[local_ip]:[local_port]>
+      Max-Forwards: {max_forwards}
+{extra_headers}      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+{optional}
+  <recv response="200" rrs="true"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      [routes]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      [routes]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+  <nop next="end"/>
+  <label id="ack"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: "Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="end"/>
+</scenario>
+"""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"uac_expect_mf{max_forwards}.xml"
+    path.write_text(text)
+    return path
+
+
+def reply_uas_scenario(workdir: Path, code: int, early_media: bool = False) -> Path:
+    """A callee that answers INVITEs with ``code`` (optionally after a 183 with SDP)."""
+    early = """
+  <send>
+    <![CDATA[
+      SIP/2.0 183 Session Progress
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+    ]]>
+  </send>
+  <pause milliseconds="100"/>""" if early_media else ""
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uas reply {code}">
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 100 Trying
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>{early}
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 {code} Test Reply {code}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+</scenario>
+"""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"uas_reply_{code}{'_early' if early_media else ''}.xml"
+    path.write_text(text)
+    return path

@@ -1,0 +1,181 @@
+"""Origination (carrier -> edge -> agent) with real Kamailio, rtpengine, redis and SIPp."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+from datetime import datetime
+
+import pytest
+
+from routing import keys
+from routing.numbers import NumberFormat
+
+from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, STRANGER, Edge
+from .sipp import reject_uac_scenario, uac, uas
+
+AGENT_PORT = 5090
+_runs = itertools.count()
+
+
+def stamp(block: str) -> float:
+    """Time (s) of a SIPp -trace_msg block."""
+    text = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)", block).group(1)
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+
+
+def provision(edge: Edge, direction: str = "both", trunk_max: int | None = None, agent_max: int | None = None) -> None:
+    nanp = NumberFormat(country_code="1", national_length=10, international_prefix="011")
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, 5080)], direction=direction, max_calls=trunk_max,
+               number_format=nanp)
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, 5080)])
+    edge.agent("bot", [f"sip:{AGENT_IP}:{AGENT_PORT}"], [f"{AGENT_IP}/32"], max_calls=agent_max)
+    edge.did(DID, "carrier-a", "bot")
+
+
+def expect_reject(edge: Edge, source: str, number: str, max_forwards: int = 70) -> tuple[int, str]:
+    scenario = reject_uac_scenario(edge.workdir, max_forwards=max_forwards)
+    caller = uac(edge.workdir / f"uac-{next(_runs)}", source, 5070, edge.sip, number, scenario=scenario)
+    assert caller.wait() == 0, caller.output()
+    finals = caller.final_status()
+    assert len(finals) == 1, caller.messages()
+    return finals[0]
+
+
+def test_carrier_call_reaches_agent_with_media_through_rtpengine(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge)
+    before = edge.rtpengine_totals()
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, answer_ms=200)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, "4155550100", caller="+14155550123",
+                  hold_ms=1500)
+    assert carrier.wait() == 0, carrier.output()
+    assert agent.wait() == 0, agent.output()
+
+    invite = agent.received_requests("INVITE")[0]
+    # the DID (normalised to E.164), trunk and caller are announced; the carrier's spoofed header is gone
+    assert "X-Edge-Trunk: carrier-a" in invite
+    assert "X-Edge-Trunk: spoofed" not in invite
+    assert f"X-Edge-DID: {DID}" in invite
+    assert "X-Edge-Caller: +14155550123" in invite
+    assert re.search(rf"^INVITE sip:\{DID}@{AGENT_IP}:{AGENT_PORT} SIP/2.0", invite, re.M)
+    # SDP points at rtpengine, not at the carrier
+    assert "c=IN IP4 127.0.0.1" in invite
+    assert f"c=IN IP4 {CARRIER_A}" not in invite
+    assert "Record-Route:" in invite
+    # every in-dialog request reached the agent through the edge
+    for method in ("ACK", "INFO", "UPDATE", "BYE"):
+        assert agent.received_requests(method), f"agent never got {method}"
+    assert len(agent.received_requests("INVITE")) == 2  # initial + re-INVITE
+    # the answer the carrier saw was rewritten too
+    answers = [b for b in carrier.messages().split("-----") if "SIP/2.0 200 OK" in b and "application/sdp" in b]
+    assert answers and all(f"c=IN IP4 {AGENT_IP}" not in b for b in answers)
+    after = edge.rtpengine_totals()
+    relayed = after["Total relayed packets"] - before.get("Total relayed packets", 0)
+    assert relayed >= 100, f"rtpengine relayed only {relayed} packets"
+    assert after["Total number of 1-way streams"] == before.get("Total number of 1-way streams", 0)
+
+
+def test_did_from_to_header_when_request_uri_has_no_user(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge)
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, answer_ms=100)
+    scenario = reject_uac_scenario(edge.workdir)
+    text = scenario.read_text().replace(
+        "INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0", "INVITE sip:[remote_ip]:[remote_port] SIP/2.0"
+    )
+    scenario.write_text(text)
+    caller = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=scenario)
+    assert caller.wait() == 0, caller.output()
+    assert caller.final_status() == [(200, "OK")]
+    agent.stop()
+
+
+def test_stranger_gets_403(clean_edge: Edge) -> None:
+    provision(clean_edge)
+    assert expect_reject(clean_edge, STRANGER, DID) == (403, "Source Not Allowed")
+
+
+def test_did_of_another_trunk_gets_404(clean_edge: Edge) -> None:
+    provision(clean_edge)
+    assert expect_reject(clean_edge, CARRIER_B, DID) == (404, "DID Not Found")
+
+
+def test_unknown_did_gets_404(clean_edge: Edge) -> None:
+    provision(clean_edge)
+    assert expect_reject(clean_edge, CARRIER_A, "+14155550199") == (404, "DID Not Found")
+
+
+def test_outbound_only_trunk_gets_403(clean_edge: Edge) -> None:
+    provision(clean_edge, direction="outbound")
+    assert expect_reject(clean_edge, CARRIER_A, DID) == (403, "Trunk Not Allowed Inbound")
+
+
+def test_max_forwards_exhausted_gets_483(clean_edge: Edge) -> None:
+    provision(clean_edge)
+    assert expect_reject(clean_edge, CARRIER_A, DID, max_forwards=0) == (483, "Too Many Hops")
+
+
+def test_python_exception_gets_500_and_next_call_works(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge)
+    # a hand edit that breaks the data model: a trunk key of the wrong redis type
+    edge.redis.sadd(keys.TRUNKS, "broken")
+    edge.redis.set(keys.trunk("broken"), "not a hash")
+    assert expect_reject(edge, CARRIER_A, DID) == (500, "Internal Server Error")
+    assert "exception in request route" in edge.log()
+    edge.redis.delete(keys.trunk("broken"))
+    edge.redis.srem(keys.TRUNKS, "broken")
+    assert expect_reject(edge, STRANGER, DID) == (403, "Source Not Allowed")
+
+
+def test_change_in_redis_applies_to_next_call(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge)
+    assert expect_reject(edge, CARRIER_B, DID) == (404, "DID Not Found")
+    # ops move the DID to carrier-b with redis-cli semantics (plain HSET), no reload
+    edge.redis.hset(keys.did(DID), "trunk", "carrier-b")
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, answer_ms=100)
+    caller = uac(edge.workdir / "carrier", CARRIER_B, 5070, edge.sip, DID, scenario=reject_uac_scenario(edge.workdir))
+    assert caller.wait() == 0, caller.output()
+    assert caller.final_status() == [(200, "OK")]
+    agent.stop()
+
+
+def test_agent_unreachable_gets_503_and_releases_slots(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge, trunk_max=5)
+    # nothing listens on the agent port: the branch times out (failover_timeout_ms)
+    code, reason = expect_reject(edge, CARRIER_A, DID)
+    assert (code, reason) == (503, "Agent Unreachable")
+
+
+def test_cancel_before_answer_releases_slots(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge, trunk_max=1)
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario="uas_cancel.xml", rtp_echo=False)
+    caller = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario="uac_cancel.xml")
+    assert caller.wait() == 0, caller.output()
+    assert agent.wait() == 0, agent.output()
+    assert (487, "Request Terminated") in caller.received_status()
+
+
+def test_store_down_fails_closed_within_500ms(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge)
+    pid = int((edge.settings.run_dir / "pids" / "redis.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)  # redis hangs: every command times out
+    try:
+        scenario = reject_uac_scenario(edge.workdir)
+        caller = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=scenario)
+        assert caller.wait() == 0, caller.output()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert caller.final_status() == [(503, "Routing Store Unavailable")]
+    blocks = caller.messages().split("-----------------------------------------------")
+    sent = next(b for b in blocks if "message sent" in b and "INVITE sip" in b)
+    got = next(b for b in blocks if "message received" in b and "SIP/2.0 503" in b)
+    assert stamp(got) - stamp(sent) < 0.5
+    assert "Retry-After: 7" in got
