@@ -304,8 +304,13 @@ class Router:
         try:
             if event in ("dialog:end", "dialog:failed"):
                 call_id = _pv("$dlg(callid)") or _pv("$ci")
-                if call_id:
-                    self._store().release(call_id)
+                if not call_id:
+                    return 1
+                self._store().release(call_id)
+                if event == "dialog:end" and _pv("$rm") != "BYE":
+                    # ended by the dialog timeout (the module sent the BYEs itself): no BYE
+                    # passed the request route, so the media session is closed here
+                    KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={_pv('$dlg(from_tag)')}")
         except Exception:  # noqa: BLE001 - slots then expire with their lease
             KSR.err("edge: cannot release slots: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1

@@ -68,7 +68,7 @@ class Sip(_Model):
         60000, ge=1000, le=300000, description="provisional but no final reply for this long -> next hop (tm fr_inv_timer)"
     )
     max_call_duration_s: int = Field(
-        14400, ge=60, le=86400, description="dialog timeout: the call is torn down with BYE after this long"
+        14400, ge=5, le=86400, description="dialog timeout: the call is torn down with BYE after this long"
     )
     log_level: int = Field(2, ge=-5, le=3, description="Kamailio debug level (2 = info)")
 

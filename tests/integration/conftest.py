@@ -127,7 +127,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
             "workers": 4,
             "failover_timeout_ms": 1000,
             "ringing_timeout_ms": 10000,
-            "max_call_duration_s": 120,
+            "max_call_duration_s": 8,  # dialog timeout; calls in these tests last < 4 s
         },
         "rtpengine": {
             "ng_port": free_port(EDGE_IP, kind=socket.SOCK_DGRAM),
