@@ -29,7 +29,7 @@ from routing.settings import load_settings, Settings
 from routing.store import connect
 
 from tests.helpers import free_port, wait_until
-from tests.integration.sipp import stop_all
+from routing.sipp import stop_all
 
 EDGE_IP = "127.0.0.1"
 CARRIER_A = "127.0.0.11"

@@ -7,7 +7,7 @@ import time
 from routing import keys
 
 from .conftest import AGENT_IP, CARRIER_A, DID, Edge
-from .sipp import reject_uac_scenario, uac, uas
+from routing.sipp import reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 AGENT_PORT = 5090

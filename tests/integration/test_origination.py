@@ -14,7 +14,7 @@ from routing import keys
 from routing.numbers import NumberFormat
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, STRANGER, Edge
-from .sipp import reject_uac_scenario, uac, uas
+from routing.sipp import reject_uac_scenario, uac, uas
 
 AGENT_PORT = 5090
 _runs = itertools.count()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, Edge
-from .sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
+from routing.sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
 
 GW_PORT = 5080
 DEST = "+442071838750"

@@ -1,8 +1,9 @@
 """Run SIPp peers (carrier, agent, stranger) on distinct 127.0.0.x addresses.
 
-Static scenarios live in ``tests/sipp/``; scenarios that only differ by the
-status code they send or expect are generated here.  Outcomes are read from
-SIPp's own message trace (``-trace_msg``), never guessed.
+Shared by ``edgectl demo``, the integration tests and ``bench/``.  Static
+scenarios live in ``sipp/`` at the top of the repository; scenarios that only
+differ by the status code they send or expect are generated here.  Outcomes
+are read from SIPp's own message trace (``-trace_msg``), never guessed.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers import wait_until
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "sipp"
 #: every SIPp process started, so a test's teardown can stop what it left behind
@@ -26,10 +27,28 @@ _media_ports = itertools.count(42000, 4)
 FINAL_CODES = [400, 403, 404, 405, 408, 480, 481, 483, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603]
 
 
+class SippError(RuntimeError):
+    """SIPp is missing, did not start, or did not finish in time."""
+
+
 def sipp_binary() -> str:
+    """Path of the sipp binary (Debian package sip-tester).
+
+    Raises:
+        SippError: not installed.
+    """
     path = shutil.which("sipp")
-    assert path, "sipp is not installed (apt-get install sip-tester)"
+    if not path:
+        raise SippError("sipp is not installed (apt-get install sip-tester)")
     return path
+
+
+def _wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SippError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
 
 
 @dataclass
@@ -46,7 +65,7 @@ class SippRun:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"sipp {self.name} did not finish within {timeout}s:\n{self.output()}")
+            raise SippError(f"sipp {self.name} did not finish within {timeout}s:\n{self.output()}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -148,8 +167,9 @@ def uas(workdir: Path, ip: str, port: int, scenario: str | Path = "uas_agent.xml
         argv.append("-rtp_echo")
     run = _run(workdir, f"uas-{ip}:{port}", argv + (extra or []))
     # ready once SIPp holds its SIP port (or it died: then report why)
-    wait_until(lambda: _udp_port_taken(ip, port) or run.proc.poll() is not None, what=f"sipp on {ip}:{port}")
-    assert run.proc.poll() is None, f"sipp {run.name} exited: {run.output()}"
+    _wait_until(lambda: _udp_port_taken(ip, port) or run.proc.poll() is not None, what=f"sipp on {ip}:{port}")
+    if run.proc.poll() is not None:
+        raise SippError(f"sipp {run.name} exited: {run.output()}")
     return run
 
 
