@@ -124,6 +124,9 @@ def _healthy(settings: Settings, name: str) -> tuple[bool, str]:
 
 def _start(settings: Settings, name: str) -> int:
     run_dir = Path(settings.run_dir)
+    previous = _CHILDREN.pop(name, None)
+    if previous is not None:
+        previous.poll()  # reap an earlier instance that died
     env = dict(os.environ, **{runtime.ENV_VAR: str(run_dir / "routing.json")})
     log = open(run_dir / f"{name}.log", "ab")
     proc = subprocess.Popen(

@@ -110,8 +110,11 @@ def connect(
     """Open a redis client with bounded socket timeouts and no retries.
 
     A Kamailio worker must never block on redis: redis-py's own default is
-    no timeout, so both the connect and the command timeouts are explicit, and
-    a failed command is not retried (the caller answers 503 instead).
+    no timeout, so both the connect and the command timeouts are explicit.  A
+    command is retried once, at once, only after a connection error (a
+    connection broken while redis restarted is replaced without failing a
+    call); a timeout is never retried, so a hung redis costs one timeout and
+    the caller answers 503.
     """
     return redis.Redis(
         host=host,
@@ -120,7 +123,7 @@ def connect(
         password=password,
         socket_timeout=timeout_ms / 1000,
         socket_connect_timeout=connect_timeout_ms / 1000,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         retry_on_timeout=False,
         decode_responses=True,
     )

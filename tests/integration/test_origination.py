@@ -10,7 +10,8 @@ from datetime import datetime
 
 import pytest
 
-from routing import keys
+from routing import keys, services
+from tests.helpers import wait_until
 from routing.numbers import NumberFormat
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, STRANGER, Edge
@@ -179,3 +180,23 @@ def test_store_down_fails_closed_within_500ms(clean_edge: Edge) -> None:
     got = next(b for b in blocks if "message received" in b and "SIP/2.0 503" in b)
     assert stamp(got) - stamp(sent) < 0.5
     assert "Retry-After: 7" in got
+
+
+def test_store_killed_fails_closed_then_recovers(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge)
+    run_dir = edge.settings.run_dir
+    pid = int((run_dir / "pids" / "redis.pid").read_text())
+    os.kill(pid, signal.SIGKILL)  # connection refused from now on
+    wait_until(lambda: not services._alive(pid), what="redis gone")
+    scenario = reject_uac_scenario(edge.workdir)
+    for attempt in range(3):  # every worker, not only the first, answers 503
+        caller = uac(edge.workdir / f"down-{attempt}", CARRIER_A, 5070, edge.sip, DID, scenario=scenario)
+        assert caller.wait() == 0, caller.output()
+        assert caller.final_status() == [(503, "Routing Store Unavailable")]
+    services.up(edge.settings)  # restarts only redis; its append-only file keeps the routing tables
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, answer_ms=100)
+    caller = uac(edge.workdir / "up", CARRIER_A, 5070, edge.sip, DID, scenario=scenario)
+    assert caller.wait() == 0, caller.output()
+    assert caller.final_status() == [(200, "OK")]
+    agent.stop()

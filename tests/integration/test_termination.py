@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+from routing import keys
+
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, Edge
 from routing.sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
 
@@ -60,7 +62,7 @@ def test_longest_prefix_wins_over_cheaper_short_prefix(clean_edge: Edge) -> None
 def test_equal_rate_ordered_by_priority(clean_edge: Edge) -> None:
     edge = clean_edge
     provision(edge)
-    edge.redis.delete("edge:route:+44")
+    edge.redis.delete(keys.route("+44"))
     edge.route("+44", "carrier-a", "0.0100", priority=20)
     edge.route("+44", "carrier-b", "0.0100", priority=5)
     carrier_b = uas(edge.workdir / "carrier-b", CARRIER_B, GW_PORT, answer_ms=50)
