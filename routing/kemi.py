@@ -20,6 +20,7 @@ are opened per worker in :meth:`Router.child_init`, after the fork.
 
 from __future__ import annotations
 
+import os
 import traceback
 
 import KSR  # type: ignore[import-not-found]
@@ -46,6 +47,10 @@ MAX_FORWARDS = 70
 def _pv(name: str) -> str:
     value = KSR.pv.get(name)
     return "" if value is None else str(value)
+
+
+def _has_sdp() -> bool:
+    return KSR.textops.has_body_type("application/sdp") > 0
 
 
 def _log_reject(reject: Reject, where: str) -> None:
@@ -145,6 +150,7 @@ class Router:
         self._initial_invite()
 
     def _in_dialog(self, method: str) -> None:
+        KSR.textops.remove_hf_re("^" + pipeline.EDGE_HEADER_PREFIX)
         if KSR.rr.loose_route() < 0 or KSR.dialog.is_known_dlg() < 0:
             if method == "ACK":
                 if KSR.tm.t_check_trans() > 0:
@@ -199,7 +205,8 @@ class Router:
             for name, value in decision.headers.items():
                 KSR.hdr.append(f"{name}: {value}\r\n")
             KSR.rr.record_route()
-            if KSR.rtpengine.rtpengine_manage(RTPENGINE_FLAGS) < 0:
+            # an INVITE without SDP (delayed offer) gets its offer from the 2xx and its answer from the ACK
+            if _has_sdp() and KSR.rtpengine.rtpengine_manage(RTPENGINE_FLAGS) < 0:
                 store.release(plan.call_id)
                 self._reply(Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s))
                 return
@@ -233,15 +240,18 @@ class Router:
             target = nxt
 
     def _give_up(self, plan: CallPlan) -> None:
-        self._store().release(plan.call_id)
         KSR.rtpengine.rtpengine_delete0()
+        try:
+            self._store().release(plan.call_id)
+        except StoreUnavailable as exc:  # the lease then expires on its own (lease_ttl_s)
+            KSR.err(f"edge: cannot release slots of call-id={plan.call_id}: {exc}\n")
         if plan.best is None and plan.full:
             reject = pipeline.limit_reject(plan.full, self.settings.retry_after_s)
         else:
             none = Reason.ALL_CARRIERS_FAILED if plan.direction == "termination" else Reason.AGENT_UNREACHABLE
             code, reason = final_response(plan, none[:2])
             reject = Reject(code, reason, none[2] if plan.best is None else "downstream_failed")
-        KSR.info(f"edge: call failed call-id={plan.call_id} tried={','.join(plan.tried)}\n")
+        _log_reject(reject, f"failover tried={','.join(plan.tried)}")
         if reject.retry_after_s is not None:
             KSR.hdr.append_to_reply(f"Retry-After: {reject.retry_after_s}\r\n")
         KSR.tm.t_reply(reject.code, reject.reason)
@@ -251,7 +261,7 @@ class Router:
     def ksr_onreply_manage(self, msg: object) -> int:
         """Replies to relayed requests: SDP answer into rtpengine, early-media marking."""
         try:
-            if KSR.textops.has_body_type("application/sdp") > 0:
+            if _has_sdp():
                 KSR.rtpengine.rtpengine_manage(RTPENGINE_FLAGS)
                 code = int(_pv("$rs") or 0)
                 if 180 <= code < 200:
@@ -306,11 +316,11 @@ class Router:
                 call_id = _pv("$dlg(callid)") or _pv("$ci")
                 if not call_id:
                     return 1
-                self._store().release(call_id)
                 if event == "dialog:end" and _pv("$rm") != "BYE":
                     # ended by the dialog timeout (the module sent the BYEs itself): no BYE
                     # passed the request route, so the media session is closed here
                     KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={_pv('$dlg(from_tag)')}")
+                self._store().release(call_id)
         except Exception:  # noqa: BLE001 - slots then expire with their lease
             KSR.err("edge: cannot release slots: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
@@ -326,5 +336,12 @@ class Router:
 
 
 def mod_init() -> Router:
-    """``app_python3`` entry: build the router from ``$BYOC_EDGE_RUNTIME``."""
+    """``app_python3`` entry: build the router from ``$BYOC_EDGE_RUNTIME``.
+
+    Raises:
+        RuntimeError: the variable is not set (Kamailio then refuses to start,
+            instead of routing with defaults that may point at the wrong redis).
+    """
+    if not os.environ.get(runtime.ENV_VAR):
+        raise RuntimeError(f"{runtime.ENV_VAR} is not set: start Kamailio with `edgectl up` or set it to routing.json")
     return Router(runtime.load())

@@ -164,8 +164,9 @@ class Gateway:
         host: IPv4 address, ``[IPv6]`` or DNS name.
         port: UDP/TCP port (1-65535).
         transport: SIP transport.
-        priority: lower is tried first (RFC 2782 semantics).
-        weight: relative share among gateways of equal priority (RFC 2782).
+        priority: lower is tried first.
+        weight: among gateways of equal priority, a higher weight is tried first
+            (a fixed order, not a random share).
     """
 
     host: str
@@ -307,7 +308,8 @@ class Agent:
 
     Attributes:
         name: unique agent name.
-        uris: SIP URI targets, tried in order with the failover rules of termination.
+        uris: SIP URI targets for origination, tried in order with the same
+            failover rules as termination gateways (see :mod:`routing.plan`).
         cidrs: source networks allowed to place termination calls as this agent.
         max_calls: concurrent calls allowed; None = unlimited.
     """

@@ -171,5 +171,5 @@ def final_response(plan: CallPlan, none_answered: tuple[int, str]) -> tuple[int,
         return none_answered
     code, reason = plan.best
     if code == 503:
-        return 500, reason
+        return 500, "Next Hop Unavailable"
     return code, reason

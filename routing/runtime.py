@@ -33,7 +33,7 @@ class RuntimeSettings:
 
     node: str = "edge1"
     redis_host: str = "127.0.0.1"
-    redis_port: int = 6379
+    redis_port: int = 6380
     redis_db: int = 0
     redis_password: str | None = None
     redis_timeout_ms: int = 200

@@ -3,7 +3,7 @@
 Used by ``edgectl up/down/status`` and by the integration tests, so the tests
 run the edge exactly the way operators do.  Each process runs in the
 background with its log in the run directory (``<name>.log``) and its pid in
-``<name>.pid``.
+``pids/<name>.pid``.
 """
 
 from __future__ import annotations

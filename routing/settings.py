@@ -42,9 +42,9 @@ IpAddress = Annotated[str, AfterValidator(_ip)]
 class Listener(_Model):
     """A SIP listening socket.
 
-    ``advertise`` is the public address in front of a NAT, written into Via,
-    Record-Route and Contact instead of ``address``; it is not checked against
-    the host's interfaces.
+    ``advertise`` is the public address in front of a NAT, written into Via and
+    Record-Route instead of ``address`` (and accepted as an alias of the edge);
+    it is not checked against the host's interfaces.
     """
 
     transport: Literal["udp", "tcp"] = "udp"

@@ -2,8 +2,8 @@
 
 The call path talks to redis only through :class:`RedisStore`; the pure
 routing stages depend on the :class:`Store` protocol so tests can pass a fake.
-Round trips per initial INVITE: one pipeline for the trunk/agent topology, one
-for the DID or the route prefixes, one Lua call for admission.
+Round trips per initial INVITE: two pipelines for the trunk/agent topology,
+one for the DID or the route prefixes, one Lua call per admission.
 """
 
 from __future__ import annotations

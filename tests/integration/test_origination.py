@@ -200,3 +200,16 @@ def test_store_killed_fails_closed_then_recovers(clean_edge: Edge) -> None:
     assert caller.wait() == 0, caller.output()
     assert caller.final_status() == [(200, "OK")]
     agent.stop()
+
+
+def test_delayed_offer_invite_without_sdp(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge)
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario="uas_answer.xml", answer_ms=50, rtp_echo=False)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario="uac_late_offer.xml", hold_ms=300)
+    assert carrier.wait() == 0, carrier.output()
+    assert agent.wait() == 0, agent.output()
+    # the agent's offer in the 200 reached the carrier rewritten to rtpengine's address
+    assert "200 offer c=127.0.0.1" in carrier.logs()
+    ack = agent.received_requests("ACK")[0]
+    assert "c=IN IP4 127.0.0.1" in ack and f"c=IN IP4 {CARRIER_A}" not in ack
