@@ -8,6 +8,7 @@ to exactly zero and rtpengine must hold no session.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -31,13 +32,15 @@ from routing.store import connect
 from tests.helpers import free_port, wait_until
 from routing.sipp import stop_all
 
-EDGE_IP = "127.0.0.1"
-CARRIER_A = "127.0.0.11"
-CARRIER_B = "127.0.0.12"
-CARRIER_C = "127.0.0.13"
-AGENT_IP = "127.0.0.21"
-AGENT2_IP = "127.0.0.22"
-STRANGER = "127.0.0.99"
+#: loopback /24 the peers use; another value lets two test runs share one machine
+NET = os.environ.get("EDGE_TEST_NET", "127.0.0")
+EDGE_IP = f"{NET}.1"
+CARRIER_A = f"{NET}.11"
+CARRIER_B = f"{NET}.12"
+CARRIER_C = f"{NET}.13"
+AGENT_IP = f"{NET}.21"
+AGENT2_IP = f"{NET}.22"
+STRANGER = f"{NET}.99"
 DID = "+14155550100"
 
 
@@ -132,8 +135,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         "rtpengine": {
             "ng_port": free_port(EDGE_IP, kind=socket.SOCK_DGRAM),
             "cli_port": free_port(EDGE_IP),
-            "port_min": 43000,
-            "port_max": 43999,
+            "port_min": 20000 + 1000 * (int(NET.rsplit(".", 1)[1]) % 40),
+            "port_max": 20999 + 1000 * (int(NET.rsplit(".", 1)[1]) % 40),
             "media_timeout_s": 60,
         },
         "redis": {"port": free_port(EDGE_IP), "manage": True, "timeout_ms": 200, "connect_timeout_ms": 200},

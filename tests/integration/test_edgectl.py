@@ -12,7 +12,7 @@ import yaml
 from routing.sipp import reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
-from .conftest import AGENT_IP, CARRIER_A, DID, Edge
+from .conftest import AGENT_IP, CARRIER_A, DID, STRANGER, Edge
 
 
 
@@ -110,7 +110,7 @@ def test_address_not_on_host_is_refused_unless_advertised(clean_edge: Edge, tmp_
 def test_rejected_call_is_logged_with_reason_tag(clean_edge: Edge) -> None:
     edge = clean_edge
     provision(edge)
-    caller = uac(edge.workdir / "stranger", "127.0.0.99", 5070, edge.sip, DID, scenario=reject_uac_scenario(edge.workdir))
+    caller = uac(edge.workdir / "stranger", STRANGER, 5070, edge.sip, DID, scenario=reject_uac_scenario(edge.workdir))
     caller.wait()
     assert caller.final_status() == [(403, "Source Not Allowed")]
     wait_until(lambda: "reject 403 acl_source" in edge.log(), what="refusal logged with its reason tag")
