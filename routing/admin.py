@@ -683,7 +683,8 @@ def remove_route(client: redis.Redis, prefix: str, trunk: str | None = None) -> 
 
 def trunk_dict(trunk: Trunk) -> dict[str, object]:
     """JSON shape of a trunk: name, direction, max_calls (null = unlimited),
-    cidrs, gateways [{address, host, port, transport, priority, weight}], number_format."""
+    cidrs, gateways [{address, host, port, transport, priority, weight}], number_format,
+    max_cps (calls/s, null = unlimited), max_duration_s, allow_prefixes, deny_prefixes."""
     fmt = trunk.number_format
     return {
         "name": trunk.name,
@@ -707,12 +708,24 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
             "international_prefix": fmt.international_prefix,
             "national_length": fmt.national_length,
         },
+        "max_cps": trunk.max_cps,
+        "max_duration_s": trunk.max_duration_s,
+        "allow_prefixes": list(trunk.allow_prefixes),
+        "deny_prefixes": list(trunk.deny_prefixes),
     }
 
 
 def agent_dict(agent: Agent) -> dict[str, object]:
-    """JSON shape of an agent: name, uris (in order), cidrs, max_calls (null = unlimited)."""
-    return {"name": agent.name, "uris": list(agent.uris), "cidrs": list(agent.cidrs), "max_calls": agent.max_calls}
+    """JSON shape of an agent: name, uris (in order), cidrs, max_calls (null = unlimited),
+    allow_prefixes, deny_prefixes."""
+    return {
+        "name": agent.name,
+        "uris": list(agent.uris),
+        "cidrs": list(agent.cidrs),
+        "max_calls": agent.max_calls,
+        "allow_prefixes": list(agent.allow_prefixes),
+        "deny_prefixes": list(agent.deny_prefixes),
+    }
 
 
 def did_dict(did: Did) -> dict[str, object]:

@@ -21,6 +21,7 @@ are opened per worker in :meth:`Router.child_init`, after the fork.
 from __future__ import annotations
 
 import os
+import re
 import traceback
 
 import KSR  # type: ignore[import-not-found]
@@ -39,6 +40,8 @@ ON_REPLY = "ksr_onreply_manage"
 DIALOG_EVENT = "ksr_dialog_event"
 
 PLAN_AVP = "$avp(edge_plan)"
+DIALOG_TIMEOUT_AVP = "$avp(edge_dlg_timeout)"
+_URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+(?:;[^@>\s]*)?)(?:@|>|$)", re.I)
 EARLY_MEDIA_AVP = "$avp(edge_early)"
 RTPENGINE_FLAGS = "replace-origin replace-session-connection ICE=remove"
 MAX_FORWARDS = 70
@@ -144,7 +147,7 @@ class Router:
             KSR.sl.send_reply(200, "OK")
             return
         if method != "INVITE":
-            KSR.hdr.append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE\r\n")
+            KSR.hdr.append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER\r\n")
             self._reply(Reject.of(Reason.NOT_ALLOWED))
             return
         self._initial_invite()
@@ -158,6 +161,14 @@ class Router:
                 return
             self._reply(Reject.of(Reason.NO_DIALOG))
             return
+        if method == "REFER":
+            try:
+                refusal = self._refer_refusal()
+            except StoreUnavailable:
+                refusal = Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s)
+            if refusal is not None:
+                self._reply(refusal)
+                return
         if method == "BYE":
             KSR.rtpengine.rtpengine_delete0()
         elif method in ("INVITE", "UPDATE", "ACK"):
@@ -210,7 +221,11 @@ class Router:
                 store.release(plan.call_id)
                 self._reply(Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s))
                 return
+            if plan.current.max_duration_s:
+                KSR.pv.seti(DIALOG_TIMEOUT_AVP, plan.current.max_duration_s)
             KSR.dialog.dlg_manage()
+            KSR.pv.sets("$dlg_var(edge_agent)", plan.agent)
+            KSR.pv.sets("$dlg_var(edge_trunk)", plan.trunk or plan.current.trunk or "")
             if KSR.tm.t_newtran() < 0:
                 store.release(plan.call_id)
                 KSR.sl.sl_reply_error()
@@ -225,6 +240,9 @@ class Router:
         store = self._store()
         target = plan.current
         while True:
+            if failure_route and target.max_duration_s:
+                KSR.dialog.dlg_set_timeout(target.max_duration_s)
+                KSR.pv.sets("$dlg_var(edge_trunk)", target.trunk or plan.trunk)
             KSR.pv.sets("$ru", target.uri)
             KSR.pv.sets(PLAN_AVP, plan.dumps())
             KSR.tm.t_on_failure(ON_FAILURE)
@@ -246,7 +264,8 @@ class Router:
         except StoreUnavailable as exc:  # the lease then expires on its own (lease_ttl_s)
             KSR.err(f"edge: cannot release slots of call-id={plan.call_id}: {exc}\n")
         if plan.best is None and plan.full:
-            reject = pipeline.limit_reject(plan.full, self.settings.retry_after_s)
+            code, reason, tag, retry = plan.full
+            reject = Reject(code, reason, tag, retry)
         else:
             none = Reason.ALL_CARRIERS_FAILED if plan.direction == "termination" else Reason.AGENT_UNREACHABLE
             code, reason = final_response(plan, none[:2])
@@ -295,6 +314,13 @@ class Router:
         reason = _pv("$T_reply_reason") or "Request Timeout"
         answered = KSR.tm.t_branch_timeout() < 0 and code not in (477, 478, 479)
         early = bool(KSR.pv.get(EARLY_MEDIA_AVP))
+        if 300 <= code < 400 and answered:
+            refusal = self._redirect_refusal(plan)
+            if refusal is not None:
+                KSR.rtpengine.rtpengine_delete0()
+                _log_reject(refusal, f"redirect contact={_pv('$T_rpl($ct)')}")
+                KSR.tm.t_reply(refusal.code, refusal.reason)
+                return
         plan.record(code, reason, answered)
         if not should_fail_over(code, answered, early):
             KSR.rtpengine.rtpengine_delete0()
@@ -308,6 +334,23 @@ class Router:
             return
         KSR.info(f"edge: failover call-id={plan.call_id} to={nxt.label} after={plan.tried[-1]}\n")
         self._send(plan, failure_route=True)
+
+    def _redirect_refusal(self, plan: CallPlan) -> Reject | None:
+        """A 3xx is relayed only when its Contact is a number allowed for the call's agent."""
+        match = _URI_USER.search(_pv("$T_rpl($ct)"))
+        if not match:
+            return Reject.of(Reason.REDIRECT_NOT_ALLOWED)
+        trunk = plan.trunk or (plan.current.trunk or "")
+        return pipeline.check_transfer(match.group(1), plan.agent, trunk, self._store(), self.settings,
+                                       Reason.REDIRECT_NOT_ALLOWED)
+
+    def _refer_refusal(self) -> Reject | None:
+        """A REFER is relayed only when its Refer-To is a number allowed for the dialog's agent."""
+        match = _URI_USER.search(_pv("$hdr(Refer-To)"))
+        if not match:
+            return Reject.of(Reason.TRANSFER_NOT_ALLOWED)
+        return pipeline.check_transfer(match.group(1), _pv("$dlg_var(edge_agent)"), _pv("$dlg_var(edge_trunk)"),
+                                       self._store(), self.settings, Reason.TRANSFER_NOT_ALLOWED)
 
     def ksr_dialog_event(self, msg: object, event: str) -> int:
         """dialog module ``event_callback``: release the call's slots when it ends or fails."""

@@ -31,6 +31,7 @@ Runtime state (written only by the edge, never by hand):
 ``edge:lease:trunk:{name}``            ZSET   member ``{node}:{call-id}``, score = lease expiry (s)
 ``edge:lease:agent:{name}``            ZSET   same, per agent
 ``edge:call:{node}:{call-id}``         HASH   the call's leases and facts (trunk, agent, ...)
+``edge:cps:trunk:{name}``              HASH   CPS token bucket: tokens, ts (s)
 =====================================  =====  ==========================================
 """
 
@@ -91,6 +92,11 @@ def route(prefix: str) -> str:
 def trunk_lease(name: str) -> str:
     """ZSET of the calls currently holding a slot on a trunk."""
     return f"{PREFIX}:lease:trunk:{name}"
+
+
+def trunk_cps(name: str) -> str:
+    """HASH token bucket (tokens, ts) pacing new calls on a trunk."""
+    return f"{PREFIX}:cps:trunk:{name}"
 
 
 def agent_lease(name: str) -> str:

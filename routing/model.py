@@ -32,6 +32,7 @@ __all__ = [
     "format_params",
     "parse_cidr",
     "parse_sip_uri",
+    "parse_prefixes",
 ]
 
 #: Trunk and agent names: short, safe inside redis keys, SIP headers and metric labels.
@@ -107,7 +108,7 @@ def parse_sip_uri(text: str, where: str = "uri") -> str:
         DataError: anything else (RFC 3261 section 19.1 syntax, simplified).
     """
     value = text.strip()
-    match = _SIP_URI.match(value)
+    match = _SIP_URI.fullmatch(value)
     if not match:
         raise DataError(f"{where}: not a SIP URI: {text!r}")
     if match.group(2) and not 0 < int(match.group(2)) < 65536:
@@ -127,6 +128,36 @@ def _int(value: str | None, where: str, *, minimum: int = 0, default: int | None
     return number
 
 
+def _float(value: str | None, where: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise DataError(f"{where}: expected a number, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise DataError(f"{where}: must be a positive number, got {value!r}")
+    return number
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def parse_prefixes(text: str, where: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of E.164 prefixes (``"+1,+44"``).
+
+    Raises:
+        DataError: an element is not ``+`` followed by digits.
+    """
+    out = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        if not PREFIX_PATTERN.fullmatch(part):
+            raise DataError(f"{where}: {part!r} is not an E.164 prefix (use + and digits, e.g. +1900)")
+        out.append(part)
+    return tuple(out)
+
+
 def _host(value: str, where: str) -> str:
     host = value.strip()
     if host.startswith("[") and host.endswith("]"):
@@ -140,7 +171,7 @@ def _host(value: str, where: str) -> str:
         return host
     except ValueError:
         pass
-    if not _HOSTNAME.match(host) or len(host) > 253:
+    if not _HOSTNAME.fullmatch(host) or len(host) > 253:
         raise DataError(f"{where}: bad host {host!r}")
     return host
 
@@ -151,7 +182,7 @@ def check_name(name: str, what: str) -> str:
     Raises:
         DataError: empty, too long, or characters outside ``[A-Za-z0-9_.-]``.
     """
-    if not NAME_PATTERN.match(name or ""):
+    if not NAME_PATTERN.fullmatch(name or ""):
         raise DataError(f"{what} name {name!r}: use 1-63 letters, digits, '_', '.', '-'")
     return name
 
@@ -240,6 +271,10 @@ class Trunk:
         cidrs: source networks whose traffic is this trunk's (IP-CIDR allowlist).
         gateways: where termination calls are sent.
         number_format: how the carrier writes DIDs and caller numbers.
+        max_cps: new calls per second allowed (token bucket, both directions); None = unlimited.
+        max_duration_s: longest call on this trunk (s), torn down with BYE after; None = node default.
+        allow_prefixes: termination destinations allowed (E.164 prefixes); empty = all not denied.
+        deny_prefixes: termination destinations refused (premium, high-cost ranges).
     """
 
     name: str
@@ -248,6 +283,10 @@ class Trunk:
     cidrs: tuple[str, ...] = ()
     gateways: tuple[Gateway, ...] = ()
     number_format: NumberFormat = field(default_factory=NumberFormat)
+    max_cps: float | None = None
+    max_duration_s: int | None = None
+    allow_prefixes: tuple[str, ...] = ()
+    deny_prefixes: tuple[str, ...] = ()
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}``."""
@@ -259,6 +298,10 @@ class Trunk:
             "national_prefix": fmt.national_prefix,
             "international_prefix": fmt.international_prefix,
             "national_length": str(fmt.national_length),
+            "max_cps": "" if self.max_cps is None else _num(self.max_cps),
+            "max_duration_s": "" if self.max_duration_s is None else str(self.max_duration_s),
+            "allow_prefixes": ",".join(self.allow_prefixes),
+            "deny_prefixes": ",".join(self.deny_prefixes),
         }
 
     @classmethod
@@ -299,6 +342,10 @@ class Trunk:
             cidrs=tuple(sorted(cidrs)),
             gateways=gws,
             number_format=fmt,
+            max_cps=_float(fields.get("max_cps"), f"{where} max_cps"),
+            max_duration_s=_int(fields.get("max_duration_s"), f"{where} max_duration_s", minimum=1),
+            allow_prefixes=parse_prefixes(fields.get("allow_prefixes", ""), f"{where} allow_prefixes"),
+            deny_prefixes=parse_prefixes(fields.get("deny_prefixes", ""), f"{where} deny_prefixes"),
         )
 
 
@@ -312,16 +359,24 @@ class Agent:
             failover rules as termination gateways (see :mod:`routing.plan`).
         cidrs: source networks allowed to place termination calls as this agent.
         max_calls: concurrent calls allowed; None = unlimited.
+        allow_prefixes: destinations the agent may call, transfer or be redirected to; empty = all not denied.
+        deny_prefixes: destinations the agent may never reach.
     """
 
     name: str
     uris: tuple[str, ...] = ()
     cidrs: tuple[str, ...] = ()
     max_calls: int | None = None
+    allow_prefixes: tuple[str, ...] = ()
+    deny_prefixes: tuple[str, ...] = ()
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:agent:{name}``."""
-        return {"max_calls": "" if self.max_calls is None else str(self.max_calls)}
+        return {
+            "max_calls": "" if self.max_calls is None else str(self.max_calls),
+            "allow_prefixes": ",".join(self.allow_prefixes),
+            "deny_prefixes": ",".join(self.deny_prefixes),
+        }
 
     @classmethod
     def from_redis(
@@ -340,6 +395,8 @@ class Agent:
             uris=checked,
             cidrs=tuple(sorted(cidrs)),
             max_calls=_int(fields.get("max_calls"), f"{keys.agent(name)} max_calls"),
+            allow_prefixes=parse_prefixes(fields.get("allow_prefixes", ""), f"{keys.agent(name)} allow_prefixes"),
+            deny_prefixes=parse_prefixes(fields.get("deny_prefixes", ""), f"{keys.agent(name)} deny_prefixes"),
         )
 
 
@@ -427,6 +484,6 @@ def check_prefix(prefix: str) -> str:
     Raises:
         DataError: anything else.
     """
-    if not PREFIX_PATTERN.match(prefix or ""):
+    if not PREFIX_PATTERN.fullmatch(prefix or ""):
         raise DataError(f"route prefix {prefix!r}: use '+' followed by up to 15 digits, e.g. +1415")
     return prefix

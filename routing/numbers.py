@@ -47,7 +47,7 @@ class NumberFormat:
     def __post_init__(self) -> None:
         for field_name in ("country_code", "national_prefix", "international_prefix"):
             value = getattr(self, field_name)
-            if value and not _DIGITS.match(value):
+            if value and not _DIGITS.fullmatch(value):
                 raise NumberError(f"{field_name} must be digits, got {value!r}")
         if self.country_code.startswith("0"):
             raise NumberError("country_code must not start with 0")
@@ -57,7 +57,7 @@ class NumberFormat:
 
 def is_e164(value: str) -> bool:
     """True when ``value`` is already a ``+``-prefixed E.164 number."""
-    return bool(E164_PATTERN.match(value))
+    return bool(E164_PATTERN.fullmatch(value))
 
 
 def to_e164(raw: str, fmt: NumberFormat = NumberFormat()) -> E164:
@@ -90,16 +90,16 @@ def to_e164(raw: str, fmt: NumberFormat = NumberFormat()) -> E164:
         digits = text[1:]
     else:
         digits = _national_to_full(text, fmt)
-    if not _DIGITS.match(digits):
+    if not _DIGITS.fullmatch(digits):
         raise NumberError(f"not a telephone number: {raw!r}")
     result = "+" + digits
-    if not E164_PATTERN.match(result):
+    if not E164_PATTERN.fullmatch(result):
         raise NumberError(f"not a valid E.164 number: {raw!r}")
     return result
 
 
 def _national_to_full(text: str, fmt: NumberFormat) -> str:
-    if not _DIGITS.match(text):
+    if not _DIGITS.fullmatch(text):
         raise NumberError(f"not a telephone number: {text!r}")
     if fmt.international_prefix and text.startswith(fmt.international_prefix):
         return text[len(fmt.international_prefix) :]
@@ -119,3 +119,40 @@ def _national_to_full(text: str, fmt: NumberFormat) -> str:
             f"a full number with country code {fmt.country_code}"
         )
     raise NumberError(f"ambiguous number without prefix: {text!r}")
+
+
+def from_uri_user(user: str, fmt: NumberFormat = NumberFormat()) -> E164:
+    """Normalise the user part of a SIP URI, or a ``tel:`` URI, to E.164.
+
+    Handles a leading ``tel:`` (RFC 3966 section 3), visual separators, and a
+    ``;phone-context=`` parameter (RFC 3966 section 5.1.5) on a local number:
+    a global context such as ``+44`` or ``+1-415`` is prepended to the local
+    digits; a domain-name context cannot tell the country and is refused, as
+    is a local number starting with 0 (a national trunk prefix inside a
+    context is ambiguous).  Other user parameters are ignored; ``user=phone``
+    is a URI parameter and never reaches here.
+
+    Raises:
+        NumberError: the number cannot be read unambiguously.
+    """
+    text = (user or "").strip()
+    if text[:4].lower() == "tel:":
+        text = text[4:]
+    number, _, params = text.partition(";")
+    context = None
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "phone-context":
+            context = value.strip()
+    if context is None or number.lstrip().startswith("+"):
+        return to_e164(number, fmt)
+    context_digits = _SEPARATORS.sub("", context)
+    if not context_digits.startswith("+") or not _DIGITS.fullmatch(context_digits[1:] or "x"):
+        raise NumberError(f"phone-context {context!r} does not name a country: cannot read {number!r}")
+    local = _SEPARATORS.sub("", number)
+    if not _DIGITS.fullmatch(local) or local.startswith("0"):
+        raise NumberError(f"ambiguous local number {number!r} in phone-context {context!r}")
+    return to_e164(context_digits + local, fmt)
+
+
+__all__ += ["from_uri_user"]

@@ -18,14 +18,23 @@ from __future__ import annotations
 from .acl import classify_source
 from .decision import Decision, Reason, Reject, Relay
 from .model import Agent, Trunk
-from .numbers import NumberError, NumberFormat, to_e164
+from .numbers import NumberError, NumberFormat, from_uri_user
 from .plan import CallPlan, Target
 from .request import SipRequest
 from .runtime import RuntimeSettings
-from .store import Lease, Store, Topology
+from .policy import destination_allowed
+from .store import Admission, Lease, Store, Topology
 from . import keys
 
-__all__ = ["route_initial_invite", "originate", "terminate", "trunk_lease", "agent_lease", "limit_reject"]
+__all__ = [
+    "route_initial_invite",
+    "originate",
+    "terminate",
+    "trunk_lease",
+    "agent_lease",
+    "limit_reject",
+    "max_duration",
+]
 
 #: Headers the edge adds toward agents (documented in docs/headers.md).
 HDR_TRUNK = "X-Edge-Trunk"
@@ -35,8 +44,9 @@ EDGE_HEADER_PREFIX = "X-Edge-"
 
 
 def trunk_lease(trunk: Trunk) -> Lease:
-    """The concurrency slot of a trunk."""
-    return Lease(keys.trunk_lease(trunk.name), trunk.max_calls, f"trunk {trunk.name}")
+    """The concurrency slot of a trunk, with its CPS token bucket when ``max_cps`` is set."""
+    bucket = keys.trunk_cps(trunk.name) if trunk.max_cps else None
+    return Lease(keys.trunk_lease(trunk.name), trunk.max_calls, f"trunk {trunk.name}", trunk.max_cps, bucket)
 
 
 def agent_lease(agent: Agent) -> Lease:
@@ -44,10 +54,19 @@ def agent_lease(agent: Agent) -> Lease:
     return Lease(keys.agent_lease(agent.name), agent.max_calls, f"agent {agent.name}")
 
 
-def limit_reject(label: str, retry_after_s: int) -> Reject:
-    """503 naming the limit that is full (``"Trunk Limit Reached: telnyx"``)."""
-    kind, _, name = label.partition(" ")
-    return Reject(503, f"{kind.capitalize()} Limit Reached: {name}", f"{kind}_limit", retry_after_s)
+def limit_reject(admission: Admission, retry_after_s: int) -> Reject:
+    """503 naming the limit that refused the call (``"Trunk Limit Reached: telnyx"``,
+    ``"Trunk CPS Limit Reached: telnyx"``), with Retry-After (s)."""
+    return Reject(503, admission.reason, admission.tag, admission.retry_after_s(retry_after_s))
+
+
+def max_duration(trunk: Trunk | None, rt: RuntimeSettings) -> int:
+    """Longest call over ``trunk`` (s) when the trunk sets a ``max_duration_s`` shorter than
+    the node's ``sip.max_call_duration_s``; 0 means the node's default applies."""
+    node = rt.lease_ttl_s - 60
+    if trunk is not None and trunk.max_duration_s and trunk.max_duration_s < node:
+        return trunk.max_duration_s
+    return 0
 
 
 def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings) -> Decision:
@@ -83,7 +102,7 @@ def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, r
     if not trunk.direction.allows_inbound:
         return Reject.of(Reason.INBOUND_NOT_ALLOWED)
     try:
-        number = to_e164(req.ruri_user or req.to_user, trunk.number_format)
+        number = from_uri_user(req.ruri_user or req.to_user, trunk.number_format)
     except NumberError:
         return Reject.of(Reason.DID_NOT_FOUND)
     did = store.did(number)
@@ -96,14 +115,17 @@ def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, r
     facts = {"direction": "origination", "trunk": trunk.name, "agent": agent.name, "number": number}
     admission = store.acquire(req.call_id, leases, rt.lease_ttl_s, facts=facts)
     if not admission.admitted:
-        assert admission.full is not None
-        return limit_reject(admission.full.label, rt.retry_after_s)
+        return limit_reject(admission, rt.retry_after_s)
     try:
-        caller = to_e164(req.from_user, trunk.number_format)
+        caller = from_uri_user(req.from_user, trunk.number_format)
     except NumberError:
         caller = req.from_user
-    targets = [Target(uri=_with_user(uri, number), label=f"{agent.name} {uri}") for uri in agent.uris]
-    plan = CallPlan(call_id=req.call_id, direction="origination", targets=targets)
+    duration = max_duration(trunk, rt)
+    targets = [
+        Target(uri=_with_user(uri, number), label=f"{agent.name} {uri}", max_duration_s=duration) for uri in agent.uris
+    ]
+    plan = CallPlan(call_id=req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
+                    retry_after_s=rt.retry_after_s)
     headers = {HDR_TRUNK: trunk.name, HDR_DID: number, HDR_CALLER: caller}
     return Relay(plan=plan, headers=headers)
 
@@ -116,27 +138,76 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
     or without gateways are skipped.
     """
     try:
-        number = to_e164(req.ruri_user or req.to_user, NumberFormat())
+        number = from_uri_user(req.ruri_user or req.to_user, NumberFormat())
     except NumberError:
         return Reject.of(Reason.BAD_NUMBER)
+    if not destination_allowed(number, agent.allow_prefixes, (*rt.blocked_prefixes, *agent.deny_prefixes)):
+        return Reject.of(Reason.DESTINATION_NOT_ALLOWED)
     entries = sorted(store.routes(number), key=lambda e: (e.rate, e.priority, e.trunk))
     targets: list[Target] = []
+    refused_by_trunk = False
     for entry in entries:
         trunk = topology.trunks.get(entry.trunk)
         if trunk is None or not trunk.direction.allows_outbound:
             continue
+        if not destination_allowed(number, trunk.allow_prefixes, trunk.deny_prefixes):
+            refused_by_trunk = True
+            continue
         lease = trunk_lease(trunk)
+        duration = max_duration(trunk, rt)
         for gw in trunk.gateways:
-            targets.append(Target(uri=gw.uri(number), label=f"{trunk.name} {gw.address}", trunk=trunk.name, lease=lease))
+            targets.append(
+                Target(
+                    uri=gw.uri(number), label=f"{trunk.name} {gw.address}", trunk=trunk.name, lease=lease,
+                    max_duration_s=duration,
+                )
+            )
     if not targets:
-        return Reject.of(Reason.NO_ROUTE)
+        return Reject.of(Reason.DESTINATION_NOT_ALLOWED if refused_by_trunk else Reason.NO_ROUTE)
     facts = {"direction": "termination", "agent": agent.name, "number": number}
     admission = store.acquire(req.call_id, [agent_lease(agent)], rt.lease_ttl_s, facts=facts)
     if not admission.admitted:
-        assert admission.full is not None
-        return limit_reject(admission.full.label, rt.retry_after_s)
-    plan = CallPlan(call_id=req.call_id, direction="termination", targets=targets)
+        return limit_reject(admission, rt.retry_after_s)
+    plan = CallPlan(call_id=req.call_id, direction="termination", targets=targets, agent=agent.name,
+                    retry_after_s=rt.retry_after_s)
     if plan.advance(store, rt.lease_ttl_s, start=0) is None:
         store.release(req.call_id)
-        return limit_reject(plan.full or "trunk", rt.retry_after_s)
+        assert plan.full is not None
+        code, reason, tag, retry = plan.full
+        return Reject(code, reason, tag, retry)
     return Relay(plan=plan, headers={})
+
+
+def check_transfer(target_user: str, agent_name: str, trunk_name: str, store: Store, rt: RuntimeSettings,
+                   reason: tuple[int, str, str]) -> Reject | None:
+    """Destination policy for a REFER's Refer-To or a 3xx Contact (toll fraud through transfers).
+
+    The target must be a telephone number allowed for the call's agent (its
+    allow/deny prefixes and the node-wide blocked prefixes) and, when the call
+    came in on a trunk, by that trunk's deny prefixes.  A target that is not a
+    number cannot be checked and is refused.
+
+    Args:
+        target_user: user part of the Refer-To or Contact URI.
+        agent_name: the call's agent (empty when unknown: refused).
+        trunk_name: the call's trunk, may be empty.
+        reason: the refusal to return (``Reason.TRANSFER_NOT_ALLOWED`` or ``Reason.REDIRECT_NOT_ALLOWED``).
+
+    Returns:
+        None when allowed, else the 403.
+    """
+    try:
+        number = from_uri_user(target_user, NumberFormat())
+    except NumberError:
+        return Reject.of(reason)
+    topology = store.topology()
+    agent = topology.agents.get(agent_name)
+    if agent is None or not destination_allowed(number, agent.allow_prefixes, (*rt.blocked_prefixes, *agent.deny_prefixes)):
+        return Reject.of(reason)
+    trunk = topology.trunks.get(trunk_name)
+    if trunk is not None and not destination_allowed(number, (), trunk.deny_prefixes):
+        return Reject.of(reason)
+    return None
+
+
+__all__ += ["check_transfer"]

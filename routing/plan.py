@@ -33,12 +33,14 @@ class Target:
         label: human-readable hop name for logs (``"telnyx 192.0.2.10:5060"``).
         trunk: trunk used for termination, None for an agent target.
         lease: concurrency slot the hop needs (the trunk's), None when covered up front.
+        max_duration_s: longest the call may last over this hop (s); 0 = node default.
     """
 
     uri: str
     label: str
     trunk: str | None = None
     lease: Lease | None = None
+    max_duration_s: int = 0
 
 
 @dataclass(slots=True)
@@ -53,7 +55,11 @@ class CallPlan:
         held: lease key of the current hop's slot, when it needs one.
         best: the best final (code, reason) received so far from any hop.
         tried: ``"label=code"`` strings, in order, for logs and call records.
-        full: label of the last limit that made a hop be skipped (``"trunk telnyx"``).
+        full: the refusal of the last limit that made a hop be skipped:
+            ``[code, reason, tag, retry_after_s]`` (``[503, "Trunk Limit Reached: x", "trunk_limit", 5]``).
+        agent: the agent of the call (its destination policy applies to transfers and redirects).
+        trunk: the trunk of an origination call.
+        retry_after_s: Retry-After used for concurrency refusals (s).
     """
 
     call_id: str
@@ -63,7 +69,10 @@ class CallPlan:
     held: str | None = None
     best: tuple[int, str] | None = None
     tried: list[str] = field(default_factory=list)
-    full: str | None = None
+    full: list | None = None
+    agent: str = ""
+    trunk: str = ""
+    retry_after_s: int = 5
 
     @property
     def current(self) -> Target:
@@ -107,8 +116,8 @@ class CallPlan:
                 self.held = needed
                 self.index = index
                 return target
-            self.tried.append(f"{target.label}=full")
-            self.full = target.lease.label
+            self.tried.append(f"{target.label}={admission.tag}")
+            self.full = [503, admission.reason, admission.tag, admission.retry_after_s(self.retry_after_s)]
             index += 1
         self.index = len(self.targets) - 1
         return None
@@ -127,6 +136,7 @@ class CallPlan:
                 label=t["label"],
                 trunk=t["trunk"],
                 lease=Lease(**t["lease"]) if t["lease"] else None,
+                max_duration_s=t.get("max_duration_s", 0),
             )
             for t in data.pop("targets")
         ]

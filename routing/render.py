@@ -45,6 +45,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         lease_ttl_s=settings.sip.max_call_duration_s + 60,
         retry_after_s=settings.limits.retry_after_s,
         python_paths=(str(REPO_ROOT), site_packages),
+        blocked_prefixes=tuple(settings.policy.blocked_prefixes),
     )
 
 

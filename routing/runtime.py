@@ -29,6 +29,7 @@ class RuntimeSettings:
             module's ``default_timeout`` plus a margin.
         retry_after_s: Retry-After sent with 503 refusals (s).
         python_paths: directories added to ``sys.path`` (the venv's site-packages).
+        blocked_prefixes: E.164 prefixes no agent may reach on any trunk (premium, satellite...).
     """
 
     node: str = "edge1"
@@ -41,6 +42,7 @@ class RuntimeSettings:
     lease_ttl_s: int = 14460
     retry_after_s: int = 5
     python_paths: tuple[str, ...] = ()
+    blocked_prefixes: tuple[str, ...] = ()
 
 
 def load(path: str | None = None) -> RuntimeSettings:
@@ -57,6 +59,7 @@ def load(path: str | None = None) -> RuntimeSettings:
         data = json.load(handle)
     known = {f.name for f in fields(RuntimeSettings)}
     values = {k: v for k, v in data.items() if k in known}
-    if "python_paths" in values:
-        values["python_paths"] = tuple(values["python_paths"])
+    for name in ("python_paths", "blocked_prefixes"):
+        if name in values:
+            values[name] = tuple(values[name])
     return RuntimeSettings(**values)

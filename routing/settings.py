@@ -10,6 +10,7 @@ An error names the field path and the problem, e.g.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -110,6 +111,26 @@ class Limits(_Model):
     retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After on 503 refusals")
 
 
+#: Destinations refused on every trunk unless an operator removes them: international premium
+#: rate (+979), satellite and international networks (+870, +881, +882, +883), NANP premium (+1900, +1976).
+DEFAULT_BLOCKED = ["+1900", "+1976", "+870", "+881", "+882", "+883", "+979"]
+
+
+def _prefix(value: str) -> str:
+    if not re.fullmatch(r"\+[0-9]{1,15}", value):
+        raise ValueError(f"{value!r} is not an E.164 prefix (+ and digits)")
+    return value
+
+
+class Policy(_Model):
+    """Toll-fraud guardrails applied to every termination call, transfer and redirect."""
+
+    blocked_prefixes: list[Annotated[str, AfterValidator(_prefix)]] = Field(
+        default_factory=lambda: list(DEFAULT_BLOCKED),
+        description="E.164 prefixes no agent may reach on any trunk",
+    )
+
+
 class Settings(_Model):
     """One edge node's settings (see ``docs/settings.md``)."""
 
@@ -119,6 +140,7 @@ class Settings(_Model):
     rtpengine: RtpEngine = Field(default_factory=RtpEngine)
     redis: Redis = Field(default_factory=Redis)
     limits: Limits = Field(default_factory=Limits)
+    policy: Policy = Field(default_factory=Policy)
 
     @property
     def sip_target(self) -> tuple[str, int]:

@@ -24,7 +24,7 @@ RUNNING: list["SippRun"] = []
 _media_ports = itertools.count(42000, 4)
 
 #: final codes a generic caller scenario accepts
-FINAL_CODES = [400, 403, 404, 405, 408, 480, 481, 483, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603]
+FINAL_CODES = [301, 302, 400, 403, 404, 405, 408, 480, 481, 483, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603]
 
 
 class SippError(RuntimeError):

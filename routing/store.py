@@ -51,11 +51,15 @@ class Lease:
         key: the lease ZSET (``keys.trunk_lease`` or ``keys.agent_lease``).
         limit: maximum concurrent calls; None = unlimited (still counted).
         label: what the limit is, for the reason phrase (``"trunk telnyx"``).
+        cps: new calls per second allowed (token bucket); None = unlimited.
+        bucket: HASH key of the token bucket when ``cps`` is set.
     """
 
     key: str
     limit: int | None
     label: str
+    cps: float | None = None
+    bucket: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +68,38 @@ class Admission:
 
     Attributes:
         admitted: True when every lease was granted.
-        full: the lease that was at its limit when not admitted.
-        count: calls already holding that lease (calls).
+        full: the lease that refused the call.
+        count: calls already holding that lease (calls); -1 when its CPS bucket was empty.
+        wait_ms: until the bucket holds a token again (ms), when CPS refused the call.
     """
 
     admitted: bool
     full: Lease | None = None
     count: int = 0
+    wait_ms: int = 0
+
+    @property
+    def paced(self) -> bool:
+        """True when the refusal came from CPS pacing, not from the concurrency limit."""
+        return self.count < 0
+
+    @property
+    def tag(self) -> str:
+        """Reason code for logs and metrics: ``trunk_limit``, ``trunk_cps``, ``agent_limit``."""
+        assert self.full is not None
+        return f"{self.full.label.partition(' ')[0]}_{'cps' if self.paced else 'limit'}"
+
+    def retry_after_s(self, default_s: int) -> int:
+        """Retry-After (s): until the next CPS token when paced, else ``default_s``."""
+        return max(1, -(-self.wait_ms // 1000)) if self.paced else default_s
+
+    @property
+    def reason(self) -> str:
+        """Reason phrase of the 503: ``"Trunk Limit Reached: x"`` or ``"Trunk CPS Limit Reached: x"``."""
+        assert self.full is not None
+        kind, _, name = self.full.label.partition(" ")
+        what = "CPS Limit" if self.paced else "Limit"
+        return f"{kind.capitalize()} {what} Reached: {name}"
 
 
 class Store(Protocol):
@@ -229,12 +258,13 @@ class RedisStore:
         Raises:
             StoreUnavailable: redis unreachable or slow (callers fail closed).
         """
-        argv: list[str | int] = [keys.lease_member(self.node, call_id), int(ttl_s), len(release)]
-        argv += [-1 if lease.limit is None else lease.limit for lease in leases]
+        argv: list[str | int | float] = [keys.lease_member(self.node, call_id), int(ttl_s), len(release)]
+        for lease in leases:
+            argv += [-1 if lease.limit is None else lease.limit, lease.cps or 0, lease.bucket or ""]
         for name, value in (facts or {}).items():
             argv += [name, value]
         try:
-            ok, index, count = self._lease(
+            ok, index, count, *wait = self._lease(
                 keys=[keys.call(self.node, call_id), *release, *(lease.key for lease in leases)],
                 args=argv,
             )
@@ -242,7 +272,7 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
         if ok:
             return Admission(admitted=True)
-        return Admission(admitted=False, full=leases[int(index) - 1], count=int(count))
+        return Admission(admitted=False, full=leases[int(index) - 1], count=int(count), wait_ms=int(wait[0]) if wait else 0)
 
     def release(self, call_id: str) -> int:
         """Leave every lease the call holds; returns how many it held. Idempotent."""

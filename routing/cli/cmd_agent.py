@@ -27,12 +27,29 @@ def agent() -> None:
 @click.option("--uri", "uris", multiple=True, metavar="SIP_URI", help="SIP target (repeatable; tried in the order given).")
 @click.option("--cidr", "cidrs", multiple=True, metavar="CIDR", help="Source network of the agent (repeatable).")
 @click.option("--max-calls", type=int, default=None, help="Concurrent calls; default unlimited.")
+@click.option("--allow-prefix", "allow_prefixes", multiple=True, metavar="PREFIX",
+              help="Destinations the agent may call, transfer or be redirected to (repeatable, e.g. +1); default all.")
+@click.option("--deny-prefix", "deny_prefixes", multiple=True, metavar="PREFIX",
+              help="Destinations the agent may never reach (repeatable, e.g. +1900).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing agent completely.")
 @pass_app
 @handle_errors
-def add(app: AppContext, name: str, uris: tuple[str, ...], cidrs: tuple[str, ...], max_calls: int | None, replace: bool) -> None:
+def add(
+    app: AppContext,
+    name: str,
+    uris: tuple[str, ...],
+    cidrs: tuple[str, ...],
+    max_calls: int | None,
+    allow_prefixes: tuple[str, ...],
+    deny_prefixes: tuple[str, ...],
+    replace: bool,
+) -> None:
     """Add agent NAME (or overwrite it with --replace)."""
-    written = admin.put_agent(app.redis(), Agent(name=name, uris=uris, cidrs=cidrs, max_calls=max_calls), replace=replace)
+    value = Agent(
+        name=name, uris=uris, cidrs=cidrs, max_calls=max_calls,
+        allow_prefixes=allow_prefixes, deny_prefixes=deny_prefixes,
+    )
+    written = admin.put_agent(app.redis(), value, replace=replace)
     click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")
 
 

@@ -45,6 +45,13 @@ def trunk() -> None:
 @click.option("--national-prefix", default="", help="Trunk prefix of national numbers (e.g. 0).")
 @click.option("--international-prefix", default="00", show_default=True, help="Prefix of international numbers.")
 @click.option("--national-length", type=int, default=0, show_default=True, help="Digits of a national number (0 = not fixed).")
+@click.option("--max-cps", type=float, default=None, help="New calls per second (token bucket); default unlimited.")
+@click.option("--max-duration", "max_duration_s", type=int, default=None,
+              help="Longest call in seconds (BYE after); default: the node's sip.max_call_duration_s.")
+@click.option("--allow-prefix", "allow_prefixes", multiple=True, metavar="PREFIX",
+              help="Termination destinations allowed over this trunk (repeatable, e.g. +1); default all.")
+@click.option("--deny-prefix", "deny_prefixes", multiple=True, metavar="PREFIX",
+              help="Termination destinations refused over this trunk (repeatable, e.g. +1900).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
 @pass_app
 @handle_errors
@@ -60,6 +67,10 @@ def add(
     national_prefix: str,
     international_prefix: str,
     national_length: int,
+    max_cps: float | None,
+    max_duration_s: int | None,
+    allow_prefixes: tuple[str, ...],
+    deny_prefixes: tuple[str, ...],
     replace: bool,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
@@ -74,6 +85,10 @@ def add(
         cidrs=cidrs,
         gateways=tuple(admin.parse_gateway(spec, transport) for spec in gateways),
         number_format=fmt,
+        max_cps=max_cps,
+        max_duration_s=max_duration_s,
+        allow_prefixes=allow_prefixes,
+        deny_prefixes=deny_prefixes,
     )
     written = admin.put_trunk(app.redis(), value, replace=replace)
     click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")

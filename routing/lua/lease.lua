@@ -1,4 +1,4 @@
--- Atomic concurrency admission for one call (byoc-edge, docs/redis-schema.md).
+-- Atomic admission of one call: concurrency slots and CPS tokens (byoc-edge, docs/redis-schema.md).
 --
 -- KEYS[1]                      call record HASH  edge:call:{node}:{call-id}
 -- KEYS[2 .. 1+nrel]            lease ZSETs to leave first (failover to another trunk)
@@ -6,14 +6,19 @@
 -- ARGV[1]  member  "{node}:{call-id}"
 -- ARGV[2]  ttl     lease lifetime in seconds (the longest a call may last)
 -- ARGV[3]  nrel    number of ZSETs to leave
--- ARGV[4 .. 3+nacq]  limit per joined ZSET (-1 = unlimited)
--- ARGV[4+nacq ..]    field/value pairs stored in the call record
+-- then, per joined ZSET j (3 values each):
+--   limit   concurrent calls allowed (-1 = unlimited)
+--   rate    new calls per second allowed (0 = unlimited): a token bucket holding
+--           at most max(1, rate) tokens, refilled at `rate` tokens per second
+--   bucket  HASH key of that token bucket (fields tokens, ts), "" when rate is 0
+-- then field/value pairs stored in the call record.
 --
--- Returns {1, 0, count} when every join succeeded, or {0, index, count} when
--- joined ZSET number `index` (1-based) is full; then nothing is joined.
--- Expired leases are pruned before counting, so a crashed node or a lost BYE
--- holds a slot for at most ttl seconds.  Joining twice is idempotent
--- (INVITE retransmissions, spirals).
+-- Returns {1, 0, 0} when every join succeeded; {0, j, count} when joined ZSET j
+-- is at its limit (count = calls holding it); {0, j, -1, wait_ms} when its CPS
+-- bucket is empty (wait_ms until the next token).  On a refusal nothing is
+-- joined and no token is taken.  Expired leases are pruned before counting, so a
+-- crashed node or a lost BYE holds a slot for at most ttl seconds.  Joining
+-- twice is idempotent (INVITE retransmissions, spirals) and takes no new token.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local member = ARGV[1]
@@ -27,14 +32,32 @@ for i = 2, 1 + nrel do
   redis.call('HDEL', call, 'lease:' .. KEYS[i])
 end
 
+local tokens = {}
 for j = 1, nacq do
   local key = KEYS[1 + nrel + j]
-  local limit = tonumber(ARGV[3 + j])
+  local base = 3 + 3 * (j - 1)
+  local limit = tonumber(ARGV[base + 1])
+  local rate = tonumber(ARGV[base + 2])
+  local bucket = ARGV[base + 3]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if limit >= 0 and not redis.call('ZSCORE', key, member) then
-    local count = redis.call('ZCARD', key)
-    if count >= limit then
-      return {0, j, count}
+  local already = redis.call('ZSCORE', key, member)
+  if not already then
+    if limit >= 0 then
+      local count = redis.call('ZCARD', key)
+      if count >= limit then
+        return {0, j, count}
+      end
+    end
+    if rate > 0 then
+      local cap = math.max(1, rate)
+      local state = redis.call('HMGET', bucket, 'tokens', 'ts')
+      local have = tonumber(state[1]) or cap
+      local since = tonumber(state[2]) or now
+      have = math.min(cap, have + math.max(0, now - since) * rate)
+      if have < 1 then
+        return {0, j, -1, math.ceil((1 - have) / rate * 1000)}
+      end
+      tokens[j] = have - 1
     end
   end
 end
@@ -42,12 +65,19 @@ end
 local expiry = now + ttl
 for j = 1, nacq do
   local key = KEYS[1 + nrel + j]
+  local base = 3 + 3 * (j - 1)
+  if tokens[j] then
+    local bucket = ARGV[base + 3]
+    local rate = tonumber(ARGV[base + 2])
+    redis.call('HSET', bucket, 'tokens', tostring(tokens[j]), 'ts', tostring(now))
+    redis.call('PEXPIRE', bucket, math.ceil(math.max(1, rate) / rate * 1000) + 1000)
+  end
   redis.call('ZADD', key, expiry, member)
   redis.call('EXPIRE', key, ttl + 60)
-  redis.call('HSET', call, 'lease:' .. key, ARGV[3 + j])
+  redis.call('HSET', call, 'lease:' .. key, ARGV[base + 1])
 end
-for k = 4 + nacq, #ARGV, 2 do
+for k = 4 + 3 * nacq, #ARGV, 2 do
   redis.call('HSET', call, ARGV[k], ARGV[k + 1])
 end
 redis.call('EXPIRE', call, ttl + 60)
-return {1, 0, nacq}
+return {1, 0, 0}

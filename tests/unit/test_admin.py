@@ -21,7 +21,7 @@ def make_trunk(name: str = "telnyx", **overrides: object) -> Trunk:
         cidrs=("192.0.2.0/24", "198.51.100.7"),
         gateways=(
             Gateway("192.0.2.10", 5060, Transport.UDP, 10, 100),
-            Gateway("sip.example.net", 5061, Transport.TLS, 20, 50),
+            Gateway("sip.example.net", 5061, Transport.TCP, 20, 50),
         ),
         number_format=NumberFormat(country_code="1", national_length=10, international_prefix="011"),
     )
@@ -71,10 +71,14 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "national_prefix": "",
         "international_prefix": "011",
         "national_length": "10",
+        "max_cps": "",
+        "max_duration_s": "",
+        "allow_prefixes": "",
+        "deny_prefixes": "",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",
-        "sip.example.net:5061": "transport=tls;priority=20;weight=50",
+        "sip.example.net:5061": "transport=tcp;priority=20;weight=50",
     }
     assert redis_client.smembers(keys.trunk_cidrs("telnyx")) == {"192.0.2.0/24", "198.51.100.7/32"}
     assert redis_client.smembers(keys.TRUNKS) == {"telnyx"}
@@ -183,7 +187,7 @@ def test_replace_agent_rewrites_uri_list(redis_client: redis.Redis) -> None:
 
     assert redis_client.lrange(keys.agent_uris("bot"), 0, -1) == ["sip:new@203.0.113.30"]
     assert not redis_client.exists(keys.agent_cidrs("bot"))
-    assert redis_client.hgetall(keys.agent("bot")) == {"max_calls": ""}
+    assert redis_client.hgetall(keys.agent("bot")) == {"max_calls": "", "allow_prefixes": "", "deny_prefixes": ""}
 
 
 @pytest.mark.parametrize(
@@ -439,3 +443,10 @@ def test_parse_gateway_spec() -> None:
         admin.parse_gateway("192.0.2.1;color=red")
     with pytest.raises(DataError, match=r"transport: must be one of udp, tcp, tls"):
         admin.parse_gateway("192.0.2.1;transport=sctp")
+
+
+def test_tls_gateway_refused_until_the_edge_speaks_tls(redis_client: redis.Redis) -> None:
+    trunk = make_trunk(gateways=(Gateway("sip.example.net", 5061, Transport.TLS, 20, 50),))
+    with pytest.raises(DataError, match=r"tls is not supported yet"):
+        admin.put_trunk(redis_client, trunk)
+    assert admin.get_trunk(redis_client, "telnyx") is None

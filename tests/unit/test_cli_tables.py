@@ -81,18 +81,18 @@ def test_required_forms_land_in_redis_as_the_call_path_reads_them(provisioned: r
 def test_trunk_gateway_specs_transport_and_number_format(edgectl, redis_client: redis.Redis) -> None:
     ok(edgectl("trunk", "add", "carrier", "--transport", "tcp",
                "--gateway", "192.0.2.1:5060",
-               "--gateway", "192.0.2.2:5080;transport=tls;priority=20;weight=50",
+               "--gateway", "192.0.2.2:5080;transport=tcp;priority=20;weight=50",
                "--country-code", "44", "--national-prefix", "0", "--international-prefix", "00",
                "--national-length", "10", "--direction", "inbound"))
     data = json.loads(ok(edgectl("trunk", "show", "carrier", "--json")).stdout)
 
     assert data["gateways"] == [
         {"address": "192.0.2.1:5060", "host": "192.0.2.1", "port": 5060, "transport": "tcp", "priority": 10, "weight": 100},
-        {"address": "192.0.2.2:5080", "host": "192.0.2.2", "port": 5080, "transport": "tls", "priority": 20, "weight": 50},
+        {"address": "192.0.2.2:5080", "host": "192.0.2.2", "port": 5080, "transport": "tcp", "priority": 20, "weight": 50},
     ]
     assert data["number_format"] == {"country_code": "44", "national_prefix": "0", "international_prefix": "00", "national_length": 10}
     assert data["direction"] == "inbound" and data["max_calls"] is None
-    assert redis_client.hget(keys.trunk_gateways("carrier"), "192.0.2.2:5080") == "transport=tls;priority=20;weight=50"
+    assert redis_client.hget(keys.trunk_gateways("carrier"), "192.0.2.2:5080") == "transport=tcp;priority=20;weight=50"
 
 
 def test_trunk_replace(edgectl, provisioned: redis.Redis) -> None:
@@ -111,7 +111,8 @@ def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
     assert trunks[0]["cidrs"] == ["192.0.2.0/24"] and trunks[0]["max_calls"] == 30
 
     agents = json.loads(ok(edgectl("agent", "list", "--json")).stdout)
-    assert agents == [{"name": "bot", "uris": ["sip:bot@203.0.113.20:5070"], "cidrs": ["203.0.113.0/28"], "max_calls": None}]
+    assert agents == [{"name": "bot", "uris": ["sip:bot@203.0.113.20:5070"], "cidrs": ["203.0.113.0/28"], "max_calls": None,
+                       "allow_prefixes": [], "deny_prefixes": []}]
     assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout) == agents[0]
 
     dids = json.loads(ok(edgectl("did", "list", "--json")).stdout)
