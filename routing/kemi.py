@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import traceback
 
 import KSR  # type: ignore[import-not-found]
@@ -31,7 +32,8 @@ from .decision import Reason, Reject, Relay
 from .model import DataError
 from .plan import CallPlan, final_response, should_fail_over
 from .request import SipRequest
-from .store import RedisStore, StoreUnavailable, connect
+from .acl import classify_source
+from .store import RedisStore, StoreUnavailable, Topology, connect
 
 __all__ = ["Router", "mod_init", "ON_FAILURE", "ON_REPLY", "DIALOG_EVENT"]
 
@@ -39,6 +41,8 @@ ON_FAILURE = "ksr_failure_manage"
 ON_REPLY = "ksr_onreply_manage"
 DIALOG_EVENT = "ksr_dialog_event"
 
+BAN_TABLE = "ipban"
+TRUST_CACHE_S = 1.0
 PLAN_AVP = "$avp(edge_plan)"
 DIALOG_TIMEOUT_AVP = "$avp(edge_dlg_timeout)"
 _URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+(?:;[^@>\s]*)?)(?:@|>|$)", re.I)
@@ -72,6 +76,8 @@ class Router:
     def __init__(self, settings: runtime.RuntimeSettings) -> None:
         self.settings = settings
         self.store: RedisStore | None = None
+        self._topology: Topology | None = None
+        self._topology_at = 0.0
 
     # -- process life -------------------------------------------------------
 
@@ -118,8 +124,49 @@ class Router:
                 self._reply(Reject.of(Reason.INTERNAL_ERROR))
         return 1
 
+    def _screen(self) -> bool:
+        """Flood and scanner defence, before any parsing or routing.
+
+        Returns False when the request is dropped silently: its source is banned,
+        its User-Agent is a known scanner (banned at once), or it floods (pike)
+        from a source that is no trunk's or agent's.  Replies always go to the
+        packet's source address and port (rport, RFC 3581), never to Via hosts.
+        """
+        KSR.force_rport()
+        src = _pv("$si")
+        if KSR.htable.sht_is_null(BAN_TABLE, src) < 0:
+            return False
+        user_agent = _pv("$ua").lower()
+        if user_agent and any(fragment in user_agent for fragment in self.settings.scanner_user_agents):
+            self._ban(src, "scanner")
+            return False
+        if KSR.pike.pike_check_req() < 0 and not self._trusted(src):
+            self._ban(src, "flood")
+            return False
+        return True
+
+    def _ban(self, src: str, why: str) -> None:
+        if KSR.is_myself_srcip():
+            return  # never ban the edge's own addresses (local probes, loopback tools)
+        KSR.htable.sht_seti(BAN_TABLE, src, 1)
+        KSR.notice(f"edge: ban {src} reason={why} ua={_pv('$ua')!r}\n")
+
+    def _trusted(self, src: str) -> bool:
+        """Whether ``src`` belongs to a trunk or agent (topology cached per worker for 1 s;
+        when redis cannot be read, nobody is trusted)."""
+        now = time.monotonic()
+        if self._topology is None or now - self._topology_at > TRUST_CACHE_S:
+            try:
+                self._topology = self._store().topology()
+            except (StoreUnavailable, DataError):
+                self._topology = Topology(trunks={}, agents={})
+            self._topology_at = now
+        return classify_source(src, self._topology) is not None
+
     def _request(self) -> None:
         method = _pv("$rm")
+        if not self._screen():
+            return
         if KSR.maxfwd.process_maxfwd(MAX_FORWARDS) < 0:
             self._reply(Reject.of(Reason.TOO_MANY_HOPS))
             return

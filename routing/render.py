@@ -46,6 +46,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         retry_after_s=settings.limits.retry_after_s,
         python_paths=(str(REPO_ROOT), site_packages),
         blocked_prefixes=tuple(settings.policy.blocked_prefixes),
+        scanner_user_agents=tuple(ua.lower() for ua in settings.security.scanner_user_agents),
     )
 
 

@@ -30,6 +30,7 @@ class RuntimeSettings:
         retry_after_s: Retry-After sent with 503 refusals (s).
         python_paths: directories added to ``sys.path`` (the venv's site-packages).
         blocked_prefixes: E.164 prefixes no agent may reach on any trunk (premium, satellite...).
+        scanner_user_agents: lower-case User-Agent fragments of scanners, banned at once.
     """
 
     node: str = "edge1"
@@ -43,6 +44,7 @@ class RuntimeSettings:
     retry_after_s: int = 5
     python_paths: tuple[str, ...] = ()
     blocked_prefixes: tuple[str, ...] = ()
+    scanner_user_agents: tuple[str, ...] = ()
 
 
 def load(path: str | None = None) -> RuntimeSettings:
@@ -59,7 +61,7 @@ def load(path: str | None = None) -> RuntimeSettings:
         data = json.load(handle)
     known = {f.name for f in fields(RuntimeSettings)}
     values = {k: v for k, v in data.items() if k in known}
-    for name in ("python_paths", "blocked_prefixes"):
+    for name in ("python_paths", "blocked_prefixes", "scanner_user_agents"):
         if name in values:
             values[name] = tuple(values[name])
     return RuntimeSettings(**values)

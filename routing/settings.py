@@ -131,6 +131,27 @@ class Policy(_Model):
     )
 
 
+#: User-Agent fragments of SIP scanners and crackers (case-insensitive); a match is banned at once.
+DEFAULT_SCANNERS = [
+    "friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sipscan", "vaxsipuseragent", "pplsip",
+    "sundayddr", "iwar", "sipsak", "smap", "nessus", "sipptk", "voipbuster",
+]
+
+
+class Security(_Model):
+    """Flood and scanner defence (Kamailio pike + a ban table)."""
+
+    flood_requests: int = Field(
+        30, ge=4, le=100000,
+        description="requests per 2 s from one untrusted source before it is banned (pike reqs_density_per_unit)",
+    )
+    ban_time_s: int = Field(300, ge=10, le=86400, description="how long a banned source is ignored (s)")
+    scanner_user_agents: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCANNERS),
+        description="User-Agent fragments that get a source banned at once",
+    )
+
+
 class Settings(_Model):
     """One edge node's settings (see ``docs/settings.md``)."""
 
@@ -141,6 +162,7 @@ class Settings(_Model):
     redis: Redis = Field(default_factory=Redis)
     limits: Limits = Field(default_factory=Limits)
     policy: Policy = Field(default_factory=Policy)
+    security: Security = Field(default_factory=Security)
 
     @property
     def sip_target(self) -> tuple[str, int]:
