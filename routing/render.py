@@ -66,6 +66,11 @@ def _asdict(rt: RuntimeSettings) -> dict[str, object]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(rt).items()}
 
 
+def sip_host(address: str) -> str:
+    """An address as written in SIP and Kamailio configs: IPv6 in brackets (RFC 3261 section 25.1)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
 def render(settings: Settings) -> dict[str, str]:
     """Render all configs in memory: file name -> text.
 
@@ -80,6 +85,7 @@ def render(settings: Settings) -> dict[str, str]:
         lstrip_blocks=True,
         autoescape=False,
     )
+    env.filters["sip_host"] = sip_host
     context = _context(settings)
     return {name: env.get_template(template).render(**context) for name, template in OUTPUTS.items()}
 
