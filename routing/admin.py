@@ -28,6 +28,7 @@ message naming the field.  The client must have ``decode_responses=True``
 from __future__ import annotations
 
 import dataclasses
+import re
 from decimal import Decimal
 from enum import Enum
 from typing import Callable, Iterable, Sequence, TypeVar
@@ -417,13 +418,62 @@ def remove_trunk(client: redis.Redis, name: str) -> None:
         if users:
             raise DataError(f"trunk {name!r} is still used by {'; '.join(users)}; remove them first")
 
+        username = pipe.hget(keys.trunk_auth(name), "username")
+
         def writes(p: Pipeline) -> None:
-            p.delete(*keys.trunk_keys(name))
+            p.delete(*keys.trunk_keys(name), *keys.trunk_secret_keys(name))
+            if username:
+                p.hdel(keys.AUTH_USERS, username)
             p.srem(keys.TRUNKS, name)
 
         return writes
 
-    _transaction(client, [keys.TRUNKS, keys.DIDS, keys.ROUTES, *keys.trunk_keys(name)], prepare)
+    _transaction(
+        client, [keys.TRUNKS, keys.DIDS, keys.ROUTES, keys.AUTH_USERS, *keys.trunk_keys(name), keys.trunk_auth(name)],
+        prepare,
+    )
+
+
+def set_trunk_password(client: redis.Redis, box: SecretBox, name: str, username: str, password: str) -> None:
+    """Store (or replace) a trunk's digest credentials; the password is encrypted with ``box``.
+
+    The same credentials verify the trunk's peers when they authenticate to the
+    edge and answer a carrier's 401/407 on termination.
+
+    Raises:
+        DataError: no such trunk, empty username or password, a username that is
+            not a SIP user token, or a username already used by another trunk.
+    """
+    if not password:
+        raise DataError(f"trunk {name!r} password: must not be empty")
+    if not _USERNAME.fullmatch(username or ""):
+        raise DataError(f"trunk {name!r} username: use 1-64 letters, digits or -_.!~*'()&=+$,;?/")
+    token = box.encrypt(password)
+
+    def prepare(pipe: Pipeline) -> Writes:
+        _require(pipe, keys.TRUNKS, name, "trunk")
+        owner = pipe.hget(keys.AUTH_USERS, username)
+        if owner and owner != name:
+            raise DataError(f"trunk {name!r} username {username!r}: already used by trunk {owner!r}")
+        old = pipe.hget(keys.trunk_auth(name), "username")
+
+        def writes(p: Pipeline) -> None:
+            if old and old != username:
+                p.hdel(keys.AUTH_USERS, old)
+            p.hset(keys.trunk_auth(name), mapping={"username": username, "password": token})
+            p.hset(keys.AUTH_USERS, username, name)
+
+        return writes
+
+    _transaction(client, [keys.TRUNKS, keys.AUTH_USERS, keys.trunk_auth(name)], prepare)
+
+
+def trunk_username(client: redis.Redis, name: str) -> str | None:
+    """The digest username of a trunk, or None; the password is never returned."""
+    return client.hget(keys.trunk_auth(name), "username") or None
+
+
+_USERNAME = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]{1,64}")
 
 
 # --------------------------------------------------------------------------- agents

@@ -245,6 +245,10 @@ class Router:
             decision = pipeline.route_initial_invite(self._snapshot(), store, self.settings)
         except StoreUnavailable as exc:
             KSR.err(f"edge: routing store unavailable: {exc}\n")
+            try:  # a slot may have been taken before redis stopped answering
+                store.release(_pv("$ci"))
+            except StoreUnavailable:
+                pass  # then the lease expires on its own (lease_ttl_s)
             self._reply(Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s))
             return
         except DataError as exc:

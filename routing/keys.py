@@ -14,6 +14,8 @@ key                                    type   content
 ``edge:trunk:{name}``                  HASH   direction, max_calls, number format fields
 ``edge:trunk:{name}:cidrs``            SET    source CIDRs allowed to send as this trunk
 ``edge:trunk:{name}:gateways``         HASH   ``host:port`` -> ``transport=udp;priority=10;weight=100``
+``edge:trunk:{name}:auth``             HASH   digest username, password (encrypted token)
+``edge:auth-users``                    HASH   digest username -> trunk name
 ``edge:agents``                        SET    names of all agents
 ``edge:agent:{name}``                  HASH   max_calls
 ``edge:agent:{name}:uris``             LIST   SIP URI targets, tried in order
@@ -62,6 +64,15 @@ def trunk_cidrs(name: str) -> str:
 def trunk_gateways(name: str) -> str:
     """HASH of a trunk's gateways: ``host:port`` -> parameter string."""
     return f"{PREFIX}:trunk:{name}:gateways"
+
+
+def trunk_auth(name: str) -> str:
+    """HASH of a trunk's digest credentials: username, password (encrypted token, never plain)."""
+    return f"{PREFIX}:trunk:{name}:auth"
+
+
+#: HASH digest username -> trunk name, to find the trunk of an authenticating peer.
+AUTH_USERS = f"{PREFIX}:auth-users"
 
 
 def agent(name: str) -> str:
@@ -121,6 +132,11 @@ def lease_member(node: str, call_id: str) -> str:
 def trunk_keys(name: str) -> list[str]:
     """Every routing-table key that belongs to a trunk."""
     return [trunk(name), trunk_cidrs(name), trunk_gateways(name)]
+
+
+def trunk_secret_keys(name: str) -> list[str]:
+    """Keys holding a trunk's credentials (kept when the trunk is replaced, removed with it)."""
+    return [trunk_auth(name)]
 
 
 def agent_keys(name: str) -> list[str]:

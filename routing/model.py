@@ -20,6 +20,7 @@ from .numbers import NumberError, NumberFormat, is_e164
 __all__ = [
     "DataError",
     "Direction",
+    "AuthMode",
     "Transport",
     "Gateway",
     "Trunk",
@@ -63,6 +64,14 @@ class Direction(str, Enum):
     def allows_outbound(self) -> bool:
         """True when agents may terminate calls (agent -> carrier) over the trunk."""
         return self in (Direction.OUTBOUND, Direction.BOTH)
+
+
+class AuthMode(str, Enum):
+    """How a trunk's inbound traffic is recognised: source IP, digest credentials, or both."""
+
+    IP = "ip"
+    DIGEST = "digest"
+    BOTH = "both"
 
 
 class Transport(str, Enum):
@@ -138,6 +147,13 @@ def _float(value: str | None, where: str) -> float | None:
     if not number > 0 or number == float("inf"):
         raise DataError(f"{where}: must be a positive number, got {value!r}")
     return number
+
+
+def _auth_mode(value: str, where: str) -> AuthMode:
+    try:
+        return AuthMode(value or "ip")
+    except ValueError:
+        raise DataError(f"{where} auth: must be ip, digest or both, got {value!r}") from None
 
 
 def _num(value: float) -> str:
@@ -273,6 +289,7 @@ class Trunk:
         number_format: how the carrier writes DIDs and caller numbers.
         max_cps: new calls per second allowed (token bucket, both directions); None = unlimited.
         max_duration_s: longest call on this trunk (s), torn down with BYE after; None = node default.
+        auth: ``ip`` (source CIDR), ``digest`` (credentials, any source) or ``both`` (RFC 3261 section 22).
         allow_prefixes: termination destinations allowed (E.164 prefixes); empty = all not denied.
         deny_prefixes: termination destinations refused (premium, high-cost ranges).
     """
@@ -287,6 +304,7 @@ class Trunk:
     max_duration_s: int | None = None
     allow_prefixes: tuple[str, ...] = ()
     deny_prefixes: tuple[str, ...] = ()
+    auth: AuthMode = AuthMode.IP
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}``."""
@@ -302,6 +320,7 @@ class Trunk:
             "max_duration_s": "" if self.max_duration_s is None else str(self.max_duration_s),
             "allow_prefixes": ",".join(self.allow_prefixes),
             "deny_prefixes": ",".join(self.deny_prefixes),
+            "auth": self.auth.value,
         }
 
     @classmethod
@@ -346,6 +365,7 @@ class Trunk:
             max_duration_s=_int(fields.get("max_duration_s"), f"{where} max_duration_s", minimum=1),
             allow_prefixes=parse_prefixes(fields.get("allow_prefixes", ""), f"{where} allow_prefixes"),
             deny_prefixes=parse_prefixes(fields.get("deny_prefixes", ""), f"{where} deny_prefixes"),
+            auth=_auth_mode(fields.get("auth", "ip"), where),
         )
 
 

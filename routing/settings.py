@@ -198,7 +198,10 @@ def load_settings(path: str | Path | None = None) -> Settings:
     except OSError as exc:
         raise SettingsError(f"{path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+        where = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SettingsError(f"{path}: not valid YAML: {problem}{line}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: expected a mapping at the top level")
     if "run_dir" in data and not Path(str(data["run_dir"])).is_absolute():

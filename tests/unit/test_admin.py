@@ -75,6 +75,7 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "max_duration_s": "",
         "allow_prefixes": "",
         "deny_prefixes": "",
+        "auth": "ip",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",

@@ -85,6 +85,19 @@ def test_nanp_rejects_wrong_lengths(raw: str) -> None:
         to_e164(raw, NANP)
 
 
+@pytest.mark.parametrize("raw", ["212345678", "61212345678", "61 2 1234 5678", "0061212345678"])
+def test_fixed_length_with_two_digit_country_code(raw: str) -> None:
+    australia = NumberFormat(country_code="61", international_prefix="0011", national_length=9)
+    expected = "+61212345678"
+    if raw.startswith("00") and not raw.startswith("0011"):
+        with pytest.raises(NumberError):  # "00" is not Australia's international prefix
+            to_e164(raw, australia)
+    else:
+        assert to_e164(raw, australia) == expected
+    with pytest.raises(NumberError):
+        to_e164("6121234567", australia)  # 10 digits: neither 9 nor 2 + 9
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -147,6 +160,12 @@ def test_rejects_country_code_starting_with_zero(raw: str) -> None:
 def test_rejects_ambiguous_national_number_without_prefix(raw: str) -> None:
     with pytest.raises(NumberError, match="ambiguous"):
         to_e164(raw, NO_PREFIX_NO_LENGTH)
+
+
+@pytest.mark.parametrize("value", ["+14155550100\n", "+14155550100 ", "14155550100", "+1415555010a", ""])
+def test_is_e164_accepts_only_the_exact_form(value: str) -> None:
+    assert is_e164("+14155550100")
+    assert not is_e164(value)
 
 
 def test_number_format_rejects_bad_fields() -> None:

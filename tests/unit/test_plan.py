@@ -93,9 +93,7 @@ def test_final_response_first_wins_a_tie() -> None:
 
 def test_final_response_turns_503_into_500() -> None:
     plan = _plan_after([(503, "Service Unavailable", True)])
-    code, reason = final_response(plan, (503, "All Carriers Failed"))
-    assert code == 500
-    assert reason == "Service Unavailable"
+    assert final_response(plan, (503, "All Carriers Failed")) == (500, "Next Hop Unavailable")
 
 
 def test_final_response_when_none_answered_is_the_default() -> None:
@@ -121,15 +119,17 @@ def test_dumps_loads_round_trip() -> None:
         call_id="abc@198.51.100.1",
         direction="termination",
         targets=[
-            Target("sip:+14155550100@192.0.2.10:5060", "a 192.0.2.10:5060", "a", lease_a),
+            Target("sip:+14155550100@192.0.2.10:5060", "a 192.0.2.10:5060", "a", lease_a, max_duration_s=600),
             Target("sips:+14155550100@gw.example.net:5061;transport=tls", "b gw.example.net:5061", "b", lease_b),
             Target("sip:bot@agent.example.com", "bot sip:bot@agent.example.com"),
         ],
         index=1,
         held="edge:lease:trunk:b",
         best=(486, "Busy Here"),
-        tried=["a 192.0.2.10:5060=486", "a 192.0.2.11:5060=full"],
-        full="trunk a",
+        tried=["a 192.0.2.10:5060=486", "a 192.0.2.11:5060=trunk_limit"],
+        full=[503, "Trunk Limit Reached: a", "trunk_limit", 5],
+        agent="bot",
+        retry_after_s=9,
     )
     text = plan.dumps()
     assert isinstance(text, str)
@@ -138,6 +138,8 @@ def test_dumps_loads_round_trip() -> None:
     assert again.best == (486, "Busy Here") and isinstance(again.best, tuple)
     assert again.targets[0].lease == lease_a
     assert again.targets[2].lease is None
+    assert again.targets[0].max_duration_s == 600
+    assert again.full == [503, "Trunk Limit Reached: a", "trunk_limit", 5]
     assert again.current == plan.current
     assert CallPlan.loads(again.dumps()) == plan
 
@@ -152,10 +154,12 @@ def test_round_trip_of_a_fresh_plan() -> None:
 
 @dataclass
 class FakeLeaseStore:
-    """A Store stand-in for :meth:`CallPlan.advance`: records every acquire() and
-    refuses leases whose key is in ``full_keys``."""
+    """A Store stand-in for :meth:`CallPlan.advance`: records every acquire(),
+    refuses leases whose key is in ``full_keys`` (at their limit) or in
+    ``paced_keys`` (empty CPS bucket; value = wait in ms)."""
 
     full_keys: set[str] = field(default_factory=set)
+    paced_keys: dict[str, int] = field(default_factory=dict)
     calls: list[dict[str, object]] = field(default_factory=list)
 
     def acquire(
@@ -172,6 +176,8 @@ class FakeLeaseStore:
         for lease in leases:
             if lease.key in self.full_keys:
                 return Admission(admitted=False, full=lease, count=lease.limit or 0)
+            if lease.key in self.paced_keys:
+                return Admission(admitted=False, full=lease, count=-1, wait_ms=self.paced_keys[lease.key])
         return Admission(admitted=True)
 
     def release(self, call_id: str) -> int:  # pragma: no cover - advance never releases whole calls
@@ -235,20 +241,39 @@ def test_a_full_trunk_is_skipped_and_recorded() -> None:
     target = plan.advance(store, 300)
     assert target is plan.targets[3]
     assert plan.index == 3 and plan.held == LEASE_C.key
-    assert plan.full == "trunk b"
-    assert "b gw1=full" in plan.tried
+    assert plan.full == [503, "Trunk Limit Reached: b", "trunk_limit", 5]
+    assert "b gw1=trunk_limit" in plan.tried
     assert [c["leases"] for c in store.calls] == [[LEASE_A], [LEASE_B], [LEASE_C]]
     # a's slot was left together with the attempt on b; nothing is held when c is tried
     assert store.calls[1]["release"] == [LEASE_A.key]
     assert store.calls[2]["release"] == []
 
 
+def test_a_paced_trunk_is_skipped_with_its_own_refusal() -> None:
+    store, plan = FakeLeaseStore(paced_keys={LEASE_A.key: 250}), termination_plan()
+    plan.retry_after_s = 9
+    target = plan.advance(store, 300, start=0)
+    assert target is plan.targets[2]
+    assert plan.tried[:2] == ["a gw1=trunk_cps", "a gw2=trunk_cps"]
+    assert plan.full == [503, "Trunk CPS Limit Reached: a", "trunk_cps", 1]  # 250 ms rounds up to 1 s
+    store.full_keys = {LEASE_B.key, LEASE_C.key}
+    assert plan.advance(store, 300) is None
+    assert plan.full == [503, "Trunk Limit Reached: c", "trunk_limit", 9]
+
+
+def test_paced_refusal_retry_after_rounds_the_wait_up() -> None:
+    store = FakeLeaseStore(paced_keys={LEASE_A.key: 1001, LEASE_B.key: 1001, LEASE_C.key: 1001})
+    plan = termination_plan()
+    assert plan.advance(store, 300, start=0) is None
+    assert plan.full == [503, "Trunk CPS Limit Reached: c", "trunk_cps", 2]
+
+
 def test_first_trunk_full_at_start() -> None:
     store, plan = FakeLeaseStore(full_keys={LEASE_A.key}), termination_plan()
     target = plan.advance(store, 300, start=0)
     assert target is plan.targets[2]
-    assert plan.tried == ["a gw1=full", "a gw2=full"]
-    assert plan.full == "trunk a"
+    assert plan.tried == ["a gw1=trunk_limit", "a gw2=trunk_limit"]
+    assert plan.full == [503, "Trunk Limit Reached: a", "trunk_limit", 5]
 
 
 def test_all_full_gives_none() -> None:
@@ -256,8 +281,8 @@ def test_all_full_gives_none() -> None:
     plan = termination_plan()
     assert plan.advance(store, 300, start=0) is None
     assert plan.held is None
-    assert plan.full == "trunk c"
-    assert plan.tried == ["a gw1=full", "a gw2=full", "b gw1=full", "c gw1=full"]
+    assert plan.full == [503, "Trunk Limit Reached: c", "trunk_limit", 5]
+    assert plan.tried == ["a gw1=trunk_limit", "a gw2=trunk_limit", "b gw1=trunk_limit", "c gw1=trunk_limit"]
     assert plan.index == len(plan.targets) - 1
 
 

@@ -1,0 +1,607 @@
+"""routing.kemi.Router driven through a fake ``KSR`` module: replies, relays, failover, slot release."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import types
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable, Iterator, Sequence
+
+import pytest
+
+import routing
+from routing import keys
+from routing.model import Agent, DataError, Did, Direction, Gateway, RouteEntry, Trunk
+from routing.numbers import NumberFormat
+from routing.plan import CallPlan, Target
+from routing.runtime import RuntimeSettings
+from routing.store import Admission, Lease, StoreUnavailable, Topology, route_prefixes
+
+RT = RuntimeSettings(node="t1", lease_ttl_s=600, retry_after_s=7)
+PLAN_AVP = "$avp(edge_plan)"
+EARLY_AVP = "$avp(edge_early)"
+
+#: KSR functions the router may call, with the value each returns unless a test changes it.
+DEFAULT_RETURNS: dict[str, Any] = {
+    "force_rport": True,  # SR_KEMIP_BOOL
+    "is_myself_srcip": False,  # SR_KEMIP_BOOL: app_python3 hands Python a bool
+    "htable.sht_is_null": 1,  # source not in the ban table
+    "htable.sht_seti": 1,
+    "pike.pike_check_req": 1,
+    "sl.send_reply": 1,
+    "sl.sl_reply_error": 1,
+    "tm.t_reply": 1,
+    "tm.t_relay": 1,
+    "tm.t_on_failure": 1,
+    "tm.t_on_reply": 1,
+    "tm.t_check_trans": -1,
+    "tm.t_newtran": 1,
+    "tm.t_is_canceled": -1,
+    "tm.t_branch_timeout": -1,
+    "tmx.t_precheck_trans": -1,
+    "hdr.append": 1,
+    "hdr.append_to_reply": 1,
+    "rr.record_route": 1,
+    "rr.loose_route": 1,
+    "rtpengine.rtpengine_manage": 1,
+    "rtpengine.rtpengine_delete0": 1,
+    "rtpengine.rtpengine_delete": 1,
+    "dialog.dlg_manage": 1,
+    "dialog.is_known_dlg": 1,
+    "dialog.dlg_set_timeout": 1,
+    "maxfwd.process_maxfwd": 1,
+    "sanity.sanity_check": 1,
+    "siputils.has_totag": -1,
+    "textops.remove_hf_re": 1,
+    "textops.has_body_type": 1,  # the INVITE carries SDP
+}
+
+
+class FakeKSR:
+    """A stand-in for the ``KSR`` module Kamailio injects into app_python3.
+
+    ``module`` is what gets installed as ``sys.modules["KSR"]``.  Every call is
+    appended to ``calls`` as ``(name, args)``; ``returns`` sets what each
+    function answers; pseudo-variables live in the ``pv`` dict; ``relayed``
+    holds the ``$ru`` of every ``t_relay``; ``logs`` holds ``(level, text)``.
+    A function not listed in :data:`DEFAULT_RETURNS` does not exist, so an
+    unexpected call fails the test.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.returns = dict(DEFAULT_RETURNS)
+        self.pv: dict[str, Any] = {}
+        self.relayed: list[str] = []
+        self.logs: list[tuple[str, str]] = []
+        self.module = types.ModuleType("KSR")
+        groups: dict[str, types.SimpleNamespace] = {}
+        for name in DEFAULT_RETURNS:
+            group, dot, func = name.partition(".")
+            if not dot:  # a core function such as KSR.force_rport
+                setattr(self.module, name, self._function(name))
+                continue
+            setattr(groups.setdefault(group, types.SimpleNamespace()), func, self._function(name))
+        groups["pv"] = types.SimpleNamespace(get=self._pv_get, sets=self._pv_set("sets"), seti=self._pv_set("seti"))
+        for group, namespace in groups.items():
+            setattr(self.module, group, namespace)
+        for level in ("info", "err", "warn", "dbg", "notice", "crit"):
+            setattr(self.module, level, self._log(level))
+
+    def _function(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            self.calls.append((name, args))
+            if name == "tm.t_relay":
+                self.relayed.append(self.pv.get("$ru"))
+            return self.returns[name]
+
+        return call
+
+    def _pv_get(self, name: str) -> Any:
+        return self.pv.get(name)
+
+    def _pv_set(self, kind: str) -> Callable[[str, Any], None]:
+        def set_(name: str, value: Any) -> None:
+            self.calls.append((f"pv.{kind}", (name, value)))
+            self.pv[name] = value
+
+        return set_
+
+    def _log(self, level: str) -> Callable[[str], None]:
+        def log(text: str) -> None:
+            self.logs.append((level, text))
+
+        return log
+
+    def args_of(self, name: str) -> list[tuple[Any, ...]]:
+        """Arguments of every call of ``name``, in order."""
+        return [args for called, args in self.calls if called == name]
+
+    def names(self) -> list[str]:
+        """Names of every call, in order."""
+        return [called for called, _ in self.calls]
+
+    @property
+    def replies(self) -> list[tuple[str, int, str]]:
+        """Every final answer the router sent: ``(sl|tm, code, reason)``."""
+        return [
+            ("sl" if called == "sl.send_reply" else "tm", args[0], args[1])
+            for called, args in self.calls
+            if called in ("sl.send_reply", "tm.t_reply")
+        ]
+
+
+@dataclass
+class FakeStore:
+    """In-memory store for the router: fixed tables, leases refused when their key
+    is in ``full_keys``, acquire()/release() recorded.  ``topology_error`` makes
+    topology() raise; ``acquire_error_at`` (1-based) makes that acquire() call
+    raise StoreUnavailable, as a redis timeout would."""
+
+    trunks: dict[str, Trunk] = field(default_factory=dict)
+    agents: dict[str, Agent] = field(default_factory=dict)
+    dids: dict[str, Did] = field(default_factory=dict)
+    routes_by_prefix: dict[str, list[Any]] = field(default_factory=dict)
+    topology_error: BaseException | None = None
+    acquire_error_at: int | None = None
+    full_keys: set[str] = field(default_factory=set)
+    acquired: list[dict[str, Any]] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+
+    def topology(self) -> Topology:
+        if self.topology_error is not None:
+            raise self.topology_error
+        return Topology(trunks=dict(self.trunks), agents=dict(self.agents))
+
+    def did(self, number: str) -> Did | None:
+        return self.dids.get(number)
+
+    def routes(self, number: str) -> list[Any]:
+        for prefix in route_prefixes(number):
+            if prefix in self.routes_by_prefix:
+                return list(self.routes_by_prefix[prefix])
+        return []
+
+    def acquire(
+        self,
+        call_id: str,
+        leases: Sequence[Lease],
+        ttl_s: int,
+        release: Sequence[str] = (),
+        facts: dict[str, str] | None = None,
+    ) -> Admission:
+        self.acquired.append({"call_id": call_id, "leases": list(leases), "release": list(release)})
+        if self.acquire_error_at == len(self.acquired):
+            raise StoreUnavailable("Timeout reading from socket")
+        for lease in leases:
+            if lease.key in self.full_keys:
+                return Admission(admitted=False, full=lease, count=1)
+        return Admission(admitted=True)
+
+    def release(self, call_id: str) -> int:
+        self.released.append(call_id)
+        return 1
+
+
+def provisioned_store() -> FakeStore:
+    """One carrier trunk (192.0.2.0/24), one agent with two URIs, one DID."""
+    telnyx = Trunk(
+        name="telnyx",
+        direction=Direction.BOTH,
+        cidrs=("192.0.2.0/24",),
+        gateways=(Gateway("192.0.2.10"),),
+        number_format=NumberFormat(country_code="1", national_length=10, international_prefix="011"),
+    )
+    bot = Agent(name="bot", uris=("sip:agent.example.com:5080", "sip:bot@10.9.0.2"), cidrs=("10.9.0.0/24",))
+    return FakeStore(
+        trunks={"telnyx": telnyx},
+        agents={"bot": bot},
+        dids={"+14155550100": Did("+14155550100", "telnyx", "bot")},
+    )
+
+
+@pytest.fixture
+def ksr() -> FakeKSR:
+    return FakeKSR()
+
+
+@pytest.fixture
+def kemi(ksr: FakeKSR, monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
+    """routing.kemi imported against the fake KSR, and forgotten afterwards."""
+    monkeypatch.setitem(sys.modules, "KSR", ksr.module)
+    sys.modules.pop("routing.kemi", None)
+    module = importlib.import_module("routing.kemi")
+    assert module.KSR is ksr.module
+    try:
+        yield module
+    finally:
+        sys.modules.pop("routing.kemi", None)
+        if hasattr(routing, "kemi"):
+            delattr(routing, "kemi")
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    return provisioned_store()
+
+
+@pytest.fixture
+def router(kemi: types.ModuleType, store: FakeStore) -> Any:
+    router = kemi.Router(RT)
+    router.store = store
+    return router
+
+
+def request(ksr: FakeKSR, method: str = "INVITE", **pvs: Any) -> None:
+    """Pseudo-variables of an initial request from the carrier to the DID."""
+    ksr.pv.update(
+        {
+            "$rm": method,
+            "$ci": "call-1",
+            "$si": "192.0.2.5",
+            "$sp": 5060,
+            "$pr": "udp",
+            "$rU": "+14155550100",
+            "$tU": "+14155550100",
+            "$fU": "2125550123",
+            "$fn": "",
+        }
+    )
+    ksr.pv.update(pvs)
+
+
+MSG = object()
+
+
+# -- errors never escape ---------------------------------------------------------------
+
+
+def test_python_exception_gives_exactly_one_500_and_logs_the_traceback(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.topology_error = RuntimeError("boom")
+    request(ksr)
+    assert router.ksr_request_route(MSG) == 1
+    assert ksr.replies == [("sl", 500, "Internal Server Error")]
+    errors = [text for level, text in ksr.logs if level == "err"]
+    assert len(errors) == 1
+    assert "Traceback" in errors[0] and "RuntimeError: boom" in errors[0]
+    assert ksr.relayed == []
+
+
+def test_store_unavailable_gives_503_with_retry_after(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.topology_error = StoreUnavailable("Timeout reading from socket")
+    request(ksr)
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 503, "Routing Store Unavailable")]
+    assert ksr.args_of("hdr.append_to_reply") == [("Retry-After: 7\r\n",)]
+    names = ksr.names()
+    assert names.index("hdr.append_to_reply") < names.index("sl.send_reply")
+    assert any(level == "err" and "unavailable" in text for level, text in ksr.logs)
+
+
+def test_malformed_routing_data_gives_500(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.topology_error = DataError("edge:trunk:x direction: must be inbound, outbound or both")
+    request(ksr)
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 500, "Internal Server Error")]
+    assert ksr.args_of("hdr.append_to_reply") == []
+    assert any(level == "err" and "edge:trunk:x" in text for level, text in ksr.logs)
+
+
+def test_store_is_opened_lazily_when_child_init_did_not_run(kemi: types.ModuleType) -> None:
+    router = kemi.Router(RT)
+    assert router.store is None
+    assert router._store() is router.store  # connect() does not talk to redis yet
+    assert router.store.node == "t1"
+
+
+# -- screening -------------------------------------------------------------------------------
+
+
+def test_banned_source_is_dropped_silently(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.topology_error = AssertionError("routing must not run")
+    ksr.returns["htable.sht_is_null"] = -1
+    request(ksr)
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [] and ksr.relayed == []
+
+
+def test_own_address_is_never_banned(kemi: types.ModuleType, ksr: FakeKSR, store: FakeStore) -> None:
+    router = kemi.Router(RuntimeSettings(scanner_user_agents=("sipsak",)))
+    router.store = store
+    ksr.returns["is_myself_srcip"] = True
+    request(ksr, **{"$ua": "sipsak 0.9.8", "$si": "127.0.0.1"})
+    router.ksr_request_route(MSG)
+    assert ksr.args_of("htable.sht_seti") == []
+
+
+def test_scanner_user_agent_is_banned(kemi: types.ModuleType, ksr: FakeKSR, store: FakeStore) -> None:
+    router = kemi.Router(RuntimeSettings(scanner_user_agents=("friendly-scanner",)))
+    router.store = store
+    request(ksr, **{"$ua": "Friendly-Scanner 2.0", "$si": "198.18.0.9"})
+    router.ksr_request_route(MSG)
+    assert ksr.replies == []
+    assert ksr.args_of("htable.sht_seti") == [("ipban", "198.18.0.9", 1)]
+
+
+def test_flood_from_a_stranger_is_banned_but_not_from_a_trunk(ksr: FakeKSR, router: Any) -> None:
+    ksr.returns["pike.pike_check_req"] = -1
+    request(ksr, **{"$si": "198.18.0.9"})
+    router.ksr_request_route(MSG)
+    assert ksr.args_of("htable.sht_seti") == [("ipban", "198.18.0.9", 1)]
+    assert ksr.replies == []
+    ksr.calls.clear()
+    request(ksr)  # from the carrier's network
+    router.ksr_request_route(MSG)
+    assert ksr.args_of("htable.sht_seti") == []
+    assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080"]
+
+
+# -- request route ------------------------------------------------------------------------
+
+
+def test_max_forwards_exhausted_gives_483(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.topology_error = AssertionError("routing must not run")
+    ksr.returns["maxfwd.process_maxfwd"] = -1
+    request(ksr)
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 483, "Too Many Hops")]
+    assert ksr.args_of("maxfwd.process_maxfwd") == [(70,)]
+
+
+def test_options_without_user_is_answered_200(ksr: FakeKSR, router: Any) -> None:
+    request(ksr, method="OPTIONS", **{"$rU": ""})
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 200, "OK")]
+    assert ksr.relayed == []
+
+
+def test_register_gives_405_with_allow(ksr: FakeKSR, router: Any) -> None:
+    request(ksr, method="REGISTER")
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 405, "Method Not Allowed")]
+    allow = [args[0] for args in ksr.args_of("hdr.append_to_reply") if args[0].startswith("Allow:")]
+    assert len(allow) == 1
+    assert allow[0].endswith("\r\n")
+    methods = {m.strip() for m in allow[0][len("Allow:") :].split(",")}
+    assert {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"} <= methods
+    assert "REGISTER" not in methods
+
+
+def test_reject_decision_is_sent_statelessly(ksr: FakeKSR, router: Any) -> None:
+    request(ksr, **{"$si": "198.18.0.1"})
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 403, "Source Not Allowed")]
+
+
+def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store: FakeStore) -> None:
+    request(ksr)
+    router.ksr_request_route(MSG)
+    assert ksr.replies == []
+    assert ksr.args_of("textops.remove_hf_re") == [("^X-Edge-",)]
+    assert ksr.pv["$ru"] == "sip:+14155550100@agent.example.com:5080"
+    assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080"]
+    assert ksr.args_of("hdr.append") == [
+        ("X-Edge-Trunk: telnyx\r\n",),
+        ("X-Edge-DID: +14155550100\r\n",),
+        ("X-Edge-Caller: +12125550123\r\n",),
+    ]
+    armed = ksr.args_of("tm.t_on_failure") + ksr.args_of("tm.t_on_reply")
+    assert armed == [("ksr_failure_manage",), ("ksr_onreply_manage",)]
+    for (name,) in armed:
+        assert hasattr(kemi.Router, name) and callable(getattr(kemi.Router, name)), name
+    names = ksr.names()
+    for step in ("textops.remove_hf_re", "hdr.append", "rr.record_route", "rtpengine.rtpengine_manage",
+                 "dialog.dlg_manage", "tm.t_newtran", "tm.t_on_failure", "tm.t_relay"):
+        assert step in names, step
+    assert names.index("textops.remove_hf_re") < names.index("hdr.append")
+    assert names.index("dialog.dlg_manage") < names.index("tm.t_relay")
+    assert names.index("tm.t_on_failure") < names.index("tm.t_relay")
+    plan = CallPlan.loads(ksr.pv[PLAN_AVP])
+    assert plan.call_id == "call-1" and plan.index == 0 and len(plan.targets) == 2
+    assert store.released == []
+
+
+def test_termination_relay(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.routes_by_prefix["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    request(ksr, **{"$si": "10.9.0.7", "$rU": "14155550100"})
+    router.ksr_request_route(MSG)
+    assert ksr.replies == []
+    assert ksr.relayed == ["sip:+14155550100@192.0.2.10:5060"]
+    assert ksr.args_of("hdr.append") == []
+    assert [a["leases"][0].key for a in store.acquired] == [keys.agent_lease("bot"), keys.trunk_lease("telnyx")]
+
+
+def test_store_failure_after_partial_admission_releases_the_slots(
+    ksr: FakeKSR, router: Any, store: FakeStore
+) -> None:
+    """The agent slot was taken, then redis timed out on the trunk slot: the 503 must not
+    leave the agent slot held for lease_ttl_s (no dialog exists yet to release it)."""
+    store.routes_by_prefix["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    store.acquire_error_at = 2
+    request(ksr, **{"$si": "10.9.0.7", "$rU": "+14155550100"})
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 503, "Routing Store Unavailable")]
+    assert len(store.acquired) == 2  # agent admitted, then the trunk acquire failed
+    assert store.released == ["call-1"]
+
+
+def test_relay_send_error_moves_to_the_next_target(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    request(ksr)
+    ksr.returns["tm.t_relay"] = -1
+    router.ksr_request_route(MSG)
+    assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080", "sip:bot@10.9.0.2"]
+    assert ksr.replies == [("tm", 503, "Agent Unreachable")]
+    assert store.released == ["call-1"]
+
+
+def test_rtpengine_failure_releases_the_slots(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    request(ksr)
+    ksr.returns["rtpengine.rtpengine_manage"] = -1
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 503, "Media Relay Unavailable")]
+    assert store.released == ["call-1"]
+    assert ksr.relayed == []
+
+
+# -- dialog events ---------------------------------------------------------------------------
+
+
+def test_dialog_event_signature_takes_msg_and_event(kemi: types.ModuleType) -> None:
+    params = list(inspect.signature(kemi.Router.ksr_dialog_event).parameters)
+    assert params == ["self", "msg", "event"]
+
+
+def test_dialog_end_releases_the_dialog_call_id(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$ci": "other-call", "$rm": "BYE", "$dlg(from_tag)": "ft1"})
+    assert router.ksr_dialog_event(MSG, "dialog:end") == 1
+    assert store.released == ["dlg-call"]
+    assert ksr.args_of("rtpengine.rtpengine_delete") == []  # the BYE itself deleted the media session
+
+
+def test_dialog_timeout_also_deletes_the_media_session(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "OPTIONS", "$dlg(from_tag)": "ft1"})
+    router.ksr_dialog_event(MSG, "dialog:end")
+    assert store.released == ["dlg-call"]
+    assert ksr.args_of("rtpengine.rtpengine_delete") == [("call-id=dlg-call from-tag=ft1",)]
+
+
+def test_dialog_failed_releases_and_other_events_do_not(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "INVITE"})
+    router.ksr_dialog_event(MSG, "dialog:start")
+    assert store.released == []
+    router.ksr_dialog_event(MSG, "dialog:failed")
+    assert store.released == ["dlg-call"]
+
+
+def test_dialog_event_errors_are_logged_not_raised(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    def broken(call_id: str) -> int:
+        raise StoreUnavailable("down")
+
+    store.release = broken  # type: ignore[method-assign]
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "BYE"})
+    assert router.ksr_dialog_event(MSG, "dialog:end") == 1
+    assert any(level == "err" and "cannot release" in text for level, text in ksr.logs)
+
+
+# -- failure route -----------------------------------------------------------------------------
+
+
+def origination_plan() -> CallPlan:
+    return CallPlan(
+        call_id="call-1",
+        direction="origination",
+        targets=[Target("sip:+1@agent-a", "bot sip:agent-a"), Target("sip:+1@agent-b", "bot sip:agent-b")],
+        agent="bot",
+        trunk="telnyx",
+        retry_after_s=RT.retry_after_s,
+    )
+
+
+LEASE_A = Lease(keys.trunk_lease("a"), 2, "trunk a")
+LEASE_B = Lease(keys.trunk_lease("b"), 2, "trunk b")
+
+
+def termination_plan(*trunks: tuple[str, Lease]) -> CallPlan:
+    targets = [Target(f"sip:+14155550100@gw-{name}", f"{name} gw", name, lease) for name, lease in trunks]
+    return CallPlan(
+        call_id="call-1", direction="termination", targets=targets, held=targets[0].lease.key,
+        retry_after_s=RT.retry_after_s,
+    )
+
+
+def failed_branch(ksr: FakeKSR, plan: CallPlan, code: int | None, reason: str = "", timed_out: bool = False) -> None:
+    """The state tm leaves for the failure route after the current hop failed."""
+    ksr.pv.update({"$ci": plan.call_id, PLAN_AVP: plan.dumps(), "$ru": plan.current.uri})
+    if code is not None:
+        ksr.pv.update({"$T_reply_code": code, "$T_reply_reason": reason})
+    ksr.returns["tm.t_branch_timeout"] = 1 if timed_out else -1
+
+
+def test_503_fails_over_to_the_second_target(ksr: FakeKSR, router: Any) -> None:
+    failed_branch(ksr, origination_plan(), 503, "Service Unavailable")
+    assert router.ksr_failure_manage(MSG) == 1
+    assert ksr.relayed == ["sip:+1@agent-b"]
+    assert ksr.replies == []
+    assert ksr.args_of("tm.t_on_failure") == [("ksr_failure_manage",)]  # re-armed for the new branch
+    plan = CallPlan.loads(ksr.pv[PLAN_AVP])
+    assert plan.index == 1
+    assert plan.tried == ["bot sip:agent-a=503"]
+    assert plan.best == (503, "Service Unavailable")
+
+
+def test_termination_failover_swaps_trunk_slots(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    failed_branch(ksr, termination_plan(("a", LEASE_A), ("b", LEASE_B)), 500, "Server Internal Error")
+    router.ksr_failure_manage(MSG)
+    assert ksr.relayed == ["sip:+14155550100@gw-b"]
+    assert store.acquired == [{"call_id": "call-1", "leases": [LEASE_B], "release": [LEASE_A.key]}]
+    assert CallPlan.loads(ksr.pv[PLAN_AVP]).held == LEASE_B.key
+
+
+@pytest.mark.parametrize(("code", "reason"), [(486, "Busy Here"), (404, "Not Found"), (603, "Decline")])
+def test_final_4xx_6xx_does_not_fail_over(ksr: FakeKSR, router: Any, store: FakeStore, code: int, reason: str) -> None:
+    failed_branch(ksr, origination_plan(), code, reason)
+    router.ksr_failure_manage(MSG)
+    assert ksr.relayed == []
+    assert ksr.replies == []  # tm relays the hop's own final response
+    assert "rtpengine.rtpengine_delete0" in ksr.names()
+
+
+def test_no_failover_after_early_media(ksr: FakeKSR, router: Any) -> None:
+    failed_branch(ksr, origination_plan(), 503, "Service Unavailable")
+    ksr.pv[EARLY_AVP] = 1
+    router.ksr_failure_manage(MSG)
+    assert ksr.relayed == []
+    assert ksr.replies == []
+
+
+def test_nothing_answered_and_no_target_left(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    plan = termination_plan(("a", LEASE_A))
+    failed_branch(ksr, plan, 408, "Request Timeout", timed_out=True)
+    router.ksr_failure_manage(MSG)
+    assert ksr.relayed == []
+    assert ksr.replies == [("tm", 503, "All Carriers Failed")]
+    assert store.released == ["call-1"]
+    assert any("tried=a gw=timeout" in text for _, text in ksr.logs)
+
+
+def test_no_reply_code_at_all_counts_as_timeout(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    failed_branch(ksr, origination_plan(), None, timed_out=True)
+    router.ksr_failure_manage(MSG)
+    assert ksr.relayed == ["sip:+1@agent-b"]
+
+
+def test_last_target_503_gives_500(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    plan = origination_plan()
+    plan.index = 1
+    failed_branch(ksr, plan, 503, "Service Unavailable")
+    router.ksr_failure_manage(MSG)
+    assert ksr.replies == [("tm", 500, "Next Hop Unavailable")]
+    assert store.released == ["call-1"]
+
+
+def test_last_origination_target_unanswered_gives_agent_unreachable(ksr: FakeKSR, router: Any) -> None:
+    plan = origination_plan()
+    plan.index = 1
+    failed_branch(ksr, plan, 408, "Request Timeout", timed_out=True)
+    router.ksr_failure_manage(MSG)
+    assert ksr.replies == [("tm", 503, "Agent Unreachable")]
+
+
+def test_failover_onto_a_full_trunk_names_the_limit(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.full_keys = {LEASE_B.key}
+    failed_branch(ksr, termination_plan(("a", LEASE_A), ("b", LEASE_B)), 408, "Request Timeout", timed_out=True)
+    router.ksr_failure_manage(MSG)
+    assert ksr.relayed == []
+    assert ksr.replies == [("tm", 503, "Trunk Limit Reached: b")]
+    assert ("Retry-After: 7\r\n",) in ksr.args_of("hdr.append_to_reply")
+    assert store.released == ["call-1"]
+
+
+def test_canceled_transaction_does_not_fail_over(ksr: FakeKSR, router: Any) -> None:
+    failed_branch(ksr, origination_plan(), 487, "Request Terminated")
+    ksr.returns["tm.t_is_canceled"] = 1
+    router.ksr_failure_manage(MSG)
+    assert ksr.relayed == [] and ksr.replies == []
