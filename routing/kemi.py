@@ -44,7 +44,8 @@ DIALOG_EVENT = "ksr_dialog_event"
 BAN_TABLE = "ipban"
 TRUST_CACHE_S = 1.0
 PLAN_AVP = "$avp(edge_plan)"
-DIALOG_TIMEOUT_AVP = "$avp(edge_dlg_timeout)"
+#: a trunk's max_duration_s, applied to the dialog timer by the first ACK (the call is answered)
+MAX_DURATION_VAR = "$dlg_var(edge_max_dur)"
 _URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+(?:;[^@>\s]*)?)(?:@|>|$)", re.I)
 EARLY_MEDIA_AVP = "$avp(edge_early)"
 RTPENGINE_FLAGS = "replace-origin replace-session-connection ICE=remove"
@@ -218,7 +219,12 @@ class Router:
                 return
         if method == "BYE":
             KSR.rtpengine.rtpengine_delete0()
-        elif method in ("INVITE", "UPDATE", "ACK"):
+        if method == "ACK":
+            max_duration = _pv(MAX_DURATION_VAR)
+            if max_duration:
+                KSR.dialog.dlg_set_timeout(int(max_duration))
+                KSR.pv.sets(MAX_DURATION_VAR, "")
+        if method in ("INVITE", "UPDATE", "ACK"):
             KSR.rtpengine.rtpengine_manage(RTPENGINE_FLAGS)
             if method != "ACK":
                 KSR.tm.t_on_reply(ON_REPLY)
@@ -272,11 +278,10 @@ class Router:
                 store.release(plan.call_id)
                 self._reply(Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s))
                 return
-            if plan.current.max_duration_s:
-                KSR.pv.seti(DIALOG_TIMEOUT_AVP, plan.current.max_duration_s)
             KSR.dialog.dlg_manage()
             KSR.pv.sets("$dlg_var(edge_agent)", plan.agent)
             KSR.pv.sets("$dlg_var(edge_trunk)", plan.trunk or plan.current.trunk or "")
+            KSR.pv.sets(MAX_DURATION_VAR, str(plan.current.max_duration_s or ""))
             if KSR.tm.t_newtran() < 0:
                 store.release(plan.call_id)
                 KSR.sl.sl_reply_error()
@@ -291,8 +296,8 @@ class Router:
         store = self._store()
         target = plan.current
         while True:
-            if failure_route and target.max_duration_s:
-                KSR.dialog.dlg_set_timeout(target.max_duration_s)
+            if failure_route:
+                KSR.pv.sets(MAX_DURATION_VAR, str(target.max_duration_s or ""))
                 KSR.pv.sets("$dlg_var(edge_trunk)", target.trunk or plan.trunk)
             KSR.pv.sets("$ru", target.uri)
             KSR.pv.sets(PLAN_AVP, plan.dumps())
