@@ -762,6 +762,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "max_duration_s": trunk.max_duration_s,
         "allow_prefixes": list(trunk.allow_prefixes),
         "deny_prefixes": list(trunk.deny_prefixes),
+        "auth": trunk.auth.value,
     }
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .plan import CallPlan
 
-__all__ = ["Reject", "Relay", "Decision", "Reason"]
+__all__ = ["Reject", "Relay", "Authenticate", "Decision", "Reason"]
 
 
 class Reason:
@@ -31,6 +31,7 @@ class Reason:
     ALL_CARRIERS_FAILED = (503, "All Carriers Failed", "carriers_failed")
     AGENT_UNREACHABLE = (503, "Agent Unreachable", "agent_unreachable")
     NO_DIALOG = (481, "Call/Transaction Does Not Exist", "no_dialog")
+    AUTH_FAILED = (403, "Authentication Failed", "auth_failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,4 +70,19 @@ class Relay:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Decision = Reject | Relay
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """The request must carry valid digest credentials (RFC 3261 section 22.3) before routing.
+
+    Attributes:
+        trunk: the trunk whose credentials apply, when the source already names it
+            (``auth: both`` or ``digest`` from a listed CIDR); None to find the trunk
+            by the credentials' username.
+        topology: the trunks and agents read for this request (reused after the check).
+    """
+
+    trunk: str | None
+    topology: object
+
+
+Decision = Reject | Relay | Authenticate

@@ -28,8 +28,9 @@ import traceback
 import KSR  # type: ignore[import-not-found]
 
 from . import pipeline, runtime
-from .decision import Reason, Reject, Relay
-from .model import DataError
+from .decision import Authenticate, Reason, Reject, Relay
+from .model import AuthMode, DataError, Trunk
+from .secrets import SecretBox, SecretError
 from .plan import CallPlan, final_response, should_fail_over
 from .request import SipRequest
 from .acl import classify_source
@@ -42,10 +43,12 @@ ON_REPLY = "ksr_onreply_manage"
 DIALOG_EVENT = "ksr_dialog_event"
 
 BAN_TABLE = "ipban"
+AUTH_FAIL_TABLE = "authfail"
 TRUST_CACHE_S = 1.0
 PLAN_AVP = "$avp(edge_plan)"
 #: a trunk's max_duration_s, applied to the dialog timer by the first ACK (the call is answered)
 MAX_DURATION_VAR = "$dlg_var(edge_max_dur)"
+_REALM = re.compile(r'realm="([^"]*)"', re.I)
 _URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+(?:;[^@>\s]*)?)(?:@|>|$)", re.I)
 EARLY_MEDIA_AVP = "$avp(edge_early)"
 RTPENGINE_FLAGS = "replace-origin replace-session-connection ICE=remove"
@@ -78,6 +81,7 @@ class Router:
         self.settings = settings
         self.store: RedisStore | None = None
         self._topology: Topology | None = None
+        self._box: SecretBox | None = None
         self._topology_at = 0.0
 
     # -- process life -------------------------------------------------------
@@ -146,6 +150,85 @@ class Router:
             return False
         return True
 
+    def _secrets(self) -> SecretBox:
+        if self._box is None:
+            self._box = SecretBox(self.settings.secret_key_file)
+        return self._box
+
+    def _authenticate(self, trunk_name: str | None, topology: Topology) -> Trunk | None:
+        """Check the request's digest credentials (RFC 3261 section 22.3; Kamailio auth module: auth_challenge, pv_auth_check).
+
+        Without credentials the request is challenged (407).  Wrong credentials
+        get 403 and count toward a ban of the source after
+        ``auth_max_failures`` attempts.  Returns the authenticated trunk, or None
+        when the request has been answered.
+        """
+        realm = self.settings.auth_realm
+        user = _pv("$au")
+        if not user:
+            KSR.auth.auth_challenge(realm, 0)
+            return None
+        store = self._store()
+        name = trunk_name or store.trunk_of_user(user)
+        trunk = topology.trunks.get(name or "")
+        creds = store.credentials(trunk.name) if trunk is not None else None
+        if trunk is None or creds is None or creds[0] != user or (trunk_name is None and trunk.auth is not AuthMode.DIGEST):
+            self._auth_failed(user)
+            return None
+        rc = KSR.auth.pv_auth_check(realm, self._secrets().decrypt(creds[1]), 0, 0)
+        if rc in (-4, -6):  # stale or reused nonce: a fresh challenge, not a failure
+            KSR.auth.auth_challenge(realm, 0)
+            return None
+        if rc < 0:
+            self._auth_failed(user)
+            return None
+        KSR.auth.consume_credentials()
+        return trunk
+
+    def _auth_failed(self, user: str) -> None:
+        src = _pv("$si")
+        failures = KSR.htable.sht_inc(AUTH_FAIL_TABLE, src)
+        if failures < 1:  # no entry yet (sht_inc answers -255): the first failure in the window
+            KSR.htable.sht_seti(AUTH_FAIL_TABLE, src, 1)
+            failures = 1
+        KSR.notice(f"edge: digest failure {failures}/{self.settings.auth_max_failures} src={src} user={user!r}\n")
+        if failures >= self.settings.auth_max_failures:
+            self._ban(src, "auth")
+            return  # silence from now on
+        self._reply(Reject.of(Reason.AUTH_FAILED))
+
+    def _register(self) -> None:
+        """REGISTER: only digest trunks may register (PBXs that register to their provider);
+        the registration is accepted (200) but the edge routes by trunk, not by contact."""
+        topology = self._store().topology()
+        if not any(t.auth is not AuthMode.IP for t in topology.trunks.values()):
+            self._not_allowed()
+            return
+        realm = self.settings.auth_realm
+        user = _pv("$au")
+        if not user:
+            KSR.auth.auth_challenge(realm, 0)
+            return
+        name = self._store().trunk_of_user(user)
+        creds = self._store().credentials(name) if name else None
+        if creds is None or creds[0] != user:
+            self._auth_failed(user)
+            return
+        rc = KSR.auth.pv_auth_check(realm, self._secrets().decrypt(creds[1]), 0, 0)
+        if rc in (-4, -6):
+            KSR.auth.auth_challenge(realm, 0)
+            return
+        if rc < 0:
+            self._auth_failed(user)
+            return
+        expires = _pv("$hdr(Expires)") or "3600"
+        KSR.hdr.append_to_reply(f"Expires: {expires}\r\n")
+        KSR.sl.send_reply(200, "OK")
+
+    def _not_allowed(self) -> None:
+        KSR.hdr.append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER\r\n")
+        self._reply(Reject.of(Reason.NOT_ALLOWED))
+
     def _ban(self, src: str, why: str) -> None:
         if KSR.is_myself_srcip():
             return  # never ban the edge's own addresses (local probes, loopback tools)
@@ -194,9 +277,14 @@ class Router:
         if method == "OPTIONS" and not _pv("$rU"):
             KSR.sl.send_reply(200, "OK")
             return
+        if method == "REGISTER":
+            try:
+                self._register()
+            except StoreUnavailable:
+                self._reply(Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s))
+            return
         if method != "INVITE":
-            KSR.hdr.append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER\r\n")
-            self._reply(Reject.of(Reason.NOT_ALLOWED))
+            self._not_allowed()
             return
         self._initial_invite()
 
@@ -242,22 +330,29 @@ class Router:
             to_user=_pv("$tU"),
             from_user=_pv("$fU"),
             from_name=_pv("$fn"),
+            auth_user=_pv("$au"),
         )
 
     def _initial_invite(self) -> None:
         KSR.textops.remove_hf_re("^" + pipeline.EDGE_HEADER_PREFIX)
         store = self._store()
+        request = self._snapshot()
         try:
-            decision = pipeline.route_initial_invite(self._snapshot(), store, self.settings)
+            decision = pipeline.route_initial_invite(request, store, self.settings)
+            if isinstance(decision, Authenticate):
+                trunk = self._authenticate(decision.trunk, decision.topology)
+                if trunk is None:
+                    return  # challenged, refused or banned
+                decision = pipeline.originate(request, trunk, decision.topology, store, self.settings)
         except StoreUnavailable as exc:
             KSR.err(f"edge: routing store unavailable: {exc}\n")
             try:  # a slot may have been taken before redis stopped answering
-                store.release(_pv("$ci"))
+                store.release(request.call_id)
             except StoreUnavailable:
                 pass  # then the lease expires on its own (lease_ttl_s)
             self._reply(Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s))
             return
-        except DataError as exc:
+        except (DataError, SecretError) as exc:
             KSR.err(f"edge: malformed routing data: {exc}\n")
             self._reply(Reject.of(Reason.INTERNAL_ERROR))
             return
@@ -370,6 +465,9 @@ class Router:
         reason = _pv("$T_reply_reason") or "Request Timeout"
         answered = KSR.tm.t_branch_timeout() < 0 and code not in (477, 478, 479)
         early = bool(KSR.pv.get(EARLY_MEDIA_AVP))
+        if code in (401, 407) and answered and self._answer_challenge(plan):
+            self._send(plan, failure_route=True)  # the same hop, now with credentials
+            return
         if 300 <= code < 400 and answered:
             refusal = self._redirect_refusal(plan)
             if refusal is not None:
@@ -390,6 +488,26 @@ class Router:
             return
         KSR.info(f"edge: failover call-id={plan.call_id} to={nxt.label} after={plan.tried[-1]}\n")
         self._send(plan, failure_route=True)
+
+    def _answer_challenge(self, plan: CallPlan) -> bool:
+        """Answer a carrier's 401/407 once per hop with the trunk's credentials (Kamailio uac
+        module, RFC 3261 section 22.2); False when the trunk has none or this hop was tried."""
+        trunk = plan.current.trunk
+        if not trunk or plan.index in plan.auth_tried:
+            return False
+        creds = self._store().credentials(trunk)
+        if creds is None:
+            return False
+        challenge = _pv("$T_rpl($hdr(WWW-Authenticate))") or _pv("$T_rpl($hdr(Proxy-Authenticate))")
+        match = _REALM.search(challenge)
+        KSR.pv.sets("$avp(edge_auth_user)", creds[0])
+        KSR.pv.sets("$avp(edge_auth_pass)", self._secrets().decrypt(creds[1]))
+        KSR.pv.sets("$avp(edge_auth_realm)", match.group(1) if match else "")
+        plan.auth_tried.append(plan.index)
+        if KSR.uac.uac_auth() < 0:
+            KSR.warn(f"edge: cannot answer the challenge of {plan.current.label} call-id={plan.call_id}\n")
+            return False
+        return True
 
     def _redirect_refusal(self, plan: CallPlan) -> Reject | None:
         """A 3xx is relayed only when its Contact is a number allowed for the call's agent."""

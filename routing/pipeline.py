@@ -5,8 +5,9 @@ the last one admits the call (atomic concurrency leases) and returns a
 :class:`Relay` with the plan of targets.  Pure over a :class:`SipRequest` and
 a :class:`Store`: no ``KSR`` here.
 
-Origination (carrier -> agent): source ACL -> trunk direction -> DID -> agent
--> admission (trunk + agent slots).
+Origination (carrier -> agent): source ACL (or digest credentials, checked by
+the adapter when :class:`Authenticate` is returned) -> trunk direction -> DID ->
+agent -> admission (trunk + agent slots).
 
 Termination (agent -> carrier): source ACL -> destination number -> LCR
 (longest prefix, then rate, then priority; every gateway of every trunk) ->
@@ -16,8 +17,8 @@ admission (agent slot, then the first trunk with a free slot).
 from __future__ import annotations
 
 from .acl import classify_source
-from .decision import Decision, Reason, Reject, Relay
-from .model import Agent, Trunk
+from .decision import Authenticate, Decision, Reason, Reject, Relay
+from .model import Agent, AuthMode, Trunk
 from .numbers import NumberError, NumberFormat, from_uri_user
 from .plan import CallPlan, Target
 from .request import SipRequest
@@ -79,9 +80,14 @@ def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings) -> 
     topology = store.topology()
     peer = classify_source(req.src_ip, topology)
     if peer is None:
+        if any(t.auth is AuthMode.DIGEST for t in topology.trunks.values()):
+            return Authenticate(trunk=None, topology=topology)  # a digest trunk may call from anywhere
         return Reject.of(Reason.SOURCE_NOT_ALLOWED)
     if peer.kind == "trunk":
-        return originate(req, topology.trunks[peer.name], topology, store, rt)
+        trunk = topology.trunks[peer.name]
+        if trunk.auth is not AuthMode.IP:
+            return Authenticate(trunk=trunk.name, topology=topology)
+        return originate(req, trunk, topology, store, rt)
     return terminate(req, topology.agents[peer.name], topology, store, rt)
 
 

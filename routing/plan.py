@@ -60,6 +60,7 @@ class CallPlan:
         agent: the agent of the call (its destination policy applies to transfers and redirects).
         trunk: the trunk of an origination call.
         retry_after_s: Retry-After used for concurrency refusals (s).
+        auth_tried: hop indexes whose 401/407 challenge was already answered once.
     """
 
     call_id: str
@@ -73,6 +74,7 @@ class CallPlan:
     agent: str = ""
     trunk: str = ""
     retry_after_s: int = 5
+    auth_tried: list[int] = field(default_factory=list)
 
     @property
     def current(self) -> Target:

@@ -47,6 +47,9 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         python_paths=(str(REPO_ROOT), site_packages),
         blocked_prefixes=tuple(settings.policy.blocked_prefixes),
         scanner_user_agents=tuple(ua.lower() for ua in settings.security.scanner_user_agents),
+        secret_key_file=str(settings.secret_key_path),
+        auth_realm=settings.security.auth_realm,
+        auth_max_failures=settings.security.auth_max_failures,
     )
 
 

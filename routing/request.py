@@ -25,6 +25,7 @@ class SipRequest:
         to_user: user part of the To URI.
         from_user: user part of the From URI (the caller).
         from_name: display name of From, may be empty.
+        auth_user: username of the request's digest credentials, empty when none.
     """
 
     method: str
@@ -36,3 +37,4 @@ class SipRequest:
     to_user: str
     from_user: str
     from_name: str = ""
+    auth_user: str = ""

@@ -31,6 +31,9 @@ class RuntimeSettings:
         python_paths: directories added to ``sys.path`` (the venv's site-packages).
         blocked_prefixes: E.164 prefixes no agent may reach on any trunk (premium, satellite...).
         scanner_user_agents: lower-case User-Agent fragments of scanners, banned at once.
+        secret_key_file: key that decrypts trunk passwords.
+        auth_realm: digest realm (RFC 3261 section 22.1).
+        auth_max_failures: failed digest attempts from one source before it is banned.
     """
 
     node: str = "edge1"
@@ -45,6 +48,9 @@ class RuntimeSettings:
     python_paths: tuple[str, ...] = ()
     blocked_prefixes: tuple[str, ...] = ()
     scanner_user_agents: tuple[str, ...] = ()
+    secret_key_file: str = ""
+    auth_realm: str = "byoc-edge"
+    auth_max_failures: int = 5
 
 
 def load(path: str | None = None) -> RuntimeSettings:

@@ -21,6 +21,7 @@ import redis
 from . import runtime
 from .hostcheck import check_addresses
 from .render import render_to_dir
+from .secrets import create_key
 from .settings import Settings
 from .sipprobe import rtpengine_ping, sip_options
 from .store import connect
@@ -187,6 +188,7 @@ def up(settings: Settings) -> list[ServiceState]:
     if errors:
         raise ServiceError("; ".join(errors))
     run_dir = Path(settings.run_dir)
+    create_key(settings.secret_key_path)
     names = (["redis"] if settings.redis.manage else []) + ["rtpengine", "kamailio"]
     running = {n for n in names if _pid(run_dir, n) and _healthy(settings, n)[0]}
     if running != set(names):

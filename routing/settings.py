@@ -150,6 +150,12 @@ class Security(_Model):
         default_factory=lambda: list(DEFAULT_SCANNERS),
         description="User-Agent fragments that get a source banned at once",
     )
+    secret_key_file: Path | None = Field(
+        None, description="key that encrypts trunk passwords in redis (default: <run_dir>/secret.key, created 0600)"
+    )
+    auth_realm: str = Field("byoc-edge", pattern=r"^[A-Za-z0-9.\-]{1,64}$", description="digest realm of challenges")
+    auth_max_failures: int = Field(5, ge=1, le=1000, description="failed digest attempts before the source is banned")
+    auth_failure_window_s: int = Field(60, ge=5, le=86400, description="failures older than this are forgotten (s)")
 
 
 class Settings(_Model):
@@ -163,6 +169,11 @@ class Settings(_Model):
     limits: Limits = Field(default_factory=Limits)
     policy: Policy = Field(default_factory=Policy)
     security: Security = Field(default_factory=Security)
+
+    @property
+    def secret_key_path(self) -> Path:
+        """The key file that encrypts stored secrets."""
+        return self.security.secret_key_file or Path(self.run_dir) / "secret.key"
 
     @property
     def sip_target(self) -> tuple[str, int]:

@@ -111,6 +111,10 @@ class Store(Protocol):
 
     def routes(self, number: str) -> list[RouteEntry]: ...
 
+    def credentials(self, trunk: str) -> tuple[str, str] | None: ...
+
+    def trunk_of_user(self, username: str) -> str | None: ...
+
     def acquire(
         self,
         call_id: str,
@@ -222,6 +226,23 @@ class RedisStore:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
         return Did.from_redis(number, fields) if fields else None
+
+    def credentials(self, trunk: str) -> tuple[str, str] | None:
+        """A trunk's digest (username, encrypted password token), or None when it has none."""
+        try:
+            fields = self.client.hgetall(keys.trunk_auth(trunk))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if not fields.get("username") or not fields.get("password"):
+            return None
+        return fields["username"], fields["password"]
+
+    def trunk_of_user(self, username: str) -> str | None:
+        """The trunk whose digest username is ``username``, or None."""
+        try:
+            return self.client.hget(keys.AUTH_USERS, username) or None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     def routes(self, number: str) -> list[RouteEntry]:
         """Route entries of the longest prefix of ``number`` that has any (one round trip)."""

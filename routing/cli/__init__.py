@@ -17,6 +17,7 @@ import click
 import redis
 
 from ..model import DataError
+from ..secrets import SecretBox, SecretError, create_key
 from ..settings import Settings, SettingsError, load_settings
 from ..store import connect
 
@@ -59,6 +60,13 @@ class AppContext:
                 raise fail(str(exc)) from None
         return self._settings
 
+    def secrets(self) -> SecretBox:
+        """The box that encrypts trunk passwords (its key file is created 0600 when missing)."""
+        path = self.settings.secret_key_path
+        if create_key(path):
+            click.echo(f"created secret key {path}", err=True)
+        return SecretBox(path)
+
     def redis(self) -> redis.Redis:
         """A redis client for admin work (2 s timeouts: ops tools may wait longer than calls)."""
         if self._redis is None:
@@ -83,7 +91,7 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (DataError, SettingsError) as exc:
+        except (DataError, SettingsError, SecretError) as exc:
             raise fail(str(exc)) from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise fail(f"redis unreachable: {exc}") from None

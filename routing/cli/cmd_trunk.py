@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import admin
-from ..model import DataError, Direction, Transport, Trunk
+from ..model import AuthMode, DataError, Direction, Transport, Trunk
 from ..numbers import NumberError, NumberFormat
 from . import AppContext, emit_json, handle_errors, pass_app
 
@@ -52,6 +52,8 @@ def trunk() -> None:
               help="Termination destinations allowed over this trunk (repeatable, e.g. +1); default all.")
 @click.option("--deny-prefix", "deny_prefixes", multiple=True, metavar="PREFIX",
               help="Termination destinations refused over this trunk (repeatable, e.g. +1900).")
+@click.option("--auth", type=click.Choice([m.value for m in AuthMode]), default="ip", show_default=True,
+              help="How inbound calls are recognised: source CIDR, digest credentials (set-password), or both.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
 @pass_app
 @handle_errors
@@ -71,6 +73,7 @@ def add(
     max_duration_s: int | None,
     allow_prefixes: tuple[str, ...],
     deny_prefixes: tuple[str, ...],
+    auth: str,
     replace: bool,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
@@ -89,6 +92,7 @@ def add(
         max_duration_s=max_duration_s,
         allow_prefixes=allow_prefixes,
         deny_prefixes=deny_prefixes,
+        auth=AuthMode(auth),
     )
     written = admin.put_trunk(app.redis(), value, replace=replace)
     click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")
@@ -121,8 +125,9 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     found = admin.get_trunk(app.redis(), name)
     if found is None:
         raise DataError(f"no trunk {name!r}")
+    username = admin.trunk_username(app.redis(), name)
     if as_json:
-        emit_json(admin.trunk_dict(found))
+        emit_json({**admin.trunk_dict(found), "auth_username": username, "password": "set" if username else None})
         return
     fmt = found.number_format
     table = Table("field", "value", title=f"trunk {found.name}")
@@ -135,6 +140,13 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("national prefix", fmt.national_prefix or "-")
     table.add_row("international prefix", fmt.international_prefix or "-")
     table.add_row("national length", str(fmt.national_length))
+    table.add_row("max cps", "-" if found.max_cps is None else f"{found.max_cps:g}")
+    table.add_row("max duration (s)", "-" if found.max_duration_s is None else str(found.max_duration_s))
+    table.add_row("allow prefixes", ", ".join(found.allow_prefixes) or "all")
+    table.add_row("deny prefixes", ", ".join(found.deny_prefixes) or "-")
+    table.add_row("auth", found.auth.value)
+    table.add_row("digest username", username or "-")
+    table.add_row("password", "set (write-only)" if username else "-")
     Console().print(table)
 
 
@@ -146,3 +158,23 @@ def rm(app: AppContext, name: str) -> None:
     """Remove trunk NAME (refused while DIDs or routes use it)."""
     admin.remove_trunk(app.redis(), name)
     click.echo(f"trunk {name!r} removed")
+
+
+@trunk.command("set-password")
+@click.argument("name")
+@click.option("--username", required=True, help="Digest username of the trunk.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (else prompted).")
+@pass_app
+@handle_errors
+def set_password(app: AppContext, name: str, username: str, password_stdin: bool) -> None:
+    """Store NAME's digest credentials (encrypted; never shown again).
+
+    They verify the trunk's peers when they authenticate to the edge (auth
+    digest/both) and answer the carrier's 401/407 on termination calls.
+    """
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    admin.set_trunk_password(app.redis(), app.secrets(), name, username, password)
+    click.echo(f"trunk {name!r}: credentials of {username!r} saved")

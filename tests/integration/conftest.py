@@ -157,8 +157,12 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
 
 @pytest.fixture
 def clean_edge(edge: Edge, tmp_path: Path) -> Iterator[Edge]:
-    """The edge with empty routing tables; afterwards every counter must be exactly zero."""
+    """The edge with empty routing tables and no banned source; afterwards every counter
+    must be exactly zero."""
     edge.redis.flushdb()
+    for table in ("ipban", "authfail"):
+        subprocess.run(["kamcmd", "-s", f"unix:{edge.settings.run_dir}/kamailio_ctl", "htable.flush", table],
+                       check=True, capture_output=True, timeout=10)
     edge.workdir = tmp_path
     yield edge
     stop_all()
