@@ -12,6 +12,9 @@ Kamailio callbacks (names are also used in ``templates/kamailio.cfg.j2``):
 * ``ksr_failure_manage(msg)``: a branch failed (armed with ``t_on_failure``).
 * ``ksr_dialog_event(msg, event)``: dialog module ``event_callback``; releases
   concurrency slots on ``dialog:end`` and ``dialog:failed``.
+* ``ksr_call_clock(msg, event)``: rtimer, once a second; ends answered calls past
+  their maximum duration (the dialog module's own timer is only a backstop: in
+  5.6.3 its timeout BYE can race with the ACK and leave the dialog unreleased).
 
 Rules from app_python3 (Kamailio 5.6): an exception escaping a route leaves the
 request unanswered, so every entry point catches and answers 500; redis clients
@@ -20,6 +23,7 @@ are opened per worker in :meth:`Router.child_init`, after the fork.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -44,6 +48,8 @@ DIALOG_EVENT = "ksr_dialog_event"
 
 BAN_TABLE = "ipban"
 AUTH_FAIL_TABLE = "authfail"
+DEADLINE_TABLE = "deadline"
+CLOCK_ITERATOR = "edgeclock"
 TRUST_CACHE_S = 1.0
 PLAN_AVP = "$avp(edge_plan)"
 #: a trunk's max_duration_s, applied to the dialog timer by the first ACK (the call is answered)
@@ -308,10 +314,7 @@ class Router:
         if method == "BYE":
             KSR.rtpengine.rtpengine_delete0()
         if method == "ACK":
-            max_duration = _pv(MAX_DURATION_VAR)
-            if max_duration:
-                KSR.dialog.dlg_set_timeout(int(max_duration))
-                KSR.pv.sets(MAX_DURATION_VAR, "")
+            self._start_clock()
         if method in ("INVITE", "UPDATE", "ACK"):
             KSR.rtpengine.rtpengine_manage(RTPENGINE_FLAGS)
             if method != "ACK":
@@ -509,6 +512,42 @@ class Router:
             return False
         return True
 
+    def _start_clock(self) -> None:
+        """On the ACK of an answered call, note its deadline (trunk's max_duration_s, else the
+        node's maximum) in the shared ``deadline`` table read by :meth:`ksr_call_clock`."""
+        if KSR.htable.sht_is_null(DEADLINE_TABLE, _pv("$ci")) < 0:
+            return  # already running (re-INVITE ACK, retransmission)
+        limit = _pv(MAX_DURATION_VAR)
+        seconds = int(limit) if limit else self.settings.lease_ttl_s - 60
+        entry = f"{int(time.time()) + seconds}:{_pv('$dlg(h_entry)')}:{_pv('$dlg(h_id)')}"
+        KSR.htable.sht_sets(DEADLINE_TABLE, _pv("$ci"), entry)
+
+    def ksr_call_clock(self, msg: object, event: str = "") -> int:
+        """rtimer callback ``(msg, "rtimer")``, once a second in one timer process: end answered calls past their
+        deadline with ``dlg.end_dlg`` (BYE to both sides; dialog module RPC)."""
+        try:
+            now = int(time.time())
+            expired = []
+            if KSR.htable.sht_iterator_start(CLOCK_ITERATOR, DEADLINE_TABLE) < 0:
+                return 1
+            while KSR.htable.sht_iterator_next(CLOCK_ITERATOR) > 0:
+                value = _pv(f"$shtitval({CLOCK_ITERATOR})")
+                deadline, _, ids = value.partition(":")
+                if deadline.isdigit() and int(deadline) <= now:
+                    expired.append((_pv(f"$shtitkey({CLOCK_ITERATOR})"), ids))
+            KSR.htable.sht_iterator_end(CLOCK_ITERATOR)
+            for call_id, ids in expired:
+                KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
+                h_entry, _, h_id = ids.partition(":")
+                if h_entry.isdigit() and h_id.isdigit():
+                    KSR.notice(f"edge: call-id={call_id} reached its maximum duration: ending it\n")
+                    KSR.jsonrpcs.exec(json.dumps(
+                        {"jsonrpc": "2.0", "method": "dlg.end_dlg", "params": [int(h_entry), int(h_id)], "id": 1}
+                    ))
+        except Exception:  # noqa: BLE001 - the clock must keep ticking
+            KSR.err("edge: exception in call clock: " + traceback.format_exc().replace("\n", " | ") + "\n")
+        return 1
+
     def _redirect_refusal(self, plan: CallPlan) -> Reject | None:
         """A 3xx is relayed only when its Contact is a number allowed for the call's agent."""
         match = _URI_USER.search(_pv("$T_rpl($ct)"))
@@ -533,6 +572,7 @@ class Router:
                 call_id = _pv("$dlg(callid)") or _pv("$ci")
                 if not call_id:
                     return 1
+                KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
                 if event == "dialog:end" and _pv("$rm") != "BYE":
                     # ended by the dialog timeout (the module sent the BYEs itself): no BYE
                     # passed the request route, so the media session is closed here

@@ -30,6 +30,8 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "is_myself_srcip": False,  # SR_KEMIP_BOOL: app_python3 hands Python a bool
     "htable.sht_is_null": 1,  # source not in the ban table
     "htable.sht_seti": 1,
+    "htable.sht_sets": 1,
+    "htable.sht_rm": 1,
     "pike.pike_check_req": 1,
     "sl.send_reply": 1,
     "sl.sl_reply_error": 1,

@@ -191,7 +191,9 @@ def test_kamailio_cfg_modparams(custom: Settings) -> None:
     cfg = lines(render(custom)["kamailio.cfg"])
     assert 'modparam("tm", "fr_timer", 4500)' in cfg
     assert 'modparam("tm", "fr_inv_timer", 30000)' in cfg
-    assert 'modparam("dialog", "default_timeout", 3600)' in cfg
+    # the call clock ends calls at 3600 s; the dialog timer is a backstop a minute later
+    assert 'modparam("dialog", "default_timeout", 3660)' in cfg
+    assert 'modparam("rtimer", "exec", "timer=callclock;route=ksr_call_clock")' in cfg
     assert 'modparam("dialog", "event_callback", "ksr_dialog_event")' in cfg
     assert f'modparam("ctl", "binrpc", "unix:{custom.run_dir}/kamailio_ctl")' in cfg
     assert 'modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:2299")' in cfg
