@@ -763,6 +763,8 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "allow_prefixes": list(trunk.allow_prefixes),
         "deny_prefixes": list(trunk.deny_prefixes),
         "auth": trunk.auth.value,
+        "x_headers": list(trunk.x_headers),
+        "trust_identity": trunk.trust_identity,
     }
 
 
@@ -776,6 +778,8 @@ def agent_dict(agent: Agent) -> dict[str, object]:
         "max_calls": agent.max_calls,
         "allow_prefixes": list(agent.allow_prefixes),
         "deny_prefixes": list(agent.deny_prefixes),
+        "x_headers": list(agent.x_headers),
+        "trust_identity": agent.trust_identity,
     }
 
 

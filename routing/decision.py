@@ -64,10 +64,12 @@ class Relay:
     Attributes:
         plan: targets to try in order, with the slots already admitted.
         headers: header name -> value to add toward the next hop.
+        remove: header names to strip before relaying (header policy, :mod:`routing.headers`).
     """
 
     plan: CallPlan
     headers: dict[str, str] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from .decision import Authenticate, Reason, Reject, Relay
 from .model import AuthMode, DataError, Trunk
 from .secrets import SecretBox, SecretError
 from .plan import CallPlan, final_response, should_fail_over
+from .headers import header_names
 from .request import SipRequest
 from .acl import classify_source
 from .store import RedisStore, StoreUnavailable, Topology, connect
@@ -334,10 +335,10 @@ class Router:
             from_user=_pv("$fU"),
             from_name=_pv("$fn"),
             auth_user=_pv("$au"),
+            header_names=tuple(header_names(_pv("$mb"))),
         )
 
     def _initial_invite(self) -> None:
-        KSR.textops.remove_hf_re("^" + pipeline.EDGE_HEADER_PREFIX)
         store = self._store()
         request = self._snapshot()
         try:
@@ -368,6 +369,8 @@ class Router:
         plan = decision.plan
         store = self._store()
         try:
+            for name in decision.remove:
+                KSR.hdr.remove(name)
             for name, value in decision.headers.items():
                 KSR.hdr.append(f"{name}: {value}\r\n")
             KSR.rr.record_route()

@@ -34,6 +34,7 @@ __all__ = [
     "parse_cidr",
     "parse_sip_uri",
     "parse_prefixes",
+    "parse_header_names",
 ]
 
 #: Trunk and agent names: short, safe inside redis keys, SIP headers and metric labels.
@@ -147,6 +148,34 @@ def _float(value: str | None, where: str) -> float | None:
     if not number > 0 or number == float("inf"):
         raise DataError(f"{where}: must be a positive number, got {value!r}")
     return number
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]{1,64}")  # RFC 3261 section 25.1 token
+
+
+def parse_header_names(text: str, where: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of X- header names (``"X-Call-Reason,X-Tenant"``).
+
+    Raises:
+        DataError: a name that is not an RFC 3261 token starting with ``X-``, or an ``X-Edge-`` name.
+    """
+    out = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        if not _TOKEN.fullmatch(part) or not part.lower().startswith("x-") or part.lower().startswith("x-edge-"):
+            raise DataError(f"{where}: {part!r} is not an X- header name the edge may pass")
+        out.append(part)
+    return tuple(out)
+
+
+def _bool(value: str | None, where: str, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("yes", "true", "1", "on"):
+        return True
+    if lowered in ("no", "false", "0", "off"):
+        return False
+    raise DataError(f"{where}: expected yes or no, got {value!r}")
 
 
 def _auth_mode(value: str, where: str) -> AuthMode:
@@ -290,6 +319,9 @@ class Trunk:
         max_cps: new calls per second allowed (token bucket, both directions); None = unlimited.
         max_duration_s: longest call on this trunk (s), torn down with BYE after; None = node default.
         auth: ``ip`` (source CIDR), ``digest`` (credentials, any source) or ``both`` (RFC 3261 section 22).
+        x_headers: X- headers the carrier may pass to agents (others are removed).
+        trust_identity: whether the carrier's identity headers (P-Asserted-Identity,
+            Remote-Party-ID, Diversion...) pass to agents.
         allow_prefixes: termination destinations allowed (E.164 prefixes); empty = all not denied.
         deny_prefixes: termination destinations refused (premium, high-cost ranges).
     """
@@ -305,6 +337,8 @@ class Trunk:
     allow_prefixes: tuple[str, ...] = ()
     deny_prefixes: tuple[str, ...] = ()
     auth: AuthMode = AuthMode.IP
+    x_headers: tuple[str, ...] = ()
+    trust_identity: bool = True
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}``."""
@@ -321,6 +355,8 @@ class Trunk:
             "allow_prefixes": ",".join(self.allow_prefixes),
             "deny_prefixes": ",".join(self.deny_prefixes),
             "auth": self.auth.value,
+            "x_headers": ",".join(self.x_headers),
+            "trust_identity": "yes" if self.trust_identity else "no",
         }
 
     @classmethod
@@ -366,6 +402,8 @@ class Trunk:
             allow_prefixes=parse_prefixes(fields.get("allow_prefixes", ""), f"{where} allow_prefixes"),
             deny_prefixes=parse_prefixes(fields.get("deny_prefixes", ""), f"{where} deny_prefixes"),
             auth=_auth_mode(fields.get("auth", "ip"), where),
+            x_headers=parse_header_names(fields.get("x_headers", ""), f"{where} x_headers"),
+            trust_identity=_bool(fields.get("trust_identity"), f"{where} trust_identity", default=True),
         )
 
 
@@ -381,6 +419,9 @@ class Agent:
         max_calls: concurrent calls allowed; None = unlimited.
         allow_prefixes: destinations the agent may call, transfer or be redirected to; empty = all not denied.
         deny_prefixes: destinations the agent may never reach.
+        x_headers: X- headers the agent may pass to carriers (others are removed).
+        trust_identity: whether the agent's identity headers (P-Asserted-Identity...)
+            pass to carriers; off by default, so an agent cannot spoof a caller ID that way.
     """
 
     name: str
@@ -389,6 +430,8 @@ class Agent:
     max_calls: int | None = None
     allow_prefixes: tuple[str, ...] = ()
     deny_prefixes: tuple[str, ...] = ()
+    x_headers: tuple[str, ...] = ()
+    trust_identity: bool = False
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:agent:{name}``."""
@@ -396,6 +439,8 @@ class Agent:
             "max_calls": "" if self.max_calls is None else str(self.max_calls),
             "allow_prefixes": ",".join(self.allow_prefixes),
             "deny_prefixes": ",".join(self.deny_prefixes),
+            "x_headers": ",".join(self.x_headers),
+            "trust_identity": "yes" if self.trust_identity else "no",
         }
 
     @classmethod
@@ -417,6 +462,8 @@ class Agent:
             max_calls=_int(fields.get("max_calls"), f"{keys.agent(name)} max_calls"),
             allow_prefixes=parse_prefixes(fields.get("allow_prefixes", ""), f"{keys.agent(name)} allow_prefixes"),
             deny_prefixes=parse_prefixes(fields.get("deny_prefixes", ""), f"{keys.agent(name)} deny_prefixes"),
+            x_headers=parse_header_names(fields.get("x_headers", ""), f"{keys.agent(name)} x_headers"),
+            trust_identity=_bool(fields.get("trust_identity"), f"{keys.agent(name)} trust_identity", default=False),
         )
 
 

@@ -23,6 +23,7 @@ from .numbers import NumberError, NumberFormat, from_uri_user
 from .plan import CallPlan, Target
 from .request import SipRequest
 from .runtime import RuntimeSettings
+from .headers import headers_to_remove
 from .policy import destination_allowed
 from .store import Admission, Lease, Store, Topology
 from . import keys
@@ -133,7 +134,8 @@ def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, r
     plan = CallPlan(call_id=req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
                     retry_after_s=rt.retry_after_s)
     headers = {HDR_TRUNK: trunk.name, HDR_DID: number, HDR_CALLER: caller}
-    return Relay(plan=plan, headers=headers)
+    remove = headers_to_remove(req.header_names, trunk.x_headers, trunk.trust_identity)
+    return Relay(plan=plan, headers=headers, remove=tuple(remove))
 
 
 def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, rt: RuntimeSettings) -> Decision:
@@ -181,7 +183,8 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
         assert plan.full is not None
         code, reason, tag, retry = plan.full
         return Reject(code, reason, tag, retry)
-    return Relay(plan=plan, headers={})
+    remove = headers_to_remove(req.header_names, agent.x_headers, agent.trust_identity)
+    return Relay(plan=plan, headers={}, remove=tuple(remove))
 
 
 def check_transfer(target_user: str, agent_name: str, trunk_name: str, store: Store, rt: RuntimeSettings,

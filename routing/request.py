@@ -26,6 +26,7 @@ class SipRequest:
         from_user: user part of the From URI (the caller).
         from_name: display name of From, may be empty.
         auth_user: username of the request's digest credentials, empty when none.
+        header_names: names of the request's header fields, as written.
     """
 
     method: str
@@ -38,3 +39,4 @@ class SipRequest:
     from_user: str
     from_name: str = ""
     auth_user: str = ""
+    header_names: tuple[str, ...] = ()

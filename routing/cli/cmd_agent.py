@@ -31,6 +31,10 @@ def agent() -> None:
               help="Destinations the agent may call, transfer or be redirected to (repeatable, e.g. +1); default all.")
 @click.option("--deny-prefix", "deny_prefixes", multiple=True, metavar="PREFIX",
               help="Destinations the agent may never reach (repeatable, e.g. +1900).")
+@click.option("--x-header", "x_headers", multiple=True, metavar="NAME",
+              help="X- header the agent may pass to carriers (repeatable); others are removed.")
+@click.option("--trust-identity/--no-trust-identity", default=False, show_default=True,
+              help="Pass the agent's P-Asserted-Identity, Remote-Party-ID and Diversion to carriers.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing agent completely.")
 @pass_app
 @handle_errors
@@ -42,12 +46,15 @@ def add(
     max_calls: int | None,
     allow_prefixes: tuple[str, ...],
     deny_prefixes: tuple[str, ...],
+    x_headers: tuple[str, ...],
+    trust_identity: bool,
     replace: bool,
 ) -> None:
     """Add agent NAME (or overwrite it with --replace)."""
     value = Agent(
         name=name, uris=uris, cidrs=cidrs, max_calls=max_calls,
         allow_prefixes=allow_prefixes, deny_prefixes=deny_prefixes,
+        x_headers=x_headers, trust_identity=trust_identity,
     )
     written = admin.put_agent(app.redis(), value, replace=replace)
     click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")

@@ -54,6 +54,10 @@ def trunk() -> None:
               help="Termination destinations refused over this trunk (repeatable, e.g. +1900).")
 @click.option("--auth", type=click.Choice([m.value for m in AuthMode]), default="ip", show_default=True,
               help="How inbound calls are recognised: source CIDR, digest credentials (set-password), or both.")
+@click.option("--x-header", "x_headers", multiple=True, metavar="NAME",
+              help="X- header the carrier may pass to agents (repeatable); others are removed.")
+@click.option("--trust-identity/--no-trust-identity", default=True, show_default=True,
+              help="Pass the carrier's P-Asserted-Identity, Remote-Party-ID and Diversion to agents.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
 @pass_app
 @handle_errors
@@ -74,6 +78,8 @@ def add(
     allow_prefixes: tuple[str, ...],
     deny_prefixes: tuple[str, ...],
     auth: str,
+    x_headers: tuple[str, ...],
+    trust_identity: bool,
     replace: bool,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
@@ -93,6 +99,8 @@ def add(
         allow_prefixes=allow_prefixes,
         deny_prefixes=deny_prefixes,
         auth=AuthMode(auth),
+        x_headers=x_headers,
+        trust_identity=trust_identity,
     )
     written = admin.put_trunk(app.redis(), value, replace=replace)
     click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")

@@ -76,6 +76,8 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "allow_prefixes": "",
         "deny_prefixes": "",
         "auth": "ip",
+        "x_headers": "",
+        "trust_identity": "yes",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",
@@ -188,7 +190,8 @@ def test_replace_agent_rewrites_uri_list(redis_client: redis.Redis) -> None:
 
     assert redis_client.lrange(keys.agent_uris("bot"), 0, -1) == ["sip:new@203.0.113.30"]
     assert not redis_client.exists(keys.agent_cidrs("bot"))
-    assert redis_client.hgetall(keys.agent("bot")) == {"max_calls": "", "allow_prefixes": "", "deny_prefixes": ""}
+    assert redis_client.hgetall(keys.agent("bot")) == {"max_calls": "", "allow_prefixes": "", "deny_prefixes": "",
+                                                          "x_headers": "", "trust_identity": "no"}
 
 
 @pytest.mark.parametrize(

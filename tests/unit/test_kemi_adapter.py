@@ -31,6 +31,7 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "htable.sht_is_null": 1,  # source not in the ban table
     "htable.sht_seti": 1,
     "htable.sht_sets": 1,
+    "hdr.remove": 1,
     "htable.sht_rm": 1,
     "pike.pike_check_req": 1,
     "sl.send_reply": 1,
@@ -382,7 +383,7 @@ def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store
     request(ksr)
     router.ksr_request_route(MSG)
     assert ksr.replies == []
-    assert ksr.args_of("textops.remove_hf_re") == [("^X-Edge-",)]
+    assert ksr.args_of("hdr.remove") == []  # no header to strip in this request
     assert ksr.pv["$ru"] == "sip:+14155550100@agent.example.com:5080"
     assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080"]
     assert ksr.args_of("hdr.append") == [
@@ -395,10 +396,9 @@ def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store
     for (name,) in armed:
         assert hasattr(kemi.Router, name) and callable(getattr(kemi.Router, name)), name
     names = ksr.names()
-    for step in ("textops.remove_hf_re", "hdr.append", "rr.record_route", "rtpengine.rtpengine_manage",
+    for step in ("hdr.append", "rr.record_route", "rtpengine.rtpengine_manage",
                  "dialog.dlg_manage", "tm.t_newtran", "tm.t_on_failure", "tm.t_relay"):
         assert step in names, step
-    assert names.index("textops.remove_hf_re") < names.index("hdr.append")
     assert names.index("dialog.dlg_manage") < names.index("tm.t_relay")
     assert names.index("tm.t_on_failure") < names.index("tm.t_relay")
     plan = CallPlan.loads(ksr.pv[PLAN_AVP])
@@ -607,3 +607,15 @@ def test_canceled_transaction_does_not_fail_over(ksr: FakeKSR, router: Any) -> N
     ksr.returns["tm.t_is_canceled"] = 1
     router.ksr_failure_manage(MSG)
     assert ksr.relayed == [] and ksr.replies == []
+
+
+def test_relay_strips_spoofed_edge_headers_and_unlisted_x_headers(ksr: FakeKSR, router: Any) -> None:
+    message = (
+        "INVITE sip:+14155550100@edge SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5\r\n"
+        "X-Edge-Trunk: spoofed\r\nx-tenant: 7\r\nP-Asserted-Identity: <sip:+1@x>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    request(ksr, **{"$mb": message})
+    router.ksr_request_route(MSG)
+    # the carrier trunk allows no X- header but is trusted for identity
+    assert ksr.args_of("hdr.remove") == [("X-Edge-Trunk",), ("x-tenant",)]
