@@ -171,8 +171,6 @@ def check_trunk(trunk: Trunk) -> Trunk:
         checked = dataclasses.replace(
             gw, host=host, port=port, transport=_enum(Transport, gw.transport, f"{gw_where} transport")
         )
-        if checked.transport is Transport.TLS:
-            raise DataError(f"{gw_where} transport: tls is not supported yet (the edge has no TLS listener); use udp or tcp")
         address, value = checked.to_redis()
         if address in gateways:
             raise DataError(f"{where} gateway {address}: listed twice")

@@ -50,6 +50,8 @@ DIALOG_EVENT = "ksr_dialog_event"
 BAN_TABLE = "ipban"
 AUTH_FAIL_TABLE = "authfail"
 DEADLINE_TABLE = "deadline"
+CLEANUP = "cleanup"
+CLEANUP_GRACE_S = 3
 CLOCK_ITERATOR = "edgeclock"
 TRUST_CACHE_S = 1.0
 PLAN_AVP = "$avp(edge_plan)"
@@ -304,6 +306,9 @@ class Router:
                 return
             self._reply(Reject.of(Reason.NO_DIALOG))
             return
+        # let the dialog module see every in-dialog request (an ACK confirms the dialog; see
+        # kamailio#1182: without it, an ACK racing the 200's callback can leave it unconfirmed)
+        KSR.dialog.dlg_manage()
         if method == "REFER":
             try:
                 refusal = self._refer_refusal()
@@ -520,9 +525,11 @@ class Router:
         node's maximum) in the shared ``deadline`` table read by :meth:`ksr_call_clock`."""
         if KSR.htable.sht_is_null(DEADLINE_TABLE, _pv("$ci")) < 0:
             return  # already running (re-INVITE ACK, retransmission)
+        if _pv("$dlg(state)") not in ("3", "4"):
+            return  # the dialog already ended (a late ACK after the BYE)
         limit = _pv(MAX_DURATION_VAR)
         seconds = int(limit) if limit else self.settings.lease_ttl_s - 60
-        entry = f"{int(time.time()) + seconds}:{_pv('$dlg(h_entry)')}:{_pv('$dlg(h_id)')}"
+        entry = f"{int(time.time()) + seconds}:{_pv('$dlg(h_entry)')}:{_pv('$dlg(h_id)')}:{_pv('$ft')}"
         KSR.htable.sht_sets(DEADLINE_TABLE, _pv("$ci"), entry)
 
     def ksr_call_clock(self, msg: object, event: str = "") -> int:
@@ -540,13 +547,20 @@ class Router:
                     expired.append((_pv(f"$shtitkey({CLOCK_ITERATOR})"), ids))
             KSR.htable.sht_iterator_end(CLOCK_ITERATOR)
             for call_id, ids in expired:
-                KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
-                h_entry, _, h_id = ids.partition(":")
+                h_entry, h_id, from_tag = (ids.split(":", 2) + ["", ""])[:3]
                 if h_entry.isdigit() and h_id.isdigit():
                     KSR.notice(f"edge: call-id={call_id} reached its maximum duration: ending it\n")
                     KSR.jsonrpcs.exec(json.dumps(
                         {"jsonrpc": "2.0", "method": "dlg.end_dlg", "params": [int(h_entry), int(h_id)], "id": 1}
                     ))
+                    # dialog:end normally removes this entry; if it has not fired by then,
+                    # the clock frees the slots and the media session itself
+                    KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{now + CLEANUP_GRACE_S}:{CLEANUP}::{from_tag}")
+                else:
+                    KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
+                    KSR.warn(f"edge: call-id={call_id} ended without dialog:end: releasing its slots\n")
+                    KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={from_tag}")
+                    self._store().release(call_id)
         except Exception:  # noqa: BLE001 - the clock must keep ticking
             KSR.err("edge: exception in call clock: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
@@ -576,9 +590,10 @@ class Router:
                 if not call_id:
                     return 1
                 KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
-                if event == "dialog:end" and _pv("$rm") != "BYE":
-                    # ended by the dialog timeout (the module sent the BYEs itself): no BYE
-                    # passed the request route, so the media session is closed here
+                peer_bye = _pv("$rm") == "BYE" and not _pv("$rs")
+                if event == "dialog:end" and not peer_bye:
+                    # ended by the edge (call clock or dialog timeout: the dialog module sent the
+                    # BYEs itself): no BYE passed the request route, so the media is closed here
                     KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={_pv('$dlg(from_tag)')}")
                 self._store().release(call_id)
         except Exception:  # noqa: BLE001 - slots then expire with their lease

@@ -28,6 +28,7 @@ OUTPUTS = {
     "rtpengine.conf": "rtpengine.conf.j2",
     "redis.conf": "redis.conf.j2",
     "routing.json": "routing.json.j2",
+    "tls.cfg": "tls.cfg.j2",
 }
 
 
@@ -60,6 +61,9 @@ def _context(settings: Settings) -> dict[str, object]:
     data["run_dir"] = str(settings.run_dir)
     data["module_path"] = KAMAILIO_MODULES
     data["entry_script"] = str(ENTRY_SCRIPT)
+    data["tls_enabled"] = settings.tls_enabled
+    data["tls_certificate"] = str(settings.tls_certificate)
+    data["tls_private_key"] = str(settings.tls_private_key)
     data["aliases"] = sorted({l.advertise for l in settings.sip.listen if l.advertise})
     data["routing"] = _asdict(rt)
     return data

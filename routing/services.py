@@ -189,6 +189,11 @@ def up(settings: Settings) -> list[ServiceState]:
         raise ServiceError("; ".join(errors))
     run_dir = Path(settings.run_dir)
     create_key(settings.secret_key_path)
+    if settings.tls_enabled and not settings.tls_certificate.exists():
+        raise ServiceError(
+            f"sip.tls.certificate: {settings.tls_certificate} does not exist "
+            "(use a CA-signed certificate, or `edgectl tls selfsigned` for tests)"
+        )
     names = (["redis"] if settings.redis.manage else []) + ["rtpengine", "kamailio"]
     running = {n for n in names if _pid(run_dir, n) and _healthy(settings, n)[0]}
     if running != set(names):

@@ -48,10 +48,20 @@ class Listener(_Model):
     it is not checked against the host's interfaces.
     """
 
-    transport: Literal["udp", "tcp"] = "udp"
+    transport: Literal["udp", "tcp", "tls"] = "udp"
     address: IpAddress = "127.0.0.1"
     port: int = Field(5060, ge=1, le=65535)
     advertise: IpAddress | None = None
+
+
+class Tls(_Model):
+    """TLS signalling (RFC 3261 section 26.2): the edge's certificate, and how it checks carriers'."""
+
+    certificate: Path | None = Field(None, description="PEM certificate chain (default <run_dir>/tls/edge.crt)")
+    private_key: Path | None = Field(None, description="PEM private key (default <run_dir>/tls/edge.key)")
+    ca_list: Path = Field(Path("/etc/ssl/certs/ca-certificates.crt"), description="CAs trusted for gateways")
+    verify_gateways: bool = Field(True, description="check the certificate of tls gateways (off only for tests)")
+    min_version: Literal["TLSv1.2+", "TLSv1.3"] = "TLSv1.2+"
 
 
 class Sip(_Model):
@@ -72,6 +82,7 @@ class Sip(_Model):
         14400, ge=5, le=86400, description="dialog timeout: the call is torn down with BYE after this long"
     )
     log_level: int = Field(2, ge=-5, le=3, description="Kamailio debug level (2 = info)")
+    tls: Tls = Field(default_factory=Tls)
 
 
 class RtpEngine(_Model):
@@ -169,6 +180,21 @@ class Settings(_Model):
     limits: Limits = Field(default_factory=Limits)
     policy: Policy = Field(default_factory=Policy)
     security: Security = Field(default_factory=Security)
+
+    @property
+    def tls_certificate(self) -> Path:
+        """The edge's TLS certificate file."""
+        return self.sip.tls.certificate or Path(self.run_dir) / "tls" / "edge.crt"
+
+    @property
+    def tls_private_key(self) -> Path:
+        """The edge's TLS private key file."""
+        return self.sip.tls.private_key or Path(self.run_dir) / "tls" / "edge.key"
+
+    @property
+    def tls_enabled(self) -> bool:
+        """True when a listener uses TLS."""
+        return any(l.transport == "tls" for l in self.sip.listen)
 
     @property
     def secret_key_path(self) -> Path:

@@ -27,6 +27,7 @@ from routing.calls import lease_counts
 from routing.numbers import NumberFormat
 from routing.model import Agent, Did, Direction, Gateway, RouteEntry, Trunk
 from routing.settings import load_settings, Settings
+from routing.tlscert import write_selfsigned
 from routing.store import connect
 
 from tests.helpers import free_port, wait_until
@@ -60,6 +61,10 @@ class Edge:
     @property
     def port(self) -> int:
         return self.settings.sip_target[1]
+
+    @property
+    def tls_port(self) -> int:
+        return next(l.port for l in self.settings.sip.listen if l.transport == "tls")
 
     def rtpengine_totals(self) -> dict[str, float]:
         """Numbers from ``rtpengine-ctl list totals`` by label."""
@@ -118,7 +123,8 @@ class Edge:
 @pytest.fixture(scope="session")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     workdir = tmp_path_factory.mktemp("edge")
-    sip_port = free_port(EDGE_IP, kind=socket.SOCK_DGRAM)  # SOCK_DGRAM
+    sip_port = free_port(EDGE_IP, kind=socket.SOCK_DGRAM)
+    tls_port = free_port(EDGE_IP)  # SOCK_DGRAM
     config = {
         "node": "edge-test",
         "run_dir": str(workdir / "run"),
@@ -126,6 +132,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
             "listen": [
                 {"transport": "udp", "address": EDGE_IP, "port": sip_port},
                 {"transport": "tcp", "address": EDGE_IP, "port": sip_port},
+                {"transport": "tls", "address": EDGE_IP, "port": tls_port},
             ],
             "workers": 4,
             "failover_timeout_ms": 1000,
@@ -145,6 +152,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     path = workdir / "settings.yaml"
     path.write_text(yaml.safe_dump(config))
     settings = load_settings(path)
+    write_selfsigned(settings.tls_certificate, settings.tls_private_key, [EDGE_IP])
     services.down(settings)
     services.up(settings)
     client = connect(settings.redis.host, settings.redis.port, timeout_ms=2000, connect_timeout_ms=2000)

@@ -449,8 +449,7 @@ def test_parse_gateway_spec() -> None:
         admin.parse_gateway("192.0.2.1;transport=sctp")
 
 
-def test_tls_gateway_refused_until_the_edge_speaks_tls(redis_client: redis.Redis) -> None:
+def test_tls_gateway_is_stored_with_its_transport(redis_client: redis.Redis) -> None:
     trunk = make_trunk(gateways=(Gateway("sip.example.net", 5061, Transport.TLS, 20, 50),))
-    with pytest.raises(DataError, match=r"tls is not supported yet"):
-        admin.put_trunk(redis_client, trunk)
-    assert admin.get_trunk(redis_client, "telnyx") is None
+    admin.put_trunk(redis_client, trunk)
+    assert redis_client.hget(keys.trunk_gateways("telnyx"), "sip.example.net:5061") == "transport=tls;priority=20;weight=50"

@@ -175,7 +175,23 @@ def lines(text: str) -> list[str]:
 
 
 def test_render_produces_every_output(custom: Settings) -> None:
-    assert set(render(custom)) == set(OUTPUTS) == {"kamailio.cfg", "rtpengine.conf", "redis.conf", "routing.json"}
+    assert set(render(custom)) == set(OUTPUTS) == {
+        "kamailio.cfg", "rtpengine.conf", "redis.conf", "routing.json", "tls.cfg",
+    }
+
+
+def test_tls_listener_loads_the_tls_module_with_verified_gateways(tmp_path: Path) -> None:
+    settings = Settings.model_validate({
+        "run_dir": str(tmp_path),
+        "sip": {"listen": [{"transport": "tls", "address": "127.0.0.1", "port": 5061}]},
+    })
+    out = render(settings)
+    cfg = lines(out["kamailio.cfg"])
+    assert "enable_tls=yes" in cfg and 'loadmodule "tls.so"' in cfg and "listen=tls:127.0.0.1:5061" in cfg
+    tls = out["tls.cfg"]
+    client = tls.split("[client:default]", 1)[1]
+    assert "verify_certificate = yes" in client and "require_certificate = yes" in client
+    assert f"certificate = {tmp_path}/tls/edge.crt" in tls
 
 
 def test_kamailio_cfg_listen_and_globals(custom: Settings) -> None:
