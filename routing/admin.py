@@ -55,6 +55,7 @@ from .model import (
     parse_sip_uri,
 )
 from .numbers import is_e164
+from .secrets import SecretBox
 
 __all__ = [
     "ConflictError",

@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path

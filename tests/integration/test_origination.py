@@ -8,7 +8,6 @@ import re
 import signal
 from datetime import datetime
 
-import pytest
 
 from routing import keys, services
 from tests.helpers import wait_until

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Sequence
 
 import pytest
+
+from tests.fakes import FakeStore
 
 from routing import keys
 from routing.decision import Reject, Relay
@@ -15,7 +15,7 @@ from routing.numbers import NumberFormat
 from routing.pipeline import HDR_CALLER, HDR_DID, HDR_TRUNK, route_initial_invite
 from routing.request import SipRequest
 from routing.runtime import RuntimeSettings
-from routing.store import Admission, Lease, Topology, route_prefixes
+from routing.store import Lease
 
 RT = RuntimeSettings(node="t1", lease_ttl_s=600, retry_after_s=7)
 NANP = NumberFormat(country_code="1", international_prefix="011", national_length=10)
@@ -27,60 +27,6 @@ OUT_ONLY_IP = "203.0.113.9"  # outonly, outbound only
 AGENT_IP = "10.9.0.7"  # bot
 NO_URI_AGENT_IP = "10.8.0.1"  # mute agent without URIs
 STRANGER_IP = "198.18.0.1"
-
-
-@dataclass
-class FakeStore:
-    """In-memory :class:`routing.store.Store`.
-
-    Routes resolve to the longest prefix that has entries (as RedisStore does);
-    leases whose key is in ``full_keys`` are refused all-or-nothing, those in
-    ``paced_keys`` are refused as an empty CPS bucket (value: wait in ms);
-    every acquire() and release() is recorded.
-    """
-
-    trunks: dict[str, Trunk] = field(default_factory=dict)
-    agents: dict[str, Agent] = field(default_factory=dict)
-    dids: dict[str, Did] = field(default_factory=dict)
-    route_table: dict[str, list[RouteEntry]] = field(default_factory=dict)
-    full_keys: set[str] = field(default_factory=set)
-    paced_keys: dict[str, int] = field(default_factory=dict)
-    acquired: list[dict[str, object]] = field(default_factory=list)
-    released: list[str] = field(default_factory=list)
-
-    def topology(self) -> Topology:
-        return Topology(trunks=dict(self.trunks), agents=dict(self.agents))
-
-    def did(self, number: str) -> Did | None:
-        return self.dids.get(number)
-
-    def routes(self, number: str) -> list[RouteEntry]:
-        for prefix in route_prefixes(number):
-            if self.route_table.get(prefix):
-                return list(self.route_table[prefix])
-        return []
-
-    def acquire(
-        self,
-        call_id: str,
-        leases: Sequence[Lease],
-        ttl_s: int,
-        release: Sequence[str] = (),
-        facts: dict[str, str] | None = None,
-    ) -> Admission:
-        self.acquired.append(
-            {"call_id": call_id, "leases": list(leases), "ttl_s": ttl_s, "release": list(release), "facts": facts}
-        )
-        for lease in leases:
-            if lease.key in self.full_keys:
-                return Admission(admitted=False, full=lease, count=lease.limit or 0)
-            if lease.key in self.paced_keys:
-                return Admission(admitted=False, full=lease, count=-1, wait_ms=self.paced_keys[lease.key])
-        return Admission(admitted=True)
-
-    def release(self, call_id: str) -> int:
-        self.released.append(call_id)
-        return 1
 
 
 def trunk_with_gateways(name: str, gateways: dict[str, str], **kwargs: object) -> Trunk:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
 
 import pytest
 
 from routing.plan import CallPlan, Target, better_response, final_response, should_fail_over
-from routing.store import Admission, Lease
+from routing.store import Lease
+from tests.fakes import FakeStore
 
 # -- should_fail_over ---------------------------------------------------------
 
@@ -152,38 +151,6 @@ def test_round_trip_of_a_fresh_plan() -> None:
 # -- advance ------------------------------------------------------------------------
 
 
-@dataclass
-class FakeLeaseStore:
-    """A Store stand-in for :meth:`CallPlan.advance`: records every acquire(),
-    refuses leases whose key is in ``full_keys`` (at their limit) or in
-    ``paced_keys`` (empty CPS bucket; value = wait in ms)."""
-
-    full_keys: set[str] = field(default_factory=set)
-    paced_keys: dict[str, int] = field(default_factory=dict)
-    calls: list[dict[str, object]] = field(default_factory=list)
-
-    def acquire(
-        self,
-        call_id: str,
-        leases: Sequence[Lease],
-        ttl_s: int,
-        release: Sequence[str] = (),
-        facts: dict[str, str] | None = None,
-    ) -> Admission:
-        self.calls.append(
-            {"call_id": call_id, "leases": list(leases), "ttl_s": ttl_s, "release": list(release), "facts": facts}
-        )
-        for lease in leases:
-            if lease.key in self.full_keys:
-                return Admission(admitted=False, full=lease, count=lease.limit or 0)
-            if lease.key in self.paced_keys:
-                return Admission(admitted=False, full=lease, count=-1, wait_ms=self.paced_keys[lease.key])
-        return Admission(admitted=True)
-
-    def release(self, call_id: str) -> int:  # pragma: no cover - advance never releases whole calls
-        raise AssertionError("advance() must not release the whole call")
-
-
 LEASE_A = Lease("edge:lease:trunk:a", 2, "trunk a")
 LEASE_B = Lease("edge:lease:trunk:b", 1, "trunk b")
 LEASE_C = Lease("edge:lease:trunk:c", None, "trunk c")
@@ -204,38 +171,38 @@ def termination_plan() -> CallPlan:
 
 
 def test_first_advance_acquires_the_first_trunk() -> None:
-    store, plan = FakeLeaseStore(), termination_plan()
+    store, plan = FakeStore(), termination_plan()
     target = plan.advance(store, 300, start=0)
     assert target is plan.targets[0]
     assert plan.index == 0 and plan.held == LEASE_A.key
-    assert store.calls == [
+    assert store.acquired == [
         {"call_id": "call-1", "leases": [LEASE_A], "ttl_s": 300, "release": [], "facts": {"trunk": "a"}}
     ]
 
 
 def test_same_trunk_lease_is_not_reacquired() -> None:
-    store, plan = FakeLeaseStore(), termination_plan()
+    store, plan = FakeStore(), termination_plan()
     plan.advance(store, 300, start=0)
     target = plan.advance(store, 300)
     assert target is plan.targets[1]
     assert plan.index == 1 and plan.held == LEASE_A.key
-    assert len(store.calls) == 1
+    assert len(store.acquired) == 1
 
 
 def test_a_different_trunk_swaps_the_lease() -> None:
-    store, plan = FakeLeaseStore(), termination_plan()
+    store, plan = FakeStore(), termination_plan()
     plan.advance(store, 300, start=0)
     plan.advance(store, 300)
     target = plan.advance(store, 300)
     assert target is plan.targets[2]
     assert plan.held == LEASE_B.key
-    assert store.calls[-1]["leases"] == [LEASE_B]
-    assert store.calls[-1]["release"] == [LEASE_A.key]
-    assert store.calls[-1]["facts"] == {"trunk": "b"}
+    assert store.acquired[-1]["leases"] == [LEASE_B]
+    assert store.acquired[-1]["release"] == [LEASE_A.key]
+    assert store.acquired[-1]["facts"] == {"trunk": "b"}
 
 
 def test_a_full_trunk_is_skipped_and_recorded() -> None:
-    store, plan = FakeLeaseStore(full_keys={LEASE_B.key}), termination_plan()
+    store, plan = FakeStore(full_keys={LEASE_B.key}), termination_plan()
     plan.advance(store, 300, start=0)
     plan.advance(store, 300)
     target = plan.advance(store, 300)
@@ -243,14 +210,14 @@ def test_a_full_trunk_is_skipped_and_recorded() -> None:
     assert plan.index == 3 and plan.held == LEASE_C.key
     assert plan.full == [503, "Trunk Limit Reached: b", "trunk_limit", 5]
     assert "b gw1=trunk_limit" in plan.tried
-    assert [c["leases"] for c in store.calls] == [[LEASE_A], [LEASE_B], [LEASE_C]]
+    assert [c["leases"] for c in store.acquired] == [[LEASE_A], [LEASE_B], [LEASE_C]]
     # a's slot was left together with the attempt on b; nothing is held when c is tried
-    assert store.calls[1]["release"] == [LEASE_A.key]
-    assert store.calls[2]["release"] == []
+    assert store.acquired[1]["release"] == [LEASE_A.key]
+    assert store.acquired[2]["release"] == []
 
 
 def test_a_paced_trunk_is_skipped_with_its_own_refusal() -> None:
-    store, plan = FakeLeaseStore(paced_keys={LEASE_A.key: 250}), termination_plan()
+    store, plan = FakeStore(paced_keys={LEASE_A.key: 250}), termination_plan()
     plan.retry_after_s = 9
     target = plan.advance(store, 300, start=0)
     assert target is plan.targets[2]
@@ -262,14 +229,14 @@ def test_a_paced_trunk_is_skipped_with_its_own_refusal() -> None:
 
 
 def test_paced_refusal_retry_after_rounds_the_wait_up() -> None:
-    store = FakeLeaseStore(paced_keys={LEASE_A.key: 1001, LEASE_B.key: 1001, LEASE_C.key: 1001})
+    store = FakeStore(paced_keys={LEASE_A.key: 1001, LEASE_B.key: 1001, LEASE_C.key: 1001})
     plan = termination_plan()
     assert plan.advance(store, 300, start=0) is None
     assert plan.full == [503, "Trunk CPS Limit Reached: c", "trunk_cps", 2]
 
 
 def test_first_trunk_full_at_start() -> None:
-    store, plan = FakeLeaseStore(full_keys={LEASE_A.key}), termination_plan()
+    store, plan = FakeStore(full_keys={LEASE_A.key}), termination_plan()
     target = plan.advance(store, 300, start=0)
     assert target is plan.targets[2]
     assert plan.tried == ["a gw1=trunk_limit", "a gw2=trunk_limit"]
@@ -277,7 +244,7 @@ def test_first_trunk_full_at_start() -> None:
 
 
 def test_all_full_gives_none() -> None:
-    store = FakeLeaseStore(full_keys={LEASE_A.key, LEASE_B.key, LEASE_C.key})
+    store = FakeStore(full_keys={LEASE_A.key, LEASE_B.key, LEASE_C.key})
     plan = termination_plan()
     assert plan.advance(store, 300, start=0) is None
     assert plan.held is None
@@ -287,19 +254,19 @@ def test_all_full_gives_none() -> None:
 
 
 def test_advance_past_the_last_target_gives_none_without_acquiring() -> None:
-    store, plan = FakeLeaseStore(), termination_plan()
+    store, plan = FakeStore(), termination_plan()
     plan.advance(store, 300, start=3)
-    calls = len(store.calls)
+    calls = len(store.acquired)
     assert plan.advance(store, 300) is None
-    assert len(store.calls) == calls
+    assert len(store.acquired) == calls
 
 
 def test_targets_without_lease_never_touch_the_store() -> None:
-    store = FakeLeaseStore()
+    store = FakeStore()
     plan = CallPlan(
         call_id="o1", direction="origination", targets=[Target("sip:a@h1", "bot h1"), Target("sip:a@h2", "bot h2")]
     )
     assert plan.advance(store, 300, start=0) is plan.targets[0]
     assert plan.advance(store, 300) is plan.targets[1]
     assert plan.advance(store, 300) is None
-    assert store.calls == []
+    assert store.acquired == []

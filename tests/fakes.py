@@ -1,0 +1,72 @@
+"""Test doubles shared by the unit tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from routing.model import Agent, Did, RouteEntry, Trunk
+from routing.store import Admission, Lease, Topology, route_prefixes
+
+__all__ = ["FakeStore"]
+
+
+@dataclass
+class FakeStore:
+    """In-memory :class:`routing.store.Store`.
+
+    Routes resolve to the longest prefix that has entries (as RedisStore does);
+    leases whose key is in ``full_keys`` are refused all-or-nothing, those in
+    ``paced_keys`` are refused as an empty CPS bucket (value: wait in ms);
+    every acquire() and release() is recorded.
+    """
+
+    trunks: dict[str, Trunk] = field(default_factory=dict)
+    agents: dict[str, Agent] = field(default_factory=dict)
+    dids: dict[str, Did] = field(default_factory=dict)
+    route_table: dict[str, list[RouteEntry]] = field(default_factory=dict)
+    full_keys: set[str] = field(default_factory=set)
+    paced_keys: dict[str, int] = field(default_factory=dict)
+    acquired: list[dict[str, object]] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def topology(self) -> Topology:
+        return Topology(trunks=dict(self.trunks), agents=dict(self.agents))
+
+    def did(self, number: str) -> Did | None:
+        return self.dids.get(number)
+
+    def routes(self, number: str) -> list[RouteEntry]:
+        for prefix in route_prefixes(number):
+            if self.route_table.get(prefix):
+                return list(self.route_table[prefix])
+        return []
+
+    def acquire(
+        self,
+        call_id: str,
+        leases: Sequence[Lease],
+        ttl_s: int,
+        release: Sequence[str] = (),
+        facts: dict[str, str] | None = None,
+    ) -> Admission:
+        self.acquired.append(
+            {"call_id": call_id, "leases": list(leases), "ttl_s": ttl_s, "release": list(release), "facts": facts}
+        )
+        for lease in leases:
+            if lease.key in self.full_keys:
+                return Admission(admitted=False, full=lease, count=lease.limit or 0)
+            if lease.key in self.paced_keys:
+                return Admission(admitted=False, full=lease, count=-1, wait_ms=self.paced_keys[lease.key])
+        return Admission(admitted=True)
+
+    def release(self, call_id: str) -> int:
+        self.released.append(call_id)
+        return 1
+
+    def credentials(self, trunk: str) -> tuple[str, str] | None:
+        return self.secrets.get(trunk)
+
+    def trunk_of_user(self, username: str) -> str | None:
+        return next((t for t, (user, _) in self.secrets.items() if user == username), None)
