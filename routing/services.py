@@ -100,6 +100,10 @@ def _argv(settings: Settings, name: str) -> list[str]:
         str(run_dir / "kamailio.cfg"),
         "-DD",
         "-E",
+        "-m",
+        str(settings.sip.shm_mb),
+        "-x",
+        settings.sip.allocator,
         "-P",
         str(run_dir / "kamailio.pid"),
     ]

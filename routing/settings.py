@@ -82,6 +82,14 @@ class Sip(_Model):
         14400, ge=5, le=86400, description="dialog timeout: the call is torn down with BYE after this long"
     )
     log_level: int = Field(2, ge=-5, le=3, description="Kamailio debug level (2 = info)")
+    shm_mb: int = Field(
+        1024, ge=64, le=65536,
+        description="Kamailio shared memory (MB, kamailio -m): transactions, dialogs and rtpengine state; "
+        "the 64 MB default runs out near 450 CPS (docs/benchmarks.md)",
+    )
+    allocator: Literal["tlsf", "qm", "fm"] = Field(
+        "tlsf", description="Kamailio memory manager (kamailio -x): TLSF halves worker CPU in malloc under load",
+    )
     tls: Tls = Field(default_factory=Tls)
 
 
