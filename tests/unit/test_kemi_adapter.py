@@ -6,7 +6,7 @@ import importlib
 import inspect
 import sys
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Iterator, Sequence
 
@@ -18,7 +18,8 @@ from routing.model import Agent, DataError, Did, Direction, Gateway, RouteEntry,
 from routing.numbers import NumberFormat
 from routing.plan import CallPlan, Target
 from routing.runtime import RuntimeSettings
-from routing.store import Admission, Lease, StoreUnavailable, Topology, route_prefixes
+from tests.fakes import FakeStore as SharedFakeStore
+from routing.store import Admission, Lease, StoreUnavailable, Topology
 
 RT = RuntimeSettings(node="t1", lease_ttl_s=600, retry_after_s=7)
 PLAN_AVP = "$avp(edge_plan)"
@@ -138,35 +139,18 @@ class FakeKSR:
 
 
 @dataclass
-class FakeStore:
-    """In-memory store for the router: fixed tables, leases refused when their key
-    is in ``full_keys``, acquire()/release() recorded.  ``topology_error`` makes
-    topology() raise; ``acquire_error_at`` (1-based) makes that acquire() call
-    raise StoreUnavailable, as a redis timeout would."""
+class FakeStore(SharedFakeStore):
+    """The shared in-memory store, plus failures: ``topology_error`` makes topology()
+    raise; ``acquire_error_at`` (1-based) makes that acquire() call raise
+    StoreUnavailable, as a redis timeout would."""
 
-    trunks: dict[str, Trunk] = field(default_factory=dict)
-    agents: dict[str, Agent] = field(default_factory=dict)
-    dids: dict[str, Did] = field(default_factory=dict)
-    routes_by_prefix: dict[str, list[Any]] = field(default_factory=dict)
     topology_error: BaseException | None = None
     acquire_error_at: int | None = None
-    full_keys: set[str] = field(default_factory=set)
-    acquired: list[dict[str, Any]] = field(default_factory=list)
-    released: list[str] = field(default_factory=list)
 
     def topology(self) -> Topology:
         if self.topology_error is not None:
             raise self.topology_error
-        return Topology(trunks=dict(self.trunks), agents=dict(self.agents))
-
-    def did(self, number: str) -> Did | None:
-        return self.dids.get(number)
-
-    def routes(self, number: str) -> list[Any]:
-        for prefix in route_prefixes(number):
-            if prefix in self.routes_by_prefix:
-                return list(self.routes_by_prefix[prefix])
-        return []
+        return super().topology()
 
     def acquire(
         self,
@@ -176,17 +160,10 @@ class FakeStore:
         release: Sequence[str] = (),
         facts: dict[str, str] | None = None,
     ) -> Admission:
-        self.acquired.append({"call_id": call_id, "leases": list(leases), "release": list(release)})
-        if self.acquire_error_at == len(self.acquired):
+        if self.acquire_error_at == len(self.acquired) + 1:
+            self.acquired.append({"call_id": call_id, "leases": list(leases), "release": list(release)})
             raise StoreUnavailable("Timeout reading from socket")
-        for lease in leases:
-            if lease.key in self.full_keys:
-                return Admission(admitted=False, full=lease, count=1)
-        return Admission(admitted=True)
-
-    def release(self, call_id: str) -> int:
-        self.released.append(call_id)
-        return 1
+        return super().acquire(call_id, leases, ttl_s, release, facts)
 
 
 def provisioned_store() -> FakeStore:
@@ -407,7 +384,7 @@ def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store
 
 
 def test_termination_relay(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
-    store.routes_by_prefix["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
     request(ksr, **{"$si": "10.9.0.7", "$rU": "14155550100"})
     router.ksr_request_route(MSG)
     assert ksr.replies == []
@@ -421,7 +398,7 @@ def test_store_failure_after_partial_admission_releases_the_slots(
 ) -> None:
     """The agent slot was taken, then redis timed out on the trunk slot: the 503 must not
     leave the agent slot held for lease_ttl_s (no dialog exists yet to release it)."""
-    store.routes_by_prefix["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
     store.acquire_error_at = 2
     request(ksr, **{"$si": "10.9.0.7", "$rU": "+14155550100"})
     router.ksr_request_route(MSG)
@@ -538,7 +515,7 @@ def test_termination_failover_swaps_trunk_slots(ksr: FakeKSR, router: Any, store
     failed_branch(ksr, termination_plan(("a", LEASE_A), ("b", LEASE_B)), 500, "Server Internal Error")
     router.ksr_failure_manage(MSG)
     assert ksr.relayed == ["sip:+14155550100@gw-b"]
-    assert store.acquired == [{"call_id": "call-1", "leases": [LEASE_B], "release": [LEASE_A.key]}]
+    assert [(a["call_id"], a["leases"], a["release"]) for a in store.acquired] == [("call-1", [LEASE_B], [LEASE_A.key])]
     assert CallPlan.loads(ksr.pv[PLAN_AVP]).held == LEASE_B.key
 
 
