@@ -1,0 +1,759 @@
+"""byoc-edge benchmark ladder: one command, one machine, one run.
+
+Rungs (same SIPp scenarios for all):
+  direct     SIPp -> SIPp
+  limit      Kamailio stateless forward() (bench/limit/kamailio.cfg)
+  peer       Kamailio native cfg doing the edge's work (bench/peer/kamailio.cfg), same start options as the edge
+  edge       the real edge: routing.services.up of the committed code (git HEAD)
+  peer-tuned the peer with the Kamailio start options of bench/proposals 01-02 (-m 1024 -x tlsf)
+  edge-opt   the edge with every bench/proposals/*.patch applied (a patched copy of HEAD)
+
+Measures: CPS at < 0.1 % failed calls (ramp -> knee, then bisection at fixed rates, repeats
+interleaved across rungs, median), PDD/setup added by the edge at 25/50/80 % of its max
+(SIPp rtd and a pcap of the edge's SIP port), CPU per call, a profile of the edge,
+G.711 calls relayed without loss, PCMU<->opus transcoded calls per core, memory per call.
+Raw outputs and summary.json go to bench/results/<timestamp>/; bench/report.py renders
+docs/benchmarks.md from summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import media_pcap
+import pcapsip
+import rungs
+import sippx
+import steps
+import sysinfo
+
+BENCH = Path(__file__).resolve().parent
+PROPOSALS = sorted((BENCH / "proposals").glob("*.patch"))
+TUNED_ARGS = ("-m", "1024", "-x", "tlsf")  # what proposals 01 and 02 add to the edge's kamailio argv
+
+
+def log(msg: str) -> None:
+    print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.quick = args.quick
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if self.quick else "")
+        self.out = Path(args.results) / stamp
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.base = Path(f"/tmp/byoc-bench-{stamp}")  # run dirs (redis AOF, logs): not kept in results
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.summary: dict = {"mode": "quick" if self.quick else "full", "stamp": stamp, "errors": []}
+        self.p = self.params()
+        self.summary["params"] = self.p
+        self.edge = rungs.Edge(self.base)
+        self.natives: dict[str, rungs.NativeKamailio] = {}
+        self.srcs: dict[str, Path] = {}
+        self.edge_variant: str | None = None
+        self.step_no = 0
+
+    def params(self) -> dict:
+        if self.quick:
+            return {"step_s": 6, "hold_ms": 500, "ramp": {"start": 100, "step": 100, "interval_s": 1, "max": 2500},
+                    "repeats": 1, "bisect": 2, "lat_fracs": [0.5], "lat_s": 6,
+                    "media_n": [200, 500], "media_setup_cps": 100, "pcap_s": 10,
+                    "xcode_n": [20, 60], "mem_n": [100, 400], "profile_s": 6, "ablation_cps": 200,
+                    "rungs": ["direct", "limit", "peer", "edge", "peer-tuned", "edge-opt"]}
+        return {"step_s": 8, "hold_ms": 500, "ramp": {"start": 100, "step": 100, "interval_s": 2, "max": 3000},
+                "repeats": 3, "bisect": 3, "lat_fracs": [0.25, 0.5, 0.8], "lat_s": 8,
+                "media_n": [200, 300, 400, 500], "media_setup_cps": 150, "pcap_s": 15,
+                "xcode_n": [30, 60, 90], "mem_n": [200, 1000], "profile_s": 8, "ablation_cps": 200,
+                "rungs": ["direct", "limit", "peer", "edge", "peer-tuned", "edge-opt"]}
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        s = self.summary
+        s["machine"] = sysinfo.machine()
+        s["load_start"] = sysinfo.loadavg()
+        s["source"] = rungs.source_id(None if self.args.worktree else "HEAD")
+        ref = None if self.args.worktree else "HEAD"
+        s["proposals"] = [p.name for p in PROPOSALS]
+        self.srcs["edge"] = rungs.build_tree(self.base / "src-edge", ref)
+        self.srcs["edge-opt"] = rungs.build_tree(self.base / "src-edge-opt", ref, PROPOSALS)
+        # ablation: the proposals one by one, cumulative
+        for i in range(1, len(PROPOSALS)):
+            self.srcs[f"edge+{i:02d}"] = rungs.build_tree(self.base / f"src-edge-{i:02d}", ref, PROPOSALS[:i])
+        log(f"results in {self.out}; run dirs in {self.base}")
+        self.use_edge("edge")
+        shas = self.shas
+        vals = dict(WORKERS=4, TCP_WORKERS=2, NODE="bench-peer", MAX_CALL_S=rungs.MAX_CALL_S, NG_PORT=rungs.NG_PORT,
+                    REDIS_HOST="127.0.0.1", REDIS_PORT=rungs.REDIS_PORT, LEASE_SHA=shas["lease"],
+                    RELEASE_SHA=shas["release"], LEASE_TTL=rungs.MAX_CALL_S + 60)
+        self.natives["peer"] = rungs.NativeKamailio("peer", BENCH / "peer/kamailio.cfg", self.base, rungs.PEER_IP,
+                                                    rungs.SIP_PORT, vals)
+        self.natives["peer-tuned"] = rungs.NativeKamailio("peer-tuned", BENCH / "peer/kamailio.cfg", self.base,
+                                                          "127.0.2.5", rungs.SIP_PORT, vals, args=TUNED_ARGS)
+        self.natives["limit"] = rungs.NativeKamailio("limit", BENCH / "limit/kamailio.cfg", self.base, rungs.LIMIT_IP,
+                                                     rungs.SIP_PORT, dict(WORKERS=4, TCP_WORKERS=2,
+                                                                          TARGET=f"{rungs.AGENT_IP}:{rungs.AGENT_PORT}"))
+        self.natives["xcode"] = rungs.NativeKamailio("xcode", BENCH / "transcode/kamailio.cfg", self.base, rungs.XCODE_IP,
+                                                     rungs.SIP_PORT, dict(WORKERS=4, NG_PORT=rungs.NG_PORT,
+                                                                          TARGET=f"{rungs.AGENT_IP}:{rungs.AGENT_PORT}"))
+        for k in self.natives.values():
+            k.up()
+        for name in ("peer", "peer-tuned", "limit", "xcode"):
+            shutil.copy(self.natives[name].run_dir / "kamailio.cfg", self.out / f"{name}.kamailio.cfg")
+        shutil.copy(self.edge.settings_path, self.out / "edge-settings.yaml")
+        self.summary["fairness"] = self.fairness()
+
+    def use_edge(self, variant: str) -> None:
+        """Run ``variant``'s Kamailio on the edge's redis and rtpengine (restarts only Kamailio)."""
+        if self.edge_variant == variant and self.edge.pid("kamailio"):
+            return
+        self.edge.stop_kamailio()
+        self.edge.up(src=self.srcs[variant])
+        self.shas = self.edge.provision()
+        self.edge_variant = variant
+        time.sleep(0.5)
+
+    def fairness(self) -> dict:
+        """Redis commands per call of the peer and of the edge (one call each, redis MONITOR)."""
+        out = {}
+        for name in ("peer", "edge"):
+            mon = subprocess.Popen(["redis-cli", "-p", str(rungs.REDIS_PORT), "monitor"], stdout=subprocess.PIPE,
+                                   text=True)
+            time.sleep(0.3)
+            res = steps.run_step(self.step_dir(f"fairness-{name}"), self.target(name), 2, 1, 200)
+            time.sleep(0.5)
+            mon.terminate()
+            text = mon.communicate(timeout=5)[0]
+            cmds: dict[str, int] = {}
+            for line in text.splitlines():
+                if '"' in line and "[0 lua]" not in line:
+                    cmd = line.split('"')[1].upper()
+                    cmds[cmd] = cmds.get(cmd, 0) + 1
+            out[name] = {"calls": res["successful"], "commands": {k: v / max(1, res["successful"]) for k, v in cmds.items()}}
+        return out
+
+    # ------------------------------------------------------------------ targets
+
+    def target(self, name: str) -> steps.Target:
+        rtp = sysinfo.Group("rtpengine", pids_fixed=(self.edge.pid("rtpengine"),))
+        red = sysinfo.Group("redis", pids_fixed=(self.edge.pid("redis"),))
+        if name == "direct":
+            return steps.Target("direct", f"{rungs.AGENT_IP}:{rungs.AGENT_PORT}", [], ())
+        if name.startswith("edge"):
+            self.use_edge(name)
+            kam = sysinfo.Group("kamailio", leader=self.edge.pid("kamailio"))
+            return steps.Target(name, f"{rungs.EDGE_IP}:{rungs.SIP_PORT}", [kam, rtp, red], ("kamailio", "rtpengine", "redis"))
+        k = self.natives[name]
+        kam = sysinfo.Group("kamailio", leader=k.pid())
+        if name == "limit":
+            return steps.Target(name, f"{k.ip}:{k.port}", [kam], ("kamailio",))
+        return steps.Target(name, f"{k.ip}:{k.port}", [kam, rtp, red], ("kamailio", "rtpengine", "redis"))
+
+    def step_dir(self, label: str) -> Path:
+        self.step_no += 1
+        return self.out / "steps" / f"{self.step_no:03d}-{label}"
+
+    def clean(self, rung: str, failed: bool) -> None:
+        """Before a step: no media session, lease or call record left; after a failed step the
+        rung's Kamailio is restarted (dialogs and transactions of aborted calls would linger)."""
+        subprocess.run(["rtpengine-ctl", "-ip", "127.0.0.1", "-port", str(rungs.CLI_PORT), "terminate", "all"],
+                       capture_output=True)
+        if failed and rung != "direct":
+            if rung.startswith("edge"):
+                self.edge_variant = None
+                self.use_edge(rung)
+            else:
+                self.natives[rung].down()
+                self.natives[rung].up()
+        client = self.edge.redis()
+        for pattern in ("edge:lease:*", "edge:call:*"):
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            for i in range(0, len(keys), 500):
+                client.delete(*keys[i:i + 500])
+        time.sleep(0.5)
+
+    def step(self, rung: str, rate: float, duration: float, label: str = "", **kw) -> dict:
+        res = steps.run_step(self.step_dir(f"{rung}-{label}{int(rate)}"), self.target(rung), rate, duration,
+                             self.p["hold_ms"], **kw)
+        res["load"] = sysinfo.loadavg()
+        return res
+
+    # ------------------------------------------------------------------ CPS
+
+    def ramp(self, rung: str) -> dict:
+        r = self.p["ramp"]
+        self.clean(rung, False)
+        max_s = (r["max"] - r["start"]) / r["step"] * r["interval_s"] + 5
+
+        def watch(workdir: Path) -> bool:
+            rows = sippx.read_stat(workdir / "uac_stat.csv")
+            fails = [sippx._i(x, "FailedCall(P)") for x in rows]
+            return sum(fails[-3:]) > 0 and sum(fails) > 5
+
+        res = self.step(rung, r["start"], 1, label="ramp", ramp={"step": r["step"], "interval_s": r["interval_s"],
+                                                                 "max": r["max"], "calls": 10 ** 7, "max_s": max_s},
+                        watch=watch)
+        rows = sippx.read_stat(Path(res["workdir"]) / "uac_stat.csv")
+        rates = [sippx._i(x, "OutgoingCall(P)") for x in rows]
+        fails = [sippx._i(x, "FailedCall(P)") for x in rows]
+        retr = [sippx._i(x, "Retransmissions(P)") for x in rows]
+        knee = 0
+        for i, (rt, f, rx) in enumerate(zip(rates, fails, retr)):
+            if f or rx > rt * 0.01:
+                break
+            knee = max(knee, rt)
+        # the knee is the highest offered rate with no failure, minus one interval of lag
+        knee = max(r["start"], knee - r["step"])
+        res["knee_cps"] = knee
+        res["series"] = {"rate": rates, "failed": fails, "retrans": retr}
+        self.clean(rung, True)
+        log(f"ramp {rung}: knee ~{knee} CPS")
+        return res
+
+    def bisect(self, rung: str, knee: float, rep: int) -> dict:
+        lo, hi = 0.6 * knee, 1.6 * knee  # a ramp under-reads the knee when state builds up (tm, shm)
+        tried = []
+        best = None
+        failed_prev = False
+        for _ in range(self.p["bisect"]):
+            rate = round((lo + hi) / 2 / 10) * 10
+            self.clean(rung, failed_prev)
+            res = self.step(rung, rate, self.p["step_s"], label=f"r{rep}-")
+            tried.append(res)
+            failed_prev = not res["passed"]
+            log(f"  {rung} rep{rep} {rate} CPS: {'pass' if res['passed'] else 'FAIL'} "
+                f"(failed {res['failed']}/{res['created']}, achieved {res['achieved_cps']}, "
+                f"SUT {res['sut_cpu_ms_per_call']} ms/call)")
+            if res["passed"]:
+                lo, best = rate, rate
+            else:
+                hi = rate
+        for _ in range(1):  # every step passed up to the bracket's top: one step above it
+            if best is None or best < 0.9 * hi or not all(t["passed"] for t in tried):
+                break
+            rate = round(hi * 1.3 / 10) * 10
+            self.clean(rung, failed_prev)
+            res = self.step(rung, rate, self.p["step_s"], label=f"r{rep}-up")
+            tried.append(res)
+            failed_prev = not res["passed"]
+            log(f"  {rung} rep{rep} {rate} CPS: {'pass' if res['passed'] else 'FAIL'} (above the bracket)")
+            if not res["passed"]:
+                break
+            best, hi = rate, rate
+        if best is None:  # verify the lower bound, halving until a rate passes
+            rate = round(lo / 10) * 10
+            for _ in range(3):
+                self.clean(rung, failed_prev)
+                res = self.step(rung, rate, self.p["step_s"], label=f"r{rep}-lo")
+                tried.append(res)
+                failed_prev = not res["passed"]
+                if res["passed"]:
+                    best = rate
+                    break
+                rate = round(rate / 2 / 10) * 10
+        self.clean(rung, failed_prev)
+        return {"max_cps": best or 0, "steps": tried}
+
+    def cps(self) -> None:
+        rung_list = self.p["rungs"]
+        ramps = {}
+        for rung in rung_list:
+            ramps[rung] = self.ramp(rung)
+        reps: dict[str, list] = {r: [] for r in rung_list}
+        for rep in range(1, self.p["repeats"] + 1):
+            for rung in rung_list:  # interleaved: every rung once per repeat
+                reps[rung].append(self.bisect(rung, ramps[rung]["knee_cps"], rep))
+        out = {}
+        for rung in rung_list:
+            maxes = [r["max_cps"] for r in reps[rung]]
+            passing = [s for r in reps[rung] for s in r["steps"] if s["passed"]]
+            top = max(passing, key=lambda s: s["offered_cps"]) if passing else None
+            out[rung] = {
+                "knee_cps": ramps[rung]["knee_cps"],
+                "ramp_series": ramps[rung]["series"],
+                "repeats": maxes,
+                "max_cps": statistics.median(maxes),
+                "at_max": _brief(top) if top else None,
+                "steps": [_brief(s) for r in reps[rung] for s in r["steps"]],
+            }
+        self.summary["cps"] = out
+        self.save()
+
+    # ------------------------------------------------------------------ latency
+
+    def latency(self) -> None:
+        """PDD/setup at 25/50/80 % of each edge variant's max, direct at the same rate, and a pcap
+        of the edge's SIP port for the edge's own transit times."""
+        out = {}
+        for variant in ("edge", "edge-opt"):
+            mx = self.summary["cps"].get(variant, {}).get("max_cps") or 0
+            if not mx:
+                continue
+            rows = []
+            for frac in self.p["lat_fracs"]:
+                rate = max(10, round(mx * frac / 10) * 10)
+                self.clean("direct", False)
+                d = self.step("direct", rate, self.p["lat_s"], label=f"lat{int(frac * 100)}-")
+                self.clean(variant, False)
+                pcap = self.out / "pcap" / f"{variant}-{int(frac * 100)}.pcap"
+                pcap.parent.mkdir(exist_ok=True)
+                cap = pcapsip.start_capture(pcap, f"udp and host {rungs.EDGE_IP} and port {rungs.SIP_PORT}")
+                e = self.step(variant, rate, self.p["lat_s"], label=f"lat{int(frac * 100)}-")
+                pcapsip.stop_capture(cap)
+                transit = pcapsip.transit(pcap, rungs.EDGE_IP, rungs.SIP_PORT)
+                pcapsip.compress(pcap)
+                rows.append({"fraction": frac, "rate": rate, "direct": _brief(d), "edge": _brief(e),
+                             "added_sipp_ms": _added(d, e), "edge_transit_ms": transit})
+                log(f"latency {variant} {int(frac * 100)}% ({rate} CPS): transit PDD p50/p99 "
+                    f"{transit.get('pdd', {}).get('p50')}/{transit.get('pdd', {}).get('p99')} ms")
+            out[variant] = {"max_cps": mx, "points": rows}
+        self.summary["latency"] = out
+        self.save()
+
+    # ------------------------------------------------------------------ CPU per call, ablation, profile
+
+    def ablation(self) -> None:
+        """Each proposal's effect on CPU per call, at one fixed rate below every variant's knee."""
+        rate = self.p["ablation_cps"]
+        out = {}
+        names = ["edge"] + [k for k in sorted(self.srcs) if k.startswith("edge+")] + ["edge-opt", "peer", "peer-tuned"]
+        for rep in range(1 if self.quick else 2):
+            for name in names:
+                self.clean(name, True)
+                res = self.step(name, rate, self.p["step_s"], label="abl-")
+                out.setdefault(name, []).append(_brief(res))
+        self.summary["ablation"] = {"rate": rate, "patches": [p.name for p in PROPOSALS], "runs": out}
+        self.save()
+
+    def profile(self) -> None:
+        """py-spy (Python frames, wall time incl. waits) and perf (C, kernel) of the edge's SIP workers."""
+        out = {}
+        for variant in ("edge", "edge-opt"):
+            mx = self.summary["cps"].get(variant, {}).get("max_cps") or 300
+            rate = max(50, round(mx * 0.5 / 10) * 10)
+            self.clean(variant, True)
+            tgt = self.target(variant)
+            leader = self.edge.pid("kamailio")
+            workers = self.kamailio_workers(self.edge.run_dir / "kamailio_ctl")
+            raw = self.out / "profile" / f"{variant}.pyspy.txt"
+            raw.parent.mkdir(exist_ok=True)
+            py = subprocess.Popen([str(rungs.REPO / ".venv/bin/py-spy"), "record", "--pid", str(leader), "--subprocesses",
+                                   "--idle", "--rate", "250", "--duration", str(self.p["profile_s"]), "--format", "raw",
+                                   "--nonblocking", "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            perf_data = self.base / f"{variant}.perf.data"
+            pf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", ",".join(map(str, workers)),
+                                   "-o", str(perf_data), "--", "sleep", str(self.p["profile_s"])],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            res = steps.run_step(self.step_dir(f"profile-{variant}"), tgt, rate, self.p["profile_s"] + 3, self.p["hold_ms"])
+            py.wait(timeout=60)
+            pf.wait(timeout=60)
+            perf_txt = subprocess.run(["perf", "report", "-i", str(perf_data), "--no-children", "--sort", "dso,sym", "-q",
+                                       "-g", "none"], capture_output=True, text=True).stdout
+            (self.out / "profile" / f"{variant}.perf.txt").write_text(perf_txt)
+            out[variant] = {"rate": rate, "step": _brief(res), "pyspy": pyspy_summary(raw, self.srcs[variant]),
+                            "perf": perf_summary(perf_txt)}
+        self.summary["profile"] = out
+        self.save()
+
+    @staticmethod
+    def kamailio_workers(ctl: Path) -> list[int]:
+        text = subprocess.run(["kamcmd", "-s", f"unix:{ctl}", "core.psx"], capture_output=True, text=True).stdout
+        pids, last = [], None
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("PID:"):
+                last = int(line.split()[1])
+            elif line.startswith("DSC:") and "receiver" in line and last:
+                pids.append(last)
+        return pids
+
+    # ------------------------------------------------------------------ media
+
+    def media(self, transcode: bool) -> None:
+        """Concurrent calls with RTP both ways (caller plays PCMU, callee echoes), stepped up."""
+        label = "xcode" if transcode else "media"
+        pcap = self.base / "pcmu.pcap"
+        if not pcap.exists():
+            media_pcap.write(pcap, self.p["pcap_s"])
+        packets = self.p["pcap_s"] * 50
+        variants = [("opus", "uas_opus.xml"), ("opus-mono", "uas_opus_mono.xml")] if transcode else [("pcmu", "uas_media.xml")]
+        ns = self.p["xcode_n"] if transcode else self.p["media_n"]
+        rung = "xcode" if transcode else "edge"
+        out = {}
+        for vname, uas_scen in variants:
+            rows = []
+            for n in ns:
+                self.clean("edge", True) if not transcode else self.clean("direct", False)
+                rows.append(self.media_step(rung, n, pcap, packets, uas_scen, f"{label}-{vname}"))
+                r = rows[-1]
+                log(f"{label} {vname} {n} calls: loss {r['loss_packets']} pkts, drops {r['socket_drops']}, "
+                    f"rtpengine {r['rtpengine_cores']:.2f} cores ({r['rtpengine_ms_per_call_s']:.2f} ms/s per call)")
+                if not r["no_loss"] and len(rows) >= 2 and not rows[-2]["no_loss"]:
+                    break
+            out[vname] = rows
+        self.summary[label] = out
+        self.save()
+
+    def media_step(self, rung: str, n: int, pcap: Path, packets: int, uas_scen: str, label: str) -> dict:
+        workdir = self.step_dir(f"{label}-{n}")
+        workdir.mkdir(parents=True)
+        setup_s = n / self.p["media_setup_cps"]
+        hold_ms = int((setup_s + self.p["pcap_s"] + 2) * 1000)
+        scen = workdir / "uac_media.xml"
+        scen.write_text((sippx.SCEN / "uac_media.xml").read_text().replace("HOLD_MS", str(hold_ms))
+                        .replace("PCAP_FILE", str(pcap)))
+        if uas_scen == "uas_opus_mono.xml":
+            text = (sippx.SCEN / "uas_opus.xml").read_text().replace(
+                "      a=rtpmap:96 opus/48000/2", "      a=rtpmap:96 opus/48000/2\n      a=fmtp:96 stereo=0; sprop-stereo=0")
+            (workdir / uas_scen).write_text(text)
+            uas_path = str(workdir / uas_scen)
+        elif uas_scen == "uas_media.xml":  # the callee plays the same stream back: no echo thread to overrun
+            (workdir / uas_scen).write_text((sippx.SCEN / uas_scen).read_text().replace("PCAP_FILE", str(pcap)))
+            uas_path = str(workdir / uas_scen)
+        else:
+            uas_path = uas_scen
+        uas = sippx.start_uas(workdir, rungs.AGENT_IP, rungs.AGENT_PORT, rungs.UAS_MEDIA_PORT, scenario=uas_path,
+                              rtp_echo=uas_scen != "uas_media.xml")
+        target = self.target(rung) if rung != "xcode" else None
+        address = target.address if target else f"{rungs.XCODE_IP}:{rungs.SIP_PORT}"
+        totals0 = self.edge.rtpengine_totals()
+        udp0 = sysinfo.udp_snmp()
+        rtp_pid = self.edge.pid("rtpengine")
+        argv = sippx.uac_argv(str(scen), rungs.CARRIER_IP, rungs.CARRIER_PORT, rungs.UAC_MEDIA_PORT, address, rungs.DID,
+                              self.p["media_setup_cps"], n, hold_ms, limit=n + 10)
+        uac = sippx.start_uac(workdir, argv)
+        # steady window: every call set up and playing
+        time.sleep(setup_s + 1.5)
+        window = max(3.0, self.p["pcap_s"] - setup_s - 3)
+        c0 = sysinfo.cpu_seconds([rtp_pid])
+        k0 = sysinfo.cpu_seconds(sysinfo.session_pids(self.edge.pid("kamailio")))
+        s0 = sysinfo.cpu_stat()
+        drops_max: dict[str, int] = {}
+        t0 = time.monotonic()
+        pps = []
+        while time.monotonic() - t0 < window:
+            drops_max["rtpengine"] = max(drops_max.get("rtpengine", 0), sysinfo.socket_drops(rungs.RTP_MIN, rungs.RTP_MAX))
+            drops_max["callee_echo"] = max(drops_max.get("callee_echo", 0),
+                                           sysinfo.socket_drops(rungs.UAS_MEDIA_PORT, rungs.UAS_MEDIA_PORT + 3))
+            tot = self.edge.rtpengine_totals()
+            pps.append(tot.get("Packets per second (userspace)", 0))
+            time.sleep(1.0)
+        wall = time.monotonic() - t0
+        cores = (sysinfo.cpu_seconds([rtp_pid]) - c0) / wall
+        machine = sysinfo.cpu_split(s0, sysinfo.cpu_stat())
+        sessions = self.edge.rtpengine_sessions()
+        uac.wait(timeout=hold_ms / 1000 + 120)
+        sippx.stop(uas.proc)
+        time.sleep(1.0)
+        totals1 = self.edge.rtpengine_totals()
+        udp1 = sysinfo.udp_snmp()
+        stat = sippx.summarize_stat(sippx.read_stat(workdir / "uac_stat.csv"))
+        relayed = totals1.get("Total relayed packets (userspace)", 0) - totals0.get("Total relayed packets (userspace)", 0)
+        errors = (totals1.get("Total relayed packet errors (userspace)", 0)
+                  - totals0.get("Total relayed packet errors (userspace)", 0))
+        calls = stat["successful"]
+        # each side's packets are relayed once (G.711: both sides play the stream; transcoding: the
+        # callee echoes what it gets); a transcoder may
+        # hold back one frame per direction at the end of a call (codec flush), so allow 2 per call
+        expected = 2 * packets * calls
+        slack = 2 * calls if rung == "xcode" else 0
+        loss = max(0, expected - relayed - slack)
+        drops = sum(drops_max.values())
+        res = {
+            "calls": n, "successful": calls, "failed": stat["failed"], "sessions_in_window": sessions,
+            "expected_relayed": expected, "relayed": relayed, "loss_packets": loss, "relay_errors": errors,
+            "socket_drops": drops_max, "udp_rcvbuf_errors": udp1.get("RcvbufErrors", 0) - udp0.get("RcvbufErrors", 0),
+            "rtpengine_pps_samples": pps, "rtpengine_cores": round(cores, 3),
+            "rtpengine_ms_per_call_s": round(1000 * cores / max(1, n), 3), "machine_pct": machine,
+            "kamailio_cpu_s_window": round(sysinfo.cpu_seconds(sysinfo.session_pids(self.edge.pid("kamailio"))) - k0, 3),
+            "hold_ms": hold_ms, "window_s": round(wall, 1),
+        }
+        # drops on the callee socket count only where the callee echoes (it then is part of the path)
+        res["no_loss"] = calls == n and loss == 0 and errors == 0 and drops_max.get("rtpengine", 0) == 0 and (
+            uas_scen == "uas_media.xml" or drops_max.get("callee_echo", 0) == 0)
+        (workdir / "step.json").write_text(json.dumps(res, indent=1))
+        return res
+
+    # ------------------------------------------------------------------ memory
+
+    def memory(self) -> None:
+        """Memory per additional concurrent call: all edge processes at two plateaus of held calls."""
+        out = {}
+        for variant in ("edge", "edge-opt"):
+            self.clean(variant, True)
+            self.target(variant)
+            n1, n2 = self.p["mem_n"]
+            workdir = self.step_dir(f"memory-{variant}")
+            workdir.mkdir(parents=True)
+            hold_ms = 90000 if not self.quick else 40000
+            scen = steps.scenario(workdir, hold_ms)
+            uas = sippx.start_uas(workdir, rungs.AGENT_IP, rungs.AGENT_PORT, rungs.UAS_MEDIA_PORT)
+            samples = [self.mem_sample(0)]
+            uacs = []
+            placed = 0
+            for i, n in enumerate((n1, n2)):
+                count = n - placed
+                d = workdir / f"uac{i}"
+                argv = sippx.uac_argv(str(scen), rungs.CARRIER_IP, rungs.CARRIER_PORT + 1 + i, rungs.UAC_MEDIA_PORT + 20 + 10 * i,
+                                      f"{rungs.EDGE_IP}:{rungs.SIP_PORT}", rungs.DID, 200, count, hold_ms, limit=count + 10)
+                uacs.append(sippx.start_uac(d, argv))
+                placed = n
+                time.sleep(count / 200 + 3)
+                samples.append(self.mem_sample(n))
+            for u in uacs:
+                sippx.stop(u)
+            sippx.stop(uas.proc)
+            a, b = samples[1], samples[2]
+            per_call = {k: round((b[k] - a[k]) / (b["calls"] - a["calls"]), 2) for k in b if k.endswith("_kb")}
+            out[variant] = {"samples": samples, "per_call_kb": per_call,
+                            "total_kb_per_call": per_call.get("total_kb")}
+            log(f"memory {variant}: {per_call.get('total_kb')} KB per additional call {per_call}")
+            self.clean(variant, True)
+        self.summary["memory"] = out
+        self.save()
+
+    def micro(self) -> None:
+        """The plugin's Python hot path outside Kamailio (bench/micro.py), HEAD vs HEAD + proposals."""
+        import micro
+
+        self.summary["micro"] = micro.measure(3000 if not self.quick else 1000)
+        self.save()
+
+    def mem_sample(self, calls: int) -> dict:
+        kam = sysinfo.session_pids(self.edge.pid("kamailio"))
+        shm = subprocess.run(["kamcmd", "-s", f"unix:{self.edge.run_dir / 'kamailio_ctl'}", "core.shmmem"],
+                             capture_output=True, text=True).stdout
+        shm_used = 0
+        for line in shm.splitlines():
+            if "real_used" in line:
+                shm_used = int(line.split(":")[1]) // 1024
+        info = self.edge.redis().info("memory")
+        dlg = subprocess.run(["kamcmd", "-s", f"unix:{self.edge.run_dir / 'kamailio_ctl'}", "dlg.stats_active"],
+                             capture_output=True, text=True).stdout
+        sample = {
+            "calls": calls,
+            "dialogs": dlg.strip().replace("\n", " "),
+            "rtpengine_sessions": self.edge.rtpengine_sessions(),
+            "kamailio_pss_kb": sysinfo.pss_kb(kam),
+            "kamailio_shm_used_kb": shm_used,
+            "rtpengine_pss_kb": sysinfo.pss_kb([self.edge.pid("rtpengine")]),
+            "redis_pss_kb": sysinfo.pss_kb([self.edge.pid("redis")]),
+            "redis_used_kb": int(info.get("used_memory", 0)) // 1024,
+        }
+        sample["total_kb"] = sample["kamailio_pss_kb"] + sample["rtpengine_pss_kb"] + sample["redis_pss_kb"]
+        return sample
+
+    # ------------------------------------------------------------------ driver
+
+    def save(self) -> None:
+        (self.out / "summary.json").write_text(json.dumps(self.summary, indent=1, default=str))
+
+    def teardown(self) -> None:
+        compact(self.out)
+        for k in self.natives.values():
+            k.down()
+        self.edge.down()
+        for name in ("kamailio.log", "rtpengine.log"):
+            src = self.edge.run_dir / name
+            if src.exists():
+                lines = src.read_text(errors="replace").splitlines()[-300:]
+                (self.out / f"edge-{name}.tail").write_text("\n".join(lines) + "\n")
+        if not self.args.keep:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def run(self) -> Path:
+        t0 = time.monotonic()
+        phases = [("cps", self.cps), ("latency", self.latency), ("ablation", self.ablation),
+                  ("profile", self.profile), ("media", lambda: self.media(False)), ("xcode", lambda: self.media(True)),
+                  ("memory", self.memory), ("micro", self.micro)]
+        only = set(self.args.only.split(",")) if self.args.only else None
+        try:
+            self.setup()
+            for name, fn in phases:
+                if only and name not in only:
+                    continue
+                log(f"--- {name}")
+                p0 = time.monotonic()
+                try:
+                    fn()
+                except Exception as exc:  # noqa: BLE001 - record and go on with the other measures
+                    self.summary["errors"].append(f"{name}: {exc}\n{traceback.format_exc()}")
+                    log(f"{name} failed: {exc}")
+                self.summary.setdefault("phase_s", {})[name] = round(time.monotonic() - p0, 1)
+        finally:
+            self.summary["load_end"] = sysinfo.loadavg()
+            self.summary["wall_s"] = round(time.monotonic() - t0, 1)
+            self.save()
+            self.teardown()
+        return self.out
+
+
+def compact(out: Path, limit: int = 100_000) -> None:
+    """gzip the bulky raw files (SIPp error logs and CSVs, pcaps) so a full run stays small."""
+    import gzip
+
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".csv", ".pcap", ".txt") and path.stat().st_size > limit:
+            with open(path, "rb") as src, gzip.open(str(path) + ".gz", "wb", compresslevel=6) as dst:
+                shutil.copyfileobj(src, dst)
+            path.unlink()
+
+
+def _brief(step: dict) -> dict:
+    keep = ("rung", "offered_cps", "achieved_cps", "created", "successful", "failed", "failures", "fail_ratio",
+            "retransmissions", "watchdog", "udp_rcvbuf_errors", "sut_cpu_ms_per_call", "cpu_ms_per_call", "pdd_ms",
+            "setup_ms", "passed", "load", "workdir")
+    out = {k: step.get(k) for k in keep}
+    out["machine_pct"] = step.get("cpu", {}).get("machine_pct")
+    if out.get("workdir"):
+        out["workdir"] = os.path.relpath(out["workdir"], BENCH)
+    return out
+
+
+def _added(direct: dict, edge: dict) -> dict:
+    out = {}
+    for key in ("pdd_ms", "setup_ms"):
+        out[key] = {q: (None if edge[key].get(q) is None or direct[key].get(q) is None
+                        else round(edge[key][q] - direct[key][q], 3)) for q in ("p50", "p99")}
+    return out
+
+
+def pyspy_summary(raw: Path, src: Path) -> dict:
+    """Fold py-spy's collapsed stacks into where the edge's Python time goes."""
+    if not raw.exists():
+        return {}
+    cats: dict[str, int] = {}
+    total = 0
+    lines_cache: dict[str, list[str]] = {}
+
+    def src_line(frame: str) -> str:
+        # "func (path/file.py:123)"
+        try:
+            loc = frame.rsplit("(", 1)[1].rstrip(")")
+            path, line = loc.rsplit(":", 1)
+        except (IndexError, ValueError):
+            return ""
+        full = src / "routing" / Path(path).name if "routing" not in path else None
+        cand = [p for p in (src / "routing" / Path(path).name,) if p.exists()]
+        if not cand:
+            return ""
+        key = str(cand[0])
+        if key not in lines_cache:
+            lines_cache[key] = cand[0].read_text().splitlines()
+        idx = int(line) - 1
+        return lines_cache[key][idx] if 0 <= idx < len(lines_cache[key]) else ""
+
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        n = int(n)
+        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
+        if not frames:
+            continue
+        total += n
+        joined = ";".join(frames)
+        if "redis/" in joined or "redis\\" in joined:
+            if any(("topology" in f and "store.py" in f) for f in frames):
+                cat = "redis: topology reads (2 pipelines)"
+            elif any("RedisStore.did" in f or "RedisStore.routes" in f for f in frames):
+                cat = "redis: DID/route read"
+            elif any("RedisStore.acquire" in f for f in frames):
+                cat = "redis: lease.lua (admission)"
+            elif any("RedisStore.release" in f for f in frames):
+                cat = "redis: release.lua"
+            else:
+                cat = "redis: other"
+        else:
+            leaf = frames[-1]
+            text = src_line(leaf) if ("kemi.py" in leaf) else ""
+            if "KSR.rtpengine" in text:
+                cat = "KSR rtpengine (ng round trip)"
+            elif "KSR.tm" in text:
+                cat = "KSR tm (relay, transaction)"
+            elif "KSR." in text:
+                cat = "KSR other (pv, headers, dialog, sl)"
+            elif any(k in leaf for k in ("from_redis", "ipaddress", "acl.py", "model.py", "numbers.py", "classify")):
+                cat = "Python: parse topology / ACL / numbers"
+            elif any(k in joined for k in ("plan.py", "json")):
+                cat = "Python: call plan (JSON)"
+            else:
+                cat = "Python: other (kemi glue, pipeline)"
+        cats[cat] = cats.get(cat, 0) + n
+    entry = {}
+    for f in ("ksr_request_route", "ksr_onreply_manage", "ksr_dialog_event", "ksr_failure_manage"):
+        entry[f] = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if n.isdigit():
+            for f in entry:
+                if f in stack:
+                    entry[f] += int(n)
+                    break
+    return {"samples": total, "rate_hz": 250, "categories": {k: round(100 * v / max(1, total), 1) for k, v in
+                                                            sorted(cats.items(), key=lambda kv: -kv[1])},
+            "entry_points_pct": {k: round(100 * v / max(1, total), 1) for k, v in entry.items()}}
+
+
+def perf_summary(text: str) -> dict:
+    dso: dict[str, float] = {}
+    syms = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].endswith("%"):
+            pct = float(parts[0].rstrip("%"))
+            name = parts[1]
+            dso[name] = dso.get(name, 0.0) + pct
+            if len(syms) < 15:
+                syms.append(f"{parts[0]} {name} {' '.join(parts[3:])}")
+    groups = {"python (libpython)": 0.0, "kamailio core": 0.0, "kamailio modules": 0.0, "kernel": 0.0, "libc": 0.0,
+              "other": 0.0}
+    for name, pct in dso.items():
+        if "libpython" in name:
+            groups["python (libpython)"] += pct
+        elif name == "kamailio":
+            groups["kamailio core"] += pct
+        elif name.endswith(".so") and "cpython" not in name and "lib" not in name[:3]:
+            groups["kamailio modules"] += pct
+        elif "kernel" in name:
+            groups["kernel"] += pct
+        elif "libc" in name:
+            groups["libc"] += pct
+        else:
+            groups["other"] += pct
+    return {"groups_pct": {k: round(v, 1) for k, v in groups.items()}, "top_symbols": syms}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a few minutes: one repeat, short steps")
+    ap.add_argument("--worktree", action="store_true", help="bench the working tree instead of git HEAD")
+    ap.add_argument("--only", help="comma-separated phases: cps,latency,ablation,profile,media,xcode,memory,micro")
+    ap.add_argument("--keep", action="store_true", help="keep the run directories under /tmp")
+    ap.add_argument("--results", default=str(BENCH / "results"))
+    ap.add_argument("--no-report", action="store_true")
+    args = ap.parse_args()
+    out = Bench(args).run()
+    log(f"summary: {out / 'summary.json'}")
+    if not args.no_report:
+        import report
+
+        target = rungs.REPO / "docs" / "benchmarks.md"
+        report.render(out / "summary.json", target)
+        log(f"report: {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The systems under test: the real edge (routing.services.up), a patched copy of it,
+the native peer and the stateless limit (hand-written kamailio.cfg files under bench/)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+VENV_PY = REPO / ".venv" / "bin" / "python"
+
+# ---- addresses and ports (127.0.2.0/24, ports nobody else on this machine uses)
+NET = "127.0.2"
+EDGE_IP, PEER_IP, LIMIT_IP, XCODE_IP = f"{NET}.1", f"{NET}.2", f"{NET}.3", f"{NET}.4"
+SIP_PORT = 25060
+CARRIER_IP, AGENT_IP = f"{NET}.11", f"{NET}.21"
+CARRIER_PORT, AGENT_PORT = 25070, 25080
+UAC_MEDIA_PORT, UAS_MEDIA_PORT = 64800, 64810
+REDIS_PORT, NG_PORT, CLI_PORT = 26379, 22223, 29900
+RTP_MIN, RTP_MAX = 60000, 64799
+DID = "+14155550100"
+TRUNK, AGENT = "carrier", "bot"
+NODE = "bench-edge"
+MAX_CALL_S = 3600
+
+
+def udp_bound(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def killpg(pid: int, timeout: float = 10.0) -> None:
+    """Stop a process group we started (its leader's pid), TERM then KILL."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not _alive(pid):
+            return
+
+
+# ------------------------------------------------------------------ the edge
+
+
+def edge_settings(run_dir: Path, workers: int = 4) -> dict:
+    return {
+        "node": NODE,
+        "run_dir": str(run_dir),
+        "sip": {
+            "listen": [{"transport": "udp", "address": EDGE_IP, "port": SIP_PORT}],
+            "workers": workers,
+            "max_call_duration_s": MAX_CALL_S,
+            "log_level": 2,
+        },
+        "rtpengine": {
+            "address": EDGE_IP, "ng_port": NG_PORT, "cli_port": CLI_PORT,
+            "port_min": RTP_MIN, "port_max": RTP_MAX, "media_timeout_s": 60, "log_level": 5,
+        },
+        "redis": {"host": "127.0.0.1", "port": REDIS_PORT, "manage": True, "timeout_ms": 200, "connect_timeout_ms": 200},
+        "limits": {"retry_after_s": 5},
+    }
+
+
+@dataclass
+class Edge:
+    """The real edge, started with ``routing.services.up`` from a settings file.
+
+    ``src`` is the source tree whose ``routing`` package runs: the repository, or a
+    patched copy (bench/proposals) for the prototype rungs.  Only Kamailio is
+    restarted when the variant changes; redis and rtpengine stay up.
+    """
+
+    base: Path
+    workers: int = 4
+    src: Path = REPO
+    settings_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.run_dir = self.base / "edge-run"
+        self.settings_path = self.base / "edge-settings.yaml"
+
+    def write_settings(self, workers: int | None = None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        data = edge_settings(self.run_dir, workers or self.workers)
+        self.settings_path.write_text(yaml.safe_dump(data))
+
+    def up(self, src: Path | None = None, workers: int | None = None) -> None:
+        """``routing.services.up(settings)`` of ``src`` (in a subprocess, so two source trees never mix)."""
+        self.src = src or self.src
+        self.write_settings(workers)
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]);"
+            "from routing import services; from routing.settings import load_settings;"
+            "import routing; assert list(routing.__path__)[0].startswith(sys.argv[1]), routing.__path__;"
+            "[print(s.name, s.pid, s.healthy, s.detail) for s in services.up(load_settings(sys.argv[2]))]"
+        )
+        out = subprocess.run([str(VENV_PY), "-c", code, str(self.src), str(self.settings_path)],
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(f"edge up failed ({self.src}): {out.stderr[-3000:]}")
+
+    def pid(self, name: str) -> int | None:
+        try:
+            pid = int((self.run_dir / "pids" / f"{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def stop_kamailio(self) -> None:
+        pid = self.pid("kamailio")
+        if pid:
+            killpg(pid)
+        (self.run_dir / "pids" / "kamailio.pid").unlink(missing_ok=True)
+
+    def down(self) -> None:
+        for name in ("kamailio", "rtpengine", "redis"):
+            pid = self.pid(name)
+            if pid:
+                killpg(pid)
+            (self.run_dir / "pids" / f"{name}.pid").unlink(missing_ok=True)
+
+    def redis(self):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=REDIS_PORT, socket_timeout=5, decode_responses=True)
+
+    def provision(self) -> dict:
+        """One trunk, one agent and one DID, written with ``routing.admin`` of the source tree
+        (as edgectl does); returns the SHA1 of the tree's lease and release scripts (for the peer)."""
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]);"
+            "from routing import admin; from routing.store import connect;"
+            "from routing.model import Agent, Did, Direction, Trunk;"
+            "c = connect('127.0.0.1', int(sys.argv[2]), timeout_ms=5000, connect_timeout_ms=2000); c.flushdb();"
+            f"admin.put_trunk(c, Trunk(name='{TRUNK}', direction=Direction.BOTH, max_calls=100000, cidrs=('{CARRIER_IP}/32',)));"
+            f"admin.put_agent(c, Agent(name='{AGENT}', uris=('sip:{AGENT_IP}:{AGENT_PORT}',), cidrs=('{AGENT_IP}/32',), max_calls=100000));"
+            f"admin.put_did(c, Did(number='{DID}', trunk='{TRUNK}', agent='{AGENT}'))"
+        )
+        out = subprocess.run([str(VENV_PY), "-c", code, str(self.src), str(REDIS_PORT)], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"provisioning failed: {out.stderr[-2000:]}")
+        client = self.redis()
+        shas = {}
+        for name in ("lease", "release"):
+            text = (self.src / "routing" / "lua" / f"{name}.lua").read_text()
+            shas[name] = client.script_load(text)
+            assert shas[name] == hashlib.sha1(text.encode()).hexdigest()
+        return shas
+
+    def leases(self) -> int:
+        client = self.redis()
+        return sum(int(client.zcard(k)) for k in client.scan_iter(match="edge:lease:*"))
+
+    def rtpengine_totals(self) -> dict[str, float]:
+        import re
+
+        out = subprocess.run(["rtpengine-ctl", "-ip", "127.0.0.1", "-port", str(CLI_PORT), "list", "totals"],
+                             capture_output=True, text=True, timeout=10).stdout
+        values: dict[str, float] = {}
+        for line in out.splitlines():
+            m = re.match(r"^\s*(.+?)\s*:\s*([0-9.]+)", line)
+            if m:
+                values.setdefault(m.group(1), float(m.group(2)))
+        return values
+
+    def rtpengine_sessions(self) -> int:
+        return int(self.rtpengine_totals().get("Total sessions", 0))
+
+
+# ------------------------------------------------------------------ native kamailio rungs
+
+
+@dataclass
+class NativeKamailio:
+    """A Kamailio started from a hand-written cfg under bench/ (peer, limit, transcoder)."""
+
+    name: str
+    cfg_template: Path
+    base: Path
+    ip: str
+    port: int
+    values: dict
+    defines: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()  # extra kamailio command-line options, e.g. ("-x", "tlsf")
+    proc: subprocess.Popen | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.base / f"{self.name}-run"
+
+    def render(self) -> Path:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        text = self.cfg_template.read_text()
+        values = {"IP": self.ip, "PORT": self.port, "RUN_DIR": self.run_dir, **self.values}
+        for key, value in values.items():
+            text = text.replace(f"@@{key}@@", str(value))
+        if any("@@" in line for line in text.splitlines() if not line.startswith("# ")):
+            raise RuntimeError(f"{self.name}: unfilled placeholder in {self.cfg_template}")
+        path = self.run_dir / "kamailio.cfg"
+        path.write_text(text)
+        check = subprocess.run(["kamailio", "-c", "-f", str(path)] + [a for d in self.defines for a in ("-A", d)],
+                               capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"{self.name}: kamailio -c failed: {check.stderr[-3000:]}")
+        return path
+
+    def up(self) -> None:
+        path = self.render()
+        log = open(self.run_dir / "kamailio.log", "ab")
+        argv = ["kamailio", "-f", str(path), "-DD", "-E", "-P", str(self.run_dir / "kamailio.pid")]
+        for d in self.defines:
+            argv += ["-A", d]
+        argv += list(self.args)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.run_dir, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {(self.run_dir / 'kamailio.log').read_text()[-2000:]}")
+            if udp_bound(self.ip, self.port):
+                time.sleep(0.5)  # workers finish child_init
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not bind {self.ip}:{self.port}")
+
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc and self.proc.poll() is None else None
+
+    def down(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            killpg(self.proc.pid)
+            self.proc.wait()
+
+
+def build_tree(dest: Path, ref: str | None = "HEAD", patches: list[Path] = ()) -> Path:
+    """A runnable copy of the edge's code (routing/, kamailio/, templates/) in ``dest``.
+
+    ``ref`` is a git revision read with ``git archive`` (read-only), or None for the
+    working tree as it is; ``patches`` (bench/proposals/*.patch) are applied on top.
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    parts = ["routing", "kamailio", "templates"]
+    if ref:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", ref, *parts],
+                                 capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    else:
+        for name in parts:
+            shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for patch in patches:
+        out = subprocess.run(["patch", "-p1", "-d", str(dest), "-i", str(Path(patch).resolve()), "--forward", "--batch", "--fuzz=3"],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"patch {patch.name} does not apply: {out.stdout}{out.stderr}")
+    return dest
+
+
+def source_id(ref: str | None) -> dict:
+    """Which code the edge rungs ran: commit, and whether the working tree differed."""
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", ref or "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "routing", "kamailio", "templates"],
+                           capture_output=True, text=True).stdout.strip()
+    return {"ref": ref or "worktree", "commit": head, "worktree_dirty": bool(dirty)}
