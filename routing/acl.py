@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from .store import Topology
@@ -23,6 +24,12 @@ class Peer:
     kind: Literal["trunk", "agent"]
     name: str
     cidr: str
+
+
+@lru_cache(maxsize=4096)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A parsed CIDR, memoised per worker: the same few CIDRs are checked on every request."""
+    return ipaddress.ip_network(cidr)
 
 
 def classify_source(src_ip: str, topology: Topology) -> Peer | None:
@@ -45,7 +52,7 @@ def classify_source(src_ip: str, topology: Topology) -> Peer | None:
     candidates += [("agent", a.name, a.cidrs) for a in topology.agents.values()]
     for kind, name, cidrs in candidates:
         for cidr in cidrs:
-            network = ipaddress.ip_network(cidr)
+            network = _network(cidr)
             if network.version != address.version or address not in network:
                 continue
             rank = (network.prefixlen, 1 if kind == "trunk" else 0)

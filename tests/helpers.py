@@ -23,3 +23,16 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def free_port_both(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on ``host`` (a SIP listener uses both)."""
+    for _ in range(200):
+        port = free_port(host, socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError(f"no port free for both UDP and TCP on {host}")

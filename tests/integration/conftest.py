@@ -29,7 +29,7 @@ from routing.settings import load_settings, Settings
 from routing.tlscert import write_selfsigned
 from routing.store import connect
 
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, free_port_both, wait_until
 from routing.sipp import stop_all
 
 #: loopback /24 the peers use; another value lets two test runs share one machine
@@ -122,7 +122,7 @@ class Edge:
 @pytest.fixture(scope="session")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     workdir = tmp_path_factory.mktemp("edge")
-    sip_port = free_port(EDGE_IP, kind=socket.SOCK_DGRAM)
+    sip_port = free_port_both(EDGE_IP)
     tls_port = free_port(EDGE_IP)  # SOCK_DGRAM
     config = {
         "node": "edge-test",
