@@ -92,13 +92,19 @@ class Bench:
         for i in range(1, len(PROPOSALS)):
             self.srcs[f"edge+{i:02d}"] = rungs.build_tree(self.base / f"src-edge-{i:02d}", ref, PROPOSALS[:i])
         log(f"results in {self.out}; run dirs in {self.base}")
+        s["proposals_skipped"] = dict(rungs.SKIPPED)
         self.use_edge("edge")
         shas = self.shas
+        # the peer starts with the edge's own Kamailio options (-m, -x from the settings defaults)
+        edge_args = self.kamailio_options(self.edge.pid("kamailio"))
+        s["edge_kamailio_options"] = list(edge_args)
+        if edge_args == TUNED_ARGS and "peer-tuned" in self.p["rungs"]:
+            self.p["rungs"] = [r for r in self.p["rungs"] if r != "peer-tuned"]  # it would be the peer again
         vals = dict(WORKERS=4, TCP_WORKERS=2, NODE="bench-peer", MAX_CALL_S=rungs.MAX_CALL_S, NG_PORT=rungs.NG_PORT,
                     REDIS_HOST="127.0.0.1", REDIS_PORT=rungs.REDIS_PORT, LEASE_SHA=shas["lease"],
                     RELEASE_SHA=shas["release"], LEASE_TTL=rungs.MAX_CALL_S + 60)
         self.natives["peer"] = rungs.NativeKamailio("peer", BENCH / "peer/kamailio.cfg", self.base, rungs.PEER_IP,
-                                                    rungs.SIP_PORT, vals)
+                                                    rungs.SIP_PORT, vals, args=edge_args)
         self.natives["peer-tuned"] = rungs.NativeKamailio("peer-tuned", BENCH / "peer/kamailio.cfg", self.base,
                                                           "127.0.2.5", rungs.SIP_PORT, vals, args=TUNED_ARGS)
         self.natives["limit"] = rungs.NativeKamailio("limit", BENCH / "limit/kamailio.cfg", self.base, rungs.LIMIT_IP,
@@ -113,6 +119,19 @@ class Bench:
             shutil.copy(self.natives[name].run_dir / "kamailio.cfg", self.out / f"{name}.kamailio.cfg")
         shutil.copy(self.edge.settings_path, self.out / "edge-settings.yaml")
         self.summary["fairness"] = self.fairness()
+
+    @staticmethod
+    def kamailio_options(pid: int | None) -> tuple[str, ...]:
+        """The -m/-M/-x options of a running Kamailio (from /proc/<pid>/cmdline)."""
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")
+        except OSError:
+            return ()
+        out: list[str] = []
+        for i, arg in enumerate(argv[:-1]):
+            if arg in ("-m", "-M", "-x"):
+                out += [arg, argv[i + 1]]
+        return tuple(out)
 
     def use_edge(self, variant: str) -> None:
         """Run ``variant``'s Kamailio on the edge's redis and rtpengine (restarts only Kamailio)."""
@@ -599,10 +618,24 @@ class Bench:
         return self.out
 
 
-def compact(out: Path, limit: int = 100_000) -> None:
-    """gzip the bulky raw files (SIPp error logs and CSVs, pcaps) so a full run stays small."""
+NOISE = ("receive timeout on message", "Maximum number of open sockets")
+
+
+def compact(out: Path, limit: int = 100_000, keep_bytes: int = 200_000) -> None:
+    """Keep a full run small: drop SIPp's per-call hold-timer lines from its error logs (the hold
+    is a receive timeout, see scenarios/uac_cps.xml) and keep their first ``keep_bytes``, then
+    gzip every bulky raw file (logs, CSVs, pcaps)."""
     import gzip
 
+    for path in out.rglob("*errors.log"):
+        lines = [l for l in path.read_text(errors="replace").split("\n") if not any(n in l for n in NOISE)]
+        text = "\n".join(lines)
+        if len(text) > keep_bytes:
+            text = text[:keep_bytes] + f"\n[... truncated by bench/ladder.py compact(): {len(text)} bytes in all]\n"
+        path.write_text(text)
+    for path in out.glob("pcap/*.pcap*"):
+        if "-50.pcap" not in path.name:  # the 50 % captures (the target's load) are kept
+            path.unlink()
     for path in out.rglob("*"):
         if path.is_file() and path.suffix in (".log", ".csv", ".pcap", ".txt") and path.stat().st_size > limit:
             with open(path, "rb") as src, gzip.open(str(path) + ".gz", "wb", compresslevel=6) as dst:

@@ -15,7 +15,8 @@ RUNG_TEXT = {
             "commands through ndb_redis (2 topology pipelines, DID, lease.lua, release.lua) (bench/peer/kamailio.cfg); "
             "same start options as the edge",
     "edge": "**byoc-edge** (git HEAD), started with `routing.services.up`, Python KEMI routing",
-    "peer-tuned": "the peer started with `-m 1024 -x tlsf` (what proposals 01-02 give the edge)",
+    "peer-tuned": "the peer started with `-m 1024 -x tlsf` (what proposals 01-02 gave the edge; run only while the edge's "
+                  "own options differ)",
     "edge-opt": "byoc-edge with every patch in bench/proposals/ applied (a patched copy of HEAD)",
 }
 
@@ -35,7 +36,8 @@ def ok(flag):
 
 
 def render(summary_path: Path, target: Path) -> None:
-    s = json.loads(Path(summary_path).read_text())
+    summary_path = Path(summary_path).resolve()
+    s = json.loads(summary_path.read_text())
     results_rel = Path(summary_path).parent.relative_to(BENCH.parent) if str(summary_path).startswith(str(BENCH.parent)) \
         else Path(summary_path).parent
     m = s.get("machine", {})
@@ -53,7 +55,10 @@ def render(summary_path: Path, target: Path) -> None:
     src = s.get("source", {})
     w(f"Code measured: `{src.get('ref')}` = commit `{(src.get('commit') or '')[:12]}`"
       f"{' (the working tree had other uncommitted changes, not measured)' if src.get('worktree_dirty') and src.get('ref') != 'worktree' else ''}. "
-      f"Proposals applied for `edge-opt`: {', '.join('`' + p + '`' for p in s.get('proposals', []))}.")
+      f"Proposals applied for `edge-opt`: {', '.join('`' + p + '`' for p in s.get('proposals', []))}"
+      + (f" (notes: {s['proposals_skipped']})" if s.get("proposals_skipped") else "")
+      + (f". The edge's Kamailio options: `{' '.join(s['edge_kamailio_options'])}`; the peer gets the same."
+         if s.get("edge_kamailio_options") is not None else "."))
     w("")
     w("## Machine")
     w("")
@@ -87,8 +92,8 @@ def render(summary_path: Path, target: Path) -> None:
     w("Scenario for every rung (`bench/scenarios/uac_cps.xml`, `uas_cps.xml`): INVITE with SDP → 100 → 180 → 200 "
       "with SDP → ACK → 500 ms hold → BYE → 200; the callee answers at once. Method: a ramp "
       f"(+{s['params']['ramp']['step']} CPS every {s['params']['ramp']['interval_s']} s) finds the knee; then a "
-      f"bisection of {s['params']['bisect']} fixed-rate steps of {s['params']['step_s']} s between 0.6× and 1.25× the "
-      f"knee, {s['params']['repeats']} repeat(s), the rungs interleaved in every repeat; the median of the repeats is "
+      f"bisection of {s['params']['bisect']} fixed-rate steps of {s['params']['step_s']} s between 0.6× and 1.6× the "
+      f"knee, plus one step above the bracket when every step passed, {s['params']['repeats']} repeat(s), the rungs interleaved in every repeat; the median of the repeats is "
       "reported. A step passes when fewer than 0.1 % of its calls failed, every call was placed and the caller really "
       "offered the rate (≥ 95 %).")
     w("")
@@ -126,7 +131,8 @@ def render(summary_path: Path, target: Path) -> None:
       "pair itself).")
     w("")
     w("Every step's raw SIPp output (`-trace_stat` CSV, `-trace_rtt` samples, error log, screen) is under "
-      f"`{results_rel}/steps/`.")
+      f"`{results_rel}/steps/` (SIPp error logs without the per-call hold-timer lines, truncated); the "
+      "tcpdump captures of the 50 % latency points are under `pcap/` (kept locally, not committed).")
     w("")
 
     # ------------------------------------------------------------------ latency
@@ -238,11 +244,13 @@ def render(summary_path: Path, target: Path) -> None:
         w(f"## {title}")
         w("")
         if key == "media":
-            w("Calls through the edge (HEAD); the caller plays a 20 ms PCMU stream (`bench/media_pcap.py`), the callee "
-              "echoes every packet (`-rtp_echo`), so rtpengine relays 100 packets/s in and 100 out per call. A level "
-              "passes with **no loss**: rtpengine's relayed-packet counter equals 2 × packets played × calls, no relay "
-              "error, and no receive-queue drop on rtpengine's or the callee's sockets (`/proc/net/udp`). rtpengine "
-              "CPU is measured while every call is up.")
+            w("Calls through the edge (HEAD); caller and callee each play a 20 ms PCMU stream (`bench/media_pcap.py`, "
+              "`uac_media.xml`, `uas_media.xml`), so rtpengine receives and sends 100 packets/s per call. A level "
+              "passes with **no loss** when every call was set up, rtpengine's relayed-packet counter covers "
+              "2 × packets played × calls, there is no relay error and no receive-queue drop on rtpengine's sockets "
+              "(`/proc/net/udp`). The SIPp endpoints do not read what they receive, so drops on their sockets are "
+              "expected and not counted. rtpengine CPU is measured while every call is up; `machine idle` shows "
+              "how much CPU the whole box had left.")
         else:
             w("The edge does not transcode yet, so a native cfg (`bench/transcode/kamailio.cfg`) drives the edge's "
               "rtpengine with `codec-transcode=opus` in the offer; the callee answers opus only and echoes what it "
@@ -251,15 +259,15 @@ def render(summary_path: Path, target: Path) -> None:
               "stereo); `opus-mono` = it adds `a=fmtp:96 stereo=0; sprop-stereo=0`.")
         w("")
         w("| variant | calls | set up | relayed / expected packets | drops (rtpengine, callee) | no loss | rtpengine cores | "
-          "rtpengine ms CPU per call-second | calls per rtpengine core |")
-        w("|---|---|---|---|---|---|---|---|---|")
+          "rtpengine ms CPU per call-second | calls per rtpengine core | machine idle / softirq % |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
         for variant, rows in med.items():
             for r in rows:
                 per_core = r["calls"] / r["rtpengine_cores"] if r.get("rtpengine_cores") else None
                 w(f"| {variant} | {r['calls']} | {r['successful']} | {r['relayed']:.0f} / {r['expected_relayed']} | "
                   f"{r['socket_drops'].get('rtpengine')}, {r['socket_drops'].get('callee_echo')} | "
                   f"{'yes' if r['no_loss'] else '**no**'} | {r['rtpengine_cores']} | {r['rtpengine_ms_per_call_s']} | "
-                  f"{fmt(per_core, 0)} |")
+                  f"{fmt(per_core, 0)} | {r['machine_pct'].get('idle')} / {r['machine_pct'].get('softirq')} |")
         w("")
 
     # ------------------------------------------------------------------ memory
@@ -307,9 +315,9 @@ def targets(s: dict) -> list[tuple]:
     def cps_of(k):
         return (cps.get(k) or {}).get("max_cps")
 
-    p, pt = cps_of("peer"), cps_of("peer-tuned")
+    p, pt = cps_of("peer"), cps_of("peer-tuned") or cps_of("peer")
     a, b = _div(cps_of("edge"), p), _div(cps_of("edge-opt"), pt)
-    rows.append(("CPS(edge) / CPS(peer), both with the same Kamailio start options (edge vs peer; edge-opt vs peer-tuned)",
+    rows.append(("CPS(edge) / CPS(peer), both with the same Kamailio start options (edge vs peer; edge-opt vs peer-tuned, or vs the peer when the edge already starts with those options)",
                  "≥ 0.9", fmt(a, 2), fmt(b, 2), f"{ok(a is not None and a >= 0.9)} → {ok(b is not None and b >= 0.9)}"))
     a, b = cps_of("edge"), cps_of("edge-opt")
     rows.append(("CPS at < 0.1 % failed calls, absolute", "≥ 600", fmt(a, 0), fmt(b, 0),

@@ -283,11 +283,25 @@ def build_tree(dest: Path, ref: str | None = "HEAD", patches: list[Path] = ()) -
         for name in parts:
             shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     for patch in patches:
-        out = subprocess.run(["patch", "-p1", "-d", str(dest), "-i", str(Path(patch).resolve()), "--forward", "--batch", "--fuzz=3"],
+        path = str(Path(patch).resolve())
+        out = subprocess.run(["patch", "-p1", "-d", str(dest), "-i", path, "--forward", "--batch", "--fuzz=3"],
                              capture_output=True, text=True)
         if out.returncode != 0:
-            raise RuntimeError(f"patch {patch.name} does not apply: {out.stdout}{out.stderr}")
+            # already in the tree (integrated since the patch was written)? then it is no error
+            rev = subprocess.run(["patch", "-p1", "-d", str(dest), "-i", path, "-R", "--dry-run", "--batch"],
+                                 capture_output=True, text=True)
+            # (patch --forward applies the hunks that are new and skips those already present)
+            SKIPPED[Path(patch).name] = ("partly already in the tree; the rest applied" if rev.returncode == 0
+                                         else f"does not apply: {out.stdout[-300:]}")
+            for rej in dest.rglob("*.rej"):
+                rej.unlink()
+            for orig in dest.rglob("*.orig"):
+                orig.unlink()
     return dest
+
+
+#: proposals that build_tree could not apply, by file name, with the reason
+SKIPPED: dict[str, str] = {}
 
 
 def source_id(ref: str | None) -> dict:

@@ -34,7 +34,7 @@ def machine() -> dict:
     mem_kb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
     versions = {
         "kamailio": _run(["kamailio", "-v"]).splitlines()[0].split(" ", 1)[-1] if shutil.which("kamailio") else None,
-        "rtpengine": _run(["rtpengine", "--version"]).strip(),
+        "rtpengine": (_run(["rtpengine", "--version"]) or _run(["sh", "-c", "rtpengine --version 2>&1"])).strip(),
         "redis": _run(["redis-server", "--version"]).strip().split(" sha=")[0],
         "sipp": _run(["sipp", "-v"]).strip().splitlines()[0].strip() if shutil.which("sipp") else None,
         "python": platform.python_version(),
