@@ -84,6 +84,16 @@ __all__ = [
     "agent_dict",
     "did_dict",
     "route_dict",
+    "transaction",
+    "queue_put_trunk",
+    "queue_remove_trunk",
+    "queue_credentials",
+    "queue_put_agent",
+    "queue_remove_agent",
+    "queue_put_did",
+    "queue_remove_did",
+    "queue_put_route",
+    "queue_remove_route",
 ]
 
 #: Attempts of one write before giving up when the watched keys keep changing.
@@ -267,6 +277,10 @@ def _transaction(client: redis.Redis, watch: Sequence[str], prepare: Callable[[P
     raise ConflictError(f"the routing tables kept changing during {MAX_ATTEMPTS} attempts; try again")
 
 
+#: Public name of the optimistic transaction runner (used by ``edgectl apply``).
+transaction = _transaction
+
+
 def _read(client: redis.Redis, queue: Callable[[Pipeline], None]) -> list:
     """One round trip of reads (no transaction)."""
     pipe = client.pipeline(transaction=False)
@@ -328,6 +342,86 @@ def _require(pipe: Pipeline, index: str, name: str, what: str) -> None:
         raise DataError(f"no {what} {name!r}")
 
 
+# --------------------------------------------------------------------------- queued writes
+# What each write puts on a MULTI pipeline; shared by the single-entity writes
+# below and by ``edgectl apply`` (routing.tableset), which queues many in one EXEC.
+
+
+def queue_put_trunk(p: Pipeline, trunk: Trunk) -> None:
+    """Queue a whole-trunk write (its keys are rewritten; credentials are kept)."""
+    name = trunk.name
+    p.delete(*keys.trunk_keys(name))
+    p.hset(keys.trunk(name), mapping=trunk.to_redis())
+    if trunk.cidrs:
+        p.sadd(keys.trunk_cidrs(name), *trunk.cidrs)
+    if trunk.gateways:
+        p.hset(keys.trunk_gateways(name), mapping=dict(gw.to_redis() for gw in trunk.gateways))
+    p.sadd(keys.TRUNKS, name)
+
+
+def queue_remove_trunk(p: Pipeline, name: str, username: str | None) -> None:
+    """Queue the removal of a trunk, its credentials and its digest username."""
+    p.delete(*keys.trunk_keys(name), *keys.trunk_secret_keys(name))
+    if username:
+        p.hdel(keys.AUTH_USERS, username)
+    p.srem(keys.TRUNKS, name)
+
+
+def queue_credentials(p: Pipeline, name: str, old_username: str | None, username: str, token: str) -> None:
+    """Queue a trunk's digest credentials (``token``: the encrypted password)."""
+    if old_username and old_username != username:
+        p.hdel(keys.AUTH_USERS, old_username)
+    p.hset(keys.trunk_auth(name), mapping={"username": username, "password": token})
+    p.hset(keys.AUTH_USERS, username, name)
+
+
+def queue_put_agent(p: Pipeline, agent: Agent) -> None:
+    """Queue a whole-agent write (URI order kept)."""
+    name = agent.name
+    p.delete(*keys.agent_keys(name))
+    p.hset(keys.agent(name), mapping=agent.to_redis())
+    if agent.uris:
+        p.rpush(keys.agent_uris(name), *agent.uris)
+    if agent.cidrs:
+        p.sadd(keys.agent_cidrs(name), *agent.cidrs)
+    p.sadd(keys.AGENTS, name)
+
+
+def queue_remove_agent(p: Pipeline, name: str) -> None:
+    """Queue the removal of an agent."""
+    p.delete(*keys.agent_keys(name))
+    p.srem(keys.AGENTS, name)
+
+
+def queue_put_did(p: Pipeline, did: Did) -> None:
+    """Queue a DID binding."""
+    p.delete(keys.did(did.number))
+    p.hset(keys.did(did.number), mapping=did.to_redis())
+    p.sadd(keys.DIDS, did.number)
+
+
+def queue_remove_did(p: Pipeline, number: str) -> None:
+    """Queue the removal of a DID."""
+    p.delete(keys.did(number))
+    p.srem(keys.DIDS, number)
+
+
+def queue_put_route(p: Pipeline, entry: RouteEntry) -> None:
+    """Queue one route entry (trunk offered on a prefix)."""
+    p.hset(keys.route(entry.prefix), *entry.to_redis())
+    p.sadd(keys.ROUTES, entry.prefix)
+
+
+def queue_remove_route(p: Pipeline, prefix: str, trunk: str | None) -> None:
+    """Queue the removal of one trunk from a prefix, or of the whole prefix when ``trunk`` is None
+    (the caller passes None when the trunk is the prefix's last one)."""
+    if trunk is None:
+        p.delete(keys.route(prefix))
+        p.srem(keys.ROUTES, prefix)
+    else:
+        p.hdel(keys.route(prefix), trunk)
+
+
 # --------------------------------------------------------------------------- trunks
 
 
@@ -350,16 +444,7 @@ def put_trunk(client: redis.Redis, trunk: Trunk, replace: bool = False) -> Trunk
             raise DataError(f"{where} already exists (use --replace to overwrite it)")
         _check_cidrs_free(_cidr_owners(client, pipe, ("trunk", name)), trunk.cidrs, where)
 
-        def writes(p: Pipeline) -> None:
-            p.delete(*own_keys)
-            p.hset(keys.trunk(name), mapping=trunk.to_redis())
-            if trunk.cidrs:
-                p.sadd(keys.trunk_cidrs(name), *trunk.cidrs)
-            if trunk.gateways:
-                p.hset(keys.trunk_gateways(name), mapping=dict(gw.to_redis() for gw in trunk.gateways))
-            p.sadd(keys.TRUNKS, name)
-
-        return writes
+        return lambda p: queue_put_trunk(p, trunk)
 
     _transaction(client, [keys.TRUNKS, *own_keys], prepare)
     return trunk
@@ -419,13 +504,7 @@ def remove_trunk(client: redis.Redis, name: str) -> None:
 
         username = pipe.hget(keys.trunk_auth(name), "username")
 
-        def writes(p: Pipeline) -> None:
-            p.delete(*keys.trunk_keys(name), *keys.trunk_secret_keys(name))
-            if username:
-                p.hdel(keys.AUTH_USERS, username)
-            p.srem(keys.TRUNKS, name)
-
-        return writes
+        return lambda p: queue_remove_trunk(p, name, username)
 
     _transaction(
         client, [keys.TRUNKS, keys.DIDS, keys.ROUTES, keys.AUTH_USERS, *keys.trunk_keys(name), keys.trunk_auth(name)],
@@ -456,13 +535,7 @@ def set_trunk_password(client: redis.Redis, box: SecretBox, name: str, username:
             raise DataError(f"trunk {name!r} username {username!r}: already used by trunk {owner!r}")
         old = pipe.hget(keys.trunk_auth(name), "username")
 
-        def writes(p: Pipeline) -> None:
-            if old and old != username:
-                p.hdel(keys.AUTH_USERS, old)
-            p.hset(keys.trunk_auth(name), mapping={"username": username, "password": token})
-            p.hset(keys.AUTH_USERS, username, name)
-
-        return writes
+        return lambda p: queue_credentials(p, name, old, username, token)
 
     _transaction(client, [keys.TRUNKS, keys.AUTH_USERS, keys.trunk_auth(name)], prepare)
 
@@ -473,6 +546,8 @@ def trunk_username(client: redis.Redis, name: str) -> str | None:
 
 
 _USERNAME = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]{1,64}")
+#: digest usernames edgectl accepts (RFC 3261 section 25.1 ``user`` characters, 1-64)
+USERNAME_PATTERN = _USERNAME
 
 
 # --------------------------------------------------------------------------- agents
@@ -497,16 +572,7 @@ def put_agent(client: redis.Redis, agent: Agent, replace: bool = False) -> Agent
             raise DataError(f"{where} already exists (use --replace to overwrite it)")
         _check_cidrs_free(_cidr_owners(client, pipe, ("agent", name)), agent.cidrs, where)
 
-        def writes(p: Pipeline) -> None:
-            p.delete(*own_keys)
-            p.hset(keys.agent(name), mapping=agent.to_redis())
-            if agent.uris:
-                p.rpush(keys.agent_uris(name), *agent.uris)
-            if agent.cidrs:
-                p.sadd(keys.agent_cidrs(name), *agent.cidrs)
-            p.sadd(keys.AGENTS, name)
-
-        return writes
+        return lambda p: queue_put_agent(p, agent)
 
     _transaction(client, [keys.AGENTS, *own_keys], prepare)
     return agent
@@ -562,11 +628,7 @@ def remove_agent(client: redis.Redis, name: str) -> None:
         if dids:
             raise DataError(f"agent {name!r} is still bound to DIDs {_listing(dids)}; remove them first")
 
-        def writes(p: Pipeline) -> None:
-            p.delete(*keys.agent_keys(name))
-            p.srem(keys.AGENTS, name)
-
-        return writes
+        return lambda p: queue_remove_agent(p, name)
 
     _transaction(client, [keys.AGENTS, keys.DIDS, *keys.agent_keys(name)], prepare)
 
@@ -593,12 +655,7 @@ def put_did(client: redis.Redis, did: Did, replace: bool = False) -> Did:
         _require(pipe, keys.TRUNKS, did.trunk, "trunk")
         _require(pipe, keys.AGENTS, did.agent, "agent")
 
-        def writes(p: Pipeline) -> None:
-            p.delete(keys.did(did.number))
-            p.hset(keys.did(did.number), mapping=did.to_redis())
-            p.sadd(keys.DIDS, did.number)
-
-        return writes
+        return lambda p: queue_put_did(p, did)
 
     _transaction(client, [keys.did(did.number), keys.TRUNKS, keys.AGENTS], prepare)
     return did
@@ -636,11 +693,7 @@ def remove_did(client: redis.Redis, number: str) -> None:
         if not pipe.exists(keys.did(number)) and not pipe.sismember(keys.DIDS, number):
             raise DataError(f"no did {number!r}")
 
-        def writes(p: Pipeline) -> None:
-            p.delete(keys.did(number))
-            p.srem(keys.DIDS, number)
-
-        return writes
+        return lambda p: queue_remove_did(p, number)
 
     _transaction(client, [keys.did(number), keys.DIDS], prepare)
 
@@ -668,11 +721,7 @@ def put_route(client: redis.Redis, entry: RouteEntry, replace: bool = False) -> 
             )
         _require(pipe, keys.TRUNKS, entry.trunk, "trunk")
 
-        def writes(p: Pipeline) -> None:
-            p.hset(route_key, *entry.to_redis())
-            p.sadd(keys.ROUTES, entry.prefix)
-
-        return writes
+        return lambda p: queue_put_route(p, entry)
 
     _transaction(client, [route_key, keys.TRUNKS], prepare)
     return entry
@@ -715,14 +764,7 @@ def remove_route(client: redis.Redis, prefix: str, trunk: str | None = None) -> 
             raise DataError(f"no route {prefix!r} via trunk {trunk!r}")
         whole = trunk is None or trunks == {trunk}
 
-        def writes(p: Pipeline) -> None:
-            if whole:
-                p.delete(route_key)
-                p.srem(keys.ROUTES, prefix)
-            else:
-                p.hdel(route_key, trunk)
-
-        return writes
+        return lambda p: queue_remove_route(p, prefix, None if whole else trunk)
 
     _transaction(client, [route_key, keys.ROUTES], prepare)
 
