@@ -806,6 +806,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "auth": trunk.auth.value,
         "x_headers": list(trunk.x_headers),
         "trust_identity": trunk.trust_identity,
+        "probe": trunk.probe,
     }
 
 

@@ -29,6 +29,7 @@ class Reason:
     INTERNAL_ERROR = (500, "Internal Server Error", "internal_error")
     NOT_ALLOWED = (405, "Method Not Allowed", "method_not_allowed")
     ALL_CARRIERS_FAILED = (503, "All Carriers Failed", "carriers_failed")
+    GATEWAYS_DOWN = (503, "All Gateways Down", "gateways_down")
     AGENT_UNREACHABLE = (503, "Agent Unreachable", "agent_unreachable")
     NO_DIALOG = (481, "Call/Transaction Does Not Exist", "no_dialog")
     AUTH_FAILED = (403, "Authentication Failed", "auth_failed")

@@ -34,6 +34,8 @@ Runtime state (written only by the edge, never by hand):
 ``edge:lease:agent:{name}``            ZSET   same, per agent
 ``edge:call:{node}:{call-id}``         HASH   the call's leases and facts (trunk, agent, ...)
 ``edge:cps:trunk:{name}``              HASH   CPS token bucket: tokens, ts (s)
+``edge:health:trunk:{name}``           HASH   ``host:port`` -> gateway health (state, fails, oks, code, rtt_ms, at)
+``edge:gateways:down``                 SET    ``{trunk}/{host:port}`` of every gateway marked down
 =====================================  =====  ==========================================
 """
 
@@ -113,6 +115,21 @@ def trunk_cps(name: str) -> str:
 def agent_lease(name: str) -> str:
     """ZSET of the calls currently holding a slot on an agent."""
     return f"{PREFIX}:lease:agent:{name}"
+
+
+def gateway_health(name: str) -> str:
+    """HASH of a trunk's gateway health, written by the prober: ``host:port`` -> state string."""
+    return f"{PREFIX}:health:trunk:{name}"
+
+
+#: SET of the gateways marked down (``{trunk}/{host:port}``); least-cost routing skips them.
+GATEWAYS_DOWN = f"{PREFIX}:gateways:down"
+HEALTH_PATTERN = f"{PREFIX}:health:trunk:*"
+
+
+def gateway_member(trunk_name: str, address: str) -> str:
+    """Member of :data:`GATEWAYS_DOWN` naming one gateway of one trunk."""
+    return f"{trunk_name}/{address}"
 
 
 LEASE_PATTERN = f"{PREFIX}:lease:*"

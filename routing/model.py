@@ -324,6 +324,8 @@ class Trunk:
             Remote-Party-ID, Diversion...) pass to agents.
         allow_prefixes: termination destinations allowed (E.164 prefixes); empty = all not denied.
         deny_prefixes: termination destinations refused (premium, high-cost ranges).
+        probe: whether the edge pings the gateways with SIP OPTIONS and skips the
+            ones marked down (off for carriers that do not answer OPTIONS).
     """
 
     name: str
@@ -339,6 +341,7 @@ class Trunk:
     auth: AuthMode = AuthMode.IP
     x_headers: tuple[str, ...] = ()
     trust_identity: bool = True
+    probe: bool = True
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}``."""
@@ -357,6 +360,7 @@ class Trunk:
             "auth": self.auth.value,
             "x_headers": ",".join(self.x_headers),
             "trust_identity": "yes" if self.trust_identity else "no",
+            "probe": "yes" if self.probe else "no",
         }
 
     @classmethod
@@ -404,6 +408,7 @@ class Trunk:
             auth=_auth_mode(fields.get("auth", "ip"), where),
             x_headers=parse_header_names(fields.get("x_headers", ""), f"{where} x_headers"),
             trust_identity=_bool(fields.get("trust_identity"), f"{where} trust_identity", default=True),
+            probe=_bool(fields.get("probe"), f"{where} probe", default=True),
         )
 
 

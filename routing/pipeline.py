@@ -143,7 +143,9 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
 
     Trunks are ordered by rate, then route priority, then name; each trunk's
     gateways by priority, then weight.  Trunks that are missing, inbound-only
-    or without gateways are skipped.
+    or without gateways are skipped, and so are gateways marked down by the
+    OPTIONS prober (on trunks that are probed); when that leaves no gateway,
+    the call gets ``503 All Gateways Down`` with Retry-After.
     """
     try:
         number = from_uri_user(req.ruri_user or req.to_user, NumberFormat())
@@ -151,9 +153,11 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
         return Reject.of(Reason.BAD_NUMBER)
     if not destination_allowed(number, agent.allow_prefixes, (*rt.blocked_prefixes, *agent.deny_prefixes)):
         return Reject.of(Reason.DESTINATION_NOT_ALLOWED)
-    entries = sorted(store.routes(number), key=lambda e: (e.rate, e.priority, e.trunk))
+    found, down = store.route_lookup(number)
+    entries = sorted(found, key=lambda e: (e.rate, e.priority, e.trunk))
     targets: list[Target] = []
     refused_by_trunk = False
+    skipped_down = False
     for entry in entries:
         trunk = topology.trunks.get(entry.trunk)
         if trunk is None or not trunk.direction.allows_outbound:
@@ -164,6 +168,9 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
         lease = trunk_lease(trunk)
         duration = max_duration(trunk, rt)
         for gw in trunk.gateways:
+            if trunk.probe and keys.gateway_member(trunk.name, gw.address) in down:
+                skipped_down = True
+                continue
             targets.append(
                 Target(
                     uri=gw.uri(number), label=f"{trunk.name} {gw.address}", trunk=trunk.name, lease=lease,
@@ -171,6 +178,8 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
                 )
             )
     if not targets:
+        if skipped_down:
+            return Reject.of(Reason.GATEWAYS_DOWN, rt.retry_after_s)
         return Reject.of(Reason.DESTINATION_NOT_ALLOWED if refused_by_trunk else Reason.NO_ROUTE)
     facts = {"direction": "termination", "agent": agent.name, "number": number}
     admission = store.acquire(req.call_id, [agent_lease(agent)], rt.lease_ttl_s, facts=facts)

@@ -1,4 +1,7 @@
-"""Start, stop and inspect the edge's processes: redis, rtpengine and Kamailio.
+"""Start, stop and inspect the edge's processes: redis, rtpengine, Kamailio and the monitor.
+
+The monitor (``python -m routing.monitor``) is the Prometheus exporter of the
+redis-held state and the gateway OPTIONS prober.
 
 Used by ``edgectl up/down/status`` and by the integration tests, so the tests
 run the edge exactly the way operators do.  Each process runs in the
@@ -12,7 +15,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +32,12 @@ from .settings import Settings
 from .sipprobe import rtpengine_ping, sip_options
 from .store import connect
 
-__all__ = ["ServiceError", "ServiceState", "up", "down", "status", "kamailio_check", "BINARIES"]
+__all__ = ["ServiceError", "ServiceState", "up", "down", "restart", "status", "kamailio_check", "BINARIES"]
 
 #: Programs the edge runs, by service name.
 BINARIES = {"redis": "redis-server", "rtpengine": "rtpengine", "kamailio": "kamailio"}
+#: written next to the rendered configs: the settings the monitor process runs with
+MONITOR_SETTINGS = "monitor.json"
 START_TIMEOUT_S = 20.0
 #: Processes started by this Python process, kept so they are not reaped as garbage
 #: while they run in the background (they outlive edgectl on purpose).
@@ -45,10 +53,10 @@ class ServiceState:
     """One service as seen by ``edgectl status``.
 
     Attributes:
-        name: ``redis``, ``rtpengine`` or ``kamailio``.
+        name: ``redis``, ``rtpengine``, ``kamailio`` or ``monitor``.
         pid: process id from the pid file, None when not started by edgectl.
         running: the process exists.
-        healthy: it answers its protocol (PING, ng ping, SIP OPTIONS).
+        healthy: it answers its protocol (PING, ng ping, SIP OPTIONS, HTTP /metrics).
         detail: human-readable health detail.
     """
 
@@ -94,6 +102,8 @@ def _argv(settings: Settings, name: str) -> list[str]:
         return [_binary("redis"), str(run_dir / "redis.conf")]
     if name == "rtpengine":
         return [_binary("rtpengine"), f"--config-file={run_dir / 'rtpengine.conf'}", "--foreground"]
+    if name == "monitor":
+        return [sys.executable, "-m", "routing.monitor", str(run_dir / MONITOR_SETTINGS)]
     return [
         _binary("kamailio"),
         "-f",
@@ -120,6 +130,14 @@ def _healthy(settings: Settings, name: str) -> tuple[bool, str]:
     if name == "rtpengine":
         ok = rtpengine_ping("127.0.0.1", settings.rtpengine.ng_port, timeout_s=0.5)
         return ok, f"ng {'pong' if ok else 'no answer'} on 127.0.0.1:{settings.rtpengine.ng_port}"
+    if name == "monitor":
+        url = f"http://{_http_host(settings.metrics.address)}:{settings.metrics.exporter_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as reply:
+                ok = reply.status == 200 and b"byoc_edge_redis_up" in reply.read()
+            return ok, f"GET {url} -> {reply.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            return False, f"GET {url} -> {getattr(exc, 'reason', exc)}"
     host, port = settings.sip_target
     result = sip_options(host, port, timeout_s=0.5)
     if result.code:
@@ -127,8 +145,23 @@ def _healthy(settings: Settings, name: str) -> tuple[bool, str]:
     return False, f"OPTIONS {host}:{port} -> {result.reason}"
 
 
+def _http_host(address: str) -> str:
+    if address in ("0.0.0.0", "::"):
+        return "127.0.0.1" if address == "0.0.0.0" else "[::1]"
+    return f"[{address}]" if ":" in address else address
+
+
+def _names(settings: Settings) -> list[str]:
+    return (["redis"] if settings.redis.manage else []) + ["rtpengine", "kamailio", "monitor"]
+
+
 def _start(settings: Settings, name: str) -> int:
     run_dir = Path(settings.run_dir)
+    if name == "monitor":
+        target = run_dir / MONITOR_SETTINGS
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(settings.model_dump_json(indent=2), encoding="utf-8")
+        os.replace(tmp, target)
     previous = _CHILDREN.pop(name, None)
     if previous is not None:
         previous.poll()  # reap an earlier instance that died
@@ -180,7 +213,7 @@ def kamailio_check(settings: Settings) -> str:
 
 
 def up(settings: Settings) -> list[ServiceState]:
-    """Render configs, then start redis (if managed), rtpengine and Kamailio; wait until each answers.
+    """Render configs, then start redis (if managed), rtpengine, Kamailio and the monitor; wait until each answers.
 
     Services already running and healthy are left alone, so ``up`` can run twice.
 
@@ -198,7 +231,7 @@ def up(settings: Settings) -> list[ServiceState]:
             f"sip.tls.certificate: {settings.tls_certificate} does not exist "
             "(use a CA-signed certificate, or `edgectl tls selfsigned` for tests)"
         )
-    names = (["redis"] if settings.redis.manage else []) + ["rtpengine", "kamailio"]
+    names = _names(settings)
     running = {n for n in names if _pid(run_dir, n) and _healthy(settings, n)[0]}
     if running != set(names):
         render_to_dir(settings)
@@ -244,16 +277,34 @@ def _stop(run_dir: Path, name: str, timeout_s: float = 10.0) -> bool:
     return True
 
 
-def down(settings: Settings) -> list[str]:
-    """Stop Kamailio, rtpengine and the managed redis (in that order); returns the names stopped."""
+def restart(settings: Settings, name: str) -> ServiceState:
+    """Stop service ``name`` (when running) and start it again from ``settings``, e.g. the
+    monitor after a change of ``health`` or ``metrics`` settings.
+
+    Raises:
+        ServiceError: unknown service, or it does not come up.
+    """
+    if name not in _names(settings):
+        raise ServiceError(f"unknown service {name!r}: use one of {', '.join(_names(settings))}")
     run_dir = Path(settings.run_dir)
-    return [n for n in ("kamailio", "rtpengine", "redis") if _stop(run_dir, n)]
+    _stop(run_dir, name)
+    if name == "kamailio":
+        render_to_dir(settings)
+        kamailio_check(settings)
+    _start(settings, name)
+    return next(s for s in status(settings) if s.name == name)
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop Kamailio, the monitor, rtpengine and the managed redis (in that order); returns the names stopped."""
+    run_dir = Path(settings.run_dir)
+    return [n for n in ("kamailio", "monitor", "rtpengine", "redis") if _stop(run_dir, n)]
 
 
 def status(settings: Settings) -> list[ServiceState]:
     """State of each service: pid, running, and whether it answers its protocol."""
     run_dir = Path(settings.run_dir)
-    names = (["redis"] if settings.redis.manage else []) + ["rtpengine", "kamailio"]
+    names = _names(settings)
     states = []
     for name in names:
         pid = _pid(run_dir, name)

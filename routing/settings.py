@@ -177,6 +177,41 @@ class Security(_Model):
     auth_failure_window_s: int = Field(60, ge=5, le=86400, description="failures older than this are forgotten (s)")
 
 
+class Health(_Model):
+    """Gateway health: continuous SIP OPTIONS pings per gateway (``routing/prober.py``).
+
+    A gateway is marked down after ``down_after`` failed probes in a row and up
+    again after ``up_after`` successes in a row; least-cost routing skips down
+    gateways.  Trunks whose carrier does not answer OPTIONS opt out per trunk
+    (``edgectl trunk add --no-probe``).
+    """
+
+    enabled: bool = Field(True, description="ping every gateway of every probed trunk")
+    interval_s: float = Field(10.0, ge=0.2, le=3600, description="time between two probes of one gateway (s)")
+    timeout_ms: int = Field(1000, ge=50, le=30000, description="no final answer within this long = a failed probe (ms)")
+    down_after: int = Field(3, ge=1, le=100, description="failed probes in a row that mark a gateway down")
+    up_after: int = Field(2, ge=1, le=100, description="successful probes in a row that mark a down gateway up")
+
+
+class Metrics(_Model):
+    """Prometheus endpoints: Kamailio (xhttp_prom), rtpengine (``/metrics``) and the edge exporter.
+
+    All bind ``address`` (loopback by default: put a reverse proxy or a
+    firewall rule in front before exposing them).
+    """
+
+    address: IpAddress = Field("127.0.0.1", description="address of the three HTTP metrics endpoints")
+    kamailio_port: int = Field(9161, ge=1, le=65535, description="Kamailio xhttp_prom /metrics (TCP)")
+    rtpengine_port: int = Field(9162, ge=1, le=65535, description="rtpengine listen-http /metrics")
+    exporter_port: int = Field(9163, ge=1, le=65535, description="edge exporter /metrics (redis state, gateway health)")
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> "Metrics":
+        if len({self.kamailio_port, self.rtpengine_port, self.exporter_port}) != 3:
+            raise ValueError("kamailio_port, rtpengine_port and exporter_port must differ")
+        return self
+
+
 class Settings(_Model):
     """One edge node's settings (see ``docs/settings.md``)."""
 
@@ -188,6 +223,8 @@ class Settings(_Model):
     limits: Limits = Field(default_factory=Limits)
     policy: Policy = Field(default_factory=Policy)
     security: Security = Field(default_factory=Security)
+    health: Health = Field(default_factory=Health)
+    metrics: Metrics = Field(default_factory=Metrics)
 
     @property
     def tls_certificate(self) -> Path:

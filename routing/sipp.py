@@ -337,3 +337,113 @@ def reply_uas_scenario(workdir: Path, code: int, early_media: bool = False) -> P
     path = workdir / f"uas_reply_{code}{'_early' if early_media else ''}.xml"
     path.write_text(text)
     return path
+
+
+def gateway_scenario(workdir: Path, options_code: int = 200, invite_code: int = 200) -> Path:
+    """A carrier gateway that answers every OPTIONS with ``options_code`` and every INVITE
+    with ``invite_code`` (200: rings, answers with SDP after ``-d`` ms and takes the BYE;
+    otherwise 100 then that final response).  Each OPTIONS counts as one SIPp call."""
+    reply = f"""
+  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause/>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>""" if invite_code == 200 else f"""
+  <send>
+    <![CDATA[
+      SIP/2.0 100 Trying
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 {invite_code} Test Reply {invite_code}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>"""
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="gateway options {options_code} invite {invite_code}">
+  <recv request="OPTIONS" optional="true" next="options"/>
+  <recv request="INVITE" crlf="true"/>{reply}
+  <nop next="end"/>
+  <label id="options"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 {options_code} Options {options_code}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag02[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Allow: INVITE, ACK, BYE, CANCEL, OPTIONS
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="end"/>
+</scenario>
+"""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"gateway_options{options_code}_invite{invite_code}.xml"
+    path.write_text(text)
+    return path

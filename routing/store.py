@@ -111,6 +111,8 @@ class Store(Protocol):
 
     def routes(self, number: str) -> list[RouteEntry]: ...
 
+    def route_lookup(self, number: str) -> tuple[list[RouteEntry], frozenset[str]]: ...
+
     def credentials(self, trunk: str) -> tuple[str, str] | None: ...
 
     def trunk_of_user(self, username: str) -> str | None: ...
@@ -258,6 +260,27 @@ class RedisStore:
             if fields:
                 return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()]
         return []
+
+    def route_lookup(self, number: str) -> tuple[list[RouteEntry], frozenset[str]]:
+        """:meth:`routes` plus the gateways marked down (``{trunk}/{host:port}``, written by
+        ``routing/prober.py``), in the same round trip, so a health change applies to the next call.
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        prefixes = route_prefixes(number)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for prefix in prefixes:
+                pipe.hgetall(keys.route(prefix))
+            pipe.smembers(keys.GATEWAYS_DOWN)
+            *rows, down = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        for prefix, fields in zip(prefixes, rows):
+            if fields:
+                return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()], frozenset(down)
+        return [], frozenset(down)
 
     def acquire(
         self,

@@ -18,7 +18,8 @@ class FakeStore:
     Routes resolve to the longest prefix that has entries (as RedisStore does);
     leases whose key is in ``full_keys`` are refused all-or-nothing, those in
     ``paced_keys`` are refused as an empty CPS bucket (value: wait in ms);
-    every acquire() and release() is recorded.
+    ``down`` holds the gateways marked down
+    (``{trunk}/{host:port}``); every acquire() and release() is recorded.
     """
 
     trunks: dict[str, Trunk] = field(default_factory=dict)
@@ -30,6 +31,7 @@ class FakeStore:
     acquired: list[dict[str, object]] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
+    down: set[str] = field(default_factory=set)
 
     def topology(self) -> Topology:
         return Topology(trunks=dict(self.trunks), agents=dict(self.agents))
@@ -42,6 +44,9 @@ class FakeStore:
             if self.route_table.get(prefix):
                 return list(self.route_table[prefix])
         return []
+
+    def route_lookup(self, number: str) -> tuple[list[RouteEntry], frozenset[str]]:
+        return self.routes(number), frozenset(self.down)
 
     def acquire(
         self,

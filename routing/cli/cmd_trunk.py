@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import admin
+from .. import admin, prober
+from ..health import GatewayHealth, probe_ok
 from ..model import AuthMode, DataError, Direction, Transport, Trunk
 from ..numbers import NumberError, NumberFormat
 from . import AppContext, emit_json, handle_errors, pass_app
@@ -58,6 +61,9 @@ def trunk() -> None:
               help="X- header the carrier may pass to agents (repeatable); others are removed.")
 @click.option("--trust-identity/--no-trust-identity", default=True, show_default=True,
               help="Pass the carrier's P-Asserted-Identity, Remote-Party-ID and Diversion to agents.")
+@click.option("--probe/--no-probe", default=True, show_default=True,
+              help="Ping the gateways with SIP OPTIONS and skip those marked down (--no-probe for carriers "
+                   "that do not answer OPTIONS).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
 @pass_app
 @handle_errors
@@ -80,6 +86,7 @@ def add(
     auth: str,
     x_headers: tuple[str, ...],
     trust_identity: bool,
+    probe: bool,
     replace: bool,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
@@ -101,6 +108,7 @@ def add(
         auth=AuthMode(auth),
         x_headers=x_headers,
         trust_identity=trust_identity,
+        probe=probe,
     )
     written = admin.put_trunk(app.redis(), value, replace=replace)
     click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")
@@ -134,8 +142,10 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     if found is None:
         raise DataError(f"no trunk {name!r}")
     username = admin.trunk_username(app.redis(), name)
+    health = prober.read_health(app.redis(), [name])[name]
     if as_json:
-        emit_json({**admin.trunk_dict(found), "auth_username": username, "password": "set" if username else None})
+        emit_json({**admin.trunk_dict(found), "auth_username": username, "password": "set" if username else None,
+                   "health": {a: _health_dict(h) for a, h in sorted(health.items())}})
         return
     fmt = found.number_format
     table = Table("field", "value", title=f"trunk {found.name}")
@@ -143,7 +153,10 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("max calls", _limit(found.max_calls))
     table.add_row("cidrs", "\n".join(found.cidrs) or "-")
     for gw in found.gateways:
-        table.add_row("gateway", f"{gw.address} transport={gw.transport.value} priority={gw.priority} weight={gw.weight}")
+        state = _health_text(health.get(gw.address)) if found.probe else "not probed"
+        table.add_row("gateway", f"{gw.address} transport={gw.transport.value} priority={gw.priority} "
+                                 f"weight={gw.weight}\n  health: {state}")
+    table.add_row("options probe", "yes" if found.probe else "no")
     table.add_row("country code", fmt.country_code or "-")
     table.add_row("national prefix", fmt.national_prefix or "-")
     table.add_row("international prefix", fmt.international_prefix or "-")
@@ -156,6 +169,58 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")
     Console().print(table)
+
+
+def _health_dict(h: GatewayHealth) -> dict[str, object]:
+    return {"state": h.state, "fails": h.fails, "oks": h.oks, "code": h.code, "reason": h.reason,
+            "rtt_ms": h.rtt_ms, "checked_at": h.at, "changed_at": h.changed or None}
+
+
+def _health_text(h: GatewayHealth | None) -> str:
+    if h is None:
+        return "unknown (not probed yet: routed as up)"
+    last = f"{h.code} {h.reason}" if h.code else h.reason
+    rtt = f", {h.rtt_ms:.1f} ms" if h.rtt_ms is not None else ""
+    ago = max(0.0, time.time() - h.at)
+    return f"{h.state} (last OPTIONS: {last}{rtt}, {ago:.0f} s ago; {h.fails} failed / {h.oks} ok in a row)"
+
+
+@trunk.command("probe")
+@click.argument("name")
+@click.option("--timeout", "timeout_ms", type=click.IntRange(50, 30000), default=None,
+              help="Wait this long for each answer (ms); default health.timeout_ms.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+@handle_errors
+def probe(app: AppContext, name: str, timeout_ms: int | None, as_json: bool) -> None:
+    """Send one SIP OPTIONS to every gateway of trunk NAME; print status and round-trip time.
+
+    Exits 1 when a gateway does not answer, or answers 408 or 5xx (the answers
+    that count as a failed probe for gateway health).
+    """
+    found = admin.get_trunk(app.redis(), name)
+    if found is None:
+        raise DataError(f"no trunk {name!r}")
+    if not found.gateways:
+        raise DataError(f"trunk {name!r} has no gateways")
+    settings = app.settings
+    if timeout_ms is not None:
+        settings = settings.model_copy(update={"health": settings.health.model_copy(update={"timeout_ms": timeout_ms})})
+    results = prober.probe_trunk(found, settings)
+    failed = [r for r in results if not probe_ok(r.result.code)]
+    if as_json:
+        emit_json([{"gateway": r.gateway.address, "transport": r.gateway.transport.value, "code": r.result.code,
+                    "reason": r.result.reason, "rtt_ms": r.result.rtt_ms, "ok": probe_ok(r.result.code)}
+                   for r in results])
+    else:
+        table = Table("gateway", "transport", "status", "rtt (ms)", title=f"OPTIONS to trunk {name}")
+        for r in results:
+            status = f"{r.result.code} {r.result.reason}" if r.result.code else f"no answer: {r.result.reason}"
+            rtt = "-" if r.result.rtt_ms is None else f"{r.result.rtt_ms:.1f}"
+            table.add_row(r.gateway.address, r.gateway.transport.value, status, rtt)
+        Console().print(table)
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(results)} gateway(s) of trunk {name!r} failed the probe")
 
 
 @trunk.command("rm")

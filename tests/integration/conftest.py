@@ -95,7 +95,8 @@ class Edge:
 
     # -- provisioning through the same admin API as edgectl ---------------
     def trunk(self, name: str, cidrs: list[str], gateways: list[tuple[str, int]] = (), direction: str = "both",
-              max_calls: int | None = None, number_format: NumberFormat = NumberFormat()) -> Trunk:
+              max_calls: int | None = None, number_format: NumberFormat = NumberFormat(),
+              probe: bool = True) -> Trunk:
         trunk = Trunk(
             name=name,
             direction=Direction(direction),
@@ -103,6 +104,7 @@ class Edge:
             cidrs=tuple(cidrs),
             gateways=tuple(Gateway(host=h, port=p) for h, p in gateways),
             number_format=number_format,
+            probe=probe,
         )
         admin.put_trunk(self.redis, trunk)
         return trunk
@@ -114,6 +116,15 @@ class Edge:
 
     def did(self, number: str, trunk: str, agent: str) -> None:
         admin.put_did(self.redis, Did(number=number, trunk=trunk, agent=agent))
+
+    def metrics(self, which: str = "exporter") -> str:
+        """Text of a /metrics endpoint: ``kamailio``, ``rtpengine`` or ``exporter``."""
+        import urllib.request
+
+        m = self.settings.metrics
+        port = {"kamailio": m.kamailio_port, "rtpengine": m.rtpengine_port, "exporter": m.exporter_port}[which]
+        with urllib.request.urlopen(f"http://{m.address}:{port}/metrics", timeout=5) as reply:
+            return reply.read().decode()
 
     def route(self, prefix: str, trunk: str, rate: str, priority: int = 10) -> None:
         admin.put_route(self.redis, RouteEntry(prefix=prefix, trunk=trunk, rate=Decimal(rate), priority=priority))
@@ -147,6 +158,11 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         },
         "redis": {"port": free_port(EDGE_IP), "manage": True, "timeout_ms": 200, "connect_timeout_ms": 200},
         "limits": {"retry_after_s": 7},
+        # the gateways in most tests are SIPp callees that do not expect OPTIONS: probing is
+        # switched on only by the tests of gateway health (fixture `probing_edge`)
+        "health": {"enabled": False},
+        "metrics": {"address": EDGE_IP, "kamailio_port": free_port(EDGE_IP), "rtpengine_port": free_port(EDGE_IP),
+                    "exporter_port": free_port(EDGE_IP)},
     }
     path = workdir / "settings.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -160,6 +176,22 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         yield handle
     finally:
         services.down(settings)
+
+
+@pytest.fixture(scope="module")
+def probing_edge(edge: Edge) -> Iterator[Edge]:
+    """The edge with its monitor restarted to ping gateways fast (every 0.3 s, down after 2
+    failures, up after 2 successes); the monitor is restarted without probing afterwards."""
+    quiet = edge.settings
+    health = quiet.health.model_copy(update={"enabled": True, "interval_s": 0.3, "timeout_ms": 250,
+                                              "down_after": 2, "up_after": 2})
+    edge.settings = quiet.model_copy(update={"health": health})
+    services.restart(edge.settings, "monitor")
+    try:
+        yield edge
+    finally:
+        edge.settings = quiet
+        services.restart(quiet, "monitor")
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def test_status_reports_every_service_up(clean_edge: Edge) -> None:
     result = edgectl(clean_edge, "status", "--json")
     assert result.returncode == 0, result.stderr
     states = {s["name"]: s for s in json.loads(result.stdout)}
-    assert set(states) == {"redis", "rtpengine", "kamailio"}
+    assert set(states) == {"redis", "rtpengine", "kamailio", "monitor"}
     assert all(s["healthy"] and s["pid"] for s in states.values())
     assert "200 OK" in states["kamailio"]["detail"]
 

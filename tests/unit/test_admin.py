@@ -78,6 +78,7 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "auth": "ip",
         "x_headers": "",
         "trust_identity": "yes",
+        "probe": "yes",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",

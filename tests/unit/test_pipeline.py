@@ -419,3 +419,40 @@ def test_gateway_transport_tls_uses_sips() -> None:
     decision = route_initial_invite(invite(AGENT_IP, "+442079460000"), store, RT)
     assert isinstance(decision, Relay)
     assert decision.plan.targets[0].uri == "sips:+442079460000@gw.example.net:5061;transport=tls"
+
+
+# -- gateway health ----------------------------------------------------------------
+
+
+def test_termination_skips_gateways_marked_down() -> None:
+    store = lcr_store()
+    store.down = {keys.gateway_member("c", "192.0.2.99:5060"), keys.gateway_member("a", "gw.a.example:5070")}
+    decision = route_initial_invite(invite(AGENT_IP, "+14155550100"), store, RT)
+    assert isinstance(decision, Relay), decision
+    assert [t.label for t in decision.plan.targets] == [
+        "d 192.0.2.100:5060",
+        "a 192.0.2.11:5060",
+        "a 192.0.2.12:5060",
+        "b 192.0.2.98:5060",
+        "e 192.0.2.101:5060",
+    ]
+    assert decision.plan.held == keys.trunk_lease("d")
+
+
+def test_termination_ignores_down_marks_of_trunks_not_probed() -> None:
+    store = lcr_store()
+    store.trunks["c"] = Trunk(**{**{f: getattr(store.trunks["c"], f) for f in Trunk.__slots__}, "probe": False})
+    store.down = {keys.gateway_member("c", "192.0.2.99:5060")}
+    decision = route_initial_invite(invite(AGENT_IP, "+14155550100"), store, RT)
+    assert isinstance(decision, Relay)
+    assert decision.plan.current.label == "c 192.0.2.99:5060"
+
+
+def test_termination_with_every_gateway_down_gets_503_with_retry_after() -> None:
+    store = lcr_store()
+    store.down = {keys.gateway_member(t.trunk or "", t.label.split()[1]) for t in
+                  route_initial_invite(invite(AGENT_IP, "+14155550100"), lcr_store(), RT).plan.targets}
+    decision = route_initial_invite(invite(AGENT_IP, "+14155550100"), store, RT)
+    assert_reject(decision, 503, "All Gateways Down", 7)
+    assert decision.tag == "gateways_down"
+    assert store.acquired == []  # refused before any slot is taken
