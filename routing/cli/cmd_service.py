@@ -56,4 +56,19 @@ def status(app: AppContext, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-COMMANDS = [up, down, status]
+@click.command()
+@click.argument("service", type=click.Choice(["redis", "rtpengine", "kamailio", "monitor"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the service state as JSON.")
+@pass_app
+def restart(app: AppContext, service: str, as_json: bool) -> None:
+    """Stop SERVICE and start it again from the settings (e.g. the monitor after a health change)."""
+    try:
+        state = services.restart(app.settings, service)
+    except services.ServiceError as exc:
+        raise fail(str(exc)) from None
+    _print_states([state], as_json)
+    if not state.healthy:
+        raise fail(f"{service} is not healthy")
+
+
+COMMANDS = [up, down, status, restart]
