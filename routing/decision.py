@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .plan import CallPlan
 
-__all__ = ["Reject", "Relay", "Authenticate", "Decision", "Reason"]
+__all__ = ["Reject", "Relay", "Authenticate", "Decision", "Reason", "Step", "Trace", "STAGE_OF_TAG"]
 
 
 class Reason:
@@ -89,3 +89,46 @@ class Authenticate:
 
 
 Decision = Reject | Relay | Authenticate
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One routing stage's result, for ``edgectl explain``.
+
+    Attributes:
+        stage: ``acl``, ``auth``, ``direction``, ``did``, ``agent``, ``limits``, ``caller``,
+            ``targets`` (origination); ``acl``, ``number``, ``policy``, ``route``, ``limits``,
+            ``targets`` (termination).
+        ok: False when this stage refused the call.
+        detail: what the stage looked at and found, one line.
+    """
+
+    stage: str
+    ok: bool
+    detail: str
+
+
+#: The trace hook of :mod:`routing.pipeline`: a list the stages append :class:`Step` values to,
+#: or None on the call path (then nothing is built).
+Trace = list
+
+#: The stage that gives each refusal tag (``edgectl explain`` of a recorded refusal, the runbook).
+STAGE_OF_TAG = {
+    "acl_source": "acl",
+    "auth_failed": "auth",
+    "trunk_direction": "direction",
+    "did_not_found": "did",
+    "agent_not_found": "agent",
+    "bad_number": "number",
+    "destination_policy": "policy",
+    "no_route": "route",
+    "trunk_limit": "limits",
+    "trunk_cps": "limits",
+    "agent_limit": "limits",
+    "store_unavailable": "store",
+    "internal_error": "internal",
+    "rtpengine": "media",
+    "carriers_failed": "failover",
+    "agent_unreachable": "failover",
+    "downstream_failed": "failover",
+}

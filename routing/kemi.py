@@ -32,6 +32,7 @@ import traceback
 import KSR  # type: ignore[import-not-found]
 
 from . import pipeline, runtime
+from .explain import refusal_record
 from .decision import Authenticate, Reason, Reject, Relay
 from .model import AuthMode, DataError, Trunk
 from .secrets import SecretBox, SecretError
@@ -201,6 +202,8 @@ class Router:
             KSR.htable.sht_seti(AUTH_FAIL_TABLE, src, 1)
             failures = 1
         KSR.notice(f"edge: digest failure {failures}/{self.settings.auth_max_failures} src={src} user={user!r}\n")
+        if _pv("$rm") == "INVITE":
+            self._remember(Reject.of(Reason.AUTH_FAILED), "request")
         if failures >= self.settings.auth_max_failures:
             self._ban(src, "auth")
             return  # silence from now on
@@ -233,6 +236,19 @@ class Router:
         expires = _pv("$hdr(Expires)") or "3600"
         KSR.hdr.append_to_reply(f"Expires: {expires}\r\n")
         KSR.sl.send_reply(200, "OK")
+
+    def _remember(self, reject: Reject, where: str, request: SipRequest | None = None,
+                  tried: tuple[str, ...] | list[str] = ()) -> None:
+        """Keep a refused initial INVITE's record for ``edgectl explain`` (one SET with a TTL,
+        refusals only); a redis problem here never changes the answer."""
+        ttl = self.settings.trace_ttl_s
+        if ttl <= 0:
+            return
+        try:
+            req = request or self._snapshot()
+            self._store().keep_trace(req.call_id, refusal_record(req, reject, self.settings.node, where, tried), ttl)
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not fail the call path
+            KSR.warn(f"edge: cannot record the refusal of call-id={_pv('$ci')}: {exc}\n")
 
     def _not_allowed(self) -> None:
         KSR.hdr.append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER\r\n")
@@ -364,9 +380,11 @@ class Router:
         except (DataError, SecretError) as exc:
             KSR.err(f"edge: malformed routing data: {exc}\n")
             self._reply(Reject.of(Reason.INTERNAL_ERROR))
+            self._remember(Reject.of(Reason.INTERNAL_ERROR), "request", request)
             return
         if isinstance(decision, Reject):
             self._reply(decision)
+            self._remember(decision, "request", request)
             return
         self._relay(decision)
 
@@ -382,7 +400,9 @@ class Router:
             # an INVITE without SDP (delayed offer) gets its offer from the 2xx and its answer from the ACK
             if _has_sdp() and KSR.rtpengine.rtpengine_manage(RTPENGINE_FLAGS) < 0:
                 store.release(plan.call_id)
-                self._reply(Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s))
+                refusal = Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s)
+                self._reply(refusal)
+                self._remember(refusal, "request")
                 return
             KSR.dialog.dlg_manage()
             KSR.pv.sets("$dlg_var(edge_agent)", plan.agent)
@@ -436,6 +456,7 @@ class Router:
         if reject.retry_after_s is not None:
             KSR.hdr.append_to_reply(f"Retry-After: {reject.retry_after_s}\r\n")
         KSR.tm.t_reply(reject.code, reject.reason)
+        self._remember(reject, "failover", tried=plan.tried)
 
     # -- transaction callbacks -----------------------------------------------
 
@@ -508,6 +529,8 @@ class Router:
             return False
         creds = self._store().credentials(trunk)
         if creds is None:
+            KSR.warn(f"edge: {plan.current.label} challenged call-id={plan.call_id} with {_pv('$T_reply_code')} "
+                     f"and trunk {trunk} has no credentials (edgectl trunk set-password)\n")
             return False
         challenge = _pv("$T_rpl($hdr(WWW-Authenticate))") or _pv("$T_rpl($hdr(Proxy-Authenticate))")
         match = _REALM.search(challenge)

@@ -36,6 +36,7 @@ Runtime state (written only by the edge, never by hand):
 ``edge:cps:trunk:{name}``              HASH   CPS token bucket: tokens, ts (s)
 ``edge:health:trunk:{name}``           HASH   ``host:port`` -> gateway health (state, fails, oks, code, rtt_ms, at)
 ``edge:gateways:down``                 SET    ``{trunk}/{host:port}`` of every gateway marked down
+``edge:trace:{call-id}``               STRING JSON of a refused call, for ``edgectl explain`` (TTL)
 =====================================  =====  ==========================================
 """
 
@@ -139,6 +140,11 @@ CALL_PATTERN = f"{PREFIX}:call:*"
 def call(node: str, call_id: str) -> str:
     """HASH recording one admitted call on one edge node (leases held, facts)."""
     return f"{PREFIX}:call:{node}:{call_id}"
+
+
+def trace(call_id: str) -> str:
+    """STRING (JSON) recording why the initial INVITE ``call_id`` was refused; expires."""
+    return f"{PREFIX}:trace:{call_id}"
 
 
 def lease_member(node: str, call_id: str) -> str:

@@ -17,7 +17,7 @@ admission (agent slot, then the first trunk with a free slot).
 from __future__ import annotations
 
 from .acl import classify_source
-from .decision import Authenticate, Decision, Reason, Reject, Relay
+from .decision import Authenticate, Decision, Reason, Reject, Relay, Step, Trace
 from .model import Agent, AuthMode, Trunk
 from .numbers import NumberError, NumberFormat, from_uri_user
 from .plan import CallPlan, Target
@@ -71,8 +71,12 @@ def max_duration(trunk: Trunk | None, rt: RuntimeSettings) -> int:
     return 0
 
 
-def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings) -> Decision:
+def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, trace: Trace | None = None) -> Decision:
     """Decide an out-of-dialog INVITE.
+
+    Args:
+        trace: when a list, every stage appends a :class:`Step` to it (``edgectl explain``);
+            None on the call path, where nothing is built.
 
     Raises:
         StoreUnavailable: redis unreachable (the caller answers 503).
@@ -82,14 +86,25 @@ def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings) -> 
     peer = classify_source(req.src_ip, topology)
     if peer is None:
         if any(t.auth is AuthMode.DIGEST for t in topology.trunks.values()):
+            if trace is not None:
+                trace.append(Step("acl", True, f"source {req.src_ip} is in no CIDR; a digest trunk may call "
+                                               "from anywhere: its credentials decide"))
             return Authenticate(trunk=None, topology=topology)  # a digest trunk may call from anywhere
+        if trace is not None:
+            trace.append(Step("acl", False, f"source {req.src_ip} is in no trunk's or agent's CIDRs"))
         return Reject.of(Reason.SOURCE_NOT_ALLOWED)
+    if trace is not None:
+        way = "origination" if peer.kind == "trunk" else "termination"
+        trace.append(Step("acl", True, f"source {req.src_ip} matches {peer.kind} {peer.name} ({peer.cidr}): {way}"))
     if peer.kind == "trunk":
         trunk = topology.trunks[peer.name]
         if trunk.auth is not AuthMode.IP:
+            if trace is not None:
+                trace.append(Step("auth", True, f"trunk {trunk.name} has auth {trunk.auth.value}: the call "
+                                                "is challenged (407) and needs the trunk's digest credentials"))
             return Authenticate(trunk=trunk.name, topology=topology)
-        return originate(req, trunk, topology, store, rt)
-    return terminate(req, topology.agents[peer.name], topology, store, rt)
+        return originate(req, trunk, topology, store, rt, trace)
+    return terminate(req, topology.agents[peer.name], topology, store, rt, trace)
 
 
 def _with_user(uri: str, user: str) -> str:
@@ -99,24 +114,42 @@ def _with_user(uri: str, user: str) -> str:
     return f"{scheme}:{user}@{rest}"
 
 
-def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, rt: RuntimeSettings) -> Decision:
+def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, rt: RuntimeSettings,
+              trace: Trace | None = None) -> Decision:
     """Carrier -> agent: find the DID's agent on this trunk and admit the call.
 
     The DID is the Request-URI user, else the To user, normalised with the
     trunk's number format.  A DID owned by another trunk is not found (a
     multi-tenant carrier IP cannot reach someone else's numbers).
+
+    Args:
+        trace: see :func:`route_initial_invite`.
     """
     if not trunk.direction.allows_inbound:
+        if trace is not None:
+            trace.append(Step("direction", False, f"trunk {trunk.name} is {trunk.direction.value}-only"))
         return Reject.of(Reason.INBOUND_NOT_ALLOWED)
+    if trace is not None:
+        trace.append(Step("direction", True, f"trunk {trunk.name} direction {trunk.direction.value} allows inbound"))
+    dialled = req.ruri_user or req.to_user
     try:
-        number = from_uri_user(req.ruri_user or req.to_user, trunk.number_format)
-    except NumberError:
+        number = from_uri_user(dialled, trunk.number_format)
+    except NumberError as exc:
+        if trace is not None:
+            trace.append(Step("did", False, f"{dialled!r} is not a number in trunk {trunk.name}'s format: {exc}"))
         return Reject.of(Reason.DID_NOT_FOUND)
     did = store.did(number)
     if did is None or did.trunk != trunk.name:
+        if trace is not None:
+            why = "is not provisioned" if did is None else f"belongs to trunk {did.trunk}, not {trunk.name}"
+            trace.append(Step("did", False, f"{dialled!r} -> {number}: the DID {why}"))
         return Reject.of(Reason.DID_NOT_FOUND)
     agent = topology.agents.get(did.agent)
+    if trace is not None:
+        trace.append(Step("did", True, f"{dialled!r} -> {number}: DID of trunk {trunk.name}, agent {did.agent}"))
     if agent is None or not agent.uris:
+        if trace is not None:
+            trace.append(Step("agent", False, f"agent {did.agent} " + ("does not exist" if agent is None else "has no URIs")))
         return Reject.of(Reason.AGENT_NOT_FOUND)
     leases = [trunk_lease(trunk), agent_lease(agent)]
     facts = {"direction": "origination", "trunk": trunk.name, "agent": agent.name, "number": number}
@@ -133,12 +166,16 @@ def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, r
     ]
     plan = CallPlan(call_id=req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
                     retry_after_s=rt.retry_after_s)
+    if trace is not None:
+        trace.append(Step("caller", True, f"From {req.from_user!r} -> {caller}"))
+        trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))
     headers = {HDR_TRUNK: trunk.name, HDR_DID: number, HDR_CALLER: caller}
     remove = headers_to_remove(req.header_names, trunk.x_headers, trunk.trust_identity)
     return Relay(plan=plan, headers=headers, remove=tuple(remove))
 
 
-def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, rt: RuntimeSettings) -> Decision:
+def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, rt: RuntimeSettings,
+              trace: Trace | None = None) -> Decision:
     """Agent -> carrier: least-cost routing over every trunk of the longest matching prefix.
 
     Trunks are ordered by rate, then route priority, then name; each trunk's
@@ -146,30 +183,57 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
     or without gateways are skipped, and so are gateways marked down by the
     OPTIONS prober (on trunks that are probed); when that leaves no gateway,
     the call gets ``503 All Gateways Down`` with Retry-After.
+
+    Args:
+        trace: see :func:`route_initial_invite`.
     """
+    dialled = req.ruri_user or req.to_user
     try:
-        number = from_uri_user(req.ruri_user or req.to_user, NumberFormat())
-    except NumberError:
+        number = from_uri_user(dialled, NumberFormat())
+    except NumberError as exc:
+        if trace is not None:
+            trace.append(Step("number", False, f"{dialled!r} is not an E.164 destination: {exc}"))
         return Reject.of(Reason.BAD_NUMBER)
+    if trace is not None:
+        trace.append(Step("number", True, f"{dialled!r} -> {number}"))
     if not destination_allowed(number, agent.allow_prefixes, (*rt.blocked_prefixes, *agent.deny_prefixes)):
+        if trace is not None:
+            trace.append(Step("policy", False, f"{number} is blocked for agent {agent.name} (policy.blocked_prefixes "
+                                               "or the agent's allow/deny prefixes)"))
         return Reject.of(Reason.DESTINATION_NOT_ALLOWED)
     found, down = store.route_lookup(number)
     entries = sorted(found, key=lambda e: (e.rate, e.priority, e.trunk))
+    if trace is not None:
+        trace.append(Step("policy", True, f"{number} allowed for agent {agent.name}"))
+        prefix = entries[0].prefix if entries else None
+        offered = ", ".join(f"{e.trunk} (rate {e.rate}, priority {e.priority})" for e in entries)
+        trace.append(Step("route", bool(entries), f"longest prefix {prefix}: {offered}" if entries
+                          else f"no route prefix matches {number}"))
     targets: list[Target] = []
     refused_by_trunk = False
     skipped_down = False
     for entry in entries:
         trunk = topology.trunks.get(entry.trunk)
         if trunk is None or not trunk.direction.allows_outbound:
+            if trace is not None:
+                trace.append(Step("route", False, f"trunk {entry.trunk} skipped: "
+                                  + ("it does not exist" if trunk is None else f"it is {trunk.direction.value}-only")))
             continue
         if not destination_allowed(number, trunk.allow_prefixes, trunk.deny_prefixes):
             refused_by_trunk = True
+            if trace is not None:
+                trace.append(Step("route", False, f"trunk {trunk.name} skipped: its allow/deny prefixes refuse {number}"))
             continue
+        if trace is not None and not trunk.gateways:
+            trace.append(Step("route", False, f"trunk {trunk.name} skipped: it has no gateways"))
         lease = trunk_lease(trunk)
         duration = max_duration(trunk, rt)
         for gw in trunk.gateways:
             if trunk.probe and keys.gateway_member(trunk.name, gw.address) in down:
                 skipped_down = True
+                if trace is not None:
+                    trace.append(Step("route", False, f"gateway {trunk.name} {gw.address} skipped: marked down "
+                                                      "by the OPTIONS prober"))
                 continue
             targets.append(
                 Target(
@@ -192,6 +256,8 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
         assert plan.full is not None
         code, reason, tag, retry = plan.full
         return Reject(code, reason, tag, retry)
+    if trace is not None:
+        trace.append(Step("targets", True, "carriers in order: " + ", ".join(t.label for t in plan.targets[plan.index:])))
     remove = headers_to_remove(req.header_names, agent.x_headers, agent.trust_identity)
     return Relay(plan=plan, headers={}, remove=tuple(remove))
 

@@ -51,6 +51,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         secret_key_file=str(settings.secret_key_path),
         auth_realm=settings.security.auth_realm,
         auth_max_failures=settings.security.auth_max_failures,
+        trace_ttl_s=settings.diagnostics.trace_ttl_s,
     )
 
 

@@ -34,6 +34,7 @@ class RuntimeSettings:
         secret_key_file: key that decrypts trunk passwords.
         auth_realm: digest realm (RFC 3261 section 22.1).
         auth_max_failures: failed digest attempts from one source before it is banned.
+        trace_ttl_s: how long a refused call's record is kept for ``edgectl explain`` (s); 0 = not kept.
     """
 
     node: str = "edge1"
@@ -51,6 +52,7 @@ class RuntimeSettings:
     secret_key_file: str = ""
     auth_realm: str = "byoc-edge"
     auth_max_failures: int = 5
+    trace_ttl_s: int = 3600
 
 
 def load(path: str | None = None) -> RuntimeSettings:

@@ -210,6 +210,13 @@ class Metrics(_Model):
         if len({self.kamailio_port, self.rtpengine_port, self.exporter_port}) != 3:
             raise ValueError("kamailio_port, rtpengine_port and exporter_port must differ")
         return self
+class Diagnostics(_Model):
+    """What the edge keeps to explain its decisions (``edgectl explain``)."""
+
+    trace_ttl_s: int = Field(
+        3600, ge=0, le=604800,
+        description="how long the record of a refused call (edge:trace:{call-id}) is kept in redis (s); 0 = not kept",
+    )
 
 
 class Settings(_Model):
@@ -225,6 +232,7 @@ class Settings(_Model):
     security: Security = Field(default_factory=Security)
     health: Health = Field(default_factory=Health)
     metrics: Metrics = Field(default_factory=Metrics)
+    diagnostics: Diagnostics = Field(default_factory=Diagnostics)
 
     @property
     def tls_certificate(self) -> Path:

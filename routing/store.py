@@ -318,6 +318,17 @@ class RedisStore:
             return Admission(admitted=True)
         return Admission(admitted=False, full=leases[int(index) - 1], count=int(count), wait_ms=int(wait[0]) if wait else 0)
 
+    def keep_trace(self, call_id: str, text: str, ttl_s: int) -> None:
+        """Store a refused call's record (``edge:trace:{call-id}``, JSON) for ``ttl_s`` seconds (one SET).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        try:
+            self.client.set(keys.trace(call_id), text, ex=ttl_s)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
     def release(self, call_id: str) -> int:
         """Leave every lease the call holds; returns how many it held. Idempotent."""
         try:

@@ -32,6 +32,7 @@ class FakeStore:
     released: list[str] = field(default_factory=list)
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
+    traces: dict[str, str] = field(default_factory=dict)
 
     def topology(self) -> Topology:
         return Topology(trunks=dict(self.trunks), agents=dict(self.agents))
@@ -65,6 +66,9 @@ class FakeStore:
             if lease.key in self.paced_keys:
                 return Admission(admitted=False, full=lease, count=-1, wait_ms=self.paced_keys[lease.key])
         return Admission(admitted=True)
+
+    def keep_trace(self, call_id: str, text: str, ttl_s: int) -> None:
+        self.traces[call_id] = text
 
     def release(self, call_id: str) -> int:
         self.released.append(call_id)

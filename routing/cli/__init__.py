@@ -116,7 +116,7 @@ def main(ctx: click.Context, settings_path: Path | None) -> None:
 
 
 def _register() -> None:
-    from . import cmd_agent, cmd_apply, cmd_calls, cmd_config, cmd_demo, cmd_did, cmd_route, cmd_service, cmd_tls, cmd_trunk
+    from . import cmd_agent, cmd_apply, cmd_calls, cmd_explain, cmd_config, cmd_demo, cmd_did, cmd_route, cmd_service, cmd_tls, cmd_trunk
 
     main.add_command(cmd_config.config)
     for command in cmd_service.COMMANDS:
@@ -130,6 +130,7 @@ def _register() -> None:
     main.add_command(cmd_tls.tls)
     main.add_command(cmd_apply.export)
     main.add_command(cmd_apply.apply)
+    main.add_command(cmd_explain.explain)
 
 
 _register()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import inspect
 import sys
 import types
@@ -350,10 +351,25 @@ def test_register_gives_405_with_allow(ksr: FakeKSR, router: Any) -> None:
     assert "REGISTER" not in methods
 
 
-def test_reject_decision_is_sent_statelessly(ksr: FakeKSR, router: Any) -> None:
+def test_reject_decision_is_sent_statelessly(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     request(ksr, **{"$si": "198.18.0.1"})
     router.ksr_request_route(MSG)
     assert ksr.replies == [("sl", 403, "Source Not Allowed")]
+    # logged with its reason code and recorded for edgectl explain
+    assert any(text.startswith("edge: reject 403 acl_source request ") for _, text in ksr.logs)
+    record = json.loads(store.traces[ksr.pv["$ci"]])
+    assert (record["code"], record["tag"], record["stage"], record["where"]) == (403, "acl_source", "acl", "request")
+
+
+def test_refusal_is_answered_even_when_it_cannot_be_recorded(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    def broken(*args: object) -> None:
+        raise StoreUnavailable("down")
+
+    store.keep_trace = broken  # type: ignore[method-assign]
+    request(ksr, **{"$si": "198.18.0.1"})
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 403, "Source Not Allowed")]
+    assert any("cannot record the refusal" in text for _, text in ksr.logs)
 
 
 def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store: FakeStore) -> None:
@@ -544,6 +560,9 @@ def test_nothing_answered_and_no_target_left(ksr: FakeKSR, router: Any, store: F
     assert ksr.replies == [("tm", 503, "All Carriers Failed")]
     assert store.released == ["call-1"]
     assert any("tried=a gw=timeout" in text for _, text in ksr.logs)
+    record = json.loads(store.traces[ksr.pv["$ci"]])
+    assert (record["tag"], record["stage"], record["where"], record["tried"]) == (
+        "carriers_failed", "failover", "failover", ["a gw=timeout"])
 
 
 def test_no_reply_code_at_all_counts_as_timeout(ksr: FakeKSR, router: Any, store: FakeStore) -> None:

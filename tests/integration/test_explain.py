@@ -1,0 +1,97 @@
+"""``edgectl explain`` against the running edge: refused calls (stranger 403, unknown DID 404, limit 503)
+explained by Call-ID with the right stage and reason, a synthetic request explained without taking a
+slot, and every refusal logged with the reason code of its metric label."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from routing import admin
+from routing.model import Did
+from routing.sipp import reject_uac_scenario, uac
+from tests.helpers import wait_until
+
+from .conftest import AGENT_IP, CARRIER_A, DID, STRANGER, Edge
+from .test_edgectl import edgectl
+
+
+def provision(edge: Edge, trunk_max: int | None = None) -> None:
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, 5080)], max_calls=trunk_max)
+    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"])
+    edge.did(DID, "carrier-a", "bot")
+
+
+def refused_call(edge: Edge, name: str, source: str, number: str) -> tuple[tuple[int, str], str]:
+    """Place one call that is refused; returns its final status and its Call-ID."""
+    caller = uac(edge.workdir / name, source, 5070, edge.sip, number, scenario=reject_uac_scenario(edge.workdir))
+    assert caller.wait() == 0, caller.output()
+    finals = caller.final_status()
+    assert len(finals) == 1, caller.messages()
+    call_id = re.search(r"^Call-ID:\s*(\S+)", caller.messages(), re.M | re.I).group(1)
+    return finals[0], call_id
+
+
+def explained(edge: Edge, *args: str) -> dict:
+    result = edgectl(edge, "explain", *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_refused_calls_are_explained_by_call_id(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge, trunk_max=0)  # max_calls 0: the trunk refuses every call (a drained trunk)
+    cases = [
+        ("stranger", STRANGER, DID, (403, "Source Not Allowed"), "acl_source", "acl"),
+        ("unknown-did", CARRIER_A, "+14155550199", (404, "DID Not Found"), "did_not_found", "did"),
+        ("limit", CARRIER_A, DID, (503, "Trunk Limit Reached: carrier-a"), "trunk_limit", "limits"),
+    ]
+    for name, source, number, status, tag, stage in cases:
+        final, call_id = refused_call(edge, name, source, number)
+        assert final == status
+        # the refusal is logged with its reason code (the metric label), then recorded for explain
+        wait_until(lambda: f"edge: reject {status[0]} {tag} request call-id={call_id} " in edge.log(),
+                   what=f"log line of the {tag} refusal")
+        data = explained(edge, call_id)
+        refusal = data["refusal"]
+        assert (refusal["code"], refusal["reason"], refusal["tag"], refusal["stage"]) == (*status, tag, stage)
+        assert refusal["src"].startswith(f"{source}:")
+        replay = data["replay"]
+        assert (replay["code"], replay["tag"], replay["stage"]) == (status[0], tag, stage)
+        assert replay["steps"][-1]["stage"] == stage and not replay["steps"][-1]["ok"]
+
+    # the human form names the stage too
+    text = edgectl(edge, "explain", call_id).stdout
+    assert "answer:  503 Trunk Limit Reached: carrier-a [trunk_limit] at stage limits" in text
+    assert "trunk carrier-a: 0 of 0 calls: full" in text
+
+
+def test_synthetic_request_runs_the_stages_without_taking_a_slot(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge, trunk_max=2)
+    before = {k: edge.redis.dump(k) for k in edge.redis.keys("*")}
+    data = explained(edge, "--source", f"{CARRIER_A}:5060", "--to", "sip:+14155550100@edge.example",
+                     "--from", "sip:+14155550123@carrier")
+    assert data["outcome"] == "relay"
+    assert data["targets"] == [f"sip:{DID}@{AGENT_IP}:5090"]
+    assert [s["stage"] for s in data["steps"]] == ["acl", "direction", "did", "limits", "limits", "caller", "targets"]
+    assert data["steps"][3]["detail"] == "trunk carrier-a: 0 of 2 calls: a slot is free"
+    assert {k: edge.redis.dump(k) for k in edge.redis.keys("*")} == before  # dry run: nothing taken or written
+
+    # a synthetic refusal; then a Call-ID nobody knows is a one-line error
+    data = explained(edge, "--source", STRANGER, "--to", DID)
+    assert (data["code"], data["tag"], data["stage"]) == (403, "acl_source", "acl")
+    result = edgectl(edge, "explain", "no-such-call@nowhere")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "no record of call-id 'no-such-call@nowhere'" in result.stderr
+
+
+def test_explain_replays_against_the_current_tables(clean_edge: Edge) -> None:
+    """After the fix (the DID is provisioned), the recorded refusal replays as admitted."""
+    edge = clean_edge
+    provision(edge)
+    _, call_id = refused_call(edge, "before-fix", CARRIER_A, "+14155550177")
+    admin.put_did(edge.redis, Did("+14155550177", "carrier-a", "bot"))
+    data = explained(edge, call_id)
+    assert data["refusal"]["tag"] == "did_not_found"
+    assert data["replay"]["outcome"] == "relay"
