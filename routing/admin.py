@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 from decimal import Decimal
 from enum import Enum
 from typing import Callable, Iterable, Sequence, TypeVar
@@ -443,6 +444,11 @@ def put_trunk(client: redis.Redis, trunk: Trunk, replace: bool = False) -> Trunk
         if pipe.sismember(keys.TRUNKS, name) and not replace:
             raise DataError(f"{where} already exists (use --replace to overwrite it)")
         _check_cidrs_free(_cidr_owners(client, pipe, ("trunk", name)), trunk.cidrs, where)
+        if trunk.register is not None:
+            for other in sorted(pipe.smembers(keys.TRUNKS)):
+                text = pipe.hget(keys.trunk(other), "register") if other != name else ""
+                if text and f"contact={trunk.register.contact_user}" in text.split(";"):
+                    raise DataError(f"{where} register contact {trunk.register.contact_user!r}: already used by trunk {other!r}")
 
         return lambda p: queue_put_trunk(p, trunk)
 
@@ -538,6 +544,24 @@ def set_trunk_password(client: redis.Redis, box: SecretBox, name: str, username:
         return lambda p: queue_credentials(p, name, old, username, token)
 
     _transaction(client, [keys.TRUNKS, keys.AUTH_USERS, keys.trunk_auth(name)], prepare)
+
+
+def new_contact_user() -> str:
+    """A fresh registration contact user: ``edge`` and 16 random hex digits (a token only the
+    carrier learns, so knowing a trunk's name is not enough to call as it)."""
+    return "edge" + secrets.token_hex(8)
+
+
+def registration_states(client: redis.Redis, name: str) -> list[dict[str, str]]:
+    """The registration state of trunk ``name`` on every node, as the edge published it
+    (``edge:reg:{trunk}:{node}``), each with its ``node``; sorted by node."""
+    out = []
+    prefix = keys.registration(name, "")
+    for key in sorted(client.scan_iter(match=keys.registration_pattern(name), count=500)):
+        fields = client.hgetall(key)
+        if fields:
+            out.append({"node": key[len(prefix):], **fields})
+    return out
 
 
 def trunk_username(client: redis.Redis, name: str) -> str | None:
@@ -807,6 +831,13 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "x_headers": list(trunk.x_headers),
         "trust_identity": trunk.trust_identity,
         "probe": trunk.probe,
+        "register": None if trunk.register is None else {
+            "registrar": trunk.register.registrar,
+            "transport": trunk.register.transport.value,
+            "expires_s": trunk.register.expires_s,
+            "contact_user": trunk.register.contact_user,
+            "user": trunk.register.user or None,
+        },
     }
 
 

@@ -78,6 +78,9 @@ class DryRunStore:
     def trunk_of_user(self, username: str) -> str | None:
         return self.inner.trunk_of_user(username)
 
+    def registrar_addresses(self, trunk: str) -> list[str]:
+        return self.inner.registrar_addresses(trunk)
+
     def acquire(
         self,
         call_id: str,

@@ -15,6 +15,11 @@ Kamailio callbacks (names are also used in ``templates/kamailio.cfg.j2``):
 * ``ksr_call_clock(msg, event)``: rtimer, once a second; ends answered calls past
   their maximum duration (the dialog module's own timer is only a backstop: in
   5.6.3 its timeout BYE can race with the ACK and leave the dialog unreleased).
+* ``ksr_registration_sync(msg, event)``: rtimer, every ``registration.sync_interval_s``;
+  keeps the ``uac`` module's registrations equal to the registration trunks in
+  redis and publishes their state (``edge:reg:{trunk}:{node}``).
+* ``ksr_reply_route(msg)``: every reply received; notes the final replies to the
+  edge's own REGISTERs (the ``uac`` module does not keep their code).
 
 Rules from app_python3 (Kamailio 5.6): an exception escaping a route leaves the
 request unanswered, so every entry point catches and answers 500; redis clients
@@ -31,8 +36,8 @@ import traceback
 
 import KSR  # type: ignore[import-not-found]
 
-from . import pipeline, runtime
 from .explain import refusal_record
+from . import pipeline, registration, runtime
 from .decision import Authenticate, Reason, Reject, Relay
 from .model import AuthMode, DataError, Trunk
 from .secrets import SecretBox, SecretError
@@ -54,6 +59,8 @@ DEADLINE_TABLE = "deadline"
 CLEANUP = "cleanup"
 CLEANUP_GRACE_S = 3
 CLOCK_ITERATOR = "edgeclock"
+#: htable: To URI of the edge's REGISTERs -> "code|reason|epoch" of the last final reply
+REG_REPLY_TABLE = "regreply"
 TRUST_CACHE_S = 1.0
 PLAN_AVP = "$avp(edge_plan)"
 #: a trunk's max_duration_s, applied to the dialog timer by the first ACK (the call is answered)
@@ -93,6 +100,8 @@ class Router:
         self._topology: Topology | None = None
         self._box: SecretBox | None = None
         self._topology_at = 0.0
+        #: registrations this process added to the uac module: uuid -> fingerprint (timer process only)
+        self._registered: dict[str, str] = {}
 
     # -- process life -------------------------------------------------------
 
@@ -623,14 +632,118 @@ class Router:
             KSR.err("edge: cannot release slots: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
 
-    # app_python3 calls these unless kemi.*_callback is "none"; keep them harmless.
+    # -- registration trunks ----------------------------------------------------
+
     def ksr_reply_route(self, msg: object) -> int:
-        """Global reply route (unused: per-transaction ``t_on_reply`` is armed instead)."""
+        """Global reply route (``kemi.reply_route_callback``), run for every reply before ``tm``:
+        notes the final replies to the edge's own REGISTERs (``uac_reg``) by their To URI.  The edge
+        relays no REGISTER, so every REGISTER reply it receives answers one of its own."""
+        try:
+            if _pv("$rm") == "REGISTER":
+                code = int(_pv("$rs") or 0)
+                if code >= 200:
+                    reason = _pv("$rr").replace("|", " ")
+                    KSR.htable.sht_sets(REG_REPLY_TABLE, _pv("$tu"), f"{code}|{reason}|{int(time.time())}")
+        except Exception:  # noqa: BLE001 - the reply itself must go on to tm
+            KSR.err("edge: exception in reply route: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
+
+    def _rpc(self, method: str, *params: object) -> object:
+        """Run a Kamailio RPC in this process (jsonrpcs ``exec``); returns its result.
+
+        Raises:
+            RuntimeError: the RPC answered an error (its code and message, never its parameters).
+        """
+        KSR.jsonrpcs.exec(json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1}))
+        body = _pv("$jsonrpl(body)")
+        answer = json.loads(body) if body else {}
+        if "error" in answer:
+            error = answer["error"]
+            raise RuntimeError(f"{method}: {error.get('code')} {error.get('message')}")
+        return answer.get("result")
+
+    def ksr_registration_sync(self, msg: object, event: str = "") -> int:
+        """rtimer callback (one timer process): make the ``uac`` module's registrations match the
+        registration trunks in redis, then publish each one's state (see :mod:`routing.registration`)."""
+        try:
+            self._sync_registrations()
+        except StoreUnavailable as exc:
+            KSR.warn(f"edge: registration sync: routing store unavailable: {exc}\n")
+        except Exception:  # noqa: BLE001 - the timer must keep ticking
+            KSR.err("edge: exception in registration sync: " + traceback.format_exc().replace("\n", " | ") + "\n")
+        return 1
+
+    def _sync_registrations(self) -> None:
+        store = self._store()
+        topology = store.topology()
+        creds = {}
+        for trunk in topology.trunks.values():
+            if trunk.register is not None:
+                found = store.credentials(trunk.name)
+                if found is not None:
+                    creds[trunk.name] = found
+        want, problems = registration.wanted(topology.trunks.values(), creds, dict(self.settings.reg_contacts))
+        dump = self._rpc("uac.reg_dump") or []
+        present = {str(entry.get("l_uuid")): entry for entry in dump if isinstance(entry, dict)}
+        have = {uuid: self._registered.get(uuid, "") for uuid in present}
+        remove, add = registration.sync_plan(want, have)
+        for uuid in remove:
+            try:
+                self._rpc("uac.reg_unregister", "l_uuid", uuid)  # Expires: 0 to the registrar (RFC 3261 10.2.2)
+            except RuntimeError:
+                pass  # not registered: nothing to take back
+            self._rpc("uac.reg_remove", uuid)
+            self._registered.pop(uuid, None)
+            KSR.info(f"edge: registration {uuid} removed\n")
+        for uuid in add:
+            record = want[uuid]
+            try:
+                password = self._secrets().decrypt(record.token)
+            except SecretError as exc:
+                problems[record.trunk] = str(exc)
+                continue
+            self._rpc("uac.reg_add", *record.rpc_params(password))
+            self._registered[uuid] = record.fingerprint
+            KSR.info(f"edge: registration of trunk {record.trunk} to {record.registrar} added (contact {uuid})\n")
+        now = int(time.time())
+        states: dict[str, dict[str, str]] = {}
+        for uuid, record in want.items():
+            if record.trunk in problems:
+                continue
+            value = KSR.htable.sht_get(REG_REPLY_TABLE, record.to_uri)
+            reply = value if isinstance(value, str) else ""
+            entry = None if uuid in add else present.get(uuid)
+            state = registration.state_of(entry, reply, now, self.settings.reg_timer_interval_s)
+            state.update(trunk=record.trunk, registrar=record.registrar, contact=f"sip:{uuid}@{record.contact_addr}",
+                         addresses=",".join(_resolve(record.registrar.rsplit(":", 1)[0])))
+            states[record.trunk] = state
+        for trunk, problem in problems.items():
+            states[trunk] = {"trunk": trunk, "state": "failed", "code": "", "reason": problem, "expires_at": "",
+                             "next_refresh": "", "updated": str(now)}
+        store.publish_registrations(states, ttl_s=max(60, 3 * self.settings.reg_sync_interval_s))
+
+    # app_python3 calls this unless kemi.onsend_route_callback is "none"; keep it harmless.
 
     def ksr_onsend_route(self, msg: object) -> int:
         """onsend route (unused)."""
         return 1
+
+
+def _resolve(host: str) -> list[str]:
+    """Addresses of a registrar given by DNS name ([] for an IP literal or when resolution fails);
+    runs in the registration timer process only, never on the call path."""
+    import ipaddress
+    import socket
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return []
+    except ValueError:
+        pass
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_UDP)})
+    except OSError:
+        return []
 
 
 def mod_init() -> Router:

@@ -37,6 +37,7 @@ Runtime state (written only by the edge, never by hand):
 ``edge:health:trunk:{name}``           HASH   ``host:port`` -> gateway health (state, fails, oks, code, rtt_ms, at)
 ``edge:gateways:down``                 SET    ``{trunk}/{host:port}`` of every gateway marked down
 ``edge:trace:{call-id}``               STRING JSON of a refused call, for ``edgectl explain`` (TTL)
+``edge:reg:{trunk}:{node}``            HASH   a registration trunk's state on one node (state, code, next_refresh...)
 =====================================  =====  ==========================================
 """
 
@@ -131,6 +132,14 @@ HEALTH_PATTERN = f"{PREFIX}:health:trunk:*"
 def gateway_member(trunk_name: str, address: str) -> str:
     """Member of :data:`GATEWAYS_DOWN` naming one gateway of one trunk."""
     return f"{trunk_name}/{address}"
+def registration(trunk: str, node: str) -> str:
+    """HASH: state of one node's registration to a trunk's registrar (written by the edge)."""
+    return f"{PREFIX}:reg:{trunk}:{node}"
+
+
+def registration_pattern(trunk: str = "*") -> str:
+    """SCAN pattern of the registration states of one trunk (every node), or of all trunks."""
+    return f"{PREFIX}:reg:{trunk}:*"
 
 
 LEASE_PATTERN = f"{PREFIX}:lease:*"

@@ -23,6 +23,7 @@ __all__ = [
     "AuthMode",
     "Transport",
     "Gateway",
+    "Registration",
     "Trunk",
     "Agent",
     "Did",
@@ -305,6 +306,76 @@ class Gateway:
         return cls(host=host, port=port, transport=transport, priority=priority, weight=weight)
 
 
+#: contact user of a registration: a token only the carrier learns (RFC 3261 section 10.2.1 Contact)
+CONTACT_USER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{7,63}$")
+_USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&+$,?/]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """The edge's registration to a carrier that only accepts calls toward a registered account
+    (RFC 3261 section 10; sent by Kamailio's ``uac`` module, ``uac_reg``).
+
+    Attributes:
+        registrar: ``host[:port]`` of the carrier's registrar (the REGISTER Request-URI domain).
+        transport: SIP transport toward the registrar.
+        expires_s: registration lifetime the edge asks for (s); the registrar's answer wins.
+        contact_user: user part of the Contact the edge registers (``sip:{contact_user}@edge``);
+            inbound calls to it are this trunk's.  A random token by default.
+        user: account (address-of-record user, To/From); empty = the trunk's digest username.
+    """
+
+    registrar: str
+    contact_user: str
+    transport: Transport = Transport.UDP
+    expires_s: int = 3600
+    user: str = ""
+
+    @property
+    def host(self) -> str:
+        """The registrar's host (IPv4, ``[IPv6]`` or DNS name)."""
+        return Gateway.parse_address(self.registrar, "register registrar")[0]
+
+    def to_redis(self) -> str:
+        """The ``register`` field of ``edge:trunk:{name}``."""
+        params: dict[str, object] = {"registrar": self.registrar, "transport": self.transport.value,
+                                     "expires": self.expires_s, "contact": self.contact_user}
+        if self.user:
+            params["user"] = self.user
+        return format_params(params)
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> "Registration | None":
+        """Parse ``registrar=host:port;transport=udp;expires=3600;contact=TOKEN[;user=ACCOUNT]``;
+        an empty value means no registration.
+
+        Raises:
+            DataError: missing registrar or contact, bad host, transport, expires or user.
+        """
+        if not (text or "").strip():
+            return None
+        params = parse_params(text, where)
+        unknown = set(params) - {"registrar", "transport", "expires", "contact", "user"}
+        if unknown:
+            raise DataError(f"{where}: unknown parameter(s) {', '.join(sorted(unknown))}")
+        host, port = Gateway.parse_address(params.get("registrar", "") or "", f"{where} registrar")
+        try:
+            transport = Transport(params.get("transport", "udp").lower())
+        except ValueError:
+            raise DataError(f"{where}: transport must be udp, tcp or tls") from None
+        expires = _int(params.get("expires"), f"{where} expires", minimum=60, default=3600)
+        assert expires is not None
+        if expires > 86400:
+            raise DataError(f"{where} expires: must be <= 86400, got {expires}")
+        contact = params.get("contact", "")
+        if not CONTACT_USER_PATTERN.fullmatch(contact):
+            raise DataError(f"{where} contact: use 8-64 letters, digits, '_', '.', '-' (got {contact!r})")
+        user = params.get("user", "")
+        if user and not _USER.fullmatch(user):
+            raise DataError(f"{where} user: not a SIP user name: {user!r}")
+        return cls(registrar=f"{host}:{port}", contact_user=contact, transport=transport, expires_s=expires, user=user)
+
+
 @dataclass(frozen=True, slots=True)
 class Trunk:
     """A carrier connection (Twilio, Telnyx, a PBX, ...).
@@ -322,6 +393,7 @@ class Trunk:
         x_headers: X- headers the carrier may pass to agents (others are removed).
         trust_identity: whether the carrier's identity headers (P-Asserted-Identity,
             Remote-Party-ID, Diversion...) pass to agents.
+        register: the edge's registration to the carrier, or None (see :class:`Registration`).
         allow_prefixes: termination destinations allowed (E.164 prefixes); empty = all not denied.
         deny_prefixes: termination destinations refused (premium, high-cost ranges).
         probe: whether the edge pings the gateways with SIP OPTIONS and skips the
@@ -342,11 +414,12 @@ class Trunk:
     x_headers: tuple[str, ...] = ()
     trust_identity: bool = True
     probe: bool = True
+    register: Registration | None = None
 
     def to_redis(self) -> dict[str, str]:
-        """Fields of ``edge:trunk:{name}``."""
+        """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
         fmt = self.number_format
-        return {
+        fields = {
             "direction": self.direction.value,
             "max_calls": "" if self.max_calls is None else str(self.max_calls),
             "country_code": fmt.country_code,
@@ -362,6 +435,9 @@ class Trunk:
             "trust_identity": "yes" if self.trust_identity else "no",
             "probe": "yes" if self.probe else "no",
         }
+        if self.register is not None:
+            fields["register"] = self.register.to_redis()
+        return fields
 
     @classmethod
     def from_redis(
@@ -409,6 +485,7 @@ class Trunk:
             x_headers=parse_header_names(fields.get("x_headers", ""), f"{where} x_headers"),
             trust_identity=_bool(fields.get("trust_identity"), f"{where} trust_identity", default=True),
             probe=_bool(fields.get("probe"), f"{where} probe", default=True),
+            register=Registration.parse(fields.get("register", ""), f"{where} register"),
         )
 
 

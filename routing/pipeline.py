@@ -16,6 +16,8 @@ admission (agent slot, then the first trunk with a free slot).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .acl import classify_source
 from .decision import Authenticate, Decision, Reason, Reject, Relay, Step, Trace
 from .model import Agent, AuthMode, Trunk
@@ -27,6 +29,7 @@ from .headers import headers_to_remove
 from .policy import destination_allowed
 from .store import Admission, Lease, Store, Topology
 from . import keys
+from .registration import match_inbound
 
 __all__ = [
     "route_initial_invite",
@@ -83,6 +86,13 @@ def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, tra
         DataError: malformed routing data in redis (the caller answers 500).
     """
     topology = store.topology()
+    registered = match_inbound(req.ruri_user, req.src_ip, topology.trunks.values(), store.registrar_addresses)
+    if registered is not None:
+        # a call to the contact the edge registered: the DID is in To (RFC 3261 section 10.2.1)
+        if trace is not None:
+            trace.append(Step("registration", True, f"R-URI user {req.ruri_user} is the contact registered to trunk "
+                                                    f"{registered.name}, from {req.src_ip}: origination"))
+        return originate(replace(req, ruri_user=""), registered, topology, store, rt, trace)
     peer = classify_source(req.src_ip, topology)
     if peer is None:
         if any(t.auth is AuthMode.DIGEST for t in topology.trunks.values()):

@@ -1,7 +1,7 @@
 """Render every config of an edge node from its settings with jinja2 (StrictUndefined).
 
 Output files in ``settings.run_dir``: ``kamailio.cfg``, ``rtpengine.conf``,
-``redis.conf`` and ``routing.json`` (the plugin's runtime settings).  The same
+``redis.conf``, ``routing.json`` (the plugin's runtime settings) and ``tls.cfg``.  The same
 templates in ``templates/`` serve ``edgectl`` and the Ansible roles.
 """
 
@@ -22,6 +22,9 @@ __all__ = ["TEMPLATE_DIR", "ENTRY_SCRIPT", "KAMAILIO_MODULES", "OUTPUTS", "rende
 TEMPLATE_DIR = REPO_ROOT / "templates"
 ENTRY_SCRIPT = REPO_ROOT / "kamailio" / "edge.py"
 KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+#: db_text directory holding the empty ``uacreg`` table shipped by Debian's kamailio package: the uac
+#: module needs a table to enable registrations; the edge adds them over RPC and never writes it
+UACREG_DB_DIR = "/usr/share/kamailio/dbtext/kamailio"
 #: output file -> template
 OUTPUTS = {
     "kamailio.cfg": "kamailio.cfg.j2",
@@ -52,7 +55,20 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         auth_realm=settings.security.auth_realm,
         auth_max_failures=settings.security.auth_max_failures,
         trace_ttl_s=settings.diagnostics.trace_ttl_s,
+        reg_contacts=registration_contacts(settings),
+        reg_timer_interval_s=settings.registration.timer_interval_s,
+        reg_sync_interval_s=settings.registration.sync_interval_s,
     )
+
+
+def registration_contacts(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """(transport, ``host:port``) of the first listener of each transport, its ``advertise``
+    address first: where carriers reach the edge's registered Contact."""
+    out: dict[str, str] = {}
+    for listener in settings.sip.listen:
+        host = sip_host(listener.advertise or listener.address)
+        out.setdefault(listener.transport, f"{host}:{listener.port}")
+    return tuple(out.items())
 
 
 def _context(settings: Settings) -> dict[str, object]:
@@ -61,12 +77,14 @@ def _context(settings: Settings) -> dict[str, object]:
     data["rtpengine"]["ng_address"] = "127.0.0.1"
     data["run_dir"] = str(settings.run_dir)
     data["module_path"] = KAMAILIO_MODULES
+    data["uacreg_db_dir"] = UACREG_DB_DIR
     data["entry_script"] = str(ENTRY_SCRIPT)
     data["tls_enabled"] = settings.tls_enabled
     data["tls_certificate"] = str(settings.tls_certificate)
     data["tls_private_key"] = str(settings.tls_private_key)
     data["aliases"] = sorted({l.advertise for l in settings.sip.listen if l.advertise})
     data["routing"] = _asdict(rt)
+    data["reg_contact"] = dict(rt.reg_contacts).get("udp") or rt.reg_contacts[0][1]
     return data
 
 

@@ -35,6 +35,10 @@ class RuntimeSettings:
         auth_realm: digest realm (RFC 3261 section 22.1).
         auth_max_failures: failed digest attempts from one source before it is banned.
         trace_ttl_s: how long a refused call's record is kept for ``edgectl explain`` (s); 0 = not kept.
+        reg_contacts: (transport, ``host:port``) of the edge's first listener per transport: the
+            Contact address of registrations to carriers.
+        reg_timer_interval_s: the ``uac`` module's ``reg_timer_interval`` (s).
+        reg_sync_interval_s: how often registrations are synced with redis and published (s).
     """
 
     node: str = "edge1"
@@ -53,6 +57,9 @@ class RuntimeSettings:
     auth_realm: str = "byoc-edge"
     auth_max_failures: int = 5
     trace_ttl_s: int = 3600
+    reg_contacts: tuple[tuple[str, str], ...] = ()
+    reg_timer_interval_s: int = 10
+    reg_sync_interval_s: int = 5
 
 
 def load(path: str | None = None) -> RuntimeSettings:
@@ -72,4 +79,6 @@ def load(path: str | None = None) -> RuntimeSettings:
     for name in ("python_paths", "blocked_prefixes", "scanner_user_agents"):
         if name in values:
             values[name] = tuple(values[name])
+    if "reg_contacts" in values:
+        values["reg_contacts"] = tuple(tuple(pair) for pair in values["reg_contacts"])
     return RuntimeSettings(**values)

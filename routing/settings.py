@@ -210,12 +210,28 @@ class Metrics(_Model):
         if len({self.kamailio_port, self.rtpengine_port, self.exporter_port}) != 3:
             raise ValueError("kamailio_port, rtpengine_port and exporter_port must differ")
         return self
+
+
 class Diagnostics(_Model):
     """What the edge keeps to explain its decisions (``edgectl explain``)."""
 
     trace_ttl_s: int = Field(
         3600, ge=0, le=604800,
         description="how long the record of a refused call (edge:trace:{call-id}) is kept in redis (s); 0 = not kept",
+    )
+
+
+class Registration(_Model):
+    """Registration trunks: the edge REGISTERing to carriers (Kamailio ``uac`` module, ``uac_reg``)."""
+
+    timer_interval_s: int = Field(
+        10, ge=1, le=600,
+        description="how often the uac module checks its registrations (s, reg_timer_interval); a refresh is sent "
+        "once the registration expires within this plus 3 s",
+    )
+    retry_interval_s: int = Field(60, ge=5, le=3600, description="wait after a failed registration before retrying (s)")
+    sync_interval_s: int = Field(
+        5, ge=1, le=300, description="how often trunk changes in redis reach the registrations, and their state is published (s)",
     )
 
 
@@ -233,6 +249,7 @@ class Settings(_Model):
     health: Health = Field(default_factory=Health)
     metrics: Metrics = Field(default_factory=Metrics)
     diagnostics: Diagnostics = Field(default_factory=Diagnostics)
+    registration: Registration = Field(default_factory=Registration)
 
     @property
     def tls_certificate(self) -> Path:

@@ -117,6 +117,8 @@ class Store(Protocol):
 
     def trunk_of_user(self, username: str) -> str | None: ...
 
+    def registrar_addresses(self, trunk: str) -> list[str]: ...
+
     def acquire(
         self,
         call_id: str,
@@ -238,6 +240,40 @@ class RedisStore:
         if not fields.get("username") or not fields.get("password"):
             return None
         return fields["username"], fields["password"]
+
+    def registrar_addresses(self, trunk: str) -> list[str]:
+        """Addresses this node resolved its registrar's DNS name of ``trunk`` to (published by the
+        registration timer in ``edge:reg:{trunk}:{node}``, field ``addresses``); [] when none."""
+        try:
+            text = self.client.hget(keys.registration(trunk, self.node), "addresses") or ""
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [a for a in text.split(",") if a]
+
+    def publish_registrations(self, states: dict[str, dict[str, str]], ttl_s: int) -> None:
+        """Write each trunk's registration state on this node (``edge:reg:{trunk}:{node}``, expiring
+        after ``ttl_s`` unless refreshed) and delete the states of trunks no longer registering here.
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        try:
+            stale = []
+            for key in self.client.scan_iter(match=keys.registration_pattern(), count=500):
+                trunk, _, node = key.removeprefix(keys.registration("", "")[:-1]).partition(":")
+                if node == self.node and trunk not in states:
+                    stale.append(key)
+            pipe = self.client.pipeline(transaction=False)
+            for key in stale:
+                pipe.delete(key)
+            for trunk, fields in states.items():
+                key = keys.registration(trunk, self.node)
+                pipe.delete(key)
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, ttl_s)
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     def trunk_of_user(self, username: str) -> str | None:
         """The trunk whose digest username is ``username``, or None."""

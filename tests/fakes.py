@@ -33,6 +33,7 @@ class FakeStore:
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     traces: dict[str, str] = field(default_factory=dict)
+    resolved: dict[str, list[str]] = field(default_factory=dict)
 
     def topology(self) -> Topology:
         return Topology(trunks=dict(self.trunks), agents=dict(self.agents))
@@ -76,6 +77,9 @@ class FakeStore:
 
     def credentials(self, trunk: str) -> tuple[str, str] | None:
         return self.secrets.get(trunk)
+
+    def registrar_addresses(self, trunk: str) -> list[str]:
+        return list(self.resolved.get(trunk, []))
 
     def trunk_of_user(self, username: str) -> str | None:
         return next((t for t, (user, _) in self.secrets.items() if user == username), None)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from .. import admin, prober
 from ..health import GatewayHealth, probe_ok
-from ..model import AuthMode, DataError, Direction, Transport, Trunk
+from ..model import AuthMode, DataError, Direction, Registration, Transport, Trunk
 from ..numbers import NumberError, NumberFormat
 from . import AppContext, emit_json, handle_errors, pass_app
 
@@ -64,6 +64,16 @@ def trunk() -> None:
 @click.option("--probe/--no-probe", default=True, show_default=True,
               help="Ping the gateways with SIP OPTIONS and skip those marked down (--no-probe for carriers "
                    "that do not answer OPTIONS).")
+@click.option("--register", "registrar", default=None, metavar="HOST[:PORT]",
+              help="REGISTER to this registrar with the trunk's credentials (set-password); inbound calls to the "
+                   "registered contact are this trunk's.")
+@click.option("--register-transport", type=click.Choice([t.value for t in Transport]), default="udp",
+              show_default=True, help="Transport toward the registrar.")
+@click.option("--register-expires", type=int, default=3600, show_default=True,
+              help="Registration lifetime asked for (s, 60-86400); the registrar's answer wins.")
+@click.option("--register-user", default="", help="Account at the registrar (default: the digest username).")
+@click.option("--register-contact", default=None, metavar="TOKEN",
+              help="Contact user the edge registers (default: kept on --replace, else a new random token).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
 @pass_app
 @handle_errors
@@ -87,6 +97,11 @@ def add(
     x_headers: tuple[str, ...],
     trust_identity: bool,
     probe: bool,
+    registrar: str | None,
+    register_transport: str,
+    register_expires: int,
+    register_user: str,
+    register_contact: str | None,
     replace: bool,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
@@ -94,6 +109,16 @@ def add(
         fmt = NumberFormat(country_code, national_prefix, international_prefix, national_length)
     except NumberError as exc:
         raise DataError(f"trunk {name!r} number format: {exc}") from None
+    register = None
+    if registrar:
+        if register_contact is None:
+            old = admin.get_trunk(app.redis(), name) if replace else None
+            register_contact = old.register.contact_user if old and old.register else admin.new_contact_user()
+        register = Registration.parse(
+            Registration(registrar=registrar, contact_user=register_contact, transport=Transport(register_transport),
+                         expires_s=register_expires, user=register_user).to_redis(),
+            f"trunk {name!r} register",
+        )
     value = Trunk(
         name=name,
         direction=Direction(direction),
@@ -109,6 +134,7 @@ def add(
         x_headers=x_headers,
         trust_identity=trust_identity,
         probe=probe,
+        register=register,
     )
     written = admin.put_trunk(app.redis(), value, replace=replace)
     click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")
@@ -143,9 +169,10 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         raise DataError(f"no trunk {name!r}")
     username = admin.trunk_username(app.redis(), name)
     health = prober.read_health(app.redis(), [name])[name]
+    states = admin.registration_states(app.redis(), name) if found.register else []
     if as_json:
         emit_json({**admin.trunk_dict(found), "auth_username": username, "password": "set" if username else None,
-                   "health": {a: _health_dict(h) for a, h in sorted(health.items())}})
+                   "health": {a: _health_dict(h) for a, h in sorted(health.items())}, "registration": states})
         return
     fmt = found.number_format
     table = Table("field", "value", title=f"trunk {found.name}")
@@ -168,6 +195,12 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")
+    if found.register is not None:
+        reg = found.register
+        table.add_row("register", f"{reg.registrar} transport={reg.transport.value} expires={reg.expires_s}s "
+                                  f"contact user={reg.contact_user} account={reg.user or username or '-'}")
+        for state in states or [{"node": "-", "state": "not published yet"}]:
+            table.add_row(f"registration [{state['node']}]", _registration_line(state))
     Console().print(table)
 
 
@@ -221,6 +254,22 @@ def probe(app: AppContext, name: str, timeout_ms: int | None, as_json: bool) -> 
         Console().print(table)
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(results)} gateway(s) of trunk {name!r} failed the probe")
+def _clock(epoch: str) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(epoch))) if epoch.isdigit() else "-"
+
+
+def _registration_line(state: dict[str, str]) -> str:
+    """``registered (200 OK), expires ..., next refresh ...`` or ``failed 403 Forbidden, next retry ...``."""
+    text = state.get("state", "?")
+    code = state.get("code", "")
+    if code or state.get("reason"):
+        text += f" ({code} {state.get('reason', '')})".replace("( ", "(")
+    if state.get("expires_at"):
+        text += f", expires {_clock(state['expires_at'])}"
+    if state.get("next_refresh"):
+        label = "next refresh" if state.get("state") == "registered" else "next attempt"
+        text += f", {label} {_clock(state['next_refresh'])}"
+    return text
 
 
 @trunk.command("rm")

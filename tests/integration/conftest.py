@@ -163,6 +163,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         "health": {"enabled": False},
         "metrics": {"address": EDGE_IP, "kamailio_port": free_port(EDGE_IP), "rtpengine_port": free_port(EDGE_IP),
                     "exporter_port": free_port(EDGE_IP)},
+        # registrations checked every second so a 10 s registration is refreshed within the test
+        "registration": {"timer_interval_s": 1, "retry_interval_s": 5, "sync_interval_s": 1},
     }
     path = workdir / "settings.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -199,7 +201,7 @@ def clean_edge(edge: Edge, tmp_path: Path) -> Iterator[Edge]:
     """The edge with empty routing tables and no banned source; afterwards every counter
     must be exactly zero."""
     edge.redis.flushdb()
-    for table in ("ipban", "authfail"):
+    for table in ("ipban", "authfail", "regreply"):
         subprocess.run(["kamcmd", "-s", f"unix:{edge.settings.run_dir}/kamailio_ctl", "htable.flush", table],
                        check=True, capture_output=True, timeout=10)
     edge.workdir = tmp_path
