@@ -427,6 +427,13 @@ def _check_final(final: Tables, desired: Desired, current: Tables) -> None:
                 if canonical in owners:
                     raise DataError(f"{where(kind, name)}: cidr {canonical} already belongs to {owners[canonical]}")
                 owners[canonical] = f"{kind} {name!r}"
+    contacts: dict[str, str] = {}
+    for name, trunk in sorted(final.trunks.items()):
+        contact = trunk.register.contact_user if trunk.register is not None else None
+        if contact in contacts:
+            raise DataError(f"{where('trunk', name)}: register contact {contact!r} already used by trunk {contacts[contact]!r}")
+        if contact:
+            contacts[contact] = name
     users: dict[str, str] = {}
     for name, username in sorted(final.usernames.items()):
         if username in users:

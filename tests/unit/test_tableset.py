@@ -136,6 +136,17 @@ def test_references_are_checked_against_the_resulting_tables() -> None:
         tableset.plan_changes(current, tableset.parse_document(document(trunks=[to_plain(make_trunk()), clash]), "f.yaml"))
 
 
+def test_registration_contact_is_unique_and_round_trips() -> None:
+    reg = {"registrar": "sip.example.com:5060", "contact_user": "edge0123456789abcdef", "transport": "tcp"}
+    one = dict(to_plain(make_trunk("a", cidrs=(), gateways=())), register=reg)
+    two = dict(to_plain(make_trunk("b", cidrs=(), gateways=())), register=dict(reg))
+    desired = tableset.parse_document({"trunks": [one]}, "f.yaml")
+    assert desired.tables.trunks["a"].register.contact_user == "edge0123456789abcdef"
+    assert tableset.export_document(desired.tables)["trunks"][0]["register"]["transport"] == "tcp"
+    with pytest.raises(DataError, match=r"^f.yaml: trunks\[1\] \(b\): register contact 'edge0123456789abcdef' already used"):
+        tableset.plan_changes(tableset.Tables(), tableset.parse_document({"trunks": [one, two]}, "f.yaml"))
+
+
 # --------------------------------------------------------------------------- diff
 
 
