@@ -799,7 +799,8 @@ def remove_route(client: redis.Redis, prefix: str, trunk: str | None = None) -> 
 def trunk_dict(trunk: Trunk) -> dict[str, object]:
     """JSON shape of a trunk: name, direction, max_calls (null = unlimited),
     cidrs, gateways [{address, host, port, transport, priority, weight}], number_format,
-    max_cps (calls/s, null = unlimited), max_duration_s, allow_prefixes, deny_prefixes."""
+    max_cps (calls/s, null = unlimited), max_duration_s, allow_prefixes, deny_prefixes,
+    dtmf (rfc4733, info, inband; null = the node's dtmf.default_mode)."""
     fmt = trunk.number_format
     return {
         "name": trunk.name,
@@ -838,12 +839,13 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
             "contact_user": trunk.register.contact_user,
             "user": trunk.register.user or None,
         },
+        "dtmf": None if trunk.dtmf is None else trunk.dtmf.value,
     }
 
 
 def agent_dict(agent: Agent) -> dict[str, object]:
     """JSON shape of an agent: name, uris (in order), cidrs, max_calls (null = unlimited),
-    allow_prefixes, deny_prefixes."""
+    allow_prefixes, deny_prefixes, dtmf (null = the node's dtmf.default_mode)."""
     return {
         "name": agent.name,
         "uris": list(agent.uris),
@@ -853,6 +855,7 @@ def agent_dict(agent: Agent) -> dict[str, object]:
         "deny_prefixes": list(agent.deny_prefixes),
         "x_headers": list(agent.x_headers),
         "trust_identity": agent.trust_identity,
+        "dtmf": None if agent.dtmf is None else agent.dtmf.value,
     }
 
 

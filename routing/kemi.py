@@ -37,7 +37,7 @@ import traceback
 import KSR  # type: ignore[import-not-found]
 
 from .explain import refusal_record
-from . import pipeline, registration, runtime
+from . import dtmf, pipeline, registration, runtime
 from .decision import Authenticate, Reason, Reject, Relay
 from .model import AuthMode, DataError, Trunk
 from .secrets import SecretBox, SecretError
@@ -69,6 +69,14 @@ _REALM = re.compile(r'realm="([^"]*)"', re.I)
 _URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+(?:;[^@>\s]*)?)(?:@|>|$)", re.I)
 EARLY_MEDIA_AVP = "$avp(edge_early)"
 RTPENGINE_FLAGS = "replace-origin replace-session-connection ICE=remove"
+#: DTMF modes of the call, ``"{caller},{callee}"`` (routing.dtmf), kept with the dialog
+DTMF_VAR = "$dlg_var(edge_dtmf)"
+#: the same, copied into each transaction so its reply route sees it
+DTMF_AVP = "$avp(edge_dtmf)"
+#: 1 when the transaction's request came from the caller (the dialog's From side)
+FROM_CALLER_AVP = "$avp(edge_from_caller)"
+#: 1 when the transaction's request carried SDP (then an SDP in its reply is an answer, else an offer)
+REQ_SDP_AVP = "$avp(edge_req_sdp)"
 MAX_FORWARDS = 70
 
 
@@ -79,6 +87,26 @@ def _pv(name: str) -> str:
 
 def _has_sdp() -> bool:
     return KSR.textops.has_body_type("application/sdp") > 0
+
+
+def _flags(extra: tuple[str, ...]) -> str:
+    return " ".join((RTPENGINE_FLAGS, *extra))
+
+
+def _modes(text: str) -> tuple[str, str] | None:
+    caller, _, callee = text.partition(",")
+    try:
+        return dtmf.DtmfMode(caller).value, dtmf.DtmfMode(callee).value
+    except ValueError:
+        return None
+
+
+def _sdp_flags(modes: tuple[str, str] | None, from_caller: bool, offer: bool) -> tuple[str, ...]:
+    """rtpengine DTMF flags for an SDP sent by the caller (``from_caller``) or the callee."""
+    if modes is None:
+        return ()
+    sender, receiver = modes if from_caller else (modes[1], modes[0])
+    return dtmf.sdp_flags(sender, receiver, offer)
 
 
 def _log_reject(reject: Reject, where: str) -> None:
@@ -102,6 +130,7 @@ class Router:
         self._topology_at = 0.0
         #: registrations this process added to the uac module: uuid -> fingerprint (timer process only)
         self._registered: dict[str, str] = {}
+        self._msg: object = None
 
     # -- process life -------------------------------------------------------
 
@@ -140,6 +169,7 @@ class Router:
 
     def ksr_request_route(self, msg: object) -> int:
         """Entry point for every request; never lets an exception escape (answers 500)."""
+        self._msg = msg  # app_python3's message object: msg.call_function reaches cfg-only module functions
         try:
             self._request()
         except Exception:  # noqa: BLE001 - the caller must get an answer, whatever failed
@@ -342,16 +372,73 @@ class Router:
             if refusal is not None:
                 self._reply(refusal)
                 return
+        if method == "INFO" and self._dtmf_info():
+            return
         if method == "BYE":
             KSR.rtpengine.rtpengine_delete0()
         if method == "ACK":
             self._start_clock()
         if method in ("INVITE", "UPDATE", "ACK"):
-            KSR.rtpengine.rtpengine_manage(RTPENGINE_FLAGS)
+            modes = _modes(_pv(DTMF_VAR))
+            from_caller = _pv("$ft") == _pv("$dlg(from_tag)")
+            sdp = _has_sdp()
+            KSR.rtpengine.rtpengine_manage(_flags(_sdp_flags(modes, from_caller, offer=method != "ACK") if sdp else ()))
             if method != "ACK":
+                KSR.pv.sets(DTMF_AVP, _pv(DTMF_VAR))
+                KSR.pv.seti(FROM_CALLER_AVP, 1 if from_caller else 0)
+                KSR.pv.seti(REQ_SDP_AVP, 1 if sdp else 0)
                 KSR.tm.t_on_reply(ON_REPLY)
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
+
+    def _dtmf_info(self) -> bool:
+        """An in-dialog INFO carrying a DTMF digit (``application/dtmf-relay`` or ``application/dtmf``).
+
+        The digit is appended to the call record.  When the other side does not use
+        INFO (routing.dtmf.info_action), the edge answers 200 itself and has rtpengine
+        play the digit into the media toward it (ng ``play DTMF``, selected by the
+        INFO's From-tag: the sender's leg); if rtpengine refuses, the INFO is relayed
+        as it is.  A DTMF body without a digit gets ``400 Bad DTMF Signal``.
+
+        Returns:
+            True when the request has been answered here, False to relay it.
+        """
+        ctype = _pv("$cT")
+        if ctype.split(";", 1)[0].strip().lower() not in dtmf.INFO_TYPES:
+            return False
+        modes = _modes(_pv(DTMF_VAR))
+        from_caller = _pv("$ft") == _pv("$dlg(from_tag)")
+        side = "caller" if from_caller else "callee"
+        try:
+            digit, duration = dtmf.parse_info(ctype, _pv("$rb"))
+        except dtmf.DtmfError as exc:
+            KSR.info(f"edge: dtmf info refused call-id={_pv('$ci')} side={side}: {exc}\n")
+            KSR.tm.t_newtran()
+            KSR.tm.t_reply(400, "Bad DTMF Signal")
+            return True
+        self._record_dtmf(side, digit, dtmf.DtmfMode.INFO)
+        if modes is None:
+            return False
+        sender, receiver = modes if from_caller else (modes[1], modes[0])
+        if dtmf.info_action(sender, receiver) == "relay":
+            return False
+        s = self.settings
+        flags = dtmf.play_flags(digit, duration, s.dtmf_duration_ms, s.dtmf_volume_db)
+        # rtpengine's play_dtmf has no KEMI export in Kamailio 5.6: called as a cfg function
+        if self._msg.call_function("play_dtmf", flags) < 0:
+            KSR.warn(f"edge: rtpengine cannot play dtmf call-id={_pv('$ci')} digit={digit}: relaying the INFO\n")
+            return False
+        KSR.info(f"edge: dtmf call-id={_pv('$ci')} side={side} digit={digit} info->{receiver}\n")
+        KSR.tm.t_newtran()
+        KSR.tm.t_reply(200, "OK")
+        return True
+
+    def _record_dtmf(self, side: str, digit: str, via: dtmf.DtmfMode) -> None:
+        """Append a digit to the call record (``dtmf`` field); redis trouble only logs."""
+        try:
+            self._store().record_dtmf(_pv("$ci"), dtmf.record_entry(side, digit, via))
+        except StoreUnavailable as exc:
+            KSR.err(f"edge: cannot record dtmf of call-id={_pv('$ci')}: {exc}\n")
 
     def _snapshot(self) -> SipRequest:
         return SipRequest(
@@ -407,7 +494,9 @@ class Router:
                 KSR.hdr.append(f"{name}: {value}\r\n")
             KSR.rr.record_route()
             # an INVITE without SDP (delayed offer) gets its offer from the 2xx and its answer from the ACK
-            if _has_sdp() and KSR.rtpengine.rtpengine_manage(RTPENGINE_FLAGS) < 0:
+            modes = (plan.caller_dtmf, plan.current.dtmf)
+            sdp = _has_sdp()
+            if sdp and KSR.rtpengine.rtpengine_manage(_flags(_sdp_flags(modes, True, offer=True))) < 0:
                 store.release(plan.call_id)
                 refusal = Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s)
                 self._reply(refusal)
@@ -417,6 +506,10 @@ class Router:
             KSR.pv.sets("$dlg_var(edge_agent)", plan.agent)
             KSR.pv.sets("$dlg_var(edge_trunk)", plan.trunk or plan.current.trunk or "")
             KSR.pv.sets(MAX_DURATION_VAR, str(plan.current.max_duration_s or ""))
+            KSR.pv.sets(DTMF_VAR, ",".join(modes))
+            KSR.pv.sets(DTMF_AVP, ",".join(modes))
+            KSR.pv.seti(FROM_CALLER_AVP, 1)
+            KSR.pv.seti(REQ_SDP_AVP, 1 if sdp else 0)
             if KSR.tm.t_newtran() < 0:
                 store.release(plan.call_id)
                 KSR.sl.sl_reply_error()
@@ -473,7 +566,12 @@ class Router:
         """Replies to relayed requests: SDP answer into rtpengine, early-media marking."""
         try:
             if _has_sdp():
-                KSR.rtpengine.rtpengine_manage(RTPENGINE_FLAGS)
+                # the reply comes from the side that did not send the request; it answers an
+                # SDP offer, or makes the offer when the request had none (delayed offer)
+                modes = _modes(_pv(DTMF_AVP))
+                from_caller = not KSR.pv.get(FROM_CALLER_AVP)
+                offer = not KSR.pv.get(REQ_SDP_AVP)
+                KSR.rtpengine.rtpengine_manage(_flags(_sdp_flags(modes, from_caller, offer)))
                 code = int(_pv("$rs") or 0)
                 if 180 <= code < 200:
                     KSR.pv.seti(EARLY_MEDIA_AVP, 1)

@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 
 from . import keys
+from .dtmf import DtmfError, DtmfMode, parse_mode
 from .numbers import NumberError, NumberFormat, is_e164
 
 __all__ = [
@@ -184,6 +185,13 @@ def _auth_mode(value: str, where: str) -> AuthMode:
         return AuthMode(value or "ip")
     except ValueError:
         raise DataError(f"{where} auth: must be ip, digest or both, got {value!r}") from None
+
+
+def _dtmf(value: str | None, where: str) -> DtmfMode | None:
+    try:
+        return parse_mode(value, where)
+    except DtmfError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _num(value: float) -> str:
@@ -398,6 +406,7 @@ class Trunk:
         deny_prefixes: termination destinations refused (premium, high-cost ranges).
         probe: whether the edge pings the gateways with SIP OPTIONS and skips the
             ones marked down (off for carriers that do not answer OPTIONS).
+        dtmf: how the carrier sends and expects DTMF digits (:mod:`routing.dtmf`); None = node default.
     """
 
     name: str
@@ -415,6 +424,7 @@ class Trunk:
     trust_identity: bool = True
     probe: bool = True
     register: Registration | None = None
+    dtmf: DtmfMode | None = None
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
@@ -434,6 +444,7 @@ class Trunk:
             "x_headers": ",".join(self.x_headers),
             "trust_identity": "yes" if self.trust_identity else "no",
             "probe": "yes" if self.probe else "no",
+            "dtmf": "" if self.dtmf is None else str(getattr(self.dtmf, "value", self.dtmf)),
         }
         if self.register is not None:
             fields["register"] = self.register.to_redis()
@@ -486,6 +497,7 @@ class Trunk:
             trust_identity=_bool(fields.get("trust_identity"), f"{where} trust_identity", default=True),
             probe=_bool(fields.get("probe"), f"{where} probe", default=True),
             register=Registration.parse(fields.get("register", ""), f"{where} register"),
+            dtmf=_dtmf(fields.get("dtmf"), where),
         )
 
 
@@ -504,6 +516,7 @@ class Agent:
         x_headers: X- headers the agent may pass to carriers (others are removed).
         trust_identity: whether the agent's identity headers (P-Asserted-Identity...)
             pass to carriers; off by default, so an agent cannot spoof a caller ID that way.
+        dtmf: how the agent sends and expects DTMF digits (:mod:`routing.dtmf`); None = node default.
     """
 
     name: str
@@ -514,6 +527,7 @@ class Agent:
     deny_prefixes: tuple[str, ...] = ()
     x_headers: tuple[str, ...] = ()
     trust_identity: bool = False
+    dtmf: DtmfMode | None = None
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:agent:{name}``."""
@@ -523,6 +537,7 @@ class Agent:
             "deny_prefixes": ",".join(self.deny_prefixes),
             "x_headers": ",".join(self.x_headers),
             "trust_identity": "yes" if self.trust_identity else "no",
+            "dtmf": "" if self.dtmf is None else str(getattr(self.dtmf, "value", self.dtmf)),
         }
 
     @classmethod
@@ -546,6 +561,7 @@ class Agent:
             deny_prefixes=parse_prefixes(fields.get("deny_prefixes", ""), f"{keys.agent(name)} deny_prefixes"),
             x_headers=parse_header_names(fields.get("x_headers", ""), f"{keys.agent(name)} x_headers"),
             trust_identity=_bool(fields.get("trust_identity"), f"{keys.agent(name)} trust_identity", default=False),
+            dtmf=_dtmf(fields.get("dtmf"), keys.agent(name)),
         )
 
 

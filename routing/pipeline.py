@@ -39,6 +39,7 @@ __all__ = [
     "agent_lease",
     "limit_reject",
     "max_duration",
+    "dtmf_mode",
 ]
 
 #: Headers the edge adds toward agents (documented in docs/headers.md).
@@ -72,6 +73,11 @@ def max_duration(trunk: Trunk | None, rt: RuntimeSettings) -> int:
     if trunk is not None and trunk.max_duration_s and trunk.max_duration_s < node:
         return trunk.max_duration_s
     return 0
+
+
+def dtmf_mode(side: Trunk | Agent, rt: RuntimeSettings) -> str:
+    """The DTMF mode of a trunk or agent: its own ``dtmf`` field, else the node's ``dtmf.default_mode``."""
+    return side.dtmf.value if side.dtmf is not None else rt.dtmf_default
 
 
 def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, trace: Trace | None = None) -> Decision:
@@ -172,10 +178,12 @@ def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, r
         caller = req.from_user
     duration = max_duration(trunk, rt)
     targets = [
-        Target(uri=_with_user(uri, number), label=f"{agent.name} {uri}", max_duration_s=duration) for uri in agent.uris
+        Target(uri=_with_user(uri, number), label=f"{agent.name} {uri}", max_duration_s=duration,
+               dtmf=dtmf_mode(agent, rt))
+        for uri in agent.uris
     ]
     plan = CallPlan(call_id=req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
-                    retry_after_s=rt.retry_after_s)
+                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt))
     if trace is not None:
         trace.append(Step("caller", True, f"From {req.from_user!r} -> {caller}"))
         trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))
@@ -248,7 +256,7 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
             targets.append(
                 Target(
                     uri=gw.uri(number), label=f"{trunk.name} {gw.address}", trunk=trunk.name, lease=lease,
-                    max_duration_s=duration,
+                    max_duration_s=duration, dtmf=dtmf_mode(trunk, rt),
                 )
             )
     if not targets:
@@ -260,7 +268,7 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
     if not admission.admitted:
         return limit_reject(admission, rt.retry_after_s)
     plan = CallPlan(call_id=req.call_id, direction="termination", targets=targets, agent=agent.name,
-                    retry_after_s=rt.retry_after_s)
+                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(agent, rt))
     if plan.advance(store, rt.lease_ttl_s, start=0) is None:
         store.release(req.call_id)
         assert plan.full is not None

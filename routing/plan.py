@@ -34,6 +34,7 @@ class Target:
         trunk: trunk used for termination, None for an agent target.
         lease: concurrency slot the hop needs (the trunk's), None when covered up front.
         max_duration_s: longest the call may last over this hop (s); 0 = node default.
+        dtmf: DTMF mode of the side this hop reaches (``rfc4733``, ``info``, ``inband``; :mod:`routing.dtmf`).
     """
 
     uri: str
@@ -41,6 +42,7 @@ class Target:
     trunk: str | None = None
     lease: Lease | None = None
     max_duration_s: int = 0
+    dtmf: str = "rfc4733"
 
 
 @dataclass(slots=True)
@@ -61,6 +63,7 @@ class CallPlan:
         trunk: the trunk of an origination call.
         retry_after_s: Retry-After used for concurrency refusals (s).
         auth_tried: hop indexes whose 401/407 challenge was already answered once.
+        caller_dtmf: DTMF mode of the calling side (the trunk for origination, the agent for termination).
     """
 
     call_id: str
@@ -75,6 +78,7 @@ class CallPlan:
     trunk: str = ""
     retry_after_s: int = 5
     auth_tried: list[int] = field(default_factory=list)
+    caller_dtmf: str = "rfc4733"
 
     @property
     def current(self) -> Target:
@@ -139,6 +143,7 @@ class CallPlan:
                 trunk=t["trunk"],
                 lease=Lease(**t["lease"]) if t["lease"] else None,
                 max_duration_s=t.get("max_duration_s", 0),
+                dtmf=t.get("dtmf", "rfc4733"),
             )
             for t in data.pop("targets")
         ]

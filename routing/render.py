@@ -58,6 +58,9 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         reg_contacts=registration_contacts(settings),
         reg_timer_interval_s=settings.registration.timer_interval_s,
         reg_sync_interval_s=settings.registration.sync_interval_s,
+        dtmf_default=settings.dtmf.default_mode,
+        dtmf_duration_ms=settings.dtmf.duration_ms,
+        dtmf_volume_db=settings.dtmf.volume_db,
     )
 
 

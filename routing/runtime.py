@@ -39,6 +39,9 @@ class RuntimeSettings:
             Contact address of registrations to carriers.
         reg_timer_interval_s: the ``uac`` module's ``reg_timer_interval`` (s).
         reg_sync_interval_s: how often registrations are synced with redis and published (s).
+        dtmf_default: DTMF mode of trunks and agents without their own (``rfc4733``, ``info``, ``inband``).
+        dtmf_duration_ms: length of a digit played from an INFO without Duration (ms).
+        dtmf_volume_db: level of played DTMF tones (dB below full scale).
     """
 
     node: str = "edge1"
@@ -60,6 +63,9 @@ class RuntimeSettings:
     reg_contacts: tuple[tuple[str, str], ...] = ()
     reg_timer_interval_s: int = 10
     reg_sync_interval_s: int = 5
+    dtmf_default: str = "rfc4733"
+    dtmf_duration_ms: int = 250
+    dtmf_volume_db: int = 8
 
 
 def load(path: str | None = None) -> RuntimeSettings:

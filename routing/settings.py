@@ -235,6 +235,18 @@ class Registration(_Model):
     )
 
 
+class Dtmf(_Model):
+    """DTMF handling (routing/dtmf.py, docs/media.md#dtmf): the mode of trunks and agents without their own."""
+
+    default_mode: Literal["rfc4733", "info", "inband"] = Field(
+        "rfc4733", description="DTMF mode of a trunk or agent whose dtmf field is empty",
+    )
+    duration_ms: int = Field(
+        250, ge=100, le=5000, description="length of a digit played from an INFO without Duration (ms, rtpengine play DTMF)",
+    )
+    volume_db: int = Field(8, ge=0, le=63, description="level of a played DTMF tone, dB below full scale")
+
+
 class Settings(_Model):
     """One edge node's settings (see ``docs/settings.md``)."""
 
@@ -250,6 +262,7 @@ class Settings(_Model):
     metrics: Metrics = Field(default_factory=Metrics)
     diagnostics: Diagnostics = Field(default_factory=Diagnostics)
     registration: Registration = Field(default_factory=Registration)
+    dtmf: Dtmf = Field(default_factory=Dtmf)
 
     @property
     def tls_certificate(self) -> Path:

@@ -182,6 +182,7 @@ class RedisStore:
         lua = Path(__file__).resolve().parent / "lua"
         self._lease = client.register_script((lua / "lease.lua").read_text())
         self._release = client.register_script((lua / "release.lua").read_text())
+        self._dtmf = client.register_script((lua / "dtmf.lua").read_text())
 
     def topology(self) -> Topology:
         """Read every trunk and agent (two round trips).
@@ -373,5 +374,18 @@ class RedisStore:
                     keys=[keys.call(self.node, call_id)], args=[keys.lease_member(self.node, call_id)]
                 )
             )
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def record_dtmf(self, call_id: str, entry: str) -> bool:
+        """Append a DTMF digit entry (``caller:5:info``, :func:`routing.dtmf.record_entry`) to the
+        call record's ``dtmf`` field, comma-separated in arrival order; False when the call has no
+        record (already released).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        try:
+            return bool(self._dtmf(keys=[keys.call(self.node, call_id)], args=[entry]))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc

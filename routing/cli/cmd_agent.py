@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import admin
+from ..dtmf import DtmfMode
 from ..model import Agent, DataError
 from . import AppContext, emit_json, handle_errors, pass_app
 
@@ -35,6 +36,8 @@ def agent() -> None:
               help="X- header the agent may pass to carriers (repeatable); others are removed.")
 @click.option("--trust-identity/--no-trust-identity", default=False, show_default=True,
               help="Pass the agent's P-Asserted-Identity, Remote-Party-ID and Diversion to carriers.")
+@click.option("--dtmf", type=click.Choice([m.value for m in DtmfMode]), default=None,
+              help="How the agent sends and expects DTMF digits; default: the node's dtmf.default_mode.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing agent completely.")
 @pass_app
 @handle_errors
@@ -48,13 +51,14 @@ def add(
     deny_prefixes: tuple[str, ...],
     x_headers: tuple[str, ...],
     trust_identity: bool,
+    dtmf: str | None,
     replace: bool,
 ) -> None:
     """Add agent NAME (or overwrite it with --replace)."""
     value = Agent(
         name=name, uris=uris, cidrs=cidrs, max_calls=max_calls,
         allow_prefixes=allow_prefixes, deny_prefixes=deny_prefixes,
-        x_headers=x_headers, trust_identity=trust_identity,
+        x_headers=x_headers, trust_identity=trust_identity, dtmf=DtmfMode(dtmf) if dtmf else None,
     )
     written = admin.put_agent(app.redis(), value, replace=replace)
     click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")
@@ -94,6 +98,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         table.add_row(f"uri {i}", uri)
     table.add_row("cidrs", "\n".join(found.cidrs) or "-")
     table.add_row("max calls", _limit(found.max_calls))
+    table.add_row("dtmf", found.dtmf.value if found.dtmf else "node default")
     Console().print(table)
 
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import admin, prober
+from ..dtmf import DtmfMode
 from ..health import GatewayHealth, probe_ok
 from ..model import AuthMode, DataError, Direction, Registration, Transport, Trunk
 from ..numbers import NumberError, NumberFormat
@@ -74,6 +75,8 @@ def trunk() -> None:
 @click.option("--register-user", default="", help="Account at the registrar (default: the digest username).")
 @click.option("--register-contact", default=None, metavar="TOKEN",
               help="Contact user the edge registers (default: kept on --replace, else a new random token).")
+@click.option("--dtmf", type=click.Choice([m.value for m in DtmfMode]), default=None,
+              help="How the carrier sends and expects DTMF digits; default: the node's dtmf.default_mode.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
 @pass_app
 @handle_errors
@@ -102,6 +105,7 @@ def add(
     register_expires: int,
     register_user: str,
     register_contact: str | None,
+    dtmf: str | None,
     replace: bool,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
@@ -135,6 +139,7 @@ def add(
         trust_identity=trust_identity,
         probe=probe,
         register=register,
+        dtmf=DtmfMode(dtmf) if dtmf else None,
     )
     written = admin.put_trunk(app.redis(), value, replace=replace)
     click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")
@@ -192,6 +197,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("max duration (s)", "-" if found.max_duration_s is None else str(found.max_duration_s))
     table.add_row("allow prefixes", ", ".join(found.allow_prefixes) or "all")
     table.add_row("deny prefixes", ", ".join(found.deny_prefixes) or "-")
+    table.add_row("dtmf", found.dtmf.value if found.dtmf else "node default")
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

@@ -112,7 +112,7 @@ def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
 
     agents = json.loads(ok(edgectl("agent", "list", "--json")).stdout)
     assert agents == [{"name": "bot", "uris": ["sip:bot@203.0.113.20:5070"], "cidrs": ["203.0.113.0/28"], "max_calls": None,
-                       "allow_prefixes": [], "deny_prefixes": [], "x_headers": [], "trust_identity": False}]
+                       "allow_prefixes": [], "deny_prefixes": [], "x_headers": [], "trust_identity": False, "dtmf": None}]
     assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout) == agents[0]
 
     dids = json.loads(ok(edgectl("did", "list", "--json")).stdout)

@@ -1,0 +1,206 @@
+"""DTMF policy: how each side of a call sends and expects keypad digits, and what the edge does about it.
+
+Pure functions only (no ``KSR``, no redis): :mod:`routing.kemi` applies them.
+
+Each trunk and agent has a DTMF mode (``dtmf`` field, else the node's
+``dtmf.default_mode`` setting):
+
+* ``rfc4733`` — digits travel as RTP ``telephone-event`` packets (RFC 4733,
+  which obsoletes RFC 2833).
+* ``info`` — digits travel as SIP INFO requests in the dialog
+  (``application/dtmf-relay``, ``Signal=5`` / ``Duration=160``; or
+  ``application/dtmf``, the bare digit).
+* ``inband`` — digits are audio tones in the voice stream (ITU-T Q.23 frequency pairs).
+
+The conversions are rtpengine's (10.5, "DTMF transcoding" and "play DTMF" in its
+README):
+
+* towards an ``rfc4733`` side whose peer does not use events,
+  ``codec-transcode=telephone-event`` adds the codec to the offer; rtpengine
+  then turns the peer's in-band tones into events and the side's events into
+  tones for the peer (``always-transcode`` on the other way round, with the
+  codec masked in the offer to the non-event side).
+* from an ``info`` side, the INFO is answered ``200`` by the edge and the digit
+  is injected into the other leg with the ng ``play DTMF`` command: as an
+  event when that leg negotiated ``telephone-event``, else as a PCM tone.
+  This needs ``inject-DTMF`` in both offer and answer.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+__all__ = [
+    "DtmfMode",
+    "DtmfError",
+    "parse_mode",
+    "sdp_flags",
+    "needs_injection",
+    "info_action",
+    "parse_info",
+    "play_flags",
+    "DIGITS",
+    "record_entry",
+]
+
+#: RFC 4733 section 3.2 event codes 0-15, in order.
+DIGITS = "0123456789*#ABCD"
+#: content types of DTMF INFO bodies the edge understands
+INFO_TYPES = ("application/dtmf-relay", "application/dtmf")
+#: ``play DTMF`` limits of rtpengine (ms)
+MIN_DURATION_MS = 100
+MAX_DURATION_MS = 5000
+
+_SIGNAL = re.compile(r"^\s*signal\s*=\s*(\S+)\s*$", re.I | re.M)
+_DURATION = re.compile(r"^\s*duration\s*=\s*(\d+)\s*$", re.I | re.M)
+
+
+class DtmfError(ValueError):
+    """A DTMF mode or an INFO body that cannot be understood; the message says why."""
+
+
+class DtmfMode(str, Enum):
+    """How one side of a call carries DTMF digits."""
+
+    RFC4733 = "rfc4733"
+    INFO = "info"
+    INBAND = "inband"
+
+
+def parse_mode(value: str | None, where: str) -> DtmfMode | None:
+    """Parse a trunk's or agent's ``dtmf`` field; empty or missing means "node default" (None).
+
+    Raises:
+        DtmfError: anything but ``rfc4733``, ``info``, ``inband`` or empty; the message starts with ``where``.
+    """
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return DtmfMode(value.strip().lower())
+    except ValueError:
+        raise DtmfError(f"{where} dtmf: must be rfc4733, info or inband, got {value!r}") from None
+
+
+def needs_injection(*modes: DtmfMode | str) -> bool:
+    """True when a side uses SIP INFO: the call's media must then accept ``play DTMF``
+    (rtpengine flag ``inject-DTMF`` in offer and answer)."""
+    return any(DtmfMode(m) is DtmfMode.INFO for m in modes)
+
+
+def sdp_flags(sender: DtmfMode | str, receiver: DtmfMode | str, offer: bool) -> tuple[str, ...]:
+    """Extra rtpengine flags for an SDP going from the side in mode ``sender`` to the side in mode ``receiver``.
+
+    Args:
+        sender: mode of the side that wrote the SDP (the offerer for an offer).
+        receiver: mode of the side the rewritten SDP goes to.
+        offer: True for an offer (initial INVITE, re-INVITE, UPDATE with SDP), False for an answer.
+
+    Returns:
+        Flags in the Kamailio rtpengine module syntax (``codec-strip=telephone-event``,
+        ``always-transcode``...), empty when the SDP passes as it is (both sides
+        ``rfc4733``: events are relayed untouched).
+
+    Offers decide the codecs (rtpengine README, "DTMF transcoding"):
+
+    * receiver ``rfc4733``, sender not: ``codec-transcode=telephone-event`` offers
+      events to the receiver whatever the sender offered (its own ``telephone-event``
+      is stripped, so it sends tones); rtpengine detects the sender's tones
+      (``detect-DTMF``) and turns the receiver's events into tones;
+    * sender ``rfc4733``, receiver not: ``telephone-event`` is masked in the offer
+      (hidden from the receiver, still accepted from the sender) and ``always-transcode``
+      makes rtpengine turn the sender's events into tones for the receiver;
+    * neither uses events: ``telephone-event`` is stripped, so tones (or INFO) it is.
+
+    Answers only repeat ``inject-DTMF`` (needed in both messages).
+    """
+    sender, receiver = DtmfMode(sender), DtmfMode(receiver)
+    flags: list[str] = []
+    if offer and not (sender is DtmfMode.RFC4733 and receiver is DtmfMode.RFC4733):
+        if receiver is DtmfMode.RFC4733:
+            flags += ["codec-strip=telephone-event", "codec-transcode=telephone-event", "detect-DTMF"]
+        elif sender is DtmfMode.RFC4733:
+            flags += ["codec-mask=telephone-event", "always-transcode"]
+        else:
+            flags += ["codec-strip=telephone-event"]
+    if needs_injection(sender, receiver):
+        flags.append("inject-DTMF")
+    return tuple(flags)
+
+
+def info_action(sender: DtmfMode | str, receiver: DtmfMode | str) -> str:
+    """What the edge does with a DTMF INFO from a side in mode ``sender``.
+
+    Returns:
+        ``"convert"`` when the sender uses INFO and the other side does not: answer
+        200 and play the digit into the media toward the other side (an RFC 4733
+        event or a tone, by that side's codecs).  Otherwise ``"relay"``: the request
+        passes as it is (the other side uses INFO too, or neither side does, and then
+        the media was not set up for injection).
+    """
+    sender, receiver = DtmfMode(sender), DtmfMode(receiver)
+    return "convert" if sender is DtmfMode.INFO and receiver is not DtmfMode.INFO else "relay"
+
+
+def parse_info(content_type: str, body: str) -> tuple[str, int | None]:
+    """The digit (and duration, ms, when given) carried by a DTMF INFO body.
+
+    Accepted forms (de-facto standards, no RFC):
+
+    * ``application/dtmf-relay``: ``Signal=5`` and optionally ``Duration=160`` lines
+      (Cisco; also sent by Asterisk, FreeSWITCH, Twilio); ``Signal`` may be a
+      digit, ``*``, ``#``, ``A``-``D`` or an event code 10-15;
+    * ``application/dtmf``: the digit alone (``5``) or its event code (``11``).
+
+    Raises:
+        DtmfError: another content type, no signal, or a signal that is no DTMF digit.
+    """
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype not in INFO_TYPES:
+        raise DtmfError(f"content type {content_type!r} is not a DTMF INFO body")
+    duration: int | None = None
+    if ctype == "application/dtmf-relay":
+        match = _SIGNAL.search(body)
+        if not match:
+            raise DtmfError("application/dtmf-relay body without a Signal= line")
+        signal = match.group(1)
+        found = _DURATION.search(body)
+        if found:
+            duration = int(found.group(1))
+    else:
+        signal = body.strip()
+    return _digit(signal), duration
+
+
+def _digit(signal: str) -> str:
+    text = signal.strip().upper()
+    if len(text) == 1 and text in DIGITS:
+        return text
+    if text.isdigit() and 0 <= int(text) < len(DIGITS):
+        return DIGITS[int(text)]
+    raise DtmfError(f"signal {signal!r} is not a DTMF digit (0-9, *, #, A-D or event 0-15)")
+
+
+def play_flags(digit: str, duration_ms: int | None, default_ms: int, volume_db: int) -> str:
+    """Flags of the ng ``play DTMF`` command for one digit (Kamailio rtpengine ``play_dtmf``).
+
+    The duration is clamped to rtpengine's 100-5000 ms; ``volume_db`` is the tone
+    level in dB below full scale (rtpengine ``volume``, used for PCM tones).
+
+    Raises:
+        DtmfError: ``digit`` is no DTMF digit.
+    """
+    code = _digit(digit)
+    duration = duration_ms if duration_ms else default_ms
+    duration = max(MIN_DURATION_MS, min(MAX_DURATION_MS, duration))
+    return f"code={code} duration={duration} volume={abs(volume_db)}"
+
+
+def record_entry(side: str, digit: str, via: DtmfMode | str) -> str:
+    """One digit of a call record's ``dtmf`` field: ``{side}:{digit}:{mode}``.
+
+    ``side`` is ``caller`` or ``callee`` (who pressed the key); ``via`` is how the
+    edge received it.  Entries are joined with ``,`` in the order they arrived, e.g.
+    ``caller:5:info,caller:#:info``.
+    """
+    return f"{side}:{_digit(digit)}:{DtmfMode(via).value}"

@@ -1,0 +1,162 @@
+"""DTMF per side (routing/dtmf.py): digits sent in one side's mode arrive in the other side's mode.
+
+Real SIPp peers place and answer the calls through the real edge; the sending peer plays
+RFC 4733 events or in-band tones from a pcap (or sends SIP INFO), and the receiving peer's
+SDP points its media at a recorder, which reads the RFC 4733 events and detects the tones
+(Goertzel) in what rtpengine sends it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from routing import admin
+from routing.dtmf import DtmfMode
+from routing.model import Agent, Direction, Trunk
+from routing.sipp import SippRun, uac, uas
+
+from tests.dtmfmedia import Recorder, event_pcap, silence_pcap, tone_pcap
+from tests.helpers import wait_until
+
+from . import dtmf_scenarios
+from .conftest import AGENT_IP, CARRIER_A, DID, Edge
+
+AGENT_PORT = 5090
+
+
+def _provision(edge: Edge, carrier: str, agent: str) -> None:
+    admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",), dtmf=DtmfMode(carrier)))
+    admin.put_agent(edge.redis, Agent("bot", (f"sip:{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
+                                      dtmf=DtmfMode(agent)))
+    edge.did(DID, "carrier", "bot")
+
+
+def _te_pt(sdp_message: str) -> int | None:
+    match = re.search(r"a=rtpmap:(\d+) telephone-event/8000", sdp_message)
+    return int(match.group(1)) if match else None
+
+
+def _call(edge: Edge, caller_xml: Path, callee_xml: Path, recorder: Recorder | None, record_at: str,
+          ) -> tuple[SippRun, SippRun]:
+    key = ["-key", "rtp_port", str(recorder.port)] if recorder else []
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario=callee_xml, rtp_echo=False,
+                extra=key if record_at == "callee" else [])
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=caller_xml,
+                  extra=key if record_at == "caller" else [])
+    return carrier, agent
+
+
+def _finish(carrier: SippRun, agent: SippRun) -> None:
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert agent.wait(timeout=30) == 0, agent.output()
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    rec = Recorder(AGENT_IP)
+    yield rec
+    rec.close()
+
+
+@pytest.fixture
+def carrier_recorder() -> Recorder:
+    rec = Recorder(CARRIER_A)
+    yield rec
+    rec.close()
+
+
+def test_rfc4733_both_sides_pass_through(clean_edge: Edge, recorder: Recorder) -> None:
+    edge = clean_edge
+    _provision(edge, "rfc4733", "rfc4733")
+    pcap = event_pcap(edge.workdir / "events.pcap", "5#")
+    caller = dtmf_scenarios.caller(edge.workdir, te=True, record=False, pcap=pcap)
+    callee = dtmf_scenarios.callee(edge.workdir, te=True, record=True)
+    carrier, agent = _call(edge, caller, callee, recorder, "callee")
+    _finish(carrier, agent)
+    pt = _te_pt(agent.received_requests("INVITE")[0])
+    assert pt is not None
+    assert recorder.events(pt) == "5#"
+    assert recorder.tones(0) == ""
+
+
+def test_rfc4733_carrier_to_inband_agent(clean_edge: Edge, recorder: Recorder) -> None:
+    edge = clean_edge
+    _provision(edge, "rfc4733", "inband")
+    pcap = event_pcap(edge.workdir / "events.pcap", "5#")
+    caller = dtmf_scenarios.caller(edge.workdir, te=True, record=False, pcap=pcap)
+    callee = dtmf_scenarios.callee(edge.workdir, te=False, record=True)
+    carrier, agent = _call(edge, caller, callee, recorder, "callee")
+    _finish(carrier, agent)
+    assert _te_pt(agent.received_requests("INVITE")[0]) is None  # the inband side is not offered events
+    assert recorder.tones(0) == "5#"
+
+
+def test_inband_carrier_to_rfc4733_agent(clean_edge: Edge, recorder: Recorder) -> None:
+    edge = clean_edge
+    _provision(edge, "inband", "rfc4733")
+    pcap = tone_pcap(edge.workdir / "tones.pcap", "5#")
+    caller = dtmf_scenarios.caller(edge.workdir, te=False, record=False, pcap=pcap)
+    callee = dtmf_scenarios.callee(edge.workdir, te=True, record=True)
+    carrier, agent = _call(edge, caller, callee, recorder, "callee")
+    _finish(carrier, agent)
+    pt = _te_pt(agent.received_requests("INVITE")[0])
+    assert pt is not None  # the edge offers telephone-event to the rfc4733 side
+    assert recorder.events(pt) == "5#"
+
+
+def test_info_carrier_to_rfc4733_agent_and_digits_recorded(clean_edge: Edge, recorder: Recorder) -> None:
+    edge = clean_edge
+    _provision(edge, "info", "rfc4733")
+    talk = silence_pcap(edge.workdir / "talk.pcap", 3000)
+    caller = dtmf_scenarios.caller(edge.workdir, te=False, record=False, pcap=talk, info="5#", hold_ms=3000)
+    callee = dtmf_scenarios.callee(edge.workdir, te=True, record=True)
+    carrier, agent = _call(edge, caller, callee, recorder, "callee")
+    record = wait_until(edge.call_records, timeout=15, what="the call record")[0]
+    wait_until(lambda: edge.redis.hget(record, "dtmf") == "caller:5:info,caller:#:info", timeout=15,
+               what="both digits in the call record")
+    _finish(carrier, agent)
+    assert not agent.received_requests("INFO")  # answered by the edge, turned into events
+    assert [code for code, _ in carrier.received_status()].count(200) >= 3  # 200 to INVITE and to both INFOs
+    pt = _te_pt(agent.received_requests("INVITE")[0])
+    assert pt is not None
+    assert recorder.events(pt) == "5#"
+
+
+def test_info_carrier_to_inband_agent(clean_edge: Edge, recorder: Recorder) -> None:
+    edge = clean_edge
+    _provision(edge, "info", "inband")
+    talk = silence_pcap(edge.workdir / "talk.pcap", 3000)
+    caller = dtmf_scenarios.caller(edge.workdir, te=False, record=False, pcap=talk, info="5#")
+    callee = dtmf_scenarios.callee(edge.workdir, te=False, record=True)
+    carrier, agent = _call(edge, caller, callee, recorder, "callee")
+    _finish(carrier, agent)
+    assert not agent.received_requests("INFO")
+    assert recorder.tones(0) == "5#"
+
+
+def test_info_both_sides_relayed(clean_edge: Edge, recorder: Recorder) -> None:
+    edge = clean_edge
+    _provision(edge, "info", "info")
+    talk = silence_pcap(edge.workdir / "talk.pcap", 2000)
+    caller = dtmf_scenarios.caller(edge.workdir, te=False, record=False, pcap=talk, info="7")
+    callee = dtmf_scenarios.callee(edge.workdir, te=False, record=True)
+    carrier, agent = _call(edge, caller, callee, recorder, "callee")
+    _finish(carrier, agent)
+    infos = agent.received_requests("INFO")
+    assert len(infos) == 1 and "Signal=7" in infos[0]
+    assert recorder.tones(0) == ""
+
+
+def test_info_agent_to_rfc4733_carrier(clean_edge: Edge, carrier_recorder: Recorder) -> None:
+    edge = clean_edge
+    _provision(edge, "rfc4733", "info")
+    caller = dtmf_scenarios.caller(edge.workdir, te=True, record=True, hold_ms=3000)
+    talk = silence_pcap(edge.workdir / "talk.pcap", 3000)
+    callee = dtmf_scenarios.callee(edge.workdir, te=False, record=False, pcap=talk, info="9")
+    carrier, agent = _call(edge, caller, callee, carrier_recorder, "caller")
+    _finish(carrier, agent)
+    assert not carrier.received_requests("INFO")
+    assert carrier_recorder.events(101) == "9"  # the caller's own telephone-event payload type
