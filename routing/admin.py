@@ -49,6 +49,7 @@ from .model import (
     Trunk,
     check_name,
     check_prefix,
+    format_increment,
     format_params,
     parse_cidr,
     parse_params,
@@ -800,7 +801,9 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     """JSON shape of a trunk: name, direction, max_calls (null = unlimited),
     cidrs, gateways [{address, host, port, transport, priority, weight}], number_format,
     max_cps (calls/s, null = unlimited), max_duration_s, allow_prefixes, deny_prefixes,
-    dtmf (rfc4733, info, inband; null = the node's dtmf.default_mode)."""
+    dtmf (rfc4733, info, inband; null = the node's dtmf.default_mode),
+    billing_increment (``"first/next"`` s), max_rate (per-minute, decimal string or null),
+    daily_spend_cap (currency per UTC day, decimal string or null)."""
     fmt = trunk.number_format
     return {
         "name": trunk.name,
@@ -840,6 +843,9 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
             "user": trunk.register.user or None,
         },
         "dtmf": None if trunk.dtmf is None else trunk.dtmf.value,
+        "billing_increment": format_increment(trunk.billing_increment),
+        "max_rate": None if trunk.max_rate is None else str(trunk.max_rate),
+        "daily_spend_cap": None if trunk.daily_spend_cap is None else str(trunk.daily_spend_cap),
     }
 
 

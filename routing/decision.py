@@ -33,6 +33,10 @@ class Reason:
     AGENT_UNREACHABLE = (503, "Agent Unreachable", "agent_unreachable")
     NO_DIALOG = (481, "Call/Transaction Does Not Exist", "no_dialog")
     AUTH_FAILED = (403, "Authentication Failed", "auth_failed")
+    #: every route's rate is above the ceiling (``max_rate``) of its trunk
+    RATE_TOO_HIGH = (403, "Destination Rate Too High", "rate_cap")
+    #: the trunks of the destination reached their ``daily_spend_cap`` (the phrase names the first)
+    SPEND_CAP = (403, "Daily Spend Cap Reached", "spend_cap")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +48,17 @@ class Reject:
         reason: reason phrase; names the limit or the stage that refused.
         tag: stable reason code for logs and metrics (``did_not_found``...).
         retry_after_s: value of a Retry-After header (RFC 3261 section 20.33), seconds.
+        direction, trunk, agent: what the edge knew of the refused call (for its call record);
+            not part of equality.
     """
 
     code: int
     reason: str
     tag: str
     retry_after_s: int | None = None
+    direction: str = field(default="", compare=False)
+    trunk: str = field(default="", compare=False)
+    agent: str = field(default="", compare=False)
 
     @classmethod
     def of(cls, reason: tuple[int, str, str], retry_after_s: int | None = None) -> "Reject":

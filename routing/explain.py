@@ -69,8 +69,16 @@ class DryRunStore:
     def routes(self, number: str) -> list[RouteEntry]:
         return self.inner.routes(number)
 
-    def route_lookup(self, number: str) -> tuple[list[RouteEntry], frozenset[str]]:
-        return self.inner.route_lookup(number)
+    def route_lookup(
+        self, number: str, spend_of: Sequence[str] = ()
+    ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]:
+        return self.inner.route_lookup(number, spend_of)
+
+    def finish(self, call_id: str) -> dict[str, str]:
+        return {}
+
+    def update_call(self, call_id: str, fields: dict[str, str]) -> bool:
+        return False
 
     def credentials(self, trunk: str) -> tuple[str, str] | None:
         return self.inner.credentials(trunk)

@@ -38,6 +38,11 @@ import KSR  # type: ignore[import-not-found]
 
 from .explain import refusal_record
 from . import dtmf, pipeline, registration, runtime
+from . import pipeline, runtime
+from .cdr import CallFacts, build_record, sdp_codecs
+from .cdrstore import CdrStore, CdrWriter, Spool
+from .model import parse_increment
+from decimal import Decimal, InvalidOperation
 from .decision import Authenticate, Reason, Reject, Relay
 from .model import AuthMode, DataError, Trunk
 from .secrets import SecretBox, SecretError
@@ -61,6 +66,10 @@ CLEANUP_GRACE_S = 3
 CLOCK_ITERATOR = "edgeclock"
 #: htable: To URI of the edge's REGISTERs -> "code|reason|epoch" of the last final reply
 REG_REPLY_TABLE = "regreply"
+#: per-call facts for the call record (JSON by Call-ID), from the relay until the record is written
+CDR_TABLE = "cdr"
+#: the spool of unwritten call records is replayed at most this often (s), by the call clock
+REPLAY_EVERY_S = 2.0
 TRUST_CACHE_S = 1.0
 PLAN_AVP = "$avp(edge_plan)"
 #: a trunk's max_duration_s, applied to the dialog timer by the first ACK (the call is answered)
@@ -131,6 +140,9 @@ class Router:
         #: registrations this process added to the uac module: uuid -> fingerprint (timer process only)
         self._registered: dict[str, str] = {}
         self._msg: object = None
+        self._writer: CdrWriter | None = None
+        self._now_ms = 0
+        self._replayed_at = 0.0
 
     # -- process life -------------------------------------------------------
 
@@ -154,12 +166,129 @@ class Router:
         assert self.store is not None
         return self.store
 
+    # -- call records ---------------------------------------------------------
+
+    def _cdrs(self) -> CdrWriter:
+        """This process's call-record writer (redis, else the spool)."""
+        if self._writer is None:
+            s = self.settings
+            self._writer = CdrWriter(CdrStore(self._store().client, s.cdr_retention_s), Spool(s.cdr_spool_dir))
+        return self._writer
+
+    def _write_record(self, facts: CallFacts) -> None:
+        """Build and store one call record; never raises (a record that can be neither
+        stored nor spooled is logged whole, so it can be recovered from the log)."""
+        record = build_record(facts)
+        try:
+            self._cdrs().write(record)
+        except Exception:  # noqa: BLE001 - the call must not suffer from its record
+            KSR.err("edge: call record lost (spool failed): " + json.dumps(record) + " | "
+                    + traceback.format_exc().replace("\n", " | ") + "\n")
+
+    def _record_refusal(self, reject: Reject) -> None:
+        """Call record of an initial INVITE the edge refused itself (request route)."""
+        if _pv("$rm") != "INVITE" or KSR.siputils.has_totag() > 0:
+            return
+        now = int(time.time() * 1000)
+        self._write_record(CallFacts(
+            node=self.settings.node, call_id=_pv("$ci"), cseq=_pv("$cs"), start_ms=self._now_ms or now, end_ms=now,
+            sip_code=reject.code, sip_reason=reject.reason, reject_tag=reject.tag, direction=reject.direction,
+            trunk=reject.trunk, agent=reject.agent, number=_pv("$rU") or _pv("$tU"), caller=_pv("$fU"),
+            codecs_caller=sdp_codecs(_pv("$rb")) if _has_sdp() else [],
+        ))
+
+    def _state(self, call_id: str) -> dict:
+        text = KSR.htable.sht_gete(CDR_TABLE, call_id) if call_id else ""
+        try:
+            return json.loads(text) if text else {}
+        except ValueError:
+            return {}
+
+    def _set_state(self, call_id: str, state: dict) -> None:
+        KSR.htable.sht_sets(CDR_TABLE, call_id, json.dumps(state, separators=(",", ":")))
+
+    def _facts(self, call_id: str, state: dict, **extra: object) -> CallFacts:
+        try:
+            rate = Decimal(state.get("rate") or "0")
+        except InvalidOperation:
+            rate = Decimal(0)
+        try:
+            increment = parse_increment(state.get("billing") or "1/1")
+        except ValueError:
+            increment = (1, 1)
+        values: dict = dict(
+            node=self.settings.node, call_id=call_id, cseq=str(state.get("cseq", "")),
+            start_ms=int(state.get("start") or time.time() * 1000), end_ms=int(time.time() * 1000),
+            sip_code=200, sip_reason="OK", direction=state.get("dir", ""), answer_ms=state.get("answer"),
+            trunk=state.get("trunk", ""), agent=state.get("agent", ""), number=state.get("number", ""),
+            caller=state.get("caller", ""), tried=list(state.get("tried", [])), rate=rate, increment=increment,
+            codecs_caller=list(state.get("cc", [])), codecs_callee=list(state.get("ce", [])),
+        )
+        values.update(extra)
+        return CallFacts(**values)
+
+    def _plan_state(self, plan: CallPlan, state: dict) -> dict:
+        """The call-record facts the plan knows (trunk, rate and billing of the current hop)."""
+        target = plan.current
+        state.update(dir=plan.direction, agent=plan.agent, number=plan.number, caller=plan.caller,
+                     trunk=target.trunk or plan.trunk, rate=target.rate, billing=target.billing)
+        return state
+
+    def _record_unanswered(self, plan: CallPlan, code: int, reason: str, tag: str = "",
+                           cancelled: bool = False, extra_tried: str = "") -> None:
+        """Call record of an admitted call that ended without an answer (failure route)."""
+        call_id = plan.call_id
+        state = self._plan_state(plan, self._state(call_id))
+        if not state.get("start"):
+            return  # no relay state: written already (a late failure) or never relayed
+        KSR.htable.sht_rm(CDR_TABLE, call_id)
+        tried = list(plan.tried) + ([extra_tried] if extra_tried else [])
+        self._write_record(self._facts(call_id, state, sip_code=code, sip_reason=reason, reject_tag=tag,
+                                       cancelled=cancelled, tried=tried, answer_ms=None))
+
+    def _finish_call(self, call_id: str, hangup: str) -> None:
+        """Release the call's slots and write its record when it was answered (dialog end,
+        dialog failure, or the call clock's cleanup)."""
+        media: dict[str, str] = {}
+        try:
+            media = self._store().finish(call_id)
+        except StoreUnavailable as exc:  # the slots then expire with their lease
+            self._cdrs().mark_down()
+            KSR.err(f"edge: cannot release slots of call-id={call_id}: {exc}\n")
+        state = self._state(call_id)
+        if not state.get("start"):
+            return
+        KSR.htable.sht_rm(CDR_TABLE, call_id)
+        media = {k: v for k, v in media.items() if not k.startswith("lease:")}
+        for name in ("direction", "trunk", "agent", "number", "start_ms", "answer_ms", "codecs_caller", "codecs_callee"):
+            media.pop(name, None)
+        if state.get("answer"):
+            self._write_record(self._facts(call_id, state, media=media, hangup=hangup))
+        else:  # failed without passing the failure route (should not happen): keep a trace
+            code = int(_pv("$rs") or 0) if _pv("$rs").isdigit() else 0
+            self._write_record(self._facts(call_id, state, sip_code=code or 500,
+                                           sip_reason=_pv("$rr") or "Call Failed", media=media))
+
+    def _replay_spool(self) -> None:
+        """Replay spooled call records (call clock, at most every REPLAY_EVERY_S)."""
+        now = time.monotonic()
+        if now - self._replayed_at < REPLAY_EVERY_S:
+            return
+        self._replayed_at = now
+        try:
+            stored, duplicates = self._cdrs().replay()
+        except StoreUnavailable:
+            return
+        if stored or duplicates:
+            KSR.notice(f"edge: replayed spooled call records stored={stored} duplicates={duplicates}\n")
+
     # -- replies -------------------------------------------------------------
 
     def _reply(self, reject: Reject, stateful: bool = False) -> None:
         if reject.retry_after_s is not None:
             KSR.hdr.append_to_reply(f"Retry-After: {reject.retry_after_s}\r\n")
         _log_reject(reject, "request")
+        self._record_refusal(reject)
         if stateful:
             KSR.tm.t_reply(reject.code, reject.reason)
         else:
@@ -313,6 +442,7 @@ class Router:
 
     def _request(self) -> None:
         method = _pv("$rm")
+        self._now_ms = int(time.time() * 1000)
         if not self._screen():
             return
         if KSR.maxfwd.process_maxfwd(MAX_FORWARDS) < 0:
@@ -453,6 +583,7 @@ class Router:
             from_name=_pv("$fn"),
             auth_user=_pv("$au"),
             header_names=tuple(header_names(_pv("$mb"))),
+            received_ms=self._now_ms,
         )
 
     def _initial_invite(self) -> None:
@@ -471,6 +602,7 @@ class Router:
                 store.release(request.call_id)
             except StoreUnavailable:
                 pass  # then the lease expires on its own (lease_ttl_s)
+            self._cdrs().mark_down()  # its call record goes to the spool without waiting again
             self._reply(Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s))
             return
         except (DataError, SecretError) as exc:
@@ -496,9 +628,11 @@ class Router:
             # an INVITE without SDP (delayed offer) gets its offer from the 2xx and its answer from the ACK
             modes = (plan.caller_dtmf, plan.current.dtmf)
             sdp = _has_sdp()
+            codecs = sdp_codecs(_pv("$rb")) if sdp else []
             if sdp and KSR.rtpengine.rtpengine_manage(_flags(_sdp_flags(modes, True, offer=True))) < 0:
                 store.release(plan.call_id)
-                refusal = Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s)
+                refusal = Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s,
+                                 direction=plan.direction, trunk=plan.trunk, agent=plan.agent)
                 self._reply(refusal)
                 self._remember(refusal, "request")
                 return
@@ -514,6 +648,7 @@ class Router:
                 store.release(plan.call_id)
                 KSR.sl.sl_reply_error()
                 return
+            self._set_state(plan.call_id, self._plan_state(plan, {"cseq": _pv("$cs"), "start": self._now_ms, "cc": codecs}))
             self._send(plan, failure_route=False)
         except BaseException:
             store.release(plan.call_id)
@@ -555,6 +690,7 @@ class Router:
             code, reason = final_response(plan, none[:2])
             reject = Reject(code, reason, none[2] if plan.best is None else "downstream_failed")
         _log_reject(reject, f"failover tried={','.join(plan.tried)}")
+        self._record_unanswered(plan, reject.code, reject.reason, reject.tag)
         if reject.retry_after_s is not None:
             KSR.hdr.append_to_reply(f"Retry-After: {reject.retry_after_s}\r\n")
         KSR.tm.t_reply(reject.code, reject.reason)
@@ -565,6 +701,9 @@ class Router:
     def ksr_onreply_manage(self, msg: object) -> int:
         """Replies to relayed requests: SDP answer into rtpengine, early-media marking."""
         try:
+            code = int(_pv("$rs") or 0)
+            if 200 <= code < 300 and _pv("$rm") == "INVITE":
+                self._answered(code)
             if _has_sdp():
                 # the reply comes from the side that did not send the request; it answers an
                 # SDP offer, or makes the offer when the request had none (delayed offer)
@@ -572,12 +711,36 @@ class Router:
                 from_caller = not KSR.pv.get(FROM_CALLER_AVP)
                 offer = not KSR.pv.get(REQ_SDP_AVP)
                 KSR.rtpengine.rtpengine_manage(_flags(_sdp_flags(modes, from_caller, offer)))
-                code = int(_pv("$rs") or 0)
                 if 180 <= code < 200:
                     KSR.pv.seti(EARLY_MEDIA_AVP, 1)
         except Exception:  # noqa: BLE001
             KSR.err("edge: exception in reply route: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
+
+    def _answered(self, code: int) -> None:
+        """First 2xx of an initial INVITE: note the answer time, the hop that answered and
+        the callee's codecs for the call record, and show them in the live call hash."""
+        call_id = _pv("$ci")
+        state = self._state(call_id)
+        if not state.get("start") or state.get("answer"):
+            return  # not ours, or a retransmitted 2xx / re-INVITE answer
+        now = int(time.time() * 1000)
+        text = _pv(PLAN_AVP)
+        if text:
+            plan = CallPlan.loads(text)
+            self._plan_state(plan, state)
+            state["tried"] = list(plan.tried) + [f"{plan.current.label}={code}"]
+        state["answer"] = now
+        state["ce"] = sdp_codecs(_pv("$rb")) if _has_sdp() else []
+        self._set_state(call_id, state)
+        try:
+            self._store().update_call(call_id, {
+                "answer_ms": str(now), "codecs_caller": ",".join(state.get("cc", [])),
+                "codecs_callee": ",".join(state["ce"]), "trunk": state.get("trunk", ""),
+            })
+        except StoreUnavailable as exc:
+            self._cdrs().mark_down()
+            KSR.warn(f"edge: cannot note the answer of call-id={call_id} in redis: {exc}\n")
 
     def ksr_failure_manage(self, msg: object) -> int:
         """A hop failed: fail over to the next one, or give the caller the final answer."""
@@ -593,10 +756,12 @@ class Router:
         return 1
 
     def _failure(self) -> None:
+        text = _pv(PLAN_AVP)
         if KSR.tm.t_is_canceled() > 0:
             KSR.rtpengine.rtpengine_delete0()
+            if text:
+                self._record_unanswered(CallPlan.loads(text), 487, "Request Terminated", cancelled=True)
             return
-        text = _pv(PLAN_AVP)
         if not text:
             return
         plan = CallPlan.loads(text)
@@ -612,11 +777,14 @@ class Router:
             if refusal is not None:
                 KSR.rtpengine.rtpengine_delete0()
                 _log_reject(refusal, f"redirect contact={_pv('$T_rpl($ct)')}")
+                self._record_unanswered(plan, refusal.code, refusal.reason, refusal.tag,
+                                        extra_tried=f"{plan.current.label}={code}")
                 KSR.tm.t_reply(refusal.code, refusal.reason)
                 return
         plan.record(code, reason, answered)
         if not should_fail_over(code, answered, early):
             KSR.rtpengine.rtpengine_delete0()
+            self._record_unanswered(plan, code, reason)
             return  # tm relays this final response upstream
         try:
             nxt = plan.advance(self._store(), self.settings.lease_ttl_s)
@@ -666,6 +834,10 @@ class Router:
         """rtimer callback ``(msg, "rtimer")``, once a second in one timer process: end answered calls past their
         deadline with ``dlg.end_dlg`` (BYE to both sides; dialog module RPC)."""
         try:
+            self._replay_spool()
+        except Exception:  # noqa: BLE001
+            KSR.err("edge: exception replaying call records: " + traceback.format_exc().replace("\n", " | ") + "\n")
+        try:
             now = int(time.time())
             expired = []
             if KSR.htable.sht_iterator_start(CLOCK_ITERATOR, DEADLINE_TABLE) < 0:
@@ -690,7 +862,7 @@ class Router:
                     KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
                     KSR.warn(f"edge: call-id={call_id} ended without dialog:end: releasing its slots\n")
                     KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={from_tag}")
-                    self._store().release(call_id)
+                    self._finish_call(call_id, hangup="edge")
         except Exception:  # noqa: BLE001 - the clock must keep ticking
             KSR.err("edge: exception in call clock: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
@@ -725,7 +897,13 @@ class Router:
                     # ended by the edge (call clock or dialog timeout: the dialog module sent the
                     # BYEs itself): no BYE passed the request route, so the media is closed here
                     KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={_pv('$dlg(from_tag)')}")
-                self._store().release(call_id)
+                if not peer_bye:
+                    hangup = "edge"
+                elif _pv("$ft") == _pv("$dlg(from_tag)"):
+                    hangup = "caller"
+                else:
+                    hangup = "callee"
+                self._finish_call(call_id, hangup)
         except Exception:  # noqa: BLE001 - slots then expire with their lease
             KSR.err("edge: cannot release slots: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1

@@ -38,6 +38,9 @@ Runtime state (written only by the edge, never by hand):
 ``edge:gateways:down``                 SET    ``{trunk}/{host:port}`` of every gateway marked down
 ``edge:trace:{call-id}``               STRING JSON of a refused call, for ``edgectl explain`` (TTL)
 ``edge:reg:{trunk}:{node}``            HASH   a registration trunk's state on one node (state, code, next_refresh...)
+``edge:cdr:{node}:{call-id}:{cseq}``   STRING one call record (JSON), expires after the retention
+``edge:cdrs``                          ZSET   member record id, score = start time (ms)
+``edge:spend:{trunk}:{yyyymmdd}``      STRING termination spend of a trunk on a UTC day (micro-units)
 =====================================  =====  ==========================================
 """
 
@@ -159,6 +162,23 @@ def trace(call_id: str) -> str:
 def lease_member(node: str, call_id: str) -> str:
     """Member name of a call inside the lease ZSETs."""
     return f"{node}:{call_id}"
+
+
+#: ZSET index of the call records: member = record id, score = start time (ms since epoch).
+CDRS = f"{PREFIX}:cdrs"
+CDR_PATTERN = f"{PREFIX}:cdr:*"
+SPEND_PATTERN = f"{PREFIX}:spend:*"
+
+
+def cdr(record_id: str) -> str:
+    """STRING holding one call record as JSON; ``record_id`` is ``{node}:{call-id}:{cseq}``."""
+    return f"{PREFIX}:cdr:{record_id}"
+
+
+def spend(trunk: str, day: str) -> str:
+    """STRING integer: a trunk's termination spend on UTC day ``day`` (``YYYYMMDD``),
+    in micro-units of the currency (cost x 10^6)."""
+    return f"{PREFIX}:spend:{trunk}:{day}"
 
 
 def trunk_keys(name: str) -> list[str]:

@@ -37,6 +37,9 @@ __all__ = [
     "parse_sip_uri",
     "parse_prefixes",
     "parse_header_names",
+    "parse_increment",
+    "format_increment",
+    "parse_rate",
 ]
 
 #: Trunk and agent names: short, safe inside redis keys, SIP headers and metric labels.
@@ -407,6 +410,12 @@ class Trunk:
         probe: whether the edge pings the gateways with SIP OPTIONS and skips the
             ones marked down (off for carriers that do not answer OPTIONS).
         dtmf: how the carrier sends and expects DTMF digits (:mod:`routing.dtmf`); None = node default.
+        billing_increment: ``(first, next)`` seconds: the first ``first`` seconds of an answered
+            call are billed whole, then blocks of ``next`` seconds (``(60, 60)``, ``(1, 1)``).
+        max_rate: highest per-minute rate allowed for termination over this trunk; dearer
+            route entries are skipped in LCR.  None = no ceiling.
+        daily_spend_cap: highest termination spend per UTC day (currency units); once the day's
+            spend reaches it, the trunk takes no new termination calls.  None = no cap.
     """
 
     name: str
@@ -425,6 +434,9 @@ class Trunk:
     probe: bool = True
     register: Registration | None = None
     dtmf: DtmfMode | None = None
+    billing_increment: tuple[int, int] = (1, 1)
+    max_rate: Decimal | None = None
+    daily_spend_cap: Decimal | None = None
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
@@ -445,6 +457,9 @@ class Trunk:
             "trust_identity": "yes" if self.trust_identity else "no",
             "probe": "yes" if self.probe else "no",
             "dtmf": "" if self.dtmf is None else str(getattr(self.dtmf, "value", self.dtmf)),
+            "billing_increment": format_increment(self.billing_increment),
+            "max_rate": "" if self.max_rate is None else str(self.max_rate),
+            "daily_spend_cap": "" if self.daily_spend_cap is None else str(self.daily_spend_cap),
         }
         if self.register is not None:
             fields["register"] = self.register.to_redis()
@@ -498,6 +513,9 @@ class Trunk:
             probe=_bool(fields.get("probe"), f"{where} probe", default=True),
             register=Registration.parse(fields.get("register", ""), f"{where} register"),
             dtmf=_dtmf(fields.get("dtmf"), where),
+            billing_increment=parse_increment(fields.get("billing_increment", ""), f"{where} billing_increment"),
+            max_rate=_decimal(fields.get("max_rate"), f"{where} max_rate"),
+            daily_spend_cap=_decimal(fields.get("daily_spend_cap"), f"{where} daily_spend_cap"),
         )
 
 
@@ -641,6 +659,38 @@ def parse_rate(text: str, where: str = "rate") -> Decimal:
     if not rate.is_finite() or rate < 0:
         raise DataError(f"{where}: must be a non-negative number, got {text!r}")
     return rate
+
+
+def _decimal(value: str | None, where: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    return parse_rate(value, where)
+
+
+_INCREMENT = re.compile(r"^([0-9]{1,5})/([0-9]{1,5})$")
+
+
+def parse_increment(text: str, where: str = "billing_increment") -> tuple[int, int]:
+    """Parse a billing increment ``"first/next"`` in seconds (``"60/60"``, ``"30/6"``, ``"1/1"``);
+    empty means ``1/1`` (per-second billing).
+
+    Raises:
+        DataError: not two integers ``first`` >= 0 and ``next`` >= 1, at most 3600 each.
+    """
+    if not text:
+        return (1, 1)
+    match = _INCREMENT.fullmatch(text.strip())
+    if not match:
+        raise DataError(f"{where}: expected first/next seconds such as 60/60 or 1/1, got {text!r}")
+    first, nxt = int(match.group(1)), int(match.group(2))
+    if nxt < 1 or first > 3600 or nxt > 3600:
+        raise DataError(f"{where}: first must be 0-3600 and next 1-3600 seconds, got {text!r}")
+    return (first, nxt)
+
+
+def format_increment(increment: tuple[int, int]) -> str:
+    """Inverse of :func:`parse_increment`: ``(60, 60)`` -> ``"60/60"``."""
+    return f"{increment[0]}/{increment[1]}"
 
 
 def check_prefix(prefix: str) -> str:

@@ -17,10 +17,12 @@ admission (agent slot, then the first trunk with a free slot).
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import Decimal
 
 from .acl import classify_source
+from .cdr import COST_PLACES
 from .decision import Authenticate, Decision, Reason, Reject, Relay, Step, Trace
-from .model import Agent, AuthMode, Trunk
+from .model import Agent, AuthMode, Trunk, format_increment
 from .numbers import NumberError, NumberFormat, from_uri_user
 from .plan import CallPlan, Target
 from .request import SipRequest
@@ -40,6 +42,7 @@ __all__ = [
     "limit_reject",
     "max_duration",
     "dtmf_mode",
+    "spend_refusal",
 ]
 
 #: Headers the edge adds toward agents (documented in docs/headers.md).
@@ -123,6 +126,13 @@ def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, tra
     return terminate(req, topology.agents[peer.name], topology, store, rt, trace)
 
 
+def _refused(decision: Decision, direction: str, trunk: str = "", agent: str = "") -> Decision:
+    """Note on a refusal what the edge knew of the call (for its call record)."""
+    if isinstance(decision, Reject):
+        return replace(decision, direction=direction, trunk=decision.trunk or trunk, agent=decision.agent or agent)
+    return decision
+
+
 def _with_user(uri: str, user: str) -> str:
     scheme, _, rest = uri.partition(":")
     if "@" in rest.split(";", 1)[0]:
@@ -136,11 +146,17 @@ def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, r
 
     The DID is the Request-URI user, else the To user, normalised with the
     trunk's number format.  A DID owned by another trunk is not found (a
-    multi-tenant carrier IP cannot reach someone else's numbers).
+    multi-tenant carrier IP cannot reach someone else's numbers).  A refusal
+    carries the trunk (and the agent once known) for the call record.
 
     Args:
         trace: see :func:`route_initial_invite`.
     """
+    return _refused(_originate(req, trunk, topology, store, rt, trace), "origination", trunk=trunk.name)
+
+
+def _originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, rt: RuntimeSettings,
+               trace: Trace | None) -> Decision:
     if not trunk.direction.allows_inbound:
         if trace is not None:
             trace.append(Step("direction", False, f"trunk {trunk.name} is {trunk.direction.value}-only"))
@@ -169,21 +185,24 @@ def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, r
         return Reject.of(Reason.AGENT_NOT_FOUND)
     leases = [trunk_lease(trunk), agent_lease(agent)]
     facts = {"direction": "origination", "trunk": trunk.name, "agent": agent.name, "number": number}
+    if req.received_ms:
+        facts["start_ms"] = str(req.received_ms)
     admission = store.acquire(req.call_id, leases, rt.lease_ttl_s, facts=facts)
     if not admission.admitted:
-        return limit_reject(admission, rt.retry_after_s)
+        return replace(limit_reject(admission, rt.retry_after_s), agent=agent.name)
     try:
         caller = from_uri_user(req.from_user, trunk.number_format)
     except NumberError:
         caller = req.from_user
     duration = max_duration(trunk, rt)
+    billing = format_increment(trunk.billing_increment)
     targets = [
         Target(uri=_with_user(uri, number), label=f"{agent.name} {uri}", max_duration_s=duration,
-               dtmf=dtmf_mode(agent, rt))
+               dtmf=dtmf_mode(agent, rt), billing=billing)
         for uri in agent.uris
     ]
     plan = CallPlan(call_id=req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
-                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt))
+                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=caller)
     if trace is not None:
         trace.append(Step("caller", True, f"From {req.from_user!r} -> {caller}"))
         trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))
@@ -200,11 +219,31 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
     gateways by priority, then weight.  Trunks that are missing, inbound-only
     or without gateways are skipped, and so are gateways marked down by the
     OPTIONS prober (on trunks that are probed); when that leaves no gateway,
-    the call gets ``503 All Gateways Down`` with Retry-After.
+    the call gets ``503 All Gateways Down`` with Retry-After.  Spend guardrails
+    skip a route whose rate is above its trunk's ``max_rate`` and a trunk whose
+    spend today has reached its ``daily_spend_cap`` (read in the same round trip
+    as the routes).  When nothing is left otherwise, the refusal of the cheapest
+    skipped entry is returned: 403 Destination Not Allowed, 403 Daily Spend Cap
+    Reached: trunk, or 403 Destination Rate Too High; 404 No Route when there
+    was no entry at all.
 
     Args:
         trace: see :func:`route_initial_invite`.
     """
+    return _refused(_terminate(req, agent, topology, store, rt, trace), "termination", agent=agent.name)
+
+
+def spend_refusal(trunk: Trunk, spent_micros: int) -> Reject | None:
+    """403 ``Daily Spend Cap Reached: {trunk}`` when the trunk's spend today (micro-units)
+    has reached its ``daily_spend_cap``; None when it has no cap or is below it."""
+    if trunk.daily_spend_cap is None or Decimal(spent_micros) / 10**COST_PLACES < trunk.daily_spend_cap:
+        return None
+    code, phrase, tag = Reason.SPEND_CAP
+    return Reject(code, f"{phrase}: {trunk.name}", tag, trunk=trunk.name)
+
+
+def _terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, rt: RuntimeSettings,
+               trace: Trace | None) -> Decision:
     dialled = req.ruri_user or req.to_user
     try:
         number = from_uri_user(dialled, NumberFormat())
@@ -219,7 +258,8 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
             trace.append(Step("policy", False, f"{number} is blocked for agent {agent.name} (policy.blocked_prefixes "
                                                "or the agent's allow/deny prefixes)"))
         return Reject.of(Reason.DESTINATION_NOT_ALLOWED)
-    found, down = store.route_lookup(number)
+    capped = [t.name for t in topology.trunks.values() if t.daily_spend_cap is not None]
+    found, down, spent = store.route_lookup(number, capped)
     entries = sorted(found, key=lambda e: (e.rate, e.priority, e.trunk))
     if trace is not None:
         trace.append(Step("policy", True, f"{number} allowed for agent {agent.name}"))
@@ -228,7 +268,7 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
         trace.append(Step("route", bool(entries), f"longest prefix {prefix}: {offered}" if entries
                           else f"no route prefix matches {number}"))
     targets: list[Target] = []
-    refused_by_trunk = False
+    refusal: Reject | None = None
     skipped_down = False
     for entry in entries:
         trunk = topology.trunks.get(entry.trunk)
@@ -237,15 +277,26 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
                 trace.append(Step("route", False, f"trunk {entry.trunk} skipped: "
                                   + ("it does not exist" if trunk is None else f"it is {trunk.direction.value}-only")))
             continue
+        skip = None
         if not destination_allowed(number, trunk.allow_prefixes, trunk.deny_prefixes):
-            refused_by_trunk = True
+            skip = Reject.of(Reason.DESTINATION_NOT_ALLOWED)
+            why = f"its allow/deny prefixes refuse {number}"
+        elif trunk.max_rate is not None and entry.rate > trunk.max_rate:
+            skip = Reject.of(Reason.RATE_TOO_HIGH)
+            why = f"rate {entry.rate} is above its max_rate {trunk.max_rate}"
+        else:
+            skip = spend_refusal(trunk, spent.get(trunk.name, 0))
+            why = f"its spend today reached its daily_spend_cap {trunk.daily_spend_cap}"
+        if skip is not None:
+            refusal = refusal or replace(skip, trunk=trunk.name)
             if trace is not None:
-                trace.append(Step("route", False, f"trunk {trunk.name} skipped: its allow/deny prefixes refuse {number}"))
+                trace.append(Step("route", False, f"trunk {trunk.name} skipped: {why}"))
             continue
         if trace is not None and not trunk.gateways:
             trace.append(Step("route", False, f"trunk {trunk.name} skipped: it has no gateways"))
         lease = trunk_lease(trunk)
         duration = max_duration(trunk, rt)
+        billing = format_increment(trunk.billing_increment)
         for gw in trunk.gateways:
             if trunk.probe and keys.gateway_member(trunk.name, gw.address) in down:
                 skipped_down = True
@@ -256,24 +307,27 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
             targets.append(
                 Target(
                     uri=gw.uri(number), label=f"{trunk.name} {gw.address}", trunk=trunk.name, lease=lease,
-                    max_duration_s=duration, dtmf=dtmf_mode(trunk, rt),
+                    max_duration_s=duration, dtmf=dtmf_mode(trunk, rt), rate=str(entry.rate), billing=billing,
                 )
             )
     if not targets:
         if skipped_down:
             return Reject.of(Reason.GATEWAYS_DOWN, rt.retry_after_s)
-        return Reject.of(Reason.DESTINATION_NOT_ALLOWED if refused_by_trunk else Reason.NO_ROUTE)
+        return refusal or Reject.of(Reason.NO_ROUTE)
     facts = {"direction": "termination", "agent": agent.name, "number": number}
+    if req.received_ms:
+        facts["start_ms"] = str(req.received_ms)
     admission = store.acquire(req.call_id, [agent_lease(agent)], rt.lease_ttl_s, facts=facts)
     if not admission.admitted:
         return limit_reject(admission, rt.retry_after_s)
     plan = CallPlan(call_id=req.call_id, direction="termination", targets=targets, agent=agent.name,
-                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(agent, rt))
+                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(agent, rt), number=number,
+                    caller=req.from_user)
     if plan.advance(store, rt.lease_ttl_s, start=0) is None:
         store.release(req.call_id)
         assert plan.full is not None
         code, reason, tag, retry = plan.full
-        return Reject(code, reason, tag, retry)
+        return Reject(code, reason, tag, retry, trunk=plan.targets[-1].trunk or "")
     if trace is not None:
         trace.append(Step("targets", True, "carriers in order: " + ", ".join(t.label for t in plan.targets[plan.index:])))
     remove = headers_to_remove(req.header_names, agent.x_headers, agent.trust_identity)

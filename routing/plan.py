@@ -35,6 +35,9 @@ class Target:
         lease: concurrency slot the hop needs (the trunk's), None when covered up front.
         max_duration_s: longest the call may last over this hop (s); 0 = node default.
         dtmf: DTMF mode of the side this hop reaches (``rfc4733``, ``info``, ``inband``; :mod:`routing.dtmf`).
+        rate: per-minute rate of the route entry that chose this hop (decimal string; empty
+            for agent targets), for the call record's cost.
+        billing: billing increment ``"first/next"`` (s) of the trunk billed for the hop.
     """
 
     uri: str
@@ -43,6 +46,8 @@ class Target:
     lease: Lease | None = None
     max_duration_s: int = 0
     dtmf: str = "rfc4733"
+    rate: str = ""
+    billing: str = "1/1"
 
 
 @dataclass(slots=True)
@@ -64,6 +69,8 @@ class CallPlan:
         retry_after_s: Retry-After used for concurrency refusals (s).
         auth_tried: hop indexes whose 401/407 challenge was already answered once.
         caller_dtmf: DTMF mode of the calling side (the trunk for origination, the agent for termination).
+        number: the DID (origination) or destination (termination), E.164.
+        caller: the caller's number (From user, normalised when possible).
     """
 
     call_id: str
@@ -79,6 +86,8 @@ class CallPlan:
     retry_after_s: int = 5
     auth_tried: list[int] = field(default_factory=list)
     caller_dtmf: str = "rfc4733"
+    number: str = ""
+    caller: str = ""
 
     @property
     def current(self) -> Target:
@@ -144,6 +153,8 @@ class CallPlan:
                 lease=Lease(**t["lease"]) if t["lease"] else None,
                 max_duration_s=t.get("max_duration_s", 0),
                 dtmf=t.get("dtmf", "rfc4733"),
+                rate=t.get("rate", ""),
+                billing=t.get("billing", "1/1"),
             )
             for t in data.pop("targets")
         ]

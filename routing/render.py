@@ -61,6 +61,8 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         dtmf_default=settings.dtmf.default_mode,
         dtmf_duration_ms=settings.dtmf.duration_ms,
         dtmf_volume_db=settings.dtmf.volume_db,
+        cdr_retention_s=settings.cdr.retention_days * 86400,
+        cdr_spool_dir=str(settings.cdr_spool_path),
     )
 
 

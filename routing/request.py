@@ -27,6 +27,7 @@ class SipRequest:
         from_name: display name of From, may be empty.
         auth_user: username of the request's digest credentials, empty when none.
         header_names: names of the request's header fields, as written.
+        received_ms: when the edge received it (ms since epoch); 0 when unknown.
     """
 
     method: str
@@ -40,3 +41,4 @@ class SipRequest:
     from_name: str = ""
     auth_user: str = ""
     header_names: tuple[str, ...] = ()
+    received_ms: int = 0

@@ -42,6 +42,8 @@ class RuntimeSettings:
         dtmf_default: DTMF mode of trunks and agents without their own (``rfc4733``, ``info``, ``inband``).
         dtmf_duration_ms: length of a digit played from an INFO without Duration (ms).
         dtmf_volume_db: level of played DTMF tones (dB below full scale).
+        cdr_retention_s: how long call records stay in redis (s).
+        cdr_spool_dir: where call records wait while redis is unreachable.
     """
 
     node: str = "edge1"
@@ -66,6 +68,8 @@ class RuntimeSettings:
     dtmf_default: str = "rfc4733"
     dtmf_duration_ms: int = 250
     dtmf_volume_db: int = 8
+    cdr_retention_s: int = 14 * 86400
+    cdr_spool_dir: str = "/var/spool/byoc-edge/cdr"
 
 
 def load(path: str | None = None) -> RuntimeSettings:

@@ -210,6 +210,16 @@ class Metrics(_Model):
         if len({self.kamailio_port, self.rtpengine_port, self.exporter_port}) != 3:
             raise ValueError("kamailio_port, rtpengine_port and exporter_port must differ")
         return self
+class Cdr(_Model):
+    """Call records (docs/operations.md#call-records)."""
+
+    retention_days: int = Field(
+        14, ge=1, le=3650,
+        description="days a call record stays in redis (about 1 KB each); export older ones with edgectl cdr export",
+    )
+    spool_dir: Path | None = Field(
+        None, description="where call records wait while redis is unreachable (default <run_dir>/cdr-spool)",
+    )
 
 
 class Diagnostics(_Model):
@@ -263,6 +273,12 @@ class Settings(_Model):
     diagnostics: Diagnostics = Field(default_factory=Diagnostics)
     registration: Registration = Field(default_factory=Registration)
     dtmf: Dtmf = Field(default_factory=Dtmf)
+    cdr: Cdr = Field(default_factory=Cdr)
+
+    @property
+    def cdr_spool_path(self) -> Path:
+        """Directory of spooled call records."""
+        return self.cdr.spool_dir or Path(self.run_dir) / "cdr-spool"
 
     @property
     def tls_certificate(self) -> Path:

@@ -8,6 +8,7 @@ one for the DID or the route prefixes, one Lua call per admission.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -111,7 +112,9 @@ class Store(Protocol):
 
     def routes(self, number: str) -> list[RouteEntry]: ...
 
-    def route_lookup(self, number: str) -> tuple[list[RouteEntry], frozenset[str]]: ...
+    def route_lookup(
+        self, number: str, spend_of: Sequence[str] = ()
+    ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]: ...
 
     def credentials(self, trunk: str) -> tuple[str, str] | None: ...
 
@@ -129,6 +132,10 @@ class Store(Protocol):
     ) -> Admission: ...
 
     def release(self, call_id: str) -> int: ...
+
+    def finish(self, call_id: str) -> dict[str, str]: ...
+
+    def update_call(self, call_id: str, fields: dict[str, str]) -> bool: ...
 
 
 def route_prefixes(number: str) -> list[str]:
@@ -183,6 +190,8 @@ class RedisStore:
         self._lease = client.register_script((lua / "lease.lua").read_text())
         self._release = client.register_script((lua / "release.lua").read_text())
         self._dtmf = client.register_script((lua / "dtmf.lua").read_text())
+        self._finish = client.register_script((lua / "finish.lua").read_text())
+        self._update = client.register_script((lua / "call_update.lua").read_text())
 
     def topology(self) -> Topology:
         """Read every trunk and agent (two round trips).
@@ -298,26 +307,57 @@ class RedisStore:
                 return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()]
         return []
 
-    def route_lookup(self, number: str) -> tuple[list[RouteEntry], frozenset[str]]:
+    def route_lookup(
+        self, number: str, spend_of: Sequence[str] = ()
+    ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]:
         """:meth:`routes` plus the gateways marked down (``{trunk}/{host:port}``, written by
-        ``routing/prober.py``), in the same round trip, so a health change applies to the next call.
+        ``routing/prober.py``) and today's termination spend of each trunk in ``spend_of``
+        (micro-units, UTC day of this host's clock; spend guardrails), all in the same round
+        trip, so a health change or a reached spend cap applies to the next call.
 
         Raises:
             StoreUnavailable: redis unreachable or slow.
         """
         prefixes = route_prefixes(number)
+        day = time.strftime("%Y%m%d", time.gmtime())
         try:
             pipe = self.client.pipeline(transaction=False)
             for prefix in prefixes:
                 pipe.hgetall(keys.route(prefix))
             pipe.smembers(keys.GATEWAYS_DOWN)
-            *rows, down = pipe.execute()
+            for trunk in spend_of:
+                pipe.get(keys.spend(trunk, day))
+            rows = pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
-        for prefix, fields in zip(prefixes, rows):
+        down = frozenset(rows[len(prefixes)])
+        spent = {trunk: int(value or 0) for trunk, value in zip(spend_of, rows[len(prefixes) + 1 :])}
+        for prefix, fields in zip(prefixes, rows[: len(prefixes)]):
             if fields:
-                return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()], frozenset(down)
-        return [], frozenset(down)
+                return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()], down, spent
+        return [], down, spent
+
+    def finish(self, call_id: str) -> dict[str, str]:
+        """Release the call like :meth:`release` and return its call hash as it was
+        (facts and what the media work stored); empty when already released."""
+        try:
+            flat = self._finish(keys=[keys.call(self.node, call_id)], args=[keys.lease_member(self.node, call_id)])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return dict(zip(flat[::2], flat[1::2]))
+
+    def update_call(self, call_id: str, fields: dict[str, str]) -> bool:
+        """Add ``fields`` to a live call's hash (answer time, codecs); False when the call
+        has been released already (the hash is not re-created)."""
+        if not fields:
+            return False
+        argv: list[str] = []
+        for name, value in fields.items():
+            argv += [name, value]
+        try:
+            return bool(self._update(keys=[keys.call(self.node, call_id)], args=argv))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     def acquire(
         self,

@@ -19,7 +19,9 @@ class FakeStore:
     leases whose key is in ``full_keys`` are refused all-or-nothing, those in
     ``paced_keys`` are refused as an empty CPS bucket (value: wait in ms);
     ``down`` holds the gateways marked down
-    (``{trunk}/{host:port}``); every acquire() and release() is recorded.
+    (``{trunk}/{host:port}``); every acquire() and release() (or finish()) is
+    recorded; ``spent`` is today's spend per trunk (micro-units); ``call_fields``
+    the live call hashes.
     """
 
     trunks: dict[str, Trunk] = field(default_factory=dict)
@@ -34,6 +36,8 @@ class FakeStore:
     down: set[str] = field(default_factory=set)
     traces: dict[str, str] = field(default_factory=dict)
     resolved: dict[str, list[str]] = field(default_factory=dict)
+    spent: dict[str, int] = field(default_factory=dict)
+    call_fields: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def topology(self) -> Topology:
         return Topology(trunks=dict(self.trunks), agents=dict(self.agents))
@@ -47,8 +51,10 @@ class FakeStore:
                 return list(self.route_table[prefix])
         return []
 
-    def route_lookup(self, number: str) -> tuple[list[RouteEntry], frozenset[str]]:
-        return self.routes(number), frozenset(self.down)
+    def route_lookup(
+        self, number: str, spend_of: Sequence[str] = ()
+    ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]:
+        return self.routes(number), frozenset(self.down), {t: self.spent.get(t, 0) for t in spend_of}
 
     def acquire(
         self,
@@ -74,6 +80,14 @@ class FakeStore:
     def release(self, call_id: str) -> int:
         self.released.append(call_id)
         return 1
+
+    def finish(self, call_id: str) -> dict[str, str]:
+        self.released.append(call_id)
+        return dict(self.call_fields.get(call_id, {}))
+
+    def update_call(self, call_id: str, fields: dict[str, str]) -> bool:
+        self.call_fields.setdefault(call_id, {}).update(fields)
+        return True
 
     def credentials(self, trunk: str) -> tuple[str, str] | None:
         return self.secrets.get(trunk)

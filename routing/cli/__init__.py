@@ -131,6 +131,9 @@ def _register() -> None:
     main.add_command(cmd_apply.export)
     main.add_command(cmd_apply.apply)
     main.add_command(cmd_explain.explain)
+    from . import cmd_cdr
+
+    main.add_command(cmd_cdr.cdr)
 
 
 _register()

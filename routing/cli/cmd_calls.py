@@ -15,7 +15,8 @@ from . import AppContext, emit_json, handle_errors, pass_app
 @pass_app
 @handle_errors
 def calls(app: AppContext, as_json: bool) -> None:
-    """Active calls per trunk and agent (counted from the concurrency leases), and their limits."""
+    """Active calls per trunk and agent (counted from the concurrency leases) with their limits,
+    then each call: trunk, agent, number, state, duration (answered time so far) and codecs."""
     summary = active_calls(app.redis())
     if as_json:
         emit_json(summary)
@@ -25,7 +26,9 @@ def calls(app: AppContext, as_json: bool) -> None:
         table.add_row(row["kind"], row["name"], str(row["active"]), "-" if row["limit"] is None else str(row["limit"]))
     Console().print(table)
     if summary["calls"]:
-        detail = Table("call-id", "direction", "trunk", "agent", "number", "node")
+        detail = Table("call-id", "direction", "trunk", "agent", "number", "state", "duration", "codecs (caller / callee)", "node")
         for call in summary["calls"]:
-            detail.add_row(call["call_id"], call.get("direction", ""), call.get("trunk", ""), call.get("agent", ""), call.get("number", ""), call["node"])
+            duration = f"{call['duration_s']} s" if call["state"] == "answered" else f"ringing {call['age_s'] or 0} s"
+            detail.add_row(call["call_id"], call.get("direction", ""), call.get("trunk", ""), call.get("agent", ""),
+                           call.get("number", ""), call["state"], duration, call.get("codecs") or "-", call["node"])
         Console().print(detail)

@@ -11,7 +11,8 @@ from rich.table import Table
 from .. import admin, prober
 from ..dtmf import DtmfMode
 from ..health import GatewayHealth, probe_ok
-from ..model import AuthMode, DataError, Direction, Registration, Transport, Trunk
+from ..model import (AuthMode, DataError, Direction, Registration, Transport, Trunk, format_increment,
+                     parse_increment, parse_rate)
 from ..numbers import NumberError, NumberFormat
 from . import AppContext, emit_json, handle_errors, pass_app
 
@@ -77,6 +78,12 @@ def trunk() -> None:
               help="Contact user the edge registers (default: kept on --replace, else a new random token).")
 @click.option("--dtmf", type=click.Choice([m.value for m in DtmfMode]), default=None,
               help="How the carrier sends and expects DTMF digits; default: the node's dtmf.default_mode.")
+@click.option("--billing-increment", default="1/1", show_default=True, metavar="FIRST/NEXT",
+              help="Billing increment in seconds: first block, then each next block (60/60, 30/6, 1/1).")
+@click.option("--max-rate", default=None, metavar="RATE",
+              help="Highest per-minute rate for termination over this trunk; dearer routes are skipped.")
+@click.option("--daily-spend-cap", default=None, metavar="AMOUNT",
+              help="Termination spend allowed per UTC day (currency units); past it, calls are refused.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
 @pass_app
 @handle_errors
@@ -106,6 +113,9 @@ def add(
     register_user: str,
     register_contact: str | None,
     dtmf: str | None,
+    billing_increment: str,
+    max_rate: str | None,
+    daily_spend_cap: str | None,
     replace: bool,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
@@ -140,6 +150,9 @@ def add(
         probe=probe,
         register=register,
         dtmf=DtmfMode(dtmf) if dtmf else None,
+        billing_increment=parse_increment(billing_increment, f"trunk {name!r} billing_increment"),
+        max_rate=None if max_rate is None else parse_rate(max_rate, f"trunk {name!r} max_rate"),
+        daily_spend_cap=None if daily_spend_cap is None else parse_rate(daily_spend_cap, f"trunk {name!r} daily_spend_cap"),
     )
     written = admin.put_trunk(app.redis(), value, replace=replace)
     click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")
@@ -198,6 +211,9 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("allow prefixes", ", ".join(found.allow_prefixes) or "all")
     table.add_row("deny prefixes", ", ".join(found.deny_prefixes) or "-")
     table.add_row("dtmf", found.dtmf.value if found.dtmf else "node default")
+    table.add_row("billing increment (s)", format_increment(found.billing_increment))
+    table.add_row("max rate (per min)", "-" if found.max_rate is None else str(found.max_rate))
+    table.add_row("daily spend cap", "-" if found.daily_spend_cap is None else str(found.daily_spend_cap))
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

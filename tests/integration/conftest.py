@@ -96,7 +96,8 @@ class Edge:
     # -- provisioning through the same admin API as edgectl ---------------
     def trunk(self, name: str, cidrs: list[str], gateways: list[tuple[str, int]] = (), direction: str = "both",
               max_calls: int | None = None, number_format: NumberFormat = NumberFormat(),
-              probe: bool = True) -> Trunk:
+              probe: bool = True, **extra: object) -> Trunk:
+        """Put a trunk; ``extra`` sets any other :class:`Trunk` field (billing_increment, max_rate...)."""
         trunk = Trunk(
             name=name,
             direction=Direction(direction),
@@ -105,6 +106,7 @@ class Edge:
             gateways=tuple(Gateway(host=h, port=p) for h, p in gateways),
             number_format=number_format,
             probe=probe,
+            **extra,  # type: ignore[arg-type]
         )
         admin.put_trunk(self.redis, trunk)
         return trunk

@@ -35,6 +35,7 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "htable.sht_sets": 1,
     "hdr.remove": 1,
     "htable.sht_rm": 1,
+    "htable.sht_gete": "",
     "pike.pike_check_req": 1,
     "sl.send_reply": 1,
     "sl.sl_reply_error": 1,
@@ -209,10 +210,29 @@ def store() -> FakeStore:
     return provisioned_store()
 
 
+class RecordingWriter:
+    """Stands in for the call-record writer: keeps every record written."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.down = 0
+
+    def write(self, record: dict[str, Any]) -> str:
+        self.records.append(record)
+        return "stored"
+
+    def mark_down(self) -> None:
+        self.down += 1
+
+    def replay(self) -> tuple[int, int]:
+        return 0, 0
+
+
 @pytest.fixture
 def router(kemi: types.ModuleType, store: FakeStore) -> Any:
     router = kemi.Router(RT)
     router.store = store
+    router._writer = RecordingWriter()
     return router
 
 
@@ -475,10 +495,11 @@ def test_dialog_event_errors_are_logged_not_raised(ksr: FakeKSR, router: Any, st
     def broken(call_id: str) -> int:
         raise StoreUnavailable("down")
 
-    store.release = broken  # type: ignore[method-assign]
+    store.finish = broken  # type: ignore[method-assign]
     ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "BYE"})
     assert router.ksr_dialog_event(MSG, "dialog:end") == 1
     assert any(level == "err" and "cannot release" in text for level, text in ksr.logs)
+    assert router._writer.down == 1  # call records go straight to the spool for a while
 
 
 # -- failure route -----------------------------------------------------------------------------

@@ -456,3 +456,60 @@ def test_termination_with_every_gateway_down_gets_503_with_retry_after() -> None
     assert_reject(decision, 503, "All Gateways Down", 7)
     assert decision.tag == "gateways_down"
     assert store.acquired == []  # refused before any slot is taken
+# -- spend guardrails ---------------------------------------------------------------------
+
+
+def guarded_store(**cheap: object) -> FakeStore:
+    store = make_store()
+    store.trunks["cheap"] = Trunk(name="cheap", gateways=(Gateway("192.0.2.60"),), billing_increment=(60, 60), **cheap)  # type: ignore[arg-type]
+    store.route_table["+44"] = [route("+44", "cheap", "0.010"), route("+44", "telnyx", "0.020")]
+    return store
+
+
+def test_a_route_above_the_trunk_max_rate_is_skipped() -> None:
+    store = guarded_store(max_rate=Decimal("0.005"))
+    decision = route_initial_invite(invite(AGENT_IP, "+442071838750"), store, RT)
+    assert isinstance(decision, Relay)
+    assert [(t.trunk, t.rate, t.billing) for t in decision.plan.targets] == [("telnyx", "0.020", "1/1")]
+    store.route_table["+44"] = [route("+44", "cheap", "0.010")]
+    store.acquired.clear()
+    decision = route_initial_invite(invite(AGENT_IP, "+442071838750"), store, RT)
+    assert_reject(decision, 403, "Destination Rate Too High")
+    assert isinstance(decision, Reject) and (decision.tag, decision.trunk, decision.agent) == ("rate_cap", "cheap", "bot")
+    assert store.acquired == []  # refused before any slot is taken
+
+
+def test_a_trunk_at_its_daily_spend_cap_is_skipped() -> None:
+    store = guarded_store(daily_spend_cap=Decimal("5"))
+    store.spent["cheap"] = 4_999_999  # micro-units: just below the cap
+    decision = route_initial_invite(invite(AGENT_IP, "+442071838750"), store, RT)
+    assert isinstance(decision, Relay)
+    assert [t.trunk for t in decision.plan.targets] == ["cheap", "telnyx"]
+    assert decision.plan.targets[0].billing == "60/60" and decision.plan.targets[0].rate == "0.010"
+    store.spent["cheap"] = 5_000_000
+    decision = route_initial_invite(invite(AGENT_IP, "+442071838750"), store, RT)
+    assert isinstance(decision, Relay) and [t.trunk for t in decision.plan.targets] == ["telnyx"]
+    store.route_table["+44"] = [route("+44", "cheap", "0.010")]
+    decision = route_initial_invite(invite(AGENT_IP, "+442071838750"), store, RT)
+    assert_reject(decision, 403, "Daily Spend Cap Reached: cheap")
+    assert isinstance(decision, Reject) and decision.tag == "spend_cap"
+
+
+def test_refusals_carry_what_the_edge_knew_for_the_call_record() -> None:
+    store = make_store()
+    decision = route_initial_invite(invite(CARRIER_IP, "+14155559999"), store, RT)
+    assert isinstance(decision, Reject)
+    assert (decision.direction, decision.trunk, decision.agent) == ("origination", "telnyx", "")
+    decision = route_initial_invite(invite(AGENT_IP, "+81312345678"), store, RT)
+    assert isinstance(decision, Reject)
+    assert (decision.direction, decision.trunk, decision.agent) == ("termination", "", "bot")
+
+
+def test_plans_carry_number_caller_and_start_time() -> None:
+    store = make_store()
+    req = invite(CARRIER_IP, "4155550100")
+    req = SipRequest(**{**{f: getattr(req, f) for f in req.__dataclass_fields__}, "received_ms": 1234})
+    decision = route_initial_invite(req, store, RT)
+    assert isinstance(decision, Relay)
+    assert (decision.plan.number, decision.plan.caller) == ("+14155550100", "+12125550123")
+    assert store.acquired[0]["facts"]["start_ms"] == "1234"

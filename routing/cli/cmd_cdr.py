@@ -1,0 +1,172 @@
+"""``edgectl cdr``: call records (list, export as CSV or JSON, totals per trunk, spool replay)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..cdr import FIELDS, totals
+from ..cdrstore import CdrStore, Spool, parse_time
+from ..model import DataError
+from ..store import StoreUnavailable
+from . import AppContext, emit_json, handle_errors, pass_app
+
+__all__ = ["cdr", "iso", "csv_text"]
+
+
+def iso(ms: Any) -> str:
+    """ms since epoch -> ``2026-11-21T18:02:03.250Z`` (UTC); empty for None."""
+    if ms in (None, ""):
+        return ""
+    seconds, millis = divmod(int(ms), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def csv_text(records: list[dict[str, Any]]) -> str:
+    """Records as CSV (RFC 4180): a header row of :data:`routing.cdr.FIELDS` plus ``start``,
+    ``answer``, ``end`` in ISO 8601 UTC; lists and dicts as JSON text."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([*FIELDS, "start", "answer", "end"])
+    for rec in records:
+        row = []
+        for name in FIELDS:
+            value = rec.get(name)
+            if isinstance(value, (list, dict)):
+                value = json.dumps(value, separators=(",", ":"))
+            row.append("" if value is None else value)
+        writer.writerow([*row, iso(rec.get("start_ms")), iso(rec.get("answer_ms")), iso(rec.get("end_ms"))])
+    return out.getvalue()
+
+
+def _window(since: str, until: str) -> tuple[int, int]:
+    try:
+        start, end = parse_time(since), parse_time(until)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    if start > end:
+        raise DataError(f"--since {since!r} is after --until {until!r}")
+    return start, end
+
+
+def _store(app: AppContext) -> CdrStore:
+    return CdrStore(app.redis(), app.settings.cdr.retention_days * 86400)
+
+
+_SINCE = click.option("--since", default="24h", show_default=True,
+                      help="Start of the period: ISO 8601 (UTC unless an offset is given), today, or an age (2h, 7d).")
+_UNTIL = click.option("--until", default="now", show_default=True, help="End of the period, same forms as --since.")
+_TRUNK = click.option("--trunk", default=None, help="Only this trunk's calls.")
+
+
+@click.group()
+def cdr() -> None:
+    """Call records: one per call attempt, answered, failed or refused at the edge."""
+
+
+@cdr.command("list")
+@_SINCE
+@_UNTIL
+@_TRUNK
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Show the newest N records.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+@handle_errors
+def list_(app: AppContext, since: str, until: str, trunk: str | None, limit: int, as_json: bool) -> None:
+    """Call records started in a period, oldest first."""
+    start, end = _window(since, until)
+    records = _store(app).records(start, end, trunk, limit)
+    if as_json:
+        emit_json(records)
+        return
+    table = Table("start (UTC)", "dir", "status", "trunk", "agent", "number", "code", "talk s", "bill s", "cost",
+                  "gateways", title=f"{len(records)} call record(s)")
+    for rec in records:
+        gateways = ", ".join(f"{g['gateway']}={g['result']}" for g in rec.get("gateways", []))
+        table.add_row(iso(rec.get("start_ms"))[:19], rec.get("direction", "")[:4], rec.get("status", ""),
+                      rec.get("trunk", ""), rec.get("agent", ""), rec.get("number", ""),
+                      f"{rec.get('sip_code')} {rec.get('sip_reason', '')}", f"{int(rec.get('talk_ms') or 0) / 1000:.1f}",
+                      str(rec.get("billable_s", 0)), str(rec.get("cost", "")), gateways or "-")
+    Console().print(table)
+
+
+@cdr.command("show")
+@click.argument("record_id")
+@pass_app
+@handle_errors
+def show(app: AppContext, record_id: str) -> None:
+    """One record by id (``{node}:{call-id}:{cseq}``), as JSON."""
+    found = _store(app).get(record_id)
+    if found is None:
+        raise DataError(f"no call record {record_id!r}")
+    emit_json(found)
+
+
+@cdr.command("export")
+@_SINCE
+@_UNTIL
+@_TRUNK
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file (default: standard output).")
+@pass_app
+@handle_errors
+def export(app: AppContext, since: str, until: str, trunk: str | None, fmt: str, output: Path | None) -> None:
+    """Every record of a period as CSV (one row per call, times also in ISO 8601 UTC) or JSON."""
+    start, end = _window(since, until)
+    records = _store(app).records(start, end, trunk)
+    text = csv_text(records) if fmt == "csv" else json.dumps(records, indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{output}: {exc.strerror}") from None
+    click.echo(f"{len(records)} record(s) written to {output}", err=True)
+
+
+@cdr.command("totals")
+@click.option("--since", default="today", show_default=True, help="Start of the period (see cdr list).")
+@_UNTIL
+@_TRUNK
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+@handle_errors
+def totals_(app: AppContext, since: str, until: str, trunk: str | None, as_json: bool) -> None:
+    """Calls, billable minutes and cost per trunk over a period (calls that started in it)."""
+    start, end = _window(since, until)
+    rows = totals(_store(app).records(start, end, trunk))
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("trunk", "calls", "answered", "billable min", "talk min", "cost",
+                  title=f"totals {since} .. {until}")
+    for row in rows:
+        table.add_row(str(row["trunk"]) or "(none)", str(row["calls"]), str(row["answered"]),
+                      str(row["billable_minutes"]), str(row["talk_minutes"]), str(row["cost"]))
+    Console().print(table)
+
+
+@cdr.command("replay")
+@pass_app
+@handle_errors
+def replay(app: AppContext) -> None:
+    """Store the records spooled while redis was unreachable now (the edge also does this by
+    itself every few seconds).  Safe to repeat: a record already stored is skipped."""
+    spool = Spool(app.settings.cdr_spool_path)
+    try:
+        stored, duplicates = spool.replay(_store(app).add)
+    except StoreUnavailable as exc:
+        raise DataError(f"redis unreachable: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{spool.directory}: {exc.strerror}") from None
+    click.echo(f"{stored} record(s) stored, {duplicates} already present, {spool.pending()} still spooled")
