@@ -136,19 +136,20 @@ def test_live_call_view_and_origination_record(clean_edge: Edge) -> None:
     provision(edge)
     since = int(time.time() * 1000) - 1
     agent = uas(edge.workdir / "agent", AGENT_IP, 5090, answer_ms=100)
-    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, hold_ms=3000)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, hold_ms=5000)
 
-    def answered_call() -> dict | None:
+    def answered_call(seconds: int) -> dict | None:
         result = edgectl(edge, "calls", "--json")
         assert result.returncode == 0, result.stderr
         calls = json.loads(result.stdout)["calls"]
-        return calls[0] if calls and calls[0]["state"] == "answered" and calls[0]["duration_s"] >= 1 else None
+        return calls[0] if calls and calls[0]["state"] == "answered" and calls[0]["duration_s"] >= seconds else None
 
-    live = wait_until(answered_call, timeout=10, what="an answered call in edgectl calls")
+    live = wait_until(lambda: answered_call(0), timeout=10, what="an answered call in edgectl calls")
     assert (live["direction"], live["trunk"], live["agent"], live["number"]) == ("origination", "carrier-a", "bot", DID)
     assert live["codecs"].startswith("PCMU/8000,PCMA/8000,telephone-event/8000 / PCMU/8000")
     table = edgectl(edge, "calls")
-    assert "answered" in table.stdout and "PCMU/8000" in table.stdout
+    assert "answered" in table.stdout and "PCMU/8000" in table.stdout and "carrier-a" in table.stdout
+    wait_until(lambda: answered_call(1), timeout=10, what="the call's duration counting")
     assert carrier.wait() == 0, carrier.output()
     assert agent.wait() == 0, agent.output()
     (rec,) = wait_records(edge, since, 1)
