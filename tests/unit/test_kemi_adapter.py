@@ -636,3 +636,64 @@ def test_relay_strips_spoofed_edge_headers_and_unlisted_x_headers(ksr: FakeKSR, 
     router.ksr_request_route(MSG)
     # the carrier trunk allows no X- header but is trusted for identity
     assert ksr.args_of("hdr.remove") == [("X-Edge-Trunk",), ("x-tenant",)]
+
+
+# -- call records ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cdr_table(ksr: FakeKSR) -> dict[str, str]:
+    """The htable ``cdr`` as a dict (sht_sets / sht_gete / sht_rm on it)."""
+    table: dict[str, str] = {}
+    ksr.module.htable.sht_sets = lambda name, key, value: table.__setitem__(key, value) if name == "cdr" else 1
+    ksr.module.htable.sht_gete = lambda name, key: table.get(key, "") if name == "cdr" else ""
+    ksr.module.htable.sht_rm = lambda name, key: table.pop(key, None) if name == "cdr" else None
+    return table
+
+
+def test_refused_invite_gets_a_rejected_record(ksr: FakeKSR, router: Any) -> None:
+    request(ksr, **{"$si": "198.18.0.1", "$cs": "7"})
+    router.ksr_request_route(MSG)
+    (record,) = router._writer.records
+    assert (record["id"], record["status"], record["sip_code"], record["reject_tag"]) == (
+        "t1:call-1:7", "rejected", 403, "acl_source")
+    assert record["number"] == "+14155550100" and record["gateways"] == []
+
+
+def test_non_invite_refusals_get_no_record(ksr: FakeKSR, router: Any) -> None:
+    request(ksr, method="MESSAGE")
+    router.ksr_request_route(MSG)
+    assert ksr.replies and router._writer.records == []
+
+
+def test_failed_attempt_record_from_the_failure_route(ksr: FakeKSR, router: Any, cdr_table: dict[str, str]) -> None:
+    plan = origination_plan()
+    cdr_table["call-1"] = json.dumps({"cseq": "1", "start": 1000, "cc": ["PCMU/8000"]})
+    failed_branch(ksr, plan, 486, "Busy Here")
+    router.ksr_failure_manage(MSG)
+    (record,) = router._writer.records
+    assert (record["status"], record["sip_code"], record["trunk"], record["agent"]) == ("failed", 486, "telnyx", "bot")
+    assert record["gateways"] == [{"gateway": "bot sip:agent-a", "result": "486"}]
+    assert record["codecs_caller"] == ["PCMU/8000"] and "call-1" not in cdr_table
+    router.ksr_dialog_event(MSG, "dialog:failed")  # the dialog's own end writes nothing more
+    assert len(router._writer.records) == 1
+
+
+def test_answered_call_record_on_dialog_end(ksr: FakeKSR, router: Any, store: FakeStore,
+                                            cdr_table: dict[str, str]) -> None:
+    plan = termination_plan(("a", LEASE_A))
+    plan = CallPlan(**{**{f: getattr(plan, f) for f in plan.__slots__},
+                       "targets": [Target(plan.targets[0].uri, plan.targets[0].label, "a", LEASE_A, rate="0.02",
+                                          billing="60/60")]})
+    cdr_table["call-1"] = json.dumps({"cseq": "1", "start": int(__import__("time").time() * 1000) - 5000})
+    ksr.pv.update({"$ci": "call-1", "$rs": 200, "$rm": "INVITE", PLAN_AVP: plan.dumps()})
+    ksr.returns["textops.has_body_type"] = -1
+    router.ksr_onreply_manage(MSG)
+    assert store.call_fields["call-1"]["trunk"] == "a" and store.call_fields["call-1"]["answer_ms"]
+    store.call_fields["call-1"]["mos"] = "4.2"
+    ksr.pv.update({"$dlg(callid)": "call-1", "$rm": "BYE", "$rs": None, "$ft": "callee-tag", "$dlg(from_tag)": "x"})
+    router.ksr_dialog_event(MSG, "dialog:end")
+    (record,) = router._writer.records
+    assert (record["status"], record["trunk"], record["billable_s"], record["cost"]) == ("answered", "a", 60, "0.020000")
+    assert record["gateways"] == [{"gateway": "a gw", "result": "200"}]
+    assert record["hangup"] == "callee" and record["media"] == {"mos": "4.2"}
