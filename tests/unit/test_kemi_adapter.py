@@ -691,6 +691,10 @@ def test_answered_call_record_on_dialog_end(ksr: FakeKSR, router: Any, store: Fa
     router.ksr_onreply_manage(MSG)
     assert store.call_fields["call-1"]["trunk"] == "a" and store.call_fields["call-1"]["answer_ms"]
     store.call_fields["call-1"]["mos"] = "4.2"
+    state = json.loads(cdr_table["call-1"])
+    assert state["answer"] and state["trunk"] == "a" and state["rate"] == "0.02"
+    state["answer"] -= 3000  # talked for 3 s
+    cdr_table["call-1"] = json.dumps(state)
     ksr.pv.update({"$dlg(callid)": "call-1", "$rm": "BYE", "$rs": None, "$ft": "callee-tag", "$dlg(from_tag)": "x"})
     router.ksr_dialog_event(MSG, "dialog:end")
     (record,) = router._writer.records
