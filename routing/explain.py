@@ -9,9 +9,11 @@ Two inputs:
   taken, nothing is written);
 * the **Call-ID** of a recent call: the refusal the edge recorded for it
   (``edge:trace:{call-id}``, written by :mod:`routing.kemi` on every refused
-  initial INVITE, kept ``diagnostics.trace_ttl_s``), the call record of a call
-  in progress (``edge:call:{node}:{call-id}``), then the recorded request
-  replayed through the stages against the current tables.
+  initial INVITE, kept ``diagnostics.trace_ttl_s``), the live facts of a call
+  in progress (``edge:call:{node}:{call-id}``), its call detail records
+  (``edge:cdr:…``: outcome, SIP code, gateways tried, codecs, duration, who
+  hung up), then the recorded request replayed through the stages against the
+  current tables.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "read_record",
     "replay_request",
     "active_call",
+    "call_records",
 ]
 
 
@@ -245,9 +248,29 @@ def replay_request(record: dict[str, Any], call_id: str) -> SipRequest:
     )
 
 
+def _glob(text: str) -> str:
+    """``text`` with redis MATCH wildcards escaped."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def call_records(client: redis.Redis, call_id: str) -> list[dict[str, Any]]:
+    """The call records (``edge:cdr:{node}:{call-id}:{cseq}``, :mod:`routing.cdr`) of ``call_id``, oldest first.
+
+    One SCAN over the records kept (``cdr.retention_days``): an ops-tool cost, never on the call path.
+    """
+    found = []
+    for key in client.scan_iter(match=keys.cdr(f"*:{_glob(call_id)}:*"), count=1000):
+        text = client.get(key)
+        if text:
+            record = json.loads(text)
+            if record.get("call_id") == call_id:
+                found.append(record)
+    return sorted(found, key=lambda r: (r.get("start_ms") or 0, str(r.get("cseq"))))
+
+
 def active_call(client: redis.Redis, call_id: str) -> dict[str, str] | None:
     """Facts of ``call_id`` while it holds slots (``edge:call:{node}:{call-id}`` on any node), else None."""
-    pattern = keys.call("*", re.sub(r"([*?\[\]\\])", r"\\\1", call_id))
+    pattern = keys.call("*", _glob(call_id))
     prefix = keys.call("", "")[:-1]  # "edge:call:"
     for key in client.scan_iter(match=pattern, count=1000):
         node = key[len(prefix):-len(call_id) - 1]

@@ -54,6 +54,23 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
+def _cdr_lines(cdr: dict[str, Any]) -> list[str]:
+    """A call record (``edgectl cdr show ID``) in a few lines."""
+    tag = f" [{cdr['reject_tag']}]" if cdr.get("reject_tag") else ""
+    lines = [
+        f"call record {cdr.get('id')}: {cdr.get('status')} {cdr.get('direction', '')} "
+        f"{_when((cdr.get('start_ms') or 0) / 1000)}, final {cdr.get('sip_code')} {cdr.get('sip_reason', '')}{tag}",
+        "  " + ", ".join(f"{k} {cdr[k]}" for k in ("trunk", "agent", "number", "caller") if cdr.get(k)),
+    ]
+    if cdr.get("status") == "answered":
+        lines.append(f"  talk {int(cdr.get('talk_ms') or 0) / 1000:.1f} s, hung up by {cdr.get('hangup') or '-'}, "
+                     f"codecs caller {','.join(cdr.get('codecs_caller') or []) or '-'} / "
+                     f"callee {','.join(cdr.get('codecs_callee') or []) or '-'}")
+    for hop in cdr.get("gateways") or []:
+        lines.append(f"  tried {hop.get('gateway')}: {hop.get('result')}")
+    return lines
+
+
 @click.command()
 @click.argument("call_id", required=False)
 @click.option("--source", metavar="IP[:PORT]", help="Synthetic request: the packet's source address.")
@@ -68,7 +85,8 @@ def explain(app: AppContext, call_id: str | None, source: str | None, ruri: str 
     """Show each routing stage (ACL, trunk, DID or route, limits, carriers) and why a call was refused.
 
     Either CALL_ID of a recent call (refusals are kept diagnostics.trace_ttl_s, calls in
-    progress while they hold slots), or a synthetic request: --source IP --to URI [--from URI].
+    progress while they hold slots, call records cdr.retention_days), or a synthetic request:
+    --source IP --to URI [--from URI].
     A synthetic request runs the same stages as the edge, but takes no slot and writes nothing.
     """
     if (call_id is None) == (source is None):
@@ -97,14 +115,17 @@ def explain(app: AppContext, call_id: str | None, source: str | None, ruri: str 
     assert call_id is not None
     record = explaining.read_record(client, call_id)
     active = explaining.active_call(client, call_id)
-    if record is None and active is None:
+    cdrs = explaining.call_records(client, call_id)
+    if record is None and active is None and not cdrs:
         raise fail(f"no record of call-id {call_id!r}: not refused in the last {rt.trace_ttl_s} s "
-                   "(diagnostics.trace_ttl_s) and not in progress")
-    out: dict[str, Any] = {"call_id": call_id, "refusal": record, "active": active}
+                   "(diagnostics.trace_ttl_s), not in progress, and no call record (cdr.retention_days)")
+    out: dict[str, Any] = {"call_id": call_id, "refusal": record, "active": active, "cdrs": cdrs}
     lines = []
     if active is not None:
         lines.append(f"call-id {call_id}: in progress on node {active.get('node')}: "
                      + ", ".join(f"{k} {v}" for k, v in active.items() if k != "node"))
+    for cdr in cdrs:
+        lines += _cdr_lines(cdr)
     if record is not None:
         lines.append(f"call-id {call_id}: refused {_when(record['at'])} on node {record['node']} "
                      f"({record['where']})")

@@ -9,7 +9,7 @@ import re
 
 from routing import admin
 from routing.model import Did
-from routing.sipp import reject_uac_scenario, uac
+from routing.sipp import reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, DID, STRANGER, Edge
@@ -59,6 +59,9 @@ def test_refused_calls_are_explained_by_call_id(clean_edge: Edge) -> None:
         replay = data["replay"]
         assert (replay["code"], replay["tag"], replay["stage"]) == (status[0], tag, stage)
         assert replay["steps"][-1]["stage"] == stage and not replay["steps"][-1]["ok"]
+        # the call record of the attempt carries the same tag
+        cdrs = wait_until(lambda: explained(edge, call_id)["cdrs"], what="call record of the refusal")
+        assert [(c["status"], c["sip_code"], c["reject_tag"]) for c in cdrs] == [("rejected", status[0], tag)]
 
     # the human form names the stage too
     text = edgectl(edge, "explain", call_id).stdout
@@ -84,6 +87,22 @@ def test_synthetic_request_runs_the_stages_without_taking_a_slot(clean_edge: Edg
     result = edgectl(edge, "explain", "no-such-call@nowhere")
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "no record of call-id 'no-such-call@nowhere'" in result.stderr
+
+
+def test_answered_call_is_explained_from_its_call_record(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge)
+    agent = uas(edge.workdir / "agent", AGENT_IP, 5090, answer_ms=100)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, hold_ms=300)
+    assert carrier.wait() == 0, carrier.output()
+    assert agent.wait() == 0, agent.output()
+    call_id = re.search(r"^Call-ID:\s*(\S+)", carrier.messages(), re.M | re.I).group(1)
+    data = wait_until(lambda: (d := explained(edge, call_id))["cdrs"] and d, what="call record of the call")
+    assert data["refusal"] is None
+    (cdr,) = data["cdrs"]
+    assert (cdr["status"], cdr["trunk"], cdr["agent"], cdr["number"]) == ("answered", "carrier-a", "bot", DID)
+    text = edgectl(edge, "explain", call_id).stdout
+    assert f"call record {cdr['id']}: answered origination" in text and "hung up by caller" in text
 
 
 def test_explain_replays_against_the_current_tables(clean_edge: Edge) -> None:
