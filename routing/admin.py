@@ -803,7 +803,8 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     max_cps (calls/s, null = unlimited), max_duration_s, allow_prefixes, deny_prefixes,
     dtmf (rfc4733, info, inband; null = the node's dtmf.default_mode),
     billing_increment (``"first/next"`` s), max_rate (per-minute, decimal string or null),
-    daily_spend_cap (currency per UTC day, decimal string or null)."""
+    daily_spend_cap (currency per UTC day, decimal string or null), inbound_rate (per-minute
+    price of origination calls, decimal string or null)."""
     fmt = trunk.number_format
     return {
         "name": trunk.name,
@@ -846,6 +847,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "billing_increment": format_increment(trunk.billing_increment),
         "max_rate": None if trunk.max_rate is None else str(trunk.max_rate),
         "daily_spend_cap": None if trunk.daily_spend_cap is None else str(trunk.daily_spend_cap),
+        "inbound_rate": None if trunk.inbound_rate is None else str(trunk.inbound_rate),
     }
 
 

@@ -163,7 +163,7 @@ class CallFacts:
         sip_code, sip_reason: final response of the attempt (200 for answered calls).
         reject_tag: the edge's refusal code (``acl_source``, ``spend_cap``...) when the edge refused.
         cancelled: the caller cancelled before an answer.
-        rate: per-minute rate of the route used (termination); 0 otherwise.
+        rate: per-minute rate: the route entry's (termination) or the trunk's ``inbound_rate`` (origination); 0 = free.
         increment: the trunk's billing increment ``(first, next)`` seconds.
         codecs_caller: codecs the caller offered; codecs_callee: codecs the callee answered.
         hangup: who ended an answered call: ``caller`` or ``callee`` (their BYE), ``edge``

@@ -53,7 +53,7 @@ class CdrStore:
     def add(self, record: Mapping[str, Any]) -> bool:
         """Store ``record`` unless a record with its id exists; True when it was new.
 
-        A termination record with a cost adds it (micro-units) to
+        A record with a trunk and a cost adds it (micro-units) to
         ``edge:spend:{trunk}:{UTC day of end_ms}``, in the same script.
 
         Raises:
@@ -62,7 +62,7 @@ class CdrStore:
         rid = str(record["id"])
         keys_ = [keys.cdr(rid), keys.CDRS]
         micros = cost_micros(str(record.get("cost") or "0"))
-        if record.get("direction") == "termination" and record.get("trunk") and micros > 0:
+        if record.get("trunk") and micros > 0:
             keys_.append(keys.spend(str(record["trunk"]), utc_day(int(record["end_ms"]))))
         args = [json.dumps(record, separators=(",", ":")), int(record["start_ms"]), rid, self.retention_s,
                 micros, SPEND_TTL_S]
@@ -93,7 +93,7 @@ class CdrStore:
         return None if text is None else json.loads(text)
 
     def spend(self, trunk: str, day: str) -> int:
-        """A trunk's termination spend on UTC day ``day`` (``YYYYMMDD``), micro-units."""
+        """A trunk's spend (both directions) on UTC day ``day`` (``YYYYMMDD``), micro-units."""
         return int(self.client.get(keys.spend(trunk, day)) or 0)
 
 

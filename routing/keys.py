@@ -40,7 +40,7 @@ Runtime state (written only by the edge, never by hand):
 ``edge:reg:{trunk}:{node}``            HASH   a registration trunk's state on one node (state, code, next_refresh...)
 ``edge:cdr:{node}:{call-id}:{cseq}``   STRING one call record (JSON), expires after the retention
 ``edge:cdrs``                          ZSET   member record id, score = start time (ms)
-``edge:spend:{trunk}:{yyyymmdd}``      STRING termination spend of a trunk on a UTC day (micro-units)
+``edge:spend:{trunk}:{yyyymmdd}``      STRING spend of a trunk on a UTC day (micro-units)
 =====================================  =====  ==========================================
 """
 
@@ -176,7 +176,7 @@ def cdr(record_id: str) -> str:
 
 
 def spend(trunk: str, day: str) -> str:
-    """STRING integer: a trunk's termination spend on UTC day ``day`` (``YYYYMMDD``),
+    """STRING integer: a trunk's spend (call-record costs, both directions) on UTC day ``day`` (``YYYYMMDD``),
     in micro-units of the currency (cost x 10^6)."""
     return f"{PREFIX}:spend:{trunk}:{day}"
 

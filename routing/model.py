@@ -414,8 +414,10 @@ class Trunk:
             call are billed whole, then blocks of ``next`` seconds (``(60, 60)``, ``(1, 1)``).
         max_rate: highest per-minute rate allowed for termination over this trunk; dearer
             route entries are skipped in LCR.  None = no ceiling.
-        daily_spend_cap: highest termination spend per UTC day (currency units); once the day's
-            spend reaches it, the trunk takes no new termination calls.  None = no cap.
+        daily_spend_cap: highest spend per UTC day (currency units, both directions); once the
+            day's spend reaches it, the trunk takes no new termination calls.  None = no cap.
+        inbound_rate: per-minute price the carrier charges for origination calls on this trunk
+            (DID minutes), the rate of their call records; None = inbound calls cost nothing.
     """
 
     name: str
@@ -437,6 +439,7 @@ class Trunk:
     billing_increment: tuple[int, int] = (1, 1)
     max_rate: Decimal | None = None
     daily_spend_cap: Decimal | None = None
+    inbound_rate: Decimal | None = None
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
@@ -460,6 +463,7 @@ class Trunk:
             "billing_increment": format_increment(self.billing_increment),
             "max_rate": "" if self.max_rate is None else str(self.max_rate),
             "daily_spend_cap": "" if self.daily_spend_cap is None else str(self.daily_spend_cap),
+            "inbound_rate": "" if self.inbound_rate is None else str(self.inbound_rate),
         }
         if self.register is not None:
             fields["register"] = self.register.to_redis()
@@ -516,6 +520,7 @@ class Trunk:
             billing_increment=parse_increment(fields.get("billing_increment", ""), f"{where} billing_increment"),
             max_rate=_decimal(fields.get("max_rate"), f"{where} max_rate"),
             daily_spend_cap=_decimal(fields.get("daily_spend_cap"), f"{where} daily_spend_cap"),
+            inbound_rate=_decimal(fields.get("inbound_rate"), f"{where} inbound_rate"),
         )
 
 

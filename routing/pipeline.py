@@ -198,7 +198,7 @@ def _originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, 
     billing = format_increment(trunk.billing_increment)
     targets = [
         Target(uri=_with_user(uri, number), label=f"{agent.name} {uri}", max_duration_s=duration,
-               dtmf=dtmf_mode(agent, rt), billing=billing)
+               dtmf=dtmf_mode(agent, rt), billing=billing, rate=str(trunk.inbound_rate or ""))
         for uri in agent.uris
     ]
     plan = CallPlan(call_id=req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,

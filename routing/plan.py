@@ -35,8 +35,8 @@ class Target:
         lease: concurrency slot the hop needs (the trunk's), None when covered up front.
         max_duration_s: longest the call may last over this hop (s); 0 = node default.
         dtmf: DTMF mode of the side this hop reaches (``rfc4733``, ``info``, ``inband``; :mod:`routing.dtmf`).
-        rate: per-minute rate of the route entry that chose this hop (decimal string; empty
-            for agent targets), for the call record's cost.
+        rate: per-minute rate billed for the hop (decimal string): the route entry's rate for a
+            gateway, the trunk's ``inbound_rate`` for an agent target; empty = free.
         billing: billing increment ``"first/next"`` (s) of the trunk billed for the hop.
     """
 

@@ -311,7 +311,7 @@ class RedisStore:
         self, number: str, spend_of: Sequence[str] = ()
     ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]:
         """:meth:`routes` plus the gateways marked down (``{trunk}/{host:port}``, written by
-        ``routing/prober.py``) and today's termination spend of each trunk in ``spend_of``
+        ``routing/prober.py``) and today's spend of each trunk in ``spend_of``
         (micro-units, UTC day of this host's clock; spend guardrails), all in the same round
         trip, so a health change or a reached spend cap applies to the next call.
 

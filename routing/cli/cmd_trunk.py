@@ -83,7 +83,9 @@ def trunk() -> None:
 @click.option("--max-rate", default=None, metavar="RATE",
               help="Highest per-minute rate for termination over this trunk; dearer routes are skipped.")
 @click.option("--daily-spend-cap", default=None, metavar="AMOUNT",
-              help="Termination spend allowed per UTC day (currency units); past it, calls are refused.")
+              help="Spend allowed per UTC day (currency units); past it, termination calls are refused.")
+@click.option("--inbound-rate", default=None, metavar="RATE",
+              help="Per-minute price of inbound (origination) calls on this trunk, for call records and spend.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
 @pass_app
 @handle_errors
@@ -116,6 +118,7 @@ def add(
     billing_increment: str,
     max_rate: str | None,
     daily_spend_cap: str | None,
+    inbound_rate: str | None,
     replace: bool,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
@@ -153,6 +156,7 @@ def add(
         billing_increment=parse_increment(billing_increment, f"trunk {name!r} billing_increment"),
         max_rate=None if max_rate is None else parse_rate(max_rate, f"trunk {name!r} max_rate"),
         daily_spend_cap=None if daily_spend_cap is None else parse_rate(daily_spend_cap, f"trunk {name!r} daily_spend_cap"),
+        inbound_rate=None if inbound_rate is None else parse_rate(inbound_rate, f"trunk {name!r} inbound_rate"),
     )
     written = admin.put_trunk(app.redis(), value, replace=replace)
     click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")
@@ -214,6 +218,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("billing increment (s)", format_increment(found.billing_increment))
     table.add_row("max rate (per min)", "-" if found.max_rate is None else str(found.max_rate))
     table.add_row("daily spend cap", "-" if found.daily_spend_cap is None else str(found.daily_spend_cap))
+    table.add_row("inbound rate (per min)", "-" if found.inbound_rate is None else str(found.inbound_rate))
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from routing import keys, services
+from routing.cdr import call_cost, cost_micros
 from routing.cdrstore import CdrStore, Spool
 from routing.sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
 from tests.helpers import wait_until
@@ -57,7 +58,7 @@ def today() -> str:
 
 
 def provision(edge: Edge, **b_extra: object) -> None:
-    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)])
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)], inbound_rate=Decimal("0.0060"))
     edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, GW_PORT)], billing_increment=(60, 60), **b_extra)
     edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"])
     edge.did(DID, "carrier-a", "bot")
@@ -157,7 +158,9 @@ def test_live_call_view_and_origination_record(clean_edge: Edge) -> None:
         "origination", "answered", "carrier-a", "bot", DID)
     assert rec["gateways"] == [{"gateway": f"bot sip:{AGENT_IP}:5090", "result": "200"}]
     assert rec["billable_s"] == -(-rec["talk_ms"] // 1000)  # 1/1: every started second
-    assert rec["cost"] == "0.000000"  # no route rate on origination
+    assert rec["rate"] == "0.0060"  # the trunk's inbound_rate
+    assert rec["cost"] == str(call_cost(Decimal("0.0060"), rec["billable_s"])) != "0.000000"
+    assert edge.redis.get(keys.spend("carrier-a", today())) == str(cost_micros(rec["cost"]))
     assert rec["hangup"] == "caller"
 
 

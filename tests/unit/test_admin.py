@@ -83,6 +83,7 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "billing_increment": "1/1",
         "max_rate": "",
         "daily_spend_cap": "",
+        "inbound_rate": "",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",

@@ -36,11 +36,17 @@ def test_a_record_is_stored_once_and_its_cost_counted_once(redis_client: redis.R
     assert store.get(rec["id"]) == rec
 
 
-def test_origination_and_free_calls_do_not_touch_spend(redis_client: redis.Redis) -> None:
+def test_free_calls_do_not_touch_spend_and_both_directions_count(redis_client: redis.Redis) -> None:
     store = CdrStore(redis_client, 3600)
-    store.add(record(1, direction="origination"))
     store.add(record(2, cost="0.000000"))
+    store.add({**record(3), "trunk": ""})  # refused before a trunk was known
     assert list(redis_client.scan_iter(match=keys.SPEND_PATTERN)) == []
+    rec = record(1, direction="origination", cost="0.008500")
+    store.add(rec)
+    store.add(record(4))
+    from routing.cdr import utc_day
+
+    assert store.spend("b", utc_day(rec["end_ms"])) == 8500 + 20000
 
 
 def test_records_by_window_trunk_and_limit_and_retention(redis_client: redis.Redis) -> None:

@@ -505,6 +505,15 @@ def test_refusals_carry_what_the_edge_knew_for_the_call_record() -> None:
     assert (decision.direction, decision.trunk, decision.agent) == ("termination", "", "bot")
 
 
+def test_origination_targets_carry_the_trunk_inbound_rate() -> None:
+    store = make_store()
+    store.trunks["telnyx"] = Trunk(**{**{f: getattr(store.trunks["telnyx"], f) for f in Trunk.__slots__},
+                                      "inbound_rate": Decimal("0.0085"), "billing_increment": (6, 6)})
+    decision = route_initial_invite(invite(CARRIER_IP, "4155550100"), store, RT)
+    assert isinstance(decision, Relay)
+    assert {(t.rate, t.billing) for t in decision.plan.targets} == {("0.0085", "6/6")}
+
+
 def test_plans_carry_number_caller_and_start_time() -> None:
     store = make_store()
     req = invite(CARRIER_IP, "4155550100")
