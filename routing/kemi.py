@@ -752,6 +752,7 @@ class Router:
                 self._store().release(_pv("$ci"))
             except Exception:  # noqa: BLE001
                 pass
+            _log_reject(Reject.of(Reason.INTERNAL_ERROR), "failure")
             KSR.tm.t_reply(500, "Internal Server Error")
         return 1
 

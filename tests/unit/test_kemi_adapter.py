@@ -536,6 +536,14 @@ def failed_branch(ksr: FakeKSR, plan: CallPlan, code: int | None, reason: str = 
     ksr.returns["tm.t_branch_timeout"] = 1 if timed_out else -1
 
 
+def test_failure_route_exception_answers_500_logged_with_its_tag(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    failed_branch(ksr, origination_plan(), 503, "Service Unavailable")
+    ksr.pv[PLAN_AVP] = "{not a plan"
+    assert router.ksr_failure_manage(MSG) == 1
+    assert ksr.replies == [("tm", 500, "Internal Server Error")]
+    assert any(text.startswith("edge: reject 500 internal_error failure ") for _, text in ksr.logs)
+
+
 def test_503_fails_over_to_the_second_target(ksr: FakeKSR, router: Any) -> None:
     failed_branch(ksr, origination_plan(), 503, "Service Unavailable")
     assert router.ksr_failure_manage(MSG) == 1
