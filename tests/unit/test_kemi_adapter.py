@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import inspect
@@ -379,6 +380,16 @@ def test_reject_decision_is_sent_statelessly(ksr: FakeKSR, router: Any, store: F
     assert any(text.startswith("edge: reject 403 acl_source request ") for _, text in ksr.logs)
     record = json.loads(store.traces[ksr.pv["$ci"]])
     assert (record["code"], record["tag"], record["stage"], record["where"]) == (403, "acl_source", "acl", "request")
+
+
+def test_no_refusal_record_when_trace_ttl_is_zero(kemi: types.ModuleType, ksr: FakeKSR, store: FakeStore) -> None:
+    router = kemi.Router(dataclasses.replace(RT, trace_ttl_s=0))
+    router.store = store
+    router._writer = RecordingWriter()
+    request(ksr, **{"$si": "198.18.0.1"})
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 403, "Source Not Allowed")]
+    assert store.traces == {}
 
 
 def test_refusal_is_answered_even_when_it_cannot_be_recorded(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
