@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import redis
 
 from routing import keys
@@ -165,3 +167,52 @@ def test_parse_time_forms() -> None:
     assert parse_time("1970-01-01T00:00:01Z") == 1000
     with pytest.raises(ValueError, match="not a time"):
         parse_time("yesterday-ish")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["write", "write", "down", "up", "replay", "tick"]), max_size=40))
+def test_no_record_is_lost_or_counted_twice_whatever_the_outages(tmp_path: Path, ops: list[str]) -> None:
+    """Any sequence of writes, outages, replays and time passing: once redis is back and the
+    spool replayed, every record written is stored exactly once (its spend counted once)."""
+    directory = tmp_path / f"spool-{abs(hash(tuple(ops)))}"
+    now = [0.0]
+    flaky = CountingStore()
+    writer = CdrWriter(flaky, Spool(directory), backoff_s=5, clock=lambda: now[0])  # type: ignore[arg-type]
+    written = []
+    for n, op in enumerate(ops):
+        if op == "write":
+            rec = record(n)
+            written.append(rec["id"])
+            writer.write(rec)
+            if n % 3 == 0:
+                writer.write(rec)  # a retransmission refused twice
+        elif op in ("down", "up"):
+            flaky.up = op == "up"
+        elif op == "replay":
+            try:
+                writer.replay()
+            except StoreUnavailable:
+                pass
+        else:
+            now[0] += 6
+    flaky.up = True
+    now[0] += 6
+    writer.replay()
+    assert sorted(flaky.stored) == sorted(written)
+    assert all(count == 1 for count in flaky.counted.values())
+    assert Spool(directory).pending() == 0
+
+
+class CountingStore(FlakyStore):
+    """FlakyStore that also counts how often each record was *new* (the spend it would add)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = True
+        self.counted: dict[str, int] = {}
+
+    def add(self, rec: dict) -> bool:
+        new = super().add(rec)
+        if new:
+            self.counted[rec["id"]] = self.counted.get(rec["id"], 0) + 1
+        return new
