@@ -231,3 +231,18 @@ def test_records_written_while_redis_is_down_are_replayed_exactly_once(clean_edg
     # slots that could not be released during the outage would expire with their lease
     for key in [*edge.redis.scan_iter(match=keys.LEASE_PATTERN), *edge.call_records()]:
         edge.redis.delete(key)
+
+
+def test_a_call_ended_by_the_edge_at_its_maximum_duration_is_billed_to_then(clean_edge: Edge) -> None:
+    edge = clean_edge
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)], max_duration_s=2)
+    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"])
+    edge.did(DID, "carrier-a", "bot")
+    since = int(time.time() * 1000) - 1
+    agent = uas(edge.workdir / "agent", AGENT_IP, 5090, scenario="uas_wait_bye.xml", answer_ms=20, rtp_echo=False)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario="uac_wait_bye.xml")
+    assert carrier.wait(timeout=20) == 0, carrier.output()
+    assert agent.wait(timeout=20) == 0, agent.output()
+    (rec,) = wait_records(edge, since, 1)
+    assert (rec["status"], rec["hangup"]) == ("answered", "edge")
+    assert 1500 <= rec["talk_ms"] < 6000 and rec["billable_s"] in (2, 3, 4, 5)
