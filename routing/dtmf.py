@@ -28,7 +28,9 @@ README):
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from enum import Enum
 
 __all__ = [
@@ -42,6 +44,9 @@ __all__ = [
     "play_flags",
     "DIGITS",
     "record_entry",
+    "LoggedDigit",
+    "parse_log_event",
+    "logged_entry",
 ]
 
 #: RFC 4733 section 3.2 event codes 0-15, in order.
@@ -204,3 +209,62 @@ def record_entry(side: str, digit: str, via: DtmfMode | str) -> str:
     ``caller:5:info,caller:#:info``.
     """
     return f"{side}:{_digit(digit)}:{DtmfMode(via).value}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedDigit:
+    """One DTMF event reported by rtpengine (``dtmf-log-dest``: one JSON object per UDP datagram,
+    sent when an event ends; rtpengine README / rtpengine(8) ``--dtmf-log-dest``).
+
+    Attributes:
+        call_id: the call's SIP Call-ID.
+        source_tag: tag of the side whose media carried the digit (its From- or To-tag).
+        digit: ``0``-``9``, ``*``, ``#``, ``A``-``D``.
+        duration_ms: length of the event (ms).
+    """
+
+    call_id: str
+    source_tag: str
+    digit: str
+    duration_ms: int
+
+
+def parse_log_event(data: bytes) -> LoggedDigit:
+    """Parse one rtpengine DTMF log datagram, e.g.
+    ``{"callid":"c1","source_tag":"t1","tags":[...],"type":"DTMF","event":5,"duration":200,...}``.
+
+    Raises:
+        DtmfError: not JSON, not a DTMF event, or fields missing or out of range.
+    """
+    try:
+        event = json.loads(data)
+        if event.get("type") != "DTMF":
+            raise DtmfError(f"not a DTMF event: type {event.get('type')!r}")
+        code = int(event["event"])
+        if not 0 <= code < len(DIGITS):
+            raise DtmfError(f"event {code} is not a DTMF digit")
+        return LoggedDigit(str(event["callid"]), str(event["source_tag"]), DIGITS[code], int(event.get("duration", 0)))
+    except DtmfError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DtmfError(f"unreadable rtpengine DTMF event: {exc!r}") from None
+
+
+def logged_entry(digit: LoggedDigit, caller_tag: str, modes: tuple[str, str]) -> str | None:
+    """The call-record entry of a digit rtpengine saw in the media, or None when it is not to be recorded.
+
+    Args:
+        digit: the parsed event.
+        caller_tag: the caller's From-tag; any other source tag is the callee's.
+        modes: (caller mode, callee mode).
+
+    Returns:
+        ``{side}:{digit}:{mode}`` with the sending side's mode, or None when that side
+        uses ``info``: then the event is the edge's own ``play DTMF`` of a digit already
+        recorded from the INFO.
+    """
+    from_caller = digit.source_tag == caller_tag
+    mode = DtmfMode(modes[0] if from_caller else modes[1])
+    if mode is DtmfMode.INFO:
+        return None
+    return record_entry("caller" if from_caller else "callee", digit.digit, mode)

@@ -15,6 +15,8 @@ Kamailio callbacks (names are also used in ``templates/kamailio.cfg.j2``):
 * ``ksr_call_clock(msg, event)``: rtimer, once a second; ends answered calls past
   their maximum duration (the dialog module's own timer is only a backstop: in
   5.6.3 its timeout BYE can race with the ACK and leave the dialog unreleased).
+* ``ksr_dtmf_log(msg, event)``: rtimer, five times a second; records the DTMF digits
+  rtpengine reports seeing in the media (``dtmf.log_port``) with their calls.
 * ``ksr_registration_sync(msg, event)``: rtimer, every ``registration.sync_interval_s``;
   keeps the ``uac`` module's registrations equal to the registration trunks in
   redis and publishes their state (``edge:reg:{trunk}:{node}``).
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 import traceback
 
@@ -86,6 +89,10 @@ DTMF_AVP = "$avp(edge_dtmf)"
 FROM_CALLER_AVP = "$avp(edge_from_caller)"
 #: 1 when the transaction's request carried SDP (then an SDP in its reply is an answer, else an offer)
 REQ_SDP_AVP = "$avp(edge_req_sdp)"
+#: htable: call-id -> "{caller from-tag},{caller mode},{callee mode}" of answered calls (DTMF log)
+DTMF_CALL_TABLE = "dtmfcall"
+#: datagrams read per DTMF log tick at most (the rest wait for the next tick)
+DTMF_LOG_BATCH = 200
 MAX_FORWARDS = 70
 
 
@@ -143,6 +150,8 @@ class Router:
         self._writer: CdrWriter | None = None
         self._now_ms = 0
         self._replayed_at = 0.0
+        self._dtmf_sock: socket.socket | None = None
+        self._dtmf_sock_failed = False
 
     # -- process life -------------------------------------------------------
 
@@ -508,6 +517,7 @@ class Router:
             KSR.rtpengine.rtpengine_delete0()
         if method == "ACK":
             self._start_clock()
+            self._note_dtmf_call()
         if method in ("INVITE", "UPDATE", "ACK"):
             modes = _modes(_pv(DTMF_VAR))
             from_caller = _pv("$ft") == _pv("$dlg(from_tag)")
@@ -868,6 +878,59 @@ class Router:
             KSR.err("edge: exception in call clock: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
 
+    def _note_dtmf_call(self) -> None:
+        """On the ACK of an answered call, keep what :meth:`ksr_dtmf_log` needs to attribute the
+        digits rtpengine reports: the caller's From-tag and both sides' DTMF modes."""
+        if not self.settings.dtmf_log_port or KSR.htable.sht_is_null(DTMF_CALL_TABLE, _pv("$ci")) < 0:
+            return
+        modes = _pv(DTMF_VAR)
+        if _modes(modes) is None:
+            return
+        KSR.htable.sht_sets(DTMF_CALL_TABLE, _pv("$ci"), f"{_pv('$dlg(from_tag)')},{modes}")
+
+    def _dtmf_socket(self) -> socket.socket | None:
+        if self._dtmf_sock is None and not self._dtmf_sock_failed:
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.setblocking(False)
+                sock.bind(("127.0.0.1", self.settings.dtmf_log_port))
+                self._dtmf_sock = sock
+            except OSError as exc:
+                self._dtmf_sock_failed = True  # said once; digits seen in the media are then not recorded
+                KSR.err(f"edge: cannot receive rtpengine dtmf events on 127.0.0.1:{self.settings.dtmf_log_port}: {exc}\n")
+        return self._dtmf_sock
+
+    def ksr_dtmf_log(self, msg: object, event: str = "") -> int:
+        """rtimer callback, five times a second in one timer process: read the DTMF events rtpengine
+        reports (``dtmf-log-dest``, JSON over UDP) and append each digit to its call record as
+        ``{side}:{digit}:{mode}`` (routing.dtmf.logged_entry).  Digits of calls not answered on this
+        edge, and the edge's own plays of INFO digits, are skipped."""
+        try:
+            sock = self._dtmf_socket()
+            for _ in range(DTMF_LOG_BATCH if sock else 0):
+                try:
+                    data = sock.recv(4096)
+                except BlockingIOError:
+                    break
+                try:
+                    digit = dtmf.parse_log_event(data)
+                except dtmf.DtmfError as exc:
+                    KSR.warn(f"edge: {exc}\n")
+                    continue
+                known = _pv(f"$sht({DTMF_CALL_TABLE}=>{digit.call_id})")
+                caller_tag, _, modes = known.partition(",")
+                pair = _modes(modes)
+                if pair is None:
+                    continue
+                entry = dtmf.logged_entry(digit, caller_tag, pair)
+                if entry is None:
+                    continue
+                KSR.info(f"edge: dtmf call-id={digit.call_id} {entry}\n")
+                self._store().record_dtmf(digit.call_id, entry)
+        except Exception:  # noqa: BLE001 - the timer must keep ticking
+            KSR.err("edge: exception in dtmf log: " + traceback.format_exc().replace("\n", " | ") + "\n")
+        return 1
+
     def _redirect_refusal(self, plan: CallPlan) -> Reject | None:
         """A 3xx is relayed only when its Contact is a number allowed for the call's agent."""
         match = _URI_USER.search(_pv("$T_rpl($ct)"))
@@ -893,6 +956,8 @@ class Router:
                 if not call_id:
                     return 1
                 KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
+                if self.settings.dtmf_log_port:
+                    KSR.htable.sht_rm(DTMF_CALL_TABLE, call_id)
                 peer_bye = _pv("$rm") == "BYE" and not _pv("$rs")
                 if event == "dialog:end" and not peer_bye:
                     # ended by the edge (call clock or dialog timeout: the dialog module sent the

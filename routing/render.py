@@ -63,6 +63,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         dtmf_volume_db=settings.dtmf.volume_db,
         cdr_retention_s=settings.cdr.retention_days * 86400,
         cdr_spool_dir=str(settings.cdr_spool_path),
+        dtmf_log_port=settings.dtmf.log_port,
     )
 
 

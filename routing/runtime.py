@@ -44,6 +44,7 @@ class RuntimeSettings:
         dtmf_volume_db: level of played DTMF tones (dB below full scale).
         cdr_retention_s: how long call records stay in redis (s).
         cdr_spool_dir: where call records wait while redis is unreachable.
+        dtmf_log_port: UDP port on 127.0.0.1 of rtpengine's DTMF event reports; 0 = off.
     """
 
     node: str = "edge1"
@@ -70,6 +71,7 @@ class RuntimeSettings:
     dtmf_volume_db: int = 8
     cdr_retention_s: int = 14 * 86400
     cdr_spool_dir: str = "/var/spool/byoc-edge/cdr"
+    dtmf_log_port: int = 0
 
 
 def load(path: str | None = None) -> RuntimeSettings:

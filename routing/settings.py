@@ -255,6 +255,11 @@ class Dtmf(_Model):
         250, ge=100, le=5000, description="length of a digit played from an INFO without Duration (ms, rtpengine play DTMF)",
     )
     volume_db: int = Field(8, ge=0, le=63, description="level of a played DTMF tone, dB below full scale")
+    log_port: int = Field(
+        2224, ge=0, le=65535,
+        description="UDP port on 127.0.0.1 where rtpengine reports the digits it sees (dtmf-log-dest) and the "
+        "edge records them with the call; 0 = digits seen in the media are not recorded",
+    )
 
 
 class Settings(_Model):
@@ -279,6 +284,12 @@ class Settings(_Model):
     def cdr_spool_path(self) -> Path:
         """Directory of spooled call records."""
         return self.cdr.spool_dir or Path(self.run_dir) / "cdr-spool"
+
+    @model_validator(mode="after")
+    def _check_dtmf_port(self) -> "Settings":
+        if self.dtmf.log_port and self.dtmf.log_port == self.rtpengine.ng_port:
+            raise ValueError("dtmf.log_port must differ from rtpengine.ng_port (both are UDP ports on 127.0.0.1)")
+        return self
 
     @property
     def tls_certificate(self) -> Path:

@@ -14,7 +14,10 @@ from routing.cli import main
 from routing.dtmf import (
     DtmfError,
     DtmfMode,
+    LoggedDigit,
     info_action,
+    logged_entry,
+    parse_log_event,
     needs_injection,
     parse_info,
     parse_mode,
@@ -25,7 +28,7 @@ from routing.dtmf import (
 from routing.model import Agent, DataError, Trunk
 from routing.pipeline import dtmf_mode
 from routing.plan import CallPlan, Target
-from routing.render import runtime_settings
+from routing.render import render, runtime_settings
 from routing.runtime import RuntimeSettings
 from routing.settings import Settings, SettingsError, load_settings
 from routing.store import RedisStore
@@ -128,6 +131,38 @@ def test_record_entry() -> None:
     assert record_entry("callee", "11", "rfc4733") == "callee:#:rfc4733"
 
 
+# -- rtpengine DTMF log events -----------------------------------------------------------
+
+
+def test_parse_log_event_as_rtpengine_sends_it() -> None:
+    data = (b'{"callid":"c1@h","source_tag":"t1","tags":["t1","t2"],"type":"DTMF","timestamp":1795279261,'
+            b'"source_ip":"127.0.4.11","event":11,"duration":200,"volume":10}')
+    assert parse_log_event(data) == LoggedDigit("c1@h", "t1", "#", 200)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"not json", "unreadable"),
+    (b'{"type":"DTMF","callid":"c","source_tag":"t","event":16}', "not a DTMF digit"),
+    (b'{"type":"other","callid":"c","source_tag":"t","event":1}', "not a DTMF event"),
+    (b'{"type":"DTMF","source_tag":"t","event":1}', "unreadable"),
+    (b"[1]", "unreadable"),
+])
+def test_parse_log_event_refusals(data: bytes, message: str) -> None:
+    with pytest.raises(DtmfError, match=message):
+        parse_log_event(data)
+
+
+def test_logged_digit_attributed_to_its_side_and_mode() -> None:
+    digit = LoggedDigit("c", "caller-tag", "5", 200)
+    assert logged_entry(digit, "caller-tag", ("inband", "rfc4733")) == "caller:5:inband"
+    other = LoggedDigit("c", "callee-tag", "#", 200)
+    assert logged_entry(other, "caller-tag", ("inband", "rfc4733")) == "callee:#:rfc4733"
+
+
+def test_edge_own_play_of_an_info_digit_is_not_recorded_twice() -> None:
+    assert logged_entry(LoggedDigit("c", "caller-tag", "5", 200), "caller-tag", ("info", "rfc4733")) is None
+
+
 # -- model, admin, call record --------------------------------------------------------------
 
 
@@ -184,9 +219,26 @@ def test_digits_appended_to_the_call_record_in_order(redis_client: redis.Redis) 
 def test_settings_default_and_runtime(tmp_path: Path) -> None:
     assert Settings().dtmf.default_mode == "rfc4733"
     path = tmp_path / "s.yaml"
-    path.write_text("dtmf: {default_mode: info, duration_ms: 160, volume_db: 10}\n")
-    rt = runtime_settings(load_settings(path))
-    assert (rt.dtmf_default, rt.dtmf_duration_ms, rt.dtmf_volume_db) == ("info", 160, 10)
+    path.write_text("dtmf: {default_mode: info, duration_ms: 160, volume_db: 10, log_port: 3333}\n")
+    settings = load_settings(path)
+    rt = runtime_settings(settings)
+    assert (rt.dtmf_default, rt.dtmf_duration_ms, rt.dtmf_volume_db, rt.dtmf_log_port) == ("info", 160, 10, 3333)
+    configs = render(settings)
+    assert "dtmf-log-dest = 127.0.0.1:3333" in configs["rtpengine.conf"]
+    assert "route=ksr_dtmf_log" in configs["kamailio.cfg"]
+
+
+def test_log_port_must_not_be_the_ng_port(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("rtpengine: {ng_port: 4000}\ndtmf: {log_port: 4000}\n")
+    with pytest.raises(SettingsError, match="dtmf.log_port must differ from rtpengine.ng_port"):
+        load_settings(path)
+
+
+def test_log_port_zero_turns_media_digit_recording_off() -> None:
+    configs = render(Settings(dtmf={"log_port": 0}))
+    assert "dtmf-log-dest" not in configs["rtpengine.conf"]
+    assert "ksr_dtmf_log" not in configs["kamailio.cfg"]
 
 
 def test_settings_bad_mode_names_the_field(tmp_path: Path) -> None:
