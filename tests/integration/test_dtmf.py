@@ -15,7 +15,7 @@ import pytest
 
 from routing import admin
 from routing.dtmf import DtmfMode
-from routing.model import Agent, Direction, Trunk
+from routing.model import Agent, Direction, Gateway, Trunk
 from routing.sipp import SippRun, uac, uas
 
 from tests.dtmfmedia import Recorder, event_pcap, silence_pcap, tone_pcap
@@ -169,3 +169,42 @@ def test_info_agent_to_rfc4733_carrier(clean_edge: Edge, carrier_recorder: Recor
     _finish(carrier, agent)
     assert not carrier.received_requests("INFO")
     assert carrier_recorder.events(101) == "9"  # the caller's own telephone-event payload type
+
+
+def test_inband_agent_answering_to_rfc4733_carrier(clean_edge: Edge, carrier_recorder: Recorder) -> None:
+    """Tones from the callee become events in the caller's own payload type (the answer direction)."""
+    edge = clean_edge
+    _provision(edge, "rfc4733", "inband")
+    caller = dtmf_scenarios.caller(edge.workdir, te=True, record=True, hold_ms=4000)
+    tones = tone_pcap(edge.workdir / "tones.pcap", "5#")
+    callee = dtmf_scenarios.callee(edge.workdir, te=False, record=False, pcap=tones)
+    carrier, agent = _call(edge, caller, callee, carrier_recorder, "caller")
+    _recorded(edge, "callee:5:inband,callee:#:inband")
+    _finish(carrier, agent)
+    assert carrier_recorder.events(101) == "5#"
+
+
+def test_termination_inband_agent_to_rfc4733_carrier(clean_edge: Edge, recorder: Recorder) -> None:
+    """Agent -> carrier: the agent's mode is the caller's, the route's trunk's mode the callee's."""
+    edge = clean_edge
+    gateway = Recorder(CARRIER_A)  # the carrier's media
+    try:
+        admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
+                                          gateways=(Gateway(CARRIER_A, 5080),), dtmf=DtmfMode.RFC4733))
+        admin.put_agent(edge.redis, Agent("bot", (f"sip:{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
+                                          dtmf=DtmfMode.INBAND))
+        edge.route("+44", "carrier", "0.0100")
+        tones = tone_pcap(edge.workdir / "tones.pcap", "5#")
+        caller = dtmf_scenarios.caller(edge.workdir, te=False, record=False, pcap=tones, hold_ms=4000)
+        callee = dtmf_scenarios.callee(edge.workdir, te=True, record=True)
+        key = ["-key", "rtp_port", str(gateway.port)]
+        carrier = uas(edge.workdir / "carrier", CARRIER_A, 5080, scenario=callee, rtp_echo=False, extra=key)
+        agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, "+442071234567", scenario=caller)
+        _recorded(edge, "caller:5:inband,caller:#:inband")
+        assert agent.wait(timeout=30) == 0, agent.output()
+        assert carrier.wait(timeout=30) == 0, carrier.output()
+        pt = _te_pt(carrier.received_requests("INVITE")[0])
+        assert pt is not None
+        assert gateway.events(pt) == "5#"
+    finally:
+        gateway.close()
