@@ -5,7 +5,8 @@ The one write path shared by ``edgectl`` (and later the HTTP API and
 
 * every write is one redis ``MULTI``/``EXEC`` transaction, with ``WATCH`` on
   every key whose content was checked, retried on a concurrent change; it also
-  increments ``edge:version`` and sets ``edge:schema``, so a write is applied
+  increments ``edge:version`` (the call path's topology cache applies the change
+  to the next call when it moves) and sets ``edge:schema``, so a write is applied
   completely or not at all;
 * the index sets (``edge:trunks``, ``edge:agents``, ``edge:dids``,
   ``edge:routes``) are kept in step with the entity keys;
@@ -30,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+import time
 from decimal import Decimal
 from enum import Enum
 from typing import Callable, Iterable, Sequence, TypeVar
@@ -250,6 +252,13 @@ def _check_schema(pipe: Pipeline) -> None:
         )
 
 
+def version_seed() -> int:
+    """First value of ``edge:version`` on an empty database: the time in µs, so a flushed and
+    re-provisioned database never repeats a version that a worker cached before the flush
+    (every worker's topology cache is keyed on it, see :mod:`routing.store`)."""
+    return time.time_ns() // 1000
+
+
 def _transaction(client: redis.Redis, watch: Sequence[str], prepare: Callable[[Pipeline], Writes]) -> None:
     """Run one optimistic transaction: WATCH, check, MULTI, write, EXEC.
 
@@ -270,6 +279,7 @@ def _transaction(client: redis.Redis, watch: Sequence[str], prepare: Callable[[P
                 writes = prepare(pipe)
                 pipe.multi()
                 writes(pipe)
+                pipe.set(keys.VERSION, version_seed(), nx=True)
                 pipe.incr(keys.VERSION)
                 pipe.set(keys.SCHEMA, keys.SCHEMA_VERSION)
                 pipe.execute()

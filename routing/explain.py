@@ -66,6 +66,12 @@ class DryRunStore:
     def topology(self) -> Topology:
         return self.inner.topology()
 
+    def confirm(self) -> None:
+        self.inner.confirm()
+
+    def current_topology(self) -> Topology:
+        return self.inner.current_topology()
+
     def did(self, number: str) -> Did | None:
         return self.inner.did(number)
 

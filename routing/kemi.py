@@ -389,7 +389,7 @@ class Router:
     def _register(self) -> None:
         """REGISTER: only digest trunks may register (PBXs that register to their provider);
         the registration is accepted (200) but the edge routes by trunk, not by contact."""
-        topology = self._store().topology()
+        topology = self._store().current_topology()
         if not any(t.auth is not AuthMode.IP for t in topology.trunks.values()):
             self._not_allowed()
             return
@@ -1017,7 +1017,7 @@ class Router:
 
     def _sync_registrations(self) -> None:
         store = self._store()
-        topology = store.topology()
+        topology = store.current_topology()
         creds = {}
         for trunk in topology.trunks.values():
             if trunk.register is not None:

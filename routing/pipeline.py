@@ -29,7 +29,7 @@ from .request import SipRequest
 from .runtime import RuntimeSettings
 from .headers import headers_to_remove
 from .policy import destination_allowed
-from .store import Admission, Lease, Store, Topology
+from .store import Admission, Lease, StaleTopology, Store, Topology
 from . import keys
 from .registration import match_inbound
 
@@ -86,6 +86,11 @@ def dtmf_mode(side: Trunk | Agent, rt: RuntimeSettings) -> str:
 def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, trace: Trace | None = None) -> Decision:
     """Decide an out-of-dialog INVITE.
 
+    The store's topology may be a worker's cached copy; every decision is checked against
+    ``edge:version`` (by the DID/route read, or :meth:`Store.confirm` where there is none), and a
+    request routed on an out-of-date copy is routed once more on a fresh read
+    (:class:`~routing.store.StaleTopology`), before any slot is taken.
+
     Args:
         trace: when a list, every stage appends a :class:`Step` to it (``edgectl explain``);
             None on the call path, where nothing is built.
@@ -94,6 +99,16 @@ def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, tra
         StoreUnavailable: redis unreachable (the caller answers 503).
         DataError: malformed routing data in redis (the caller answers 500).
     """
+    mark = len(trace) if trace is not None else 0
+    try:
+        return _route(req, store, rt, trace)
+    except StaleTopology:  # the routing tables changed under the cached topology: once more, fresh
+        if trace is not None:
+            del trace[mark:]
+        return _route(req, store, rt, trace)
+
+
+def _route(req: SipRequest, store: Store, rt: RuntimeSettings, trace: Trace | None) -> Decision:
     topology = store.topology()
     registered = match_inbound(req.ruri_user, req.src_ip, topology.trunks.values(), store.registrar_addresses)
     if registered is not None:
@@ -101,9 +116,10 @@ def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, tra
         if trace is not None:
             trace.append(Step("registration", True, f"R-URI user {req.ruri_user} is the contact registered to trunk "
                                                     f"{registered.name}, from {req.src_ip}: origination"))
-        return originate(replace(req, ruri_user=""), registered, topology, store, rt, trace)
+        return _confirmed(originate(replace(req, ruri_user=""), registered, topology, store, rt, trace), store)
     peer = classify_source(req.src_ip, topology)
     if peer is None:
+        store.confirm()  # a refusal or a challenge must not rest on an outdated copy
         if any(t.auth is AuthMode.DIGEST for t in topology.trunks.values()):
             if trace is not None:
                 trace.append(Step("acl", True, f"source {req.src_ip} is in no CIDR; a digest trunk may call "
@@ -118,12 +134,21 @@ def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, tra
     if peer.kind == "trunk":
         trunk = topology.trunks[peer.name]
         if trunk.auth is not AuthMode.IP:
+            store.confirm()
             if trace is not None:
                 trace.append(Step("auth", True, f"trunk {trunk.name} has auth {trunk.auth.value}: the call "
                                                 "is challenged (407) and needs the trunk's digest credentials"))
             return Authenticate(trunk=trunk.name, topology=topology)
-        return originate(req, trunk, topology, store, rt, trace)
-    return terminate(req, topology.agents[peer.name], topology, store, rt, trace)
+        return _confirmed(originate(req, trunk, topology, store, rt, trace), store)
+    return _confirmed(terminate(req, topology.agents[peer.name], topology, store, rt, trace), store)
+
+
+def _confirmed(decision: Decision, store: Store) -> Decision:
+    """``decision``, once a refusal made before the DID/route read (direction, number, policy) has
+    been checked against ``edge:version`` (no round trip when that read already did)."""
+    if isinstance(decision, Reject):
+        store.confirm()
+    return decision
 
 
 def _refused(decision: Decision, direction: str, trunk: str = "", agent: str = "") -> Decision:
@@ -356,7 +381,7 @@ def check_transfer(target_user: str, agent_name: str, trunk_name: str, store: St
         number = from_uri_user(target_user, NumberFormat())
     except NumberError:
         return Reject.of(reason)
-    topology = store.topology()
+    topology = store.current_topology()
     agent = topology.agents.get(agent_name)
     if agent is None or not destination_allowed(number, agent.allow_prefixes, (*rt.blocked_prefixes, *agent.deny_prefixes)):
         return Reject.of(reason)

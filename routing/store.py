@@ -2,8 +2,33 @@
 
 The call path talks to redis only through :class:`RedisStore`; the pure
 routing stages depend on the :class:`Store` protocol so tests can pass a fake.
-Round trips per initial INVITE: two pipelines for the trunk/agent topology,
-one for the DID or the route prefixes, one Lua call per admission.
+
+Round trips per initial INVITE: one for the DID or the route prefixes (which
+also reads ``edge:version``) and one Lua call per admission.  The trunk/agent
+topology (two more round trips and the parsing of every trunk and agent) is
+cached per worker process.
+
+Cache contract (what may be cached, and how fresh it is):
+
+* Only the **topology** is cached: the index sets ``edge:trunks`` /
+  ``edge:agents`` and each trunk's and agent's own keys (hash, CIDRs, gateways,
+  URIs).  These change only through ``edgectl``/:mod:`routing.admin`, which
+  increments ``edge:version`` in the same transaction as every write.
+* A decision never rests on a cached topology that redis has moved past: the
+  DID and route reads fetch ``edge:version`` in their own pipeline, and
+  :meth:`RedisStore.confirm` fetches it on the paths that decide without them
+  (refusals by source, digest challenges, transfers, REGISTER).  When it moved,
+  the cache is dropped and :class:`StaleTopology` raised, so
+  :func:`routing.pipeline.route_initial_invite` routes the request once more on a
+  fresh read.  An ``edgectl`` write therefore applies to the very next call.
+* A hand edit of a trunk or agent with ``redis-cli`` that does not
+  ``INCR edge:version`` applies within :data:`TOPOLOGY_MAX_AGE_S` (1 s): the
+  cache is never reused for longer.
+* Everything else is read per call and must stay so: DIDs, routes, digest
+  credentials, leases and CPS buckets, and any **per-call state** (gateway
+  up/down from OPTIONS probes, spend caps, registrations).  Such state must not
+  be put into :class:`Topology`; read it in the DID/route pipeline or in the
+  admission script, where it costs no extra round trip.
 """
 
 from __future__ import annotations
@@ -27,6 +52,8 @@ __all__ = [
     "Store",
     "RedisStore",
     "StoreUnavailable",
+    "StaleTopology",
+    "TOPOLOGY_MAX_AGE_S",
     "connect",
     "route_prefixes",
 ]
@@ -34,6 +61,17 @@ __all__ = [
 
 class StoreUnavailable(RuntimeError):
     """redis could not be reached or did not answer within the socket timeout."""
+
+
+class StaleTopology(Exception):
+    """``edge:version`` moved while a request was routed on this worker's cached topology;
+    the cache has been dropped: route the request once more."""
+
+
+#: Longest a worker reuses its cached topology without re-reading it (s).  ``edgectl`` writes
+#: bump ``edge:version`` and apply to the next call; a hand edit that does not bump it applies
+#: within this time.
+TOPOLOGY_MAX_AGE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +145,10 @@ class Store(Protocol):
     """What routing decisions need from the routing tables."""
 
     def topology(self) -> Topology: ...
+
+    def confirm(self) -> None: ...
+
+    def current_topology(self) -> Topology: ...
 
     def did(self, number: str) -> Did | None: ...
 
@@ -192,19 +234,73 @@ class RedisStore:
         self._dtmf = client.register_script((lua / "dtmf.lua").read_text())
         self._finish = client.register_script((lua / "finish.lua").read_text())
         self._update = client.register_script((lua / "call_update.lua").read_text())
+        self._topology: Topology | None = None
+        self._version: str | None = None
+        self._loaded_at = 0.0
+        #: the topology last returned by topology() is a reused copy not yet compared with edge:version
+        self._unconfirmed = False
+
+    def _check_version(self, version: str | None) -> None:
+        """Compare ``edge:version`` read by this request with the cached topology's.
+
+        Raises:
+            StaleTopology: it moved and the request was routed on a reused, unconfirmed copy.
+        """
+        reused, self._unconfirmed = self._unconfirmed, False
+        if version == self._version:
+            return
+        self._topology = None  # the next topology() reads redis again
+        if reused:
+            raise StaleTopology(f"{keys.VERSION} {self._version} -> {version}")
+
+    def confirm(self) -> None:
+        """Make sure the topology last returned by :meth:`topology` is current: one round trip
+        when it was a reused copy not yet confirmed in this request, none otherwise.
+
+        Raises:
+            StaleTopology: ``edge:version`` moved since it was read; the cache is dropped.
+            StoreUnavailable: redis unreachable or slow.
+        """
+        if not self._unconfirmed:
+            return
+        try:
+            version = self.client.get(keys.VERSION)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        self._check_version(version)
+
+    def current_topology(self) -> Topology:
+        """:meth:`topology`, confirmed against ``edge:version`` (for the rare paths that decide
+        without a DID or route read: transfers, redirects, REGISTER)."""
+        topology = self.topology()
+        try:
+            self.confirm()
+        except StaleTopology:
+            topology = self.topology()
+        return topology
 
     def topology(self) -> Topology:
-        """Read every trunk and agent (two round trips).
+        """Every trunk and agent: this worker's cached copy while it is younger than
+        :data:`TOPOLOGY_MAX_AGE_S`, else read from redis (two round trips, with ``edge:version``).
+
+        A reused copy is unconfirmed until the request's DID/route read or :meth:`confirm`
+        compares ``edge:version`` (see the module's cache contract).
 
         Raises:
             StoreUnavailable: redis unreachable or slow.
             DataError: a malformed trunk or agent.
         """
+        if self._topology is not None and time.monotonic() - self._loaded_at < TOPOLOGY_MAX_AGE_S:
+            self._unconfirmed = True
+            return self._topology
+        self._topology, self._unconfirmed = None, False
+        loaded_at = time.monotonic()
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.smembers(keys.TRUNKS)
             pipe.smembers(keys.AGENTS)
-            trunk_names, agent_names = pipe.execute()
+            pipe.get(keys.VERSION)
+            trunk_names, agent_names, version = pipe.execute()
             trunk_names, agent_names = sorted(trunk_names), sorted(agent_names)
             pipe = self.client.pipeline(transaction=False)
             for name in trunk_names:
@@ -231,14 +327,26 @@ class RedisStore:
             pos += 3
             if fields or uris or cidrs:
                 agents[name] = Agent.from_redis(name, fields, uris, cidrs)
-        return Topology(trunks=trunks, agents=agents)
+        topology = Topology(trunks=trunks, agents=agents)
+        self._topology, self._version, self._loaded_at = topology, version, loaded_at
+        return topology
 
     def did(self, number: str) -> Did | None:
-        """Look up one DID (E.164 with ``+``); None when it is not provisioned."""
+        """Look up one DID (E.164 with ``+``); None when it is not provisioned.  One round trip,
+        which also checks ``edge:version`` against the cached topology.
+
+        Raises:
+            StaleTopology: the topology this request was routed on is out of date.
+            StoreUnavailable: redis unreachable or slow.
+        """
         try:
-            fields = self.client.hgetall(keys.did(number))
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(keys.did(number))
+            pipe.get(keys.VERSION)
+            fields, version = pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
+        self._check_version(version)
         return Did.from_redis(number, fields) if fields else None
 
     def credentials(self, trunk: str) -> tuple[str, str] | None:
@@ -293,15 +401,23 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
 
     def routes(self, number: str) -> list[RouteEntry]:
-        """Route entries of the longest prefix of ``number`` that has any (one round trip)."""
+        """Route entries of the longest prefix of ``number`` that has any (one round trip, which
+        also checks ``edge:version`` against the cached topology).
+
+        Raises:
+            StaleTopology: the topology this request was routed on is out of date.
+            StoreUnavailable: redis unreachable or slow.
+        """
         prefixes = route_prefixes(number)
         try:
             pipe = self.client.pipeline(transaction=False)
             for prefix in prefixes:
                 pipe.hgetall(keys.route(prefix))
-            rows = pipe.execute()
+            pipe.get(keys.VERSION)
+            *rows, version = pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
+        self._check_version(version)
         for prefix, fields in zip(prefixes, rows):
             if fields:
                 return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()]
@@ -313,9 +429,11 @@ class RedisStore:
         """:meth:`routes` plus the gateways marked down (``{trunk}/{host:port}``, written by
         ``routing/prober.py``) and today's spend of each trunk in ``spend_of``
         (micro-units, UTC day of this host's clock; spend guardrails), all in the same round
-        trip, so a health change or a reached spend cap applies to the next call.
+        trip, so a health change or a reached spend cap applies to the next call; the same round
+        trip checks ``edge:version`` against the cached topology.
 
         Raises:
+            StaleTopology: the topology this request was routed on is out of date.
             StoreUnavailable: redis unreachable or slow.
         """
         prefixes = route_prefixes(number)
@@ -327,9 +445,11 @@ class RedisStore:
             pipe.smembers(keys.GATEWAYS_DOWN)
             for trunk in spend_of:
                 pipe.get(keys.spend(trunk, day))
-            rows = pipe.execute()
+            pipe.get(keys.VERSION)
+            *rows, version = pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
+        self._check_version(version)
         down = frozenset(rows[len(prefixes)])
         spent = {trunk: int(value or 0) for trunk, value in zip(spend_of, rows[len(prefixes) + 1 :])}
         for prefix, fields in zip(prefixes, rows[: len(prefixes)]):

@@ -42,6 +42,12 @@ class FakeStore:
     def topology(self) -> Topology:
         return Topology(trunks=dict(self.trunks), agents=dict(self.agents))
 
+    def confirm(self) -> None:
+        """Never stale: the fake has no cache."""
+
+    def current_topology(self) -> Topology:
+        return self.topology()
+
     def did(self, number: str) -> Did | None:
         return self.dids.get(number)
 

@@ -7,9 +7,14 @@ import os
 import re
 import signal
 from datetime import datetime
+from pathlib import Path
+
+from click.testing import CliRunner
 
 
 from routing import keys, services
+from routing.cli import main as cli_main
+from routing.store import TOPOLOGY_MAX_AGE_S
 from tests.helpers import wait_until
 from routing.numbers import NumberFormat
 
@@ -122,12 +127,15 @@ def test_python_exception_gets_500_and_next_call_works(clean_edge: Edge) -> None
     edge = clean_edge
     provision(edge)
     # a hand edit that breaks the data model: a trunk key of the wrong redis type
+    # (hand edits of trunks and agents bump edge:version to apply on the next call: docs/redis-schema.md)
     edge.redis.sadd(keys.TRUNKS, "broken")
     edge.redis.set(keys.trunk("broken"), "not a hash")
+    edge.redis.incr(keys.VERSION)
     assert expect_reject(edge, CARRIER_A, DID) == (500, "Internal Server Error")
     assert "exception in request route" in edge.log()
     edge.redis.delete(keys.trunk("broken"))
     edge.redis.srem(keys.TRUNKS, "broken")
+    edge.redis.incr(keys.VERSION)
     assert expect_reject(edge, STRANGER, DID) == (403, "Source Not Allowed")
 
 
@@ -142,6 +150,30 @@ def test_change_in_redis_applies_to_next_call(clean_edge: Edge) -> None:
     assert caller.wait() == 0, caller.output()
     assert caller.final_status() == [(200, "OK")]
     agent.stop()
+
+
+def test_edgectl_edit_applies_to_the_very_next_call(clean_edge: Edge) -> None:
+    """Workers cache the trunks and agents for up to TOPOLOGY_MAX_AGE_S; an edgectl write moves
+    edge:version, which the next call's DID read sees, so the edit is not hidden by the cache."""
+    edge = clean_edge
+    provision(edge)
+    # every worker reads and caches the topology: calls from carrier-a to an unknown DID (404 each)
+    warm = uac(edge.workdir / "warm", CARRIER_A, 5070, edge.sip, "+14155550199",
+               scenario=reject_uac_scenario(edge.workdir), calls=24, rate=200)
+    assert warm.wait() == 0, warm.output()
+    assert warm.final_status() == [(404, "DID Not Found")] * 24
+    settings = Path(edge.settings.run_dir).parent / "settings.yaml"
+    result = CliRunner().invoke(cli_main, ["--settings", str(settings), "trunk", "add", "carrier-a", "--replace",
+                                           "--direction", "outbound", "--cidr", f"{CARRIER_A}/32",
+                                           "--gateway", f"{CARRIER_A}:5080"])
+    assert result.exit_code == 0, result.output
+    caller = uac(edge.workdir / "next", CARRIER_A, 5071, edge.sip, DID, scenario=reject_uac_scenario(edge.workdir))
+    assert caller.wait() == 0, caller.output()
+    assert caller.final_status() == [(403, "Trunk Not Allowed Inbound")]
+    # the call came while the workers' cached copies were young enough to be reused
+    last_warm = max(stamp(b) for b in warm.messages().split("-" * 47) if "message received" in b)
+    invite = next(b for b in caller.messages().split("-" * 47) if "message sent" in b and "INVITE sip" in b)
+    assert stamp(invite) - last_warm < TOPOLOGY_MAX_AGE_S
 
 
 def test_agent_unreachable_gets_503_and_releases_slots(clean_edge: Edge) -> None:
