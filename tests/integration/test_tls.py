@@ -39,8 +39,10 @@ def test_carrier_over_tls_reaches_udp_agent(clean_edge: Edge) -> None:
     edge = clean_edge
     binary = shutil.which("baresip")
     assert binary, "baresip is not installed (apt-get install baresip-core)"
-    # a TLS connection leaves from the kernel's choice of source address: the edge's own here
-    admin.put_trunk(edge.redis, Trunk("tls-carrier", Direction.BOTH, cidrs=(f"{EDGE_IP}/32",)))
+    # a TLS connection leaves from the kernel's choice of source address: the edge's own here, or
+    # 127.0.0.1 (the loopback's primary address) when the tests run on another EDGE_TEST_NET
+    sources = (f"{EDGE_IP}/32",) + (("127.0.0.1/32",) if EDGE_IP != "127.0.0.1" else ())
+    admin.put_trunk(edge.redis, Trunk("tls-carrier", Direction.BOTH, cidrs=sources))
     admin.put_agent(edge.redis, Agent("bot", (f"sip:{AGENT_IP}:5090",), (f"{AGENT_IP}/32",)))
     edge.did(DID, "tls-carrier", "bot")
     agent = uas(edge.workdir / "agent", AGENT_IP, 5090, scenario="uas_answer.xml", answer_ms=200, rtp_echo=False)
