@@ -17,7 +17,7 @@ becoming 500), or 503 when no target answered at all.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from .store import Lease, Store
 
@@ -138,8 +138,9 @@ class CallPlan:
         return None
 
     def dumps(self) -> str:
-        """Serialise for a transaction AVP."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        """Serialise for a transaction AVP: the JSON of ``dataclasses.asdict(self)``, built by
+        :func:`_plain` without asdict's deep copies (this runs for every INVITE and failover)."""
+        return json.dumps(_plain(self), separators=(",", ":"))
 
     @classmethod
     def loads(cls, text: str) -> "CallPlan":
@@ -201,3 +202,24 @@ def final_response(plan: CallPlan, none_answered: tuple[int, str]) -> tuple[int,
     if code == 503:
         return 500, "Next Hop Unavailable"
     return code, reason
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _plain(value: object) -> object:
+    """What ``dataclasses.asdict`` gives for ``value`` (dataclasses -> dicts, tuples -> lists for
+    JSON), with each dataclass's field names looked up once per type."""
+    kind = type(value)
+    if kind is str or kind is int or value is None or kind is bool or kind is float:
+        return value
+    names = _FIELD_NAMES.get(kind)
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES.setdefault(kind, tuple(f.name for f in fields(value)))
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

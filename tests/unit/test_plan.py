@@ -143,6 +143,21 @@ def test_dumps_loads_round_trip() -> None:
     assert CallPlan.loads(again.dumps()) == plan
 
 
+def test_dumps_is_the_json_of_asdict() -> None:
+    """The field walker gives byte for byte what json.dumps(dataclasses.asdict(plan)) gives."""
+    import dataclasses
+    import json
+
+    plan = CallPlan(
+        call_id="abc", direction="termination",
+        targets=[Target("sip:a@b", "a b", "a", Lease("edge:lease:trunk:a", 3, "trunk a", 2.5, "edge:cps:trunk:a"), 60),
+                 Target("sip:c@d", "c")],
+        best=(480, "Temporarily Unavailable"), tried=["a b=480"], full=[503, "x", "trunk_limit", 5],
+        agent="bot", trunk="a", auth_tried=[0],
+    )
+    assert plan.dumps() == json.dumps(dataclasses.asdict(plan), separators=(",", ":"))
+
+
 def test_round_trip_of_a_fresh_plan() -> None:
     plan = CallPlan(call_id="x", direction="origination", targets=[Target("sip:a@b", "a")])
     assert CallPlan.loads(plan.dumps()) == plan
