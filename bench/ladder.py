@@ -6,7 +6,8 @@ Rungs (same SIPp scenarios for all):
   peer       Kamailio native cfg doing the edge's work (bench/peer/kamailio.cfg), same start options as the edge
   edge       the real edge: routing.services.up of the committed code (git HEAD)
   peer-tuned the peer with the Kamailio start options of bench/proposals 01-02 (-m 1024 -x tlsf)
-  edge-opt   the edge with every bench/proposals/*.patch applied (a patched copy of HEAD)
+  edge-opt   the edge with every bench/proposals/*.patch applied (a patched copy of HEAD), when there are any;
+  edge-w8    otherwise the edge (git HEAD) with 8 SIP workers instead of 4 (worker count tuning)
 
 Measures: CPS at < 0.1 % failed calls (ramp -> knee, then bisection at fixed rates, repeats
 interleaved across rungs, median), PDD/setup added by the edge at 25/50/80 % of its max
@@ -39,6 +40,10 @@ import sysinfo
 
 BENCH = Path(__file__).resolve().parent
 PROPOSALS = sorted((BENCH / "proposals").glob("*.patch"))
+#: the second edge variant: HEAD + proposals when there are any, else HEAD with more SIP workers
+ALT = "edge-opt" if PROPOSALS else "edge-w8"
+#: SIP workers (sip.workers) of each edge variant; 4 is the settings default
+WORKERS = {"edge-w8": 8}
 TUNED_ARGS = ("-m", "1024", "-x", "tlsf")  # what proposals 01 and 02 add to the edge's kamailio argv
 
 
@@ -57,6 +62,8 @@ class Bench:
         self.base.mkdir(parents=True, exist_ok=True)
         self.summary: dict = {"mode": "quick" if self.quick else "full", "stamp": stamp, "errors": []}
         self.p = self.params()
+        if args.rungs:
+            self.p["rungs"] = args.rungs.split(",")
         self.summary["params"] = self.p
         self.edge = rungs.Edge(self.base)
         self.natives: dict[str, rungs.NativeKamailio] = {}
@@ -70,12 +77,12 @@ class Bench:
                     "repeats": 1, "bisect": 2, "lat_fracs": [0.5], "lat_s": 6,
                     "media_n": [200, 500], "media_setup_cps": 100, "pcap_s": 10,
                     "xcode_n": [20, 60], "mem_n": [100, 400], "profile_s": 6, "ablation_cps": 200,
-                    "rungs": ["direct", "limit", "peer", "edge", "peer-tuned", "edge-opt"]}
+                    "rungs": ["direct", "limit", "peer", "edge", "peer-tuned", ALT]}
         return {"step_s": 8, "hold_ms": 500, "ramp": {"start": 100, "step": 100, "interval_s": 2, "max": 3000},
                 "repeats": 3, "bisect": 3, "lat_fracs": [0.25, 0.5, 0.8], "lat_s": 8,
                 "media_n": [200, 300, 400, 500], "media_setup_cps": 150, "pcap_s": 15,
                 "xcode_n": [30, 60, 90], "mem_n": [200, 1000], "profile_s": 8, "ablation_cps": 200,
-                "rungs": ["direct", "limit", "peer", "edge", "peer-tuned", "edge-opt"]}
+                "rungs": ["direct", "limit", "peer", "edge", "peer-tuned", ALT]}
 
     # ------------------------------------------------------------------ setup
 
@@ -87,7 +94,8 @@ class Bench:
         ref = None if self.args.worktree else "HEAD"
         s["proposals"] = [p.name for p in PROPOSALS]
         self.srcs["edge"] = rungs.build_tree(self.base / "src-edge", ref)
-        self.srcs["edge-opt"] = rungs.build_tree(self.base / "src-edge-opt", ref, PROPOSALS)
+        self.srcs[ALT] = rungs.build_tree(self.base / "src-edge-opt", ref, PROPOSALS) if PROPOSALS else self.srcs["edge"]
+        s["alt_variant"] = {"name": ALT, "workers": WORKERS.get(ALT, 4), "proposals": [p.name for p in PROPOSALS]}
         # ablation: the proposals one by one, cumulative
         for i in range(1, len(PROPOSALS)):
             self.srcs[f"edge+{i:02d}"] = rungs.build_tree(self.base / f"src-edge-{i:02d}", ref, PROPOSALS[:i])
@@ -138,7 +146,7 @@ class Bench:
         if self.edge_variant == variant and self.edge.pid("kamailio"):
             return
         self.edge.stop_kamailio()
-        self.edge.up(src=self.srcs[variant])
+        self.edge.up(src=self.srcs[variant], workers=WORKERS.get(variant, 4))
         self.shas = self.edge.provision()
         self.edge_variant = variant
         time.sleep(0.5)
@@ -315,8 +323,8 @@ class Bench:
         """PDD/setup at 25/50/80 % of each edge variant's max, direct at the same rate, and a pcap
         of the edge's SIP port for the edge's own transit times."""
         out = {}
-        for variant in ("edge", "edge-opt"):
-            mx = self.summary["cps"].get(variant, {}).get("max_cps") or 0
+        for variant in ("edge", ALT):
+            mx = self.summary.get("cps", {}).get(variant, {}).get("max_cps") or 0
             if not mx:
                 continue
             rows = []
@@ -346,7 +354,7 @@ class Bench:
         """Each proposal's effect on CPU per call, at one fixed rate below every variant's knee."""
         rate = self.p["ablation_cps"]
         out = {}
-        names = ["edge"] + [k for k in sorted(self.srcs) if k.startswith("edge+")] + ["edge-opt", "peer", "peer-tuned"]
+        names = ["edge"] + [k for k in sorted(self.srcs) if k.startswith("edge+")] + [ALT, "peer", "peer-tuned"]
         for rep in range(1 if self.quick else 2):
             for name in names:
                 self.clean(name, True)
@@ -358,8 +366,8 @@ class Bench:
     def profile(self) -> None:
         """py-spy (Python frames, wall time incl. waits) and perf (C, kernel) of the edge's SIP workers."""
         out = {}
-        for variant in ("edge", "edge-opt"):
-            mx = self.summary["cps"].get(variant, {}).get("max_cps") or 300
+        for variant in ("edge", ALT) if PROPOSALS else ("edge",):  # the worker variant runs the same code
+            mx = self.summary.get("cps", {}).get(variant, {}).get("max_cps") or 300
             rate = max(50, round(mx * 0.5 / 10) * 10)
             self.clean(variant, True)
             tgt = self.target(variant)
@@ -509,7 +517,7 @@ class Bench:
     def memory(self) -> None:
         """Memory per additional concurrent call: all edge processes at two plateaus of held calls."""
         out = {}
-        for variant in ("edge", "edge-opt"):
+        for variant in ("edge", ALT):
             self.clean(variant, True)
             self.target(variant)
             n1, n2 = self.p["mem_n"]
@@ -773,6 +781,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a few minutes: one repeat, short steps")
     ap.add_argument("--worktree", action="store_true", help="bench the working tree instead of git HEAD")
     ap.add_argument("--only", help="comma-separated phases: cps,latency,ablation,profile,media,xcode,memory,micro")
+    ap.add_argument("--rungs", help="comma-separated rungs of the CPS ladder (default: all), e.g. edge,edge-w8")
     ap.add_argument("--keep", action="store_true", help="keep the run directories under /tmp")
     ap.add_argument("--results", default=str(BENCH / "results"))
     ap.add_argument("--no-report", action="store_true")

@@ -81,7 +81,7 @@ def measure(n: int = 3000) -> dict:
                                   "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL, start_new_session=True)
         try:
             time.sleep(0.5)
-            trees = {"HEAD": [], "HEAD+proposals": proposals}
+            trees = {"HEAD": [], **({"HEAD+proposals": proposals} if proposals else {})}
             for name, patches in trees.items():
                 src = rungs.build_tree(Path(tmp) / name.replace("+", "_"), "HEAD", patches)
                 res = subprocess.run([str(rungs.VENV_PY), "-c", CHILD, str(src), str(PORT), str(n)],

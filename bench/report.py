@@ -18,7 +18,16 @@ RUNG_TEXT = {
     "peer-tuned": "the peer started with `-m 1024 -x tlsf` (what proposals 01-02 gave the edge; run only while the edge's "
                   "own options differ)",
     "edge-opt": "byoc-edge with every patch in bench/proposals/ applied (a patched copy of HEAD)",
+    "edge-w8": "byoc-edge (git HEAD) with 8 SIP workers (`sip.workers: 8`) instead of the default 4",
 }
+
+
+def alt_of(s: dict) -> str:
+    """The second edge variant of a run: ``edge-opt`` (HEAD + proposals) or ``edge-w8`` (8 workers)."""
+    return (s.get("alt_variant") or {}).get("name", "edge-opt")
+
+
+ALT_HEADER = {"edge-opt": "edge-opt (proposals)", "edge-w8": "edge-w8 (8 SIP workers)"}
 
 
 def fmt(v, nd=1, unit=""):
@@ -42,6 +51,7 @@ def render(summary_path: Path, target: Path) -> None:
         else Path(summary_path).parent
     m = s.get("machine", {})
     cps = s.get("cps", {})
+    alt = alt_of(s)
     L = []
     w = L.append
     w("# Benchmarks")
@@ -55,7 +65,9 @@ def render(summary_path: Path, target: Path) -> None:
     src = s.get("source", {})
     w(f"Code measured: `{src.get('ref')}` = commit `{(src.get('commit') or '')[:12]}`"
       f"{' (the working tree had other uncommitted changes, not measured)' if src.get('worktree_dirty') and src.get('ref') != 'worktree' else ''}. "
-      f"Proposals applied for `edge-opt`: {', '.join('`' + p + '`' for p in s.get('proposals', []))}"
+      + (f"Proposals applied for `edge-opt`: {', '.join('`' + p + '`' for p in s.get('proposals', []))}"
+         if s.get("proposals") else "No proposal is left in `bench/proposals/` (all integrated): the second edge "
+         f"variant is `{alt}`, {RUNG_TEXT.get(alt, '')}")
       + (f" (notes: {s['proposals_skipped']})" if s.get("proposals_skipped") else "")
       + (f". The edge's Kamailio options: `{' '.join(s['edge_kamailio_options'])}`; the peer gets the same."
          if s.get("edge_kamailio_options") is not None else "."))
@@ -80,7 +92,7 @@ def render(summary_path: Path, target: Path) -> None:
     t = targets(s)
     w("## Targets")
     w("")
-    w("| measure | target | edge (HEAD) | edge-opt (proposals) | |")
+    w(f"| measure | target | edge (HEAD) | {ALT_HEADER.get(alt, alt)} | |")
     w("|---|---|---|---|---|")
     for row in t:
         w(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]} | {row[4]} |")
@@ -113,10 +125,11 @@ def render(summary_path: Path, target: Path) -> None:
           f"{fmt(ratio, 2)} | {fmt(at.get('sut_cpu_ms_per_call'), 2)} | "
           f"{fmt(c.get('kamailio'), 2)} / {fmt(c.get('rtpengine'), 2)} / {fmt(c.get('redis'), 2)} |")
     w("")
-    e, p, eo, pt = (cps.get(k, {}).get("max_cps") for k in ("edge", "peer", "edge-opt", "peer-tuned"))
+    e, p, eo, pt = (cps.get(k, {}).get("max_cps") for k in ("edge", "peer", alt, "peer-tuned"))
     w(f"- CPS(edge)/CPS(peer) = **{fmt(_div(e, p), 2)}**; CPS(edge)/CPS(limit) = **{fmt(_div(e, lim), 2)}**.")
-    w(f"- CPS(edge-opt)/CPS(peer) = **{fmt(_div(eo, p), 2)}**; CPS(edge-opt)/CPS(peer-tuned) = **{fmt(_div(eo, pt), 2)}** "
-      f"(the peer given the same Kamailio start options); CPS(edge-opt)/CPS(limit) = **{fmt(_div(eo, lim), 2)}**.")
+    w(f"- CPS({alt})/CPS(peer) = **{fmt(_div(eo, p), 2)}**; CPS({alt})/CPS(peer-tuned) = **{fmt(_div(eo, pt), 2)}** "
+      f"(the peer given the same Kamailio start options; – when the edge already starts with them); "
+      f"CPS({alt})/CPS(limit) = **{fmt(_div(eo, lim), 2)}**.")
     w("")
     fair = s.get("fairness", {})
     if fair:
@@ -165,7 +178,7 @@ def render(summary_path: Path, target: Path) -> None:
     # ------------------------------------------------------------------ CPU per call / ablation
     ab = s.get("ablation", {})
     if ab:
-        w("## CPU time per call, and what each proposal changes")
+        w("## CPU time per call, by variant")
         w("")
         w(f"Every variant at the same fixed rate ({ab['rate']} CPS, below every knee), "
           f"{len(next(iter(ab['runs'].values())))} run(s) each (mean shown); CPU from `/proc/<pid>/stat` of every "
@@ -185,6 +198,8 @@ def render(summary_path: Path, target: Path) -> None:
                 pl = ", ".join(patches[: int(name[5:])])
             elif name == "edge-opt":
                 pl = "all"
+            elif name == "edge-w8":
+                pl = "none (HEAD), 8 SIP workers"
             else:
                 pl = "native cfg" + (" + -m 1024 -x tlsf" if name == "peer-tuned" else "")
             setup = [((r.get("setup_ms") or {}).get("p99")) for r in runs]
@@ -310,20 +325,21 @@ def _div(a, b):
 
 def targets(s: dict) -> list[tuple]:
     cps = s.get("cps", {})
+    alt = alt_of(s)
     rows = []
 
     def cps_of(k):
         return (cps.get(k) or {}).get("max_cps")
 
     p, pt = cps_of("peer"), cps_of("peer-tuned") or cps_of("peer")
-    a, b = _div(cps_of("edge"), p), _div(cps_of("edge-opt"), pt)
-    rows.append(("CPS(edge) / CPS(peer), both with the same Kamailio start options (edge vs peer; edge-opt vs peer-tuned, or vs the peer when the edge already starts with those options)",
+    a, b = _div(cps_of("edge"), p), _div(cps_of(alt), pt)
+    rows.append((f"CPS(edge) / CPS(peer), both with the same Kamailio start options (edge vs peer; {alt} vs peer-tuned, or vs the peer when the edge already starts with those options)",
                  "≥ 0.9", fmt(a, 2), fmt(b, 2), f"{ok(a is not None and a >= 0.9)} → {ok(b is not None and b >= 0.9)}"))
-    a, b = cps_of("edge"), cps_of("edge-opt")
+    a, b = cps_of("edge"), cps_of(alt)
     rows.append(("CPS at < 0.1 % failed calls, absolute", "≥ 600", fmt(a, 0), fmt(b, 0),
                  f"{ok(a is not None and a >= 600)} → {ok(b is not None and b >= 600)}"))
     lim = cps_of("limit")
-    rows.append(("CPS(edge) / CPS(limit)", "report", fmt(_div(cps_of("edge"), lim), 2), fmt(_div(cps_of("edge-opt"), lim), 2), ""))
+    rows.append(("CPS(edge) / CPS(limit)", "report", fmt(_div(cps_of("edge"), lim), 2), fmt(_div(cps_of(alt), lim), 2), ""))
     lat = s.get("latency", {})
 
     def pdd(v):
@@ -332,7 +348,7 @@ def targets(s: dict) -> list[tuple]:
                 return (pt_.get("edge_transit_ms", {}).get("pdd") or {}).get("p99")
         return None
 
-    a, b = pdd("edge"), pdd("edge-opt")
+    a, b = pdd("edge"), pdd(alt)
     rows.append(("added PDD p99 at 50 % of max (transit through the edge)", "≤ 5 ms", fmt(a, 2, " ms"), fmt(b, 2, " ms"),
                  f"{ok(a is not None and a <= 5)} → {ok(b is not None and b <= 5)}"))
     med = (s.get("media") or {}).get("pcmu", [])
@@ -344,11 +360,11 @@ def targets(s: dict) -> list[tuple]:
         vals = [r["calls"] / r["rtpengine_cores"] for r in rows_ if r.get("rtpengine_cores") and r["no_loss"]]
         return max(vals) if vals else None
     a, b = per_core(xc.get("opus", [])), per_core(xc.get("opus-mono", []))
-    rows.append(("PCMU↔opus transcoded calls per rtpengine core", "≥ 60", f"{fmt(a, 0)} (stereo opus)",
-                 f"{fmt(b, 0)} (mono opus)", f"{ok(a is not None and a >= 60)} → {ok(b is not None and b >= 60)}"))
+    rows.append(("PCMU↔opus transcoded calls per rtpengine core", "≥ 60", f"{fmt(b, 0)} mono opus; {fmt(a, 0)} stereo opus",
+                 "same rtpengine", f"{ok(b is not None and b >= 60)} (mono); {ok(a is not None and a >= 60)} (stereo)"))
     mem = s.get("memory", {})
     a = (mem.get("edge") or {}).get("total_kb_per_call")
-    b = (mem.get("edge-opt") or {}).get("total_kb_per_call")
+    b = (mem.get(alt) or {}).get("total_kb_per_call")
     rows.append(("memory per additional concurrent call, all edge processes", "≤ 64 KB", fmt(a, 1, " KB"), fmt(b, 1, " KB"),
                  f"{ok(a is not None and a <= 64)} → {ok(b is not None and b <= 64)}"))
     ab = (s.get("ablation") or {}).get("runs", {})
@@ -356,7 +372,7 @@ def targets(s: dict) -> list[tuple]:
         vals = [r.get("sut_cpu_ms_per_call") for r in ab.get(v, []) if r.get("sut_cpu_ms_per_call")]
         return sum(vals) / len(vals) if vals else None
     rows.append(("CPU per call, Kamailio + rtpengine + redis", "report", fmt(sut("edge"), 2, " ms"),
-                 fmt(sut("edge-opt"), 2, " ms"), ""))
+                 fmt(sut(alt), 2, " ms"), ""))
     return rows
 
 
