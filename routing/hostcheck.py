@@ -51,6 +51,7 @@ def check_addresses(settings: Settings) -> list[str]:
     errors = []
     fields = [(f"sip.listen.{i}.address", l.address) for i, l in enumerate(settings.sip.listen)]
     fields.append(("rtpengine.address", settings.rtpengine.address))
+    fields.append(("metrics.address", settings.metrics.address))
     for field, address in fields:
         if not _on_host(address, present):
             errors.append(

@@ -22,6 +22,11 @@ Kamailio callbacks (names are also used in ``templates/kamailio.cfg.j2``):
   redis and publishes their state (``edge:reg:{trunk}:{node}``).
 * ``ksr_reply_route(msg)``: every reply received; notes the final replies to the
   edge's own REGISTERs (the ``uac`` module does not keep their code).
+* ``ksr_xhttp_event(msg, event)``: xhttp module ``event_callback``; serves the
+  Prometheus metrics (xhttp_prom) on the metrics listener only.
+
+Metrics (names and labels in :mod:`routing.metrics`) are counted in shared memory
+by xhttp_prom, so every worker adds to the same series.
 
 Rules from app_python3 (Kamailio 5.6): an exception escaping a route leaves the
 request unanswered, so every entry point catches and answers 500; redis clients
@@ -40,8 +45,7 @@ import traceback
 import KSR  # type: ignore[import-not-found]
 
 from .explain import refusal_record
-from . import dtmf, pipeline, registration, runtime
-from . import pipeline, runtime
+from . import dtmf, metrics, pipeline, registration, runtime
 from .cdr import CallFacts, build_record, sdp_codecs
 from .cdrstore import CdrStore, CdrWriter, Spool
 from .model import parse_increment
@@ -80,6 +84,12 @@ MAX_DURATION_VAR = "$dlg_var(edge_max_dur)"
 _REALM = re.compile(r'realm="([^"]*)"', re.I)
 _URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+(?:;[^@>\s]*)?)(?:@|>|$)", re.I)
 EARLY_MEDIA_AVP = "$avp(edge_early)"
+#: when the initial INVITE arrived (epoch s, text), for post-dial delay and setup time
+START_AVP = "$avp(edge_t0)"
+#: metric labels of the hop being tried: "direction|trunk|agent"
+LABELS_AVP = "$avp(edge_mlabels)"
+PDD_DONE_AVP = "$avp(edge_pdd)"
+ANSWERED_AVP = "$avp(edge_ans)"
 RTPENGINE_FLAGS = "replace-origin replace-session-connection ICE=remove"
 #: DTMF modes of the call, ``"{caller},{callee}"`` (routing.dtmf), kept with the dialog
 DTMF_VAR = "$dlg_var(edge_dtmf)"
@@ -123,6 +133,21 @@ def _sdp_flags(modes: tuple[str, str] | None, from_caller: bool, offer: bool) ->
         return ()
     sender, receiver = modes if from_caller else (modes[1], modes[0])
     return dtmf.sdp_flags(sender, receiver, offer)
+
+
+def _count(metric: metrics.Metric, *labels: str) -> None:
+    """Add 1 to a counter of :mod:`routing.metrics` (xhttp_prom, shared memory)."""
+    getattr(KSR.xhttp_prom, f"counter_inc_l{len(labels)}")(metric.name, 1, *labels)
+
+
+def _observe(metric: metrics.Metric, seconds: float, *labels: str) -> None:
+    """Observe a duration (s) in a histogram of :mod:`routing.metrics`."""
+    getattr(KSR.xhttp_prom, f"histogram_observe_l{len(labels)}")(metric.name, f"{max(seconds, 0.0):.6f}", *labels)
+
+
+def _hop_labels(plan: CallPlan) -> tuple[str, str, str]:
+    """(direction, trunk, agent) label values of the plan's current hop."""
+    return plan.direction, metrics.label(plan.current.trunk or plan.trunk), metrics.label(plan.agent)
 
 
 def _log_reject(reject: Reject, where: str) -> None:
@@ -297,6 +322,7 @@ class Router:
         if reject.retry_after_s is not None:
             KSR.hdr.append_to_reply(f"Retry-After: {reject.retry_after_s}\r\n")
         _log_reject(reject, "request")
+        _count(metrics.REJECTIONS, reject.tag)
         self._record_refusal(reject)
         if stateful:
             KSR.tm.t_reply(reject.code, reject.reason)
@@ -401,6 +427,7 @@ class Router:
         name = self._store().trunk_of_user(user)
         creds = self._store().credentials(name) if name else None
         if creds is None or creds[0] != user:
+            _count(metrics.REGISTRATIONS, metrics.label(name), "refused")
             self._auth_failed(user)
             return
         rc = KSR.auth.pv_auth_check(realm, self._secrets().decrypt(creds[1]), 0, 0)
@@ -408,8 +435,10 @@ class Router:
             KSR.auth.auth_challenge(realm, 0)
             return
         if rc < 0:
+            _count(metrics.REGISTRATIONS, metrics.label(name), "refused")
             self._auth_failed(user)
             return
+        _count(metrics.REGISTRATIONS, metrics.label(name), "accepted")
         expires = _pv("$hdr(Expires)") or "3600"
         KSR.hdr.append_to_reply(f"Expires: {expires}\r\n")
         KSR.sl.send_reply(200, "OK")
@@ -658,6 +687,8 @@ class Router:
                 store.release(plan.call_id)
                 KSR.sl.sl_reply_error()
                 return
+            KSR.pv.sets(START_AVP, f"{(self._now_ms or time.time() * 1000) / 1000:.3f}")
+            _count(metrics.CALLS_ATTEMPTED, *_hop_labels(plan))
             self._set_state(plan.call_id, self._plan_state(plan, {"cseq": _pv("$cs"), "start": self._now_ms, "cc": codecs}))
             self._send(plan, failure_route=False)
         except BaseException:
@@ -674,16 +705,19 @@ class Router:
                 KSR.pv.sets("$dlg_var(edge_trunk)", target.trunk or plan.trunk)
             KSR.pv.sets("$ru", target.uri)
             KSR.pv.sets(PLAN_AVP, plan.dumps())
+            KSR.pv.sets(LABELS_AVP, "|".join(_hop_labels(plan)))
             KSR.tm.t_on_failure(ON_FAILURE)
             KSR.tm.t_on_reply(ON_REPLY)
             if KSR.tm.t_relay() > 0:
                 return
             KSR.warn(f"edge: cannot send to {target.label} call-id={plan.call_id}\n")
             plan.record(500, "Send Failed", answered=False)
+            failed = _hop_labels(plan)
             nxt = plan.advance(store, self.settings.lease_ttl_s)
             if nxt is None:
                 self._give_up(plan)
                 return
+            _count(metrics.FAILOVERS, *failed[:2])
             target = nxt
 
     def _give_up(self, plan: CallPlan) -> None:
@@ -700,6 +734,8 @@ class Router:
             code, reason = final_response(plan, none[:2])
             reject = Reject(code, reason, none[2] if plan.best is None else "downstream_failed")
         _log_reject(reject, f"failover tried={','.join(plan.tried)}")
+        direction, trunk, _ = _hop_labels(plan)
+        _count(metrics.CALLS_FAILED, direction, trunk, metrics.sip_class(reject.code))
         self._record_unanswered(plan, reject.code, reject.reason, reject.tag)
         if reject.retry_after_s is not None:
             KSR.hdr.append_to_reply(f"Retry-After: {reject.retry_after_s}\r\n")
@@ -723,9 +759,26 @@ class Router:
                 KSR.rtpengine.rtpengine_manage(_flags(_sdp_flags(modes, from_caller, offer)))
                 if 180 <= code < 200:
                     KSR.pv.seti(EARLY_MEDIA_AVP, 1)
+            self._reply_metrics(code)
         except Exception:  # noqa: BLE001
             KSR.err("edge: exception in reply route: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
+
+    def _reply_metrics(self, code: int) -> None:
+        """PDD on the first 18x, setup time and an answered call on the first 2xx of an
+        initial INVITE (only those transactions carry the metric labels AVP)."""
+        labels = _pv(LABELS_AVP)
+        if not labels:
+            return
+        direction, trunk, agent = (labels.split("|") + ["none", "none"])[:3]
+        started = float(_pv(START_AVP) or 0) or time.time()
+        if 180 <= code < 200 and not KSR.pv.get(PDD_DONE_AVP):
+            KSR.pv.seti(PDD_DONE_AVP, 1)
+            _observe(metrics.POST_DIAL_DELAY, time.time() - started, direction, trunk)
+        elif 200 <= code < 300 and not KSR.pv.get(ANSWERED_AVP):
+            KSR.pv.seti(ANSWERED_AVP, 1)
+            _observe(metrics.SETUP_TIME, time.time() - started, direction, trunk)
+            _count(metrics.CALLS_ANSWERED, direction, trunk, agent)
 
     def _answered(self, code: int) -> None:
         """First 2xx of an initial INVITE: note the answer time, the hop that answered and
@@ -771,7 +824,10 @@ class Router:
         if KSR.tm.t_is_canceled() > 0:
             KSR.rtpengine.rtpengine_delete0()
             if text:
-                self._record_unanswered(CallPlan.loads(text), 487, "Request Terminated", cancelled=True)
+                cancelled = CallPlan.loads(text)
+                self._record_unanswered(cancelled, 487, "Request Terminated", cancelled=True)
+                direction, trunk, _ = _hop_labels(cancelled)
+                _count(metrics.CALLS_FAILED, direction, trunk, metrics.sip_class(487))
             return
         if not text:
             return
@@ -788,14 +844,18 @@ class Router:
             if refusal is not None:
                 KSR.rtpengine.rtpengine_delete0()
                 _log_reject(refusal, f"redirect contact={_pv('$T_rpl($ct)')}")
+                _count(metrics.REJECTIONS, refusal.tag)
+                _count(metrics.CALLS_FAILED, *_hop_labels(plan)[:2], metrics.sip_class(refusal.code))
                 self._record_unanswered(plan, refusal.code, refusal.reason, refusal.tag,
                                         extra_tried=f"{plan.current.label}={code}")
                 KSR.tm.t_reply(refusal.code, refusal.reason)
                 return
         plan.record(code, reason, answered)
+        failed = _hop_labels(plan)
         if not should_fail_over(code, answered, early):
             KSR.rtpengine.rtpengine_delete0()
             self._record_unanswered(plan, code, reason)
+            _count(metrics.CALLS_FAILED, *failed[:2], metrics.sip_class(code))
             return  # tm relays this final response upstream
         try:
             nxt = plan.advance(self._store(), self.settings.lease_ttl_s)
@@ -804,6 +864,7 @@ class Router:
         if nxt is None:
             self._give_up(plan)
             return
+        _count(metrics.FAILOVERS, *failed[:2])
         KSR.info(f"edge: failover call-id={plan.call_id} to={nxt.label} after={plan.tried[-1]}\n")
         self._send(plan, failure_route=True)
 
@@ -1063,6 +1124,21 @@ class Router:
             states[trunk] = {"trunk": trunk, "state": "failed", "code": "", "reason": problem, "expires_at": "",
                              "next_refresh": "", "updated": str(now)}
         store.publish_registrations(states, ttl_s=max(60, 3 * self.settings.reg_sync_interval_s))
+
+    def ksr_xhttp_event(self, msg: object, event: str = "") -> int:
+        """xhttp ``event_callback``: ``GET /metrics`` on the metrics listener answers the
+        xhttp_prom exposition; anything else gets 404, and HTTP on a SIP port 403."""
+        try:
+            if int(_pv("$Rp") or 0) != self.settings.metrics_port:
+                KSR.xhttp.xhttp_reply(403, "Forbidden", "text/plain", "metrics are served on the metrics port only\n")
+            elif KSR.xhttp_prom.check_uri() > 0:
+                KSR.xhttp_prom.dispatch()
+            else:
+                KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "try /metrics\n")
+        except Exception:  # noqa: BLE001
+            KSR.err("edge: exception in xhttp event: " + traceback.format_exc().replace("\n", " | ") + "\n")
+            KSR.xhttp.xhttp_reply(500, "Internal Server Error", "text/plain", "")
+        return 1
 
     # app_python3 calls this unless kemi.onsend_route_callback is "none"; keep it harmless.
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from . import metrics
 from .runtime import RuntimeSettings
 from .settings import REPO_ROOT, Settings
 
@@ -64,6 +65,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         cdr_retention_s=settings.cdr.retention_days * 86400,
         cdr_spool_dir=str(settings.cdr_spool_path),
         dtmf_log_port=settings.dtmf.log_port,
+        metrics_port=settings.metrics.kamailio_port,
     )
 
 
@@ -91,6 +93,7 @@ def _context(settings: Settings) -> dict[str, object]:
     data["aliases"] = sorted({l.advertise for l in settings.sip.listen if l.advertise})
     data["routing"] = _asdict(rt)
     data["reg_contact"] = dict(rt.reg_contacts).get("udp") or rt.reg_contacts[0][1]
+    data["prom_modparams"] = metrics.modparams()
     return data
 
 

@@ -45,6 +45,7 @@ class RuntimeSettings:
         cdr_retention_s: how long call records stay in redis (s).
         cdr_spool_dir: where call records wait while redis is unreachable.
         dtmf_log_port: UDP port on 127.0.0.1 of rtpengine's DTMF event reports; 0 = off.
+        metrics_port: TCP port of the metrics listener (xhttp_prom serves ``/metrics`` only there).
     """
 
     node: str = "edge1"
@@ -72,6 +73,7 @@ class RuntimeSettings:
     cdr_retention_s: int = 14 * 86400
     cdr_spool_dir: str = "/var/spool/byoc-edge/cdr"
     dtmf_log_port: int = 0
+    metrics_port: int = 9161
 
 
 def load(path: str | None = None) -> RuntimeSettings:

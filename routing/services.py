@@ -272,7 +272,11 @@ def _stop(run_dir: Path, name: str, timeout_s: float = 10.0) -> bool:
             break
     child = _CHILDREN.pop(name, None)
     if child is not None:
-        child.poll()
+        try:  # a leader thread shows as a zombie before its other threads are gone: wait, do not poll
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
     _pidfile(run_dir, name).unlink(missing_ok=True)
     return True
 
@@ -334,7 +338,11 @@ def kamailio_startup_check(settings: Settings, timeout_s: float = 15.0) -> float
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="edge-check-") as tmp:
         sip = settings.sip.model_copy(update={"listen": [Listener(transport="udp", address="127.0.0.1", port=port)], "workers": 1})
-        trial = settings.model_copy(update={"run_dir": Path(tmp), "sip": sip})
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            metrics_port = sock.getsockname()[1]
+        probe_metrics = settings.metrics.model_copy(update={"address": "127.0.0.1", "kamailio_port": metrics_port})
+        trial = settings.model_copy(update={"run_dir": Path(tmp), "sip": sip, "metrics": probe_metrics})
         render_to_dir(trial)
         argv = _argv(trial, "kamailio")
         env = dict(os.environ, **{runtime.ENV_VAR: str(Path(tmp) / "routing.json")})

@@ -64,6 +64,8 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "siputils.has_totag": -1,
     "textops.remove_hf_re": 1,
     "textops.has_body_type": 1,  # the INVITE carries SDP
+    **{f"xhttp_prom.counter_inc_l{n}": 1 for n in range(4)},
+    **{f"xhttp_prom.histogram_observe_l{n}": 1 for n in range(4)},
 }
 
 
@@ -720,3 +722,56 @@ def test_answered_call_record_on_dialog_end(ksr: FakeKSR, router: Any, store: Fa
     assert (record["status"], record["trunk"], record["billable_s"], record["cost"]) == ("answered", "a", 60, "0.020000")
     assert record["gateways"] == [{"gateway": "a gw", "result": "200"}]
     assert record["hangup"] == "callee" and record["media"] == {"mos": "4.2"}
+# -- metrics (xhttp_prom) ------------------------------------------------------------------------
+
+
+def counted(ksr: FakeKSR) -> list[tuple[Any, ...]]:
+    """Every counter increment: (metric name, *label values)."""
+    return [(args[0], *args[2:]) for name, args in ksr.calls if name.startswith("xhttp_prom.counter_inc_l")]
+
+
+def test_relayed_call_counts_an_attempt_and_refusals_count_their_reason(ksr: FakeKSR, router: Any) -> None:
+    request(ksr)
+    router.ksr_request_route(MSG)
+    assert counted(ksr) == [("byoc_edge_calls_attempted_total", "origination", "telnyx", "bot")]
+    assert ksr.pv["$avp(edge_mlabels)"] == "origination|telnyx|bot"
+    ksr.calls.clear()
+    request(ksr, **{"$rU": "+14155559999", "$ci": "call-2"})
+    router.ksr_request_route(MSG)
+    assert counted(ksr) == [("byoc_edge_rejections_total", "did_not_found")]
+
+
+def test_first_18x_observes_pdd_and_first_2xx_setup_time_and_answer(ksr: FakeKSR, router: Any) -> None:
+    ksr.pv.update({"$avp(edge_mlabels)": "termination|carrier-a|bot", "$avp(edge_t0)": "1.0"})
+    for code in (180, 183, 200, 200):
+        ksr.pv["$rs"] = code
+        router.ksr_onreply_manage(MSG)
+    observed = [(args[0], *args[2:]) for name, args in ksr.calls if name == "xhttp_prom.histogram_observe_l2"]
+    assert observed == [("byoc_edge_post_dial_delay_seconds", "termination", "carrier-a"),
+                        ("byoc_edge_setup_time_seconds", "termination", "carrier-a")]
+    assert counted(ksr) == [("byoc_edge_calls_answered_total", "termination", "carrier-a", "bot")]
+
+
+def test_in_dialog_replies_count_nothing(ksr: FakeKSR, router: Any) -> None:
+    ksr.pv["$rs"] = 200  # a re-INVITE's 200: its transaction carries no metric labels
+    router.ksr_onreply_manage(MSG)
+    assert [n for n, _ in ksr.calls if n.startswith("xhttp_prom")] == []
+
+
+def test_failover_and_final_failure_are_counted_by_trunk_and_sip_class(ksr: FakeKSR, router: Any) -> None:
+    failed_branch(ksr, termination_plan(("a", LEASE_A), ("b", LEASE_B)), 503, "Service Unavailable")
+    router.ksr_failure_manage(MSG)
+    assert counted(ksr) == [("byoc_edge_failovers_total", "termination", "a")]
+    ksr.calls.clear()
+    failed_branch(ksr, CallPlan.loads(ksr.pv[PLAN_AVP]), 486, "Busy Here")
+    router.ksr_failure_manage(MSG)
+    assert counted(ksr) == [("byoc_edge_calls_failed_total", "termination", "b", "4xx")]
+
+
+def test_giving_up_counts_the_answer_sent(ksr: FakeKSR, router: Any) -> None:
+    plan = origination_plan()
+    plan.index = 1
+    failed_branch(ksr, plan, None, timed_out=True)
+    router.ksr_failure_manage(MSG)
+    assert ksr.replies == [("tm", 503, "Agent Unreachable")]
+    assert counted(ksr) == [("byoc_edge_calls_failed_total", "origination", "telnyx", "5xx")]

@@ -1,0 +1,221 @@
+"""Metrics end to end: a real Prometheus scrapes the running edge (Kamailio xhttp_prom, rtpengine
+/metrics, the edge exporter) with the documented scrape config while SIPp calls flow, and every
+panel query of the Grafana dashboard returns data."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from routing import admin
+from routing.model import AuthMode, Direction, Trunk
+from routing.secrets import SecretBox, create_key
+from routing.settings import REPO_ROOT
+from routing.sipp import gateway_scenario, reject_uac_scenario, uac, uas
+from tests.helpers import free_port, wait_until
+
+from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, DID, EDGE_IP, NET, Edge
+
+DASHBOARD = REPO_ROOT / "monitoring" / "grafana" / "byoc-edge.json"
+SCRAPE_CONFIG = REPO_ROOT / "monitoring" / "prometheus.yml"
+GW_PORT = 5080
+PBX_IP = f"{NET}.31"
+PASSWORD = "metrics-Pa55-4711"
+
+
+@pytest.fixture(scope="module")
+def prometheus(edge: Edge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus (Debian package `prometheus`) scraping this edge every second with the
+    jobs of monitoring/prometheus.yml, pointed at the test edge's ports; yields its base URL."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed (scripts/bootstrap installs the Debian package)"
+    workdir = tmp_path_factory.mktemp("prometheus")
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    m = edge.settings.metrics
+    ports = {"byoc-edge-kamailio": m.kamailio_port, "byoc-edge-rtpengine": m.rtpengine_port,
+             "byoc-edge-exporter": m.exporter_port}
+    assert {job["job_name"] for job in config["scrape_configs"]} == set(ports)
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    for job in config["scrape_configs"]:
+        job["static_configs"][0]["targets"] = [f"{m.address}:{ports[job['job_name']]}"]
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    listen = f"{EDGE_IP}:{free_port(EDGE_IP)}"
+    log = open(workdir / "prometheus.log", "wb")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
+         f"--web.listen-address={listen}", "--storage.tsdb.retention.time=1h"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    url = f"http://{listen}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, (workdir / "prometheus.log").read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(ready, timeout=60, interval=0.2, what="prometheus ready")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def query(url: str, expr: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}), timeout=10) as r:
+        body = json.load(r)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target of every panel, Grafana's $__rate_interval as 1m."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    out = []
+    for panel in dashboard["panels"]:
+        assert panel["targets"], f"panel {panel['title']!r} has no query"
+        for target in panel["targets"]:
+            out.append((panel["title"], target["expr"].replace("$__rate_interval", "1m")))
+    return out
+
+
+def has_data(url: str, expr: str) -> bool:
+    """At least one series with a number (a quantile of a trunk idle in the window is NaN)."""
+    return any(not math.isnan(float(s["value"][1])) for s in query(url, expr))
+
+
+def kamailio_samples(edge: Edge) -> dict[tuple[str, str], float]:
+    """Kamailio's /metrics as {(name, sorted labels): value} (xhttp_prom appends a timestamp)."""
+    out = {}
+    for line in edge.metrics("kamailio").splitlines():
+        match = re.match(r"^([a-z_]+)(?:\{(.*)\})? ([0-9.e+-]+|NaN)(?: \d+)?$", line)
+        if match:
+            labels = ",".join(sorted(p.strip() for p in (match.group(2) or "").split(",") if p.strip()))
+            out[(match.group(1), labels)] = float(match.group(3))
+    return out
+
+
+def provision(edge: Edge) -> None:
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)], max_calls=10)
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, GW_PORT)])
+    edge.trunk("carrier-c", [f"{CARRIER_C}/32"], [(CARRIER_C, GW_PORT), (CARRIER_C, GW_PORT + 1)])
+    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], max_calls=5)
+    edge.route("+44", "carrier-a", "0.0100")  # answers 503: fails over to carrier-b
+    edge.route("+44", "carrier-b", "0.0200")
+    edge.route("+33", "carrier-c", "0.0100")  # answers 486; its second gateway is dead (down)
+    edge.did(DID, "carrier-b", "bot")
+    admin.put_trunk(edge.redis, Trunk("pbx", Direction.BOTH, auth=AuthMode.DIGEST))
+    create_key(edge.settings.secret_key_path)
+    admin.set_trunk_password(edge.redis, SecretBox(edge.settings.secret_key_path), "pbx", "pbx-user", PASSWORD)
+
+
+def traffic(edge: Edge, batch: int) -> None:
+    """One answered origination, one termination answered after a failover, one failed with 486,
+    two refusals (bad number, no route) and one registration (a digest trunk exists, so an
+    unknown source would be challenged rather than refused)."""
+    d = edge.workdir / f"batch{batch}"
+    expect = reject_uac_scenario(d)
+    runs = [
+        (uac(d / "orig", CARRIER_B, 5070, edge.sip, DID, scenario=expect), (200, "OK")),
+        (uac(d / "term", AGENT_IP, 5070, edge.sip, "+442071838750", scenario=expect), (200, "OK")),
+        (uac(d / "busy", AGENT_IP, 5071, edge.sip, "+33142685300", scenario=expect), (486, "Test Reply 486")),
+        (uac(d / "badnumber", AGENT_IP, 5073, edge.sip, "not-a-number", scenario=expect),
+         (484, "Invalid Destination Number")),
+        (uac(d / "noroute", AGENT_IP, 5072, edge.sip, "+81312345678", scenario=expect), (404, "No Route")),
+        (uac(d / "register", PBX_IP, 5070, edge.sip, "pbx", scenario="uac_register.xml",
+             extra=["-au", "pbx-user", "-ap", PASSWORD]), None),
+    ]
+    for run, final in runs:
+        assert run.wait() == 0, run.output()
+        if final is not None:
+            assert run.final_status() == [final]
+
+
+def test_every_dashboard_panel_has_data_from_a_real_prometheus(probing_edge: Edge, clean_edge: Edge,
+                                                               prometheus: str) -> None:
+    edge = clean_edge
+    provision(edge)
+    agent = uas(edge.workdir / "agent", AGENT_IP, 5090, scenario="uas_answer.xml", calls=2, answer_ms=200)
+    for ip, invite_code in ((CARRIER_A, 503), (CARRIER_B, 200), (CARRIER_C, 486)):
+        uas(edge.workdir / f"gw-{ip}", ip, GW_PORT, scenario=gateway_scenario(edge.workdir, 200, invite_code),
+            calls=100000, answer_ms=200)
+    # the dead gateway is marked down, the others up, before the calls
+    expected = {(CARRIER_A, GW_PORT, "carrier-a", 1), (CARRIER_B, GW_PORT, "carrier-b", 1),
+                (CARRIER_C, GW_PORT, "carrier-c", 1), (CARRIER_C, GW_PORT + 1, "carrier-c", 0)}
+    wait_until(lambda: all(f'byoc_edge_gateway_up{{gateway="{ip}:{port}",trunk="{trunk}"}} {up}.0'
+                           in edge.metrics("exporter") for ip, port, trunk, up in expected),
+               timeout=20, what="gateway health settled")
+
+    before = kamailio_samples(edge)
+    traffic(edge, 1)
+    # counters exist in Prometheus before the second batch, so rates and quantiles are real numbers
+    wait_until(lambda: query(prometheus, 'byoc_edge_calls_answered_total{trunk="carrier-b"}'), timeout=30,
+               interval=0.5, what="first batch scraped")
+    traffic(edge, 2)
+    assert agent.wait() == 0, agent.output()
+
+    # Kamailio's own view (shared memory, whatever worker handled each call): what the two batches added
+    text = edge.metrics("kamailio")
+    after = kamailio_samples(edge)
+    added = {key: value - before.get(key, 0) for key, value in after.items() if value != before.get(key, 0)}
+    for key in [
+        ('byoc_edge_calls_attempted_total', 'agent="bot",direction="origination",trunk="carrier-b"'),
+        ('byoc_edge_calls_answered_total', 'agent="bot",direction="origination",trunk="carrier-b"'),
+        ('byoc_edge_calls_answered_total', 'agent="bot",direction="termination",trunk="carrier-b"'),
+        ('byoc_edge_failovers_total', 'direction="termination",trunk="carrier-a"'),
+        ('byoc_edge_calls_failed_total', 'direction="termination",result="4xx",trunk="carrier-c"'),
+        ('byoc_edge_rejections_total', 'reason="bad_number"'),
+        ('byoc_edge_rejections_total', 'reason="no_route"'),
+        ('byoc_edge_registrations_total', 'result="accepted",trunk="pbx"'),
+        ('byoc_edge_post_dial_delay_seconds_count', 'direction="termination",trunk="carrier-b"'),
+        ('byoc_edge_setup_time_seconds_count', 'direction="origination",trunk="carrier-b"'),
+    ]:
+        assert added.pop(key, None) == 2, (key, added)
+    assert "call-" not in text.lower() and "@" not in text  # never a Call-ID or an address as a label
+
+    failing = []
+    for title, expr in panel_queries():
+        try:
+            wait_until(lambda: has_data(prometheus, expr), timeout=30, interval=0.5, what=expr)
+        except AssertionError:
+            failing.append(f"{title}: {expr} -> {query(prometheus, expr)}")
+    assert not failing, "\n".join(failing)
+    # the numbers Prometheus holds are Kamailio's
+    answered = {s["metric"]["trunk"]: float(s["value"][1]) for s in query(
+        prometheus, "sum by (trunk) (byoc_edge_calls_answered_total)")}
+    assert answered["carrier-b"] == sum(v for (name, labels), v in kamailio_samples(edge).items()
+                                        if name == "byoc_edge_calls_answered_total" and 'trunk="carrier-b"' in labels)
+    assert {s["metric"]["job"]: s["value"][1] for s in query(prometheus, 'up{job=~"byoc-edge-.*"}')} == {
+        "byoc-edge-kamailio": "1", "byoc-edge-rtpengine": "1", "byoc-edge-exporter": "1"}
+
+
+def test_http_on_a_sip_port_is_refused_and_only_metrics_is_served(clean_edge: Edge) -> None:
+    edge = clean_edge
+    m = edge.settings.metrics
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://{edge.sip}/metrics", timeout=5)
+    refused.value.close()
+    assert refused.value.code == 403
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://{m.address}:{m.kamailio_port}/other", timeout=5)
+    missing.value.close()
+    assert missing.value.code == 404
