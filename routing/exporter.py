@@ -12,8 +12,13 @@ metric                                         type   labels                 sou
 ``byoc_edge_gateway_up``                       gauge  trunk, gateway         1 up, 0 marked down (``edge:health:trunk:{name}``)
 ``byoc_edge_gateway_options_rtt_seconds``      gauge  trunk, gateway         round trip of the last answered OPTIONS
 ``byoc_edge_gateway_options_code``             gauge  trunk, gateway         status of the last OPTIONS, 0 = no answer
+``byoc_edge_registration_up``                 gauge  trunk                  1 when this node is registered to the trunk's registrar
+``byoc_edge_registration_state``              gauge  trunk, state           1 for the current state (``edge:reg:{trunk}:{node}``)
 ``byoc_edge_redis_up``                         gauge  -                      1 when this scrape could read redis
 =============================================  =====  =====================  ========================================
+
+Registration states are this node's only (each node's exporter reports its own);
+``state`` is one of ``registered``, ``registering``, ``failed``, ``disabled``, ``pending``.
 
 ``gateway`` is ``host:port`` of a configured gateway (bounded by the routing
 tables, never a per-call value).  The prober running in the same process adds
@@ -47,10 +52,12 @@ class EdgeCollector(Collector):
 
     Args:
         client: redis client (``decode_responses=True``) with bounded timeouts.
+        node: this edge node's id (its registration states are exported).
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, node: str) -> None:
         self.client = client
+        self.node = node
 
     def collect(self) -> Iterator[Metric]:
         """Yield every metric of the table above; on a redis error only ``byoc_edge_redis_up 0``."""
@@ -108,4 +115,25 @@ class EdgeCollector(Collector):
                 code.add_metric([trunk, address], health.code)
                 if health.rtt_ms is not None:
                     rtt.add_metric([trunk, address], health.rtt_ms / 1000)
-        return out + [gw_up, rtt, code]
+        return out + [gw_up, rtt, code, *self._registrations()]
+
+    def _registrations(self) -> list[Metric]:
+        up = GaugeMetricFamily(f"{NAMESPACE}_registration_up",
+                               "1 when this node is registered to the trunk's registrar", labels=["trunk"])
+        state = GaugeMetricFamily(f"{NAMESPACE}_registration_state",
+                                  "1 for the current registration state of the trunk on this node",
+                                  labels=["trunk", "state"])
+        found = []
+        prefix = keys.registration("", "")[:-1]  # "edge:reg:"
+        for key in self.client.scan_iter(match=keys.registration_pattern(), count=500):
+            trunk, _, node = key.removeprefix(prefix).rpartition(":")
+            if node == self.node and trunk:
+                found.append((trunk, key))
+        pipe = self.client.pipeline(transaction=False)
+        for _, key in found:
+            pipe.hget(key, "state")
+        for (trunk, _), value in sorted(zip(found, pipe.execute())):
+            if value:
+                up.add_metric([trunk], 1 if value == "registered" else 0)
+                state.add_metric([trunk, value], 1)
+        return [up, state]

@@ -32,7 +32,7 @@ def registry_for(settings: Settings) -> tuple[CollectorRegistry, Counter, object
     r = settings.redis
     client = connect(r.host, r.port, r.db, r.password, timeout_ms=2000, connect_timeout_ms=2000)
     registry = CollectorRegistry()
-    registry.register(EdgeCollector(client))
+    registry.register(EdgeCollector(client, settings.node))
     probes = Counter(f"{NAMESPACE}_gateway_probes", "SIP OPTIONS probes sent to gateways, by result (ok/failed)",
                      ["trunk", "gateway", "result"], registry=registry)
     return registry, probes, client

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from routing import admin
-from routing.model import AuthMode, Direction, Trunk
+from routing.model import AuthMode, Direction, Registration, Trunk
 from routing.secrets import SecretBox, create_key
 from routing.settings import REPO_ROOT
 from routing.sipp import gateway_scenario, reject_uac_scenario, uac, uas
@@ -126,6 +126,9 @@ def provision(edge: Edge) -> None:
     admin.put_trunk(edge.redis, Trunk("pbx", Direction.BOTH, auth=AuthMode.DIGEST))
     create_key(edge.settings.secret_key_path)
     admin.set_trunk_password(edge.redis, SecretBox(edge.settings.secret_key_path), "pbx", "pbx-user", PASSWORD)
+    # a registration trunk without credentials: its state (not registered) is published at once
+    admin.put_trunk(edge.redis, Trunk("regcarrier", Direction.BOTH,
+                                      register=Registration(f"{CARRIER_A}:5099", "edge0badc0ffee0001")))
 
 
 def traffic(edge: Edge, batch: int) -> None:
