@@ -140,4 +140,12 @@ STAGE_OF_TAG = {
     "carriers_failed": "failover",
     "agent_unreachable": "failover",
     "downstream_failed": "failover",
+    "gateways_down": "route",
+    "rate_cap": "route",
+    "spend_cap": "route",
+    "transfer_policy": "policy",
+    "redirect_policy": "policy",
+    "max_forwards": "request",
+    "method_not_allowed": "request",
+    "no_dialog": "dialog",
 }
