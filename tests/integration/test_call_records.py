@@ -21,7 +21,10 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from routing import keys, services
+from routing.cli import main
 from routing.cdr import call_cost, cost_micros
 from routing.cdrstore import CdrStore, Spool
 from routing.sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
@@ -30,6 +33,9 @@ from tests.helpers import wait_until
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, STRANGER, Edge
 
 GW_PORT = 5080
+#: INVITE/ACK/BYE only: these tests count calls and time, not in-dialog features
+SIMPLE_UAC = "uac_simple.xml"
+SIMPLE_UAS = "uas_answer.xml"
 DEST = "+442071838750"
 _runs = itertools.count()
 
@@ -78,8 +84,8 @@ def test_records_of_failover_refusal_and_busy_with_cost_and_exports(clean_edge: 
     provision(edge)
     since = int(time.time() * 1000) - 1
     a = uas(edge.workdir / "a", CARRIER_A, GW_PORT, scenario=reply_uas_scenario(edge.workdir, 503), rtp_echo=False)
-    b = uas(edge.workdir / "b", CARRIER_B, GW_PORT, answer_ms=300)
-    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, hold_ms=1500)
+    b = uas(edge.workdir / "b", CARRIER_B, GW_PORT, scenario=SIMPLE_UAS, answer_ms=300)
+    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, scenario=SIMPLE_UAC, hold_ms=1500)
     assert agent.wait() == 0, agent.output()
     assert a.wait() == 0 and b.wait() == 0
     assert place(edge, STRANGER) == (403, "Source Not Allowed")
@@ -136,20 +142,25 @@ def test_live_call_view_and_origination_record(clean_edge: Edge) -> None:
     edge = clean_edge
     provision(edge)
     since = int(time.time() * 1000) - 1
-    agent = uas(edge.workdir / "agent", AGENT_IP, 5090, answer_ms=100)
-    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, hold_ms=5000)
+    agent = uas(edge.workdir / "agent", AGENT_IP, 5090, scenario=SIMPLE_UAS, answer_ms=100)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=SIMPLE_UAC, hold_ms=5000)
+
+    def calls_cli(*args: str) -> str:
+        # in-process (click's runner): a subprocess per poll is too slow on a loaded host
+        result = CliRunner().invoke(main, ["--settings", str(Path(edge.settings.run_dir).parent / "settings.yaml"),
+                                           "calls", *args], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        return result.output
 
     def answered_call(seconds: int) -> dict | None:
-        result = edgectl(edge, "calls", "--json")
-        assert result.returncode == 0, result.stderr
-        calls = json.loads(result.stdout)["calls"]
+        calls = json.loads(calls_cli("--json"))["calls"]
         return calls[0] if calls and calls[0]["state"] == "answered" and calls[0]["duration_s"] >= seconds else None
 
     live = wait_until(lambda: answered_call(0), timeout=10, what="an answered call in edgectl calls")
+    table = calls_cli()
     assert (live["direction"], live["trunk"], live["agent"], live["number"]) == ("origination", "carrier-a", "bot", DID)
     assert live["codecs"].startswith("PCMU/8000,PCMA/8000,telephone-event/8000 / PCMU/8000")
-    table = edgectl(edge, "calls")
-    assert "answered" in table.stdout and "PCMU/8000" in table.stdout and "carrier-a" in table.stdout
+    assert "answered" in table and "PCMU/8000" in table and "carrier-a" in table, table
     wait_until(lambda: answered_call(1), timeout=10, what="the call's duration counting")
     assert carrier.wait() == 0, carrier.output()
     assert agent.wait() == 0, agent.output()
@@ -172,8 +183,8 @@ def test_spend_cap_and_rate_ceiling_refuse_with_a_clear_reason(clean_edge: Edge)
     edge.route("+33", "carrier-b", "0.0900")  # above carrier-b's max_rate
     since = int(time.time() * 1000) - 1
     assert place(edge, AGENT_IP, "+33142685300") == (403, "Destination Rate Too High")
-    b = uas(edge.workdir / "b", CARRIER_B, GW_PORT, answer_ms=50)
-    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, hold_ms=300)
+    b = uas(edge.workdir / "b", CARRIER_B, GW_PORT, scenario=SIMPLE_UAS, answer_ms=50)
+    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, scenario=SIMPLE_UAC, hold_ms=300)
     assert agent.wait() == 0, agent.output()
     b.wait()
     wait_until(lambda: edge.redis.get(keys.spend("carrier-b", today())) == "20000", what="spend counted")
@@ -185,7 +196,7 @@ def test_spend_cap_and_rate_ceiling_refuse_with_a_clear_reason(clean_edge: Edge)
     assert (capped["reject_tag"], capped["trunk"], capped["sip_code"]) == ("spend_cap", "carrier-b", 403)
     # another trunk below its cap still takes the calls
     edge.route("+44", "carrier-a", "0.0300")
-    a = uas(edge.workdir / "a", CARRIER_A, GW_PORT, answer_ms=50)
+    a = uas(edge.workdir / "a", CARRIER_A, GW_PORT, scenario=SIMPLE_UAS, answer_ms=50)
     assert place(edge, AGENT_IP) == (200, "OK")
     a.wait()
 
@@ -196,10 +207,11 @@ def test_records_written_while_redis_is_down_are_replayed_exactly_once(clean_edg
     spool = Spool(edge.settings.cdr_spool_path)
     assert spool.pending() == 0
     since = int(time.time() * 1000) - 1
-    b = uas(edge.workdir / "b", CARRIER_B, GW_PORT, answer_ms=50, calls=3)
+    b = uas(edge.workdir / "b", CARRIER_B, GW_PORT, scenario=SIMPLE_UAS, answer_ms=50, calls=3)
     a = uas(edge.workdir / "a", CARRIER_A, GW_PORT, scenario=reply_uas_scenario(edge.workdir, 503), rtp_echo=False,
             calls=3)
-    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, hold_ms=3000, calls=3, rate=10)
+    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, scenario=SIMPLE_UAC, hold_ms=3000, calls=3,
+                rate=10)
 
     def all_answered() -> bool:
         hashes = [edge.redis.hgetall(k) for k in edge.call_records()]
