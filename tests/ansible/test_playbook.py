@@ -142,7 +142,11 @@ def inventory() -> dict[str, object]:
                     "hosts": {
                         NODE_A.host: NODE_A.host_vars(),
                         # one host has one kernel: the second node leaves ip_local_reserved_ports alone
-                        NODE_B.host: {**NODE_B.host_vars(), "sysctl_reserve_rtp_ports": False},
+                        NODE_B.host: {**NODE_B.host_vars(), "sysctl_reserve_rtp_ports": False,
+                                      # and its own metrics ports (node A keeps the defaults)
+                                      "byoc_edge_metrics_kamailio_port": 9261,
+                                      "byoc_edge_metrics_rtpengine_port": 9262,
+                                      "byoc_edge_metrics_exporter_port": 9263},
                     }
                 },
                 "redis": {"hosts": {NODE_A.host: None}},

@@ -174,7 +174,11 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     settings = load_settings(path)
     write_selfsigned(settings.tls_certificate, settings.tls_private_key, [EDGE_IP])
     services.down(settings)
-    services.up(settings)
+    try:
+        services.up(settings)
+    except BaseException:
+        services.down(settings)  # what did start must not outlive the session
+        raise
     client = connect(settings.redis.host, settings.redis.port, timeout_ms=2000, connect_timeout_ms=2000)
     handle = Edge(settings=settings, redis=client, workdir=workdir)
     try:
