@@ -151,9 +151,12 @@ def _hop_labels(plan: CallPlan) -> tuple[str, str, str]:
 
 
 def _log_reject(reject: Reject, where: str) -> None:
+    """Every refusal of the edge, in one place: the log line ``edge: reject <code> <tag> <where> ...``
+    and ``byoc_edge_rejections_total{reason=<tag>}``, so the log and the metric always agree."""
     KSR.info(
         f"edge: reject {reject.code} {reject.tag} {where} call-id={_pv('$ci')} src={_pv('$si')}:{_pv('$sp')}\n"
     )
+    _count(metrics.REJECTIONS, reject.tag)
 
 
 class Router:
@@ -322,7 +325,6 @@ class Router:
         if reject.retry_after_s is not None:
             KSR.hdr.append_to_reply(f"Retry-After: {reject.retry_after_s}\r\n")
         _log_reject(reject, "request")
-        _count(metrics.REJECTIONS, reject.tag)
         self._record_refusal(reject)
         if stateful:
             KSR.tm.t_reply(reject.code, reject.reason)
@@ -844,7 +846,6 @@ class Router:
             if refusal is not None:
                 KSR.rtpengine.rtpengine_delete0()
                 _log_reject(refusal, f"redirect contact={_pv('$T_rpl($ct)')}")
-                _count(metrics.REJECTIONS, refusal.tag)
                 _count(metrics.CALLS_FAILED, *_hop_labels(plan)[:2], metrics.sip_class(refusal.code))
                 self._record_unanswered(plan, refusal.code, refusal.reason, refusal.tag,
                                         extra_tried=f"{plan.current.label}={code}")

@@ -774,4 +774,7 @@ def test_giving_up_counts_the_answer_sent(ksr: FakeKSR, router: Any) -> None:
     failed_branch(ksr, plan, None, timed_out=True)
     router.ksr_failure_manage(MSG)
     assert ksr.replies == [("tm", 503, "Agent Unreachable")]
-    assert counted(ksr) == [("byoc_edge_calls_failed_total", "origination", "telnyx", "5xx")]
+    # the answer the edge chose is a refusal with a tag: logged and counted under that tag
+    assert counted(ksr) == [("byoc_edge_rejections_total", "agent_unreachable"),
+                            ("byoc_edge_calls_failed_total", "origination", "telnyx", "5xx")]
+    assert any(text.startswith("edge: reject 503 agent_unreachable failover ") for _, text in ksr.logs)
