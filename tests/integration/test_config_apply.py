@@ -45,8 +45,8 @@ def test_applied_file_routes_the_next_call(clean_edge: Edge) -> None:
     assert result.returncode == 0, result.stderr
     # one bump (an empty database starts edge:version from the clock: docs/redis-schema.md)
     assert f"applied (edge:version {edge.redis.get(keys.VERSION)})" in result.stdout
-    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, answer_ms=100)
-    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, "4155550100", hold_ms=300)
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario="uas_answer.xml", answer_ms=100)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, "4155550100", scenario="uac_simple.xml", hold_ms=300)
     assert carrier.wait() == 0, carrier.output()
     assert agent.wait() == 0, agent.output()
     assert f"X-Edge-DID: {DID}" in agent.received_requests("INVITE")[0]
@@ -85,8 +85,8 @@ def test_dry_run_and_invalid_file_write_nothing(clean_edge: Edge) -> None:
     assert edge.redis.get(keys.VERSION) == version
 
     # the edge still routes per the first file: the agent on 5091 never gets the call
-    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, answer_ms=100)
-    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, hold_ms=200)
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario="uas_answer.xml", answer_ms=100)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario="uac_simple.xml", hold_ms=200)
     assert carrier.wait() == 0, carrier.output()
     assert agent.wait() == 0, agent.output()
 

@@ -92,8 +92,8 @@ def test_synthetic_request_runs_the_stages_without_taking_a_slot(clean_edge: Edg
 def test_answered_call_is_explained_from_its_call_record(clean_edge: Edge) -> None:
     edge = clean_edge
     provision(edge)
-    agent = uas(edge.workdir / "agent", AGENT_IP, 5090, answer_ms=100)
-    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, hold_ms=300)
+    agent = uas(edge.workdir / "agent", AGENT_IP, 5090, scenario="uas_answer.xml", answer_ms=100)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario="uac_simple.xml", hold_ms=300)
     assert carrier.wait() == 0, carrier.output()
     assert agent.wait() == 0, agent.output()
     call_id = re.search(r"^Call-ID:\s*(\S+)", carrier.messages(), re.M | re.I).group(1)
