@@ -19,6 +19,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from . import prober
+from .cdrmetrics import CdrCollector
 from .exporter import NAMESPACE, EdgeCollector
 from .health import probe_ok
 from .settings import Settings
@@ -33,6 +34,7 @@ def registry_for(settings: Settings) -> tuple[CollectorRegistry, Counter, object
     client = connect(r.host, r.port, r.db, r.password, timeout_ms=2000, connect_timeout_ms=2000)
     registry = CollectorRegistry()
     registry.register(EdgeCollector(client, settings.node))
+    registry.register(CdrCollector(client, settings.cdr_spool_path))
     probes = Counter(f"{NAMESPACE}_gateway_probes", "SIP OPTIONS probes sent to gateways, by result (ok/failed)",
                      ["trunk", "gateway", "result"], registry=registry)
     return registry, probes, client

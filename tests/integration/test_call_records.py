@@ -188,6 +188,10 @@ def test_spend_cap_and_rate_ceiling_refuse_with_a_clear_reason(clean_edge: Edge)
     assert agent.wait() == 0, agent.output()
     b.wait()
     wait_until(lambda: edge.redis.get(keys.spend("carrier-b", today())) == "20000", what="spend counted")
+    exported = edge.metrics("exporter")
+    assert 'byoc_edge_trunk_spend_today{trunk="carrier-b"} 0.02' in exported
+    assert 'byoc_edge_trunk_daily_spend_cap{trunk="carrier-b"} 0.02' in exported
+    assert "byoc_edge_cdr_spooled_records 0.0" in exported
     # 0.02 spent today = the cap: the next call is refused before any carrier is tried
     assert place(edge, AGENT_IP) == (403, "Daily Spend Cap Reached: carrier-b")
     rate, answered, capped = wait_records(edge, since, 3)
