@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import json
 import os
@@ -71,21 +72,34 @@ class CdrStore:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    def records(self, since_ms: int, until_ms: int, trunk: str | None = None,
-                limit: int | None = None) -> list[dict[str, Any]]:
-        """Records whose start time is in ``[since_ms, until_ms]``, oldest first; only
-        ``trunk``'s when given; at most ``limit`` (the newest ones) when given."""
-        ids = self.client.zrangebyscore(keys.CDRS, since_ms, until_ms)
-        out: list[dict[str, Any]] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            for text in self.client.mget([keys.cdr(i) for i in chunk]):
+    def iter_records(self, since_ms: int, until_ms: int, trunk: str | None = None,
+                     chunk: int = 500) -> Iterator[dict[str, Any]]:
+        """Records whose start time is in ``[since_ms, until_ms]``, oldest first, read
+        ``chunk`` at a time (an export of millions of records never sits in memory);
+        only ``trunk``'s when given.  Records that expire meanwhile are skipped."""
+        start = 0
+        while True:
+            ids = self.client.zrangebyscore(keys.CDRS, since_ms, until_ms, start=start, num=chunk)
+            if not ids:
+                return
+            for text in self.client.mget([keys.cdr(i) for i in ids]):
                 if text is None:
                     continue  # expired between the index read and now
                 rec = json.loads(text)
                 if trunk is None or rec.get("trunk") == trunk:
-                    out.append(rec)
-        return out[-limit:] if limit else out
+                    yield rec
+            if len(ids) < chunk:
+                return
+            start += chunk
+
+    def records(self, since_ms: int, until_ms: int, trunk: str | None = None,
+                limit: int | None = None) -> list[dict[str, Any]]:
+        """:meth:`iter_records` as a list; at most the newest ``limit`` when given."""
+        if not limit:
+            return list(self.iter_records(since_ms, until_ms, trunk))
+        out: collections.deque[dict[str, Any]] = collections.deque(maxlen=limit)
+        out.extend(self.iter_records(since_ms, until_ms, trunk))
+        return list(out)
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         """One record by id, or None."""

@@ -7,7 +7,7 @@ import io
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import click
 from rich.console import Console
@@ -19,7 +19,7 @@ from ..model import DataError
 from ..store import StoreUnavailable
 from . import AppContext, emit_json, handle_errors, pass_app
 
-__all__ = ["cdr", "iso", "csv_text"]
+__all__ = ["cdr", "iso", "csv_rows", "csv_text", "json_chunks"]
 
 
 def iso(ms: Any) -> str:
@@ -30,12 +30,20 @@ def iso(ms: Any) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
-def csv_text(records: list[dict[str, Any]]) -> str:
-    """Records as CSV (RFC 4180): a header row of :data:`routing.cdr.FIELDS` plus ``start``,
+def csv_rows(records: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """Records as CSV lines (RFC 4180): a header row of :data:`routing.cdr.FIELDS` plus ``start``,
     ``answer``, ``end`` in ISO 8601 UTC; lists and dicts as JSON text."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
+
+    def take() -> str:
+        text = out.getvalue()
+        out.seek(0)
+        out.truncate()
+        return text
+
     writer.writerow([*FIELDS, "start", "answer", "end"])
+    yield take()
     for rec in records:
         row = []
         for name in FIELDS:
@@ -44,7 +52,20 @@ def csv_text(records: list[dict[str, Any]]) -> str:
                 value = json.dumps(value, separators=(",", ":"))
             row.append("" if value is None else value)
         writer.writerow([*row, iso(rec.get("start_ms")), iso(rec.get("answer_ms")), iso(rec.get("end_ms"))])
-    return out.getvalue()
+        yield take()
+
+
+def csv_text(records: Iterable[dict[str, Any]]) -> str:
+    """:func:`csv_rows` as one string."""
+    return "".join(csv_rows(records))
+
+
+def json_chunks(records: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """Records as one JSON array, one record per chunk."""
+    yield "["
+    for n, rec in enumerate(records):
+        yield ("," if n else "") + "\n  " + json.dumps(rec)
+    yield "\n]\n"
 
 
 def _window(since: str, until: str) -> tuple[int, int]:
@@ -120,18 +141,26 @@ def show(app: AppContext, record_id: str) -> None:
 @pass_app
 @handle_errors
 def export(app: AppContext, since: str, until: str, trunk: str | None, fmt: str, output: Path | None) -> None:
-    """Every record of a period as CSV (one row per call, times also in ISO 8601 UTC) or JSON."""
+    """Every record of a period as CSV (one row per call, times also in ISO 8601 UTC) or JSON,
+    streamed (a large period is never held in memory)."""
     start, end = _window(since, until)
-    records = _store(app).records(start, end, trunk)
-    text = csv_text(records) if fmt == "csv" else json.dumps(records, indent=2) + "\n"
+    records = _store(app).iter_records(start, end, trunk)
+    chunks = csv_rows(records) if fmt == "csv" else json_chunks(records)
     if output is None:
-        click.echo(text, nl=False)
+        for text in chunks:
+            click.echo(text, nl=False)
         return
+    count = -1 if fmt == "csv" else 0
     try:
-        output.write_text(text, encoding="utf-8")
+        with output.open("w", encoding="utf-8", newline="") as handle:
+            for text in chunks:
+                handle.write(text)
+                count += 1
     except OSError as exc:
         raise DataError(f"{output}: {exc.strerror}") from None
-    click.echo(f"{len(records)} record(s) written to {output}", err=True)
+    if fmt == "json":
+        count -= 2  # the opening and closing chunks
+    click.echo(f"{count} record(s) written to {output}", err=True)
 
 
 @cdr.command("totals")
@@ -144,7 +173,7 @@ def export(app: AppContext, since: str, until: str, trunk: str | None, fmt: str,
 def totals_(app: AppContext, since: str, until: str, trunk: str | None, as_json: bool) -> None:
     """Calls, billable minutes and cost per trunk over a period (calls that started in it)."""
     start, end = _window(since, until)
-    rows = totals(_store(app).records(start, end, trunk))
+    rows = totals(_store(app).iter_records(start, end, trunk))
     if as_json:
         emit_json(rows)
         return

@@ -216,3 +216,12 @@ class CountingStore(FlakyStore):
         if new:
             self.counted[rec["id"]] = self.counted.get(rec["id"], 0) + 1
         return new
+
+
+def test_iter_records_pages_through_the_index(redis_client: redis.Redis) -> None:
+    store = CdrStore(redis_client, 3600)
+    for n in range(7):
+        store.add(record(n))
+    redis_client.delete(keys.cdr("n1:call-3:1"))  # expired between the index and the read
+    ids = [r["id"] for r in store.iter_records(0, 2**53, chunk=2)]
+    assert ids == [f"n1:call-{n}:1" for n in range(7) if n != 3]
