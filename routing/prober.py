@@ -171,22 +171,37 @@ def probe_round(client: redis.Redis, settings: Settings, now: Callable[[], float
             log.warning("gateway %s/%s is %s (%s; %d failed, %d ok in a row)", probe.trunk, address,
                         after.state, why, after.fails, after.oks)
         health[probe.trunk][address] = after
-    down_now = {keys.gateway_member(trunk, address)
-                for trunk, gateways in health.items() for address, g in gateways.items() if g.state == DOWN}
     try:
-        pipe = client.pipeline(transaction=True)
-        for key in stale:
-            pipe.delete(key)
-        for trunk, gateways in health.items():
-            pipe.delete(keys.gateway_health(trunk))
-            if gateways:
-                pipe.hset(keys.gateway_health(trunk), mapping={a: g.to_redis() for a, g in gateways.items()})
-        pipe.delete(keys.GATEWAYS_DOWN)
-        if down_now:
-            pipe.sadd(keys.GATEWAYS_DOWN, *sorted(down_now))
-        if down_now != set(down_before):
-            pipe.incr(keys.VERSION)
-        pipe.execute()
+        with client.pipeline(transaction=True) as pipe:
+            # the trunks may have changed while the probes ran: keep only gateways still configured,
+            # and write nothing if they change again before EXEC (the next round writes instead)
+            pipe.watch(keys.TRUNKS, *(keys.trunk_gateways(t) for t in health), *(keys.trunk(t) for t in health))
+            still = pipe.smembers(keys.TRUNKS)
+            for trunk in list(health):
+                configured = pipe.hkeys(keys.trunk_gateways(trunk)) if trunk in still else []
+                probed_now = (pipe.hget(keys.trunk(trunk), "probe") or "yes").strip().lower() not in ("no", "false", "0", "off")
+                if not configured or not probed_now:
+                    stale.append(keys.gateway_health(trunk))
+                    del health[trunk]
+                    continue
+                health[trunk] = {a: g for a, g in health[trunk].items() if a in configured}
+            down_now = {keys.gateway_member(trunk, address)
+                        for trunk, gateways in health.items() for address, g in gateways.items() if g.state == DOWN}
+            pipe.multi()
+            for key in stale:
+                pipe.delete(key)
+            for trunk, gateways in health.items():
+                pipe.delete(keys.gateway_health(trunk))
+                if gateways:
+                    pipe.hset(keys.gateway_health(trunk), mapping={a: g.to_redis() for a, g in gateways.items()})
+            pipe.delete(keys.GATEWAYS_DOWN)
+            if down_now:
+                pipe.sadd(keys.GATEWAYS_DOWN, *sorted(down_now))
+            if down_now != set(down_before):
+                pipe.incr(keys.VERSION)
+            pipe.execute()
+    except redis.WatchError:
+        log.info("trunks changed during the probe round: its results are dropped")
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise StoreUnavailable(str(exc)) from exc
     return health

@@ -110,3 +110,19 @@ def test_probes_leave_from_the_edge_address_per_transport() -> None:
     assert prober.source_address(s, "udp") == "127.0.0.5"
     assert prober.source_address(s, "tcp") is None
     assert prober.source_address(s, "tls") == "127.0.0.5"
+
+
+def test_trunk_removed_during_a_round_gets_no_health(redis_client: redis.Redis) -> None:
+    admin.put_trunk(redis_client, Trunk("a", Direction.BOTH, gateways=(Gateway("192.0.2.1"), Gateway("192.0.2.2"))))
+    admin.put_trunk(redis_client, Trunk("b", Direction.BOTH, gateways=(Gateway("192.0.2.3"),)))
+
+    def send(host: str, port: int, **kw: object) -> ProbeResult:
+        if host == "192.0.2.1":  # while the probes run, ops remove trunk b and a gateway of a
+            admin.remove_trunk(redis_client, "b")
+            admin.put_trunk(redis_client, Trunk("a", Direction.BOTH, gateways=(Gateway("192.0.2.1"),)), replace=True)
+        return ProbeResult(0, "timeout", None)
+
+    written = prober.probe_round(redis_client, settings(down_after=1), send=send)
+    assert set(written) == {"a"} and set(written["a"]) == {"192.0.2.1:5060"}
+    assert not redis_client.exists(keys.gateway_health("b"))
+    assert redis_client.smembers(keys.GATEWAYS_DOWN) == {"a/192.0.2.1:5060"}
