@@ -87,10 +87,12 @@ def parse_mode(value: str | None, where: str) -> DtmfMode | None:
         raise DtmfError(f"{where} dtmf: must be rfc4733, info or inband, got {value!r}") from None
 
 
-def needs_injection(*modes: DtmfMode | str) -> bool:
-    """True when a side uses SIP INFO: the call's media must then accept ``play DTMF``
-    (rtpengine flag ``inject-DTMF`` in offer and answer)."""
-    return any(DtmfMode(m) is DtmfMode.INFO for m in modes)
+def needs_injection(caller: DtmfMode | str, callee: DtmfMode | str) -> bool:
+    """True when exactly one side uses SIP INFO: its digits are played into the other side's
+    media, which must then accept ``play DTMF`` (rtpengine flag ``inject-DTMF`` in offer and
+    answer; it sends all audio through the transcoding engine).  Two INFO sides need none:
+    their INFO requests are relayed."""
+    return (DtmfMode(caller) is DtmfMode.INFO) != (DtmfMode(callee) is DtmfMode.INFO)
 
 
 def sdp_flags(sender: DtmfMode | str, receiver: DtmfMode | str, offer: bool) -> tuple[str, ...]:

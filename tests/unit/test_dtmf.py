@@ -70,11 +70,17 @@ def test_no_events_between_sides_that_do_not_use_them() -> None:
 
 
 @pytest.mark.parametrize("sender, receiver", [("info", "rfc4733"), ("rfc4733", "info"), ("info", "inband"),
-                                              ("info", "info")])
+                                              ("inband", "info")])
 def test_info_side_marks_the_call_for_injection_in_offer_and_answer(sender: str, receiver: str) -> None:
     assert "inject-DTMF" in sdp_flags(sender, receiver, offer=True)
     assert sdp_flags(sender, receiver, offer=False) == ("inject-DTMF",)
     assert needs_injection(sender, receiver)
+
+
+def test_two_info_sides_need_no_injection_nor_transcoding() -> None:
+    assert sdp_flags("info", "info", offer=True) == ("codec-strip=telephone-event",)
+    assert sdp_flags("info", "info", offer=False) == ()
+    assert not needs_injection("info", "info")
 
 
 def test_answers_without_info_need_no_flags() -> None:
