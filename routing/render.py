@@ -33,6 +33,7 @@ OUTPUTS = {
     "redis.conf": "redis.conf.j2",
     "routing.json": "routing.json.j2",
     "tls.cfg": "tls.cfg.j2",
+    "monitor.json": "monitor.json.j2",
 }
 
 
@@ -92,6 +93,7 @@ def _context(settings: Settings) -> dict[str, object]:
     data["tls_private_key"] = str(settings.tls_private_key)
     data["aliases"] = sorted({l.advertise for l in settings.sip.listen if l.advertise})
     data["routing"] = _asdict(rt)
+    data["settings_json"] = settings.model_dump_json(indent=2)
     data["reg_contact"] = dict(rt.reg_contacts).get("udp") or rt.reg_contacts[0][1]
     data["prom_modparams"] = metrics.modparams()
     return data

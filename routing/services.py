@@ -36,7 +36,7 @@ __all__ = ["ServiceError", "ServiceState", "up", "down", "restart", "status", "k
 
 #: Programs the edge runs, by service name.
 BINARIES = {"redis": "redis-server", "rtpengine": "rtpengine", "kamailio": "kamailio"}
-#: written next to the rendered configs: the settings the monitor process runs with
+#: rendered with the other configs (templates/monitor.json.j2): the settings the monitor process runs with
 MONITOR_SETTINGS = "monitor.json"
 START_TIMEOUT_S = 20.0
 #: Processes started by this Python process, kept so they are not reaped as garbage
@@ -157,11 +157,6 @@ def _names(settings: Settings) -> list[str]:
 
 def _start(settings: Settings, name: str) -> int:
     run_dir = Path(settings.run_dir)
-    if name == "monitor":
-        target = run_dir / MONITOR_SETTINGS
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(settings.model_dump_json(indent=2), encoding="utf-8")
-        os.replace(tmp, target)
     previous = _CHILDREN.pop(name, None)
     if previous is not None:
         previous.poll()  # reap an earlier instance that died

@@ -25,6 +25,7 @@ Addresses of the SIPp peers: carrier 127.0.0.111, agent 127.0.0.121, stranger 12
 from __future__ import annotations
 
 import base64
+import fcntl
 import grp
 import json
 import os
@@ -96,6 +97,11 @@ class Node:
             "byoc_edge_rtpengine_cli_port": self.cli_port,
             "byoc_edge_rtp_port_min": self.rtp[0],
             "byoc_edge_rtp_port_max": self.rtp[1],
+            # two nodes on one host: each serves its metrics endpoints on its own address
+            "edge_settings_extra": {
+                "sip": {"workers": 2, "tcp_workers": 1, "max_call_duration_s": 60},
+                "metrics": {"address": self.sip},
+            },
         }
         if self.advertise:
             values["byoc_edge_advertise"] = self.advertise
@@ -135,7 +141,6 @@ def inventory() -> dict[str, object]:
                 "firewall_policy": "accept",
                 "firewall_management_tcp_ports": [],
                 "firewall_metrics_ports": [19100],
-                "edge_settings_extra": {"sip": {"workers": 2, "tcp_workers": 1, "max_call_duration_s": 60}},
             },
             "children": {
                 "edge": {
@@ -304,8 +309,24 @@ class Deployment:
     second: Run
 
 
+#: the deployment writes host-wide paths (/etc, /opt, units, nftables) under fixed prefixes:
+#: test runs sharing a machine take turns on this lock instead of undoing each other's work
+HOST_LOCK = Path("/tmp/byoc-edge-ansible-test.lock")
+
+
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def host_lock() -> Iterator[None]:
+    """Hold the machine-wide lock of the Ansible test for the whole module (blocks until free)."""
+    with open(HOST_LOCK, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory, host_lock: None) -> Iterator[Deployment]:
     # the test's own tools; kamailio, rtpengine, redis and nftables are installed by the playbook
     for binary in ("sipp", "start-stop-daemon"):
         assert which(binary), f"{binary} is not installed (run scripts/bootstrap)"
@@ -385,6 +406,8 @@ def test_first_run_deploys_every_node_and_reports_the_forwarding_mode(deployment
         # both service managers get the same definition; the rules passed `nft -c`
         assert Path(f"/etc/systemd/system/{node.prefix}-kamailio.service").exists()
         assert Path(f"/etc/{node.prefix}/services/kamailio.env").exists()
+        assert Path(f"/etc/systemd/system/{node.prefix}-monitor.service").exists()
+        assert Path(f"/etc/{node.prefix}/services/monitor.env").exists()
         assert Path(f"/etc/nftables.d/{node.prefix}.nft").exists()
         json.loads(edgectl(node, "status", "--json"))
 

@@ -176,7 +176,7 @@ def lines(text: str) -> list[str]:
 
 def test_render_produces_every_output(custom: Settings) -> None:
     assert set(render(custom)) == set(OUTPUTS) == {
-        "kamailio.cfg", "rtpengine.conf", "redis.conf", "routing.json", "tls.cfg",
+        "kamailio.cfg", "rtpengine.conf", "redis.conf", "routing.json", "tls.cfg", "monitor.json",
     }
 
 
