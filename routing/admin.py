@@ -814,7 +814,8 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     dtmf (rfc4733, info, inband; null = the node's dtmf.default_mode),
     billing_increment (``"first/next"`` s), max_rate (per-minute, decimal string or null),
     daily_spend_cap (currency per UTC day, decimal string or null), inbound_rate (per-minute
-    price of origination calls, decimal string or null)."""
+    price of origination calls, decimal string or null),
+    media {codecs, ptime_ms, srtp, rtp_timeout_s} (null = node default)."""
     fmt = trunk.number_format
     return {
         "name": trunk.name,
@@ -858,12 +859,14 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "max_rate": None if trunk.max_rate is None else str(trunk.max_rate),
         "daily_spend_cap": None if trunk.daily_spend_cap is None else str(trunk.daily_spend_cap),
         "inbound_rate": None if trunk.inbound_rate is None else str(trunk.inbound_rate),
+        "media": trunk.media.to_json(),
     }
 
 
 def agent_dict(agent: Agent) -> dict[str, object]:
     """JSON shape of an agent: name, uris (in order), cidrs, max_calls (null = unlimited),
-    allow_prefixes, deny_prefixes, dtmf (null = the node's dtmf.default_mode)."""
+    allow_prefixes, deny_prefixes, dtmf (null = the node's dtmf.default_mode),
+    media {codecs, ptime_ms, srtp, rtp_timeout_s} (null = node default)."""
     return {
         "name": agent.name,
         "uris": list(agent.uris),
@@ -874,6 +877,7 @@ def agent_dict(agent: Agent) -> dict[str, object]:
         "x_headers": list(agent.x_headers),
         "trust_identity": agent.trust_identity,
         "dtmf": None if agent.dtmf is None else agent.dtmf.value,
+        "media": agent.media.to_json(),
     }
 
 

@@ -37,6 +37,10 @@ class Reason:
     RATE_TOO_HIGH = (403, "Destination Rate Too High", "rate_cap")
     #: the trunks of the destination reached their ``daily_spend_cap`` (the phrase names the first)
     SPEND_CAP = (403, "Daily Spend Cap Reached", "spend_cap")
+    SRTP_REQUIRED = (488, "SRTP Required", "srtp_required")
+    DTLS_REQUIRED = (488, "DTLS-SRTP Required", "dtls_required")
+    CODECS_NOT_ALLOWED = (488, "No Allowed Codec", "codecs_not_allowed")
+    NO_AUDIO = (488, "No Audio Stream", "no_audio")
 
 
 @dataclass(frozen=True, slots=True)

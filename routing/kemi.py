@@ -9,6 +9,8 @@ Kamailio callbacks (names are also used in ``templates/kamailio.cfg.j2``):
 
 * ``ksr_request_route(msg)``: every request.
 * ``ksr_onreply_manage(msg)``: replies of relayed INVITEs (armed with ``t_on_reply``).
+* ``ksr_branch_manage(msg)``: each outgoing INVITE branch (armed with ``t_on_branch``): the
+  rtpengine offer with the media policy of that hop (:mod:`routing.media`).
 * ``ksr_failure_manage(msg)``: a branch failed (armed with ``t_on_failure``).
 * ``ksr_dialog_event(msg, event)``: dialog module ``event_callback``; releases
   concurrency slots on ``dialog:end`` and ``dialog:failed``.
@@ -45,13 +47,15 @@ import traceback
 import KSR  # type: ignore[import-not-found]
 
 from .explain import refusal_record
-from . import dtmf, metrics, pipeline, registration, runtime
+from . import dtmf, media, metrics, pipeline, quality, registration, runtime
+from .ngclient import NgClient, NgError
 from .cdr import CallFacts, build_record, sdp_codecs
 from .cdrstore import CdrStore, CdrWriter, Spool
 from .model import parse_increment
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from .decision import Authenticate, Reason, Reject, Relay
-from .model import AuthMode, DataError, Trunk
+from .model import AuthMode, DataError, MediaPolicy, Trunk
 from .secrets import SecretBox, SecretError
 from .plan import CallPlan, final_response, should_fail_over
 from .headers import header_names
@@ -63,6 +67,7 @@ __all__ = ["Router", "mod_init", "ON_FAILURE", "ON_REPLY", "DIALOG_EVENT"]
 
 ON_FAILURE = "ksr_failure_manage"
 ON_REPLY = "ksr_onreply_manage"
+ON_BRANCH = "ksr_branch_manage"
 DIALOG_EVENT = "ksr_dialog_event"
 
 BAN_TABLE = "ipban"
@@ -71,6 +76,11 @@ DEADLINE_TABLE = "deadline"
 CLEANUP = "cleanup"
 CLEANUP_GRACE_S = 3
 CLOCK_ITERATOR = "edgeclock"
+#: htable of the media watchdog: call-id -> "next check:rtp timeout s:answered at:caller from-tag"
+MEDIA_TABLE = "mediawatch"
+MEDIA_ITERATOR = "edgemedia"
+#: the call's RTP inactivity timeout (s), from both sides' media policies (routing.media.rtp_timeout_s)
+RTP_TIMEOUT_VAR = "$dlg_var(edge_rtp_timeout)"
 #: htable: To URI of the edge's REGISTERs -> "code|reason|epoch" of the last final reply
 REG_REPLY_TABLE = "regreply"
 #: per-call facts for the call record (JSON by Call-ID), from the relay until the record is written
@@ -90,7 +100,11 @@ START_AVP = "$avp(edge_t0)"
 LABELS_AVP = "$avp(edge_mlabels)"
 PDD_DONE_AVP = "$avp(edge_pdd)"
 ANSWERED_AVP = "$avp(edge_ans)"
-RTPENGINE_FLAGS = "replace-origin replace-session-connection ICE=remove"
+RTPENGINE_FLAGS = media.BASE_FLAGS
+#: set by the branch route when rtpengine did not take the offer
+MEDIA_ERROR_AVP = "$avp(edge_media_err)"
+#: the call's two media policies ({"caller": ..., "callee": ...}, MediaPolicy.to_json form) for re-INVITEs
+MEDIA_VAR = "$dlg_var(edge_media)"
 #: DTMF modes of the call, ``"{caller},{callee}"`` (routing.dtmf), kept with the dialog
 DTMF_VAR = "$dlg_var(edge_dtmf)"
 #: the same, copied into each transaction so its reply route sees it
@@ -148,6 +162,15 @@ def _observe(metric: metrics.Metric, seconds: float, *labels: str) -> None:
 def _hop_labels(plan: CallPlan) -> tuple[str, str, str]:
     """(direction, trunk, agent) label values of the plan's current hop."""
     return plan.direction, metrics.label(plan.current.trunk or plan.trunk), metrics.label(plan.agent)
+def _offer_flags(offer: media.SdpOffer | None, sender: MediaPolicy, receiver: MediaPolicy,
+                 dtmf_flags: tuple[str, ...]) -> str | Reject:
+    """rtpengine flags of an SDP offer: media policy (routing.media) plus the DTMF flags
+    (routing.dtmf); telephone-event is left to the DTMF flags when they name it."""
+    if offer is None:
+        return _flags(dtmf_flags)
+    keep_events = not any("telephone-event" in f for f in dtmf_flags)
+    flags = media.offer_flags(offer, sender, receiver, keep_events=keep_events)
+    return flags if isinstance(flags, Reject) else " ".join((flags, *dtmf_flags))
 
 
 def _log_reject(reject: Reject, where: str) -> None:
@@ -175,6 +198,7 @@ class Router:
         #: registrations this process added to the uac module: uuid -> fingerprint (timer process only)
         self._registered: dict[str, str] = {}
         self._msg: object = None
+        self._ngclient: NgClient | None = None
         self._writer: CdrWriter | None = None
         self._now_ms = 0
         self._replayed_at = 0.0
@@ -545,6 +569,7 @@ class Router:
         if method == "INFO" and self._dtmf_info():
             return
         if method == "BYE":
+            self._final_quality(_pv("$ci"), _pv("$dlg(from_tag)"))
             KSR.rtpengine.rtpengine_delete0()
         if method == "ACK":
             self._start_clock()
@@ -553,7 +578,13 @@ class Router:
             modes = _modes(_pv(DTMF_VAR))
             from_caller = _pv("$ft") == _pv("$dlg(from_tag)")
             sdp = _has_sdp()
-            KSR.rtpengine.rtpengine_manage(_flags(_sdp_flags(modes, from_caller, offer=method != "ACK") if sdp else ()))
+            dtmf_flags = _sdp_flags(modes, from_caller, offer=method != "ACK") if sdp else ()
+            flags = self._in_dialog_flags(from_caller, dtmf_flags) if sdp and method != "ACK" else _flags(dtmf_flags)
+            if isinstance(flags, Reject):
+                _log_reject(flags, "in-dialog")
+                KSR.sl.send_reply(flags.code, flags.reason)
+                return
+            KSR.rtpengine.rtpengine_manage(flags)
             if method != "ACK":
                 KSR.pv.sets(DTMF_AVP, _pv(DTMF_VAR))
                 KSR.pv.seti(FROM_CALLER_AVP, 1 if from_caller else 0)
@@ -561,6 +592,57 @@ class Router:
                 KSR.tm.t_on_reply(ON_REPLY)
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
+
+    def _in_dialog_flags(self, from_caller: bool, dtmf_flags: tuple[str, ...]) -> str | Reject:
+        """rtpengine flags of a re-INVITE/UPDATE offer: the call's two media policies, offerer first
+        (the caller when the From tag is the dialog's), so SRTP and codecs hold on both legs."""
+        text = _pv(MEDIA_VAR)
+        if not text:
+            return _flags(dtmf_flags)
+        sides = json.loads(text)
+        caller, callee = MediaPolicy.from_json(sides.get("caller")), MediaPolicy.from_json(sides.get("callee"))
+        sender, receiver = (caller, callee) if from_caller else (callee, caller)
+        return _offer_flags(media.parse_sdp(_pv("$rb")), sender, receiver, dtmf_flags)
+
+    def _set_media_vars(self, plan: CallPlan) -> None:
+        """Keep the media policies of the hop being tried with the dialog (re-INVITEs, watchdog)."""
+        caller, callee = MediaPolicy.from_json(plan.caller_media), MediaPolicy.from_json(plan.current.media)
+        KSR.pv.sets(MEDIA_VAR, json.dumps({"caller": plan.caller_media, "callee": plan.current.media}))
+        KSR.pv.sets(RTP_TIMEOUT_VAR, str(media.rtp_timeout_s(caller, callee) or ""))
+
+    def _media_refusal(self, plan: CallPlan) -> Reject | None:
+        """The 488 of an offer its own side's policy does not allow (SRTP required, no allowed codec)."""
+        offer = media.parse_sdp(_pv("$rb")) if _has_sdp() else None
+        if offer is None:
+            return None  # delayed offer (the offer comes in the 2xx) or no audio stream
+        result = media.offer_flags(offer, MediaPolicy.from_json(plan.caller_media),
+                                   MediaPolicy.from_json(plan.current.media))
+        if not isinstance(result, Reject):
+            return None
+        return replace(result, direction=plan.direction, trunk=plan.trunk, agent=plan.agent)
+
+    def _ng(self) -> NgClient:
+        if self._ngclient is None:
+            self._ngclient = NgClient(self.settings.rtpengine_ng_host, self.settings.rtpengine_ng_port, 0.5)
+        return self._ngclient
+
+    def _final_quality(self, call_id: str, caller_tag: str, extra: dict[str, str] | None = None) -> None:
+        """Read the call's media statistics from rtpengine (before its session is deleted) and keep
+        them: ``media_*`` fields in the call record (so its call record carries them) and
+        ``edge:media:{node}:{call-id}`` (TTL ``media.quality_ttl_s``).  Problems are logged, never
+        raised (the call is ending anyway)."""
+        try:
+            fields = quality.summary(self._ng().query(call_id), caller_tag, time.time())
+        except NgError as exc:
+            KSR.info(f"edge: no media statistics for call-id={call_id}: {exc}\n")
+            fields = {}
+        fields.update(extra or {})
+        if not fields:
+            return
+        try:
+            self._store().record_media(call_id, fields, self.settings.media_quality_ttl_s)
+        except StoreUnavailable as exc:
+            KSR.err(f"edge: cannot keep the media quality of call-id={call_id}: {exc}\n")
 
     def _dtmf_info(self) -> bool:
         """An in-dialog INFO carrying a DTMF digit (``application/dtmf-relay`` or ``application/dtmf``).
@@ -665,19 +747,20 @@ class Router:
                 KSR.hdr.remove(name)
             for name, value in decision.headers.items():
                 KSR.hdr.append(f"{name}: {value}\r\n")
+            refusal = self._media_refusal(plan)
+            if refusal is not None:
+                store.release(plan.call_id)
+                self._reply(refusal)
+                self._remember(refusal, "request")
+                return
             KSR.rr.record_route()
+            # the rtpengine offer is made per branch (ksr_branch_manage), each hop with its own policy;
             # an INVITE without SDP (delayed offer) gets its offer from the 2xx and its answer from the ACK
             modes = (plan.caller_dtmf, plan.current.dtmf)
             sdp = _has_sdp()
             codecs = sdp_codecs(_pv("$rb")) if sdp else []
-            if sdp and KSR.rtpengine.rtpengine_manage(_flags(_sdp_flags(modes, True, offer=True))) < 0:
-                store.release(plan.call_id)
-                refusal = Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s,
-                                 direction=plan.direction, trunk=plan.trunk, agent=plan.agent)
-                self._reply(refusal)
-                self._remember(refusal, "request")
-                return
             KSR.dialog.dlg_manage()
+            self._set_media_vars(plan)
             KSR.pv.sets("$dlg_var(edge_agent)", plan.agent)
             KSR.pv.sets("$dlg_var(edge_trunk)", plan.trunk or plan.current.trunk or "")
             KSR.pv.sets(MAX_DURATION_VAR, str(plan.current.max_duration_s or ""))
@@ -710,7 +793,11 @@ class Router:
             KSR.pv.sets(LABELS_AVP, "|".join(_hop_labels(plan)))
             KSR.tm.t_on_failure(ON_FAILURE)
             KSR.tm.t_on_reply(ON_REPLY)
+            KSR.tm.t_on_branch(ON_BRANCH)
             if KSR.tm.t_relay() > 0:
+                return
+            if KSR.pv.get(MEDIA_ERROR_AVP):
+                self._media_unavailable(plan)
                 return
             KSR.warn(f"edge: cannot send to {target.label} call-id={plan.call_id}\n")
             plan.record(500, "Send Failed", answered=False)
@@ -721,6 +808,48 @@ class Router:
                 return
             _count(metrics.FAILOVERS, *failed[:2])
             target = nxt
+
+    def _media_unavailable(self, plan: CallPlan) -> None:
+        """rtpengine refused or did not answer the offer: release the slots, answer 503 (no failover)."""
+        try:
+            self._store().release(plan.call_id)
+        except StoreUnavailable:
+            pass  # the lease expires on its own
+        reject = Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s,
+                        direction=plan.direction, trunk=plan.trunk, agent=plan.agent)
+        _log_reject(reject, "media")
+        self._record_unanswered(plan, reject.code, reject.reason, reject.tag)
+        KSR.hdr.append_to_reply(f"Retry-After: {reject.retry_after_s}\r\n")
+        KSR.tm.t_reply(reject.code, reject.reason)
+        self._remember(reject, "request")
+
+    def ksr_branch_manage(self, msg: object) -> int:
+        """Branch route of every relayed initial INVITE: the rtpengine offer with this hop's media
+        policy (:func:`routing.media.offer_flags`) and DTMF flags (:func:`routing.dtmf.sdp_flags`).
+        When rtpengine fails the branch is dropped and :data:`MEDIA_ERROR_AVP` set, so
+        :meth:`_send` answers 503 instead of trying the next hop."""
+        try:
+            text = _pv(PLAN_AVP)
+            if not _has_sdp() or not text:
+                return 1  # delayed offer: rtpengine sees the offer in the 2xx (ksr_onreply_manage)
+            plan = CallPlan.loads(text)
+            modes = (plan.caller_dtmf, plan.current.dtmf)
+            flags = _offer_flags(media.parse_sdp(_pv("$rb")), MediaPolicy.from_json(plan.caller_media),
+                                 MediaPolicy.from_json(plan.current.media), _sdp_flags(modes, True, offer=True))
+            if isinstance(flags, Reject) or KSR.rtpengine.rtpengine_offer(flags) < 0:
+                KSR.err(f"edge: rtpengine offer failed call-id={_pv('$ci')} flags={flags!r}\n")
+                KSR.pv.seti(MEDIA_ERROR_AVP, 1)
+                KSR.x.drop()
+                return 1
+            # the hop that answers decides the call's policies (termination hops differ per trunk)
+            KSR.pv.sets(DTMF_VAR, ",".join(modes))
+            KSR.pv.sets(DTMF_AVP, ",".join(modes))
+            self._set_media_vars(plan)
+        except Exception:  # noqa: BLE001
+            KSR.err("edge: exception in branch route: " + traceback.format_exc().replace("\n", " | ") + "\n")
+            KSR.pv.seti(MEDIA_ERROR_AVP, 1)
+            KSR.x.drop()
+        return 1
 
     def _give_up(self, plan: CallPlan) -> None:
         KSR.rtpengine.rtpengine_delete0()
@@ -758,7 +887,13 @@ class Router:
                 modes = _modes(_pv(DTMF_AVP))
                 from_caller = not KSR.pv.get(FROM_CALLER_AVP)
                 offer = not KSR.pv.get(REQ_SDP_AVP)
-                KSR.rtpengine.rtpengine_manage(_flags(_sdp_flags(modes, from_caller, offer)))
+                flags = _flags(_sdp_flags(modes, from_caller, offer))
+                if offer:
+                    KSR.rtpengine.rtpengine_manage(flags)  # delayed offer: manage makes it an offer
+                else:
+                    # explicit: the initial offer was made with rtpengine_offer in the branch route,
+                    # which manage's own offer/answer detection does not see
+                    KSR.rtpengine.rtpengine_answer(flags)
                 if 180 <= code < 200:
                     KSR.pv.seti(EARLY_MEDIA_AVP, 1)
             self._reply_metrics(code)
@@ -900,8 +1035,13 @@ class Router:
             return  # the dialog already ended (a late ACK after the BYE)
         limit = _pv(MAX_DURATION_VAR)
         seconds = int(limit) if limit else self.settings.lease_ttl_s - 60
-        entry = f"{int(time.time()) + seconds}:{_pv('$dlg(h_entry)')}:{_pv('$dlg(h_id)')}:{_pv('$ft')}"
+        now = int(time.time())
+        entry = f"{now + seconds}:{_pv('$dlg(h_entry)')}:{_pv('$dlg(h_id)')}:{_pv('$ft')}"
         KSR.htable.sht_sets(DEADLINE_TABLE, _pv("$ci"), entry)
+        timeout = _pv(RTP_TIMEOUT_VAR)
+        if timeout.isdigit() and int(timeout) > 0:
+            watch = f"{now + self.settings.media_check_interval_s}:{timeout}:{now}:{_pv('$ft')}"
+            KSR.htable.sht_sets(MEDIA_TABLE, _pv("$ci"), watch)
 
     def ksr_call_clock(self, msg: object, event: str = "") -> int:
         """rtimer callback ``(msg, "rtimer")``, once a second in one timer process: end answered calls past their
@@ -910,6 +1050,10 @@ class Router:
             self._replay_spool()
         except Exception:  # noqa: BLE001
             KSR.err("edge: exception replaying call records: " + traceback.format_exc().replace("\n", " | ") + "\n")
+        try:
+            self._watch_media()
+        except Exception:  # noqa: BLE001 - the clock must keep ticking
+            KSR.err("edge: exception in media watchdog: " + traceback.format_exc().replace("\n", " | ") + "\n")
         try:
             now = int(time.time())
             expired = []
@@ -933,7 +1077,9 @@ class Router:
                     KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{now + CLEANUP_GRACE_S}:{CLEANUP}::{from_tag}")
                 else:
                     KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
+                    KSR.htable.sht_rm(MEDIA_TABLE, call_id)
                     KSR.warn(f"edge: call-id={call_id} ended without dialog:end: releasing its slots\n")
+                    self._final_quality(call_id, from_tag)
                     KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={from_tag}")
                     self._finish_call(call_id, hangup="edge")
         except Exception:  # noqa: BLE001 - the clock must keep ticking
@@ -992,6 +1138,52 @@ class Router:
         except Exception:  # noqa: BLE001 - the timer must keep ticking
             KSR.err("edge: exception in dtmf log: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
+    def _watch_media(self) -> None:
+        """Media watchdog, from the call clock: every ``media.check_interval_s`` per answered call, ask
+        rtpengine for its statistics (ng ``query``), keep them in the call record (``media_*``), and
+        end a call that received no RTP from any side for its ``rtp_timeout_s``: its deadline is
+        moved to now, so the clock sends BYE to both sides and the slots are released.  A call
+        rtpengine no longer knows (it timed the session out itself) counts as silent; rtpengine
+        not answering at all never ends a call."""
+        now = time.time()
+        due = []
+        if KSR.htable.sht_iterator_start(MEDIA_ITERATOR, MEDIA_TABLE) < 0:
+            return
+        while KSR.htable.sht_iterator_next(MEDIA_ITERATOR) > 0:
+            parts = _pv(f"$shtitval({MEDIA_ITERATOR})").split(":", 3)
+            if len(parts) == 4 and parts[0].isdigit() and int(parts[0]) <= now:
+                due.append((_pv(f"$shtitkey({MEDIA_ITERATOR})"), int(parts[1]), int(parts[2]), parts[3]))
+        KSR.htable.sht_iterator_end(MEDIA_ITERATOR)
+        interval = self.settings.media_check_interval_s
+        for call_id, timeout, since, caller_tag in due:
+            try:
+                reply = self._ng().query(call_id)
+            except NgError as exc:
+                if "unknown call" not in exc.reason.lower():
+                    KSR.warn(f"edge: media watchdog cannot query call-id={call_id}: {exc}\n")
+                    KSR.htable.sht_sets(MEDIA_TABLE, call_id, f"{int(now) + interval}:{timeout}:{since}:{caller_tag}")
+                    continue
+                reply = {}
+            idle = quality.idle_s(reply, now, since)
+            if reply:
+                try:
+                    self._store().record_media(call_id, quality.summary(reply, caller_tag, now))
+                except StoreUnavailable as exc:
+                    KSR.err(f"edge: cannot record media of call-id={call_id}: {exc}\n")
+            if idle < timeout:
+                KSR.htable.sht_sets(MEDIA_TABLE, call_id, f"{int(now) + interval}:{timeout}:{since}:{caller_tag}")
+                continue
+            KSR.htable.sht_rm(MEDIA_TABLE, call_id)
+            KSR.notice(f"edge: call-id={call_id} had no RTP for {idle:.0f} s (rtp_timeout_s={timeout}): ending it\n")
+            try:
+                self._store().record_media(call_id, {"media_end_reason": "rtp_timeout"},
+                                           self.settings.media_quality_ttl_s)
+            except StoreUnavailable:
+                pass
+            deadline = _pv(f"$sht({DEADLINE_TABLE}=>{call_id})")
+            _, sep, ids = deadline.partition(":")
+            if sep and not ids.startswith(CLEANUP):
+                KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{int(now)}:{ids}")
 
     def _redirect_refusal(self, plan: CallPlan) -> Reject | None:
         """A 3xx is relayed only when its Contact is a number allowed for the call's agent."""
@@ -1020,10 +1212,12 @@ class Router:
                 KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
                 if self.settings.dtmf_log_port:
                     KSR.htable.sht_rm(DTMF_CALL_TABLE, call_id)
+                KSR.htable.sht_rm(MEDIA_TABLE, call_id)
                 peer_bye = _pv("$rm") == "BYE" and not _pv("$rs")
                 if event == "dialog:end" and not peer_bye:
                     # ended by the edge (call clock or dialog timeout: the dialog module sent the
                     # BYEs itself): no BYE passed the request route, so the media is closed here
+                    self._final_quality(call_id, _pv("$dlg(from_tag)"))
                     KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={_pv('$dlg(from_tag)')}")
                 if not peer_bye:
                     hangup = "edge"

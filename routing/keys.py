@@ -34,6 +34,7 @@ Runtime state (written only by the edge, never by hand):
 ``edge:lease:agent:{name}``            ZSET   same, per agent
 ``edge:call:{node}:{call-id}``         HASH   the call's leases and facts (trunk, agent, ...)
 ``edge:cps:trunk:{name}``              HASH   CPS token bucket: tokens, ts (s)
+``edge:media:{node}:{call-id}``        HASH   media quality of a call, kept after it ends (``media_*``)
 ``edge:health:trunk:{name}``           HASH   ``host:port`` -> gateway health (state, fails, oks, code, rtt_ms, at)
 ``edge:gateways:down``                 SET    ``{trunk}/{host:port}`` of every gateway marked down
 ``edge:trace:{call-id}``               STRING JSON of a refused call, for ``edgectl explain`` (TTL)
@@ -157,6 +158,14 @@ def call(node: str, call_id: str) -> str:
 def trace(call_id: str) -> str:
     """STRING (JSON) recording why the initial INVITE ``call_id`` was refused; expires."""
     return f"{PREFIX}:trace:{call_id}"
+
+
+MEDIA_PATTERN = f"{PREFIX}:media:*"
+
+
+def media(node: str, call_id: str) -> str:
+    """HASH of a call's media quality (``media_*`` fields), written when the call ends, with a TTL."""
+    return f"{PREFIX}:media:{node}:{call_id}"
 
 
 def lease_member(node: str, call_id: str) -> str:

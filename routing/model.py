@@ -23,6 +23,9 @@ __all__ = [
     "Direction",
     "AuthMode",
     "Transport",
+    "SrtpMode",
+    "MediaPolicy",
+    "CODECS",
     "Gateway",
     "Registration",
     "Trunk",
@@ -86,6 +89,126 @@ class Transport(str, Enum):
     UDP = "udp"
     TCP = "tcp"
     TLS = "tls"
+
+
+#: audio codecs a trunk or agent may allow, as rtpengine and SDP name them (case as in ``a=rtpmap``)
+CODECS = ("PCMU", "PCMA", "G722", "opus")
+
+
+class SrtpMode(str, Enum):
+    """Media encryption a side requires: plain RTP (RTP/AVP), SDES-SRTP (RFC 4568, RTP/SAVP) or
+    DTLS-SRTP (RFC 5764, UDP/TLS/RTP/SAVP)."""
+
+    NONE = "none"
+    SDES = "sdes"
+    DTLS = "dtls"
+
+
+def parse_codecs(text: str, where: str) -> tuple[str, ...]:
+    """Parse a comma-separated codec preference order (``"opus,PCMU"``) into canonical names.
+
+    Raises:
+        DataError: an unknown codec, a duplicate, or an empty list.
+    """
+    out: list[str] = []
+    canonical = {c.lower(): c for c in CODECS}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name = canonical.get(part.lower())
+        if name is None:
+            raise DataError(f"{where}: unknown codec {part!r} (use {', '.join(CODECS)})")
+        if name in out:
+            raise DataError(f"{where}: codec {name} listed twice")
+        out.append(name)
+    if not out:
+        raise DataError(f"{where}: at least one codec is needed")
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPolicy:
+    """Media policy of one side of a call (a trunk's carrier side or an agent's side).
+
+    Every attribute may be None: the node's default for that kind of side applies
+    (settings ``media.trunk`` / ``media.agent``, see :func:`MediaPolicy.over`).
+
+    Attributes:
+        codecs: audio codecs allowed on this side, in preference order (names from :data:`CODECS`);
+            telephone-event (RFC 4733) is always kept when offered.
+        ptime_ms: packetisation interval of this side (ms), 10-60 by 10.
+        srtp: encryption this side requires (a call that cannot provide it is refused with 488).
+        rtp_timeout_s: no RTP from this side for this long ends the call with BYE to both sides (s, >= 5).
+    """
+
+    codecs: tuple[str, ...] | None = None
+    ptime_ms: int | None = None
+    srtp: SrtpMode | None = None
+    rtp_timeout_s: int | None = None
+
+    def over(self, default: "MediaPolicy") -> "MediaPolicy":
+        """This policy with every unset attribute taken from ``default``."""
+        return MediaPolicy(
+            codecs=self.codecs if self.codecs is not None else default.codecs,
+            ptime_ms=self.ptime_ms if self.ptime_ms is not None else default.ptime_ms,
+            srtp=self.srtp if self.srtp is not None else default.srtp,
+            rtp_timeout_s=self.rtp_timeout_s if self.rtp_timeout_s is not None else default.rtp_timeout_s,
+        )
+
+    def to_redis(self) -> dict[str, str]:
+        """Fields added to ``edge:trunk:{name}`` / ``edge:agent:{name}`` (empty = node default)."""
+        return {
+            "codecs": ",".join(self.codecs or ()),
+            "ptime_ms": "" if self.ptime_ms is None else str(self.ptime_ms),
+            "srtp": "" if self.srtp is None else self.srtp.value,
+            "rtp_timeout_s": "" if self.rtp_timeout_s is None else str(self.rtp_timeout_s),
+        }
+
+    def to_json(self) -> dict[str, object]:
+        """A plain dict (call plan, ``routing.json``); inverse of :meth:`from_json`."""
+        return {"codecs": list(self.codecs) if self.codecs is not None else None, "ptime_ms": self.ptime_ms,
+                "srtp": self.srtp.value if self.srtp else None, "rtp_timeout_s": self.rtp_timeout_s}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "MediaPolicy":
+        """Inverse of :meth:`to_json` (None gives an empty policy)."""
+        data = data or {}
+        codecs = data.get("codecs")
+        return cls(codecs=tuple(codecs) if codecs is not None else None, ptime_ms=data.get("ptime_ms"),
+                   srtp=SrtpMode(data["srtp"]) if data.get("srtp") else None,
+                   rtp_timeout_s=data.get("rtp_timeout_s"))
+
+    @classmethod
+    def parse(cls, codecs: str | None, ptime_ms: str | int | None, srtp: str | None,
+              rtp_timeout_s: str | int | None, where: str) -> "MediaPolicy":
+        """Validate media fields from redis or the CLI (None or ``""`` = node default).
+
+        Raises:
+            DataError: unknown codec, ptime not 10-60 in steps of 10, unknown srtp mode,
+                timeout below 10 s; the message names ``where`` and the field.
+        """
+        ptime = _int(None if ptime_ms is None else str(ptime_ms), f"{where} ptime_ms", minimum=10)
+        if ptime is not None and (ptime > 60 or ptime % 10):
+            raise DataError(f"{where} ptime_ms: must be 10, 20, 30, 40, 50 or 60, got {ptime}")
+        try:
+            mode = SrtpMode(srtp.strip().lower()) if srtp else None
+        except ValueError:
+            raise DataError(f"{where} srtp: must be none, sdes or dtls, got {srtp!r}") from None
+        timeout = _int(None if rtp_timeout_s is None else str(rtp_timeout_s), f"{where} rtp_timeout_s", minimum=5)
+        return cls(
+            codecs=parse_codecs(codecs, f"{where} codecs") if codecs else None,
+            ptime_ms=ptime,
+            srtp=mode,
+            rtp_timeout_s=timeout,
+        )
+
+    @classmethod
+    def from_redis(cls, fields: dict[str, str], where: str) -> "MediaPolicy":
+        """The media fields of a trunk or agent hash.
+
+        Raises:
+            DataError: as :meth:`parse`.
+        """
+        return cls.parse(fields.get("codecs"), fields.get("ptime_ms"), fields.get("srtp"),
+                         fields.get("rtp_timeout_s"), where)
 
 
 def parse_params(text: str, where: str) -> dict[str, str]:
@@ -418,6 +541,7 @@ class Trunk:
             day's spend reaches it, the trunk takes no new termination calls.  None = no cap.
         inbound_rate: per-minute price the carrier charges for origination calls on this trunk
             (DID minutes), the rate of their call records; None = inbound calls cost nothing.
+        media: codecs, ptime, SRTP and RTP timeout of the carrier side (:class:`MediaPolicy`).
     """
 
     name: str
@@ -440,6 +564,7 @@ class Trunk:
     max_rate: Decimal | None = None
     daily_spend_cap: Decimal | None = None
     inbound_rate: Decimal | None = None
+    media: MediaPolicy = field(default_factory=MediaPolicy)
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
@@ -464,6 +589,7 @@ class Trunk:
             "max_rate": "" if self.max_rate is None else str(self.max_rate),
             "daily_spend_cap": "" if self.daily_spend_cap is None else str(self.daily_spend_cap),
             "inbound_rate": "" if self.inbound_rate is None else str(self.inbound_rate),
+            **self.media.to_redis(),
         }
         if self.register is not None:
             fields["register"] = self.register.to_redis()
@@ -521,6 +647,7 @@ class Trunk:
             max_rate=_decimal(fields.get("max_rate"), f"{where} max_rate"),
             daily_spend_cap=_decimal(fields.get("daily_spend_cap"), f"{where} daily_spend_cap"),
             inbound_rate=_decimal(fields.get("inbound_rate"), f"{where} inbound_rate"),
+            media=MediaPolicy.from_redis(fields, where),
         )
 
 
@@ -540,6 +667,7 @@ class Agent:
         trust_identity: whether the agent's identity headers (P-Asserted-Identity...)
             pass to carriers; off by default, so an agent cannot spoof a caller ID that way.
         dtmf: how the agent sends and expects DTMF digits (:mod:`routing.dtmf`); None = node default.
+        media: codecs, ptime, SRTP and RTP timeout of the agent side (:class:`MediaPolicy`).
     """
 
     name: str
@@ -551,6 +679,7 @@ class Agent:
     x_headers: tuple[str, ...] = ()
     trust_identity: bool = False
     dtmf: DtmfMode | None = None
+    media: MediaPolicy = field(default_factory=MediaPolicy)
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:agent:{name}``."""
@@ -561,6 +690,7 @@ class Agent:
             "x_headers": ",".join(self.x_headers),
             "trust_identity": "yes" if self.trust_identity else "no",
             "dtmf": "" if self.dtmf is None else str(getattr(self.dtmf, "value", self.dtmf)),
+            **self.media.to_redis(),
         }
 
     @classmethod
@@ -585,6 +715,7 @@ class Agent:
             x_headers=parse_header_names(fields.get("x_headers", ""), f"{keys.agent(name)} x_headers"),
             trust_identity=_bool(fields.get("trust_identity"), f"{keys.agent(name)} trust_identity", default=False),
             dtmf=_dtmf(fields.get("dtmf"), keys.agent(name)),
+            media=MediaPolicy.from_redis(fields, keys.agent(name)),
         )
 
 

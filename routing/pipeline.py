@@ -22,7 +22,7 @@ from decimal import Decimal
 from .acl import classify_source
 from .cdr import COST_PLACES
 from .decision import Authenticate, Decision, Reason, Reject, Relay, Step, Trace
-from .model import Agent, AuthMode, Trunk, format_increment
+from .model import Agent, AuthMode, MediaPolicy, Trunk, format_increment
 from .numbers import NumberError, NumberFormat, from_uri_user
 from .plan import CallPlan, Target
 from .request import SipRequest
@@ -43,6 +43,8 @@ __all__ = [
     "max_duration",
     "dtmf_mode",
     "spend_refusal",
+    "trunk_media",
+    "agent_media",
 ]
 
 #: Headers the edge adds toward agents (documented in docs/headers.md).
@@ -81,6 +83,16 @@ def max_duration(trunk: Trunk | None, rt: RuntimeSettings) -> int:
 def dtmf_mode(side: Trunk | Agent, rt: RuntimeSettings) -> str:
     """The DTMF mode of a trunk or agent: its own ``dtmf`` field, else the node's ``dtmf.default_mode``."""
     return side.dtmf.value if side.dtmf is not None else rt.dtmf_default
+
+
+def trunk_media(trunk: Trunk, rt: RuntimeSettings) -> dict:
+    """The trunk's media policy over the node's carrier-side default (``MediaPolicy.to_json`` form)."""
+    return trunk.media.over(MediaPolicy.from_json(rt.media_trunk)).to_json()
+
+
+def agent_media(agent: Agent, rt: RuntimeSettings) -> dict:
+    """The agent's media policy over the node's agent-side default (``MediaPolicy.to_json`` form)."""
+    return agent.media.over(MediaPolicy.from_json(rt.media_agent)).to_json()
 
 
 def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, trace: Trace | None = None) -> Decision:
@@ -221,13 +233,15 @@ def _originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, 
         caller = req.from_user
     duration = max_duration(trunk, rt)
     billing = format_increment(trunk.billing_increment)
+    media = agent_media(agent, rt)
     targets = [
         Target(uri=_with_user(uri, number), label=f"{agent.name} {uri}", max_duration_s=duration,
-               dtmf=dtmf_mode(agent, rt), billing=billing, rate=str(trunk.inbound_rate or ""))
+               dtmf=dtmf_mode(agent, rt), billing=billing, rate=str(trunk.inbound_rate or ""), media=media)
         for uri in agent.uris
     ]
     plan = CallPlan(call_id=req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
-                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=caller)
+                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=caller,
+                    caller_media=trunk_media(trunk, rt))
     if trace is not None:
         trace.append(Step("caller", True, f"From {req.from_user!r} -> {caller}"))
         trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))
@@ -322,6 +336,7 @@ def _terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, 
         lease = trunk_lease(trunk)
         duration = max_duration(trunk, rt)
         billing = format_increment(trunk.billing_increment)
+        media = trunk_media(trunk, rt)
         for gw in trunk.gateways:
             if trunk.probe and keys.gateway_member(trunk.name, gw.address) in down:
                 skipped_down = True
@@ -332,7 +347,7 @@ def _terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, 
             targets.append(
                 Target(
                     uri=gw.uri(number), label=f"{trunk.name} {gw.address}", trunk=trunk.name, lease=lease,
-                    max_duration_s=duration, dtmf=dtmf_mode(trunk, rt), rate=str(entry.rate), billing=billing,
+                    max_duration_s=duration, dtmf=dtmf_mode(trunk, rt), rate=str(entry.rate), billing=billing, media=media,
                 )
             )
     if not targets:
@@ -347,7 +362,7 @@ def _terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, 
         return limit_reject(admission, rt.retry_after_s)
     plan = CallPlan(call_id=req.call_id, direction="termination", targets=targets, agent=agent.name,
                     retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(agent, rt), number=number,
-                    caller=req.from_user)
+                    caller=req.from_user, caller_media=agent_media(agent, rt))
     if plan.advance(store, rt.lease_ttl_s, start=0) is None:
         store.release(req.call_id)
         assert plan.full is not None

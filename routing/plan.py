@@ -38,6 +38,7 @@ class Target:
         rate: per-minute rate billed for the hop (decimal string): the route entry's rate for a
             gateway, the trunk's ``inbound_rate`` for an agent target; empty = free.
         billing: billing increment ``"first/next"`` (s) of the trunk billed for the hop.
+        media: resolved media policy of this hop's side (``MediaPolicy.to_json`` form), None = node default.
     """
 
     uri: str
@@ -48,6 +49,7 @@ class Target:
     dtmf: str = "rfc4733"
     rate: str = ""
     billing: str = "1/1"
+    media: dict | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +73,7 @@ class CallPlan:
         caller_dtmf: DTMF mode of the calling side (the trunk for origination, the agent for termination).
         number: the DID (origination) or destination (termination), E.164.
         caller: the caller's number (From user, normalised when possible).
+        caller_media: resolved media policy of the calling side (``MediaPolicy.to_json`` form).
     """
 
     call_id: str
@@ -88,6 +91,7 @@ class CallPlan:
     caller_dtmf: str = "rfc4733"
     number: str = ""
     caller: str = ""
+    caller_media: dict | None = None
 
     @property
     def current(self) -> Target:
@@ -156,6 +160,7 @@ class CallPlan:
                 dtmf=t.get("dtmf", "rfc4733"),
                 rate=t.get("rate", ""),
                 billing=t.get("billing", "1/1"),
+                media=t.get("media"),
             )
             for t in data.pop("targets")
         ]

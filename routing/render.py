@@ -67,6 +67,12 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         cdr_spool_dir=str(settings.cdr_spool_path),
         dtmf_log_port=settings.dtmf.log_port,
         metrics_port=settings.metrics.kamailio_port,
+        media_trunk=settings.media.trunk.model_dump(mode="json"),
+        media_agent=settings.media.agent.model_dump(mode="json"),
+        media_check_interval_s=settings.media.check_interval_s,
+        media_quality_ttl_s=settings.media.quality_ttl_s,
+        rtpengine_ng_host="127.0.0.1",
+        rtpengine_ng_port=settings.rtpengine.ng_port,
     )
 
 

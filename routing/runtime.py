@@ -46,6 +46,11 @@ class RuntimeSettings:
         cdr_spool_dir: where call records wait while redis is unreachable.
         dtmf_log_port: UDP port on 127.0.0.1 of rtpengine's DTMF event reports; 0 = off.
         metrics_port: TCP port of the metrics listener (xhttp_prom serves ``/metrics`` only there).
+        media_trunk, media_agent: node default media policy of carrier and agent sides
+            (:meth:`routing.model.MediaPolicy.to_json` form).
+        media_check_interval_s: seconds between two rtpengine queries of one answered call.
+        media_quality_ttl_s: lifetime of a call's media quality record after the call (s).
+        rtpengine_ng_host, rtpengine_ng_port: rtpengine's ng control socket (UDP).
     """
 
     node: str = "edge1"
@@ -74,6 +79,12 @@ class RuntimeSettings:
     cdr_spool_dir: str = "/var/spool/byoc-edge/cdr"
     dtmf_log_port: int = 0
     metrics_port: int = 9161
+    media_trunk: dict | None = None
+    media_agent: dict | None = None
+    media_check_interval_s: int = 2
+    media_quality_ttl_s: int = 86400
+    rtpengine_ng_host: str = "127.0.0.1"
+    rtpengine_ng_port: int = 2223
 
 
 def load(path: str | None = None) -> RuntimeSettings:

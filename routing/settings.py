@@ -112,6 +112,47 @@ class RtpEngine(_Model):
         return self
 
 
+def _ptime(value: int) -> int:
+    if value % 10:
+        raise ValueError("must be a multiple of 10 ms")
+    return value
+
+
+class SideMedia(_Model):
+    """Node default media policy of one kind of side (carrier trunks or agents); a trunk's or agent's own
+    fields in redis override it field by field (docs/media.md)."""
+
+    codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] = Field(
+        default_factory=lambda: ["PCMU", "PCMA", "G722", "opus"], min_length=1,
+        description="audio codecs allowed on this side, in preference order (telephone-event is always kept)",
+    )
+    ptime_ms: Annotated[int, AfterValidator(_ptime)] = Field(20, ge=10, le=60, description="packetisation (ms)")
+    srtp: Literal["none", "sdes", "dtls"] = Field("none", description="encryption this side requires")
+    rtp_timeout_s: int = Field(
+        60, ge=5, le=86400,
+        description="no RTP from any side for this long ends the call with BYE to both sides (s)",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> "SideMedia":
+        if len(set(self.codecs)) != len(self.codecs):
+            raise ValueError("codecs: a codec is listed twice")
+        return self
+
+
+class Media(_Model):
+    """Media policy defaults and the media watchdog (docs/media.md)."""
+
+    trunk: SideMedia = Field(default_factory=SideMedia)
+    agent: SideMedia = Field(default_factory=SideMedia)
+    check_interval_s: int = Field(
+        2, ge=1, le=60, description="how often the call clock asks rtpengine about each answered call (s)"
+    )
+    quality_ttl_s: int = Field(
+        86400, ge=60, le=30 * 86400, description="how long a call's media quality record is kept after it ends (s)"
+    )
+
+
 class Redis(_Model):
     """The routing store.  ``manage: true`` makes ``edgectl up`` start a local redis-server."""
 
@@ -284,6 +325,7 @@ class Settings(_Model):
     def cdr_spool_path(self) -> Path:
         """Directory of spooled call records."""
         return self.cdr.spool_dir or Path(self.run_dir) / "cdr-spool"
+    media: Media = Field(default_factory=Media)
 
     @model_validator(mode="after")
     def _check_dtmf_port(self) -> "Settings":

@@ -232,6 +232,7 @@ class RedisStore:
         self._lease = client.register_script((lua / "lease.lua").read_text())
         self._release = client.register_script((lua / "release.lua").read_text())
         self._dtmf = client.register_script((lua / "dtmf.lua").read_text())
+        self._media = client.register_script((lua / "media.lua").read_text())
         self._finish = client.register_script((lua / "finish.lua").read_text())
         self._update = client.register_script((lua / "call_update.lua").read_text())
         self._topology: Topology | None = None
@@ -534,6 +535,25 @@ class RedisStore:
                     keys=[keys.call(self.node, call_id)], args=[keys.lease_member(self.node, call_id)]
                 )
             )
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def record_media(self, call_id: str, fields: dict[str, str], keep_s: int = 0) -> bool:
+        """Write a call's media quality (``media_*`` fields, :func:`routing.quality.summary`) into its
+        live call record (only while it exists) and, when ``keep_s`` > 0, into
+        ``edge:media:{node}:{call-id}`` kept ``keep_s`` seconds after the call.
+
+        Returns:
+            True when the live record was updated.
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        args: list[str | int] = [keep_s]
+        for name, value in fields.items():
+            args += [name, value]
+        try:
+            return bool(self._media(keys=[keys.call(self.node, call_id), keys.media(self.node, call_id)], args=args))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 

@@ -9,6 +9,7 @@ from rich.table import Table
 from .. import admin
 from ..dtmf import DtmfMode
 from ..model import Agent, DataError
+from .media_options import media_options, media_policy, media_rows
 from . import AppContext, emit_json, handle_errors, pass_app
 
 __all__ = ["agent"]
@@ -38,6 +39,7 @@ def agent() -> None:
               help="Pass the agent's P-Asserted-Identity, Remote-Party-ID and Diversion to carriers.")
 @click.option("--dtmf", type=click.Choice([m.value for m in DtmfMode]), default=None,
               help="How the agent sends and expects DTMF digits; default: the node's dtmf.default_mode.")
+@media_options
 @click.option("--replace", is_flag=True, help="Overwrite an existing agent completely.")
 @pass_app
 @handle_errors
@@ -53,12 +55,17 @@ def add(
     trust_identity: bool,
     dtmf: str | None,
     replace: bool,
+    codecs: str | None = None,
+    ptime_ms: int | None = None,
+    srtp: str | None = None,
+    rtp_timeout_s: int | None = None,
 ) -> None:
     """Add agent NAME (or overwrite it with --replace)."""
     value = Agent(
         name=name, uris=uris, cidrs=cidrs, max_calls=max_calls,
         allow_prefixes=allow_prefixes, deny_prefixes=deny_prefixes,
         x_headers=x_headers, trust_identity=trust_identity, dtmf=DtmfMode(dtmf) if dtmf else None,
+        media=media_policy(codecs, ptime_ms, srtp, rtp_timeout_s, f"agent {name!r}"),
     )
     written = admin.put_agent(app.redis(), value, replace=replace)
     click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")
@@ -99,6 +106,8 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("cidrs", "\n".join(found.cidrs) or "-")
     table.add_row("max calls", _limit(found.max_calls))
     table.add_row("dtmf", found.dtmf.value if found.dtmf else "node default")
+    for row in media_rows(found.media):
+        table.add_row(*row)
     Console().print(table)
 
 

@@ -15,6 +15,7 @@ from ..model import (AuthMode, DataError, Direction, Registration, Transport, Tr
                      parse_increment, parse_rate)
 from ..numbers import NumberError, NumberFormat
 from . import AppContext, emit_json, handle_errors, pass_app
+from .media_options import media_options, media_policy, media_rows
 
 __all__ = ["trunk"]
 
@@ -86,6 +87,7 @@ def trunk() -> None:
               help="Spend allowed per UTC day (currency units); past it, termination calls are refused.")
 @click.option("--inbound-rate", default=None, metavar="RATE",
               help="Per-minute price of inbound (origination) calls on this trunk, for call records and spend.")
+@media_options
 @click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
 @pass_app
 @handle_errors
@@ -120,6 +122,10 @@ def add(
     daily_spend_cap: str | None,
     inbound_rate: str | None,
     replace: bool,
+    codecs: str | None = None,
+    ptime_ms: int | None = None,
+    srtp: str | None = None,
+    rtp_timeout_s: int | None = None,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
     try:
@@ -157,6 +163,7 @@ def add(
         max_rate=None if max_rate is None else parse_rate(max_rate, f"trunk {name!r} max_rate"),
         daily_spend_cap=None if daily_spend_cap is None else parse_rate(daily_spend_cap, f"trunk {name!r} daily_spend_cap"),
         inbound_rate=None if inbound_rate is None else parse_rate(inbound_rate, f"trunk {name!r} inbound_rate"),
+        media=media_policy(codecs, ptime_ms, srtp, rtp_timeout_s, f"trunk {name!r}"),
     )
     written = admin.put_trunk(app.redis(), value, replace=replace)
     click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")
@@ -228,6 +235,8 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
                                   f"contact user={reg.contact_user} account={reg.user or username or '-'}")
         for state in states or [{"node": "-", "state": "not published yet"}]:
             table.add_row(f"registration [{state['node']}]", _registration_line(state))
+    for row in media_rows(found.media):
+        table.add_row(*row)
     Console().print(table)
 
 

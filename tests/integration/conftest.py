@@ -149,7 +149,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
             "workers": 4,
             "failover_timeout_ms": 1000,
             "ringing_timeout_ms": 10000,
-            "max_call_duration_s": 8,  # dialog timeout; calls in these tests last < 4 s
+            "max_call_duration_s": 12,  # dialog timeout; calls in these tests last < 4 s, the RTP timeout test < 10 s
         },
         "rtpengine": {
             "ng_port": free_port(EDGE_IP, kind=socket.SOCK_DGRAM),
@@ -161,6 +161,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         "redis": {"port": free_port(EDGE_IP), "manage": True, "timeout_ms": 200, "connect_timeout_ms": 200},
         "limits": {"retry_after_s": 7},
         "dtmf": {"log_port": free_port("127.0.0.1", kind=socket.SOCK_DGRAM)},
+        "media": {"check_interval_s": 1},
         # the gateways in most tests are SIPp callees that do not expect OPTIONS: probing is
         # switched on only by the tests of gateway health (fixture `probing_edge`)
         "health": {"enabled": False},

@@ -76,7 +76,7 @@ def test_dialog_timeout_sends_bye_both_ways_and_releases(clean_edge: Edge) -> No
     started = time.monotonic()
     carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario="uac_wait_bye.xml")
     wait_until(lambda: edge.active_leases() == 2, what="call admitted")
-    # neither side hangs up; the dialog module ends the call at max_call_duration_s (8 s)
+    # neither side hangs up; the call clock ends the call at max_call_duration_s (12 s)
     assert carrier.wait(timeout=30) == 0, carrier.output()
     assert agent.wait(timeout=30) == 0, agent.output()
     assert time.monotonic() - started >= 7

@@ -84,6 +84,10 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "max_rate": "",
         "daily_spend_cap": "",
         "inbound_rate": "",
+        "codecs": "",
+        "ptime_ms": "",
+        "srtp": "",
+        "rtp_timeout_s": "",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",
@@ -197,7 +201,8 @@ def test_replace_agent_rewrites_uri_list(redis_client: redis.Redis) -> None:
     assert redis_client.lrange(keys.agent_uris("bot"), 0, -1) == ["sip:new@203.0.113.30"]
     assert not redis_client.exists(keys.agent_cidrs("bot"))
     assert redis_client.hgetall(keys.agent("bot")) == {"max_calls": "", "allow_prefixes": "", "deny_prefixes": "",
-                                                          "x_headers": "", "trust_identity": "no", "dtmf": ""}
+                                                          "x_headers": "", "trust_identity": "no", "dtmf": "",
+                                                          "codecs": "", "ptime_ms": "", "srtp": "", "rtp_timeout_s": ""}
 
 
 @pytest.mark.parametrize(

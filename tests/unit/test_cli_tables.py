@@ -113,7 +113,8 @@ def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
 
     agents = json.loads(ok(edgectl("agent", "list", "--json")).stdout)
     assert agents == [{"name": "bot", "uris": ["sip:bot@203.0.113.20:5070"], "cidrs": ["203.0.113.0/28"], "max_calls": None,
-                       "allow_prefixes": [], "deny_prefixes": [], "x_headers": [], "trust_identity": False, "dtmf": None}]
+                       "allow_prefixes": [], "deny_prefixes": [], "x_headers": [], "trust_identity": False, "dtmf": None,
+                       "media": {"codecs": None, "ptime_ms": None, "srtp": None, "rtp_timeout_s": None}}]
     assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout) == agents[0]
 
     dids = json.loads(ok(edgectl("did", "list", "--json")).stdout)
@@ -197,3 +198,19 @@ def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
         path.write_text(f"redis: {{host: 127.0.0.1, port: {sock.getsockname()[1]}}}\n", encoding="utf-8")
         result = CliRunner().invoke(main, ["--settings", str(path), "trunk", "list"])
     assert "redis unreachable" in one_line_error(result)
+
+
+def test_media_policy_options(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("trunk", "add", "twilio", "--cidr", "192.0.2.0/24", "--codecs", "pcmu,PCMA", "--ptime", "20",
+               "--srtp", "sdes", "--rtp-timeout", "90"))
+    ok(edgectl("agent", "add", "bot", "--uri", "sip:bot@203.0.113.20:5070", "--codecs", "opus,PCMU", "--srtp", "dtls"))
+    fields = redis_client.hgetall(keys.trunk("twilio"))
+    assert (fields["codecs"], fields["ptime_ms"], fields["srtp"], fields["rtp_timeout_s"]) == ("PCMU,PCMA", "20", "sdes", "90")
+    agent = json.loads(ok(edgectl("agent", "show", "bot", "--json")).output)
+    assert agent["media"] == {"codecs": ["opus", "PCMU"], "ptime_ms": None, "srtp": "dtls", "rtp_timeout_s": None}
+    shown = ok(edgectl("trunk", "show", "twilio")).output
+    assert "PCMU,PCMA" in shown and "sdes" in shown
+    assert "node default" in ok(edgectl("agent", "show", "bot")).output  # ptime and timeout not set
+    error = one_line_error(edgectl("agent", "add", "bot2", "--uri", "sip:b@203.0.113.21", "--codecs", "G729"))
+    assert "codecs: unknown codec 'G729'" in error
+    assert not redis_client.exists(keys.agent("bot2"))

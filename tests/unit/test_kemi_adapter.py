@@ -16,7 +16,9 @@ import pytest
 
 import routing
 from routing import keys
-from routing.model import Agent, DataError, Did, Direction, Gateway, RouteEntry, Trunk
+from dataclasses import replace
+
+from routing.model import Agent, DataError, Did, Direction, Gateway, MediaPolicy, RouteEntry, SrtpMode, Trunk
 from routing.numbers import NumberFormat
 from routing.plan import CallPlan, Target
 from routing.runtime import RuntimeSettings
@@ -54,6 +56,10 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "rr.record_route": 1,
     "rr.loose_route": 1,
     "rtpengine.rtpengine_manage": 1,
+    "rtpengine.rtpengine_offer": 1,
+    "rtpengine.rtpengine_answer": 1,
+    "tm.t_on_branch": 1,
+    "x.drop": None,
     "rtpengine.rtpengine_delete0": 1,
     "rtpengine.rtpengine_delete": 1,
     "dialog.dlg_manage": 1,
@@ -85,6 +91,9 @@ class FakeKSR:
         self.returns = dict(DEFAULT_RETURNS)
         self.pv: dict[str, Any] = {}
         self.relayed: list[str] = []
+        #: the Router whose armed branch route t_relay runs (as tm does), when set
+        self.router: Any = None
+        self.dropped = False
         self.logs: list[tuple[str, str]] = []
         self.module = types.ModuleType("KSR")
         groups: dict[str, types.SimpleNamespace] = {}
@@ -103,8 +112,16 @@ class FakeKSR:
     def _function(self, name: str) -> Callable[..., Any]:
         def call(*args: Any) -> Any:
             self.calls.append((name, args))
+            if name == "x.drop":
+                self.dropped = True
             if name == "tm.t_relay":
                 self.relayed.append(self.pv.get("$ru"))
+                armed = self.args_of("tm.t_on_branch")
+                if armed and self.router is not None and self.returns[name] > 0:
+                    self.dropped = False
+                    getattr(self.router, armed[-1][0])(None)
+                    if self.dropped:  # tm sends no branch: t_relay fails
+                        return -1
             return self.returns[name]
 
         return call
@@ -232,11 +249,19 @@ class RecordingWriter:
 
 
 @pytest.fixture
-def router(kemi: types.ModuleType, store: FakeStore) -> Any:
+def router(kemi: types.ModuleType, store: FakeStore, ksr: FakeKSR) -> Any:
     router = kemi.Router(RT)
     router.store = store
     router._writer = RecordingWriter()
+    ksr.router = router
     return router
+
+
+#: an SDP offer with PCMU, PCMA and telephone-event over plain RTP
+SDP_OFFER = (
+    "v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n"
+    "m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+)
 
 
 def request(ksr: FakeKSR, method: str = "INVITE", **pvs: Any) -> None:
@@ -252,6 +277,7 @@ def request(ksr: FakeKSR, method: str = "INVITE", **pvs: Any) -> None:
             "$tU": "+14155550100",
             "$fU": "2125550123",
             "$fn": "",
+            "$rb": SDP_OFFER,
         }
     )
     ksr.pv.update(pvs)
@@ -422,9 +448,14 @@ def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store
     for (name,) in armed:
         assert hasattr(kemi.Router, name) and callable(getattr(kemi.Router, name)), name
     names = ksr.names()
-    for step in ("hdr.append", "rr.record_route", "rtpengine.rtpengine_manage",
-                 "dialog.dlg_manage", "tm.t_newtran", "tm.t_on_failure", "tm.t_relay"):
+    for step in ("hdr.append", "rr.record_route", "rtpengine.rtpengine_offer",
+                 "dialog.dlg_manage", "tm.t_newtran", "tm.t_on_failure", "tm.t_on_branch", "tm.t_relay"):
         assert step in names, step
+    assert hasattr(kemi.Router, "ksr_branch_manage")
+    assert ksr.args_of("tm.t_on_branch")[0] == ("ksr_branch_manage",)
+    (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]  # made in the branch route, node default policies
+    assert flags.split() == ["replace-origin", "replace-session-connection", "ICE=remove", "RTP/AVP",
+                             "codec-mask-all", "codec-offer-PCMU", "codec-offer-PCMA", "codec-offer-telephone-event"]
     assert names.index("dialog.dlg_manage") < names.index("tm.t_relay")
     assert names.index("tm.t_on_failure") < names.index("tm.t_relay")
     plan = CallPlan.loads(ksr.pv[PLAN_AVP])
@@ -467,11 +498,28 @@ def test_relay_send_error_moves_to_the_next_target(ksr: FakeKSR, router: Any, st
 
 def test_rtpengine_failure_releases_the_slots(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     request(ksr)
-    ksr.returns["rtpengine.rtpengine_manage"] = -1
+    ksr.returns["rtpengine.rtpengine_offer"] = -1
     router.ksr_request_route(MSG)
-    assert ksr.replies == [("sl", 503, "Media Relay Unavailable")]
+    assert ksr.replies == [("tm", 503, "Media Relay Unavailable")]
+    assert store.released == ["call-1"]
+    assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080"]  # the branch was dropped, no failover
+
+
+def test_srtp_required_but_plain_offer_gets_488(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.trunks["telnyx"] = replace(store.trunks["telnyx"], media=MediaPolicy(srtp=SrtpMode.SDES))
+    request(ksr)
+    router.ksr_request_route(MSG)
+    assert ksr.replies == [("sl", 488, "SRTP Required")]
     assert store.released == ["call-1"]
     assert ksr.relayed == []
+
+
+def test_agent_policy_shapes_the_offer(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.agents["bot"] = replace(store.agents["bot"], media=MediaPolicy(codecs=("opus",), srtp=SrtpMode.DTLS))
+    request(ksr)
+    router.ksr_request_route(MSG)
+    (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
+    assert "UDP/TLS/RTP/SAVP SDES-off" in flags and "codec-transcode-opus" in flags
 
 
 # -- dialog events ---------------------------------------------------------------------------

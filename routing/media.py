@@ -1,0 +1,178 @@
+"""Media policy of a call as rtpengine flags: codecs, ptime and SRTP per side.
+
+Pure functions: given the SDP offer and the media policies of the offering
+side and the answering side, :func:`offer_flags` returns the flag string for
+Kamailio's ``rtpengine_offer`` (rtpengine ng protocol, ``docs/ng_control_protocol.md``
+of rtpengine 10.5; Kamailio rtpengine module flag syntax), or a 488 refusal.
+:mod:`routing.kemi` only applies the result.
+
+Rules:
+
+* **Codecs.**  The offerer's codecs that its side does not allow are stripped
+  (``codec-strip-X``).  When the two sides share codecs, the answerer is offered
+  exactly the shared ones in the answerer's order (``codec-mask-all`` +
+  ``codec-offer-X``): no transcoding.  When they share none, the answerer is
+  offered its own codecs in its order (``codec-mask-all`` + ``codec-transcode-X``)
+  and rtpengine transcodes.  telephone-event (RFC 4733) passes when offered.
+  An offer with no codec its side allows is refused (488).
+* **ptime.**  Equal ptimes on both sides: passed through untouched (no
+  repacketisation).  Different ones: ``ptime=`` toward the answerer and
+  ``ptime-reverse=`` toward the offerer (rtpengine repacketises, which engages
+  its transcoding engine).
+* **SRTP.**  A side set to ``sdes`` must offer RTP/SAVP(F) with ``a=crypto``
+  (RFC 4568); ``dtls`` must offer UDP/TLS/RTP/SAVP(F) with ``a=fingerprint``
+  (RFC 5764); otherwise 488.  The answerer is offered the protocol of its own
+  policy (``RTP/AVP``, ``RTP/SAVP DTLS=off``, ``UDP/TLS/RTP/SAVP SDES-off``),
+  rtpengine encrypting or decrypting between the legs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .decision import Reason, Reject
+from .model import CODECS, MediaPolicy, SrtpMode
+
+__all__ = ["SdpOffer", "parse_sdp", "offer_flags", "BASE_FLAGS", "rtp_timeout_s"]
+
+#: flags of every rtpengine offer/answer of the edge: the SDP's o= and c= lines point at rtpengine,
+#: ICE candidates are removed (the edge is the only media address either side sees)
+BASE_FLAGS = "replace-origin replace-session-connection ICE=remove"
+#: payload names never stripped or reordered: DTMF events (RFC 4733) and comfort noise (RFC 3389)
+PASSTHROUGH = ("telephone-event", "CN")
+_STATIC_PT = {"0": "PCMU", "8": "PCMA", "9": "G722", "13": "CN"}
+_CANONICAL = {c.lower(): c for c in (*CODECS, *PASSTHROUGH)}
+_PROTO_FLAGS = {
+    SrtpMode.NONE: "RTP/AVP",
+    SrtpMode.SDES: "RTP/SAVP DTLS=off",
+    SrtpMode.DTLS: "UDP/TLS/RTP/SAVP SDES-off",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SdpOffer:
+    """What matters in an SDP offer's first audio stream.
+
+    Attributes:
+        protocol: the m= line's transport (``RTP/AVP``, ``RTP/SAVP``, ``UDP/TLS/RTP/SAVP``...).
+        codecs: payload names in the offer's order (``PCMU``, ``opus``, ``telephone-event``...);
+            names outside :data:`routing.model.CODECS` keep their SDP spelling.
+        crypto: the stream carries ``a=crypto`` (SDES keys, RFC 4568).
+        fingerprint: the session or stream carries ``a=fingerprint`` (DTLS-SRTP, RFC 5763).
+    """
+
+    protocol: str
+    codecs: tuple[str, ...]
+    crypto: bool = False
+    fingerprint: bool = False
+
+    @property
+    def srtp(self) -> SrtpMode:
+        """The encryption this offer provides."""
+        if self.protocol.startswith("UDP/TLS/") and self.fingerprint:
+            return SrtpMode.DTLS
+        if self.protocol.startswith("RTP/SAVP") and self.crypto:
+            return SrtpMode.SDES
+        return SrtpMode.NONE
+
+
+def parse_sdp(body: str) -> SdpOffer | None:
+    """Read the first audio m= section of an SDP body (RFC 4566 section 5.14; RFC 3551 static types).
+
+    Returns:
+        None when the body has no audio stream.
+    """
+    protocol = ""
+    payloads: list[str] = []
+    names: dict[str, str] = {}
+    crypto = fingerprint = False
+    section = "session"
+    for raw in body.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            if section == "audio":
+                break  # only the first audio stream
+            parts = line[2:].split()
+            section = "audio" if parts and parts[0] == "audio" else "other"
+            if section == "audio" and len(parts) >= 3:
+                protocol, payloads = parts[2], parts[3:]
+            continue
+        if section == "other":
+            continue
+        if line.startswith("a=fingerprint:"):
+            fingerprint = True
+        elif section == "audio" and line.startswith("a=crypto:"):
+            crypto = True
+        elif section == "audio" and line.startswith("a=rtpmap:"):
+            match = re.match(r"a=rtpmap:(\d+)\s+([^/\s]+)", line)
+            if match:
+                names[match.group(1)] = match.group(2)
+    if not protocol:
+        return None
+    codecs: list[str] = []
+    for pt in payloads:
+        name = names.get(pt) or _STATIC_PT.get(pt)
+        if name is None:
+            continue
+        name = _CANONICAL.get(name.lower(), name)
+        if name not in codecs:
+            codecs.append(name)
+    return SdpOffer(protocol=protocol, codecs=tuple(codecs), crypto=crypto, fingerprint=fingerprint)
+
+
+def _codec_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy,
+                 keep_events: bool) -> list[str] | Reject:
+    allowed_here = offerer.codecs or CODECS
+    allowed_there = answerer.codecs or CODECS
+    audio = [c for c in offer.codecs if c not in PASSTHROUGH]
+    usable = [c for c in audio if c in allowed_here]
+    if not usable:
+        return Reject.of(Reason.CODECS_NOT_ALLOWED)
+    flags = [f"codec-strip-{c}" for c in audio if c not in allowed_here]
+    shared = [c for c in allowed_there if c in usable]
+    if shared:
+        flags.append("codec-mask-all")
+        flags += [f"codec-offer-{c}" for c in shared]
+    else:
+        flags += [f"codec-mask-{c}" for c in usable]
+        flags += [f"codec-transcode-{c}" for c in allowed_there]
+    flags += [f"codec-offer-{c}" for c in PASSTHROUGH if c in offer.codecs and (keep_events or c == "CN")]
+    return flags
+
+
+def offer_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy, keep_events: bool = True) -> str | Reject:
+    """The ``rtpengine_offer`` flags for an offer from ``offerer``'s side to ``answerer``'s side.
+
+    Args:
+        offer: the parsed SDP offer (:func:`parse_sdp`).
+        offerer: resolved policy (node defaults applied) of the side that sent the offer.
+        answerer: resolved policy of the side the offer goes to.
+        keep_events: pass telephone-event when offered; False when the DTMF flags
+            (:func:`routing.dtmf.sdp_flags`) decide what happens to it.
+
+    Returns:
+        The flag string, or a 488 :class:`Reject` (``Reason.SRTP_REQUIRED``,
+        ``Reason.DTLS_REQUIRED``, ``Reason.CODECS_NOT_ALLOWED``) when the offerer's side
+        requires what its offer does not provide (RFC 3261 section 21.4.26).
+    """
+    want = offerer.srtp or SrtpMode.NONE
+    got = offer.srtp
+    if want is SrtpMode.SDES and got is not SrtpMode.SDES:
+        return Reject.of(Reason.SRTP_REQUIRED)
+    if want is SrtpMode.DTLS and got is not SrtpMode.DTLS:
+        return Reject.of(Reason.DTLS_REQUIRED)
+    codecs = _codec_flags(offer, offerer, answerer, keep_events)
+    if isinstance(codecs, Reject):
+        return codecs
+    flags = [BASE_FLAGS, _PROTO_FLAGS[answerer.srtp or SrtpMode.NONE], *codecs]
+    here, there = offerer.ptime_ms or 20, answerer.ptime_ms or 20
+    if here != there:
+        flags += [f"ptime={there}", f"ptime-reverse={here}"]
+    return " ".join(flags)
+
+
+def rtp_timeout_s(*policies: MediaPolicy) -> int:
+    """The RTP inactivity timeout of a call: the shortest one its sides set (s); 0 when none does."""
+    values = [p.rtp_timeout_s for p in policies if p.rtp_timeout_s]
+    return min(values) if values else 0

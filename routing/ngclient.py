@@ -1,0 +1,96 @@
+"""A small client of rtpengine's ng control protocol (bencoded dictionaries over UDP).
+
+The Kamailio rtpengine module sends offers, answers and deletes; this client
+is for what the module cannot do from a timer process, where there is no SIP
+message to take the Call-ID from: ``query`` a call's statistics (the media
+watchdog and call quality, :mod:`routing.quality`).  Protocol: rtpengine
+``docs/ng_control_protocol.md`` (a message is ``<cookie> <bencoded dict>``,
+the reply ``<cookie> <bencoded dict>`` with ``result`` = ``ok`` or ``error``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import bencodepy
+
+__all__ = ["NgClient", "NgError"]
+
+
+class NgError(RuntimeError):
+    """rtpengine did not answer in time, answered garbage, or answered ``result: error``
+    (``reason`` holds its text, e.g. ``Unknown call-id``)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _text(value: Any) -> Any:
+    """bencode bytes -> str, recursively (keys and string values)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return value
+
+
+class NgClient:
+    """ng client bound to one rtpengine control socket.
+
+    Args:
+        host: address of rtpengine's ``listen-ng`` (UDP).
+        port: its port.
+        timeout_s: how long to wait for the reply (s); keep it short on the call clock.
+    """
+
+    def __init__(self, host: str, port: int, timeout_s: float = 0.5) -> None:
+        self.address = (host, port)
+        self.timeout_s = timeout_s
+
+    def command(self, name: str, **params: Any) -> dict[str, Any]:
+        """Send one command (``ping``, ``query``, ``list``...) and return the reply dictionary.
+
+        Raises:
+            NgError: no reply within ``timeout_s``, an undecodable reply, or ``result: error``.
+        """
+        cookie = os.urandom(6).hex()
+        payload = {"command": name, **{k.replace("_", "-"): v for k, v in params.items()}}
+        message = cookie.encode() + b" " + bencodepy.encode(payload)
+        with socket.socket(socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(self.timeout_s)
+            try:
+                sock.sendto(message, self.address)
+                while True:
+                    data, _ = sock.recvfrom(65535)
+                    head, _, body = data.partition(b" ")
+                    if head.decode(errors="replace") == cookie:
+                        break
+            except OSError as exc:  # socket.timeout included
+                raise NgError(f"rtpengine {self.address[0]}:{self.address[1]} did not answer {name}: {exc}") from None
+        try:
+            reply = _text(bencodepy.decode(body))  # rtpengine's dictionaries are not key-sorted
+        except Exception as exc:  # noqa: BLE001 - any decoding problem is a protocol error
+            raise NgError(f"rtpengine answered {name} with undecodable data: {exc}") from None
+        if not isinstance(reply, dict):
+            raise NgError(f"rtpengine answered {name} with {type(reply).__name__}, not a dictionary")
+        if reply.get("result") == "error":
+            reason = str(reply.get("error-reason", ""))
+            raise NgError(f"rtpengine refused {name}: {reason}", reason)
+        return reply
+
+    def query(self, call_id: str, from_tag: str = "") -> dict[str, Any]:
+        """The ``query`` reply of a call: ``created``, ``tags`` (per SIP tag: medias, streams,
+        ``last packet``, ``stats``), ``totals`` and ``SSRC`` (per-SSRC quality).
+
+        Raises:
+            NgError: as :meth:`command`; ``reason`` is ``Unknown call-id`` once the session is gone.
+        """
+        params: dict[str, Any] = {"call_id": call_id}
+        if from_tag:
+            params["from_tag"] = from_tag
+        return self.command("query", **params)

@@ -1,0 +1,119 @@
+"""routing.media: SDP reading and the rtpengine flags of each media policy combination."""
+
+from __future__ import annotations
+
+import pytest
+
+from routing.decision import Reject
+from routing.media import BASE_FLAGS, SdpOffer, offer_flags, parse_sdp, rtp_timeout_s
+from routing.model import DataError, MediaPolicy, SrtpMode
+
+PLAIN = (
+    "v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n"
+    "m=audio 4000 RTP/AVP 0 8 9 96 101 13\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n"
+    "m=video 4002 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n"
+)
+SDES = (
+    "v=0\r\nc=IN IP4 192.0.2.5\r\nm=audio 4000 RTP/SAVP 0\r\n"
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+)
+DTLS = "v=0\r\na=fingerprint:sha-256 AB:CD\r\nm=audio 4000 UDP/TLS/RTP/SAVP 111\r\na=rtpmap:111 OPUS/48000/2\r\n"
+
+
+def policy(codecs=("PCMU", "PCMA", "G722", "opus"), ptime=20, srtp=SrtpMode.NONE) -> MediaPolicy:
+    return MediaPolicy(codecs=tuple(codecs), ptime_ms=ptime, srtp=srtp, rtp_timeout_s=60)
+
+
+def test_parse_sdp_reads_the_first_audio_stream() -> None:
+    offer = parse_sdp(PLAIN)
+    assert offer == SdpOffer("RTP/AVP", ("PCMU", "PCMA", "G722", "opus", "telephone-event", "CN"))
+    assert offer.srtp is SrtpMode.NONE
+    assert parse_sdp(SDES).srtp is SrtpMode.SDES
+    dtls = parse_sdp(DTLS)
+    assert dtls.srtp is SrtpMode.DTLS and dtls.codecs == ("opus",)
+    assert parse_sdp("v=0\r\nm=video 4002 RTP/AVP 97\r\n") is None
+    # RTP/SAVP without keys is no encryption the edge can use
+    assert parse_sdp("v=0\r\nm=audio 4000 RTP/SAVP 0\r\n").srtp is SrtpMode.NONE
+
+
+def test_shared_codecs_are_offered_in_the_answerers_order_without_transcoding() -> None:
+    flags = offer_flags(parse_sdp(PLAIN), policy(("PCMU", "PCMA")), policy(("PCMA", "opus", "PCMU")))
+    assert flags.split() == [
+        *BASE_FLAGS.split(), "RTP/AVP",
+        "codec-strip-G722", "codec-strip-opus",  # not allowed on the carrier side
+        "codec-mask-all", "codec-offer-PCMA", "codec-offer-PCMU",  # opus is not offered: PCMU/PCMA are shared
+        "codec-offer-telephone-event", "codec-offer-CN",
+    ]
+    assert "transcode" not in flags and "ptime" not in flags
+
+
+def test_no_shared_codec_transcodes_to_the_answerers_codecs() -> None:
+    offer = SdpOffer("RTP/AVP", ("PCMU", "telephone-event"))
+    flags = offer_flags(offer, policy(("PCMU",)), policy(("opus", "G722")))
+    assert flags.split()[4:] == ["codec-mask-PCMU", "codec-transcode-opus", "codec-transcode-G722",
+                                 "codec-offer-telephone-event"]
+
+
+def test_offer_without_an_allowed_codec_is_refused() -> None:
+    result = offer_flags(SdpOffer("RTP/AVP", ("G729", "telephone-event")), policy(("PCMU",)), policy())
+    assert result == Reject(488, "No Allowed Codec", "codecs_not_allowed")
+
+
+@pytest.mark.parametrize(
+    "required, sdp, refusal",
+    [
+        (SrtpMode.SDES, PLAIN, "SRTP Required"),
+        (SrtpMode.SDES, DTLS, "SRTP Required"),
+        (SrtpMode.DTLS, PLAIN, "DTLS-SRTP Required"),
+        (SrtpMode.DTLS, SDES, "DTLS-SRTP Required"),
+    ],
+)
+def test_a_side_requiring_encryption_is_refused_a_clear_offer(required: SrtpMode, sdp: str, refusal: str) -> None:
+    result = offer_flags(parse_sdp(sdp), policy(srtp=required), policy())
+    assert isinstance(result, Reject) and (result.code, result.reason) == (488, refusal)
+
+
+@pytest.mark.parametrize(
+    "answerer, expected",
+    [(SrtpMode.NONE, "RTP/AVP"), (SrtpMode.SDES, "RTP/SAVP DTLS=off"), (SrtpMode.DTLS, "UDP/TLS/RTP/SAVP SDES-off")],
+)
+def test_the_answerer_gets_the_protocol_of_its_policy(answerer: SrtpMode, expected: str) -> None:
+    assert expected in offer_flags(parse_sdp(SDES), policy(srtp=SrtpMode.SDES), policy(srtp=answerer))
+    assert expected in offer_flags(parse_sdp(PLAIN), policy(), policy(srtp=answerer))
+
+
+def test_ptime_is_repacketised_only_when_the_sides_differ() -> None:
+    assert "ptime" not in offer_flags(parse_sdp(PLAIN), policy(ptime=30), policy(ptime=30))
+    flags = offer_flags(parse_sdp(PLAIN), policy(ptime=20), policy(ptime=40)).split()
+    assert flags[-2:] == ["ptime=40", "ptime-reverse=20"]
+
+
+def test_rtp_timeout_is_the_shortest_set() -> None:
+    assert rtp_timeout_s(MediaPolicy(rtp_timeout_s=90), MediaPolicy(rtp_timeout_s=60)) == 60
+    assert rtp_timeout_s(MediaPolicy(), MediaPolicy(rtp_timeout_s=120)) == 120
+    assert rtp_timeout_s(MediaPolicy(), MediaPolicy()) == 0
+
+
+def test_policy_fields_from_redis_and_node_defaults() -> None:
+    fields = {"codecs": "opus, pcmu", "ptime_ms": "", "srtp": "DTLS", "rtp_timeout_s": "90"}
+    got = MediaPolicy.from_redis(fields, "edge:agent:bot")
+    assert got == MediaPolicy(codecs=("opus", "PCMU"), ptime_ms=None, srtp=SrtpMode.DTLS, rtp_timeout_s=90)
+    resolved = got.over(MediaPolicy(codecs=("PCMU",), ptime_ms=20, srtp=SrtpMode.NONE, rtp_timeout_s=60))
+    assert resolved == MediaPolicy(codecs=("opus", "PCMU"), ptime_ms=20, srtp=SrtpMode.DTLS, rtp_timeout_s=90)
+    assert MediaPolicy.from_json(resolved.to_json()) == resolved
+    assert MediaPolicy.from_redis(got.to_redis(), "x") == got
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"codecs": "PCMU,G729"}, "edge:trunk:t codecs: unknown codec 'G729'"),
+        ({"codecs": "PCMU,pcmu"}, "codec PCMU listed twice"),
+        ({"ptime_ms": "25"}, "edge:trunk:t ptime_ms: must be 10, 20, 30, 40, 50 or 60"),
+        ({"srtp": "zrtp"}, "edge:trunk:t srtp: must be none, sdes or dtls"),
+        ({"rtp_timeout_s": "4"}, "edge:trunk:t rtp_timeout_s: must be >= 5"),
+    ],
+)
+def test_bad_policy_fields_name_the_key_and_field(fields: dict[str, str], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        MediaPolicy.from_redis(fields, "edge:trunk:t")
