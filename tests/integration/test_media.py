@@ -140,3 +140,39 @@ def test_call_whose_media_stops_is_ended_with_bye_to_both_sides(media_edge: Edge
     assert kept["media_end_reason"] == "rtp_timeout"
     assert int(kept["media_caller_packets"]) > 0 and int(kept["media_callee_packets"]) > 0
     assert 0 < edge.redis.ttl(f"edge:media:{edge.settings.node}:{call_id}") <= 86400
+
+
+#: what baresip logs once its media is encrypted, per mode
+ENCRYPTED = {"sdes": "SRTP is Enabled", "dtls": "DTLS-SRTP complete"}
+
+
+@pytest.mark.parametrize(
+    "carrier_enc, agent_enc",
+    [(None, "sdes"), (None, "dtls"), ("sdes", None)],
+    ids=["rtp-carrier-sdes-agent", "rtp-carrier-dtls-agent", "sdes-carrier-rtp-agent"],
+)
+def test_mixed_srtp_legs_carry_audio(media_edge: Edge, carrier_enc: str | None, agent_enc: str | None) -> None:
+    """One leg encrypted (SDES or DTLS-SRTP), the other plain RTP: rtpengine encrypts and decrypts
+    between them, and each side gets exactly the protocol of its own policy."""
+    provision(media_edge, MediaPolicy(codecs=("PCMU",), srtp=SrtpMode(carrier_enc or "none")),
+              MediaPolicy(codecs=("PCMU",), srtp=SrtpMode(agent_enc or "none")))
+    with peers(media_edge, ["PCMU"], ["PCMU"], carrier_enc=carrier_enc, agent_enc=agent_enc) as (carrier, agent):
+        talk(media_edge, carrier, agent)
+    for ua, enc in ((carrier, carrier_enc), (agent, agent_enc)):
+        log = ua.output()
+        if enc:
+            assert ENCRYPTED[enc] in log, log[-1500:]
+        else:
+            assert not any(marker in log for marker in ENCRYPTED.values())
+    assert_tone(agent.recording, CARRIER_TONE)
+    assert_tone(carrier.recording, AGENT_TONE)
+
+
+def test_side_requiring_srtp_is_refused_a_clear_call(media_edge: Edge) -> None:
+    provision(media_edge, MediaPolicy(srtp=SrtpMode.SDES), MediaPolicy())
+    with peers(media_edge, ["PCMU"], ["PCMU"]) as (carrier, agent):
+        carrier.dial(f"sip:{DID}@{media_edge.sip}")
+        closed = carrier.wait_event("CALL_CLOSED")
+        assert "488 SRTP Required" in closed.get("param", ""), closed
+        assert not agent.has_event("CALL_INCOMING")  # never connected, in clear or otherwise
+    assert media_edge.active_leases() == 0
