@@ -22,7 +22,7 @@ Rules:
 * **SRTP.**  A side set to ``sdes`` must offer RTP/SAVP(F) with ``a=crypto``
   (RFC 4568); ``dtls`` must offer UDP/TLS/RTP/SAVP(F) with ``a=fingerprint``
   (RFC 5764); otherwise 488.  The answerer is offered the protocol of its own
-  policy (``RTP/AVP``, ``RTP/SAVP DTLS=off``, ``UDP/TLS/RTP/SAVP SDES-off``),
+  policy (``RTP/AVP``, ``RTP/SAVP DTLS=off SDES-pad``, ``UDP/TLS/RTP/SAVP SDES-off``),
   rtpengine encrypting or decrypting between the legs.
 """
 
@@ -45,7 +45,9 @@ _STATIC_PT = {"0": "PCMU", "8": "PCMA", "9": "G722", "13": "CN"}
 _CANONICAL = {c.lower(): c for c in (*CODECS, *PASSTHROUGH)}
 _PROTO_FLAGS = {
     SrtpMode.NONE: "RTP/AVP",
-    SrtpMode.SDES: "RTP/SAVP DTLS=off",
+    # SDES-pad: base64 keys with their trailing '=' (RFC 4568 section 6.1 via RFC 4648); without it some
+    # endpoints (baresip, libsrtp users) misread the 44-byte AEAD_AES_256_GCM key
+    SrtpMode.SDES: "RTP/SAVP DTLS=off SDES-pad",
     SrtpMode.DTLS: "UDP/TLS/RTP/SAVP SDES-off",
 }
 

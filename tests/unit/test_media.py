@@ -75,7 +75,7 @@ def test_a_side_requiring_encryption_is_refused_a_clear_offer(required: SrtpMode
 
 @pytest.mark.parametrize(
     "answerer, expected",
-    [(SrtpMode.NONE, "RTP/AVP"), (SrtpMode.SDES, "RTP/SAVP DTLS=off"), (SrtpMode.DTLS, "UDP/TLS/RTP/SAVP SDES-off")],
+    [(SrtpMode.NONE, "RTP/AVP"), (SrtpMode.SDES, "RTP/SAVP DTLS=off SDES-pad"), (SrtpMode.DTLS, "UDP/TLS/RTP/SAVP SDES-off")],
 )
 def test_the_answerer_gets_the_protocol_of_its_policy(answerer: SrtpMode, expected: str) -> None:
     assert expected in offer_flags(parse_sdp(SDES), policy(srtp=SrtpMode.SDES), policy(srtp=answerer))
