@@ -788,6 +788,11 @@ class Router:
             if failure_route:
                 KSR.pv.sets(MAX_DURATION_VAR, str(target.max_duration_s or ""))
                 KSR.pv.sets("$dlg_var(edge_trunk)", target.trunk or plan.trunk)
+            # the hop tried decides the call's media policies and DTMF modes (termination hops
+            # differ per trunk); set here, not in the branch route
+            self._set_media_vars(plan)
+            KSR.pv.sets(DTMF_VAR, f"{plan.caller_dtmf},{target.dtmf}")
+            KSR.pv.sets(DTMF_AVP, f"{plan.caller_dtmf},{target.dtmf}")
             KSR.pv.sets("$ru", target.uri)
             KSR.pv.sets(PLAN_AVP, plan.dumps())
             KSR.pv.sets(LABELS_AVP, "|".join(_hop_labels(plan)))
@@ -841,10 +846,6 @@ class Router:
                 KSR.pv.seti(MEDIA_ERROR_AVP, 1)
                 KSR.x.drop()
                 return 1
-            # the hop that answers decides the call's policies (termination hops differ per trunk)
-            KSR.pv.sets(DTMF_VAR, ",".join(modes))
-            KSR.pv.sets(DTMF_AVP, ",".join(modes))
-            self._set_media_vars(plan)
         except Exception:  # noqa: BLE001
             KSR.err("edge: exception in branch route: " + traceback.format_exc().replace("\n", " | ") + "\n")
             KSR.pv.seti(MEDIA_ERROR_AVP, 1)
