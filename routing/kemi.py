@@ -823,6 +823,8 @@ class Router:
         reject = Reject(503, "Media Relay Unavailable", "rtpengine", self.settings.retry_after_s,
                         direction=plan.direction, trunk=plan.trunk, agent=plan.agent)
         _log_reject(reject, "media")
+        direction, trunk, _ = _hop_labels(plan)
+        _count(metrics.CALLS_FAILED, direction, trunk, metrics.sip_class(reject.code))
         self._record_unanswered(plan, reject.code, reject.reason, reject.tag)
         KSR.hdr.append_to_reply(f"Retry-After: {reject.retry_after_s}\r\n")
         KSR.tm.t_reply(reject.code, reject.reason)
