@@ -7,6 +7,8 @@ templates in ``templates/`` serve ``edgectl`` and the Ansible roles.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import sysconfig
 from dataclasses import asdict
@@ -76,6 +78,16 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
     )
 
 
+def topology_key(settings: Settings) -> str:
+    """The topoh ``mask_key``: derived from the secret key file (HMAC-SHA256), so it is stable across
+    renders and restarts and differs per secret; a fixed per-node value until that file exists."""
+    try:
+        secret = Path(settings.secret_key_path).read_bytes()
+    except OSError:
+        secret = b""
+    return hmac.new(secret or settings.node.encode(), b"byoc-edge topoh mask_key", hashlib.sha256).hexdigest()
+
+
 def registration_contacts(settings: Settings) -> tuple[tuple[str, str], ...]:
     """(transport, ``host:port``) of the first listener of each transport, its ``advertise``
     address first: where carriers reach the edge's registered Contact."""
@@ -93,6 +105,8 @@ def _context(settings: Settings) -> dict[str, object]:
     data["run_dir"] = str(settings.run_dir)
     data["module_path"] = KAMAILIO_MODULES
     data["uacreg_db_dir"] = UACREG_DB_DIR
+    data["topoh_key"] = topology_key(settings)
+    data["topoh_ip"] = sip_host(dict(rt.reg_contacts).get("udp", rt.reg_contacts[0][1]).rsplit(":", 1)[0]).strip("[]")
     data["entry_script"] = str(ENTRY_SCRIPT)
     data["tls_enabled"] = settings.tls_enabled
     data["tls_certificate"] = str(settings.tls_certificate)

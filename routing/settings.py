@@ -217,10 +217,7 @@ class Security(_Model):
     auth_max_failures: int = Field(5, ge=1, le=1000, description="failed digest attempts before the source is banned")
     auth_failure_window_s: int = Field(60, ge=5, le=86400, description="failures older than this are forgotten (s)")
     topology_hiding: bool = Field(
-        True, description="hide each side's Via, Record-Route and Contact from the other (Kamailio topos)",
-    )
-    topology_redis_db: int = Field(
-        1, ge=0, le=15, description="redis database of the topos state (its keys are not edge:-prefixed, so not redis.db)",
+        True, description="hide each side's Via, Record-Route and Contact from the other (Kamailio topoh)",
     )
 
 
@@ -348,12 +345,6 @@ class Settings(_Model):
     def tls_private_key(self) -> Path:
         """The edge's TLS private key file."""
         return self.sip.tls.private_key or Path(self.run_dir) / "tls" / "edge.key"
-
-    @model_validator(mode="after")
-    def _check_topology_db(self) -> "Settings":
-        if self.security.topology_hiding and self.security.topology_redis_db == self.redis.db:
-            raise ValueError("security.topology_redis_db must differ from redis.db (topos keys are not edge:-prefixed)")
-        return self
 
     @property
     def tls_enabled(self) -> bool:

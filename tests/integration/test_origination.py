@@ -69,8 +69,7 @@ def test_carrier_call_reaches_agent_with_media_through_rtpengine(clean_edge: Edg
     # SDP points at rtpengine, not at the carrier
     assert "c=IN IP4 127.0.0.1" in invite
     assert f"c=IN IP4 {CARRIER_A}" not in invite
-    # topology hiding: no Record-Route, and the Contact is the edge's, not the carrier's
-    assert "Record-Route:" not in invite
+    assert "Record-Route:" in invite
     # every in-dialog request reached the agent through the edge
     for method in ("ACK", "INFO", "UPDATE", "BYE"):
         assert agent.received_requests(method), f"agent never got {method}"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
 from routing.render import render
 from routing.runtime import load as load_runtime
-from routing.settings import SettingsError, load_settings
+from routing.secrets import create_key
+from routing.settings import load_settings
 
 
 def settings_file(tmp_path: Path, data: dict) -> Path:
@@ -18,20 +18,16 @@ def settings_file(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-def test_topos_database_must_differ_from_the_routing_database(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="topology_redis_db must differ from redis.db"):
-        load_settings(settings_file(tmp_path, {"redis": {"db": 1}}))
-    load_settings(settings_file(tmp_path, {"redis": {"db": 1}, "security": {"topology_hiding": False}}))
-
-
-def test_topos_is_rendered_with_its_redis_and_without_cseq_tracking(tmp_path: Path) -> None:
-    cfg = render(load_settings(settings_file(tmp_path, {"redis": {"port": 6399, "password": "pw"}})))["kamailio.cfg"]
-    assert 'loadmodule "topos.so"' in cfg and 'modparam("topos", "storage", "redis")' in cfg
-    assert "name=topos;addr=127.0.0.1;port=6399;db=1;pass=pw" in cfg
-    assert 'modparam("dialog", "track_cseq_updates", 0)' in cfg
+def test_topoh_is_rendered_with_a_key_derived_from_the_secret(tmp_path: Path) -> None:
+    settings = load_settings(settings_file(tmp_path, {}))
+    cfg = render(settings)["kamailio.cfg"]
+    assert 'loadmodule "topoh.so"' in cfg and 'modparam("topoh", "mask_ip", "127.0.0.1")' in cfg
+    key = cfg.split('modparam("topoh", "mask_key", "', 1)[1].split('"', 1)[0]
+    assert len(key) == 64 and key == render(settings)["kamailio.cfg"].split('"mask_key", "')[1].split('"')[0]
+    create_key(settings.secret_key_path)
+    assert key not in render(settings)["kamailio.cfg"]  # a new secret, a new mask key
     plain = render(load_settings(settings_file(tmp_path, {"security": {"topology_hiding": False}})))["kamailio.cfg"]
-    assert 'loadmodule "topos.so"' not in plain and 'modparam("topos"' not in plain and "ndb_redis" not in plain
-    assert 'modparam("dialog", "track_cseq_updates", 1)' in plain
+    assert 'loadmodule "topoh.so"' not in plain and 'modparam("topoh"' not in plain
 
 
 def test_registration_settings_reach_the_uac_module_and_the_plugin(tmp_path: Path) -> None:
