@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-__all__ = ["IDENTITY_HEADERS", "header_names", "headers_to_remove", "canonical"]
+__all__ = ["IDENTITY_HEADERS", "header_names", "headers_to_remove", "canonical", "in_dialog_policy"]
 
 #: lower-case names (and compact forms) of identity headers
 IDENTITY_HEADERS = frozenset(
@@ -70,3 +70,26 @@ def headers_to_remove(names: Iterable[str], allowed_x: Iterable[str], trust_iden
         if drop and name not in out:
             out.append(name)
     return out
+
+
+def in_dialog_policy(direction: str, from_caller: bool, trunk: object | None, agent: object | None
+                     ) -> tuple[tuple[str, ...], bool]:
+    """The header policy of the side that sent an in-dialog request (re-INVITE, UPDATE, INFO,
+    REFER, BYE...): the same allow-list as its initial INVITE.
+
+    Args:
+        direction: the call's ``origination`` (the caller is the trunk) or ``termination``
+            (the caller is the agent).
+        from_caller: the request's From tag is the dialog's (the caller sent it).
+        trunk, agent: the call's :class:`~routing.model.Trunk` and :class:`~routing.model.Agent`,
+            None when unknown (removed since, or the tables cannot be read).
+
+    Returns:
+        (X- headers allowed, identity trusted); an unknown sender gets the strictest policy
+        (no X- header, no identity header).
+    """
+    caller_is_trunk = direction != "termination"
+    sender = trunk if from_caller == caller_is_trunk else agent
+    if sender is None:
+        return (), False
+    return tuple(getattr(sender, "x_headers", ())), bool(getattr(sender, "trust_identity", False))

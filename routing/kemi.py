@@ -58,7 +58,7 @@ from .decision import Authenticate, Reason, Reject, Relay
 from .model import AuthMode, DataError, MediaPolicy, Trunk
 from .secrets import SecretBox, SecretError
 from .plan import CallPlan, final_response, should_fail_over
-from .headers import header_names
+from .headers import IDENTITY_HEADERS, canonical, header_names, headers_to_remove, in_dialog_policy
 from .request import SipRequest
 from .acl import classify_source
 from .store import RedisStore, StoreUnavailable, Topology, connect
@@ -89,6 +89,8 @@ CDR_TABLE = "cdr"
 REPLAY_EVERY_S = 2.0
 TRUST_CACHE_S = 1.0
 PLAN_AVP = "$avp(edge_plan)"
+#: the call's direction (origination or termination), for the in-dialog header policy
+DIRECTION_VAR = "$dlg_var(edge_dir)"
 #: a trunk's max_duration_s, applied to the dialog timer by the first ACK (the call is answered)
 MAX_DURATION_VAR = "$dlg_var(edge_max_dur)"
 _REALM = re.compile(r'realm="([^"]*)"', re.I)
@@ -492,9 +494,9 @@ class Router:
         KSR.htable.sht_seti(BAN_TABLE, src, 1)
         KSR.notice(f"edge: ban {src} reason={why} ua={_pv('$ua')!r}\n")
 
-    def _trusted(self, src: str) -> bool:
-        """Whether ``src`` belongs to a trunk or agent (topology cached per worker for 1 s;
-        when redis cannot be read, nobody is trusted)."""
+    def _cached_topology(self) -> Topology:
+        """Trunks and agents, cached per worker for ``TRUST_CACHE_S`` (1 s); empty when redis
+        cannot be read."""
         now = time.monotonic()
         if self._topology is None or now - self._topology_at > TRUST_CACHE_S:
             try:
@@ -502,7 +504,12 @@ class Router:
             except (StoreUnavailable, DataError):
                 self._topology = Topology(trunks={}, agents={})
             self._topology_at = now
-        return classify_source(src, self._topology) is not None
+        return self._topology
+
+    def _trusted(self, src: str) -> bool:
+        """Whether ``src`` belongs to a trunk or agent (cached topology; when redis cannot be
+        read, nobody is trusted)."""
+        return classify_source(src, self._cached_topology()) is not None
 
     def _request(self) -> None:
         method = _pv("$rm")
@@ -558,6 +565,7 @@ class Router:
         # let the dialog module see every in-dialog request (an ACK confirms the dialog; see
         # kamailio#1182: without it, an ACK racing the 200's callback can leave it unconfirmed)
         KSR.dialog.dlg_manage()
+        self._in_dialog_headers()
         if method == "REFER":
             try:
                 refusal = self._refer_refusal()
@@ -592,6 +600,20 @@ class Router:
                 KSR.tm.t_on_reply(ON_REPLY)
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
+
+    def _in_dialog_headers(self) -> None:
+        """Apply the sender's header policy (X- allow-list, identity trust) to an in-dialog request,
+        as to the initial INVITE.  The trunk and agent come from the worker's topology cache (read
+        at most once a second); when redis cannot be read the sender gets the strictest policy."""
+        names = header_names(_pv("$mb"))
+        if not any(n[:2].lower() == "x-" or canonical(n) in IDENTITY_HEADERS for n in names):
+            return
+        topology = self._cached_topology()
+        allowed, trust = in_dialog_policy(
+            _pv(DIRECTION_VAR) or "origination", _pv("$ft") == _pv("$dlg(from_tag)"),
+            topology.trunks.get(_pv("$dlg_var(edge_trunk)")), topology.agents.get(_pv("$dlg_var(edge_agent)")))
+        for name in headers_to_remove(names, allowed, trust):
+            KSR.hdr.remove(name)
 
     def _in_dialog_flags(self, from_caller: bool, dtmf_flags: tuple[str, ...]) -> str | Reject:
         """rtpengine flags of a re-INVITE/UPDATE offer: the call's two media policies, offerer first
@@ -763,6 +785,7 @@ class Router:
             self._set_media_vars(plan)
             KSR.pv.sets("$dlg_var(edge_agent)", plan.agent)
             KSR.pv.sets("$dlg_var(edge_trunk)", plan.trunk or plan.current.trunk or "")
+            KSR.pv.sets(DIRECTION_VAR, plan.direction)
             KSR.pv.sets(MAX_DURATION_VAR, str(plan.current.max_duration_s or ""))
             KSR.pv.sets(DTMF_VAR, ",".join(modes))
             KSR.pv.sets(DTMF_AVP, ",".join(modes))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from routing import admin
 from routing.model import Agent, Direction, Gateway, Trunk
-from routing.sipp import reject_uac_scenario, uac, uas
+from routing.sipp import SCENARIOS, reject_uac_scenario, uac, uas
 
 from .conftest import AGENT_IP, CARRIER_A, DID, Edge
 
@@ -51,3 +51,44 @@ def test_termination_strips_untrusted_agent_identity(clean_edge: Edge) -> None:
     for gone in ("X-Call-Reason", "X-Edge-", "P-Asserted-Identity", "Diversion"):
         assert gone not in invite, gone
     carrier.stop()
+
+
+def _with_headers(scenario: str, workdir, name: str) -> object:
+    """A copy of ``sipp/<scenario>`` whose every request carries HEADERS."""
+    text = (SCENARIOS / scenario).read_text().replace("      Max-Forwards: 70\n", "      Max-Forwards: 70\n" + HEADERS)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / name
+    path.write_text(text)
+    return path
+
+
+def _agent_policy_applied(request: str) -> None:
+    assert "X-Tenant: 42" in request, request
+    for gone in ("X-Call-Reason", "X-Edge-", "P-Asserted-Identity", "Diversion"):
+        assert gone not in request, (gone, request)
+
+
+def test_in_dialog_requests_follow_the_senders_policy(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge)
+    # termination: the agent (caller) sends INFO, re-INVITE, UPDATE and BYE with every header
+    carrier = uas(edge.workdir / "carrier", CARRIER_A, 5080, scenario="uas_agent.xml", answer_ms=20,
+                  rtp_echo=False, extra=["-key", "media_relay", edge.settings.rtpengine.address])
+    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, "+442071838750", hold_ms=200,
+                scenario=_with_headers("uac_call.xml", edge.workdir, "uac_call_headers.xml"))
+    assert agent.wait() == 0, agent.output()
+    assert carrier.wait() == 0, carrier.output()
+    in_dialog = [*carrier.received_requests("INFO"), carrier.received_requests("INVITE")[1],
+                 *carrier.received_requests("UPDATE"), *carrier.received_requests("BYE")]
+    assert len(in_dialog) == 4
+    for request in in_dialog:
+        _agent_policy_applied(request)
+    # origination: the agent (callee) re-INVITEs and hangs up with every header; the carrier's own
+    # allow-list (X-Call-Reason, trusted identity) does not apply to what the agent sends
+    agent = uas(edge.workdir / "agent2", AGENT_IP, 5090, answer_ms=200, rtp_echo=False,
+                scenario=_with_headers("uas_hangup.xml", edge.workdir, "uas_hangup_headers.xml"))
+    carrier = uac(edge.workdir / "carrier2", CARRIER_A, 5070, edge.sip, DID, scenario="uac_callee_hangs_up.xml")
+    assert agent.wait() == 0, agent.output()
+    assert carrier.wait() == 0, carrier.output()
+    for request in (carrier.received_requests("INVITE")[0], carrier.received_requests("BYE")[0]):
+        _agent_policy_applied(request)

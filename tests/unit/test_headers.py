@@ -63,3 +63,16 @@ def test_what_passes_is_allowed(names: list[str], allowed: list[str], trust: boo
             assert key in allowed_keys and not key.startswith("x-edge-")
         elif key in IDENTITY_HEADERS:
             assert trust
+
+
+def test_in_dialog_policy_is_the_senders() -> None:
+    from routing.headers import in_dialog_policy
+    from routing.model import Agent, Trunk
+
+    trunk = Trunk("t", x_headers=("X-Call-Reason",), trust_identity=True)
+    agent = Agent("a", x_headers=("X-Tenant",))
+    assert in_dialog_policy("origination", True, trunk, agent) == (("X-Call-Reason",), True)  # carrier calls
+    assert in_dialog_policy("origination", False, trunk, agent) == (("X-Tenant",), False)  # agent answers
+    assert in_dialog_policy("termination", True, trunk, agent) == (("X-Tenant",), False)  # agent calls
+    assert in_dialog_policy("termination", False, trunk, agent) == (("X-Call-Reason",), True)  # carrier answers
+    assert in_dialog_policy("termination", False, None, agent) == ((), False)  # unknown: strictest
