@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import admin, prober
+from .. import admin, keys, prober
 from ..dtmf import DtmfMode
 from ..health import GatewayHealth, probe_ok
 from ..model import (AuthMode, DataError, Direction, Registration, Transport, Trunk, format_increment,
@@ -199,9 +200,11 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     username = admin.trunk_username(app.redis(), name)
     health = prober.read_health(app.redis(), [name])[name]
     states = admin.registration_states(app.redis(), name) if found.register else []
+    spent = Decimal(int(app.redis().get(keys.spend(name, time.strftime("%Y%m%d", time.gmtime()))) or 0)).scaleb(-6)
     if as_json:
         emit_json({**admin.trunk_dict(found), "auth_username": username, "password": "set" if username else None,
-                   "health": {a: _health_dict(h) for a, h in sorted(health.items())}, "registration": states})
+                   "health": {a: _health_dict(h) for a, h in sorted(health.items())}, "registration": states,
+                   "spend_today": str(spent)})
         return
     fmt = found.number_format
     table = Table("field", "value", title=f"trunk {found.name}")
@@ -225,6 +228,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("billing increment (s)", format_increment(found.billing_increment))
     table.add_row("max rate (per min)", "-" if found.max_rate is None else str(found.max_rate))
     table.add_row("daily spend cap", "-" if found.daily_spend_cap is None else str(found.daily_spend_cap))
+    table.add_row("spend today (UTC)", str(spent))
     table.add_row("inbound rate (per min)", "-" if found.inbound_rate is None else str(found.inbound_rate))
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")

@@ -98,3 +98,17 @@ def test_replay_stores_the_spool(edgectl, redis_client: redis.Redis, tmp_path: P
     assert result.exit_code == 0
     assert result.output.strip() == "1 record(s) stored, 1 already present, 0 still spooled"
     assert CdrStore(redis_client, 3600).get("n1:c1:1") is not None
+
+
+def test_trunk_show_has_the_spend_of_today(edgectl, redis_client: redis.Redis) -> None:
+    import time
+
+    from routing import admin, keys
+    from routing.model import Trunk
+
+    admin.put_trunk(redis_client, Trunk("telnyx", daily_spend_cap=Decimal("5"), inbound_rate=Decimal("0.0085")))
+    redis_client.set(keys.spend("telnyx", time.strftime("%Y%m%d", time.gmtime())), 1_250_000)
+    shown = json.loads(edgectl("trunk", "show", "telnyx", "--json").output)
+    assert (shown["spend_today"], shown["daily_spend_cap"], shown["inbound_rate"]) == ("1.250000", "5", "0.0085")
+    table = edgectl("trunk", "show", "telnyx").output
+    assert "spend today (UTC)" in table and "1.250000" in table
