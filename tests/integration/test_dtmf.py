@@ -208,3 +208,19 @@ def test_termination_inband_agent_to_rfc4733_carrier(clean_edge: Edge, recorder:
         assert gateway.events(pt) == "5#"
     finally:
         gateway.close()
+
+
+def test_rfc4733_agent_answering_to_inband_carrier(clean_edge: Edge, carrier_recorder: Recorder) -> None:
+    """Events from the callee (in the payload type the edge offered it) arrive at the caller as tones."""
+    edge = clean_edge
+    _provision(edge, "inband", "rfc4733")
+    caller = dtmf_scenarios.caller(edge.workdir, te=False, record=True, hold_ms=4000)
+    offered_pt = 96  # rtpengine's first dynamic payload type, given to the telephone-event it adds
+    events = event_pcap(edge.workdir / "events.pcap", "5#", te_pt=offered_pt)
+    callee = dtmf_scenarios.callee(edge.workdir, te=True, record=False, pcap=events)
+    carrier, agent = _call(edge, caller, callee, carrier_recorder, "caller")
+    invite = wait_until(lambda: agent.received_requests("INVITE"), timeout=15, what="the INVITE at the agent")[0]
+    assert _te_pt(invite) == offered_pt  # else the pcap's events would not match what the agent negotiated
+    _recorded(edge, "callee:5:rfc4733,callee:#:rfc4733")
+    _finish(carrier, agent)
+    assert carrier_recorder.tones(0) == "5#"
