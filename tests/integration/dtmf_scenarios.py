@@ -54,15 +54,19 @@ def _info(digit: str, cseq: int, caller: bool) -> str:
 """
 
 
-def _play(pcap: Path | None) -> str:
+def _play(pcap: Path | None, talk_first: bool = False) -> str:
+    """Start playing ``pcap`` (in the background); with ``talk_first``, talk 800 ms before going on:
+    a caller speaks before pressing keys, and rtpengine can only inject a digit played from an
+    INFO into a stream it has already received (its SSRC context)."""
     if pcap is None:
         return ""
+    pause = '  <pause milliseconds="800"/>\n' if talk_first else ""
     return f"""  <nop>
     <action>
       <exec play_pcap_audio="{pcap}"/>
     </action>
   </nop>
-"""
+{pause}"""
 
 
 def _answer_info() -> str:
@@ -127,7 +131,7 @@ def caller(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
     ]]>
   </send>
   <pause milliseconds="300"/>
-{_play(pcap)}{infos}  <recv request="INFO" timeout="{hold_ms}" ontimeout="bye"/>
+{_play(pcap, talk_first=bool(info))}{infos}  <recv request="INFO" timeout="{hold_ms}" ontimeout="bye"/>
 {_answer_info()}  <label id="bye"/>
   <send retrans="500">
     <![CDATA[
@@ -192,7 +196,7 @@ def callee(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
   </send>
   <recv request="ACK"/>
   <pause milliseconds="300"/>
-{_play(pcap)}{infos}  <label id="wait"/>
+{_play(pcap, talk_first=bool(info))}{infos}  <label id="wait"/>
   <recv request="INFO" optional="true" next="info"/>
   <recv request="BYE"/>
   <send>
