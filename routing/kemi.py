@@ -172,7 +172,9 @@ def _offer_flags(offer: media.SdpOffer | None, sender: MediaPolicy, receiver: Me
         return _flags(dtmf_flags)
     keep_events = not any("telephone-event" in f for f in dtmf_flags)
     flags = media.offer_flags(offer, sender, receiver, keep_events=keep_events)
-    return flags if isinstance(flags, Reject) else " ".join((flags, *dtmf_flags))
+    if isinstance(flags, Reject):
+        return flags
+    return " ".join((flags, *dtmf_flags, *media.nat_flags(offer.address, _pv("$si"))))
 
 
 def _log_reject(reject: Reject, where: str) -> None:
@@ -913,7 +915,9 @@ class Router:
                 modes = _modes(_pv(DTMF_AVP))
                 from_caller = not KSR.pv.get(FROM_CALLER_AVP)
                 offer = not KSR.pv.get(REQ_SDP_AVP)
-                flags = _flags(_sdp_flags(modes, from_caller, offer))
+                sdp = media.parse_sdp(_pv("$rb"))
+                nat = media.nat_flags(sdp.address, _pv("$si")) if sdp is not None else ()
+                flags = _flags((*_sdp_flags(modes, from_caller, offer), *nat))
                 if offer:
                     KSR.rtpengine.rtpengine_manage(flags)  # delayed offer: manage makes it an offer
                 else:

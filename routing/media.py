@@ -28,17 +28,22 @@ Rules:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
 from .decision import Reason, Reject
 from .model import CODECS, MediaPolicy, SrtpMode
 
-__all__ = ["SdpOffer", "parse_sdp", "offer_flags", "BASE_FLAGS", "rtp_timeout_s"]
+__all__ = ["SdpOffer", "parse_sdp", "offer_flags", "nat_flags", "BASE_FLAGS", "rtp_timeout_s"]
 
 #: flags of every rtpengine offer/answer of the edge: the SDP's o= and c= lines point at rtpengine,
-#: ICE candidates are removed (the edge is the only media address either side sees)
-BASE_FLAGS = "replace-origin replace-session-connection ICE=remove"
+#: ICE candidates are removed (the edge is the only media address either side sees); symmetric RTP
+#: whose endpoint is learned in rtpengine's first seconds of media (about 3 s), preferring packets from
+#: the SDP's address (``endpoint-learning=heuristic``), after which packets from any other source are dropped
+#: (``strict-source``): a third party cannot inject RTP into a call (rtpengine ng protocol,
+#: "strict source", "endpoint-learning")
+BASE_FLAGS = "replace-origin replace-session-connection ICE=remove strict-source endpoint-learning=heuristic"
 #: payload names never stripped or reordered: DTMF events (RFC 4733) and comfort noise (RFC 3389)
 PASSTHROUGH = ("telephone-event", "CN")
 _STATIC_PT = {"0": "PCMU", "8": "PCMA", "9": "G722", "13": "CN"}
@@ -62,12 +67,14 @@ class SdpOffer:
             names outside :data:`routing.model.CODECS` keep their SDP spelling.
         crypto: the stream carries ``a=crypto`` (SDES keys, RFC 4568).
         fingerprint: the session or stream carries ``a=fingerprint`` (DTLS-SRTP, RFC 5763).
+        address: the stream's connection address (its own ``c=``, else the session's).
     """
 
     protocol: str
     codecs: tuple[str, ...]
     crypto: bool = False
     fingerprint: bool = False
+    address: str = ""
 
     @property
     def srtp(self) -> SrtpMode:
@@ -89,6 +96,7 @@ def parse_sdp(body: str) -> SdpOffer | None:
     payloads: list[str] = []
     names: dict[str, str] = {}
     crypto = fingerprint = False
+    session_address = stream_address = ""
     section = "session"
     for raw in body.splitlines():
         line = raw.strip()
@@ -102,7 +110,14 @@ def parse_sdp(body: str) -> SdpOffer | None:
             continue
         if section == "other":
             continue
-        if line.startswith("a=fingerprint:"):
+        if line.startswith("c="):
+            parts = line[2:].split()
+            if len(parts) >= 3:
+                if section == "audio":
+                    stream_address = parts[2]
+                else:
+                    session_address = parts[2]
+        elif line.startswith("a=fingerprint:"):
             fingerprint = True
         elif section == "audio" and line.startswith("a=crypto:"):
             crypto = True
@@ -120,7 +135,8 @@ def parse_sdp(body: str) -> SdpOffer | None:
         name = _CANONICAL.get(name.lower(), name)
         if name not in codecs:
             codecs.append(name)
-    return SdpOffer(protocol=protocol, codecs=tuple(codecs), crypto=crypto, fingerprint=fingerprint)
+    return SdpOffer(protocol=protocol, codecs=tuple(codecs), crypto=crypto, fingerprint=fingerprint,
+                    address=(stream_address or session_address).split("/")[0])
 
 
 def _codec_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy,
@@ -172,6 +188,41 @@ def offer_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy, ke
     if here != there:
         flags += [f"ptime={there}", f"ptime-reverse={here}"]
     return " ".join(flags)
+
+
+def nat_flags(sdp_address: str, source_ip: str) -> tuple[str, ...]:
+    """``SIP-source-address`` when a peer's SDP names a private (RFC 1918, RFC 6598, link-local,
+    unique-local) or unspecified address while its SIP comes from a public one: a peer behind NAT
+    that does not know its public address.  rtpengine then sends media toward the SIP source until
+    it learns the real RTP source from the first packets (symmetric RTP, RFC 4961), so the private
+    address never breaks the media path.  Peers on a private network (private source too) keep
+    the SDP's address.
+
+    Args:
+        sdp_address: the ``c=`` address of the SDP (:attr:`SdpOffer.address`).
+        source_ip: where the SIP message came from.
+    """
+    try:
+        sdp = ipaddress.ip_address(sdp_address)
+        source = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return ()
+    if sdp == source or _behind_nat(source) or source.is_loopback:
+        return ()
+    if sdp.is_unspecified or _behind_nat(sdp):
+        return ("SIP-source-address",)
+    return ()
+
+
+#: address ranges a NATed peer may write into its SDP: RFC 1918, RFC 6598 (carrier-grade NAT),
+#: link-local, IPv6 unique-local (RFC 4193) and link-local
+_NAT_RANGES = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10",
+))
+
+
+def _behind_nat(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(address.version == net.version and address in net for net in _NAT_RANGES)
 
 
 def rtp_timeout_s(*policies: MediaPolicy) -> int:

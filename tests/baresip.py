@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Baresip", "BaresipError", "dominant_frequency", "MODULES"]
+__all__ = ["Baresip", "BaresipError", "dominant_frequency", "tone_level", "pcmu_tone", "MODULES"]
 
 #: codec modules and the baresip codec names tests use (``audio_codecs`` account parameter)
 CODEC_NAMES = {"PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1", "G722": "G722/16000/1", "opus": "opus/48000/2"}
@@ -299,6 +299,38 @@ def dominant_frequency(path: Path, skip_s: float = 0.3) -> tuple[float, float]:
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     freqs = np.fft.rfftfreq(len(samples), 1.0 / rate)
     return float(freqs[int(np.argmax(spectrum[1:])) + 1]), rms
+
+
+def tone_level(path: Path, hz: float, skip_s: float = 0.3, width_hz: float = 20.0) -> float:
+    """Share of a recording's spectral magnitude within ``hz`` ± ``width_hz`` (0..1).
+
+    Raises:
+        BaresipError: as :func:`dominant_frequency`.
+    """
+    dominant_frequency(path, skip_s)  # the same checks on the file
+    with wave.open(str(path), "rb") as wav:
+        rate, channels = wav.getframerate(), wav.getnchannels()
+        frames = wav.readframes(wav.getnframes())
+    samples = np.frombuffer(frames, dtype="<i2").astype(np.float64)
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1)
+    samples = samples[int(skip_s * rate):]
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    freqs = np.fft.rfftfreq(len(samples), 1.0 / rate)
+    band = (freqs > hz - width_hz) & (freqs < hz + width_hz)
+    return float(spectrum[band].sum() / spectrum[1:].sum())
+
+
+def pcmu_tone(hz: float, packets: int, ptime_ms: int = 20, level: float = 0.5) -> list[bytes]:
+    """RTP payloads of a sine tone in G.711 mu-law (ITU-T G.711; 8 kHz), ``ptime_ms`` each."""
+    n = 8 * ptime_ms
+    t = np.arange(n * packets) / 8000.0
+    x = level * np.sin(2 * np.pi * hz * t)
+    magnitude = np.log1p(255 * np.abs(x)) / np.log1p(255)
+    code = np.round(127 - 127 * magnitude).astype(np.int16)  # mu-law: 7-bit magnitude, inverted
+    code = np.where(x >= 0, code | 0x80, code)
+    data = (code & 0xFF).astype(np.uint8).tobytes()
+    return [data[i * n:(i + 1) * n] for i in range(packets)]
 
 
 def stop_all() -> None:

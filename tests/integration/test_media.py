@@ -4,6 +4,8 @@ transcoding exactly when the two sides share no codec."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,10 +16,11 @@ import pytest
 from routing import admin
 from routing.model import Agent, Direction, MediaPolicy, SrtpMode, Trunk
 
-from tests.baresip import Baresip, dominant_frequency, stop_all
+from routing.ngclient import NgClient
+from tests.baresip import Baresip, dominant_frequency, pcmu_tone, stop_all, tone_level
 from tests.helpers import wait_until
 
-from .conftest import AGENT_IP, CARRIER_A, DID, NET, Edge
+from .conftest import AGENT_IP, CARRIER_A, DID, NET, STRANGER, Edge
 
 CARRIER_TONE = 440
 AGENT_TONE = 1000
@@ -176,3 +179,40 @@ def test_side_requiring_srtp_is_refused_a_clear_call(media_edge: Edge) -> None:
         assert "488 SRTP Required" in closed.get("param", ""), closed
         assert not agent.has_event("CALL_INCOMING")  # never connected, in clear or otherwise
     assert media_edge.active_leases() == 0
+
+
+INJECTED_TONE = 2000
+
+
+def test_rtp_injected_by_a_third_party_never_reaches_the_agent(media_edge: Edge) -> None:
+    """Once rtpengine has learned the carrier's RTP source, packets from any other address sent to
+    the carrier-facing port are dropped (strict-source): the agent hears only the carrier."""
+    edge = media_edge
+    provision(edge, MediaPolicy(codecs=("PCMU",)), MediaPolicy(codecs=("PCMU",)))
+    with peers(edge, ["PCMU"], ["PCMU"]) as (carrier, agent):
+        carrier.dial(f"sip:{DID}@{edge.sip}")
+        agent.answer()
+        carrier.wait_event("CALL_ESTABLISHED")
+        record = wait_until(lambda: next(iter(edge.call_records()), None), timeout=5, what="call record")
+        call_id = record.split(":", 3)[3]
+        ng = NgClient("127.0.0.1", edge.settings.rtpengine.ng_port, timeout_s=2)
+        # the port rtpengine gave the carrier and the carrier's SSRC (an attacker who sees the
+        # stream can copy it): the RTP stream whose SDP address is the carrier's
+        reply = ng.query(call_id)
+        stream = next(s for tag in reply["tags"].values() for m in tag.get("medias", []) for s in m["streams"]
+                      if s.get("advertised endpoint", {}).get("address") == CARRIER_A
+                      and "RTCP" not in s.get("flags", []))
+        assert "strict source address" in stream["flags"]  # rtpengine's own view of the policy
+        port, ssrc = stream["local port"], int(stream["SSRC"])
+        time.sleep(3.5)  # past rtpengine's learning of the carrier's source (the first 3 s of its media)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((STRANGER, 0))
+            for seq, payload in enumerate(pcmu_tone(INJECTED_TONE, 100)):
+                # sequence numbers and timestamps ahead of the carrier's, so a receiver would play them
+                header = struct.pack("!BBHII", 0x80, 0, (20000 + seq) & 0xFFFF, (4_000_000 + seq * 160), ssrc)
+                sock.sendto(header + payload, (edge.settings.rtpengine.address, port))
+                time.sleep(0.02)
+        carrier.hangup()
+        agent.wait_event("CALL_CLOSED")
+    assert_tone(agent.recording, CARRIER_TONE)
+    assert tone_level(agent.recording, INJECTED_TONE) < 0.02, "the injected tone reached the agent"

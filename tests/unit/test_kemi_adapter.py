@@ -454,7 +454,8 @@ def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store
     assert hasattr(kemi.Router, "ksr_branch_manage")
     assert ksr.args_of("tm.t_on_branch")[0] == ("ksr_branch_manage",)
     (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]  # made in the branch route, node default policies
-    assert flags.split() == ["replace-origin", "replace-session-connection", "ICE=remove", "RTP/AVP",
+    assert flags.split() == ["replace-origin", "replace-session-connection", "ICE=remove", "strict-source",
+                             "endpoint-learning=heuristic", "RTP/AVP",
                              "codec-mask-all", "codec-offer-PCMU", "codec-offer-PCMA", "codec-offer-telephone-event"]
     assert names.index("dialog.dlg_manage") < names.index("tm.t_relay")
     assert names.index("tm.t_on_failure") < names.index("tm.t_relay")

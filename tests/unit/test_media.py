@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routing.decision import Reject
-from routing.media import BASE_FLAGS, SdpOffer, offer_flags, parse_sdp, rtp_timeout_s
+from routing.media import BASE_FLAGS, SdpOffer, nat_flags, offer_flags, parse_sdp, rtp_timeout_s
 from routing.model import DataError, MediaPolicy, SrtpMode
 
 PLAIN = (
@@ -26,7 +26,7 @@ def policy(codecs=("PCMU", "PCMA", "G722", "opus"), ptime=20, srtp=SrtpMode.NONE
 
 def test_parse_sdp_reads_the_first_audio_stream() -> None:
     offer = parse_sdp(PLAIN)
-    assert offer == SdpOffer("RTP/AVP", ("PCMU", "PCMA", "G722", "opus", "telephone-event", "CN"))
+    assert offer == SdpOffer("RTP/AVP", ("PCMU", "PCMA", "G722", "opus", "telephone-event", "CN"), address="192.0.2.5")
     assert offer.srtp is SrtpMode.NONE
     assert parse_sdp(SDES).srtp is SrtpMode.SDES
     dtls = parse_sdp(DTLS)
@@ -50,7 +50,7 @@ def test_shared_codecs_are_offered_in_the_answerers_order_without_transcoding() 
 def test_no_shared_codec_transcodes_to_the_answerers_codecs() -> None:
     offer = SdpOffer("RTP/AVP", ("PCMU", "telephone-event"))
     flags = offer_flags(offer, policy(("PCMU",)), policy(("opus", "G722")))
-    assert flags.split()[4:] == ["codec-mask-PCMU", "codec-transcode-opus", "codec-transcode-G722",
+    assert flags.split()[6:] == ["codec-mask-PCMU", "codec-transcode-opus", "codec-transcode-G722",
                                  "codec-offer-telephone-event"]
 
 
@@ -117,3 +117,25 @@ def test_policy_fields_from_redis_and_node_defaults() -> None:
 def test_bad_policy_fields_name_the_key_and_field(fields: dict[str, str], message: str) -> None:
     with pytest.raises(DataError, match=message):
         MediaPolicy.from_redis(fields, "edge:trunk:t")
+
+
+@pytest.mark.parametrize(
+    "sdp_address, source, flags",
+    [
+        ("10.0.0.5", "198.51.100.20", ("SIP-source-address",)),  # behind NAT: private SDP, public source
+        ("100.64.3.4", "198.51.100.20", ("SIP-source-address",)),  # carrier-grade NAT
+        ("0.0.0.0", "198.51.100.20", ("SIP-source-address",)),
+        ("fd00::5", "2001:db8::20", ("SIP-source-address",)),
+        ("10.0.0.5", "10.0.0.6", ()),  # a LAN peer: its SDP address is reachable
+        ("198.51.100.7", "198.51.100.20", ()),  # a public media address of its own (media server)
+        ("198.51.100.20", "198.51.100.20", ()),
+        ("not-an-ip", "198.51.100.20", ()),
+    ],
+)
+def test_private_sdp_address_of_a_public_peer_uses_the_sip_source(sdp_address: str, source: str, flags: tuple) -> None:
+    assert nat_flags(sdp_address, source) == flags
+
+
+def test_every_offer_resists_rtp_injection() -> None:
+    flags = offer_flags(parse_sdp(PLAIN), policy(), policy()).split()
+    assert "strict-source" in flags and "endpoint-learning=heuristic" in flags
