@@ -287,8 +287,9 @@ def restart(settings: Settings, name: str) -> ServiceState:
         raise ServiceError(f"unknown service {name!r}: use one of {', '.join(_names(settings))}")
     run_dir = Path(settings.run_dir)
     _stop(run_dir, name)
-    if name == "kamailio":
+    if name in ("kamailio", "monitor"):  # both read rendered files: kamailio.cfg/routing.json, monitor.json
         render_to_dir(settings)
+    if name == "kamailio":
         kamailio_check(settings)
     _start(settings, name)
     return next(s for s in status(settings) if s.name == name)
