@@ -568,6 +568,7 @@ class Router:
         # kamailio#1182: without it, an ACK racing the 200's callback can leave it unconfirmed)
         KSR.dialog.dlg_manage()
         self._in_dialog_headers()
+        self._in_dialog_tls_profile()
         if method == "REFER":
             try:
                 refusal = self._refer_refusal()
@@ -602,6 +603,17 @@ class Router:
                 KSR.tm.t_on_reply(ON_REPLY)
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
+
+    def _in_dialog_tls_profile(self) -> None:
+        """An in-dialog request toward the carrier over TLS may open a new connection (another
+        local socket than the INVITE's): name the trunk so it is verified with the trunk's CA too."""
+        if not self.settings.tls_enabled:
+            return
+        trunk = _pv("$dlg_var(edge_trunk)")
+        from_caller = _pv("$ft") == _pv("$dlg(from_tag)")
+        toward_carrier = from_caller == (_pv(DIRECTION_VAR) == "termination")
+        if trunk and toward_carrier and "transport=tls" in (_pv("$du") or _pv("$ru")).lower():
+            KSR.pv.sets("$xavp(tls=>server_id)", trunk)
 
     def _in_dialog_headers(self) -> None:
         """Apply the sender's header policy (X- allow-list, identity trust) to an in-dialog request,
@@ -819,6 +831,9 @@ class Router:
             KSR.pv.sets(DTMF_VAR, f"{plan.caller_dtmf},{target.dtmf}")
             KSR.pv.sets(DTMF_AVP, f"{plan.caller_dtmf},{target.dtmf}")
             KSR.pv.sets("$ru", target.uri)
+            if self.settings.tls_enabled and ";transport=tls" in target.uri.lower() and target.trunk:
+                # selects the trunk's own CA profile in tls.cfg, if it has one (routing/tlsprofiles.py)
+                KSR.pv.sets("$xavp(tls=>server_id)", target.trunk)
             KSR.pv.sets(PLAN_AVP, plan.dumps())
             KSR.pv.sets(LABELS_AVP, "|".join(_hop_labels(plan)))
             KSR.tm.t_on_failure(ON_FAILURE)

@@ -356,6 +356,13 @@ def _host(value: str, where: str) -> str:
     return host
 
 
+def _ca_path(value: str, where: str) -> str:
+    path = (value or "").strip()
+    if path and (not path.startswith("/") or any(c in path for c in '"\n\r\t') or "]" in path):
+        raise DataError(f"{where}: expected an absolute path to a PEM file, got {value!r}")
+    return path
+
+
 def check_name(name: str, what: str) -> str:
     """Validate a trunk or agent name.
 
@@ -528,6 +535,8 @@ class Trunk:
         trust_identity: whether the carrier's identity headers (P-Asserted-Identity,
             Remote-Party-ID, Diversion...) pass to agents.
         register: the edge's registration to the carrier, or None (see :class:`Registration`).
+        tls_ca: PEM file of the CAs that sign this carrier's ``tls`` gateways' certificates, instead
+            of ``sip.tls.ca_list`` (verification stays on); empty = the node's list.
         allow_prefixes: termination destinations allowed (E.164 prefixes); empty = all not denied.
         deny_prefixes: termination destinations refused (premium, high-cost ranges).
         probe: whether the edge pings the gateways with SIP OPTIONS and skips the
@@ -559,6 +568,7 @@ class Trunk:
     trust_identity: bool = True
     probe: bool = True
     register: Registration | None = None
+    tls_ca: str = ""
     dtmf: DtmfMode | None = None
     billing_increment: tuple[int, int] = (1, 1)
     max_rate: Decimal | None = None
@@ -593,6 +603,8 @@ class Trunk:
         }
         if self.register is not None:
             fields["register"] = self.register.to_redis()
+        if self.tls_ca:
+            fields["tls_ca"] = self.tls_ca
         return fields
 
     @classmethod
@@ -642,6 +654,7 @@ class Trunk:
             trust_identity=_bool(fields.get("trust_identity"), f"{where} trust_identity", default=True),
             probe=_bool(fields.get("probe"), f"{where} probe", default=True),
             register=Registration.parse(fields.get("register", ""), f"{where} register"),
+            tls_ca=_ca_path(fields.get("tls_ca", ""), f"{where} tls_ca"),
             dtmf=_dtmf(fields.get("dtmf"), where),
             billing_increment=parse_increment(fields.get("billing_increment", ""), f"{where} billing_increment"),
             max_rate=_decimal(fields.get("max_rate"), f"{where} max_rate"),

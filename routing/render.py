@@ -12,6 +12,7 @@ import hmac
 import os
 import sysconfig
 from dataclasses import asdict
+from typing import Sequence
 from pathlib import Path
 
 import jinja2
@@ -62,6 +63,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         reg_contacts=registration_contacts(settings),
         reg_timer_interval_s=settings.registration.timer_interval_s,
         reg_sync_interval_s=settings.registration.sync_interval_s,
+        tls_enabled=settings.tls_enabled,
         dtmf_default=settings.dtmf.default_mode,
         dtmf_duration_ms=settings.dtmf.duration_ms,
         dtmf_volume_db=settings.dtmf.volume_db,
@@ -98,13 +100,14 @@ def registration_contacts(settings: Settings) -> tuple[tuple[str, str], ...]:
     return tuple(out.items())
 
 
-def _context(settings: Settings) -> dict[str, object]:
+def _context(settings: Settings, tls_clients: Sequence[object] = ()) -> dict[str, object]:
     rt = runtime_settings(settings)
     data = settings.model_dump(mode="json")
     data["rtpengine"]["ng_address"] = "127.0.0.1"
     data["run_dir"] = str(settings.run_dir)
     data["module_path"] = KAMAILIO_MODULES
     data["uacreg_db_dir"] = UACREG_DB_DIR
+    data["tls_clients"] = list(tls_clients)
     data["topoh_key"] = topology_key(settings)
     data["topoh_ip"] = sip_host(dict(rt.reg_contacts).get("udp", rt.reg_contacts[0][1]).rsplit(":", 1)[0]).strip("[]")
     data["entry_script"] = str(ENTRY_SCRIPT)
@@ -128,8 +131,13 @@ def sip_host(address: str) -> str:
     return f"[{address}]" if ":" in address and not address.startswith("[") else address
 
 
-def render(settings: Settings) -> dict[str, str]:
+def render(settings: Settings, tls_clients: Sequence[object] = ()) -> dict[str, str]:
     """Render all configs in memory: file name -> text.
+
+    Args:
+        tls_clients: per-trunk TLS client profiles (:class:`routing.tlsprofiles.ClientProfile`)
+            written into ``tls.cfg``; none by default (they come from redis, see
+            :func:`routing.tlsprofiles.refresh`).
 
     Raises:
         jinja2.UndefinedError: a template uses a value the settings do not provide.
@@ -143,7 +151,7 @@ def render(settings: Settings) -> dict[str, str]:
         autoescape=False,
     )
     env.filters["sip_host"] = sip_host
-    context = _context(settings)
+    context = _context(settings, tls_clients)
     return {name: env.get_template(template).render(**context) for name, template in OUTPUTS.items()}
 
 

@@ -39,6 +39,7 @@ class RuntimeSettings:
             Contact address of registrations to carriers.
         reg_timer_interval_s: the ``uac`` module's ``reg_timer_interval`` (s).
         reg_sync_interval_s: how often registrations are synced with redis and published (s).
+        tls_enabled: the node has a TLS listener (tls hops name their trunk for its CA profile).
         dtmf_default: DTMF mode of trunks and agents without their own (``rfc4733``, ``info``, ``inband``).
         dtmf_duration_ms: length of a digit played from an INFO without Duration (ms).
         dtmf_volume_db: level of played DTMF tones (dB below full scale).
@@ -72,6 +73,7 @@ class RuntimeSettings:
     reg_contacts: tuple[tuple[str, str], ...] = ()
     reg_timer_interval_s: int = 10
     reg_sync_interval_s: int = 5
+    tls_enabled: bool = False
     dtmf_default: str = "rfc4733"
     dtmf_duration_ms: int = 250
     dtmf_volume_db: int = 8

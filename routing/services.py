@@ -86,6 +86,11 @@ def _pid(run_dir: Path, name: str) -> int | None:
     return pid if _alive(pid) else None
 
 
+def kamailio_running(settings: Settings) -> bool:
+    """True when this node's Kamailio process (pid file in ``run_dir``) is alive."""
+    return _pid(Path(settings.run_dir), "kamailio") is not None
+
+
 def _alive(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie waiting to be reaped."""
     try:
@@ -155,8 +160,34 @@ def _names(settings: Settings) -> list[str]:
     return (["redis"] if settings.redis.manage else []) + ["rtpengine", "kamailio", "monitor"]
 
 
+def tls_profiles(settings: Settings, client: redis.Redis | None = None, reload: bool = False) -> bool:
+    """Write the per-trunk TLS client profiles (``tls_ca`` overrides) from redis into ``tls.cfg``
+    (see :mod:`routing.tlsprofiles`); with ``reload``, make the running Kamailio load them.
+
+    Returns:
+        True when ``tls.cfg`` changed; False also when there is no TLS listener.
+
+    Raises:
+        redis.RedisError: redis unreachable.
+        DataError: a malformed trunk.
+        RuntimeError: ``tls.reload`` failed.
+    """
+    from . import admin, tlsprofiles
+
+    if not settings.tls_enabled:
+        return False
+    r = settings.redis
+    client = client or connect(r.host, r.port, r.db, r.password, timeout_ms=2000, connect_timeout_ms=2000)
+    return tlsprofiles.refresh(settings, admin.list_trunks(client), reload=reload)
+
+
 def _start(settings: Settings, name: str) -> int:
     run_dir = Path(settings.run_dir)
+    if name == "kamailio" and settings.tls_enabled:
+        try:
+            tls_profiles(settings)
+        except (redis.RedisError, ValueError) as exc:  # start with the node-wide CA list only
+            print(f"edgectl: per-trunk TLS CAs not written ({exc})", file=sys.stderr)
     previous = _CHILDREN.pop(name, None)
     if previous is not None:
         previous.poll()  # reap an earlier instance that died

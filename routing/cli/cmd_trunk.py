@@ -9,7 +9,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import admin, keys, prober
+from pathlib import Path
+
+from .. import admin, keys, prober, services
 from ..dtmf import DtmfMode
 from ..health import GatewayHealth, probe_ok
 from ..model import (AuthMode, DataError, Direction, Registration, Transport, Trunk, format_increment,
@@ -89,6 +91,8 @@ def trunk() -> None:
 @click.option("--inbound-rate", default=None, metavar="RATE",
               help="Per-minute price of inbound (origination) calls on this trunk, for call records and spend.")
 @media_options
+@click.option("--tls-ca", "tls_ca", default="", metavar="PEM",
+              help="CA file that verifies this carrier's tls gateways (instead of sip.tls.ca_list).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing trunk completely.")
 @pass_app
 @handle_errors
@@ -127,6 +131,7 @@ def add(
     ptime_ms: int | None = None,
     srtp: str | None = None,
     rtp_timeout_s: int | None = None,
+    tls_ca: str = "",
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
     try:
@@ -165,9 +170,24 @@ def add(
         daily_spend_cap=None if daily_spend_cap is None else parse_rate(daily_spend_cap, f"trunk {name!r} daily_spend_cap"),
         inbound_rate=None if inbound_rate is None else parse_rate(inbound_rate, f"trunk {name!r} inbound_rate"),
         media=media_policy(codecs, ptime_ms, srtp, rtp_timeout_s, f"trunk {name!r}"),
+        tls_ca=str(Path(tls_ca).resolve()) if tls_ca else "",
     )
+    if tls_ca and not Path(tls_ca).is_file():
+        raise DataError(f"trunk {name!r} tls_ca: {tls_ca} is not a file")
     written = admin.put_trunk(app.redis(), value, replace=replace)
     click.echo(f"trunk {written.name!r} saved: {len(written.gateways)} gateway(s), {len(written.cidrs)} cidr(s)")
+    _reload_tls(app)
+
+
+def _reload_tls(app: AppContext) -> None:
+    """Rewrite the per-trunk TLS profiles and reload them into the running Kamailio."""
+    if not app.settings.tls_enabled:
+        return
+    try:
+        if services.tls_profiles(app.settings, app.redis(), reload=services.kamailio_running(app.settings)):
+            click.echo("tls.cfg: per-trunk CA profiles rewritten and reloaded")
+    except RuntimeError as exc:
+        raise DataError(f"trunk saved, but {exc}") from None
 
 
 @trunk.command("list")
@@ -233,6 +253,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")
+    table.add_row("tls ca", found.tls_ca or "sip.tls.ca_list")
     if found.register is not None:
         reg = found.register
         table.add_row("register", f"{reg.registrar} transport={reg.transport.value} expires={reg.expires_s}s "
@@ -320,6 +341,7 @@ def rm(app: AppContext, name: str) -> None:
     """Remove trunk NAME (refused while DIDs or routes use it)."""
     admin.remove_trunk(app.redis(), name)
     click.echo(f"trunk {name!r} removed")
+    _reload_tls(app)
 
 
 @trunk.command("set-password")

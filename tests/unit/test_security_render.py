@@ -46,3 +46,34 @@ def test_registration_settings_reach_the_uac_module_and_the_plugin(tmp_path: Pat
     rt = load_runtime(str(tmp_path / "routing.json"))
     assert rt.reg_contacts == (("udp", "203.0.113.9:5070"), ("tcp", "127.0.0.1:5071"))
     assert (rt.reg_timer_interval_s, rt.reg_sync_interval_s) == (7, 2)
+
+
+def test_tls_profiles_per_trunk_with_its_own_ca(tmp_path: Path) -> None:
+    from routing.model import Gateway, Transport, Trunk
+    from routing.tlsprofiles import client_profiles, refresh
+
+    trunks = [Trunk("b-tls", gateways=(Gateway("sip.b.example", 5061, Transport.TLS),), tls_ca="/etc/b.pem"),
+              Trunk("a-udp", gateways=(Gateway("192.0.2.1"),), tls_ca="/etc/a.pem"),  # no tls gateway
+              Trunk("c-default", gateways=(Gateway("192.0.2.3", 5061, Transport.TLS),))]  # node-wide CA
+    profiles = client_profiles(trunks)
+    assert [(p.trunk, p.ca_list) for p in profiles] == [("b-tls", "/etc/b.pem")]
+    settings = load_settings(settings_file(tmp_path, {"sip": {"listen": [
+        {"transport": "udp", "address": "127.0.0.1", "port": 5060},
+        {"transport": "tls", "address": "127.0.0.1", "port": 5061}]}}))
+    (tmp_path / "run").mkdir()
+    assert refresh(settings, trunks, reload=False) is True
+    text = (tmp_path / "run" / "tls.cfg").read_text()
+    section = text.split("[client:any]", 1)[1]
+    assert "server_id = b-tls" in section and "server_name = b-tls.trunk.byoc-edge.invalid" in section
+    assert "ca_list = /etc/b.pem" in section and "verify_certificate = yes" in section
+    assert refresh(settings, trunks, reload=False) is False  # unchanged: not rewritten, not reloaded
+    assert 'modparam("tls", "xavp_cfg", "tls")' in render(settings)["kamailio.cfg"]
+
+
+def test_trunk_tls_ca_must_be_an_absolute_path() -> None:
+    import pytest
+
+    from routing.model import DataError, Trunk
+
+    with pytest.raises(DataError, match="tls_ca"):
+        Trunk.from_redis("t", {"tls_ca": "relative/ca.pem"}, [], {})
