@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .plan import CallPlan
 
-__all__ = ["Reject", "Relay", "Authenticate", "Decision", "Reason", "Step", "Trace", "STAGE_OF_TAG"]
+__all__ = ["Reject", "Relay", "Authenticate", "Decision", "Reason", "Step", "Trace", "STAGE_OF_TAG", "ROUTING_STAGES"]
 
 
 class Reason:
@@ -152,4 +152,13 @@ STAGE_OF_TAG = {
     "max_forwards": "request",
     "method_not_allowed": "request",
     "no_dialog": "dialog",
+    "srtp_required": "media",
+    "dtls_required": "media",
+    "codecs_not_allowed": "media",
+    "no_audio": "media",
 }
+
+#: Stages :func:`routing.pipeline.route_initial_invite` runs; a refusal at any other stage
+#: (media, failover, store, internal) comes after routing and a replay cannot repeat it.
+ROUTING_STAGES = frozenset({"registration", "acl", "auth", "direction", "did", "agent", "number", "policy", "route",
+                            "limits", "caller", "targets"})

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .. import explain as explaining
+from ..decision import ROUTING_STAGES
 from ..render import runtime_settings
 from ..request import SipRequest
 from ..store import RedisStore
@@ -138,6 +139,9 @@ def explain(app: AppContext, call_id: str | None, source: str | None, ruri: str 
         out["replay"] = replay.as_dict()
         lines.append("the same request through the current tables (dry run):")
         lines += format_explanation(replay)
+        if record.get("stage") and record["stage"] not in ROUTING_STAGES:
+            lines.append(f"  (the refusal came at stage {record['stage']}, after routing: a replay of the routing "
+                         "stages cannot repeat it; see the call record above and docs/operations.md)")
     if as_json:
         emit_json(out)
         return
