@@ -250,6 +250,9 @@ def parse_document(data: Any, path: str, environ: dict[str, str] | None = None) 
         entry = dict(raw) if isinstance(raw, dict) else raw
         secrets = {k: entry.pop(k) for k in (USERNAME_FIELD, *PASSWORD_FIELDS) if isinstance(entry, dict) and k in entry}
         trunk = _checked(where, lambda: admin.check_trunk(from_plain(Trunk, entry, "trunk")))
+        ca = getattr(trunk, "tls_ca", "")
+        if ca and not os.path.isfile(ca):
+            raise DataError(f"{where}.tls_ca: {ca} is not a file")  # as edgectl trunk add --tls-ca
         remember("trunk", trunk.name, where)
         tables.trunks[trunk.name] = trunk
         username = secrets.get(USERNAME_FIELD)

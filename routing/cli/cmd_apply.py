@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from .. import keys, tableset
+from .. import keys, services, tableset
+from ..model import DataError
 from . import AppContext, emit_json, handle_errors, pass_app
 
 __all__ = ["export", "apply", "format_plan"]
@@ -39,6 +40,18 @@ def format_plan(plan: tableset.Plan) -> list[str]:
         f"{counts['unchanged']} unchanged"
     )
     return lines
+
+
+def _reload_tls(app: AppContext) -> None:
+    """Rewrite and reload the per-trunk TLS CA profiles (trunk ``tls_ca``), as ``edgectl trunk add``
+    does; the note goes to stderr so ``--json`` output stays JSON."""
+    if not app.settings.tls_enabled:
+        return
+    try:
+        if services.tls_profiles(app.settings, app.redis(), reload=services.kamailio_running(app.settings)):
+            click.echo("tls.cfg: per-trunk CA profiles rewritten and reloaded", err=True)
+    except RuntimeError as exc:
+        raise DataError(f"tables applied, but {exc}") from None
 
 
 @click.command()
@@ -76,6 +89,8 @@ def apply(app: AppContext, file: Path, dry_run: bool, prune: bool, as_json: bool
     plan = tableset.apply_document(client, desired, prune=prune, dry_run=dry_run, box_factory=app.secrets)
     applied = bool(plan.changes) and not dry_run
     version = client.get(keys.VERSION) if applied else None
+    if applied and any(c.kind == "trunk" for c in plan.changes):
+        _reload_tls(app)  # per-trunk tls_ca profiles, as after edgectl trunk add
     if as_json:
         emit_json({
             "dry_run": dry_run,

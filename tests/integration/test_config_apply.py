@@ -3,6 +3,7 @@ invalid files write nothing; export -> apply is a no-op."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -98,3 +99,29 @@ def test_dry_run_and_invalid_file_write_nothing(clean_edge: Edge) -> None:
     caller = uac(edge.workdir / "refused", CARRIER_A, 5070, edge.sip, DID, scenario=reject_uac_scenario(edge.workdir))
     assert caller.wait() == 0, caller.output()
     assert caller.final_status() == [(404, "DID Not Found")]
+
+
+def tls_cfg(edge: Edge) -> str:
+    return (Path(edge.settings.run_dir) / "tls.cfg").read_text()
+
+
+def test_applied_tls_ca_is_loaded_into_kamailio(clean_edge: Edge) -> None:
+    """A trunk's tls_ca set by apply reaches tls.cfg and the running Kamailio, as with edgectl trunk add."""
+    edge = clean_edge
+    data = tables()
+    data["trunks"][0]["tls_ca"] = str(edge.settings.tls_certificate)  # a PEM file: the edge's own certificate
+    data["trunks"][0]["gateways"] = [{"host": CARRIER_A, "port": 5061, "transport": "tls"}]
+    result = edgectl(edge, "apply", str(dump(edge, data, "tls.yaml")), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["applied"] is True  # the note about tls.cfg went to stderr
+    assert "per-trunk CA profiles rewritten and reloaded" in result.stderr
+    assert f"server_id = carrier-a\n" in tls_cfg(edge)
+    assert f"ca_list = {edge.settings.tls_certificate}\n" in tls_cfg(edge)
+    data["trunks"][0]["tls_ca"] = "/nonexistent/ca.pem"
+    result = edgectl(edge, "apply", str(dump(edge, data, "bad-ca.yaml")))
+    assert result.returncode == 1 and "tls_ca: /nonexistent/ca.pem is not a file" in result.stderr
+    # back to no per-trunk CA: the profile is removed from the running Kamailio (later tests see none)
+    del data["trunks"][0]["tls_ca"]
+    result = edgectl(edge, "apply", str(dump(edge, data, "no-ca.yaml")))
+    assert result.returncode == 0, result.stderr
+    assert "server_id = carrier-a" not in tls_cfg(edge)

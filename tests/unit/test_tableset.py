@@ -115,6 +115,7 @@ def test_plain_errors_name_the_field(field: str, value: object, message: str) ->
         (lambda d: d.update(gateways=[]), "f.yaml: unknown section 'gateways'"),
         (lambda d: d.update(version=2), "f.yaml: version must be 1"),
         (lambda d: d["trunks"][0].update(password="x"), "f.yaml: trunks[0] (telnyx).password: needs a username"),
+        (lambda d: d["trunks"][0].update(tls_ca="/nonexistent/ca.pem"), "f.yaml: trunks[0] (telnyx).tls_ca: /nonexistent/ca.pem is not a file"),
     ],
 )
 def test_invalid_entries_are_named(mutate, message: str) -> None:
