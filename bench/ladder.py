@@ -90,6 +90,7 @@ class Bench:
         s = self.summary
         s["machine"] = sysinfo.machine()
         s["load_start"] = sysinfo.loadavg()
+        s["nice"] = os.nice(0)
         s["source"] = rungs.source_id(None if self.args.worktree else "HEAD")
         ref = None if self.args.worktree else "HEAD"
         s["proposals"] = [p.name for p in PROPOSALS]
@@ -110,7 +111,9 @@ class Bench:
             self.p["rungs"] = [r for r in self.p["rungs"] if r != "peer-tuned"]  # it would be the peer again
         vals = dict(WORKERS=4, TCP_WORKERS=2, NODE="bench-peer", MAX_CALL_S=rungs.MAX_CALL_S, NG_PORT=rungs.NG_PORT,
                     REDIS_HOST="127.0.0.1", REDIS_PORT=rungs.REDIS_PORT, LEASE_SHA=shas["lease"],
-                    RELEASE_SHA=shas["release"], LEASE_TTL=rungs.MAX_CALL_S + 60)
+                    RELEASE_SHA=shas["release"], LEASE_TTL=rungs.MAX_CALL_S + 60, UPDATE_SHA=shas["call_update"],
+                    FINISH_SHA=shas["finish"], CDR_SHA=shas["cdr_add"], CDR_RETENTION=30 * 86400,
+                    SPEND_TTL=3 * 86400, CDR_JSON=rungs.cdr_record_expr("bench-peer"))
         self.natives["peer"] = rungs.NativeKamailio("peer", BENCH / "peer/kamailio.cfg", self.base, rungs.PEER_IP,
                                                     rungs.SIP_PORT, vals, args=edge_args)
         self.natives["peer-tuned"] = rungs.NativeKamailio("peer-tuned", BENCH / "peer/kamailio.cfg", self.base,
@@ -158,7 +161,7 @@ class Bench:
             mon = subprocess.Popen(["redis-cli", "-p", str(rungs.REDIS_PORT), "monitor"], stdout=subprocess.PIPE,
                                    text=True)
             time.sleep(0.3)
-            res = steps.run_step(self.step_dir(f"fairness-{name}"), self.target(name), 2, 1, 200)
+            res = steps.run_step(self.step_dir(f"fairness-{name}"), self.target(name), 10, 2, 200)
             time.sleep(0.5)
             mon.terminate()
             text = mon.communicate(timeout=5)[0]

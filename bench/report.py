@@ -12,8 +12,9 @@ RUNG_TEXT = {
     "direct": "SIPp caller → SIPp callee, nothing in between",
     "limit": "Kamailio stateless `forward()` + record-route (bench/limit/kamailio.cfg)",
     "peer": "Kamailio native cfg doing the edge's work: tm, dialog, rtpengine offer/answer/delete, the same redis "
-            "commands through ndb_redis (2 topology pipelines, DID, lease.lua, release.lua) (bench/peer/kamailio.cfg); "
-            "same start options as the edge",
+            "commands through ndb_redis (a per-worker topology copy read again after 1 s or when edge:version moves, "
+            "DID + edge:version, lease.lua; call_update.lua at the answer; finish.lua and cdr_add.lua with a call record "
+            "of the edge's format at the end) (bench/peer/kamailio.cfg); same start options as the edge",
     "edge": "**byoc-edge** (git HEAD), started with `routing.services.up`, Python KEMI routing",
     "peer-tuned": "the peer started with `-m 1024 -x tlsf` (what proposals 01-02 gave the edge; run only while the edge's "
                   "own options differ)",
@@ -82,7 +83,8 @@ def render(summary_path: Path, target: Path) -> None:
     v = m.get("versions", {})
     w(f"| software | {v.get('kamailio')}; rtpengine {v.get('rtpengine')}; {v.get('redis')}; {v.get('sipp')}; Python {v.get('python')} |")
     w(f"| load average at start / end | {s.get('load_start')} / {s.get('load_end')} (the machine was shared with other "
-      f"engineers' test runs: rungs are interleaved within each repeat so that they share the noise) |")
+      f"engineers' test runs: rungs are interleaved within each repeat so that they share the noise"
+      + (f"; the whole bench ran at nice {s['nice']}, above them" if s.get("nice") else "") + ") |")
     w("")
     w("Everything runs on this one machine: the SIPp caller and callee, Kamailio, rtpengine (userspace relay) and "
       "redis share its cores, all traffic on loopback (127.0.2.0/24).")
@@ -133,8 +135,9 @@ def render(summary_path: Path, target: Path) -> None:
     w("")
     fair = s.get("fairness", {})
     if fair:
-        w("Same redis work, checked with `redis-cli MONITOR` on one call through each (commands per call, Lua-internal "
-          "calls not counted):")
+        w("Same redis work, checked with `redis-cli MONITOR` on 20 calls through each (commands per call, Lua-internal "
+          "calls not counted; the first topology read of each worker and the edge's background timers, such as the "
+          "registration sync and the gateway prober, included):")
         w("")
         for name, f in fair.items():
             cmds = ", ".join(f"{k} {fmt(v, 1)}" for k, v in sorted(f.get("commands", {}).items()))

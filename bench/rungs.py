@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import shutil
 import signal
@@ -90,6 +91,8 @@ def edge_settings(run_dir: Path, workers: int = 4) -> dict:
         },
         "redis": {"host": "127.0.0.1", "port": REDIS_PORT, "manage": True, "timeout_ms": 200, "connect_timeout_ms": 200},
         "limits": {"retry_after_s": 5},
+        # the metrics endpoints on the bench's own address (the default ports, away from other runs)
+        "metrics": {"address": EDGE_IP},
     }
 
 
@@ -145,7 +148,7 @@ class Edge:
         (self.run_dir / "pids" / "kamailio.pid").unlink(missing_ok=True)
 
     def down(self) -> None:
-        for name in ("kamailio", "rtpengine", "redis"):
+        for name in ("monitor", "kamailio", "rtpengine", "redis"):
             pid = self.pid(name)
             if pid:
                 killpg(pid)
@@ -173,7 +176,7 @@ class Edge:
             raise RuntimeError(f"provisioning failed: {out.stderr[-2000:]}")
         client = self.redis()
         shas = {}
-        for name in ("lease", "release"):
+        for name in ("lease", "release", "call_update", "finish", "cdr_add"):
             text = (self.src / "routing" / "lua" / f"{name}.lua").read_text()
             shas[name] = client.script_load(text)
             assert shas[name] == hashlib.sha1(text.encode()).hexdigest()
@@ -310,3 +313,31 @@ def source_id(ref: str | None) -> dict:
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "routing", "kamailio", "templates"],
                            capture_output=True, text=True).stdout.strip()
     return {"ref": ref or "worktree", "commit": head, "worktree_dirty": bool(dirty)}
+
+
+def cdr_record_expr(node: str) -> str:
+    """A Kamailio cfg string expression that builds a call record in the edge's format
+    (``routing.cdr.build_record`` of this tree) for the peer: ``$var(cid)``, ``$var(st)``'s
+    CSeq and start are spliced in, the other fields are those of a bench call."""
+    sys.path.insert(0, str(REPO))
+    from routing.cdr import CallFacts, build_record
+
+    cid, cseq, start = "~CID~", "~CS~", 1795270000000
+    record = build_record(CallFacts(
+        node=node, call_id=cid, cseq=cseq, start_ms=start, end_ms=start + 560, sip_code=200, sip_reason="OK",
+        direction="origination", answer_ms=start + 20, trunk=TRUNK, agent=AGENT, number=DID, caller="+14155550123",
+        tried=[f"{AGENT} sip:{AGENT_IP}:{AGENT_PORT}=200"], codecs_caller=["PCMU", "telephone-event"],
+        codecs_callee=["PCMU", "telephone-event"], hangup="caller",
+    ))
+    text = json.dumps(record, separators=(",", ":")).replace(str(start), "~ST~", 1)
+    parts: list[str] = []
+    for piece in re.split("(~[A-Z]+~)", text):
+        if piece == "~CID~":
+            parts.append("$var(cid)")
+        elif piece == "~CS~":
+            parts.append("$(var(st){s.select,4,|})")
+        elif piece == "~ST~":
+            parts.append("$var(start)")
+        elif piece:
+            parts.append('"' + piece.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return " + ".join(parts)
