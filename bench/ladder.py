@@ -240,7 +240,7 @@ class Bench:
         retr = [sippx._i(x, "Retransmissions(P)") for x in rows]
         knee = 0
         for i, (rt, f, rx) in enumerate(zip(rates, fails, retr)):
-            if f or rx > rt * 0.01:
+            if f:  # the same criterion as a step's pass (failed calls); retransmissions only slow it
                 break
             knee = max(knee, rt)
         # the knee is the highest offered rate with no failure, minus one interval of lag
