@@ -64,6 +64,8 @@ class Bench:
         self.p = self.params()
         if args.rungs:
             self.p["rungs"] = args.rungs.split(",")
+        if args.media_n:
+            self.p["media_n"] = [int(n) for n in args.media_n.split(",")]
         self.summary["params"] = self.p
         self.edge = rungs.Edge(self.base)
         self.natives: dict[str, rungs.NativeKamailio] = {}
@@ -468,6 +470,8 @@ class Bench:
         window = max(3.0, self.p["pcap_s"] - setup_s - 3)
         c0 = sysinfo.cpu_seconds([rtp_pid])
         k0 = sysinfo.cpu_seconds(sysinfo.session_pids(self.edge.pid("kamailio")))
+        sipp_pids = [uac.pid, uas.proc.pid]
+        p0 = sysinfo.cpu_seconds(sipp_pids)
         s0 = sysinfo.cpu_stat()
         drops_max: dict[str, int] = {}
         t0 = time.monotonic()
@@ -481,6 +485,7 @@ class Bench:
             time.sleep(1.0)
         wall = time.monotonic() - t0
         cores = (sysinfo.cpu_seconds([rtp_pid]) - c0) / wall
+        sipp_cores = (sysinfo.cpu_seconds(sipp_pids) - p0) / wall  # caller + callee, every thread
         machine = sysinfo.cpu_split(s0, sysinfo.cpu_stat())
         sessions = self.edge.rtpengine_sessions()
         uac.wait(timeout=hold_ms / 1000 + 120)
@@ -506,6 +511,7 @@ class Bench:
             "socket_drops": drops_max, "udp_rcvbuf_errors": udp1.get("RcvbufErrors", 0) - udp0.get("RcvbufErrors", 0),
             "rtpengine_pps_samples": pps, "rtpengine_cores": round(cores, 3),
             "rtpengine_ms_per_call_s": round(1000 * cores / max(1, n), 3), "machine_pct": machine,
+            "sipp_cores": round(sipp_cores, 3),
             "kamailio_cpu_s_window": round(sysinfo.cpu_seconds(sysinfo.session_pids(self.edge.pid("kamailio"))) - k0, 3),
             "hold_ms": hold_ms, "window_s": round(wall, 1),
         }
@@ -560,6 +566,19 @@ class Bench:
         self.summary["micro"] = micro.measure(3000 if not self.quick else 1000)
         self.save()
 
+    def pyprof(self) -> None:
+        """Python CPU per call by plugin entry point and function, inside the workers (bench/pyprof.py);
+        last, because it runs its own edge on the bench's addresses."""
+        import pyprof
+
+        self.edge.down()
+        self.edge_variant = None
+        out = self.out / "pyprof"
+        out.mkdir(exist_ok=True)
+        self.summary["pyprof"] = pyprof.measure(self.base, out, self.p["ablation_cps"] - 50, self.p["step_s"],
+                                                None if self.args.worktree else "HEAD")
+        self.save()
+
     def mem_sample(self, calls: int) -> dict:
         kam = sysinfo.session_pids(self.edge.pid("kamailio"))
         shm = subprocess.run(["kamcmd", "-s", f"unix:{self.edge.run_dir / 'kamailio_ctl'}", "core.shmmem"],
@@ -606,7 +625,7 @@ class Bench:
         t0 = time.monotonic()
         phases = [("cps", self.cps), ("latency", self.latency), ("ablation", self.ablation),
                   ("profile", self.profile), ("media", lambda: self.media(False)), ("xcode", lambda: self.media(True)),
-                  ("memory", self.memory), ("micro", self.micro)]
+                  ("memory", self.memory), ("micro", self.micro), ("pyprof", self.pyprof)]
         only = set(self.args.only.split(",")) if self.args.only else None
         try:
             self.setup()
@@ -783,8 +802,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few minutes: one repeat, short steps")
     ap.add_argument("--worktree", action="store_true", help="bench the working tree instead of git HEAD")
-    ap.add_argument("--only", help="comma-separated phases: cps,latency,ablation,profile,media,xcode,memory,micro")
+    ap.add_argument("--only", help="comma-separated phases: cps,latency,ablation,profile,media,xcode,memory,micro,pyprof")
     ap.add_argument("--rungs", help="comma-separated rungs of the CPS ladder (default: all), e.g. edge,edge-w8")
+    ap.add_argument("--media-n", help="comma-separated G.711 call counts of the media phase, e.g. 400,500")
     ap.add_argument("--keep", action="store_true", help="keep the run directories under /tmp")
     ap.add_argument("--results", default=str(BENCH / "results"))
     ap.add_argument("--no-report", action="store_true")
