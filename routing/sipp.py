@@ -277,60 +277,55 @@ def reject_uac_scenario(workdir: Path, max_forwards: int = 70, extra_headers: st
     return path
 
 
+#: SDP of a PCMU answer (with telephone-event 101) at SIPp's own media port
+PCMU_ANSWER_SDP = """      v=0
+      o=- 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000"""
+
+
+def reply(status: str, tag: str = "", dialog: bool = False, retrans: bool = False,
+          headers: str = "", sdp: str = "") -> str:
+    """A SIPp ``<send>`` of a response to the last request, echoing its Via, From, To, Call-ID
+    and CSeq (RFC 3261 section 8.2.6.2).
+
+    Args:
+        status: code and reason phrase, e.g. ``"200 OK"``.
+        tag: a To tag to add (``"01"`` gives ``[pid]SIPpTag01[call_number]``); empty for none.
+        dialog: a dialog-creating response: echo Record-Route and add a Contact (RFC 3261 section 12.1.1).
+        retrans: retransmit every 500 ms until the next message arrives (final INVITE responses).
+        headers: further header lines, each indented and ending with a newline.
+        sdp: an SDP body (indented lines); empty for no body.
+    """
+    to_tag = f";tag=[pid]SIPpTag{tag}[call_number]" if tag else ""
+    lines = [f"SIP/2.0 {status}", "[last_Via:]", "[last_From:]", f"[last_To:]{to_tag}", "[last_Call-ID:]", "[last_CSeq:]"]
+    if dialog:
+        lines += ["[last_Record-Route:]", "Contact: <sip:[local_ip]:[local_port];transport=[transport]>"]
+    head = "".join(f"      {line}\n" for line in lines) + headers
+    if sdp:
+        message = f"{head}      Content-Type: application/sdp\n      Content-Length: [len]\n\n{sdp}\n"
+    else:
+        message = f"{head}      Content-Length: 0\n\n"
+    attr = ' retrans="500"' if retrans else ""
+    return f"""  <send{attr}>
+    <![CDATA[
+{message}    ]]>
+  </send>
+"""
+
+
 def reply_uas_scenario(workdir: Path, code: int, early_media: bool = False) -> Path:
     """A callee that answers INVITEs with ``code`` (optionally after a 183 with SDP)."""
-    early = """
-  <send>
-    <![CDATA[
-      SIP/2.0 183 Session Progress
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      [last_Record-Route:]
-      Contact: <sip:[local_ip]:[local_port]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=- 1 1 IN IP4 [local_ip]
-      s=-
-      c=IN IP4 [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-    ]]>
-  </send>
-  <pause milliseconds="100"/>""" if early_media else ""
+    early = reply("183 Session Progress", tag="01", dialog=True, sdp=PCMU_ANSWER_SDP) + \
+        '  <pause milliseconds="100"/>\n' if early_media else ""
     text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="uas reply {code}">
   <recv request="INVITE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 100 Trying
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>{early}
-  <send retrans="500">
-    <![CDATA[
-      SIP/2.0 {code} Test Reply {code}
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="ACK"/>
+{reply("100 Trying")}{early}{reply(f"{code} Test Reply {code}", tag="01", retrans=True)}  <recv request="ACK"/>
 </scenario>
 """
     workdir.mkdir(parents=True, exist_ok=True)
@@ -343,104 +338,22 @@ def gateway_scenario(workdir: Path, options_code: int = 200, invite_code: int = 
     """A carrier gateway that answers every OPTIONS with ``options_code`` and every INVITE
     with ``invite_code`` (200: rings, answers with SDP after ``-d`` ms and takes the BYE;
     otherwise 100 then that final response).  Each OPTIONS counts as one SIPp call."""
-    reply = f"""
-  <send>
-    <![CDATA[
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      [last_Record-Route:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <pause/>
-  <send retrans="500">
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      [last_Record-Route:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=- 1 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:101 telephone-event/8000
-    ]]>
-  </send>
-  <recv request="ACK" crlf="true"/>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>""" if invite_code == 200 else f"""
-  <send>
-    <![CDATA[
-      SIP/2.0 100 Trying
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-      SIP/2.0 {invite_code} Test Reply {invite_code}
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="ACK"/>"""
+    if invite_code == 200:
+        answer = (reply("180 Ringing", tag="01", dialog=True) + "  <pause/>\n"
+                  + reply("200 OK", tag="01", dialog=True, retrans=True, sdp=PCMU_ANSWER_SDP)
+                  + '  <recv request="ACK" crlf="true"/>\n  <recv request="BYE"/>\n' + reply("200 OK"))
+    else:
+        answer = (reply("100 Trying") + reply(f"{invite_code} Test Reply {invite_code}", tag="01", retrans=True)
+                  + '  <recv request="ACK"/>\n')
+    options = reply(f"{options_code} Options {options_code}", tag="02",
+                    headers="      Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\n")
     text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="gateway options {options_code} invite {invite_code}">
   <recv request="OPTIONS" optional="true" next="options"/>
-  <recv request="INVITE" crlf="true"/>{reply}
-  <nop next="end"/>
+  <recv request="INVITE" crlf="true"/>
+{answer}  <nop next="end"/>
   <label id="options"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 {options_code} Options {options_code}
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag02[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Allow: INVITE, ACK, BYE, CANCEL, OPTIONS
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <label id="end"/>
+{options}  <label id="end"/>
 </scenario>
 """
     workdir.mkdir(parents=True, exist_ok=True)

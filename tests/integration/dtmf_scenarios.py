@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from routing.sipp import reply
+
 
 def _sdp(te: bool, port: str, te_pt: str = "101") -> str:
     fmts = f"0 {te_pt}" if te else "0"
@@ -71,19 +73,7 @@ def _play(pcap: Path | None, talk_first: bool = False) -> str:
 
 def _answer_info() -> str:
     """Answer any INFO (relayed by the edge) with 200 while waiting."""
-    return """  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-"""
+    return reply("200 OK")
 
 
 def caller(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info: str = "",
@@ -178,40 +168,12 @@ def callee(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
 <scenario name="dtmf callee">
   <recv request="INVITE" rrs="true">{capture}
   </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      [last_Record-Route:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-{_sdp(te, port, "[$tept]")}
-    ]]>
-  </send>
-  <recv request="ACK"/>
+{reply("200 OK", tag="01", dialog=True, sdp=_sdp(te, port, "[$tept]"))}  <recv request="ACK"/>
   <pause milliseconds="300"/>
 {_play(pcap, talk_first=bool(info))}{infos}  <label id="wait"/>
   <recv request="INFO" optional="true" next="info"/>
   <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <nop next="end"/>
+{_answer_info()}  <nop next="end"/>
   <label id="info"/>
 {_answer_info()}  <nop next="wait"/>
   <label id="end"/>
