@@ -69,8 +69,8 @@ def active_calls(client: redis.Redis) -> dict[str, Any]:
     for key in client.scan_iter(match=keys.CALL_PATTERN, count=500):
         node, _, call_id = key[len(prefix) + 1 :].partition(":")
         facts = {k: v for k, v in client.hgetall(key).items() if not k.startswith("lease:")}
-        if not facts:
-            continue  # released between the scan and the read
+        if not facts or "fenced" in facts:
+            continue  # released between the scan and the read, or a fence (no call)
         calls.append({"call_id": call_id, "node": node, **facts, **call_view(facts, int(time.time() * 1000))})
     calls.sort(key=lambda c: c["call_id"])
     return {"counts": rows, "calls": calls}

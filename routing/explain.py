@@ -142,7 +142,7 @@ class DryRunStore:
             self.trace.append(Step("limits", True, f"{lease.label}: {count} of {limit} calls{pace}: a slot is free"))
         return Admission(admitted=True)
 
-    def release(self, call_id: str) -> int:
+    def release(self, call_id: str, fence_s: int = 0) -> int:
         return 0
 
 
@@ -281,5 +281,7 @@ def active_call(client: redis.Redis, call_id: str) -> dict[str, str] | None:
     for key in client.scan_iter(match=pattern, count=1000):
         node = key[len(prefix):-len(call_id) - 1]
         facts = client.hgetall(key)
+        if not facts or "fenced" in facts:
+            continue  # released, or a fence left after an abandoned admission (no call)
         return {"node": node, **{k: v for k, v in facts.items() if not k.startswith("lease:")}}
     return None

@@ -81,6 +81,8 @@ MEDIA_TABLE = "mediawatch"
 MEDIA_ITERATOR = "edgemedia"
 #: the call's RTP inactivity timeout (s), from both sides' media policies (routing.media.rtp_timeout_s)
 RTP_TIMEOUT_VAR = "$dlg_var(edge_rtp_timeout)"
+#: how long (s) a call whose admission timed out stays fenced in redis (routing/lua/release.lua)
+ADMISSION_FENCE_S = 10
 #: htable: To URI of the edge's REGISTERs -> "code|reason|epoch" of the last final reply
 REG_REPLY_TABLE = "regreply"
 #: per-call facts for the call record (JSON by Call-ID), from the relay until the record is written
@@ -496,22 +498,28 @@ class Router:
         KSR.htable.sht_seti(BAN_TABLE, src, 1)
         KSR.notice(f"edge: ban {src} reason={why} ua={_pv('$ua')!r}\n")
 
-    def _cached_topology(self) -> Topology:
-        """Trunks and agents, cached per worker for ``TRUST_CACHE_S`` (1 s); empty when redis
-        cannot be read."""
+    def _cached_topology(self) -> Topology | None:
+        """Trunks and agents, cached per worker for ``TRUST_CACHE_S`` (1 s).
+
+        While redis cannot be read the last copy this worker read is kept (a carrier trusted a
+        second ago stays trusted during an outage); None when this worker never read one.
+        """
         now = time.monotonic()
         if self._topology is None or now - self._topology_at > TRUST_CACHE_S:
             try:
                 self._topology = self._store().topology()
             except (StoreUnavailable, DataError):
-                self._topology = Topology(trunks={}, agents={})
+                pass  # keep the last copy (or none); retried after TRUST_CACHE_S
             self._topology_at = now
         return self._topology
 
     def _trusted(self, src: str) -> bool:
-        """Whether ``src`` belongs to a trunk or agent (cached topology; when redis cannot be
-        read, nobody is trusted)."""
-        return classify_source(src, self._cached_topology()) is not None
+        """Whether ``src`` belongs to a trunk or agent (cached topology).  When this worker
+        cannot tell (redis unreadable and no earlier copy) the source is not banned: a
+        carrier must not be locked out for ``ban_time_s`` by a routing-store outage, and
+        its requests are answered 503 meanwhile."""
+        topology = self._cached_topology()
+        return topology is None or classify_source(src, topology) is not None
 
     def _request(self) -> None:
         method = _pv("$rm")
@@ -622,7 +630,7 @@ class Router:
         names = header_names(_pv("$mb"))
         if not any(n[:2].lower() == "x-" or canonical(n) in IDENTITY_HEADERS for n in names):
             return
-        topology = self._cached_topology()
+        topology = self._cached_topology() or Topology(trunks={}, agents={})
         allowed, trust = in_dialog_policy(
             _pv(DIRECTION_VAR) or "origination", _pv("$ft") == _pv("$dlg(from_tag)"),
             topology.trunks.get(_pv("$dlg_var(edge_trunk)")), topology.agents.get(_pv("$dlg_var(edge_agent)")))
@@ -757,12 +765,18 @@ class Router:
                 decision = pipeline.originate(request, trunk, decision.topology, store, self.settings)
         except StoreUnavailable as exc:
             KSR.err(f"edge: routing store unavailable: {exc}\n")
-            try:  # a slot may have been taken before redis stopped answering
-                store.release(request.call_id)
+            try:  # a slot may have been taken before redis stopped answering; the fence also
+                # voids the admission if redis runs it late (queued while it hung)
+                store.release(request.call_id, fence_s=ADMISSION_FENCE_S)
             except StoreUnavailable:
                 pass  # then the lease expires on its own (lease_ttl_s)
             self._cdrs().mark_down()  # its call record goes to the spool without waiting again
-            self._reply(Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s))
+            # answered statefully: this refusal took redis timeouts, so INVITE retransmissions
+            # are queued behind it and must meet the transaction, not be routed as new calls
+            created = KSR.tm.t_newtran()
+            if created == 0:
+                return  # a retransmission: its transaction already answers it
+            self._reply(Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s), stateful=created > 0)
             return
         except (DataError, SecretError) as exc:
             KSR.err(f"edge: malformed routing data: {exc}\n")

@@ -173,7 +173,7 @@ class Store(Protocol):
         facts: dict[str, str] | None = None,
     ) -> Admission: ...
 
-    def release(self, call_id: str) -> int: ...
+    def release(self, call_id: str, fence_s: int = 0) -> int: ...
 
     def finish(self, call_id: str) -> dict[str, str]: ...
 
@@ -498,7 +498,8 @@ class RedisStore:
             facts: fields stored with the call record (trunk, agent, direction...).
 
         Raises:
-            StoreUnavailable: redis unreachable or slow (callers fail closed).
+            StoreUnavailable: redis unreachable or slow (callers fail closed), or the call is
+                fenced by :meth:`release` after its earlier admission was abandoned.
         """
         argv: list[str | int | float] = [keys.lease_member(self.node, call_id), int(ttl_s), len(release)]
         for lease in leases:
@@ -514,6 +515,8 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
         if ok:
             return Admission(admitted=True)
+        if int(index) == 0:
+            raise StoreUnavailable(f"call {call_id} is fenced: an earlier admission of it was abandoned")
         return Admission(admitted=False, full=leases[int(index) - 1], count=int(count), wait_ms=int(wait[0]) if wait else 0)
 
     def keep_trace(self, call_id: str, text: str, ttl_s: int) -> None:
@@ -527,12 +530,21 @@ class RedisStore:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    def release(self, call_id: str) -> int:
-        """Leave every lease the call holds; returns how many it held. Idempotent."""
+    def release(self, call_id: str, fence_s: int = 0) -> int:
+        """Leave every lease the call holds; returns how many it held. Idempotent.
+
+        Args:
+            call_id: the SIP Call-ID.
+            fence_s: after a failed :meth:`acquire` (redis hung), keep a fence for this many
+                seconds (s) so that admission, if redis runs it late, joins nothing.
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
         try:
             return int(
                 self._release(
-                    keys=[keys.call(self.node, call_id)], args=[keys.lease_member(self.node, call_id)]
+                    keys=[keys.call(self.node, call_id)], args=[keys.lease_member(self.node, call_id), int(fence_s)]
                 )
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -83,7 +83,7 @@ class FakeStore:
     def keep_trace(self, call_id: str, text: str, ttl_s: int) -> None:
         self.traces[call_id] = text
 
-    def release(self, call_id: str) -> int:
+    def release(self, call_id: str, fence_s: int = 0) -> int:
         self.released.append(call_id)
         return 1
 

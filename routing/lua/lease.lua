@@ -15,7 +15,8 @@
 --
 -- Returns {1, 0, 0} when every join succeeded; {0, j, count} when joined ZSET j
 -- is at its limit (count = calls holding it); {0, j, -1, wait_ms} when its CPS
--- bucket is empty (wait_ms until the next token).  On a refusal nothing is
+-- bucket is empty (wait_ms until the next token); {0, 0, -2} when the call record
+-- is a fence left by release.lua (this admission was abandoned by its client).  On a refusal nothing is
 -- joined and no token is taken.  Expired leases are pruned before counting, so a
 -- crashed node or a lost BYE holds a slot for at most ttl seconds.  Joining
 -- twice is idempotent (INVITE retransmissions, spirals) and takes no new token.
@@ -26,6 +27,9 @@ local ttl = tonumber(ARGV[2])
 local nrel = tonumber(ARGV[3])
 local nacq = #KEYS - 1 - nrel
 local call = KEYS[1]
+if redis.call('HEXISTS', call, 'fenced') == 1 then
+  return {0, 0, -2}
+end
 
 for i = 2, 1 + nrel do
   redis.call('ZREM', KEYS[i], member)

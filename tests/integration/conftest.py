@@ -88,7 +88,8 @@ class Edge:
         return sum(self.leases().values())
 
     def call_records(self) -> list[str]:
-        return list(self.redis.scan_iter(match="edge:call:*"))
+        """Call records of calls holding slots (fences of abandoned admissions are no calls)."""
+        return [k for k in self.redis.scan_iter(match="edge:call:*") if self.redis.hget(k, "fenced") is None]
 
     def log(self) -> str:
         return (Path(self.settings.run_dir) / "kamailio.log").read_text(errors="replace")

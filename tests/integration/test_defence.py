@@ -3,6 +3,8 @@ as the scanner, raw hostile messages on the wire, and a legitimate carrier calli
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -68,7 +70,8 @@ def test_sipvicious_scan_is_banned_and_bridges_nothing(clean_edge: Edge) -> None
 
 
 def _flood(edge: Edge, source: str, count: int) -> int:
-    """Send ``count`` OPTIONS as fast as possible from ``source``; return how many got an answer."""
+    """Send ``count`` OPTIONS as fast as possible from ``source``; return how many got an answer
+    (answers are counted until none came for 1 s after the last send)."""
     host, port = edge.settings.sip_target
     answered = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -88,6 +91,13 @@ def _flood(edge: Edge, source: str, count: int) -> int:
                     answered += 1
             except (socket.timeout, BlockingIOError):
                 pass
+        sock.settimeout(1.0)  # then the answers still on their way (workers may be waiting on redis)
+        try:
+            while True:
+                sock.recvfrom(65535)
+                answered += 1
+        except (socket.timeout, BlockingIOError):
+            pass
     return answered
 
 
@@ -114,6 +124,26 @@ def test_trusted_carrier_over_the_flood_threshold_is_not_banned(clean_edge: Edge
     assert answered >= 290
     assert f"ban {CARRIER_A}" not in edge.log()
 
+
+
+def test_carrier_over_the_flood_threshold_during_a_store_outage_is_answered_not_banned(clean_edge: Edge) -> None:
+    # pike flags the carrier, then redis hangs: the workers cannot read who is trusted and
+    # must answer 503 rather than ban a production carrier for ban_time_s
+    edge = clean_edge
+    provision(edge)
+    assert _flood(edge, CARRIER_A, 100) >= 95
+    pid = int((edge.settings.run_dir / "pids" / "redis.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert _flood(edge, CARRIER_A, 60) == 60  # OPTIONS answered without redis
+        caller = uac(edge.workdir / "outage", CARRIER_A, 5070, edge.sip, DID,
+                     scenario=reject_uac_scenario(edge.workdir), calls=8, rate=40, limit=8)
+        assert caller.wait(timeout=60) == 0, caller.output()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert caller.final_status() == [(503, "Routing Store Unavailable")] * 8
+    assert f"ban {CARRIER_A}" not in edge.log()
+    assert carrier_calls(edge, 2, "after-outage") == [(200, "OK")] * 2
 
 HOSTILE = [
     b"INVITE sip:x@y SIP/2.0\r\n\r\n",  # no Via, From, To, Call-ID, CSeq

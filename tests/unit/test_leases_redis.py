@@ -101,6 +101,28 @@ def test_release_returns_the_count_and_is_idempotent(store: RedisStore, redis_cl
     assert store.acquire("c2", [AGENT], ttl_s=60).admitted  # the slot is free again
 
 
+def test_fenced_release_voids_an_admission_that_redis_runs_late(store: RedisStore, redis_client: redis.Redis) -> None:
+    # redis hung: the worker gave up on acquire and released with a fence; on resume redis may
+    # run the queued release before the queued acquire, which must then join nothing
+    assert store.release("late", fence_s=10) == 0
+    with pytest.raises(StoreUnavailable, match="fenced"):
+        store.acquire("late", [TRUNK_A, AGENT], ttl_s=60, facts={"trunk": "a"})
+    assert members(redis_client, TRUNK_A) == members(redis_client, AGENT) == set()
+    assert redis_client.hgetall(keys.call("n1", "late")) == {"fenced": "1"}
+    assert 0 < redis_client.ttl(keys.call("n1", "late")) <= 10
+    # the other order: a late acquire that ran first is undone by the fenced release
+    assert store.acquire("early", [TRUNK_A], ttl_s=60).admitted
+    assert store.release("early", fence_s=10) == 1
+    assert members(redis_client, TRUNK_A) == set()
+
+
+def test_plain_release_leaves_no_fence(store: RedisStore, redis_client: redis.Redis) -> None:
+    assert store.acquire("c1", [TRUNK_A], ttl_s=60).admitted
+    assert store.release("c1") == 1
+    assert redis_client.exists(keys.call("n1", "c1")) == 0
+    assert store.acquire("c1", [TRUNK_A], ttl_s=60).admitted
+
+
 def test_release_then_acquire_swaps_in_one_call(store: RedisStore, redis_client: redis.Redis) -> None:
     assert store.acquire("c1", [AGENT], ttl_s=60).admitted
     assert store.acquire("c1", [Lease(keys.trunk_lease("x"), 1, "trunk x")], ttl_s=60, facts={"trunk": "x"}).admitted
