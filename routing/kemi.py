@@ -201,6 +201,8 @@ class Router:
         self._topology: Topology | None = None
         self._box: SecretBox | None = None
         self._topology_at = 0.0
+        #: redis did not answer earlier in the current request (the screening's trust check)
+        self._store_failed = False
         #: registrations this process added to the uac module: uuid -> fingerprint (timer process only)
         self._registered: dict[str, str] = {}
         self._msg: object = None
@@ -508,7 +510,9 @@ class Router:
         if self._topology is None or now - self._topology_at > TRUST_CACHE_S:
             try:
                 self._topology = self._store().topology()
-            except (StoreUnavailable, DataError):
+            except StoreUnavailable:
+                self._store_failed = True  # this request does not wait for redis a second time
+            except DataError:
                 pass  # keep the last copy (or none); retried after TRUST_CACHE_S
             self._topology_at = now
         return self._topology
@@ -524,6 +528,7 @@ class Router:
     def _request(self) -> None:
         method = _pv("$rm")
         self._now_ms = int(time.time() * 1000)
+        self._store_failed = False
         if not self._screen():
             return
         if KSR.maxfwd.process_maxfwd(MAX_FORWARDS) < 0:
@@ -756,6 +761,9 @@ class Router:
     def _initial_invite(self) -> None:
         store = self._store()
         request = self._snapshot()
+        if self._store_failed:  # the screening already waited for redis in this request
+            self._store_unavailable(store, request.call_id, "no answer to the trust check", admitted=False)
+            return
         try:
             decision = pipeline.route_initial_invite(request, store, self.settings)
             if isinstance(decision, Authenticate):
@@ -764,19 +772,7 @@ class Router:
                     return  # challenged, refused or banned
                 decision = pipeline.originate(request, trunk, decision.topology, store, self.settings)
         except StoreUnavailable as exc:
-            KSR.err(f"edge: routing store unavailable: {exc}\n")
-            try:  # a slot may have been taken before redis stopped answering; the fence also
-                # voids the admission if redis runs it late (queued while it hung)
-                store.release(request.call_id, fence_s=ADMISSION_FENCE_S)
-            except StoreUnavailable:
-                pass  # then the lease expires on its own (lease_ttl_s)
-            self._cdrs().mark_down()  # its call record goes to the spool without waiting again
-            # answered statefully: this refusal took redis timeouts, so INVITE retransmissions
-            # are queued behind it and must meet the transaction, not be routed as new calls
-            created = KSR.tm.t_newtran()
-            if created == 0:
-                return  # a retransmission: its transaction already answers it
-            self._reply(Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s), stateful=created > 0)
+            self._store_unavailable(store, request.call_id, str(exc), admitted=True)
             return
         except (DataError, SecretError) as exc:
             KSR.err(f"edge: malformed routing data: {exc}\n")
@@ -788,6 +784,27 @@ class Router:
             self._remember(decision, "request", request)
             return
         self._relay(decision)
+
+    def _store_unavailable(self, store: RedisStore, call_id: str, why: str, admitted: bool) -> None:
+        """Answer an initial INVITE 503 (Retry-After) because redis did not answer, then clean up.
+
+        The answer is stateful: this refusal took redis timeouts, so the caller's INVITE
+        retransmissions (RFC 3261 section 17.1.1.2) are queued behind it and must meet the
+        transaction instead of being routed as new calls.  It goes out before the cleanup:
+        when an admission may have been sent (``admitted``), its slots are released with a
+        fence (routing/lua/release.lua) so that redis running it late, after a hang, joins nothing.
+        """
+        KSR.err(f"edge: routing store unavailable: {why}\n")
+        self._cdrs().mark_down()  # its call record goes to the spool without waiting again
+        created = KSR.tm.t_newtran()
+        if created == 0:
+            return  # a retransmission: its transaction already answers it
+        self._reply(Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s), stateful=created > 0)
+        if admitted:
+            try:
+                store.release(call_id, fence_s=ADMISSION_FENCE_S)
+            except StoreUnavailable:
+                pass  # then the lease expires on its own (lease_ttl_s)
 
     def _relay(self, decision: Relay) -> None:
         plan = decision.plan
