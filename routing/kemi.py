@@ -109,6 +109,12 @@ RTPENGINE_FLAGS = media.BASE_FLAGS
 MEDIA_ERROR_AVP = "$avp(edge_media_err)"
 #: the call's two media policies ({"caller": ..., "callee": ...}, MediaPolicy.to_json form) for re-INVITEs
 MEDIA_VAR = "$dlg_var(edge_media)"
+#: the same, copied into each INVITE/UPDATE transaction so its reply route can bring an offer in a
+#: reply (delayed offer) into policy
+MEDIA_AVP = "$avp(edge_media)"
+#: call-record state key: a delayed offer or its answer broke a policy after the 2xx; the call is ended
+#: at its ACK with this [code, reason, tag] as the BYEs' Reason
+MEDIA_REFUSED = "media_refused"
 #: DTMF modes of the call, ``"{caller},{callee}"`` (routing.dtmf), kept with the dialog
 DTMF_VAR = "$dlg_var(edge_dtmf)"
 #: the same, copied into each transaction so its reply route sees it
@@ -598,6 +604,9 @@ class Router:
         if method == "ACK":
             self._start_clock()
             self._note_dtmf_call()
+            if _has_sdp():
+                self._check_answer(_pv("$ft") == _pv("$dlg(from_tag)"))
+            self._end_if_media_refused()
         if method in ("INVITE", "UPDATE", "ACK"):
             modes = _modes(_pv(DTMF_VAR))
             from_caller = _pv("$ft") == _pv("$dlg(from_tag)")
@@ -611,6 +620,7 @@ class Router:
             KSR.rtpengine.rtpengine_manage(flags)
             if method != "ACK":
                 KSR.pv.sets(DTMF_AVP, _pv(DTMF_VAR))
+                KSR.pv.sets(MEDIA_AVP, _pv(MEDIA_VAR))
                 KSR.pv.seti(FROM_CALLER_AVP, 1 if from_caller else 0)
                 KSR.pv.seti(REQ_SDP_AVP, 1 if sdp else 0)
                 KSR.tm.t_on_reply(ON_REPLY)
@@ -653,10 +663,81 @@ class Router:
         sender, receiver = (caller, callee) if from_caller else (callee, caller)
         return _offer_flags(media.parse_sdp(_pv("$rb")), sender, receiver, dtmf_flags)
 
+    def _sides(self, text: str) -> tuple[MediaPolicy, MediaPolicy] | None:
+        """(caller, callee) media policies from their JSON form (:data:`MEDIA_VAR`); None when unknown."""
+        if not text:
+            return None
+        sides = json.loads(text)
+        return MediaPolicy.from_json(sides.get("caller")), MediaPolicy.from_json(sides.get("callee"))
+
+    def _reply_offer_flags(self, sdp: media.SdpOffer | None, from_caller: bool,
+                           dtmf_flags: tuple[str, ...]) -> str:
+        """rtpengine flags of an offer made in a reply (delayed offer, RFC 3261 section 13.2.1): the
+        sender's policy holds on its leg (its codecs, its SRTP) and the receiver is offered its own
+        (codecs in its order, ptime, protocol), exactly as for an offer in a request.  When the
+        offer breaks its sender's policy the call cannot be refused any more (a 2xx is final): the
+        receiver gets an offer with its own protocol only, the refusal is kept with the call and
+        the call is ended at its ACK (:meth:`_end_if_media_refused`)."""
+        sides = self._sides(_pv(MEDIA_AVP))
+        if sides is None or sdp is None:
+            return _flags(dtmf_flags)
+        caller, callee = sides
+        sender, receiver = (caller, callee) if from_caller else (callee, caller)
+        flags = _offer_flags(sdp, sender, receiver, dtmf_flags)
+        if not isinstance(flags, Reject):
+            return flags
+        code = int(_pv("$rs") or 0)
+        _log_reject(flags, f"delayed-offer reply={code}")
+        if 200 <= code < 300:
+            self._refuse_media(_pv("$ci"), flags)
+        return " ".join((media.fallback_flags(receiver), *dtmf_flags))
+
+    def _check_answer(self, from_caller: bool) -> None:
+        """The SDP answer in an ACK (to a delayed offer) must follow its sender's policy."""
+        sides = self._sides(_pv(MEDIA_VAR))
+        answer = media.parse_sdp(_pv("$rb"))
+        if sides is None or answer is None:
+            return
+        refusal = media.answer_refusal(answer, sides[0] if from_caller else sides[1])
+        if refusal is not None:
+            _log_reject(refusal, "delayed-offer answer")
+            self._refuse_media(_pv("$ci"), refusal)
+
+    def _refuse_media(self, call_id: str, reject: Reject) -> None:
+        """Keep a media-policy refusal that came after the 2xx with the call (ended at its ACK)."""
+        state = self._state(call_id)
+        if not state:
+            return
+        state[MEDIA_REFUSED] = [reject.code, reject.reason, reject.tag]
+        self._set_state(call_id, state)
+
+    def _end_if_media_refused(self) -> None:
+        """At the ACK: a call whose delayed offer or answer broke a policy is ended now: its deadline
+        is moved to now, so the call clock sends BYE to both sides (with a ``Reason`` naming the
+        cause, RFC 3326) within a second and the slots are released.  A 2xx cannot be turned into a
+        488 (RFC 3261 section 13.3.1.4: the callee considers the call set up once it sends it), so
+        the ACK completes the handshake first: the callee is never left retransmitting its 2xx."""
+        call_id = _pv("$ci")
+        refused = self._state(call_id).get(MEDIA_REFUSED)
+        if not refused:
+            return
+        KSR.notice(f"edge: call-id={call_id} media broke the policy after the answer ({refused[2]}): ending it\n")
+        try:
+            self._store().record_media(call_id, {"media_end_reason": f"policy:{refused[2]}"},
+                                       self.settings.media_quality_ttl_s)
+        except StoreUnavailable:
+            pass
+        deadline = _pv(f"$sht({DEADLINE_TABLE}=>{call_id})")
+        _, sep, ids = deadline.partition(":")
+        if sep and not ids.startswith(CLEANUP):
+            KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{int(time.time())}:{ids}")
+
     def _set_media_vars(self, plan: CallPlan) -> None:
         """Keep the media policies of the hop being tried with the dialog (re-INVITEs, watchdog)."""
         caller, callee = MediaPolicy.from_json(plan.caller_media), MediaPolicy.from_json(plan.current.media)
-        KSR.pv.sets(MEDIA_VAR, json.dumps({"caller": plan.caller_media, "callee": plan.current.media}))
+        sides = json.dumps({"caller": plan.caller_media, "callee": plan.current.media})
+        KSR.pv.sets(MEDIA_VAR, sides)
+        KSR.pv.sets(MEDIA_AVP, sides)
         KSR.pv.sets(RTP_TIMEOUT_VAR, str(media.rtp_timeout_s(caller, callee) or ""))
 
     def _media_refusal(self, plan: CallPlan) -> Reject | None:
@@ -963,10 +1044,13 @@ class Router:
                 offer = not KSR.pv.get(REQ_SDP_AVP)
                 sdp = media.parse_sdp(_pv("$rb"))
                 nat = media.nat_flags(sdp.address, _pv("$si")) if sdp is not None else ()
-                flags = _flags((*_sdp_flags(modes, from_caller, offer), *nat))
                 if offer:
-                    KSR.rtpengine.rtpengine_manage(flags)  # delayed offer: manage makes it an offer
+                    # delayed offer: the policy of both sides, as for an offer in a request
+                    # (_offer_flags adds the NAT flags); manage makes it an offer
+                    KSR.rtpengine.rtpengine_manage(
+                        self._reply_offer_flags(sdp, from_caller, _sdp_flags(modes, from_caller, True)))
                 else:
+                    flags = _flags((*_sdp_flags(modes, from_caller, offer), *nat))
                     # explicit: the initial offer was made with rtpengine_offer in the branch route,
                     # which manage's own offer/answer detection does not see
                     KSR.rtpengine.rtpengine_answer(flags)
@@ -1144,9 +1228,15 @@ class Router:
             for call_id, ids in expired:
                 h_entry, h_id, from_tag = (ids.split(":", 2) + ["", ""])[:3]
                 if h_entry.isdigit() and h_id.isdigit():
-                    KSR.notice(f"edge: call-id={call_id} reached its maximum duration: ending it\n")
+                    params: list[object] = [int(h_entry), int(h_id)]
+                    refused = self._state(call_id).get(MEDIA_REFUSED)
+                    if refused:
+                        reject = Reject(int(refused[0]), str(refused[1]), str(refused[2]))
+                        params.append(media.reason_header(reject) + "\r\n")
+                    else:
+                        KSR.notice(f"edge: call-id={call_id} reached its maximum duration: ending it\n")
                     KSR.jsonrpcs.exec(json.dumps(
-                        {"jsonrpc": "2.0", "method": "dlg.end_dlg", "params": [int(h_entry), int(h_id)], "id": 1}
+                        {"jsonrpc": "2.0", "method": "dlg.end_dlg", "params": params, "id": 1}
                     ))
                     # dialog:end normally removes this entry; if it has not fired by then,
                     # the clock frees the slots and the media session itself

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from .decision import Reason, Reject
 from .model import CODECS, MediaPolicy, SrtpMode
 
-__all__ = ["SdpOffer", "parse_sdp", "offer_flags", "nat_flags", "BASE_FLAGS", "rtp_timeout_s"]
+__all__ = ["SdpOffer", "parse_sdp", "offer_flags", "answer_refusal", "fallback_flags", "reason_header", "nat_flags",
+           "BASE_FLAGS", "rtp_timeout_s"]
 
 #: flags of every rtpengine offer/answer of the edge: the SDP's o= and c= lines point at rtpengine,
 #: ICE candidates are removed (the edge is the only media address either side sees); symmetric RTP
@@ -174,12 +175,9 @@ def offer_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy, ke
         ``Reason.DTLS_REQUIRED``, ``Reason.CODECS_NOT_ALLOWED``) when the offerer's side
         requires what its offer does not provide (RFC 3261 section 21.4.26).
     """
-    want = offerer.srtp or SrtpMode.NONE
-    got = offer.srtp
-    if want is SrtpMode.SDES and got is not SrtpMode.SDES:
-        return Reject.of(Reason.SRTP_REQUIRED)
-    if want is SrtpMode.DTLS and got is not SrtpMode.DTLS:
-        return Reject.of(Reason.DTLS_REQUIRED)
+    refusal = _srtp_refusal(offerer.srtp, offer.srtp)
+    if refusal is not None:
+        return refusal
     codecs = _codec_flags(offer, offerer, answerer, keep_events)
     if isinstance(codecs, Reject):
         return codecs
@@ -188,6 +186,50 @@ def offer_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy, ke
     if here != there:
         flags += [f"ptime={there}", f"ptime-reverse={here}"]
     return " ".join(flags)
+
+
+def _srtp_refusal(want: SrtpMode | None, got: SrtpMode) -> Reject | None:
+    want = want or SrtpMode.NONE
+    if want is SrtpMode.SDES and got is not SrtpMode.SDES:
+        return Reject.of(Reason.SRTP_REQUIRED)
+    if want is SrtpMode.DTLS and got is not SrtpMode.DTLS:
+        return Reject.of(Reason.DTLS_REQUIRED)
+    return None
+
+
+def answer_refusal(answer: SdpOffer, policy: MediaPolicy) -> Reject | None:
+    """Whether an SDP answer breaks its own side's policy (the ACK's answer to a delayed offer).
+
+    The edge offered that side only its own protocol and codecs (:func:`offer_flags`), so a
+    compliant answer always passes; an answer in clear from a side that requires SRTP, or with
+    none of its side's codecs, does not (RFC 3264 section 6: an answer must pick from the offer).
+
+    Returns:
+        None when the answer is acceptable, else the 488 :class:`Reject` naming the cause
+        (``Reason.SRTP_REQUIRED``, ``Reason.DTLS_REQUIRED``, ``Reason.CODECS_NOT_ALLOWED``);
+        after a 2xx it cannot be sent as a response, it becomes the ``Reason`` of the BYEs.
+    """
+    refusal = _srtp_refusal(policy.srtp, answer.srtp)
+    if refusal is not None:
+        return refusal
+    audio = [c for c in answer.codecs if c not in PASSTHROUGH]
+    allowed = policy.codecs or CODECS
+    if audio and not any(c in allowed for c in audio):
+        return Reject.of(Reason.CODECS_NOT_ALLOWED)
+    return None
+
+
+def fallback_flags(receiver: MediaPolicy) -> str:
+    """Flags for an offer the edge cannot bring into policy (a 2xx offer that breaks its sender's
+    policy; the call is ended right after the ACK): the receiving side still gets only its own
+    protocol, so a side that requires SRTP is never sent an offer in clear."""
+    return f"{BASE_FLAGS} {_PROTO_FLAGS[receiver.srtp or SrtpMode.NONE]}"
+
+
+def reason_header(reject: Reject) -> str:
+    """The ``Reason`` header (RFC 3326) of the BYEs that end a call whose media broke a policy after
+    its 2xx: ``Reason: SIP;cause=488;text="SRTP Required"``, without the line end."""
+    return f'Reason: SIP;cause={reject.code};text="{reject.reason}"'
 
 
 def nat_flags(sdp_address: str, source_ip: str) -> tuple[str, ...]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from routing.decision import Reject
-from routing.media import BASE_FLAGS, SdpOffer, nat_flags, offer_flags, parse_sdp, rtp_timeout_s
+from routing.media import (BASE_FLAGS, SdpOffer, answer_refusal, fallback_flags, nat_flags, offer_flags, parse_sdp,
+                           reason_header, rtp_timeout_s)
 from routing.model import DataError, MediaPolicy, SrtpMode
 
 PLAIN = (
@@ -139,3 +140,33 @@ def test_private_sdp_address_of_a_public_peer_uses_the_sip_source(sdp_address: s
 def test_every_offer_resists_rtp_injection() -> None:
     flags = offer_flags(parse_sdp(PLAIN), policy(), policy()).split()
     assert "strict-source" in flags and "endpoint-learning=heuristic" in flags
+
+
+# -- delayed offer: the ACK's answer and a 2xx offer that breaks its sender's policy -------------
+
+def test_answer_in_clear_from_a_side_requiring_srtp_is_refused() -> None:
+    clear = SdpOffer("RTP/AVP", ("PCMU",))
+    assert answer_refusal(clear, MediaPolicy(srtp=SrtpMode.SDES)).tag == "srtp_required"
+    assert answer_refusal(clear, MediaPolicy(srtp=SrtpMode.DTLS)).tag == "dtls_required"
+    assert answer_refusal(clear, MediaPolicy(srtp=SrtpMode.NONE)) is None
+    sdes = SdpOffer("RTP/SAVP", ("PCMU",), crypto=True)
+    assert answer_refusal(sdes, MediaPolicy(srtp=SrtpMode.SDES)) is None
+    assert answer_refusal(sdes, MediaPolicy(srtp=SrtpMode.DTLS)).tag == "dtls_required"
+
+
+def test_answer_with_none_of_its_sides_codecs_is_refused() -> None:
+    policy = MediaPolicy(codecs=("PCMA",))
+    assert answer_refusal(SdpOffer("RTP/AVP", ("PCMU", "telephone-event")), policy).tag == "codecs_not_allowed"
+    assert answer_refusal(SdpOffer("RTP/AVP", ("PCMU", "PCMA")), policy) is None
+    # an answer with only telephone-event/CN (or a rejected stream) is not judged on codecs
+    assert answer_refusal(SdpOffer("RTP/AVP", ("telephone-event",)), policy) is None
+
+
+def test_fallback_offer_keeps_the_receivers_protocol() -> None:
+    assert fallback_flags(MediaPolicy(srtp=SrtpMode.SDES)) == f"{BASE_FLAGS} RTP/SAVP DTLS=off SDES-pad"
+    assert fallback_flags(MediaPolicy(srtp=SrtpMode.DTLS)) == f"{BASE_FLAGS} UDP/TLS/RTP/SAVP SDES-off"
+    assert fallback_flags(MediaPolicy()) == f"{BASE_FLAGS} RTP/AVP"
+
+
+def test_reason_header_names_the_refusal() -> None:
+    assert reason_header(Reject(488, "SRTP Required", "srtp_required")) == 'Reason: SIP;cause=488;text="SRTP Required"'
