@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Iterable, Mapping
 
@@ -122,6 +123,11 @@ def sdp_codecs(body: str) -> list[str]:
     """Audio codecs of an SDP body in the order of its first ``m=audio`` line (RFC 4566
     section 5.14): ``["PCMU/8000", "PCMA/8000", "telephone-event/8000"]``.  Empty when
     there is no SDP or no audio stream; unknown dynamic types appear as their number."""
+    return list(_sdp_codecs(body or ""))
+
+
+@lru_cache(maxsize=32)
+def _sdp_codecs(body: str) -> tuple[str, ...]:
     payloads: list[str] = []
     names: dict[str, str] = {}
     for line in (body or "").splitlines():
@@ -133,7 +139,7 @@ def sdp_codecs(body: str) -> list[str]:
         rtpmap = _RTPMAP.match(line)
         if rtpmap:
             names.setdefault(rtpmap.group(1), f"{rtpmap.group(2)}/{rtpmap.group(3)}")
-    return [names.get(pt) or _STATIC.get(pt) or pt for pt in payloads]
+    return tuple(names.get(pt) or _STATIC.get(pt) or pt for pt in payloads)
 
 
 def media_fields(call_hash: Mapping[str, str]) -> dict[str, str]:

@@ -81,6 +81,8 @@ MEDIA_TABLE = "mediawatch"
 MEDIA_ITERATOR = "edgemedia"
 #: the call's RTP inactivity timeout (s), from both sides' media policies (routing.media.rtp_timeout_s)
 RTP_TIMEOUT_VAR = "$dlg_var(edge_rtp_timeout)"
+#: sources whose trust is remembered per topology copy before the memo starts over
+TRUST_MEMO_SIZE = 4096
 #: how long (s) a call whose admission timed out stays fenced in redis (routing/lua/release.lua)
 ADMISSION_FENCE_S = 10
 #: htable: To URI of the edge's REGISTERs -> "code|reason|epoch" of the last final reply
@@ -209,6 +211,9 @@ class Router:
         self._topology_at = 0.0
         #: redis did not answer earlier in the current request (the screening's trust check)
         self._store_failed = False
+        #: the screening's answers for the copy in _trust_of (pike flags every busy carrier)
+        self._trust_of: Topology | None = None
+        self._trust: dict[str, bool] = {}
         #: registrations this process added to the uac module: uuid -> fingerprint (timer process only)
         self._registered: dict[str, str] = {}
         self._msg: object = None
@@ -529,7 +534,16 @@ class Router:
         carrier must not be locked out for ``ban_time_s`` by a routing-store outage, and
         its requests are answered 503 meanwhile."""
         topology = self._cached_topology()
-        return topology is None or classify_source(src, topology) is not None
+        if topology is None:
+            return True
+        if topology is not self._trust_of:  # a new copy: forget the answers of the old one
+            self._trust_of, self._trust = topology, {}
+        trusted = self._trust.get(src)
+        if trusted is None:
+            if len(self._trust) >= TRUST_MEMO_SIZE:
+                self._trust.clear()  # a spray of strangers must not grow it without bound
+            trusted = self._trust[src] = classify_source(src, topology) is not None
+        return trusted
 
     def _request(self) -> None:
         method = _pv("$rm")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .decision import Reason, Reject
 from .model import CODECS, MediaPolicy, SrtpMode
@@ -87,8 +88,12 @@ class SdpOffer:
         return SrtpMode.NONE
 
 
+@lru_cache(maxsize=32)
 def parse_sdp(body: str) -> SdpOffer | None:
     """Read the first audio m= section of an SDP body (RFC 4566 section 5.14; RFC 3551 static types).
+
+    Memoised per worker: the same body is read by the media policy check, the branch's
+    offer and the call record (the result is immutable).
 
     Returns:
         None when the body has no audio stream.
