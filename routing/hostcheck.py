@@ -50,7 +50,11 @@ def check_addresses(settings: Settings) -> list[str]:
     present = host_addresses()
     errors = []
     fields = [(f"sip.listen.{i}.address", l.address) for i, l in enumerate(settings.sip.listen)]
-    fields.append(("rtpengine.address", settings.rtpengine.address))
+    if settings.rtpengine.sides is None:
+        fields.append(("rtpengine.address", settings.rtpengine.address))
+    else:
+        fields += [(f"rtpengine.sides.{side}.address", getattr(settings.rtpengine.sides, side).address)
+                   for side in ("carrier", "agent")]
     fields.append(("metrics.address", settings.metrics.address))
     for field, address in fields:
         if not _on_host(address, present):

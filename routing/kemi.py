@@ -48,6 +48,7 @@ import KSR  # type: ignore[import-not-found]
 
 from .explain import refusal_record
 from . import dtmf, media, metrics, pipeline, quality, registration, runtime
+from . import sides as netsides
 from .ngclient import NgClient, NgError
 from .cdr import CallFacts, build_record, sdp_codecs
 from .cdrstore import CdrStore, CdrWriter, Spool
@@ -95,6 +96,8 @@ TRUST_CACHE_S = 1.0
 PLAN_AVP = "$avp(edge_plan)"
 #: the call's direction (origination or termination), for the in-dialog header policy
 DIRECTION_VAR = "$dlg_var(edge_dir)"
+#: the call's direction copied into each transaction, so its reply route names rtpengine's interfaces
+DIRECTION_AVP = "$avp(edge_dir)"
 #: a trunk's max_duration_s, applied to the dialog timer by the first ACK (the call is answered)
 MAX_DURATION_VAR = "$dlg_var(edge_max_dur)"
 _REALM = re.compile(r'realm="([^"]*)"', re.I)
@@ -626,7 +629,9 @@ class Router:
             from_caller = _pv("$ft") == _pv("$dlg(from_tag)")
             sdp = _has_sdp()
             dtmf_flags = _sdp_flags(modes, from_caller, offer=method != "ACK") if sdp else ()
-            flags = self._in_dialog_flags(from_caller, dtmf_flags) if sdp and method != "ACK" else _flags(dtmf_flags)
+            iface = netsides.direction_flags(_pv(DIRECTION_VAR) or "origination", from_caller, self.settings.media_sides)
+            flags = (self._in_dialog_flags(from_caller, (*dtmf_flags, *iface)) if sdp and method != "ACK"
+                     else _flags((*dtmf_flags, *iface)))
             if isinstance(flags, Reject):
                 _log_reject(flags, "in-dialog")
                 KSR.sl.send_reply(flags.code, flags.reason)
@@ -637,6 +642,7 @@ class Router:
                 KSR.pv.sets(MEDIA_AVP, _pv(MEDIA_VAR))
                 KSR.pv.seti(FROM_CALLER_AVP, 1 if from_caller else 0)
                 KSR.pv.seti(REQ_SDP_AVP, 1 if sdp else 0)
+                KSR.pv.sets(DIRECTION_AVP, _pv(DIRECTION_VAR) or "origination")
                 KSR.tm.t_on_reply(ON_REPLY)
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
@@ -926,6 +932,7 @@ class Router:
             KSR.pv.sets("$dlg_var(edge_agent)", plan.agent)
             KSR.pv.sets("$dlg_var(edge_trunk)", plan.trunk or plan.current.trunk or "")
             KSR.pv.sets(DIRECTION_VAR, plan.direction)
+            KSR.pv.sets(DIRECTION_AVP, plan.direction)
             KSR.pv.sets(MAX_DURATION_VAR, str(plan.current.max_duration_s or ""))
             KSR.pv.sets(DTMF_VAR, ",".join(modes))
             KSR.pv.sets(DTMF_AVP, ",".join(modes))
@@ -957,6 +964,7 @@ class Router:
             KSR.pv.sets(DTMF_VAR, f"{plan.caller_dtmf},{target.dtmf}")
             KSR.pv.sets(DTMF_AVP, f"{plan.caller_dtmf},{target.dtmf}")
             KSR.pv.sets("$ru", target.uri)
+            self._send_socket(plan.direction, target.uri)
             if self.settings.tls_enabled and ";transport=tls" in target.uri.lower() and target.trunk:
                 # selects the trunk's own CA profile in tls.cfg, if it has one (routing/tlsprofiles.py)
                 KSR.pv.sets("$xavp(tls=>server_id)", target.trunk)
@@ -979,6 +987,17 @@ class Router:
                 return
             _count(metrics.FAILOVERS, *failed[:2])
             target = nxt
+
+    def _send_socket(self, direction: str, uri: str) -> None:
+        """On an edge with one network per side, the hop's request leaves from a socket of the
+        callee's side (Kamailio ``$fs``), so its Via, Record-Route and Contact name only that
+        side's (advertised) address; rr's double Record-Route keeps in-dialog requests on it."""
+        if not self.settings.sip_sockets:
+            return
+        side = netsides.other_side(netsides.caller_side(direction))
+        sock = netsides.send_socket(self.settings.sip_sockets, side, uri)
+        if sock:
+            KSR.pv.sets("$fs", sock)
 
     def _media_unavailable(self, plan: CallPlan) -> None:
         """rtpengine refused or did not answer the offer: release the slots, answer 503 (no failover)."""
@@ -1007,8 +1026,10 @@ class Router:
                 return 1  # delayed offer: rtpengine sees the offer in the 2xx (ksr_onreply_manage)
             plan = CallPlan.loads(text)
             modes = (plan.caller_dtmf, plan.current.dtmf)
+            iface = netsides.direction_flags(plan.direction, True, self.settings.media_sides)
             flags = _offer_flags(media.parse_sdp(_pv("$rb")), MediaPolicy.from_json(plan.caller_media),
-                                 MediaPolicy.from_json(plan.current.media), _sdp_flags(modes, True, offer=True))
+                                 MediaPolicy.from_json(plan.current.media),
+                                 (*_sdp_flags(modes, True, offer=True), *iface))
             if isinstance(flags, Reject) or KSR.rtpengine.rtpengine_offer(flags) < 0:
                 KSR.err(f"edge: rtpengine offer failed call-id={_pv('$ci')} flags={flags!r}\n")
                 KSR.pv.seti(MEDIA_ERROR_AVP, 1)
@@ -1058,13 +1079,15 @@ class Router:
                 offer = not KSR.pv.get(REQ_SDP_AVP)
                 sdp = media.parse_sdp(_pv("$rb"))
                 nat = media.nat_flags(sdp.address, _pv("$si")) if sdp is not None else ()
+                iface = netsides.direction_flags(_pv(DIRECTION_AVP) or "origination", from_caller,
+                                              self.settings.media_sides)
                 if offer:
                     # delayed offer: the policy of both sides, as for an offer in a request
                     # (_offer_flags adds the NAT flags); manage makes it an offer
                     KSR.rtpengine.rtpengine_manage(
-                        self._reply_offer_flags(sdp, from_caller, _sdp_flags(modes, from_caller, True)))
+                        self._reply_offer_flags(sdp, from_caller, (*_sdp_flags(modes, from_caller, True), *iface)))
                 else:
-                    flags = _flags((*_sdp_flags(modes, from_caller, offer), *nat))
+                    flags = _flags((*_sdp_flags(modes, from_caller, offer), *nat, *iface))
                     # explicit: the initial offer was made with rtpengine_offer in the branch route,
                     # which manage's own offer/answer detection does not see
                     KSR.rtpengine.rtpengine_answer(flags)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import metrics
+from . import metrics, sides
 from .runtime import RuntimeSettings
 from .settings import REPO_ROOT, Settings
 
@@ -77,6 +77,9 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         media_quality_ttl_s=settings.media.quality_ttl_s,
         rtpengine_ng_host="127.0.0.1",
         rtpengine_ng_port=settings.rtpengine.ng_port,
+        media_sides=settings.rtpengine.sides is not None,
+        sip_sockets=sides.side_sockets(
+            (l.transport, sip_host(l.address), l.port, l.side) for l in settings.sip.listen) or None,
     )
 
 
@@ -92,9 +95,9 @@ def topology_key(settings: Settings) -> str:
 
 def registration_contacts(settings: Settings) -> tuple[tuple[str, str], ...]:
     """(transport, ``host:port``) of the first listener of each transport, its ``advertise``
-    address first: where carriers reach the edge's registered Contact."""
+    address first: where carriers reach the edge's registered Contact (agent-only listeners last)."""
     out: dict[str, str] = {}
-    for listener in settings.sip.listen:
+    for listener in sorted(settings.sip.listen, key=lambda l: l.side == "agent"):  # never an agent-only one first
         host = sip_host(listener.advertise or listener.address)
         out.setdefault(listener.transport, f"{host}:{listener.port}")
     return tuple(out.items())
@@ -109,7 +112,8 @@ def _context(settings: Settings, tls_clients: Sequence[object] = ()) -> dict[str
     data["uacreg_db_dir"] = UACREG_DB_DIR
     data["tls_clients"] = list(tls_clients)
     data["topoh_key"] = topology_key(settings)
-    data["topoh_ip"] = sip_host(dict(rt.reg_contacts).get("udp", rt.reg_contacts[0][1]).rsplit(":", 1)[0]).strip("[]")
+    data["topoh_ip"] = settings.security.topology_mask_ip or sip_host(
+        dict(rt.reg_contacts).get("udp", rt.reg_contacts[0][1]).rsplit(":", 1)[0]).strip("[]")
     data["entry_script"] = str(ENTRY_SCRIPT)
     data["tls_enabled"] = settings.tls_enabled
     data["tls_certificate"] = str(settings.tls_certificate)

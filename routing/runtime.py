@@ -52,6 +52,10 @@ class RuntimeSettings:
         media_check_interval_s: seconds between two rtpengine queries of one answered call.
         media_quality_ttl_s: lifetime of a call's media quality record after the call (s).
         rtpengine_ng_host, rtpengine_ng_port: rtpengine's ng control socket (UDP).
+        media_sides: rtpengine has one interface per side, named ``carrier`` and ``agent``: every
+            offer and answer names them (:func:`routing.sides.direction_flags`).
+        sip_sockets: ``{side: {transport: "proto:address:port"}}``, the socket requests toward
+            each side leave from (:func:`routing.sides.side_sockets`); empty on a one-network edge.
     """
 
     node: str = "edge1"
@@ -87,6 +91,8 @@ class RuntimeSettings:
     media_quality_ttl_s: int = 86400
     rtpengine_ng_host: str = "127.0.0.1"
     rtpengine_ng_port: int = 2223
+    media_sides: bool = False
+    sip_sockets: dict | None = None
 
 
 def load(path: str | None = None) -> RuntimeSettings:

@@ -40,18 +40,25 @@ def _ip(value: str) -> str:
 IpAddress = Annotated[str, AfterValidator(_ip)]
 
 
+#: the two networks an edge can face: carriers (often public, behind a 1:1 NAT) and agents (often a private VPC)
+SIDES = ("carrier", "agent")
+
+
 class Listener(_Model):
     """A SIP listening socket.
 
     ``advertise`` is the public address in front of a NAT, written into Via and
     Record-Route instead of ``address`` (and accepted as an alias of the edge);
-    it is not checked against the host's interfaces.
+    it is not checked against the host's interfaces.  ``side`` names the network
+    the socket faces: requests toward carriers leave from a ``carrier`` (or ``both``)
+    socket, requests toward agents from an ``agent`` (or ``both``) one (docs/media.md).
     """
 
     transport: Literal["udp", "tcp", "tls"] = "udp"
     address: IpAddress = "127.0.0.1"
     port: int = Field(5060, ge=1, le=65535)
     advertise: IpAddress | None = None
+    side: Literal["both", "carrier", "agent"] = "both"
 
 
 class Tls(_Model):
@@ -92,12 +99,48 @@ class Sip(_Model):
     )
     tls: Tls = Field(default_factory=Tls)
 
+    @model_validator(mode="after")
+    def _check_sides(self) -> "Sip":
+        sided = {l.side for l in self.listen} - {"both"}
+        for side in SIDES:
+            if sided and not any(l.side in (side, "both") for l in self.listen):
+                raise ValueError(f"listen: a listener has a side but none serves the {side} side (side: {side} or both)")
+        return self
+
+    @property
+    def sided(self) -> bool:
+        """True when a listener faces only one side (requests are then sent from their side's sockets)."""
+        return any(l.side != "both" for l in self.listen)
+
+
+class MediaInterface(_Model):
+    """One rtpengine interface: the local address media uses and the address written into SDP."""
+
+    address: IpAddress
+    advertise: IpAddress | None = Field(None, description="public address of a 1:1 NAT, written into SDP c=/o=")
+
+
+class MediaSides(_Model):
+    """rtpengine interfaces per side: carriers' media on ``carrier``, agents' on ``agent``."""
+
+    carrier: MediaInterface
+    agent: MediaInterface
+
+    @model_validator(mode="after")
+    def _check_family(self) -> "MediaSides":
+        if ipaddress.ip_address(self.carrier.address).version != ipaddress.ip_address(self.agent.address).version:
+            raise ValueError("carrier.address and agent.address must be of the same IP family")
+        return self
+
 
 class RtpEngine(_Model):
     """rtpengine: media address, port range and control sockets."""
 
-    address: IpAddress = "127.0.0.1"
+    address: IpAddress = Field("127.0.0.1", description="media address of both sides (when `sides` is not set)")
     advertise: IpAddress | None = None
+    sides: MediaSides | None = Field(
+        None, description="one interface per side (carrier, agent) instead of `address`/`advertise` for both",
+    )
     ng_port: int = Field(2223, ge=1, le=65535)
     cli_port: int = Field(9900, ge=1, le=65535)
     port_min: int = Field(30000, ge=1024, le=65535)
@@ -218,6 +261,11 @@ class Security(_Model):
     auth_failure_window_s: int = Field(60, ge=5, le=86400, description="failures older than this are forgotten (s)")
     topology_hiding: bool = Field(
         True, description="hide each side's Via, Record-Route and Contact from the other (Kamailio topoh)",
+    )
+    topology_mask_ip: IpAddress | None = Field(
+        None, description="address topoh writes into the masked Via, Record-Route and Contact values (mask_ip); "
+        "default: the first UDP listener's advertised (else local) address.  An edge with one network per side "
+        "sets an address of neither network (e.g. 192.0.2.1), so no side sees the other's",
     )
 
 

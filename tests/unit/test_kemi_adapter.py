@@ -828,3 +828,71 @@ def test_giving_up_counts_the_answer_sent(ksr: FakeKSR, router: Any) -> None:
     assert counted(ksr) == [("byoc_edge_rejections_total", "agent_unreachable"),
                             ("byoc_edge_calls_failed_total", "origination", "telnyx", "5xx")]
     assert any(text.startswith("edge: reject 503 agent_unreachable failover ") for _, text in ksr.logs)
+
+
+# -- one network per side (routing.sides) -----------------------------------------------------
+
+SIDE_SOCKETS = {"carrier": {"udp": "udp:10.0.1.10:5060"}, "agent": {"udp": "udp:10.0.2.10:5060"}}
+
+
+@pytest.fixture
+def sided_router(kemi: types.ModuleType, store: FakeStore, ksr: FakeKSR) -> Any:
+    router = kemi.Router(replace(RT, media_sides=True, sip_sockets=SIDE_SOCKETS))
+    router.store = store
+    router._writer = RecordingWriter()
+    ksr.router = router
+    return router
+
+
+def test_origination_leaves_from_the_agent_socket_naming_both_interfaces(ksr: FakeKSR, sided_router: Any) -> None:
+    request(ksr)
+    sided_router.ksr_request_route(MSG)
+    assert ksr.replies == []
+    assert ("$fs", "udp:10.0.2.10:5060") in ksr.args_of("pv.sets")
+    (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
+    assert flags.split()[-2:] == ["direction=carrier", "direction=agent"]  # the offer came from the carrier
+    # the agent's answer: its own interface first
+    ksr.pv.update({"$rs": 180, "$rb": SDP_OFFER})
+    ksr.pv["$avp(edge_from_caller)"] = 1
+    sided_router.ksr_onreply_manage(MSG)
+    (answer,) = ksr.args_of("rtpengine.rtpengine_answer")[0]
+    assert answer.split()[-2:] == ["direction=agent", "direction=carrier"]
+
+
+def test_termination_leaves_from_the_carrier_socket(ksr: FakeKSR, sided_router: Any, store: FakeStore) -> None:
+    store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    request(ksr, **{"$si": "10.9.0.7", "$rU": "14155550100"})
+    sided_router.ksr_request_route(MSG)
+    assert ksr.relayed == ["sip:+14155550100@192.0.2.10:5060"]
+    assert ("$fs", "udp:10.0.1.10:5060") in ksr.args_of("pv.sets")
+    (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
+    assert flags.split()[-2:] == ["direction=agent", "direction=carrier"]
+
+
+def test_failover_hop_is_sent_from_its_sides_socket(ksr: FakeKSR, sided_router: Any) -> None:
+    failed_branch(ksr, termination_plan(("a", LEASE_A), ("b", LEASE_B)), 503, "Service Unavailable")
+    sided_router.ksr_failure_manage(MSG)
+    assert ksr.relayed == ["sip:+14155550100@gw-b"]
+    assert ("$fs", "udp:10.0.1.10:5060") in ksr.args_of("pv.sets")
+
+
+@pytest.mark.parametrize("from_tag, expected", [
+    ("caller-tag", ["direction=carrier", "direction=agent"]),  # re-INVITE from the carrier (the caller)
+    ("callee-tag", ["direction=agent", "direction=carrier"]),  # re-INVITE/UPDATE from the agent
+])
+def test_in_dialog_offer_names_the_senders_interface_first(ksr: FakeKSR, sided_router: Any, from_tag: str,
+                                                           expected: list[str]) -> None:
+    request(ksr, **{"$ft": from_tag, "$dlg(from_tag)": "caller-tag", "$dlg_var(edge_dir)": "origination"})
+    ksr.returns["siputils.has_totag"] = 1
+    sided_router.ksr_request_route(MSG)
+    (flags,) = ksr.args_of("rtpengine.rtpengine_manage")[0]
+    assert flags.split()[-2:] == expected
+    assert ksr.pv["$avp(edge_dir)"] == "origination"  # for the reply route's answer
+
+
+def test_one_network_edge_names_no_interface_and_forces_no_socket(ksr: FakeKSR, router: Any) -> None:
+    request(ksr)
+    router.ksr_request_route(MSG)
+    assert "$fs" not in [name for name, _ in ksr.args_of("pv.sets")]
+    (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
+    assert "direction=" not in flags
