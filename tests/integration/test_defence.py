@@ -69,14 +69,25 @@ def test_sipvicious_scan_is_banned_and_bridges_nothing(clean_edge: Edge) -> None
     assert carrier_calls(edge, 2, "after-scan") == [(200, "OK")] * 2
 
 
+def _answers(sock: socket.socket, wait_s: float) -> int:
+    """Answers waiting on ``sock``, read until none came for ``wait_s`` seconds."""
+    sock.settimeout(wait_s)
+    count = 0
+    try:
+        while True:
+            sock.recvfrom(65535)
+            count += 1
+    except (socket.timeout, BlockingIOError):
+        return count
+
+
 def _flood(edge: Edge, source: str, count: int) -> int:
     """Send ``count`` OPTIONS as fast as possible from ``source``; return how many got an answer
-    (answers are counted until none came for 1 s after the last send)."""
+    (answers are counted until none came for 1 s after the last send: workers may be waiting on redis)."""
     host, port = edge.settings.sip_target
     answered = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((source, 0))
-        sock.settimeout(0.002)
         local = sock.getsockname()[1]
         for i in range(count):
             sock.sendto(
@@ -85,19 +96,8 @@ def _flood(edge: Edge, source: str, count: int) -> int:
                  f"Call-ID: flood-{i}@{source}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode(),
                 (host, port),
             )
-            try:
-                while True:
-                    sock.recvfrom(65535)
-                    answered += 1
-            except (socket.timeout, BlockingIOError):
-                pass
-        sock.settimeout(1.0)  # then the answers still on their way (workers may be waiting on redis)
-        try:
-            while True:
-                sock.recvfrom(65535)
-                answered += 1
-        except (socket.timeout, BlockingIOError):
-            pass
+            answered += _answers(sock, 0.002)
+        answered += _answers(sock, 1.0)
     return answered
 
 
