@@ -44,12 +44,21 @@ class CdrStore:
     Args:
         client: a redis client (``decode_responses=True``).
         retention_s: how long a record is kept (s); the index is pruned to the same window.
+        stranger_retention_s: how long the record of a refusal that matched no trunk and no
+            agent is kept (s; scanners and strangers), at most ``retention_s``; default ``retention_s``.
     """
 
-    def __init__(self, client: redis.Redis, retention_s: int) -> None:
+    def __init__(self, client: redis.Redis, retention_s: int, stranger_retention_s: int | None = None) -> None:
         self.client = client
         self.retention_s = int(retention_s)
+        self.stranger_retention_s = min(self.retention_s, int(stranger_retention_s or retention_s))
         self._add = client.register_script(_LUA.read_text())
+
+    def ttl_of(self, record: Mapping[str, Any]) -> int:
+        """How long ``record`` stays (s): the stranger retention for a refusal of a source that
+        matched no trunk and no agent (no trunk, no agent, SIP status 300 or more), else the retention."""
+        stranger = not record.get("trunk") and not record.get("agent") and int(record.get("sip_code") or 0) >= 300
+        return self.stranger_retention_s if stranger else self.retention_s
 
     def add(self, record: Mapping[str, Any]) -> bool:
         """Store ``record`` unless a record with its id exists; True when it was new.
@@ -65,8 +74,8 @@ class CdrStore:
         micros = cost_micros(str(record.get("cost") or "0"))
         if record.get("trunk") and micros > 0:
             keys_.append(keys.spend(str(record["trunk"]), utc_day(int(record["end_ms"]))))
-        args = [json.dumps(record, separators=(",", ":")), int(record["start_ms"]), rid, self.retention_s,
-                micros, SPEND_TTL_S]
+        args = [json.dumps(record, separators=(",", ":")), int(record["start_ms"]), rid, self.ttl_of(record),
+                micros, SPEND_TTL_S, self.retention_s]
         try:
             return bool(self._add(keys=keys_, args=args))
         except (redis.ConnectionError, redis.TimeoutError) as exc:

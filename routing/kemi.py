@@ -255,7 +255,8 @@ class Router:
         """This process's call-record writer (redis, else the spool)."""
         if self._writer is None:
             s = self.settings
-            self._writer = CdrWriter(CdrStore(self._store().client, s.cdr_retention_s), Spool(s.cdr_spool_dir))
+            self._writer = CdrWriter(CdrStore(self._store().client, s.cdr_retention_s, s.cdr_stranger_retention_s),
+                                     Spool(s.cdr_spool_dir))
         return self._writer
 
     def _write_record(self, facts: CallFacts) -> None:

@@ -68,6 +68,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         dtmf_duration_ms=settings.dtmf.duration_ms,
         dtmf_volume_db=settings.dtmf.volume_db,
         cdr_retention_s=settings.cdr.retention_days * 86400,
+        cdr_stranger_retention_s=settings.cdr.stranger_retention_days * 86400,
         cdr_spool_dir=str(settings.cdr_spool_path),
         dtmf_log_port=settings.dtmf.log_port,
         metrics_port=settings.metrics.kamailio_port,

@@ -44,6 +44,7 @@ class RuntimeSettings:
         dtmf_duration_ms: length of a digit played from an INFO without Duration (ms).
         dtmf_volume_db: level of played DTMF tones (dB below full scale).
         cdr_retention_s: how long call records stay in redis (s).
+        cdr_stranger_retention_s: how long records of refusals that matched no trunk and no agent stay (s).
         cdr_spool_dir: where call records wait while redis is unreachable.
         dtmf_log_port: UDP port on 127.0.0.1 of rtpengine's DTMF event reports; 0 = off.
         metrics_port: TCP port of the metrics listener (xhttp_prom serves ``/metrics`` only there).
@@ -82,6 +83,7 @@ class RuntimeSettings:
     dtmf_duration_ms: int = 250
     dtmf_volume_db: int = 8
     cdr_retention_s: int = 14 * 86400
+    cdr_stranger_retention_s: int = 2 * 86400
     cdr_spool_dir: str = "/var/spool/byoc-edge/cdr"
     dtmf_log_port: int = 0
     metrics_port: int = 9161

@@ -309,9 +309,20 @@ class Cdr(_Model):
         14, ge=1, le=3650,
         description="days a call record stays in redis (about 1 KB each); export older ones with edgectl cdr export",
     )
+    stranger_retention_days: int = Field(
+        2, ge=1, le=3650,
+        description="days the record of a refusal that matched no trunk and no agent (scanners, strangers) stays; "
+        "at most retention_days",
+    )
     spool_dir: Path | None = Field(
         None, description="where call records wait while redis is unreachable (default <run_dir>/cdr-spool)",
     )
+
+    @model_validator(mode="after")
+    def _check_stranger_retention(self) -> "Cdr":
+        if self.stranger_retention_days > self.retention_days:
+            raise ValueError("stranger_retention_days must not exceed retention_days")
+        return self
 
 
 class Diagnostics(_Model):

@@ -79,7 +79,8 @@ def _window(since: str, until: str) -> tuple[int, int]:
 
 
 def _store(app: AppContext) -> CdrStore:
-    return CdrStore(app.redis(), app.settings.cdr.retention_days * 86400)
+    return CdrStore(app.redis(), app.settings.cdr.retention_days * 86400,
+                    app.settings.cdr.stranger_retention_days * 86400)
 
 
 _SINCE = click.option("--since", default="24h", show_default=True,

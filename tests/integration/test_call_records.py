@@ -110,6 +110,9 @@ def test_records_of_failover_refusal_and_busy_with_cost_and_exports(clean_edge: 
 
     assert (refused["status"], refused["sip_code"], refused["reject_tag"]) == ("rejected", 403, "acl_source")
     assert refused["gateways"] == [] and refused["cost"] == "0.000000" and refused["answer_ms"] is None
+    # a stranger's refusal is kept cdr.stranger_retention_days (2), calls cdr.retention_days (14)
+    assert 86400 < edge.redis.ttl(keys.cdr(refused["id"])) <= 2 * 86400
+    assert 13 * 86400 < edge.redis.ttl(keys.cdr(failed["id"])) <= 14 * 86400
 
     assert (failed["status"], failed["sip_code"], failed["trunk"]) == ("failed", 486, "carrier-a")
     assert [g["result"] for g in failed["gateways"]] == ["486"] and failed["billable_s"] == 0

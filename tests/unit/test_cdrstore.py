@@ -65,6 +65,21 @@ def test_records_by_window_trunk_and_limit_and_retention(redis_client: redis.Red
     assert old["id"] not in redis_client.zrange(keys.CDRS, 0, -1)
 
 
+def test_stranger_refusals_expire_sooner_without_shrinking_the_index(redis_client: redis.Redis) -> None:
+    store = CdrStore(redis_client, 3600, stranger_retention_s=600)
+    stranger = {**record(1), "trunk": "", "agent": "", "sip_code": 403, "status": "rejected"}
+    known = {**record(2), "trunk": "a", "sip_code": 403, "status": "rejected"}  # refused, but a trunk's call
+    assert store.add(stranger) and store.add(known)
+    assert 500 < redis_client.ttl(keys.cdr(stranger["id"])) <= 600
+    assert 3500 < redis_client.ttl(keys.cdr(known["id"])) <= 3600
+    # a record older than the stranger window but inside the retention stays indexed
+    older = record(3, start_ms=int(__import__("time").time() * 1000) - 1_200_000)
+    store.add(older)
+    store.add({**record(4), "trunk": "", "sip_code": 404})
+    assert older["id"] in redis_client.zrange(keys.CDRS, 0, -1)
+    assert CdrStore(redis_client, 3600, stranger_retention_s=7200).stranger_retention_s == 3600
+
+
 def test_spool_survives_processes_and_replays_idempotently(redis_client: redis.Redis, tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     ctx = multiprocessing.get_context("fork")

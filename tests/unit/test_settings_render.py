@@ -72,6 +72,12 @@ def test_model_validator_errors_name_the_section(tmp_path: Path) -> None:
         load_settings(path)
 
 
+def test_stranger_retention_cannot_outlast_the_retention(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "edge.yaml", {"cdr": {"retention_days": 3, "stranger_retention_days": 7}})
+    with pytest.raises(SettingsError, match=r"cdr: Value error, stranger_retention_days must not exceed retention_days"):
+        load_settings(path)
+
+
 @pytest.mark.parametrize(
     ("data", "field"),
     [
