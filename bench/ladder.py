@@ -114,7 +114,7 @@ class Bench:
         vals = dict(WORKERS=4, TCP_WORKERS=2, NODE="bench-peer", MAX_CALL_S=rungs.MAX_CALL_S, NG_PORT=rungs.NG_PORT,
                     REDIS_HOST="127.0.0.1", REDIS_PORT=rungs.REDIS_PORT, LEASE_SHA=shas["lease"],
                     RELEASE_SHA=shas["release"], LEASE_TTL=rungs.MAX_CALL_S + 60, UPDATE_SHA=shas["call_update"],
-                    FINISH_SHA=shas["finish"], CDR_SHA=shas["cdr_add"], CDR_RETENTION=30 * 86400,
+                    FINISH_SHA=shas["finish"], CDR_SHA=shas["cdr_add"], MEDIA_SHA=shas["media"], CDR_RETENTION=30 * 86400,
                     SPEND_TTL=3 * 86400, CDR_JSON=rungs.cdr_record_expr("bench-peer"))
         self.natives["peer"] = rungs.NativeKamailio("peer", BENCH / "peer/kamailio.cfg", self.base, rungs.PEER_IP,
                                                     rungs.SIP_PORT, vals, args=edge_args)

@@ -176,7 +176,7 @@ class Edge:
             raise RuntimeError(f"provisioning failed: {out.stderr[-2000:]}")
         client = self.redis()
         shas = {}
-        for name in ("lease", "release", "call_update", "finish", "cdr_add"):
+        for name in ("lease", "release", "call_update", "finish", "cdr_add", "media"):
             text = (self.src / "routing" / "lua" / f"{name}.lua").read_text()
             shas[name] = client.script_load(text)
             assert shas[name] == hashlib.sha1(text.encode()).hexdigest()
