@@ -177,6 +177,10 @@ def _observe(metric: metrics.Metric, seconds: float, *labels: str) -> None:
 def _hop_labels(plan: CallPlan) -> tuple[str, str, str]:
     """(direction, trunk, agent) label values of the plan's current hop."""
     return plan.direction, metrics.label(plan.current.trunk or plan.trunk), metrics.label(plan.agent)
+#: CIDRs media.nat_flags treats as private (settings media.private_networks), set by Router()
+_PRIVATE_NETWORKS: tuple[str, ...] = media.DEFAULT_PRIVATE_NETWORKS
+
+
 def _offer_flags(offer: media.SdpOffer | None, sender: MediaPolicy, receiver: MediaPolicy,
                  dtmf_flags: tuple[str, ...]) -> str | Reject:
     """rtpengine flags of an SDP offer: media policy (routing.media) plus the DTMF flags
@@ -187,7 +191,7 @@ def _offer_flags(offer: media.SdpOffer | None, sender: MediaPolicy, receiver: Me
     flags = media.offer_flags(offer, sender, receiver, keep_events=keep_events)
     if isinstance(flags, Reject):
         return flags
-    return " ".join((flags, *dtmf_flags, *media.nat_flags(offer.address, _pv("$si"))))
+    return " ".join((flags, *dtmf_flags, *media.nat_flags(offer.address, _pv("$si"), _PRIVATE_NETWORKS)))
 
 
 def _log_reject(reject: Reject, where: str) -> None:
@@ -207,7 +211,9 @@ class Router:
     """
 
     def __init__(self, settings: runtime.RuntimeSettings) -> None:
+        global _PRIVATE_NETWORKS
         self.settings = settings
+        _PRIVATE_NETWORKS = settings.media_private_networks or media.DEFAULT_PRIVATE_NETWORKS
         self.store: RedisStore | None = None
         self._topology: Topology | None = None
         self._box: SecretBox | None = None
@@ -630,7 +636,9 @@ class Router:
             from_caller = _pv("$ft") == _pv("$dlg(from_tag)")
             sdp = _has_sdp()
             dtmf_flags = _sdp_flags(modes, from_caller, offer=method != "ACK") if sdp else ()
-            iface = netsides.direction_flags(_pv(DIRECTION_VAR) or "origination", from_caller, self.settings.media_sides)
+            # offers name the sender's and receiver's interfaces; answers (the ACK's) keep the offer's
+            iface = netsides.direction_flags(_pv(DIRECTION_VAR) or "origination", from_caller,
+                                             self.settings.media_sides and method != "ACK")
             flags = (self._in_dialog_flags(from_caller, (*dtmf_flags, *iface)) if sdp and method != "ACK"
                      else _flags((*dtmf_flags, *iface)))
             if isinstance(flags, Reject):
@@ -1079,7 +1087,7 @@ class Router:
                 from_caller = not KSR.pv.get(FROM_CALLER_AVP)
                 offer = not KSR.pv.get(REQ_SDP_AVP)
                 sdp = media.parse_sdp(_pv("$rb"))
-                nat = media.nat_flags(sdp.address, _pv("$si")) if sdp is not None else ()
+                nat = media.nat_flags(sdp.address, _pv("$si"), _PRIVATE_NETWORKS) if sdp is not None else ()
                 iface = netsides.direction_flags(_pv(DIRECTION_AVP) or "origination", from_caller,
                                               self.settings.media_sides)
                 if offer:
@@ -1088,7 +1096,10 @@ class Router:
                     KSR.rtpengine.rtpengine_manage(
                         self._reply_offer_flags(sdp, from_caller, (*_sdp_flags(modes, from_caller, True), *iface)))
                 else:
-                    flags = _flags((*_sdp_flags(modes, from_caller, offer), *nat, *iface))
+                    # an answer names no interface: rtpengine keeps the ones the offer chose (a
+                    # direction list here is applied to the legs in the offer's roles, and would
+                    # give the offerer the answerer's interface)
+                    flags = _flags((*_sdp_flags(modes, from_caller, offer), *nat))
                     # explicit: the initial offer was made with rtpengine_offer in the branch route,
                     # which manage's own offer/answer detection does not see
                     KSR.rtpengine.rtpengine_answer(flags)

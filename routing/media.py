@@ -31,12 +31,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Sequence
 from functools import lru_cache
 
 from .decision import Reason, Reject
 from .model import CODECS, MediaPolicy, SrtpMode
 
-__all__ = ["SdpOffer", "parse_sdp", "offer_flags", "answer_refusal", "fallback_flags", "reason_header", "nat_flags",
+__all__ = ["DEFAULT_PRIVATE_NETWORKS", "SdpOffer", "parse_sdp", "offer_flags", "answer_refusal", "fallback_flags", "reason_header", "nat_flags",
            "BASE_FLAGS", "rtp_timeout_s"]
 
 #: flags of every rtpengine offer/answer of the edge: the SDP's o= and c= lines point at rtpengine,
@@ -237,39 +238,55 @@ def reason_header(reject: Reject) -> str:
     return f'Reason: SIP;cause={reject.code};text="{reject.reason}"'
 
 
-def nat_flags(sdp_address: str, source_ip: str) -> tuple[str, ...]:
-    """``SIP-source-address`` when a peer's SDP names a private (RFC 1918, RFC 6598, link-local,
-    unique-local) or unspecified address while its SIP comes from a public one: a peer behind NAT
-    that does not know its public address.  rtpengine then sends media toward the SIP source until
-    it learns the real RTP source from the first packets (symmetric RTP, RFC 4961), so the private
-    address never breaks the media path.  Peers on a private network (private source too) keep
-    the SDP's address.
+#: networks whose addresses a NATed peer may write into its SDP, and whose peers the edge reaches
+#: directly: RFC 1918, RFC 6598 (carrier-grade NAT), link-local, loopback, IPv6 unique-local
+#: (RFC 4193), link-local and loopback (the default of settings ``media.private_networks``)
+DEFAULT_PRIVATE_NETWORKS = (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8",
+    "fc00::/7", "fe80::/10", "::1/128",
+)
+
+
+@lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def nat_flags(sdp_address: str, source_ip: str,
+              private_networks: Sequence[str] = DEFAULT_PRIVATE_NETWORKS) -> tuple[str, ...]:
+    """``SIP-source-address`` when a peer's SDP names a private or unspecified address while its
+    SIP comes from outside the private networks: a peer behind NAT that does not know its public
+    address.  rtpengine then sends media toward the SIP source address (with the SDP's port) until
+    it learns the real RTP source from the first packets (symmetric RTP, RFC 4961; rtpengine ng
+    flag ``SIP-source-address``), so the private address never breaks the media path.  Peers on a
+    private network (private source too) keep the SDP's address.
 
     Args:
         sdp_address: the ``c=`` address of the SDP (:attr:`SdpOffer.address`).
         source_ip: where the SIP message came from.
+        private_networks: CIDRs treated as private (settings ``media.private_networks``,
+            default :data:`DEFAULT_PRIVATE_NETWORKS`: RFC 1918, RFC 6598,
+            link-local, loopback, IPv6 unique-local and link-local).
+
+    Raises:
+        ValueError: a CIDR of ``private_networks`` is not a network (settings validate them first).
     """
     try:
         sdp = ipaddress.ip_address(sdp_address)
         source = ipaddress.ip_address(source_ip)
     except ValueError:
         return ()
-    if sdp == source or _behind_nat(source) or source.is_loopback:
+    nets = _networks(tuple(private_networks))
+    if sdp == source or _within(source, nets):
         return ()
-    if sdp.is_unspecified or _behind_nat(sdp):
+    if sdp.is_unspecified or _within(sdp, nets):
         return ("SIP-source-address",)
     return ()
 
 
-#: address ranges a NATed peer may write into its SDP: RFC 1918, RFC 6598 (carrier-grade NAT),
-#: link-local, IPv6 unique-local (RFC 4193) and link-local
-_NAT_RANGES = tuple(ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10",
-))
-
-
-def _behind_nat(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return any(address.version == net.version and address in net for net in _NAT_RANGES)
+def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+            nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    return any(address.version == net.version and address in net for net in nets)
 
 
 def rtp_timeout_s(*policies: MediaPolicy) -> int:

@@ -79,6 +79,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         rtpengine_ng_host="127.0.0.1",
         rtpengine_ng_port=settings.rtpengine.ng_port,
         media_sides=settings.rtpengine.sides is not None,
+        media_private_networks=tuple(settings.media.private_networks),
         sip_sockets=sides.side_sockets(
             (l.transport, sip_host(l.address), l.port, l.side) for l in settings.sip.listen) or None,
     )

@@ -55,6 +55,8 @@ class RuntimeSettings:
         rtpengine_ng_host, rtpengine_ng_port: rtpengine's ng control socket (UDP).
         media_sides: rtpengine has one interface per side, named ``carrier`` and ``agent``: every
             offer and answer names them (:func:`routing.sides.direction_flags`).
+        media_private_networks: CIDRs treated as private by :func:`routing.media.nat_flags`
+            (empty: its default).
         sip_sockets: ``{side: {transport: "proto:address:port"}}``, the socket requests toward
             each side leave from (:func:`routing.sides.side_sockets`); empty on a one-network edge.
     """
@@ -94,6 +96,7 @@ class RuntimeSettings:
     rtpengine_ng_host: str = "127.0.0.1"
     rtpengine_ng_port: int = 2223
     media_sides: bool = False
+    media_private_networks: tuple[str, ...] = ()
     sip_sockets: dict | None = None
 
 
@@ -111,7 +114,7 @@ def load(path: str | None = None) -> RuntimeSettings:
         data = json.load(handle)
     known = {f.name for f in fields(RuntimeSettings)}
     values = {k: v for k, v in data.items() if k in known}
-    for name in ("python_paths", "blocked_prefixes", "scanner_user_agents"):
+    for name in ("python_paths", "blocked_prefixes", "scanner_user_agents", "media_private_networks"):
         if name in values:
             values[name] = tuple(values[name])
     if "reg_contacts" in values:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
+from .media import DEFAULT_PRIVATE_NETWORKS
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["Settings", "SettingsError", "load_settings", "REPO_ROOT", "DEFAULT_RUN_DIR"]
@@ -161,6 +162,11 @@ def _ptime(value: int) -> int:
     return value
 
 
+def _cidr(value: str) -> str:
+    ipaddress.ip_network(value, strict=False)
+    return value
+
+
 class SideMedia(_Model):
     """Node default media policy of one kind of side (carrier trunks or agents); a trunk's or agent's own
     fields in redis override it field by field (docs/media.md)."""
@@ -193,6 +199,11 @@ class Media(_Model):
     )
     quality_ttl_s: int = Field(
         86400, ge=60, le=30 * 86400, description="how long a call's media quality record is kept after it ends (s)"
+    )
+    private_networks: list[Annotated[str, AfterValidator(_cidr)]] = Field(
+        default_factory=lambda: list(DEFAULT_PRIVATE_NETWORKS),
+        description="networks treated as private: a peer whose SDP names an address in them while its SIP comes "
+        "from outside them is behind NAT, and its media is sent to its SIP source address (docs/media.md)",
     )
 
 

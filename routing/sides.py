@@ -48,7 +48,11 @@ def direction_flags(direction: str, from_caller: bool, enabled: bool) -> tuple[s
         enabled: rtpengine has one interface per side (``rtpengine.sides``); otherwise
             there is a single interface and no flag is needed.
 
-    Returns:
+    Only offers carry them: an answer without a direction keeps the interfaces its offer chose
+    (rtpengine 10.5 ``__init_interface``), while a direction list in an answer is applied to the
+    legs in the offer's roles and gives the offerer the answerer's interface (measured with the
+    real daemon, tests/integration/test_nat.py).
+
         ``("direction=carrier", "direction=agent")`` or the reverse; ``()`` when not enabled.
     """
     if not enabled:

@@ -67,13 +67,15 @@ class Baresip:
         rtp_base: first RTP port of a 100-port range of its own.
         cafile: CA file trusted for TLS signalling.
         extra_config: more ``name value`` lines for the config file.
+        sip_trace: log every SIP message sent and received (``baresip -s``) in :meth:`output`.
     """
 
     def __init__(self, workdir: Path, ip: str, *, codecs: list[str] = ("PCMU",), tone_hz: int = 440,
                  mediaenc: str | None = None, sip_port: int = 5081,
                  rtp_base: int | None = None, cafile: Path | None = None, extra_config: str = "",
-                 user: str = "ua") -> None:
+                 user: str = "ua", sip_trace: bool = False) -> None:
         self.workdir = Path(workdir)
+        self.sip_trace = sip_trace
         self.ip = ip
         self.sip_port = sip_port
         self.ctrl_port = sip_port + 100
@@ -128,7 +130,8 @@ class Baresip:
         for old in self.workdir.glob("dump-*.wav"):
             old.unlink()
         self.log = open(self.workdir / "baresip.log", "wb")
-        self.proc = subprocess.Popen([binary, "-f", str(self.workdir)], stdout=self.log, stderr=subprocess.STDOUT,
+        argv = [binary, "-f", str(self.workdir), *(["-s"] if self.sip_trace else [])]
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         RUNNING.append(self)
         deadline = time.monotonic() + 10

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -42,6 +43,13 @@ CARRIER_C = f"{NET}.13"
 AGENT_IP = f"{NET}.21"
 AGENT2_IP = f"{NET}.22"
 STRANGER = f"{NET}.99"
+#: an edge with one network per side (fixture ``sided_edge``): carriers reach EDGE_IP through the
+#: 1:1 NAT address PUBLIC_IP (fixture ``one_to_one_nat``), agents reach AGENT_FACING_IP
+AGENT_FACING_IP = f"{NET}.2"
+PUBLIC_IP = f"{NET}.201"
+#: the carrier behind the NAT: used by no other test, so no conntrack entry of its NATed flows
+#: can outlive the nft table into another test's traffic
+NAT_CARRIER = f"{NET}.14"
 DID = "+14155550100"
 
 
@@ -204,6 +212,63 @@ def probing_edge(edge: Edge) -> Iterator[Edge]:
     finally:
         edge.settings = quiet
         services.restart(quiet, "monitor")
+
+
+@pytest.fixture(scope="module")
+def sided_edge(edge: Edge) -> Iterator[Edge]:
+    """The edge restarted with one network per side: carriers on EDGE_IP (UDP, advertised as
+    PUBLIC_IP in SIP and SDP), agents on AGENT_FACING_IP (UDP, no advertise), rtpengine with a
+    ``carrier`` and an ``agent`` interface, topoh masking with 192.0.2.1 (an address of neither
+    side), and loopback not counted as private (``media.private_networks``), so a loopback peer
+    writing a private address into its SDP counts as a peer behind NAT.  The session's settings
+    are restored afterwards."""
+    base = edge.settings
+    data = base.model_dump(mode="json")
+    port = base.sip_target[1]
+    data["sip"]["listen"] = [
+        {"transport": "udp", "address": EDGE_IP, "port": port, "advertise": PUBLIC_IP, "side": "carrier"},
+        {"transport": "udp", "address": AGENT_FACING_IP, "port": free_port_both(AGENT_FACING_IP), "side": "agent"},
+    ]
+    data["rtpengine"]["sides"] = {"carrier": {"address": EDGE_IP, "advertise": PUBLIC_IP},
+                                  "agent": {"address": AGENT_FACING_IP}}
+    data["security"]["topology_mask_ip"] = "192.0.2.1"
+    data["media"]["private_networks"] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+    sided = Settings.model_validate(data)
+    edge.settings = sided
+    try:
+        for name in ("kamailio", "rtpengine"):  # kamailio's restart renders every config
+            services.restart(sided, name)
+        yield edge
+    finally:
+        edge.settings = base
+        for name in ("kamailio", "rtpengine"):
+            services.restart(base, name)
+
+
+@pytest.fixture(scope="module")
+def one_to_one_nat() -> Iterator[str]:
+    """A 1:1 NAT on loopback (nftables): packets to PUBLIC_IP are sent to EDGE_IP (DNAT, nat/output),
+    packets from EDGE_IP to NAT_CARRIER leave from PUBLIC_IP (SNAT, nat/postrouting), and conntrack
+    un-NATs the replies, as a cloud elastic IP does.  The table is named after the test net and
+    always deleted afterwards.  Yields the table name; fails (never skips) without ``nft``."""
+    nft = shutil.which("nft")
+    if nft is None:
+        pytest.fail("nft is not installed (apt-get install nftables): the NAT tests need it")
+    table = "byoc_nat_" + NET.replace(".", "_")
+    subprocess.run([nft, "delete", "table", "ip", table], capture_output=True, timeout=10)  # a crashed run's
+    script = (
+        f"table ip {table} {{\n"
+        f"  chain out {{ type nat hook output priority -100; ip daddr {PUBLIC_IP} dnat to {EDGE_IP}; }}\n"
+        f"  chain post {{ type nat hook postrouting priority 100; "
+        f"ip saddr {EDGE_IP} ip daddr {NAT_CARRIER} snat to {PUBLIC_IP}; }}\n"
+        "}\n"
+    )
+    result = subprocess.run([nft, "-f", "-"], input=script, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, f"nft refused the NAT table: {result.stderr}"
+    try:
+        yield table
+    finally:
+        subprocess.run([nft, "delete", "table", "ip", table], check=True, capture_output=True, timeout=10)
 
 
 @pytest.fixture

@@ -851,12 +851,25 @@ def test_origination_leaves_from_the_agent_socket_naming_both_interfaces(ksr: Fa
     assert ("$fs", "udp:10.0.2.10:5060") in ksr.args_of("pv.sets")
     (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
     assert flags.split()[-2:] == ["direction=carrier", "direction=agent"]  # the offer came from the carrier
-    # the agent's answer: its own interface first
+    # the agent's answer names no interface: rtpengine keeps the ones the offer chose
     ksr.pv.update({"$rs": 180, "$rb": SDP_OFFER})
     ksr.pv["$avp(edge_from_caller)"] = 1
     sided_router.ksr_onreply_manage(MSG)
     (answer,) = ksr.args_of("rtpengine.rtpengine_answer")[0]
-    assert answer.split()[-2:] == ["direction=agent", "direction=carrier"]
+    assert "direction=" not in answer
+
+
+def test_delayed_offer_from_the_agent_names_its_interface_first(ksr: FakeKSR, sided_router: Any) -> None:
+    """An INVITE without SDP: the agent's 200 carries the offer, made from the agent's side."""
+    request(ksr)
+    ksr.returns["textops.has_body_type"] = -1
+    sided_router.ksr_request_route(MSG)
+    ksr.returns["textops.has_body_type"] = 1
+    ksr.pv.update({"$rs": 200, "$rm": "INVITE", "$rb": SDP_OFFER, "$avp(edge_from_caller)": 1,
+                   "$avp(edge_req_sdp)": 0})
+    sided_router.ksr_onreply_manage(MSG)
+    (offer,) = ksr.args_of("rtpengine.rtpengine_manage")[-1]
+    assert offer.split()[-2:] == ["direction=agent", "direction=carrier"]
 
 
 def test_termination_leaves_from_the_carrier_socket(ksr: FakeKSR, sided_router: Any, store: FakeStore) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routing.decision import Reject
-from routing.media import (BASE_FLAGS, SdpOffer, answer_refusal, fallback_flags, nat_flags, offer_flags, parse_sdp,
+from routing.media import (BASE_FLAGS, DEFAULT_PRIVATE_NETWORKS, SdpOffer, answer_refusal, fallback_flags, nat_flags, offer_flags, parse_sdp,
                            reason_header, rtp_timeout_s)
 from routing.model import DataError, MediaPolicy, SrtpMode
 
@@ -170,3 +170,22 @@ def test_fallback_offer_keeps_the_receivers_protocol() -> None:
 
 def test_reason_header_names_the_refusal() -> None:
     assert reason_header(Reject(488, "SRTP Required", "srtp_required")) == 'Reason: SIP;cause=488;text="SRTP Required"'
+
+
+def test_loopback_peers_are_private_by_default_and_networks_are_a_setting() -> None:
+    """A peer on this host is reached directly (default); an operator (or a test on loopback)
+    that does not list 127.0.0.0/8 makes a loopback SIP source count as outside the private networks."""
+    assert nat_flags("10.9.8.7", "127.0.3.13") == ()
+    assert nat_flags("10.9.8.7", "127.0.3.13", ("10.0.0.0/8",)) == ("SIP-source-address",)
+    assert nat_flags("192.168.1.5", "127.0.3.13", ("10.0.0.0/8",)) == ()  # not private by this list
+
+
+def test_private_networks_setting_is_validated_and_rendered() -> None:
+    from routing.render import runtime_settings
+    from routing.settings import Settings
+
+    assert runtime_settings(Settings()).media_private_networks == DEFAULT_PRIVATE_NETWORKS
+    custom = Settings.model_validate({"media": {"private_networks": ["10.0.0.0/8", "fd00::/8"]}})
+    assert runtime_settings(custom).media_private_networks == ("10.0.0.0/8", "fd00::/8")
+    with pytest.raises(ValueError, match=r"media\.private_networks\.0"):
+        Settings.model_validate({"media": {"private_networks": ["10.0.0.300/8"]}})

@@ -1,0 +1,192 @@
+"""NAT with real parts: an edge with one network per side behind a 1:1 NAT emulated with nftables.
+
+The edge (fixture ``sided_edge``) faces carriers on EDGE_IP, advertised as PUBLIC_IP, and agents on
+AGENT_FACING_IP; ``one_to_one_nat`` sends PUBLIC_IP to EDGE_IP and EDGE_IP's packets to the carrier
+out from PUBLIC_IP, as a cloud elastic IP does.  Two baresip UAs (with SIP traces) talk through it:
+the carrier must see only PUBLIC_IP in Via, Record-Route, Contact and SDP ``c=``/``o=`` (and every
+packet from PUBLIC_IP), the agent only AGENT_FACING_IP, and each must hear the other's tone.
+A third test has a carrier write a private address (10.9.8.7) into its SDP: the media still flows.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from routing import admin
+from routing.model import Agent, Direction, Gateway, Trunk
+from routing.sipp import uas
+from tests.baresip import Baresip, dominant_frequency, stop_all
+from tests.helpers import wait_until
+
+from .conftest import AGENT_FACING_IP, AGENT_IP, CARRIER_C, DID, NAT_CARRIER, NET, PUBLIC_IP, Edge
+
+CARRIER_TONE = 440
+AGENT_TONE = 1000
+TONE_TOLERANCE_HZ = 8
+RTP_BASE = 25000 + 200 * (int(NET.rsplit(".", 1)[1]) % 40)
+AGENT_PORT = 5091
+CARRIER_PORT = 5081
+#: topoh's mask address (sided_edge): of neither network, seen by both sides
+MASK_IP = "192.0.2.1"
+NUMBER = "+14155550199"
+PRIVATE_SDP_IP = "10.9.8.7"
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TRANSPORT = re.compile(r"^(udp|tcp|tls) (\S+) -> (\S+)$", re.IGNORECASE)
+_IPV4 = re.compile(r"(?<![0-9.])(\d{1,3}(?:\.\d{1,3}){3})(?![0-9])")
+#: lines whose addresses tell the topology: Via, Record-Route, Contact (long and compact forms), SDP c=/o=
+_TOPOLOGY_LINE = re.compile(r"^(via|v|record-route|contact|m)\s*:|^[co]=", re.IGNORECASE)
+
+
+@pytest.fixture
+def nat_edge(sided_edge: Edge, one_to_one_nat: str, clean_edge: Edge) -> Iterator[Edge]:
+    edge = clean_edge
+    admin.put_trunk(edge.redis, Trunk("natc", Direction.BOTH, cidrs=(f"{NAT_CARRIER}/32", f"{CARRIER_C}/32"),
+                                      gateways=(Gateway(NAT_CARRIER, CARRIER_PORT),)))
+    admin.put_agent(edge.redis, Agent("bot", (f"sip:ua@{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",)))
+    edge.did(DID, "natc", "bot")
+    edge.route("+1", "natc", "0.0100")
+    yield edge
+    stop_all()
+
+
+def agent_port(edge: Edge) -> int:
+    return next(l.port for l in edge.settings.sip.listen if l.side == "agent")
+
+
+def received(ua: Baresip) -> list[tuple[str, list[str]]]:
+    """``(source address, lines)`` of every SIP message ``ua`` received (its ``-s`` trace)."""
+    out: list[tuple[str, list[str]]] = []
+    current: list[str] | None = None
+    for raw in _ANSI.sub("", ua.output()).splitlines():
+        line = raw.strip()
+        match = _TRANSPORT.match(line)
+        if match:
+            src, dst = match.group(2), match.group(3)
+            current = [] if dst.rsplit(":", 1)[0] == ua.ip else None
+            if current is not None:
+                out.append((src.rsplit(":", 1)[0], current))
+        elif line == "#":
+            current = None
+        elif current is not None:
+            current.append(line)
+    return out
+
+
+def topology_addresses(ua: Baresip) -> tuple[set[str], set[str], list[str]]:
+    """(sources of the messages ``ua`` received, IPv4 addresses in their Via / Record-Route /
+    Contact headers and SDP c=/o= lines, those lines)."""
+    messages = received(ua)
+    assert messages, f"{ua.ip} received no SIP message in its trace: {ua.output()[-1500:]}"
+    lines = [l for _, msg in messages for l in msg if _TOPOLOGY_LINE.match(l)]
+    return {src for src, _ in messages}, {a for l in lines for a in _IPV4.findall(l)}, lines
+
+
+def assert_sees_only(ua: Baresip, source: str, allowed: set[str], must: list[str]) -> None:
+    sources, seen, lines = topology_addresses(ua)
+    assert sources == {source}, f"{ua.ip} received SIP from {sources}, expected only {source}"
+    assert seen <= allowed, f"{ua.ip} saw {seen - allowed} in: {[l for l in lines if set(_IPV4.findall(l)) - allowed]}"
+    for line in must:
+        assert line in lines, f"{ua.ip} never received {line!r}: {lines}"
+    edge_address = source  # the SDP's origin names the edge's address on this side too
+    assert any(l.startswith("o=") and l.endswith(f"IN IP4 {edge_address}") for l in lines), lines
+
+
+def assert_tone(path: Path, hz: int) -> None:
+    freq, rms = dominant_frequency(path)
+    assert rms > 300, f"{path.name}: silence (rms {rms:.0f})"
+    assert abs(freq - hz) <= TONE_TOLERANCE_HZ, f"{path.name}: heard {freq:.1f} Hz, expected {hz} Hz"
+
+
+def peers(edge: Edge) -> tuple[Baresip, Baresip]:
+    # the carrier's account is the number agents call (baresip answers 404 to other users)
+    carrier = Baresip(edge.workdir / "carrier", NAT_CARRIER, tone_hz=CARRIER_TONE, sip_port=CARRIER_PORT,
+                      rtp_base=RTP_BASE, sip_trace=True, user=NUMBER)
+    agent = Baresip(edge.workdir / "agent", AGENT_IP, tone_hz=AGENT_TONE, sip_port=AGENT_PORT,
+                    rtp_base=RTP_BASE + 100, sip_trace=True)
+    return carrier, agent
+
+
+def talk(edge: Edge, caller: Baresip, callee: Baresip, uri: str, hangs_up: Baresip) -> None:
+    caller.dial(uri)
+    callee.answer()
+    caller.wait_event("CALL_ESTABLISHED")
+    callee.wait_event("CALL_ESTABLISHED")
+    wait_until(lambda: edge.active_leases() == 2, timeout=5, what="call admitted")
+    time.sleep(2.0)  # the audio itself: the recordings need a few seconds of tone
+    hangs_up.hangup()
+    caller.wait_event("CALL_CLOSED")
+    callee.wait_event("CALL_CLOSED")
+
+
+def carrier_view() -> tuple[set[str], list[str]]:
+    return {PUBLIC_IP, NAT_CARRIER, MASK_IP}, [f"c=IN IP4 {PUBLIC_IP}"]
+
+
+def agent_view() -> tuple[set[str], list[str]]:
+    return {AGENT_FACING_IP, AGENT_IP, MASK_IP}, [f"c=IN IP4 {AGENT_FACING_IP}"]
+
+
+def test_origination_through_a_one_to_one_nat(nat_edge: Edge) -> None:
+    """The carrier calls the public address; each side sees only its own side's edge address;
+    tones both ways; the agent hangs up (its BYE crosses the NAT to the carrier)."""
+    edge = nat_edge
+    carrier, agent = peers(edge)
+    with carrier, agent:
+        talk(edge, carrier, agent, f"sip:{DID}@{PUBLIC_IP}:{edge.port}", hangs_up=agent)
+    assert_tone(carrier.recording, AGENT_TONE)
+    assert_tone(agent.recording, CARRIER_TONE)
+    assert_sees_only(carrier, PUBLIC_IP, *carrier_view())
+    assert_sees_only(agent, AGENT_FACING_IP, *agent_view())
+
+
+def test_termination_through_a_one_to_one_nat(nat_edge: Edge) -> None:
+    """The agent calls out through the agent-facing address; the carrier is reached from the
+    public address only; tones both ways; the carrier hangs up (its BYE crosses the NAT inbound)."""
+    edge = nat_edge
+    carrier, agent = peers(edge)
+    with carrier, agent:
+        talk(edge, agent, carrier, f"sip:{NUMBER}@{AGENT_FACING_IP}:{agent_port(edge)}", hangs_up=carrier)
+    assert_tone(carrier.recording, AGENT_TONE)
+    assert_tone(agent.recording, CARRIER_TONE)
+    assert_sees_only(carrier, PUBLIC_IP, *carrier_view())
+    assert_sees_only(agent, AGENT_FACING_IP, *agent_view())
+
+
+def private_sdp_gateway(workdir: Path) -> Path:
+    """uas_wait_bye.xml answering with a private connection address in its SDP (its RTP still comes
+    from, and is echoed at, its real address)."""
+    text = (Path(__file__).resolve().parents[2] / "sipp" / "uas_wait_bye.xml").read_text()
+    assert text.count("c=IN IP[media_ip_type] [media_ip]") >= 1
+    path = workdir / "uas_private_sdp.xml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.replace("c=IN IP[media_ip_type] [media_ip]", f"c=IN IP4 {PRIVATE_SDP_IP}"))
+    return path
+
+
+def test_private_address_in_the_carriers_sdp_keeps_the_media_path(nat_edge: Edge) -> None:
+    """The carrier's gateway answers with c=10.9.8.7 while its SIP and RTP come from CARRIER_C
+    (which media.private_networks does not list): rtpengine sends to the SIP source, learns the
+    real RTP source, and the agent hears its own tone echoed back by the carrier."""
+    edge = nat_edge
+    admin.put_trunk(edge.redis, Trunk("natc", Direction.BOTH, cidrs=(f"{CARRIER_C}/32",),
+                                      gateways=(Gateway(CARRIER_C, CARRIER_PORT),)), replace=True)
+    gateway = uas(edge.workdir / "gateway", CARRIER_C, CARRIER_PORT, scenario=private_sdp_gateway(edge.workdir),
+                  answer_ms=100, rtp_echo=True)
+    agent = Baresip(edge.workdir / "agent", AGENT_IP, tone_hz=AGENT_TONE, sip_port=AGENT_PORT,
+                    rtp_base=RTP_BASE + 100)
+    with agent:
+        agent.dial(f"sip:{NUMBER}@{AGENT_FACING_IP}:{agent_port(edge)}")
+        agent.wait_event("CALL_ESTABLISHED")
+        wait_until(lambda: edge.active_leases() == 2, timeout=5, what="call admitted")
+        time.sleep(2.0)  # the audio itself: the recording needs a few seconds of the echoed tone
+        agent.hangup()
+        agent.wait_event("CALL_CLOSED")
+    assert gateway.wait(timeout=15) == 0, gateway.output()
+    assert f"c=IN IP4 {PRIVATE_SDP_IP}" in gateway.messages()  # the private address really was sent
+    assert_tone(agent.recording, AGENT_TONE)
