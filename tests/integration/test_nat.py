@@ -5,7 +5,8 @@ AGENT_FACING_IP; ``one_to_one_nat`` sends PUBLIC_IP to EDGE_IP and EDGE_IP's pac
 out from PUBLIC_IP, as a cloud elastic IP does.  Two baresip UAs (with SIP traces) talk through it:
 the carrier must see only PUBLIC_IP in Via, Record-Route, Contact and SDP ``c=``/``o=`` (and every
 packet from PUBLIC_IP), the agent only AGENT_FACING_IP, and each must hear the other's tone.
-A third test has a carrier write a private address (10.9.8.7) into its SDP: the media still flows.
+SIPp peers add re-INVITEs from either side and a delayed offer, and a carrier writes a private
+address (10.9.8.7) into its SDP: the media still flows.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 from routing import admin
 from routing.model import Agent, Direction, Gateway, Trunk
-from routing.sipp import uas
+from routing.sipp import uac, uas
 from tests.baresip import Baresip, dominant_frequency, stop_all
 from tests.helpers import wait_until
 
@@ -190,3 +191,55 @@ def test_private_address_in_the_carriers_sdp_keeps_the_media_path(nat_edge: Edge
     assert gateway.wait(timeout=15) == 0, gateway.output()
     assert f"c=IN IP4 {PRIVATE_SDP_IP}" in gateway.messages()  # the private address really was sent
     assert_tone(agent.recording, AGENT_TONE)
+
+
+def sdp_lines_received(run: object) -> list[str]:
+    """The SDP ``c=`` and ``o=`` lines of every message a SIPp run received."""
+    blocks = run.messages().split("-----------------------------------------------")  # type: ignore[attr-defined]
+    return [l.strip() for b in blocks if "message received" in b for l in b.splitlines() if l.startswith(("c=", "o="))]
+
+
+def test_reinvite_and_update_from_either_side_keep_each_sides_address(nat_edge: Edge) -> None:
+    """SIPp callers send a re-INVITE with SDP (and an UPDATE) inside the call: from the carrier
+    (origination, through the NAT) and from the agent (termination).  Every SDP each side
+    receives, initial or in-dialog, offer or answer, names only its own side's edge address."""
+    edge = nat_edge
+    work = edge.workdir
+    agent = uas(work / "orig-agent", AGENT_IP, AGENT_PORT, answer_ms=100)
+    carrier = uac(work / "orig-carrier", NAT_CARRIER, CARRIER_PORT + 2, f"{PUBLIC_IP}:{edge.port}", DID, hold_ms=300)
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert agent.wait(timeout=30) == 0, agent.output()
+    gateway = uas(work / "term-carrier", NAT_CARRIER, CARRIER_PORT, answer_ms=100)
+    caller = uac(work / "term-agent", AGENT_IP, AGENT_PORT + 2, f"{AGENT_FACING_IP}:{agent_port(edge)}", NUMBER,
+                 hold_ms=300)
+    assert caller.wait(timeout=30) == 0, caller.output()
+    assert gateway.wait(timeout=30) == 0, gateway.output()
+    for run, address in ((carrier, PUBLIC_IP), (gateway, PUBLIC_IP), (agent, AGENT_FACING_IP),
+                         (caller, AGENT_FACING_IP)):
+        lines = sdp_lines_received(run)
+        # callers: the 200s to the INVITE and the re-INVITE; callees: the INVITE and the re-INVITE
+        # (the scenarios' UPDATE and its 200 carry no SDP)
+        assert len([l for l in lines if l.startswith("c=")]) == 2, (run.name, lines)
+        assert all(l.endswith(f"IN IP4 {address}") for l in lines), (run.name, address, lines)
+
+
+def test_delayed_offer_through_the_sides(nat_edge: Edge) -> None:
+    """Termination with an INVITE without SDP: the carrier's offer in its 200 (through the NAT) is
+    made from the carrier interface, so the agent's 200 names the agent-facing address and the
+    ACK's answer reaching the carrier names the public one; a re-INVITE from the agent after it too."""
+    from .test_media_late_offer import callee_scenario, caller_scenario, sdp
+
+    edge = nat_edge
+    work = edge.workdir
+    body = sdp("RTP/AVP", [(0, "PCMU/8000")])
+    gateway = uas(work / "carrier", NAT_CARRIER, CARRIER_PORT, scenario=callee_scenario(work, body, body),
+                  answer_ms=100, rtp_echo=False)
+    caller = uac(work / "agent", AGENT_IP, AGENT_PORT + 4, f"{AGENT_FACING_IP}:{agent_port(edge)}", NUMBER,
+                 scenario=caller_scenario(work, body, reinvite_offer=body), hold_ms=300)
+    assert caller.wait(timeout=30) == 0, caller.output()
+    assert gateway.wait(timeout=30) == 0, gateway.output()
+    for run, address in ((gateway, PUBLIC_IP), (caller, AGENT_FACING_IP)):
+        lines = sdp_lines_received(run)
+        # agent: the 200's offer and the re-INVITE's answer; carrier: the ACK's answer and the re-INVITE
+        assert len([l for l in lines if l.startswith("c=")]) == 2, (run.name, lines)
+        assert all(l.endswith(f"IN IP4 {address}") for l in lines), (run.name, address, lines)
