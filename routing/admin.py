@@ -815,7 +815,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     billing_increment (``"first/next"`` s), max_rate (per-minute, decimal string or null),
     daily_spend_cap (currency per UTC day, decimal string or null), inbound_rate (per-minute
     price of origination calls, decimal string or null),
-    media {codecs, ptime_ms, srtp, rtp_timeout_s} (null = node default)."""
+    media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
     fmt = trunk.number_format
     return {
         "name": trunk.name,
@@ -866,7 +866,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
 def agent_dict(agent: Agent) -> dict[str, object]:
     """JSON shape of an agent: name, uris (in order), cidrs, max_calls (null = unlimited),
     allow_prefixes, deny_prefixes, dtmf (null = the node's dtmf.default_mode),
-    media {codecs, ptime_ms, srtp, rtp_timeout_s} (null = node default)."""
+    media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
     return {
         "name": agent.name,
         "uris": list(agent.uris),

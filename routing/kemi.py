@@ -182,13 +182,13 @@ _PRIVATE_NETWORKS: tuple[str, ...] = media.DEFAULT_PRIVATE_NETWORKS
 
 
 def _offer_flags(offer: media.SdpOffer | None, sender: MediaPolicy, receiver: MediaPolicy,
-                 dtmf_flags: tuple[str, ...]) -> str | Reject:
+                 dtmf_flags: tuple[str, ...], fill: bool = False) -> str | Reject:
     """rtpengine flags of an SDP offer: media policy (routing.media) plus the DTMF flags
     (routing.dtmf); telephone-event is left to the DTMF flags when they name it."""
     if offer is None:
         return _flags(dtmf_flags)
     keep_events = not any("telephone-event" in f for f in dtmf_flags)
-    flags = media.offer_flags(offer, sender, receiver, keep_events=keep_events)
+    flags = media.offer_flags(offer, sender, receiver, keep_events=keep_events, fill=fill)
     if isinstance(flags, Reject):
         return flags
     return " ".join((flags, *dtmf_flags, *media.nat_flags(offer.address, _pv("$si"), _PRIVATE_NETWORKS)))
@@ -639,8 +639,11 @@ class Router:
             # offers name the sender's and receiver's interfaces; answers (the ACK's) keep the offer's
             iface = netsides.direction_flags(_pv(DIRECTION_VAR) or "origination", from_caller,
                                              self.settings.media_sides and method != "ACK")
-            flags = (self._in_dialog_flags(from_caller, (*dtmf_flags, *iface)) if sdp and method != "ACK"
-                     else _flags((*dtmf_flags, *iface)))
+            if sdp and method != "ACK":
+                flags = self._in_dialog_flags(from_caller, (*dtmf_flags, *iface))
+            else:
+                fill = self._answer_fill(_pv(MEDIA_VAR), from_caller) if sdp else ()
+                flags = _flags((*dtmf_flags, *iface, *fill))
             if isinstance(flags, Reject):
                 _log_reject(flags, "in-dialog")
                 KSR.sl.send_reply(flags.code, flags.reason)
@@ -690,7 +693,7 @@ class Router:
         sides = json.loads(text)
         caller, callee = MediaPolicy.from_json(sides.get("caller")), MediaPolicy.from_json(sides.get("callee"))
         sender, receiver = (caller, callee) if from_caller else (callee, caller)
-        return _offer_flags(media.parse_sdp(_pv("$rb")), sender, receiver, dtmf_flags)
+        return _offer_flags(media.parse_sdp(_pv("$rb")), sender, receiver, dtmf_flags, self.settings.media_fill)
 
     def _sides(self, text: str) -> tuple[MediaPolicy, MediaPolicy] | None:
         """(caller, callee) media policies from their JSON form (:data:`MEDIA_VAR`); None when unknown."""
@@ -712,7 +715,7 @@ class Router:
             return _flags(dtmf_flags)
         caller, callee = sides
         sender, receiver = (caller, callee) if from_caller else (callee, caller)
-        flags = _offer_flags(sdp, sender, receiver, dtmf_flags)
+        flags = _offer_flags(sdp, sender, receiver, dtmf_flags, self.settings.media_fill)
         if not isinstance(flags, Reject):
             return flags
         code = int(_pv("$rs") or 0)
@@ -720,6 +723,23 @@ class Router:
         if 200 <= code < 300:
             self._refuse_media(_pv("$ci"), flags)
         return " ".join((media.fallback_flags(receiver), *dtmf_flags))
+
+    def _answer_fill(self, sides_text: str, from_caller: bool) -> tuple[str, ...]:
+        """Flags of an SDP answer from the caller (``from_caller``) or the callee for its side's
+        ``fill_silence`` (:func:`routing.media.answer_flags`)."""
+        sides = self._sides(sides_text)
+        if sides is None:
+            return ()
+        return media.answer_flags(sides[0] if from_caller else sides[1], self.settings.media_fill)
+
+    def _keepalives(self, caller: MediaPolicy, callee: MediaPolicy) -> None:
+        """In-dialog OPTIONS keepalives of the dialog module toward the sides that want them
+        (``ka-src``: the caller, ``ka-dst``: the callee of the hop being tried)."""
+        for prop, side in (("ka-src", caller), ("ka-dst", callee)):
+            if side.sip_keepalive:
+                KSR.dialog.dlg_set_property(prop)
+            else:
+                KSR.dialog.dlg_reset_property(prop)
 
     def _check_answer(self, from_caller: bool) -> None:
         """The SDP answer in an ACK (to a delayed offer) must follow its sender's policy."""
@@ -767,6 +787,7 @@ class Router:
         sides = json.dumps({"caller": plan.caller_media, "callee": plan.current.media})
         KSR.pv.sets(MEDIA_VAR, sides)
         KSR.pv.sets(MEDIA_AVP, sides)
+        self._keepalives(caller, callee)
         KSR.pv.sets(RTP_TIMEOUT_VAR, str(media.rtp_timeout_s(caller, callee) or ""))
 
     def _media_refusal(self, plan: CallPlan) -> Reject | None:
@@ -1038,7 +1059,7 @@ class Router:
             iface = netsides.direction_flags(plan.direction, True, self.settings.media_sides)
             flags = _offer_flags(media.parse_sdp(_pv("$rb")), MediaPolicy.from_json(plan.caller_media),
                                  MediaPolicy.from_json(plan.current.media),
-                                 (*_sdp_flags(modes, True, offer=True), *iface))
+                                 (*_sdp_flags(modes, True, offer=True), *iface), self.settings.media_fill)
             if isinstance(flags, Reject) or KSR.rtpengine.rtpengine_offer(flags) < 0:
                 KSR.err(f"edge: rtpengine offer failed call-id={_pv('$ci')} flags={flags!r}\n")
                 KSR.pv.seti(MEDIA_ERROR_AVP, 1)
@@ -1099,7 +1120,8 @@ class Router:
                     # an answer names no interface: rtpengine keeps the ones the offer chose (a
                     # direction list here is applied to the legs in the offer's roles, and would
                     # give the offerer the answerer's interface)
-                    flags = _flags((*_sdp_flags(modes, from_caller, offer), *nat))
+                    flags = _flags((*_sdp_flags(modes, from_caller, offer), *nat,
+                                    *self._answer_fill(_pv(MEDIA_AVP), from_caller)))
                     # explicit: the initial offer was made with rtpengine_offer in the branch route,
                     # which manage's own offer/answer detection does not see
                     KSR.rtpengine.rtpengine_answer(flags)

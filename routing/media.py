@@ -35,9 +35,10 @@ from typing import Sequence
 from functools import lru_cache
 
 from .decision import Reason, Reject
-from .model import CODECS, MediaPolicy, SrtpMode
+from .model import CODECS, MediaPolicy, SilenceFill, SrtpMode
 
-__all__ = ["DEFAULT_PRIVATE_NETWORKS", "SdpOffer", "parse_sdp", "offer_flags", "answer_refusal", "fallback_flags", "reason_header", "nat_flags",
+__all__ = ["DEFAULT_PRIVATE_NETWORKS", "SdpOffer", "parse_sdp", "offer_flags", "answer_flags", "answer_refusal",
+           "fallback_flags", "reason_header", "nat_flags",
            "BASE_FLAGS", "rtp_timeout_s"]
 
 #: flags of every rtpengine offer/answer of the edge: the SDP's o= and c= lines point at rtpengine,
@@ -147,7 +148,7 @@ def parse_sdp(body: str) -> SdpOffer | None:
 
 
 def _codec_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy,
-                 keep_events: bool) -> list[str] | Reject:
+                 keep_events: bool, keep_cn: bool = True) -> list[str] | Reject:
     allowed_here = offerer.codecs or CODECS
     allowed_there = answerer.codecs or CODECS
     audio = [c for c in offer.codecs if c not in PASSTHROUGH]
@@ -162,11 +163,50 @@ def _codec_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy,
     else:
         flags += [f"codec-mask-{c}" for c in usable]
         flags += [f"codec-transcode-{c}" for c in allowed_there]
-    flags += [f"codec-offer-{c}" for c in PASSTHROUGH if c in offer.codecs and (keep_events or c == "CN")]
+    flags += [f"codec-offer-{c}" for c in PASSTHROUGH
+              if c in offer.codecs and (keep_cn if c == "CN" else keep_events)]
     return flags
 
 
-def offer_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy, keep_events: bool = True) -> str | Reject:
+#: forces the stream toward the side whose SDP carries it through rtpengine's transcoding engine, where
+#: DTX handling (``dtx-delay``) fills the gaps of the other side's stream (rtpengine 10.5: the flag
+#: exists for DTMF injection, which needs the same engine; codec.c sets force_transcoding for it)
+FILL_FLAG = "inject-DTMF"
+
+
+def _fills(policy: MediaPolicy, enabled: bool) -> SilenceFill:
+    return (policy.fill_silence or SilenceFill.NONE) if enabled else SilenceFill.NONE
+
+
+def _fill_offer_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy, enabled: bool) -> list[str]:
+    """Flags of an offer for the sides' ``fill_silence`` (see :class:`routing.model.SilenceFill`):
+    the offerer's own SDP carries :data:`FILL_FLAG` when it wants filling; an ``audio`` side never
+    negotiates CN (so the filling reaches it as silence in its codec); a ``cn`` offerer keeps the CN
+    it offered even when the answerer has none (``codec-accept-CN``), and a ``cn`` side that is
+    offered the call is offered CN even when the offerer has none (RFC 3389)."""
+    flags = []
+    mine, theirs = _fills(offerer, enabled), _fills(answerer, enabled)
+    if mine is not SilenceFill.NONE:
+        flags.append(FILL_FLAG)
+    if mine is SilenceFill.AUDIO and "CN" in offer.codecs:
+        flags.append("codec-strip-CN")
+    elif mine is SilenceFill.CN and "CN" in offer.codecs:
+        flags.append("codec-accept-CN")  # kept toward the offerer even when the answerer has no CN
+    if theirs is SilenceFill.AUDIO:
+        flags.append("codec-mask-CN")
+    elif theirs is SilenceFill.CN and "CN" not in offer.codecs:
+        flags.append("codec-transcode-CN")
+    return flags
+
+
+def answer_flags(answerer: MediaPolicy, enabled: bool = True) -> tuple[str, ...]:
+    """Extra flags of an SDP answer from ``answerer``'s side: :data:`FILL_FLAG` when that side
+    wants the other side's silences filled (its ``fill_silence`` is ``audio`` or ``cn``)."""
+    return (FILL_FLAG,) if _fills(answerer, enabled) is not SilenceFill.NONE else ()
+
+
+def offer_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy, keep_events: bool = True,
+                fill: bool = True) -> str | Reject:
     """The ``rtpengine_offer`` flags for an offer from ``offerer``'s side to ``answerer``'s side.
 
     Args:
@@ -175,6 +215,7 @@ def offer_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy, ke
         answerer: resolved policy of the side the offer goes to.
         keep_events: pass telephone-event when offered; False when the DTMF flags
             (:func:`routing.dtmf.sdp_flags`) decide what happens to it.
+        fill: the node fills silences (``media.fill_delay_ms`` > 0); False ignores ``fill_silence``.
 
     Returns:
         The flag string, or a 488 :class:`Reject` (``Reason.SRTP_REQUIRED``,
@@ -184,10 +225,12 @@ def offer_flags(offer: SdpOffer, offerer: MediaPolicy, answerer: MediaPolicy, ke
     refusal = _srtp_refusal(offerer.srtp, offer.srtp)
     if refusal is not None:
         return refusal
-    codecs = _codec_flags(offer, offerer, answerer, keep_events)
+    no_cn = SilenceFill.AUDIO in (_fills(offerer, fill), _fills(answerer, fill))
+    codecs = _codec_flags(offer, offerer, answerer, keep_events, keep_cn=not no_cn)
     if isinstance(codecs, Reject):
         return codecs
-    flags = [BASE_FLAGS, _PROTO_FLAGS[answerer.srtp or SrtpMode.NONE], *codecs]
+    flags = [BASE_FLAGS, _PROTO_FLAGS[answerer.srtp or SrtpMode.NONE], *codecs,
+             *_fill_offer_flags(offer, offerer, answerer, fill)]
     here, there = offerer.ptime_ms or 20, answerer.ptime_ms or 20
     if here != there:
         flags += [f"ptime={there}", f"ptime-reverse={here}"]

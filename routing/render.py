@@ -76,6 +76,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         media_agent=settings.media.agent.model_dump(mode="json"),
         media_check_interval_s=settings.media.check_interval_s,
         media_quality_ttl_s=settings.media.quality_ttl_s,
+        media_fill=settings.media.fill_delay_ms > 0,
         rtpengine_ng_host="127.0.0.1",
         rtpengine_ng_port=settings.rtpengine.ng_port,
         media_sides=settings.rtpengine.sides is not None,

@@ -52,6 +52,7 @@ class RuntimeSettings:
             (:meth:`routing.model.MediaPolicy.to_json` form).
         media_check_interval_s: seconds between two rtpengine queries of one answered call.
         media_quality_ttl_s: lifetime of a call's media quality record after the call (s).
+        media_fill: rtpengine fills silences (``media.fill_delay_ms`` > 0), so sides' ``fill_silence`` applies.
         rtpengine_ng_host, rtpengine_ng_port: rtpengine's ng control socket (UDP).
         media_sides: rtpengine has one interface per side, named ``carrier`` and ``agent``: every
             offer and answer names them (:func:`routing.sides.direction_flags`).
@@ -93,6 +94,7 @@ class RuntimeSettings:
     media_agent: dict | None = None
     media_check_interval_s: int = 2
     media_quality_ttl_s: int = 86400
+    media_fill: bool = False
     rtpengine_ng_host: str = "127.0.0.1"
     rtpengine_ng_port: int = 2223
     media_sides: bool = False

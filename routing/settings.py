@@ -181,6 +181,12 @@ class SideMedia(_Model):
         60, ge=5, le=86400,
         description="no RTP from any side for this long ends the call with BYE to both sides (s)",
     )
+    sip_keepalive: bool = Field(
+        False, description="send this side in-dialog OPTIONS every media.keepalive_interval_s; no answer ends the call",
+    )
+    fill_silence: Literal["none", "audio", "cn"] = Field(
+        "none", description="what this side receives while the other side is silent: nothing, silence, or CN packets",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> "SideMedia":
@@ -204,6 +210,21 @@ class Media(_Model):
         default_factory=lambda: list(DEFAULT_PRIVATE_NETWORKS),
         description="networks treated as private: a peer whose SDP names an address in them while its SIP comes "
         "from outside them is behind NAT, and its media is sent to its SIP source address (docs/media.md)",
+    )
+    keepalive_interval_s: int = Field(
+        30, ge=30, le=3600,
+        description="interval of the in-dialog OPTIONS to sides with sip_keepalive (s; the dialog module's minimum is 30)",
+    )
+    keepalive_failures: int = Field(
+        2, ge=1, le=10, description="unanswered keepalives (408 or 481) before the call is ended",
+    )
+    fill_delay_ms: int = Field(
+        40, ge=0, le=500,
+        description="rtpengine dtx-delay: how long a transcoded stream waits before filling a gap (ms); "
+                    "0 turns fill_silence off",
+    )
+    comfort_noise_dbov: int = Field(
+        70, ge=0, le=127, description="level of the comfort noise sent to fill_silence=cn sides (-dBov, RFC 3389)",
     )
 
 

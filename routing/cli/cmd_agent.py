@@ -59,13 +59,16 @@ def add(
     ptime_ms: int | None = None,
     srtp: str | None = None,
     rtp_timeout_s: int | None = None,
+    sip_keepalive: str | None = None,
+    fill_silence: str | None = None,
 ) -> None:
     """Add agent NAME (or overwrite it with --replace)."""
     value = Agent(
         name=name, uris=uris, cidrs=cidrs, max_calls=max_calls,
         allow_prefixes=allow_prefixes, deny_prefixes=deny_prefixes,
         x_headers=x_headers, trust_identity=trust_identity, dtmf=DtmfMode(dtmf) if dtmf else None,
-        media=media_policy(codecs, ptime_ms, srtp, rtp_timeout_s, f"agent {name!r}"),
+        media=media_policy(codecs, ptime_ms, srtp, rtp_timeout_s, f"agent {name!r}", sip_keepalive,
+                           fill_silence),
     )
     written = admin.put_agent(app.redis(), value, replace=replace)
     click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")

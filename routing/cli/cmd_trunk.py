@@ -131,6 +131,8 @@ def add(
     ptime_ms: int | None = None,
     srtp: str | None = None,
     rtp_timeout_s: int | None = None,
+    sip_keepalive: str | None = None,
+    fill_silence: str | None = None,
     tls_ca: str = "",
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
@@ -169,7 +171,8 @@ def add(
         max_rate=None if max_rate is None else parse_rate(max_rate, f"trunk {name!r} max_rate"),
         daily_spend_cap=None if daily_spend_cap is None else parse_rate(daily_spend_cap, f"trunk {name!r} daily_spend_cap"),
         inbound_rate=None if inbound_rate is None else parse_rate(inbound_rate, f"trunk {name!r} inbound_rate"),
-        media=media_policy(codecs, ptime_ms, srtp, rtp_timeout_s, f"trunk {name!r}"),
+        media=media_policy(codecs, ptime_ms, srtp, rtp_timeout_s, f"trunk {name!r}", sip_keepalive,
+                           fill_silence),
         tls_ca=str(Path(tls_ca).resolve()) if tls_ca else "",
     )
     if tls_ca and not Path(tls_ca).is_file():

@@ -271,6 +271,23 @@ def one_to_one_nat() -> Iterator[str]:
         subprocess.run([nft, "delete", "table", "ip", table], check=True, capture_output=True, timeout=10)
 
 
+@pytest.fixture(scope="module")
+def long_call_edge(edge: Edge) -> Iterator[Edge]:
+    """The edge with Kamailio restarted for calls longer than the dialog keepalive interval:
+    ``sip.max_call_duration_s`` 90 s (the call clock would end calls at 12 s) and one failed keepalive
+    enough to end a call (``media.keepalive_failures: 1``); restarted with the usual settings after."""
+    usual = edge.settings
+    sip = usual.sip.model_copy(update={"max_call_duration_s": 90})
+    media = usual.media.model_copy(update={"keepalive_failures": 1})
+    edge.settings = usual.model_copy(update={"sip": sip, "media": media})
+    services.restart(edge.settings, "kamailio")
+    try:
+        yield edge
+    finally:
+        edge.settings = usual
+        services.restart(usual, "kamailio")
+
+
 @pytest.fixture
 def clean_edge(edge: Edge, tmp_path: Path) -> Iterator[Edge]:
     """The edge with empty routing tables and no banned source; afterwards every counter

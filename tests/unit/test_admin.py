@@ -88,6 +88,8 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "ptime_ms": "",
         "srtp": "",
         "rtp_timeout_s": "",
+        "sip_keepalive": "",
+        "fill_silence": "",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",
@@ -202,7 +204,8 @@ def test_replace_agent_rewrites_uri_list(redis_client: redis.Redis) -> None:
     assert not redis_client.exists(keys.agent_cidrs("bot"))
     assert redis_client.hgetall(keys.agent("bot")) == {"max_calls": "", "allow_prefixes": "", "deny_prefixes": "",
                                                           "x_headers": "", "trust_identity": "no", "dtmf": "",
-                                                          "codecs": "", "ptime_ms": "", "srtp": "", "rtp_timeout_s": ""}
+                                                          "codecs": "", "ptime_ms": "", "srtp": "", "rtp_timeout_s": "",
+                                                          "sip_keepalive": "", "fill_silence": ""}
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,8 @@ def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
     agents = json.loads(ok(edgectl("agent", "list", "--json")).stdout)
     assert agents == [{"name": "bot", "uris": ["sip:bot@203.0.113.20:5070"], "cidrs": ["203.0.113.0/28"], "max_calls": None,
                        "allow_prefixes": [], "deny_prefixes": [], "x_headers": [], "trust_identity": False, "dtmf": None,
-                       "media": {"codecs": None, "ptime_ms": None, "srtp": None, "rtp_timeout_s": None}}]
+                       "media": {"codecs": None, "ptime_ms": None, "srtp": None, "rtp_timeout_s": None,
+                                 "sip_keepalive": None, "fill_silence": None}}]
     assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout) == agents[0]
 
     dids = json.loads(ok(edgectl("did", "list", "--json")).stdout)
@@ -207,10 +208,21 @@ def test_media_policy_options(edgectl, redis_client: redis.Redis) -> None:
     fields = redis_client.hgetall(keys.trunk("twilio"))
     assert (fields["codecs"], fields["ptime_ms"], fields["srtp"], fields["rtp_timeout_s"]) == ("PCMU,PCMA", "20", "sdes", "90")
     agent = json.loads(ok(edgectl("agent", "show", "bot", "--json")).output)
-    assert agent["media"] == {"codecs": ["opus", "PCMU"], "ptime_ms": None, "srtp": "dtls", "rtp_timeout_s": None}
+    assert agent["media"] == {"codecs": ["opus", "PCMU"], "ptime_ms": None, "srtp": "dtls", "rtp_timeout_s": None,
+                              "sip_keepalive": None, "fill_silence": None}
     shown = ok(edgectl("trunk", "show", "twilio")).output
     assert "PCMU,PCMA" in shown and "sdes" in shown
     assert "node default" in ok(edgectl("agent", "show", "bot")).output  # ptime and timeout not set
     error = one_line_error(edgectl("agent", "add", "bot2", "--uri", "sip:b@203.0.113.21", "--codecs", "G729"))
     assert "codecs: unknown codec 'G729'" in error
     assert not redis_client.exists(keys.agent("bot2"))
+
+
+def test_keepalive_and_fill_silence_options(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("trunk", "add", "carrier", "--cidr", "192.0.2.0/24", "--sip-keepalive", "yes", "--fill-silence", "cn"))
+    fields = redis_client.hgetall(keys.trunk("carrier"))
+    assert (fields["sip_keepalive"], fields["fill_silence"]) == ("yes", "cn")
+    shown = ok(edgectl("trunk", "show", "carrier")).output
+    assert "sip keepalive" in shown and "fill silence" in shown
+    bad = edgectl("agent", "add", "bot", "--uri", "sip:bot@203.0.113.20:5070", "--fill-silence", "loud")
+    assert bad.exit_code != 0 and not redis_client.exists(keys.agent("bot"))

@@ -65,6 +65,8 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "dialog.dlg_manage": 1,
     "dialog.is_known_dlg": 1,
     "dialog.dlg_set_timeout": 1,
+    "dialog.dlg_set_property": 1,
+    "dialog.dlg_reset_property": 1,
     "maxfwd.process_maxfwd": 1,
     "sanity.sanity_check": 1,
     "siputils.has_totag": -1,
@@ -522,6 +524,15 @@ def test_agent_policy_shapes_the_offer(ksr: FakeKSR, router: Any, store: FakeSto
     router.ksr_request_route(MSG)
     (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
     assert "UDP/TLS/RTP/SAVP SDES-off" in flags and "codec-transcode-opus" in flags
+
+
+def test_sip_keepalive_of_the_callee_sets_ka_dst_only(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.agents["bot"] = replace(store.agents["bot"], media=MediaPolicy(sip_keepalive=True))
+    request(ksr)
+    router.ksr_request_route(MSG)
+    assert ("ka-dst",) in ksr.args_of("dialog.dlg_set_property")
+    assert ("ka-src",) in ksr.args_of("dialog.dlg_reset_property")
+    assert ("ka-src",) not in ksr.args_of("dialog.dlg_set_property")
 
 
 # -- dialog events ---------------------------------------------------------------------------

@@ -189,3 +189,53 @@ def test_private_networks_setting_is_validated_and_rendered() -> None:
     assert runtime_settings(custom).media_private_networks == ("10.0.0.0/8", "fd00::/8")
     with pytest.raises(ValueError, match=r"media\.private_networks\.0"):
         Settings.model_validate({"media": {"private_networks": ["10.0.0.300/8"]}})
+
+
+# -- fill_silence and sip_keepalive ---------------------------------------------------------------
+
+from routing.media import FILL_FLAG, answer_flags  # noqa: E402
+from routing.model import SilenceFill  # noqa: E402
+
+_PCMU_CN = SdpOffer("RTP/AVP", ("PCMU", "CN"))
+_PCMU = SdpOffer("RTP/AVP", ("PCMU",))
+
+
+def test_offerer_wanting_audio_fill_forces_transcoding_and_drops_cn() -> None:
+    flags = offer_flags(_PCMU_CN, MediaPolicy(fill_silence=SilenceFill.AUDIO), MediaPolicy()).split()
+    assert FILL_FLAG in flags and "codec-strip-CN" in flags and "codec-offer-CN" not in flags
+
+
+def test_offerer_wanting_cn_keeps_its_cn_even_if_the_answerer_has_none() -> None:
+    flags = offer_flags(_PCMU_CN, MediaPolicy(fill_silence=SilenceFill.CN), MediaPolicy()).split()
+    assert FILL_FLAG in flags and "codec-accept-CN" in flags and "codec-offer-CN" in flags
+
+
+def test_answerer_fill_is_in_its_answer_and_shapes_what_it_is_offered() -> None:
+    audio = offer_flags(_PCMU_CN, MediaPolicy(), MediaPolicy(fill_silence=SilenceFill.AUDIO)).split()
+    assert FILL_FLAG not in audio and "codec-mask-CN" in audio and "codec-offer-CN" not in audio
+    cn = offer_flags(_PCMU, MediaPolicy(), MediaPolicy(fill_silence=SilenceFill.CN)).split()
+    assert "codec-transcode-CN" in cn
+    assert answer_flags(MediaPolicy(fill_silence=SilenceFill.CN)) == (FILL_FLAG,)
+    assert answer_flags(MediaPolicy(fill_silence=SilenceFill.NONE)) == ()
+    assert answer_flags(MediaPolicy()) == ()
+
+
+def test_fill_is_ignored_when_the_node_does_not_fill() -> None:
+    flags = offer_flags(_PCMU_CN, MediaPolicy(fill_silence=SilenceFill.AUDIO),
+                        MediaPolicy(fill_silence=SilenceFill.CN), fill=False)
+    assert flags == offer_flags(_PCMU_CN, MediaPolicy(), MediaPolicy())
+    assert answer_flags(MediaPolicy(fill_silence=SilenceFill.AUDIO), enabled=False) == ()
+
+
+def test_keepalive_and_fill_fields_round_trip_and_validate() -> None:
+    policy = MediaPolicy.from_redis({"sip_keepalive": "yes", "fill_silence": "cn"}, "trunk 'x'")
+    assert policy.sip_keepalive is True and policy.fill_silence is SilenceFill.CN
+    assert MediaPolicy.from_redis(policy.to_redis(), "trunk 'x'") == policy
+    assert MediaPolicy.from_json(policy.to_json()) == policy
+    assert MediaPolicy.from_redis({}, "trunk 'x'").sip_keepalive is None
+    assert MediaPolicy(sip_keepalive=False).over(MediaPolicy(sip_keepalive=True)).sip_keepalive is False
+    assert MediaPolicy().over(MediaPolicy(fill_silence=SilenceFill.AUDIO)).fill_silence is SilenceFill.AUDIO
+    with pytest.raises(DataError, match="trunk 'x' fill_silence"):
+        MediaPolicy.from_redis({"fill_silence": "loud"}, "trunk 'x'")
+    with pytest.raises(DataError, match="agent 'y' sip_keepalive"):
+        MediaPolicy.from_redis({"sip_keepalive": "maybe"}, "agent 'y'")

@@ -347,3 +347,23 @@ def test_second_listener_and_media_address_are_named() -> None:
 def test_foreign_address_is_fine_as_advertise() -> None:
     settings = with_listeners(Listener(address="127.0.0.1", advertise="192.0.2.55"))
     assert check_addresses(settings) == []
+
+
+def test_silence_filling_and_keepalives_are_rendered() -> None:
+    settings = Settings.model_validate({"media": {"fill_delay_ms": 60, "comfort_noise_dbov": 65,
+                                                  "keepalive_interval_s": 45, "keepalive_failures": 3}})
+    conf = lines(render(settings)["rtpengine.conf"])
+    assert {"dtx-delay = 60", "max-dtx = 0", "silence-detect = 0.01", "cn-payload = 65"} <= set(conf)
+    cfg = lines(render(settings)["kamailio.cfg"])
+    assert 'modparam("dialog", "ka_interval", 45)' in cfg and 'modparam("dialog", "ka_failed_limit", 3)' in cfg
+    assert json.loads(render(settings)["routing.json"])["media_fill"] is True
+    off = Settings.model_validate({"media": {"fill_delay_ms": 0}})
+    assert not any(line.startswith("dtx-delay") for line in lines(render(off)["rtpengine.conf"]))
+    assert json.loads(render(off)["routing.json"])["media_fill"] is False
+
+
+def test_keepalive_interval_below_the_dialog_modules_minimum_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("media: {keepalive_interval_s: 10}\n")
+    with pytest.raises(SettingsError, match="keepalive_interval_s"):
+        load_settings(path)
