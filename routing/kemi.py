@@ -1517,7 +1517,8 @@ class Router:
                 found = store.credentials(trunk.name)
                 if found is not None:
                     creds[trunk.name] = found
-        want, problems = registration.wanted(topology.trunks.values(), creds, dict(self.settings.reg_contacts))
+        want, problems = registration.wanted(topology.trunks.values(), creds, dict(self.settings.reg_contacts),
+                                             (self.settings.sip_sockets or {}).get(netsides.CARRIER))
         dump = self._rpc("uac.reg_dump") or []
         present = {str(entry.get("l_uuid")): entry for entry in dump if isinstance(entry, dict)}
         have = {uuid: self._registered.get(uuid, "") for uuid in present}

@@ -72,7 +72,8 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 def source_address(settings: Settings, transport: str) -> str | None:
     """The edge's own SIP address for ``transport`` (the first such listener, else any
     listener), so probes leave from the address carriers allow-list; None for a wildcard."""
-    listeners = [l for l in settings.sip.listen if l.transport == transport] or list(settings.sip.listen)
+    facing = [l for l in settings.sip.listen if l.side != "agent"]  # probes go to carriers
+    listeners = [l for l in facing if l.transport == transport] or facing
     address = listeners[0].address
     return None if address in ("0.0.0.0", "::") else address
 

@@ -60,6 +60,8 @@ class RegRecord:
         expires_s: lifetime asked for (s).
         contact_addr: the edge's ``host:port[;transport=...]`` in the Contact.
         token: the stored (encrypted) password token: a new password re-adds the record.
+        socket: the edge socket its REGISTERs leave from (``proto:address:port``, the carrier
+            side's on an edge with one network per side); empty: Kamailio chooses.
     """
 
     trunk: str
@@ -71,6 +73,7 @@ class RegRecord:
     expires_s: int
     contact_addr: str
     token: str
+    socket: str = ""
 
     @property
     def to_uri(self) -> str:
@@ -81,7 +84,7 @@ class RegRecord:
     def fingerprint(self) -> str:
         """Digest of every field (the token included, never a plain password)."""
         text = "\x1f".join((self.trunk, self.uuid, self.aor_user, self.registrar, self.auth_user, self.proxy,
-                            str(self.expires_s), self.contact_addr, self.token))
+                            str(self.expires_s), self.contact_addr, self.token, self.socket))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def rpc_params(self, password: str) -> list[object]:
@@ -91,7 +94,7 @@ class RegRecord:
         contact_addr."""
         host = self.registrar.rsplit(":", 1)[0]
         return [self.uuid, self.trunk, host, self.aor_user, self.registrar, "", self.auth_user, password, ".",
-                self.proxy, self.expires_s, 0, 0, "", self.contact_addr]
+                self.proxy, self.expires_s, 0, 0, self.socket, self.contact_addr]
 
 
 def _proxy(reg: Registration) -> str:
@@ -99,7 +102,8 @@ def _proxy(reg: Registration) -> str:
 
 
 def wanted(
-    trunks: Iterable[Trunk], credentials: Mapping[str, tuple[str, str]], contacts: Mapping[str, str]
+    trunks: Iterable[Trunk], credentials: Mapping[str, tuple[str, str]], contacts: Mapping[str, str],
+    sockets: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, RegRecord], dict[str, str]]:
     """The registrations the edge should hold.
 
@@ -107,6 +111,8 @@ def wanted(
         trunks: every trunk; those with ``register`` set are used.
         credentials: trunk name -> (digest username, encrypted password token).
         contacts: transport (``udp``/``tcp``/``tls``) -> the edge's ``host:port`` for that transport.
+        sockets: transport -> the carrier side's socket (``proto:address:port``) on an edge with one
+            network per side (:func:`routing.sides.side_sockets`); None or a missing transport: any.
 
     Returns:
         (uuid -> record, trunk -> problem) where a problem is a trunk that cannot
@@ -131,6 +137,7 @@ def wanted(
         records[reg.contact_user] = RegRecord(
             trunk=trunk.name, uuid=reg.contact_user, aor_user=reg.user or creds[0], registrar=reg.registrar,
             auth_user=creds[0], proxy=_proxy(reg), expires_s=reg.expires_s, contact_addr=contact, token=creds[1],
+            socket=(sockets or {}).get(reg.transport.value, ""),
         )
     return records, problems
 

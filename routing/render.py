@@ -98,9 +98,11 @@ def topology_key(settings: Settings) -> str:
 
 def registration_contacts(settings: Settings) -> tuple[tuple[str, str], ...]:
     """(transport, ``host:port``) of the first listener of each transport, its ``advertise``
-    address first: where carriers reach the edge's registered Contact (agent-only listeners last)."""
+    address first: where carriers reach the edge's registered Contact (agent-only listeners never)."""
     out: dict[str, str] = {}
-    for listener in sorted(settings.sip.listen, key=lambda l: l.side == "agent"):  # never an agent-only one first
+    for listener in settings.sip.listen:
+        if listener.side == "agent":
+            continue  # carriers never see an agent-only address (a sided edge has a carrier or both listener)
         host = sip_host(listener.advertise or listener.address)
         out.setdefault(listener.transport, f"{host}:{listener.port}")
     return tuple(out.items())

@@ -225,9 +225,11 @@ def sided_edge(edge: Edge) -> Iterator[Edge]:
     base = edge.settings
     data = base.model_dump(mode="json")
     port = base.sip_target[1]
+    # the agent socket first: traffic toward carriers must leave from the carrier socket because the
+    # edge chooses it, not because Kamailio's default (the first socket) happens to be it
     data["sip"]["listen"] = [
-        {"transport": "udp", "address": EDGE_IP, "port": port, "advertise": PUBLIC_IP, "side": "carrier"},
         {"transport": "udp", "address": AGENT_FACING_IP, "port": free_port_both(AGENT_FACING_IP), "side": "agent"},
+        {"transport": "udp", "address": EDGE_IP, "port": port, "advertise": PUBLIC_IP, "side": "carrier"},
     ]
     data["rtpengine"]["sides"] = {"carrier": {"address": EDGE_IP, "advertise": PUBLIC_IP},
                                   "agent": {"address": AGENT_FACING_IP}}

@@ -24,7 +24,7 @@ from routing.sipp import uac, uas
 from tests.baresip import Baresip, dominant_frequency, stop_all
 from tests.helpers import wait_until
 
-from .conftest import AGENT_FACING_IP, AGENT_IP, CARRIER_C, DID, NAT_CARRIER, NET, PUBLIC_IP, Edge
+from .conftest import AGENT_FACING_IP, AGENT_IP, CARRIER_C, DID, EDGE_IP, NAT_CARRIER, NET, PUBLIC_IP, Edge
 
 CARRIER_TONE = 440
 AGENT_TONE = 1000
@@ -58,6 +58,10 @@ def nat_edge(sided_edge: Edge, one_to_one_nat: str, clean_edge: Edge) -> Iterato
 
 def agent_port(edge: Edge) -> int:
     return next(l.port for l in edge.settings.sip.listen if l.side == "agent")
+
+
+def carrier_port(edge: Edge) -> int:
+    return next(l.port for l in edge.settings.sip.listen if l.side == "carrier")
 
 
 def received(ua: Baresip) -> list[tuple[str, list[str]]]:
@@ -139,7 +143,7 @@ def test_origination_through_a_one_to_one_nat(nat_edge: Edge) -> None:
     edge = nat_edge
     carrier, agent = peers(edge)
     with carrier, agent:
-        talk(edge, carrier, agent, f"sip:{DID}@{PUBLIC_IP}:{edge.port}", hangs_up=agent)
+        talk(edge, carrier, agent, f"sip:{DID}@{PUBLIC_IP}:{carrier_port(edge)}", hangs_up=agent)
     assert_tone(carrier.recording, AGENT_TONE)
     assert_tone(agent.recording, CARRIER_TONE)
     assert_sees_only(carrier, PUBLIC_IP, *carrier_view())
@@ -206,7 +210,7 @@ def test_reinvite_and_update_from_either_side_keep_each_sides_address(nat_edge: 
     edge = nat_edge
     work = edge.workdir
     agent = uas(work / "orig-agent", AGENT_IP, AGENT_PORT, answer_ms=100)
-    carrier = uac(work / "orig-carrier", NAT_CARRIER, CARRIER_PORT + 2, f"{PUBLIC_IP}:{edge.port}", DID, hold_ms=300)
+    carrier = uac(work / "orig-carrier", NAT_CARRIER, CARRIER_PORT + 2, f"{PUBLIC_IP}:{carrier_port(edge)}", DID, hold_ms=300)
     assert carrier.wait(timeout=30) == 0, carrier.output()
     assert agent.wait(timeout=30) == 0, agent.output()
     gateway = uas(work / "term-carrier", NAT_CARRIER, CARRIER_PORT, answer_ms=100)
@@ -243,3 +247,30 @@ def test_delayed_offer_through_the_sides(nat_edge: Edge) -> None:
         # agent: the 200's offer and the re-INVITE's answer; carrier: the ACK's answer and the re-INVITE
         assert len([l for l in lines if l.startswith("c=")]) == 2, (run.name, lines)
         assert all(l.endswith(f"IN IP4 {address}") for l in lines), (run.name, address, lines)
+
+
+def test_registration_to_a_carrier_leaves_from_the_carrier_side(nat_edge: Edge) -> None:
+    """The edge's REGISTER to a carrier's registrar leaves from the carrier socket (uac_reg socket):
+    Via and Contact name the public address, never the agent-facing one."""
+    from routing import keys
+    from routing.model import Registration
+    from routing.secrets import SecretBox, create_key
+
+    edge = nat_edge
+    contact = "edge0a1b2c3d4e5f6a7b"
+    registrar = uas(edge.workdir / "registrar", NAT_CARRIER, CARRIER_PORT + 4, scenario="uas_registrar.xml",
+                    rtp_echo=False, extra=["-key", "authusername", "acct-nat", "-key", "authpassword", "Nat-Pa55-1",
+                                           "-key", "expires", "60"])
+    create_key(edge.settings.secret_key_path)
+    admin.put_trunk(edge.redis, Trunk("natreg", Direction.BOTH,
+                                      register=Registration(f"{NAT_CARRIER}:{CARRIER_PORT + 4}", contact)))
+    admin.set_trunk_password(edge.redis, SecretBox(edge.settings.secret_key_path), "natreg", "acct-nat", "Nat-Pa55-1")
+    wait_until(lambda: edge.redis.hget(keys.registration("natreg", edge.settings.node), "state") == "registered",
+               timeout=20, what="registered")
+    assert registrar.wait(timeout=10) == 0, registrar.output()
+    registers = registrar.received_requests("REGISTER")
+    assert len(registers) == 2, registers  # 401, then 200
+    for message in registers:
+        assert re.search(rf"^Via: SIP/2.0/UDP {re.escape(PUBLIC_IP)}:\d+;", message, re.M), message
+        assert f"Contact: <sip:{contact}@{PUBLIC_IP}:{carrier_port(edge)}>" in message, message
+        assert f"{AGENT_FACING_IP}:" not in message and f"{EDGE_IP}:" not in message

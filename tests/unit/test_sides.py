@@ -147,3 +147,30 @@ def test_kamailio_accepts_the_sided_config(tmp_path: Path) -> None:
     result = subprocess.run([str(KAMAILIO), "-c", "-f", str(run_dir / "kamailio.cfg")], capture_output=True,
                             text=True, timeout=60, env={**os.environ, ENV_VAR: str(run_dir / "routing.json")})
     assert result.returncode == 0 and "config file ok" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+# -- traffic the edge starts toward carriers ---------------------------------------------------
+
+
+def test_registrations_and_probes_use_the_carrier_side(tmp_path: Path) -> None:
+    from routing import prober, registration
+    from routing.model import Registration, Transport, Trunk
+
+    data = {**SIDED, "sip": {"listen": [
+        {"transport": "udp", "address": "10.0.2.10", "port": 5060, "side": "agent"},  # listed first on purpose
+        {"transport": "tcp", "address": "10.0.2.10", "port": 5060, "side": "agent"},
+        {"transport": "udp", "address": "10.0.1.10", "port": 5060, "advertise": "203.0.113.10", "side": "carrier"},
+    ]}}
+    settings = load(tmp_path, data)
+    rt = runtime_settings(settings)
+    assert dict(rt.reg_contacts) == {"udp": "203.0.113.10:5060"}  # no agent-only address, no tcp contact
+    assert prober.source_address(settings, "udp") == "10.0.1.10"
+    assert prober.source_address(settings, "tcp") == "10.0.1.10"  # the carrier side, not the agent tcp socket
+    reg = Registration("203.0.113.5:5060", "edge0123456789abcdef", transport=Transport.UDP)
+    records, problems = registration.wanted([Trunk("reg", register=reg)], {"reg": ("u", "t")},
+                                            dict(rt.reg_contacts), rt.sip_sockets["carrier"])
+    (record,) = records.values()
+    assert record.socket == "udp:10.0.1.10:5060" and record.rpc_params("pw")[13] == "udp:10.0.1.10:5060"
+    unsided, _ = registration.wanted([Trunk("reg", register=reg)], {"reg": ("u", "t")}, dict(rt.reg_contacts))
+    assert unsided[reg.contact_user].rpc_params("pw")[13] == ""  # one network: Kamailio chooses
+    assert unsided[reg.contact_user].fingerprint != record.fingerprint  # a new socket re-adds the registration
