@@ -274,3 +274,20 @@ def test_registration_to_a_carrier_leaves_from_the_carrier_side(nat_edge: Edge) 
         assert re.search(rf"^Via: SIP/2.0/UDP {re.escape(PUBLIC_IP)}:\d+;", message, re.M), message
         assert f"Contact: <sip:{contact}@{PUBLIC_IP}:{carrier_port(edge)}>" in message, message
         assert f"{AGENT_FACING_IP}:" not in message and f"{EDGE_IP}:" not in message
+
+
+def test_edge_ends_the_call_toward_each_side_from_that_sides_socket(nat_edge: Edge) -> None:
+    """The edge's own BYEs (the call clock at the trunk's max_duration_s) reach the carrier from the
+    public address and the agent from the agent-facing address, with only that side's Via."""
+    edge = nat_edge
+    admin.put_trunk(edge.redis, Trunk("natc", Direction.BOTH, cidrs=(f"{NAT_CARRIER}/32",),
+                                      gateways=(Gateway(NAT_CARRIER, CARRIER_PORT),), max_duration_s=2), replace=True)
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario="uas_wait_bye.xml", answer_ms=100)
+    carrier = uac(edge.workdir / "carrier", NAT_CARRIER, CARRIER_PORT + 6, f"{PUBLIC_IP}:{carrier_port(edge)}", DID,
+                  scenario="uac_wait_bye.xml")
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert agent.wait(timeout=30) == 0, agent.output()
+    for run, address in ((carrier, PUBLIC_IP), (agent, AGENT_FACING_IP)):
+        (bye,) = run.received_requests("BYE")
+        vias = re.findall(r"^Via: SIP/2.0/UDP ([0-9.]+)", bye, re.M)
+        assert vias == [address], (run.name, bye)  # the dialog module's own BYE: one Via, this side's
