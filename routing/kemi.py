@@ -771,15 +771,20 @@ class Router:
         if not refused:
             return
         KSR.notice(f"edge: call-id={call_id} media broke the policy after the answer ({refused[2]}): ending it\n")
+        self._end_now(call_id, f"policy:{refused[2]}", time.time())
+
+    def _end_now(self, call_id: str, reason: str, now: float) -> None:
+        """Have the call clock end an answered call at its next tick (BYE to both sides, slots
+        released), keeping ``reason`` as the call's ``media_end_reason``; redis trouble only
+        loses the reason."""
         try:
-            self._store().record_media(call_id, {"media_end_reason": f"policy:{refused[2]}"},
-                                       self.settings.media_quality_ttl_s)
+            self._store().record_media(call_id, {"media_end_reason": reason}, self.settings.media_quality_ttl_s)
         except StoreUnavailable:
             pass
         deadline = _pv(f"$sht({DEADLINE_TABLE}=>{call_id})")
         _, sep, ids = deadline.partition(":")
         if sep and not ids.startswith(CLEANUP):
-            KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{int(time.time())}:{ids}")
+            KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{int(now)}:{ids}")
 
     def _set_media_vars(self, plan: CallPlan) -> None:
         """Keep the media policies of the hop being tried with the dialog (re-INVITEs, watchdog)."""
@@ -1412,15 +1417,7 @@ class Router:
                 continue
             KSR.htable.sht_rm(MEDIA_TABLE, call_id)
             KSR.notice(f"edge: call-id={call_id} had no RTP for {idle:.0f} s (rtp_timeout_s={timeout}): ending it\n")
-            try:
-                self._store().record_media(call_id, {"media_end_reason": "rtp_timeout"},
-                                           self.settings.media_quality_ttl_s)
-            except StoreUnavailable:
-                pass
-            deadline = _pv(f"$sht({DEADLINE_TABLE}=>{call_id})")
-            _, sep, ids = deadline.partition(":")
-            if sep and not ids.startswith(CLEANUP):
-                KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{int(now)}:{ids}")
+            self._end_now(call_id, "rtp_timeout", now)
 
     def _redirect_refusal(self, plan: CallPlan) -> Reject | None:
         """A 3xx is relayed only when its Contact is a number allowed for the call's agent."""

@@ -8,6 +8,7 @@ to exactly zero and rtpengine must hold no session.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -202,16 +203,24 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
 def probing_edge(edge: Edge) -> Iterator[Edge]:
     """The edge with its monitor restarted to ping gateways fast (every 0.3 s, down after 2
     failures, up after 2 successes); the monitor is restarted without probing afterwards."""
-    quiet = edge.settings
-    health = quiet.health.model_copy(update={"enabled": True, "interval_s": 0.3, "timeout_ms": 250,
-                                              "down_after": 2, "up_after": 2})
-    edge.settings = quiet.model_copy(update={"health": health})
-    services.restart(edge.settings, "monitor")
+    health = edge.settings.health.model_copy(update={"enabled": True, "interval_s": 0.3, "timeout_ms": 250,
+                                                      "down_after": 2, "up_after": 2})
+    with restarted(edge, "monitor", health=health):
+        yield edge
+
+
+@contextlib.contextmanager
+def restarted(edge: Edge, service: str, **sections: object) -> Iterator[Edge]:
+    """Restart ``service`` with the edge's settings' ``sections`` replaced, and again with the
+    usual settings afterwards."""
+    usual = edge.settings
+    edge.settings = usual.model_copy(update=sections)
+    services.restart(edge.settings, service)
     try:
         yield edge
     finally:
-        edge.settings = quiet
-        services.restart(quiet, "monitor")
+        edge.settings = usual
+        services.restart(usual, service)
 
 
 @pytest.fixture(scope="module")
@@ -278,16 +287,10 @@ def long_call_edge(edge: Edge) -> Iterator[Edge]:
     """The edge with Kamailio restarted for calls longer than the dialog keepalive interval:
     ``sip.max_call_duration_s`` 90 s (the call clock would end calls at 12 s) and one failed keepalive
     enough to end a call (``media.keepalive_failures: 1``); restarted with the usual settings after."""
-    usual = edge.settings
-    sip = usual.sip.model_copy(update={"max_call_duration_s": 90})
-    media = usual.media.model_copy(update={"keepalive_failures": 1})
-    edge.settings = usual.model_copy(update={"sip": sip, "media": media})
-    services.restart(edge.settings, "kamailio")
-    try:
+    sip = edge.settings.sip.model_copy(update={"max_call_duration_s": 90})
+    media = edge.settings.media.model_copy(update={"keepalive_failures": 1})
+    with restarted(edge, "kamailio", sip=sip, media=media):
         yield edge
-    finally:
-        edge.settings = usual
-        services.restart(usual, "kamailio")
 
 
 @pytest.fixture
