@@ -13,8 +13,9 @@ RUNG_TEXT = {
     "limit": "Kamailio stateless `forward()` + record-route (bench/limit/kamailio.cfg)",
     "peer": "Kamailio native cfg doing the edge's work: tm, dialog, rtpengine offer/answer/delete, the same redis "
             "commands through ndb_redis (a per-worker topology copy read again after 1 s or when edge:version moves, "
-            "DID + edge:version, lease.lua; call_update.lua at the answer; finish.lua and cdr_add.lua with a call record "
-            "of the edge's format at the end) (bench/peer/kamailio.cfg); same start options as the edge",
+            "DID + edge:version, lease.lua; call_update.lua at the answer; at the BYE the final media statistics "
+            "(rtpengine query, media.lua); finish.lua and cdr_add.lua with a call record of the edge's format at the "
+            "end) (bench/peer/kamailio.cfg); same start options as the edge",
     "edge": "**byoc-edge** (git HEAD), started with `routing.services.up`, Python KEMI routing",
     "peer-tuned": "the peer started with `-m 1024 -x tlsf` (what proposals 01-02 gave the edge; run only while the edge's "
                   "own options differ)",
@@ -293,8 +294,9 @@ def render(summary_path: Path, target: Path) -> None:
               "expected and not counted. rtpengine CPU is measured while every call is up; `machine idle` shows "
               "how much CPU the whole box had left.")
         else:
-            w("The edge does not transcode yet, so a native cfg (`bench/transcode/kamailio.cfg`) drives the edge's "
-              "rtpengine with `codec-transcode=opus` in the offer; the callee answers opus only and echoes what it "
+            w("To measure rtpengine's transcoding cost alone (no routing work in the figure), a native cfg "
+              "(`bench/transcode/kamailio.cfg`) drives the edge's rtpengine with `codec-transcode=opus` in the offer, "
+              "as the edge's media policy does for a PCMU carrier and an opus agent; the callee answers opus only and echoes what it "
               "gets, so rtpengine encodes PCMU→opus and decodes opus→PCMU for every call. Calls per core = calls / "
               "rtpengine cores used. `opus` = the callee answers `opus/48000/2` with no fmtp (rtpengine then encodes "
               "stereo); `opus-mono` = it adds `a=fmtp:96 stereo=0; sprop-stereo=0`.")
