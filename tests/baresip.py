@@ -274,15 +274,8 @@ class Baresip:
         return any(e.get("type") == kind for e in self.events)
 
 
-def dominant_frequency(path: Path, skip_s: float = 0.3) -> tuple[float, float]:
-    """The strongest frequency of a WAV recording and its RMS level.
-
-    Args:
-        path: 16-bit PCM WAV (baresip ``sndfile`` decode dump, :attr:`Baresip.recording`).
-        skip_s: seconds skipped at the start (jitter buffer fill, codec start-up).
-
-    Returns:
-        ``(frequency_hz, rms)`` where rms is on the 16-bit scale (0 = silence).
+def _samples(path: Path, skip_s: float) -> tuple[np.ndarray, int]:
+    """A WAV recording's samples (mono, 16-bit scale) after ``skip_s`` seconds, and its rate (Hz).
 
     Raises:
         BaresipError: the file is missing or shorter than 0.5 s after ``skip_s``.
@@ -298,6 +291,23 @@ def dominant_frequency(path: Path, skip_s: float = 0.3) -> tuple[float, float]:
     samples = samples[int(skip_s * rate):]
     if len(samples) < rate // 2:
         raise BaresipError(f"{path}: only {len(samples) / rate:.2f} s of audio")
+    return samples, rate
+
+
+def dominant_frequency(path: Path, skip_s: float = 0.3) -> tuple[float, float]:
+    """The strongest frequency of a WAV recording and its RMS level.
+
+    Args:
+        path: 16-bit PCM WAV (baresip ``sndfile`` decode dump, :attr:`Baresip.recording`).
+        skip_s: seconds skipped at the start (jitter buffer fill, codec start-up).
+
+    Returns:
+        ``(frequency_hz, rms)`` where rms is on the 16-bit scale (0 = silence).
+
+    Raises:
+        BaresipError: the file is missing or shorter than 0.5 s after ``skip_s``.
+    """
+    samples, rate = _samples(path, skip_s)
     rms = float(np.sqrt(np.mean(samples ** 2)))
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     freqs = np.fft.rfftfreq(len(samples), 1.0 / rate)
@@ -310,14 +320,7 @@ def tone_level(path: Path, hz: float, skip_s: float = 0.3, width_hz: float = 20.
     Raises:
         BaresipError: as :func:`dominant_frequency`.
     """
-    dominant_frequency(path, skip_s)  # the same checks on the file
-    with wave.open(str(path), "rb") as wav:
-        rate, channels = wav.getframerate(), wav.getnchannels()
-        frames = wav.readframes(wav.getnframes())
-    samples = np.frombuffer(frames, dtype="<i2").astype(np.float64)
-    if channels > 1:
-        samples = samples.reshape(-1, channels).mean(axis=1)
-    samples = samples[int(skip_s * rate):]
+    samples, rate = _samples(path, skip_s)
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     freqs = np.fft.rfftfreq(len(samples), 1.0 / rate)
     band = (freqs > hz - width_hz) & (freqs < hz + width_hz)
