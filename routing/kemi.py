@@ -533,8 +533,8 @@ class Router:
                 self._topology = self._store().topology()
             except StoreUnavailable:
                 self._store_failed = True  # this request does not wait for redis a second time
-            except DataError:
-                pass  # keep the last copy (or none); retried after TRUST_CACHE_S
+            except DataError:  # malformed tables do not heal by waiting: trust nobody new
+                self._topology = self._topology or Topology(trunks={}, agents={})
             self._topology_at = now
         return self._topology
 
