@@ -15,9 +15,6 @@ import itertools
 import os
 import re
 import signal
-import socket
-import struct
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from routing import admin
 from routing.model import Agent, Direction, MediaPolicy, SilenceFill, Trunk
 from routing.sipp import SippRun, reply, uac, uas
 from tests.helpers import wait_until
+from tests.rtppeer import RtpPeer
 
 from .conftest import AGENT_IP, CARRIER_A, DID, NET, Edge
 
@@ -109,49 +107,6 @@ def _media_address(message: str) -> tuple[str, int]:
     return ip, port
 
 
-class RtpPeer:
-    """A UDP socket sending PCMU (a loud square wave) every 20 ms while ``talking``, recording the
-    arrival time and payload type of every packet it receives."""
-
-    def __init__(self, ip: str, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((ip, port))
-        self.sock.settimeout(0.02)
-        self.target: tuple[str, int] | None = None
-        self.talking = False
-        self.received: list[tuple[float, int]] = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        seq, ts, ssrc = 0, 0, int.from_bytes(os.urandom(4), "big")
-        payload = bytes([0x00] * 80 + [0x80] * 80)
-        next_send = time.monotonic()
-        while not self._stop:
-            now = time.monotonic()
-            if now >= next_send:
-                next_send += 0.02
-                if self.talking and self.target:
-                    seq, ts = (seq + 1) & 0xFFFF, (ts + 160) & 0xFFFFFFFF
-                    self.sock.sendto(struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc) + payload, self.target)
-            try:
-                data = self.sock.recv(2048)
-            except (socket.timeout, OSError):
-                continue
-            if len(data) >= 12:
-                self.received.append((time.monotonic(), data[1] & 0x7F))
-
-    def since(self, start: float) -> list[int]:
-        """Payload types of the packets received since ``start`` (monotonic s)."""
-        return [pt for t, pt in self.received if t >= start]
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=2)
-        self.sock.close()
-
-
 def run_call(edge: Edge, fill: SilenceFill, agent_packets: bool = True) -> list[int]:
     """Carrier talks throughout; the agent talks 1 s (or never) and then is silent; returns the payload
     types reaching the carrier from 0.5 s to 2.5 s after the agent fell silent."""
@@ -174,7 +129,7 @@ def run_call(edge: Edge, fill: SilenceFill, agent_packets: bool = True) -> list[
         agent_rtp.talking = False
         silent = time.monotonic()
         wait_until(lambda: time.monotonic() > silent + 2.5, timeout=5, what="2.5 s of agent silence")
-        heard = [pt for t, pt in carrier_rtp.received if silent + 0.5 <= t <= silent + 2.5]
+        heard = [pt for t, pt, _ in carrier_rtp.received if silent + 0.5 <= t <= silent + 2.5]
         assert carrier.wait(timeout=15) == 0, carrier.output()
         assert agent.wait(timeout=15) == 0, agent.output()
         return heard

@@ -5,8 +5,9 @@ AGENT_FACING_IP; ``one_to_one_nat`` sends PUBLIC_IP to EDGE_IP and EDGE_IP's pac
 out from PUBLIC_IP, as a cloud elastic IP does.  Two baresip UAs (with SIP traces) talk through it:
 the carrier must see only PUBLIC_IP in Via, Record-Route, Contact and SDP ``c=``/``o=`` (and every
 packet from PUBLIC_IP), the agent only AGENT_FACING_IP, and each must hear the other's tone.
-SIPp peers add re-INVITEs from either side and a delayed offer, and a carrier writes a private
-address (10.9.8.7) into its SDP: the media still flows.
+SIPp peers add re-INVITEs and UPDATEs from either side, caller or callee (with RTP counted after
+them), and a delayed offer, and a carrier writes a private address (10.9.8.7) into its SDP: the
+media still flows.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from typing import Iterator
 import pytest
 
 from routing import admin
-from routing.model import Agent, Direction, Gateway, Trunk
+from routing.model import Agent, Direction, Gateway, MediaPolicy, Trunk
 from routing.sipp import uac, uas
-from tests.baresip import Baresip, dominant_frequency, stop_all
+from tests.baresip import Baresip, stop_all
 from tests.helpers import wait_until
 
+from .sided import (Peer, assert_answers_at, assert_offers_from, assert_sees_only, assert_tone, reoffer_call,
+                    sdp_lines_received, talk, top_via)
 from .conftest import AGENT_FACING_IP, AGENT_IP, CARRIER_C, DID, EDGE_IP, NAT_CARRIER, NET, PUBLIC_IP, Edge
 
 CARRIER_TONE = 440
 AGENT_TONE = 1000
-TONE_TOLERANCE_HZ = 8
 RTP_BASE = 25000 + 200 * (int(NET.rsplit(".", 1)[1]) % 40)
 AGENT_PORT = 5091
 CARRIER_PORT = 5081
@@ -36,12 +38,6 @@ CARRIER_PORT = 5081
 MASK_IP = "192.0.2.1"
 NUMBER = "+14155550199"
 PRIVATE_SDP_IP = "10.9.8.7"
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_TRANSPORT = re.compile(r"^(udp|tcp|tls) (\S+) -> (\S+)$", re.IGNORECASE)
-_IPV4 = re.compile(r"(?<![0-9.])(\d{1,3}(?:\.\d{1,3}){3})(?![0-9])")
-#: lines whose addresses tell the topology: Via, Record-Route, Contact (long and compact forms), SDP c=/o=
-_TOPOLOGY_LINE = re.compile(r"^(via|v|record-route|contact|m)\s*:|^[co]=", re.IGNORECASE)
 
 
 @pytest.fixture
@@ -64,50 +60,6 @@ def carrier_port(edge: Edge) -> int:
     return next(l.port for l in edge.settings.sip.listen if l.side == "carrier")
 
 
-def received(ua: Baresip) -> list[tuple[str, list[str]]]:
-    """``(source address, lines)`` of every SIP message ``ua`` received (its ``-s`` trace)."""
-    out: list[tuple[str, list[str]]] = []
-    current: list[str] | None = None
-    for raw in _ANSI.sub("", ua.output()).splitlines():
-        line = raw.strip()
-        match = _TRANSPORT.match(line)
-        if match:
-            src, dst = match.group(2), match.group(3)
-            current = [] if dst.rsplit(":", 1)[0] == ua.ip else None
-            if current is not None:
-                out.append((src.rsplit(":", 1)[0], current))
-        elif line == "#":
-            current = None
-        elif current is not None:
-            current.append(line)
-    return out
-
-
-def topology_addresses(ua: Baresip) -> tuple[set[str], set[str], list[str]]:
-    """(sources of the messages ``ua`` received, IPv4 addresses in their Via / Record-Route /
-    Contact headers and SDP c=/o= lines, those lines)."""
-    messages = received(ua)
-    assert messages, f"{ua.ip} received no SIP message in its trace: {ua.output()[-1500:]}"
-    lines = [l for _, msg in messages for l in msg if _TOPOLOGY_LINE.match(l)]
-    return {src for src, _ in messages}, {a for l in lines for a in _IPV4.findall(l)}, lines
-
-
-def assert_sees_only(ua: Baresip, source: str, allowed: set[str], must: list[str]) -> None:
-    sources, seen, lines = topology_addresses(ua)
-    assert sources == {source}, f"{ua.ip} received SIP from {sources}, expected only {source}"
-    assert seen <= allowed, f"{ua.ip} saw {seen - allowed} in: {[l for l in lines if set(_IPV4.findall(l)) - allowed]}"
-    for line in must:
-        assert line in lines, f"{ua.ip} never received {line!r}: {lines}"
-    edge_address = source  # the SDP's origin names the edge's address on this side too
-    assert any(l.startswith("o=") and l.endswith(f"IN IP4 {edge_address}") for l in lines), lines
-
-
-def assert_tone(path: Path, hz: int) -> None:
-    freq, rms = dominant_frequency(path)
-    assert rms > 300, f"{path.name}: silence (rms {rms:.0f})"
-    assert abs(freq - hz) <= TONE_TOLERANCE_HZ, f"{path.name}: heard {freq:.1f} Hz, expected {hz} Hz"
-
-
 def peers(edge: Edge) -> tuple[Baresip, Baresip]:
     # the carrier's account is the number agents call (baresip answers 404 to other users)
     carrier = Baresip(edge.workdir / "carrier", NAT_CARRIER, tone_hz=CARRIER_TONE, sip_port=CARRIER_PORT,
@@ -115,18 +67,6 @@ def peers(edge: Edge) -> tuple[Baresip, Baresip]:
     agent = Baresip(edge.workdir / "agent", AGENT_IP, tone_hz=AGENT_TONE, sip_port=AGENT_PORT,
                     rtp_base=RTP_BASE + 100, sip_trace=True)
     return carrier, agent
-
-
-def talk(edge: Edge, caller: Baresip, callee: Baresip, uri: str, hangs_up: Baresip) -> None:
-    caller.dial(uri)
-    callee.answer()
-    caller.wait_event("CALL_ESTABLISHED")
-    callee.wait_event("CALL_ESTABLISHED")
-    wait_until(lambda: edge.active_leases() == 2, timeout=5, what="call admitted")
-    time.sleep(2.0)  # the audio itself: the recordings need a few seconds of tone
-    hangs_up.hangup()
-    caller.wait_event("CALL_CLOSED")
-    callee.wait_event("CALL_CLOSED")
 
 
 def carrier_view() -> tuple[set[str], list[str]]:
@@ -197,12 +137,6 @@ def test_private_address_in_the_carriers_sdp_keeps_the_media_path(nat_edge: Edge
     assert_tone(agent.recording, AGENT_TONE)
 
 
-def sdp_lines_received(run: object) -> list[str]:
-    """The SDP ``c=`` and ``o=`` lines of every message a SIPp run received."""
-    blocks = run.messages().split("-----------------------------------------------")  # type: ignore[attr-defined]
-    return [l.strip() for b in blocks if "message received" in b for l in b.splitlines() if l.startswith(("c=", "o="))]
-
-
 def test_reinvite_and_update_from_either_side_keep_each_sides_address(nat_edge: Edge) -> None:
     """SIPp callers send a re-INVITE with SDP (and an UPDATE) inside the call: from the carrier
     (origination, through the NAT) and from the agent (termination).  Every SDP each side
@@ -225,6 +159,45 @@ def test_reinvite_and_update_from_either_side_keep_each_sides_address(nat_edge: 
         # (the scenarios' UPDATE and its 200 carry no SDP)
         assert len([l for l in lines if l.startswith("c=")]) == 2, (run.name, lines)
         assert all(l.endswith(f"IN IP4 {address}") for l in lines), (run.name, address, lines)
+
+
+def test_callee_reinvite_and_update_reach_the_caller_from_its_side(nat_edge: Edge) -> None:
+    """After the answer the callee sends a re-INVITE and then an UPDATE, each with an SDP offer of
+    PCMA, PCMU and telephone-event: from the agent to a carrier behind the NAT (origination; the
+    agent hangs up) and from a carrier behind the NAT to the agent (termination; the agent, the
+    caller, hangs up).  Each reaches the caller from the edge's socket on the caller's side (top Via
+    and every address in it: that side's only), offering only the caller's codecs (its media
+    policy: PCMU); each 200 reaches the callee naming the callee side's address; RTP keeps flowing
+    both ways afterwards, each side receiving it from its own side's media address."""
+    edge = nat_edge
+    admin.put_trunk(edge.redis, Trunk("natc", Direction.BOTH, cidrs=(f"{NAT_CARRIER}/32",),
+                                      gateways=(Gateway(NAT_CARRIER, CARRIER_PORT),),
+                                      media=MediaPolicy(codecs=("PCMU",))), replace=True)
+    admin.put_agent(edge.redis, Agent("bot", (f"sip:ua@{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
+                                      media=MediaPolicy(codecs=("PCMU",))), replace=True)
+    carrier_sees, _ = carrier_view()
+    agent_sees, _ = agent_view()
+    reoffers = ("INVITE", "UPDATE")
+    work = edge.workdir
+    orig = reoffer_call(work / "orig", Peer(NAT_CARRIER, CARRIER_PORT + 8), Peer(AGENT_IP, AGENT_PORT),
+                        f"{PUBLIC_IP}:{carrier_port(edge)}", DID, reoffers, hangs_up="callee")
+    term = reoffer_call(work / "term", Peer(AGENT_IP, AGENT_PORT + 8), Peer(NAT_CARRIER, CARRIER_PORT),
+                        f"{AGENT_FACING_IP}:{agent_port(edge)}", NUMBER, reoffers, hangs_up="caller")
+    for call, (caller_addr, caller_sees), (callee_addr, callee_sees) in (
+            (orig, (PUBLIC_IP, carrier_sees), (AGENT_FACING_IP, agent_sees)),
+            (term, (AGENT_FACING_IP, agent_sees), (PUBLIC_IP, carrier_sees))):
+        assert_offers_from(call.caller, reoffers, caller_addr, caller_sees, ["0", "101"])
+        assert_answers_at(call.callee, reoffers, callee_addr)
+        for run, address in ((call.caller, caller_addr), (call.callee, callee_addr)):
+            lines = sdp_lines_received(run)
+            assert lines and all(l.endswith(f"IN IP4 {address}") for l in lines), (run.name, address, lines)
+        assert call.caller_rtp_sources == {caller_addr}, call.caller_rtp_sources
+        assert call.callee_rtp_sources == {callee_addr}, call.callee_rtp_sources
+    # the BYEs crossed too: the agent's (origination callee) reached the carrier, the agent's
+    # (termination caller) reached the carrier gateway, each from the carrier side only
+    for run in (orig.caller, term.callee):
+        (bye,) = run.received_requests("BYE")
+        assert top_via(bye) == f"UDP {PUBLIC_IP}:{carrier_port(edge)}", bye
 
 
 def test_delayed_offer_through_the_sides(nat_edge: Edge) -> None:
