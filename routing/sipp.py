@@ -141,8 +141,9 @@ def stop_all() -> None:
         RUNNING.pop().stop()
 
 
-def _udp_port_taken(ip: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+def _port_taken(ip: str, port: int, kind: int = socket.SOCK_DGRAM) -> bool:
+    """Whether ``ip``:``port`` (IPv4 or IPv6) is bound for ``kind`` (UDP, or TCP with SOCK_STREAM)."""
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, kind) as sock:
         try:
             sock.bind((ip, port))
         except OSError:
@@ -166,8 +167,10 @@ def uas(workdir: Path, ip: str, port: int, scenario: str | Path = "uas_agent.xml
     if rtp_echo:
         argv.append("-rtp_echo")
     run = _run(workdir, f"uas-{ip}:{port}", argv + (extra or []))
-    # ready once SIPp holds its SIP port (or it died: then report why)
-    _wait_until(lambda: _udp_port_taken(ip, port) or run.proc.poll() is not None, what=f"sipp on {ip}:{port}")
+    # ready once SIPp holds its SIP port (TCP with -t t1/tn) (or it died: then report why)
+    transport = (extra or [])[(extra or []).index("-t") + 1] if "-t" in (extra or []) else "u1"
+    kind = socket.SOCK_STREAM if transport.startswith("t") else socket.SOCK_DGRAM
+    _wait_until(lambda: _port_taken(ip, port, kind) or run.proc.poll() is not None, what=f"sipp on {ip}:{port}")
     if run.proc.poll() is not None:
         raise SippError(f"sipp {run.name} exited: {run.output()}")
     return run

@@ -244,7 +244,40 @@ def sided_edge(edge: Edge) -> Iterator[Edge]:
                                   "agent": {"address": AGENT_FACING_IP}}
     data["security"]["topology_mask_ip"] = "192.0.2.1"
     data["media"]["private_networks"] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
-    sided = Settings.model_validate(data)
+    with sided_settings(edge, Settings.model_validate(data)):
+        yield edge
+
+
+@pytest.fixture(scope="module")
+def transport_sides_edge(edge: Edge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    """The edge restarted with one network per side and a transport of its own per side: carriers
+    on EDGE_IP over UDP only, agents on AGENT_FACING_IP over TCP and TLS only (no advertise, no
+    NAT); rtpengine with a ``carrier`` and an ``agent`` interface; topoh masking with 192.0.2.1.
+    The edge's certificate names both addresses (agents verify AGENT_FACING_IP); the CA list the
+    edge verifies TLS agents with (``sip.tls.ca_list``) is a self-signed certificate for AGENT_IP,
+    its key beside it as ``agent.key``.  The session's settings are restored afterwards."""
+    base = edge.settings
+    data = base.model_dump(mode="json")
+    pki = tmp_path_factory.mktemp("transport-sides")
+    write_selfsigned(pki / "edge.crt", pki / "edge.key", [EDGE_IP, AGENT_FACING_IP])
+    write_selfsigned(pki / "agent.crt", pki / "agent.key", [AGENT_IP])
+    data["sip"]["listen"] = [
+        {"transport": "tcp", "address": AGENT_FACING_IP, "port": free_port_both(AGENT_FACING_IP), "side": "agent"},
+        {"transport": "tls", "address": AGENT_FACING_IP, "port": free_port(AGENT_FACING_IP), "side": "agent"},
+        {"transport": "udp", "address": EDGE_IP, "port": base.sip_target[1], "side": "carrier"},
+    ]
+    data["sip"]["tls"].update({"certificate": str(pki / "edge.crt"), "private_key": str(pki / "edge.key"),
+                               "ca_list": str(pki / "agent.crt")})
+    data["rtpengine"]["sides"] = {"carrier": {"address": EDGE_IP}, "agent": {"address": AGENT_FACING_IP}}
+    data["security"]["topology_mask_ip"] = "192.0.2.1"
+    with sided_settings(edge, Settings.model_validate(data)):
+        yield edge
+
+
+@contextlib.contextmanager
+def sided_settings(edge: Edge, sided: Settings) -> Iterator[Edge]:
+    """Kamailio and rtpengine restarted with ``sided`` settings, and with the edge's usual ones after."""
+    base = edge.settings
     edge.settings = sided
     try:
         for name in ("kamailio", "rtpengine"):  # kamailio's restart renders every config

@@ -43,15 +43,30 @@ def received(ua: Baresip) -> list[tuple[str, list[str]]]:
 
 def received_with_transport(ua: Baresip) -> list[tuple[str, str, list[str]]]:
     """``(transport, source ip:port, lines)`` of every SIP message ``ua`` received (``-s`` trace);
-    transport in lower case (``udp``, ``tcp``, ``tls``)."""
+    transport in lower case (``udp``, ``tcp``, ``tls``).
+
+    The trace prints sent and received messages alike as ``TRANSPORT src -> dst``.  The UA's own
+    endpoints are those on its address, and the local end of each TCP/TLS connection it opened
+    (baresip does not bind those to its address): the sender of a connection's first message
+    when neither end is on the UA's address."""
     out: list[tuple[str, str, list[str]]] = []
     current: list[str] | None = None
+    pairs: set[frozenset[str]] = set()
+    local: set[str] = set()
+
+    def host(endpoint: str) -> str:
+        return endpoint.rsplit(":", 1)[0].strip("[]")
+
     for raw in _ANSI.sub("", ua.output()).splitlines():
         line = raw.strip()
         match = _TRANSPORT.match(line)
         if match:
             src, dst = match.group(2), match.group(3)
-            current = [] if dst.rsplit(":", 1)[0].strip("[]") == ua.ip else None
+            if frozenset((src, dst)) not in pairs:
+                pairs.add(frozenset((src, dst)))
+                if ua.ip not in (host(src), host(dst)):
+                    local.add(src)  # a connection the UA opened from another local address
+            current = [] if host(dst) == ua.ip or dst in local else None
             if current is not None:
                 out.append((match.group(1).lower(), src, current))
         elif line == "#":
@@ -344,3 +359,15 @@ def _addresses(line: str) -> set[str]:
     body = line.split(":", 1)[1] if not line[:2] in ("c=", "o=") else line
     found |= {m for m in _IPV6.findall(body) if m.count(":") >= 2}
     return found
+
+
+def sipp_topology_addresses(run: SippRun) -> set[str]:
+    """Every IPv4 and IPv6 address in the Via / Record-Route / Contact headers and SDP ``c=``/``o=``
+    lines of every message a SIPp run received."""
+    return {a for b in messages_received(run) for l in b.splitlines()
+            if _TOPOLOGY_LINE.match(l.strip()) for a in _addresses(l.strip())}
+
+
+def transports_received(run: SippRun) -> set[str]:
+    """The transports (``UDP``, ``TCP``) every message a SIPp run received came over."""
+    return {m.group(1) for b in messages_received(run) for m in [re.search(r"^(\w+) message received", b, re.M)] if m}
