@@ -962,6 +962,9 @@ class Router:
             modes = (plan.caller_dtmf, plan.current.dtmf)
             sdp = _has_sdp()
             codecs = sdp_codecs(_pv("$rb")) if sdp else []
+            # a named timeout route makes the dialog module run ksr_dialog_event(msg, "dialog:timeout")
+            # when the dialog's timer expires (the keepalive's end), before its BYEs
+            KSR.pv.sets("$dlg_ctx(timeout_route)", DIALOG_EVENT)
             KSR.dialog.dlg_manage()
             self._set_media_vars(plan)
             KSR.pv.sets("$dlg_var(edge_agent)", plan.agent)
@@ -1437,8 +1440,11 @@ class Router:
                                        self._store(), self.settings, Reason.TRANSFER_NOT_ALLOWED)
 
     def ksr_dialog_event(self, msg: object, event: str) -> int:
-        """dialog module ``event_callback``: release the call's slots when it ends or fails."""
+        """dialog module ``event_callback``: release the call's slots when it ends or fails; note why
+        the dialog module is about to end a call whose timer expired (``dialog:timeout``)."""
         try:
+            if event == "dialog:timeout":
+                self._dialog_timeout()
             if event in ("dialog:end", "dialog:failed"):
                 call_id = _pv("$dlg(callid)") or _pv("$ci")
                 if not call_id:
@@ -1463,6 +1469,32 @@ class Router:
         except Exception:  # noqa: BLE001 - slots then expire with their lease
             KSR.err("edge: cannot release slots: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
+
+    def _dialog_timeout(self) -> None:
+        """``dialog:timeout`` (the dialog's timer expired; the dialog module sends BYE to both sides
+        right after, ``send_bye``).  When a failed keepalive cut the call's life
+        (:func:`routing.media.keepalive_ended`) the call keeps ``media_end_reason=sip_keepalive``.
+        The call clock is told to clean the call up in ``CLEANUP_GRACE_S`` as after its own
+        ``dlg.end_dlg``: in 5.6.3 ``dlg_bye_all`` skips ``dialog:end`` when the first side's
+        200 to its BYE ends the dialog before the second BYE is sent."""
+        call_id = _pv("$dlg(callid)")
+        clock = _pv(f"$sht({DEADLINE_TABLE}=>{call_id})") if call_id else ""
+        if not clock or clock.partition(":")[2].startswith(CLEANUP):
+            return  # never answered by an ACK (no clock ran), or being ended by the call clock
+        dflags, lifetime = _pv("$dlg(dflags)"), _pv("$dlg(lifetime)")
+        sides = self._sides(_pv(MEDIA_VAR))
+        keepalive = sides is not None and (sides[0].sip_keepalive or sides[1].sip_keepalive)
+        if (dflags.isdigit() and lifetime.isdigit()
+                and media.keepalive_ended(int(dflags), int(lifetime), bool(keepalive), True)):
+            KSR.notice(f"edge: call-id={call_id} ended by the dialog module: a side with sip_keepalive "
+                       "stopped answering in-dialog OPTIONS\n")
+            try:
+                self._store().record_media(call_id, {"media_end_reason": media.KEEPALIVE_END_REASON},
+                                           self.settings.media_quality_ttl_s)
+            except StoreUnavailable as exc:
+                KSR.err(f"edge: cannot keep the end reason of call-id={call_id}: {exc}\n")
+        from_tag = clock.split(":", 3)[3] if clock.count(":") >= 3 else _pv("$dlg(from_tag)")
+        KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{int(time.time()) + CLEANUP_GRACE_S}:{CLEANUP}::{from_tag}")
 
     # -- registration trunks ----------------------------------------------------
 

@@ -39,7 +39,7 @@ from .model import CODECS, MediaPolicy, SilenceFill, SrtpMode
 
 __all__ = ["DEFAULT_PRIVATE_NETWORKS", "SdpOffer", "parse_sdp", "offer_flags", "answer_flags", "answer_refusal",
            "fallback_flags", "reason_header", "nat_flags",
-           "BASE_FLAGS", "rtp_timeout_s"]
+           "BASE_FLAGS", "rtp_timeout_s", "KEEPALIVE_END_REASON", "keepalive_ended"]
 
 #: flags of every rtpengine offer/answer of the edge: the SDP's o= and c= lines point at rtpengine,
 #: ICE candidates are removed (the edge is the only media address either side sees); symmetric RTP
@@ -336,3 +336,34 @@ def rtp_timeout_s(*policies: MediaPolicy) -> int:
     """The RTP inactivity timeout of a call: the shortest one its sides set (s); 0 when none does."""
     values = [p.rtp_timeout_s for p in policies if p.rtp_timeout_s]
     return min(values) if values else 0
+
+
+#: ``media_end_reason`` of a call the dialog module ended because a side with ``sip_keepalive`` stopped
+#: answering its in-dialog OPTIONS
+KEEPALIVE_END_REASON = "sip_keepalive"
+#: dialog ``dflags`` bit set when the dialog's timer expired (``DLG_FLAG_EXPIRED``, dialog module
+#: dlg_hash.h; set in dlg_ontimeout before the BYEs of ``send_bye``)
+DLG_FLAG_EXPIRED = 1 << 10
+#: the remaining life (s) the dialog module gives a call whose keepalives failed
+#: (Kamailio 5.6.3 dialog dlg_req_within.c, dlg_ka_cb_all: ``update_dlg_timer(&dlg->tl, 10)``)
+KEEPALIVE_GRACE_S = 10
+
+
+def keepalive_ended(dflags: int, lifetime_s: int, keepalive_side: bool, answered: bool) -> bool:
+    """Whether a dialog the edge did not end itself was ended by the dialog module's keepalive.
+
+    Kamailio 5.6.3 gives no event of its own for a failed keepalive: after ``ka_failed_limit``
+    in-dialog OPTIONS to a side got ``408`` or ``481``, the dialog module sets the dialog's
+    lifetime to :data:`KEEPALIVE_GRACE_S` (10 s) and restarts its timer; when that expires
+    (dlg_ontimeout: ``DLG_FLAG_EXPIRED``) it sends BYE to both sides (``send_bye``) and
+    ``dialog:end`` follows.  The only other timer expiries of an edge call are the backstop
+    ``default_timeout`` (``sip.max_call_duration_s`` + 60 s, never 10 s) and a 200 never ACKed
+    (also cut to 10 s, but that call was never answered by an ACK, so its call clock never ran).
+
+    Args:
+        dflags: the dialog's ``$dlg(dflags)``.
+        lifetime_s: the dialog's ``$dlg(lifetime)`` (s).
+        keepalive_side: a side of the call has ``sip_keepalive`` (keepalives were sent).
+        answered: the call's ACK was seen (the edge's call clock was running for it).
+    """
+    return bool(dflags & DLG_FLAG_EXPIRED) and lifetime_s == KEEPALIVE_GRACE_S and keepalive_side and answered

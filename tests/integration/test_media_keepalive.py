@@ -6,7 +6,8 @@
   CN (payload type 13, RFC 3389) packets with ``cn``; and an agent that never sent one packet gets
   nothing filled (rtpengine's DTX handling starts from a first packet).
 * ``sip_keepalive``: the agent answers and then freezes (SIGSTOP); the dialog module's in-dialog
-  OPTIONS to it time out and the call is ended with BYE to the carrier, slots back to zero.
+  OPTIONS to it time out and the call is ended with BYE to the carrier, slots back to zero, and its
+  call record says why (``media_end_reason=sip_keepalive``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from routing import admin
+from routing.cdrstore import CdrStore
 from routing.model import Agent, Direction, MediaPolicy, SilenceFill, Trunk
 from routing.sipp import SippRun, reply, uac, uas
 from tests.helpers import wait_until
@@ -165,8 +167,10 @@ def test_fill_needs_a_first_packet_from_the_silent_side(clean_edge: Edge) -> Non
 def test_sip_keepalive_ends_a_call_whose_agent_stopped_answering(long_call_edge: Edge, clean_edge: Edge) -> None:
     """The agent (sip_keepalive yes) answers and freezes: no BYE, no answer to anything.  The dialog
     module's OPTIONS to it (every media.keepalive_interval_s, 30 s) time out, and the edge ends the
-    call with BYE to the carrier; the carrier (sip_keepalive no) never gets an OPTIONS."""
+    call with BYE to the carrier; the carrier (sip_keepalive no) never gets an OPTIONS.  The call record
+    and the kept media record say ``media_end_reason=sip_keepalive``."""
     edge = clean_edge
+    since = int(time.time() * 1000)
     provision(edge, MediaPolicy(codecs=("PCMU",), rtp_timeout_s=600),
               MediaPolicy(codecs=("PCMU",), rtp_timeout_s=600, sip_keepalive=True))
     agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, rtp_echo=False,
@@ -186,3 +190,12 @@ def test_sip_keepalive_ends_a_call_whose_agent_stopped_answering(long_call_edge:
     assert 30 <= ended <= 60, ended
     assert _received(carrier, "BYE ")
     assert not _received(carrier, "OPTIONS ")
+    call_id = re.search(r"^Call-ID: (\S+)", carrier.messages(), re.M).group(1)
+    cdrs = CdrStore(edge.redis, 86400)
+    (record,) = wait_until(lambda: cdrs.records(since, int(time.time() * 1000) + 1000), timeout=15,
+                           what="the call record")
+    assert record["call_id"] == call_id and record["status"] == "answered" and record["hangup"] == "edge", record
+    assert record["media"].get("media_end_reason") == "sip_keepalive", record
+    kept = edge.redis.hgetall(f"edge:media:{edge.settings.node}:{call_id}")
+    assert kept.get("media_end_reason") == "sip_keepalive", kept
+    assert f"call-id={call_id} ended by the dialog module: a side with sip_keepalive" in edge.log()

@@ -920,3 +920,29 @@ def test_one_network_edge_names_no_interface_and_forces_no_socket(ksr: FakeKSR, 
     assert "$fs" not in [name for name, _ in ksr.args_of("pv.sets")]
     (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
     assert "direction=" not in flags
+
+
+@pytest.mark.parametrize(("dflags", "lifetime", "clock", "reason", "cleanup"), [
+    ("1026", "10", "1700000000:1:2:ft1", "sip_keepalive", True),  # expired 10 s after the keepalives failed
+    ("1026", "72", "1700000000:1:2:ft1", None, True),  # the backstop default_timeout expired
+    ("2", "10", "1700000000:1:2:ft1", None, True),  # flags without DLG_FLAG_EXPIRED: no keepalive end
+    ("1026", "10", "1700000000:cleanup::ft1", None, False),  # the call clock is ending it
+    ("1026", "10", "", None, False),  # never ACKed: no call clock ran
+])
+def test_dialog_timeout_keeps_the_keepalive_end_and_arms_the_cleanup(
+        ksr: FakeKSR, router: Any, store: FakeStore, dflags: str, lifetime: str, clock: str, reason: str | None,
+        cleanup: bool) -> None:
+    kept: list[dict] = []
+    store.record_media = lambda call_id, fields, keep_s=0: kept.append(dict(fields)) or True  # type: ignore[attr-defined]
+    media = json.dumps({"caller": MediaPolicy().to_json(), "callee": MediaPolicy(sip_keepalive=True).to_json()})
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "OPTIONS", "$dlg(from_tag)": "ft1", "$dlg(dflags)": dflags,
+                   "$dlg(lifetime)": lifetime, "$sht(deadline=>dlg-call)": clock, "$dlg_var(edge_media)": media})
+    assert router.ksr_dialog_event(MSG, "dialog:timeout") == 1
+    assert store.released == []  # dialog:end (or the cleanup) releases, not the timeout
+    assert kept == ([{"media_end_reason": reason}] if reason else [])
+    armed = [args for args in ksr.args_of("htable.sht_sets") if args[0] == "deadline"]
+    if cleanup:  # dialog:end may never come (dlg_bye_all race): the call clock cleans up in 3 s
+        ((_, key, value),) = armed
+        assert key == "dlg-call" and value.endswith(":cleanup::ft1"), value
+    else:
+        assert armed == []

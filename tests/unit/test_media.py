@@ -239,3 +239,18 @@ def test_keepalive_and_fill_fields_round_trip_and_validate() -> None:
         MediaPolicy.from_redis({"fill_silence": "loud"}, "trunk 'x'")
     with pytest.raises(DataError, match="agent 'y' sip_keepalive"):
         MediaPolicy.from_redis({"sip_keepalive": "maybe"}, "agent 'y'")
+
+
+from routing.media import DLG_FLAG_EXPIRED, KEEPALIVE_GRACE_S, keepalive_ended  # noqa: E402
+
+
+def test_keepalive_end_is_told_from_the_other_dialog_timer_ends() -> None:
+    expired = DLG_FLAG_EXPIRED | 0b10  # DLG_FLAG_CHANGED is set too after the keepalive cut the lifetime
+    assert keepalive_ended(expired, KEEPALIVE_GRACE_S, keepalive_side=True, answered=True)
+    # the backstop default_timeout (max_call_duration_s + 60) expired
+    assert not keepalive_ended(expired, 72, keepalive_side=True, answered=True)
+    # ended without the timer (dlg.end_dlg of the call clock, a BYE)
+    assert not keepalive_ended(0b10, KEEPALIVE_GRACE_S, keepalive_side=True, answered=True)
+    # no side with keepalives, or a 200 never ACKed (the dialog module cuts that to 10 s too)
+    assert not keepalive_ended(expired, KEEPALIVE_GRACE_S, keepalive_side=False, answered=True)
+    assert not keepalive_ended(expired, KEEPALIVE_GRACE_S, keepalive_side=True, answered=False)
