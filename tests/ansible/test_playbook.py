@@ -6,15 +6,20 @@ edge or with the other tests:
 
     node test-a  /opt/byoc-edge-test-a  SIP 127.0.0.1:15060  ng 12223  cli 19900  RTP 50000-50999
                  + the shared redis 127.0.0.1:16379 (inventory group `redis`)
-    node test-b  /opt/byoc-edge-test-b  SIP 127.0.0.2:15060 (advertised as 127.0.0.2)
+    node test-b  /opt/byoc-edge-test-b  one network per side (byoc_edge_carrier_* / byoc_edge_agent_*):
+                                          carriers on 127.0.0.2:15060 (advertised as 127.0.0.2),
+                                          agents on 127.0.0.3:15060
                                           ng 12224  cli 19901  RTP 51000-51999
 
 Then: ansible-lint is clean at the production profile; the first run deploys and reports the
 rtpengine forwarding mode, and gives every node its settings and the site's trunk-password
-key; a second run changes nothing; a carrier's SIPp call reaches the
-agent through each node (routing tables provisioned once, with node A's edgectl, in the shared
-redis); a trunk limit of 1 holds across the nodes; the nftables rules drop SIP from a source
-that is neither carrier nor agent; a killed Kamailio is restarted by its service manager
+key; node A's settings are exactly those of a node without per-side variables, node B's have
+a listener per side, rtpengine.sides and topoh's mask address; a second run changes nothing; a
+carrier's SIPp call reaches the agent through each node (routing tables provisioned once, with
+node A's edgectl, in the shared redis), through node B from carrier side to agent side; a trunk
+limit of 1 holds across the nodes; the nftables rules drop SIP from a source that is neither
+carrier nor agent, and on node B SIP and RTP to one side's address from the other side's
+networks; the per-side variables are checked with messages that name them; a killed Kamailio is restarted by its service manager
 (systemd, or the fallback manager where systemd is not PID 1, as on CI containers).
 Everything is removed at the end with ansible/uninstall.yml; kernel parameters and
 /etc/nftables.conf are restored.
@@ -32,6 +37,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +48,7 @@ from typing import Iterator
 import pytest
 import yaml
 
+from routing.settings import load_settings
 from routing.sipp import reject_uac_scenario, stop_all, uac, uas
 from routing.sipprobe import sip_options
 from tests.helpers import wait_until
@@ -61,6 +68,11 @@ CARRIER = "127.0.0.111"
 AGENT = "127.0.0.121"
 STRANGER = "127.0.0.99"
 AGENT_PORT = 15090
+#: topoh's mask address of a node with one network per side and no byoc_edge_topology_mask_ip
+MASK_IP = "192.0.2.1"
+#: lines of a SIP message whose addresses tell the topology: Via, Record-Route, Contact, SDP c=/o=
+TOPOLOGY_LINE = re.compile(r"^(via|v|record-route|contact|m)\s*:|^[co]=", re.IGNORECASE)
+IPV4 = re.compile(r"(?<![0-9.])(\d{1,3}(?:\.\d{1,3}){3})(?![0-9])")
 DID = "+14155550100"
 TRUNK = "test-carrier"
 
@@ -75,6 +87,8 @@ class Node:
     cli_port: int
     rtp: tuple[int, int]
     advertise: str = ""
+    #: the agent-side address of a node with one network per side (``sip`` is then its carrier side)
+    agent_side: str = ""
 
     @property
     def edgectl(self) -> str:
@@ -103,13 +117,22 @@ class Node:
                 "metrics": {"address": self.sip},
             },
         }
-        if self.advertise:
+        if self.agent_side:
+            values.update({
+                "byoc_edge_carrier_sip_address": self.sip,
+                "byoc_edge_carrier_advertise": self.advertise,
+                "byoc_edge_agent_sip_address": self.agent_side,
+                "byoc_edge_carrier_media_cidrs": [f"{CARRIER}/32"],
+                "byoc_edge_agent_media_cidrs": [f"{AGENT}/32"],
+            })
+        elif self.advertise:
             values["byoc_edge_advertise"] = self.advertise
         return values
 
 
 NODE_A = Node("edge-a", "byoc-edge-test-a", "test-a", "127.0.0.1", 12223, 19900, (50000, 50999))
-NODE_B = Node("edge-b", "byoc-edge-test-b", "test-b", "127.0.0.2", 12224, 19901, (51000, 51999), advertise="127.0.0.2")
+NODE_B = Node("edge-b", "byoc-edge-test-b", "test-b", "127.0.0.2", 12224, 19901, (51000, 51999), advertise="127.0.0.2",
+              agent_side="127.0.0.3")
 NODES = (NODE_A, NODE_B)
 
 #: kernel parameters the sysctl role may set; restored after the test
@@ -302,6 +325,161 @@ def test_production_firewall_rules_pass_nft_check(tmp_path: Path) -> None:
     assert "tcp dport 6380 ip saddr @redis_clients_v4 accept" in rules
 
 
+SIDES_CHECK = """
+- name: Check the per-side variables of every host
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: The checks of the byoc_edge role (its defaults under the inventory, as in site.yml)
+      ansible.builtin.include_role:
+        name: {roles}/byoc_edge
+        tasks_from: sides.yml
+"""
+
+#: one network per side, done right: carriers on a NATed address, agents in a VPC
+GOOD_SIDES = {"byoc_edge_carrier_sip_address": "10.0.1.10", "byoc_edge_carrier_advertise": "203.0.113.10",
+              "byoc_edge_agent_sip_address": "10.0.2.10"}
+
+#: host -> (its variables, what the failure must say, naming the variable; None: the checks pass)
+SIDES_CASES: dict[str, tuple[dict[str, object], str | None]] = {
+    "single-network": ({"byoc_edge_advertise": "198.51.100.30"}, None),
+    "two-sides": (GOOD_SIDES, None),
+    "two-sides-v6": ({"byoc_edge_carrier_sip_address": "2001:db8:1::10", "byoc_edge_agent_sip_address": "fd00:2::10",
+                      "byoc_edge_carrier_rtpengine_address": "2001:db8:1::11", "byoc_edge_topology_mask_ip": "::ffff:192.0.2.1",
+                      "byoc_edge_agent_media_cidrs": ["fd00:2::/64"]}, None),
+    "only-carrier": ({"byoc_edge_carrier_sip_address": "10.0.1.10"}, "byoc_edge_agent_sip_address is not set"),
+    "only-agent-advertise": ({"byoc_edge_agent_advertise": "203.0.113.20"}, "byoc_edge_agent_advertise is set, but"),
+    "media-cidrs-alone": ({"byoc_edge_carrier_media_cidrs": ["192.76.120.0/24"]},
+                          "byoc_edge_carrier_media_cidrs is set, but"),
+    "host-name": ({**GOOD_SIDES, "byoc_edge_agent_sip_address": "agents.internal"},
+                  'byoc_edge_agent_sip_address: "agents.internal" is not an IP address'),
+    "bad-octet": ({**GOOD_SIDES, "byoc_edge_carrier_advertise": "203.0.113.300"},
+                  'byoc_edge_carrier_advertise: "203.0.113.300" is not an IP address'),
+    "bad-media-address": ({**GOOD_SIDES, "byoc_edge_agent_rtpengine_address": "10.0.2"},
+                          'byoc_edge_agent_rtpengine_address: "10.0.2" is not an IP address'),
+    "bad-mask": ({"byoc_edge_topology_mask_ip": "192.0.2"}, 'byoc_edge_topology_mask_ip: "192.0.2" is not an IP address'),
+    "same-address": ({**GOOD_SIDES, "byoc_edge_agent_sip_address": "10.0.1.10"},
+                     "byoc_edge_carrier_sip_address / byoc_edge_agent_sip_address"),
+    "wildcard": ({**GOOD_SIDES, "byoc_edge_carrier_sip_address": "0.0.0.0"},
+                 "byoc_edge_carrier_sip_address / byoc_edge_agent_sip_address"),
+    "mixed-media-families": ({**GOOD_SIDES, "byoc_edge_agent_rtpengine_address": "fd00:2::10"},
+                             "byoc_edge_carrier_rtpengine_address / byoc_edge_agent_rtpengine_address"),
+    "with-single-advertise": ({**GOOD_SIDES, "byoc_edge_advertise": "203.0.113.10"},
+                              "cannot be combined with byoc_edge_advertise"),
+    "with-edge-sip-listen": ({**GOOD_SIDES, "edge_sip_listen": [{"transport": "udp", "address": "10.0.1.10"}]},
+                             "cannot be combined with edge_sip_listen"),
+}
+
+
+def _failure_messages(result: dict[str, object]) -> list[str]:
+    items = result.get("results") or [result]
+    # a failed assert names its expression ("assertion"); the tree callback drops the top-level "failed"
+    return [str(r.get("msg", "")) for r in items if isinstance(r, dict) and (r.get("failed") or "assertion" in r)]
+
+
+def test_per_side_variables_are_checked_with_messages_that_name_them(tmp_path: Path) -> None:
+    """Each bad combination fails before anything is changed, with a message naming the variable;
+    the good ones (one network, two sides over IPv4 and IPv6) pass."""
+    roles = REPO / "ansible" / "roles"
+    (tmp_path / "check.yml").write_text(SIDES_CHECK.format(roles=roles))
+    local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
+    hosts = {"all": {"hosts": {name: {**local, **values} for name, (values, _) in SIDES_CASES.items()}}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    # the tree callback writes each host's last result (its failure, if any) as JSON
+    tree = tmp_path / "results"
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "hosts.yml", "check.yml"], cwd=tmp_path,
+                          env=dict(_env(), ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
+                                   ANSIBLE_CALLBACK_TREE_DIR=str(tree)),
+                          capture_output=True, text=True, timeout=120)
+    failures = {host: _failure_messages(json.loads((tree / host).read_text())) for host in SIDES_CASES}
+    for host, (_, names) in SIDES_CASES.items():
+        if names is None:
+            assert not failures.get(host), (host, failures.get(host))
+        else:
+            assert failures.get(host), f"{host}: no check failed"
+            assert any(names in " ".join(msg.split()) for msg in failures[host]), (host, failures[host])
+    assert proc.returncode != 0
+
+
+def test_site_yml_checks_the_per_side_variables_before_changing_anything(tmp_path: Path) -> None:
+    """The checks run in site.yml's first play, before the byoc_edge role creates anything."""
+    hosts = {"all": {"children": {"edge": {"hosts": {"edge-x": {
+        "ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3", "ansible_become": False,
+        "byoc_edge_prefix": "byoc-edge-test-sides", "byoc_edge_carrier_sip_address": "10.0.1.10"}}}}}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), "--check", "site.yml"],
+                          cwd=REPO / "ansible", env=_env(), capture_output=True, text=True, timeout=180)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    assert ("byoc_edge_carrier_sip_address is set, but one network per side needs both byoc_edge_carrier_sip_address "
+            "and byoc_edge_agent_sip_address; byoc_edge_agent_sip_address is not set") in " ".join(output.split()), \
+        output[-3000:]
+    assert "Create the byoc-edge directories" not in output, output[-3000:]
+    assert not Path("/etc/byoc-edge-test-sides").exists()
+
+
+FIREWALL_SIDES_RENDER = """
+- name: Render the firewall of an edge node with one network per side (policy drop)
+  hosts: edge-a
+  gather_facts: true
+  vars_files:
+    - {roles}/byoc_edge/defaults/main.yml
+    - {roles}/firewall/defaults/main.yml
+    - {roles}/firewall/vars/main.yml
+  tasks:
+    - name: Render the rules
+      ansible.builtin.template:
+        src: {roles}/firewall/templates/edge.nft.j2
+        dest: {dest}
+        mode: "0644"
+        validate: nft -c -f %s
+      vars:
+        byoc_edge_prefix: byoc-edge
+        byoc_edge_sip_address: 10.0.1.11
+        byoc_edge_carrier_sip_address: 10.0.1.11
+        byoc_edge_carrier_advertise: 198.51.100.11
+        byoc_edge_agent_sip_address: "fd00:2::11"
+        byoc_edge_agent_rtpengine_address: "fd00:2::12"
+        byoc_edge_carrier_cidrs: [192.76.120.0/24]
+        byoc_edge_agent_cidrs: ["fd00:2::/64"]
+        byoc_edge_agent_media_cidrs: ["fd00:2::/64"]
+        byoc_edge_management_cidrs: [10.0.8.0/24]
+"""
+
+
+def test_per_side_firewall_rules_pass_nft_check(tmp_path: Path) -> None:
+    """Per-side rules over both IP families render and pass `nft -c`: SIP to each side's address from
+    that side only, RTP to the agent side from its media networks only, the carrier side's RTP open."""
+    assert which("nft"), "nft is not installed (apt-get install nftables)"
+    dest = tmp_path / "byoc-edge.nft"
+    (tmp_path / "render.yml").write_text(FIREWALL_SIDES_RENDER.format(roles=REPO / "ansible" / "roles", dest=dest))
+    hosts = {"all": {"children": {"edge": {"hosts": {"edge-a": {"ansible_connection": "local",
+             "ansible_python_interpreter": "/usr/bin/python3"}}}}}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "hosts.yml", "render.yml"], cwd=tmp_path,
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    rules = dest.read_text()
+    sip = "meta l4proto { udp, tcp } th dport { 5060 }"
+    expected = [
+        f"{sip} ip daddr 10.0.1.11 ip saddr @sip_carrier_v4 counter accept",
+        f'{sip} ip daddr 10.0.1.11 counter drop comment "SIP to the carrier side from an unlisted source"',
+        f"{sip} ip6 daddr fd00:2::11 ip6 saddr @sip_agent_v6 counter accept",
+        f'{sip} ip6 daddr fd00:2::11 counter drop comment "SIP to the agent side from an unlisted source"',
+        f"{sip} ip saddr @sip_peers_v4 accept",
+        "udp dport 30000-40000 ip6 daddr fd00:2::12 ip6 saddr @media_agent_v6 counter accept",
+        'udp dport 30000-40000 ip6 daddr fd00:2::12 counter drop comment "RTP to the agent side from an unlisted source"',
+        "udp dport 30000-40000 accept",
+    ]
+    lines = [line.strip() for line in rules.splitlines()]
+    assert [line for line in lines if line in expected] == expected, rules  # present, in this order
+    assert "@media_carrier" not in rules  # no carrier media CIDRs: the carrier side's RTP stays open
+    sets = dict(re.findall(r"set (\w+) \{[^}]*?elements = \{ ([^}]*) \}", rules))
+    assert sets["sip_carrier_v4"] == "127.0.0.1/32, 10.0.1.11/32, 192.76.120.0/24"
+    assert sets["sip_agent_v6"] == "::1/128, fd00:2::11/128, fd00:2::12/128, fd00:2::/64"
+    assert sets["sip_agent_v4"] == "127.0.0.1/32, 10.0.1.11/32"
+
+
 @dataclass
 class Deployment:
     workdir: Path
@@ -387,7 +565,7 @@ def test_first_run_deploys_every_node_and_reports_the_forwarding_mode(deployment
         assert settings["node"] == node.node_id
         assert settings["redis"] == {"host": "127.0.0.1", "port": REDIS_PORT, "db": 0, "manage": False,
                                      "password": REDIS_PASSWORD}
-        assert {l["address"] for l in settings["sip"]["listen"]} == {node.sip}
+        assert {l["address"] for l in settings["sip"]["listen"]} == {node.sip, node.agent_side} - {""}
         # one trunk-password key for the site, readable by Kamailio (which runs as kamailio)
         key = Path(f"/etc/{node.prefix}/secret.key")
         assert settings["security"]["secret_key_file"] == str(key)
@@ -410,6 +588,55 @@ def test_first_run_deploys_every_node_and_reports_the_forwarding_mode(deployment
         assert Path(f"/etc/{node.prefix}/services/monitor.env").exists()
         assert Path(f"/etc/nftables.d/{node.prefix}.nft").exists()
         json.loads(edgectl(node, "status", "--json"))
+
+
+def test_a_node_without_per_side_variables_gets_the_settings_it_always_had(deployment: Deployment) -> None:
+    """Backward compatibility: no per-side variable, so no `side`, no `rtpengine.sides`, no mask address."""
+    settings = yaml.safe_load(Path(f"/etc/{NODE_A.prefix}/settings.yaml").read_text())
+    assert settings == {
+        "node": NODE_A.node_id,
+        "run_dir": str(NODE_A.run_dir),
+        "sip": {"listen": [{"transport": t, "address": NODE_A.sip, "port": SIP_PORT} for t in ("udp", "tcp")],
+                "workers": 2, "tcp_workers": 1, "max_call_duration_s": 60},
+        "rtpengine": {"address": NODE_A.sip, "ng_port": NODE_A.ng_port, "cli_port": NODE_A.cli_port,
+                      "port_min": NODE_A.rtp[0], "port_max": NODE_A.rtp[1]},
+        "redis": {"host": "127.0.0.1", "port": REDIS_PORT, "db": 0, "manage": False, "password": REDIS_PASSWORD},
+        "metrics": {"address": NODE_A.sip, "kamailio_port": 9161, "rtpengine_port": 9162, "exporter_port": 9163},
+        "security": {"secret_key_file": f"/etc/{NODE_A.prefix}/secret.key"},
+    }
+
+
+def test_per_side_variables_give_each_side_its_listeners_and_media_interface(deployment: Deployment) -> None:
+    node = NODE_B
+    path = Path(f"/etc/{node.prefix}/settings.yaml")
+    settings = yaml.safe_load(path.read_text())
+    assert settings["sip"]["listen"] == [
+        {"transport": "udp", "address": node.sip, "port": SIP_PORT, "advertise": node.advertise, "side": "carrier"},
+        {"transport": "tcp", "address": node.sip, "port": SIP_PORT, "advertise": node.advertise, "side": "carrier"},
+        {"transport": "udp", "address": node.agent_side, "port": SIP_PORT, "side": "agent"},
+        {"transport": "tcp", "address": node.agent_side, "port": SIP_PORT, "side": "agent"},
+    ]
+    assert settings["rtpengine"]["sides"] == {"carrier": {"address": node.sip, "advertise": node.advertise},
+                                              "agent": {"address": node.agent_side}}
+    assert "advertise" not in settings["rtpengine"]
+    # no mask address set: the one of neither network (docs/media.md)
+    assert settings["security"]["topology_mask_ip"] == MASK_IP
+    # the real settings model takes it as one network per side
+    model = load_settings(path)
+    assert model.sip.sided and model.rtpengine.sides is not None
+    assert model.rtpengine.sides.agent.advertise is None
+    # rendered by the project's renderer
+    cfg = (node.run_dir / "kamailio.cfg").read_text()
+    for proto in ("udp", "tcp"):
+        assert f"listen={proto}:{node.sip}:{SIP_PORT} advertise {node.advertise}:{SIP_PORT}" in cfg
+        assert f"listen={proto}:{node.agent_side}:{SIP_PORT}\n" in cfg
+    rtpengine_conf = (node.run_dir / "rtpengine.conf").read_text()
+    assert f"interface = carrier/{node.sip}!{node.advertise};agent/{node.agent_side}\n" in rtpengine_conf
+    # the play reports both sides
+    report = " ".join(deployment.first.output.split())
+    assert (f"node {node.node_id}: carrier side SIP udp+tcp {node.sip}:{SIP_PORT} advertised as {node.advertise}, "
+            f"media {node.sip} advertised as {node.advertise}; agent side SIP udp+tcp {node.agent_side}:{SIP_PORT}, "
+            f"media {node.agent_side}; RTP ports {node.rtp[0]}-{node.rtp[1]}") in report, deployment.first.output[-4000:]
 
 
 def test_second_run_changes_nothing(deployment: Deployment) -> None:
@@ -447,9 +674,14 @@ def test_carrier_call_reaches_the_agent_through_the_node(provisioned: Deployment
     invite = agent.received_requests("INVITE")[0]
     assert f"X-Edge-Trunk: {TRUNK}" in invite
     assert f"X-Edge-DID: {DID}" in invite
-    media = node.advertise or node.sip
-    assert f"c=IN IP4 {media}" in invite, invite  # SDP anchored in this node's rtpengine
-    assert re.search(rf"^Record-Route: <sip:{re.escape(node.advertise or node.sip)}:{SIP_PORT}", invite, re.M), invite
+    # SDP anchored in this node's rtpengine; the agent reaches the node at its agent-side address
+    facing_agent = node.agent_side or node.advertise or node.sip
+    assert f"c=IN IP4 {facing_agent}" in invite, invite
+    assert re.search(rf"^Record-Route: <sip:{re.escape(facing_agent)}:{SIP_PORT}", invite, re.M), invite
+    if node.agent_side:
+        # one network per side: the agent sees no address of the carrier side (docs/media.md)
+        seen = {ip for line in invite.splitlines() if TOPOLOGY_LINE.match(line) for ip in IPV4.findall(line)}
+        assert seen <= {node.agent_side, AGENT, MASK_IP} and node.agent_side in seen, (seen, invite)
     assert relayed_packets(node) - before >= 50
     wait_until(lambda: trunk_active(node) == 0, timeout=15, what="the call's trunk slot released")
 
@@ -469,21 +701,81 @@ def test_trunk_limit_holds_across_nodes(provisioned: Deployment, tmp_path: Path)
     wait_until(lambda: trunk_active(NODE_A) == 0, timeout=15, what="the trunk's slot released")
 
 
+def nft_table(node: Node) -> str:
+    return subprocess.run(["nft", "list", "table", "inet", node.prefix.replace("-", "_")], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def dropped(node: Node, comment: str) -> int:
+    """Packets counted by the drop rule of ``node``'s table with this comment."""
+    table = nft_table(node)
+    match = re.search(rf'counter packets (\d+) bytes \d+ drop comment "{re.escape(comment)}"', table)
+    assert match, table
+    return int(match.group(1))
+
+
 def test_firewall_opens_sip_only_to_carriers_and_agents(deployment: Deployment) -> None:
-    for node in NODES:
+    single = [node for node in NODES if not node.agent_side]
+    for node in single:
         assert sip_options(node.sip, SIP_PORT, timeout_s=2, source=CARRIER).code == 200
         assert sip_options(node.sip, SIP_PORT, timeout_s=2, source=AGENT).code == 200
-        dropped = sip_options(node.sip, SIP_PORT, timeout_s=1.5, source=STRANGER)
-        assert dropped.code == 0, f"{node.node_id}: a stranger got {dropped}"
-    # both nodes share this host's kernel (and SIP port): either table may be the one that drops
-    dropped_packets = 0
-    for node in NODES:
-        table = subprocess.run(["nft", "list", "table", "inet", node.prefix.replace("-", "_")], capture_output=True,
-                               text=True, check=True).stdout
-        match = re.search(r'counter packets (\d+) bytes \d+ drop comment "SIP from an unlisted source"', table)
-        assert match, table
-        dropped_packets += int(match.group(1))
-    assert dropped_packets >= 2
+        answer = sip_options(node.sip, SIP_PORT, timeout_s=1.5, source=STRANGER)
+        assert answer.code == 0, f"{node.node_id}: a stranger got {answer}"
+    # every node's table has the rule for other addresses of the host, on the one SIP port this
+    # host's kernel shares: either table may be the one that drops
+    assert sum(dropped(node, "SIP from an unlisted source") for node in NODES) >= len(single)
+
+
+def udp_probe(source: str, target: str, port: int) -> str:
+    """Send one UDP datagram from ``source`` to ``target:port`` where nothing listens: ``refused`` when
+    the firewall let it in (the kernel answered ICMP port unreachable), ``silence`` when it was dropped."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.connect((target, port))
+        sock.settimeout(1.5)
+        sock.send(b"\x80\x00\x00\x01" + bytes(168))  # an RTP-sized datagram
+        try:
+            sock.recv(2048)
+        except ConnectionRefusedError:
+            return "refused"
+        except socket.timeout:
+            return "silence"
+        return "answered"
+
+
+def free_udp_port(addresses: list[str], low: int, high: int) -> int:
+    """A port of ``low``-``high`` (the node's RTP range) that nothing holds on any of ``addresses``."""
+    for port in range(high, low, -1):
+        try:
+            for address in addresses:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.bind((address, port))
+        except OSError:
+            continue
+        return port
+    raise AssertionError(f"no free port in {low}-{high}")
+
+
+def test_firewall_opens_each_side_only_to_that_side(deployment: Deployment) -> None:
+    """Node B (one network per side): SIP and RTP to the carrier-side address only from carriers, to
+    the agent-side address only from agents; each drop is counted by that side's rule."""
+    node = NODE_B
+    sides = {"carrier": (node.sip, CARRIER, AGENT), "agent": (node.agent_side, AGENT, CARRIER)}
+    port = free_udp_port([node.sip, node.agent_side], *node.rtp)
+    for side, (address, own, other) in sides.items():
+        sip_before = dropped(node, f"SIP to the {side} side from an unlisted source")
+        rtp_before = dropped(node, f"RTP to the {side} side from an unlisted source")
+        assert sip_options(address, SIP_PORT, timeout_s=2, source=own).code == 200, f"{side} side from {own}"
+        answer = sip_options(address, SIP_PORT, timeout_s=1.5, source=other)
+        assert answer.code == 0, f"the {side} side answered {other}: {answer}"
+        answer = sip_options(address, SIP_PORT, timeout_s=1.5, source=STRANGER)
+        assert answer.code == 0, f"the {side} side answered a stranger: {answer}"
+        assert udp_probe(own, address, port) == "refused", f"RTP to the {side} side from {own} was not let in"
+        assert udp_probe(other, address, port) == "silence", f"RTP to the {side} side from {other} was let in"
+        # the other side's OPTIONS passes node A's table (carriers and agents may reach its address), so
+        # this side's rule dropped it; the stranger's may have been dropped by node A's table first
+        assert dropped(node, f"SIP to the {side} side from an unlisted source") - sip_before >= 1
+        assert dropped(node, f"RTP to the {side} side from an unlisted source") - rtp_before == 1
 
 
 def test_a_killed_kamailio_is_restarted_by_its_service_manager(deployment: Deployment) -> None:
