@@ -20,6 +20,10 @@ README):
   then turns the peer's in-band tones into events and the side's events into
   tones for the peer (``always-transcode`` on the other way round, with the
   codec masked in the offer to the non-event side).
+* toward an ``info`` side, a digit of an ``rfc4733`` or ``inband`` side (reported by
+  rtpengine's DTMF log) becomes a SIP INFO the edge sends on the sender's behalf
+  (:func:`info_needed`, :func:`info_body`; CSeq handling in :mod:`routing.cseq`), and
+  rtpengine silences the digit in the audio toward the receiver (:func:`block_params`);
 * from an ``info`` side, the INFO is answered ``200`` by the edge and the digit
   is injected into the other leg with the ng ``play DTMF`` command: as an
   event when that leg negotiated ``telephone-event``, else as a PCM tone.
@@ -39,6 +43,9 @@ __all__ = [
     "parse_mode",
     "sdp_flags",
     "needs_injection",
+    "info_needed",
+    "info_body",
+    "block_params",
     "info_action",
     "parse_info",
     "play_flags",
@@ -117,7 +124,9 @@ def sdp_flags(sender: DtmfMode | str, receiver: DtmfMode | str, offer: bool) -> 
     * sender ``rfc4733``, receiver not: ``telephone-event`` is masked in the offer
       (hidden from the receiver, still accepted from the sender) and ``always-transcode``
       makes rtpengine turn the sender's events into tones for the receiver;
-    * neither uses events: ``telephone-event`` is stripped, so tones (or INFO) it is.
+    * neither uses events: ``telephone-event`` is stripped, so tones (or INFO) it is;
+      from an ``inband`` sender to an ``info`` receiver (offer and answer) ``detect-DTMF``
+      has rtpengine report the tones, which become INFO requests.
 
     Answers only repeat ``inject-DTMF`` (needed in both messages).
     """
@@ -130,9 +139,57 @@ def sdp_flags(sender: DtmfMode | str, receiver: DtmfMode | str, offer: bool) -> 
             flags += ["codec-mask=telephone-event", "always-transcode"]
         else:
             flags += ["codec-strip=telephone-event"]
+    if sender is DtmfMode.INBAND and receiver is DtmfMode.INFO:
+        flags.append("detect-DTMF")  # the tones become INFO requests (info_needed)
     if needs_injection(sender, receiver):
         flags.append("inject-DTMF")
     return tuple(flags)
+
+
+def info_needed(sender: DtmfMode | str, receiver: DtmfMode | str) -> bool:
+    """True when digits of a side in mode ``sender`` reach the side in mode ``receiver`` as SIP
+    INFO requests the edge sends on the sender's behalf (the receiver uses ``info``, the sender
+    does not).  The digit itself is then removed from the media toward the receiver (rtpengine
+    ``block DTMF`` with ``DTMF-security=silence``), so it arrives once."""
+    return DtmfMode(receiver) is DtmfMode.INFO and DtmfMode(sender) is not DtmfMode.INFO
+
+
+#: how long rtpengine holds back the audio of an in-band side whose tones become INFO requests (ms):
+#: long enough for its tone detector to recognise a digit before the tone would be sent on
+INBAND_BLOCK_DELAY_MS = 100
+#: the same for an ``rfc4733`` side (ms): an event packet marks its digit from its first packet on
+EVENT_BLOCK_DELAY_MS = 20
+
+
+def block_params(sender: DtmfMode | str) -> dict[str, str | int]:
+    """Parameters of rtpengine's ng ``block DTMF`` for the media of a side in mode ``sender`` whose
+    digits the edge sends as INFO (rtpengine README, "block DTMF", ``DTMF-security``, ``delay-buffer``).
+
+    * ``rfc4733``: ``drop``: the event packets are not forwarded (nor turned into tones), and
+      they are still reported (``dtmf-log-dest``).
+    * ``inband``: ``silence``, with the side's audio held back :data:`INBAND_BLOCK_DELAY_MS`
+      (``delay-buffer``) so a detected tone is replaced by silence before it is sent on.
+
+    Raises:
+        ValueError: ``sender`` is ``info`` (its digits are INFO requests already) or no mode.
+    """
+    mode = DtmfMode(sender)
+    if mode is DtmfMode.RFC4733:
+        return {"DTMF-security": "silence", "delay-buffer": EVENT_BLOCK_DELAY_MS}
+    if mode is DtmfMode.INBAND:
+        return {"DTMF-security": "silence", "delay-buffer": INBAND_BLOCK_DELAY_MS}
+    raise ValueError("an info side's digits are not in its media")
+
+
+def info_body(digit: str, duration_ms: int) -> tuple[str, str]:
+    """Content type and body of a DTMF INFO for ``digit`` lasting ``duration_ms`` (ms):
+    ``application/dtmf-relay`` with ``Signal=`` and ``Duration=`` lines, the form
+    :func:`parse_info` reads and carriers (Cisco, Asterisk, FreeSWITCH, Twilio) send.
+
+    Raises:
+        DtmfError: ``digit`` is no DTMF digit.
+    """
+    return "application/dtmf-relay", f"Signal={_digit(digit)}\r\nDuration={max(0, int(duration_ms))}\r\n"
 
 
 def info_action(sender: DtmfMode | str, receiver: DtmfMode | str) -> str:

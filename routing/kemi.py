@@ -18,7 +18,8 @@ Kamailio callbacks (names are also used in ``templates/kamailio.cfg.j2``):
   their maximum duration (the dialog module's own timer is only a backstop: in
   5.6.3 its timeout BYE can race with the ACK and leave the dialog unreleased).
 * ``ksr_dtmf_log(msg, event)``: rtimer, five times a second; records the DTMF digits
-  rtpengine reports seeing in the media (``dtmf.log_port``) with their calls.
+  rtpengine reports seeing in the media (``dtmf.log_port``) with their calls, and sends
+  each one as a SIP INFO on the sender's behalf toward a side in ``info`` mode.
 * ``ksr_registration_sync(msg, event)``: rtimer, every ``registration.sync_interval_s``;
   keeps the ``uac`` module's registrations equal to the registration trunks in
   redis and publishes their state (``edge:reg:{trunk}:{node}``).
@@ -40,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import socket
 import time
 import traceback
@@ -47,7 +49,7 @@ import traceback
 import KSR  # type: ignore[import-not-found]
 
 from .explain import refusal_record
-from . import dtmf, media, metrics, pipeline, quality, registration, runtime
+from . import cseq, dtmf, media, metrics, pipeline, quality, registration, runtime
 from . import sides as netsides
 from .ngclient import NgClient, NgError
 from .cdr import CallFacts, build_record, sdp_codecs
@@ -101,6 +103,7 @@ DIRECTION_AVP = "$avp(edge_dir)"
 #: a trunk's max_duration_s, applied to the dialog timer by the first ACK (the call is answered)
 MAX_DURATION_VAR = "$dlg_var(edge_max_dur)"
 _REALM = re.compile(r'realm="([^"]*)"', re.I)
+_URI_IN_BRACKETS = re.compile(r"<([^>]+)>")
 _URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+(?:;[^@>\s]*)?)(?:@|>|$)", re.I)
 EARLY_MEDIA_AVP = "$avp(edge_early)"
 #: when the initial INVITE arrived (epoch s, text), for post-dial delay and setup time
@@ -130,6 +133,14 @@ FROM_CALLER_AVP = "$avp(edge_from_caller)"
 REQ_SDP_AVP = "$avp(edge_req_sdp)"
 #: htable: call-id -> "{caller from-tag},{caller mode},{callee mode}" of answered calls (DTMF log)
 DTMF_CALL_TABLE = "dtmfcall"
+#: htable: call-id -> routing.cseq.CseqMap of answered calls whose digits the edge sends as SIP INFO on
+#: one side's behalf (routing.dtmf.info_needed): that side's later requests are renumbered
+CSEQ_TABLE = "cseqmap"
+#: header of the INFO requests the edge sends itself (to itself, then on to the side in ``info`` mode);
+#: its value is the node's secret token, so a peer cannot pass a request off as the edge's
+EDGE_INFO_HEADER = "X-Edge-Info"
+#: the CSeq number a renumbered request came with; the reply route puts it back into the responses
+CSEQ_AVP = "$avp(edge_cseq)"
 #: datagrams read per DTMF log tick at most (the rest wait for the next tick)
 DTMF_LOG_BATCH = 200
 MAX_FORWARDS = 70
@@ -232,6 +243,8 @@ class Router:
         self._replayed_at = 0.0
         self._dtmf_sock: socket.socket | None = None
         self._dtmf_sock_failed = False
+        #: made before Kamailio forks, so every process has the same: marks the edge's own INFO requests
+        self._token = secrets.token_hex(16)
 
     # -- process life -------------------------------------------------------
 
@@ -558,6 +571,8 @@ class Router:
     def _request(self) -> None:
         method = _pv("$rm")
         self._now_ms = int(time.time() * 1000)
+        if method == "INFO" and self._edge_info():
+            return
         self._store_failed = False
         if not self._screen():
             return
@@ -578,6 +593,8 @@ class Router:
             if KSR.tm.t_check_trans() == 0:
                 return
         if KSR.siputils.has_totag() > 0:
+            if self.settings.dtmf_log_port and KSR.htable.sht_is_null(CSEQ_TABLE, _pv("$ci")) < 0:
+                self._renumber(method)
             self._in_dialog(method)
             return
         if method == "ACK":
@@ -656,8 +673,85 @@ class Router:
                 KSR.pv.seti(REQ_SDP_AVP, 1 if sdp else 0)
                 KSR.pv.sets(DIRECTION_AVP, _pv(DIRECTION_VAR) or "origination")
                 KSR.tm.t_on_reply(ON_REPLY)
+        if method != "ACK" and _pv(CSEQ_AVP):
+            KSR.tm.t_on_reply(ON_REPLY)  # its responses get their CSeq number back
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
+
+    def _renumber(self, method: str) -> None:
+        """Renumber an in-dialog request of a call in which the edge sends requests on one side's
+        behalf (:mod:`routing.cseq`), before the dialog module records its CSeq: the dialog module's
+        own BYEs then follow the renumbered space too.  The original number is kept in
+        :data:`CSEQ_AVP` for the responses."""
+        call_id = _pv("$ci")
+        try:
+            state = cseq.CseqMap.decode(_pv(f"$sht({CSEQ_TABLE}=>{call_id})"))
+            from_caller = _pv("$ft") == state.caller_tag
+            number = int(_pv("$cs"))
+            out, seq = cseq.relay(state.side(from_caller), number, method)
+        except ValueError as exc:
+            KSR.warn(f"edge: call-id={call_id} {method} keeps its CSeq: {exc}\n")
+            return
+        if seq != state.side(from_caller):
+            KSR.htable.sht_sets(CSEQ_TABLE, call_id, state.with_side(from_caller, seq).encode())
+        if out == number:
+            return
+        KSR.hdr.remove("CSeq")
+        KSR.hdr.append(f"CSeq: {out} {method}\r\n")
+        KSR.textopsx.msg_apply_changes()
+        if method != "ACK":
+            KSR.pv.sets(CSEQ_AVP, str(number))
+
+    def _edge_info(self) -> bool:
+        """An INFO the edge sent to itself on one side's behalf (:meth:`_send_info`): number it in that
+        side's CSeq space (:func:`routing.cseq.local`), let the dialog module record it, and relay it to
+        the other side from that side's socket.  Returns False for any other INFO (a forged header
+        is stripped with the other ``X-Edge-`` headers on the in-dialog path)."""
+        token = _pv(f"$hdr({EDGE_INFO_HEADER})")
+        if not token or token != self._token or KSR.is_myself_srcip() < 0:
+            return False
+        if KSR.tmx.t_precheck_trans() > 0:
+            KSR.tm.t_check_trans()
+            return True
+        if KSR.tm.t_check_trans() == 0:
+            return True
+        call_id = _pv("$ci")
+        try:
+            state = cseq.CseqMap.decode(_pv(f"$sht({CSEQ_TABLE}=>{call_id})"))
+        except ValueError:
+            state = None
+        if state is None:
+            KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
+            return True
+        from_caller = _pv("$ft") == state.caller_tag
+        peer = "to" if from_caller else "from"
+        try:
+            number, seq = cseq.local(state.side(from_caller))
+        except ValueError as exc:
+            KSR.warn(f"edge: call-id={call_id} no dtmf info: {exc}\n")
+            KSR.sl.send_reply(500, "CSeq Space Exhausted")
+            return True
+        KSR.htable.sht_sets(CSEQ_TABLE, call_id, state.with_side(from_caller, seq).encode())
+        KSR.hdr.remove("CSeq")
+        KSR.hdr.remove(EDGE_INFO_HEADER)
+        KSR.hdr.append(f"CSeq: {number} INFO\r\n")
+        KSR.textopsx.msg_apply_changes()
+        KSR.dialog.dlg_manage()  # the dialog module records the number: its own BYEs go above it
+        if KSR.dialog.is_known_dlg() < 0:
+            KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
+            return True
+        socket_name = _pv(f"$dlg({peer}_bindaddr)")
+        if socket_name:
+            KSR.pv.sets("$fs", socket_name)
+        route_set = _pv(f"$dlg({peer}_rs)")
+        if route_set:
+            KSR.hdr.insert(f"Route: {route_set}\r\n")
+            first = _URI_IN_BRACKETS.search(route_set)
+            if first:
+                KSR.pv.sets("$du", first.group(1))
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+        return True
 
     def _in_dialog_tls_profile(self) -> None:
         """An in-dialog request toward the carrier over TLS may open a new connection (another
@@ -1106,6 +1200,9 @@ class Router:
     def ksr_onreply_manage(self, msg: object) -> int:
         """Replies to relayed requests: SDP answer into rtpengine, early-media marking."""
         try:
+            number = _pv(CSEQ_AVP)
+            if number:  # a renumbered request (_renumber): the response gets the sender's number back
+                KSR.textops.subst_hf("CSeq", f"/^[0-9]+/{number}/", "f")
             code = int(_pv("$rs") or 0)
             if 200 <= code < 300 and _pv("$rm") == "INVITE":
                 self._answered(code)
@@ -1337,9 +1434,25 @@ class Router:
         if not self.settings.dtmf_log_port or KSR.htable.sht_is_null(DTMF_CALL_TABLE, _pv("$ci")) < 0:
             return
         modes = _pv(DTMF_VAR)
-        if _modes(modes) is None:
+        pair = _modes(modes)
+        if pair is None:
             return
-        KSR.htable.sht_sets(DTMF_CALL_TABLE, _pv("$ci"), f"{_pv('$dlg(from_tag)')},{modes}")
+        call_id, caller_tag, callee_tag = _pv("$ci"), _pv("$dlg(from_tag)"), _pv("$dlg(to_tag)")
+        KSR.htable.sht_sets(DTMF_CALL_TABLE, call_id, f"{caller_tag},{modes}")
+        to_callee, to_caller = dtmf.info_needed(pair[0], pair[1]), dtmf.info_needed(pair[1], pair[0])
+        if not (to_callee or to_caller) or not callee_tag:
+            return
+        invite = int(_pv("$cs") or 0)  # the ACK repeats the INVITE's number
+        state = cseq.CseqMap(caller_tag, callee_tag, cseq.SideSeq(invite, 0, invite, invite, invite), cseq.SideSeq())
+        KSR.htable.sht_sets(CSEQ_TABLE, call_id, state.encode())
+        # the digits travel as INFO: take them out of the media toward that side, so they arrive once
+        for sender_tag, mode, needed in ((caller_tag, pair[0], to_callee), (callee_tag, pair[1], to_caller)):
+            if needed:
+                try:
+                    self._ng().command("block DTMF", **{"call-id": call_id, "from-tag": sender_tag,
+                                                        **dtmf.block_params(mode)})
+                except NgError as exc:
+                    KSR.warn(f"edge: call-id={call_id} digits stay in the media too: {exc}\n")
 
     def _dtmf_socket(self) -> socket.socket | None:
         if self._dtmf_sock is None and not self._dtmf_sock_failed:
@@ -1379,10 +1492,47 @@ class Router:
                 if entry is None:
                     continue
                 KSR.info(f"edge: dtmf call-id={digit.call_id} {entry}\n")
-                self._store().record_dtmf(digit.call_id, entry)
+                from_caller = digit.source_tag == caller_tag
+                if dtmf.info_needed(*(pair if from_caller else pair[::-1])):
+                    self._send_info(digit, from_caller)
+                try:
+                    self._store().record_dtmf(digit.call_id, entry)
+                except StoreUnavailable as exc:
+                    KSR.err(f"edge: cannot record dtmf of call-id={digit.call_id}: {exc}\n")
         except Exception:  # noqa: BLE001 - the timer must keep ticking
             KSR.err("edge: exception in dtmf log: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
+    def _send_info(self, digit: dtmf.LoggedDigit, from_caller: bool) -> None:
+        """Send ``digit``, seen in the media of the caller (``from_caller``) or callee, to the other side
+        as a DTMF INFO on the sender's behalf (RFC 6086; body :func:`routing.dtmf.info_body`).  The
+        request goes to the edge itself first (:meth:`_edge_info` numbers it and relays it), so the
+        dialog module records its CSeq.  Problems are logged: the digit is in the call record anyway."""
+        call_id = digit.call_id
+        loop = self.settings.loop_socket
+        try:
+            state = cseq.CseqMap.decode(_pv(f"$sht({CSEQ_TABLE}=>{call_id})"))
+        except ValueError:
+            KSR.warn(f"edge: call-id={call_id} digit {digit.digit} not sent as INFO: the call is not known\n")
+            return
+        if not loop or KSR.dialog.dlg_get(call_id, state.caller_tag, state.callee_tag) < 0:
+            KSR.warn(f"edge: call-id={call_id} digit {digit.digit} not sent as INFO: "
+                     f"{'no UDP listener' if not loop else 'no dialog'}\n")
+            return
+        me, peer = ("from", "to") if from_caller else ("to", "from")
+        my_tag, peer_tag = (state.caller_tag, state.callee_tag) if from_caller else (state.callee_tag, state.caller_tag)
+        duration = max(dtmf.MIN_DURATION_MS, min(dtmf.MAX_DURATION_MS, digit.duration_ms or self.settings.dtmf_duration_ms))
+        ctype, body = dtmf.info_body(digit.digit, duration)
+        headers = (f"From: <{_pv(f'$dlg({me}_uri)')}>;tag={my_tag}\r\n"
+                   f"To: <{_pv(f'$dlg({peer}_uri)')}>;tag={peer_tag}\r\n"
+                   f"Call-ID: {call_id}\r\nCSeq: 1 INFO\r\nMax-Forwards: 70\r\n"
+                   f"{EDGE_INFO_HEADER}: {self._token}\r\nContent-Type: {ctype}\r\n")
+        target = _pv(f"$dlg({peer}_contact)").strip().strip("<>")
+        nexthop = "sip:" + loop.split(":", 1)[1]
+        if KSR.tm.t_uac_send("INFO", target, nexthop, loop, headers, body) < 0:
+            KSR.warn(f"edge: call-id={call_id} digit {digit.digit} not sent as INFO: tm refused it\n")
+            return
+        KSR.info(f"edge: dtmf call-id={call_id} digit={digit.digit} -> info to the {'callee' if from_caller else 'caller'}\n")
+
     def _watch_media(self) -> None:
         """Media watchdog, from the call clock: every ``media.check_interval_s`` per answered call, ask
         rtpengine for its statistics (ng ``query``), keep them in the call record (``media_*``), and
@@ -1452,6 +1602,7 @@ class Router:
                 KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
                 if self.settings.dtmf_log_port:
                     KSR.htable.sht_rm(DTMF_CALL_TABLE, call_id)
+                    KSR.htable.sht_rm(CSEQ_TABLE, call_id)
                 KSR.htable.sht_rm(MEDIA_TABLE, call_id)
                 peer_bye = _pv("$rm") == "BYE" and not _pv("$rs")
                 if event == "dialog:end" and not peer_bye:

@@ -71,6 +71,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         cdr_stranger_retention_s=settings.cdr.stranger_retention_days * 86400,
         cdr_spool_dir=str(settings.cdr_spool_path),
         dtmf_log_port=settings.dtmf.log_port,
+        loop_socket=loop_socket(settings),
         metrics_port=settings.metrics.kamailio_port,
         media_trunk=settings.media.trunk.model_dump(mode="json"),
         media_agent=settings.media.agent.model_dump(mode="json"),
@@ -94,6 +95,14 @@ def topology_key(settings: Settings) -> str:
     except OSError:
         secret = b""
     return hmac.new(secret or settings.node.encode(), b"byoc-edge topoh mask_key", hashlib.sha256).hexdigest()
+
+
+def loop_socket(settings: Settings) -> str:
+    """``udp:host:port`` of the first UDP listener's own address (see RuntimeSettings.loop_socket)."""
+    for listener in settings.sip.listen:
+        if listener.transport == "udp":
+            return f"udp:{sip_host(listener.address)}:{listener.port}"
+    return ""
 
 
 def registration_contacts(settings: Settings) -> tuple[tuple[str, str], ...]:

@@ -47,6 +47,9 @@ class RuntimeSettings:
         cdr_stranger_retention_s: how long records of refusals that matched no trunk and no agent stay (s).
         cdr_spool_dir: where call records wait while redis is unreachable.
         dtmf_log_port: UDP port on 127.0.0.1 of rtpengine's DTMF event reports; 0 = off.
+        loop_socket: ``udp:host:port`` of the edge's first UDP listener (its real address, not the
+            advertised one): where the edge sends the in-dialog requests it makes on a side's behalf
+            (DTMF INFO) so they pass its own request route; empty when no UDP listener.
         metrics_port: TCP port of the metrics listener (xhttp_prom serves ``/metrics`` only there).
         media_trunk, media_agent: node default media policy of carrier and agent sides
             (:meth:`routing.model.MediaPolicy.to_json` form).
@@ -89,6 +92,7 @@ class RuntimeSettings:
     cdr_stranger_retention_s: int = 2 * 86400
     cdr_spool_dir: str = "/var/spool/byoc-edge/cdr"
     dtmf_log_port: int = 0
+    loop_socket: str = ""
     metrics_port: int = 9161
     media_trunk: dict | None = None
     media_agent: dict | None = None

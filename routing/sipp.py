@@ -116,6 +116,15 @@ class SippRun:
                 finals.setdefault(call_id.group(1), (int(status.group(1)), status.group(2).strip()))
         return list(finals.values())
 
+    def received_responses(self, method: str) -> list[str]:
+        """Full text of each response received to a request of ``method`` (by its CSeq)."""
+        out = []
+        for block in self.messages().split("-----------------------------------------------"):
+            if "message received" in block and re.search(r"^SIP/2\.0 \d{3}", block, re.M) \
+                    and re.search(rf"^CSeq:\s*\d+ {method}\s*$", block, re.M | re.I):
+                out.append(block)
+        return out
+
     def received_requests(self, method: str) -> list[str]:
         """Full text of each request of ``method`` received."""
         out = []

@@ -71,19 +71,79 @@ def _play(pcap: Path | None, talk_first: bool = False) -> str:
 {pause}"""
 
 
+def _until_bye() -> str:
+    """Answer INFOs until the peer's BYE, answer it and end the scenario."""
+    return f"""  <label id="wait"/>
+  <recv request="INFO" optional="true" next="info"/>
+  <recv request="BYE"/>
+{_answer_info()}  <nop next="end"/>
+  <label id="info"/>
+{_answer_info()}  <nop next="wait"/>
+  <label id="end"/>
+  <timewait milliseconds="200"/>
+</scenario>
+"""
+
+
+def _callee_bye(after_ms: int, cseq: int) -> str:
+    """The callee hangs up ``after_ms`` after the ACK, answering INFOs meanwhile, and ends."""
+    return f"""  <recv request="INFO" timeout="{after_ms}" ontimeout="hangup" next="heard"/>
+  <label id="heard"/>
+{_answer_info()}  <recv request="INFO" timeout="{after_ms}" ontimeout="hangup" next="heard"/>
+  <label id="hangup"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: [$callee_to];tag=[pid]SIPpTag01[call_number]
+      To: [$callee_from]
+      Call-ID: [call_id]
+      CSeq: {cseq} BYE
+      [routes]
+      Contact: <sip:[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true" next="end"/>
+"""
+
+
 def _answer_info() -> str:
     """Answer any INFO (relayed by the edge) with 200 while waiting."""
     return reply("200 OK")
 
 
 def caller(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info: str = "",
-           hold_ms: int = 2500) -> Path:
+           hold_ms: int = 2500, until_bye: bool = False) -> Path:
     """A caller: INVITE with PCMU (+ telephone-event when ``te``), media at SIPp's port or at the
     recorder's (``record``: ``-key rtp_port``), plays ``pcap`` after the ACK, sends one INFO per
-    digit of ``info``, accepts INFOs, holds ``hold_ms`` and hangs up."""
+    digit of ``info``, accepts INFOs, holds ``hold_ms`` and hangs up; with ``until_bye``, answers
+    every INFO and waits for the callee's BYE instead of hanging up."""
     port = "[rtp_port]" if record else "[media_port]"
     infos = "".join(_info(d, 2 + i, caller=True) for i, d in enumerate(info))
     bye_cseq = 2 + len(info)
+    hang_up = f"""  <recv request="INFO" timeout="{hold_ms}" ontimeout="bye"/>
+{_answer_info()}  <label id="bye"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {bye_cseq} BYE
+      [routes]
+      Contact: <sip:[caller]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
     text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="dtmf caller">
   <send retrans="500">
@@ -121,41 +181,24 @@ def caller(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
     ]]>
   </send>
   <pause milliseconds="300"/>
-{_play(pcap, talk_first=bool(info))}{infos}  <recv request="INFO" timeout="{hold_ms}" ontimeout="bye"/>
-{_answer_info()}  <label id="bye"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: {bye_cseq} BYE
-      [routes]
-      Contact: <sip:[caller]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" crlf="true"/>
-</scenario>
-"""
+{_play(pcap, talk_first=bool(info))}{infos}{_until_bye() if until_bye else hang_up}"""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "dtmf_caller.xml"
     path.write_text(text)
     return path
 
 
-def callee(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info: str = "") -> Path:
+def callee(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info: str = "",
+           hangup_ms: int = 0) -> Path:
     """A callee: answers with PCMU (+ telephone-event when ``te``), media at SIPp's port or at the
     recorder's, plays ``pcap`` after the ACK, sends one INFO per digit of ``info``, answers INFOs
-    and waits for the BYE."""
+    and waits for the BYE; with ``hangup_ms``, hangs up itself that long after the ACK (its BYE
+    is its first request: CSeq 1 + the INFOs it sent)."""
     port = "[rtp_port]" if record else "[media_port]"
     infos = "".join(_info(d, 1 + i, caller=False) for i, d in enumerate(info))
     capture = """
       <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="callee_from"/>
-      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="callee_to"/>""" if info else ""
+      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="callee_to"/>""" if info or hangup_ms else ""
     if te:  # answer telephone-event with the payload type it was offered with (RFC 3264 section 6.1)
         capture += """
       <ereg regexp="a=rtpmap:([0-9]+) telephone-event" search_in="body" check_it="true" assign_to="junk,tept"/>"""
@@ -170,7 +213,7 @@ def callee(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
   </recv>
 {reply("200 OK", tag="01", dialog=True, sdp=_sdp(te, port, "[$tept]"))}  <recv request="ACK"/>
   <pause milliseconds="300"/>
-{_play(pcap, talk_first=bool(info))}{infos}  <label id="wait"/>
+{_play(pcap, talk_first=bool(info))}{infos}{_callee_bye(hangup_ms, 1 + len(info)) if hangup_ms else ""}  <label id="wait"/>
   <recv request="INFO" optional="true" next="info"/>
   <recv request="BYE"/>
 {_answer_info()}  <nop next="end"/>

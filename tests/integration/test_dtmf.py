@@ -27,8 +27,9 @@ from .conftest import AGENT_IP, CARRIER_A, DID, Edge
 AGENT_PORT = 5090
 
 
-def _provision(edge: Edge, carrier: str, agent: str) -> None:
-    admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",), dtmf=DtmfMode(carrier)))
+def _provision(edge: Edge, carrier: str, agent: str, max_duration_s: int | None = None) -> None:
+    admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",), dtmf=DtmfMode(carrier),
+                                      max_duration_s=max_duration_s))
     admin.put_agent(edge.redis, Agent("bot", (f"sip:{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
                                       dtmf=DtmfMode(agent)))
     edge.did(DID, "carrier", "bot")
@@ -224,3 +225,76 @@ def test_rfc4733_agent_answering_to_inband_carrier(clean_edge: Edge, carrier_rec
     _recorded(edge, "callee:5:rfc4733,callee:#:rfc4733")
     _finish(carrier, agent)
     assert carrier_recorder.tones(0) == "5#"
+
+
+def _cseqs(messages: list[str]) -> list[int]:
+    return [int(re.search(r"^CSeq:\s*(\d+)", m, re.M | re.I).group(1)) for m in messages]
+
+
+def _signals(infos: list[str]) -> str:
+    return "".join(re.search(r"^Signal=(\S+)", m, re.M).group(1) for m in infos)
+
+
+def test_rfc4733_carrier_to_info_agent_as_info_requests(clean_edge: Edge, recorder: Recorder) -> None:
+    """The carrier's events reach the INFO agent as INFO requests on the carrier's behalf (not as
+    tones), numbered in the carrier's CSeq space; the carrier's later BYE is renumbered above them,
+    and the 200 the carrier gets carries its own number again."""
+    edge = clean_edge
+    _provision(edge, "rfc4733", "info")
+    pcap = event_pcap(edge.workdir / "events.pcap", "5#")
+    caller = dtmf_scenarios.caller(edge.workdir, te=True, record=False, pcap=pcap, hold_ms=4000)
+    callee = dtmf_scenarios.callee(edge.workdir, te=False, record=True)
+    carrier, agent = _call(edge, caller, callee, recorder, "callee")
+    _recorded(edge, "caller:5:rfc4733,caller:#:rfc4733")
+    _finish(carrier, agent)
+    infos = agent.received_requests("INFO")
+    assert _signals(infos) == "5#", infos
+    invite, = _cseqs(agent.received_requests("INVITE"))
+    info_cseqs = _cseqs(infos)
+    bye, = _cseqs(agent.received_requests("BYE"))
+    assert invite < info_cseqs[0] < info_cseqs[1] < bye  # RFC 3261 section 12.2.2 at the agent
+    carrier_bye_ok = carrier.received_responses("BYE")
+    assert carrier_bye_ok and _cseqs(carrier_bye_ok) == [2]  # the carrier's own number back
+    assert len(recorder.packets) > 100  # the agent got the carrier's audio...
+    assert recorder.tones(0) == ""  # ...with the digits silenced in it: they arrive once
+
+
+def test_inband_agent_to_info_carrier_as_info_requests(clean_edge: Edge, carrier_recorder: Recorder) -> None:
+    """The answering agent's tones reach the INFO carrier as INFO requests on the agent's behalf;
+    the agent's own first request (its BYE, CSeq 1) is renumbered above them for the carrier."""
+    edge = clean_edge
+    _provision(edge, "info", "inband")
+    caller = dtmf_scenarios.caller(edge.workdir, te=False, record=True, until_bye=True)
+    tones = tone_pcap(edge.workdir / "tones.pcap", "5#")
+    callee = dtmf_scenarios.callee(edge.workdir, te=False, record=False, pcap=tones, hangup_ms=2500)
+    carrier, agent = _call(edge, caller, callee, carrier_recorder, "caller")
+    _recorded(edge, "callee:5:inband,callee:#:inband")
+    _finish(carrier, agent)
+    infos = carrier.received_requests("INFO")
+    assert _signals(infos) == "5#", infos
+    info_cseqs = _cseqs(infos)
+    bye, = _cseqs(carrier.received_requests("BYE"))
+    assert info_cseqs[0] < info_cseqs[1] < bye
+    agent_bye_ok = agent.received_responses("BYE")
+    assert agent_bye_ok and _cseqs(agent_bye_ok) == [1]
+    assert len(carrier_recorder.packets) > 100
+    assert carrier_recorder.tones(0) == ""
+    wait_until(lambda: edge.active_leases() == 0, timeout=10, what="the call's slots released")
+
+
+def test_edge_ended_call_after_info_requests_sends_its_bye_above_them(clean_edge: Edge, recorder: Recorder) -> None:
+    """The dialog module's own BYE (maximum duration) on the carrier's behalf is numbered above the
+    INFO requests the edge sent on the carrier's behalf: the agent accepts it (RFC 3261 section 12.2.2)."""
+    edge = clean_edge
+    _provision(edge, "rfc4733", "info", max_duration_s=4)
+    pcap = event_pcap(edge.workdir / "events.pcap", "7")
+    caller = dtmf_scenarios.caller(edge.workdir, te=True, record=False, pcap=pcap, until_bye=True)
+    callee = dtmf_scenarios.callee(edge.workdir, te=False, record=True)
+    carrier, agent = _call(edge, caller, callee, recorder, "callee")
+    _finish(carrier, agent)
+    infos = agent.received_requests("INFO")
+    assert _signals(infos) == "7", infos
+    bye, = _cseqs(agent.received_requests("BYE"))
+    assert bye > _cseqs(infos)[0]
+    assert "maximum duration" in edge.log()
+    wait_until(lambda: edge.active_leases() == 0, timeout=10, what="the call's slots released")

@@ -12,6 +12,11 @@ from click.testing import CliRunner
 from routing import admin, keys
 from routing.cli import main
 from routing.dtmf import (
+    EVENT_BLOCK_DELAY_MS,
+    INBAND_BLOCK_DELAY_MS,
+    block_params,
+    info_body,
+    info_needed,
     DtmfError,
     DtmfMode,
     LoggedDigit,
@@ -73,8 +78,39 @@ def test_no_events_between_sides_that_do_not_use_them() -> None:
                                               ("inband", "info")])
 def test_info_side_marks_the_call_for_injection_in_offer_and_answer(sender: str, receiver: str) -> None:
     assert "inject-DTMF" in sdp_flags(sender, receiver, offer=True)
-    assert sdp_flags(sender, receiver, offer=False) == ("inject-DTMF",)
+    assert "inject-DTMF" in sdp_flags(sender, receiver, offer=False)
     assert needs_injection(sender, receiver)
+
+
+@pytest.mark.parametrize("offer", [True, False])
+def test_tones_toward_an_info_side_are_detected_in_offer_and_answer(offer: bool) -> None:
+    assert "detect-DTMF" in sdp_flags("inband", "info", offer=offer)
+    assert sdp_flags("rfc4733", "info", offer=False) == ("inject-DTMF",)  # events need no detector
+
+
+@pytest.mark.parametrize("sender, receiver, needed", [
+    ("rfc4733", "info", True), ("inband", "info", True), ("info", "info", False),
+    ("info", "rfc4733", False), ("rfc4733", "inband", False), ("inband", "rfc4733", False),
+])
+def test_info_is_generated_only_toward_an_info_side_from_another_mode(sender: str, receiver: str,
+                                                                       needed: bool) -> None:
+    assert info_needed(sender, receiver) is needed
+
+
+def test_generated_info_body_is_what_the_info_parser_reads() -> None:
+    ctype, body = info_body("#", 180)
+    assert ctype == "application/dtmf-relay"
+    assert body == "Signal=#\r\nDuration=180\r\n"
+    assert parse_info(ctype, body) == ("#", 180)
+    with pytest.raises(DtmfError):
+        info_body("X", 100)
+
+
+def test_blocking_parameters_per_sender_mode() -> None:
+    assert block_params("rfc4733") == {"DTMF-security": "silence", "delay-buffer": EVENT_BLOCK_DELAY_MS}
+    assert block_params("inband") == {"DTMF-security": "silence", "delay-buffer": INBAND_BLOCK_DELAY_MS}
+    with pytest.raises(ValueError):
+        block_params("info")
 
 
 def test_two_info_sides_need_no_injection_nor_transcoding() -> None:
