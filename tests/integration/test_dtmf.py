@@ -298,3 +298,16 @@ def test_edge_ended_call_after_info_requests_sends_its_bye_above_them(clean_edge
     assert bye > _cseqs(infos)[0]
     assert "maximum duration" in edge.log()
     wait_until(lambda: edge.active_leases() == 0, timeout=10, what="the call's slots released")
+
+
+def test_inband_both_sides_pass_as_tones(clean_edge: Edge, recorder: Recorder) -> None:
+    """Two in-band sides: the tones pass with the audio, and no side is offered telephone-event."""
+    edge = clean_edge
+    _provision(edge, "inband", "inband")
+    pcap = tone_pcap(edge.workdir / "tones.pcap", "5#")
+    caller = dtmf_scenarios.caller(edge.workdir, te=True, record=False, pcap=pcap, hold_ms=3000)
+    callee = dtmf_scenarios.callee(edge.workdir, te=False, record=True)
+    carrier, agent = _call(edge, caller, callee, recorder, "callee")
+    _finish(carrier, agent)
+    assert _te_pt(agent.received_requests("INVITE")[0]) is None  # stripped though the carrier offered it
+    assert recorder.tones(0) == "5#"
