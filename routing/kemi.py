@@ -45,6 +45,7 @@ import secrets
 import socket
 import time
 import traceback
+from collections.abc import Callable
 
 import KSR  # type: ignore[import-not-found]
 
@@ -245,6 +246,8 @@ class Router:
         self._dtmf_sock_failed = False
         #: made before Kamailio forks, so every process has the same: marks the edge's own INFO requests
         self._token = secrets.token_hex(16)
+        #: the current request's sender is the caller (set by _cseq_step)
+        self._from_caller = False
 
     # -- process life -------------------------------------------------------
 
@@ -683,17 +686,14 @@ class Router:
         behalf (:mod:`routing.cseq`), before the dialog module records its CSeq: the dialog module's
         own BYEs then follow the renumbered space too.  The original number is kept in
         :data:`CSEQ_AVP` for the responses."""
-        call_id = _pv("$ci")
+        call_id, from_tag = _pv("$ci"), _pv("$ft")
+        number = int(_pv("$cs") or 0)
         try:
-            state = cseq.CseqMap.decode(_pv(f"$sht({CSEQ_TABLE}=>{call_id})"))
-            from_caller = _pv("$ft") == state.caller_tag
-            number = int(_pv("$cs"))
-            out, seq = cseq.relay(state.side(from_caller), number, method)
+            out = self._cseq_step(call_id, lambda state: cseq.relay(
+                state.side(from_tag == state.caller_tag), number, method), from_tag)
         except ValueError as exc:
             KSR.warn(f"edge: call-id={call_id} {method} keeps its CSeq: {exc}\n")
             return
-        if seq != state.side(from_caller):
-            KSR.htable.sht_sets(CSEQ_TABLE, call_id, state.with_side(from_caller, seq).encode())
         if out == number:
             return
         KSR.hdr.remove("CSeq")
@@ -701,6 +701,29 @@ class Router:
         KSR.textopsx.msg_apply_changes()
         if method != "ACK":
             KSR.pv.sets(CSEQ_AVP, str(number))
+
+    def _cseq_step(self, call_id: str, step: Callable[[cseq.CseqMap], tuple[int, cseq.SideSeq]],
+                   from_tag: str) -> int:
+        """Apply one :mod:`routing.cseq` step to the call's map under the htable slot lock, so the
+        numbers given out by concurrent workers strictly increase.  Sets ``self._from_caller``.
+
+        Returns:
+            The step's CSeq number.
+
+        Raises:
+            ValueError: no map for the call, a malformed one, or the step refused the number.
+        """
+        key = f"{CSEQ_TABLE}=>{call_id}"
+        KSR.htable.sht_lock(CSEQ_TABLE, call_id)
+        try:
+            state = cseq.CseqMap.decode(_pv(f"$sht({key})"))
+            self._from_caller = from_tag == state.caller_tag
+            number, seq = step(state)
+            if seq != state.side(self._from_caller):
+                KSR.htable.sht_sets(CSEQ_TABLE, call_id, state.with_side(self._from_caller, seq).encode())
+            return number
+        finally:
+            KSR.htable.sht_unlock(CSEQ_TABLE, call_id)
 
     def _edge_info(self) -> bool:
         """An INFO the edge sent to itself on one side's behalf (:meth:`_send_info`): number it in that
@@ -715,23 +738,15 @@ class Router:
             return True
         if KSR.tm.t_check_trans() == 0:
             return True
-        call_id = _pv("$ci")
+        call_id, from_tag = _pv("$ci"), _pv("$ft")
         try:
-            state = cseq.CseqMap.decode(_pv(f"$sht({CSEQ_TABLE}=>{call_id})"))
-        except ValueError:
-            state = None
-        if state is None:
-            KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
-            return True
-        from_caller = _pv("$ft") == state.caller_tag
-        peer = "to" if from_caller else "from"
-        try:
-            number, seq = cseq.local(state.side(from_caller))
+            number = self._cseq_step(call_id, lambda state: cseq.local(state.side(from_tag == state.caller_tag)),
+                                     from_tag)
         except ValueError as exc:
             KSR.warn(f"edge: call-id={call_id} no dtmf info: {exc}\n")
-            KSR.sl.send_reply(500, "CSeq Space Exhausted")
+            KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
             return True
-        KSR.htable.sht_sets(CSEQ_TABLE, call_id, state.with_side(from_caller, seq).encode())
+        peer = "to" if self._from_caller else "from"
         KSR.hdr.remove("CSeq")
         KSR.hdr.remove(EDGE_INFO_HEADER)
         KSR.hdr.append(f"CSeq: {number} INFO\r\n")
