@@ -28,6 +28,7 @@ from routing.calls import lease_counts
 from routing.cdrstore import Spool
 from routing.numbers import NumberFormat
 from routing.model import Agent, Did, Direction, Gateway, RouteEntry, Trunk
+from routing.secrets import SecretBox, create_key
 from routing.settings import load_settings, Settings
 from routing.tlscert import write_selfsigned
 from routing.store import connect
@@ -93,6 +94,11 @@ class Edge:
 
     def leases(self) -> dict[str, int]:
         return lease_counts(self.redis)
+
+    def secret_box(self) -> SecretBox:
+        """The box that encrypts trunk passwords in redis, its key file created on first use."""
+        create_key(self.settings.secret_key_path)
+        return SecretBox(self.settings.secret_key_path)
 
     def active_leases(self) -> int:
         return sum(self.leases().values())

@@ -110,6 +110,26 @@ def _callee_bye(after_ms: int, cseq: int) -> str:
 """
 
 
+def _challenge() -> str:
+    """Refuse the first INVITE with a digest challenge (RFC 3261 section 22.2) and take its ACK."""
+    return """  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 401 Unauthorized
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag02[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      WWW-Authenticate: Digest realm="carrier.example", nonce="[pid]n[call_number]x47", algorithm=MD5
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+"""
+
+
 def _answer_info() -> str:
     """Answer any INFO (relayed by the edge) with 200 while waiting."""
     return reply("200 OK")
@@ -189,11 +209,12 @@ def caller(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
 
 
 def callee(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info: str = "",
-           hangup_ms: int = 0) -> Path:
+           hangup_ms: int = 0, challenge: bool = False) -> Path:
     """A callee: answers with PCMU (+ telephone-event when ``te``), media at SIPp's port or at the
     recorder's, plays ``pcap`` after the ACK, sends one INFO per digit of ``info``, answers INFOs
     and waits for the BYE; with ``hangup_ms``, hangs up itself that long after the ACK (its BYE
-    is its first request: CSeq 1 + the INFOs it sent)."""
+    is its first request: CSeq 1 + the INFOs it sent); with ``challenge``, first demands digest
+    (401) and takes the INVITE the edge retries with credentials (a carrier gateway)."""
     port = "[rtp_port]" if record else "[media_port]"
     infos = "".join(_info(d, 1 + i, caller=False) for i, d in enumerate(info))
     capture = """
@@ -209,7 +230,7 @@ def callee(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
     </action>"""
     text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="dtmf callee">
-  <recv request="INVITE" rrs="true">{capture}
+{_challenge() if challenge else ""}  <recv request="INVITE" rrs="true">{capture}
   </recv>
 {reply("200 OK", tag="01", dialog=True, sdp=_sdp(te, port, "[$tept]"))}  <recv request="ACK"/>
   <pause milliseconds="300"/>

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from routing import admin, keys
 from routing.model import AuthMode, Direction, Gateway, Trunk
-from routing.secrets import SecretBox, create_key
 from routing.sipp import reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
@@ -26,14 +25,9 @@ CRACKER_IP = f"{NET}.95"
 PASSWORD = "s3cret-Pa55-unique-7731"
 
 
-def box(edge: Edge) -> SecretBox:
-    create_key(edge.settings.secret_key_path)
-    return SecretBox(edge.settings.secret_key_path)
-
-
 def provision_pbx(edge: Edge, auth: AuthMode = AuthMode.DIGEST, cidrs: tuple[str, ...] = ()) -> None:
     admin.put_trunk(edge.redis, Trunk("pbx", Direction.BOTH, cidrs=cidrs, auth=auth))
-    admin.set_trunk_password(edge.redis, box(edge), "pbx", "pbx-user", PASSWORD)
+    admin.set_trunk_password(edge.redis, edge.secret_box(), "pbx", "pbx-user", PASSWORD)
     edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"])
     edge.did(DID, "pbx", "bot")
 
@@ -102,7 +96,7 @@ def test_edge_answers_carrier_challenge_with_trunk_credentials(clean_edge: Edge)
     edge = clean_edge
     admin.put_trunk(edge.redis, Trunk("carrier-a", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
                                       gateways=(Gateway(CARRIER_A, 5080),)))
-    admin.set_trunk_password(edge.redis, box(edge), "carrier-a", "acct-991", PASSWORD)
+    admin.set_trunk_password(edge.redis, edge.secret_box(), "carrier-a", "acct-991", PASSWORD)
     edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"])
     edge.route("+44", "carrier-a", "0.0100")
     carrier = uas(edge.workdir / "carrier", CARRIER_A, 5080, scenario="uas_challenge.xml", rtp_echo=False,
@@ -145,4 +139,4 @@ def test_password_is_write_only(clean_edge: Edge) -> None:
         assert PASSWORD not in text
     # and what is stored decrypts back with the key outside redis
     token = edge.redis.hget(keys.trunk_auth("pbx"), "password")
-    assert box(edge).decrypt(token) == PASSWORD
+    assert edge.secret_box().decrypt(token) == PASSWORD

@@ -311,3 +311,36 @@ def test_inband_both_sides_pass_as_tones(clean_edge: Edge, recorder: Recorder) -
     _finish(carrier, agent)
     assert _te_pt(agent.received_requests("INVITE")[0]) is None  # stripped though the carrier offered it
     assert recorder.tones(0) == "5#"
+
+
+def test_termination_rfc4733_agent_to_info_carrier_that_demands_digest(clean_edge: Edge) -> None:
+    """Agent -> carrier, the carrier in info mode and demanding digest: the edge's retried INVITE
+    takes CSeq 2 (the dialog module's track_cseq_updates shifts the agent's later requests by one);
+    the INFO on the agent's behalf and the agent's BYE stack on top of that shift, in order."""
+    edge = clean_edge
+    gateway = Recorder(CARRIER_A)
+    try:
+        admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
+                                          gateways=(Gateway(CARRIER_A, 5080),), dtmf=DtmfMode.INFO))
+        admin.set_trunk_password(edge.redis, edge.secret_box(), "carrier", "acct-1", "s3cret-pw")
+        admin.put_agent(edge.redis, Agent("bot", (f"sip:{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
+                                          dtmf=DtmfMode.RFC4733))
+        edge.route("+44", "carrier", "0.0100")
+        events = event_pcap(edge.workdir / "events.pcap", "9")
+        caller = dtmf_scenarios.caller(edge.workdir, te=True, record=False, pcap=events, hold_ms=4000)
+        callee = dtmf_scenarios.callee(edge.workdir, te=False, record=True, challenge=True)
+        carrier = uas(edge.workdir / "carrier", CARRIER_A, 5080, scenario=callee, rtp_echo=False,
+                      extra=["-key", "rtp_port", str(gateway.port)])
+        agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, "+442071234567", scenario=caller)
+        _recorded(edge, "caller:9:rfc4733")
+        assert agent.wait(timeout=30) == 0, agent.output()
+        assert carrier.wait(timeout=30) == 0, carrier.output()
+        invites = _cseqs(carrier.received_requests("INVITE"))
+        infos = carrier.received_requests("INFO")
+        assert _signals(infos) == "9", infos
+        bye, = _cseqs(carrier.received_requests("BYE"))
+        assert invites == [1, 2] and 2 < _cseqs(infos)[0] < bye
+        assert _cseqs(agent.received_responses("BYE")) == [2]
+        assert gateway.tones(0) == ""
+    finally:
+        gateway.close()
