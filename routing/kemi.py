@@ -1542,7 +1542,9 @@ class Router:
                    f"Call-ID: {call_id}\r\nCSeq: 1 INFO\r\nMax-Forwards: 70\r\n"
                    f"{EDGE_INFO_HEADER}: {self._token}\r\nContent-Type: {ctype}\r\n")
         target = _pv(f"$dlg({peer}_contact)").strip().strip("<>")
-        nexthop = "sip:" + loop.split(":", 1)[1]
+        host, _, port = loop.split(":", 1)[1].rpartition(":")
+        # a wildcard listener is reached on loopback
+        nexthop = f"sip:{ {'0.0.0.0': '127.0.0.1', '[::]': '[::1]'}.get(host, host)}:{port}"
         if KSR.tm.t_uac_send("INFO", target, nexthop, loop, headers, body) < 0:
             KSR.warn(f"edge: call-id={call_id} digit {digit.digit} not sent as INFO: tm refused it\n")
             return
