@@ -124,6 +124,9 @@ MEDIA_AVP = "$avp(edge_media)"
 #: call-record state key: a delayed offer or its answer broke a policy after the 2xx; the call is ended
 #: at its ACK with this [code, reason, tag] as the BYEs' Reason
 MEDIA_REFUSED = "media_refused"
+#: set on an initial INVITE's transaction when a reliable 18x (RFC 3262) broke the media policy: the
+#: branch is cancelled and the failure route answers the caller with this ``[code, reason, tag]``
+EARLY_REFUSED_AVP = "$avp(edge_early_refused)"
 #: DTMF modes of the call, ``"{caller},{callee}"`` (routing.dtmf), kept with the dialog
 DTMF_VAR = "$dlg_var(edge_dtmf)"
 #: the same, copied into each transaction so its reply route sees it
@@ -1219,6 +1222,14 @@ class Router:
             if number:  # a renumbered request (_renumber): the response gets the sender's number back
                 KSR.textops.subst_hf("CSeq", f"/^[0-9]+/{number}/", "f")
             code = int(_pv("$rs") or 0)
+            refused = _pv(EARLY_REFUSED_AVP)
+            if refused and code < 200:
+                KSR.set_drop()  # the branch is being cancelled: the caller gets nothing more of it
+                return 1
+            if refused and 200 <= code < 300:
+                # the callee answered before our CANCEL reached it: end the call at its ACK
+                rcode, reason, tag = json.loads(refused)
+                self._refuse_media(_pv("$ci"), Reject(int(rcode), str(reason), str(tag)))
             if 200 <= code < 300 and _pv("$rm") == "INVITE":
                 self._answered(code)
             if _has_sdp():
@@ -1228,6 +1239,8 @@ class Router:
                 from_caller = not KSR.pv.get(FROM_CALLER_AVP)
                 offer = not KSR.pv.get(REQ_SDP_AVP)
                 sdp = media.parse_sdp(_pv("$rb"))
+                if 100 < code < 200 and self._refuse_reliable_provisional(code, sdp, from_caller, offer):
+                    return 1
                 nat = media.nat_flags(sdp.address, _pv("$si"), _PRIVATE_NETWORKS) if sdp is not None else ()
                 iface = netsides.direction_flags(_pv(DIRECTION_AVP) or "origination", from_caller,
                                               self.settings.media_sides)
@@ -1251,6 +1264,57 @@ class Router:
         except Exception:  # noqa: BLE001
             KSR.err("edge: exception in reply route: " + traceback.format_exc().replace("\n", " | ") + "\n")
         return 1
+
+    def _refuse_reliable_provisional(self, code: int, sdp: media.SdpOffer | None, from_caller: bool,
+                                     offer: bool) -> bool:
+        """A reliable 18x (RFC 3262) of an initial INVITE whose SDP breaks its sender's media policy
+        (:func:`routing.media.reply_refusal`): its SDP is final for the call (the 2xx will not change
+        it), so the call is refused now.  The 18x is dropped (the caller never sees it, nor PRACKs
+        it), the branch is cancelled (tmx ``t_cancel_branches("this")``: CANCEL downstream, RFC 3261
+        section 9.1), and the failure route that follows the callee's 487 answers the caller with
+        the refusal (:meth:`_refuse_early`).  An unreliable 18x's SDP is only a preview of the 2xx
+        (RFC 3261 section 13.2.1) and keeps passing: the 2xx decides.
+
+        Returns:
+            True when the reply was refused (dropped).
+        """
+        if sdp is None or not _pv(PLAN_AVP):
+            return False
+        if not media.reliable_provisional(code, _pv("$(hdr(Require)[*])"), _pv("$hdr(RSeq)")):
+            return False
+        sides = self._sides(_pv(MEDIA_AVP))
+        if sides is None:
+            return False
+        sender, receiver = sides if from_caller else (sides[1], sides[0])
+        refusal = media.reply_refusal(sdp, sender, receiver, offer)
+        if refusal is None:
+            return False
+        _log_reject(refusal, f"reliable-provisional reply={code}")
+        KSR.pv.sets(EARLY_REFUSED_AVP, json.dumps([refusal.code, refusal.reason, refusal.tag]))
+        if KSR.tmx.t_cancel_branches("this") < 0:
+            KSR.warn(f"edge: cannot cancel the branch of call-id={_pv('$ci')}: its final reply decides\n")
+        KSR.set_drop()
+        return True
+
+    def _refuse_early(self, plan: CallPlan, refused: str) -> None:
+        """Failure route of a call whose reliable 18x broke the media policy (the cancelled branch
+        answered 487, or timed out): answer the caller with the refusal and a ``Reason`` header
+        naming the cause (RFC 3326, as the BYEs of a refusal after the 2xx), release the slots and
+        write the call record; no failover (the policy is the call's, not the hop's)."""
+        code, reason, tag = json.loads(refused)
+        reject = Reject(int(code), str(reason), str(tag), direction=plan.direction, trunk=plan.trunk,
+                        agent=plan.agent)
+        KSR.rtpengine.rtpengine_delete0()
+        try:
+            self._store().release(plan.call_id)
+        except StoreUnavailable as exc:  # the lease then expires on its own (lease_ttl_s)
+            KSR.err(f"edge: cannot release slots of call-id={plan.call_id}: {exc}\n")
+        _count(metrics.CALLS_FAILED, *_hop_labels(plan)[:2], metrics.sip_class(reject.code))
+        hop = f"{plan.current.label}={reject.tag}"
+        self._record_unanswered(plan, reject.code, reject.reason, reject.tag, extra_tried=hop)
+        KSR.hdr.append_to_reply(media.reason_header(reject) + "\r\n")
+        KSR.tm.t_reply(reject.code, reject.reason)
+        self._remember(reject, "reliable-provisional", tried=[*plan.tried, hop])
 
     def _reply_metrics(self, code: int) -> None:
         """PDD on the first 18x, setup time and an answered call on the first 2xx of an
@@ -1320,6 +1384,10 @@ class Router:
         if not text:
             return
         plan = CallPlan.loads(text)
+        refused = _pv(EARLY_REFUSED_AVP)
+        if refused:
+            self._refuse_early(plan, refused)
+            return
         code = int(_pv("$T_reply_code") or 408)
         reason = _pv("$T_reply_reason") or "Request Timeout"
         answered = KSR.tm.t_branch_timeout() < 0 and code not in (477, 478, 479)

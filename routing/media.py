@@ -39,7 +39,8 @@ from .model import CODECS, MediaPolicy, SilenceFill, SrtpMode
 
 __all__ = ["DEFAULT_PRIVATE_NETWORKS", "SdpOffer", "parse_sdp", "offer_flags", "answer_flags", "answer_refusal",
            "fallback_flags", "reason_header", "nat_flags",
-           "BASE_FLAGS", "rtp_timeout_s", "KEEPALIVE_END_REASON", "keepalive_ended"]
+           "BASE_FLAGS", "rtp_timeout_s", "KEEPALIVE_END_REASON", "keepalive_ended",
+           "reliable_provisional", "reply_refusal"]
 
 #: flags of every rtpengine offer/answer of the edge: the SDP's o= and c= lines point at rtpengine,
 #: ICE candidates are removed (the edge is the only media address either side sees); symmetric RTP
@@ -266,6 +267,37 @@ def answer_refusal(answer: SdpOffer, policy: MediaPolicy) -> Reject | None:
     if audio and not any(c in allowed for c in audio):
         return Reject.of(Reason.CODECS_NOT_ALLOWED)
     return None
+
+
+def reliable_provisional(code: int, require: str, rseq: str) -> bool:
+    """Whether a response is a reliable provisional response (RFC 3262 section 3): a 101-199 with
+    ``100rel`` among its ``Require`` option tags and an ``RSeq`` sequence number.  Its SDP counts
+    in the offer/answer exchange like a 2xx's (RFC 3262 section 5): the 2xx will not change it.
+
+    Args:
+        code: the response's status code.
+        require: the values of all its ``Require`` headers, comma-separated (``""`` when none).
+        rseq: its ``RSeq`` header value (``""`` when none).
+    """
+    tags = {tag.strip().lower() for tag in require.split(",")}
+    return 100 < code < 200 and "100rel" in tags and rseq.strip().isdigit()
+
+
+def reply_refusal(sdp: SdpOffer, sender: MediaPolicy, receiver: MediaPolicy, offer: bool) -> Reject | None:
+    """The 488 an SDP in a response deserves under its sender's policy, or None when it follows it.
+
+    Args:
+        sdp: the response's SDP (:func:`parse_sdp`).
+        sender: resolved policy of the side that sent the response (the callee).
+        receiver: resolved policy of the side the response goes to (the caller).
+        offer: the request had no SDP, so this SDP is the offer (delayed offer, RFC 3261 section
+            13.2.1): checked as :func:`offer_flags` checks any offer; otherwise it is the answer to
+            the edge's offer: checked by :func:`answer_refusal`.
+    """
+    if offer:
+        flags = offer_flags(sdp, sender, receiver)
+        return flags if isinstance(flags, Reject) else None
+    return answer_refusal(sdp, sender)
 
 
 def fallback_flags(receiver: MediaPolicy) -> str:

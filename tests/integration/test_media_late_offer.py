@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from routing import admin
+from routing.cdrstore import CdrStore
 from routing.model import Agent, Direction, Gateway, MediaPolicy, RouteEntry, SrtpMode, Trunk
 from routing.ngclient import NgClient
 from routing.sipp import SippRun, reply, uac, uas
@@ -245,3 +247,123 @@ def test_delayed_offer_breaking_the_policy_ends_the_call(clean_edge: Edge) -> No
     kept = edge.redis.hgetall(f"edge:media:{edge.settings.node}:{call_id_of(carrier)}")
     assert kept.get("media_end_reason") == "policy:srtp_required", kept
     assert "edge: reject 488 srtp_required delayed-offer" in edge.log()
+
+
+#: the option tag and sequence number of a reliable provisional response (RFC 3262 section 7)
+RELIABLE = "      Require: 100rel\n      RSeq: 1\n"
+
+
+def reliable_183_callee(workdir: Path, body: str) -> Path:
+    """A callee that sends a reliable 183 (``Require: 100rel``, RSeq) with ``body`` and retransmits it
+    (RFC 3262 section 3) until the CANCEL comes, answers the CANCEL 200 and the INVITE 487, takes the ACK."""
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uas reliable 183">
+  <recv request="INVITE">
+    <action><ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="cseq"/></action>
+  </recv>
+{reply("100 Trying")}{reply("183 Session Progress", tag="01", dialog=True, retrans=True, headers=RELIABLE, sdp=body)}  <recv request="CANCEL"/>
+{reply("200 OK")}  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      CSeq: [$cseq] INVITE
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+</scenario>
+"""
+    path = workdir / f"uas_rel183_{next(_runs)}.xml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def refused_caller(workdir: Path, offer: str = "") -> Path:
+    """A caller that supports 100rel (RFC 3262), sends an INVITE (with ``offer``, else without SDP),
+    expects a 488 after at most a 100, and ACKs it."""
+    invite = _request("INVITE", 1, offer, first=True).replace("      Max-Forwards: 70\n",
+                                                               "      Max-Forwards: 70\n      Supported: 100rel\n")
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uac refused">
+  <send retrans="500"><![CDATA[
+{invite}    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="488"/>
+  <send><![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: "Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+</scenario>
+"""
+    path = workdir / f"uac_refused_{next(_runs)}.xml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def assert_refused_early(edge: Edge, carrier: SippRun, agent: SippRun, since: int, reason: str, tag: str) -> None:
+    """The caller got only ``488 <reason>`` with the Reason header (never the 183), the callee got
+    the CANCEL, the slots and the media session are gone, and the call record and log say why."""
+    assert carrier.wait(timeout=20) == 0, carrier.output()
+    assert agent.wait(timeout=20) == 0, agent.output()
+    assert [code for code, _ in carrier.received_status()] in ([488], [100, 488]), carrier.received_status()
+    (refusal,) = received(carrier, "SIP/2.0 488")
+    assert re.search(rf"^SIP/2.0 488 {reason}\s*$", refusal, re.M), refusal
+    assert f'Reason: SIP;cause=488;text="{reason}"' in refusal, refusal
+    (cancel,) = received(agent, "CANCEL ")
+    assert re.search(r"^CSeq: 1 CANCEL", cancel, re.M), cancel
+    wait_until(lambda: edge.active_leases() == 0, timeout=10, what="slots released")
+    wait_until(lambda: edge.rtpengine_sessions() == 0, timeout=10, what="media session deleted")
+    cdrs = CdrStore(edge.redis, 86400)
+    (record,) = wait_until(lambda: cdrs.records(since, int(time.time() * 1000) + 1000), timeout=10,
+                           what="the call record")
+    assert (record["status"], record["sip_code"], record["reject_tag"]) == ("failed", 488, tag), record
+    assert record["gateways"][-1]["result"] == tag, record
+    assert f"edge: reject 488 {tag} reliable-provisional reply=183" in edge.log()
+
+
+def test_reliable_183_answer_breaking_the_policy_refuses_the_call(clean_edge: Edge) -> None:
+    """The agent requires SDES; the carrier offers RTP/AVP (the edge offers the agent RTP/SAVP) and the
+    agent answers in clear in a reliable 183: the answer is final (RFC 3262), so the edge drops the 183,
+    cancels the agent's branch and answers the carrier ``488 SRTP Required`` with its Reason header."""
+    edge = clean_edge
+    since = int(time.time() * 1000)
+    admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
+                                      media=MediaPolicy(codecs=("PCMU",))))
+    admin.put_agent(edge.redis, Agent("bot", (f"sip:bot@{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
+                                      media=MediaPolicy(codecs=("PCMU",), srtp=SrtpMode.SDES)))
+    edge.did(DID, "carrier", "bot")
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, rtp_echo=False,
+                scenario=reliable_183_callee(edge.workdir, sdp("RTP/AVP", [(0, "PCMU")])))
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID,
+                  scenario=refused_caller(edge.workdir, sdp("RTP/AVP", [(0, "PCMU")])))
+    assert_refused_early(edge, carrier, agent, since, "SRTP Required", "srtp_required")
+    (invite,) = received(agent, "INVITE ")
+    assert m_line(invite).startswith("RTP/SAVP ") and "a=crypto:" in invite  # the agent was offered SDES
+
+
+def test_reliable_183_delayed_offer_breaking_the_policy_refuses_the_call(clean_edge: Edge) -> None:
+    """The carrier calls without SDP; the agent (PCMU only) makes its offer in a reliable 183 with G722
+    only: the edge refuses the call at once with ``488 No Allowed Codec``, cancelling the agent."""
+    edge = clean_edge
+    since = int(time.time() * 1000)
+    admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",)))
+    admin.put_agent(edge.redis, Agent("bot", (f"sip:bot@{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
+                                      media=MediaPolicy(codecs=("PCMU",))))
+    edge.did(DID, "carrier", "bot")
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, rtp_echo=False,
+                scenario=reliable_183_callee(edge.workdir, sdp("RTP/AVP", [(9, "G722")])))
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=refused_caller(edge.workdir))
+    assert_refused_early(edge, carrier, agent, since, "No Allowed Codec", "codecs_not_allowed")

@@ -51,6 +51,8 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "tm.t_is_canceled": -1,
     "tm.t_branch_timeout": -1,
     "tmx.t_precheck_trans": -1,
+    "tmx.t_cancel_branches": 1,
+    "set_drop": None,
     "hdr.append": 1,
     "hdr.append_to_reply": 1,
     "rr.record_route": 1,
@@ -946,3 +948,65 @@ def test_dialog_timeout_keeps_the_keepalive_end_and_arms_the_cleanup(
         assert key == "dlg-call" and value.endswith(":cleanup::ft1"), value
     else:
         assert armed == []
+
+
+# -- a reliable 18x (RFC 3262) that breaks the media policy ----------------------------------------
+
+_CLEAR_ANSWER = "v=0\r\nc=IN IP4 192.0.2.5\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+
+
+def provisional(ksr: FakeKSR, plan: CallPlan, code: int = 183, reliable: bool = True) -> None:
+    """tm's state in the reply route of the callee's 18x answering the caller's offer; the callee
+    side requires SDES and answers in clear."""
+    sides = {"caller": MediaPolicy().to_json(), "callee": MediaPolicy(srtp=SrtpMode.SDES).to_json()}
+    ksr.pv.update({"$ci": plan.call_id, "$rs": code, "$rm": "INVITE", PLAN_AVP: plan.dumps(), "$rb": _CLEAR_ANSWER,
+                   "$avp(edge_media)": json.dumps(sides), "$avp(edge_from_caller)": 1, "$avp(edge_req_sdp)": 1,
+                   "$(hdr(Require)[*])": "timer, 100rel" if reliable else "", "$hdr(RSeq)": "1" if reliable else ""})
+
+
+def test_reliable_183_breaking_the_policy_is_dropped_and_its_branch_cancelled(ksr: FakeKSR, router: Any) -> None:
+    provisional(ksr, origination_plan())
+    router.ksr_onreply_manage(MSG)
+    assert ksr.args_of("tmx.t_cancel_branches") == [("this",)]
+    assert "set_drop" in ksr.names() and "rtpengine.rtpengine_answer" not in ksr.names()
+    assert json.loads(ksr.pv["$avp(edge_early_refused)"]) == [488, "SRTP Required", "srtp_required"]
+    assert [text for _, text in ksr.logs if "reject" in text][0].startswith(
+        "edge: reject 488 srtp_required reliable-provisional reply=183 ")
+    ksr.calls.clear()
+    router.ksr_onreply_manage(MSG)  # the callee retransmits its 183 until the CANCEL reaches it
+    assert ksr.names() == ["set_drop"]
+
+
+def test_unreliable_183_breaking_the_policy_still_passes(ksr: FakeKSR, router: Any) -> None:
+    provisional(ksr, origination_plan(), reliable=False)
+    router.ksr_onreply_manage(MSG)
+    assert "rtpengine.rtpengine_answer" in ksr.names()
+    assert "set_drop" not in ksr.names() and "tmx.t_cancel_branches" not in ksr.names()
+    assert ksr.pv.get("$avp(edge_early_refused)") is None
+
+
+def test_failure_route_after_the_cancel_answers_488_with_the_reason(ksr: FakeKSR, router: Any, store: FakeStore,
+                                                                   cdr_table: dict[str, str]) -> None:
+    plan = origination_plan()
+    cdr_table["call-1"] = json.dumps({"cseq": "1", "start": 1000})
+    failed_branch(ksr, plan, 487, "Request Terminated")
+    ksr.pv["$avp(edge_early_refused)"] = json.dumps([488, "SRTP Required", "srtp_required"])
+    router.ksr_failure_manage(MSG)
+    assert ksr.relayed == []  # no failover: the policy is the call's
+    assert ksr.replies == [("tm", 488, "SRTP Required")]
+    assert ksr.args_of("hdr.append_to_reply") == [('Reason: SIP;cause=488;text="SRTP Required"\r\n',)]
+    assert store.released == ["call-1"] and "rtpengine.rtpengine_delete0" in ksr.names()
+    (record,) = router._writer.records
+    assert (record["status"], record["sip_code"], record["reject_tag"]) == ("failed", 488, "srtp_required")
+    assert record["gateways"] == [{"gateway": "bot sip:agent-a", "result": "srtp_required"}]
+
+
+def test_a_2xx_racing_the_cancel_ends_the_call_at_its_ack(ksr: FakeKSR, router: Any,
+                                                          cdr_table: dict[str, str]) -> None:
+    plan = origination_plan()
+    cdr_table["call-1"] = json.dumps({"cseq": "1", "start": 1000})
+    provisional(ksr, plan, code=200)
+    ksr.pv["$avp(edge_early_refused)"] = json.dumps([488, "SRTP Required", "srtp_required"])
+    router.ksr_onreply_manage(MSG)
+    state = json.loads(cdr_table["call-1"])
+    assert state["media_refused"] == [488, "SRTP Required", "srtp_required"] and state["answer"]

@@ -254,3 +254,27 @@ def test_keepalive_end_is_told_from_the_other_dialog_timer_ends() -> None:
     # no side with keepalives, or a 200 never ACKed (the dialog module cuts that to 10 s too)
     assert not keepalive_ended(expired, KEEPALIVE_GRACE_S, keepalive_side=False, answered=True)
     assert not keepalive_ended(expired, KEEPALIVE_GRACE_S, keepalive_side=True, answered=False)
+
+
+from routing.media import reliable_provisional, reply_refusal  # noqa: E402
+
+
+def test_reliable_provisional_needs_100rel_and_rseq() -> None:
+    assert reliable_provisional(183, "100rel", "1")
+    assert reliable_provisional(180, "timer, 100REL", " 7 ")
+    assert not reliable_provisional(183, "", "")  # an unreliable 18x
+    assert not reliable_provisional(183, "100rel", "")  # no RSeq: not a reliable response (RFC 3262 section 7.1)
+    assert not reliable_provisional(100, "100rel", "1") and not reliable_provisional(200, "100rel", "1")
+    assert not reliable_provisional(183, "precondition", "1")
+
+
+def test_reply_refusal_checks_an_offer_as_an_offer_and_an_answer_as_an_answer() -> None:
+    clear = SdpOffer("RTP/AVP", ("PCMU",))
+    g722 = SdpOffer("RTP/AVP", ("G722",))
+    sdes, pcmu = MediaPolicy(srtp=SrtpMode.SDES), MediaPolicy(codecs=("PCMU",))
+    assert reply_refusal(clear, sdes, MediaPolicy(), offer=False).tag == "srtp_required"
+    assert reply_refusal(clear, sdes, MediaPolicy(), offer=True).tag == "srtp_required"
+    assert reply_refusal(g722, pcmu, MediaPolicy(), offer=True).tag == "codecs_not_allowed"
+    assert reply_refusal(g722, pcmu, MediaPolicy(), offer=False).tag == "codecs_not_allowed"
+    assert reply_refusal(clear, pcmu, MediaPolicy(srtp=SrtpMode.SDES), offer=True) is None  # the edge encrypts
+    assert reply_refusal(clear, pcmu, MediaPolicy(), offer=False) is None
