@@ -227,8 +227,9 @@ def refusal_record(req: SipRequest, reject: Reject, node: str, where: str, tried
 
     Fields: ``at`` (epoch s), ``node``, ``src`` (ip:port), ``proto``, ``ruri``,
     ``to``, ``from`` (user parts), ``auth_user``, ``code``, ``reason``, ``tag``,
-    ``stage`` (:data:`routing.decision.STAGE_OF_TAG`), ``where`` (``request`` or
-    ``failover``), ``tried`` (``label=code`` per hop, failover only).
+    ``stage`` (:data:`routing.decision.STAGE_OF_TAG`), ``where`` (``request``, ``failover``, or
+    ``reliable-provisional``: the callee's reliable 18x broke the media policy), ``tried``
+    (``label=code`` per hop, failover and reliable-provisional only).
     """
     return json.dumps({
         "at": round(time.time(), 3), "node": node, "src": f"{req.src_ip}:{req.src_port}", "proto": req.proto,
