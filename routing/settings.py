@@ -122,16 +122,14 @@ class MediaInterface(_Model):
 
 
 class MediaSides(_Model):
-    """rtpengine interfaces per side: carriers' media on ``carrier``, agents' on ``agent``."""
+    """rtpengine interfaces per side: carriers' media on ``carrier``, agents' on ``agent``.
+
+    The two may be of different IP families (IPv4 carriers, IPv6 agents): rtpengine writes each
+    side's SDP in its own interface's family (``c=IN IP6`` toward an IPv6 side) and relays between
+    them (measured with rtpengine 10.5, tests/integration/test_sides_ipv6.py)."""
 
     carrier: MediaInterface
     agent: MediaInterface
-
-    @model_validator(mode="after")
-    def _check_family(self) -> "MediaSides":
-        if ipaddress.ip_address(self.carrier.address).version != ipaddress.ip_address(self.agent.address).version:
-            raise ValueError("carrier.address and agent.address must be of the same IP family")
-        return self
 
 
 class RtpEngine(_Model):
@@ -425,6 +423,23 @@ class Settings(_Model):
     def _check_dtmf_port(self) -> "Settings":
         if self.dtmf.log_port and self.dtmf.log_port == self.rtpengine.ng_port:
             raise ValueError("dtmf.log_port must differ from rtpengine.ng_port (both are UDP ports on 127.0.0.1)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_side_families(self) -> "Settings":
+        """A side's own listeners are of its media interface's IP family: rtpengine writes the side's
+        SDP in that family, so a peer reached over the other family would get an address it cannot use."""
+        if self.rtpengine.sides is None:
+            return self
+        for side in SIDES:
+            media = ipaddress.ip_address(getattr(self.rtpengine.sides, side).address)
+            for index, listener in enumerate(self.sip.listen):
+                if listener.side != side or listener.address in ("0.0.0.0", "::"):
+                    continue
+                if ipaddress.ip_address(listener.address).version != media.version:
+                    raise ValueError(
+                        f"sip.listen.{index}.address {listener.address} (side {side}) and rtpengine.sides.{side}.address "
+                        f"{media} must be of the same IP family: a side's SIP and media use one family")
         return self
 
     @property

@@ -7,8 +7,8 @@ import time
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    """A port the kernel reports free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, kind) as sock:
+    """A port the kernel reports free on ``host`` (IPv4 or IPv6) right now."""
+    with socket.socket(_family(host), kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
@@ -29,10 +29,14 @@ def free_port_both(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP on ``host`` (a SIP listener uses both)."""
     for _ in range(200):
         port = free_port(host, socket.SOCK_DGRAM)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
         return port
     raise AssertionError(f"no port free for both UDP and TCP on {host}")
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

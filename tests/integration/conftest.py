@@ -280,6 +280,26 @@ def transport_sides_edge(edge: Edge, tmp_path_factory: pytest.TempPathFactory) -
         yield edge
 
 
+#: the agent side of ``ipv6_sides_edge``: IPv6 loopback (the only IPv6 address a host has without configuration)
+AGENT_IP6 = "::1"
+
+
+@pytest.fixture(scope="module")
+def ipv6_sides_edge(edge: Edge) -> Iterator[Edge]:
+    """The edge restarted with carriers on EDGE_IP (UDP, IPv4) and agents on [::1] (UDP, IPv6):
+    a SIP socket and an rtpengine interface per side, topoh masking with 192.0.2.1.  The session's
+    settings are restored afterwards."""
+    data = edge.settings.model_dump(mode="json")
+    data["sip"]["listen"] = [
+        {"transport": "udp", "address": AGENT_IP6, "port": free_port_both(AGENT_IP6), "side": "agent"},
+        {"transport": "udp", "address": EDGE_IP, "port": edge.settings.sip_target[1], "side": "carrier"},
+    ]
+    data["rtpengine"]["sides"] = {"carrier": {"address": EDGE_IP}, "agent": {"address": AGENT_IP6}}
+    data["security"]["topology_mask_ip"] = "192.0.2.1"
+    with sided_settings(edge, Settings.model_validate(data)):
+        yield edge
+
+
 @contextlib.contextmanager
 def sided_settings(edge: Edge, sided: Settings) -> Iterator[Edge]:
     """Kamailio and rtpengine restarted with ``sided`` settings, and with the edge's usual ones after."""

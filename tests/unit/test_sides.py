@@ -99,8 +99,11 @@ def test_a_missing_side_is_named(tmp_path: Path) -> None:
         load(tmp_path, {"rtpengine": {"sides": {"carrier": {"address": "10.0.1.10"}}}})
     with pytest.raises(SettingsError, match=r"sip\.listen\.0\.side: Input should be 'both', 'carrier' or 'agent'"):
         load(tmp_path, {"sip": {"listen": [{"address": "10.0.1.10", "side": "public"}]}})
-    with pytest.raises(SettingsError, match=r"rtpengine\.sides: .*same IP family"):
-        load(tmp_path, {"rtpengine": {"sides": {"carrier": {"address": "10.0.1.10"}, "agent": {"address": "fd00::1"}}}})
+    # a side's listener of another family than its media interface: both fields named
+    with pytest.raises(SettingsError, match=r"sip\.listen\.2\.address 10\.0\.2\.10 \(side agent\) and "
+                                            r"rtpengine\.sides\.agent\.address fd00::10 must be of the same IP family"):
+        load(tmp_path, {**SIDED, "rtpengine": {"sides": {"carrier": {"address": "10.0.1.10"},
+                                                         "agent": {"address": "fd00::10"}}}})
     with pytest.raises(SettingsError, match=r"security\.topology_mask_ip"):
         load(tmp_path, {"security": {"topology_mask_ip": "not-an-ip"}})
 
@@ -135,6 +138,27 @@ def test_sided_settings_render(tmp_path: Path) -> None:
     assert any(e.startswith("rtpengine.sides.carrier.address: 10.0.1.10") for e in errors)
     assert any(e.startswith("rtpengine.sides.agent.address: 10.0.2.10") for e in errors)
     assert not any(e.startswith("rtpengine.address") for e in errors)
+
+
+#: IPv4 carriers, IPv6 agents: each side's listeners and media interface in its own family
+MIXED = {
+    "sip": {"listen": [
+        {"transport": "udp", "address": "10.0.1.10", "port": 5060, "advertise": "203.0.113.10", "side": "carrier"},
+        {"transport": "udp", "address": "fd00::10", "port": 5060, "side": "agent"},
+        {"transport": "tcp", "address": "fd00::10", "port": 5060, "side": "agent"},
+    ]},
+    "rtpengine": {"sides": {"carrier": {"address": "10.0.1.10", "advertise": "203.0.113.10"},
+                            "agent": {"address": "fd00::10"}}},
+    "security": {"topology_mask_ip": "192.0.2.1"},
+}
+
+
+def test_sides_of_different_ip_families_render(tmp_path: Path) -> None:
+    out = render(load(tmp_path, MIXED))
+    assert "interface = carrier/10.0.1.10!203.0.113.10;agent/fd00::10\n" in out["rtpengine.conf"]
+    assert "listen=udp:[fd00::10]:5060\n" in out["kamailio.cfg"]
+    assert runtime_settings(load(tmp_path, MIXED)).sip_sockets == {
+        "carrier": {"udp": "udp:10.0.1.10:5060"}, "agent": {"udp": "udp:[fd00::10]:5060", "tcp": "tcp:[fd00::10]:5060"}}
 
 
 def test_kamailio_accepts_the_sided_config(tmp_path: Path) -> None:
