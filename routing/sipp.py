@@ -170,7 +170,8 @@ def _common(scenario: Path, ip: str, port: int) -> list[str]:
 
 def uas(workdir: Path, ip: str, port: int, scenario: str | Path = "uas_agent.xml", calls: int = 1,
         answer_ms: int = 300, rtp_echo: bool = True, extra: list[str] | None = None) -> SippRun:
-    """Start a callee (agent or carrier gateway) in the background."""
+    """Start a callee (agent or carrier gateway) in the background; ``extra`` adds SIPp arguments
+    (``["-t", "t1"]``: TCP, then readiness waits on its TCP port; ``ip`` may be IPv6)."""
     path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
     argv = _common(path, ip, port) + ["-m", str(calls), "-d", str(answer_ms)]
     if rtp_echo:
