@@ -5,7 +5,8 @@ TCP and TLS only.  SIPp peers over TCP (``-t t1``) and baresip over TLS (its cer
 the edge, the edge's verified by it) call in both directions: every request to each side leaves
 from that side's socket and transport (top Via, Record-Route), in-dialog requests follow (the
 callee's re-INVITE and UPDATE, BYE from either side), each side sees only its own side's addresses,
-and media flows both ways (RTP counted after the re-offers; tones over TLS).
+and media flows both ways (RTP counted after the re-offers; tones over TLS).  An agent whose
+certificate the edge does not trust is never reached.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import pytest
 
 from routing import admin
 from routing.model import Agent, Direction, Gateway, MediaPolicy, Trunk
+from routing.sipp import reject_uac_scenario, uac
+from routing.tlscert import write_selfsigned
 from tests.baresip import Baresip, stop_all
 
-from .conftest import AGENT_FACING_IP, AGENT_IP, CARRIER_A, CARRIER_B, DID, EDGE_IP, Edge
+from .conftest import AGENT2_IP, AGENT_FACING_IP, AGENT_IP, CARRIER_A, CARRIER_B, DID, EDGE_IP, Edge
 from .sided import (Peer, assert_answers_at, assert_offers_from, assert_sees_only, assert_tone,
                     received_with_transport, reoffer_call, requests_received, sipp_topology_addresses, talk,
                     top_via, transports_received)
@@ -153,3 +156,23 @@ def test_agent_side_over_tls(sides_edge: Edge) -> None:
         # 127.0.0.1: the agent's own source address, echoed in the received= of its Via in responses
         assert_sees_only(agent, AGENT_FACING_IP, agent_allowed(AGENT_IP, "127.0.0.1"), [f"c=IN IP4 {AGENT_FACING_IP}"])
         assert_agent_over_tls(edge, agent)
+
+
+def test_an_agent_whose_certificate_is_not_trusted_is_not_reached(sides_edge: Edge) -> None:
+    """The edge checks a TLS agent's certificate against ``sip.tls.ca_list``: an agent presenting a
+    certificate of another CA is never offered the call, and the carrier gets 503 Agent Unreachable."""
+    edge = sides_edge
+    pki = edge.workdir / "pki"
+    write_selfsigned(pki / "other.crt", pki / "other.key", [AGENT2_IP])
+    bundle = pki / "other.pem"
+    bundle.write_text((pki / "other.crt").read_text() + (pki / "other.key").read_text())
+    provision(edge, f"sip:ua@{AGENT2_IP}:{TLS_AGENT_PORT + 1};transport=tls", (f"{AGENT2_IP}/32",))
+    logged = len(edge.log())
+    with Baresip(edge.workdir / "untrusted", AGENT2_IP, sip_port=TLS_AGENT_PORT,
+                 extra_config=f"sip_certificate\t{bundle}") as agent:
+        caller = uac(edge.workdir / "carrier", CARRIER_A, CARRIER_PORT + 2, f"{EDGE_IP}:{listener(edge, 'udp')}", DID,
+                     scenario=reject_uac_scenario(edge.workdir))
+        assert caller.wait(timeout=30) == 0, caller.output()
+        assert caller.final_status() == [(503, "Agent Unreachable")]
+        assert not agent.has_event("CALL_INCOMING")
+    assert "certificate verify failed" in edge.log()[logged:]
