@@ -5,7 +5,8 @@ Fixture ``ipv6_sides_edge``: carriers on EDGE_IP (UDP), agents on [::1] (UDP), r
 IPv6 agent on ::1) call in both directions, the callee sending a re-INVITE and an UPDATE with SDP:
 the agent gets every message from the edge's IPv6 socket with only IPv6 addresses (SDP
 ``c=IN IP6 ::1``, Record-Route ``[::1]``), the carrier only IPv4 ones, and RTP is relayed between
-the families both ways after the re-offers.  IPv6 loopback has one address, so the agent and the
+the families both ways after the re-offers; the edge's own BYEs (call clock) leave from each
+side's socket.  IPv6 loopback has one address, so the agent and the
 edge's agent side share ::1 (on different ports).
 """
 
@@ -18,7 +19,7 @@ import pytest
 
 from routing import admin
 from routing.model import Agent, Direction, Gateway, MediaPolicy, Trunk
-from routing.sipp import stop_all
+from routing.sipp import stop_all, uac, uas
 from tests.helpers import free_port
 
 from .conftest import AGENT_IP6, CARRIER_A, DID, EDGE_IP, Edge
@@ -80,3 +81,22 @@ def test_ipv6_agents_and_ipv4_carriers(v6_edge: Edge) -> None:
         assert sipp_topology_addresses(carrier) <= carrier_sees, sipp_topology_addresses(carrier)
     assert orig.caller_rtp_sources == {EDGE_IP} and orig.callee_rtp_sources == {AGENT_IP6}
     assert term.caller_rtp_sources == {AGENT_IP6} and term.callee_rtp_sources == {EDGE_IP}
+
+
+def test_edge_ends_the_call_toward_each_family_from_that_sides_socket(v6_edge: Edge) -> None:
+    """The edge's own BYEs (the call clock at the trunk's max_duration_s) reach the IPv4 carrier from
+    the carrier socket and the IPv6 agent from the [::1] socket, each with one Via: that side's."""
+    edge = v6_edge
+    agent_port = free_port(AGENT_IP6)
+    admin.put_trunk(edge.redis, Trunk("carr", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",), max_duration_s=2))
+    admin.put_agent(edge.redis, Agent("bot", (f"sip:bot@[{AGENT_IP6}]:{agent_port}",), (f"{AGENT_IP6}/128",)))
+    edge.did(DID, "carr", "bot")
+    agent = uas(edge.workdir / "agent", AGENT_IP6, agent_port, scenario="uas_wait_bye.xml", answer_ms=100)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, CARRIER_PORT + 4, f"{EDGE_IP}:{side_port(edge, 'carrier')}",
+                  DID, scenario="uac_wait_bye.xml")
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert agent.wait(timeout=30) == 0, agent.output()
+    (bye,) = carrier.received_requests("BYE")
+    assert re.findall(r"^Via: (.*?);", bye, re.M) == [f"SIP/2.0/UDP {EDGE_IP}:{side_port(edge, 'carrier')}"], bye
+    (bye,) = agent.received_requests("BYE")
+    assert re.findall(r"^Via: (.*?);", bye, re.M) == [f"SIP/2.0/UDP [{AGENT_IP6}]:{side_port(edge, 'agent')}"], bye
