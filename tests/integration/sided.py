@@ -14,6 +14,7 @@ import itertools
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from routing.sipp import SippRun, reply, uac, uas
@@ -225,7 +226,7 @@ def caller_scenario(workdir: Path, offer: str, answer: str, reoffers: tuple[str,
 
 
 def callee_scenario(workdir: Path, answer: str, reoffer: str, reoffers: tuple[str, ...], hangs_up: bool) -> Path:
-    """A callee (SIPp uas): answers the INVITE with ``answer``, then after its ACK sends each of
+    """A callee (SIPp uas): answers the INVITE with ``answer``, then 0.5 s after its ACK sends each of
     ``reoffers`` (``INVITE``, ``UPDATE``) with ``reoffer`` as SDP offer through the route set it
     received, ACKing a re-INVITE's 200; then sends BYE after ``-d`` ms (``hangs_up``) or takes the
     caller's BYE."""
@@ -234,7 +235,8 @@ def callee_scenario(workdir: Path, answer: str, reoffer: str, reoffers: tuple[st
             + '  <recv request="ACK">\n    <action>\n'
             '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
             '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="callee"/>\n'
-            "    </action>\n  </recv>\n")
+            "    </action>\n  </recv>\n"
+            '  <pause milliseconds="500"/>\n')
     inside = "      From: [$callee]\n      To: [$caller]\n      [last_Call-ID:]\n      [routes]\n" + _CALLEE_CONTACT
     cseq = 101
     for method in reoffers:
@@ -262,8 +264,8 @@ class Peer:
 
 @dataclass
 class ReofferCall:
-    """What :func:`reoffer_call` saw: the finished SIPp runs, and where RTP came from after the
-    callee's last re-offer was answered (each set holds the sources of at least 25 packets)."""
+    """What :func:`reoffer_call` saw: the finished SIPp runs, and where RTP came from between the
+    callee's last re-offer's 200 and the BYE (each set holds the sources of at least 25 packets)."""
 
     caller: SippRun
     callee: SippRun
@@ -278,8 +280,10 @@ def reoffer_call(workdir: Path, caller: Peer, callee: Peer, target: str, number:
     to ``number``, answered by ``callee``, who then sends ``reoffers`` with an SDP offering
     ``reoffer_formats``; both talk PCMU (payload type 0) all along.
 
-    After the last re-offer's 200 reached the callee, each RtpPeer must receive at least 25
-    packets (0.5 s) before the call ends ``talk_ms`` later: RTP keeps flowing both ways.  The
+    The callee waits 0.5 s after the ACK before its re-offers, so both RtpPeers talk by then.
+    Between the moment the last re-offer's 200 reached the callee and the BYE (``talk_ms`` later;
+    both read from SIPp's timestamped traces, so the test's own polling delay does not shorten
+    it), each RtpPeer must receive at least 25 packets (0.5 s): RTP keeps flowing both ways.  The
     side named by ``hangs_up`` (``caller`` or ``callee``) sends the BYE.
 
     Raises:
@@ -302,17 +306,27 @@ def reoffer_call(workdir: Path, caller: Peer, callee: Peer, target: str, number:
         caller_rtp.talking = callee_rtp.talking = True
         last = reoffers[-1]
         wait_until(lambda: responses_received(callee_run, last), timeout=15, what=f"200 to the callee's {last}")
-        answered = time.monotonic()
         # each side sends where the latest SDP it received points (an offer to the caller, an answer to the callee)
         caller_rtp.target = media_address(requests_received(caller_run, last)[-1])
         callee_rtp.target = media_address(responses_received(callee_run, last)[-1])
-        wait_until(lambda: len(caller_rtp.since(answered)) >= 25 and len(callee_rtp.since(answered)) >= 25,
-                   timeout=talk_ms / 1000 + 5,
-                   what="25 RTP packets both ways after the re-offer")
-        sources = caller_rtp.sources_since(answered), callee_rtp.sources_since(answered)
         assert caller_run.wait(timeout=30) == 0, caller_run.output()
         assert callee_run.wait(timeout=30) == 0, callee_run.output()
-    return ReofferCall(caller_run, callee_run, *sources)
+    offset = time.time() - time.monotonic()
+    start = block_time(responses_received(callee_run, last)[-1]) - offset
+    (bye,) = (caller_run if hangs_up == "callee" else callee_run).received_requests("BYE")
+    end = block_time(bye) - offset
+    heard = [[src for t, _, src in peer.received if start <= t <= end] for peer in (caller_rtp, callee_rtp)]
+    assert all(len(h) >= 25 for h in heard), \
+        f"RTP packets between the last re-offer's 200 and the BYE ({end - start:.2f} s): caller " \
+        f"{len(heard[0])}, callee {len(heard[1])}"
+    return ReofferCall(caller_run, callee_run, set(heard[0]), set(heard[1]))
+
+
+def block_time(block: str) -> float:
+    """Wall-clock time (s since the epoch) of a SIPp ``-trace_msg`` block, from its header line
+    (SIPp writes local time)."""
+    stamp = re.match(r"\s*(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)", block).group(1)
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
 
 
 def assert_offers_from(run: SippRun, reoffers: tuple[str, ...], address: str, allowed: set[str],

@@ -20,7 +20,7 @@ import pytest
 from routing import admin
 from routing.model import Agent, Direction, Gateway, MediaPolicy, Trunk
 from routing.sipp import stop_all, uac, uas
-from tests.helpers import free_port
+from tests.helpers import free_ports
 
 from .conftest import AGENT_IP6, CARRIER_A, DID, EDGE_IP, Edge
 from .sided import (Peer, assert_answers_at, assert_offers_from, reoffer_call, requests_received,
@@ -46,7 +46,7 @@ def test_ipv6_agents_and_ipv4_carriers(v6_edge: Edge) -> None:
     """Origination (IPv4 carrier -> IPv6 agent; the agent re-offers and hangs up) and termination
     (IPv6 agent -> IPv4 carrier; the carrier re-offers, the agent hangs up)."""
     edge = v6_edge
-    agent_port, agent_caller_port = free_port(AGENT_IP6), free_port(AGENT_IP6)
+    agent_port, agent_caller_port = free_ports(AGENT_IP6, 2)
     admin.put_trunk(edge.redis, Trunk("carr", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
                                       gateways=(Gateway(CARRIER_A, CARRIER_PORT),), media=PCMU))
     admin.put_agent(edge.redis, Agent("bot", (f"sip:bot@[{AGENT_IP6}]:{agent_port}",), (f"{AGENT_IP6}/128",),
@@ -87,7 +87,7 @@ def test_edge_ends_the_call_toward_each_family_from_that_sides_socket(v6_edge: E
     """The edge's own BYEs (the call clock at the trunk's max_duration_s) reach the IPv4 carrier from
     the carrier socket and the IPv6 agent from the [::1] socket, each with one Via: that side's."""
     edge = v6_edge
-    agent_port = free_port(AGENT_IP6)
+    (agent_port,) = free_ports(AGENT_IP6, 1)
     admin.put_trunk(edge.redis, Trunk("carr", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",), max_duration_s=2))
     admin.put_agent(edge.redis, Agent("bot", (f"sip:bot@[{AGENT_IP6}]:{agent_port}",), (f"{AGENT_IP6}/128",)))
     edge.did(DID, "carr", "bot")
