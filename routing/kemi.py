@@ -1183,12 +1183,12 @@ class Router:
             if isinstance(flags, Reject) or KSR.rtpengine.rtpengine_offer(flags) < 0:
                 KSR.err(f"edge: rtpengine offer failed call-id={_pv('$ci')} flags={flags!r}\n")
                 KSR.pv.seti(MEDIA_ERROR_AVP, 1)
-                KSR.x.drop()
+                KSR.set_drop()  # app_python3 has no KSR.x.drop (only KSR.x.modf)
                 return 1
         except Exception:  # noqa: BLE001
             KSR.err("edge: exception in branch route: " + traceback.format_exc().replace("\n", " | ") + "\n")
             KSR.pv.seti(MEDIA_ERROR_AVP, 1)
-            KSR.x.drop()
+            KSR.set_drop()
         return 1
 
     def _give_up(self, plan: CallPlan) -> None:

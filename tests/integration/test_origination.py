@@ -6,6 +6,7 @@ import itertools
 import os
 import re
 import signal
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from routing import keys, services
 from routing.cli import main as cli_main
 from routing.store import TOPOLOGY_MAX_AGE_S
 from tests.helpers import wait_until
+from routing.ngclient import NgClient
 from routing.numbers import NumberFormat
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, STRANGER, Edge
@@ -244,3 +246,30 @@ def test_delayed_offer_invite_without_sdp(clean_edge: Edge) -> None:
     assert "200 offer c=127.0.0.1" in carrier.logs()
     ack = agent.received_requests("ACK")[0]
     assert "c=IN IP4 127.0.0.1" in ack and f"c=IN IP4 {CARRIER_A}" not in ack
+
+
+def test_media_relay_not_answering_refuses_the_call_503(clean_edge: Edge) -> None:
+    """rtpengine hangs: the branch route's offer fails, the branch is dropped (never relayed with the
+    carrier's own SDP) and the carrier gets 503 with Retry-After; the slots are released."""
+    edge = clean_edge
+    provision(edge)
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario="uas_wait_bye.xml", rtp_echo=False)
+    pid = int((edge.settings.run_dir / "pids" / "rtpengine.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)  # every ng command times out
+    try:
+        caller = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=reject_uac_scenario(edge.workdir))
+        assert caller.wait() == 0, caller.output()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        # the rtpengine module disabled the node after the timeouts: have it use it again at once
+        subprocess.run(["kamcmd", "-s", f"unix:{edge.settings.run_dir}/kamailio_ctl", "rtpengine.enable", "all", "1"],
+                       check=True, capture_output=True, timeout=10)
+    assert caller.final_status() == [(503, "Media Relay Unavailable")]
+    assert not agent.received_requests("INVITE")
+    agent.stop()
+    wait_until(lambda: edge.active_leases() == 0, timeout=10, what="slots released")
+    # the offer queued while rtpengine hung creates a session once it resumes; nobody will send
+    # RTP to it, so rtpengine's own timeout would delete it: the test does it now
+    wait_until(lambda: edge.rtpengine_sessions() == 1, timeout=10, what="the late offer's session")
+    call_id = re.search(r"^Call-ID:\s*(\S+)", caller.messages(), re.M | re.I).group(1)
+    NgClient("127.0.0.1", edge.settings.rtpengine.ng_port, 2.0).command("delete", **{"call-id": call_id})

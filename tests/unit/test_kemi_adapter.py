@@ -61,7 +61,6 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "rtpengine.rtpengine_offer": 1,
     "rtpengine.rtpengine_answer": 1,
     "tm.t_on_branch": 1,
-    "x.drop": None,
     "rtpengine.rtpengine_delete0": 1,
     "rtpengine.rtpengine_delete": 1,
     "dialog.dlg_manage": 1,
@@ -116,7 +115,7 @@ class FakeKSR:
     def _function(self, name: str) -> Callable[..., Any]:
         def call(*args: Any) -> Any:
             self.calls.append((name, args))
-            if name == "x.drop":
+            if name == "set_drop":
                 self.dropped = True
             if name == "tm.t_relay":
                 self.relayed.append(self.pv.get("$ru"))
