@@ -145,6 +145,10 @@ CSEQ_TABLE = "cseqmap"
 EDGE_INFO_HEADER = "X-Edge-Info"
 #: the CSeq number a renumbered request came with; the reply route puts it back into the responses
 CSEQ_AVP = "$avp(edge_cseq)"
+#: header of the edge's own requests naming the socket toward their receiver (removed before they leave)
+EDGE_SOCKET_HEADER = "X-Edge-Socket"
+#: 1 while the edge's own BYE (call clock) passes the request route: dialog:end is the edge's hang-up
+EDGE_HANGUP_AVP = "$avp(edge_hangup)"
 #: datagrams read per DTMF log tick at most (the rest wait for the next tick)
 DTMF_LOG_BATCH = 200
 MAX_FORWARDS = 70
@@ -577,7 +581,7 @@ class Router:
     def _request(self) -> None:
         method = _pv("$rm")
         self._now_ms = int(time.time() * 1000)
-        if method == "INFO" and self._edge_info():
+        if method in ("INFO", "BYE") and self._edge_request(method):
             return
         self._store_failed = False
         if not self._screen():
@@ -728,11 +732,15 @@ class Router:
         finally:
             KSR.htable.sht_unlock(CSEQ_TABLE, call_id)
 
-    def _edge_info(self) -> bool:
-        """An INFO the edge sent to itself on one side's behalf (:meth:`_send_info`): number it in that
-        side's CSeq space (:func:`routing.cseq.local`), let the dialog module record it, and relay it to
-        the other side from that side's socket.  Returns False for any other INFO (a forged header
-        is stripped with the other ``X-Edge-`` headers on the in-dialog path)."""
+    def _edge_request(self, method: str) -> bool:
+        """An in-dialog request the edge sent to itself on one side's behalf: a DTMF INFO
+        (:meth:`_send_info`) or the caller-side BYE of a call the edge ends (:meth:`_hang_up`).
+        The INFO is numbered in its side's CSeq space (:func:`routing.cseq.local`); the BYE comes
+        numbered from the dialog module's record and marks the call as ended by the edge.  The
+        dialog module then sees the request (it records the INFO's number, so its own BYEs go
+        above it; the BYE ends the dialog), and it is relayed to the other side from that side's
+        socket (``X-Edge-Socket``), through its route set.  Returns False for any other request
+        (a forged ``X-Edge-`` header is stripped on the in-dialog path)."""
         token = _pv(f"$hdr({EDGE_INFO_HEADER})")
         if not token or token != self._token or KSR.is_myself_srcip() < 0:
             return False
@@ -742,34 +750,92 @@ class Router:
         if KSR.tm.t_check_trans() == 0:
             return True
         call_id, from_tag = _pv("$ci"), _pv("$ft")
-        try:
-            number = self._cseq_step(call_id, lambda state: cseq.local(state.side(from_tag == state.caller_tag)),
-                                     from_tag)
-        except ValueError as exc:
-            KSR.warn(f"edge: call-id={call_id} no dtmf info: {exc}\n")
-            KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
-            return True
-        peer = "to" if self._from_caller else "from"
-        KSR.hdr.remove("CSeq")
-        KSR.hdr.remove(EDGE_INFO_HEADER)
-        KSR.hdr.append(f"CSeq: {number} INFO\r\n")
+        socket_name = _pv(f"$hdr({EDGE_SOCKET_HEADER})")
+        if method == "INFO":
+            try:
+                number = self._cseq_step(
+                    call_id, lambda state: cseq.local(state.side(from_tag == state.caller_tag)), from_tag)
+            except ValueError as exc:
+                KSR.warn(f"edge: call-id={call_id} no dtmf info: {exc}\n")
+                KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
+                return True
+            KSR.hdr.remove("CSeq")
+            KSR.hdr.append(f"CSeq: {number} INFO\r\n")
+        else:
+            KSR.pv.seti(EDGE_HANGUP_AVP, 1)  # dialog:end below: the edge ended the call
+        KSR.textops.remove_hf_re("^" + pipeline.EDGE_HEADER_PREFIX)
         KSR.textopsx.msg_apply_changes()
-        KSR.dialog.dlg_manage()  # the dialog module records the number: its own BYEs go above it
-        if KSR.dialog.is_known_dlg() < 0:
+        KSR.dialog.dlg_manage()  # records the INFO's number / ends the dialog on the BYE
+        if method == "INFO" and KSR.dialog.is_known_dlg() < 0:
             KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
             return True
-        socket_name = _pv(f"$dlg({peer}_bindaddr)")
         if socket_name:
             KSR.pv.sets("$fs", socket_name)
-        route_set = _pv(f"$dlg({peer}_rs)")
-        if route_set:
-            KSR.hdr.insert(f"Route: {route_set}\r\n")
-            first = _URI_IN_BRACKETS.search(route_set)
-            if first:
-                KSR.pv.sets("$du", first.group(1))
+        first = _URI_IN_BRACKETS.search(_pv("$hdr(Route)"))
+        if first:
+            KSR.pv.sets("$du", first.group(1))
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
         return True
+
+    def _dialog_of(self, call_id: str, caller_tag: str, callee_tag: str) -> dict[str, dict[str, str]] | None:
+        """What the dialog module keeps of a call's two sides (uri, tag, contact, route set, socket,
+        last CSeq), read from the timer process (``dlg_get``); None when it knows no such dialog."""
+        if KSR.dialog.dlg_get(call_id, caller_tag, callee_tag) < 0:
+            return None
+        sides = {}
+        for side, prefix, tag in (("caller", "from", caller_tag), ("callee", "to", callee_tag)):
+            sides[side] = {"uri": _pv(f"$dlg({prefix}_uri)"), "tag": tag,
+                           "contact": _pv(f"$dlg({prefix}_contact)").strip().strip("<>"),
+                           "route": _pv(f"$dlg({prefix}_rs)"), "socket": _pv(f"$dlg({prefix}_bindaddr)"),
+                           "cseq": _pv(f"$dlg({prefix}_cseq)")}
+        return sides
+
+    def _on_behalf(self, call_id: str, method: str, sides: dict[str, dict[str, str]], from_caller: bool,
+                   cseq_number: int, extra: str = "", body: str = "", loop: bool = False) -> bool:
+        """Send ``method`` in the dialog as the caller (``from_caller``) or the callee, toward the
+        other side (tm ``t_uac_send``).  With ``loop`` it goes to the edge's own UDP listener first
+        (:meth:`_edge_request`), marked with the node's token; else straight to the other side,
+        from its socket, through its route set.  Returns False when tm refused it."""
+        me, peer = (sides["caller"], sides["callee"]) if from_caller else (sides["callee"], sides["caller"])
+        headers = (f"From: <{me['uri']}>;tag={me['tag']}\r\nTo: <{peer['uri']}>;tag={peer['tag']}\r\n"
+                   f"Call-ID: {call_id}\r\nCSeq: {cseq_number} {method}\r\nMax-Forwards: 70\r\n")
+        if peer["route"]:
+            headers += f"Route: {peer['route']}\r\n"
+        first = _URI_IN_BRACKETS.search(peer["route"])
+        nexthop, sock = (first.group(1) if first else ""), peer["socket"]
+        if loop:
+            host, _, port = self.settings.loop_socket.split(":", 1)[1].rpartition(":")
+            # a wildcard listener is reached on loopback
+            nexthop = f"sip:{ {'0.0.0.0': '127.0.0.1', '[::]': '[::1]'}.get(host, host)}:{port}"
+            headers += f"{EDGE_INFO_HEADER}: {self._token}\r\n{EDGE_SOCKET_HEADER}: {peer['socket']}\r\n"
+            sock = self.settings.loop_socket
+        return KSR.tm.t_uac_send(method, peer["contact"], nexthop, sock, headers + extra, body) >= 0
+
+    def _hang_up(self, call_id: str, caller_tag: str, callee_tag: str, extra: str = "") -> bool:
+        """End an answered call with a BYE to each side (RFC 3261 section 15.1.1), each numbered
+        above the CSeqs its receiver has had from the other side (the dialog module's record): to
+        the caller straight away on the callee's behalf, and to the callee on the caller's behalf
+        through the edge itself, so the dialog module ends the dialog on it (``dialog:end``, slots
+        released).  ``extra`` holds further header lines (``Reason``, RFC 3326).  Kamailio 5.6.3's
+        ``dlg.end_dlg`` is not used: when the first side's 200 arrives before the second BYE is
+        built, that BYE is never sent (``terminating non-confirmed dialogs not supported``).
+
+        Returns:
+            False when the edge cannot do it itself (no UDP listener, the dialog is unknown):
+            the caller then falls back to ``dlg.end_dlg``.
+        """
+        if not (self.settings.loop_socket and caller_tag and callee_tag):
+            return False
+        sides = self._dialog_of(call_id, caller_tag, callee_tag)
+        if sides is None or not sides["caller"]["contact"] or not sides["callee"]["contact"]:
+            return False
+        to_caller = self._on_behalf(call_id, "BYE", sides, False, int(sides["callee"]["cseq"] or 0) + 1, extra)
+        to_callee = self._on_behalf(call_id, "BYE", sides, True, int(sides["caller"]["cseq"] or 0) + 1, extra,
+                                    loop=True)
+        if not (to_caller and to_callee):
+            KSR.warn(f"edge: call-id={call_id} tm refused a BYE (caller: {to_caller}, callee: {to_callee})\n")
+        return to_callee
 
     def _in_dialog_tls_profile(self) -> None:
         """An in-dialog request toward the carrier over TLS may open a new connection (another
@@ -1455,7 +1521,7 @@ class Router:
         limit = _pv(MAX_DURATION_VAR)
         seconds = int(limit) if limit else self.settings.lease_ttl_s - 60
         now = int(time.time())
-        entry = f"{now + seconds}:{_pv('$dlg(h_entry)')}:{_pv('$dlg(h_id)')}:{_pv('$ft')}"
+        entry = f"{now + seconds}:{_pv('$dlg(h_entry)')}:{_pv('$dlg(h_id)')}:{_pv('$ft')}:{_pv('$tt')}"
         KSR.htable.sht_sets(DEADLINE_TABLE, _pv("$ci"), entry)
         timeout = _pv(RTP_TIMEOUT_VAR)
         if timeout.isdigit() and int(timeout) > 0:
@@ -1464,7 +1530,7 @@ class Router:
 
     def ksr_call_clock(self, msg: object, event: str = "") -> int:
         """rtimer callback ``(msg, "rtimer")``, once a second in one timer process: end answered calls past their
-        deadline with ``dlg.end_dlg`` (BYE to both sides; dialog module RPC)."""
+        deadline with a BYE to each side (:meth:`_hang_up`; ``dlg.end_dlg`` without a UDP listener)."""
         try:
             self._replay_spool()
         except Exception:  # noqa: BLE001
@@ -1485,7 +1551,7 @@ class Router:
                     expired.append((_pv(f"$shtitkey({CLOCK_ITERATOR})"), ids))
             KSR.htable.sht_iterator_end(CLOCK_ITERATOR)
             for call_id, ids in expired:
-                h_entry, h_id, from_tag = (ids.split(":", 2) + ["", ""])[:3]
+                h_entry, h_id, from_tag, to_tag = (ids.split(":", 3) + ["", "", ""])[:4]
                 if h_entry.isdigit() and h_id.isdigit():
                     params: list[object] = [int(h_entry), int(h_id)]
                     refused = self._state(call_id).get(MEDIA_REFUSED)
@@ -1494,12 +1560,14 @@ class Router:
                         params.append(media.reason_header(reject) + "\r\n")
                     else:
                         KSR.notice(f"edge: call-id={call_id} reached its maximum duration: ending it\n")
-                    KSR.jsonrpcs.exec(json.dumps(
-                        {"jsonrpc": "2.0", "method": "dlg.end_dlg", "params": params, "id": 1}
-                    ))
-                    # dialog:end normally removes this entry; if it has not fired by then,
-                    # the clock frees the slots and the media session itself
+                    # dialog:end normally removes this entry; if it has not fired by then, the clock
+                    # frees the slots and the media session itself (set first: dialog:end may come
+                    # from a worker before the BYEs below return)
                     KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{now + CLEANUP_GRACE_S}:{CLEANUP}::{from_tag}")
+                    if not self._hang_up(call_id, from_tag, to_tag, str(params[2]) if len(params) > 2 else ""):
+                        KSR.jsonrpcs.exec(json.dumps(
+                            {"jsonrpc": "2.0", "method": "dlg.end_dlg", "params": params, "id": 1}
+                        ))
                 else:
                     KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
                     KSR.htable.sht_rm(MEDIA_TABLE, call_id)
@@ -1588,32 +1656,23 @@ class Router:
     def _send_info(self, digit: dtmf.LoggedDigit, from_caller: bool) -> None:
         """Send ``digit``, seen in the media of the caller (``from_caller``) or callee, to the other side
         as a DTMF INFO on the sender's behalf (RFC 6086; body :func:`routing.dtmf.info_body`).  The
-        request goes to the edge itself first (:meth:`_edge_info` numbers it and relays it), so the
+        request goes to the edge itself first (:meth:`_edge_request` numbers it and relays it), so the
         dialog module records its CSeq.  Problems are logged: the digit is in the call record anyway."""
         call_id = digit.call_id
-        loop = self.settings.loop_socket
         try:
             state = cseq.CseqMap.decode(_pv(f"$sht({CSEQ_TABLE}=>{call_id})"))
         except ValueError:
             KSR.warn(f"edge: call-id={call_id} digit {digit.digit} not sent as INFO: the call is not known\n")
             return
-        if not loop or KSR.dialog.dlg_get(call_id, state.caller_tag, state.callee_tag) < 0:
+        sides = self._dialog_of(call_id, state.caller_tag, state.callee_tag) if self.settings.loop_socket else None
+        if sides is None:
             KSR.warn(f"edge: call-id={call_id} digit {digit.digit} not sent as INFO: "
-                     f"{'no UDP listener' if not loop else 'no dialog'}\n")
+                     f"{'no dialog' if self.settings.loop_socket else 'no UDP listener'}\n")
             return
-        me, peer = ("from", "to") if from_caller else ("to", "from")
-        my_tag, peer_tag = (state.caller_tag, state.callee_tag) if from_caller else (state.callee_tag, state.caller_tag)
         duration = max(dtmf.MIN_DURATION_MS, min(dtmf.MAX_DURATION_MS, digit.duration_ms or self.settings.dtmf_duration_ms))
         ctype, body = dtmf.info_body(digit.digit, duration)
-        headers = (f"From: <{_pv(f'$dlg({me}_uri)')}>;tag={my_tag}\r\n"
-                   f"To: <{_pv(f'$dlg({peer}_uri)')}>;tag={peer_tag}\r\n"
-                   f"Call-ID: {call_id}\r\nCSeq: 1 INFO\r\nMax-Forwards: 70\r\n"
-                   f"{EDGE_INFO_HEADER}: {self._token}\r\nContent-Type: {ctype}\r\n")
-        target = _pv(f"$dlg({peer}_contact)").strip().strip("<>")
-        host, _, port = loop.split(":", 1)[1].rpartition(":")
-        # a wildcard listener is reached on loopback
-        nexthop = f"sip:{ {'0.0.0.0': '127.0.0.1', '[::]': '[::1]'}.get(host, host)}:{port}"
-        if KSR.tm.t_uac_send("INFO", target, nexthop, loop, headers, body) < 0:
+        # numbered by _edge_request; the 1 here is a placeholder
+        if not self._on_behalf(call_id, "INFO", sides, from_caller, 1, f"Content-Type: {ctype}\r\n", body, loop=True):
             KSR.warn(f"edge: call-id={call_id} digit {digit.digit} not sent as INFO: tm refused it\n")
             return
         KSR.info(f"edge: dtmf call-id={call_id} digit={digit.digit} -> info to the {'callee' if from_caller else 'caller'}\n")
@@ -1689,7 +1748,8 @@ class Router:
                     KSR.htable.sht_rm(DTMF_CALL_TABLE, call_id)
                     KSR.htable.sht_rm(CSEQ_TABLE, call_id)
                 KSR.htable.sht_rm(MEDIA_TABLE, call_id)
-                peer_bye = _pv("$rm") == "BYE" and not _pv("$rs")
+                # a BYE passing the request route, unless it is the edge's own (_hang_up)
+                peer_bye = _pv("$rm") == "BYE" and not _pv("$rs") and not KSR.pv.get(EDGE_HANGUP_AVP)
                 if event == "dialog:end" and not peer_bye:
                     # ended by the edge (call clock or dialog timeout: the dialog module sent the
                     # BYEs itself): no BYE passed the request route, so the media is closed here
@@ -1729,7 +1789,7 @@ class Router:
                                            self.settings.media_quality_ttl_s)
             except StoreUnavailable as exc:
                 KSR.err(f"edge: cannot keep the end reason of call-id={call_id}: {exc}\n")
-        from_tag = clock.split(":", 3)[3] if clock.count(":") >= 3 else _pv("$dlg(from_tag)")
+        from_tag = clock.split(":", 4)[3] if clock.count(":") >= 3 else _pv("$dlg(from_tag)")
         KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{int(time.time()) + CLEANUP_GRACE_S}:{CLEANUP}::{from_tag}")
 
     # -- registration trunks ----------------------------------------------------
