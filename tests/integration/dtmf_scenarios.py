@@ -71,6 +71,23 @@ def _play(pcap: Path | None, talk_first: bool = False) -> str:
 {pause}"""
 
 
+def _caller_in_dialog(method: str, cseq: int) -> str:
+    """The CDATA of an in-dialog request without body from the caller (ACK, BYE), along the route set."""
+    return f"""    <![CDATA[
+      {method} [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} {method}
+      [routes]
+      Contact: <sip:[caller]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>"""
+
+
 def _until_bye() -> str:
     """Answer INFOs until the peer's BYE, answer it and end the scenario."""
     return f"""  <label id="wait"/>
@@ -147,19 +164,7 @@ def caller(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
     hang_up = f"""  <recv request="INFO" timeout="{hold_ms}" ontimeout="bye"/>
 {_answer_info()}  <label id="bye"/>
   <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: {bye_cseq} BYE
-      [routes]
-      Contact: <sip:[caller]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
+{_caller_in_dialog("BYE", bye_cseq)}
   </send>
   <recv response="200" crlf="true"/>
 </scenario>
@@ -186,19 +191,7 @@ def caller(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
   <recv response="180" optional="true"/>
   <recv response="200" rrs="true"/>
   <send>
-    <![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      [routes]
-      Contact: <sip:[caller]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
+{_caller_in_dialog("ACK", 1)}
   </send>
   <pause milliseconds="300"/>
 {_play(pcap, talk_first=bool(info))}{infos}{_until_bye() if until_bye else hang_up}"""
