@@ -930,6 +930,18 @@ class Router:
             _log_reject(refusal, "delayed-offer answer")
             self._refuse_media(_pv("$ci"), refusal)
 
+    def _check_reply_answer(self, answer: media.SdpOffer, from_caller: bool, code: int) -> None:
+        """The SDP answer in the 2xx of an initial INVITE must follow its sender's policy
+        (:func:`routing.media.answer_refusal`: SRTP a side requires, a codec it allows).  A 2xx is
+        final, so a breach is kept with the call, which is ended at its ACK (:meth:`_refuse_media`)."""
+        sides = self._sides(_pv(MEDIA_AVP))
+        if sides is None:
+            return
+        refusal = media.answer_refusal(answer, sides[0] if from_caller else sides[1])
+        if refusal is not None:
+            _log_reject(refusal, f"answer reply={code}")
+            self._refuse_media(_pv("$ci"), refusal)
+
     def _refuse_media(self, call_id: str, reject: Reject) -> None:
         """Keep a media-policy refusal that came after the 2xx with the call (ended at its ACK)."""
         state = self._state(call_id)
@@ -1316,6 +1328,8 @@ class Router:
                     KSR.rtpengine.rtpengine_manage(
                         self._reply_offer_flags(sdp, from_caller, (*_sdp_flags(modes, from_caller, True), *iface)))
                 else:
+                    if 200 <= code < 300 and sdp is not None and _pv(PLAN_AVP):
+                        self._check_reply_answer(sdp, from_caller, code)
                     # an answer names no interface: rtpengine keeps the ones the offer chose (a
                     # direction list here is applied to the legs in the offer's roles, and would
                     # give the offerer the answerer's interface)

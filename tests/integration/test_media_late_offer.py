@@ -81,11 +81,13 @@ def _request(method: str, cseq: int, body: str = "", first: bool = False) -> str
     return f"{head}      Content-Length: 0\n\n"
 
 
-def caller_scenario(workdir: Path, answer: str, reinvite_offer: str = "", edge_hangs_up: bool = False) -> Path:
+def caller_scenario(workdir: Path, answer: str, reinvite_offer: str = "", edge_hangs_up: bool = False,
+                    offer: str = "") -> Path:
     """A caller that sends an INVITE without SDP, answers the 200's offer in its ACK with ``answer``,
     optionally sends a re-INVITE with ``reinvite_offer``, then hangs up after ``-d`` ms, or (with
-    ``edge_hangs_up``) waits for the edge's BYE."""
-    steps = [f'  <send retrans="500"><![CDATA[\n{_request("INVITE", 1, first=True)}    ]]></send>',
+    ``edge_hangs_up``) waits for the edge's BYE.  With ``offer`` the INVITE carries it instead (an
+    early offer: pass ``answer=""``)."""
+    steps = [f'  <send retrans="500"><![CDATA[\n{_request("INVITE", 1, offer, first=True)}    ]]></send>',
              '  <recv response="100" optional="true"/>', '  <recv response="200" rrs="true"/>',
              f'  <send><![CDATA[\n{_request("ACK", 1, answer)}    ]]></send>']
     if edge_hangs_up:
@@ -247,6 +249,31 @@ def test_delayed_offer_breaking_the_policy_ends_the_call(clean_edge: Edge) -> No
     kept = edge.redis.hgetall(f"edge:media:{edge.settings.node}:{call_id_of(carrier)}")
     assert kept.get("media_end_reason") == "policy:srtp_required", kept
     assert "edge: reject 488 srtp_required delayed-offer" in edge.log()
+
+
+def test_answer_in_a_200_breaking_the_policy_ends_the_call(clean_edge: Edge) -> None:
+    """The agent requires SDES; the carrier's offer is RTP/AVP (the agent is offered RTP/SAVP) and the
+    agent answers in clear in its 200: too late for a 488, so the handshake completes and the edge
+    sends BYE to both sides with ``Reason: SIP;cause=488;text="SRTP Required"``."""
+    edge = clean_edge
+    admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
+                                      media=MediaPolicy(codecs=("PCMU",))))
+    admin.put_agent(edge.redis, Agent("bot", (f"sip:bot@{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
+                                      media=MediaPolicy(codecs=("PCMU",), srtp=SrtpMode.SDES)))
+    edge.did(DID, "carrier", "bot")
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, rtp_echo=False,
+                scenario=callee_scenario(edge.workdir, sdp("RTP/AVP", [(0, "PCMU")])))
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID,
+                  scenario=caller_scenario(edge.workdir, "", edge_hangs_up=True, offer=sdp("RTP/AVP", [(0, "PCMU")])))
+    assert carrier.wait(timeout=20) == 0, carrier.output()
+    assert agent.wait(timeout=20) == 0, agent.output()
+    (invite,) = received(agent, "INVITE ")
+    assert m_line(invite).startswith("RTP/SAVP ")  # the agent was offered SDES and answered in clear
+    for run in (carrier, agent):
+        (bye,) = received(run, "BYE ")
+        assert 'Reason: SIP;cause=488;text="SRTP Required"' in bye, bye
+    wait_until(lambda: edge.active_leases() == 0, timeout=10, what="slots released")
+    assert "edge: reject 488 srtp_required answer reply=200" in edge.log()
 
 
 #: the option tag and sequence number of a reliable provisional response (RFC 3262 section 7)
