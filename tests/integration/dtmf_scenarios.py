@@ -97,9 +97,7 @@ def _until_bye() -> str:
   <label id="info"/>
 {_answer_info()}  <nop next="wait"/>
   <label id="end"/>
-  <timewait milliseconds="200"/>
-</scenario>
-"""
+  <timewait milliseconds="200"/>"""
 
 
 def _callee_bye(after_ms: int, cseq: int) -> str:
@@ -194,7 +192,7 @@ def caller(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
 {_caller_in_dialog("ACK", 1)}
   </send>
   <pause milliseconds="300"/>
-{_play(pcap, talk_first=bool(info))}{infos}{_until_bye() if until_bye else hang_up}"""
+{_play(pcap, talk_first=bool(info))}{infos}{_until_bye() + chr(10) + "</scenario>" + chr(10) if until_bye else hang_up}"""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "dtmf_caller.xml"
     path.write_text(text)
@@ -227,14 +225,7 @@ def callee(workdir: Path, te: bool, record: bool, pcap: Path | None = None, info
   </recv>
 {reply("200 OK", tag="01", dialog=True, sdp=_sdp(te, port, "[$tept]"))}  <recv request="ACK"/>
   <pause milliseconds="300"/>
-{_play(pcap, talk_first=bool(info))}{infos}{_callee_bye(hangup_ms, 1 + len(info)) if hangup_ms else ""}  <label id="wait"/>
-  <recv request="INFO" optional="true" next="info"/>
-  <recv request="BYE"/>
-{_answer_info()}  <nop next="end"/>
-  <label id="info"/>
-{_answer_info()}  <nop next="wait"/>
-  <label id="end"/>
-  <timewait milliseconds="200"/>{reference}
+{_play(pcap, talk_first=bool(info))}{infos}{_callee_bye(hangup_ms, 1 + len(info)) if hangup_ms else ""}{_until_bye()}{reference}
 </scenario>
 """
     workdir.mkdir(parents=True, exist_ok=True)

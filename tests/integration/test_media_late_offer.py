@@ -222,30 +222,40 @@ def test_termination_delayed_offer_mixed_srtp_and_reinvite(clean_edge: Edge) -> 
     assert m_line(reinvite[0]).startswith("RTP/SAVP ") and "a=crypto:" in reinvite[0]
 
 
+def provision_sdes_agent(edge: Edge) -> None:
+    """A PCMU carrier calling DID to an agent that requires SDES (PCMU only)."""
+    admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
+                                      media=MediaPolicy(codecs=("PCMU",))))
+    admin.put_agent(edge.redis, Agent("bot", (f"sip:bot@{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
+                                      media=MediaPolicy(codecs=("PCMU",), srtp=SrtpMode.SDES)))
+    edge.did(DID, "carrier", "bot")
+
+
+def assert_ended_for_srtp(edge: Edge, carrier: SippRun, agent: SippRun) -> None:
+    """Both sides got BYE with ``Reason: SIP;cause=488;text="SRTP Required"``; slots released."""
+    assert carrier.wait(timeout=20) == 0, carrier.output()
+    assert agent.wait(timeout=20) == 0, agent.output()
+    for run in (carrier, agent):
+        (bye,) = received(run, "BYE ")
+        assert 'Reason: SIP;cause=488;text="SRTP Required"' in bye, bye
+    wait_until(lambda: edge.active_leases() == 0, timeout=10, what="slots released")
+
+
 def test_delayed_offer_breaking_the_policy_ends_the_call(clean_edge: Edge) -> None:
     """The agent requires SDES but offers RTP/AVP in its 200: too late for a 488, so the edge completes
     the handshake (the carrier's ACK reaches the agent), then sends BYE to both sides with
     ``Reason: SIP;cause=488;text="SRTP Required"``; the carrier was never offered anything but its
     own policy (RTP/AVP), and the slots are released."""
     edge = clean_edge
-    admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
-                                      media=MediaPolicy(codecs=("PCMU",))))
-    admin.put_agent(edge.redis, Agent("bot", (f"sip:bot@{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
-                                      media=MediaPolicy(codecs=("PCMU",), srtp=SrtpMode.SDES)))
-    edge.did(DID, "carrier", "bot")
+    provision_sdes_agent(edge)
     agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, rtp_echo=False,
                 scenario=callee_scenario(edge.workdir, sdp("RTP/AVP", [(0, "PCMU")])))
     carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID,
                   scenario=caller_scenario(edge.workdir, sdp("RTP/AVP", [(0, "PCMU")]), edge_hangs_up=True))
-    assert carrier.wait(timeout=20) == 0, carrier.output()
-    assert agent.wait(timeout=20) == 0, agent.output()
-    for run in (carrier, agent):
-        (bye,) = received(run, "BYE ")
-        assert 'Reason: SIP;cause=488;text="SRTP Required"' in bye, bye
+    assert_ended_for_srtp(edge, carrier, agent)
     assert received(agent, "ACK")
     ok = answer_200(carrier)
     assert m_line(ok).startswith("RTP/AVP ") and "a=crypto:" not in ok
-    wait_until(lambda: edge.active_leases() == 0, timeout=10, what="slots released")
     kept = edge.redis.hgetall(f"edge:media:{edge.settings.node}:{call_id_of(carrier)}")
     assert kept.get("media_end_reason") == "policy:srtp_required", kept
     assert "edge: reject 488 srtp_required delayed-offer" in edge.log()
@@ -256,23 +266,14 @@ def test_answer_in_a_200_breaking_the_policy_ends_the_call(clean_edge: Edge) -> 
     agent answers in clear in its 200: too late for a 488, so the handshake completes and the edge
     sends BYE to both sides with ``Reason: SIP;cause=488;text="SRTP Required"``."""
     edge = clean_edge
-    admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
-                                      media=MediaPolicy(codecs=("PCMU",))))
-    admin.put_agent(edge.redis, Agent("bot", (f"sip:bot@{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
-                                      media=MediaPolicy(codecs=("PCMU",), srtp=SrtpMode.SDES)))
-    edge.did(DID, "carrier", "bot")
+    provision_sdes_agent(edge)
     agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, rtp_echo=False,
                 scenario=callee_scenario(edge.workdir, sdp("RTP/AVP", [(0, "PCMU")])))
     carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID,
                   scenario=caller_scenario(edge.workdir, "", edge_hangs_up=True, offer=sdp("RTP/AVP", [(0, "PCMU")])))
-    assert carrier.wait(timeout=20) == 0, carrier.output()
-    assert agent.wait(timeout=20) == 0, agent.output()
+    assert_ended_for_srtp(edge, carrier, agent)
     (invite,) = received(agent, "INVITE ")
     assert m_line(invite).startswith("RTP/SAVP ")  # the agent was offered SDES and answered in clear
-    for run in (carrier, agent):
-        (bye,) = received(run, "BYE ")
-        assert 'Reason: SIP;cause=488;text="SRTP Required"' in bye, bye
-    wait_until(lambda: edge.active_leases() == 0, timeout=10, what="slots released")
     assert "edge: reject 488 srtp_required answer reply=200" in edge.log()
 
 
@@ -367,11 +368,7 @@ def test_reliable_183_answer_breaking_the_policy_refuses_the_call(clean_edge: Ed
     cancels the agent's branch and answers the carrier ``488 SRTP Required`` with its Reason header."""
     edge = clean_edge
     since = int(time.time() * 1000)
-    admin.put_trunk(edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
-                                      media=MediaPolicy(codecs=("PCMU",))))
-    admin.put_agent(edge.redis, Agent("bot", (f"sip:bot@{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),
-                                      media=MediaPolicy(codecs=("PCMU",), srtp=SrtpMode.SDES)))
-    edge.did(DID, "carrier", "bot")
+    provision_sdes_agent(edge)
     agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, rtp_echo=False,
                 scenario=reliable_183_callee(edge.workdir, sdp("RTP/AVP", [(0, "PCMU")])))
     carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID,
