@@ -774,6 +774,7 @@ class Router:
         first = _URI_IN_BRACKETS.search(_pv("$hdr(Route)"))
         if first:
             KSR.pv.sets("$du", first.group(1))
+        self._in_dialog_tls_profile()  # a new TLS connection to the carrier is checked with the trunk's CA
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
         return True

@@ -8,6 +8,7 @@ are read from SIPp's own message trace (``-trace_msg``), never guessed.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import re
 import shutil
@@ -16,6 +17,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from pyroute2 import DiagSocket
 
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "sipp"
@@ -151,13 +154,18 @@ def stop_all() -> None:
 
 
 def _port_taken(ip: str, port: int, kind: int = socket.SOCK_DGRAM) -> bool:
-    """Whether ``ip``:``port`` (IPv4 or IPv6) is bound for ``kind`` (UDP, or TCP with SOCK_STREAM)."""
-    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, kind) as sock:
-        try:
-            sock.bind((ip, port))
-        except OSError:
-            return True
-    return False
+    """Whether a socket is bound to ``ip``:``port`` (IPv4 or IPv6) for ``kind`` (UDP, or TCP with
+    SOCK_STREAM), asked of the kernel's socket table (netlink sock_diag, pyroute2 ``DiagSocket``).
+    Never by binding the port: a probe that binds it can make the SIPp starting at that moment
+    fail with "Address already in use"."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    protocol = socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else socket.IPPROTO_UDP
+    wanted = ipaddress.ip_address(ip)
+    with DiagSocket() as diag:
+        diag.bind()
+        sockets = diag.get_sock_stats(family=family, protocol=protocol)
+    return any(entry.get("idiag_sport") == port and ipaddress.ip_address(entry.get("idiag_src")) == wanted
+               for entry in sockets)
 
 
 def _common(scenario: Path, ip: str, port: int) -> list[str]:
