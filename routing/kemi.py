@@ -253,8 +253,6 @@ class Router:
         self._dtmf_sock_failed = False
         #: made before Kamailio forks, so every process has the same: marks the edge's own INFO requests
         self._token = secrets.token_hex(16)
-        #: the current request's sender is the caller (set by _cseq_step)
-        self._from_caller = False
 
     # -- process life -------------------------------------------------------
 
@@ -696,8 +694,7 @@ class Router:
         call_id, from_tag = _pv("$ci"), _pv("$ft")
         number = int(_pv("$cs") or 0)
         try:
-            out = self._cseq_step(call_id, lambda state: cseq.relay(
-                state.side(from_tag == state.caller_tag), number, method), from_tag)
+            out = self._cseq_step(call_id, from_tag, lambda seq: cseq.relay(seq, number, method))
         except ValueError as exc:
             KSR.warn(f"edge: call-id={call_id} {method} keeps its CSeq: {exc}\n")
             return
@@ -709,10 +706,10 @@ class Router:
         if method != "ACK":
             KSR.pv.sets(CSEQ_AVP, str(number))
 
-    def _cseq_step(self, call_id: str, step: Callable[[cseq.CseqMap], tuple[int, cseq.SideSeq]],
-                   from_tag: str) -> int:
-        """Apply one :mod:`routing.cseq` step to the call's map under the htable slot lock, so the
-        numbers given out by concurrent workers strictly increase.  Sets ``self._from_caller``.
+    def _cseq_step(self, call_id: str, from_tag: str,
+                   step: Callable[[cseq.SideSeq], tuple[int, cseq.SideSeq]]) -> int:
+        """Apply one :mod:`routing.cseq` step to the state of the side whose tag is ``from_tag``, under
+        the htable slot lock, so the numbers given out by concurrent workers strictly increase.
 
         Returns:
             The step's CSeq number.
@@ -720,14 +717,14 @@ class Router:
         Raises:
             ValueError: no map for the call, a malformed one, or the step refused the number.
         """
-        key = f"{CSEQ_TABLE}=>{call_id}"
         KSR.htable.sht_lock(CSEQ_TABLE, call_id)
         try:
-            state = cseq.CseqMap.decode(_pv(f"$sht({key})"))
-            self._from_caller = from_tag == state.caller_tag
-            number, seq = step(state)
-            if seq != state.side(self._from_caller):
-                KSR.htable.sht_sets(CSEQ_TABLE, call_id, state.with_side(self._from_caller, seq).encode())
+            state = cseq.CseqMap.decode(_pv(f"$sht({CSEQ_TABLE}=>{call_id})"))
+            from_caller = from_tag == state.caller_tag
+            before = state.side(from_caller)
+            number, seq = step(before)
+            if seq != before:
+                KSR.htable.sht_sets(CSEQ_TABLE, call_id, state.with_side(from_caller, seq).encode())
             return number
         finally:
             KSR.htable.sht_unlock(CSEQ_TABLE, call_id)
@@ -753,8 +750,7 @@ class Router:
         socket_name = _pv(f"$hdr({EDGE_SOCKET_HEADER})")
         if method == "INFO":
             try:
-                number = self._cseq_step(
-                    call_id, lambda state: cseq.local(state.side(from_tag == state.caller_tag)), from_tag)
+                number = self._cseq_step(call_id, from_tag, cseq.local)
             except ValueError as exc:
                 KSR.warn(f"edge: call-id={call_id} no dtmf info: {exc}\n")
                 KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
@@ -1786,7 +1782,7 @@ class Router:
         right after, ``send_bye``).  When a failed keepalive cut the call's life
         (:func:`routing.media.keepalive_ended`) the call keeps ``media_end_reason=sip_keepalive``.
         The call clock is told to clean the call up in ``CLEANUP_GRACE_S`` as after its own
-        ``dlg.end_dlg``: in 5.6.3 ``dlg_bye_all`` skips ``dialog:end`` when the first side's
+        hang-up (:meth:`_hang_up`): in 5.6.3 ``dlg_bye_all`` skips ``dialog:end`` when the first side's
         200 to its BYE ends the dialog before the second BYE is sent."""
         call_id = _pv("$dlg(callid)")
         clock = _pv(f"$sht({DEADLINE_TABLE}=>{call_id})") if call_id else ""
