@@ -58,7 +58,7 @@ from .model import (
     parse_rate,
     parse_sip_uri,
 )
-from .numbers import is_e164
+from .numbers import NumberFormat, is_e164
 from .secrets import SecretBox
 
 __all__ = [
@@ -816,7 +816,6 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     daily_spend_cap (currency per UTC day, decimal string or null), inbound_rate (per-minute
     price of origination calls, decimal string or null),
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
-    fmt = trunk.number_format
     return {
         "name": trunk.name,
         "direction": trunk.direction.value,
@@ -833,12 +832,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
             }
             for gw in trunk.gateways
         ],
-        "number_format": {
-            "country_code": fmt.country_code,
-            "national_prefix": fmt.national_prefix,
-            "international_prefix": fmt.international_prefix,
-            "national_length": fmt.national_length,
-        },
+        "number_format": number_format_dict(trunk.number_format),
         "max_cps": trunk.max_cps,
         "max_duration_s": trunk.max_duration_s,
         "allow_prefixes": list(trunk.allow_prefixes),
@@ -863,10 +857,22 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     }
 
 
+def number_format_dict(fmt: NumberFormat) -> dict[str, object]:
+    """JSON shape of a trunk's or agent's number format: country_code, national_prefix,
+    international_prefix (strings of digits, may be empty), national_length (int, 0 = not fixed)."""
+    return {
+        "country_code": fmt.country_code,
+        "national_prefix": fmt.national_prefix,
+        "international_prefix": fmt.international_prefix,
+        "national_length": fmt.national_length,
+    }
+
+
 def agent_dict(agent: Agent) -> dict[str, object]:
     """JSON shape of an agent: name, uris (in order), cidrs, max_calls (null = unlimited),
     allow_prefixes, deny_prefixes, dtmf (null = the node's dtmf.default_mode),
-    media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
+    media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default),
+    number_format {country_code, national_prefix, international_prefix, national_length} (as a trunk's)."""
     return {
         "name": agent.name,
         "uris": list(agent.uris),
@@ -878,6 +884,7 @@ def agent_dict(agent: Agent) -> dict[str, object]:
         "trust_identity": agent.trust_identity,
         "dtmf": None if agent.dtmf is None else agent.dtmf.value,
         "media": agent.media.to_json(),
+        "number_format": number_format_dict(agent.number_format),
     }
 
 

@@ -63,7 +63,7 @@ from .model import AuthMode, DataError, MediaPolicy, Trunk
 from .secrets import SecretBox, SecretError
 from .plan import CallPlan, final_response, should_fail_over
 from .headers import IDENTITY_HEADERS, canonical, header_names, headers_to_remove, in_dialog_policy
-from .request import SipRequest
+from .request import SipRequest, telephone_user
 from .acl import classify_source
 from .store import RedisStore, StoreUnavailable, Topology, connect
 
@@ -1072,8 +1072,8 @@ class Router:
             src_ip=_pv("$si"),
             src_port=int(_pv("$sp") or 0),
             proto=_pv("$pr"),
-            ruri_user=_pv("$rU"),
-            to_user=_pv("$tU"),
+            ruri_user=telephone_user(_pv("$rU"), _pv("$ru")),
+            to_user=telephone_user(_pv("$tU"), _pv("$tu")),
             from_user=_pv("$fU"),
             from_name=_pv("$fn"),
             auth_user=_pv("$au"),

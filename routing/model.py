@@ -44,6 +44,8 @@ __all__ = [
     "parse_increment",
     "format_increment",
     "parse_rate",
+    "number_format_fields",
+    "parse_number_format",
 ]
 
 #: Trunk and agent names: short, safe inside redis keys, SIP headers and metric labels.
@@ -554,6 +556,37 @@ class Registration:
         return cls(registrar=f"{host}:{port}", contact_user=contact, transport=transport, expires_s=expires, user=user)
 
 
+def number_format_fields(fmt: NumberFormat) -> dict[str, str]:
+    """The number-format fields of a trunk or agent hash (``country_code``, ``national_prefix``,
+    ``international_prefix``, ``national_length``), as :func:`parse_number_format` reads them."""
+    return {
+        "country_code": fmt.country_code,
+        "national_prefix": fmt.national_prefix,
+        "international_prefix": fmt.international_prefix,
+        "national_length": str(fmt.national_length),
+    }
+
+
+def parse_number_format(fields: dict[str, str], where: str) -> NumberFormat:
+    """The number format of a trunk or agent hash; a missing field takes the default of
+    :class:`NumberFormat` (``international_prefix`` ``00``, the rest empty), so a hash
+    written before the fields existed reads as today's E.164-or-``00`` format.
+
+    Raises:
+        DataError: a field that is not digits, a country code starting with 0, a
+            national length outside 0-14; the message names ``where`` (the redis key).
+    """
+    try:
+        return NumberFormat(
+            country_code=fields.get("country_code", ""),
+            national_prefix=fields.get("national_prefix", ""),
+            international_prefix=fields.get("international_prefix", "00"),
+            national_length=_int(fields.get("national_length"), f"{where} national_length", default=0) or 0,
+        )
+    except NumberError as exc:
+        raise DataError(f"{where}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Trunk:
     """A carrier connection (Twilio, Telnyx, a PBX, ...).
@@ -615,14 +648,10 @@ class Trunk:
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
-        fmt = self.number_format
         fields = {
             "direction": self.direction.value,
             "max_calls": "" if self.max_calls is None else str(self.max_calls),
-            "country_code": fmt.country_code,
-            "national_prefix": fmt.national_prefix,
-            "international_prefix": fmt.international_prefix,
-            "national_length": str(fmt.national_length),
+            **number_format_fields(self.number_format),
             "max_cps": "" if self.max_cps is None else _num(self.max_cps),
             "max_duration_s": "" if self.max_duration_s is None else str(self.max_duration_s),
             "allow_prefixes": ",".join(self.allow_prefixes),
@@ -658,15 +687,7 @@ class Trunk:
             direction = Direction(fields.get("direction", "both") or "both")
         except ValueError:
             raise DataError(f"{where} direction: must be inbound, outbound or both") from None
-        try:
-            fmt = NumberFormat(
-                country_code=fields.get("country_code", ""),
-                national_prefix=fields.get("national_prefix", ""),
-                international_prefix=fields.get("international_prefix", "00"),
-                national_length=_int(fields.get("national_length"), f"{where} national_length", default=0) or 0,
-            )
-        except NumberError as exc:
-            raise DataError(f"{where}: {exc}") from None
+        fmt = parse_number_format(fields, where)
         for cidr in cidrs:
             parse_cidr(cidr, keys.trunk_cidrs(name))
         gws = tuple(
@@ -718,6 +739,9 @@ class Agent:
             pass to carriers; off by default, so an agent cannot spoof a caller ID that way.
         dtmf: how the agent sends and expects DTMF digits (:mod:`routing.dtmf`); None = node default.
         media: codecs, ptime, SRTP and RTP timeout of the agent side (:class:`MediaPolicy`).
+        number_format: how the agent writes the destinations it dials (a NANP agent whose
+            callers dial ``011`` international numbers); the default reads ``+`` E.164, ``00``
+            international numbers and bare full numbers, as before the field existed.
     """
 
     name: str
@@ -730,11 +754,13 @@ class Agent:
     trust_identity: bool = False
     dtmf: DtmfMode | None = None
     media: MediaPolicy = field(default_factory=MediaPolicy)
+    number_format: NumberFormat = field(default_factory=NumberFormat)
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:agent:{name}``."""
         return {
             "max_calls": "" if self.max_calls is None else str(self.max_calls),
+            **number_format_fields(self.number_format),
             "allow_prefixes": ",".join(self.allow_prefixes),
             "deny_prefixes": ",".join(self.deny_prefixes),
             "x_headers": ",".join(self.x_headers),
@@ -766,6 +792,7 @@ class Agent:
             trust_identity=_bool(fields.get("trust_identity"), f"{keys.agent(name)} trust_identity", default=False),
             dtmf=_dtmf(fields.get("dtmf"), keys.agent(name)),
             media=MediaPolicy.from_redis(fields, keys.agent(name)),
+            number_format=parse_number_format(fields, keys.agent(name)),
         )
 
 

@@ -254,7 +254,9 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
               trace: Trace | None = None) -> Decision:
     """Agent -> carrier: least-cost routing over every trunk of the longest matching prefix.
 
-    Trunks are ordered by rate, then route priority, then name; each trunk's
+    The destination is the Request-URI user, else the To user, normalised with
+    the agent's number format (``484 Invalid Destination Number`` when it does
+    not read as E.164).  Trunks are ordered by rate, then route priority, then name; each trunk's
     gateways by priority, then weight.  Trunks that are missing, inbound-only
     or without gateways are skipped, and so are gateways marked down by the
     OPTIONS prober (on trunks that are probed); when that leaves no gateway,
@@ -285,10 +287,11 @@ def _terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, 
                trace: Trace | None) -> Decision:
     dialled = req.ruri_user or req.to_user
     try:
-        number = from_uri_user(dialled, NumberFormat())
+        number = from_uri_user(dialled, agent.number_format)
     except NumberError as exc:
         if trace is not None:
-            trace.append(Step("number", False, f"{dialled!r} is not an E.164 destination: {exc}"))
+            trace.append(Step("number", False, f"{dialled!r} is not an E.164 destination in agent {agent.name}'s "
+                                               f"number format: {exc}"))
         return Reject.of(Reason.BAD_NUMBER)
     if trace is not None:
         trace.append(Step("number", True, f"{dialled!r} -> {number}"))

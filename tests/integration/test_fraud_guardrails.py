@@ -64,14 +64,6 @@ def test_destination_refused_by_every_trunk(clean_edge: Edge) -> None:
     assert place(clean_edge, "+442071838750") == [(403, "Destination Not Allowed")]
 
 
-def test_tel_uri_style_number_with_separators_is_normalised_once(clean_edge: Edge) -> None:
-    edge = clean_edge
-    provision(edge)
-    carrier = uas(edge.workdir / "a", CARRIER_A, GW, scenario="uas_answer.xml", answer_ms=20, rtp_echo=False)
-    assert place(edge, "00442071838750") == [(200, "OK")]
-    assert "INVITE sip:+442071838750@" in carrier.received_requests("INVITE")[0]
-
-
 def test_cps_pacing_refuses_a_burst_with_retry_after(clean_edge: Edge) -> None:
     edge = clean_edge
     provision(edge, a={"max_cps": 2.0})

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from routing import admin, explain, keys, pipeline
+from routing.cli.cmd_explain import _user as synthetic_user
 from routing.decision import Reject, Relay
 from routing.model import Agent, AuthMode, Did, Direction, Gateway, RouteEntry, Trunk
 from routing.request import SipRequest
@@ -156,3 +157,18 @@ def test_call_records_are_found_by_exact_call_id(redis_client: redis.Redis) -> N
         redis_client.set(keys.cdr(record_id), json.dumps({"id": record_id, "call_id": call_id, "start_ms": start}))
     assert [r["id"] for r in explain.call_records(redis_client, "a*b")] == ["n1:a*b:2", "n1:a*b:1"]
     assert explain.call_records(redis_client, "nothing") == []
+
+
+@pytest.mark.parametrize(
+    ("given", "user"),
+    [
+        ("sip:+14155550100@192.0.2.1", "+14155550100"),
+        ("<sip:%2B14155550100@192.0.2.1:5060;transport=udp>", "%2B14155550100"),
+        ("tel:4155550100;phone-context=+1", "4155550100;phone-context=+1"),
+        ("sip:4155550100;phone-context=+1@192.0.2.1;user=phone", "4155550100;phone-context=+1"),
+        ("4155550100", "4155550100"),
+    ],
+)
+def test_synthetic_request_reads_the_number_as_the_edge_does(given: str, user: str) -> None:
+    """``edgectl explain --to URI`` keeps what the edge reads: a tel: URI's and a user part's parameters."""
+    assert synthetic_user(given) == user
