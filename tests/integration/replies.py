@@ -31,10 +31,9 @@ def final_invite_responses(run: SippRun) -> list[str]:
     finals: dict[str, str] = {}
     for message in received_messages(run):
         status = re.match(r"SIP/2\.0 (\d{3})", message)
-        if status is None or int(status.group(1)) < 200 or not header_values(message, "CSeq", "")[0:1] \
-                or not header_values(message, "CSeq", "")[0].endswith(" INVITE"):
-            continue
-        finals.setdefault(header_values(message, "Call-ID", "i")[0], message)
+        cseq = header_values(message, "CSeq")
+        if status and int(status.group(1)) >= 200 and cseq and cseq[0].upper().endswith(" INVITE"):
+            finals.setdefault(header_values(message, "Call-ID", "i")[0], message)
     return list(finals.values())
 
 
