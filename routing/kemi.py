@@ -1,39 +1,32 @@
 """The Kamailio side of byoc-edge: the only module that imports ``KSR``.
 
-Loaded by ``app_python3`` through ``kamailio/edge.py``.  It reads each request
-into a :class:`~routing.request.SipRequest`, asks :mod:`routing.pipeline` for a
-decision and applies it: replies, record-routing, rtpengine media anchoring,
-dialog tracking and serial failover in the failure route.
+Loaded by ``app_python3`` through ``kamailio/edge.py``.  Kamailio runs a native configuration
+(``templates/kamailio.cfg.j2`` and ``templates/kamailio.routes.j2``): its routes screen, admit,
+absorb retransmissions and relay what needs no decision, and call this plugin with
+``python_exec`` where a decision is made.  Entries (each behind the :func:`_entry` guard, or
+catching at its top: an exception is logged once and answered 500):
 
-Kamailio callbacks (names are also used in ``templates/kamailio.cfg.j2``):
+* ``ksr_initial_invite``: an initial INVITE; asks :mod:`routing.pipeline` and relays (record-route,
+  dialog, the hop's rtpengine offer flags for the native branch route, failover on failure).
+* ``ksr_register``, ``ksr_refuse(what)``, ``ksr_flood``: REGISTER, a refusal the native route
+  decided, a source pike flagged.
+* ``ksr_in_dialog``: an in-dialog request carrying SDP or a header under policy, a REFER, an INFO.
+* ``ksr_renumber``, ``ksr_edge_request``, ``ksr_dtmf_started``: CSeq renumbering of calls whose
+  digits the edge sends as INFO, the edge's own INFO/BYE looping through it, the ACK of such a call.
+* ``ksr_onreply_manage(msg)``: replies (but 100) of relayed INVITEs (``t_on_reply``).
+* ``ksr_failure_manage(msg)``: a branch failed (``t_on_failure``).
+* ``ksr_dialog_event(msg, event)``: ``event_route[dialog:end|failed]`` and the dialog's timeout
+  route: final media statistics, slots released, call record.
+* ``ksr_call_clock``, ``ksr_dtmf_log``, ``ksr_registration_sync``: rtimer routes.
+* ``ksr_xhttp_event(msg)``: ``event_route[xhttp:request]``: the Prometheus metrics (xhttp_prom).
 
-* ``ksr_request_route(msg)``: every request.
-* ``ksr_onreply_manage(msg)``: replies of relayed INVITEs (armed with ``t_on_reply``).
-* ``ksr_branch_manage(msg)``: each outgoing INVITE branch (armed with ``t_on_branch``): the
-  rtpengine offer with the media policy of that hop (:mod:`routing.media`).
-* ``ksr_failure_manage(msg)``: a branch failed (armed with ``t_on_failure``).
-* ``ksr_dialog_event(msg, event)``: dialog module ``event_callback``; releases
-  concurrency slots on ``dialog:end`` and ``dialog:failed``.
-* ``ksr_call_clock(msg, event)``: rtimer, once a second; ends answered calls past
-  their maximum duration (the dialog module's own timer is only a backstop: in
-  5.6.3 its timeout BYE can race with the ACK and leave the dialog unreleased).
-* ``ksr_dtmf_log(msg, event)``: rtimer, five times a second; records the DTMF digits
-  rtpengine reports seeing in the media (``dtmf.log_port``) with their calls, and sends
-  each one as a SIP INFO on the sender's behalf toward a side in ``info`` mode.
-* ``ksr_registration_sync(msg, event)``: rtimer, every ``registration.sync_interval_s``;
-  keeps the ``uac`` module's registrations equal to the registration trunks in
-  redis and publishes their state (``edge:reg:{trunk}:{node}``).
-* ``ksr_reply_route(msg)``: every reply received; notes the final replies to the
-  edge's own REGISTERs (the ``uac`` module does not keep their code).
-* ``ksr_xhttp_event(msg, event)``: xhttp module ``event_callback``; serves the
-  Prometheus metrics (xhttp_prom) on the metrics listener only.
+Names of the per-call state shared with the native routes live in
+:mod:`routing.kamailio.callstate`.  Metrics (names and labels in :mod:`routing.metrics`) are
+counted in shared memory by xhttp_prom, so every worker adds to the same series.
 
-Metrics (names and labels in :mod:`routing.metrics`) are counted in shared memory
-by xhttp_prom, so every worker adds to the same series.
-
-Rules from app_python3 (Kamailio 5.6): an exception escaping a route leaves the
-request unanswered, so every entry point catches and answers 500; redis clients
-are opened per worker in :meth:`Router.child_init`, after the fork.
+Rules from app_python3 (Kamailio 5.6): an exception escaping a route leaves the request
+unanswered, so every entry catches and answers 500; redis clients are opened per worker in
+:meth:`Router.child_init`, after the fork.
 """
 
 from __future__ import annotations
@@ -588,8 +581,7 @@ class Router:
                 return
         if method == "INFO" and self._dtmf_info():
             return
-        if method == "ACK":
-            KSR.route("CALL_STARTED")  # the native route: call clock, media watchdog, DTMF log
+        if method == "ACK":  # the native route started the call clock (route CALL_STARTED)
             if _has_sdp():
                 self._check_answer(_pv("$ft") == _pv("$dlg(from_tag)"))
             self._end_if_media_refused()
@@ -1081,7 +1073,7 @@ class Router:
                 self._remember(refusal, "request")
                 return
             KSR.rr.record_route()
-            # the rtpengine offer is made per branch (ksr_branch_manage), each hop with its own policy;
+            # the rtpengine offer is made per branch (native branch route, flags from _hop_offer), each hop with its own policy;
             # an INVITE without SDP (delayed offer) gets its offer from the 2xx and its answer from the ACK
             modes = (plan.caller_dtmf, plan.current.dtmf)
             sdp = _has_sdp()
@@ -1656,7 +1648,7 @@ class Router:
                                        self._store(), self.settings, Reason.TRANSFER_NOT_ALLOWED)
 
     def ksr_dialog_event(self, msg: object, event: str) -> int:
-        """dialog module ``event_callback``: release the call's slots when it ends or fails; note why
+        """``event_route[dialog:end|failed]`` and the dialog timeout route: release the call's slots when it ends or fails; note why
         the dialog module is about to end a call whose timer expired (``dialog:timeout``)."""
         try:
             if event == "dialog:timeout":
@@ -1792,7 +1784,7 @@ class Router:
         store.publish_registrations(states, ttl_s=max(60, 3 * self.settings.reg_sync_interval_s))
 
     def ksr_xhttp_event(self, msg: object, event: str = "") -> int:
-        """xhttp ``event_callback``: ``GET /metrics`` on the metrics listener answers the
+        """``event_route[xhttp:request]``: ``GET /metrics`` on the metrics listener answers the
         xhttp_prom exposition; anything else gets 404, and HTTP on a SIP port 403."""
         try:
             if int(_pv("$Rp") or 0) != self.settings.metrics_port:

@@ -14,6 +14,9 @@ No ``KSR`` here: the renderer imports this module.
 
 from __future__ import annotations
 
+from ..decision import Reason
+from ..metrics import REJECTIONS
+
 __all__ = ["template_names"]
 
 # -- htables (shared memory, keyed by Call-ID unless said) -----------------------------------
@@ -99,6 +102,9 @@ ON_FAILURE = "ksr_failure_manage"
 ON_REPLY = "ksr_onreply_manage"
 ON_BRANCH = "ksr_branch_manage"
 DIALOG_TIMEOUT_ROUTE = "ksr_dialog_timeout"
+#: refusals of the native admission route: (code, reason phrase, tag)
+NODE_CPS, NODE_CALLS, NODE_OVERLOADED = Reason.NODE_CPS, Reason.NODE_CALLS, Reason.NODE_OVERLOADED
+REJECTIONS_METRIC = REJECTIONS.name
 
 
 def _inner(name: str) -> str:
