@@ -135,7 +135,7 @@ def test_python_exception_gets_500_and_next_call_works(clean_edge: Edge) -> None
     edge.redis.set(keys.trunk("broken"), "not a hash")
     edge.redis.incr(keys.VERSION)
     assert expect_reject(edge, CARRIER_A, DID) == (500, "Internal Server Error")
-    assert "exception in request route" in edge.log()
+    assert "edge: exception in initial INVITE" in edge.log()
     edge.redis.delete(keys.trunk("broken"))
     edge.redis.srem(keys.TRUNKS, "broken")
     edge.redis.incr(keys.VERSION)
