@@ -1096,7 +1096,10 @@ class Router:
                 store.release(plan.call_id)
                 KSR.sl.sl_reply_error()
                 return
-            KSR.pv.sets(START_AVP, f"{(self._now_ms or time.time() * 1000) / 1000:.3f}")
+            started_ms = self._now_ms or int(time.time() * 1000)
+            KSR.pv.sets(START_AVP, f"{started_ms / 1000:.3f}")
+            KSR.pv.seti(cs.START_S_AVP, started_ms // 1000)
+            KSR.pv.seti(cs.START_US_AVP, started_ms % 1000 * 1000)
             _count(metrics.CALLS_ATTEMPTED, *_hop_labels(plan))
             self._set_state(plan.call_id, self._plan_state(plan, {"cseq": _pv("$cs"), "start": self._now_ms, "cc": codecs}))
             self._send(plan, failure_route=False)
@@ -1123,7 +1126,10 @@ class Router:
                 # selects the trunk's own CA profile in tls.cfg, if it has one (routing/tlsprofiles.py)
                 KSR.pv.sets("$xavp(tls=>server_id)", target.trunk)
             KSR.pv.sets(PLAN_AVP, plan.dumps())
-            KSR.pv.sets(LABELS_AVP, "|".join(_hop_labels(plan)))
+            labels = _hop_labels(plan)
+            KSR.pv.sets(LABELS_AVP, "|".join(labels))
+            KSR.pv.sets(cs.HOP_DIRECTION_AVP, labels[0])
+            KSR.pv.sets(cs.HOP_TRUNK_AVP, labels[1])
             offer = self._hop_offer(plan)
             if isinstance(offer, Reject):
                 KSR.err(f"edge: rtpengine offer failed call-id={plan.call_id} flags={offer!r}\n")

@@ -15,7 +15,7 @@ No ``KSR`` here: the renderer imports this module.
 from __future__ import annotations
 
 from ..decision import Reason
-from ..metrics import REJECTIONS
+from ..metrics import POST_DIAL_DELAY, REJECTIONS
 
 __all__ = ["template_names"]
 
@@ -50,8 +50,13 @@ REPLY_DROP_AVP = "$avp(edge_reply_drop)"
 CSEQ_AVP = "$avp(edge_cseq)"
 #: when the initial INVITE arrived (epoch s, text), for post-dial delay and setup time
 START_AVP = "$avp(edge_t0)"
-#: metric labels of the hop being tried: "direction|trunk|agent"
+#: the same as two integers (epoch s and the microseconds in it), for the native post-dial delay
+START_S_AVP = "$avp(edge_t0s)"
+START_US_AVP = "$avp(edge_t0u)"
+#: metric labels of the hop being tried: "direction|trunk|agent", and its direction and trunk alone
 LABELS_AVP = "$avp(edge_mlabels)"
+HOP_DIRECTION_AVP = "$avp(edge_mdir)"
+HOP_TRUNK_AVP = "$avp(edge_mtrunk)"
 PDD_DONE_AVP = "$avp(edge_pdd)"
 ANSWERED_AVP = "$avp(edge_ans)"
 EARLY_MEDIA_AVP = "$avp(edge_early)"
@@ -105,6 +110,7 @@ DIALOG_TIMEOUT_ROUTE = "ksr_dialog_timeout"
 #: refusals of the native admission route: (code, reason phrase, tag)
 NODE_CPS, NODE_CALLS, NODE_OVERLOADED = Reason.NODE_CPS, Reason.NODE_CALLS, Reason.NODE_OVERLOADED
 REJECTIONS_METRIC = REJECTIONS.name
+PDD_METRIC = POST_DIAL_DELAY.name
 
 
 def _inner(name: str) -> str:
