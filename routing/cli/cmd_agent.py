@@ -6,9 +6,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import admin
-from ..dtmf import DtmfMode
-from ..model import Agent, DataError
+from routing.tables import admin
+from routing.call.dtmf import DtmfMode
+from routing.tables.model import Agent, DataError
 from .media_options import media_options, media_policy, media_rows
 from . import AppContext, emit_json, handle_errors, pass_app
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from .. import explain as explaining
-from ..decision import ROUTING_STAGES
-from ..render import runtime_settings
-from ..request import SipRequest
-from ..store import RedisStore
+from routing.call import explain as explaining
+from routing.call.decision import ROUTING_STAGES
+from routing.ops.render import runtime_settings
+from routing.call.request import SipRequest
+from routing.tables.store import RedisStore
 from . import AppContext, emit_json, fail, handle_errors, pass_app
 
 __all__ = ["explain", "format_explanation"]

@@ -48,9 +48,9 @@ from typing import Iterator
 import pytest
 import yaml
 
-from routing.settings import load_settings
-from routing.sipp import reject_uac_scenario, stop_all, uac, uas
-from routing.sipprobe import sip_options
+from routing.ops.settings import load_settings
+from tests.sipp import reject_uac_scenario, stop_all, uac, uas
+from routing.monitor.sipprobe import sip_options
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from routing import keys
+from routing.tables import keys
 
 from .conftest import AGENT_IP, CARRIER_A, DID, Edge
-from routing.sipp import reject_uac_scenario, uac, uas
+from tests.sipp import reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 AGENT_PORT = 5090
