@@ -44,7 +44,8 @@ from redis.retry import Retry
 
 from routing.errors import EdgeError
 from routing.tables import keys
-from routing.tables.model import Agent, Did, RouteEntry, Trunk
+from routing.tables.model import Did, RouteEntry
+from routing.tables.topology import Topology, read_topology
 
 __all__ = [
     "Topology",
@@ -73,14 +74,6 @@ class StaleTopology(EdgeError):
 #: bump ``edge:version`` and apply to the next call; a hand edit that does not bump it applies
 #: within this time.
 TOPOLOGY_MAX_AGE_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Topology:
-    """All trunks and agents, as needed to classify a request's source."""
-
-    trunks: dict[str, Trunk]
-    agents: dict[str, Agent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,33 +296,9 @@ class RedisStore:
             pipe.smembers(keys.AGENTS)
             pipe.get(keys.VERSION)
             trunk_names, agent_names, version = pipe.execute()
-            trunk_names, agent_names = sorted(trunk_names), sorted(agent_names)
-            pipe = self.client.pipeline(transaction=False)
-            for name in trunk_names:
-                pipe.hgetall(keys.trunk(name))
-                pipe.smembers(keys.trunk_cidrs(name))
-                pipe.hgetall(keys.trunk_gateways(name))
-            for name in agent_names:
-                pipe.hgetall(keys.agent(name))
-                pipe.lrange(keys.agent_uris(name), 0, -1)
-                pipe.smembers(keys.agent_cidrs(name))
-            rows = pipe.execute()
+            topology = read_topology(self.client, sorted(trunk_names), sorted(agent_names))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
-        trunks: dict[str, Trunk] = {}
-        agents: dict[str, Agent] = {}
-        pos = 0
-        for name in trunk_names:
-            fields, cidrs, gateways = rows[pos : pos + 3]
-            pos += 3
-            if fields or cidrs or gateways:
-                trunks[name] = Trunk.from_redis(name, fields, cidrs, gateways)
-        for name in agent_names:
-            fields, uris, cidrs = rows[pos : pos + 3]
-            pos += 3
-            if fields or uris or cidrs:
-                agents[name] = Agent.from_redis(name, fields, uris, cidrs)
-        topology = Topology(trunks=trunks, agents=agents)
         self._topology, self._version, self._loaded_at = topology, version, loaded_at
         return topology
 

@@ -381,7 +381,7 @@ def test_agent_removal_refused_while_bound(peers: redis.Redis) -> None:
 def test_concurrent_did_aborts_trunk_removal(peers: redis.Redis, redis_server, monkeypatch: pytest.MonkeyPatch) -> None:
     """A DID added between the integrity check and EXEC aborts the removal; the retry refuses it."""
     other = redis.Redis(*redis_server, decode_responses=True)
-    original = admin._routes_referencing
+    original = admin.trunks.routes_referencing
     calls = []
 
     def racing(client, pipe, trunk):
@@ -392,7 +392,7 @@ def test_concurrent_did_aborts_trunk_removal(peers: redis.Redis, redis_server, m
         calls.append(trunk)
         return found
 
-    monkeypatch.setattr(admin, "_routes_referencing", racing)
+    monkeypatch.setattr(admin.trunks, "routes_referencing", racing)
     with pytest.raises(DataError, match=r"still used by DIDs \+14155550199"):
         admin.remove_trunk(peers, "telnyx")
     other.close()
@@ -403,7 +403,7 @@ def test_concurrent_did_aborts_trunk_removal(peers: redis.Redis, redis_server, m
 
 def test_writes_give_up_after_repeated_conflicts(peers: redis.Redis, redis_server, monkeypatch: pytest.MonkeyPatch) -> None:
     other = redis.Redis(*redis_server, decode_responses=True)
-    original = admin._check_schema
+    original = admin.common._check_schema
     attempts = []
 
     def always_racing(pipe):
@@ -411,8 +411,8 @@ def test_writes_give_up_after_repeated_conflicts(peers: redis.Redis, redis_serve
         attempts.append(pipe)
         other.sadd(keys.TRUNKS, f"other{len(attempts)}")  # changes a watched key every attempt
 
-    monkeypatch.setattr(admin, "MAX_ATTEMPTS", 3)
-    monkeypatch.setattr(admin, "_check_schema", always_racing)
+    monkeypatch.setattr(admin.common, "MAX_ATTEMPTS", 3)
+    monkeypatch.setattr(admin.common, "_check_schema", always_racing)
     with pytest.raises(admin.ConflictError, match="3 attempts"):
         admin.put_did(peers, Did("+14155550100", "telnyx", "bot"))
     other.close()

@@ -183,7 +183,7 @@ def test_section_missing_from_the_file_is_never_pruned(redis_client: redis.Redis
 
 
 def test_apply_writes_everything_in_one_version_bump(redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(admin, "version_seed", lambda: 0)  # an empty database starts from the clock; here from 0
+    monkeypatch.setattr(admin.common, "version_seed", lambda: 0)  # an empty database starts from the clock; here from 0
     plan = tableset.apply_document(redis_client, tableset.parse_document(document(), "f.yaml"))
     assert plan.counts["add"] == 4
     assert redis_client.get(keys.VERSION) == "1"
