@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from routing.call.plan import CallPlan
 
-__all__ = ["Reject", "Relay", "Authenticate", "Decision", "Reason", "Step", "Trace", "STAGE_OF_TAG", "ROUTING_STAGES"]
+__all__ = ["Reject", "Relay", "Authenticate", "Decision", "Reason", "Step", "Trace", "STAGE_OF_TAG"]
 
 
 class Reason:
@@ -109,9 +109,8 @@ class Step:
     """One routing stage's result, for ``edgectl explain``.
 
     Attributes:
-        stage: ``acl``, ``auth``, ``direction``, ``did``, ``agent``, ``limits``, ``caller``,
-            ``targets`` (origination); ``acl``, ``number``, ``policy``, ``route``, ``limits``,
-            ``targets`` (termination).
+        stage: the name of a stage of :mod:`routing.call.pipeline` (``ENTRY``, ``ORIGINATION``,
+            ``TERMINATION``).
         ok: False when this stage refused the call.
         detail: what the stage looked at and found, one line.
     """
@@ -157,8 +156,3 @@ STAGE_OF_TAG = {
     "codecs_not_allowed": "media",
     "no_audio": "media",
 }
-
-#: Stages :func:`routing.call.pipeline.route_initial_invite` runs; a refusal at any other stage
-#: (media, failover, store, internal) comes after routing and a replay cannot repeat it.
-ROUTING_STAGES = frozenset({"registration", "acl", "auth", "direction", "did", "agent", "number", "policy", "route",
-                            "limits", "caller", "targets"})

@@ -1,28 +1,31 @@
-"""Routing of an initial INVITE as an ordered list of small stages.
+"""Routing of an initial INVITE as explicit ordered lists of named stages.
 
-Each stage either hands on a richer context or returns a :class:`Reject`;
-the last one admits the call (atomic concurrency leases) and returns a
-:class:`Relay` with the plan of targets.  Pure over a :class:`SipRequest` and
-a :class:`Store`: no ``KSR`` here.
+A stage is a :class:`Stage`: a name (the ``stage`` of ``edgectl explain``'s steps and of a
+refusal, :data:`~routing.call.decision.STAGE_OF_TAG`) and a function over the request's
+:class:`Call` context that either returns a :class:`~routing.call.decision.Decision`, which
+ends routing, or None after adding what it found to the context for the next stage.  Pure
+over a :class:`SipRequest` and a :class:`Store`: no ``KSR`` here.
 
-Origination (carrier -> agent): source ACL (or digest credentials, checked by
-the adapter when :class:`Authenticate` is returned) -> trunk direction -> DID ->
-agent -> admission (trunk + agent slots).
-
-Termination (agent -> carrier): source ACL -> destination number -> LCR
-(longest prefix, then rate, then priority; every gateway of every trunk) ->
-admission (agent slot, then the first trunk with a free slot).
+* :data:`ENTRY`: ``registration`` (a call to a contact the edge registered), ``acl`` (the
+  source address names a trunk or an agent) and ``auth`` (a digest trunk: the adapter
+  checks the credentials when :class:`Authenticate` is returned); they choose the direction.
+* :data:`ORIGINATION` (carrier -> agent): ``direction`` -> ``did`` -> ``agent`` -> ``limits``
+  (trunk + agent slots) -> ``caller`` -> ``targets``.
+* :data:`TERMINATION` (agent -> carrier): ``number`` -> ``policy`` -> ``route`` (LCR: longest
+  prefix, then rate, then priority; every gateway of every trunk) -> ``limits`` (agent slot,
+  then the first trunk with a free slot) -> ``targets``.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Callable
 from decimal import Decimal
 
 from routing.call.acl import classify_source
 from routing.call.cdr import COST_PLACES
 from routing.call.decision import Authenticate, Decision, Reason, Reject, Relay, Step, Trace
-from routing.tables.model import Agent, AuthMode, MediaPolicy, Trunk, format_increment
+from routing.tables.model import Agent, AuthMode, Did, MediaPolicy, RouteEntry, Trunk, format_increment
 from routing.call.numbers import NumberError, NumberFormat, from_uri_user
 from routing.call.plan import CallPlan, Target
 from routing.call.request import SipRequest
@@ -34,6 +37,12 @@ from routing.tables import keys
 from routing.call.registration import match_inbound
 
 __all__ = [
+    "Stage",
+    "Call",
+    "ENTRY",
+    "ORIGINATION",
+    "TERMINATION",
+    "ROUTING_STAGES",
     "route_initial_invite",
     "originate",
     "terminate",
@@ -95,8 +104,60 @@ def agent_media(agent: Agent, rt: RuntimeSettings) -> dict:
     return agent.media.over(MediaPolicy.from_json(rt.media_agent)).to_json()
 
 
+@dataclass(slots=True)
+class Call:
+    """What routing knows of the request so far; each stage reads it and adds to it.
+
+    Attributes:
+        req, store, rt: the request, the routing store and the node's runtime settings.
+        trace: the ``edgectl explain`` hook (a list of :class:`Step`), None on the call path.
+        topology: the trunks and agents read for this request.
+        direction: ``origination`` or ``termination`` once the entry stages chose it.
+        trunk, agent: the call's trunk and agent once known.
+        dialled: the Request-URI user (else the To user) as sent; ``number`` its E.164 form.
+        did: the DID found (origination).
+        caller: the caller's number as relayed (origination).
+        entries: the route entries of the longest matching prefix, cheapest first (termination).
+        targets: the call's targets in order; ``plan`` the admitted plan (termination).
+    """
+
+    req: SipRequest
+    store: Store
+    rt: RuntimeSettings
+    trace: Trace | None
+    topology: Topology
+    direction: str = ""
+    trunk: Trunk | None = None
+    agent: Agent | None = None
+    dialled: str = ""
+    number: str = ""
+    did: Did | None = None
+    caller: str = ""
+    entries: list[RouteEntry] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    plan: CallPlan | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One named routing stage: ``run(call)`` returns a decision that ends routing, or None to go on."""
+
+    name: str
+    run: Callable[[Call], Decision | None]
+
+
+def _run(stages: tuple[Stage, ...], call: Call) -> Decision:
+    """Run ``stages`` in order until one decides (the last stage of a list always does)."""
+    for stage in stages:
+        decision = stage.run(call)
+        if decision is not None:
+            return decision
+    raise AssertionError(f"no stage of {[s.name for s in stages]} decided")
+
+
 def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, trace: Trace | None = None) -> Decision:
-    """Decide an out-of-dialog INVITE.
+    """Decide an out-of-dialog INVITE: the :data:`ENTRY` stages, then :data:`ORIGINATION` or
+    :data:`TERMINATION`.
 
     The store's topology may be a worker's cached copy; every decision is checked against
     ``edge:version`` (by the DID/route read, or :meth:`Store.confirm` where there is none), and a
@@ -121,38 +182,67 @@ def route_initial_invite(req: SipRequest, store: Store, rt: RuntimeSettings, tra
 
 
 def _route(req: SipRequest, store: Store, rt: RuntimeSettings, trace: Trace | None) -> Decision:
-    topology = store.topology()
-    registered = match_inbound(req.ruri_user, req.src_ip, topology.trunks.values(), store.registrar_addresses)
-    if registered is not None:
-        # a call to the contact the edge registered: the DID is in To (RFC 3261 section 10.2.1)
-        if trace is not None:
-            trace.append(Step("registration", True, f"R-URI user {req.ruri_user} is the contact registered to trunk "
-                                                    f"{registered.name}, from {req.src_ip}: origination"))
-        return _confirmed(originate(replace(req, ruri_user=""), registered, topology, store, rt, trace), store)
-    peer = classify_source(req.src_ip, topology)
+    call = Call(req, store, rt, trace, store.topology())
+    for stage in ENTRY:
+        decision = stage.run(call)
+        if decision is not None:
+            return decision
+        if call.direction:
+            break
+    if call.direction == "origination":
+        assert call.trunk is not None
+        return _confirmed(originate(call.req, call.trunk, call.topology, store, rt, trace), store)
+    assert call.agent is not None
+    return _confirmed(terminate(call.req, call.agent, call.topology, store, rt, trace), store)
+
+
+def _registration(c: Call) -> Decision | None:
+    """A call to the contact the edge registered to a trunk, from that trunk: origination, the DID
+    taken from To (RFC 3261 section 10.2.1)."""
+    registered = match_inbound(c.req.ruri_user, c.req.src_ip, c.topology.trunks.values(), c.store.registrar_addresses)
+    if registered is None:
+        return None
+    if c.trace is not None:
+        c.trace.append(Step("registration", True, f"R-URI user {c.req.ruri_user} is the contact registered to trunk "
+                                                  f"{registered.name}, from {c.req.src_ip}: origination"))
+    c.req, c.trunk, c.direction = replace(c.req, ruri_user=""), registered, "origination"
+    return None
+
+
+def _acl(c: Call) -> Decision | None:
+    """The source address names a trunk or an agent (longest CIDR prefix, :func:`classify_source`)."""
+    peer = classify_source(c.req.src_ip, c.topology)
     if peer is None:
-        store.confirm()  # a refusal or a challenge must not rest on an outdated copy
-        if any(t.auth is AuthMode.DIGEST for t in topology.trunks.values()):
-            if trace is not None:
-                trace.append(Step("acl", True, f"source {req.src_ip} is in no CIDR; a digest trunk may call "
-                                               "from anywhere: its credentials decide"))
-            return Authenticate(trunk=None, topology=topology)  # a digest trunk may call from anywhere
-        if trace is not None:
-            trace.append(Step("acl", False, f"source {req.src_ip} is in no trunk's or agent's CIDRs"))
+        c.store.confirm()  # a refusal or a challenge must not rest on an outdated copy
+        if any(t.auth is AuthMode.DIGEST for t in c.topology.trunks.values()):
+            if c.trace is not None:
+                c.trace.append(Step("acl", True, f"source {c.req.src_ip} is in no CIDR; a digest trunk may call "
+                                                 "from anywhere: its credentials decide"))
+            return Authenticate(trunk=None, topology=c.topology)  # a digest trunk may call from anywhere
+        if c.trace is not None:
+            c.trace.append(Step("acl", False, f"source {c.req.src_ip} is in no trunk's or agent's CIDRs"))
         return Reject.of(Reason.SOURCE_NOT_ALLOWED)
-    if trace is not None:
+    if c.trace is not None:
         way = "origination" if peer.kind == "trunk" else "termination"
-        trace.append(Step("acl", True, f"source {req.src_ip} matches {peer.kind} {peer.name} ({peer.cidr}): {way}"))
+        c.trace.append(Step("acl", True, f"source {c.req.src_ip} matches {peer.kind} {peer.name} ({peer.cidr}): {way}"))
     if peer.kind == "trunk":
-        trunk = topology.trunks[peer.name]
-        if trunk.auth is not AuthMode.IP:
-            store.confirm()
-            if trace is not None:
-                trace.append(Step("auth", True, f"trunk {trunk.name} has auth {trunk.auth.value}: the call "
-                                                "is challenged (407) and needs the trunk's digest credentials"))
-            return Authenticate(trunk=trunk.name, topology=topology)
-        return _confirmed(originate(req, trunk, topology, store, rt, trace), store)
-    return _confirmed(terminate(req, topology.agents[peer.name], topology, store, rt, trace), store)
+        c.trunk = c.topology.trunks[peer.name]
+    else:
+        c.agent, c.direction = c.topology.agents[peer.name], "termination"
+    return None
+
+
+def _auth(c: Call) -> Decision | None:
+    """A trunk that authenticates by digest (``auth: digest`` or ``both``) is challenged first."""
+    assert c.trunk is not None
+    if c.trunk.auth is not AuthMode.IP:
+        c.store.confirm()
+        if c.trace is not None:
+            c.trace.append(Step("auth", True, f"trunk {c.trunk.name} has auth {c.trunk.auth.value}: the call "
+                                              "is challenged (407) and needs the trunk's digest credentials"))
+        return Authenticate(trunk=c.trunk.name, topology=c.topology)
+    c.direction = "origination"
+    return None
 
 
 def _confirmed(decision: Decision, store: Store) -> Decision:
@@ -179,7 +269,8 @@ def _with_user(uri: str, user: str) -> str:
 
 def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, rt: RuntimeSettings,
               trace: Trace | None = None) -> Decision:
-    """Carrier -> agent: find the DID's agent on this trunk and admit the call.
+    """Carrier -> agent (the :data:`ORIGINATION` stages): find the DID's agent on this trunk and
+    admit the call.
 
     The DID is the Request-URI user, else the To user, normalised with the
     trunk's number format.  A DID owned by another trunk is not found (a
@@ -189,48 +280,81 @@ def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, r
     Args:
         trace: see :func:`route_initial_invite`.
     """
-    return _refused(_originate(req, trunk, topology, store, rt, trace), "origination", trunk=trunk.name)
+    call = Call(req, store, rt, trace, topology, direction="origination", trunk=trunk)
+    return _refused(_run(ORIGINATION, call), "origination", trunk=trunk.name)
 
 
-def _originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, rt: RuntimeSettings,
-               trace: Trace | None) -> Decision:
+def _inbound_allowed(c: Call) -> Decision | None:
+    trunk = c.trunk
+    assert trunk is not None
     if not trunk.direction.allows_inbound:
-        if trace is not None:
-            trace.append(Step("direction", False, f"trunk {trunk.name} is {trunk.direction.value}-only"))
+        if c.trace is not None:
+            c.trace.append(Step("direction", False, f"trunk {trunk.name} is {trunk.direction.value}-only"))
         return Reject.of(Reason.INBOUND_NOT_ALLOWED)
-    if trace is not None:
-        trace.append(Step("direction", True, f"trunk {trunk.name} direction {trunk.direction.value} allows inbound"))
-    dialled = req.ruri_user or req.to_user
+    if c.trace is not None:
+        c.trace.append(Step("direction", True, f"trunk {trunk.name} direction {trunk.direction.value} allows inbound"))
+    return None
+
+
+def _did(c: Call) -> Decision | None:
+    trunk = c.trunk
+    assert trunk is not None
+    c.dialled = dialled = c.req.ruri_user or c.req.to_user
     try:
-        number = from_uri_user(dialled, trunk.number_format)
+        c.number = number = from_uri_user(dialled, trunk.number_format)
     except NumberError as exc:
-        if trace is not None:
-            trace.append(Step("did", False, f"{dialled!r} is not a number in trunk {trunk.name}'s format: {exc}"))
+        if c.trace is not None:
+            c.trace.append(Step("did", False, f"{dialled!r} is not a number in trunk {trunk.name}'s format: {exc}"))
         return Reject.of(Reason.DID_NOT_FOUND)
-    did = store.did(number)
+    c.did = did = c.store.did(number)
     if did is None or did.trunk != trunk.name:
-        if trace is not None:
+        if c.trace is not None:
             why = "is not provisioned" if did is None else f"belongs to trunk {did.trunk}, not {trunk.name}"
-            trace.append(Step("did", False, f"{dialled!r} -> {number}: the DID {why}"))
+            c.trace.append(Step("did", False, f"{dialled!r} -> {number}: the DID {why}"))
         return Reject.of(Reason.DID_NOT_FOUND)
-    agent = topology.agents.get(did.agent)
-    if trace is not None:
-        trace.append(Step("did", True, f"{dialled!r} -> {number}: DID of trunk {trunk.name}, agent {did.agent}"))
+    if c.trace is not None:
+        c.trace.append(Step("did", True, f"{dialled!r} -> {number}: DID of trunk {trunk.name}, agent {did.agent}"))
+    return None
+
+
+def _did_agent(c: Call) -> Decision | None:
+    assert c.did is not None
+    c.agent = agent = c.topology.agents.get(c.did.agent)
     if agent is None or not agent.uris:
-        if trace is not None:
-            trace.append(Step("agent", False, f"agent {did.agent} " + ("does not exist" if agent is None else "has no URIs")))
+        if c.trace is not None:
+            c.trace.append(Step("agent", False, f"agent {c.did.agent} " + ("does not exist" if agent is None else "has no URIs")))
         return Reject.of(Reason.AGENT_NOT_FOUND)
+    return None
+
+
+def _admit_origination(c: Call) -> Decision | None:
+    """One trunk slot and one agent slot, atomically."""
+    trunk, agent = c.trunk, c.agent
+    assert trunk is not None and agent is not None
     leases = [trunk_lease(trunk), agent_lease(agent)]
-    facts = {"direction": "origination", "trunk": trunk.name, "agent": agent.name, "number": number}
-    if req.received_ms:
-        facts["start_ms"] = str(req.received_ms)
-    admission = store.acquire(req.call_id, leases, rt.lease_ttl_s, facts=facts)
+    facts = {"direction": "origination", "trunk": trunk.name, "agent": agent.name, "number": c.number}
+    if c.req.received_ms:
+        facts["start_ms"] = str(c.req.received_ms)
+    admission = c.store.acquire(c.req.call_id, leases, c.rt.lease_ttl_s, facts=facts)
     if not admission.admitted:
-        return replace(limit_reject(admission, rt.retry_after_s), agent=agent.name)
+        return replace(limit_reject(admission, c.rt.retry_after_s), agent=agent.name)
+    return None
+
+
+def _caller(c: Call) -> Decision | None:
+    """The caller's number in the trunk's format (kept as sent when it is not one)."""
+    assert c.trunk is not None
     try:
-        caller = from_uri_user(req.from_user, trunk.number_format)
+        c.caller = from_uri_user(c.req.from_user, c.trunk.number_format)
     except NumberError:
-        caller = req.from_user
+        c.caller = c.req.from_user
+    return None
+
+
+def _agent_targets(c: Call) -> Decision:
+    """The agent's URIs in order, the DID as user part where a URI has none; the X-Edge headers."""
+    trunk, agent, rt, number = c.trunk, c.agent, c.rt, c.number
+    assert trunk is not None and agent is not None
     duration = max_duration(trunk, rt)
     billing = format_increment(trunk.billing_increment)
     media = agent_media(agent, rt)
@@ -239,20 +363,21 @@ def _originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, 
                dtmf=dtmf_mode(agent, rt), billing=billing, rate=str(trunk.inbound_rate or ""), media=media)
         for uri in agent.uris
     ]
-    plan = CallPlan(call_id=req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
-                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=caller,
+    plan = CallPlan(call_id=c.req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
+                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=c.caller,
                     caller_media=trunk_media(trunk, rt))
-    if trace is not None:
-        trace.append(Step("caller", True, f"From {req.from_user!r} -> {caller}"))
-        trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))
-    headers = {HDR_TRUNK: trunk.name, HDR_DID: number, HDR_CALLER: caller}
-    remove = headers_to_remove(req.header_names, trunk.x_headers, trunk.trust_identity)
+    if c.trace is not None:
+        c.trace.append(Step("caller", True, f"From {c.req.from_user!r} -> {c.caller}"))
+        c.trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))
+    headers = {HDR_TRUNK: trunk.name, HDR_DID: number, HDR_CALLER: c.caller}
+    remove = headers_to_remove(c.req.header_names, trunk.x_headers, trunk.trust_identity)
     return Relay(plan=plan, headers=headers, remove=tuple(remove))
 
 
 def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, rt: RuntimeSettings,
               trace: Trace | None = None) -> Decision:
-    """Agent -> carrier: least-cost routing over every trunk of the longest matching prefix.
+    """Agent -> carrier (the :data:`TERMINATION` stages): least-cost routing over every trunk of
+    the longest matching prefix.
 
     Trunks are ordered by rate, then route priority, then name; each trunk's
     gateways by priority, then weight.  Trunks that are missing, inbound-only
@@ -269,7 +394,8 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
     Args:
         trace: see :func:`route_initial_invite`.
     """
-    return _refused(_terminate(req, agent, topology, store, rt, trace), "termination", agent=agent.name)
+    call = Call(req, store, rt, trace, topology, direction="termination", agent=agent)
+    return _refused(_run(TERMINATION, call), "termination", agent=agent.name)
 
 
 def spend_refusal(trunk: Trunk, spent_micros: int) -> Reject | None:
@@ -281,36 +407,51 @@ def spend_refusal(trunk: Trunk, spent_micros: int) -> Reject | None:
     return Reject(code, f"{phrase}: {trunk.name}", tag, trunk=trunk.name)
 
 
-def _terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, rt: RuntimeSettings,
-               trace: Trace | None) -> Decision:
-    dialled = req.ruri_user or req.to_user
+def _destination(c: Call) -> Decision | None:
+    """The dialled destination as E.164 (the default number format)."""
+    c.dialled = dialled = c.req.ruri_user or c.req.to_user
     try:
-        number = from_uri_user(dialled, NumberFormat())
+        c.number = from_uri_user(dialled, NumberFormat())
     except NumberError as exc:
-        if trace is not None:
-            trace.append(Step("number", False, f"{dialled!r} is not an E.164 destination: {exc}"))
+        if c.trace is not None:
+            c.trace.append(Step("number", False, f"{dialled!r} is not an E.164 destination: {exc}"))
         return Reject.of(Reason.BAD_NUMBER)
-    if trace is not None:
-        trace.append(Step("number", True, f"{dialled!r} -> {number}"))
-    if not destination_allowed(number, agent.allow_prefixes, (*rt.blocked_prefixes, *agent.deny_prefixes)):
-        if trace is not None:
-            trace.append(Step("policy", False, f"{number} is blocked for agent {agent.name} (policy.blocked_prefixes "
-                                               "or the agent's allow/deny prefixes)"))
+    if c.trace is not None:
+        c.trace.append(Step("number", True, f"{dialled!r} -> {c.number}"))
+    return None
+
+
+def _agent_policy(c: Call) -> Decision | None:
+    """The node's blocked prefixes and the agent's allow/deny prefixes (toll-fraud guardrails)."""
+    agent = c.agent
+    assert agent is not None
+    if not destination_allowed(c.number, agent.allow_prefixes, (*c.rt.blocked_prefixes, *agent.deny_prefixes)):
+        if c.trace is not None:
+            c.trace.append(Step("policy", False, f"{c.number} is blocked for agent {agent.name} (policy.blocked_prefixes "
+                                                 "or the agent's allow/deny prefixes)"))
         return Reject.of(Reason.DESTINATION_NOT_ALLOWED)
-    capped = [t.name for t in topology.trunks.values() if t.daily_spend_cap is not None]
-    found, down, spent = store.route_lookup(number, capped)
-    entries = sorted(found, key=lambda e: (e.rate, e.priority, e.trunk))
+    return None
+
+
+def _least_cost_routes(c: Call) -> Decision | None:
+    """The longest prefix's route entries (one round trip with the down gateways and the spend of
+    capped trunks), each trunk's guardrails, then every usable gateway as a target."""
+    agent, number, rt, trace = c.agent, c.number, c.rt, c.trace
+    assert agent is not None
+    capped = [t.name for t in c.topology.trunks.values() if t.daily_spend_cap is not None]
+    found, down, spent = c.store.route_lookup(number, capped)
+    c.entries = entries = sorted(found, key=lambda e: (e.rate, e.priority, e.trunk))
     if trace is not None:
         trace.append(Step("policy", True, f"{number} allowed for agent {agent.name}"))
         prefix = entries[0].prefix if entries else None
         offered = ", ".join(f"{e.trunk} (rate {e.rate}, priority {e.priority})" for e in entries)
         trace.append(Step("route", bool(entries), f"longest prefix {prefix}: {offered}" if entries
                           else f"no route prefix matches {number}"))
-    targets: list[Target] = []
+    targets = c.targets
     refusal: Reject | None = None
     skipped_down = False
     for entry in entries:
-        trunk = topology.trunks.get(entry.trunk)
+        trunk = c.topology.trunks.get(entry.trunk)
         if trunk is None or not trunk.direction.allows_outbound:
             if trace is not None:
                 trace.append(Step("route", False, f"trunk {entry.trunk} skipped: "
@@ -354,24 +495,66 @@ def _terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, 
         if skipped_down:
             return Reject.of(Reason.GATEWAYS_DOWN, rt.retry_after_s)
         return refusal or Reject.of(Reason.NO_ROUTE)
-    facts = {"direction": "termination", "agent": agent.name, "number": number}
-    if req.received_ms:
-        facts["start_ms"] = str(req.received_ms)
-    admission = store.acquire(req.call_id, [agent_lease(agent)], rt.lease_ttl_s, facts=facts)
+    return None
+
+
+def _admit_termination(c: Call) -> Decision | None:
+    """The agent's slot, then the first target whose trunk has a free slot (full trunks skipped)."""
+    agent, rt = c.agent, c.rt
+    assert agent is not None
+    facts = {"direction": "termination", "agent": agent.name, "number": c.number}
+    if c.req.received_ms:
+        facts["start_ms"] = str(c.req.received_ms)
+    admission = c.store.acquire(c.req.call_id, [agent_lease(agent)], rt.lease_ttl_s, facts=facts)
     if not admission.admitted:
         return limit_reject(admission, rt.retry_after_s)
-    plan = CallPlan(call_id=req.call_id, direction="termination", targets=targets, agent=agent.name,
-                    retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(agent, rt), number=number,
-                    caller=req.from_user, caller_media=agent_media(agent, rt))
-    if plan.advance(store, rt.lease_ttl_s, start=0) is None:
-        store.release(req.call_id)
+    c.plan = plan = CallPlan(call_id=c.req.call_id, direction="termination", targets=c.targets, agent=agent.name,
+                             retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(agent, rt), number=c.number,
+                             caller=c.req.from_user, caller_media=agent_media(agent, rt))
+    if plan.advance(c.store, rt.lease_ttl_s, start=0) is None:
+        c.store.release(c.req.call_id)
         assert plan.full is not None
         code, reason, tag, retry = plan.full
         return Reject(code, reason, tag, retry, trunk=plan.targets[-1].trunk or "")
-    if trace is not None:
-        trace.append(Step("targets", True, "carriers in order: " + ", ".join(t.label for t in plan.targets[plan.index:])))
-    remove = headers_to_remove(req.header_names, agent.x_headers, agent.trust_identity)
+    return None
+
+
+def _carrier_targets(c: Call) -> Decision:
+    """Relay along the admitted plan; the agent's header policy."""
+    plan, agent = c.plan, c.agent
+    assert plan is not None and agent is not None
+    if c.trace is not None:
+        c.trace.append(Step("targets", True, "carriers in order: " + ", ".join(t.label for t in plan.targets[plan.index:])))
+    remove = headers_to_remove(c.req.header_names, agent.x_headers, agent.trust_identity)
     return Relay(plan=plan, headers={}, remove=tuple(remove))
+
+
+#: The stages every initial INVITE meets first; they choose the direction (or decide).
+ENTRY: tuple[Stage, ...] = (
+    Stage("registration", _registration),
+    Stage("acl", _acl),
+    Stage("auth", _auth),
+)
+#: Carrier -> agent, in order.
+ORIGINATION: tuple[Stage, ...] = (
+    Stage("direction", _inbound_allowed),
+    Stage("did", _did),
+    Stage("agent", _did_agent),
+    Stage("limits", _admit_origination),
+    Stage("caller", _caller),
+    Stage("targets", _agent_targets),
+)
+#: Agent -> carrier, in order.
+TERMINATION: tuple[Stage, ...] = (
+    Stage("number", _destination),
+    Stage("policy", _agent_policy),
+    Stage("route", _least_cost_routes),
+    Stage("limits", _admit_termination),
+    Stage("targets", _carrier_targets),
+)
+#: Every stage :func:`route_initial_invite` runs; a refusal at any other stage (media, failover,
+#: store, internal) comes after routing, and a replay (``edgectl explain``) cannot repeat it.
+ROUTING_STAGES = frozenset(stage.name for stage in (*ENTRY, *ORIGINATION, *TERMINATION))
 
 
 def check_transfer(target_user: str, agent_name: str, trunk_name: str, store: Store, rt: RuntimeSettings,

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from routing.call import explain as explaining
-from routing.call.decision import ROUTING_STAGES
+from routing.call.pipeline import ROUTING_STAGES
 from routing.ops.render import runtime_settings
 from routing.call.request import SipRequest
 from routing.tables.store import RedisStore

@@ -12,6 +12,7 @@ from routing.tables import keys
 from routing.call.decision import Reject, Relay
 from routing.tables.model import Agent, Did, Direction, Gateway, RouteEntry, Transport, Trunk
 from routing.call.numbers import NumberFormat
+from routing.call import pipeline
 from routing.call.pipeline import HDR_CALLER, HDR_DID, HDR_TRUNK, route_initial_invite
 from routing.call.request import SipRequest
 from routing.ops.runtime import RuntimeSettings
@@ -522,3 +523,27 @@ def test_plans_carry_number_caller_and_start_time() -> None:
     assert isinstance(decision, Relay)
     assert (decision.plan.number, decision.plan.caller) == ("+14155550100", "+12125550123")
     assert store.acquired[0]["facts"]["start_ms"] == "1234"
+
+
+# -- the stage lists ------------------------------------------------------------------
+
+
+def test_the_stage_lists_name_their_stages_in_order() -> None:
+    assert [s.name for s in pipeline.ENTRY] == ["registration", "acl", "auth"]
+    assert [s.name for s in pipeline.ORIGINATION] == ["direction", "did", "agent", "limits", "caller", "targets"]
+    assert [s.name for s in pipeline.TERMINATION] == ["number", "policy", "route", "limits", "targets"]
+    assert pipeline.ROUTING_STAGES == {s.name for s in (*pipeline.ENTRY, *pipeline.ORIGINATION, *pipeline.TERMINATION)}
+
+
+@pytest.mark.parametrize("src, ruri_user, stages", [
+    (CARRIER_IP, "+14155550100", ["acl", "direction", "did", "caller", "targets"]),
+    (CARRIER_IP, "+14155550111", ["acl", "direction", "did", "agent"]),
+    (AGENT_IP, "+14155550100", ["acl", "number", "policy", "route"]),
+])
+def test_the_trace_follows_the_stage_lists(src: str, ruri_user: str, stages: list[str]) -> None:
+    """The steps come in the order of the lists (``limits`` steps are the dry-run store's own)."""
+    trace: list = []
+    route_initial_invite(invite(src, ruri_user), make_store(), RT, trace)
+    assert [step.stage for step in trace] == stages
+    order = [s.name for s in (*pipeline.ENTRY, *pipeline.ORIGINATION, *pipeline.TERMINATION)]
+    assert all(order.index(a) <= order.index(b) for a, b in zip(stages, stages[1:]))
