@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from routing.call import explain as explaining
+from routing.tables import calls, dryrun
 from routing.call.pipeline import ROUTING_STAGES
 from routing.ops.render import runtime_settings
 from routing.call.request import SipRequest
@@ -102,7 +103,7 @@ def explain(app: AppContext, call_id: str | None, source: str | None, ruri: str 
         req = SipRequest(method="INVITE", call_id="edgectl-explain", src_ip=host, src_port=port, proto="udp",
                          ruri_user=_user(ruri), to_user=_user(ruri), from_user=_user(from_) if from_ else "",
                          auth_user=auth_user)
-        result = explaining.explain_request(store, rt, req)
+        result = dryrun.explain_request(store, rt, req)
         if as_json:
             emit_json({"request": {"source": f"{host}:{port}", "ruri": req.ruri_user, "from": req.from_user},
                        **result.as_dict()})
@@ -114,9 +115,9 @@ def explain(app: AppContext, call_id: str | None, source: str | None, ruri: str 
         return
 
     assert call_id is not None
-    record = explaining.read_record(client, call_id)
-    active = explaining.active_call(client, call_id)
-    cdrs = explaining.call_records(client, call_id)
+    record = calls.read_record(client, call_id)
+    active = calls.active_call(client, call_id)
+    cdrs = calls.call_records(client, call_id)
     if record is None and active is None and not cdrs:
         raise fail(f"no record of call-id {call_id!r}: not refused in the last {rt.trace_ttl_s} s "
                    "(diagnostics.trace_ttl_s), not in progress, and no call record (cdr.retention_days)")
@@ -135,7 +136,7 @@ def explain(app: AppContext, call_id: str | None, source: str | None, ruri: str 
         lines.append(f"  answer:  {record['code']} {record['reason']} [{record['tag']}] at stage {record['stage'] or '-'}")
         if record.get("tried"):
             lines.append("  tried:   " + ", ".join(record["tried"]))
-        replay = explaining.explain_request(store, rt, explaining.replay_request(record, call_id))
+        replay = dryrun.explain_request(store, rt, explaining.replay_request(record, call_id))
         out["replay"] = replay.as_dict()
         lines.append("the same request through the current tables (dry run):")
         lines += format_explanation(replay)

@@ -1,7 +1,11 @@
-"""Read-only view of the calls holding concurrency slots (for ``edgectl calls`` and tests)."""
+"""Read-only views of calls in redis: the calls holding concurrency slots (``edgectl calls`` and
+tests), and what ``edgectl explain`` shows of one Call-ID (its recorded refusal, its live facts,
+its call records)."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from typing import Any
 
@@ -9,7 +13,7 @@ import redis
 
 from routing.tables import keys
 
-__all__ = ["active_calls", "lease_counts", "call_view"]
+__all__ = ["active_calls", "lease_counts", "call_view", "read_record", "active_call", "call_records"]
 
 
 def lease_counts(client: redis.Redis) -> dict[str, int]:
@@ -74,3 +78,42 @@ def active_calls(client: redis.Redis) -> dict[str, Any]:
         calls.append({"call_id": call_id, "node": node, **facts, **call_view(facts, int(time.time() * 1000))})
     calls.sort(key=lambda c: c["call_id"])
     return {"counts": rows, "calls": calls}
+
+
+def read_record(client: redis.Redis, call_id: str) -> dict[str, Any] | None:
+    """The recorded refusal of ``call_id``, or None (never refused, or older than its TTL)."""
+    text = client.get(keys.trace(call_id))
+    return json.loads(text) if text else None
+
+
+def _glob(text: str) -> str:
+    """``text`` with redis MATCH wildcards escaped."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def call_records(client: redis.Redis, call_id: str) -> list[dict[str, Any]]:
+    """The call records (``edge:cdr:{node}:{call-id}:{cseq}``, :mod:`routing.call.cdr`) of ``call_id``, oldest first.
+
+    One SCAN over the records kept (``cdr.retention_days``): an ops-tool cost, never on the call path.
+    """
+    found = []
+    for key in client.scan_iter(match=keys.cdr(f"*:{_glob(call_id)}:*"), count=1000):
+        text = client.get(key)
+        if text:
+            record = json.loads(text)
+            if record.get("call_id") == call_id:
+                found.append(record)
+    return sorted(found, key=lambda r: (r.get("start_ms") or 0, str(r.get("cseq"))))
+
+
+def active_call(client: redis.Redis, call_id: str) -> dict[str, str] | None:
+    """Facts of ``call_id`` while it holds slots (``edge:call:{node}:{call-id}`` on any node), else None."""
+    pattern = keys.call("*", _glob(call_id))
+    prefix = keys.call("", "")[:-1]  # "edge:call:"
+    for key in client.scan_iter(match=pattern, count=1000):
+        node = key[len(prefix):-len(call_id) - 1]
+        facts = client.hgetall(key)
+        if not facts or "fenced" in facts:
+            continue  # released, or a fence left after an abandoned admission (no call)
+        return {"node": node, **{k: v for k, v in facts.items() if not k.startswith("lease:")}}
+    return None
