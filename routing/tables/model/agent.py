@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from routing.call.dtmf import DtmfMode
 from routing.tables import keys
 from routing.tables.model.fields import (
-    DataError,
     parse_cidr,
     parse_header_names,
     parse_prefixes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from routing.tables.model.fields import CODECS, DataError, parse_codecs, SilenceFill, SrtpMode, _bool, _int
+from routing.tables.model.fields import DataError, SilenceFill, SrtpMode, _bool, _int, parse_codecs
 
 __all__ = ["MediaPolicy"]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from routing.tables import keys
-from routing.tables.model.fields import DataError, format_params, parse_params, parse_rate, _int
+from routing.tables.model.fields import _int, format_params, parse_params, parse_rate
 
 __all__ = ["RouteEntry"]
 
