@@ -177,7 +177,7 @@ class Edge:
         client = self.redis()
         shas = {}
         for name in ("lease", "release", "call_update", "finish", "cdr_add", "media"):
-            text = (self.src / "routing" / "lua" / f"{name}.lua").read_text()
+            text = (self.src / "routing" / "tables" / "lua" / f"{name}.lua").read_text()
             shas[name] = client.script_load(text)
             assert shas[name] == hashlib.sha1(text.encode()).hexdigest()
         return shas
