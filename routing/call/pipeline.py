@@ -327,14 +327,20 @@ def _did_agent(c: Call) -> Decision | None:
     return None
 
 
+def _call_facts(c: Call, **facts: str) -> dict[str, str]:
+    """The facts an admitted call keeps in its call hash (``edge:call:{node}:{call-id}``), with
+    ``start_ms`` (when the edge received the INVITE, epoch ms) when known."""
+    if c.req.received_ms:
+        facts["start_ms"] = str(c.req.received_ms)
+    return facts
+
+
 def _admit_origination(c: Call) -> Decision | None:
     """One trunk slot and one agent slot, atomically."""
     trunk, agent = c.trunk, c.agent
     assert trunk is not None and agent is not None
     leases = [trunk_lease(trunk), agent_lease(agent)]
-    facts = {"direction": "origination", "trunk": trunk.name, "agent": agent.name, "number": c.number}
-    if c.req.received_ms:
-        facts["start_ms"] = str(c.req.received_ms)
+    facts = _call_facts(c, direction="origination", trunk=trunk.name, agent=agent.name, number=c.number)
     admission = c.store.acquire(c.req.call_id, leases, c.rt.lease_ttl_s, facts=facts)
     if not admission.admitted:
         return replace(limit_reject(admission, c.rt.retry_after_s), agent=agent.name)
@@ -502,9 +508,7 @@ def _admit_termination(c: Call) -> Decision | None:
     """The agent's slot, then the first target whose trunk has a free slot (full trunks skipped)."""
     agent, rt = c.agent, c.rt
     assert agent is not None
-    facts = {"direction": "termination", "agent": agent.name, "number": c.number}
-    if c.req.received_ms:
-        facts["start_ms"] = str(c.req.received_ms)
+    facts = _call_facts(c, direction="termination", agent=agent.name, number=c.number)
     admission = c.store.acquire(c.req.call_id, [agent_lease(agent)], rt.lease_ttl_s, facts=facts)
     if not admission.admitted:
         return limit_reject(admission, rt.retry_after_s)
