@@ -1,39 +1,32 @@
 """The Kamailio side of byoc-edge: the only module that imports ``KSR``.
 
-Loaded by ``app_python3`` through ``kamailio/edge.py``.  It reads each request
-into a :class:`~routing.request.SipRequest`, asks :mod:`routing.pipeline` for a
-decision and applies it: replies, record-routing, rtpengine media anchoring,
-dialog tracking and serial failover in the failure route.
+Loaded by ``app_python3`` through ``kamailio/edge.py``.  Kamailio runs a native configuration
+(``templates/kamailio.cfg.j2`` and ``templates/kamailio.routes.j2``): its routes screen, admit,
+absorb retransmissions and relay what needs no decision, and call this plugin with
+``python_exec`` where a decision is made.  Entries (each behind the :func:`_entry` guard, or
+catching at its top: an exception is logged once and answered 500):
 
-Kamailio callbacks (names are also used in ``templates/kamailio.cfg.j2``):
+* ``ksr_initial_invite``: an initial INVITE; asks :mod:`routing.pipeline` and relays (record-route,
+  dialog, the hop's rtpengine offer flags for the native branch route, failover on failure).
+* ``ksr_register``, ``ksr_refuse(what)``, ``ksr_flood``: REGISTER, a refusal the native route
+  decided, a source pike flagged.
+* ``ksr_in_dialog``: an in-dialog request carrying SDP or a header under policy, a REFER, an INFO.
+* ``ksr_renumber``, ``ksr_edge_request``, ``ksr_dtmf_started``: CSeq renumbering of calls whose
+  digits the edge sends as INFO, the edge's own INFO/BYE looping through it, the ACK of such a call.
+* ``ksr_onreply_manage(msg)``: replies (but 100) of relayed INVITEs (``t_on_reply``).
+* ``ksr_failure_manage(msg)``: a branch failed (``t_on_failure``).
+* ``ksr_dialog_event(msg, event)``: ``event_route[dialog:end|failed]`` and the dialog's timeout
+  route: final media statistics, slots released, call record.
+* ``ksr_call_clock``, ``ksr_dtmf_log``, ``ksr_registration_sync``: rtimer routes.
+* ``ksr_xhttp_event(msg)``: ``event_route[xhttp:request]``: the Prometheus metrics (xhttp_prom).
 
-* ``ksr_request_route(msg)``: every request.
-* ``ksr_onreply_manage(msg)``: replies of relayed INVITEs (armed with ``t_on_reply``).
-* ``ksr_branch_manage(msg)``: each outgoing INVITE branch (armed with ``t_on_branch``): the
-  rtpengine offer with the media policy of that hop (:mod:`routing.media`).
-* ``ksr_failure_manage(msg)``: a branch failed (armed with ``t_on_failure``).
-* ``ksr_dialog_event(msg, event)``: dialog module ``event_callback``; releases
-  concurrency slots on ``dialog:end`` and ``dialog:failed``.
-* ``ksr_call_clock(msg, event)``: rtimer, once a second; ends answered calls past
-  their maximum duration (the dialog module's own timer is only a backstop: in
-  5.6.3 its timeout BYE can race with the ACK and leave the dialog unreleased).
-* ``ksr_dtmf_log(msg, event)``: rtimer, five times a second; records the DTMF digits
-  rtpengine reports seeing in the media (``dtmf.log_port``) with their calls, and sends
-  each one as a SIP INFO on the sender's behalf toward a side in ``info`` mode.
-* ``ksr_registration_sync(msg, event)``: rtimer, every ``registration.sync_interval_s``;
-  keeps the ``uac`` module's registrations equal to the registration trunks in
-  redis and publishes their state (``edge:reg:{trunk}:{node}``).
-* ``ksr_reply_route(msg)``: every reply received; notes the final replies to the
-  edge's own REGISTERs (the ``uac`` module does not keep their code).
-* ``ksr_xhttp_event(msg, event)``: xhttp module ``event_callback``; serves the
-  Prometheus metrics (xhttp_prom) on the metrics listener only.
+Names of the per-call state shared with the native routes live in
+:mod:`routing.kamailio.callstate`.  Metrics (names and labels in :mod:`routing.metrics`) are
+counted in shared memory by xhttp_prom, so every worker adds to the same series.
 
-Metrics (names and labels in :mod:`routing.metrics`) are counted in shared memory
-by xhttp_prom, so every worker adds to the same series.
-
-Rules from app_python3 (Kamailio 5.6): an exception escaping a route leaves the
-request unanswered, so every entry point catches and answers 500; redis clients
-are opened per worker in :meth:`Router.child_init`, after the fork.
+Rules from app_python3 (Kamailio 5.6): an exception escaping a route leaves the request
+unanswered, so every entry catches and answers 500; redis clients are opened per worker in
+:meth:`Router.child_init`, after the fork.
 """
 
 from __future__ import annotations
@@ -52,6 +45,8 @@ import KSR  # type: ignore[import-not-found]
 from routing.call.explain import refusal_record
 from routing.call import cseq, dtmf, media, metrics, pipeline, quality, registration
 from routing.ops import runtime
+from routing.kamailio import callstate as cs
+import functools
 from routing.call import sides as netsides
 from routing.ngclient import NgClient, NgError
 from routing.call.cdr import CallFacts, build_record, sdp_codecs
@@ -64,95 +59,44 @@ from routing.tables.model import AuthMode, DataError, MediaPolicy, Trunk
 from routing.ops.secrets import SecretBox, SecretError
 from routing.call.plan import CallPlan, final_response, should_fail_over
 from routing.call.headers import IDENTITY_HEADERS, canonical, header_names, headers_to_remove, in_dialog_policy
-from routing.call.request import SipRequest
+from routing.call.request import SipRequest, telephone_user
 from routing.call.acl import classify_source
 from routing.tables.store import RedisStore, StoreUnavailable, Topology, connect
 
-__all__ = ["Router", "mod_init", "ON_FAILURE", "ON_REPLY", "DIALOG_EVENT"]
+__all__ = ["Router", "mod_init", "ON_FAILURE", "ON_REPLY"]
 
-ON_FAILURE = "ksr_failure_manage"
-ON_REPLY = "ksr_onreply_manage"
-ON_BRANCH = "ksr_branch_manage"
-DIALOG_EVENT = "ksr_dialog_event"
-
-BAN_TABLE = "ipban"
-AUTH_FAIL_TABLE = "authfail"
-DEADLINE_TABLE = "deadline"
+ON_FAILURE, ON_REPLY, DIALOG_TIMEOUT_ROUTE = cs.ON_FAILURE, cs.ON_REPLY, cs.DIALOG_TIMEOUT_ROUTE
+ON_BRANCH = cs.ON_BRANCH
+BAN_TABLE, AUTH_FAIL_TABLE, DEADLINE_TABLE, MEDIA_TABLE = cs.BAN_TABLE, cs.AUTH_FAIL_TABLE, cs.DEADLINE_TABLE, cs.MEDIA_TABLE
+CDR_TABLE, REG_REPLY_TABLE, DTMF_CALL_TABLE, CSEQ_TABLE = cs.CDR_TABLE, cs.REG_REPLY_TABLE, cs.DTMF_CALL_TABLE, cs.CSEQ_TABLE
+PLAN_AVP, OFFER_AVP, MEDIA_ERROR_AVP, REPLY_DROP_AVP, CSEQ_AVP = (
+    cs.PLAN_AVP, cs.OFFER_AVP, cs.MEDIA_ERROR_AVP, cs.REPLY_DROP_AVP, cs.CSEQ_AVP)
+START_AVP, LABELS_AVP, PDD_DONE_AVP, ANSWERED_AVP = cs.START_AVP, cs.LABELS_AVP, cs.PDD_DONE_AVP, cs.ANSWERED_AVP
+EARLY_MEDIA_AVP, EARLY_REFUSED_AVP = cs.EARLY_MEDIA_AVP, cs.EARLY_REFUSED_AVP
+DIRECTION_AVP, MEDIA_AVP, DTMF_AVP, FROM_CALLER_AVP, REQ_SDP_AVP = (
+    cs.DIRECTION_AVP, cs.MEDIA_AVP, cs.DTMF_AVP, cs.FROM_CALLER_AVP, cs.REQ_SDP_AVP)
+EDGE_HANGUP_AVP = cs.EDGE_HANGUP_AVP
+DIRECTION_VAR, MAX_DURATION_VAR, RTP_TIMEOUT_VAR, MEDIA_VAR, DTMF_VAR = (
+    cs.DIRECTION_VAR, cs.MAX_DURATION_VAR, cs.RTP_TIMEOUT_VAR, cs.MEDIA_VAR, cs.DTMF_VAR)
+EDGE_INFO_HEADER, EDGE_SOCKET_HEADER, MEDIA_REFUSED, MAX_FORWARDS = (
+    cs.EDGE_INFO_HEADER, cs.EDGE_SOCKET_HEADER, cs.MEDIA_REFUSED, cs.MAX_FORWARDS)
 CLEANUP = "cleanup"
 CLEANUP_GRACE_S = 3
 CLOCK_ITERATOR = "edgeclock"
-#: htable of the media watchdog: call-id -> "next check:rtp timeout s:answered at:caller from-tag"
-MEDIA_TABLE = "mediawatch"
 MEDIA_ITERATOR = "edgemedia"
-#: the call's RTP inactivity timeout (s), from both sides' media policies (routing.media.rtp_timeout_s)
-RTP_TIMEOUT_VAR = "$dlg_var(edge_rtp_timeout)"
 #: sources whose trust is remembered per topology copy before the memo starts over
 TRUST_MEMO_SIZE = 4096
 #: how long (s) a call whose admission timed out stays fenced in redis (routing/lua/release.lua)
 ADMISSION_FENCE_S = 10
-#: htable: To URI of the edge's REGISTERs -> "code|reason|epoch" of the last final reply
-REG_REPLY_TABLE = "regreply"
-#: per-call facts for the call record (JSON by Call-ID), from the relay until the record is written
-CDR_TABLE = "cdr"
 #: the spool of unwritten call records is replayed at most this often (s), by the call clock
 REPLAY_EVERY_S = 2.0
 TRUST_CACHE_S = 1.0
-PLAN_AVP = "$avp(edge_plan)"
-#: the call's direction (origination or termination), for the in-dialog header policy
-DIRECTION_VAR = "$dlg_var(edge_dir)"
-#: the call's direction copied into each transaction, so its reply route names rtpengine's interfaces
-DIRECTION_AVP = "$avp(edge_dir)"
-#: a trunk's max_duration_s, applied to the dialog timer by the first ACK (the call is answered)
-MAX_DURATION_VAR = "$dlg_var(edge_max_dur)"
 _REALM = re.compile(r'realm="([^"]*)"', re.I)
 _URI_IN_BRACKETS = re.compile(r"<([^>]+)>")
 _URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+(?:;[^@>\s]*)?)(?:@|>|$)", re.I)
-EARLY_MEDIA_AVP = "$avp(edge_early)"
-#: when the initial INVITE arrived (epoch s, text), for post-dial delay and setup time
-START_AVP = "$avp(edge_t0)"
-#: metric labels of the hop being tried: "direction|trunk|agent"
-LABELS_AVP = "$avp(edge_mlabels)"
-PDD_DONE_AVP = "$avp(edge_pdd)"
-ANSWERED_AVP = "$avp(edge_ans)"
 RTPENGINE_FLAGS = media.BASE_FLAGS
-#: set by the branch route when rtpengine did not take the offer
-MEDIA_ERROR_AVP = "$avp(edge_media_err)"
-#: the call's two media policies ({"caller": ..., "callee": ...}, MediaPolicy.to_json form) for re-INVITEs
-MEDIA_VAR = "$dlg_var(edge_media)"
-#: the same, copied into each INVITE/UPDATE transaction so its reply route can bring an offer in a
-#: reply (delayed offer) into policy
-MEDIA_AVP = "$avp(edge_media)"
-#: call-record state key: a delayed offer or its answer broke a policy after the 2xx; the call is ended
-#: at its ACK with this [code, reason, tag] as the BYEs' Reason
-MEDIA_REFUSED = "media_refused"
-#: set on an initial INVITE's transaction when a reliable 18x (RFC 3262) broke the media policy: the
-#: branch is cancelled and the failure route answers the caller with this ``[code, reason, tag]``
-EARLY_REFUSED_AVP = "$avp(edge_early_refused)"
-#: DTMF modes of the call, ``"{caller},{callee}"`` (routing.dtmf), kept with the dialog
-DTMF_VAR = "$dlg_var(edge_dtmf)"
-#: the same, copied into each transaction so its reply route sees it
-DTMF_AVP = "$avp(edge_dtmf)"
-#: 1 when the transaction's request came from the caller (the dialog's From side)
-FROM_CALLER_AVP = "$avp(edge_from_caller)"
-#: 1 when the transaction's request carried SDP (then an SDP in its reply is an answer, else an offer)
-REQ_SDP_AVP = "$avp(edge_req_sdp)"
-#: htable: call-id -> "{caller from-tag},{caller mode},{callee mode}" of answered calls (DTMF log)
-DTMF_CALL_TABLE = "dtmfcall"
-#: htable: call-id -> routing.cseq.CseqMap of answered calls whose digits the edge sends as SIP INFO on
-#: one side's behalf (routing.dtmf.info_needed): that side's later requests are renumbered
-CSEQ_TABLE = "cseqmap"
-#: header of the INFO requests the edge sends itself (to itself, then on to the side in ``info`` mode);
-#: its value is the node's secret token, so a peer cannot pass a request off as the edge's
-EDGE_INFO_HEADER = "X-Edge-Info"
-#: the CSeq number a renumbered request came with; the reply route puts it back into the responses
-CSEQ_AVP = "$avp(edge_cseq)"
-#: header of the edge's own requests naming the socket toward their receiver (removed before they leave)
-EDGE_SOCKET_HEADER = "X-Edge-Socket"
-#: 1 while the edge's own BYE (call clock) passes the request route: dialog:end is the edge's hang-up
-EDGE_HANGUP_AVP = "$avp(edge_hangup)"
 #: datagrams read per DTMF log tick at most (the rest wait for the next tick)
 DTMF_LOG_BATCH = 200
-MAX_FORWARDS = 70
 
 
 def _pv(name: str) -> str:
@@ -221,6 +165,26 @@ def _log_reject(reject: Reject, where: str) -> None:
         f"edge: reject {reject.code} {reject.tag} {where} call-id={_pv('$ci')} src={_pv('$si')}:{_pv('$sp')}\n"
     )
     _count(metrics.REJECTIONS, reject.tag)
+
+
+def _entry(where: str, answer: bool = True) -> Callable:
+    """The one guard of every entry the native routes call with ``python_exec``: the message
+    object is kept (``msg.call_function`` reaches cfg-only module functions), and an exception
+    is logged once and, when ``answer``, answered 500 (app_python3 sends nothing otherwise)."""
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(self: "Router", msg: object, *args: str) -> int:
+            self._msg = msg
+            self._now_ms = int(time.time() * 1000)
+            try:
+                fn(self, *args)
+            except Exception:  # noqa: BLE001 - the caller must get an answer, whatever failed
+                KSR.err(f"edge: exception in {where}: " + traceback.format_exc().replace("\n", " | ") + "\n")
+                if answer and _pv("$rm") != "ACK":
+                    self._reply(Reject.of(Reason.INTERNAL_ERROR))
+            return 1
+        return run
+    return wrap
 
 
 class Router:
@@ -408,37 +372,63 @@ class Router:
 
     # -- request route -------------------------------------------------------
 
-    def ksr_request_route(self, msg: object) -> int:
-        """Entry point for every request; never lets an exception escape (answers 500)."""
-        self._msg = msg  # app_python3's message object: msg.call_function reaches cfg-only module functions
+    # -- entries from the native request route (templates/kamailio.routes.j2) --------
+
+    @_entry("initial INVITE")
+    def ksr_initial_invite(self) -> None:
+        """An initial INVITE that passed the native screening and admission: route it."""
+        self._store_failed = KSR.pv.get(cs.STORE_FAILED_VAR) == 1
+        self._initial_invite()
+
+    @_entry("REGISTER")
+    def ksr_register(self) -> None:
+        """REGISTER from a digest trunk (:meth:`_register`)."""
         try:
-            self._request()
-        except Exception:  # noqa: BLE001 - the caller must get an answer, whatever failed
-            KSR.err("edge: exception in request route: " + traceback.format_exc().replace("\n", " | ") + "\n")
-            if _pv("$rm") != "ACK":
-                self._reply(Reject.of(Reason.INTERNAL_ERROR))
-        return 1
+            self._register()
+        except StoreUnavailable:
+            self._reply(Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s))
 
-    def _screen(self) -> bool:
-        """Flood and scanner defence, before any parsing or routing.
+    @_entry("refusal")
+    def ksr_refuse(self, what: str) -> None:
+        """A refusal the native route decided (``too_many_hops``, ``no_dialog``, ``not_allowed``),
+        answered here so it is logged, counted and recorded like every other."""
+        if what == "not_allowed":
+            self._not_allowed()
+        else:
+            self._reply(Reject.of(Reason.TOO_MANY_HOPS if what == "too_many_hops" else Reason.NO_DIALOG))
 
-        Returns False when the request is dropped silently: its source is banned,
-        its User-Agent is a known scanner (banned at once), or it floods (pike)
-        from a source that is no trunk's or agent's.  Replies always go to the
-        packet's source address and port (rport, RFC 3581), never to Via hosts.
-        """
-        KSR.force_rport()
+    @_entry("flood check", answer=False)
+    def ksr_flood(self) -> None:
+        """pike flagged the source (flood): ban it unless it is a trunk's or an agent's.  Replies
+        always go to the packet's source address and port (rport, RFC 3581), never to Via hosts."""
+        self._store_failed = False
         src = _pv("$si")
-        if KSR.htable.sht_is_null(BAN_TABLE, src) < 0:
-            return False
-        user_agent = _pv("$ua").lower()
-        if user_agent and any(fragment in user_agent for fragment in self.settings.scanner_user_agents):
-            self._ban(src, "scanner")
-            return False
-        if KSR.pike.pike_check_req() < 0 and not self._trusted(src):
+        if not self._trusted(src):
             self._ban(src, "flood")
-            return False
-        return True
+            KSR.pv.seti(cs.DROP_VAR, 1)
+        if self._store_failed:
+            KSR.pv.seti(cs.STORE_FAILED_VAR, 1)
+
+    @_entry("in-dialog request")
+    def ksr_in_dialog(self) -> None:
+        """An in-dialog request that needs a decision (the native route handled the rest)."""
+        self._in_dialog(_pv("$rm"))
+
+    @_entry("CSeq renumbering", answer=False)
+    def ksr_renumber(self) -> None:
+        """An in-dialog request of a call whose CSeq the edge renumbers (:meth:`_renumber`)."""
+        self._renumber(_pv("$rm"))
+
+    @_entry("edge request", answer=False)
+    def ksr_edge_request(self) -> None:
+        """The edge's own INFO or BYE looping through it (:meth:`_edge_request`)."""
+        if self._edge_request(_pv("$rm")):
+            KSR.pv.seti(cs.DONE_VAR, 1)
+
+    @_entry("DTMF start", answer=False)
+    def ksr_dtmf_started(self) -> None:
+        """The ACK of a call whose digits travel as SIP INFO on a side's behalf (:meth:`_note_dtmf_call`)."""
+        self._note_dtmf_call()
 
     def _secrets(self) -> SecretBox:
         if self._box is None:
@@ -577,65 +567,9 @@ class Router:
             trusted = self._trust[src] = classify_source(src, topology) is not None
         return trusted
 
-    def _request(self) -> None:
-        method = _pv("$rm")
-        self._now_ms = int(time.time() * 1000)
-        if method in ("INFO", "BYE") and self._edge_request(method):
-            return
-        self._store_failed = False
-        if not self._screen():
-            return
-        if KSR.maxfwd.process_maxfwd(MAX_FORWARDS) < 0:
-            self._reply(Reject.of(Reason.TOO_MANY_HOPS))
-            return
-        if KSR.sanity.sanity_check(1511, 7) < 1:
-            return  # sanity already answered 400 (RFC 3261 section 16.3 checks)
-        if method == "CANCEL":
-            if KSR.tm.t_check_trans() > 0:
-                KSR.rtpengine.rtpengine_delete0()
-                KSR.tm.t_relay()
-            return
-        if method != "ACK":
-            if KSR.tmx.t_precheck_trans() > 0:
-                KSR.tm.t_check_trans()
-                return
-            if KSR.tm.t_check_trans() == 0:
-                return
-        if KSR.siputils.has_totag() > 0:
-            if self.settings.dtmf_log_port and KSR.htable.sht_is_null(CSEQ_TABLE, _pv("$ci")) < 0:
-                self._renumber(method)
-            self._in_dialog(method)
-            return
-        if method == "ACK":
-            if KSR.tm.t_check_trans() > 0:
-                KSR.tm.t_relay()
-            return
-        if method == "OPTIONS" and not _pv("$rU"):
-            KSR.sl.send_reply(200, "OK")
-            return
-        if method == "REGISTER":
-            try:
-                self._register()
-            except StoreUnavailable:
-                self._reply(Reject.of(Reason.STORE_UNAVAILABLE, self.settings.retry_after_s))
-            return
-        if method != "INVITE":
-            self._not_allowed()
-            return
-        self._initial_invite()
-
     def _in_dialog(self, method: str) -> None:
-        KSR.textops.remove_hf_re("^" + pipeline.EDGE_HEADER_PREFIX)
-        if KSR.rr.loose_route() < 0 or KSR.dialog.is_known_dlg() < 0:
-            if method == "ACK":
-                if KSR.tm.t_check_trans() > 0:
-                    KSR.tm.t_relay()
-                return
-            self._reply(Reject.of(Reason.NO_DIALOG))
-            return
-        # let the dialog module see every in-dialog request (an ACK confirms the dialog; see
-        # kamailio#1182: without it, an ACK racing the 200's callback can leave it unconfirmed)
-        KSR.dialog.dlg_manage()
+        """In-dialog request after the native route's ``loose_route``/``dlg_manage``: header policy,
+        REFER and DTMF INFO checks, media policy of an SDP, then relay."""
         self._in_dialog_headers()
         self._in_dialog_tls_profile()
         if method == "REFER":
@@ -648,12 +582,7 @@ class Router:
                 return
         if method == "INFO" and self._dtmf_info():
             return
-        if method == "BYE":
-            self._final_quality(_pv("$ci"), _pv("$dlg(from_tag)"))
-            KSR.rtpengine.rtpengine_delete0()
-        if method == "ACK":
-            self._start_clock()
-            self._note_dtmf_call()
+        if method == "ACK":  # the native route started the call clock (route CALL_STARTED)
             if _has_sdp():
                 self._check_answer(_pv("$ft") == _pv("$dlg(from_tag)"))
             self._end_if_media_refused()
@@ -1073,8 +1002,8 @@ class Router:
             src_ip=_pv("$si"),
             src_port=int(_pv("$sp") or 0),
             proto=_pv("$pr"),
-            ruri_user=_pv("$rU"),
-            to_user=_pv("$tU"),
+            ruri_user=telephone_user(_pv("$rU"), _pv("$ru")),
+            to_user=telephone_user(_pv("$tU"), _pv("$tu")),
             from_user=_pv("$fU"),
             from_name=_pv("$fn"),
             auth_user=_pv("$au"),
@@ -1145,14 +1074,14 @@ class Router:
                 self._remember(refusal, "request")
                 return
             KSR.rr.record_route()
-            # the rtpengine offer is made per branch (ksr_branch_manage), each hop with its own policy;
+            # the rtpengine offer is made per branch (native branch route, flags from _hop_offer), each hop with its own policy;
             # an INVITE without SDP (delayed offer) gets its offer from the 2xx and its answer from the ACK
             modes = (plan.caller_dtmf, plan.current.dtmf)
             sdp = _has_sdp()
             codecs = sdp_codecs(_pv("$rb")) if sdp else []
             # a named timeout route makes the dialog module run ksr_dialog_event(msg, "dialog:timeout")
             # when the dialog's timer expires (the keepalive's end), before its BYEs
-            KSR.pv.sets("$dlg_ctx(timeout_route)", DIALOG_EVENT)
+            KSR.pv.sets("$dlg_ctx(timeout_route)", DIALOG_TIMEOUT_ROUTE)
             KSR.dialog.dlg_manage()
             self._set_media_vars(plan)
             KSR.pv.sets("$dlg_var(edge_agent)", plan.agent)
@@ -1196,6 +1125,12 @@ class Router:
                 KSR.pv.sets("$xavp(tls=>server_id)", target.trunk)
             KSR.pv.sets(PLAN_AVP, plan.dumps())
             KSR.pv.sets(LABELS_AVP, "|".join(_hop_labels(plan)))
+            offer = self._hop_offer(plan)
+            if isinstance(offer, Reject):
+                KSR.err(f"edge: rtpengine offer failed call-id={plan.call_id} flags={offer!r}\n")
+                self._media_unavailable(plan)
+                return
+            KSR.pv.sets(OFFER_AVP, offer)
             KSR.tm.t_on_failure(ON_FAILURE)
             KSR.tm.t_on_reply(ON_REPLY)
             KSR.tm.t_on_branch(ON_BRANCH)
@@ -1241,31 +1176,17 @@ class Router:
         KSR.tm.t_reply(reject.code, reject.reason)
         self._remember(reject, "request")
 
-    def ksr_branch_manage(self, msg: object) -> int:
-        """Branch route of every relayed initial INVITE: the rtpengine offer with this hop's media
-        policy (:func:`routing.media.offer_flags`) and DTMF flags (:func:`routing.dtmf.sdp_flags`).
-        When rtpengine fails the branch is dropped and :data:`MEDIA_ERROR_AVP` set, so
-        :meth:`_send` answers 503 instead of trying the next hop."""
-        try:
-            text = _pv(PLAN_AVP)
-            if not _has_sdp() or not text:
-                return 1  # delayed offer: rtpengine sees the offer in the 2xx (ksr_onreply_manage)
-            plan = CallPlan.loads(text)
-            modes = (plan.caller_dtmf, plan.current.dtmf)
-            iface = netsides.direction_flags(plan.direction, True, self.settings.media_sides)
-            flags = _offer_flags(media.parse_sdp(_pv("$rb")), MediaPolicy.from_json(plan.caller_media),
-                                 MediaPolicy.from_json(plan.current.media),
-                                 (*_sdp_flags(modes, True, offer=True), *iface), self.settings.media_fill)
-            if isinstance(flags, Reject) or KSR.rtpengine.rtpengine_offer(flags) < 0:
-                KSR.err(f"edge: rtpengine offer failed call-id={_pv('$ci')} flags={flags!r}\n")
-                KSR.pv.seti(MEDIA_ERROR_AVP, 1)
-                KSR.set_drop()  # app_python3 has no KSR.x.drop (only KSR.x.modf)
-                return 1
-        except Exception:  # noqa: BLE001
-            KSR.err("edge: exception in branch route: " + traceback.format_exc().replace("\n", " | ") + "\n")
-            KSR.pv.seti(MEDIA_ERROR_AVP, 1)
-            KSR.set_drop()
-        return 1
+    def _hop_offer(self, plan: CallPlan) -> str | Reject:
+        """rtpengine offer flags of the plan's current hop, for the native branch route: its media
+        policy (:func:`routing.media.offer_flags`) and DTMF flags (:func:`routing.dtmf.sdp_flags`);
+        ``""`` for an INVITE without SDP (delayed offer: rtpengine sees the offer in the 2xx)."""
+        if not _has_sdp():
+            return ""
+        modes = (plan.caller_dtmf, plan.current.dtmf)
+        iface = netsides.direction_flags(plan.direction, True, self.settings.media_sides)
+        return _offer_flags(media.parse_sdp(_pv("$rb")), MediaPolicy.from_json(plan.caller_media),
+                            MediaPolicy.from_json(plan.current.media),
+                            (*_sdp_flags(modes, True, offer=True), *iface), self.settings.media_fill)
 
     def _give_up(self, plan: CallPlan) -> None:
         KSR.rtpengine.rtpengine_delete0()
@@ -1300,7 +1221,7 @@ class Router:
             code = int(_pv("$rs") or 0)
             refused = _pv(EARLY_REFUSED_AVP)
             if refused and code < 200:
-                KSR.set_drop()  # the branch is being cancelled: the caller gets nothing more of it
+                KSR.pv.seti(REPLY_DROP_AVP, 1)  # the branch is being cancelled: the caller gets nothing more of it
                 return 1
             if refused and 200 <= code < 300:
                 # the callee answered before our CANCEL reached it: end the call at its ACK
@@ -1371,7 +1292,7 @@ class Router:
         KSR.pv.sets(EARLY_REFUSED_AVP, json.dumps([refusal.code, refusal.reason, refusal.tag]))
         if KSR.tmx.t_cancel_branches("this") < 0:
             KSR.warn(f"edge: cannot cancel the branch of call-id={_pv('$ci')}: its final reply decides\n")
-        KSR.set_drop()
+        KSR.pv.seti(REPLY_DROP_AVP, 1)
         return True
 
     def _refuse_early(self, plan: CallPlan, refused: str) -> None:
@@ -1523,23 +1444,6 @@ class Router:
             return False
         return True
 
-    def _start_clock(self) -> None:
-        """On the ACK of an answered call, note its deadline (trunk's max_duration_s, else the
-        node's maximum) in the shared ``deadline`` table read by :meth:`ksr_call_clock`."""
-        if KSR.htable.sht_is_null(DEADLINE_TABLE, _pv("$ci")) < 0:
-            return  # already running (re-INVITE ACK, retransmission)
-        if _pv("$dlg(state)") not in ("3", "4"):
-            return  # the dialog already ended (a late ACK after the BYE)
-        limit = _pv(MAX_DURATION_VAR)
-        seconds = int(limit) if limit else self.settings.lease_ttl_s - 60
-        now = int(time.time())
-        entry = f"{now + seconds}:{_pv('$dlg(h_entry)')}:{_pv('$dlg(h_id)')}:{_pv('$ft')}:{_pv('$tt')}"
-        KSR.htable.sht_sets(DEADLINE_TABLE, _pv("$ci"), entry)
-        timeout = _pv(RTP_TIMEOUT_VAR)
-        if timeout.isdigit() and int(timeout) > 0:
-            watch = f"{now + self.settings.media_check_interval_s}:{timeout}:{now}:{_pv('$ft')}"
-            KSR.htable.sht_sets(MEDIA_TABLE, _pv("$ci"), watch)
-
     def ksr_call_clock(self, msg: object, event: str = "") -> int:
         """rtimer callback ``(msg, "rtimer")``, once a second in one timer process: end answered calls past their
         deadline with a BYE to each side (:meth:`_hang_up`; ``dlg.end_dlg`` without a UDP listener)."""
@@ -1594,14 +1498,13 @@ class Router:
     def _note_dtmf_call(self) -> None:
         """On the ACK of an answered call, keep what :meth:`ksr_dtmf_log` needs to attribute the
         digits rtpengine reports: the caller's From-tag and both sides' DTMF modes."""
-        if not self.settings.dtmf_log_port or KSR.htable.sht_is_null(DTMF_CALL_TABLE, _pv("$ci")) < 0:
+        if not self.settings.dtmf_log_port:
             return
         modes = _pv(DTMF_VAR)
         pair = _modes(modes)
         if pair is None:
             return
         call_id, caller_tag, callee_tag = _pv("$ci"), _pv("$dlg(from_tag)"), _pv("$dlg(to_tag)")
-        KSR.htable.sht_sets(DTMF_CALL_TABLE, call_id, f"{caller_tag},{modes}")
         to_callee, to_caller = dtmf.info_needed(pair[0], pair[1]), dtmf.info_needed(pair[1], pair[0])
         if not (to_callee or to_caller) or not callee_tag:
             return
@@ -1746,7 +1649,7 @@ class Router:
                                        self._store(), self.settings, Reason.TRANSFER_NOT_ALLOWED)
 
     def ksr_dialog_event(self, msg: object, event: str) -> int:
-        """dialog module ``event_callback``: release the call's slots when it ends or fails; note why
+        """``event_route[dialog:end|failed]`` and the dialog timeout route: release the call's slots when it ends or fails; note why
         the dialog module is about to end a call whose timer expired (``dialog:timeout``)."""
         try:
             if event == "dialog:timeout":
@@ -1762,9 +1665,9 @@ class Router:
                 KSR.htable.sht_rm(MEDIA_TABLE, call_id)
                 # a BYE passing the request route, unless it is the edge's own (_hang_up)
                 peer_bye = _pv("$rm") == "BYE" and not _pv("$rs") and not KSR.pv.get(EDGE_HANGUP_AVP)
-                if event == "dialog:end" and not peer_bye:
-                    # ended by the edge (call clock or dialog timeout: the dialog module sent the
-                    # BYEs itself): no BYE passed the request route, so the media is closed here
+                if event == "dialog:end":
+                    # the call's final media statistics, then the media session closed: for a side's
+                    # BYE (the native route relays it) as for the edge's own hang-up
                     self._final_quality(call_id, _pv("$dlg(from_tag)"))
                     KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={_pv('$dlg(from_tag)')}")
                 if not peer_bye:
@@ -1805,20 +1708,6 @@ class Router:
         KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{int(time.time()) + CLEANUP_GRACE_S}:{CLEANUP}::{from_tag}")
 
     # -- registration trunks ----------------------------------------------------
-
-    def ksr_reply_route(self, msg: object) -> int:
-        """Global reply route (``kemi.reply_route_callback``), run for every reply before ``tm``:
-        notes the final replies to the edge's own REGISTERs (``uac_reg``) by their To URI.  The edge
-        relays no REGISTER, so every REGISTER reply it receives answers one of its own."""
-        try:
-            if _pv("$rm") == "REGISTER":
-                code = int(_pv("$rs") or 0)
-                if code >= 200:
-                    reason = _pv("$rr").replace("|", " ")
-                    KSR.htable.sht_sets(REG_REPLY_TABLE, _pv("$tu"), f"{code}|{reason}|{int(time.time())}")
-        except Exception:  # noqa: BLE001 - the reply itself must go on to tm
-            KSR.err("edge: exception in reply route: " + traceback.format_exc().replace("\n", " | ") + "\n")
-        return 1
 
     def _rpc(self, method: str, *params: object) -> object:
         """Run a Kamailio RPC in this process (jsonrpcs ``exec``); returns its result.
@@ -1896,7 +1785,7 @@ class Router:
         store.publish_registrations(states, ttl_s=max(60, 3 * self.settings.reg_sync_interval_s))
 
     def ksr_xhttp_event(self, msg: object, event: str = "") -> int:
-        """xhttp ``event_callback``: ``GET /metrics`` on the metrics listener answers the
+        """``event_route[xhttp:request]``: ``GET /metrics`` on the metrics listener answers the
         xhttp_prom exposition; anything else gets 404, and HTTP on a SIP port 403."""
         try:
             if int(_pv("$Rp") or 0) != self.settings.metrics_port:
@@ -1908,12 +1797,6 @@ class Router:
         except Exception:  # noqa: BLE001
             KSR.err("edge: exception in xhttp event: " + traceback.format_exc().replace("\n", " | ") + "\n")
             KSR.xhttp.xhttp_reply(500, "Internal Server Error", "text/plain", "")
-        return 1
-
-    # app_python3 calls this unless kemi.onsend_route_callback is "none"; keep it harmless.
-
-    def ksr_onsend_route(self, msg: object) -> int:
-        """onsend route (unused)."""
         return 1
 
 

@@ -41,6 +41,11 @@ class Reason:
     DTLS_REQUIRED = (488, "DTLS-SRTP Required", "dtls_required")
     CODECS_NOT_ALLOWED = (488, "No Allowed Codec", "codecs_not_allowed")
     NO_AUDIO = (488, "No Audio Stream", "no_audio")
+    #: node-wide admission (settings ``overload``), answered by the native request route before any
+    #: redis access: new calls per second, concurrent calls, transactions in use
+    NODE_CPS = (503, "Node CPS Limit Reached", "node_cps")
+    NODE_CALLS = (503, "Node Call Limit Reached", "node_calls")
+    NODE_OVERLOADED = (503, "Node Overloaded", "node_overloaded")
 
 
 @dataclass(frozen=True, slots=True)

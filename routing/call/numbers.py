@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from routing.errors import EdgeError
 
@@ -134,6 +135,22 @@ def from_uri_user(user: str, fmt: NumberFormat = NumberFormat()) -> E164:
     context is ambiguous).  Other user parameters are ignored; ``user=phone``
     is a URI parameter and never reaches here.
 
+    ``%HH`` escapes are decoded after the parameters are split off (RFC 3261
+    section 19.1.2: the user part may carry escaped characters; RFC 3966
+    section 3: so may a parameter value), so ``%2B14155550100`` is
+    ``+14155550100`` and ``(415)%20555-0100`` is ``(415) 555-0100``.  An
+    escaped ``;`` (``%3B``) is a literal character, not a parameter separator,
+    and makes the number unreadable.
+
+    Args:
+        user: the user part with its user parameters (``"4155550100;phone-context=+1"``),
+            or a whole ``tel:`` URI; see :func:`routing.call.request.telephone_user` for the
+            parameters Kamailio's ``$rU`` drops.
+        fmt: the peer's number format, for numbers without ``+`` and without a context.
+
+    Returns:
+        The E.164 number, e.g. ``"+14155550100"``.
+
     Raises:
         NumberError: the number cannot be read unambiguously.
     """
@@ -141,11 +158,12 @@ def from_uri_user(user: str, fmt: NumberFormat = NumberFormat()) -> E164:
     if text[:4].lower() == "tel:":
         text = text[4:]
     number, _, params = text.partition(";")
+    number = unquote(number)
     context = None
     for param in params.split(";"):
         name, _, value = param.partition("=")
-        if name.strip().lower() == "phone-context":
-            context = value.strip()
+        if unquote(name).strip().lower() == "phone-context":
+            context = unquote(value).strip()
     if context is None or number.lstrip().startswith("+"):
         return to_e164(number, fmt)
     context_digits = _SEPARATORS.sub("", context)

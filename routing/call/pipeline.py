@@ -54,6 +54,7 @@ __all__ = [
     "spend_refusal",
     "trunk_media",
     "agent_media",
+    "check_transfer",
 ]
 
 #: Headers the edge adds toward agents (documented in docs/headers.md).
@@ -115,10 +116,9 @@ class Call:
         direction: ``origination`` or ``termination`` once the entry stages chose it.
         trunk, agent: the call's trunk and agent once known.
         dialled: the Request-URI user (else the To user) as sent; ``number`` its E.164 form.
-        did: the DID found (origination).
-        caller: the caller's number as relayed (origination).
-        entries: the route entries of the longest matching prefix, cheapest first (termination).
-        targets: the call's targets in order; ``plan`` the admitted plan (termination).
+        did, caller: the DID found and the caller's number as relayed (origination).
+        entries, targets, plan: the longest prefix's route entries (cheapest first), the
+            targets in order and the admitted plan (termination).
     """
 
     req: SipRequest
@@ -385,7 +385,9 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
     """Agent -> carrier (the :data:`TERMINATION` stages): least-cost routing over every trunk of
     the longest matching prefix.
 
-    Trunks are ordered by rate, then route priority, then name; each trunk's
+    The destination is the Request-URI user, else the To user, normalised with
+    the agent's number format (``484 Invalid Destination Number`` when it does
+    not read as E.164).  Trunks are ordered by rate, then route priority, then name; each trunk's
     gateways by priority, then weight.  Trunks that are missing, inbound-only
     or without gateways are skipped, and so are gateways marked down by the
     OPTIONS prober (on trunks that are probed); when that leaves no gateway,
@@ -414,13 +416,16 @@ def spend_refusal(trunk: Trunk, spent_micros: int) -> Reject | None:
 
 
 def _destination(c: Call) -> Decision | None:
-    """The dialled destination as E.164 (the default number format)."""
+    """The dialled destination as E.164, read in the agent's number format."""
+    agent = c.agent
+    assert agent is not None
     c.dialled = dialled = c.req.ruri_user or c.req.to_user
     try:
-        c.number = from_uri_user(dialled, NumberFormat())
+        c.number = from_uri_user(dialled, agent.number_format)
     except NumberError as exc:
         if c.trace is not None:
-            c.trace.append(Step("number", False, f"{dialled!r} is not an E.164 destination: {exc}"))
+            c.trace.append(Step("number", False, f"{dialled!r} is not an E.164 destination in agent {agent.name}'s "
+                                                 f"number format: {exc}"))
         return Reject.of(Reason.BAD_NUMBER)
     if c.trace is not None:
         c.trace.append(Step("number", True, f"{dialled!r} -> {c.number}"))
@@ -591,6 +596,3 @@ def check_transfer(target_user: str, agent_name: str, trunk_name: str, store: St
     if trunk is not None and not destination_allowed(number, (), trunk.deny_prefixes):
         return Reject.of(reason)
     return None
-
-
-__all__ += ["check_transfer"]

@@ -9,6 +9,7 @@ from rich.table import Table
 from routing.tables import admin
 from routing.call.dtmf import DtmfMode
 from routing.tables.model import Agent, DataError
+from routing.call.numbers import NumberError, NumberFormat
 from .media_options import media_options, media_policy, media_rows
 from . import AppContext, emit_json, handle_errors, pass_app
 
@@ -39,6 +40,12 @@ def agent() -> None:
               help="Pass the agent's P-Asserted-Identity, Remote-Party-ID and Diversion to carriers.")
 @click.option("--dtmf", type=click.Choice([m.value for m in DtmfMode]), default=None,
               help="How the agent sends and expects DTMF digits; default: the node's dtmf.default_mode.")
+@click.option("--country-code", default="", help="Agent's country code for national numbers it dials (e.g. 1, 44).")
+@click.option("--national-prefix", default="", help="Trunk prefix of national numbers it dials (e.g. 0).")
+@click.option("--international-prefix", default="00", show_default=True,
+              help="Prefix of international numbers it dials (011 for a NANP agent).")
+@click.option("--national-length", type=int, default=0, show_default=True,
+              help="Digits of a national number (0 = not fixed; 10 in NANP).")
 @media_options
 @click.option("--replace", is_flag=True, help="Overwrite an existing agent completely.")
 @pass_app
@@ -54,6 +61,10 @@ def add(
     x_headers: tuple[str, ...],
     trust_identity: bool,
     dtmf: str | None,
+    country_code: str,
+    national_prefix: str,
+    international_prefix: str,
+    national_length: int,
     replace: bool,
     codecs: str | None = None,
     ptime_ms: int | None = None,
@@ -63,12 +74,17 @@ def add(
     fill_silence: str | None = None,
 ) -> None:
     """Add agent NAME (or overwrite it with --replace)."""
+    try:
+        fmt = NumberFormat(country_code, national_prefix, international_prefix, national_length)
+    except NumberError as exc:
+        raise DataError(f"agent {name!r} number format: {exc}") from None
     value = Agent(
         name=name, uris=uris, cidrs=cidrs, max_calls=max_calls,
         allow_prefixes=allow_prefixes, deny_prefixes=deny_prefixes,
         x_headers=x_headers, trust_identity=trust_identity, dtmf=DtmfMode(dtmf) if dtmf else None,
         media=media_policy(codecs, ptime_ms, srtp, rtp_timeout_s, f"agent {name!r}", sip_keepalive,
                            fill_silence),
+        number_format=fmt,
     )
     written = admin.put_agent(app.redis(), value, replace=replace)
     click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")
@@ -109,6 +125,11 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("cidrs", "\n".join(found.cidrs) or "-")
     table.add_row("max calls", _limit(found.max_calls))
     table.add_row("dtmf", found.dtmf.value if found.dtmf else "node default")
+    fmt = found.number_format
+    table.add_row("country code", fmt.country_code or "-")
+    table.add_row("national prefix", fmt.national_prefix or "-")
+    table.add_row("international prefix", fmt.international_prefix or "-")
+    table.add_row("national length", str(fmt.national_length))
     for row in media_rows(found.media):
         table.add_row(*row)
     Console().print(table)

@@ -19,11 +19,15 @@ __all__ = ["explain", "format_explanation"]
 
 
 def _user(text: str) -> str:
-    """User part of ``sip:user@host``, ``<sip:user@host>`` or a bare ``user``."""
+    """User part of ``sip:user@host``, ``<sip:user@host>``, a ``tel:`` URI or a bare ``user``, with
+    its user parameters (``4155550100;phone-context=+1``), as the edge reads it
+    (:func:`routing.call.request.telephone_user`)."""
     text = text.strip().strip("<>")
+    if text[:4].lower() == "tel:":
+        return text[4:]
     if ":" in text.split("@", 1)[0]:
         text = text.split(":", 1)[1]
-    return text.split("@", 1)[0].split(";", 1)[0]
+    return text.split("@", 1)[0] if "@" in text else text.split(";", 1)[0]
 
 
 def _source(text: str) -> tuple[str, int]:

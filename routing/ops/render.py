@@ -18,6 +18,8 @@ from pathlib import Path
 import jinja2
 
 from routing.call import metrics, sides
+from routing.call.headers import IDENTITY_HEADERS
+from routing.kamailio import callstate
 from routing.ops.runtime import RuntimeSettings
 from routing.ops.settings import REPO_ROOT, Settings
 
@@ -137,7 +139,16 @@ def _context(settings: Settings, tls_clients: Sequence[object] = ()) -> dict[str
     data["settings_json"] = settings.model_dump_json(indent=2)
     data["reg_contact"] = dict(rt.reg_contacts).get("udp") or rt.reg_contacts[0][1]
     data["prom_modparams"] = metrics.modparams()
+    data["names"] = callstate.template_names()
+    data["scanner_re"] = "|".join(_ere_escape(ua) for ua in rt.scanner_user_agents if '"' not in ua)
+    data["policy_headers_re"] = "^(X-|" + "|".join(sorted(_ere_escape(h) for h in IDENTITY_HEADERS)) + ")"
     return data
+
+
+def _ere_escape(text: str) -> str:
+    """``text`` as a literal inside a POSIX extended regular expression (Kamailio's ``=~``)."""
+    # ^ and \ have no bracket form that survives the cfg string: any character stands for them
+    return "".join("." if c in "^\\" else f"[{c}]" if c in ".[]()*+?{}|$" else c for c in text)
 
 
 def _asdict(rt: RuntimeSettings) -> dict[str, object]:

@@ -9,6 +9,7 @@ from SIPp's own message trace (``-trace_msg``), never guessed.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
 import re
@@ -210,11 +211,15 @@ def uac(workdir: Path, ip: str, port: int, target: str, number: str, caller: str
     return _run(workdir, f"uac-{ip}:{port}", argv + (extra or []) + [target])
 
 
-def reject_uac_scenario(workdir: Path, max_forwards: int = 70, extra_headers: str = "") -> Path:
+def reject_uac_scenario(workdir: Path, max_forwards: int = 70, extra_headers: str = "",
+                        request_uri: str = "sip:[service]@[remote_ip]:[remote_port]", to_uri: str = "") -> Path:
     """A caller that sends one INVITE with SDP and accepts any final response, then ACKs it.
 
-    A 200 (not expected) is ACKed and hung up so no call is left behind.
+    A 200 (not expected) is ACKed and hung up so no call is left behind.  ``request_uri`` is
+    the INVITE's Request-URI (``tel:+1-415-555-0100``; SIPp keywords such as ``[remote_ip]``
+    are filled in), ``to_uri`` its To URI (empty: the Request-URI).
     """
+    to_uri = to_uri or request_uri
     optional = "\n".join(
         f'  <recv response="{code}" optional="true" next="ack"/>' for code in FINAL_CODES
     )
@@ -222,10 +227,10 @@ def reject_uac_scenario(workdir: Path, max_forwards: int = 70, extra_headers: st
 <scenario name="uac expect final">
   <send retrans="500">
     <![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      INVITE {request_uri} SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: "Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
+      To: <{to_uri}>
       Call-ID: [call_id]
       CSeq: 1 INVITE
       Contact: <sip:[caller]@[local_ip]:[local_port]>
@@ -253,7 +258,7 @@ def reject_uac_scenario(workdir: Path, max_forwards: int = 70, extra_headers: st
       ACK [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: "Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      To: <{to_uri}>[peer_tag_param]
       Call-ID: [call_id]
       CSeq: 1 ACK
       [routes]
@@ -267,7 +272,7 @@ def reject_uac_scenario(workdir: Path, max_forwards: int = 70, extra_headers: st
       BYE [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: "Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      To: <{to_uri}>[peer_tag_param]
       Call-ID: [call_id]
       CSeq: 2 BYE
       [routes]
@@ -281,7 +286,7 @@ def reject_uac_scenario(workdir: Path, max_forwards: int = 70, extra_headers: st
   <label id="ack"/>
   <send>
     <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      ACK {request_uri} SIP/2.0
       [last_Via:]
       From: "Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       [last_To:]
@@ -296,6 +301,8 @@ def reject_uac_scenario(workdir: Path, max_forwards: int = 70, extra_headers: st
 </scenario>
 """
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"uac_expect_mf{max_forwards}.xml"
+    suffix = "" if (request_uri, to_uri) == ("sip:[service]@[remote_ip]:[remote_port]",) * 2 else \
+        "_" + hashlib.sha1(f"{request_uri} {to_uri}".encode()).hexdigest()[:10]
+    path = workdir / f"uac_expect_mf{max_forwards}{suffix}.xml"
     path.write_text(text)
     return path

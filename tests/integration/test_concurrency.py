@@ -7,6 +7,7 @@ import time
 from routing.tables import keys
 
 from .conftest import AGENT_IP, CARRIER_A, DID, Edge
+from .replies import final_invite_responses, header_values, status_line
 from tests.sipp import reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
@@ -19,11 +20,11 @@ def provision(edge: Edge, trunk_max: int | None = None, agent_max: int | None = 
     edge.did(DID, "carrier-a", "bot")
 
 
-def burst(edge: Edge, calls: int, answer_ms: int = 1500) -> tuple[list[tuple[int, str]], int, str]:
+def burst(edge: Edge, calls: int, answer_ms: int = 1500) -> tuple[list[tuple[int, str]], int, list[str]]:
     """Fire ``calls`` INVITEs at once from the carrier; the agent answers each after ``answer_ms``.
 
     Returns the final responses the carrier got, how many INVITEs reached the agent,
-    and the carrier's message trace.
+    and those final responses whole (:func:`replies.final_invite_responses`).
     """
     agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario="uas_answer.xml", calls=calls,
                 answer_ms=answer_ms, rtp_echo=False)
@@ -32,27 +33,30 @@ def burst(edge: Edge, calls: int, answer_ms: int = 1500) -> tuple[list[tuple[int
     assert carrier.wait(timeout=60) == 0, carrier.output()
     reached = len(agent.received_requests("INVITE"))
     agent.stop()
-    return carrier.final_status(), reached, carrier.messages()
+    return carrier.final_status(), reached, final_invite_responses(carrier)
 
 
 def test_trunk_limit_never_exceeded_under_burst(clean_edge: Edge) -> None:
     edge = clean_edge
     provision(edge, trunk_max=3)
-    finals, reached, trace = burst(edge, calls=12)
+    finals, reached, responses = burst(edge, calls=12)
     assert len(finals) == 12
     assert finals.count((200, "OK")) == 3
     assert finals.count((503, "Trunk Limit Reached: carrier-a")) == 9
     assert reached == 3  # the agent never saw more calls than the trunk allows
-    assert trace.count("Retry-After: 7") >= 9
+    refused = [r for r in responses if status_line(r) == (503, "Trunk Limit Reached: carrier-a")]
+    assert [header_values(r, "Retry-After") for r in refused] == [["7"]] * 9  # limits.retry_after_s
 
 
 def test_agent_limit_never_exceeded_under_burst(clean_edge: Edge) -> None:
     edge = clean_edge
     provision(edge, agent_max=2)
-    finals, reached, _ = burst(edge, calls=8)
+    finals, reached, responses = burst(edge, calls=8)
     assert finals.count((200, "OK")) == 2
     assert finals.count((503, "Agent Limit Reached: bot")) == 6
     assert reached == 2
+    refused = [r for r in responses if status_line(r) == (503, "Agent Limit Reached: bot")]
+    assert [header_values(r, "Retry-After") for r in refused] == [["7"]] * 6  # limits.retry_after_s
 
 
 def test_slots_held_during_call_and_released_by_bye(clean_edge: Edge) -> None:

@@ -10,6 +10,7 @@ from tests.sipp import gateway_scenario, reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, EDGE_IP, Edge
+from .replies import final_invite_responses, header_values, status_line
 from .test_edgectl import edgectl
 
 GW_PORT = 5080
@@ -22,9 +23,14 @@ def gateway(edge: Edge, ip: str, options_code: int = 200, invite_code: int = 200
 
 
 def place(edge: Edge, name: str) -> tuple[int, str]:
+    return status_line(call(edge, name))
+
+
+def call(edge: Edge, name: str) -> str:
+    """One call from the agent; the final response it got, whole."""
     caller = uac(edge.workdir / name, AGENT_IP, 5070, edge.sip, DEST, scenario=reject_uac_scenario(edge.workdir))
     assert caller.wait() == 0, caller.output()
-    [final] = caller.final_status()
+    [final] = final_invite_responses(caller)
     return final
 
 
@@ -83,7 +89,9 @@ def test_down_gateway_is_skipped_by_lcr_and_shown_until_it_recovers(probing_edge
     # every gateway down: a clear 503 with Retry-After, and no slot taken
     carrier_b.stop()
     wait_until(lambda: state(edge, "carrier-b") == {f"{CARRIER_B}:{GW_PORT}": "down"}, timeout=15, what="carrier-b down")
-    assert place(edge, "call-2") == (503, "All Gateways Down")
+    final = call(edge, "call-2")
+    assert status_line(final) == (503, "All Gateways Down")
+    assert header_values(final, "Retry-After") == ["7"]  # limits.retry_after_s
 
     # carrier-a comes back: up after 2 answered probes, and takes the next call
     carrier_a = gateway(edge, CARRIER_A)

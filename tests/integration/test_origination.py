@@ -22,6 +22,7 @@ from routing.ngclient import NgClient
 from routing.call.numbers import NumberFormat
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, STRANGER, Edge
+from .replies import final_invite_responses, header_values
 from tests.sipp import reject_uac_scenario, uac, uas
 
 AGENT_PORT = 5090
@@ -135,7 +136,7 @@ def test_python_exception_gets_500_and_next_call_works(clean_edge: Edge) -> None
     edge.redis.set(keys.trunk("broken"), "not a hash")
     edge.redis.incr(keys.VERSION)
     assert expect_reject(edge, CARRIER_A, DID) == (500, "Internal Server Error")
-    assert "exception in request route" in edge.log()
+    assert "edge: exception in initial INVITE" in edge.log()
     edge.redis.delete(keys.trunk("broken"))
     edge.redis.srem(keys.TRUNKS, "broken")
     edge.redis.incr(keys.VERSION)
@@ -213,7 +214,8 @@ def test_store_down_fails_closed_within_500ms(clean_edge: Edge) -> None:
     sent = next(b for b in blocks if "message sent" in b and "INVITE sip" in b)
     got = next(b for b in blocks if "message received" in b and "SIP/2.0 503" in b)
     assert stamp(got) - stamp(sent) < 0.5
-    assert "Retry-After: 7" in got
+    [final] = final_invite_responses(caller)
+    assert header_values(final, "Retry-After") == ["7"]  # limits.retry_after_s
 
 
 def test_store_killed_fails_closed_then_recovers(clean_edge: Edge) -> None:

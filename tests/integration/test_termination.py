@@ -7,6 +7,7 @@ import itertools
 from routing.tables import keys
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, Edge
+from .replies import final_invite_responses, header_values, status_line
 from tests.sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
 
 GW_PORT = 5080
@@ -167,5 +168,6 @@ def test_every_trunk_full_gets_503_naming_the_limit(clean_edge: Edge) -> None:
     provision(edge, a_max=0, b_max=0)
     caller = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, scenario=reject_uac_scenario(edge.workdir))
     assert caller.wait() == 0, caller.output()
-    assert caller.final_status() == [(503, "Trunk Limit Reached: carrier-b")]
-    assert "Retry-After: 7" in caller.messages()
+    [final] = final_invite_responses(caller)
+    assert status_line(final) == (503, "Trunk Limit Reached: carrier-b")
+    assert header_values(final, "Retry-After") == ["7"]  # limits.retry_after_s

@@ -19,6 +19,7 @@ from routing.tables import keys
 from dataclasses import replace
 
 from routing.tables.model import Agent, DataError, Did, Direction, Gateway, MediaPolicy, RouteEntry, SrtpMode, Trunk
+from routing.ngclient import NgError
 from routing.call.numbers import NumberFormat
 from routing.call.plan import CallPlan, Target
 from routing.ops.runtime import RuntimeSettings
@@ -28,18 +29,21 @@ from routing.tables.store import Admission, Lease, StoreUnavailable, Topology
 RT = RuntimeSettings(node="t1", lease_ttl_s=600, retry_after_s=7)
 PLAN_AVP = "$avp(edge_plan)"
 EARLY_AVP = "$avp(edge_early)"
+#: what the plugin and the native routes of templates/kamailio.routes.j2 pass each other
+OFFER_AVP = "$avp(edge_offer)"
+MEDIA_ERROR_AVP = "$avp(edge_media_err)"
+REPLY_DROP_AVP = "$avp(edge_reply_drop)"
+DROP_VAR = "$var(edge_drop)"
+STORE_FAILED_VAR = "$var(edge_sf)"
 
 #: KSR functions the router may call, with the value each returns unless a test changes it.
 DEFAULT_RETURNS: dict[str, Any] = {
-    "force_rport": True,  # SR_KEMIP_BOOL
     "is_myself_srcip": False,  # SR_KEMIP_BOOL: app_python3 hands Python a bool
-    "htable.sht_is_null": 1,  # source not in the ban table
     "htable.sht_seti": 1,
     "htable.sht_sets": 1,
     "hdr.remove": 1,
     "htable.sht_rm": 1,
     "htable.sht_gete": "",
-    "pike.pike_check_req": 1,
     "sl.send_reply": 1,
     "sl.sl_reply_error": 1,
     "tm.t_reply": 1,
@@ -52,13 +56,10 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "tm.t_branch_timeout": -1,
     "tmx.t_precheck_trans": -1,
     "tmx.t_cancel_branches": 1,
-    "set_drop": None,
     "hdr.append": 1,
     "hdr.append_to_reply": 1,
     "rr.record_route": 1,
-    "rr.loose_route": 1,
     "rtpengine.rtpengine_manage": 1,
-    "rtpengine.rtpengine_offer": 1,
     "rtpengine.rtpengine_answer": 1,
     "tm.t_on_branch": 1,
     "rtpengine.rtpengine_delete0": 1,
@@ -68,8 +69,6 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "dialog.dlg_set_timeout": 1,
     "dialog.dlg_set_property": 1,
     "dialog.dlg_reset_property": 1,
-    "maxfwd.process_maxfwd": 1,
-    "sanity.sanity_check": 1,
     "siputils.has_totag": -1,
     "textops.remove_hf_re": 1,
     "textops.has_body_type": 1,  # the INVITE carries SDP
@@ -94,9 +93,11 @@ class FakeKSR:
         self.returns = dict(DEFAULT_RETURNS)
         self.pv: dict[str, Any] = {}
         self.relayed: list[str] = []
-        #: the Router whose armed branch route t_relay runs (as tm does), when set
-        self.router: Any = None
-        self.dropped = False
+        #: the ``$avp(edge_offer)`` each ``t_relay`` left for the native branch route
+        self.offers: list[Any] = []
+        #: the native branch route (templates/kamailio.routes.j2) as tm runs it inside ``t_relay``:
+        #: False drops the branch (tm then sends nothing and ``t_relay`` fails)
+        self.branch_route: Callable[[], bool] | None = None
         self.logs: list[tuple[str, str]] = []
         self.module = types.ModuleType("KSR")
         groups: dict[str, types.SimpleNamespace] = {}
@@ -115,15 +116,12 @@ class FakeKSR:
     def _function(self, name: str) -> Callable[..., Any]:
         def call(*args: Any) -> Any:
             self.calls.append((name, args))
-            if name == "set_drop":
-                self.dropped = True
             if name == "tm.t_relay":
                 self.relayed.append(self.pv.get("$ru"))
+                self.offers.append(self.pv.get(OFFER_AVP))
                 armed = self.args_of("tm.t_on_branch")
-                if armed and self.router is not None and self.returns[name] > 0:
-                    self.dropped = False
-                    getattr(self.router, armed[-1][0])(None)
-                    if self.dropped:  # tm sends no branch: t_relay fails
+                if armed and self.branch_route is not None and self.returns[name] > 0:
+                    if not self.branch_route():  # tm sends no branch: t_relay fails
                         return -1
             return self.returns[name]
 
@@ -233,6 +231,18 @@ def store() -> FakeStore:
     return provisioned_store()
 
 
+class FakeNg:
+    """Stands in for rtpengine's ng control socket: keeps every query; the session is unknown
+    (rtpengine's ``Unknown call-id``), so no media statistics are taken."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def query(self, call_id: str, from_tag: str = "") -> dict[str, Any]:
+        self.queries.append(call_id)
+        raise NgError("rtpengine answered error", "Unknown call-id")
+
+
 class RecordingWriter:
     """Stands in for the call-record writer: keeps every record written."""
 
@@ -256,7 +266,7 @@ def router(kemi: types.ModuleType, store: FakeStore, ksr: FakeKSR) -> Any:
     router = kemi.Router(RT)
     router.store = store
     router._writer = RecordingWriter()
-    ksr.router = router
+    router._ngclient = FakeNg()
     return router
 
 
@@ -295,7 +305,7 @@ MSG = object()
 def test_python_exception_gives_exactly_one_500_and_logs_the_traceback(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     store.topology_error = RuntimeError("boom")
     request(ksr)
-    assert router.ksr_request_route(MSG) == 1
+    assert router.ksr_initial_invite(MSG) == 1
     assert ksr.replies == [("sl", 500, "Internal Server Error")]
     errors = [text for level, text in ksr.logs if level == "err"]
     assert len(errors) == 1
@@ -306,7 +316,7 @@ def test_python_exception_gives_exactly_one_500_and_logs_the_traceback(ksr: Fake
 def test_store_unavailable_gives_503_with_retry_after(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     store.topology_error = StoreUnavailable("Timeout reading from socket")
     request(ksr)
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     # stateful: INVITE retransmissions queued behind the redis timeout meet the transaction
     assert ksr.replies == [("tm", 503, "Routing Store Unavailable")]
     assert ksr.args_of("hdr.append_to_reply") == [("Retry-After: 7\r\n",)]
@@ -318,7 +328,7 @@ def test_store_unavailable_gives_503_with_retry_after(ksr: FakeKSR, router: Any,
 def test_malformed_routing_data_gives_500(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     store.topology_error = DataError("edge:trunk:x direction: must be inbound, outbound or both")
     request(ksr)
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert ksr.replies == [("sl", 500, "Internal Server Error")]
     assert ksr.args_of("hdr.append_to_reply") == []
     assert any(level == "err" and "edge:trunk:x" in text for level, text in ksr.logs)
@@ -331,70 +341,74 @@ def test_store_is_opened_lazily_when_child_init_did_not_run(kemi: types.ModuleTy
     assert router.store.node == "t1"
 
 
-# -- screening -------------------------------------------------------------------------------
+# -- screening (the native request route; these are the decisions it asks the plugin for) ------
+# The ban table, scanner User-Agents, pike, Max-Forwards, sanity and OPTIONS pings are native
+# (templates/kamailio.routes.j2), proven on the running edge by tests/integration/test_defence.py.
 
 
-def test_banned_source_is_dropped_silently(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
-    store.topology_error = AssertionError("routing must not run")
-    ksr.returns["htable.sht_is_null"] = -1
-    request(ksr)
-    router.ksr_request_route(MSG)
-    assert ksr.replies == [] and ksr.relayed == []
-
-
-def test_own_address_is_never_banned(kemi: types.ModuleType, ksr: FakeKSR, store: FakeStore) -> None:
-    router = kemi.Router(RuntimeSettings(scanner_user_agents=("sipsak",)))
-    router.store = store
-    ksr.returns["is_myself_srcip"] = True
-    request(ksr, **{"$ua": "sipsak 0.9.8", "$si": "127.0.0.1"})
-    router.ksr_request_route(MSG)
-    assert ksr.args_of("htable.sht_seti") == []
-
-
-def test_scanner_user_agent_is_banned(kemi: types.ModuleType, ksr: FakeKSR, store: FakeStore) -> None:
-    router = kemi.Router(RuntimeSettings(scanner_user_agents=("friendly-scanner",)))
-    router.store = store
-    request(ksr, **{"$ua": "Friendly-Scanner 2.0", "$si": "198.18.0.9"})
-    router.ksr_request_route(MSG)
-    assert ksr.replies == []
-    assert ksr.args_of("htable.sht_seti") == [("ipban", "198.18.0.9", 1)]
-
-
-def test_flood_from_a_stranger_is_banned_but_not_from_a_trunk(ksr: FakeKSR, router: Any) -> None:
-    ksr.returns["pike.pike_check_req"] = -1
+def test_flood_from_a_stranger_is_banned_and_dropped_but_not_from_a_trunk(ksr: FakeKSR, router: Any) -> None:
     request(ksr, **{"$si": "198.18.0.9"})
-    router.ksr_request_route(MSG)
+    assert router.ksr_flood(MSG) == 1
     assert ksr.args_of("htable.sht_seti") == [("ipban", "198.18.0.9", 1)]
-    assert ksr.replies == []
+    assert ksr.pv[DROP_VAR] == 1
+    assert ksr.replies == [] and STORE_FAILED_VAR not in ksr.pv
     ksr.calls.clear()
-    request(ksr)  # from the carrier's network
-    router.ksr_request_route(MSG)
+    ksr.pv.clear()
+    request(ksr)  # from the carrier's network: routed as usual
+    router.ksr_flood(MSG)
+    assert ksr.args_of("htable.sht_seti") == [] and DROP_VAR not in ksr.pv
+    assert ksr.replies == []
+
+
+def test_own_address_is_never_banned(ksr: FakeKSR, router: Any) -> None:
+    ksr.returns["is_myself_srcip"] = True
+    request(ksr, **{"$si": "127.0.0.1"})
+    router.ksr_flood(MSG)
     assert ksr.args_of("htable.sht_seti") == []
-    assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080"]
 
 
-# -- request route ------------------------------------------------------------------------
+def test_flood_check_during_a_store_outage_bans_nobody_and_the_invite_gets_503_without_waiting_again(
+        ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.topology_error = StoreUnavailable("Timeout reading from socket")
+    request(ksr, **{"$si": "198.18.0.9"})
+    router.ksr_flood(MSG)
+    assert ksr.args_of("htable.sht_seti") == [] and DROP_VAR not in ksr.pv
+    assert ksr.pv[STORE_FAILED_VAR] == 1 and ksr.replies == []
+    # the native route then hands the INVITE over with $var(edge_sf) still set
+    store.topology_error = AssertionError("redis must not be asked a second time")
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == [("tm", 503, "Routing Store Unavailable")]
+    assert ksr.args_of("hdr.append_to_reply") == [("Retry-After: 7\r\n",)]
+    assert store.acquired == [] and store.released == []
 
 
-def test_max_forwards_exhausted_gives_483(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+def test_flood_check_error_is_logged_and_answers_nothing(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.topology_error = RuntimeError("boom")
+    request(ksr, **{"$si": "198.18.0.9"})
+    assert router.ksr_flood(MSG) == 1
+    assert ksr.replies == []
+    assert any(level == "err" and "exception in flood check" in text for level, text in ksr.logs)
+
+
+# -- refusals the native route decides ----------------------------------------------------------
+
+
+def test_max_forwards_exhausted_gives_483_logged_and_counted(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     store.topology_error = AssertionError("routing must not run")
-    ksr.returns["maxfwd.process_maxfwd"] = -1
     request(ksr)
-    router.ksr_request_route(MSG)
+    router.ksr_refuse(MSG, "too_many_hops")
     assert ksr.replies == [("sl", 483, "Too Many Hops")]
-    assert ksr.args_of("maxfwd.process_maxfwd") == [(70,)]
+    assert any(text.startswith("edge: reject 483 max_forwards request ") for _, text in ksr.logs)
+    assert counted(ksr) == [("byoc_edge_rejections_total", "max_forwards")]
 
 
-def test_options_without_user_is_answered_200(ksr: FakeKSR, router: Any) -> None:
-    request(ksr, method="OPTIONS", **{"$rU": ""})
-    router.ksr_request_route(MSG)
-    assert ksr.replies == [("sl", 200, "OK")]
-    assert ksr.relayed == []
+def test_in_dialog_request_without_a_dialog_gives_481(ksr: FakeKSR, router: Any) -> None:
+    request(ksr, method="BYE")
+    router.ksr_refuse(MSG, "no_dialog")
+    assert ksr.replies == [("sl", 481, "Call/Transaction Does Not Exist")]
 
 
-def test_register_gives_405_with_allow(ksr: FakeKSR, router: Any) -> None:
-    request(ksr, method="REGISTER")
-    router.ksr_request_route(MSG)
+def assert_405_with_allow(ksr: FakeKSR) -> None:
     assert ksr.replies == [("sl", 405, "Method Not Allowed")]
     allow = [args[0] for args in ksr.args_of("hdr.append_to_reply") if args[0].startswith("Allow:")]
     assert len(allow) == 1
@@ -404,9 +418,33 @@ def test_register_gives_405_with_allow(ksr: FakeKSR, router: Any) -> None:
     assert "REGISTER" not in methods
 
 
+def test_register_without_a_digest_trunk_gives_405_with_allow(ksr: FakeKSR, router: Any) -> None:
+    request(ksr, method="REGISTER")
+    router.ksr_register(MSG)
+    assert_405_with_allow(ksr)
+
+
+def test_other_methods_give_405_with_allow(ksr: FakeKSR, router: Any) -> None:
+    request(ksr, method="MESSAGE")
+    router.ksr_refuse(MSG, "not_allowed")
+    assert_405_with_allow(ksr)
+
+
+def test_register_during_a_store_outage_gives_503_with_retry_after(ksr: FakeKSR, router: Any,
+                                                                    store: FakeStore) -> None:
+    store.topology_error = StoreUnavailable("Timeout reading from socket")
+    request(ksr, method="REGISTER")
+    router.ksr_register(MSG)
+    assert ksr.replies == [("sl", 503, "Routing Store Unavailable")]
+    assert ksr.args_of("hdr.append_to_reply") == [("Retry-After: 7\r\n",)]
+
+
+# -- initial INVITE ---------------------------------------------------------------------------
+
+
 def test_reject_decision_is_sent_statelessly(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     request(ksr, **{"$si": "198.18.0.1"})
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert ksr.replies == [("sl", 403, "Source Not Allowed")]
     # logged with its reason code and recorded for edgectl explain
     assert any(text.startswith("edge: reject 403 acl_source request ") for _, text in ksr.logs)
@@ -419,7 +457,7 @@ def test_no_refusal_record_when_trace_ttl_is_zero(kemi: types.ModuleType, ksr: F
     router.store = store
     router._writer = RecordingWriter()
     request(ksr, **{"$si": "198.18.0.1"})
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert ksr.replies == [("sl", 403, "Source Not Allowed")]
     assert store.traces == {}
 
@@ -430,14 +468,14 @@ def test_refusal_is_answered_even_when_it_cannot_be_recorded(ksr: FakeKSR, route
 
     store.keep_trace = broken  # type: ignore[method-assign]
     request(ksr, **{"$si": "198.18.0.1"})
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert ksr.replies == [("sl", 403, "Source Not Allowed")]
     assert any("cannot record the refusal" in text for _, text in ksr.logs)
 
 
 def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store: FakeStore) -> None:
     request(ksr)
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert ksr.replies == []
     assert ksr.args_of("hdr.remove") == []  # no header to strip in this request
     assert ksr.pv["$ru"] == "sip:+14155550100@agent.example.com:5080"
@@ -452,12 +490,13 @@ def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store
     for (name,) in armed:
         assert hasattr(kemi.Router, name) and callable(getattr(kemi.Router, name)), name
     names = ksr.names()
-    for step in ("hdr.append", "rr.record_route", "rtpengine.rtpengine_offer",
+    for step in ("hdr.append", "rr.record_route",
                  "dialog.dlg_manage", "tm.t_newtran", "tm.t_on_failure", "tm.t_on_branch", "tm.t_relay"):
         assert step in names, step
-    assert hasattr(kemi.Router, "ksr_branch_manage")
-    assert ksr.args_of("tm.t_on_branch")[0] == ("ksr_branch_manage",)
-    (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]  # made in the branch route, node default policies
+    # the native branch route (tests/unit/test_settings_render.py checks it exists) makes the offer
+    assert ksr.args_of("tm.t_on_branch") == [("ksr_branch_manage",)]
+    assert "rtpengine.rtpengine_offer" not in names
+    (flags,) = ksr.offers  # left for the branch route by the hop's relay: node default policies
     assert flags.split() == ["replace-origin", "replace-session-connection", "ICE=remove", "strict-source",
                              "endpoint-learning=heuristic", "RTP/AVP",
                              "codec-mask-all", "codec-offer-PCMU", "codec-offer-PCMA", "codec-offer-telephone-event"]
@@ -471,7 +510,7 @@ def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store
 def test_termination_relay(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
     request(ksr, **{"$si": "10.9.0.7", "$rU": "14155550100"})
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert ksr.replies == []
     assert ksr.relayed == ["sip:+14155550100@192.0.2.10:5060"]
     assert ksr.args_of("hdr.append") == []
@@ -486,7 +525,7 @@ def test_store_failure_after_partial_admission_releases_the_slots(
     store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
     store.acquire_error_at = 2
     request(ksr, **{"$si": "10.9.0.7", "$rU": "+14155550100"})
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert ksr.replies == [("tm", 503, "Routing Store Unavailable")]
     assert len(store.acquired) == 2  # agent admitted, then the trunk acquire failed
     assert store.released == ["call-1"]
@@ -495,25 +534,44 @@ def test_store_failure_after_partial_admission_releases_the_slots(
 def test_relay_send_error_moves_to_the_next_target(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     request(ksr)
     ksr.returns["tm.t_relay"] = -1
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080", "sip:bot@10.9.0.2"]
     assert ksr.replies == [("tm", 503, "Agent Unreachable")]
     assert store.released == ["call-1"]
 
 
 def test_rtpengine_failure_releases_the_slots(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    def rtpengine_refuses() -> bool:
+        ksr.pv[MEDIA_ERROR_AVP] = 1  # what the native branch route does when rtpengine_offer fails
+        return False
+
     request(ksr)
-    ksr.returns["rtpengine.rtpengine_offer"] = -1
-    router.ksr_request_route(MSG)
+    ksr.branch_route = rtpengine_refuses
+    router.ksr_initial_invite(MSG)
     assert ksr.replies == [("tm", 503, "Media Relay Unavailable")]
+    assert ("Retry-After: 7\r\n",) in ksr.args_of("hdr.append_to_reply")
     assert store.released == ["call-1"]
     assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080"]  # the branch was dropped, no failover
+
+
+def test_hop_whose_offer_cannot_be_made_gets_503_without_a_relay(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    """No offer can be made for the failover hop (the caller's side requires SRTP and the offer is
+    plain; the initial INVITE's check would have refused it with 488): the caller gets 503, nothing
+    is sent (the native branch route never sees a refused offer) and the slots are released."""
+    plan = termination_plan(("a", LEASE_A), ("b", LEASE_B))
+    plan.caller_media = MediaPolicy(srtp=SrtpMode.SDES).to_json()
+    failed_branch(ksr, plan, 503, "Service Unavailable")
+    ksr.pv["$rb"] = SDP_OFFER
+    router.ksr_failure_manage(MSG)
+    assert ksr.relayed == []
+    assert ksr.replies == [("tm", 503, "Media Relay Unavailable")]
+    assert store.released == ["call-1"]
 
 
 def test_srtp_required_but_plain_offer_gets_488(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     store.trunks["telnyx"] = replace(store.trunks["telnyx"], media=MediaPolicy(srtp=SrtpMode.SDES))
     request(ksr)
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert ksr.replies == [("sl", 488, "SRTP Required")]
     assert store.released == ["call-1"]
     assert ksr.relayed == []
@@ -522,15 +580,32 @@ def test_srtp_required_but_plain_offer_gets_488(ksr: FakeKSR, router: Any, store
 def test_agent_policy_shapes_the_offer(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     store.agents["bot"] = replace(store.agents["bot"], media=MediaPolicy(codecs=("opus",), srtp=SrtpMode.DTLS))
     request(ksr)
-    router.ksr_request_route(MSG)
-    (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
+    router.ksr_initial_invite(MSG)
+    (flags,) = ksr.offers
     assert "UDP/TLS/RTP/SAVP SDES-off" in flags and "codec-transcode-opus" in flags
+
+
+def test_delayed_offer_leaves_no_offer_for_the_branch_route(ksr: FakeKSR, router: Any) -> None:
+    request(ksr)
+    ksr.returns["textops.has_body_type"] = -1  # an INVITE without SDP: the offer comes in the 2xx
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == [] and ksr.offers == [""]
+
+
+def test_failover_hop_gets_its_own_offer(ksr: FakeKSR, router: Any) -> None:
+    plan = termination_plan(("a", LEASE_A), ("b", LEASE_B))
+    plan.targets[1] = replace(plan.targets[1], media=MediaPolicy(codecs=("PCMA",)).to_json())
+    failed_branch(ksr, plan, 503, "Service Unavailable")
+    ksr.pv["$rb"] = SDP_OFFER
+    router.ksr_failure_manage(MSG)
+    (flags,) = ksr.offers
+    assert "codec-offer-PCMA" in flags.split() and "codec-offer-PCMU" not in flags.split()
 
 
 def test_sip_keepalive_of_the_callee_sets_ka_dst_only(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     store.agents["bot"] = replace(store.agents["bot"], media=MediaPolicy(sip_keepalive=True))
     request(ksr)
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert ("ka-dst",) in ksr.args_of("dialog.dlg_set_property")
     assert ("ka-src",) in ksr.args_of("dialog.dlg_reset_property")
     assert ("ka-src",) not in ksr.args_of("dialog.dlg_set_property")
@@ -548,7 +623,9 @@ def test_dialog_end_releases_the_dialog_call_id(ksr: FakeKSR, router: Any, store
     ksr.pv.update({"$dlg(callid)": "dlg-call", "$ci": "other-call", "$rm": "BYE", "$dlg(from_tag)": "ft1"})
     assert router.ksr_dialog_event(MSG, "dialog:end") == 1
     assert store.released == ["dlg-call"]
-    assert ksr.args_of("rtpengine.rtpengine_delete") == []  # the BYE itself deleted the media session
+    # a side's BYE is relayed natively: the final statistics are taken and the session deleted here
+    assert router._ngclient.queries == ["dlg-call"]
+    assert ksr.args_of("rtpengine.rtpengine_delete") == [("call-id=dlg-call from-tag=ft1",)]
 
 
 def test_dialog_timeout_also_deletes_the_media_session(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
@@ -716,7 +793,7 @@ def test_relay_strips_spoofed_edge_headers_and_unlisted_x_headers(ksr: FakeKSR, 
         "Content-Length: 0\r\n\r\n"
     )
     request(ksr, **{"$mb": message})
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     # the carrier trunk allows no X- header but is trusted for identity
     assert ksr.args_of("hdr.remove") == [("X-Edge-Trunk",), ("x-tenant",)]
 
@@ -736,7 +813,7 @@ def cdr_table(ksr: FakeKSR) -> dict[str, str]:
 
 def test_refused_invite_gets_a_rejected_record(ksr: FakeKSR, router: Any) -> None:
     request(ksr, **{"$si": "198.18.0.1", "$cs": "7"})
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     (record,) = router._writer.records
     assert (record["id"], record["status"], record["sip_code"], record["reject_tag"]) == (
         "t1:call-1:7", "rejected", 403, "acl_source")
@@ -745,7 +822,7 @@ def test_refused_invite_gets_a_rejected_record(ksr: FakeKSR, router: Any) -> Non
 
 def test_non_invite_refusals_get_no_record(ksr: FakeKSR, router: Any) -> None:
     request(ksr, method="MESSAGE")
-    router.ksr_request_route(MSG)
+    router.ksr_refuse(MSG, "not_allowed")
     assert ksr.replies and router._writer.records == []
 
 
@@ -794,12 +871,12 @@ def counted(ksr: FakeKSR) -> list[tuple[Any, ...]]:
 
 def test_relayed_call_counts_an_attempt_and_refusals_count_their_reason(ksr: FakeKSR, router: Any) -> None:
     request(ksr)
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert counted(ksr) == [("byoc_edge_calls_attempted_total", "origination", "telnyx", "bot")]
     assert ksr.pv["$avp(edge_mlabels)"] == "origination|telnyx|bot"
     ksr.calls.clear()
     request(ksr, **{"$rU": "+14155559999", "$ci": "call-2"})
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert counted(ksr) == [("byoc_edge_rejections_total", "did_not_found")]
 
 
@@ -852,16 +929,16 @@ def sided_router(kemi: types.ModuleType, store: FakeStore, ksr: FakeKSR) -> Any:
     router = kemi.Router(replace(RT, media_sides=True, sip_sockets=SIDE_SOCKETS))
     router.store = store
     router._writer = RecordingWriter()
-    ksr.router = router
+    router._ngclient = FakeNg()
     return router
 
 
 def test_origination_leaves_from_the_agent_socket_naming_both_interfaces(ksr: FakeKSR, sided_router: Any) -> None:
     request(ksr)
-    sided_router.ksr_request_route(MSG)
+    sided_router.ksr_initial_invite(MSG)
     assert ksr.replies == []
     assert ("$fs", "udp:10.0.2.10:5060") in ksr.args_of("pv.sets")
-    (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
+    (flags,) = ksr.offers
     assert flags.split()[-2:] == ["direction=carrier", "direction=agent"]  # the offer came from the carrier
     # the agent's answer names no interface: rtpengine keeps the ones the offer chose
     ksr.pv.update({"$rs": 180, "$rb": SDP_OFFER})
@@ -875,7 +952,7 @@ def test_delayed_offer_from_the_agent_names_its_interface_first(ksr: FakeKSR, si
     """An INVITE without SDP: the agent's 200 carries the offer, made from the agent's side."""
     request(ksr)
     ksr.returns["textops.has_body_type"] = -1
-    sided_router.ksr_request_route(MSG)
+    sided_router.ksr_initial_invite(MSG)
     ksr.returns["textops.has_body_type"] = 1
     ksr.pv.update({"$rs": 200, "$rm": "INVITE", "$rb": SDP_OFFER, "$avp(edge_from_caller)": 1,
                    "$avp(edge_req_sdp)": 0})
@@ -887,10 +964,10 @@ def test_delayed_offer_from_the_agent_names_its_interface_first(ksr: FakeKSR, si
 def test_termination_leaves_from_the_carrier_socket(ksr: FakeKSR, sided_router: Any, store: FakeStore) -> None:
     store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
     request(ksr, **{"$si": "10.9.0.7", "$rU": "14155550100"})
-    sided_router.ksr_request_route(MSG)
+    sided_router.ksr_initial_invite(MSG)
     assert ksr.relayed == ["sip:+14155550100@192.0.2.10:5060"]
     assert ("$fs", "udp:10.0.1.10:5060") in ksr.args_of("pv.sets")
-    (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
+    (flags,) = ksr.offers
     assert flags.split()[-2:] == ["direction=agent", "direction=carrier"]
 
 
@@ -909,17 +986,19 @@ def test_in_dialog_offer_names_the_senders_interface_first(ksr: FakeKSR, sided_r
                                                            expected: list[str]) -> None:
     request(ksr, **{"$ft": from_tag, "$dlg(from_tag)": "caller-tag", "$dlg_var(edge_dir)": "origination"})
     ksr.returns["siputils.has_totag"] = 1
-    sided_router.ksr_request_route(MSG)
+    sided_router.ksr_in_dialog(MSG)
+    assert ksr.replies == []
     (flags,) = ksr.args_of("rtpengine.rtpengine_manage")[0]
     assert flags.split()[-2:] == expected
+    assert ksr.args_of("tm.t_relay") == [()]  # relayed by the plugin, in the dialog's route set
     assert ksr.pv["$avp(edge_dir)"] == "origination"  # for the reply route's answer
 
 
 def test_one_network_edge_names_no_interface_and_forces_no_socket(ksr: FakeKSR, router: Any) -> None:
     request(ksr)
-    router.ksr_request_route(MSG)
+    router.ksr_initial_invite(MSG)
     assert "$fs" not in [name for name, _ in ksr.args_of("pv.sets")]
-    (flags,) = ksr.args_of("rtpengine.rtpengine_offer")[0]
+    (flags,) = ksr.offers
     assert "direction=" not in flags
 
 
@@ -967,20 +1046,21 @@ def test_reliable_183_breaking_the_policy_is_dropped_and_its_branch_cancelled(ks
     provisional(ksr, origination_plan())
     router.ksr_onreply_manage(MSG)
     assert ksr.args_of("tmx.t_cancel_branches") == [("this",)]
-    assert "set_drop" in ksr.names() and "rtpengine.rtpengine_answer" not in ksr.names()
+    # the native onreply route drops the reply the plugin marks (and clears the mark)
+    assert ksr.pv.pop(REPLY_DROP_AVP) == 1 and "rtpengine.rtpengine_answer" not in ksr.names()
     assert json.loads(ksr.pv["$avp(edge_early_refused)"]) == [488, "SRTP Required", "srtp_required"]
     assert [text for _, text in ksr.logs if "reject" in text][0].startswith(
         "edge: reject 488 srtp_required reliable-provisional reply=183 ")
     ksr.calls.clear()
     router.ksr_onreply_manage(MSG)  # the callee retransmits its 183 until the CANCEL reaches it
-    assert ksr.names() == ["set_drop"]
+    assert ksr.calls == [("pv.seti", (REPLY_DROP_AVP, 1))]
 
 
 def test_unreliable_183_breaking_the_policy_still_passes(ksr: FakeKSR, router: Any) -> None:
     provisional(ksr, origination_plan(), reliable=False)
     router.ksr_onreply_manage(MSG)
     assert "rtpengine.rtpengine_answer" in ksr.names()
-    assert "set_drop" not in ksr.names() and "tmx.t_cancel_branches" not in ksr.names()
+    assert REPLY_DROP_AVP not in ksr.pv and "tmx.t_cancel_branches" not in ksr.names()
     assert ksr.pv.get("$avp(edge_early_refused)") is None
 
 

@@ -32,6 +32,7 @@ from routing.tables.admin.common import (
     ConflictError,
     MAX_ATTEMPTS,
     Writes,
+    number_format_dict,
     transaction,
     version_seed,
 )
@@ -85,6 +86,7 @@ from routing.tables.admin.routes import (
 __all__ = [
     "MAX_ATTEMPTS",
     "Writes",
+    "number_format_dict",
     "ConflictError",
     "transaction",
     "version_seed",

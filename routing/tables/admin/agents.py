@@ -15,6 +15,7 @@ from routing.tables.admin.common import (
     cidr_owners,
     dids_referencing,
     listing,
+    number_format_dict,
     require,
     transaction,
 )
@@ -129,7 +130,8 @@ def remove_agent(client: redis.Redis, name: str) -> None:
 def agent_dict(agent: Agent) -> dict[str, object]:
     """JSON shape of an agent: name, uris (in order), cidrs, max_calls (null = unlimited),
     allow_prefixes, deny_prefixes, dtmf (null = the node's dtmf.default_mode),
-    media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
+    media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default),
+    number_format {country_code, national_prefix, international_prefix, national_length} (as a trunk's)."""
     return {
         "name": agent.name,
         "uris": list(agent.uris),
@@ -141,4 +143,5 @@ def agent_dict(agent: Agent) -> dict[str, object]:
         "trust_identity": agent.trust_identity,
         "dtmf": None if agent.dtmf is None else agent.dtmf.value,
         "media": agent.media.to_json(),
+        "number_format": number_format_dict(agent.number_format),
     }

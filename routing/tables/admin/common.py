@@ -11,13 +11,14 @@ from typing import Callable, Iterable, Sequence, TypeVar
 import redis
 from redis.client import Pipeline
 
+from routing.call.numbers import NumberFormat
 from routing.tables import keys
 from routing.tables.model import DataError, parse_cidr
 
 __all__ = [
     "MAX_ATTEMPTS", "ConflictError", "Writes", "transaction", "version_seed", "read", "require", "listing",
     "cidr_owners", "check_cidrs_free", "dids_referencing", "routes_referencing", "parse_enum", "check_count",
-    "canonical_cidrs",
+    "canonical_cidrs", "number_format_dict",
 ]
 
 #: Attempts of one write before giving up when the watched keys keep changing.
@@ -158,3 +159,14 @@ def listing(items: list[str], limit: int = 5) -> str:
 def require(pipe: Pipeline, index: str, name: str, what: str) -> None:
     if not pipe.sismember(index, name):
         raise DataError(f"no {what} {name!r}")
+
+
+def number_format_dict(fmt: NumberFormat) -> dict[str, object]:
+    """JSON shape of a trunk's or agent's number format: country_code, national_prefix,
+    international_prefix (strings of digits, may be empty), national_length (int, 0 = not fixed)."""
+    return {
+        "country_code": fmt.country_code,
+        "national_prefix": fmt.national_prefix,
+        "international_prefix": fmt.international_prefix,
+        "national_length": fmt.national_length,
+    }

@@ -20,6 +20,7 @@ from routing.tables.admin.common import (
     cidr_owners,
     dids_referencing,
     listing,
+    number_format_dict,
     parse_enum,
     require,
     routes_referencing,
@@ -275,7 +276,6 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     daily_spend_cap (currency per UTC day, decimal string or null), inbound_rate (per-minute
     price of origination calls, decimal string or null),
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
-    fmt = trunk.number_format
     return {
         "name": trunk.name,
         "direction": trunk.direction.value,
@@ -292,12 +292,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
             }
             for gw in trunk.gateways
         ],
-        "number_format": {
-            "country_code": fmt.country_code,
-            "national_prefix": fmt.national_prefix,
-            "international_prefix": fmt.international_prefix,
-            "national_length": fmt.national_length,
-        },
+        "number_format": number_format_dict(trunk.number_format),
         "max_cps": trunk.max_cps,
         "max_duration_s": trunk.max_duration_s,
         "allow_prefixes": list(trunk.allow_prefixes),

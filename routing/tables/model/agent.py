@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from routing.call.dtmf import DtmfMode
+from routing.call.numbers import NumberFormat
 from routing.tables import keys
 from routing.tables.model.fields import (
+    number_format_fields,
     parse_cidr,
     parse_header_names,
+    parse_number_format,
     parse_prefixes,
     parse_sip_uri,
     _bool,
@@ -37,6 +40,9 @@ class Agent:
             pass to carriers; off by default, so an agent cannot spoof a caller ID that way.
         dtmf: how the agent sends and expects DTMF digits (:mod:`routing.call.dtmf`); None = node default.
         media: codecs, ptime, SRTP and RTP timeout of the agent side (:class:`MediaPolicy`).
+        number_format: how the agent writes the destinations it dials (a NANP agent whose
+            callers dial ``011`` international numbers); the default reads ``+`` E.164, ``00``
+            international numbers and bare full numbers, as before the field existed.
     """
 
     name: str
@@ -49,11 +55,13 @@ class Agent:
     trust_identity: bool = False
     dtmf: DtmfMode | None = None
     media: MediaPolicy = field(default_factory=MediaPolicy)
+    number_format: NumberFormat = field(default_factory=NumberFormat)
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:agent:{name}``."""
         return {
             "max_calls": "" if self.max_calls is None else str(self.max_calls),
+            **number_format_fields(self.number_format),
             "allow_prefixes": ",".join(self.allow_prefixes),
             "deny_prefixes": ",".join(self.deny_prefixes),
             "x_headers": ",".join(self.x_headers),
@@ -85,4 +93,5 @@ class Agent:
             trust_identity=_bool(fields.get("trust_identity"), f"{keys.agent(name)} trust_identity", default=False),
             dtmf=_dtmf(fields.get("dtmf"), keys.agent(name)),
             media=MediaPolicy.from_redis(fields, keys.agent(name)),
+            number_format=parse_number_format(fields, keys.agent(name)),
         )

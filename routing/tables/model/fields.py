@@ -13,13 +13,14 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 
 from routing.call.dtmf import DtmfError, DtmfMode, parse_mode
+from routing.call.numbers import NumberError, NumberFormat
 from routing.errors import EdgeError
 
 __all__ = [
     "DataError", "Direction", "AuthMode", "Transport", "CODECS", "SilenceFill", "SrtpMode",
     "NAME_PATTERN", "PREFIX_PATTERN", "parse_codecs", "parse_params", "format_params", "parse_cidr",
     "parse_sip_uri", "parse_header_names", "parse_prefixes", "check_name", "parse_rate",
-    "parse_increment", "format_increment", "check_prefix",
+    "parse_increment", "format_increment", "check_prefix", "number_format_fields", "parse_number_format",
 ]
 
 
@@ -331,3 +332,34 @@ def check_prefix(prefix: str) -> str:
     if not PREFIX_PATTERN.fullmatch(prefix or ""):
         raise DataError(f"route prefix {prefix!r}: use '+' followed by up to 15 digits, e.g. +1415")
     return prefix
+
+
+def number_format_fields(fmt: NumberFormat) -> dict[str, str]:
+    """The number-format fields of a trunk or agent hash (``country_code``, ``national_prefix``,
+    ``international_prefix``, ``national_length``), as :func:`parse_number_format` reads them."""
+    return {
+        "country_code": fmt.country_code,
+        "national_prefix": fmt.national_prefix,
+        "international_prefix": fmt.international_prefix,
+        "national_length": str(fmt.national_length),
+    }
+
+
+def parse_number_format(fields: dict[str, str], where: str) -> NumberFormat:
+    """The number format of a trunk or agent hash; a missing field takes the default of
+    :class:`NumberFormat` (``international_prefix`` ``00``, the rest empty), so a hash
+    written before the fields existed reads as today's E.164-or-``00`` format.
+
+    Raises:
+        DataError: a field that is not digits, a country code starting with 0, a
+            national length outside 0-14; the message names ``where`` (the redis key).
+    """
+    try:
+        return NumberFormat(
+            country_code=fields.get("country_code", ""),
+            national_prefix=fields.get("national_prefix", ""),
+            international_prefix=fields.get("international_prefix", "00"),
+            national_length=_int(fields.get("national_length"), f"{where} national_length", default=0) or 0,
+        )
+    except NumberError as exc:
+        raise DataError(f"{where}: {exc}") from None

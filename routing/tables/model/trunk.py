@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from routing.call.dtmf import DtmfMode
-from routing.call.numbers import NumberError, NumberFormat
+from routing.call.numbers import NumberFormat
 from routing.tables import keys
 from routing.tables.model.fields import (
     AuthMode,
@@ -15,9 +15,11 @@ from routing.tables.model.fields import (
     Direction,
     format_increment,
     format_params,
+    number_format_fields,
     parse_cidr,
     parse_header_names,
     parse_increment,
+    parse_number_format,
     parse_params,
     parse_prefixes,
     Transport,
@@ -240,14 +242,10 @@ class Trunk:
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
-        fmt = self.number_format
         fields = {
             "direction": self.direction.value,
             "max_calls": "" if self.max_calls is None else str(self.max_calls),
-            "country_code": fmt.country_code,
-            "national_prefix": fmt.national_prefix,
-            "international_prefix": fmt.international_prefix,
-            "national_length": str(fmt.national_length),
+            **number_format_fields(self.number_format),
             "max_cps": "" if self.max_cps is None else _num(self.max_cps),
             "max_duration_s": "" if self.max_duration_s is None else str(self.max_duration_s),
             "allow_prefixes": ",".join(self.allow_prefixes),
@@ -283,15 +281,7 @@ class Trunk:
             direction = Direction(fields.get("direction", "both") or "both")
         except ValueError:
             raise DataError(f"{where} direction: must be inbound, outbound or both") from None
-        try:
-            fmt = NumberFormat(
-                country_code=fields.get("country_code", ""),
-                national_prefix=fields.get("national_prefix", ""),
-                international_prefix=fields.get("international_prefix", "00"),
-                national_length=_int(fields.get("national_length"), f"{where} national_length", default=0) or 0,
-            )
-        except NumberError as exc:
-            raise DataError(f"{where}: {exc}") from None
+        fmt = parse_number_format(fields, where)
         for cidr in cidrs:
             parse_cidr(cidr, keys.trunk_cidrs(name))
         gws = tuple(

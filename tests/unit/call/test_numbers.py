@@ -1,4 +1,4 @@
-"""routing.call.numbers.to_e164: every accepted form, every rejection, and its invariants."""
+"""routing.call.numbers.to_e164 and from_uri_user: every accepted form, every rejection, and their invariants."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routing.call.numbers import E164_PATTERN, NumberError, NumberFormat, is_e164, to_e164
+from routing.call.numbers import E164_PATTERN, NumberError, NumberFormat, from_uri_user, is_e164, to_e164
 
 UK = NumberFormat(country_code="44", national_prefix="0", international_prefix="00")
 NANP = NumberFormat(country_code="1", national_prefix="", international_prefix="011", national_length=10)
@@ -175,6 +175,63 @@ def test_number_format_rejects_bad_fields() -> None:
         NumberFormat(national_prefix="O")
     with pytest.raises(NumberError):
         NumberFormat(national_length=15)
+
+
+# -- URI user parts and tel: URIs (RFC 3261 section 19.1, RFC 3966) ----------------
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        "tel:+1-415-555-0100",  # RFC 3966 global number with visual separators
+        "TEL:+1.415.555.0100",
+        "tel:+1-415-555-0100;ext=12",  # other parameters are ignored
+        "+1-415-555-0100",
+        "tel:4155550100;phone-context=+1",  # local number, global context (RFC 3966 section 5.1.5)
+        "415-555-0100;phone-context=+1",
+        "5550100;phone-context=+1-415",  # the context carries the area code too
+        "4155550100;Phone-Context=+1",
+        "%2B14155550100",  # RFC 3261 section 19.1.2: an escaped + is the + of the number
+        "%2b14155550100",
+        "%2B1%20(415)%20555-0100",
+        "4155550100;phone-context=%2B1",
+        "+1%2D415%2D555%2D0100",
+    ],
+)
+def test_uri_user_forms_of_one_number(user: str) -> None:
+    assert from_uri_user(user) == "+14155550100"
+    assert from_uri_user(user, NANP) == "+14155550100"
+
+
+@pytest.mark.parametrize("user", ["(415)%20555-0100", "415.555.0100", "1-415-555-0100", "011%2044%2020%207946%200000"])
+def test_uri_user_in_a_peers_national_format(user: str) -> None:
+    expected = "+442079460000" if user.startswith("011") else "+14155550100"
+    assert from_uri_user(user, NANP) == expected
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        "4155550100;phone-context=example.com",  # a domain context does not name the country
+        "04155550100;phone-context=+1",  # a trunk prefix inside a context is ambiguous
+        "%2B1415555010%3B0",  # an escaped ; is a character, not a separator
+        "%2G14155550100",  # not an escape: '%' is no digit
+        "%2B",
+        "%",
+        "tel:",
+        "",
+    ],
+)
+def test_uri_user_that_is_not_a_number_is_refused(user: str) -> None:
+    with pytest.raises(NumberError):
+        from_uri_user(user)
+
+
+def test_escaped_and_plain_forms_normalise_once() -> None:
+    """The result of from_uri_user read again is itself: no form is normalised twice into another number."""
+    for user in ("%2B14155550100", "tel:4155550100;phone-context=+1", "(415)%20555-0100"):
+        once = from_uri_user(user, NANP)
+        assert from_uri_user(once, NANP) == once == "+14155550100"
 
 
 # -- properties -------------------------------------------------------------

@@ -221,6 +221,18 @@ def test_origination_with_national_prefix_format() -> None:
     assert decision.plan.targets[0].uri == "sip:+442079460000@agent.example.com:5080"
 
 
+@pytest.mark.parametrize("ruri_user", ["%2B14155550100", "%2b1-415-555-0100", "+1-415-555-0100",
+                                       "(415)%20555-0100", "4155550100;phone-context=+1",
+                                       "4155550100;phone-context=%2B1"])
+def test_origination_reads_escaped_and_tel_forms_of_the_did(ruri_user: str) -> None:
+    store = make_store()
+    decision = route_initial_invite(invite(CARRIER_IP, ruri_user), store, RT)
+    assert isinstance(decision, Relay), decision
+    assert decision.headers[HDR_DID] == "+14155550100"
+    assert decision.plan.targets[0].uri == "sip:+14155550100@agent.example.com:5080"
+    assert store.acquired[0]["facts"]["number"] == "+14155550100"
+
+
 def test_unparsable_caller_is_passed_as_is() -> None:
     decision = route_initial_invite(invite(CARRIER_IP, "+14155550100", from_user="anonymous"), make_store(), RT)
     assert isinstance(decision, Relay)
@@ -237,6 +249,40 @@ def test_termination_bad_destination(ruri_user: str, to_user: str) -> None:
     decision = route_initial_invite(invite(AGENT_IP, ruri_user, to_user=to_user), store, RT)
     assert_reject(decision, 484, "Invalid Destination Number")
     assert decision.tag == "bad_number"
+    assert store.acquired == []
+
+
+@pytest.mark.parametrize("ruri_user", ["%2B14155550100", "+1-415-555-0100", "+1.415.555.0100",
+                                       "4155550100;phone-context=+1", "%2B1%20(415)%20555-0100"])
+def test_termination_reads_escaped_and_tel_forms_of_the_destination(ruri_user: str) -> None:
+    store = make_store()
+    store.route_table["+"] = [route("+", "telnyx", "0.01")]
+    decision = route_initial_invite(invite(AGENT_IP, ruri_user), store, RT)
+    assert isinstance(decision, Relay), decision
+    assert decision.plan.number == "+14155550100"
+    assert decision.plan.targets[0].uri == "sip:+14155550100@192.0.2.10:5060"
+
+
+def test_termination_from_a_nanp_agent_reads_its_011_and_national_numbers() -> None:
+    store = make_store()
+    store.agents["bot"] = Agent(name="bot", uris=("sip:agent.example.com",), cidrs=("10.9.0.0/24",),
+                                number_format=NANP)
+    store.route_table["+"] = [route("+", "telnyx", "0.01")]
+    for dialled, number in [("011447700900123", "+447700900123"), ("4155550100", "+14155550100"),
+                            ("1 (415) 555-0100", "+14155550100"), ("+447700900123", "+447700900123")]:
+        decision = route_initial_invite(invite(AGENT_IP, dialled), store, RT)
+        assert isinstance(decision, Relay), (dialled, decision)
+        assert decision.plan.number == number
+        assert decision.plan.targets[0].uri == f"sip:{number}@192.0.2.10:5060"
+    # "00" is not a NANP agent's international prefix
+    assert_reject(route_initial_invite(invite(AGENT_IP, "00447700900123"), store, RT), 484, "Invalid Destination Number")
+
+
+def test_termination_011_from_an_agent_without_a_format_is_invalid() -> None:
+    store = make_store()
+    store.route_table["+"] = [route("+", "telnyx", "0.01")]
+    decision = route_initial_invite(invite(AGENT_IP, "011447700900123"), store, RT)
+    assert_reject(decision, 484, "Invalid Destination Number")
     assert store.acquired == []
 
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from routing.tables import admin, keys
 from routing.cli import main
 from routing.tables.model import Direction, Gateway, Transport
+from routing.call.numbers import NumberFormat
 from routing.tables.store import RedisStore
 
 
@@ -96,6 +97,18 @@ def test_trunk_gateway_specs_transport_and_number_format(edgectl, redis_client: 
     assert redis_client.hget(keys.trunk_gateways("carrier"), "192.0.2.2:5080") == "transport=tcp;priority=20;weight=50"
 
 
+def test_agent_number_format_lands_in_redis_as_the_call_path_reads_it(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("agent", "add", "nanp-bot", "--uri", "sip:bot@203.0.113.21", "--cidr", "203.0.113.16/28",
+               "--country-code", "1", "--international-prefix", "011", "--national-length", "10"))
+    data = json.loads(ok(edgectl("agent", "show", "nanp-bot", "--json")).stdout)
+    assert data["number_format"] == {"country_code": "1", "national_prefix": "", "international_prefix": "011",
+                                     "national_length": 10}
+    agent = RedisStore(redis_client, "n1").topology().agents["nanp-bot"]
+    assert agent.number_format == NumberFormat(country_code="1", international_prefix="011", national_length=10)
+    out = ok(edgectl("agent", "show", "nanp-bot")).stdout
+    assert "international prefix" in out and "011" in out
+
+
 def test_trunk_replace(edgectl, provisioned: redis.Redis) -> None:
     line = one_line_error(edgectl("trunk", "add", "telnyx", "--gateway", "192.0.2.99"))
     assert "already exists" in line and "--replace" in line
@@ -115,7 +128,9 @@ def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
     assert agents == [{"name": "bot", "uris": ["sip:bot@203.0.113.20:5070"], "cidrs": ["203.0.113.0/28"], "max_calls": None,
                        "allow_prefixes": [], "deny_prefixes": [], "x_headers": [], "trust_identity": False, "dtmf": None,
                        "media": {"codecs": None, "ptime_ms": None, "srtp": None, "rtp_timeout_s": None,
-                                 "sip_keepalive": None, "fill_silence": None}}]
+                                 "sip_keepalive": None, "fill_silence": None},
+                       "number_format": {"country_code": "", "national_prefix": "", "international_prefix": "00",
+                                         "national_length": 0}}]
     assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout) == agents[0]
 
     dids = json.loads(ok(edgectl("did", "list", "--json")).stdout)
@@ -174,6 +189,9 @@ def test_rm_refused_while_referenced_then_allowed(edgectl, provisioned: redis.Re
         (("trunk", "add", "t1", "--gateway", "192.0.2.1:50x"), "port: expected an integer"),
         (("trunk", "add", "t1", "--country-code", "0x"), "number format: country_code must be digits"),
         (("agent", "add", "a1", "--uri", "bot@example.com"), "agent 'a1' uri: not a SIP URI"),
+        (("agent", "add", "a1", "--international-prefix", "+011"), "agent 'a1' number format: international_prefix must be digits"),
+        (("agent", "add", "a1", "--country-code", "044"), "agent 'a1' number format: country_code must not start with 0"),
+        (("agent", "add", "a1", "--national-length", "15"), "agent 'a1' number format: national_length must be between 0 and 14"),
         (("did", "add", "+14155550111", "--trunk", "ghost", "--agent", "bot"), "Error: no trunk 'ghost'"),
         (("did", "add", "+14155550111", "--trunk", "telnyx", "--agent", "ghost"), "Error: no agent 'ghost'"),
         (("did", "add", "+0123", "--trunk", "telnyx", "--agent", "bot"), "not a valid E.164 number"),

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import os
+import re
 import subprocess
+import sys
+import types
 from pathlib import Path
+from typing import Iterator
 
 import jinja2
 import pytest
 import yaml
 
+import routing
 from routing.ops import render as render_mod
+from routing.kamailio import callstate
 from routing.ops.render import ENTRY_SCRIPT, OUTPUTS, render, render_to_dir
 from routing.ops.runtime import ENV_VAR, load as load_runtime
 from routing.ops.settings import REPO_ROOT, Listener, Settings, Sip, load_settings
@@ -22,6 +30,9 @@ KAMAILIO = Path("/usr/sbin/kamailio")
 def write_yaml(path: Path, data: object) -> Path:
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
+
+
+# -- render ----------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -101,11 +112,99 @@ def test_kamailio_cfg_modparams(custom: Settings) -> None:
     # the call clock ends calls at 3600 s; the dialog timer is a backstop a minute later
     assert 'modparam("dialog", "default_timeout", 3660)' in cfg
     assert 'modparam("rtimer", "exec", "timer=callclock;route=ksr_call_clock")' in cfg
-    assert 'modparam("dialog", "event_callback", "ksr_dialog_event")' in cfg
     assert f'modparam("ctl", "binrpc", "unix:{custom.run_dir}/kamailio_ctl")' in cfg
     assert 'modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:2299")' in cfg
     assert f'modparam("app_python3", "load", "{ENTRY_SCRIPT}")' in cfg
-    assert 'cfgengine "python"' in cfg
+    # native routes: the plugin is reached with python_exec, dialog and HTTP events by event_route
+    assert not any(line.startswith("cfgengine") or line.startswith("kemi.") for line in cfg)
+    assert not any('"event_callback"' in line for line in cfg)
+    assert "event_route[dialog:end] {" in cfg and "event_route[dialog:failed] {" in cfg
+    assert "event_route[xhttp:request] {" in cfg
+
+
+#: route blocks of a native Kamailio config: ``kind[name] {`` (request_route and reply_route have no name)
+_BLOCK = re.compile(r"^\s*(route|request_route|branch_route|failure_route|onreply_route|reply_route|event_route)"
+                    r"\s*(?:\[([^\]]+)\])?\s*\{", re.M)
+_PYTHON_EXEC = re.compile(r'python_exec\(\s*"([^"]+)"((?:\s*,\s*"[^"]*")*)\s*\)')
+#: route names the cfg itself arms or calls, with the kind of block each must name
+_CFG_ARMED = {"t_on_failure": "failure_route", "t_on_reply": "onreply_route", "t_on_branch": "branch_route",
+              "route": "route"}
+
+
+@pytest.fixture
+def kemi_router(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
+    """routing.kemi.Router, imported against an empty stand-in for Kamailio's ``KSR`` module."""
+    monkeypatch.setitem(sys.modules, "KSR", types.ModuleType("KSR"))
+    sys.modules.pop("routing.kemi", None)
+    try:
+        yield importlib.import_module("routing.kemi").Router
+    finally:
+        sys.modules.pop("routing.kemi", None)
+        if hasattr(routing, "kemi"):
+            delattr(routing, "kemi")
+
+
+def _blocks(cfg: str) -> set[tuple[str, str]]:
+    """(kind, name) of every route block; a duplicate name of one kind fails."""
+    found = [(kind, name or "") for kind, name in _BLOCK.findall(cfg)]
+    assert len(found) == len(set(found)), f"a route block is defined twice: {sorted(found)}"
+    return set(found)
+
+
+@pytest.mark.parametrize("features", ["default", "everything", "nothing optional"])
+def test_every_plugin_entry_and_route_name_of_the_cfg_exists(features: str, kemi_router: type,
+                                                             tmp_path: Path) -> None:
+    """The native routes (templates/kamailio.routes.j2) and the plugin (routing.kemi) name each
+    other by strings: every ``python_exec`` names a callable of the Router that takes its
+    arguments, and every route the plugin arms (tm ``t_on_*``, the dialog's ``timeout_route``,
+    ``KSR.route``) or the cfg arms or runs (``t_on_*``, ``route()``, rtimer) is a block of its kind."""
+    data: dict[str, object] = {"run_dir": str(tmp_path)}
+    if features == "everything":  # TLS (its in-dialog profile), the loop socket, the DTMF log
+        data["sip"] = {"listen": [{"transport": "udp", "address": "127.0.0.1", "port": 5060},
+                                  {"transport": "tls", "address": "127.0.0.1", "port": 5061}]}
+        data["dtmf"] = {"log_port": 2224}
+    elif features == "nothing optional":  # no UDP listener (no loop socket), no DTMF log
+        data["sip"] = {"listen": [{"transport": "tcp", "address": "127.0.0.1", "port": 5060}]}
+        data["dtmf"] = {"log_port": 0}
+    cfg = render(Settings.model_validate(data))["kamailio.cfg"]
+    code = "\n".join(line.split("#", 1)[0] for line in cfg.splitlines())  # comments name routes too
+    blocks = _blocks(code)
+    assert ("request_route", "") in blocks
+
+    calls = _PYTHON_EXEC.findall(code)
+    assert calls, "the cfg never calls the plugin"
+    for name, arg_text in calls:
+        args = re.findall(r'"([^"]*)"', arg_text)
+        method = getattr(kemi_router, name, None)
+        assert callable(method), f'python_exec("{name}"): routing.kemi.Router has no such method'
+        # app_python3 calls method(msg, *args); an _entry guard hands its function (self, *args)
+        wrapped = getattr(method, "__wrapped__", None)
+        try:
+            if wrapped is not None:
+                inspect.signature(wrapped).bind(None, *args)
+            else:
+                inspect.signature(method).bind(None, None, *args)
+        except TypeError as exc:
+            pytest.fail(f'python_exec("{name}", {", ".join(args)}) does not fit Router.{name}: {exc}')
+        if name == "ksr_refuse":
+            assert args and args[0] in ("too_many_hops", "no_dialog", "not_allowed"), args
+
+    # names the plugin arms: routing/kamailio/callstate.py, and KSR.route(...) in the plugin's source
+    plugin_source = "\n".join(path.read_text(encoding="utf-8") for path in
+                               [REPO_ROOT / "routing" / "kemi.py", *(REPO_ROOT / "routing" / "kamailio").glob("*.py")])
+    called = {"CALL_STARTED", *re.findall(r'KSR\.route\(\s*"([^"]+)"', plugin_source)}
+    for constant in re.findall(r'KSR\.route\(\s*(?:cs\.|callstate\.)?([A-Z][A-Z0-9_]*)\s*\)', plugin_source):
+        called.add(getattr(callstate, constant))
+    wanted = {("failure_route", callstate.ON_FAILURE), ("onreply_route", callstate.ON_REPLY),
+              ("branch_route", callstate.ON_BRANCH), ("route", callstate.DIALOG_TIMEOUT_ROUTE),
+              *(("route", name) for name in called)}
+    # names the cfg arms or runs itself
+    for function, name in re.findall(r'\b(t_on_failure|t_on_reply|t_on_branch|route)\(\s*"?([A-Za-z0-9_]+)"?\s*\)', code):
+        wanted.add((_CFG_ARMED[function], name))
+    for name in re.findall(r'modparam\("rtimer",\s*"exec",\s*"[^"]*\broute=([A-Za-z0-9_]+)', code):
+        wanted.add(("route", name))
+    missing = sorted(wanted - blocks)
+    assert not missing, f"route blocks missing from the rendered kamailio.cfg: {missing}"
 
 
 def test_app_python3_loads_the_repository_entry_script() -> None:
@@ -197,7 +296,6 @@ def test_kamailio_accepts_ipv6_listeners(tmp_path: Path) -> None:
         [str(KAMAILIO), "-c", "-f", str(run_dir / "kamailio.cfg")], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
 
 
 def test_silence_filling_and_keepalives_are_rendered() -> None:

@@ -205,7 +205,9 @@ def test_replace_agent_rewrites_uri_list(redis_client: redis.Redis) -> None:
     assert redis_client.hgetall(keys.agent("bot")) == {"max_calls": "", "allow_prefixes": "", "deny_prefixes": "",
                                                           "x_headers": "", "trust_identity": "no", "dtmf": "",
                                                           "codecs": "", "ptime_ms": "", "srtp": "", "rtp_timeout_s": "",
-                                                          "sip_keepalive": "", "fill_silence": ""}
+                                                          "sip_keepalive": "", "fill_silence": "",
+                                                          "country_code": "", "national_prefix": "",
+                                                          "international_prefix": "00", "national_length": "0"}
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from routing.tables import admin, keys, tableset
 from routing.cli import main
 from routing.tables.model import Agent, DataError, Direction, Trunk
+from routing.call.numbers import NumberFormat
 from routing.tables.plain import from_plain, to_plain
 from routing.ops.secrets import SecretBox, create_key
 
@@ -109,6 +110,10 @@ def test_plain_errors_name_the_field(field: str, value: object, message: str) ->
         (lambda d: d["trunks"][0].update(max_calls=-1), "f.yaml: trunks[0] (telnyx): trunk 'telnyx' max_calls: must be >= 0"),
         (lambda d: d["trunks"][0]["gateways"][0].update(port="x"), "f.yaml: trunks[0] (telnyx): trunk.gateways[0].port: expected an integer"),
         (lambda d: d["agents"][0].update(uris=["http://x"]), "f.yaml: agents[0] (bot): agent 'bot' uri: not a SIP URI"),
+        (lambda d: d["agents"][0].update(number_format={"international_prefix": "+011"}),
+         "f.yaml: agents[0] (bot): agent.number_format: international_prefix must be digits, got '+011'"),
+        (lambda d: d["agents"][0].update(number_format={"national_length": 15}),
+         "f.yaml: agents[0] (bot): agent.number_format: national_length must be between 0 and 14"),
         (lambda d: d["dids"][0].update(number="4155550100"), "f.yaml: dids[0] (4155550100): did '4155550100': not an E.164 number"),
         (lambda d: d["routes"][0].update(rate="cheap"), "f.yaml: routes[0] (+1 via telnyx): route.rate: expected a decimal"),
         (lambda d: d["dids"].append(dict(d["dids"][0])), "f.yaml: dids[1] (+14155550100): did +14155550100 listed twice (also f.yaml: dids[0]"),
@@ -169,6 +174,21 @@ def test_diff_lists_added_changed_removed_per_field(redis_client: redis.Redis) -
     # without --prune the trunk missing from the file is kept
     plan = tableset.plan_changes(tableset.read_tables(redis_client), tableset.parse_document(data, "f.yaml"))
     assert not [c for c in plan.changes if c.action == "remove"]
+
+
+def test_agent_number_format_is_applied_diffed_and_exported(redis_client: redis.Redis) -> None:
+    data = document()
+    data["agents"][0]["number_format"] = {"country_code": "1", "international_prefix": "011", "national_length": 10}
+    tableset.apply_document(redis_client, tableset.parse_document(data, "f.yaml"))
+    nanp = NumberFormat(country_code="1", international_prefix="011", national_length=10)
+    assert admin.get_agent(redis_client, "bot").number_format == nanp  # type: ignore[union-attr]
+    exported = tableset.export_document(tableset.read_tables(redis_client))
+    assert exported["agents"][0]["number_format"] == {"country_code": "1", "national_prefix": "",
+                                                      "international_prefix": "011", "national_length": 10}
+    data["agents"][0]["number_format"]["international_prefix"] = "00"
+    plan = tableset.plan_changes(tableset.read_tables(redis_client), tableset.parse_document(data, "f.yaml"))
+    assert [(c.action, c.kind, c.key, c.fields) for c in plan.changes] == [
+        ("change", "agent", "bot", (("number_format.international_prefix", "011", "00"),))]
 
 
 def test_section_missing_from_the_file_is_never_pruned(redis_client: redis.Redis) -> None:
