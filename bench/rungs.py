@@ -130,7 +130,7 @@ class Edge:
             "[print(s.name, s.pid, s.healthy, s.detail) for s in services.up(load_settings(sys.argv[2]))]"
         )
         out = subprocess.run([str(VENV_PY), "-c", code, str(self.src), str(self.settings_path)],
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=120, env=kamailio_env())
         if out.returncode != 0:
             raise RuntimeError(f"edge up failed ({self.src}): {out.stderr[-3000:]}")
 
@@ -205,6 +205,20 @@ class Edge:
 # ------------------------------------------------------------------ native kamailio rungs
 
 
+def kamailio_env() -> dict[str, str]:
+    """The environment of every Kamailio the bench starts, the edge's and the native ones alike:
+    ``routing.ops.services.kamailio_environment`` of this repository (Debian's ``PATH`` and
+    ``PYTHONHOME=/usr``, so a foreign ``python3`` first on the caller's ``PATH`` cannot give
+    app_python3 another standard library, and both rungs run in the same environment).  The edge's
+    ``up`` runs with it too, so a tree built from an older commit (whose ``services`` passes the
+    caller's environment on) starts its Kamailio with it as well."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from routing.ops.services import kamailio_environment
+
+    return kamailio_environment()
+
+
 @dataclass
 class NativeKamailio:
     """A Kamailio started from a hand-written cfg under bench/ (peer, limit, transcoder)."""
@@ -234,7 +248,7 @@ class NativeKamailio:
         path = self.run_dir / "kamailio.cfg"
         path.write_text(text)
         check = subprocess.run(["kamailio", "-c", "-f", str(path)] + [a for d in self.defines for a in ("-A", d)],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, env=kamailio_env())
         if check.returncode != 0:
             raise RuntimeError(f"{self.name}: kamailio -c failed: {check.stderr[-3000:]}")
         return path
@@ -247,7 +261,7 @@ class NativeKamailio:
             argv += ["-A", d]
         argv += list(self.args)
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=self.run_dir, start_new_session=True)
+                                     cwd=self.run_dir, start_new_session=True, env=kamailio_env())
         log.close()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -12,6 +12,7 @@ background with its log in the run directory (``<name>.log``) and its pid in
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import redis
 
@@ -33,7 +35,10 @@ from routing.ops.settings import Settings
 from routing.monitor.sipprobe import rtpengine_ping, sip_options
 from routing.tables.store import connect
 
-__all__ = ["ServiceError", "ServiceState", "up", "down", "restart", "status", "kamailio_check", "BINARIES"]
+__all__ = [
+    "ServiceError", "ServiceState", "up", "down", "restart", "status", "kamailio_check", "BINARIES",
+    "kamailio_environment", "embedded_python_fault", "EMBEDDED_PYTHON_HOME", "KAMAILIO_PATH",
+]
 
 #: Programs the edge runs, by service name.
 BINARIES = {"redis": "redis-server", "rtpengine": "rtpengine", "kamailio": "kamailio"}
@@ -43,6 +48,95 @@ START_TIMEOUT_S = 20.0
 #: Processes started by this Python process, kept so they are not reaped as garbage
 #: while they run in the background (they outlive edgectl on purpose).
 _CHILDREN: dict[str, subprocess.Popen] = {}
+
+#: Prefix of Debian's python3.11, the interpreter whose ``libpython3.11.so`` app_python3 is
+#: linked with (``sysconfig.get_config_var("prefix")`` of ``/usr/bin/python3``): its standard
+#: library is ``/usr/lib/python3.11``, its C extensions ``/usr/lib/python3.11/lib-dynload``.
+EMBEDDED_PYTHON_HOME = "/usr"
+#: ``PATH`` of every Kamailio the edge starts (and of the Ansible units, ansible/roles/kamailio):
+#: Debian's directories only.  An embedded interpreter that is given no program name (app_python3
+#: gives none) takes ``python3`` from ``PATH`` as its executable and computes its prefix from it
+#: (CPython's ``Modules/getpath.py``); a foreign ``python3`` first on the caller's ``PATH``
+#: (pyenv, ``/usr/local/bin``, an activated venv of another Python) would make it load that
+#: Python's standard library and fail on its C extensions (``undefined symbol: _PyModule_Add``).
+KAMAILIO_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+#: The caller's variables that would add or move the embedded interpreter's module paths
+#: (https://docs.python.org/3.11/using/cmdline.html#environment-variables); ``PYTHONHOME`` is set.
+_FOREIGN_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONPLATLIBDIR", "PYTHONUSERBASE", "PYTHONEXECUTABLE")
+
+
+def kamailio_environment(runtime_json: Path | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment every Kamailio of the edge runs with, whatever the caller's shell.
+
+    ``base`` (default ``os.environ``) with ``PATH`` = :data:`KAMAILIO_PATH`, ``PYTHONHOME`` =
+    :data:`EMBEDDED_PYTHON_HOME` and without the variables of :data:`_FOREIGN_PYTHON_VARIABLES`,
+    so that app_python3's interpreter is Debian's: ``sys.prefix`` ``/usr`` and the standard
+    library of ``/usr/lib/python3.11``.  The venv's site-packages are still added by
+    ``kamailio/edge.py`` from ``routing.json``.  With ``runtime_json``, ``BYOC_EDGE_RUNTIME``
+    names it (see :mod:`routing.ops.runtime`).
+
+    Returns:
+        A new dict of variable name to value.
+    """
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in _FOREIGN_PYTHON_VARIABLES}
+    env["PATH"] = KAMAILIO_PATH
+    env["PYTHONHOME"] = EMBEDDED_PYTHON_HOME
+    if runtime_json is not None:
+        env[runtime.ENV_VAR] = str(runtime_json)
+    return env
+
+
+#: ``ImportError: <stdlib>/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so: undefined symbol: _PyModule_Add``
+_DYNLOAD_SYMBOL = re.compile(r"ImportError: (?P<lib>/\S+?)/lib-dynload/\S+?: (?P<why>undefined symbol: \S+)")
+#: CPython's dump before ``Fatal Python error`` (no usable standard library): ``  stdlib dir = '<stdlib>'``
+_STDLIB_DIR = re.compile(r"^\s*stdlib dir = '(?P<lib>[^']+)'", re.MULTILINE)
+#: a traceback frame in a standard library: ``  File "<prefix>/lib/python3.11/ssl.py", line 100``
+_STDLIB_FRAME = re.compile(r'File "(?P<lib>/[^"]*?/lib/python3\.\d+)/(?!site-packages/|dist-packages/)[^"]+\.py"')
+
+
+def embedded_python_fault(output: str, home: str = EMBEDDED_PYTHON_HOME) -> str | None:
+    """One line naming the cause when Kamailio's start-up ``output`` shows that app_python3's
+    interpreter took a standard library other than ``<home>/lib/python3.N``; None otherwise.
+
+    Recognised: a C extension of the standard library failing to link (``ImportError:
+    .../lib-dynload/...so: undefined symbol: ...``), CPython's fatal start-up error with its path
+    dump (``stdlib dir = '...'``), and a traceback through another standard library's modules.
+
+    Returns:
+        ``"Kamailio's app_python3 loaded the standard library of <path>, not <home>/lib/python3.N
+        (...): <symptom>; start Kamailio with PATH=... and PYTHONHOME=..."``, or None.
+    """
+    expected = f"{home.rstrip('/')}/lib/python3."
+    lines = output.splitlines()
+    found: tuple[str, str] | None = None
+    if (match := _DYNLOAD_SYMBOL.search(output)) and not match["lib"].startswith(expected):
+        found = (match["lib"], match.group(0).split(": ", 1)[1])
+    elif (match := _STDLIB_DIR.search(output)) and not match["lib"].startswith(expected):
+        fatal = next((l.strip() for l in lines if l.startswith("Fatal Python error")), "Fatal Python error")
+        cause = next((l.strip() for l in reversed(lines) if re.match(r"^\w*(Error|Exception): ", l)), "")
+        found = (match["lib"], fatal + (f" ({cause})" if cause else ""))
+    else:
+        foreign = [m["lib"] for m in _STDLIB_FRAME.finditer(output) if not m["lib"].startswith(expected)]
+        if foreign:
+            cause = next((l.strip() for l in reversed(lines) if re.match(r"^\w*(Error|Exception): ", l)), "an error")
+            found = (foreign[-1], cause)
+    if found is None:
+        return None
+    library, symptom = found
+    version = re.search(r"python3\.\d+$", library)
+    own = f"{expected}{version.group(0)[len('python3.'):]}" if version else f"{home.rstrip('/')}/lib/python3"
+    return (
+        f"Kamailio's app_python3 loaded the standard library of {library}, not {own} (another python3 "
+        f"first on PATH, or PYTHONHOME): {symptom}; start Kamailio with PATH={KAMAILIO_PATH} and "
+        f"PYTHONHOME={home}, as edgectl and the edge's units do"
+    )
+
+
+def _exit_report(what: str, log_text: str) -> str:
+    """``what: <cause>`` for a process that exited at start-up: the embedded-Python cause when
+    :func:`embedded_python_fault` recognises one in its output, else the output's last 15 lines
+    joined by `` | ``."""
+    return f"{what}: " + (embedded_python_fault(log_text) or " | ".join(log_text.splitlines()[-15:]))
 
 
 class ServiceError(EdgeError, RuntimeError):
@@ -193,8 +287,13 @@ def _start(settings: Settings, name: str) -> int:
     previous = _CHILDREN.pop(name, None)
     if previous is not None:
         previous.poll()  # reap an earlier instance that died
-    env = dict(os.environ, **{runtime.ENV_VAR: str(run_dir / "routing.json")})
-    log = open(run_dir / f"{name}.log", "ab")
+    if name == "kamailio":
+        env = kamailio_environment(run_dir / "routing.json")
+    else:
+        env = dict(os.environ, **{runtime.ENV_VAR: str(run_dir / "routing.json")})
+    log_path = run_dir / f"{name}.log"
+    start_offset = log_path.stat().st_size if log_path.exists() else 0
+    log = open(log_path, "ab")
     proc = subprocess.Popen(
         _argv(settings, name),
         stdin=subprocess.DEVNULL,
@@ -211,8 +310,10 @@ def _start(settings: Settings, name: str) -> int:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = (run_dir / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
-            raise ServiceError(f"{name} exited with status {proc.returncode}: " + " | ".join(tail))
+            with open(log_path, "rb") as handle:  # this start's output only: the log is appended to
+                handle.seek(start_offset)
+                text = handle.read().decode(errors="replace")
+            raise ServiceError(_exit_report(f"{name} exited with status {proc.returncode}", text))
         ok, _ = _healthy(settings, name)
         if ok:
             return proc.pid
@@ -232,7 +333,7 @@ def kamailio_check(settings: Settings) -> str:
         [_binary("kamailio"), "-c", "-f", str(run_dir / "kamailio.cfg")],
         capture_output=True,
         text=True,
-        env=dict(os.environ, **{runtime.ENV_VAR: str(run_dir / "routing.json")}),
+        env=kamailio_environment(run_dir / "routing.json"),
     )
     if proc.returncode != 0:
         errors = [l for l in proc.stderr.splitlines() if "ERROR" in l or "CRITICAL" in l] or proc.stderr.splitlines()[-5:]
@@ -374,7 +475,7 @@ def kamailio_startup_check(settings: Settings, timeout_s: float = 15.0) -> float
         trial = settings.model_copy(update={"run_dir": Path(tmp), "sip": sip, "metrics": probe_metrics})
         render_to_dir(trial)
         argv = _argv(trial, "kamailio")
-        env = dict(os.environ, **{runtime.ENV_VAR: str(Path(tmp) / "routing.json")})
+        env = kamailio_environment(Path(tmp) / "routing.json")
         log_path = Path(tmp) / "kamailio.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -382,8 +483,9 @@ def kamailio_startup_check(settings: Settings, timeout_s: float = 15.0) -> float
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
-                    tail = log_path.read_text(errors="replace").splitlines()[-15:]
-                    raise ServiceError(f"kamailio start-up failed (status {proc.returncode}): " + " | ".join(tail))
+                    raise ServiceError(
+                        _exit_report(f"kamailio start-up failed (status {proc.returncode})", log_path.read_text(errors="replace"))
+                    )
                 result = sip_options("127.0.0.1", port, timeout_s=0.3)
                 if result.code == 200 and result.rtt_ms is not None:
                     return result.rtt_ms

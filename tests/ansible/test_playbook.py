@@ -19,7 +19,7 @@ carrier's SIPp call reaches the agent through each node (routing tables provisio
 node A's edgectl, in the shared redis), through node B from carrier side to agent side; a trunk
 limit of 1 holds across the nodes; the nftables rules drop SIP from a source that is neither
 carrier nor agent, and on node B SIP and RTP to one side's address from the other side's
-networks; the per-side variables are checked with messages that name them; a killed Kamailio is restarted by its service manager
+networks; the per-side variables are checked with messages that name them; every Kamailio runs with Debian's embedded-Python environment (PATH, PYTHONHOME); a killed Kamailio is restarted by its service manager
 (systemd, or the fallback manager where systemd is not PID 1, as on CI containers).
 Everything is removed at the end with ansible/uninstall.yml; kernel parameters and
 /etc/nftables.conf are restored.
@@ -776,6 +776,19 @@ def test_firewall_opens_each_side_only_to_that_side(deployment: Deployment) -> N
         # this side's rule dropped it; the stranger's may have been dropped by node A's table first
         assert dropped(node, f"SIP to the {side} side from an unlisted source") - sip_before >= 1
         assert dropped(node, f"RTP to the {side} side from an unlisted source") - rtp_before == 1
+
+
+def test_kamailio_runs_with_debians_embedded_python_environment(deployment: Deployment) -> None:
+    # the unit's PATH and PYTHONHOME (routing.ops.services.kamailio_environment), whatever PATH the
+    # service manager or the shell that ran it had: app_python3 then loads /usr/lib/python3.11
+    from routing.ops.services import EMBEDDED_PYTHON_HOME, KAMAILIO_PATH
+
+    for node in NODES:
+        pid = kamailio_pid(node)
+        assert pid, f"no kamailio pid on {node.host}"
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"PATH={KAMAILIO_PATH}".encode() in environ, environ
+        assert f"PYTHONHOME={EMBEDDED_PYTHON_HOME}".encode() in environ, environ
 
 
 def test_a_killed_kamailio_is_restarted_by_its_service_manager(deployment: Deployment) -> None:

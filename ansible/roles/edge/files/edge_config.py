@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from routing.ops import runtime, services
+from routing.ops import services
 from routing.ops.hostcheck import check_addresses
 from routing.ops.render import render
 from routing.ops.settings import Settings, SettingsError, load_settings
@@ -73,7 +73,7 @@ def check_staged(settings: Settings, staging: Path) -> dict[str, object]:
     kamailio = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/usr/bin:/sbin:/bin")
     if not kamailio:
         raise Failure("kamailio is not installed")
-    env = dict(os.environ, **{runtime.ENV_VAR: str(staging / "routing.json")})
+    env = services.kamailio_environment(staging / "routing.json")
     proc = subprocess.run([kamailio, "-c", "-f", str(staging / "kamailio.cfg")], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         lines = [l for l in proc.stderr.splitlines() if "ERROR" in l or "CRITICAL" in l] or proc.stderr.splitlines()[-5:]
