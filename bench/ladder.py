@@ -4,7 +4,7 @@ Rungs (same SIPp scenarios for all):
   direct     SIPp -> SIPp
   limit      Kamailio stateless forward() (bench/limit/kamailio.cfg)
   peer       Kamailio native cfg doing the edge's work (bench/peer/kamailio.cfg), same start options as the edge
-  edge       the real edge: routing.services.up of the committed code (git HEAD)
+  edge       the real edge: routing.ops.services.up of the committed code (git HEAD)
   peer-tuned the peer with the Kamailio start options of bench/proposals 01-02 (-m 1024 -x tlsf)
   edge-opt   the edge with every bench/proposals/*.patch applied (a patched copy of HEAD), when there are any;
   edge-w8    otherwise the edge (git HEAD) with 8 SIP workers instead of 4 (worker count tuning)

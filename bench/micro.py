@@ -21,11 +21,12 @@ PORT = 26381
 CHILD = r'''
 import cProfile, io, json, pstats, sys, time
 sys.path.insert(0, sys.argv[1])
-from routing import admin, pipeline
-from routing.model import Agent, Did, Direction, Trunk
-from routing.request import SipRequest
-from routing.runtime import RuntimeSettings
-from routing.store import RedisStore, connect
+from routing.tables import admin
+from routing.call import pipeline
+from routing.tables.model import Agent, Did, Direction, Trunk
+from routing.call.request import SipRequest
+from routing.ops.runtime import RuntimeSettings
+from routing.tables.store import RedisStore, connect
 n = int(sys.argv[3])
 c = connect("127.0.0.1", int(sys.argv[2]), timeout_ms=2000, connect_timeout_ms=2000)
 c.flushdb()

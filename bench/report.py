@@ -16,7 +16,7 @@ RUNG_TEXT = {
             "DID + edge:version, lease.lua; call_update.lua at the answer; at the BYE the final media statistics "
             "(rtpengine query, media.lua); finish.lua and cdr_add.lua with a call record of the edge's format at the "
             "end) (bench/peer/kamailio.cfg); same start options as the edge",
-    "edge": "**byoc-edge** (git HEAD), started with `routing.services.up`, Python KEMI routing",
+    "edge": "**byoc-edge** (git HEAD), started with `routing.ops.services.up`, Python KEMI routing",
     "peer-tuned": "the peer started with `-m 1024 -x tlsf` (what proposals 01-02 gave the edge; run only while the edge's "
                   "own options differ)",
     "edge-opt": "byoc-edge with every patch in bench/proposals/ applied (a patched copy of HEAD)",

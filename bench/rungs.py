@@ -1,4 +1,4 @@
-"""The systems under test: the real edge (routing.services.up), a patched copy of it,
+"""The systems under test: the real edge (routing.ops.services.up), a patched copy of it,
 the native peer and the stateless limit (hand-written kamailio.cfg files under bench/)."""
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def edge_settings(run_dir: Path, workers: int = 4) -> dict:
 
 @dataclass
 class Edge:
-    """The real edge, started with ``routing.services.up`` from a settings file.
+    """The real edge, started with ``routing.ops.services.up`` from a settings file.
 
     ``src`` is the source tree whose ``routing`` package runs: the repository, or a
     patched copy (bench/proposals) for the prototype rungs.  Only Kamailio is
@@ -120,12 +120,12 @@ class Edge:
         self.settings_path.write_text(yaml.safe_dump(data))
 
     def up(self, src: Path | None = None, workers: int | None = None) -> None:
-        """``routing.services.up(settings)`` of ``src`` (in a subprocess, so two source trees never mix)."""
+        """``routing.ops.services.up(settings)`` of ``src`` (in a subprocess, so two source trees never mix)."""
         self.src = src or self.src
         self.write_settings(workers)
         code = (
             "import sys; sys.path.insert(0, sys.argv[1]);"
-            "from routing import services; from routing.settings import load_settings;"
+            "from routing.ops import services; from routing.ops.settings import load_settings;"
             "import routing; assert list(routing.__path__)[0].startswith(sys.argv[1]), routing.__path__;"
             "[print(s.name, s.pid, s.healthy, s.detail) for s in services.up(load_settings(sys.argv[2]))]"
         )
@@ -160,12 +160,12 @@ class Edge:
         return redis.Redis(host="127.0.0.1", port=REDIS_PORT, socket_timeout=5, decode_responses=True)
 
     def provision(self) -> dict:
-        """One trunk, one agent and one DID, written with ``routing.admin`` of the source tree
+        """One trunk, one agent and one DID, written with ``routing.tables.admin`` of the source tree
         (as edgectl does); returns the SHA1 of the tree's lease and release scripts (for the peer)."""
         code = (
             "import sys; sys.path.insert(0, sys.argv[1]);"
-            "from routing import admin; from routing.store import connect;"
-            "from routing.model import Agent, Did, Direction, Trunk;"
+            "from routing.tables import admin; from routing.tables.store import connect;"
+            "from routing.tables.model import Agent, Did, Direction, Trunk;"
             "c = connect('127.0.0.1', int(sys.argv[2]), timeout_ms=5000, connect_timeout_ms=2000); c.flushdb();"
             f"admin.put_trunk(c, Trunk(name='{TRUNK}', direction=Direction.BOTH, max_calls=100000, cidrs=('{CARRIER_IP}/32',)));"
             f"admin.put_agent(c, Agent(name='{AGENT}', uris=('sip:{AGENT_IP}:{AGENT_PORT}',), cidrs=('{AGENT_IP}/32',), max_calls=100000));"
@@ -177,7 +177,7 @@ class Edge:
         client = self.redis()
         shas = {}
         for name in ("lease", "release", "call_update", "finish", "cdr_add", "media"):
-            text = (self.src / "routing" / "lua" / f"{name}.lua").read_text()
+            text = (self.src / "routing" / "tables" / "lua" / f"{name}.lua").read_text()
             shas[name] = client.script_load(text)
             assert shas[name] == hashlib.sha1(text.encode()).hexdigest()
         return shas
@@ -207,14 +207,14 @@ class Edge:
 
 def kamailio_env() -> dict[str, str]:
     """The environment of every Kamailio the bench starts, the edge's and the native ones alike:
-    ``routing.services.kamailio_environment`` of this repository (Debian's ``PATH`` and
+    ``routing.ops.services.kamailio_environment`` of this repository (Debian's ``PATH`` and
     ``PYTHONHOME=/usr``, so a foreign ``python3`` first on the caller's ``PATH`` cannot give
     app_python3 another standard library, and both rungs run in the same environment).  The edge's
     ``up`` runs with it too, so a tree built from an older commit (whose ``services`` passes the
     caller's environment on) starts its Kamailio with it as well."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from routing.services import kamailio_environment
+    from routing.ops.services import kamailio_environment
 
     return kamailio_environment()
 
@@ -331,10 +331,10 @@ def source_id(ref: str | None) -> dict:
 
 def cdr_record_expr(node: str) -> str:
     """A Kamailio cfg string expression that builds a call record in the edge's format
-    (``routing.cdr.build_record`` of this tree) for the peer: ``$var(cid)``, ``$var(st)``'s
+    (``routing.call.cdr.build_record`` of this tree) for the peer: ``$var(cid)``, ``$var(st)``'s
     CSeq and start are spliced in, the other fields are those of a bench call."""
     sys.path.insert(0, str(REPO))
-    from routing.cdr import CallFacts, build_record
+    from routing.call.cdr import CallFacts, build_record
 
     cid, cseq, start = "~CID~", "~CS~", 1795270000000
     record = build_record(CallFacts(

@@ -42,25 +42,26 @@ from collections.abc import Callable
 
 import KSR  # type: ignore[import-not-found]
 
-from .explain import refusal_record
-from . import cseq, dtmf, media, metrics, pipeline, quality, registration, runtime
-from .kamailio import callstate as cs
+from routing.call.explain import refusal_record
+from routing.call import cseq, dtmf, media, metrics, pipeline, quality, registration
+from routing.ops import runtime
+from routing.kamailio import callstate as cs
 import functools
-from . import sides as netsides
-from .ngclient import NgClient, NgError
-from .cdr import CallFacts, build_record, sdp_codecs
-from .cdrstore import CdrStore, CdrWriter, Spool
-from .model import parse_increment
+from routing.call import sides as netsides
+from routing.ngclient import NgClient, NgError
+from routing.call.cdr import CallFacts, build_record, sdp_codecs
+from routing.tables.cdrstore import CdrStore, CdrWriter, Spool
+from routing.tables.model import parse_increment
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
-from .decision import Authenticate, Reason, Reject, Relay
-from .model import AuthMode, DataError, MediaPolicy, Trunk
-from .secrets import SecretBox, SecretError
-from .plan import CallPlan, final_response, should_fail_over
-from .headers import IDENTITY_HEADERS, canonical, header_names, headers_to_remove, in_dialog_policy
-from .request import SipRequest, telephone_user
-from .acl import classify_source
-from .store import RedisStore, StoreUnavailable, Topology, connect
+from routing.call.decision import Authenticate, Reason, Reject, Relay
+from routing.tables.model import AuthMode, DataError, MediaPolicy, Trunk
+from routing.ops.secrets import SecretBox, SecretError
+from routing.call.plan import CallPlan, final_response, should_fail_over
+from routing.call.headers import IDENTITY_HEADERS, canonical, header_names, headers_to_remove, in_dialog_policy
+from routing.call.request import SipRequest, telephone_user
+from routing.call.acl import classify_source
+from routing.tables.store import RedisStore, StoreUnavailable, Topology, connect
 
 __all__ = ["Router", "mod_init", "ON_FAILURE", "ON_REPLY"]
 

@@ -3,7 +3,7 @@
 The Kamailio rtpengine module sends offers, answers and deletes; this client
 is for what the module cannot do from a timer process, where there is no SIP
 message to take the Call-ID from: ``query`` a call's statistics (the media
-watchdog and call quality, :mod:`routing.quality`).  Protocol: rtpengine
+watchdog and call quality, :mod:`routing.call.quality`).  Protocol: rtpengine
 ``docs/ng_control_protocol.md`` (a message is ``<cookie> <bencoded dict>``,
 the reply ``<cookie> <bencoded dict>`` with ``result`` = ``ok`` or ``error``).
 """
@@ -16,10 +16,12 @@ from typing import Any
 
 import bencodepy
 
+from routing.errors import EdgeError
+
 __all__ = ["NgClient", "NgError"]
 
 
-class NgError(RuntimeError):
+class NgError(EdgeError, RuntimeError):
     """rtpengine did not answer in time, answered garbage, or answered ``result: error``
     (``reason`` holds its text, e.g. ``Unknown call-id``)."""
 

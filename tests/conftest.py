@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 import redis
 
-from routing.store import connect
+from routing.tables.store import connect
 
 from tests.helpers import free_port, wait_until
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from routing.model import Agent, Did, RouteEntry, Trunk
-from routing.store import Admission, Lease, Topology, route_prefixes
+from routing.tables.model import Agent, Did, RouteEntry, Trunk
+from routing.tables.store import Admission, Lease, Topology, route_prefixes
 
 __all__ = ["FakeStore"]
 
 
 @dataclass
 class FakeStore:
-    """In-memory :class:`routing.store.Store`.
+    """In-memory :class:`routing.tables.store.Store`.
 
     Routes resolve to the longest prefix that has entries (as RedisStore does);
     leases whose key is in ``full_keys`` are refused all-or-nothing, those in

@@ -2,7 +2,8 @@
 
 One module per noun (``cmd_trunk.py``, ``cmd_agent.py`` ...), registered on
 the :func:`main` group.  Every error is one line on stderr and a non-zero exit
-(click's ``ClickException``: exit status 1; usage errors: 2).
+(click's ``ClickException``: exit status 1; usage errors: 2): the group turns any
+:class:`routing.errors.EdgeError` a command lets through into that line.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any, Callable, TypeVar
 import click
 import redis
 
-from ..model import DataError
-from ..secrets import SecretBox, SecretError, create_key
-from ..settings import Settings, SettingsError, load_settings
-from ..store import connect
+from routing.errors import EdgeError
+from routing.ops.secrets import SecretBox, create_key
+from routing.ops.settings import Settings, SettingsError, load_settings
+from routing.tables.store import connect
 
 __all__ = ["main", "AppContext", "pass_app", "emit_json", "fail", "handle_errors"]
 
@@ -84,14 +85,14 @@ def emit_json(value: object) -> None:
 
 
 def handle_errors(func: F) -> F:
-    """Turn data, settings and redis errors into one-line CLI errors."""
+    """Turn byoc-edge's own errors (:class:`EdgeError`) and redis errors into one-line CLI errors."""
     import functools
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (DataError, SettingsError, SecretError) as exc:
+        except EdgeError as exc:
             raise fail(str(exc)) from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise fail(f"redis unreachable: {exc}") from None
@@ -101,7 +102,17 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class EdgeGroup(click.Group):
+    """The ``edgectl`` group: an :class:`EdgeError` escaping any command is a one-line error (exit 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeError as exc:
+            raise fail(str(exc)) from None
+
+
+@click.group(cls=EdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--settings",
     "settings_path",

@@ -6,10 +6,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import admin
-from ..dtmf import DtmfMode
-from ..model import Agent, DataError
-from ..numbers import NumberError, NumberFormat
+from routing.tables import admin
+from routing.call.dtmf import DtmfMode
+from routing.tables.model import Agent, DataError
+from routing.call.numbers import NumberError, NumberFormat
 from .media_options import media_options, media_policy, media_rows
 from . import AppContext, emit_json, handle_errors, pass_app
 

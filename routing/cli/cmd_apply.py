@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from .. import keys, services, tableset
-from ..model import DataError
+from routing.tables import keys, tableset
+from routing.ops import services
+from routing.tables.model import DataError
 from . import AppContext, emit_json, handle_errors, pass_app
 
 __all__ = ["export", "apply", "format_plan"]

@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..calls import active_calls
+from routing.tables.calls import active_calls
 from . import AppContext, emit_json, handle_errors, pass_app
 
 

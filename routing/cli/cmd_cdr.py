@@ -13,10 +13,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..cdr import FIELDS, totals
-from ..cdrstore import CdrStore, Spool, parse_time
-from ..model import DataError
-from ..store import StoreUnavailable
+from routing.call.cdr import FIELDS, totals
+from routing.tables.cdrstore import CdrStore, Spool, parse_time
+from routing.tables.model import DataError
+from routing.tables.store import StoreUnavailable
 from . import AppContext, emit_json, handle_errors, pass_app
 
 __all__ = ["cdr", "iso", "csv_rows", "csv_text", "json_chunks"]
@@ -31,7 +31,7 @@ def iso(ms: Any) -> str:
 
 
 def csv_rows(records: Iterable[dict[str, Any]]) -> Iterator[str]:
-    """Records as CSV lines (RFC 4180): a header row of :data:`routing.cdr.FIELDS` plus ``start``,
+    """Records as CSV lines (RFC 4180): a header row of :data:`routing.call.cdr.FIELDS` plus ``start``,
     ``answer``, ``end`` in ISO 8601 UTC; lists and dicts as JSON text."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")

@@ -6,9 +6,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import services
-from ..demo import SAMPLE, run_demo
-from ..sipp import SippError
+from routing.ops import services
+from routing.ops.demo import SAMPLE, run_demo
 from . import AppContext, fail, handle_errors, pass_app
 
 
@@ -19,16 +18,10 @@ from . import AppContext, fail, handle_errors, pass_app
 def demo(app: AppContext, calls: int) -> None:
     """Start the edge, provision a sample trunk/agent/DID/route, place SIPp calls both ways, print the outcome."""
     console = Console(width=140)
-    try:
-        services.up(app.settings)
-    except services.ServiceError as exc:
-        raise fail(str(exc)) from None
+    services.up(app.settings)
     host, port = app.settings.sip_target
     console.print(f"edge up on {host}:{port}; sample trunk {SAMPLE['trunk']}, agent {SAMPLE['agent']}, DID {SAMPLE['did']}")
-    try:
-        outcomes = run_demo(app.settings, app.redis(), calls=calls)
-    except SippError as exc:
-        raise fail(str(exc)) from None
+    outcomes = run_demo(app.settings, app.redis(), calls=calls)
     table = Table("scenario", "placed", "answered", "rejected", "SIP final responses", "notes")
     for o in outcomes:
         codes = ", ".join(f"{n}x {code}" for code, n in sorted(o.codes.items())) or "-"

@@ -6,9 +6,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import admin
-from ..model import DataError, Did
-from ..numbers import NumberError, to_e164
+from routing.tables import admin
+from routing.tables.model import DataError, Did
+from routing.call.numbers import NumberError, to_e164
 from . import AppContext, emit_json, handle_errors, pass_app
 
 __all__ = ["did", "parse_number"]

@@ -7,11 +7,12 @@ from typing import Any
 
 import click
 
-from .. import explain as explaining
-from ..decision import ROUTING_STAGES
-from ..render import runtime_settings
-from ..request import SipRequest
-from ..store import RedisStore
+from routing.call import explain as explaining
+from routing.tables import calls, dryrun
+from routing.call.pipeline import ROUTING_STAGES
+from routing.ops.render import runtime_settings
+from routing.call.request import SipRequest
+from routing.tables.store import RedisStore
 from . import AppContext, emit_json, fail, handle_errors, pass_app
 
 __all__ = ["explain", "format_explanation"]
@@ -20,7 +21,7 @@ __all__ = ["explain", "format_explanation"]
 def _user(text: str) -> str:
     """User part of ``sip:user@host``, ``<sip:user@host>``, a ``tel:`` URI or a bare ``user``, with
     its user parameters (``4155550100;phone-context=+1``), as the edge reads it
-    (:func:`routing.request.telephone_user`)."""
+    (:func:`routing.call.request.telephone_user`)."""
     text = text.strip().strip("<>")
     if text[:4].lower() == "tel:":
         return text[4:]
@@ -106,7 +107,7 @@ def explain(app: AppContext, call_id: str | None, source: str | None, ruri: str 
         req = SipRequest(method="INVITE", call_id="edgectl-explain", src_ip=host, src_port=port, proto="udp",
                          ruri_user=_user(ruri), to_user=_user(ruri), from_user=_user(from_) if from_ else "",
                          auth_user=auth_user)
-        result = explaining.explain_request(store, rt, req)
+        result = dryrun.explain_request(store, rt, req)
         if as_json:
             emit_json({"request": {"source": f"{host}:{port}", "ruri": req.ruri_user, "from": req.from_user},
                        **result.as_dict()})
@@ -118,9 +119,9 @@ def explain(app: AppContext, call_id: str | None, source: str | None, ruri: str 
         return
 
     assert call_id is not None
-    record = explaining.read_record(client, call_id)
-    active = explaining.active_call(client, call_id)
-    cdrs = explaining.call_records(client, call_id)
+    record = calls.read_record(client, call_id)
+    active = calls.active_call(client, call_id)
+    cdrs = calls.call_records(client, call_id)
     if record is None and active is None and not cdrs:
         raise fail(f"no record of call-id {call_id!r}: not refused in the last {rt.trace_ttl_s} s "
                    "(diagnostics.trace_ttl_s), not in progress, and no call record (cdr.retention_days)")
@@ -139,7 +140,7 @@ def explain(app: AppContext, call_id: str | None, source: str | None, ruri: str 
         lines.append(f"  answer:  {record['code']} {record['reason']} [{record['tag']}] at stage {record['stage'] or '-'}")
         if record.get("tried"):
             lines.append("  tried:   " + ", ".join(record["tried"]))
-        replay = explaining.explain_request(store, rt, explaining.replay_request(record, call_id))
+        replay = dryrun.explain_request(store, rt, explaining.replay_request(record, call_id))
         out["replay"] = replay.as_dict()
         lines.append("the same request through the current tables (dry run):")
         lines += format_explanation(replay)

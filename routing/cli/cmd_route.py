@@ -6,8 +6,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import admin
-from ..model import DataError, RouteEntry, check_prefix, parse_rate
+from routing.tables import admin
+from routing.tables.model import DataError, RouteEntry, check_prefix, parse_rate
 from . import AppContext, emit_json, handle_errors, pass_app
 
 __all__ = ["route", "parse_prefix"]

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import services
+from routing.ops import services
 from . import AppContext, emit_json, fail, pass_app
 
 
@@ -28,10 +28,7 @@ def _print_states(states: list[services.ServiceState], as_json: bool) -> None:
 @pass_app
 def up(app: AppContext, as_json: bool) -> None:
     """Start redis (when managed), rtpengine and Kamailio in the background; return once the edge answers SIP."""
-    try:
-        states = services.up(app.settings)
-    except services.ServiceError as exc:
-        raise fail(str(exc)) from None
+    states = services.up(app.settings)
     _print_states(states, as_json)
     if not all(s.healthy for s in states):
         raise fail("some services are not healthy")
@@ -62,10 +59,7 @@ def status(app: AppContext, as_json: bool) -> None:
 @pass_app
 def restart(app: AppContext, service: str, as_json: bool) -> None:
     """Stop SERVICE and start it again from the settings (e.g. the monitor after a health change)."""
-    try:
-        state = services.restart(app.settings, service)
-    except services.ServiceError as exc:
-        raise fail(str(exc)) from None
+    state = services.restart(app.settings, service)
     _print_states([state], as_json)
     if not state.healthy:
         raise fail(f"{service} is not healthy")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..tlscert import write_selfsigned
+from routing.ops.tlscert import write_selfsigned
 from . import AppContext, handle_errors, pass_app
 
 

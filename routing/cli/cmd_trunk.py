@@ -11,12 +11,14 @@ from rich.table import Table
 
 from pathlib import Path
 
-from .. import admin, keys, prober, services
-from ..dtmf import DtmfMode
-from ..health import GatewayHealth, probe_ok
-from ..model import (AuthMode, DataError, Direction, Registration, Transport, Trunk, format_increment,
+from routing.tables import admin, keys
+from routing.monitor import prober
+from routing.ops import services
+from routing.call.dtmf import DtmfMode
+from routing.monitor.health import GatewayHealth, probe_ok
+from routing.tables.model import (AuthMode, DataError, Direction, Registration, Transport, Trunk, format_increment,
                      parse_increment, parse_rate)
-from ..numbers import NumberError, NumberFormat
+from routing.call.numbers import NumberError, NumberFormat
 from . import AppContext, emit_json, handle_errors, pass_app
 from .media_options import media_options, media_policy, media_rows
 

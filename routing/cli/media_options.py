@@ -6,7 +6,7 @@ from typing import Callable
 
 import click
 
-from ..model import CODECS, MediaPolicy, SilenceFill, SrtpMode
+from routing.tables.model import CODECS, MediaPolicy, SilenceFill, SrtpMode
 
 __all__ = ["media_options", "media_policy", "media_rows"]
 

@@ -14,8 +14,8 @@ No ``KSR`` here: the renderer imports this module.
 
 from __future__ import annotations
 
-from ..decision import Reason
-from ..metrics import POST_DIAL_DELAY, REJECTIONS
+from routing.call.decision import Reason
+from routing.call.metrics import POST_DIAL_DELAY, REJECTIONS
 
 __all__ = ["template_names"]
 

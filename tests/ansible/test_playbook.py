@@ -48,9 +48,9 @@ from typing import Iterator
 import pytest
 import yaml
 
-from routing.settings import load_settings
-from routing.sipp import reject_uac_scenario, stop_all, uac, uas
-from routing.sipprobe import sip_options
+from routing.ops.settings import load_settings
+from tests.sipp import reject_uac_scenario, stop_all, uac, uas
+from routing.monitor.sipprobe import sip_options
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -779,9 +779,9 @@ def test_firewall_opens_each_side_only_to_that_side(deployment: Deployment) -> N
 
 
 def test_kamailio_runs_with_debians_embedded_python_environment(deployment: Deployment) -> None:
-    # the unit's PATH and PYTHONHOME (routing.services.kamailio_environment), whatever PATH the
+    # the unit's PATH and PYTHONHOME (routing.ops.services.kamailio_environment), whatever PATH the
     # service manager or the shell that ran it had: app_python3 then loads /usr/lib/python3.11
-    from routing.services import EMBEDDED_PYTHON_HOME, KAMAILIO_PATH
+    from routing.ops.services import EMBEDDED_PYTHON_HOME, KAMAILIO_PATH
 
     for node in NODES:
         pid = kamailio_pid(node)

@@ -1,5 +1,5 @@
 """A real edge for the integration tests: redis, rtpengine and Kamailio started with
-``routing.services.up`` from a settings file, exactly as ``edgectl up`` does.
+``routing.ops.services.up`` from a settings file, exactly as ``edgectl up`` does.
 
 Addresses: edge 127.0.0.1, carriers 127.0.0.11-.13, agents 127.0.0.21-.22,
 stranger 127.0.0.99.  After every test the concurrency counters must be back
@@ -23,18 +23,19 @@ import pytest
 import redis
 import yaml
 
-from routing import admin, services
-from routing.calls import lease_counts
-from routing.cdrstore import Spool
-from routing.numbers import NumberFormat
-from routing.model import Agent, Did, Direction, Gateway, RouteEntry, Trunk
-from routing.secrets import SecretBox, create_key
-from routing.settings import load_settings, Settings
-from routing.tlscert import write_selfsigned
-from routing.store import connect
+from routing.tables import admin
+from routing.ops import services
+from routing.tables.calls import lease_counts
+from routing.tables.cdrstore import Spool
+from routing.call.numbers import NumberFormat
+from routing.tables.model import Agent, Did, Direction, Gateway, RouteEntry, Trunk
+from routing.ops.secrets import SecretBox, create_key
+from routing.ops.settings import load_settings, Settings
+from routing.ops.tlscert import write_selfsigned
+from routing.tables.store import connect
 
 from tests.helpers import free_port, free_port_both, wait_until
-from routing.sipp import stop_all
+from tests.sipp import stop_all
 
 #: loopback /24 the peers use; another value lets two test runs share one machine
 NET = os.environ.get("EDGE_TEST_NET", "127.0.0")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from routing.sipp import reply
+from tests.sipp import reply
 
 
 def _sdp(te: bool, port: str, te_pt: str = "101") -> str:

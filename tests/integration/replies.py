@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from routing.sipp import SippRun
+from tests.sipp import SippRun
 
 #: the line SIPp writes between two messages of its trace
 _SEPARATOR = "-----------------------------------------------"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from routing.sipp import SippRun, reply, uac, uas
+from tests.sipp import SippRun, reply, uac, uas
 from tests.baresip import Baresip, dominant_frequency
 from tests.helpers import wait_until
 from tests.rtppeer import RtpPeer

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from routing import services
+from routing.ops import services
 from routing.cli import main as edgectl_main
-from routing.sipp import uac, uas
+from tests.sipp import uac, uas
 
 from .conftest import AGENT_IP, CARRIER_A, DID, Edge
 

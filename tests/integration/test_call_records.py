@@ -23,11 +23,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from routing import keys, services
+from routing.tables import keys
+from routing.ops import services
 from routing.cli import main
-from routing.cdr import call_cost, cost_micros
-from routing.cdrstore import CdrStore, Spool
-from routing.sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
+from routing.call.cdr import call_cost, cost_micros
+from routing.tables.cdrstore import CdrStore, Spool
+from tests.sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, STRANGER, Edge

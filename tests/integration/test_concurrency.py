@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from routing import keys
+from routing.tables import keys
 
 from .conftest import AGENT_IP, CARRIER_A, DID, Edge
 from .replies import final_invite_responses, header_values, status_line
-from routing.sipp import reject_uac_scenario, uac, uas
+from tests.sipp import reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 AGENT_PORT = 5090

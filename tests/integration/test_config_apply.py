@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from routing import keys
-from routing.sipp import reject_uac_scenario, uac, uas
+from routing.tables import keys
+from tests.sipp import reject_uac_scenario, uac, uas
 
 from .conftest import AGENT_IP, CARRIER_A, DID, Edge
 from .test_edgectl import edgectl

@@ -11,8 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-from routing.sipp import reject_uac_scenario, uac, uas
-from routing.sipprobe import sip_options
+from tests.sipp import reject_uac_scenario, uac, uas
+from routing.monitor.sipprobe import sip_options
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, DID, NET, Edge

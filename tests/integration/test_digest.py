@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from routing import admin, keys
-from routing.model import AuthMode, Direction, Gateway, Trunk
-from routing.sipp import reject_uac_scenario, uac, uas
+from routing.tables import admin, keys
+from routing.tables.model import AuthMode, Direction, Gateway, Trunk
+from tests.sipp import reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, DID, NET, Edge

@@ -1,4 +1,4 @@
-"""DTMF per side (routing/dtmf.py): digits sent in one side's mode arrive in the other side's mode.
+"""DTMF per side (routing/call/dtmf.py): digits sent in one side's mode arrive in the other side's mode.
 
 Real SIPp peers place and answer the calls through the real edge; the sending peer plays
 RFC 4733 events or in-band tones from a pcap (or sends SIP INFO), and the receiving peer's
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from routing import admin
-from routing.dtmf import DtmfMode
-from routing.model import Agent, Direction, Gateway, Trunk
-from routing.sipp import SippRun, uac, uas
+from routing.tables import admin
+from routing.call.dtmf import DtmfMode
+from routing.tables.model import Agent, Direction, Gateway, Trunk
+from tests.sipp import SippRun, uac, uas
 
 from tests.dtmfmedia import Recorder, event_pcap, silence_pcap, tone_pcap
 from tests.helpers import wait_until

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from routing.sipp import reject_uac_scenario, uac, uas
+from tests.sipp import reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, DID, STRANGER, Edge

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import re
 
-from routing import admin
-from routing.model import Did
-from routing.sipp import reject_uac_scenario, uac, uas
+from routing.tables import admin
+from routing.tables.model import Did
+from tests.sipp import reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, DID, STRANGER, Edge

@@ -7,9 +7,9 @@ import itertools
 import time
 from pathlib import Path
 
-from routing import admin
-from routing.model import Agent, Direction, Gateway, Trunk
-from routing.sipp import SippRun, reject_uac_scenario, uac, uas
+from routing.tables import admin
+from routing.tables.model import Agent, Direction, Gateway, Trunk
+from tests.sipp import SippRun, reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, Edge

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from routing import keys
-from routing.sipp import gateway_scenario, reject_uac_scenario, uac, uas
+from routing.tables import keys
+from tests.sipp import gateway_scenario, reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, EDGE_IP, Edge

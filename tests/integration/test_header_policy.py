@@ -3,9 +3,9 @@ trusted sides, the edge's own X-Edge-* never from a peer."""
 
 from __future__ import annotations
 
-from routing import admin
-from routing.model import Agent, Direction, Gateway, Trunk
-from routing.sipp import SCENARIOS, reject_uac_scenario, uac, uas
+from routing.tables import admin
+from routing.tables.model import Agent, Direction, Gateway, Trunk
+from tests.sipp import SCENARIOS, reject_uac_scenario, uac, uas
 
 from .conftest import AGENT_IP, CARRIER_A, DID, Edge
 

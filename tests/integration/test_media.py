@@ -13,8 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from routing import admin
-from routing.model import Agent, Direction, MediaPolicy, SrtpMode, Trunk
+from routing.tables import admin
+from routing.tables.model import Agent, Direction, MediaPolicy, SrtpMode, Trunk
 
 from routing.ngclient import NgClient
 from tests.baresip import Baresip, dominant_frequency, pcmu_tone, stop_all, tone_level

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from routing import admin
-from routing.cdrstore import CdrStore
-from routing.model import Agent, Direction, MediaPolicy, SilenceFill, Trunk
-from routing.sipp import SippRun, reply, uac, uas
+from routing.tables import admin
+from routing.tables.cdrstore import CdrStore
+from routing.tables.model import Agent, Direction, MediaPolicy, SilenceFill, Trunk
+from tests.sipp import SippRun, reply, uac, uas
 from tests.helpers import wait_until
 from tests.rtppeer import RtpPeer
 

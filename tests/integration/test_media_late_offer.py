@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from routing import admin
-from routing.cdrstore import CdrStore
-from routing.model import Agent, Direction, Gateway, MediaPolicy, RouteEntry, SrtpMode, Trunk
+from routing.tables import admin
+from routing.tables.cdrstore import CdrStore
+from routing.tables.model import Agent, Direction, Gateway, MediaPolicy, RouteEntry, SrtpMode, Trunk
 from routing.ngclient import NgClient
-from routing.sipp import SippRun, reply, uac, uas
+from tests.sipp import SippRun, reply, uac, uas
 from decimal import Decimal
 from tests.helpers import wait_until
 

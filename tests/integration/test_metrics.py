@@ -18,11 +18,11 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from routing import admin
-from routing.model import AuthMode, Direction, Registration, Trunk
-from routing.secrets import SecretBox, create_key
-from routing.settings import REPO_ROOT
-from routing.sipp import gateway_scenario, reject_uac_scenario, uac, uas
+from routing.tables import admin
+from routing.tables.model import AuthMode, Direction, Registration, Trunk
+from routing.ops.secrets import SecretBox, create_key
+from routing.ops.settings import REPO_ROOT
+from tests.sipp import gateway_scenario, reject_uac_scenario, uac, uas
 from tests.helpers import free_port, wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, DID, EDGE_IP, NET, Edge

@@ -19,9 +19,9 @@ from typing import Iterator
 
 import pytest
 
-from routing import admin
-from routing.model import Agent, Direction, Gateway, MediaPolicy, Trunk
-from routing.sipp import uac, uas
+from routing.tables import admin
+from routing.tables.model import Agent, Direction, Gateway, MediaPolicy, Trunk
+from tests.sipp import uac, uas
 from tests.baresip import Baresip, stop_all
 from tests.helpers import wait_until
 
@@ -225,9 +225,9 @@ def test_delayed_offer_through_the_sides(nat_edge: Edge) -> None:
 def test_registration_to_a_carrier_leaves_from_the_carrier_side(nat_edge: Edge) -> None:
     """The edge's REGISTER to a carrier's registrar leaves from the carrier socket (uac_reg socket):
     Via and Contact name the public address, never the agent-facing one."""
-    from routing import keys
-    from routing.model import Registration
-    from routing.secrets import SecretBox, create_key
+    from routing.tables import keys
+    from routing.tables.model import Registration
+    from routing.ops.secrets import SecretBox, create_key
 
     edge = nat_edge
     contact = "edge0a1b2c3d4e5f6a7b"

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from routing import admin
-from routing.cdrstore import CdrStore
+from routing.tables import admin
+from routing.tables.cdrstore import CdrStore
 from routing.cli import main as cli_main
-from routing.model import Agent, Direction, Gateway, Trunk
-from routing.numbers import NumberFormat
-from routing.sipp import SippRun, reject_uac_scenario, uac, uas
+from routing.tables.model import Agent, Direction, Gateway, Trunk
+from routing.call.numbers import NumberFormat
+from tests.sipp import SippRun, reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, DID, Edge

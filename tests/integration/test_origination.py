@@ -13,16 +13,17 @@ from pathlib import Path
 from click.testing import CliRunner
 
 
-from routing import keys, services
+from routing.tables import keys
+from routing.ops import services
 from routing.cli import main as cli_main
-from routing.store import TOPOLOGY_MAX_AGE_S
+from routing.tables.store import TOPOLOGY_MAX_AGE_S
 from tests.helpers import wait_until
 from routing.ngclient import NgClient
-from routing.numbers import NumberFormat
+from routing.call.numbers import NumberFormat
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, STRANGER, Edge
 from .replies import final_invite_responses, header_values
-from routing.sipp import reject_uac_scenario, uac, uas
+from tests.sipp import reject_uac_scenario, uac, uas
 
 AGENT_PORT = 5090
 _runs = itertools.count()

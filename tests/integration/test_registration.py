@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from routing import admin, keys
-from routing.model import Direction, Registration, Trunk
-from routing.secrets import SecretBox, create_key
-from routing.sipp import uac, uas
+from routing.tables import admin, keys
+from routing.tables.model import Direction, Registration, Trunk
+from routing.ops.secrets import SecretBox, create_key
+from tests.sipp import uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, DID, STRANGER, Edge

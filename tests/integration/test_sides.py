@@ -17,10 +17,10 @@ from typing import Iterator
 
 import pytest
 
-from routing import admin
-from routing.model import Agent, Direction, Gateway, MediaPolicy, Trunk
-from routing.sipp import reject_uac_scenario, uac
-from routing.tlscert import write_selfsigned
+from routing.tables import admin
+from routing.tables.model import Agent, Direction, Gateway, MediaPolicy, Trunk
+from tests.sipp import reject_uac_scenario, uac
+from routing.ops.tlscert import write_selfsigned
 from tests.baresip import Baresip, stop_all
 
 from .conftest import AGENT2_IP, AGENT_FACING_IP, AGENT_IP, CARRIER_A, CARRIER_B, DID, EDGE_IP, Edge

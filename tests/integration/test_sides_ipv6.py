@@ -17,9 +17,9 @@ from typing import Iterator
 
 import pytest
 
-from routing import admin
-from routing.model import Agent, Direction, Gateway, MediaPolicy, Trunk
-from routing.sipp import stop_all, uac, uas
+from routing.tables import admin
+from routing.tables.model import Agent, Direction, Gateway, MediaPolicy, Trunk
+from tests.sipp import stop_all, uac, uas
 from tests.helpers import free_ports
 
 from .conftest import AGENT_IP6, CARRIER_A, DID, EDGE_IP, Edge

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 
-from routing import keys
+from routing.tables import keys
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, Edge
 from .replies import final_invite_responses, header_values, status_line
-from routing.sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
+from tests.sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
 
 GW_PORT = 5080
 DEST = "+442071838750"

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from routing import admin, services
-from routing.model import Agent, Direction, Gateway, Transport, Trunk
-from routing.sipp import reject_uac_scenario, uac, uas
-from routing.tlscert import write_selfsigned
+from routing.tables import admin
+from routing.ops import services
+from routing.tables.model import Agent, Direction, Gateway, Transport, Trunk
+from tests.sipp import reject_uac_scenario, uac, uas
+from routing.ops.tlscert import write_selfsigned
 
 from tests.baresip import Baresip
 

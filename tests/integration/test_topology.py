@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from routing.sipp import SippRun, uac, uas
+from tests.sipp import SippRun, uac, uas
 
 from .conftest import AGENT_IP, CARRIER_A, DID, EDGE_IP, Edge
 

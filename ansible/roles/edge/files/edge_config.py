@@ -1,7 +1,7 @@
 """Render and check the configs of a byoc-edge node for the Ansible edge role.
 
 Runs on the node with the node's venv python, and uses the project's own renderer
-(``routing.render.render``, the templates in ``templates/``): the files are exactly what
+(``routing.ops.render.render``, the templates in ``templates/``): the files are exactly what
 ``edgectl config render`` writes, but into a staging directory, so that Ansible can tell which
 ones changed, validate them, and only then put them in place in ``run_dir``.
 
@@ -12,7 +12,7 @@ ones changed, validate them, and only then put them in place in ``run_dir``.
     edge_config.py check --settings FILE --staging DIR
         `kamailio -c` on the staged kamailio.cfg, then a throw-away Kamailio started from the
         same settings on a free loopback port, which must answer SIP OPTIONS through the
-        Python plugin (routing.services.kamailio_startup_check, as `edgectl config check`).
+        Python plugin (routing.ops.services.kamailio_startup_check, as `edgectl config check`).
 
 Errors: one line on stderr, exit status 1.
 """
@@ -27,10 +27,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from routing import services
-from routing.hostcheck import check_addresses
-from routing.render import render
-from routing.settings import Settings, SettingsError, load_settings
+from routing.ops import services
+from routing.ops.hostcheck import check_addresses
+from routing.ops.render import render
+from routing.ops.settings import Settings, SettingsError, load_settings
 
 
 class Failure(RuntimeError):

@@ -1,0 +1,61 @@
+"""Source-address classification: which trunk or agent sent this request.
+
+Longest prefix wins across every trunk and agent CIDR (a /32 beats a /24);
+at equal length a trunk wins over an agent.  The source is the packet's
+address, never a Via or Contact host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+from routing.tables.store import Topology
+
+__all__ = ["Peer", "classify_source"]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The trunk or agent a source address belongs to."""
+
+    kind: Literal["trunk", "agent"]
+    name: str
+    cidr: str
+
+
+@lru_cache(maxsize=4096)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A parsed CIDR, memoised per worker: the same few CIDRs are checked on every request."""
+    return ipaddress.ip_network(cidr)
+
+
+def classify_source(src_ip: str, topology: Topology) -> Peer | None:
+    """Find the trunk or agent whose allowlist holds ``src_ip``.
+
+    Args:
+        src_ip: packet source address (IPv4 or IPv6 text).
+        topology: every trunk and agent.
+
+    Returns:
+        The best match, or None for a stranger (and for an unparsable address).
+    """
+    try:
+        address = ipaddress.ip_address(src_ip)
+    except ValueError:
+        return None
+    best: tuple[int, int] | None = None
+    found: Peer | None = None
+    candidates = [("trunk", t.name, t.cidrs) for t in topology.trunks.values()]
+    candidates += [("agent", a.name, a.cidrs) for a in topology.agents.values()]
+    for kind, name, cidrs in candidates:
+        for cidr in cidrs:
+            network = _network(cidr)
+            if network.version != address.version or address not in network:
+                continue
+            rank = (network.prefixlen, 1 if kind == "trunk" else 0)
+            if best is None or rank > best:
+                best, found = rank, Peer(kind, name, cidr)  # type: ignore[arg-type]
+    return found

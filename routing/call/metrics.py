@@ -1,0 +1,118 @@
+"""Names, label sets and buckets of the metrics Kamailio exports (``xhttp_prom``), and the pure
+helpers that turn call facts into label values.  No ``KSR`` here: :mod:`routing.kemi` calls
+``KSR.xhttp_prom.*`` with these names, and ``templates/kamailio.cfg.j2`` declares them from
+:data:`KAMAILIO_METRICS`, so a name is spelled once.
+
+Naming follows the Prometheus conventions (https://prometheus.io/docs/practices/naming/):
+base units (seconds), ``_total`` on counters, a ``byoc_edge_`` namespace, and only labels of
+low cardinality (``direction``, ``trunk``, ``agent``, ``result``, ``reason``): never a
+number, a Call-ID or an address.  xhttp_prom (Kamailio 5.6) keeps them in shared memory,
+so every worker process adds to the same series, and allows at most three labels each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Metric",
+    "KAMAILIO_METRICS",
+    "CALLS_ATTEMPTED",
+    "CALLS_ANSWERED",
+    "CALLS_FAILED",
+    "REJECTIONS",
+    "FAILOVERS",
+    "POST_DIAL_DELAY",
+    "SETUP_TIME",
+    "REGISTRATIONS",
+    "DURATION_BUCKETS_S",
+    "sip_class",
+    "label",
+    "modparams",
+]
+
+NAMESPACE = "byoc_edge"
+#: seconds; PDD and setup time of PSTN calls: from sub-second to the ringing timeout
+DURATION_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One metric declared to xhttp_prom.
+
+    Attributes:
+        name: full metric name (``byoc_edge_calls_attempted_total``).
+        kind: ``counter``, ``gauge`` or ``histogram``.
+        labels: label names, at most three (xhttp_prom limit), in the order values are passed.
+        help: what one unit means (shown in docs and the dashboard).
+        buckets: histogram upper bounds (s).
+    """
+
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] = ()
+
+    def modparam(self) -> tuple[str, str]:
+        """The ``modparam("xhttp_prom", <param>, <value>)`` pair declaring this metric."""
+        value = f"name={self.name};"
+        if self.labels:
+            value += f" label={':'.join(self.labels)};"
+        if self.buckets:
+            value += f" buckets={':'.join(f'{b:g}' for b in self.buckets)};"
+        return f"prom_{self.kind}", value
+
+
+CALLS_ATTEMPTED = Metric(
+    f"{NAMESPACE}_calls_attempted_total", "counter", ("direction", "trunk", "agent"),
+    "Initial INVITEs admitted and relayed (refusals are counted in byoc_edge_rejections_total)",
+)
+CALLS_ANSWERED = Metric(
+    f"{NAMESPACE}_calls_answered_total", "counter", ("direction", "trunk", "agent"),
+    "Calls answered (first 2xx to the initial INVITE); trunk is the one that answered",
+)
+CALLS_FAILED = Metric(
+    f"{NAMESPACE}_calls_failed_total", "counter", ("direction", "trunk", "result"),
+    "Admitted calls that ended without an answer, by the SIP class of the final response sent to the caller "
+    "(result 4xx, 5xx, 6xx; a caller's CANCEL counts as 4xx: 487)",
+)
+REJECTIONS = Metric(
+    f"{NAMESPACE}_rejections_total", "counter", ("reason",),
+    "Requests refused by the edge itself, by reason code (routing/call/decision.py Reason tags, limits, policy)",
+)
+FAILOVERS = Metric(
+    f"{NAMESPACE}_failovers_total", "counter", ("direction", "trunk"),
+    "Moves to the next target after a failed hop; trunk is the trunk of the hop that failed",
+)
+POST_DIAL_DELAY = Metric(
+    f"{NAMESPACE}_post_dial_delay_seconds", "histogram", ("direction", "trunk"),
+    "Post-dial delay: initial INVITE received -> first 18x relayed to the caller (s)", DURATION_BUCKETS_S,
+)
+SETUP_TIME = Metric(
+    f"{NAMESPACE}_setup_time_seconds", "histogram", ("direction", "trunk"),
+    "Call setup time: initial INVITE received -> 2xx relayed to the caller (s)", DURATION_BUCKETS_S,
+)
+REGISTRATIONS = Metric(
+    f"{NAMESPACE}_registrations_total", "counter", ("trunk", "result"),
+    "REGISTER requests of digest trunks (PBXs registering to the edge), by result (accepted, refused)",
+)
+
+KAMAILIO_METRICS = (CALLS_ATTEMPTED, CALLS_ANSWERED, CALLS_FAILED, REJECTIONS, FAILOVERS, POST_DIAL_DELAY,
+                    SETUP_TIME, REGISTRATIONS)
+
+
+def sip_class(code: int) -> str:
+    """``"4xx"`` for 486 and so on: the status class of RFC 3261 section 21 (``"unknown"`` outside 1xx-6xx)."""
+    return f"{code // 100}xx" if 100 <= code < 700 else "unknown"
+
+
+def label(value: str | None) -> str:
+    """A label value from a trunk/agent name (already restricted to ``[A-Za-z0-9_.-]`` by
+    :data:`routing.tables.model.NAME_PATTERN`); ``"none"`` when empty, since xhttp_prom needs a value."""
+    return value or "none"
+
+
+def modparams() -> list[tuple[str, str]]:
+    """Every xhttp_prom declaration, for the Kamailio template."""
+    return [m.modparam() for m in KAMAILIO_METRICS]

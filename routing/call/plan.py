@@ -1,0 +1,230 @@
+"""A call's ordered targets and the serial-failover rules between them.
+
+The plan travels with the INVITE transaction (serialised into an AVP by
+:mod:`routing.kemi`) so the failure route can continue where the request
+route stopped.  Failover rules:
+
+* fail over on 408, any 5xx, a timeout with no final response, or a gateway
+  that cannot be reached;
+* never on another 4xx or a 6xx (RFC 3261 section 16.7: a 6xx ends the search);
+* never after early media (a 18x with SDP) and never after a 2xx.
+
+When every target has failed, the caller gets the best final response any
+target actually sent (lowest class wins, RFC 3261 section 16.7 step 6, a 503
+becoming 500), or 503 when no target answered at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+
+from routing.tables.store import Lease, Store
+
+__all__ = ["Target", "CallPlan", "should_fail_over", "better_response", "final_response"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One next hop to try.
+
+    Attributes:
+        uri: Request-URI to send to.
+        label: human-readable hop name for logs (``"telnyx 192.0.2.10:5060"``).
+        trunk: trunk used for termination, None for an agent target.
+        lease: concurrency slot the hop needs (the trunk's), None when covered up front.
+        max_duration_s: longest the call may last over this hop (s); 0 = node default.
+        dtmf: DTMF mode of the side this hop reaches (``rfc4733``, ``info``, ``inband``; :mod:`routing.call.dtmf`).
+        rate: per-minute rate billed for the hop (decimal string): the route entry's rate for a
+            gateway, the trunk's ``inbound_rate`` for an agent target; empty = free.
+        billing: billing increment ``"first/next"`` (s) of the trunk billed for the hop.
+        media: resolved media policy of this hop's side (``MediaPolicy.to_json`` form), None = node default.
+    """
+
+    uri: str
+    label: str
+    trunk: str | None = None
+    lease: Lease | None = None
+    max_duration_s: int = 0
+    dtmf: str = "rfc4733"
+    rate: str = ""
+    billing: str = "1/1"
+    media: dict | None = None
+
+
+@dataclass(slots=True)
+class CallPlan:
+    """Targets of one call and where the failover stands.
+
+    Attributes:
+        call_id: SIP Call-ID.
+        direction: ``origination`` (carrier -> agent) or ``termination`` (agent -> carrier).
+        targets: hops in order.
+        index: the hop being tried now.
+        held: lease key of the current hop's slot, when it needs one.
+        best: the best final (code, reason) received so far from any hop.
+        tried: ``"label=code"`` strings, in order, for logs and call records.
+        full: the refusal of the last limit that made a hop be skipped:
+            ``[code, reason, tag, retry_after_s]`` (``[503, "Trunk Limit Reached: x", "trunk_limit", 5]``).
+        agent: the agent of the call (its destination policy applies to transfers and redirects).
+        trunk: the trunk of an origination call.
+        retry_after_s: Retry-After used for concurrency refusals (s).
+        auth_tried: hop indexes whose 401/407 challenge was already answered once.
+        caller_dtmf: DTMF mode of the calling side (the trunk for origination, the agent for termination).
+        number: the DID (origination) or destination (termination), E.164.
+        caller: the caller's number (From user, normalised when possible).
+        caller_media: resolved media policy of the calling side (``MediaPolicy.to_json`` form).
+    """
+
+    call_id: str
+    direction: str
+    targets: list[Target]
+    index: int = 0
+    held: str | None = None
+    best: tuple[int, str] | None = None
+    tried: list[str] = field(default_factory=list)
+    full: list | None = None
+    agent: str = ""
+    trunk: str = ""
+    retry_after_s: int = 5
+    auth_tried: list[int] = field(default_factory=list)
+    caller_dtmf: str = "rfc4733"
+    number: str = ""
+    caller: str = ""
+    caller_media: dict | None = None
+
+    @property
+    def current(self) -> Target:
+        """The hop being tried."""
+        return self.targets[self.index]
+
+    def record(self, code: int, reason: str, answered: bool) -> None:
+        """Note how the current hop ended; ``answered`` is False for local timeouts/errors."""
+        self.tried.append(f"{self.current.label}={code if answered else 'timeout'}")
+        if answered and (self.best is None or better_response((code, reason), self.best)):
+            self.best = (code, reason)
+
+    def advance(self, store: Store, ttl_s: int, start: int | None = None) -> Target | None:
+        """Move to the next hop whose slot can be taken, swapping trunk leases.
+
+        Args:
+            store: where the leases live.
+            ttl_s: lease lifetime (s).
+            start: hop index to start from (0 for the first attempt); default is the next one.
+
+        Returns:
+            The hop to try now, or None when none is left (or every remaining trunk is full).
+
+        Raises:
+            StoreUnavailable: redis unreachable.
+        """
+        index = self.index + 1 if start is None else start
+        while index < len(self.targets):
+            target = self.targets[index]
+            needed = target.lease.key if target.lease else None
+            if needed == self.held or needed is None:
+                self.index = index
+                return target
+            release = [self.held] if self.held else []
+            assert target.lease is not None
+            admission = store.acquire(
+                self.call_id, [target.lease], ttl_s, release=release, facts={"trunk": target.trunk or ""}
+            )
+            self.held = None
+            if admission.admitted:
+                self.held = needed
+                self.index = index
+                return target
+            self.tried.append(f"{target.label}={admission.tag}")
+            self.full = [503, admission.reason, admission.tag, admission.retry_after_s(self.retry_after_s)]
+            index += 1
+        self.index = len(self.targets) - 1
+        return None
+
+    def dumps(self) -> str:
+        """Serialise for a transaction AVP: the JSON of ``dataclasses.asdict(self)``, built by
+        :func:`_plain` without asdict's deep copies (this runs for every INVITE and failover)."""
+        return json.dumps(_plain(self), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str) -> "CallPlan":
+        """Inverse of :meth:`dumps`."""
+        data = json.loads(text)
+        targets = [
+            Target(
+                uri=t["uri"],
+                label=t["label"],
+                trunk=t["trunk"],
+                lease=Lease(**t["lease"]) if t["lease"] else None,
+                max_duration_s=t.get("max_duration_s", 0),
+                dtmf=t.get("dtmf", "rfc4733"),
+                rate=t.get("rate", ""),
+                billing=t.get("billing", "1/1"),
+                media=t.get("media"),
+            )
+            for t in data.pop("targets")
+        ]
+        best = tuple(data.pop("best")) if data.get("best") else None
+        data.pop("best", None)
+        return cls(targets=targets, best=best, **data)  # type: ignore[arg-type]
+
+
+def should_fail_over(code: int, answered: bool, early_media: bool) -> bool:
+    """Whether a failed hop lets the call move to the next one.
+
+    Args:
+        code: final status of the hop (a local 408 when it timed out).
+        answered: True when the hop itself sent that final response.
+        early_media: True when the hop sent a 18x with SDP.
+    """
+    if early_media or 200 <= code < 300:
+        return False
+    if not answered:
+        return True  # timeout or unreachable gateway
+    return code == 408 or 500 <= code < 600
+
+
+def better_response(a: tuple[int, str], b: tuple[int, str]) -> bool:
+    """True when final response ``a`` should be preferred over ``b`` (RFC 3261 section 16.7).
+
+    6xx beats everything, otherwise the lowest class wins; the first received
+    wins a tie.
+    """
+    rank_a = 0 if a[0] >= 600 else a[0] // 100
+    rank_b = 0 if b[0] >= 600 else b[0] // 100
+    return rank_a < rank_b
+
+
+def final_response(plan: CallPlan, none_answered: tuple[int, str]) -> tuple[int, str]:
+    """The response the caller gets once every hop failed.
+
+    A 503 chosen from downstream becomes 500 so the caller does not take the
+    edge itself for overloaded (RFC 3261 section 16.7 step 6).
+    """
+    if plan.best is None:
+        return none_answered
+    code, reason = plan.best
+    if code == 503:
+        return 500, "Next Hop Unavailable"
+    return code, reason
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _plain(value: object) -> object:
+    """What ``dataclasses.asdict`` gives for ``value`` (dataclasses -> dicts, tuples -> lists for
+    JSON), with each dataclass's field names looked up once per type."""
+    kind = type(value)
+    if kind is str or kind is int or value is None or kind is bool or kind is float:
+        return value
+    names = _FIELD_NAMES.get(kind)
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES.setdefault(kind, tuple(f.name for f in fields(value)))
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

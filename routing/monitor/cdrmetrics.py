@@ -1,0 +1,91 @@
+"""Prometheus collector for call records and spend (prometheus_client custom collector).
+
+Runs in the edge monitor process next to :class:`routing.monitor.exporter.EdgeCollector`;
+read at every scrape (one pipelined redis round trip plus a directory scan):
+
+==========================================  =====  ======  ==============================================
+metric                                      type   labels  source
+==========================================  =====  ======  ==============================================
+``byoc_edge_trunk_spend_today``             gauge  trunk   ``edge:spend:{trunk}:{UTC today}`` (currency units)
+``byoc_edge_trunk_daily_spend_cap``         gauge  trunk   the trunk's ``daily_spend_cap`` (absent when none)
+``byoc_edge_cdr_spooled_records``           gauge  -       call records of this node waiting in ``cdr.spool_dir``
+==========================================  =====  ======  ==============================================
+
+Alert on ``spend_today / daily_spend_cap > 0.8`` before a trunk starts refusing
+calls, and on ``cdr_spooled_records > 0`` for more than a few minutes (redis
+unreachable from Kamailio, or a spool the edge cannot replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Iterator
+
+import redis
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from routing.tables import keys
+from routing.call.cdr import COST_PLACES
+from routing.tables.cdrstore import Spool
+
+__all__ = ["CdrCollector"]
+
+NAMESPACE = "byoc_edge"
+log = logging.getLogger("byoc_edge.cdrmetrics")
+
+
+class CdrCollector(Collector):
+    """Spend per trunk today, spend caps, and the depth of the call-record spool.
+
+    Args:
+        client: redis client (``decode_responses=True``) with bounded timeouts.
+        spool_dir: this node's ``cdr.spool_dir``.
+        clock: seconds since epoch (tests).
+    """
+
+    def __init__(self, client: redis.Redis, spool_dir: str | Path, clock=time.time) -> None:
+        self.client = client
+        self.spool = Spool(spool_dir)
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metrics of the table above; the spend ones are left out when redis fails
+        (``byoc_edge_redis_up`` of the main exporter says so)."""
+        spooled = GaugeMetricFamily(f"{NAMESPACE}_cdr_spooled_records",
+                                    "Call records waiting in this node's spool for redis (records)")
+        try:
+            spooled.add_metric([], self.spool.pending())
+        except OSError as exc:
+            log.error("cannot read the call-record spool: %s", exc)
+        yield spooled
+        try:
+            yield from self._spend()
+        except (redis.RedisError, OSError) as exc:
+            log.error("cannot read spend from redis: %s", exc)
+
+    def _spend(self) -> list[Metric]:
+        day = time.strftime("%Y%m%d", time.gmtime(self.clock()))
+        names = sorted(self.client.smembers(keys.TRUNKS))
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.get(keys.spend(name, day))
+            pipe.hget(keys.trunk(name), "daily_spend_cap")
+        rows = pipe.execute()
+        spent = GaugeMetricFamily(f"{NAMESPACE}_trunk_spend_today",
+                                  "Cost of the trunk's call records that ended today, UTC (currency units)",
+                                  labels=["trunk"])
+        cap = GaugeMetricFamily(f"{NAMESPACE}_trunk_daily_spend_cap",
+                                "Daily spend cap of the trunk (currency units; absent when none)", labels=["trunk"])
+        for i, name in enumerate(names):
+            micros, limit = rows[2 * i], rows[2 * i + 1]
+            spent.add_metric([name], int(micros or 0) / 10**COST_PLACES)
+            if limit:
+                try:
+                    cap.add_metric([name], float(Decimal(limit)))
+                except InvalidOperation:
+                    pass  # a malformed cap is reported by edgectl trunk list, not here
+        return [spent, cap]

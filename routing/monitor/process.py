@@ -1,0 +1,72 @@
+"""The edge monitor process: the Prometheus exporter and the gateway prober.
+
+Started by ``edgectl up`` (``routing/ops/services.py``) as
+``python -m routing.monitor <run_dir>/monitor.json``, where ``monitor.json`` is
+the node's validated settings.  It serves ``/metrics`` on
+``metrics.address:metrics.exporter_port`` (:class:`routing.monitor.exporter.EdgeCollector`
+plus the prober's counters) and, when ``health.enabled``, runs
+:func:`routing.monitor.prober.run` until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+from routing.monitor import prober
+from routing.monitor.cdrmetrics import CdrCollector
+from routing.monitor.exporter import NAMESPACE, EdgeCollector
+from routing.monitor.health import probe_ok
+from routing.ops.settings import Settings
+from routing.tables.store import connect
+
+__all__ = ["main", "registry_for"]
+
+
+def registry_for(settings: Settings) -> tuple[CollectorRegistry, Counter, object]:
+    """A registry with the redis collector and the probe counter; returns (registry, counter, redis client)."""
+    r = settings.redis
+    client = connect(r.host, r.port, r.db, r.password, timeout_ms=2000, connect_timeout_ms=2000)
+    registry = CollectorRegistry()
+    registry.register(EdgeCollector(client, settings.node))
+    registry.register(CdrCollector(client, settings.cdr_spool_path))
+    probes = Counter(f"{NAMESPACE}_gateway_probes", "SIP OPTIONS probes sent to gateways, by result (ok/failed)",
+                     ["trunk", "gateway", "result"], registry=registry)
+    return registry, probes, client
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until SIGTERM/SIGINT.  Exit status 2 on a bad settings file."""
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if len(args) != 1:
+        print("usage: python -m routing.monitor <run_dir>/monitor.json", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings.model_validate_json(Path(args[0]).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"monitor: cannot read settings {args[0]}: {exc}", file=sys.stderr)
+        return 2
+    registry, probes, client = registry_for(settings)
+    m = settings.metrics
+    start_http_server(m.exporter_port, addr=m.address, registry=registry)
+    logging.getLogger("byoc_edge.monitor").info("serving /metrics on %s:%d", m.address, m.exporter_port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def count(probe: prober.GatewayProbe) -> None:
+        result = "ok" if probe_ok(probe.result.code) else "failed"
+        probes.labels(probe.trunk, probe.gateway.address, result).inc()
+
+    if settings.health.enabled:
+        prober.run(client, settings, stop, observed=count)  # type: ignore[arg-type]
+    else:
+        stop.wait()
+    return 0
+

@@ -1,0 +1,128 @@
+"""Runtime settings of the routing plugin, as rendered into the run directory.
+
+``edgectl config render`` writes ``routing.json`` from the settings file; the
+plugin reads it once per Kamailio process (path in ``BYOC_EDGE_RUNTIME``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields
+
+__all__ = ["RuntimeSettings", "ENV_VAR", "load"]
+
+#: Environment variable holding the path of ``routing.json``.
+ENV_VAR = "BYOC_EDGE_RUNTIME"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """What the routing plugin needs at run time.
+
+    Attributes:
+        node: this edge node's id (lease members, call records).
+        redis_host, redis_port, redis_db, redis_password: the routing store.
+        redis_timeout_ms: per-command socket timeout (ms); bounds the 503 when redis hangs.
+        redis_connect_timeout_ms: connect timeout (ms).
+        lease_ttl_s: longest a call may hold a concurrency slot (s); the dialog
+            module's ``default_timeout`` plus a margin.
+        retry_after_s: Retry-After sent with 503 refusals (s).
+        python_paths: directories added to ``sys.path`` (the venv's site-packages).
+        blocked_prefixes: E.164 prefixes no agent may reach on any trunk (premium, satellite...).
+        scanner_user_agents: lower-case User-Agent fragments of scanners, banned at once.
+        secret_key_file: key that decrypts trunk passwords.
+        auth_realm: digest realm (RFC 3261 section 22.1).
+        auth_max_failures: failed digest attempts from one source before it is banned.
+        trace_ttl_s: how long a refused call's record is kept for ``edgectl explain`` (s); 0 = not kept.
+        reg_contacts: (transport, ``host:port``) of the edge's first listener per transport: the
+            Contact address of registrations to carriers.
+        reg_timer_interval_s: the ``uac`` module's ``reg_timer_interval`` (s).
+        reg_sync_interval_s: how often registrations are synced with redis and published (s).
+        tls_enabled: the node has a TLS listener (tls hops name their trunk for its CA profile).
+        dtmf_default: DTMF mode of trunks and agents without their own (``rfc4733``, ``info``, ``inband``).
+        dtmf_duration_ms: length of a digit played from an INFO without Duration (ms).
+        dtmf_volume_db: level of played DTMF tones (dB below full scale).
+        cdr_retention_s: how long call records stay in redis (s).
+        cdr_stranger_retention_s: how long records of refusals that matched no trunk and no agent stay (s).
+        cdr_spool_dir: where call records wait while redis is unreachable.
+        dtmf_log_port: UDP port on 127.0.0.1 of rtpengine's DTMF event reports; 0 = off.
+        loop_socket: ``udp:host:port`` of the edge's first UDP listener (its real address, not the
+            advertised one): where the edge sends the in-dialog requests it makes on a side's behalf
+            (DTMF INFO) so they pass its own request route; empty when no UDP listener.
+        metrics_port: TCP port of the metrics listener (xhttp_prom serves ``/metrics`` only there).
+        media_trunk, media_agent: node default media policy of carrier and agent sides
+            (:meth:`routing.tables.model.MediaPolicy.to_json` form).
+        media_check_interval_s: seconds between two rtpengine queries of one answered call.
+        media_quality_ttl_s: lifetime of a call's media quality record after the call (s).
+        media_fill: rtpengine fills silences (``media.fill_delay_ms`` > 0), so sides' ``fill_silence`` applies.
+        rtpengine_ng_host, rtpengine_ng_port: rtpengine's ng control socket (UDP).
+        media_sides: rtpengine has one interface per side, named ``carrier`` and ``agent``: every
+            offer and answer names them (:func:`routing.call.sides.direction_flags`).
+        media_private_networks: CIDRs treated as private by :func:`routing.call.media.nat_flags`
+            (empty: its default).
+        sip_sockets: ``{side: {transport: "proto:address:port"}}``, the socket requests toward
+            each side leave from (:func:`routing.call.sides.side_sockets`); empty on a one-network edge.
+    """
+
+    node: str = "edge1"
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6380
+    redis_db: int = 0
+    redis_password: str | None = None
+    redis_timeout_ms: int = 200
+    redis_connect_timeout_ms: int = 200
+    lease_ttl_s: int = 14460
+    retry_after_s: int = 5
+    python_paths: tuple[str, ...] = ()
+    blocked_prefixes: tuple[str, ...] = ()
+    scanner_user_agents: tuple[str, ...] = ()
+    secret_key_file: str = ""
+    auth_realm: str = "byoc-edge"
+    auth_max_failures: int = 5
+    trace_ttl_s: int = 3600
+    reg_contacts: tuple[tuple[str, str], ...] = ()
+    reg_timer_interval_s: int = 10
+    reg_sync_interval_s: int = 5
+    tls_enabled: bool = False
+    dtmf_default: str = "rfc4733"
+    dtmf_duration_ms: int = 250
+    dtmf_volume_db: int = 8
+    cdr_retention_s: int = 14 * 86400
+    cdr_stranger_retention_s: int = 2 * 86400
+    cdr_spool_dir: str = "/var/spool/byoc-edge/cdr"
+    dtmf_log_port: int = 0
+    loop_socket: str = ""
+    metrics_port: int = 9161
+    media_trunk: dict | None = None
+    media_agent: dict | None = None
+    media_check_interval_s: int = 2
+    media_quality_ttl_s: int = 86400
+    media_fill: bool = False
+    rtpengine_ng_host: str = "127.0.0.1"
+    rtpengine_ng_port: int = 2223
+    media_sides: bool = False
+    media_private_networks: tuple[str, ...] = ()
+    sip_sockets: dict | None = None
+
+
+def load(path: str | None = None) -> RuntimeSettings:
+    """Read ``routing.json``; unknown keys are ignored, missing ones take defaults.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not JSON.
+    """
+    path = path or os.environ.get(ENV_VAR, "")
+    if not path:
+        return RuntimeSettings()
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    known = {f.name for f in fields(RuntimeSettings)}
+    values = {k: v for k, v in data.items() if k in known}
+    for name in ("python_paths", "blocked_prefixes", "scanner_user_agents", "media_private_networks"):
+        if name in values:
+            values[name] = tuple(values[name])
+    if "reg_contacts" in values:
+        values["reg_contacts"] = tuple(tuple(pair) for pair in values["reg_contacts"])
+    return RuntimeSettings(**values)

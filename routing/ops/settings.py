@@ -1,0 +1,511 @@
+"""The one settings file of an edge node (YAML), validated with pydantic.
+
+Every rendered config (Kamailio, rtpengine, redis, the plugin's
+``routing.json``) comes from a :class:`Settings`.  Defaults are the embedded
+demo edge: everything on loopback, a local redis started by ``edgectl up``.
+An error names the field path and the problem, e.g.
+``sip.listen.0.port: Input should be less than or equal to 65535``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from routing.errors import EdgeError
+from routing.call.media import DEFAULT_PRIVATE_NETWORKS
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["Settings", "SettingsError", "load_settings", "REPO_ROOT", "DEFAULT_RUN_DIR"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_RUN_DIR = REPO_ROOT / "run"
+
+
+class SettingsError(EdgeError, ValueError):
+    """The settings file is unreadable or invalid; the message names each bad field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _ip(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+#: An IPv4 or IPv6 address literal.
+IpAddress = Annotated[str, AfterValidator(_ip)]
+
+
+#: the two networks an edge can face: carriers (often public, behind a 1:1 NAT) and agents (often a private VPC)
+SIDES = ("carrier", "agent")
+
+
+class Listener(_Model):
+    """A SIP listening socket.
+
+    ``advertise`` is the public address in front of a NAT, written into Via and
+    Record-Route instead of ``address`` (and accepted as an alias of the edge);
+    it is not checked against the host's interfaces.  ``side`` names the network
+    the socket faces: requests toward carriers leave from a ``carrier`` (or ``both``)
+    socket, requests toward agents from an ``agent`` (or ``both``) one (docs/media.md).
+    """
+
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    address: IpAddress = "127.0.0.1"
+    port: int = Field(5060, ge=1, le=65535)
+    advertise: IpAddress | None = None
+    side: Literal["both", "carrier", "agent"] = "both"
+
+
+class Tls(_Model):
+    """TLS signalling (RFC 3261 section 26.2): the edge's certificate, and how it checks carriers'."""
+
+    certificate: Path | None = Field(None, description="PEM certificate chain (default <run_dir>/tls/edge.crt)")
+    private_key: Path | None = Field(None, description="PEM private key (default <run_dir>/tls/edge.key)")
+    ca_list: Path = Field(Path("/etc/ssl/certs/ca-certificates.crt"), description="CAs trusted for gateways")
+    verify_gateways: bool = Field(True, description="check the certificate of tls gateways (off only for tests)")
+    min_version: Literal["TLSv1.2+", "TLSv1.3"] = "TLSv1.2+"
+
+
+class Sip(_Model):
+    """Kamailio: listeners, worker counts and transaction timers."""
+
+    listen: list[Listener] = Field(
+        default_factory=lambda: [Listener(transport="udp"), Listener(transport="tcp")], min_length=1
+    )
+    workers: int = Field(4, ge=1, le=64, description="UDP worker processes per listener")
+    tcp_workers: int = Field(2, ge=1, le=64, description="TCP worker processes")
+    failover_timeout_ms: int = Field(
+        3000, ge=500, le=60000, description="no reply at all from a hop for this long -> next hop (tm fr_timer)"
+    )
+    ringing_timeout_ms: int = Field(
+        60000, ge=1000, le=300000, description="provisional but no final reply for this long -> next hop (tm fr_inv_timer)"
+    )
+    max_call_duration_s: int = Field(
+        14400, ge=5, le=86400, description="dialog timeout: the call is torn down with BYE after this long"
+    )
+    log_level: int = Field(2, ge=-5, le=3, description="Kamailio debug level (2 = info)")
+    shm_mb: int = Field(
+        1024, ge=64, le=65536,
+        description="Kamailio shared memory (MB, kamailio -m): transactions, dialogs and rtpengine state; "
+        "the 64 MB default runs out near 450 CPS (docs/benchmarks.md)",
+    )
+    allocator: Literal["tlsf", "qm", "fm"] = Field(
+        "tlsf", description="Kamailio memory manager (kamailio -x): TLSF halves worker CPU in malloc under load",
+    )
+    tls: Tls = Field(default_factory=Tls)
+
+    @model_validator(mode="after")
+    def _check_sides(self) -> "Sip":
+        sided = {l.side for l in self.listen} - {"both"}
+        for side in SIDES:
+            if sided and not any(l.side in (side, "both") for l in self.listen):
+                raise ValueError(f"listen: a listener has a side but none serves the {side} side (side: {side} or both)")
+        return self
+
+    @property
+    def sided(self) -> bool:
+        """True when a listener faces only one side (requests are then sent from their side's sockets)."""
+        return any(l.side != "both" for l in self.listen)
+
+
+class MediaInterface(_Model):
+    """One rtpengine interface: the local address media uses and the address written into SDP."""
+
+    address: IpAddress
+    advertise: IpAddress | None = Field(None, description="public address of a 1:1 NAT, written into SDP c=/o=")
+
+
+class MediaSides(_Model):
+    """rtpengine interfaces per side: carriers' media on ``carrier``, agents' on ``agent``.
+
+    The two may be of different IP families (IPv4 carriers, IPv6 agents): rtpengine writes each
+    side's SDP in its own interface's family (``c=IN IP6`` toward an IPv6 side) and relays between
+    them (measured with rtpengine 10.5, tests/integration/test_sides_ipv6.py)."""
+
+    carrier: MediaInterface
+    agent: MediaInterface
+
+
+class RtpEngine(_Model):
+    """rtpengine: media address, port range and control sockets."""
+
+    address: IpAddress = Field("127.0.0.1", description="media address of both sides (when `sides` is not set)")
+    advertise: IpAddress | None = None
+    sides: MediaSides | None = Field(
+        None, description="one interface per side (carrier, agent) instead of `address`/`advertise` for both",
+    )
+    ng_port: int = Field(2223, ge=1, le=65535)
+    cli_port: int = Field(9900, ge=1, le=65535)
+    port_min: int = Field(30000, ge=1024, le=65535)
+    port_max: int = Field(40000, ge=1024, le=65535)
+    media_timeout_s: int = Field(60, ge=10, le=3600, description="no RTP for this long ends the media session")
+    log_level: int = Field(5, ge=0, le=7)
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> "RtpEngine":
+        if self.port_max - self.port_min < 100:
+            raise ValueError("port_max must be at least port_min + 100")
+        return self
+
+
+def _ptime(value: int) -> int:
+    if value % 10:
+        raise ValueError("must be a multiple of 10 ms")
+    return value
+
+
+def _cidr(value: str) -> str:
+    ipaddress.ip_network(value, strict=False)
+    return value
+
+
+class SideMedia(_Model):
+    """Node default media policy of one kind of side (carrier trunks or agents); a trunk's or agent's own
+    fields in redis override it field by field (docs/media.md)."""
+
+    codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] = Field(
+        default_factory=lambda: ["PCMU", "PCMA", "G722", "opus"], min_length=1,
+        description="audio codecs allowed on this side, in preference order (telephone-event is always kept)",
+    )
+    ptime_ms: Annotated[int, AfterValidator(_ptime)] = Field(20, ge=10, le=60, description="packetisation (ms)")
+    srtp: Literal["none", "sdes", "dtls"] = Field("none", description="encryption this side requires")
+    rtp_timeout_s: int = Field(
+        60, ge=5, le=86400,
+        description="no RTP from any side for this long ends the call with BYE to both sides (s)",
+    )
+    sip_keepalive: bool = Field(
+        False, description="send this side in-dialog OPTIONS every media.keepalive_interval_s; no answer ends the call",
+    )
+    fill_silence: Literal["none", "audio", "cn"] = Field(
+        "none", description="what this side receives while the other side is silent: nothing, silence, or CN packets",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> "SideMedia":
+        if len(set(self.codecs)) != len(self.codecs):
+            raise ValueError("codecs: a codec is listed twice")
+        return self
+
+
+class Media(_Model):
+    """Media policy defaults and the media watchdog (docs/media.md)."""
+
+    trunk: SideMedia = Field(default_factory=SideMedia)
+    agent: SideMedia = Field(default_factory=SideMedia)
+    check_interval_s: int = Field(
+        2, ge=1, le=60, description="how often the call clock asks rtpengine about each answered call (s)"
+    )
+    quality_ttl_s: int = Field(
+        86400, ge=60, le=30 * 86400, description="how long a call's media quality record is kept after it ends (s)"
+    )
+    private_networks: list[Annotated[str, AfterValidator(_cidr)]] = Field(
+        default_factory=lambda: list(DEFAULT_PRIVATE_NETWORKS),
+        description="networks treated as private: a peer whose SDP names an address in them while its SIP comes "
+        "from outside them is behind NAT, and its media is sent to its SIP source address (docs/media.md)",
+    )
+    keepalive_interval_s: int = Field(
+        30, ge=30, le=3600,
+        description="interval of the in-dialog OPTIONS to sides with sip_keepalive (s; the dialog module's minimum is 30)",
+    )
+    keepalive_failures: int = Field(
+        2, ge=1, le=10, description="unanswered keepalives (408 or 481) before the call is ended",
+    )
+    fill_delay_ms: int = Field(
+        40, ge=0, le=500,
+        description="rtpengine dtx-delay: how long a transcoded stream waits before filling a gap (ms); "
+                    "0 turns fill_silence off",
+    )
+    comfort_noise_dbov: int = Field(
+        70, ge=0, le=127, description="level of the comfort noise sent to fill_silence=cn sides (-dBov, RFC 3389)",
+    )
+
+
+class Redis(_Model):
+    """The routing store.  ``manage: true`` makes ``edgectl up`` start a local redis-server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(6380, ge=1, le=65535)
+    db: int = Field(0, ge=0, le=15)
+    password: str | None = None
+    manage: bool = True
+    timeout_ms: int = Field(200, ge=10, le=5000, description="per-command timeout; redis slower than this -> 503")
+    connect_timeout_ms: int = Field(200, ge=10, le=5000)
+
+
+class Limits(_Model):
+    """Refusal policy."""
+
+    retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After on 503 refusals")
+
+
+#: Destinations refused on every trunk unless an operator removes them: international premium
+#: rate (+979), satellite and international networks (+870, +881, +882, +883), NANP premium (+1900, +1976).
+DEFAULT_BLOCKED = ["+1900", "+1976", "+870", "+881", "+882", "+883", "+979"]
+
+
+def _prefix(value: str) -> str:
+    if not re.fullmatch(r"\+[0-9]{1,15}", value):
+        raise ValueError(f"{value!r} is not an E.164 prefix (+ and digits)")
+    return value
+
+
+class Policy(_Model):
+    """Toll-fraud guardrails applied to every termination call, transfer and redirect."""
+
+    blocked_prefixes: list[Annotated[str, AfterValidator(_prefix)]] = Field(
+        default_factory=lambda: list(DEFAULT_BLOCKED),
+        description="E.164 prefixes no agent may reach on any trunk",
+    )
+
+
+#: User-Agent fragments of SIP scanners and crackers (case-insensitive); a match is banned at once.
+DEFAULT_SCANNERS = [
+    "friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sipscan", "vaxsipuseragent", "pplsip",
+    "sundayddr", "iwar", "sipsak", "smap", "nessus", "sipptk", "voipbuster",
+]
+
+
+class Security(_Model):
+    """Flood and scanner defence (Kamailio pike + a ban table)."""
+
+    flood_requests: int = Field(
+        30, ge=4, le=100000,
+        description="requests per 2 s from one untrusted source before it is banned (pike reqs_density_per_unit)",
+    )
+    ban_time_s: int = Field(300, ge=10, le=86400, description="how long a banned source is ignored (s)")
+    scanner_user_agents: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCANNERS),
+        description="User-Agent fragments that get a source banned at once",
+    )
+    secret_key_file: Path | None = Field(
+        None, description="key that encrypts trunk passwords in redis (default: <run_dir>/secret.key, created 0600)"
+    )
+    auth_realm: str = Field("byoc-edge", pattern=r"^[A-Za-z0-9.\-]{1,64}$", description="digest realm of challenges")
+    auth_max_failures: int = Field(5, ge=1, le=1000, description="failed digest attempts before the source is banned")
+    auth_failure_window_s: int = Field(60, ge=5, le=86400, description="failures older than this are forgotten (s)")
+    topology_hiding: bool = Field(
+        True, description="hide each side's Via, Record-Route and Contact from the other (Kamailio topoh)",
+    )
+    topology_mask_ip: IpAddress | None = Field(
+        None, description="address topoh writes into the masked Via, Record-Route and Contact values (mask_ip); "
+        "default: the first UDP listener's advertised (else local) address.  An edge with one network per side "
+        "sets an address of neither network (e.g. 192.0.2.1), so no side sees the other's",
+    )
+
+
+class Health(_Model):
+    """Gateway health: continuous SIP OPTIONS pings per gateway (``routing/monitor/prober.py``).
+
+    A gateway is marked down after ``down_after`` failed probes in a row and up
+    again after ``up_after`` successes in a row; least-cost routing skips down
+    gateways.  Trunks whose carrier does not answer OPTIONS opt out per trunk
+    (``edgectl trunk add --no-probe``).
+    """
+
+    enabled: bool = Field(True, description="ping every gateway of every probed trunk")
+    interval_s: float = Field(10.0, ge=0.2, le=3600, description="time between two probes of one gateway (s)")
+    timeout_ms: int = Field(1000, ge=50, le=30000, description="no final answer within this long = a failed probe (ms)")
+    down_after: int = Field(3, ge=1, le=100, description="failed probes in a row that mark a gateway down")
+    up_after: int = Field(2, ge=1, le=100, description="successful probes in a row that mark a down gateway up")
+
+
+class Metrics(_Model):
+    """Prometheus endpoints: Kamailio (xhttp_prom), rtpengine (``/metrics``) and the edge exporter.
+
+    All bind ``address`` (loopback by default: put a reverse proxy or a
+    firewall rule in front before exposing them).
+    """
+
+    address: IpAddress = Field("127.0.0.1", description="address of the three HTTP metrics endpoints")
+    kamailio_port: int = Field(9161, ge=1, le=65535, description="Kamailio xhttp_prom /metrics (TCP)")
+    rtpengine_port: int = Field(9162, ge=1, le=65535, description="rtpengine listen-http /metrics")
+    exporter_port: int = Field(9163, ge=1, le=65535, description="edge exporter /metrics (redis state, gateway health)")
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> "Metrics":
+        if len({self.kamailio_port, self.rtpengine_port, self.exporter_port}) != 3:
+            raise ValueError("kamailio_port, rtpengine_port and exporter_port must differ")
+        return self
+class Cdr(_Model):
+    """Call records (docs/operations.md#call-records)."""
+
+    retention_days: int = Field(
+        14, ge=1, le=3650,
+        description="days a call record stays in redis (about 1 KB each); export older ones with edgectl cdr export",
+    )
+    stranger_retention_days: int = Field(
+        2, ge=1, le=3650,
+        description="days the record of a refusal that matched no trunk and no agent (scanners, strangers) stays; "
+        "at most retention_days",
+    )
+    spool_dir: Path | None = Field(
+        None, description="where call records wait while redis is unreachable (default <run_dir>/cdr-spool)",
+    )
+
+    @model_validator(mode="after")
+    def _check_stranger_retention(self) -> "Cdr":
+        if self.stranger_retention_days > self.retention_days:
+            raise ValueError("stranger_retention_days must not exceed retention_days")
+        return self
+
+
+class Diagnostics(_Model):
+    """What the edge keeps to explain its decisions (``edgectl explain``)."""
+
+    trace_ttl_s: int = Field(
+        3600, ge=0, le=604800,
+        description="how long the record of a refused call (edge:trace:{call-id}) is kept in redis (s); 0 = not kept",
+    )
+
+
+class Registration(_Model):
+    """Registration trunks: the edge REGISTERing to carriers (Kamailio ``uac`` module, ``uac_reg``)."""
+
+    timer_interval_s: int = Field(
+        10, ge=1, le=600,
+        description="how often the uac module checks its registrations (s, reg_timer_interval); a refresh is sent "
+        "once the registration expires within this plus 3 s",
+    )
+    retry_interval_s: int = Field(60, ge=5, le=3600, description="wait after a failed registration before retrying (s)")
+    sync_interval_s: int = Field(
+        5, ge=1, le=300, description="how often trunk changes in redis reach the registrations, and their state is published (s)",
+    )
+
+
+class Dtmf(_Model):
+    """DTMF handling (routing/call/dtmf.py, docs/media.md#dtmf): the mode of trunks and agents without their own."""
+
+    default_mode: Literal["rfc4733", "info", "inband"] = Field(
+        "rfc4733", description="DTMF mode of a trunk or agent whose dtmf field is empty",
+    )
+    duration_ms: int = Field(
+        250, ge=100, le=5000, description="length of a digit played from an INFO without Duration (ms, rtpengine play DTMF)",
+    )
+    volume_db: int = Field(8, ge=0, le=63, description="level of a played DTMF tone, dB below full scale")
+    log_port: int = Field(
+        2224, ge=0, le=65535,
+        description="UDP port on 127.0.0.1 where rtpengine reports the digits it sees (dtmf-log-dest) and the "
+        "edge records them with the call; 0 = digits seen in the media are not recorded",
+    )
+
+
+class Settings(_Model):
+    """One edge node's settings (see ``docs/settings.md``)."""
+
+    node: str = Field("edge1", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    run_dir: Path = DEFAULT_RUN_DIR
+    sip: Sip = Field(default_factory=Sip)
+    rtpengine: RtpEngine = Field(default_factory=RtpEngine)
+    redis: Redis = Field(default_factory=Redis)
+    limits: Limits = Field(default_factory=Limits)
+    policy: Policy = Field(default_factory=Policy)
+    security: Security = Field(default_factory=Security)
+    health: Health = Field(default_factory=Health)
+    metrics: Metrics = Field(default_factory=Metrics)
+    diagnostics: Diagnostics = Field(default_factory=Diagnostics)
+    registration: Registration = Field(default_factory=Registration)
+    dtmf: Dtmf = Field(default_factory=Dtmf)
+    cdr: Cdr = Field(default_factory=Cdr)
+
+    @property
+    def cdr_spool_path(self) -> Path:
+        """Directory of spooled call records."""
+        return self.cdr.spool_dir or Path(self.run_dir) / "cdr-spool"
+    media: Media = Field(default_factory=Media)
+
+    @model_validator(mode="after")
+    def _check_dtmf_port(self) -> "Settings":
+        if self.dtmf.log_port and self.dtmf.log_port == self.rtpengine.ng_port:
+            raise ValueError("dtmf.log_port must differ from rtpengine.ng_port (both are UDP ports on 127.0.0.1)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_side_families(self) -> "Settings":
+        """A side's own listeners are of its media interface's IP family: rtpengine writes the side's
+        SDP in that family, so a peer reached over the other family would get an address it cannot use."""
+        if self.rtpengine.sides is None:
+            return self
+        for side in SIDES:
+            media = ipaddress.ip_address(getattr(self.rtpengine.sides, side).address)
+            for index, listener in enumerate(self.sip.listen):
+                if listener.side != side or listener.address in ("0.0.0.0", "::"):
+                    continue
+                if ipaddress.ip_address(listener.address).version != media.version:
+                    raise ValueError(
+                        f"sip.listen.{index}.address {listener.address} (side {side}) and rtpengine.sides.{side}.address "
+                        f"{media} must be of the same IP family: a side's SIP and media use one family")
+        return self
+
+    @property
+    def tls_certificate(self) -> Path:
+        """The edge's TLS certificate file."""
+        return self.sip.tls.certificate or Path(self.run_dir) / "tls" / "edge.crt"
+
+    @property
+    def tls_private_key(self) -> Path:
+        """The edge's TLS private key file."""
+        return self.sip.tls.private_key or Path(self.run_dir) / "tls" / "edge.key"
+
+    @property
+    def tls_enabled(self) -> bool:
+        """True when a listener uses TLS."""
+        return any(l.transport == "tls" for l in self.sip.listen)
+
+    @property
+    def secret_key_path(self) -> Path:
+        """The key file that encrypts stored secrets."""
+        return self.security.secret_key_file or Path(self.run_dir) / "secret.key"
+
+    @property
+    def sip_target(self) -> tuple[str, int]:
+        """Where a local SIP probe reaches the edge: first UDP listener (wildcards -> loopback)."""
+        listener = next((l for l in self.sip.listen if l.transport == "udp"), self.sip.listen[0])
+        host = listener.address
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        return host, listener.port
+
+
+def _format(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{path}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load and validate a settings file; None gives the embedded default.
+
+    Relative ``run_dir`` values are taken relative to the settings file.
+
+    Raises:
+        SettingsError: unreadable file, bad YAML, or invalid fields (all named).
+    """
+    if path is None:
+        return Settings()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise SettingsError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SettingsError(f"{path}: not valid YAML: {problem}{line}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected a mapping at the top level")
+    if "run_dir" in data and not Path(str(data["run_dir"])).is_absolute():
+        data["run_dir"] = str((path.parent / str(data["run_dir"])).resolve())
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(f"{path}: {_format(exc)}") from None

@@ -1,0 +1,97 @@
+"""A voice agent (``edge:agent:{name}``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from routing.call.dtmf import DtmfMode
+from routing.call.numbers import NumberFormat
+from routing.tables import keys
+from routing.tables.model.fields import (
+    number_format_fields,
+    parse_cidr,
+    parse_header_names,
+    parse_number_format,
+    parse_prefixes,
+    parse_sip_uri,
+    _bool,
+    _dtmf,
+    _int,
+)
+from routing.tables.model.media_policy import MediaPolicy
+
+__all__ = ["Agent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An AI voice agent reachable over SIP (LiveKit SIP, Pipecat, jambonz, Vapi, Retell).
+
+    Attributes:
+        name: unique agent name.
+        uris: SIP URI targets for origination, tried in order with the same
+            failover rules as termination gateways (see :mod:`routing.call.plan`).
+        cidrs: source networks allowed to place termination calls as this agent.
+        max_calls: concurrent calls allowed; None = unlimited.
+        allow_prefixes: destinations the agent may call, transfer or be redirected to; empty = all not denied.
+        deny_prefixes: destinations the agent may never reach.
+        x_headers: X- headers the agent may pass to carriers (others are removed).
+        trust_identity: whether the agent's identity headers (P-Asserted-Identity...)
+            pass to carriers; off by default, so an agent cannot spoof a caller ID that way.
+        dtmf: how the agent sends and expects DTMF digits (:mod:`routing.call.dtmf`); None = node default.
+        media: codecs, ptime, SRTP and RTP timeout of the agent side (:class:`MediaPolicy`).
+        number_format: how the agent writes the destinations it dials (a NANP agent whose
+            callers dial ``011`` international numbers); the default reads ``+`` E.164, ``00``
+            international numbers and bare full numbers, as before the field existed.
+    """
+
+    name: str
+    uris: tuple[str, ...] = ()
+    cidrs: tuple[str, ...] = ()
+    max_calls: int | None = None
+    allow_prefixes: tuple[str, ...] = ()
+    deny_prefixes: tuple[str, ...] = ()
+    x_headers: tuple[str, ...] = ()
+    trust_identity: bool = False
+    dtmf: DtmfMode | None = None
+    media: MediaPolicy = field(default_factory=MediaPolicy)
+    number_format: NumberFormat = field(default_factory=NumberFormat)
+
+    def to_redis(self) -> dict[str, str]:
+        """Fields of ``edge:agent:{name}``."""
+        return {
+            "max_calls": "" if self.max_calls is None else str(self.max_calls),
+            **number_format_fields(self.number_format),
+            "allow_prefixes": ",".join(self.allow_prefixes),
+            "deny_prefixes": ",".join(self.deny_prefixes),
+            "x_headers": ",".join(self.x_headers),
+            "trust_identity": "yes" if self.trust_identity else "no",
+            "dtmf": "" if self.dtmf is None else str(getattr(self.dtmf, "value", self.dtmf)),
+            **self.media.to_redis(),
+        }
+
+    @classmethod
+    def from_redis(
+        cls, name: str, fields: dict[str, str], uris: list[str], cidrs: set[str] | list[str]
+    ) -> "Agent":
+        """Build an agent from its three keys.
+
+        Raises:
+            DataError: any malformed field, naming the redis key.
+        """
+        for cidr in cidrs:
+            parse_cidr(cidr, keys.agent_cidrs(name))
+        checked = tuple(parse_sip_uri(u, keys.agent_uris(name)) for u in uris)
+        return cls(
+            name=name,
+            uris=checked,
+            cidrs=tuple(sorted(cidrs)),
+            max_calls=_int(fields.get("max_calls"), f"{keys.agent(name)} max_calls"),
+            allow_prefixes=parse_prefixes(fields.get("allow_prefixes", ""), f"{keys.agent(name)} allow_prefixes"),
+            deny_prefixes=parse_prefixes(fields.get("deny_prefixes", ""), f"{keys.agent(name)} deny_prefixes"),
+            x_headers=parse_header_names(fields.get("x_headers", ""), f"{keys.agent(name)} x_headers"),
+            trust_identity=_bool(fields.get("trust_identity"), f"{keys.agent(name)} trust_identity", default=False),
+            dtmf=_dtmf(fields.get("dtmf"), keys.agent(name)),
+            media=MediaPolicy.from_redis(fields, keys.agent(name)),
+            number_format=parse_number_format(fields, keys.agent(name)),
+        )

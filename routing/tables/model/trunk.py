@@ -1,0 +1,316 @@
+"""A carrier trunk (``edge:trunk:{name}``) with its gateways and its optional registration."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from routing.call.dtmf import DtmfMode
+from routing.call.numbers import NumberFormat
+from routing.tables import keys
+from routing.tables.model.fields import (
+    AuthMode,
+    DataError,
+    Direction,
+    format_increment,
+    format_params,
+    number_format_fields,
+    parse_cidr,
+    parse_header_names,
+    parse_increment,
+    parse_number_format,
+    parse_params,
+    parse_prefixes,
+    Transport,
+    _auth_mode,
+    _bool,
+    _ca_path,
+    _decimal,
+    _dtmf,
+    _float,
+    _host,
+    _int,
+    _num,
+)
+from routing.tables.model.media_policy import MediaPolicy
+
+__all__ = ["Gateway", "Registration", "Trunk", "CONTACT_USER_PATTERN"]
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """One signalling address of a carrier trunk.
+
+    Attributes:
+        host: IPv4 address, ``[IPv6]`` or DNS name.
+        port: UDP/TCP port (1-65535).
+        transport: SIP transport.
+        priority: lower is tried first.
+        weight: among gateways of equal priority, a higher weight is tried first
+            (a fixed order, not a random share).
+    """
+
+    host: str
+    port: int = 5060
+    transport: Transport = Transport.UDP
+    priority: int = 10
+    weight: int = 100
+
+    @property
+    def address(self) -> str:
+        """The redis field name: ``host:port``."""
+        return f"{self.host}:{self.port}"
+
+    def uri(self, user: str) -> str:
+        """Request-URI that sends ``user`` to this gateway."""
+        suffix = "" if self.transport is Transport.UDP else f";transport={self.transport.value}"
+        scheme = "sips" if self.transport is Transport.TLS else "sip"
+        return f"{scheme}:{user}@{self.host}:{self.port}{suffix}"
+
+    def to_redis(self) -> tuple[str, str]:
+        """The (field, value) pair stored in ``edge:trunk:{name}:gateways``."""
+        return self.address, format_params(
+            {"transport": self.transport.value, "priority": self.priority, "weight": self.weight}
+        )
+
+    @classmethod
+    def parse_address(cls, text: str, where: str = "gateway") -> tuple[str, int]:
+        """Split ``host[:port]`` (``[v6]:port`` for IPv6); the port defaults to 5060."""
+        text = text.strip()
+        if text.startswith("["):
+            host, _, rest = text.partition("]")
+            host += "]"
+            port_text = rest[1:] if rest.startswith(":") else ""
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+        else:
+            host, port_text = text, ""
+        port = _int(port_text, f"{where} port", minimum=1, default=5060)
+        assert port is not None
+        if port > 65535:
+            raise DataError(f"{where} port: must be <= 65535, got {port}")
+        return _host(host, where), port
+
+    @classmethod
+    def from_redis(cls, address: str, value: str, where: str) -> "Gateway":
+        """Parse one gateway field of ``edge:trunk:{name}:gateways``.
+
+        Raises:
+            DataError: bad address, unknown transport or non-integer priority/weight.
+        """
+        host, port = cls.parse_address(address, where)
+        params = parse_params(value, where)
+        try:
+            transport = Transport(params.get("transport", "udp").lower())
+        except ValueError:
+            raise DataError(f"{where}: transport must be udp, tcp or tls") from None
+        priority = _int(params.get("priority"), f"{where} priority", default=10)
+        weight = _int(params.get("weight"), f"{where} weight", minimum=1, default=100)
+        assert priority is not None and weight is not None
+        return cls(host=host, port=port, transport=transport, priority=priority, weight=weight)
+
+
+#: contact user of a registration: a token only the carrier learns (RFC 3261 section 10.2.1 Contact)
+CONTACT_USER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{7,63}$")
+_USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&+$,?/]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """The edge's registration to a carrier that only accepts calls toward a registered account
+    (RFC 3261 section 10; sent by Kamailio's ``uac`` module, ``uac_reg``).
+
+    Attributes:
+        registrar: ``host[:port]`` of the carrier's registrar (the REGISTER Request-URI domain).
+        transport: SIP transport toward the registrar.
+        expires_s: registration lifetime the edge asks for (s); the registrar's answer wins.
+        contact_user: user part of the Contact the edge registers (``sip:{contact_user}@edge``);
+            inbound calls to it are this trunk's.  A random token by default.
+        user: account (address-of-record user, To/From); empty = the trunk's digest username.
+    """
+
+    registrar: str
+    contact_user: str
+    transport: Transport = Transport.UDP
+    expires_s: int = 3600
+    user: str = ""
+
+    @property
+    def host(self) -> str:
+        """The registrar's host (IPv4, ``[IPv6]`` or DNS name)."""
+        return Gateway.parse_address(self.registrar, "register registrar")[0]
+
+    def to_redis(self) -> str:
+        """The ``register`` field of ``edge:trunk:{name}``."""
+        params: dict[str, object] = {"registrar": self.registrar, "transport": self.transport.value,
+                                     "expires": self.expires_s, "contact": self.contact_user}
+        if self.user:
+            params["user"] = self.user
+        return format_params(params)
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> "Registration | None":
+        """Parse ``registrar=host:port;transport=udp;expires=3600;contact=TOKEN[;user=ACCOUNT]``;
+        an empty value means no registration.
+
+        Raises:
+            DataError: missing registrar or contact, bad host, transport, expires or user.
+        """
+        if not (text or "").strip():
+            return None
+        params = parse_params(text, where)
+        unknown = set(params) - {"registrar", "transport", "expires", "contact", "user"}
+        if unknown:
+            raise DataError(f"{where}: unknown parameter(s) {', '.join(sorted(unknown))}")
+        host, port = Gateway.parse_address(params.get("registrar", "") or "", f"{where} registrar")
+        try:
+            transport = Transport(params.get("transport", "udp").lower())
+        except ValueError:
+            raise DataError(f"{where}: transport must be udp, tcp or tls") from None
+        expires = _int(params.get("expires"), f"{where} expires", minimum=60, default=3600)
+        assert expires is not None
+        if expires > 86400:
+            raise DataError(f"{where} expires: must be <= 86400, got {expires}")
+        contact = params.get("contact", "")
+        if not CONTACT_USER_PATTERN.fullmatch(contact):
+            raise DataError(f"{where} contact: use 8-64 letters, digits, '_', '.', '-' (got {contact!r})")
+        user = params.get("user", "")
+        if user and not _USER.fullmatch(user):
+            raise DataError(f"{where} user: not a SIP user name: {user!r}")
+        return cls(registrar=f"{host}:{port}", contact_user=contact, transport=transport, expires_s=expires, user=user)
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """A carrier connection (Twilio, Telnyx, a PBX, ...).
+
+    Attributes:
+        name: unique trunk name.
+        direction: which calls the trunk carries.
+        max_calls: concurrent calls allowed (both directions together); None = unlimited.
+        cidrs: source networks whose traffic is this trunk's (IP-CIDR allowlist).
+        gateways: where termination calls are sent.
+        number_format: how the carrier writes DIDs and caller numbers.
+        max_cps: new calls per second allowed (token bucket, both directions); None = unlimited.
+        max_duration_s: longest call on this trunk (s), torn down with BYE after; None = node default.
+        auth: ``ip`` (source CIDR), ``digest`` (credentials, any source) or ``both`` (RFC 3261 section 22).
+        x_headers: X- headers the carrier may pass to agents (others are removed).
+        trust_identity: whether the carrier's identity headers (P-Asserted-Identity,
+            Remote-Party-ID, Diversion...) pass to agents.
+        register: the edge's registration to the carrier, or None (see :class:`Registration`).
+        tls_ca: PEM file of the CAs that sign this carrier's ``tls`` gateways' certificates, instead
+            of ``sip.tls.ca_list`` (verification stays on); empty = the node's list.
+        allow_prefixes: termination destinations allowed (E.164 prefixes); empty = all not denied.
+        deny_prefixes: termination destinations refused (premium, high-cost ranges).
+        probe: whether the edge pings the gateways with SIP OPTIONS and skips the
+            ones marked down (off for carriers that do not answer OPTIONS).
+        dtmf: how the carrier sends and expects DTMF digits (:mod:`routing.call.dtmf`); None = node default.
+        billing_increment: ``(first, next)`` seconds: the first ``first`` seconds of an answered
+            call are billed whole, then blocks of ``next`` seconds (``(60, 60)``, ``(1, 1)``).
+        max_rate: highest per-minute rate allowed for termination over this trunk; dearer
+            route entries are skipped in LCR.  None = no ceiling.
+        daily_spend_cap: highest spend per UTC day (currency units, both directions); once the
+            day's spend reaches it, the trunk takes no new termination calls.  None = no cap.
+        inbound_rate: per-minute price the carrier charges for origination calls on this trunk
+            (DID minutes), the rate of their call records; None = inbound calls cost nothing.
+        media: codecs, ptime, SRTP and RTP timeout of the carrier side (:class:`MediaPolicy`).
+    """
+
+    name: str
+    direction: Direction = Direction.BOTH
+    max_calls: int | None = None
+    cidrs: tuple[str, ...] = ()
+    gateways: tuple[Gateway, ...] = ()
+    number_format: NumberFormat = field(default_factory=NumberFormat)
+    max_cps: float | None = None
+    max_duration_s: int | None = None
+    allow_prefixes: tuple[str, ...] = ()
+    deny_prefixes: tuple[str, ...] = ()
+    auth: AuthMode = AuthMode.IP
+    x_headers: tuple[str, ...] = ()
+    trust_identity: bool = True
+    probe: bool = True
+    register: Registration | None = None
+    tls_ca: str = ""
+    dtmf: DtmfMode | None = None
+    billing_increment: tuple[int, int] = (1, 1)
+    max_rate: Decimal | None = None
+    daily_spend_cap: Decimal | None = None
+    inbound_rate: Decimal | None = None
+    media: MediaPolicy = field(default_factory=MediaPolicy)
+
+    def to_redis(self) -> dict[str, str]:
+        """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
+        fields = {
+            "direction": self.direction.value,
+            "max_calls": "" if self.max_calls is None else str(self.max_calls),
+            **number_format_fields(self.number_format),
+            "max_cps": "" if self.max_cps is None else _num(self.max_cps),
+            "max_duration_s": "" if self.max_duration_s is None else str(self.max_duration_s),
+            "allow_prefixes": ",".join(self.allow_prefixes),
+            "deny_prefixes": ",".join(self.deny_prefixes),
+            "auth": self.auth.value,
+            "x_headers": ",".join(self.x_headers),
+            "trust_identity": "yes" if self.trust_identity else "no",
+            "probe": "yes" if self.probe else "no",
+            "dtmf": "" if self.dtmf is None else str(getattr(self.dtmf, "value", self.dtmf)),
+            "billing_increment": format_increment(self.billing_increment),
+            "max_rate": "" if self.max_rate is None else str(self.max_rate),
+            "daily_spend_cap": "" if self.daily_spend_cap is None else str(self.daily_spend_cap),
+            "inbound_rate": "" if self.inbound_rate is None else str(self.inbound_rate),
+            **self.media.to_redis(),
+        }
+        if self.register is not None:
+            fields["register"] = self.register.to_redis()
+        if self.tls_ca:
+            fields["tls_ca"] = self.tls_ca
+        return fields
+
+    @classmethod
+    def from_redis(
+        cls, name: str, fields: dict[str, str], cidrs: set[str] | list[str], gateways: dict[str, str]
+    ) -> "Trunk":
+        """Build a trunk from ``HGETALL``/``SMEMBERS``/``HGETALL`` of its three keys.
+
+        Raises:
+            DataError: any malformed field, naming the redis key.
+        """
+        where = keys.trunk(name)
+        try:
+            direction = Direction(fields.get("direction", "both") or "both")
+        except ValueError:
+            raise DataError(f"{where} direction: must be inbound, outbound or both") from None
+        fmt = parse_number_format(fields, where)
+        for cidr in cidrs:
+            parse_cidr(cidr, keys.trunk_cidrs(name))
+        gws = tuple(
+            sorted(
+                (Gateway.from_redis(a, v, f"{keys.trunk_gateways(name)} {a}") for a, v in gateways.items()),
+                key=lambda g: (g.priority, -g.weight, g.address),
+            )
+        )
+        return cls(
+            name=name,
+            direction=direction,
+            max_calls=_int(fields.get("max_calls"), f"{where} max_calls"),
+            cidrs=tuple(sorted(cidrs)),
+            gateways=gws,
+            number_format=fmt,
+            max_cps=_float(fields.get("max_cps"), f"{where} max_cps"),
+            max_duration_s=_int(fields.get("max_duration_s"), f"{where} max_duration_s", minimum=1),
+            allow_prefixes=parse_prefixes(fields.get("allow_prefixes", ""), f"{where} allow_prefixes"),
+            deny_prefixes=parse_prefixes(fields.get("deny_prefixes", ""), f"{where} deny_prefixes"),
+            auth=_auth_mode(fields.get("auth", "ip"), where),
+            x_headers=parse_header_names(fields.get("x_headers", ""), f"{where} x_headers"),
+            trust_identity=_bool(fields.get("trust_identity"), f"{where} trust_identity", default=True),
+            probe=_bool(fields.get("probe"), f"{where} probe", default=True),
+            register=Registration.parse(fields.get("register", ""), f"{where} register"),
+            tls_ca=_ca_path(fields.get("tls_ca", ""), f"{where} tls_ca"),
+            dtmf=_dtmf(fields.get("dtmf"), where),
+            billing_increment=parse_increment(fields.get("billing_increment", ""), f"{where} billing_increment"),
+            max_rate=_decimal(fields.get("max_rate"), f"{where} max_rate"),
+            daily_spend_cap=_decimal(fields.get("daily_spend_cap"), f"{where} daily_spend_cap"),
+            inbound_rate=_decimal(fields.get("inbound_rate"), f"{where} inbound_rate"),
+            media=MediaPolicy.from_redis(fields, where),
+        )

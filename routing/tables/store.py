@@ -1,0 +1,553 @@
+"""Reads of the routing tables and atomic concurrency leases, over redis.
+
+The call path talks to redis only through :class:`RedisStore`; the pure
+routing stages depend on the :class:`Store` protocol so tests can pass a fake.
+
+Round trips per initial INVITE: one for the DID or the route prefixes (which
+also reads ``edge:version``) and one Lua call per admission.  The trunk/agent
+topology (two more round trips and the parsing of every trunk and agent) is
+cached per worker process.
+
+Cache contract (what may be cached, and how fresh it is):
+
+* Only the **topology** is cached: the index sets ``edge:trunks`` /
+  ``edge:agents`` and each trunk's and agent's own keys (hash, CIDRs, gateways,
+  URIs).  These change only through ``edgectl``/:mod:`routing.tables.admin`, which
+  increments ``edge:version`` in the same transaction as every write.
+* A decision never rests on a cached topology that redis has moved past: the
+  DID and route reads fetch ``edge:version`` in their own pipeline, and
+  :meth:`RedisStore.confirm` fetches it on the paths that decide without them
+  (refusals by source, digest challenges, transfers, REGISTER).  When it moved,
+  the cache is dropped and :class:`StaleTopology` raised, so
+  :func:`routing.call.pipeline.route_initial_invite` routes the request once more on a
+  fresh read.  An ``edgectl`` write therefore applies to the very next call.
+* A hand edit of a trunk or agent with ``redis-cli`` that does not
+  ``INCR edge:version`` applies within :data:`TOPOLOGY_MAX_AGE_S` (1 s): the
+  cache is never reused for longer.
+* Everything else is read per call and must stay so: DIDs, routes, digest
+  credentials, leases and CPS buckets, and any **per-call state** (gateway
+  up/down from OPTIONS probes, spend caps, registrations).  Such state must not
+  be put into :class:`Topology`; read it in the DID/route pipeline or in the
+  admission script, where it costs no extra round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from routing.errors import EdgeError
+from routing.tables import keys
+from routing.tables.model import Did, RouteEntry
+from routing.tables.topology import Topology, read_topology
+
+__all__ = [
+    "Topology",
+    "Lease",
+    "Admission",
+    "Store",
+    "RedisStore",
+    "StoreUnavailable",
+    "StaleTopology",
+    "TOPOLOGY_MAX_AGE_S",
+    "connect",
+    "route_prefixes",
+]
+
+
+class StoreUnavailable(EdgeError, RuntimeError):
+    """redis could not be reached or did not answer within the socket timeout."""
+
+
+class StaleTopology(EdgeError):
+    """``edge:version`` moved while a request was routed on this worker's cached topology;
+    the cache has been dropped: route the request once more."""
+
+
+#: Longest a worker reuses its cached topology without re-reading it (s).  ``edgectl`` writes
+#: bump ``edge:version`` and apply to the next call; a hand edit that does not bump it applies
+#: within this time.
+TOPOLOGY_MAX_AGE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One concurrency slot a call asks for.
+
+    Attributes:
+        key: the lease ZSET (``keys.trunk_lease`` or ``keys.agent_lease``).
+        limit: maximum concurrent calls; None = unlimited (still counted).
+        label: what the limit is, for the reason phrase (``"trunk telnyx"``).
+        cps: new calls per second allowed (token bucket); None = unlimited.
+        bucket: HASH key of the token bucket when ``cps`` is set.
+    """
+
+    key: str
+    limit: int | None
+    label: str
+    cps: float | None = None
+    bucket: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Result of a lease request.
+
+    Attributes:
+        admitted: True when every lease was granted.
+        full: the lease that refused the call.
+        count: calls already holding that lease (calls); -1 when its CPS bucket was empty.
+        wait_ms: until the bucket holds a token again (ms), when CPS refused the call.
+    """
+
+    admitted: bool
+    full: Lease | None = None
+    count: int = 0
+    wait_ms: int = 0
+
+    @property
+    def paced(self) -> bool:
+        """True when the refusal came from CPS pacing, not from the concurrency limit."""
+        return self.count < 0
+
+    @property
+    def tag(self) -> str:
+        """Reason code for logs and metrics: ``trunk_limit``, ``trunk_cps``, ``agent_limit``."""
+        assert self.full is not None
+        return f"{self.full.label.partition(' ')[0]}_{'cps' if self.paced else 'limit'}"
+
+    def retry_after_s(self, default_s: int) -> int:
+        """Retry-After (s): until the next CPS token when paced, else ``default_s``."""
+        return max(1, -(-self.wait_ms // 1000)) if self.paced else default_s
+
+    @property
+    def reason(self) -> str:
+        """Reason phrase of the 503: ``"Trunk Limit Reached: x"`` or ``"Trunk CPS Limit Reached: x"``."""
+        assert self.full is not None
+        kind, _, name = self.full.label.partition(" ")
+        what = "CPS Limit" if self.paced else "Limit"
+        return f"{kind.capitalize()} {what} Reached: {name}"
+
+
+class Store(Protocol):
+    """What routing decisions need from the routing tables."""
+
+    def topology(self) -> Topology: ...
+
+    def confirm(self) -> None: ...
+
+    def current_topology(self) -> Topology: ...
+
+    def did(self, number: str) -> Did | None: ...
+
+    def routes(self, number: str) -> list[RouteEntry]: ...
+
+    def route_lookup(
+        self, number: str, spend_of: Sequence[str] = ()
+    ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]: ...
+
+    def credentials(self, trunk: str) -> tuple[str, str] | None: ...
+
+    def trunk_of_user(self, username: str) -> str | None: ...
+
+    def registrar_addresses(self, trunk: str) -> list[str]: ...
+
+    def acquire(
+        self,
+        call_id: str,
+        leases: Sequence[Lease],
+        ttl_s: int,
+        release: Sequence[str] = (),
+        facts: dict[str, str] | None = None,
+    ) -> Admission: ...
+
+    def release(self, call_id: str, fence_s: int = 0) -> int: ...
+
+    def finish(self, call_id: str) -> dict[str, str]: ...
+
+    def update_call(self, call_id: str, fields: dict[str, str]) -> bool: ...
+
+
+def route_prefixes(number: str) -> list[str]:
+    """Candidate route prefixes of an E.164 number, longest first, ending with ``"+"``."""
+    return [number[:i] for i in range(len(number), 0, -1)]
+
+
+def connect(
+    host: str = "127.0.0.1",
+    port: int = 6379,
+    db: int = 0,
+    password: str | None = None,
+    timeout_ms: int = 200,
+    connect_timeout_ms: int = 200,
+) -> redis.Redis:
+    """Open a redis client with bounded socket timeouts and no retries.
+
+    A Kamailio worker must never block on redis: redis-py's own default is
+    no timeout, so both the connect and the command timeouts are explicit.  A
+    command is retried once, at once, only after a connection error (a
+    connection broken while redis restarted is replaced without failing a
+    call); a timeout is never retried, so a hung redis costs one timeout and
+    the caller answers 503.
+    """
+    return redis.Redis(
+        host=host,
+        port=port,
+        db=db,
+        password=password,
+        socket_timeout=timeout_ms / 1000,
+        socket_connect_timeout=connect_timeout_ms / 1000,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        retry_on_timeout=False,
+        decode_responses=True,
+    )
+
+
+class RedisStore:
+    """:class:`Store` over a redis client; every error becomes :class:`StoreUnavailable`
+    when redis cannot be reached, or propagates when the data itself is wrong.
+
+    Args:
+        client: a client from :func:`connect` (``decode_responses=True``).
+        node: this edge node's id, prefixed to lease members so calls of several
+            nodes sharing one redis never collide.
+    """
+
+    def __init__(self, client: redis.Redis, node: str) -> None:
+        self.client = client
+        self.node = node
+        lua = Path(__file__).resolve().parent / "lua"
+        self._lease = client.register_script((lua / "lease.lua").read_text())
+        self._release = client.register_script((lua / "release.lua").read_text())
+        self._dtmf = client.register_script((lua / "dtmf.lua").read_text())
+        self._media = client.register_script((lua / "media.lua").read_text())
+        self._finish = client.register_script((lua / "finish.lua").read_text())
+        self._update = client.register_script((lua / "call_update.lua").read_text())
+        self._topology: Topology | None = None
+        self._version: str | None = None
+        self._loaded_at = 0.0
+        #: the topology last returned by topology() is a reused copy not yet compared with edge:version
+        self._unconfirmed = False
+
+    def _check_version(self, version: str | None) -> None:
+        """Compare ``edge:version`` read by this request with the cached topology's.
+
+        Raises:
+            StaleTopology: it moved and the request was routed on a reused, unconfirmed copy.
+        """
+        reused, self._unconfirmed = self._unconfirmed, False
+        if version == self._version:
+            return
+        self._topology = None  # the next topology() reads redis again
+        if reused:
+            raise StaleTopology(f"{keys.VERSION} {self._version} -> {version}")
+
+    def confirm(self) -> None:
+        """Make sure the topology last returned by :meth:`topology` is current: one round trip
+        when it was a reused copy not yet confirmed in this request, none otherwise.
+
+        Raises:
+            StaleTopology: ``edge:version`` moved since it was read; the cache is dropped.
+            StoreUnavailable: redis unreachable or slow.
+        """
+        if not self._unconfirmed:
+            return
+        try:
+            version = self.client.get(keys.VERSION)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        self._check_version(version)
+
+    def current_topology(self) -> Topology:
+        """:meth:`topology`, confirmed against ``edge:version`` (for the rare paths that decide
+        without a DID or route read: transfers, redirects, REGISTER)."""
+        topology = self.topology()
+        try:
+            self.confirm()
+        except StaleTopology:
+            topology = self.topology()
+        return topology
+
+    def topology(self) -> Topology:
+        """Every trunk and agent: this worker's cached copy while it is younger than
+        :data:`TOPOLOGY_MAX_AGE_S`, else read from redis (two round trips, with ``edge:version``).
+
+        A reused copy is unconfirmed until the request's DID/route read or :meth:`confirm`
+        compares ``edge:version`` (see the module's cache contract).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+            DataError: a malformed trunk or agent.
+        """
+        if self._topology is not None and time.monotonic() - self._loaded_at < TOPOLOGY_MAX_AGE_S:
+            self._unconfirmed = True
+            return self._topology
+        self._topology, self._unconfirmed = None, False
+        loaded_at = time.monotonic()
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.smembers(keys.TRUNKS)
+            pipe.smembers(keys.AGENTS)
+            pipe.get(keys.VERSION)
+            trunk_names, agent_names, version = pipe.execute()
+            topology = read_topology(self.client, sorted(trunk_names), sorted(agent_names))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        self._topology, self._version, self._loaded_at = topology, version, loaded_at
+        return topology
+
+    def did(self, number: str) -> Did | None:
+        """Look up one DID (E.164 with ``+``); None when it is not provisioned.  One round trip,
+        which also checks ``edge:version`` against the cached topology.
+
+        Raises:
+            StaleTopology: the topology this request was routed on is out of date.
+            StoreUnavailable: redis unreachable or slow.
+        """
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(keys.did(number))
+            pipe.get(keys.VERSION)
+            fields, version = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        self._check_version(version)
+        return Did.from_redis(number, fields) if fields else None
+
+    def credentials(self, trunk: str) -> tuple[str, str] | None:
+        """A trunk's digest (username, encrypted password token), or None when it has none."""
+        try:
+            fields = self.client.hgetall(keys.trunk_auth(trunk))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if not fields.get("username") or not fields.get("password"):
+            return None
+        return fields["username"], fields["password"]
+
+    def registrar_addresses(self, trunk: str) -> list[str]:
+        """Addresses this node resolved its registrar's DNS name of ``trunk`` to (published by the
+        registration timer in ``edge:reg:{trunk}:{node}``, field ``addresses``); [] when none."""
+        try:
+            text = self.client.hget(keys.registration(trunk, self.node), "addresses") or ""
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [a for a in text.split(",") if a]
+
+    def publish_registrations(self, states: dict[str, dict[str, str]], ttl_s: int) -> None:
+        """Write each trunk's registration state on this node (``edge:reg:{trunk}:{node}``, expiring
+        after ``ttl_s`` unless refreshed) and delete the states of trunks no longer registering here.
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        try:
+            stale = []
+            for key in self.client.scan_iter(match=keys.registration_pattern(), count=500):
+                trunk, _, node = key.removeprefix(keys.registration("", "")[:-1]).partition(":")
+                if node == self.node and trunk not in states:
+                    stale.append(key)
+            pipe = self.client.pipeline(transaction=False)
+            for key in stale:
+                pipe.delete(key)
+            for trunk, fields in states.items():
+                key = keys.registration(trunk, self.node)
+                pipe.delete(key)
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, ttl_s)
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def trunk_of_user(self, username: str) -> str | None:
+        """The trunk whose digest username is ``username``, or None."""
+        try:
+            return self.client.hget(keys.AUTH_USERS, username) or None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def routes(self, number: str) -> list[RouteEntry]:
+        """Route entries of the longest prefix of ``number`` that has any (one round trip, which
+        also checks ``edge:version`` against the cached topology).
+
+        Raises:
+            StaleTopology: the topology this request was routed on is out of date.
+            StoreUnavailable: redis unreachable or slow.
+        """
+        prefixes = route_prefixes(number)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for prefix in prefixes:
+                pipe.hgetall(keys.route(prefix))
+            pipe.get(keys.VERSION)
+            *rows, version = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        self._check_version(version)
+        for prefix, fields in zip(prefixes, rows):
+            if fields:
+                return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()]
+        return []
+
+    def route_lookup(
+        self, number: str, spend_of: Sequence[str] = ()
+    ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]:
+        """:meth:`routes` plus the gateways marked down (``{trunk}/{host:port}``, written by
+        ``routing/monitor/prober.py``) and today's spend of each trunk in ``spend_of``
+        (micro-units, UTC day of this host's clock; spend guardrails), all in the same round
+        trip, so a health change or a reached spend cap applies to the next call; the same round
+        trip checks ``edge:version`` against the cached topology.
+
+        Raises:
+            StaleTopology: the topology this request was routed on is out of date.
+            StoreUnavailable: redis unreachable or slow.
+        """
+        prefixes = route_prefixes(number)
+        day = time.strftime("%Y%m%d", time.gmtime())
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for prefix in prefixes:
+                pipe.hgetall(keys.route(prefix))
+            pipe.smembers(keys.GATEWAYS_DOWN)
+            for trunk in spend_of:
+                pipe.get(keys.spend(trunk, day))
+            pipe.get(keys.VERSION)
+            *rows, version = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        self._check_version(version)
+        down = frozenset(rows[len(prefixes)])
+        spent = {trunk: int(value or 0) for trunk, value in zip(spend_of, rows[len(prefixes) + 1 :])}
+        for prefix, fields in zip(prefixes, rows[: len(prefixes)]):
+            if fields:
+                return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()], down, spent
+        return [], down, spent
+
+    def finish(self, call_id: str) -> dict[str, str]:
+        """Release the call like :meth:`release` and return its call hash as it was
+        (facts and what the media work stored); empty when already released."""
+        try:
+            flat = self._finish(keys=[keys.call(self.node, call_id)], args=[keys.lease_member(self.node, call_id)])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return dict(zip(flat[::2], flat[1::2]))
+
+    def update_call(self, call_id: str, fields: dict[str, str]) -> bool:
+        """Add ``fields`` to a live call's hash (answer time, codecs); False when the call
+        has been released already (the hash is not re-created)."""
+        if not fields:
+            return False
+        argv: list[str] = []
+        for name, value in fields.items():
+            argv += [name, value]
+        try:
+            return bool(self._update(keys=[keys.call(self.node, call_id)], args=argv))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def acquire(
+        self,
+        call_id: str,
+        leases: Sequence[Lease],
+        ttl_s: int,
+        release: Sequence[str] = (),
+        facts: dict[str, str] | None = None,
+    ) -> Admission:
+        """Atomically leave ``release`` and join every lease, or join none.
+
+        Args:
+            call_id: the SIP Call-ID.
+            leases: slots to take.
+            ttl_s: lease lifetime (s); the longest a call may last.
+            release: lease keys to leave first (moving to another trunk on failover).
+            facts: fields stored with the call record (trunk, agent, direction...).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow (callers fail closed), or the call is
+                fenced by :meth:`release` after its earlier admission was abandoned.
+        """
+        argv: list[str | int | float] = [keys.lease_member(self.node, call_id), int(ttl_s), len(release)]
+        for lease in leases:
+            argv += [-1 if lease.limit is None else lease.limit, lease.cps or 0, lease.bucket or ""]
+        for name, value in (facts or {}).items():
+            argv += [name, value]
+        try:
+            ok, index, count, *wait = self._lease(
+                keys=[keys.call(self.node, call_id), *release, *(lease.key for lease in leases)],
+                args=argv,
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if ok:
+            return Admission(admitted=True)
+        if int(index) == 0:
+            raise StoreUnavailable(f"call {call_id} is fenced: an earlier admission of it was abandoned")
+        return Admission(admitted=False, full=leases[int(index) - 1], count=int(count), wait_ms=int(wait[0]) if wait else 0)
+
+    def keep_trace(self, call_id: str, text: str, ttl_s: int) -> None:
+        """Store a refused call's record (``edge:trace:{call-id}``, JSON) for ``ttl_s`` seconds (one SET).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        try:
+            self.client.set(keys.trace(call_id), text, ex=ttl_s)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def release(self, call_id: str, fence_s: int = 0) -> int:
+        """Leave every lease the call holds; returns how many it held. Idempotent.
+
+        Args:
+            call_id: the SIP Call-ID.
+            fence_s: after a failed :meth:`acquire` (redis hung), keep a fence for this many
+                seconds (s) so that admission, if redis runs it late, joins nothing.
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        try:
+            return int(
+                self._release(
+                    keys=[keys.call(self.node, call_id)], args=[keys.lease_member(self.node, call_id), int(fence_s)]
+                )
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def record_media(self, call_id: str, fields: dict[str, str], keep_s: int = 0) -> bool:
+        """Write a call's media quality (``media_*`` fields, :func:`routing.call.quality.summary`) into its
+        live call record (only while it exists) and, when ``keep_s`` > 0, into
+        ``edge:media:{node}:{call-id}`` kept ``keep_s`` seconds after the call.
+
+        Returns:
+            True when the live record was updated.
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        args: list[str | int] = [keep_s]
+        for name, value in fields.items():
+            args += [name, value]
+        try:
+            return bool(self._media(keys=[keys.call(self.node, call_id), keys.media(self.node, call_id)], args=args))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def record_dtmf(self, call_id: str, entry: str) -> bool:
+        """Append a DTMF digit entry (``caller:5:info``, :func:`routing.call.dtmf.record_entry`) to the
+        call record's ``dtmf`` field, comma-separated in arrival order; False when the call has no
+        record (already released).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        try:
+            return bool(self._dtmf(keys=[keys.call(self.node, call_id)], args=[entry]))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc

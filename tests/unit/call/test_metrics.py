@@ -1,0 +1,48 @@
+"""routing.call.metrics: names by Prometheus conventions, xhttp_prom declarations, label helpers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from routing.call import metrics
+from routing.call.decision import Reason
+from routing.ops.render import render
+from routing.ops.settings import Settings
+
+
+def test_names_follow_prometheus_conventions() -> None:
+    for m in metrics.KAMAILIO_METRICS:
+        assert re.fullmatch(r"byoc_edge_[a-z_]+", m.name)
+        assert m.name.endswith("_total") == (m.kind == "counter"), m.name
+        assert m.kind != "histogram" or m.name.endswith("_seconds")
+        assert len(m.labels) <= 3  # xhttp_prom's limit
+        assert set(m.labels) <= {"direction", "trunk", "agent", "result", "reason"}
+
+
+def test_declarations_are_rendered_into_kamailio_cfg() -> None:
+    cfg = render(Settings())["kamailio.cfg"]
+    assert 'modparam("xhttp_prom", "prom_counter", "name=byoc_edge_rejections_total; label=reason;")' in cfg
+    assert ('modparam("xhttp_prom", "prom_histogram", "name=byoc_edge_setup_time_seconds; label=direction:trunk; '
+            'buckets=0.1:0.25:0.5:1:2:3:5:8:13:20:30:60;")') in cfg
+    listens = [line for line in cfg.splitlines() if line.startswith("listen=")]
+    assert listens[-1] == "listen=tcp:127.0.0.1:9161"  # after the SIP listeners: never used to send SIP
+    assert "listen-http = 127.0.0.1:9162" in render(Settings())["rtpengine.conf"]
+
+
+@pytest.mark.parametrize("code,cls", [(180, "1xx"), (200, "2xx"), (487, "4xx"), (503, "5xx"), (603, "6xx"),
+                                      (0, "unknown"), (700, "unknown")])
+def test_sip_class(code: int, cls: str) -> None:
+    assert metrics.sip_class(code) == cls
+
+
+def test_rejection_reasons_are_stable_snake_case_codes() -> None:
+    tags = [v[2] for k, v in vars(Reason).items() if k.isupper()]
+    assert all(re.fullmatch(r"[a-z_]+", t) for t in tags)
+    assert len(tags) == len(set(tags))
+
+
+def test_metrics_ports_must_differ() -> None:
+    with pytest.raises(ValueError, match="must differ"):
+        Settings.model_validate({"metrics": {"kamailio_port": 9000, "rtpengine_port": 9000}})

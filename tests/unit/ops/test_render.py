@@ -1,0 +1,311 @@
+"""Config rendering from the settings (checked by Kamailio itself)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Iterator
+
+import jinja2
+import pytest
+import yaml
+
+import routing
+from routing.ops import render as render_mod
+from routing.kamailio import callstate
+from routing.ops.render import ENTRY_SCRIPT, OUTPUTS, render, render_to_dir
+from routing.ops.runtime import ENV_VAR, load as load_runtime
+from routing.ops.settings import REPO_ROOT, Listener, Settings, Sip, load_settings
+
+KAMAILIO = Path("/usr/sbin/kamailio")
+
+
+def write_yaml(path: Path, data: object) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+# -- render ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def custom(tmp_path: Path) -> Settings:
+    """Non-default values everywhere a template reads them."""
+    return load_settings(
+        write_yaml(
+            tmp_path / "edge.yaml",
+            {
+                "node": "edge-x",
+                "run_dir": "run",
+                "sip": {
+                    "listen": [
+                        {"transport": "udp", "address": "127.0.0.1", "port": 5070},
+                        {"transport": "tcp", "address": "0.0.0.0", "port": 5071, "advertise": "203.0.113.7"},
+                    ],
+                    "workers": 3,
+                    "tcp_workers": 5,
+                    "failover_timeout_ms": 4500,
+                    "ringing_timeout_ms": 30000,
+                    "max_call_duration_s": 3600,
+                    "log_level": 1,
+                },
+                "rtpengine": {
+                    "address": "127.0.0.1",
+                    "advertise": "203.0.113.8",
+                    "ng_port": 2299,
+                    "cli_port": 9911,
+                    "port_min": 31000,
+                    "port_max": 32000,
+                    "media_timeout_s": 45,
+                },
+                "redis": {"port": 6390, "password": "s3cret", "timeout_ms": 150, "connect_timeout_ms": 120},
+                "limits": {"retry_after_s": 9},
+            },
+        )
+    )
+
+
+def lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()]
+
+
+def test_render_produces_every_output(custom: Settings) -> None:
+    assert set(render(custom)) == set(OUTPUTS) == {
+        "kamailio.cfg", "rtpengine.conf", "redis.conf", "routing.json", "tls.cfg", "monitor.json",
+    }
+
+
+def test_tls_listener_loads_the_tls_module_with_verified_gateways(tmp_path: Path) -> None:
+    settings = Settings.model_validate({
+        "run_dir": str(tmp_path),
+        "sip": {"listen": [{"transport": "tls", "address": "127.0.0.1", "port": 5061}]},
+    })
+    out = render(settings)
+    cfg = lines(out["kamailio.cfg"])
+    assert "enable_tls=yes" in cfg and 'loadmodule "tls.so"' in cfg and "listen=tls:127.0.0.1:5061" in cfg
+    tls = out["tls.cfg"]
+    client = tls.split("[client:default]", 1)[1]
+    assert "verify_certificate = yes" in client and "require_certificate = yes" in client
+    assert f"certificate = {tmp_path}/tls/edge.crt" in tls
+
+
+def test_kamailio_cfg_listen_and_globals(custom: Settings) -> None:
+    cfg = lines(render(custom)["kamailio.cfg"])
+    assert "listen=udp:127.0.0.1:5070" in cfg
+    assert "listen=tcp:0.0.0.0:5071 advertise 203.0.113.7:5071" in cfg
+    assert 'alias="203.0.113.7"' in cfg
+    assert "children=3" in cfg and "tcp_children=5" in cfg and "debug=1" in cfg
+    assert render(custom)["kamailio.cfg"].startswith("#!KAMAILIO\n")
+
+
+def test_kamailio_cfg_modparams(custom: Settings) -> None:
+    cfg = lines(render(custom)["kamailio.cfg"])
+    assert 'modparam("tm", "fr_timer", 4500)' in cfg
+    assert 'modparam("tm", "fr_inv_timer", 30000)' in cfg
+    # the call clock ends calls at 3600 s; the dialog timer is a backstop a minute later
+    assert 'modparam("dialog", "default_timeout", 3660)' in cfg
+    assert 'modparam("rtimer", "exec", "timer=callclock;route=ksr_call_clock")' in cfg
+    assert f'modparam("ctl", "binrpc", "unix:{custom.run_dir}/kamailio_ctl")' in cfg
+    assert 'modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:2299")' in cfg
+    assert f'modparam("app_python3", "load", "{ENTRY_SCRIPT}")' in cfg
+    # native routes: the plugin is reached with python_exec, dialog and HTTP events by event_route
+    assert not any(line.startswith("cfgengine") or line.startswith("kemi.") for line in cfg)
+    assert not any('"event_callback"' in line for line in cfg)
+    assert "event_route[dialog:end] {" in cfg and "event_route[dialog:failed] {" in cfg
+    assert "event_route[xhttp:request] {" in cfg
+
+
+#: route blocks of a native Kamailio config: ``kind[name] {`` (request_route and reply_route have no name)
+_BLOCK = re.compile(r"^\s*(route|request_route|branch_route|failure_route|onreply_route|reply_route|event_route)"
+                    r"\s*(?:\[([^\]]+)\])?\s*\{", re.M)
+_PYTHON_EXEC = re.compile(r'python_exec\(\s*"([^"]+)"((?:\s*,\s*"[^"]*")*)\s*\)')
+#: route names the cfg itself arms or calls, with the kind of block each must name
+_CFG_ARMED = {"t_on_failure": "failure_route", "t_on_reply": "onreply_route", "t_on_branch": "branch_route",
+              "route": "route"}
+
+
+@pytest.fixture
+def kemi_router(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
+    """routing.kemi.Router, imported against an empty stand-in for Kamailio's ``KSR`` module."""
+    monkeypatch.setitem(sys.modules, "KSR", types.ModuleType("KSR"))
+    sys.modules.pop("routing.kemi", None)
+    try:
+        yield importlib.import_module("routing.kemi").Router
+    finally:
+        sys.modules.pop("routing.kemi", None)
+        if hasattr(routing, "kemi"):
+            delattr(routing, "kemi")
+
+
+def _blocks(cfg: str) -> set[tuple[str, str]]:
+    """(kind, name) of every route block; a duplicate name of one kind fails."""
+    found = [(kind, name or "") for kind, name in _BLOCK.findall(cfg)]
+    assert len(found) == len(set(found)), f"a route block is defined twice: {sorted(found)}"
+    return set(found)
+
+
+@pytest.mark.parametrize("features", ["default", "everything", "nothing optional"])
+def test_every_plugin_entry_and_route_name_of_the_cfg_exists(features: str, kemi_router: type,
+                                                             tmp_path: Path) -> None:
+    """The native routes (templates/kamailio.routes.j2) and the plugin (routing.kemi) name each
+    other by strings: every ``python_exec`` names a callable of the Router that takes its
+    arguments, and every route the plugin arms (tm ``t_on_*``, the dialog's ``timeout_route``,
+    ``KSR.route``) or the cfg arms or runs (``t_on_*``, ``route()``, rtimer) is a block of its kind."""
+    data: dict[str, object] = {"run_dir": str(tmp_path)}
+    if features == "everything":  # TLS (its in-dialog profile), the loop socket, the DTMF log
+        data["sip"] = {"listen": [{"transport": "udp", "address": "127.0.0.1", "port": 5060},
+                                  {"transport": "tls", "address": "127.0.0.1", "port": 5061}]}
+        data["dtmf"] = {"log_port": 2224}
+    elif features == "nothing optional":  # no UDP listener (no loop socket), no DTMF log
+        data["sip"] = {"listen": [{"transport": "tcp", "address": "127.0.0.1", "port": 5060}]}
+        data["dtmf"] = {"log_port": 0}
+    cfg = render(Settings.model_validate(data))["kamailio.cfg"]
+    code = "\n".join(line.split("#", 1)[0] for line in cfg.splitlines())  # comments name routes too
+    blocks = _blocks(code)
+    assert ("request_route", "") in blocks
+
+    calls = _PYTHON_EXEC.findall(code)
+    assert calls, "the cfg never calls the plugin"
+    for name, arg_text in calls:
+        args = re.findall(r'"([^"]*)"', arg_text)
+        method = getattr(kemi_router, name, None)
+        assert callable(method), f'python_exec("{name}"): routing.kemi.Router has no such method'
+        # app_python3 calls method(msg, *args); an _entry guard hands its function (self, *args)
+        wrapped = getattr(method, "__wrapped__", None)
+        try:
+            if wrapped is not None:
+                inspect.signature(wrapped).bind(None, *args)
+            else:
+                inspect.signature(method).bind(None, None, *args)
+        except TypeError as exc:
+            pytest.fail(f'python_exec("{name}", {", ".join(args)}) does not fit Router.{name}: {exc}')
+        if name == "ksr_refuse":
+            assert args and args[0] in ("too_many_hops", "no_dialog", "not_allowed"), args
+
+    # names the plugin arms: routing/kamailio/callstate.py, and KSR.route(...) in the plugin's source
+    plugin_source = "\n".join(path.read_text(encoding="utf-8") for path in
+                               [REPO_ROOT / "routing" / "kemi.py", *(REPO_ROOT / "routing" / "kamailio").glob("*.py")])
+    called = {"CALL_STARTED", *re.findall(r'KSR\.route\(\s*"([^"]+)"', plugin_source)}
+    for constant in re.findall(r'KSR\.route\(\s*(?:cs\.|callstate\.)?([A-Z][A-Z0-9_]*)\s*\)', plugin_source):
+        called.add(getattr(callstate, constant))
+    wanted = {("failure_route", callstate.ON_FAILURE), ("onreply_route", callstate.ON_REPLY),
+              ("branch_route", callstate.ON_BRANCH), ("route", callstate.DIALOG_TIMEOUT_ROUTE),
+              *(("route", name) for name in called)}
+    # names the cfg arms or runs itself
+    for function, name in re.findall(r'\b(t_on_failure|t_on_reply|t_on_branch|route)\(\s*"?([A-Za-z0-9_]+)"?\s*\)', code):
+        wanted.add((_CFG_ARMED[function], name))
+    for name in re.findall(r'modparam\("rtimer",\s*"exec",\s*"[^"]*\broute=([A-Za-z0-9_]+)', code):
+        wanted.add(("route", name))
+    missing = sorted(wanted - blocks)
+    assert not missing, f"route blocks missing from the rendered kamailio.cfg: {missing}"
+
+
+def test_app_python3_loads_the_repository_entry_script() -> None:
+    assert ENTRY_SCRIPT == REPO_ROOT / "kamailio" / "edge.py"
+    assert ENTRY_SCRIPT.is_file()
+    assert f'"{REPO_ROOT}/kamailio/edge.py"' in render(Settings())["kamailio.cfg"]
+
+
+def test_rtpengine_conf(custom: Settings) -> None:
+    conf = lines(render(custom)["rtpengine.conf"])
+    assert "interface = 127.0.0.1!203.0.113.8" in conf
+    assert "listen-ng = 127.0.0.1:2299" in conf
+    assert "listen-cli = 127.0.0.1:9911" in conf
+    assert "port-min = 31000" in conf and "port-max = 32000" in conf
+    assert "timeout = 45" in conf
+    assert "final-timeout = 3660" in conf
+    assert f"pidfile = {custom.run_dir}/rtpengine.pid" in conf
+
+
+def test_rtpengine_conf_without_advertise() -> None:
+    conf = lines(render(Settings())["rtpengine.conf"])
+    assert "interface = 127.0.0.1" in conf
+    assert "port-min = 30000" in conf and "port-max = 40000" in conf
+
+
+def test_redis_conf(custom: Settings) -> None:
+    conf = lines(render(custom)["redis.conf"])
+    assert "port 6390" in conf and "bind 127.0.0.1" in conf and "requirepass s3cret" in conf
+    assert not any(line.startswith("requirepass") for line in lines(render(Settings())["redis.conf"]))
+
+
+def test_routing_json(custom: Settings, tmp_path: Path) -> None:
+    data = json.loads(render(custom)["routing.json"])
+    assert data["node"] == "edge-x"
+    assert (data["redis_host"], data["redis_port"], data["redis_db"]) == ("127.0.0.1", 6390, 0)
+    assert data["redis_password"] == "s3cret"
+    assert (data["redis_timeout_ms"], data["redis_connect_timeout_ms"]) == (150, 120)
+    assert data["lease_ttl_s"] == 3600 + 60
+    assert data["retry_after_s"] == 9
+    assert data["python_paths"][0] == str(REPO_ROOT)
+    # the plugin reads back exactly what was rendered
+    path = tmp_path / "routing.json"
+    path.write_text(render(custom)["routing.json"], encoding="utf-8")
+    rt = load_runtime(str(path))
+    assert (rt.node, rt.redis_port, rt.lease_ttl_s, rt.retry_after_s) == ("edge-x", 6390, 3660, 9)
+    assert rt.python_paths == tuple(data["python_paths"])
+
+
+def test_strict_undefined_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ok.j2").write_text("node={{ node }} port={{ sip.listen[0].port }}\n", encoding="utf-8")
+    (tmp_path / "missing.j2").write_text("x={{ sip.no_such_setting }}\n", encoding="utf-8")
+    (tmp_path / "missing_top.j2").write_text("{% if undefined_flag %}on{% endif %}\n", encoding="utf-8")
+    monkeypatch.setattr(render_mod, "TEMPLATE_DIR", tmp_path)
+    monkeypatch.setattr(render_mod, "OUTPUTS", {"ok.cfg": "ok.j2"})
+    assert render(Settings()) == {"ok.cfg": "node=edge1 port=5060\n"}  # the patched loader is in use
+    for template in ("missing.j2", "missing_top.j2"):
+        monkeypatch.setattr(render_mod, "OUTPUTS", {"out.cfg": template})
+        with pytest.raises(jinja2.UndefinedError):
+            render(Settings())
+
+
+@pytest.mark.parametrize("which", ["default", "custom"])
+def test_kamailio_accepts_the_rendered_config(which: str, custom: Settings, tmp_path: Path) -> None:
+    assert KAMAILIO.is_file() and os.access(KAMAILIO, os.X_OK), f"{KAMAILIO} is not installed"
+    settings = custom if which == "custom" else Settings(run_dir=tmp_path / "default-run")
+    run_dir = render_to_dir(settings)
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(OUTPUTS)
+    env = {**os.environ, ENV_VAR: str(run_dir / "routing.json")}
+    result = subprocess.run(
+        [str(KAMAILIO), "-c", "-f", str(run_dir / "kamailio.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "config file ok" in result.stdout + result.stderr
+
+
+def test_kamailio_accepts_ipv6_listeners(tmp_path: Path) -> None:
+    """Settings accept IPv6 listen addresses, so the rendered config must be valid for them too."""
+    assert KAMAILIO.is_file(), f"{KAMAILIO} is not installed"
+    settings = Settings(
+        run_dir=tmp_path / "run6",
+        sip=Sip(listen=[Listener(address="::1", port=5077), Listener(transport="tcp", address="::", port=5078)]),
+    )
+    run_dir = render_to_dir(settings)
+    result = subprocess.run(
+        [str(KAMAILIO), "-c", "-f", str(run_dir / "kamailio.cfg")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_silence_filling_and_keepalives_are_rendered() -> None:
+    settings = Settings.model_validate({"media": {"fill_delay_ms": 60, "comfort_noise_dbov": 65,
+                                                  "keepalive_interval_s": 45, "keepalive_failures": 3}})
+    conf = lines(render(settings)["rtpengine.conf"])
+    assert {"dtx-delay = 60", "max-dtx = 0", "silence-detect = 0.01", "cn-payload = 65"} <= set(conf)
+    cfg = lines(render(settings)["kamailio.cfg"])
+    assert 'modparam("dialog", "ka_interval", 45)' in cfg and 'modparam("dialog", "ka_failed_limit", 3)' in cfg
+    assert json.loads(render(settings)["routing.json"])["media_fill"] is True
+    off = Settings.model_validate({"media": {"fill_delay_ms": 0}})
+    assert not any(line.startswith("dtx-delay") for line in lines(render(off)["rtpengine.conf"]))
+    assert json.loads(render(off)["routing.json"])["media_fill"] is False

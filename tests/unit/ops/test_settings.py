@@ -1,0 +1,133 @@
+"""The settings file: loading, defaults, and one-line errors naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from routing.ops.settings import Settings, SettingsError, load_settings
+
+
+def write_yaml(path: Path, data: object) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_no_file_gives_the_embedded_default() -> None:
+    settings = load_settings(None)
+    assert settings == Settings()
+    assert [(l.transport, l.address, l.port) for l in settings.sip.listen] == [
+        ("udp", "127.0.0.1", 5060),
+        ("tcp", "127.0.0.1", 5060),
+    ]
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "edge.yaml"
+    path.write_text("", encoding="utf-8")
+    assert load_settings(path).sip == Settings().sip
+
+
+def test_errors_name_the_field_path(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "edge.yaml", {"sip": {"listen": [{"port": 70000}]}})
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert "sip.listen.0.port: Input should be less than or equal to 65535" in message
+
+
+def test_every_bad_field_is_named(tmp_path: Path) -> None:
+    data = {
+        "node": "bad node!",
+        "sip": {"listen": [{"address": "127.0.0.1"}, {"address": "not-an-ip"}], "workers": 0},
+        "redis": {"db": 99},
+    }
+    with pytest.raises(SettingsError) as info:
+        load_settings(write_yaml(tmp_path / "edge.yaml", data))
+    message = str(info.value)
+    for field in ("node:", "sip.listen.1.address:", "sip.workers:", "redis.db:"):
+        assert field in message, (field, message)
+    assert "sip.listen.0" not in message
+
+
+def test_model_validator_errors_name_the_section(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "edge.yaml", {"rtpengine": {"port_min": 30000, "port_max": 30050}})
+    with pytest.raises(SettingsError, match=r"rtpengine: Value error, port_max must be at least port_min \+ 100"):
+        load_settings(path)
+
+
+def test_stranger_retention_cannot_outlast_the_retention(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "edge.yaml", {"cdr": {"retention_days": 3, "stranger_retention_days": 7}})
+    with pytest.raises(SettingsError, match=r"cdr: Value error, stranger_retention_days must not exceed retention_days"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"sip": {"listen_on": []}}, "sip.listen_on"),
+        ({"sip": {"listen": [{"address": "127.0.0.1", "prot": 5060}]}}, "sip.listen.0.prot"),
+        ({"redis": {"host": "127.0.0.1", "passwd": "x"}}, "redis.passwd"),
+    ],
+)
+def test_unknown_keys_are_rejected(tmp_path: Path, data: dict[str, object], field: str) -> None:
+    with pytest.raises(SettingsError, match=rf"{field}: Extra inputs are not permitted"):
+        load_settings(write_yaml(tmp_path / "edge.yaml", data))
+
+
+def test_relative_run_dir_is_resolved_against_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings(write_yaml(conf_dir / "edge.yaml", {"run_dir": "state/run"}))
+    assert settings.run_dir == (conf_dir / "state" / "run").resolve()
+    assert settings.run_dir.is_absolute()
+    settings = load_settings(write_yaml(conf_dir / "edge2.yaml", {"run_dir": "../shared"}))
+    assert settings.run_dir == (tmp_path / "shared").resolve()
+
+
+def test_absolute_run_dir_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "abs" / "run"
+    settings = load_settings(write_yaml(tmp_path / "edge.yaml", {"run_dir": str(target)}))
+    assert settings.run_dir == target
+
+
+def test_yaml_syntax_error_is_one_settings_error(tmp_path: Path) -> None:
+    path = tmp_path / "edge.yaml"
+    path.write_text("sip:\n  listen: [\n  workers: 3\n", encoding="utf-8")
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not valid YAML: ")
+    assert "line 2" in message
+    assert "\n" not in message  # one line for the CLI
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "edge.yaml"
+    path.write_text("- 1\n- 2\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match="expected a mapping at the top level"):
+        load_settings(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(SettingsError, match=rf"^{path}: No such file or directory$"):
+        load_settings(path)
+
+
+# -- render ----------------------------------------------------------------------------------------
+
+
+def test_keepalive_interval_below_the_dialog_modules_minimum_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("media: {keepalive_interval_s: 10}\n")
+    with pytest.raises(SettingsError, match="keepalive_interval_s"):
+        load_settings(path)
