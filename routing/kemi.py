@@ -647,8 +647,7 @@ class Router:
                 return
         if method == "INFO" and self._dtmf_info():
             return
-        if method == "BYE":
-            self._final_quality(_pv("$ci"), _pv("$dlg(from_tag)"))
+        if method == "BYE":  # its media quality was read at dialog:end (ksr_dialog_event), before the record
             KSR.rtpengine.rtpengine_delete0()
         if method == "ACK":
             self._start_clock()
@@ -1761,10 +1760,13 @@ class Router:
                 KSR.htable.sht_rm(MEDIA_TABLE, call_id)
                 # a BYE passing the request route, unless it is the edge's own (_hang_up)
                 peer_bye = _pv("$rm") == "BYE" and not _pv("$rs") and not KSR.pv.get(EDGE_HANGUP_AVP)
+                if event == "dialog:end":
+                    # the final reading, before _finish_call writes the record (a side's BYE raises
+                    # dialog:end in loose_route, before the request route's BYE branch)
+                    self._final_quality(call_id, _pv("$dlg(from_tag)"))
                 if event == "dialog:end" and not peer_bye:
                     # ended by the edge (call clock or dialog timeout: the dialog module sent the
                     # BYEs itself): no BYE passed the request route, so the media is closed here
-                    self._final_quality(call_id, _pv("$dlg(from_tag)"))
                     KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={_pv('$dlg(from_tag)')}")
                 if not peer_bye:
                     hangup = "edge"
