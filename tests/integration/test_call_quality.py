@@ -18,7 +18,7 @@ with Kamailio's maximum call duration raised for it (fixture ``long_call_edge``)
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -40,7 +40,14 @@ CARRIER_RTP = (RTP_BASE + 100, RTP_BASE + 199)
 LOSS_PERCENT = 10
 #: the measured loss percentage must fall in this band (%): a report covers about 250 packets
 #: (5 s at 20 ms), whose binomial spread at 10 % is about +-2 points, and rtpengine rounds down
-LOSS_BAND = (5, 16)
+LOSS_BAND = (4, 18)
+#: the lossy call lasts until this many of the agent's packets were reported lost: reports over
+#: about 400 packets, so the average is not one report's luck
+LOST_AT_LEAST = 40
+#: a clean G.711 call scores about 4.4 in rtpengine's E-model; 10 % loss costs about 25 R points
+#: (3.3-3.6 seen): the clean call must score at least CLEAN_MOS, the lossy one at most LOSSY_MOS
+CLEAN_MOS = 4.2
+LOSSY_MOS = 4.0
 #: seconds for both sides' first MOS (the second RTCP round, about 10 s) with room for a busy machine
 QUALITY_TIMEOUT_S = 40
 
@@ -56,7 +63,7 @@ def quality_edge(long_call_edge: Edge, clean_edge: Edge) -> Iterator[Edge]:
     stop_all()
 
 
-def call(edge: Edge, until, what: str) -> tuple[str, CallQuality, Baresip]:
+def call(edge: Edge, until: Callable[[CallQuality], bool], what: str) -> tuple[str, CallQuality, Baresip]:
     """The carrier calls the DID, the agent answers; both talk until ``until(live quality)`` holds,
     then the carrier hangs up.  Returns the Call-ID, the quality in its call record, and the agent."""
     agent = Baresip(edge.workdir / "agent", AGENT_IP, codecs=["PCMU"], tone_hz=AGENT_TONE, rtp_base=AGENT_RTP[0])
@@ -89,10 +96,10 @@ def test_clean_call_record_shows_no_loss_low_jitter_and_a_high_mos(quality_edge:
     # real audio crossed: the agent heard the carrier's tone
     assert abs(dominant_frequency(agent.recording)[0] - CARRIER_TONE) <= 8
     for side in (q.caller, q.callee):
-        assert side.packets >= 450  # >= 9 s of 20 ms packets before both sides had a MOS
+        assert side.packets >= 250  # at least one RTCP interval (5 s) of 20 ms packets
         assert side.lost == 0 and side.loss_pct == 0
-        assert side.jitter_ms is not None and side.jitter_ms <= 10  # loopback: well under G.114's 30 ms
-        assert side.mos is not None and side.mos >= 4.2  # G.711 without impairment: about 4.4 in the E-model
+        assert side.jitter_ms is not None and side.jitter_ms <= 20  # loopback (0-2 ms seen): under the usual 30 ms
+        assert side.mos is not None and side.mos >= CLEAN_MOS
     assert q.mos == min(q.caller.mos, q.callee.mos)
     assert q.end_reason is None
     record = call_record(edge.redis, call_id)
@@ -107,13 +114,13 @@ def test_call_with_dropped_rtp_shows_the_loss_and_a_lower_mos(quality_edge: Edge
     table = "byoc_loss_" + NET.replace(".", "_")
     with dropping_rtp(table, rtpengine.address, (rtpengine.port_min, rtpengine.port_max), AGENT_RTP,
                       LOSS_PERCENT) as dropper:
-        call_id, q, _ = call(edge, lambda q: both_scored(q) and (q.callee.lost or 0) > 0,
-                             "a MOS for both sides and the agent's loss reported")
+        call_id, q, _ = call(edge, lambda q: both_scored(q) and (q.callee.lost or 0) >= LOST_AT_LEAST,
+                             f"a MOS for both sides and {LOST_AT_LEAST} of the agent's packets reported lost")
         dropped = dropper.dropped()
-    assert 0 < q.callee.lost <= dropped
+    assert LOST_AT_LEAST <= q.callee.lost <= dropped
     assert LOSS_BAND[0] <= q.callee.loss_pct <= LOSS_BAND[1]
-    assert q.callee.mos is not None and q.callee.mos < 4.2
+    assert q.callee.mos is not None and q.callee.mos <= LOSSY_MOS < CLEAN_MOS
     # the carrier's stream stays clean: under 1 % per report and a high MOS (a packet or three of
     # about a thousand were seen reported lost in some runs, never in the clean call: not investigated)
-    assert q.caller.loss_pct == 0 and q.caller.lost <= q.caller.packets // 100 and q.caller.mos >= 4.2
+    assert q.caller.loss_pct == 0 and q.caller.lost <= q.caller.packets // 100 and q.caller.mos >= CLEAN_MOS
     assert q.mos == q.callee.mos
