@@ -2,24 +2,33 @@
 
 rtpengine reports, per SIP tag (one per call side), its media streams with
 ``stats`` (packets, bytes, errors received from that side) and ``last packet``
-(epoch s), and per SSRC the quality it computed from the RTCP reports: ``MOS``
-(times 10), ``jitter`` (ms), ``packet loss`` (%) and ``cumulative loss``
-(packets) (rtpengine ``daemon/call_interfaces.c``, ``ng_stats_ssrc``; MOS from
-RTCP per ITU-T G.107 E-model as rtpengine implements it).
+(epoch s), and per SSRC the quality it computed from the RTCP receiver reports
+(RFC 3550 section 6.4.1) *sent by* the side with that SSRC, about the stream that
+side receives: under ``average MOS`` the averages over the reports that gave a MOS of
+``MOS`` (times 10), ``jitter`` (ms), ``packet loss`` (%, the reports' "fraction
+lost" as a whole percentage) and ``samples`` (how many reports), and
+``cumulative loss`` (packets, the latest report's count) (rtpengine 10.5
+``daemon/call_interfaces.c`` ``ng_stats_ssrc``, ``daemon/ssrc.c``
+``ssrc_receiver_report``; MOS per ITU-T G.107 E-model as rtpengine implements
+it, which needs a round-trip time: the first report of each side, sent before
+it received a sender report, gives none).
 
 :func:`summary` flattens that into the redis fields documented in
-``docs/redis-schema.md`` (``media_*``); :func:`idle_s` says how long the call
-has been without RTP, for the media watchdog.
+``docs/redis-schema.md`` (``media_*``); :func:`read` turns those fields (a live
+call hash, ``edge:media:{node}:{call-id}`` or a call record's ``media``) back
+into numbers; :func:`idle_s` says how long the call has been without RTP, for
+the media watchdog.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
-__all__ = ["summary", "idle_s", "last_packet", "FIELDS"]
+__all__ = ["summary", "idle_s", "last_packet", "read", "CallQuality", "SideQuality", "FIELDS"]
 
 #: the fields :func:`summary` writes, for each side (``caller``/``callee``), then the call-wide ones
-SIDE_FIELDS = ("packets", "bytes", "lost", "jitter_ms", "mos")
+SIDE_FIELDS = ("packets", "bytes", "lost", "loss_pct", "jitter_ms", "mos")
 FIELDS = tuple(f"media_{side}_{name}" for side in ("caller", "callee") for name in SIDE_FIELDS) + (
     "media_mos", "media_last_packet", "media_updated",
 )
@@ -56,18 +65,28 @@ def idle_s(reply: dict[str, Any], now: float, since: float) -> float:
     return now - max(last_packet(reply), since)
 
 
-def _side(reply: dict[str, Any], tag: dict[str, Any]) -> dict[str, str]:
+def _ssrcs(tag: dict[str, Any] | None) -> list[str]:
+    """SSRCs of the RTP a side sends (rtpengine lists them under that side's tag)."""
+    return [str(s["SSRC"]) for s in _rtp_streams(tag or {}) if s.get("SSRC") is not None]
+
+
+def _side(reply: dict[str, Any], tag: dict[str, Any], receiver: dict[str, Any] | None) -> dict[str, str]:
+    """One side's fields: packets and bytes rtpengine received from ``tag``'s side, and the
+    quality of that stream as the other side (``receiver``) reported it.
+
+    rtpengine files each receiver report under the SSRC of the side that *sent the report*
+    (rtpengine 10.5 ``daemon/ssrc.c`` ``ssrc_receiver_report``: ``get_ssrc(rr->from, ...)``), so
+    the loss, jitter and MOS of a side's stream are under the other side's SSRCs.  Measured
+    with real RTCP in ``tests/integration/test_call_quality.py``: dropping the agent's RTP
+    shows under the carrier's SSRC."""
     packets = byte_count = 0
-    ssrcs = []
     for stream in _rtp_streams(tag):
         stats = stream.get("stats") or {}
         packets += int(stats.get("packets") or 0)
         byte_count += int(stats.get("bytes") or 0)
-        if stream.get("SSRC") is not None:
-            ssrcs.append(str(stream["SSRC"]))
-    lost = jitter = mos = None
+    lost = loss_pct = jitter = mos = None
     table = reply.get("SSRC") or {}
-    for ssrc in ssrcs:
+    for ssrc in _ssrcs(receiver):
         entry = table.get(ssrc)
         if not entry:
             continue
@@ -77,10 +96,13 @@ def _side(reply: dict[str, Any], tag: dict[str, Any]) -> dict[str, str]:
             mos = average["MOS"] / 10.0 if mos is None else min(mos, average["MOS"] / 10.0)
         if average.get("jitter") is not None:
             jitter = max(jitter or 0, int(average["jitter"]))
+        if average.get("packet loss") is not None:
+            loss_pct = max(loss_pct or 0, int(average["packet loss"]))
     return {
         "packets": str(packets),
         "bytes": str(byte_count),
         "lost": "" if lost is None else str(lost),
+        "loss_pct": "" if loss_pct is None else str(loss_pct),
         "jitter_ms": "" if jitter is None else str(jitter),
         "mos": "" if mos is None else f"{mos:.1f}",
     }
@@ -95,18 +117,103 @@ def summary(reply: dict[str, Any], caller_tag: str, now: float) -> dict[str, str
         now: epoch seconds of the reading (``media_updated``).
 
     Returns:
-        ``media_{caller,callee}_{packets,bytes,lost,jitter_ms,mos}`` (received by the edge from
-        that side; lost/jitter/MOS empty until RTCP reports came), ``media_mos`` (the lower of the
-        two, empty if none), ``media_last_packet`` (epoch s, 0 = none), ``media_updated`` (epoch s).
+        ``media_{caller,callee}_{packets,bytes,lost,loss_pct,jitter_ms,mos}`` (the stream the edge
+        received from that side; ``lost`` packets, ``loss_pct`` (average % lost per report),
+        ``jitter_ms`` and ``mos`` as reported by the RTCP of the side that receives it, empty
+        until such a report came), ``media_mos`` (the lower of the two, empty if none),
+        ``media_last_packet`` (epoch s, 0 = none), ``media_updated`` (epoch s).  All strings.
     """
     tags = reply.get("tags") or {}
     out: dict[str, str] = {}
+    caller = tags.get(caller_tag)
     callee = next((t for key, t in tags.items() if key != caller_tag and key), None)
-    for side, tag in (("caller", tags.get(caller_tag)), ("callee", callee)):
-        values = _side(reply, tag) if tag else {name: "" for name in SIDE_FIELDS}
+    for side, tag, receiver in (("caller", caller, callee), ("callee", callee, caller)):
+        values = _side(reply, tag, receiver) if tag else {name: "" for name in SIDE_FIELDS}
         out.update({f"media_{side}_{name}": value for name, value in values.items()})
     scores = [float(out[f"media_{s}_mos"]) for s in ("caller", "callee") if out[f"media_{s}_mos"]]
     out["media_mos"] = f"{min(scores):.1f}" if scores else ""
     out["media_last_packet"] = str(last_packet(reply))
     out["media_updated"] = str(int(now))
     return out
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+@dataclass(frozen=True, slots=True)
+class SideQuality:
+    """The stream the edge received from one side (see :func:`summary` for the sources).
+
+    Attributes:
+        packets: RTP packets received from that side (RTCP not counted).
+        bytes: bytes of those packets.
+        lost: packets of that stream the receiving side reported lost (cumulative); None before
+            an RTCP report came (a short call, or endpoints that send no RTCP).
+        loss_pct: average share lost per report interval (whole %, 0-100); None as ``lost``.
+        jitter_ms: average interarrival jitter (ms); None as ``lost``.
+        mos: average MOS (1.0-4.5); None until a report with a round-trip time came.
+    """
+
+    packets: int
+    bytes: int
+    lost: int | None
+    loss_pct: int | None
+    jitter_ms: int | None
+    mos: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallQuality:
+    """A call's media quality, read back from its ``media_*`` fields by :func:`read`.
+
+    Attributes:
+        caller: the stream from the side that sent the INVITE (the carrier on origination).
+        callee: the stream from the other side.
+        mos: the lower of the two sides' MOS; None when neither is known.
+        last_packet: epoch seconds of the newest RTP packet from any side (0 = none).
+        updated: epoch seconds of the reading.
+        end_reason: ``media_end_reason`` (``rtp_timeout``, ``policy:<tag>``, ``sip_keepalive``)
+            when the edge ended the call for its media, else None.
+    """
+
+    caller: SideQuality
+    callee: SideQuality
+    mos: float | None
+    last_packet: int
+    updated: int
+    end_reason: str | None = None
+
+
+def read(fields: Mapping[str, Any]) -> CallQuality | None:
+    """The quality in a mapping of ``media_*`` fields: a live call hash, the kept
+    ``edge:media:{node}:{call-id}`` hash, or the ``media`` dict of a call record
+    (``edgectl cdr show``); other keys are ignored.
+
+    Returns:
+        None when no quality reading was ever taken (no ``media_updated``: a call that was
+        not answered, or ended before the media watchdog's first reading).
+
+    Raises:
+        ValueError: a field that is not the number :func:`summary` writes.
+    """
+    if fields.get("media_updated") in (None, ""):
+        return None
+    sides = []
+    for side in ("caller", "callee"):
+        def get(name: str) -> str | None:
+            value = fields.get(f"media_{side}_{name}")
+            return None if value is None else str(value)
+        sides.append(SideQuality(
+            packets=_int(get("packets")) or 0, bytes=_int(get("bytes")) or 0, lost=_int(get("lost")),
+            loss_pct=_int(get("loss_pct")), jitter_ms=_int(get("jitter_ms")), mos=_float(get("mos")),
+        ))
+    return CallQuality(
+        caller=sides[0], callee=sides[1], mos=_float(fields.get("media_mos")),
+        last_packet=_int(fields.get("media_last_packet")) or 0, updated=int(fields["media_updated"]),
+        end_reason=fields.get("media_end_reason") or None,
+    )

@@ -9,7 +9,7 @@ import bencodepy
 import pytest
 
 from routing.ngclient import NgClient, NgError
-from routing.call.quality import FIELDS, idle_s, last_packet, summary
+from routing.call.quality import FIELDS, CallQuality, SideQuality, idle_s, last_packet, read, summary
 
 
 def stream(packets: int, last: int, ssrc: int | None = None, rtcp: bool = False) -> dict:
@@ -30,6 +30,8 @@ REPLY = {
         "callee-tag": {"tag": "callee-tag", "medias": [{"type": "audio", "streams": [
             stream(240, 1008, ssrc=222), stream(2, 1007, rtcp=True)]}]},
     },
+    # each entry is filed under the SSRC of the side that sent the receiver reports (daemon/ssrc.c
+    # ssrc_receiver_report: get_ssrc(rr->from)): 111's entry is the caller's view of the callee's stream
     "SSRC": {
         "111": {"cumulative loss": 4, "average MOS": {"MOS": 43, "jitter": 3, "packet loss": 1, "samples": 2}},
         "222": {"cumulative loss": 0, "average MOS": {"MOS": 44, "jitter": 1, "packet loss": 0, "samples": 2}},
@@ -41,16 +43,35 @@ def test_summary_per_side() -> None:
     fields = summary(REPLY, "caller-tag", now=1012.4)
     assert set(fields) == set(FIELDS)
     assert fields["media_caller_packets"] == "250" and fields["media_callee_packets"] == "240"  # RTCP not counted
-    assert fields["media_caller_lost"] == "4" and fields["media_callee_lost"] == "0"
-    assert fields["media_caller_jitter_ms"] == "3" and fields["media_caller_mos"] == "4.3"
+    # a side's stream quality is what the other side reported about it
+    assert fields["media_callee_lost"] == "4" and fields["media_caller_lost"] == "0"
+    assert fields["media_callee_loss_pct"] == "1" and fields["media_caller_loss_pct"] == "0"
+    assert fields["media_callee_jitter_ms"] == "3" and fields["media_callee_mos"] == "4.3"
+    assert fields["media_caller_jitter_ms"] == "1" and fields["media_caller_mos"] == "4.4"
     assert fields["media_mos"] == "4.3"  # the worse direction
     assert fields["media_last_packet"] == "1010" and fields["media_updated"] == "1012"
+
+
+def test_read_turns_the_fields_back_into_numbers() -> None:
+    fields = summary(REPLY, "caller-tag", now=1012.4)
+    q = read({**fields, "dtmf": "caller:5:info", "media_end_reason": "rtp_timeout"})
+    assert q == CallQuality(
+        caller=SideQuality(packets=250, bytes=250 * 172, lost=0, loss_pct=0, jitter_ms=1, mos=4.4),
+        callee=SideQuality(packets=240, bytes=240 * 172, lost=4, loss_pct=1, jitter_ms=3, mos=4.3),
+        mos=4.3, last_packet=1010, updated=1012, end_reason="rtp_timeout")
+    # before any RTCP report: counts only
+    early = read(summary({**REPLY, "SSRC": {}}, "caller-tag", now=1012))
+    assert early.caller.packets == 250 and early.caller.lost is None and early.mos is None
+    assert read({}) is None and read({"media_end_reason": "policy:srtp_required"}) is None  # no reading taken
+    with pytest.raises(ValueError):
+        read({**fields, "media_caller_lost": "many"})
 
 
 def test_summary_before_rtcp_reports_leaves_quality_empty() -> None:
     reply = {**REPLY, "SSRC": {}}
     fields = summary(reply, "caller-tag", now=1012)
     assert fields["media_caller_mos"] == "" and fields["media_mos"] == "" and fields["media_caller_lost"] == ""
+    assert fields["media_caller_loss_pct"] == "" and fields["media_callee_jitter_ms"] == ""
     assert fields["media_caller_packets"] == "250"
     # a call still ringing toward nobody: one tag only
     lone = summary({"tags": {"caller-tag": REPLY["tags"]["caller-tag"]}}, "caller-tag", now=1)
