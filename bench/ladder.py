@@ -633,8 +633,9 @@ class Bench:
         try:
             res = steps.run_step(workdir, tgt, c["rate"], c["calls"] / c["rate"], c["hold_ms"])
             # the last call's end (lease released by its BYE's dialog end) belongs to the window
-            roundtrips.wait_until(lambda: not any(client.zcard(k) for k in client.scan_iter(match="edge:lease:*", count=1000)),
-                                  15, f"{name}: every lease released", interval=0.2)
+            roundtrips.wait_until(
+                lambda: not any(client.zcard(k) for k in client.scan_iter(match="edge:lease:*", count=1000)),
+                15, f"{name}: every lease released", interval=0.2)
         finally:
             busy = busy_w.close(client)
         per = roundtrips.per_call(busy, idle, res["successful"])

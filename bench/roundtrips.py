@@ -366,7 +366,7 @@ class Window:
         commands_other = 0
         for line in self.monitor_path.read_text(errors="replace").splitlines():
             m = re.match(r'^[0-9.]+ \[\d+ ([^\]]+)\] "([^"]+)"', line)
-            if not m or m.group(1) == "lua":
+            if not m or m.group(1) == "lua" or self.marker in line:
                 continue
             port = m.group(1).rsplit(":", 1)[-1]
             if port.isdigit() and int(port) in tcp:
@@ -403,6 +403,9 @@ def per_call(busy: dict, idle: dict, calls: int) -> dict:
     def net(b, i):
         return None if b is None or i is None else round((b - i * scale) / max(1, calls), 2)
 
+    def rate(n):
+        return None if n is None or not idle.get("seconds") else round(n / idle["seconds"], 2)
+
     def net_dict(b: dict, i: dict) -> dict:
         return {k: net(b.get(k, 0), i.get(k, 0)) for k in sorted(set(b) | set(i))}
 
@@ -422,8 +425,8 @@ def per_call(busy: dict, idle: dict, calls: int) -> dict:
         "rtpengine_from_short_lived_sockets": net(busy["rtpengine_from_short_lived_sockets"],
                                                   idle["rtpengine_from_short_lived_sockets"]),
         "background_per_s": {
-            "python_entries": None if idle["python_entries"] is None else round(idle["python_entries"] / idle["seconds"], 2),
-            "redis_round_trips": round(idle["redis_requests"] / idle["seconds"], 2),
-            "rtpengine_round_trips": round(sum(idle["rtpengine_requests"].values()) / idle["seconds"], 2),
+            "python_entries": rate(idle["python_entries"]),
+            "redis_round_trips": rate(idle["redis_requests"]),
+            "rtpengine_round_trips": rate(sum(idle["rtpengine_requests"].values())),
         },
     }
