@@ -13,6 +13,9 @@ Measures: CPS at < 0.1 % failed calls (ramp -> knee, then bisection at fixed rat
 interleaved across rungs, median), PDD/setup added by the edge at 25/50/80 % of its max
 (SIPp rtd and a pcap of the edge's SIP port), CPU per call, a profile of the edge,
 G.711 calls relayed without loss, PCMU<->opus transcoded calls per core, memory per call.
+Per call, edge against peer (phase ``counts``, bench/roundtrips.py): Python entries, redis and
+rtpengine round trips; ``--baseline REF`` adds the rung ``edge-before`` (the edge built from git REF)
+to the ladder and to these counts.
 Raw outputs and summary.json go to bench/results/<timestamp>/; bench/report.py renders
 docs/benchmarks.md from summary.json.
 """
@@ -99,6 +102,7 @@ class Bench:
         self.srcs["edge"] = rungs.build_tree(self.base / "src-edge", ref)
         self.srcs[ALT] = rungs.build_tree(self.base / "src-edge-opt", ref, PROPOSALS) if PROPOSALS else self.srcs["edge"]
         s["alt_variant"] = {"name": ALT, "workers": WORKERS.get(ALT, 4), "proposals": [p.name for p in PROPOSALS]}
+        self.add_baseline()
         # ablation: the proposals one by one, cumulative
         for i in range(1, len(PROPOSALS)):
             self.srcs[f"edge+{i:02d}"] = rungs.build_tree(self.base / f"src-edge-{i:02d}", ref, PROPOSALS[:i])
@@ -559,6 +563,90 @@ class Bench:
         self.summary["memory"] = out
         self.save()
 
+    # ------------------------------------------------------------------ counts (per call, edge vs peer)
+
+    #: one step per system for the counts phase: ``calls`` calls at ``rate`` CPS, each held ``hold_ms``
+    #: (50 CPS: low against every knee, yet the per-worker topology refresh, at most once a second
+    #: while traffic flows, weighs little per call)
+    COUNTS = {"rate": 50, "calls": 250, "hold_ms": 500, "warmup_calls": 20}
+
+    def add_baseline(self) -> None:
+        """``--baseline REF``: the rung ``edge-before``, the edge's code at git ``REF`` (``rungs.build_tree``)."""
+        ref = getattr(self.args, "baseline", None)
+        if not ref:
+            return
+        self.srcs["edge-before"] = rungs.build_tree(self.base / "src-edge-before", ref)
+        self.summary["baseline"] = rungs.source_id(ref)
+        if "edge-before" not in self.p["rungs"]:
+            self.p["rungs"].append("edge-before")
+
+    def counts(self) -> None:
+        """Per call, for the peer, the edge and (``--baseline``) edge-before, each in one step of
+        ``COUNTS["calls"]`` calls at a low rate: Python entries (perf uprobe on app_python3's
+        ``apy_exec``), redis round trips (request segments from Kamailio's sockets to redis, tcpdump)
+        and commands (MONITOR), rtpengine round trips (ng requests from Kamailio's sockets, by
+        command), less the background of an idle interval of the same length (timer routes), which
+        is reported apart (bench/roundtrips.py).  When uprobes fail, Python entries are reported as
+        not measured with the reason, and the other counts still are."""
+        import roundtrips
+
+        c = self.COUNTS
+        systems = ["peer", "edge"] + (["edge-before"] if "edge-before" in self.srcs else [])
+        probe = roundtrips.PythonProbe()
+        probe_error = probe.add()
+        out: dict = {**c, "python_probe": probe_error and f"not measured: {probe_error}", "systems": {}}
+        try:
+            for name in systems:
+                try:
+                    out["systems"][name] = self.counts_rung(name, probe, probe_error)
+                except Exception as exc:  # noqa: BLE001 - the other systems are still measured
+                    out["systems"][name] = {"error": f"{exc}"}
+                    self.summary["errors"].append(f"counts {name}: {exc}\n{traceback.format_exc()}")
+                    log(f"counts {name} failed: {exc}")
+        finally:
+            probe.remove()
+        if "edge-before" in systems:
+            self.use_edge("edge")  # the tables provisioned by HEAD's code again, for the phases that follow
+        self.summary["counts"] = out
+        self.save()
+
+    def counts_rung(self, name: str, probe, probe_error: str | None) -> dict:
+        import roundtrips
+
+        c = self.COUNTS
+        tgt = self.target(name)
+        self.clean(name, False)
+        leader = self.edge.pid("kamailio") if name.startswith("edge") else self.natives[name].pid()
+        pids = sysinfo.session_pids(leader)
+        workdir = self.step_dir(f"counts-{name}")
+        # warm-up: each worker's first topology read and connections happen before the counted step
+        steps.run_step(workdir / "warmup", tgt, 10, c["warmup_calls"] / 10, 200)
+        self.clean(name, False)
+        seconds = c["calls"] / c["rate"] + c["hold_ms"] / 1000 + 1
+        client = self.edge.redis()  # one connection for the markers and the lease count
+        idle_w = roundtrips.Window(workdir / "idle", pids, rungs.REDIS_PORT, rungs.NG_PORT, probe, probe_error)
+        idle_w.open()
+        time.sleep(seconds)  # the idle interval itself (no calls): timer routes and other background
+        idle = idle_w.close(client)
+        busy_w = roundtrips.Window(workdir / "step", pids, rungs.REDIS_PORT, rungs.NG_PORT, probe, probe_error)
+        busy_w.open()
+        try:
+            res = steps.run_step(workdir, tgt, c["rate"], c["calls"] / c["rate"], c["hold_ms"])
+            # the last call's end (lease released by its BYE's dialog end) belongs to the window
+            roundtrips.wait_until(
+                lambda: not any(client.zcard(k) for k in client.scan_iter(match="edge:lease:*", count=1000)),
+                15, f"{name}: every lease released", interval=0.2)
+        finally:
+            busy = busy_w.close(client)
+        per = roundtrips.per_call(busy, idle, res["successful"])
+        per.update(calls=res["successful"], failed=res["failed"], idle=idle, step=busy,
+                   workdir=os.path.relpath(workdir, BENCH))
+        log(f"counts {name}: {res['successful']} calls, per call: Python entries {per['python_entries']} "
+            f"{per['python_by_function'] or ''}{' (' + per['python_error'] + ')' if per['python_error'] else ''}, redis round trips "
+            f"{per['redis_round_trips']} ({per['redis_commands']} commands), rtpengine {per['rtpengine_round_trips']} "
+            f"{per['rtpengine_by_command']}; background per s {per['background_per_s']}")
+        return per
+
     def micro(self) -> None:
         """The plugin's Python hot path outside Kamailio (bench/micro.py), HEAD vs HEAD + proposals."""
         import micro
@@ -623,7 +711,7 @@ class Bench:
 
     def run(self) -> Path:
         t0 = time.monotonic()
-        phases = [("cps", self.cps), ("latency", self.latency), ("ablation", self.ablation),
+        phases = [("cps", self.cps), ("counts", self.counts), ("latency", self.latency), ("ablation", self.ablation),
                   ("profile", self.profile), ("media", lambda: self.media(False)), ("xcode", lambda: self.media(True)),
                   ("memory", self.memory), ("micro", self.micro), ("pyprof", self.pyprof)]
         only = set(self.args.only.split(",")) if self.args.only else None
@@ -805,6 +893,9 @@ def main() -> int:
     ap.add_argument("--only", help="comma-separated phases: cps,latency,ablation,profile,media,xcode,memory,micro,pyprof")
     ap.add_argument("--rungs", help="comma-separated rungs of the CPS ladder (default: all), e.g. edge,edge-w8")
     ap.add_argument("--media-n", help="comma-separated G.711 call counts of the media phase, e.g. 400,500")
+    ap.add_argument("--baseline", metavar="REF",
+                    help="also bench the edge built from git REF (e.g. 04f5094) as the rung edge-before: in the CPS "
+                         "ladder and in the counts phase (Python entries, redis and rtpengine round trips per call)")
     ap.add_argument("--keep", action="store_true", help="keep the run directories under /tmp")
     ap.add_argument("--results", default=str(BENCH / "results"))
     ap.add_argument("--no-report", action="store_true")

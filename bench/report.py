@@ -21,6 +21,7 @@ RUNG_TEXT = {
                   "own options differ)",
     "edge-opt": "byoc-edge with every patch in bench/proposals/ applied (a patched copy of HEAD)",
     "edge-w8": "byoc-edge (git HEAD) with 8 SIP workers (`sip.workers: 8`) instead of the default 4",
+    "edge-before": "byoc-edge built from the git ref given with `--baseline` (the code before a rework), same settings",
 }
 
 
@@ -212,6 +213,8 @@ def render(summary_path: Path, target: Path) -> None:
               f"{fmt(mean(None, 'redis'), 3)} | {fmt(mean('sut_cpu_ms_per_call'), 3)} | {fmt(max(setup) if setup else None, 0)} |")
         w("")
 
+    counts_section(s, w)
+
     # ------------------------------------------------------------------ profile
     prof = s.get("profile", {})
     if prof:
@@ -347,6 +350,62 @@ def render(summary_path: Path, target: Path) -> None:
             w("```\n" + e_[:1500] + "\n```")
         w("")
     target.write_text("\n".join(L) + "\n")
+
+
+def counts_section(s: dict, w) -> None:
+    """The per-call counts of the ``counts`` phase (bench/roundtrips.py): one column per system."""
+    cnt = s.get("counts") or {}
+    systems = {k: v for k, v in (cnt.get("systems") or {}).items()}
+    if not systems:
+        return
+    base = s.get("baseline") or {}
+    w("## Python entries, redis and rtpengine round trips per call")
+    w("")
+    w(f"One step of {cnt.get('calls')} calls at {cnt.get('rate')} CPS per system (the ladder's scenario, "
+      f"{cnt.get('hold_ms')} ms hold), after {cnt.get('warmup_calls')} warm-up calls; counted on every process of "
+      "the system's Kamailio (`bench/roundtrips.py`): **Python entries** = calls of app_python3's `apy_exec` (every "
+      "`python_exec` of a native route and every KEMI callback), by a perf uprobe with `perf record -p`, by the "
+      "Python function entered; **redis round "
+      "trips** = TCP segments carrying payload from Kamailio's sockets to redis (tcpdump: one per request written, "
+      "a pipeline or a Lua script being one), and the commands they carry (`redis-cli MONITOR`, Lua-internal calls "
+      "not counted); **rtpengine round trips** = ng requests from Kamailio's sockets to rtpengine, by command "
+      "(including those from a socket opened per request, as the edge's Python ng client does). An idle interval "
+      "of the same length, measured just before, is subtracted (timer routes and other background) and shown "
+      "apart as a rate; work done at most once a second while traffic flows (each worker's topology refresh) "
+      "stays in the per-call figures, so they shrink a little at higher rates."
+      + (f" `edge-before` is the edge at `{base.get('ref')}` = `{(base.get('commit') or '')[:12]}`."
+         if base else ""))
+    w("")
+    if cnt.get("python_probe"):
+        w(f"Python entries: {cnt['python_probe']}.")
+        w("")
+    names = list(systems)
+    w("| per call | " + " | ".join(names) + " |")
+    w("|---|" + "---|" * len(names))
+
+    def row(label, fn):
+        cells = []
+        for n in names:
+            d = systems[n]
+            cells.append("error: " + d["error"][:80] if "error" in d else fn(d))
+        w(f"| {label} | " + " | ".join(cells) + " |")
+
+    def breakdown(d: dict) -> str:
+        return ", ".join(f"{k} {fmt(v, 2)}" for k, v in sorted(d.items(), key=lambda kv: -(kv[1] or 0)) if v)
+
+    row("calls completed (failed)", lambda d: f"{d.get('calls')} ({d.get('failed')})")
+    row("**Python entries**", lambda d: "not measured" if d.get("python_entries") is None
+        else f"**{fmt(d['python_entries'], 2)}**")
+    row("Python entries by function", lambda d: breakdown(d.get("python_by_function") or {}) or "–")
+    row("**redis round trips**", lambda d: f"**{fmt(d.get('redis_round_trips'), 2)}**")
+    row("redis commands", lambda d: f"{fmt(d.get('redis_commands'), 2)} ({breakdown(d.get('redis_commands_by_name') or {})})")
+    row("**rtpengine round trips**", lambda d: f"**{fmt(d.get('rtpengine_round_trips'), 2)}** "
+        f"({breakdown(d.get('rtpengine_by_command') or {})}"
+        + (f"; {fmt(d['rtpengine_from_short_lived_sockets'], 2)} from a socket per request"
+           if d.get("rtpengine_from_short_lived_sockets") else "") + ")")
+    row("background per second, idle: Python entries / redis / rtpengine round trips",
+        lambda d: " / ".join(fmt(x, 1) for x in (d.get("background_per_s") or {}).values()))
+    w("")
 
 
 def _div(a, b):
