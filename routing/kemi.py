@@ -406,8 +406,10 @@ class Router:
         if not self._trusted(src):
             self._ban(src, "flood")
             KSR.pv.seti(cs.DROP_VAR, 1)
-        if self._store_failed:
+        elif self._store_failed:
             KSR.pv.seti(cs.STORE_FAILED_VAR, 1)
+        else:  # the native route asks again in a second at the earliest (the topology cache's age)
+            KSR.htable.sht_seti(cs.TRUST_TABLE, src, 1)
 
     @_entry("in-dialog request")
     def ksr_in_dialog(self) -> None:

@@ -22,6 +22,8 @@ __all__ = ["template_names"]
 # -- htables (shared memory, keyed by Call-ID unless said) -----------------------------------
 #: source address -> 1 while banned (flood, scanner, digest failures); autoexpire security.ban_time_s
 BAN_TABLE = "ipban"
+#: source address -> 1 for a second after the plugin found a pike-flagged source trusted (native route)
+TRUST_TABLE = "trust"
 #: source address -> digest failures in the window security.auth_failure_window_s
 AUTH_FAIL_TABLE = "authfail"
 #: call clock: "deadline s:h_entry:h_id:caller from-tag:callee to-tag" (or "t:cleanup::from-tag")
