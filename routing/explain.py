@@ -8,7 +8,7 @@ Two inputs:
   whose admission only reads the lease counts and CPS buckets (nothing is
   taken, nothing is written);
 * the **Call-ID** of a recent call: the refusal the edge recorded for it
-  (``edge:trace:{call-id}``, written by :mod:`routing.kemi` on every refused
+  (``edge:trace:{call-id}``, written by :mod:`routing.kamailio` on every refused
   initial INVITE, kept ``diagnostics.trace_ttl_s``), the live facts of a call
   in progress (``edge:call:{node}:{call-id}``), its call detail records
   (``edge:cdr:…``: outcome, SIP code, gateways tried, codecs, duration, who
