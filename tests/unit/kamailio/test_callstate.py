@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from routing.kamailio.callstate import CLEANUP, CallRecordState, Deadline, DtmfCall, MediaWatch, template_names
+from routing.kamailio.callstate import (CLEANUP, CallRecordState, Deadline, DtmfCall, MediaWatch,
+                                        template_names)
 
 
 # -- deadline (the call clock) ------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from routing.model import MediaPolicy
 from routing.store import StoreUnavailable
 from tests.unit.kamailio.fakeksr import FakeKSR, FakeStore, MSG
 
-# -- dialog events ---------------------------------------------------------------------------
 
+# -- dialog events ---------------------------------------------------------------------------
 
 
 def test_dialog_end_releases_the_dialog_call_id(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
@@ -48,7 +48,6 @@ def test_dialog_event_errors_are_logged_not_raised(ksr: FakeKSR, router: Any, st
     assert router.ksr_dialog_event(MSG, "dialog:end") == 1
     assert any(level == "err" and "cannot release" in text for level, text in ksr.logs)
     assert router.worker.writer.down == 1  # call records go straight to the spool for a while
-
 
 
 @pytest.mark.parametrize(("dflags", "lifetime", "clock", "reason", "cleanup"), [

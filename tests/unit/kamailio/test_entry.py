@@ -10,6 +10,7 @@ from routing.model import DataError
 from routing.store import StoreUnavailable
 from tests.unit.kamailio.fakeksr import FakeKSR, FakeStore, MSG, request, RT
 
+
 # -- errors never escape ---------------------------------------------------------------
 
 
@@ -54,3 +55,20 @@ def test_store_is_opened_lazily_when_child_init_did_not_run(kemi: types.ModuleTy
 def test_dialog_event_signature_takes_msg_and_event(kemi: types.ModuleType) -> None:
     params = list(inspect.signature(kemi.Edge.ksr_dialog_event).parameters)
     assert params == ["self", "msg", "event"]
+
+
+def test_every_entry_is_behind_the_one_guard(kemi: types.ModuleType) -> None:
+    entries = [name for name in dir(kemi.Edge) if name.startswith("ksr_")]
+    assert len(entries) == 15, entries
+    for name in entries:
+        method = getattr(kemi.Edge, name)
+        assert method.__code__ is kemi.entry("x")(lambda self, msg: None).__code__, name  # the guard's own run()
+        assert "msg" in inspect.signature(method).parameters, name
+
+
+def test_timer_exception_is_logged_once_per_part_and_the_timer_keeps_ticking(ksr: FakeKSR, router: Any) -> None:
+    # the fake KSR has no htable iterator: the media watchdog and the clock both fail
+    assert router.ksr_call_clock(MSG, "rtimer") == 1
+    errors = [text for level, text in ksr.logs if level == "err"]
+    assert [text.split(":", 2)[1].strip() for text in errors] == ["exception in media watchdog", "exception in call clock"]
+    assert ksr.replies == []

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from routing.model import Agent, Trunk
 from routing.plan import CallPlan
-from tests.unit.kamailio.fakeksr import counted, EARLY_AVP, failed_branch, FakeKSR, FakeStore, LEASE_A, LEASE_B, MSG, origination_plan, PLAN_AVP, termination_plan
+from tests.unit.kamailio.fakeksr import (counted, EARLY_AVP, failed_branch, FakeKSR, FakeStore, LEASE_A,
+                                         LEASE_B, MSG, origination_plan, PLAN_AVP, termination_plan)
+
 
 # -- failure route -----------------------------------------------------------------------------
 

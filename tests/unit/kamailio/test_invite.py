@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 
 from routing import keys
-from routing.model import Agent, MediaPolicy, RouteEntry, SrtpMode, Trunk
+from routing.model import MediaPolicy, RouteEntry, SrtpMode
 from routing.plan import CallPlan
 from routing.store import StoreUnavailable
-from tests.unit.kamailio.fakeksr import counted, failed_branch, FakeKSR, FakeStore, LEASE_A, LEASE_B, MEDIA_ERROR_AVP, MSG, PLAN_AVP, RecordingWriter, request, RT, SDP_OFFER, termination_plan
+from tests.unit.kamailio.fakeksr import (counted, failed_branch, FakeKSR, FakeStore, LEASE_A, LEASE_B,
+                                         MEDIA_ERROR_AVP, MSG, PLAN_AVP, RecordingWriter, request, RT,
+                                         SDP_OFFER, termination_plan)
+
 
 # -- initial INVITE ---------------------------------------------------------------------------
 
@@ -208,7 +211,6 @@ def test_relayed_call_counts_an_attempt_and_refusals_count_their_reason(ksr: Fak
     request(ksr, **{"$rU": "+14155559999", "$ci": "call-2"})
     router.ksr_initial_invite(MSG)
     assert counted(ksr) == [("byoc_edge_rejections_total", "did_not_found")]
-
 
 
 def test_origination_leaves_from_the_agent_socket_naming_both_interfaces(ksr: FakeKSR, sided_router: Any) -> None:

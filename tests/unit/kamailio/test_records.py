@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from routing.plan import CallPlan, Target
-from tests.unit.kamailio.fakeksr import failed_branch, FakeKSR, FakeStore, LEASE_A, MSG, origination_plan, PLAN_AVP, request, termination_plan
+from tests.unit.kamailio.fakeksr import (failed_branch, FakeKSR, FakeStore, LEASE_A, MSG, origination_plan,
+                                         PLAN_AVP, request, termination_plan)
+
 
 # -- call records ---------------------------------------------------------------------------------
-
-
 
 
 def test_refused_invite_gets_a_rejected_record(ksr: FakeKSR, router: Any) -> None:

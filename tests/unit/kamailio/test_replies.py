@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.unit.kamailio.fakeksr import counted, failed_branch, FakeKSR, FakeStore, MSG, origination_plan, provisional, REPLY_DROP_AVP
+from tests.unit.kamailio.fakeksr import (counted, failed_branch, FakeKSR, FakeStore, MSG, origination_plan,
+                                         provisional, REPLY_DROP_AVP)
+
 
 # -- metrics (xhttp_prom) ------------------------------------------------------------------------
-
 
 
 def test_first_18x_observes_pdd_and_first_2xx_setup_time_and_answer(ksr: FakeKSR, router: Any) -> None:
@@ -29,7 +30,6 @@ def test_in_dialog_replies_count_nothing(ksr: FakeKSR, router: Any) -> None:
 
 
 # -- a reliable 18x (RFC 3262) that breaks the media policy ----------------------------------------
-
 
 
 def test_reliable_183_breaking_the_policy_is_dropped_and_its_branch_cancelled(ksr: FakeKSR, router: Any) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from routing.store import StoreUnavailable
-from tests.unit.kamailio.fakeksr import assert_405_with_allow, counted, DROP_VAR, FakeKSR, FakeStore, MSG, request, STORE_FAILED_VAR
+from tests.unit.kamailio.fakeksr import (assert_405_with_allow, counted, DROP_VAR, FakeKSR, FakeStore, MSG,
+                                         request, STORE_FAILED_VAR)
+
 
 # -- screening (the native request route; these are the decisions it asks the plugin for) ------
 # The ban table, scanner User-Agents, pike, Max-Forwards, sanity and OPTIONS pings are native
@@ -72,7 +74,6 @@ def test_in_dialog_request_without_a_dialog_gives_481(ksr: FakeKSR, router: Any)
     request(ksr, method="BYE")
     router.ksr_refuse(MSG, "no_dialog")
     assert ksr.replies == [("sl", 481, "Call/Transaction Does Not Exist")]
-
 
 
 def test_register_without_a_digest_trunk_gives_405_with_allow(ksr: FakeKSR, router: Any) -> None:
