@@ -280,3 +280,22 @@ def test_one_network_edge_names_no_interface_and_forces_no_socket(ksr: FakeKSR, 
     assert "$fs" not in [name for name, _ in ksr.args_of("pv.sets")]
     (flags,) = ksr.offers
     assert "direction=" not in flags
+
+
+def test_rtpengine_failure_is_answered_when_redis_cannot_release_the_slots(ksr: FakeKSR, router: Any,
+                                                                           store: FakeStore) -> None:
+    def rtpengine_refuses() -> bool:
+        ksr.pv[MEDIA_ERROR_AVP] = 1
+        return False
+
+    def release(call_id: str, fence_s: int = 0) -> int:
+        raise StoreUnavailable("Timeout reading from socket")
+
+    request(ksr)
+    ksr.branch_route = rtpengine_refuses
+    store.release = release  # type: ignore[method-assign]
+    router.ksr_initial_invite(MSG)
+    # failure.end_attempt: the caller is answered all the same, the lease expires on its own
+    assert ksr.replies == [("tm", 503, "Media Relay Unavailable")]
+    assert [text for level, text in ksr.logs if level == "err"] == [
+        "edge: cannot release slots of call-id=call-1: Timeout reading from socket\n"]
