@@ -9,11 +9,11 @@ functions over a :class:`Worker`.
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import time
 import traceback
-import json
 
 import KSR  # type: ignore[import-not-found]
 
