@@ -795,8 +795,9 @@ def pyspy_summary(raw: Path, src: Path) -> dict:
             path, line = loc.rsplit(":", 1)
         except (IndexError, ValueError):
             return ""
-        full = src / "routing" / Path(path).name if "routing" not in path else None
-        cand = [p for p in (src / "routing" / Path(path).name,) if p.exists()]
+        # a module of a sub-package (routing/kamailio/invite.py) keeps its folder
+        rel = path.rsplit("routing/", 1)[1] if "routing/" in path else Path(path).name
+        cand = [p for p in (src / "routing" / rel,) if p.exists()]
         if not cand:
             return ""
         key = str(cand[0])
@@ -828,7 +829,7 @@ def pyspy_summary(raw: Path, src: Path) -> dict:
                 cat = "redis: other"
         else:
             leaf = frames[-1]
-            text = src_line(leaf) if ("kemi.py" in leaf) else ""
+            text = src_line(leaf) if ("routing/kamailio/" in leaf) else ""
             if "KSR.rtpengine" in text:
                 cat = "KSR rtpengine (ng round trip)"
             elif "KSR.tm" in text:

@@ -2,7 +2,7 @@
 the running Kamailio workers.
 
 A copy of the edge's code (``rungs.build_tree``) gets a wrapper appended to its KEMI entry script
-(``kamailio/edge.py``): each ``Router.ksr_*`` callback runs under ``cProfile`` (timer: thread CPU time) and its thread CPU
+(``kamailio/edge.py``): each ``Edge.ksr_*`` callback (routing/kamailio/entry.py) runs under ``cProfile`` (timer: thread CPU time) and its thread CPU
 time (``time.thread_time``: user + system of the worker while in Python, including the KSR calls
 and the redis client's socket calls) is summed per entry point.  Each worker writes its totals to
 ``<out>/pyprof-<pid>.json`` every 20 entries (``.pstats`` every 400).  The bench then runs one fixed-rate
@@ -77,13 +77,13 @@ def mod_init():  # noqa: F811
 #: plugin functions whose cumulative CPU is reported (the first of them on each stack counts)
 FUNCTIONS = (
     ("pipeline.py", "route_initial_invite", "routing decision (pipeline: topology, DID, admission)"),
-    ("kemi.py", "_snapshot", "request snapshot (KSR pv reads, header names)"),
-    ("kemi.py", "_relay", "relay (headers, rtpengine offer, dialog, call state, t_relay)"),
-    ("kemi.py", "_answered", "answer: call state, call_update.lua"),
-    ("kemi.py", "_finish_call", "call end: finish.lua, call record (cdr_add.lua)"),
-    ("kemi.py", "_in_dialog", "in-dialog requests (ACK, BYE)"),
-    ("kemi.py", "_screen", "screening (rport, ban table, scanners, pike)"),
-    ("kemi.py", "ksr_onreply_manage", "replies (rtpengine answer, early media)"),
+    ("kamailio/worker.py", "snapshot", "request snapshot (KSR pv reads, header names)"),
+    ("kamailio/invite.py", "_relay", "relay (headers, rtpengine offer, dialog, call state, t_relay)"),
+    ("kamailio/replies.py", "_answered", "answer: call state, call_update.lua"),
+    ("kamailio/records.py", "finish_call", "call end: finish.lua, call record (cdr_add.lua)"),
+    ("kamailio/indialog.py", "in_dialog", "in-dialog requests (ACK, BYE)"),
+    ("kamailio/screening.py", "flood", "screening (the trust check of a source pike flagged)"),
+    ("kamailio/replies.py", "onreply", "replies (rtpengine answer, early media)"),
 )
 
 

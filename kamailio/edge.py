@@ -2,7 +2,7 @@
 
 It only puts the byoc-edge code and its virtualenv on ``sys.path`` (paths
 from ``routing.json``, located by ``$BYOC_EDGE_RUNTIME``) and hands over to
-:func:`routing.kemi.mod_init`.  Kamailio runs it with Debian's
+:func:`routing.kamailio.mod_init`.  Kamailio runs it with Debian's
 ``/usr/bin/python3``, so the venv must be built from that interpreter.
 """
 
@@ -20,4 +20,4 @@ if _runtime:
 else:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from routing.kemi import mod_init  # noqa: E402,F401  (app_python3 calls mod_init())
+from routing.kamailio import mod_init  # noqa: E402,F401  (app_python3 calls mod_init())

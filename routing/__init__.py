@@ -7,7 +7,7 @@ Sub-packages, by concern (``docs/architecture.md`` has one line per module):
 * :mod:`routing.ops`: settings, rendering of the configs, the node's processes, secrets, TLS.
 * :mod:`routing.monitor`: the monitor process (Prometheus exporter, gateway prober).
 * :mod:`routing.cli`: ``edgectl``.
-* :mod:`routing.kemi` and :mod:`routing.kamailio`: the Kamailio adapter, the only code that imports ``KSR``.
+* :mod:`routing.kamailio`: the Kamailio adapter, the only code that imports ``KSR``.
 
 Every error raised on purpose is a :class:`routing.errors.EdgeError`.  Importing this package
 imports nothing else (Kamailio's workers import only what their routes use).

@@ -13,7 +13,7 @@ Billing (what carriers do, e.g. "60/60" or "1/1" increments):
 * ``cost = rate per minute * billable_s / 60``, rounded half-up to
   :data:`COST_PLACES` decimal places.
 
-No ``KSR`` and no redis here: :mod:`routing.kemi` gathers the facts,
+No ``KSR`` and no redis here: :mod:`routing.kamailio` gathers the facts,
 :mod:`routing.tables.cdrstore` stores the record.
 """
 

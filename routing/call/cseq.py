@@ -1,6 +1,6 @@
 """CSeq numbers when the edge sends a request on behalf of one side of a dialog.
 
-Pure functions only (no ``KSR``): :mod:`routing.kemi` applies them.
+Pure functions only (no ``KSR``): :mod:`routing.kamailio` applies them.
 
 The edge is a proxy, yet it must sometimes send an in-dialog request *as* one side:
 a SIP INFO carrying a digit that side sent as an RFC 4733 event or an in-band tone

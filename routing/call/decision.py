@@ -1,6 +1,6 @@
 """What routing decided: reject with a SIP status, or relay along a plan.
 
-Values only; :mod:`routing.kemi` turns them into replies and relays.
+Values only; :mod:`routing.kamailio` turns them into replies and relays.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """DTMF policy: how each side of a call sends and expects keypad digits, and what the edge does about it.
 
-Pure functions only (no ``KSR``, no redis): :mod:`routing.kemi` applies them.
+Pure functions only (no ``KSR``, no redis): :mod:`routing.kamailio` applies them.
 
 Each trunk and agent has a DTMF mode (``dtmf`` field, else the node's
 ``dtmf.default_mode`` setting):

@@ -1,7 +1,7 @@
 """Header policy: which headers may cross the edge (an allow-list for X- headers, identity
 headers only from trusted sides).
 
-Pure functions over header names; :mod:`routing.kemi` removes what they name.
+Pure functions over header names; :mod:`routing.kamailio` removes what they name.
 Identity headers (RFC 3325 P-Asserted-Identity / P-Preferred-Identity, Remote-Party-ID,
 RFC 5806 Diversion, RFC 7044 History-Info) decide the caller ID a carrier presents and
 bills, so they pass only from a side marked as trusted.  ``X-`` headers pass only when

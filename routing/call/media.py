@@ -4,7 +4,7 @@ Pure functions: given the SDP offer and the media policies of the offering
 side and the answering side, :func:`offer_flags` returns the flag string for
 Kamailio's ``rtpengine_offer`` (rtpengine ng protocol, ``docs/ng_control_protocol.md``
 of rtpengine 10.5; Kamailio rtpengine module flag syntax), or a 488 refusal.
-:mod:`routing.kemi` only applies the result.
+:mod:`routing.kamailio` only applies the result.
 
 Rules:
 

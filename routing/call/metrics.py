@@ -1,5 +1,5 @@
 """Names, label sets and buckets of the metrics Kamailio exports (``xhttp_prom``), and the pure
-helpers that turn call facts into label values.  No ``KSR`` here: :mod:`routing.kemi` calls
+helpers that turn call facts into label values.  No ``KSR`` here: :mod:`routing.kamailio` calls
 ``KSR.xhttp_prom.*`` with these names, and ``templates/kamailio.cfg.j2`` declares them from
 :data:`KAMAILIO_METRICS`, so a name is spelled once.
 

@@ -1,7 +1,7 @@
 """A call's ordered targets and the serial-failover rules between them.
 
 The plan travels with the INVITE transaction (serialised into an AVP by
-:mod:`routing.kemi`) so the failure route can continue where the request
+:mod:`routing.kamailio`) so the failure route can continue where the request
 route stopped.  Failover rules:
 
 * fail over on 408, any 5xx, a timeout with no final response, or a gateway

@@ -1,7 +1,7 @@
 """Registration trunks: the edge REGISTERs to carriers that only accept calls toward a
 registered account, and recognises their inbound calls through that registration.
 
-Pure functions, no ``KSR``: :mod:`routing.kemi` runs them in a timer process and
+Pure functions, no ``KSR``: :mod:`routing.kamailio` runs them in a timer process and
 turns them into Kamailio ``uac`` module RPCs (``uac.reg_add``, ``uac.reg_remove``,
 ``uac.reg_unregister``, ``uac.reg_dump``; ``uac_reg`` of Kamailio 5.6).
 

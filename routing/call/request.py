@@ -1,6 +1,6 @@
 """A read-only snapshot of the SIP request being routed.
 
-Built once per request by :mod:`routing.kemi` from Kamailio pseudo-variables;
+Built once per request by :mod:`routing.kamailio` from Kamailio pseudo-variables;
 every routing decision takes it instead of touching ``KSR``.
 """
 

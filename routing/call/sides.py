@@ -6,7 +6,7 @@ sockets (settings ``sip.listen[].side``) and its own rtpengine interface
 (``rtpengine.sides``), and every message and media stream must use the interface of
 the side it goes to, so a side never sees the other side's addresses (docs/media.md).
 
-Pure functions: :mod:`routing.kemi` applies their results
+Pure functions: :mod:`routing.kamailio` applies their results
 (Kamailio ``$fs``, rtpengine ng ``direction``).
 """
 

@@ -14,10 +14,13 @@ No ``KSR`` here: the renderer imports this module.
 
 from __future__ import annotations
 
-from routing.call.decision import Reason
-from routing.call.metrics import POST_DIAL_DELAY, REJECTIONS
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
 
-__all__ = ["template_names"]
+from ..call.decision import Reason
+from ..call.metrics import POST_DIAL_DELAY, REJECTIONS
+
+__all__ = ["template_names", "CallRecordState", "Deadline", "MediaWatch", "DtmfCall"]
 
 # -- htables (shared memory, keyed by Call-ID unless said) -----------------------------------
 #: source address -> 1 while banned (flood, scanner, digest failures); autoexpire security.ban_time_s
@@ -115,6 +118,179 @@ REJECTIONS_METRIC = REJECTIONS.name
 PDD_METRIC = POST_DIAL_DELAY.name
 
 
+# -- value codecs of the htables ------------------------------------------------------------------
+#: the ``h_entry`` of a :class:`Deadline` the call clock set to clean a call up after its hang-up
+CLEANUP = "cleanup"
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A value of :data:`DEADLINE_TABLE` (the call clock), one per answered call.
+
+    Written by the native route ``CALL_STARTED`` of ``templates/kamailio.routes.j2`` (at the ACK:
+    ``"{deadline}:{h_entry}:{h_id}:{caller from-tag}:{callee to-tag}"``; keep both writers
+    byte-identical) and by the plugin (``routing.kamailio.timers``, ``dialogs``): the deadline moved
+    to now (end the call at the next tick), or the cleanup form ``"{when}:cleanup::{caller from-tag}"``
+    (dialog:end must have come by then; else the clock releases the call itself).
+
+    Attributes:
+        at_s: when the clock acts (epoch s).
+        h_entry: the dialog's hash entry (text, digits), or :data:`CLEANUP`.
+        h_id: the dialog's hash id (text, digits; empty in the cleanup form).
+        caller_tag: the caller's From-tag.
+        callee_tag: the callee's To-tag (empty in the cleanup form).
+    """
+
+    at_s: int
+    h_entry: str = ""
+    h_id: str = ""
+    caller_tag: str = ""
+    callee_tag: str = ""
+
+    @property
+    def cleanup(self) -> bool:
+        """Whether this is the cleanup form (the call is being ended by the clock)."""
+        return self.h_entry.startswith(CLEANUP)
+
+    @classmethod
+    def cleanup_at(cls, at_s: int, caller_tag: str) -> "Deadline":
+        """The cleanup form: at ``at_s`` the clock releases the call unless dialog:end came."""
+        return cls(at_s, CLEANUP, "", caller_tag)
+
+    def encode(self) -> str:
+        """The htable value (the forms above)."""
+        if self.h_entry == CLEANUP and not self.h_id and not self.callee_tag:
+            return f"{self.at_s}:{CLEANUP}::{self.caller_tag}"
+        return f"{self.at_s}:{self.h_entry}:{self.h_id}:{self.caller_tag}:{self.callee_tag}"
+
+    @classmethod
+    def decode(cls, text: str) -> "Deadline | None":
+        """Parse a value; None when there is none or its deadline is not a number of seconds.
+        Missing fields are empty, a tag holding ``:`` stays whole in ``callee_tag``."""
+        at, sep, ids = (text or "").partition(":")
+        if not sep or not at.isdigit():
+            return None
+        h_entry, h_id, caller_tag, callee_tag = (ids.split(":", 3) + ["", "", ""])[:4]
+        return cls(int(at), h_entry, h_id, caller_tag, callee_tag)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaWatch:
+    """A value of :data:`MEDIA_TABLE` (the media watchdog), one per answered call with an RTP timeout.
+
+    Written first by the native route ``CALL_STARTED`` of ``templates/kamailio.routes.j2`` (keep both
+    writers byte-identical), then after each check by ``routing.kamailio.timers``:
+    ``"{next check}:{rtp timeout}:{answered at}:{caller from-tag}"``.
+
+    Attributes:
+        next_s: when to check next (epoch s).
+        timeout_s: the call's RTP inactivity timeout (s).
+        since_s: when the call was answered (epoch s): silence is counted from there at most.
+        caller_tag: the caller's From-tag (rtpengine's statistics are per tag).
+    """
+
+    next_s: int
+    timeout_s: int
+    since_s: int
+    caller_tag: str
+
+    def encode(self) -> str:
+        """The htable value (the form above)."""
+        return f"{self.next_s}:{self.timeout_s}:{self.since_s}:{self.caller_tag}"
+
+    def again(self, next_s: int) -> "MediaWatch":
+        """The same watch, next checked at ``next_s``."""
+        return replace(self, next_s=next_s)
+
+    @classmethod
+    def decode(cls, text: str) -> "MediaWatch | None":
+        """Parse a value; None when it is not the form above (a number missing or not digits)."""
+        parts = (text or "").split(":", 3)
+        if len(parts) != 4 or not all(p.isdigit() for p in parts[:3]):
+            return None
+        return cls(int(parts[0]), int(parts[1]), int(parts[2]), parts[3])
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfCall:
+    """A value of :data:`DTMF_CALL_TABLE`: ``"{caller from-tag},{caller DTMF mode},{callee DTMF mode}"``,
+    written only by the native route ``CALL_STARTED`` (``templates/kamailio.routes.j2``), read by the
+    DTMF log (``routing.kamailio.timers``)."""
+
+    caller_tag: str
+    modes: str
+
+    @classmethod
+    def decode(cls, text: str) -> "DtmfCall":
+        """Split a value (an absent one gives empty fields)."""
+        caller_tag, _, modes = (text or "").partition(",")
+        return cls(caller_tag, modes)
+
+
+#: JSON keys of :class:`CallRecordState`, in the order the relay first writes them
+_RECORD_KEYS = {"cseq": "cseq", "start_ms": "start", "codecs_caller": "cc", "direction": "dir", "agent": "agent",
+                "number": "number", "caller": "caller", "trunk": "trunk", "rate": "rate", "billing": "billing",
+                "tried": "tried", "answer_ms": "answer", "codecs_callee": "ce", "media_refused": MEDIA_REFUSED}
+
+
+@dataclass(slots=True)
+class CallRecordState:
+    """A value of :data:`CDR_TABLE`: the call-record facts of a relayed initial INVITE, kept from the
+    relay (``routing.kamailio.invite``) through the answer (``replies``) to the record
+    (``records``).  Only the plugin reads and writes it.
+
+    The value is compact JSON with short keys (``cseq``, ``start``, ``cc``, ``dir``, ``agent``,
+    ``number``, ``caller``, ``trunk``, ``rate``, ``billing``, ``tried``, ``answer``, ``ce``,
+    ``media_refused``); a field that is None is left out.
+
+    Attributes:
+        cseq: the INVITE's CSeq number (text).
+        start_ms: when the INVITE arrived (epoch ms); a state without it was never relayed.
+        codecs_caller / codecs_callee: codec names of the caller's offer / the callee's answer.
+        direction, agent, number, caller, trunk: as in the call plan (``routing.plan.CallPlan``).
+        rate: per-minute rate of the hop (decimal string); billing: its increment ``"first/next"``.
+        tried: ``"label=code"`` of the hops tried (set at the answer).
+        answer_ms: when the first 2xx came (epoch ms).
+        media_refused: ``[code, reason, tag]`` of a media-policy refusal after the 2xx (the call
+            is ended at its ACK).
+    """
+
+    cseq: str | None = None
+    start_ms: int | None = None
+    codecs_caller: list[str] | None = None
+    direction: str | None = None
+    agent: str | None = None
+    number: str | None = None
+    caller: str | None = None
+    trunk: str | None = None
+    rate: str | None = None
+    billing: str | None = None
+    tried: list[str] | None = None
+    answer_ms: int | None = None
+    codecs_callee: list[str] | None = None
+    media_refused: list | None = field(default=None)
+
+    def encode(self) -> str:
+        """The htable value (compact JSON, keys in the order above)."""
+        values = asdict(self)
+        return json.dumps({key: values[name] for name, key in _RECORD_KEYS.items() if values[name] is not None},
+                          separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> "CallRecordState | None":
+        """Parse a value; None when there is none or it is not a JSON object (unknown keys are ignored)."""
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not data:
+            return None
+        return cls(**{name: data[key] for name, key in _RECORD_KEYS.items() if key in data})
+
+
+assert [f.name for f in fields(CallRecordState)] == list(_RECORD_KEYS)
+
+
 def _inner(name: str) -> str:
     """``edge_x`` of ``$avp(edge_x)``."""
     return name[name.index("(") + 1:-1]
@@ -125,7 +301,7 @@ def template_names() -> dict[str, object]:
     native cfg writes ``$avp(NAME)``) for each ``$avp(...)``."""
     out: dict[str, object] = {}
     for key, value in globals().items():
-        if key.isupper():
+        if key.isupper() and not key.startswith("_"):
             out[key] = value
             if isinstance(value, str) and value.startswith("$avp("):
                 out[f"{key}_NAME"] = _inner(value)

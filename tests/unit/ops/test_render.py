@@ -22,7 +22,9 @@ from routing.ops import render as render_mod
 from routing.kamailio import callstate
 from routing.ops.render import ENTRY_SCRIPT, OUTPUTS, render, render_to_dir
 from routing.ops.runtime import ENV_VAR, load as load_runtime
-from routing.ops.settings import REPO_ROOT, Listener, Settings, Sip, load_settings
+from routing.ops.hostcheck import check_addresses
+from routing.ops.settings import REPO_ROOT, Listener, RtpEngine, Settings, SettingsError, Sip, load_settings
+from tests.unit.kamailio.fakeksr import forget_plugin
 
 KAMAILIO = Path("/usr/sbin/kamailio")
 
@@ -132,16 +134,14 @@ _CFG_ARMED = {"t_on_failure": "failure_route", "t_on_reply": "onreply_route", "t
 
 
 @pytest.fixture
-def kemi_router(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
-    """routing.kemi.Router, imported against an empty stand-in for Kamailio's ``KSR`` module."""
+def plugin_entry(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
+    """routing.kamailio.entry.Edge, imported against an empty stand-in for Kamailio's ``KSR`` module."""
     monkeypatch.setitem(sys.modules, "KSR", types.ModuleType("KSR"))
-    sys.modules.pop("routing.kemi", None)
+    forget_plugin()
     try:
-        yield importlib.import_module("routing.kemi").Router
+        yield importlib.import_module("routing.kamailio.entry").Edge
     finally:
-        sys.modules.pop("routing.kemi", None)
-        if hasattr(routing, "kemi"):
-            delattr(routing, "kemi")
+        forget_plugin()
 
 
 def _blocks(cfg: str) -> set[tuple[str, str]]:
@@ -152,10 +152,10 @@ def _blocks(cfg: str) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("features", ["default", "everything", "nothing optional"])
-def test_every_plugin_entry_and_route_name_of_the_cfg_exists(features: str, kemi_router: type,
+def test_every_plugin_entry_and_route_name_of_the_cfg_exists(features: str, plugin_entry: type,
                                                              tmp_path: Path) -> None:
-    """The native routes (templates/kamailio.routes.j2) and the plugin (routing.kemi) name each
-    other by strings: every ``python_exec`` names a callable of the Router that takes its
+    """The native routes (templates/kamailio.routes.j2) and the plugin (routing.kamailio) name each
+    other by strings: every ``python_exec`` names a callable of the entry object (Edge) that takes its
     arguments, and every route the plugin arms (tm ``t_on_*``, the dialog's ``timeout_route``,
     ``KSR.route``) or the cfg arms or runs (``t_on_*``, ``route()``, rtimer) is a block of its kind."""
     data: dict[str, object] = {"run_dir": str(tmp_path)}
@@ -175,23 +175,19 @@ def test_every_plugin_entry_and_route_name_of_the_cfg_exists(features: str, kemi
     assert calls, "the cfg never calls the plugin"
     for name, arg_text in calls:
         args = re.findall(r'"([^"]*)"', arg_text)
-        method = getattr(kemi_router, name, None)
-        assert callable(method), f'python_exec("{name}"): routing.kemi.Router has no such method'
-        # app_python3 calls method(msg, *args); an _entry guard hands its function (self, *args)
-        wrapped = getattr(method, "__wrapped__", None)
+        method = getattr(plugin_entry, name, None)
+        assert callable(method), f'python_exec("{name}"): routing.kamailio.entry.Edge has no such method'
+        # app_python3 calls method(msg, *args); the entry guard hands its function (self, msg, *args)
         try:
-            if wrapped is not None:
-                inspect.signature(wrapped).bind(None, *args)
-            else:
-                inspect.signature(method).bind(None, None, *args)
+            inspect.signature(method).bind(None, None, *args)
         except TypeError as exc:
-            pytest.fail(f'python_exec("{name}", {", ".join(args)}) does not fit Router.{name}: {exc}')
+            pytest.fail(f'python_exec("{name}", {", ".join(args)}) does not fit Edge.{name}: {exc}')
         if name == "ksr_refuse":
             assert args and args[0] in ("too_many_hops", "no_dialog", "not_allowed"), args
 
     # names the plugin arms: routing/kamailio/callstate.py, and KSR.route(...) in the plugin's source
     plugin_source = "\n".join(path.read_text(encoding="utf-8") for path in
-                               [REPO_ROOT / "routing" / "kemi.py", *(REPO_ROOT / "routing" / "kamailio").glob("*.py")])
+                               (REPO_ROOT / "routing" / "kamailio").glob("*.py"))
     called = {"CALL_STARTED", *re.findall(r'KSR\.route\(\s*"([^"]+)"', plugin_source)}
     for constant in re.findall(r'KSR\.route\(\s*(?:cs\.|callstate\.)?([A-Z][A-Z0-9_]*)\s*\)', plugin_source):
         called.add(getattr(callstate, constant))

@@ -1,0 +1,80 @@
+"""Dialog events: ``event_route[dialog:end|failed]`` (the call's htable entries removed, its final
+media statistics taken and its media session closed, its slots released and its record written)
+and the dialog's timeout route (the dialog module is about to end a call whose timer expired)."""
+
+from __future__ import annotations
+
+import time
+
+import KSR  # type: ignore[import-not-found]
+
+# non-Kamailio modules, in one place
+from ..call import media
+from ..tables.store import StoreUnavailable
+from . import callstate as cs
+from . import records, timers
+from .callstate import Deadline
+from .mediaflags import sides
+from .worker import Worker, pv
+
+__all__ = ["dialog_event"]
+
+
+def dialog_event(w: Worker, event: str) -> None:
+    """Release the call's slots when it ends or fails; note why the dialog module is about to end
+    a call whose timer expired (``dialog:timeout``)."""
+    if event == "dialog:timeout":
+        _dialog_timeout(w)
+    if event not in ("dialog:end", "dialog:failed"):
+        return
+    call_id = pv("$dlg(callid)") or pv("$ci")
+    if not call_id:
+        return
+    KSR.htable.sht_rm(cs.DEADLINE_TABLE, call_id)
+    if w.settings.dtmf_log_port:
+        KSR.htable.sht_rm(cs.DTMF_CALL_TABLE, call_id)
+        KSR.htable.sht_rm(cs.CSEQ_TABLE, call_id)
+    KSR.htable.sht_rm(cs.MEDIA_TABLE, call_id)
+    # a BYE passing the request route, unless it is the edge's own (onbehalf.hang_up)
+    peer_bye = pv("$rm") == "BYE" and not pv("$rs") and not KSR.pv.get(cs.EDGE_HANGUP_AVP)
+    if event == "dialog:end":
+        # the call's final media statistics, then the media session closed: for a side's
+        # BYE (the native route relays it) as for the edge's own hang-up
+        records.final_quality(w, call_id, pv("$dlg(from_tag)"))
+        KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={pv('$dlg(from_tag)')}")
+    if not peer_bye:
+        hangup = "edge"
+    elif pv("$ft") == pv("$dlg(from_tag)"):
+        hangup = "caller"
+    else:
+        hangup = "callee"
+    records.finish_call(w, call_id, hangup)
+
+
+def _dialog_timeout(w: Worker) -> None:
+    """``dialog:timeout`` (the dialog's timer expired; the dialog module sends BYE to both sides
+    right after, ``send_bye``).  When a failed keepalive cut the call's life
+    (:func:`routing.media.keepalive_ended`) the call keeps ``media_end_reason=sip_keepalive``.
+    The call clock is told to clean the call up in ``CLEANUP_GRACE_S`` as after its own
+    hang-up (:func:`onbehalf.hang_up`): in 5.6.3 ``dlg_bye_all`` skips ``dialog:end`` when the first side's
+    200 to its BYE ends the dialog before the second BYE is sent."""
+    call_id = pv("$dlg(callid)")
+    text = pv(f"$sht({cs.DEADLINE_TABLE}=>{call_id})") if call_id else ""
+    clock = Deadline.decode(text)
+    if not text or (clock is not None and clock.cleanup):
+        return  # never answered by an ACK (no clock ran), or being ended by the call clock
+    dflags, lifetime = pv("$dlg(dflags)"), pv("$dlg(lifetime)")
+    pair = sides(pv(cs.MEDIA_VAR))
+    keepalive = pair is not None and (pair[0].sip_keepalive or pair[1].sip_keepalive)
+    if (dflags.isdigit() and lifetime.isdigit()
+            and media.keepalive_ended(int(dflags), int(lifetime), bool(keepalive), True)):
+        KSR.notice(f"edge: call-id={call_id} ended by the dialog module: a side with sip_keepalive "
+                   "stopped answering in-dialog OPTIONS\n")
+        try:
+            w.open_store().record_media(call_id, {"media_end_reason": media.KEEPALIVE_END_REASON},
+                                        w.settings.media_quality_ttl_s)
+        except StoreUnavailable as exc:
+            KSR.err(f"edge: cannot keep the end reason of call-id={call_id}: {exc}\n")
+    caller_tag = clock.caller_tag if clock is not None and text.count(":") >= 3 else pv("$dlg(from_tag)")
+    KSR.htable.sht_sets(cs.DEADLINE_TABLE, call_id,
+                        Deadline.cleanup_at(int(time.time()) + timers.CLEANUP_GRACE_S, caller_tag).encode())

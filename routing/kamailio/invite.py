@@ -1,0 +1,243 @@
+"""An initial INVITE that passed the native screening and admission: the routing decision
+(:mod:`routing.pipeline`), then the relay: headers, dialog and its variables, the call-record
+state, and the send to the plan's hop with its rtpengine offer flags for the native branch route
+(``templates/kamailio.routes.j2``); a hop that cannot be sent to is failed over at once."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import KSR  # type: ignore[import-not-found]
+
+# non-Kamailio modules, in one place
+from ..call import media
+from ..call import metrics
+from ..call import pipeline
+from ..call import sides as netsides
+from ..call.cdr import sdp_codecs
+from ..call.decision import Authenticate, Reason, Reject, Relay
+from ..tables.model import DataError, MediaPolicy
+from ..call.plan import CallPlan
+from ..ops.secrets import SecretError
+from ..tables.store import RedisStore, StoreUnavailable
+from . import callstate as cs
+from . import failure, records, screening
+from .callstate import CallRecordState
+from .mediaflags import offer_flags, sdp_flags
+from .worker import Worker, count, has_sdp, hop_labels, pv
+
+__all__ = ["initial_invite", "send"]
+
+#: how long (s) a call whose admission timed out stays fenced in redis (routing/lua/release.lua)
+ADMISSION_FENCE_S = 10
+
+
+def initial_invite(w: Worker) -> None:
+    """Decide (:func:`routing.pipeline.route_initial_invite`, digest authentication when the
+    decision asks for it) and refuse or relay."""
+    store = w.open_store()
+    request = w.snapshot()
+    if w.store_failed:  # the screening already waited for redis in this request
+        _store_unavailable(w, store, request.call_id, "no answer to the trust check", admitted=False)
+        return
+    try:
+        decision = pipeline.route_initial_invite(request, store, w.settings)
+        if isinstance(decision, Authenticate):
+            trunk = screening.authenticate(w, decision.trunk, decision.topology)
+            if trunk is None:
+                return  # challenged, refused or banned
+            decision = pipeline.originate(request, trunk, decision.topology, store, w.settings)
+    except StoreUnavailable as exc:
+        _store_unavailable(w, store, request.call_id, str(exc), admitted=True)
+        return
+    except (DataError, SecretError) as exc:
+        KSR.err(f"edge: malformed routing data: {exc}\n")
+        w.reply(Reject.of(Reason.INTERNAL_ERROR))
+        w.remember(Reject.of(Reason.INTERNAL_ERROR), "request", request)
+        return
+    if isinstance(decision, Reject):
+        w.reply(decision)
+        w.remember(decision, "request", request)
+        return
+    _relay(w, decision)
+
+
+def _store_unavailable(w: Worker, store: RedisStore, call_id: str, why: str, admitted: bool) -> None:
+    """Answer an initial INVITE 503 (Retry-After) because redis did not answer, then clean up.
+
+    The answer is stateful: this refusal took redis timeouts, so the caller's INVITE
+    retransmissions (RFC 3261 section 17.1.1.2) are queued behind it and must meet the
+    transaction instead of being routed as new calls.  It goes out before the cleanup:
+    when an admission may have been sent (``admitted``), its slots are released with a
+    fence (routing/lua/release.lua) so that redis running it late, after a hang, joins nothing.
+    """
+    KSR.err(f"edge: routing store unavailable: {why}\n")
+    w.cdrs().mark_down()  # its call record goes to the spool without waiting again
+    created = KSR.tm.t_newtran()
+    if created == 0:
+        return  # a retransmission: its transaction already answers it
+    w.reply(Reject.of(Reason.STORE_UNAVAILABLE, w.settings.retry_after_s), stateful=created > 0)
+    if admitted:
+        try:
+            store.release(call_id, fence_s=ADMISSION_FENCE_S)
+        except StoreUnavailable:
+            pass  # then the lease expires on its own (lease_ttl_s)
+
+
+def _relay(w: Worker, decision: Relay) -> None:
+    plan = decision.plan
+    store = w.open_store()
+    try:
+        for name in decision.remove:
+            KSR.hdr.remove(name)
+        for name, value in decision.headers.items():
+            KSR.hdr.append(f"{name}: {value}\r\n")
+        refusal = _media_refusal(plan)
+        if refusal is not None:
+            store.release(plan.call_id)
+            w.reply(refusal)
+            w.remember(refusal, "request")
+            return
+        KSR.rr.record_route()
+        # the rtpengine offer is made per branch (native branch route, flags from _hop_offer), each hop with its own policy;
+        # an INVITE without SDP (delayed offer) gets its offer from the 2xx and its answer from the ACK
+        modes = (plan.caller_dtmf, plan.current.dtmf)
+        sdp = has_sdp()
+        codecs = sdp_codecs(pv("$rb")) if sdp else []
+        # a named timeout route makes the dialog module run ksr_dialog_event(msg, "dialog:timeout")
+        # when the dialog's timer expires (the keepalive's end), before its BYEs
+        KSR.pv.sets("$dlg_ctx(timeout_route)", cs.DIALOG_TIMEOUT_ROUTE)
+        KSR.dialog.dlg_manage()
+        _set_media_vars(plan)
+        KSR.pv.sets(cs.AGENT_VAR, plan.agent)
+        KSR.pv.sets(cs.TRUNK_VAR, plan.trunk or plan.current.trunk or "")
+        KSR.pv.sets(cs.DIRECTION_VAR, plan.direction)
+        KSR.pv.sets(cs.DIRECTION_AVP, plan.direction)
+        KSR.pv.sets(cs.MAX_DURATION_VAR, str(plan.current.max_duration_s or ""))
+        KSR.pv.sets(cs.DTMF_VAR, ",".join(modes))
+        KSR.pv.sets(cs.DTMF_AVP, ",".join(modes))
+        KSR.pv.seti(cs.FROM_CALLER_AVP, 1)
+        KSR.pv.seti(cs.REQ_SDP_AVP, 1 if sdp else 0)
+        if KSR.tm.t_newtran() < 0:
+            store.release(plan.call_id)
+            KSR.sl.sl_reply_error()
+            return
+        started_ms = w.now_ms or int(time.time() * 1000)
+        KSR.pv.sets(cs.START_AVP, f"{started_ms / 1000:.3f}")
+        KSR.pv.seti(cs.START_S_AVP, started_ms // 1000)
+        KSR.pv.seti(cs.START_US_AVP, started_ms % 1000 * 1000)
+        count(metrics.CALLS_ATTEMPTED, *hop_labels(plan))
+        state = CallRecordState(cseq=pv("$cs"), start_ms=w.now_ms, codecs_caller=codecs)
+        records.save(plan.call_id, records.plan_state(plan, state))
+        send(w, plan, failure_route=False)
+    except BaseException:
+        store.release(plan.call_id)
+        raise
+
+
+def send(w: Worker, plan: CallPlan, failure_route: bool) -> None:
+    """Relay to the plan's current hop; on an immediate send error, move on (failover), and
+    when no hop is left end the attempt (:func:`routing.kamailio.failure.give_up`)."""
+    store = w.open_store()
+    target = plan.current
+    while True:
+        if failure_route:
+            KSR.pv.sets(cs.MAX_DURATION_VAR, str(target.max_duration_s or ""))
+            KSR.pv.sets(cs.TRUNK_VAR, target.trunk or plan.trunk)
+        # the hop tried decides the call's media policies and DTMF modes (termination hops
+        # differ per trunk); set here, not in the branch route
+        _set_media_vars(plan)
+        KSR.pv.sets(cs.DTMF_VAR, f"{plan.caller_dtmf},{target.dtmf}")
+        KSR.pv.sets(cs.DTMF_AVP, f"{plan.caller_dtmf},{target.dtmf}")
+        KSR.pv.sets("$ru", target.uri)
+        _send_socket(w, plan.direction, target.uri)
+        if w.settings.tls_enabled and ";transport=tls" in target.uri.lower() and target.trunk:
+            # selects the trunk's own CA profile in tls.cfg, if it has one (routing/tlsprofiles.py)
+            KSR.pv.sets("$xavp(tls=>server_id)", target.trunk)
+        KSR.pv.sets(cs.PLAN_AVP, plan.dumps())
+        labels = hop_labels(plan)
+        KSR.pv.sets(cs.LABELS_AVP, "|".join(labels))
+        KSR.pv.sets(cs.HOP_DIRECTION_AVP, labels[0])
+        KSR.pv.sets(cs.HOP_TRUNK_AVP, labels[1])
+        offer = _hop_offer(w, plan)
+        if isinstance(offer, Reject):
+            KSR.err(f"edge: rtpengine offer failed call-id={plan.call_id} flags={offer!r}\n")
+            failure.media_unavailable(w, plan)
+            return
+        KSR.pv.sets(cs.OFFER_AVP, offer)
+        KSR.tm.t_on_failure(cs.ON_FAILURE)
+        KSR.tm.t_on_reply(cs.ON_REPLY)
+        KSR.tm.t_on_branch(cs.ON_BRANCH)
+        if KSR.tm.t_relay() > 0:
+            return
+        if KSR.pv.get(cs.MEDIA_ERROR_AVP):
+            failure.media_unavailable(w, plan)
+            return
+        KSR.warn(f"edge: cannot send to {target.label} call-id={plan.call_id}\n")
+        plan.record(500, "Send Failed", answered=False)
+        failed = hop_labels(plan)
+        nxt = plan.advance(store, w.settings.lease_ttl_s)
+        if nxt is None:
+            failure.give_up(w, plan)
+            return
+        count(metrics.FAILOVERS, *failed[:2])
+        target = nxt
+
+
+def _send_socket(w: Worker, direction: str, uri: str) -> None:
+    """On an edge with one network per side, the hop's request leaves from a socket of the
+    callee's side (Kamailio ``$fs``), so its Via, Record-Route and Contact name only that
+    side's (advertised) address; rr's double Record-Route keeps in-dialog requests on it."""
+    if not w.settings.sip_sockets:
+        return
+    side = netsides.other_side(netsides.caller_side(direction))
+    sock = netsides.send_socket(w.settings.sip_sockets, side, uri)
+    if sock:
+        KSR.pv.sets("$fs", sock)
+
+
+def _hop_offer(w: Worker, plan: CallPlan) -> str | Reject:
+    """rtpengine offer flags of the plan's current hop, for the native branch route: its media
+    policy (:func:`routing.media.offer_flags`) and DTMF flags (:func:`routing.dtmf.sdp_flags`);
+    ``""`` for an INVITE without SDP (delayed offer: rtpengine sees the offer in the 2xx)."""
+    if not has_sdp():
+        return ""
+    modes = (plan.caller_dtmf, plan.current.dtmf)
+    iface = netsides.direction_flags(plan.direction, True, w.settings.media_sides)
+    return offer_flags(w, media.parse_sdp(pv("$rb")), MediaPolicy.from_json(plan.caller_media),
+                       MediaPolicy.from_json(plan.current.media),
+                       (*sdp_flags(modes, True, offer=True), *iface), w.settings.media_fill)
+
+
+def _set_media_vars(plan: CallPlan) -> None:
+    """Keep the media policies of the hop being tried with the dialog (re-INVITEs, watchdog)."""
+    caller, callee = MediaPolicy.from_json(plan.caller_media), MediaPolicy.from_json(plan.current.media)
+    sides = json.dumps({"caller": plan.caller_media, "callee": plan.current.media})
+    KSR.pv.sets(cs.MEDIA_VAR, sides)
+    KSR.pv.sets(cs.MEDIA_AVP, sides)
+    _keepalives(caller, callee)
+    KSR.pv.sets(cs.RTP_TIMEOUT_VAR, str(media.rtp_timeout_s(caller, callee) or ""))
+
+
+def _keepalives(caller: MediaPolicy, callee: MediaPolicy) -> None:
+    """In-dialog OPTIONS keepalives of the dialog module toward the sides that want them
+    (``ka-src``: the caller, ``ka-dst``: the callee of the hop being tried)."""
+    for prop, side in (("ka-src", caller), ("ka-dst", callee)):
+        if side.sip_keepalive:
+            KSR.dialog.dlg_set_property(prop)
+        else:
+            KSR.dialog.dlg_reset_property(prop)
+
+
+def _media_refusal(plan: CallPlan) -> Reject | None:
+    """The 488 of an offer its own side's policy does not allow (SRTP required, no allowed codec)."""
+    offer = media.parse_sdp(pv("$rb")) if has_sdp() else None
+    if offer is None:
+        return None  # delayed offer (the offer comes in the 2xx) or no audio stream
+    result = media.offer_flags(offer, MediaPolicy.from_json(plan.caller_media),
+                               MediaPolicy.from_json(plan.current.media))
+    if not isinstance(result, Reject):
+        return None
+    return replace(result, direction=plan.direction, trunk=plan.trunk, agent=plan.agent)

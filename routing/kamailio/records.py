@@ -1,0 +1,141 @@
+"""The call-record state of a relayed call (``cdr`` htable, :class:`callstate.CallRecordState`) and
+the records written from it: an unanswered attempt (failure route), an ended call (dialog end, the
+call clock's cleanup).  Records are built by :func:`routing.cdr.build_record` and written by the
+worker's writer (redis, else the spool)."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal, InvalidOperation
+
+import KSR  # type: ignore[import-not-found]
+
+# non-Kamailio modules, in one place
+from ..call import quality
+from ..call.cdr import CallFacts
+from ..call.decision import Reject
+from ..tables.model import parse_increment
+from ..call.plan import CallPlan
+from ..ngclient import NgError
+from ..tables.store import StoreUnavailable
+from . import callstate as cs
+from .callstate import CallRecordState
+from .worker import Worker, pv
+
+__all__ = ["load", "save", "facts", "plan_state", "record_unanswered", "finish_call", "refuse_media", "media_refused",
+           "final_quality"]
+
+#: fields of a call's live hash (redis) that are not media facts of its record
+_NOT_MEDIA = ("direction", "trunk", "agent", "number", "start_ms", "answer_ms", "codecs_caller", "codecs_callee")
+
+
+def load(call_id: str) -> CallRecordState | None:
+    """The call's state; None when the call has none (never relayed, or its record is written)."""
+    return CallRecordState.decode(KSR.htable.sht_gete(cs.CDR_TABLE, call_id) if call_id else "")
+
+
+def save(call_id: str, state: CallRecordState) -> None:
+    """Store the call's state."""
+    KSR.htable.sht_sets(cs.CDR_TABLE, call_id, state.encode())
+
+
+def facts(w: Worker, call_id: str, state: CallRecordState, **extra: object) -> CallFacts:
+    """The facts of the call's record: its state, ended now (answered 200 unless ``extra`` says)."""
+    try:
+        rate = Decimal(state.rate or "0")
+    except InvalidOperation:
+        rate = Decimal(0)
+    try:
+        increment = parse_increment(state.billing or "1/1")
+    except ValueError:
+        increment = (1, 1)
+    values: dict = dict(
+        node=w.settings.node, call_id=call_id, cseq=str(state.cseq if state.cseq is not None else ""),
+        start_ms=int(state.start_ms or time.time() * 1000), end_ms=int(time.time() * 1000),
+        sip_code=200, sip_reason="OK", direction=state.direction or "", answer_ms=state.answer_ms,
+        trunk=state.trunk or "", agent=state.agent or "", number=state.number or "",
+        caller=state.caller or "", tried=list(state.tried or []), rate=rate, increment=increment,
+        codecs_caller=list(state.codecs_caller or []), codecs_callee=list(state.codecs_callee or []),
+    )
+    values.update(extra)
+    return CallFacts(**values)
+
+
+def plan_state(plan: CallPlan, state: CallRecordState) -> CallRecordState:
+    """The call-record facts the plan knows (trunk, rate and billing of the current hop), into ``state``."""
+    target = plan.current
+    state.direction, state.agent, state.number, state.caller = plan.direction, plan.agent, plan.number, plan.caller
+    state.trunk, state.rate, state.billing = target.trunk or plan.trunk, target.rate, target.billing
+    return state
+
+
+def record_unanswered(w: Worker, plan: CallPlan, code: int, reason: str, tag: str = "",
+                      cancelled: bool = False, extra_tried: str = "") -> None:
+    """Call record of an admitted call that ended without an answer (failure route)."""
+    call_id = plan.call_id
+    state = plan_state(plan, load(call_id) or CallRecordState())
+    if not state.start_ms:
+        return  # no relay state: written already (a late failure) or never relayed
+    KSR.htable.sht_rm(cs.CDR_TABLE, call_id)
+    tried = list(plan.tried) + ([extra_tried] if extra_tried else [])
+    w.write_record(facts(w, call_id, state, sip_code=code, sip_reason=reason, reject_tag=tag,
+                         cancelled=cancelled, tried=tried, answer_ms=None))
+
+
+def finish_call(w: Worker, call_id: str, hangup: str) -> None:
+    """Release the call's slots and write its record when it was answered (dialog end,
+    dialog failure, or the call clock's cleanup)."""
+    media: dict[str, str] = {}
+    try:
+        media = w.open_store().finish(call_id)
+    except StoreUnavailable as exc:  # the slots then expire with their lease
+        w.cdrs().mark_down()
+        KSR.err(f"edge: cannot release slots of call-id={call_id}: {exc}\n")
+    state = load(call_id)
+    if state is None or not state.start_ms:
+        return
+    KSR.htable.sht_rm(cs.CDR_TABLE, call_id)
+    media = {k: v for k, v in media.items() if not k.startswith("lease:") and k not in _NOT_MEDIA}
+    if state.answer_ms:
+        w.write_record(facts(w, call_id, state, media=media, hangup=hangup))
+    else:  # failed without passing the failure route (should not happen): keep a trace
+        code = int(pv("$rs") or 0) if pv("$rs").isdigit() else 0
+        w.write_record(facts(w, call_id, state, sip_code=code or 500,
+                             sip_reason=pv("$rr") or "Call Failed", media=media))
+
+
+def refuse_media(call_id: str, reject: Reject) -> None:
+    """Keep a media-policy refusal that came after the 2xx with the call (ended at its ACK)."""
+    state = load(call_id)
+    if state is None:
+        return
+    state.media_refused = [reject.code, reject.reason, reject.tag]
+    save(call_id, state)
+
+
+def media_refused(call_id: str) -> Reject | None:
+    """The media-policy refusal kept with the call (:func:`refuse_media`), if any."""
+    state = load(call_id)
+    refused = state.media_refused if state is not None else None
+    if not refused:
+        return None
+    return Reject(int(refused[0]), str(refused[1]), str(refused[2]))
+
+
+
+def final_quality(w: Worker, call_id: str, caller_tag: str) -> None:
+    """Read the call's media statistics from rtpengine (before its session is deleted) and keep
+    them: ``media_*`` fields in the call record (so its call record carries them) and
+    ``edge:media:{node}:{call-id}`` (TTL ``media.quality_ttl_s``).  Problems are logged, never
+    raised (the call is ending anyway)."""
+    try:
+        fields = quality.summary(w.ng().query(call_id), caller_tag, time.time())
+    except NgError as exc:
+        KSR.info(f"edge: no media statistics for call-id={call_id}: {exc}\n")
+        fields = {}
+    if not fields:
+        return
+    try:
+        w.open_store().record_media(call_id, fields, w.settings.media_quality_ttl_s)
+    except StoreUnavailable as exc:
+        KSR.err(f"edge: cannot keep the media quality of call-id={call_id}: {exc}\n")

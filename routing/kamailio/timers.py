@@ -1,0 +1,198 @@
+"""The rtimer work, in one timer process each: the call clock (answered calls past their deadline
+ended, the cleanup of calls whose dialog:end never came, the media watchdog, the replay of
+spooled call records) and the DTMF log (digits rtpengine reports, recorded and sent as INFO
+where a side takes them so).  The clock's and the watchdog's htable values are
+:class:`callstate.Deadline` and :class:`callstate.MediaWatch`."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import KSR  # type: ignore[import-not-found]
+
+# non-Kamailio modules, in one place
+from ..call import dtmf
+from ..call import media
+from ..call import quality
+from ..ngclient import NgError
+from ..tables.store import StoreUnavailable
+from . import callstate as cs
+from . import onbehalf, records
+from .callstate import Deadline, DtmfCall, MediaWatch
+from .mediaflags import modes
+from .worker import Worker, log_exception, pv
+
+__all__ = ["call_clock", "end_now", "dtmf_log"]
+
+#: seconds after the edge's own hang-up (or the dialog's timeout) by which dialog:end must have come
+CLEANUP_GRACE_S = 3
+CLOCK_ITERATOR = "edgeclock"
+MEDIA_ITERATOR = "edgemedia"
+#: the spool of unwritten call records is replayed at most this often (s), by the call clock
+REPLAY_EVERY_S = 2.0
+#: datagrams read per DTMF log tick at most (the rest wait for the next tick)
+DTMF_LOG_BATCH = 200
+T = TypeVar("T")
+
+
+def _due(table: str, iterator: str, decode: Callable[[str], T | None], when: Callable[[T], int],
+         now: float) -> list[tuple[str, T]]:
+    """(key, decoded value) of the entries of ``table`` whose time (``when``, epoch s) is ``now``
+    or earlier; values ``decode`` does not take are skipped; [] when the table cannot be walked."""
+    due = []
+    if KSR.htable.sht_iterator_start(iterator, table) < 0:
+        return []
+    while KSR.htable.sht_iterator_next(iterator) > 0:
+        value = decode(pv(f"$shtitval({iterator})"))
+        if value is not None and when(value) <= now:
+            due.append((pv(f"$shtitkey({iterator})"), value))
+    KSR.htable.sht_iterator_end(iterator)
+    return due
+
+
+def call_clock(w: Worker) -> None:
+    """Once a second: replay spooled records, run the media watchdog, then end answered calls past
+    their deadline with a BYE to each side (:func:`onbehalf.hang_up`; ``dlg.end_dlg`` without a
+    UDP listener), and release calls whose cleanup time passed without dialog:end."""
+    try:
+        _replay_spool(w)
+    except Exception:  # noqa: BLE001
+        log_exception("exception replaying call records")
+    try:
+        _watch_media(w)
+    except Exception:  # noqa: BLE001 - the clock must keep ticking
+        log_exception("exception in media watchdog")
+    now = int(time.time())
+    for call_id, clock in _due(cs.DEADLINE_TABLE, CLOCK_ITERATOR, Deadline.decode, lambda d: d.at_s, now):
+        if clock.h_entry.isdigit() and clock.h_id.isdigit():
+            params: list[object] = [int(clock.h_entry), int(clock.h_id)]
+            refused = records.media_refused(call_id)
+            if refused is not None:
+                params.append(media.reason_header(refused) + "\r\n")
+            else:
+                KSR.notice(f"edge: call-id={call_id} reached its maximum duration: ending it\n")
+            # dialog:end normally removes this entry; if it has not fired by then, the clock
+            # frees the slots and the media session itself (set first: dialog:end may come
+            # from a worker before the BYEs below return)
+            KSR.htable.sht_sets(cs.DEADLINE_TABLE, call_id,
+                                Deadline.cleanup_at(now + CLEANUP_GRACE_S, clock.caller_tag).encode())
+            if not onbehalf.hang_up(w, call_id, clock.caller_tag, clock.callee_tag,
+                                    str(params[2]) if len(params) > 2 else ""):
+                KSR.jsonrpcs.exec(json.dumps({"jsonrpc": "2.0", "method": "dlg.end_dlg", "params": params, "id": 1}))
+        else:
+            KSR.htable.sht_rm(cs.DEADLINE_TABLE, call_id)
+            KSR.htable.sht_rm(cs.MEDIA_TABLE, call_id)
+            KSR.warn(f"edge: call-id={call_id} ended without dialog:end: releasing its slots\n")
+            records.final_quality(w, call_id, clock.caller_tag)
+            KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={clock.caller_tag}")
+            records.finish_call(w, call_id, hangup="edge")
+
+
+def end_now(w: Worker, call_id: str, reason: str, now: float) -> None:
+    """Have the call clock end an answered call at its next tick (BYE to both sides, slots
+    released), keeping ``reason`` as the call's ``media_end_reason``; redis trouble only
+    loses the reason."""
+    try:
+        w.open_store().record_media(call_id, {"media_end_reason": reason}, w.settings.media_quality_ttl_s)
+    except StoreUnavailable:
+        pass
+    clock = Deadline.decode(pv(f"$sht({cs.DEADLINE_TABLE}=>{call_id})"))
+    if clock is not None and not clock.cleanup:
+        KSR.htable.sht_sets(cs.DEADLINE_TABLE, call_id, Deadline(int(now), clock.h_entry, clock.h_id,
+                                                                 clock.caller_tag, clock.callee_tag).encode())
+
+
+def _replay_spool(w: Worker) -> None:
+    """Replay spooled call records (call clock, at most every REPLAY_EVERY_S)."""
+    now = time.monotonic()
+    if now - w.replayed_at < REPLAY_EVERY_S:
+        return
+    w.replayed_at = now
+    try:
+        stored, duplicates = w.cdrs().replay()
+    except StoreUnavailable:
+        return
+    if stored or duplicates:
+        KSR.notice(f"edge: replayed spooled call records stored={stored} duplicates={duplicates}\n")
+
+
+def _watch_media(w: Worker) -> None:
+    """Media watchdog, from the call clock: every ``media.check_interval_s`` per answered call, ask
+    rtpengine for its statistics (ng ``query``), keep them in the call record (``media_*``), and
+    end a call that received no RTP from any side for its ``rtp_timeout_s``: its deadline is
+    moved to now, so the clock sends BYE to both sides and the slots are released.  A call
+    rtpengine no longer knows (it timed the session out itself) counts as silent; rtpengine
+    not answering at all never ends a call."""
+    now = time.time()
+    interval = w.settings.media_check_interval_s
+    for call_id, watch in _due(cs.MEDIA_TABLE, MEDIA_ITERATOR, MediaWatch.decode, lambda m: m.next_s, now):
+        try:
+            reply = w.ng().query(call_id)
+        except NgError as exc:
+            if "unknown call" not in exc.reason.lower():
+                KSR.warn(f"edge: media watchdog cannot query call-id={call_id}: {exc}\n")
+                KSR.htable.sht_sets(cs.MEDIA_TABLE, call_id, watch.again(int(now) + interval).encode())
+                continue
+            reply = {}
+        idle = quality.idle_s(reply, now, watch.since_s)
+        if reply:
+            try:
+                w.open_store().record_media(call_id, quality.summary(reply, watch.caller_tag, now))
+            except StoreUnavailable as exc:
+                KSR.err(f"edge: cannot record media of call-id={call_id}: {exc}\n")
+        if idle < watch.timeout_s:
+            KSR.htable.sht_sets(cs.MEDIA_TABLE, call_id, watch.again(int(now) + interval).encode())
+            continue
+        KSR.htable.sht_rm(cs.MEDIA_TABLE, call_id)
+        KSR.notice(f"edge: call-id={call_id} had no RTP for {idle:.0f} s (rtp_timeout_s={watch.timeout_s}): ending it\n")
+        end_now(w, call_id, "rtp_timeout", now)
+
+
+def _dtmf_socket(w: Worker) -> socket.socket | None:
+    if w.dtmf_sock is None and not w.dtmf_sock_failed:
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind(("127.0.0.1", w.settings.dtmf_log_port))
+            w.dtmf_sock = sock
+        except OSError as exc:
+            w.dtmf_sock_failed = True  # said once; digits seen in the media are then not recorded
+            KSR.err(f"edge: cannot receive rtpengine dtmf events on 127.0.0.1:{w.settings.dtmf_log_port}: {exc}\n")
+    return w.dtmf_sock
+
+
+def dtmf_log(w: Worker) -> None:
+    """Five times a second: read the DTMF events rtpengine reports (``dtmf-log-dest``, JSON over
+    UDP) and append each digit to its call record as ``{side}:{digit}:{mode}``
+    (routing.dtmf.logged_entry).  Digits of calls not answered on this edge, and the edge's own
+    plays of INFO digits, are skipped."""
+    sock = _dtmf_socket(w)
+    for _ in range(DTMF_LOG_BATCH if sock else 0):
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            break
+        try:
+            digit = dtmf.parse_log_event(data)
+        except dtmf.DtmfError as exc:
+            KSR.warn(f"edge: {exc}\n")
+            continue
+        known = DtmfCall.decode(pv(f"$sht({cs.DTMF_CALL_TABLE}=>{digit.call_id})"))
+        pair = modes(known.modes)
+        if pair is None:
+            continue
+        entry = dtmf.logged_entry(digit, known.caller_tag, pair)
+        if entry is None:
+            continue
+        KSR.info(f"edge: dtmf call-id={digit.call_id} {entry}\n")
+        from_caller = digit.source_tag == known.caller_tag
+        if dtmf.info_needed(*(pair if from_caller else pair[::-1])):
+            onbehalf.send_info(w, digit, from_caller)
+        try:
+            w.open_store().record_dtmf(digit.call_id, entry)
+        except StoreUnavailable as exc:
+            KSR.err(f"edge: cannot record dtmf of call-id={digit.call_id}: {exc}\n")

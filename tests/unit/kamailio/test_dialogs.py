@@ -1,0 +1,76 @@
+"""Dialog events: slots released, media session closed, the dialog timeout."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from routing.tables.model import MediaPolicy
+from routing.tables.store import StoreUnavailable
+from tests.unit.kamailio.fakeksr import FakeKSR, FakeStore, MSG
+
+
+# -- dialog events ---------------------------------------------------------------------------
+
+
+def test_dialog_end_releases_the_dialog_call_id(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$ci": "other-call", "$rm": "BYE", "$dlg(from_tag)": "ft1"})
+    assert router.ksr_dialog_event(MSG, "dialog:end") == 1
+    assert store.released == ["dlg-call"]
+    # a side's BYE is relayed natively: the final statistics are taken and the session deleted here
+    assert router.worker.ngclient.queries == ["dlg-call"]
+    assert ksr.args_of("rtpengine.rtpengine_delete") == [("call-id=dlg-call from-tag=ft1",)]
+
+
+def test_dialog_timeout_also_deletes_the_media_session(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "OPTIONS", "$dlg(from_tag)": "ft1"})
+    router.ksr_dialog_event(MSG, "dialog:end")
+    assert store.released == ["dlg-call"]
+    assert ksr.args_of("rtpengine.rtpengine_delete") == [("call-id=dlg-call from-tag=ft1",)]
+
+
+def test_dialog_failed_releases_and_other_events_do_not(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "INVITE"})
+    router.ksr_dialog_event(MSG, "dialog:start")
+    assert store.released == []
+    router.ksr_dialog_event(MSG, "dialog:failed")
+    assert store.released == ["dlg-call"]
+
+
+def test_dialog_event_errors_are_logged_not_raised(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    def broken(call_id: str) -> int:
+        raise StoreUnavailable("down")
+
+    store.finish = broken  # type: ignore[method-assign]
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "BYE"})
+    assert router.ksr_dialog_event(MSG, "dialog:end") == 1
+    assert any(level == "err" and "cannot release" in text for level, text in ksr.logs)
+    assert router.worker.writer.down == 1  # call records go straight to the spool for a while
+
+
+@pytest.mark.parametrize(("dflags", "lifetime", "clock", "reason", "cleanup"), [
+    ("1026", "10", "1700000000:1:2:ft1", "sip_keepalive", True),  # expired 10 s after the keepalives failed
+    ("1026", "72", "1700000000:1:2:ft1", None, True),  # the backstop default_timeout expired
+    ("2", "10", "1700000000:1:2:ft1", None, True),  # flags without DLG_FLAG_EXPIRED: no keepalive end
+    ("1026", "10", "1700000000:cleanup::ft1", None, False),  # the call clock is ending it
+    ("1026", "10", "", None, False),  # never ACKed: no call clock ran
+])
+def test_dialog_timeout_keeps_the_keepalive_end_and_arms_the_cleanup(
+        ksr: FakeKSR, router: Any, store: FakeStore, dflags: str, lifetime: str, clock: str, reason: str | None,
+        cleanup: bool) -> None:
+    kept: list[dict] = []
+    store.record_media = lambda call_id, fields, keep_s=0: kept.append(dict(fields)) or True  # type: ignore[attr-defined]
+    media = json.dumps({"caller": MediaPolicy().to_json(), "callee": MediaPolicy(sip_keepalive=True).to_json()})
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "OPTIONS", "$dlg(from_tag)": "ft1", "$dlg(dflags)": dflags,
+                   "$dlg(lifetime)": lifetime, "$sht(deadline=>dlg-call)": clock, "$dlg_var(edge_media)": media})
+    assert router.ksr_dialog_event(MSG, "dialog:timeout") == 1
+    assert store.released == []  # dialog:end (or the cleanup) releases, not the timeout
+    assert kept == ([{"media_end_reason": reason}] if reason else [])
+    armed = [args for args in ksr.args_of("htable.sht_sets") if args[0] == "deadline"]
+    if cleanup:  # dialog:end may never come (dlg_bye_all race): the call clock cleans up in 3 s
+        ((_, key, value),) = armed
+        assert key == "dlg-call" and value.endswith(":cleanup::ft1"), value
+    else:
+        assert armed == []

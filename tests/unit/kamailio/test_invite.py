@@ -1,0 +1,301 @@
+"""The initial INVITE: decision, relay, hop send and offer flags, one network per side."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from routing.tables import keys
+from routing.tables.model import MediaPolicy, RouteEntry, SrtpMode
+from routing.call.plan import CallPlan
+from routing.tables.store import StoreUnavailable
+from tests.unit.kamailio.fakeksr import (counted, failed_branch, FakeKSR, FakeStore, LEASE_A, LEASE_B,
+                                         MEDIA_ERROR_AVP, MSG, PLAN_AVP, RecordingWriter, request, RT,
+                                         SDP_OFFER, termination_plan)
+
+
+# -- initial INVITE ---------------------------------------------------------------------------
+
+
+def test_reject_decision_is_sent_statelessly(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    request(ksr, **{"$si": "198.18.0.1"})
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == [("sl", 403, "Source Not Allowed")]
+    # logged with its reason code and recorded for edgectl explain
+    assert any(text.startswith("edge: reject 403 acl_source request ") for _, text in ksr.logs)
+    record = json.loads(store.traces[ksr.pv["$ci"]])
+    assert (record["code"], record["tag"], record["stage"], record["where"]) == (403, "acl_source", "acl", "request")
+
+
+def test_no_refusal_record_when_trace_ttl_is_zero(kemi: types.ModuleType, ksr: FakeKSR, store: FakeStore) -> None:
+    router = kemi.Edge(dataclasses.replace(RT, trace_ttl_s=0))
+    router.worker.store = store
+    router.worker.writer = RecordingWriter()
+    request(ksr, **{"$si": "198.18.0.1"})
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == [("sl", 403, "Source Not Allowed")]
+    assert store.traces == {}
+
+
+def test_refusal_is_answered_even_when_it_cannot_be_recorded(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    def broken(*args: object) -> None:
+        raise StoreUnavailable("down")
+
+    store.keep_trace = broken  # type: ignore[method-assign]
+    request(ksr, **{"$si": "198.18.0.1"})
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == [("sl", 403, "Source Not Allowed")]
+    assert any("cannot record the refusal" in text for _, text in ksr.logs)
+
+
+def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store: FakeStore) -> None:
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == []
+    assert ksr.args_of("hdr.remove") == []  # no header to strip in this request
+    assert ksr.pv["$ru"] == "sip:+14155550100@agent.example.com:5080"
+    assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080"]
+    assert ksr.args_of("hdr.append") == [
+        ("X-Edge-Trunk: telnyx\r\n",),
+        ("X-Edge-DID: +14155550100\r\n",),
+        ("X-Edge-Caller: +12125550123\r\n",),
+    ]
+    armed = ksr.args_of("tm.t_on_failure") + ksr.args_of("tm.t_on_reply")
+    assert armed == [("ksr_failure_manage",), ("ksr_onreply_manage",)]
+    for (name,) in armed:
+        assert hasattr(kemi.Edge, name) and callable(getattr(kemi.Edge, name)), name
+    names = ksr.names()
+    for step in ("hdr.append", "rr.record_route",
+                 "dialog.dlg_manage", "tm.t_newtran", "tm.t_on_failure", "tm.t_on_branch", "tm.t_relay"):
+        assert step in names, step
+    # the native branch route (tests/unit/test_settings_render.py checks it exists) makes the offer
+    assert ksr.args_of("tm.t_on_branch") == [("ksr_branch_manage",)]
+    assert "rtpengine.rtpengine_offer" not in names
+    (flags,) = ksr.offers  # left for the branch route by the hop's relay: node default policies
+    assert flags.split() == ["replace-origin", "replace-session-connection", "ICE=remove", "strict-source",
+                             "endpoint-learning=heuristic", "RTP/AVP",
+                             "codec-mask-all", "codec-offer-PCMU", "codec-offer-PCMA", "codec-offer-telephone-event"]
+    assert names.index("dialog.dlg_manage") < names.index("tm.t_relay")
+    assert names.index("tm.t_on_failure") < names.index("tm.t_relay")
+    plan = CallPlan.loads(ksr.pv[PLAN_AVP])
+    assert plan.call_id == "call-1" and plan.index == 0 and len(plan.targets) == 2
+    assert store.released == []
+
+
+def test_termination_relay(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    request(ksr, **{"$si": "10.9.0.7", "$rU": "14155550100"})
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == []
+    assert ksr.relayed == ["sip:+14155550100@192.0.2.10:5060"]
+    assert ksr.args_of("hdr.append") == []
+    assert [a["leases"][0].key for a in store.acquired] == [keys.agent_lease("bot"), keys.trunk_lease("telnyx")]
+
+
+def test_store_failure_after_partial_admission_releases_the_slots(
+    ksr: FakeKSR, router: Any, store: FakeStore
+) -> None:
+    """The agent slot was taken, then redis timed out on the trunk slot: the 503 must not
+    leave the agent slot held for lease_ttl_s (no dialog exists yet to release it)."""
+    store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    store.acquire_error_at = 2
+    request(ksr, **{"$si": "10.9.0.7", "$rU": "+14155550100"})
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == [("tm", 503, "Routing Store Unavailable")]
+    assert len(store.acquired) == 2  # agent admitted, then the trunk acquire failed
+    assert store.released == ["call-1"]
+
+
+def test_relay_send_error_moves_to_the_next_target(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    request(ksr)
+    ksr.returns["tm.t_relay"] = -1
+    router.ksr_initial_invite(MSG)
+    assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080", "sip:bot@10.9.0.2"]
+    assert ksr.replies == [("tm", 503, "Agent Unreachable")]
+    assert store.released == ["call-1"]
+
+
+def test_rtpengine_failure_releases_the_slots(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    def rtpengine_refuses() -> bool:
+        ksr.pv[MEDIA_ERROR_AVP] = 1  # what the native branch route does when rtpengine_offer fails
+        return False
+
+    request(ksr)
+    ksr.branch_route = rtpengine_refuses
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == [("tm", 503, "Media Relay Unavailable")]
+    assert ("Retry-After: 7\r\n",) in ksr.args_of("hdr.append_to_reply")
+    assert store.released == ["call-1"]
+    assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080"]  # the branch was dropped, no failover
+
+
+def test_hop_whose_offer_cannot_be_made_gets_503_without_a_relay(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    """No offer can be made for the failover hop (the caller's side requires SRTP and the offer is
+    plain; the initial INVITE's check would have refused it with 488): the caller gets 503, nothing
+    is sent (the native branch route never sees a refused offer) and the slots are released."""
+    plan = termination_plan(("a", LEASE_A), ("b", LEASE_B))
+    plan.caller_media = MediaPolicy(srtp=SrtpMode.SDES).to_json()
+    failed_branch(ksr, plan, 503, "Service Unavailable")
+    ksr.pv["$rb"] = SDP_OFFER
+    router.ksr_failure_manage(MSG)
+    assert ksr.relayed == []
+    assert ksr.replies == [("tm", 503, "Media Relay Unavailable")]
+    assert store.released == ["call-1"]
+
+
+def test_srtp_required_but_plain_offer_gets_488(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.trunks["telnyx"] = replace(store.trunks["telnyx"], media=MediaPolicy(srtp=SrtpMode.SDES))
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == [("sl", 488, "SRTP Required")]
+    assert store.released == ["call-1"]
+    assert ksr.relayed == []
+
+
+def test_agent_policy_shapes_the_offer(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.agents["bot"] = replace(store.agents["bot"], media=MediaPolicy(codecs=("opus",), srtp=SrtpMode.DTLS))
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    (flags,) = ksr.offers
+    assert "UDP/TLS/RTP/SAVP SDES-off" in flags and "codec-transcode-opus" in flags
+
+
+def test_delayed_offer_leaves_no_offer_for_the_branch_route(ksr: FakeKSR, router: Any) -> None:
+    request(ksr)
+    ksr.returns["textops.has_body_type"] = -1  # an INVITE without SDP: the offer comes in the 2xx
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == [] and ksr.offers == [""]
+
+
+def test_failover_hop_gets_its_own_offer(ksr: FakeKSR, router: Any) -> None:
+    plan = termination_plan(("a", LEASE_A), ("b", LEASE_B))
+    plan.targets[1] = replace(plan.targets[1], media=MediaPolicy(codecs=("PCMA",)).to_json())
+    failed_branch(ksr, plan, 503, "Service Unavailable")
+    ksr.pv["$rb"] = SDP_OFFER
+    router.ksr_failure_manage(MSG)
+    (flags,) = ksr.offers
+    assert "codec-offer-PCMA" in flags.split() and "codec-offer-PCMU" not in flags.split()
+
+
+def test_sip_keepalive_of_the_callee_sets_ka_dst_only(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.agents["bot"] = replace(store.agents["bot"], media=MediaPolicy(sip_keepalive=True))
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    assert ("ka-dst",) in ksr.args_of("dialog.dlg_set_property")
+    assert ("ka-src",) in ksr.args_of("dialog.dlg_reset_property")
+    assert ("ka-src",) not in ksr.args_of("dialog.dlg_set_property")
+
+def test_relay_strips_spoofed_edge_headers_and_unlisted_x_headers(ksr: FakeKSR, router: Any) -> None:
+    message = (
+        "INVITE sip:+14155550100@edge SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5\r\n"
+        "X-Edge-Trunk: spoofed\r\nx-tenant: 7\r\nP-Asserted-Identity: <sip:+1@x>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    request(ksr, **{"$mb": message})
+    router.ksr_initial_invite(MSG)
+    # the carrier trunk allows no X- header but is trusted for identity
+    assert ksr.args_of("hdr.remove") == [("X-Edge-Trunk",), ("x-tenant",)]
+
+def test_relayed_call_counts_an_attempt_and_refusals_count_their_reason(ksr: FakeKSR, router: Any) -> None:
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    assert counted(ksr) == [("byoc_edge_calls_attempted_total", "origination", "telnyx", "bot")]
+    assert ksr.pv["$avp(edge_mlabels)"] == "origination|telnyx|bot"
+    ksr.calls.clear()
+    request(ksr, **{"$rU": "+14155559999", "$ci": "call-2"})
+    router.ksr_initial_invite(MSG)
+    assert counted(ksr) == [("byoc_edge_rejections_total", "did_not_found")]
+
+
+def test_origination_leaves_from_the_agent_socket_naming_both_interfaces(ksr: FakeKSR, sided_router: Any) -> None:
+    request(ksr)
+    sided_router.ksr_initial_invite(MSG)
+    assert ksr.replies == []
+    assert ("$fs", "udp:10.0.2.10:5060") in ksr.args_of("pv.sets")
+    (flags,) = ksr.offers
+    assert flags.split()[-2:] == ["direction=carrier", "direction=agent"]  # the offer came from the carrier
+    # the agent's answer names no interface: rtpengine keeps the ones the offer chose
+    ksr.pv.update({"$rs": 180, "$rb": SDP_OFFER})
+    ksr.pv["$avp(edge_from_caller)"] = 1
+    sided_router.ksr_onreply_manage(MSG)
+    (answer,) = ksr.args_of("rtpengine.rtpengine_answer")[0]
+    assert "direction=" not in answer
+
+
+def test_delayed_offer_from_the_agent_names_its_interface_first(ksr: FakeKSR, sided_router: Any) -> None:
+    """An INVITE without SDP: the agent's 200 carries the offer, made from the agent's side."""
+    request(ksr)
+    ksr.returns["textops.has_body_type"] = -1
+    sided_router.ksr_initial_invite(MSG)
+    ksr.returns["textops.has_body_type"] = 1
+    ksr.pv.update({"$rs": 200, "$rm": "INVITE", "$rb": SDP_OFFER, "$avp(edge_from_caller)": 1,
+                   "$avp(edge_req_sdp)": 0})
+    sided_router.ksr_onreply_manage(MSG)
+    (offer,) = ksr.args_of("rtpengine.rtpengine_manage")[-1]
+    assert offer.split()[-2:] == ["direction=agent", "direction=carrier"]
+
+
+def test_termination_leaves_from_the_carrier_socket(ksr: FakeKSR, sided_router: Any, store: FakeStore) -> None:
+    store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    request(ksr, **{"$si": "10.9.0.7", "$rU": "14155550100"})
+    sided_router.ksr_initial_invite(MSG)
+    assert ksr.relayed == ["sip:+14155550100@192.0.2.10:5060"]
+    assert ("$fs", "udp:10.0.1.10:5060") in ksr.args_of("pv.sets")
+    (flags,) = ksr.offers
+    assert flags.split()[-2:] == ["direction=agent", "direction=carrier"]
+
+
+def test_failover_hop_is_sent_from_its_sides_socket(ksr: FakeKSR, sided_router: Any) -> None:
+    failed_branch(ksr, termination_plan(("a", LEASE_A), ("b", LEASE_B)), 503, "Service Unavailable")
+    sided_router.ksr_failure_manage(MSG)
+    assert ksr.relayed == ["sip:+14155550100@gw-b"]
+    assert ("$fs", "udp:10.0.1.10:5060") in ksr.args_of("pv.sets")
+
+
+@pytest.mark.parametrize("from_tag, expected", [
+    ("caller-tag", ["direction=carrier", "direction=agent"]),  # re-INVITE from the carrier (the caller)
+    ("callee-tag", ["direction=agent", "direction=carrier"]),  # re-INVITE/UPDATE from the agent
+])
+def test_in_dialog_offer_names_the_senders_interface_first(ksr: FakeKSR, sided_router: Any, from_tag: str,
+                                                           expected: list[str]) -> None:
+    request(ksr, **{"$ft": from_tag, "$dlg(from_tag)": "caller-tag", "$dlg_var(edge_dir)": "origination"})
+    ksr.returns["siputils.has_totag"] = 1
+    sided_router.ksr_in_dialog(MSG)
+    assert ksr.replies == []
+    (flags,) = ksr.args_of("rtpengine.rtpengine_manage")[0]
+    assert flags.split()[-2:] == expected
+    assert ksr.args_of("tm.t_relay") == [()]  # relayed by the plugin, in the dialog's route set
+    assert ksr.pv["$avp(edge_dir)"] == "origination"  # for the reply route's answer
+
+
+def test_one_network_edge_names_no_interface_and_forces_no_socket(ksr: FakeKSR, router: Any) -> None:
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    assert "$fs" not in [name for name, _ in ksr.args_of("pv.sets")]
+    (flags,) = ksr.offers
+    assert "direction=" not in flags
+
+
+def test_rtpengine_failure_is_answered_when_redis_cannot_release_the_slots(ksr: FakeKSR, router: Any,
+                                                                           store: FakeStore) -> None:
+    def rtpengine_refuses() -> bool:
+        ksr.pv[MEDIA_ERROR_AVP] = 1
+        return False
+
+    def release(call_id: str, fence_s: int = 0) -> int:
+        raise StoreUnavailable("Timeout reading from socket")
+
+    request(ksr)
+    ksr.branch_route = rtpengine_refuses
+    store.release = release  # type: ignore[method-assign]
+    router.ksr_initial_invite(MSG)
+    # failure.end_attempt: the caller is answered all the same, the lease expires on its own
+    assert ksr.replies == [("tm", 503, "Media Relay Unavailable")]
+    assert [text for level, text in ksr.logs if level == "err"] == [
+        "edge: cannot release slots of call-id=call-1: Timeout reading from socket\n"]
