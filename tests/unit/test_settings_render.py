@@ -367,3 +367,23 @@ def test_keepalive_interval_below_the_dialog_modules_minimum_is_refused(tmp_path
     path.write_text("media: {keepalive_interval_s: 10}\n")
     with pytest.raises(SettingsError, match="keepalive_interval_s"):
         load_settings(path)
+
+
+# -- overload ----------------------------------------------------------------------------
+
+
+def test_overload_defaults_and_template_context() -> None:
+    settings = Settings()
+    assert (settings.overload.max_cps, settings.overload.max_calls) == (0, 0)  # no limit unless set
+    assert (settings.overload.max_transactions, settings.overload.retry_after_s) == (5000, 2)
+    context = render_mod._context(Settings.model_validate({"overload": {"max_cps": 300, "max_calls": 2000}}))
+    assert context["overload"] == {"max_cps": 300, "max_calls": 2000, "max_transactions": 5000, "retry_after_s": 2}
+
+
+def test_overload_errors_name_the_field(tmp_path: Path) -> None:
+    data = {"overload": {"max_cps": -1, "retry_after_s": 0, "max_transactions": "many", "queue": 3}}
+    with pytest.raises(SettingsError) as info:
+        load_settings(write_yaml(tmp_path / "edge.yaml", data))
+    message = str(info.value)
+    for field in ("overload.max_cps:", "overload.retry_after_s:", "overload.max_transactions:", "overload.queue:"):
+        assert field in message, (field, message)
