@@ -372,8 +372,8 @@ def queue_put_trunk(p: Pipeline, trunk: Trunk) -> None:
 
 
 def queue_remove_trunk(p: Pipeline, name: str, username: str | None) -> None:
-    """Queue the removal of a trunk, its credentials and its digest username."""
-    p.delete(*keys.trunk_keys(name), *keys.trunk_secret_keys(name))
+    """Queue the removal of a trunk, its credentials, its digest username and its slots (leases, CPS bucket)."""
+    p.delete(*keys.trunk_keys(name), *keys.trunk_secret_keys(name), *keys.trunk_slot_keys(name))
     if username:
         p.hdel(keys.AUTH_USERS, username)
     p.srem(keys.TRUNKS, name)
@@ -400,8 +400,8 @@ def queue_put_agent(p: Pipeline, agent: Agent) -> None:
 
 
 def queue_remove_agent(p: Pipeline, name: str) -> None:
-    """Queue the removal of an agent."""
-    p.delete(*keys.agent_keys(name))
+    """Queue the removal of an agent and of its slots."""
+    p.delete(*keys.agent_keys(name), *keys.agent_slot_keys(name))
     p.srem(keys.AGENTS, name)
 
 

@@ -79,6 +79,13 @@ AUTH_FAIL_TABLE = "authfail"
 DEADLINE_TABLE = "deadline"
 CLEANUP = "cleanup"
 CLEANUP_GRACE_S = 3
+#: the deadline of a call answered by a 2xx whose ACK has not come yet: the ACK replaces it with
+#: the call's real deadline (_start_clock); if none comes the call clock releases its slots
+NO_ACK = "noack"
+#: how long (s) a 2xx waits for its ACK before the call's slots are released: 64*T1, the time
+#: the callee retransmits its 2xx (RFC 3261 section 13.3.1.4); the dialog module's own
+#: noack_timeout only acts on its 90 s cleaning timer (templates/kamailio.cfg.j2)
+ACK_WAIT_S = 32
 CLOCK_ITERATOR = "edgeclock"
 #: htable of the media watchdog: call-id -> "next check:rtp timeout s:answered at:caller from-tag"
 MEDIA_TABLE = "mediawatch"
@@ -1206,7 +1213,7 @@ class Router:
             KSR.warn(f"edge: cannot send to {target.label} call-id={plan.call_id}\n")
             plan.record(500, "Send Failed", answered=False)
             failed = _hop_labels(plan)
-            nxt = plan.advance(store, self.settings.lease_ttl_s)
+            nxt = plan.advance(store, self.settings.admission_ttl_s)
             if nxt is None:
                 self._give_up(plan)
                 return
@@ -1411,7 +1418,11 @@ class Router:
 
     def _answered(self, code: int) -> None:
         """First 2xx of an initial INVITE: note the answer time, the hop that answered and
-        the callee's codecs for the call record, and show them in the live call hash."""
+        the callee's codecs for the call record, and show them in the live call hash, whose
+        leases now last the longest a call may (``lease_ttl_s``; the admission's were
+        ``admission_ttl_s``).  Until the caller's ACK starts the call clock (:meth:`_start_clock`)
+        the call's deadline is its ACK's (:data:`NO_ACK`, :data:`ACK_WAIT_S`): a caller that gave
+        up never ACKs, and the call clock then releases the slots."""
         call_id = _pv("$ci")
         state = self._state(call_id)
         if not state.get("start") or state.get("answer"):
@@ -1425,11 +1436,13 @@ class Router:
         state["answer"] = now
         state["ce"] = sdp_codecs(_pv("$rb")) if _has_sdp() else []
         self._set_state(call_id, state)
+        if KSR.htable.sht_is_null(DEADLINE_TABLE, call_id) > 0:
+            KSR.htable.sht_sets(DEADLINE_TABLE, call_id, f"{now // 1000 + ACK_WAIT_S}:{NO_ACK}::{_pv('$ft')}")
         try:
             self._store().update_call(call_id, {
                 "answer_ms": str(now), "codecs_caller": ",".join(state.get("cc", [])),
                 "codecs_callee": ",".join(state["ce"]), "trunk": state.get("trunk", ""),
-            })
+            }, extend_s=self.settings.lease_ttl_s)
         except StoreUnavailable as exc:
             self._cdrs().mark_down()
             KSR.warn(f"edge: cannot note the answer of call-id={call_id} in redis: {exc}\n")
@@ -1490,7 +1503,7 @@ class Router:
             _count(metrics.CALLS_FAILED, *failed[:2], metrics.sip_class(code))
             return  # tm relays this final response upstream
         try:
-            nxt = plan.advance(self._store(), self.settings.lease_ttl_s)
+            nxt = plan.advance(self._store(), self.settings.admission_ttl_s)
         except StoreUnavailable:
             nxt = None
         if nxt is None:
@@ -1525,7 +1538,8 @@ class Router:
     def _start_clock(self) -> None:
         """On the ACK of an answered call, note its deadline (trunk's max_duration_s, else the
         node's maximum) in the shared ``deadline`` table read by :meth:`ksr_call_clock`."""
-        if KSR.htable.sht_is_null(DEADLINE_TABLE, _pv("$ci")) < 0:
+        waiting = _pv(f"$sht({DEADLINE_TABLE}=>{_pv('$ci')})")
+        if waiting and waiting.split(":", 2)[1:2] != [NO_ACK]:
             return  # already running (re-INVITE ACK, retransmission)
         if _pv("$dlg(state)") not in ("3", "4"):
             return  # the dialog already ended (a late ACK after the BYE)
@@ -1582,7 +1596,11 @@ class Router:
                 else:
                     KSR.htable.sht_rm(DEADLINE_TABLE, call_id)
                     KSR.htable.sht_rm(MEDIA_TABLE, call_id)
-                    KSR.warn(f"edge: call-id={call_id} ended without dialog:end: releasing its slots\n")
+                    if h_entry == NO_ACK:
+                        KSR.warn(f"edge: call-id={call_id} answered but no ACK within {ACK_WAIT_S} s: "
+                                 "releasing its slots\n")
+                    else:
+                        KSR.warn(f"edge: call-id={call_id} ended without dialog:end: releasing its slots\n")
                     self._final_quality(call_id, from_tag)
                     KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={from_tag}")
                     self._finish_call(call_id, hangup="edge")

@@ -224,7 +224,7 @@ def _originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, 
     facts = {"direction": "origination", "trunk": trunk.name, "agent": agent.name, "number": number}
     if req.received_ms:
         facts["start_ms"] = str(req.received_ms)
-    admission = store.acquire(req.call_id, leases, rt.lease_ttl_s, facts=facts)
+    admission = store.acquire(req.call_id, leases, rt.admission_ttl_s, facts=facts)
     if not admission.admitted:
         return replace(limit_reject(admission, rt.retry_after_s), agent=agent.name)
     try:
@@ -357,13 +357,13 @@ def _terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, 
     facts = {"direction": "termination", "agent": agent.name, "number": number}
     if req.received_ms:
         facts["start_ms"] = str(req.received_ms)
-    admission = store.acquire(req.call_id, [agent_lease(agent)], rt.lease_ttl_s, facts=facts)
+    admission = store.acquire(req.call_id, [agent_lease(agent)], rt.admission_ttl_s, facts=facts)
     if not admission.admitted:
         return limit_reject(admission, rt.retry_after_s)
     plan = CallPlan(call_id=req.call_id, direction="termination", targets=targets, agent=agent.name,
                     retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(agent, rt), number=number,
                     caller=req.from_user, caller_media=agent_media(agent, rt))
-    if plan.advance(store, rt.lease_ttl_s, start=0) is None:
+    if plan.advance(store, rt.admission_ttl_s, start=0) is None:
         store.release(req.call_id)
         assert plan.full is not None
         code, reason, tag, retry = plan.full

@@ -387,3 +387,15 @@ def test_overload_errors_name_the_field(tmp_path: Path) -> None:
     message = str(info.value)
     for field in ("overload.max_cps:", "overload.retry_after_s:", "overload.max_transactions:", "overload.queue:"):
         assert field in message, (field, message)
+
+
+def test_unanswered_calls_hold_slots_one_hop_long_and_early_dialogs_no_longer() -> None:
+    """The admission lease lasts one hop's fr_timer + fr_inv_timer (rounded up) + 30 s; the dialog
+    module drops early dialogs after as long, and 2xx without ACK after 64*T1 (RFC 3261 13.3.1.4)."""
+    settings = Settings.model_validate({"sip": {"failover_timeout_ms": 1500, "ringing_timeout_ms": 10000}})
+    assert render_mod.runtime_settings(settings).admission_ttl_s == 2 + 10 + 30
+    assert json.loads(render(settings)["routing.json"])["admission_ttl_s"] == 42
+    cfg = lines(render(settings)["kamailio.cfg"])
+    assert 'modparam("dialog", "early_timeout", 42)' in cfg
+    assert 'modparam("dialog", "noack_timeout", 32)' in cfg
+    assert render_mod.runtime_settings(Settings()).admission_ttl_s == 93
