@@ -1538,8 +1538,8 @@ class Router:
     def _start_clock(self) -> None:
         """On the ACK of an answered call, note its deadline (trunk's max_duration_s, else the
         node's maximum) in the shared ``deadline`` table read by :meth:`ksr_call_clock`."""
-        waiting = _pv(f"$sht({DEADLINE_TABLE}=>{_pv('$ci')})")
-        if waiting and waiting.split(":", 2)[1:2] != [NO_ACK]:
+        waiting = KSR.htable.sht_gete(DEADLINE_TABLE, _pv("$ci")) or ""
+        if waiting and str(waiting).split(":", 2)[1:2] != [NO_ACK]:
             return  # already running (re-INVITE ACK, retransmission)
         if _pv("$dlg(state)") not in ("3", "4"):
             return  # the dialog already ended (a late ACK after the BYE)

@@ -784,6 +784,36 @@ def test_answered_call_record_on_dialog_end(ksr: FakeKSR, router: Any, store: Fa
     assert (record["status"], record["trunk"], record["billable_s"], record["cost"]) == ("answered", "a", 60, "0.020000")
     assert record["gateways"] == [{"gateway": "a gw", "result": "200"}]
     assert record["hangup"] == "callee" and record["media"] == {"mos": "4.2"}
+def test_answer_extends_the_leases_and_watches_for_the_ack_which_starts_the_clock(
+        ksr: FakeKSR, router: Any, store: FakeStore, cdr_table: dict[str, str]) -> None:
+    """The 2xx extends the admission's short lease to the answered call's (lease_ttl_s) and arms a
+    NO_ACK deadline 32 s (64*T1) away in the call clock's table; the ACK replaces it with the call's
+    own deadline.  Without an ACK the clock releases the slots (tests/integration/test_overload.py)."""
+    deadline: dict[str, str] = {}
+    cdr_sets, cdr_gete = ksr.module.htable.sht_sets, ksr.module.htable.sht_gete
+    ksr.module.htable.sht_sets = lambda name, key, value: (
+        deadline.__setitem__(key, value) if name == "deadline" else cdr_sets(name, key, value))
+    ksr.module.htable.sht_gete = lambda name, key: deadline.get(key, "") if name == "deadline" else cdr_gete(name, key)
+    ksr.module.htable.sht_is_null = lambda name, key: -1 if name == "deadline" and key in deadline else 1
+    cdr_table["call-1"] = json.dumps({"cseq": "1", "start": 1000})
+    ksr.pv.update({"$ci": "call-1", "$rs": 200, "$rm": "INVITE", PLAN_AVP: origination_plan().dumps(), "$ft": "ft1"})
+    ksr.returns["textops.has_body_type"] = -1
+    now = __import__("time").time()
+    router.ksr_onreply_manage(MSG)
+    assert store.extended == [("call-1", RT.lease_ttl_s)]
+    due, kind, _, tag = deadline["call-1"].split(":")
+    assert (kind, tag) == ("noack", "ft1") and now + 31 <= int(due) <= now + 33
+    router.ksr_onreply_manage(MSG)  # a retransmitted 2xx changes nothing
+    assert store.extended == [("call-1", RT.lease_ttl_s)]
+    ksr.pv.update({"$rm": "ACK", "$dlg(state)": "4", "$dlg(h_entry)": "7", "$dlg(h_id)": "9", "$tt": "tt1",
+                   "$dlg_var(edge_max_dur)": "120"})
+    router._start_clock()
+    due, h_entry, h_id, ft, tt = deadline["call-1"].split(":")
+    assert (h_entry, h_id, ft, tt) == ("7", "9", "ft1", "tt1") and int(due) >= now + 119
+    router._start_clock()  # a retransmitted ACK keeps the running clock
+    assert deadline["call-1"].split(":")[1] == "7"
+
+
 # -- metrics (xhttp_prom) ------------------------------------------------------------------------
 
 
