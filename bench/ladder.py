@@ -16,6 +16,7 @@ G.711 calls relayed without loss, PCMU<->opus transcoded calls per core, memory 
 Per call, edge against peer (phase ``counts``, bench/roundtrips.py): Python entries, redis and
 rtpengine round trips; ``--baseline REF`` adds the rung ``edge-before`` (the edge built from git REF)
 to the ladder and to these counts.
+And overload (``--only overload``, ``--overload-s``): twice each Kamailio rung's knee for 30 s.
 Raw outputs and summary.json go to bench/results/<timestamp>/; bench/report.py renders
 docs/benchmarks.md from summary.json.
 """
@@ -69,6 +70,8 @@ class Bench:
             self.p["rungs"] = args.rungs.split(",")
         if args.media_n:
             self.p["media_n"] = [int(n) for n in args.media_n.split(",")]
+        if getattr(args, "overload_s", None):
+            self.p["overload"]["burst_s"] = args.overload_s
         self.summary["params"] = self.p
         self.edge = rungs.Edge(self.base)
         self.natives: dict[str, rungs.NativeKamailio] = {}
@@ -82,11 +85,15 @@ class Bench:
                     "repeats": 1, "bisect": 2, "lat_fracs": [0.5], "lat_s": 6,
                     "media_n": [200, 500], "media_setup_cps": 100, "pcap_s": 10,
                     "xcode_n": [20, 60], "mem_n": [100, 400], "profile_s": 6, "ablation_cps": 200,
+                    "overload": {"factor": 2, "burst_s": 10, "long_calls": 10, "recv_timeout_ms": 5000,
+                                 "released_within_s": 60},
                     "rungs": ["direct", "limit", "peer", "edge", "peer-tuned", ALT]}
         return {"step_s": 8, "hold_ms": 500, "ramp": {"start": 100, "step": 100, "interval_s": 2, "max": 3000},
                 "repeats": 3, "bisect": 3, "lat_fracs": [0.25, 0.5, 0.8], "lat_s": 8,
                 "media_n": [200, 300, 400, 500], "media_setup_cps": 150, "pcap_s": 15,
                 "xcode_n": [30, 60, 90], "mem_n": [200, 1000], "profile_s": 8, "ablation_cps": 200,
+                "overload": {"factor": 2, "burst_s": 30, "long_calls": 20, "recv_timeout_ms": 5000,
+                             "released_within_s": 60},
                 "rungs": ["direct", "limit", "peer", "edge", "peer-tuned", ALT]}
 
     # ------------------------------------------------------------------ setup
@@ -117,7 +124,7 @@ class Bench:
             self.p["rungs"] = [r for r in self.p["rungs"] if r != "peer-tuned"]  # it would be the peer again
         vals = dict(WORKERS=4, TCP_WORKERS=2, NODE="bench-peer", MAX_CALL_S=rungs.MAX_CALL_S, NG_PORT=rungs.NG_PORT,
                     REDIS_HOST="127.0.0.1", REDIS_PORT=rungs.REDIS_PORT, LEASE_SHA=shas["lease"],
-                    RELEASE_SHA=shas["release"], LEASE_TTL=rungs.MAX_CALL_S + 60, UPDATE_SHA=shas["call_update"],
+                    RELEASE_SHA=shas["release"], LEASE_TTL=rungs.MAX_CALL_S + 60, ADMISSION_TTL=rungs.ADMISSION_TTL, UPDATE_SHA=shas["call_update"],
                     FINISH_SHA=shas["finish"], CDR_SHA=shas["cdr_add"], MEDIA_SHA=shas["media"], CDR_RETENTION=30 * 86400,
                     SPEND_TTL=3 * 86400, CDR_JSON=rungs.cdr_record_expr("bench-peer"))
         self.natives["peer"] = rungs.NativeKamailio("peer", BENCH / "peer/kamailio.cfg", self.base, rungs.PEER_IP,
@@ -646,6 +653,167 @@ class Bench:
             f"{per['redis_round_trips']} ({per['redis_commands']} commands), rtpengine {per['rtpengine_round_trips']} "
             f"{per['rtpengine_by_command']}; background per s {per['background_per_s']}")
         return per
+    # ------------------------------------------------------------------ overload
+
+    def overload(self) -> None:
+        """Graceful overload (issue 12 item 3): each Kamailio rung (peer, edge, the edge variant) is
+        offered ``factor`` (2) times its knee for ``burst_s`` (30 s; 10 s quick) by a caller on this
+        machine that gives up like a carrier (``-recv_timeout``, INVITE retransmissions every 500 ms).
+        The knee is the ladder's own maximum at < 0.1 % failed calls (the cps phase of this run);
+        without a cps phase, the rung's ramp knee (marked ``knee_source: ramp``).  Measured: goodput
+        (calls answered and ended with their BYE 200, per second of the burst) as a fraction of the
+        knee; time to the 503s (SIPp rtd 1 of ``scenarios/uac_overload.xml``: INVITE sent -> 503);
+        long calls answered before the burst, which must all end with their BYE 200; slots (lease
+        ZSET members) still held ``released_within_s`` (60 s) after the burst, which must be 0 (and
+        when they reach 0, up to 2 minutes later); and RSS and PSS of every process of the rung
+        (Kamailio's, rtpengine, redis) after a warm-up at 80 % of the knee (burst_s / 3, at least 3 s) and
+        after the slots are free again, with Kamailio's shm in use.  The peer under the
+        same overload (twice its own knee) is the reference for what the generator itself costs."""
+        o = self.p["overload"]
+        cps = self.summary.get("cps", {})
+        out = {}
+        for rung in [r for r in self.p["rungs"] if r == "peer" or r.startswith("edge")]:
+            knee, source = (cps.get(rung) or {}).get("max_cps"), "cps"
+            if not knee:
+                knee, source = self.ramp(rung)["knee_cps"], "ramp"
+            try:
+                out[rung] = self.overload_rung(rung, float(knee), o)
+            except Exception as exc:  # noqa: BLE001 - the other rungs are still measured
+                out[rung] = {"error": f"{exc}"}
+                self.summary["errors"].append(f"overload {rung}: {exc}\n{traceback.format_exc()}")
+            out[rung]["knee_cps"], out[rung]["knee_source"] = knee, source
+            self.summary["overload"] = out
+            self.save()
+
+    def overload_rung(self, rung: str, knee: float, o: dict) -> dict:
+        rate = round(o["factor"] * knee)
+        burst_s = o["burst_s"]
+        self.clean(rung, True)  # a fresh Kamailio: no state of an earlier phase
+        target = self.target(rung)
+        workdir = self.step_dir(f"overload-{rung}")
+        workdir.mkdir(parents=True)
+        client = self.edge.redis()
+        held = lambda: sum(int(client.zcount(k, f"({time.time()}", "+inf"))  # noqa: E731
+                           for k in client.scan_iter(match="edge:lease:*", count=1000))
+        # warm-up at the knee, so that "before" is the memory of a rung that has carried its knee
+        # (Kamailio keeps the shm and pkg pages it touched resident): the burst must add nothing to it
+        warm_s, warm_rate = max(3.0, burst_s / 3), round(0.8 * knee)
+        warm = steps.run_step(workdir / "warmup", target, warm_rate, warm_s, self.p["hold_ms"])
+        _wait(lambda: held() == 0, 60, "the warm-up's slots released", fail=False)
+        mem_before = self.rung_memory(rung)
+        uas = sippx.start_uas(workdir / "uas", rungs.AGENT_IP, rungs.AGENT_PORT, rungs.UAS_MEDIA_PORT)
+        # calls answered before the burst, held through it: they must end normally (BYE 200)
+        n_long = o["long_calls"]
+        long_hold = int((burst_s + 15) * 1000)
+        long_dir = workdir / "long"
+        long_dir.mkdir()
+        long_scen = steps.scenario(long_dir, long_hold)
+        long_uac = sippx.start_uac(long_dir, sippx.uac_argv(
+            str(long_scen), rungs.CARRIER_IP, rungs.CARRIER_PORT + 5, rungs.UAC_MEDIA_PORT + 60, target.address,
+            rungs.DID, 20, n_long, long_hold, limit=n_long + 5, extra=["-recv_timeout", str(long_hold + 30000)]))
+        # the long calls' own call hashes (SIPp's Call-IDs are "{n}-{pid}@{ip}"), answered (answer_ms)
+        answered = lambda: sum(1 for k in client.scan_iter(match=f"edge:call:*:*-{long_uac.pid}@*", count=1000)  # noqa: E731
+                               if client.hget(k, "answer_ms"))
+        _wait(lambda: answered() >= n_long or long_uac.poll() is not None, 10 + n_long / 20, "long calls answered")
+        long_answered = answered()
+        # the burst: a caller that gives up like a carrier
+        burst_dir = workdir / "burst"
+        burst_dir.mkdir()
+        scen = steps.scenario(burst_dir, self.p["hold_ms"], name="uac_overload.xml")
+        calls = int(rate * burst_s)
+        argv = sippx.uac_argv(str(scen), rungs.CARRIER_IP, rungs.CARRIER_PORT, rungs.UAC_MEDIA_PORT, target.address,
+                              rungs.DID, rate, calls, self.p["hold_ms"], limit=max(2000, rate * 10),
+                              extra=["-recv_timeout", str(o["recv_timeout_ms"])])
+        meter = sysinfo.CpuMeter(target.groups)
+        meter.start()
+        t0 = time.monotonic()
+        uac = sippx.start_uac(burst_dir, argv)
+        uac_usage = None
+        deadline = t0 + burst_s + o["recv_timeout_ms"] / 1000 + self.p["hold_ms"] / 1000 + 40
+        while time.monotonic() < deadline:
+            pid, _, usage = os.wait4(uac.pid, os.WNOHANG)
+            if pid == uac.pid:
+                uac.returncode, uac_usage = 0, usage
+                break
+            time.sleep(0.25)
+        else:
+            sippx.stop(uac)
+        cpu = meter.stop()
+        burst_end = t0 + burst_s  # the caller stops creating calls here
+        # the long calls end by themselves (their hold outlasts the burst by 15 s)
+        _wait(lambda: long_uac.poll() is not None, max(5.0, long_hold / 1000 - (time.monotonic() - t0) + 30),
+              "long calls ended")
+        sippx.stop(long_uac)
+        sippx.stop(uas.proc)
+        # slots held after the burst: polled until none is left or released_within_s passed
+        within = o["released_within_s"]
+        zero_at = _wait(lambda: held() == 0, max(0.0, burst_end + within - time.monotonic()), "", fail=False)
+        held_at_limit = held()
+        # what the calls still holding slots are: answered (answer_ms) or not, by their call hash
+        states = {"answered": 0, "unanswered": 0}
+        for k in client.scan_iter(match="edge:call:*", count=1000):
+            states["answered" if client.hget(k, "answer_ms") else "unanswered"] += 1
+        if zero_at is None:  # how much longer they last (the report names it): up to 2 more minutes
+            zero_at = _wait(lambda: held() == 0, 120, "", fail=False)
+        mem_after = self.rung_memory(rung)
+        stat = sippx.summarize_stat(sippx.read_stat(burst_dir / "uac_stat.csv"))
+        long_stat = sippx.summarize_stat(sippx.read_stat(long_dir / "uac_stat.csv"))
+        to_503 = sippx.read_rtt(burst_dir).get(1, [])
+        refused = len(to_503)
+        completed = max(0, stat["successful"] - refused)  # a 503 ACKed ends as a SIPp "successful" call
+        goodput = completed / burst_s
+        res = {
+            "rung": rung,
+            "offered_cps": rate,
+            "burst_s": burst_s,
+            "created": stat["created"],
+            "completed": completed,
+            "refused_503": refused,
+            "failed": stat["failed"],
+            "failures": stat.get("failures", {}),
+            "retransmissions": stat["retransmissions"],
+            "goodput_cps": round(goodput, 1),
+            "goodput_of_knee": round(goodput / knee, 3) if knee else None,
+            "time_to_503_ms": steps._pct(to_503),
+            "long_calls": {"placed": n_long, "answered_before_burst": long_answered,
+                           "completed": long_stat["successful"], "failed": long_stat["failed"],
+                           "ok": long_stat["successful"] == n_long and long_stat["failed"] == 0},
+            "slots_held_after_s": {"limit_s": within, "held": held_at_limit, "calls_then": states,
+                                   "zero_after_s": None if zero_at is None else round(zero_at - burst_end, 1)},
+            "warmup": {"rate": warm_rate, "duration_s": warm_s, "passed": warm["passed"], "failed": warm["failed"]},
+            "memory_before": mem_before,
+            "memory_after": mem_after,
+            "memory_change": {g: {k: _ratio(mem_after[g][k], mem_before[g][k]) for k in ("rss_kb", "pss_kb")}
+                              for g in mem_before if g in mem_after and isinstance(mem_before[g], dict)},
+            "cpu_s": cpu["cpu_s"],
+            "generator_cpu_s": round(uac_usage.ru_utime + uac_usage.ru_stime, 2) if uac_usage else None,
+            "workdir": str(workdir),
+        }
+        (workdir / "overload.json").write_text(json.dumps(res, indent=1))
+        log(f"overload {rung}: offered {rate} CPS for {burst_s} s (knee {knee}): goodput {res['goodput_cps']} CPS "
+            f"({res['goodput_of_knee']} of the knee), {refused} x 503 (p99 {res['time_to_503_ms'].get('p99')} ms), "
+            f"failed {stat['failed']}, long calls ok {res['long_calls']['ok']}, slots held {held_at_limit} "
+            f"{within} s after")
+        self.clean(rung, True)
+        return res
+
+    def rung_memory(self, rung: str) -> dict:
+        """RSS and PSS (kB) of every process of a rung: its Kamailio (all forked processes; shm
+        counted once in PSS), rtpengine and redis (shared by the rungs), and Kamailio's shm in use
+        (``core.shmmem`` real_used)."""
+        if rung.startswith("edge"):
+            leader, ctl = self.edge.pid("kamailio"), self.edge.run_dir / "kamailio_ctl"
+        else:
+            leader, ctl = self.natives[rung].pid(), self.natives[rung].run_dir / "kamailio_ctl"
+        groups = {"kamailio": sysinfo.session_pids(leader) if leader else [],
+                  "rtpengine": [self.edge.pid("rtpengine")], "redis": [self.edge.pid("redis")]}
+        out: dict = {g: {"processes": len(pids), "rss_kb": sysinfo.rss_kb(pids), "pss_kb": sysinfo.pss_kb(pids)}
+                     for g, pids in groups.items()}
+        shm = subprocess.run(["kamcmd", "-s", f"unix:{ctl}", "core.shmmem"], capture_output=True, text=True).stdout
+        for line in shm.splitlines():
+            if "real_used" in line:
+                out["kamailio"]["shm_used_kb"] = int(line.split(":")[1]) // 1024
+        return out
 
     def micro(self) -> None:
         """The plugin's Python hot path outside Kamailio (bench/micro.py), HEAD vs HEAD + proposals."""
@@ -713,7 +881,8 @@ class Bench:
         t0 = time.monotonic()
         phases = [("cps", self.cps), ("counts", self.counts), ("latency", self.latency), ("ablation", self.ablation),
                   ("profile", self.profile), ("media", lambda: self.media(False)), ("xcode", lambda: self.media(True)),
-                  ("memory", self.memory), ("micro", self.micro), ("pyprof", self.pyprof)]
+                  ("memory", self.memory), ("overload", self.overload), ("micro", self.micro),
+                  ("pyprof", self.pyprof)]
         only = set(self.args.only.split(",")) if self.args.only else None
         try:
             self.setup()
@@ -759,6 +928,24 @@ def compact(out: Path, limit: int = 100_000, keep_bytes: int = 200_000) -> None:
             with open(path, "rb") as src, gzip.open(str(path) + ".gz", "wb", compresslevel=6) as dst:
                 shutil.copyfileobj(src, dst)
             path.unlink()
+
+
+def _wait(predicate, timeout: float, what: str, fail: bool = True) -> float | None:
+    """Poll ``predicate`` (every 0.25 s) until true; returns the monotonic time it became true, or
+    None on timeout (``fail``: raise instead, naming ``what``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            if fail:
+                raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+            return None
+        time.sleep(0.25)
+
+
+def _ratio(after: float, before: float) -> float | None:
+    return round(after / before, 3) if before else None
 
 
 def _brief(step: dict) -> dict:
@@ -891,7 +1078,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few minutes: one repeat, short steps")
     ap.add_argument("--worktree", action="store_true", help="bench the working tree instead of git HEAD")
-    ap.add_argument("--only", help="comma-separated phases: cps,latency,ablation,profile,media,xcode,memory,micro,pyprof")
+    ap.add_argument("--only", help="comma-separated phases: cps,counts,latency,ablation,profile,media,xcode,memory,overload,"
+                                   "micro,pyprof")
+    ap.add_argument("--overload-s", type=float, help="length of the overload phase's burst (s; default 30, 10 quick)")
     ap.add_argument("--rungs", help="comma-separated rungs of the CPS ladder (default: all), e.g. edge,edge-w8")
     ap.add_argument("--media-n", help="comma-separated G.711 call counts of the media phase, e.g. 400,500")
     ap.add_argument("--baseline", metavar="REF",

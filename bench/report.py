@@ -338,6 +338,60 @@ def render(summary_path: Path, target: Path) -> None:
               f"{pc.get('rtpengine_pss_kb')} | {pc.get('redis_pss_kb')} | **{pc.get('total_kb')}** |")
         w("")
 
+    # ------------------------------------------------------------------ overload
+    ovl = s.get("overload", {})
+    if ovl:
+        o = (s.get("params") or {}).get("overload", {})
+        w("## Overload")
+        w("")
+        w(f"Each rung offered {o.get('factor', 2)}× its knee (the CPS phase's maximum at < 0.1 % failed calls, or "
+          f"its ramp knee when this run had no CPS phase) for {o.get('burst_s')} s, by a caller on this machine that "
+          f"gives up like a carrier: `-recv_timeout {o.get('recv_timeout_ms')}` ms, no CANCEL, INVITE retransmissions "
+          f"every 500 ms (`bench/scenarios/uac_overload.xml`). {o.get('long_calls')} calls answered before the burst "
+          "are held through it. **Goodput** = calls answered and ended with their BYE 200, per second of the burst. "
+          "**Time to 503** = SIPp rtd from the first INVITE to the 503 the node answers (a rung without admission "
+          "answers 503s of its own: agent unreachable after tm timeouts, routing store or media relay unavailable). "
+          "**Slots held** = lease ZSET "
+          "members left "
+          f"{o.get('released_within_s')} s after the burst (target 0). **Memory** = RSS and PSS of the rung's "
+          "Kamailio (all processes), rtpengine and redis after a warm-up at 80 % of the knee (Kamailio keeps the pages it "
+          "has touched) and once the slots are free again, after/before (target within 10 %); Kamailio's shm in use "
+          "(`core.shmmem` real_used) for reference. Calls refused with 503 are counted by their rtd samples. The "
+          "peer under the same overload (twice its own knee) is the reference for what the generator costs; it has no "
+          "admission and no media watchdog (answered calls whose BYE was lost hold their slots until their lease "
+          "expires), so its slot figures are not a reference.")
+        w("")
+        w("| rung | knee (CPS) | offered (CPS) | created | completed | 503 | failed | goodput (CPS) | goodput / knee | "
+          "time to 503 p50 / p99 (ms) | long calls ended normally | slots held 60 s after | held until (s after burst) | "
+          "generator CPU (s) |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for rung, r in ovl.items():
+            if "error" in r:
+                w(f"| {rung} | {r.get('knee_cps')} | error: {r['error'][:120]} |||||||||||")
+                continue
+            t = r.get("time_to_503_ms") or {}
+            lc = r.get("long_calls") or {}
+            sh = r.get("slots_held_after_s") or {}
+            w(f"| {rung} | {fmt(r.get('knee_cps'), 0)}{' (ramp)' if r.get('knee_source') == 'ramp' else ''} | "
+              f"{r['offered_cps']} | {r['created']} | {r['completed']} | {r['refused_503']} | {r['failed']} | "
+              f"{fmt(r['goodput_cps'], 1)} | **{fmt(r.get('goodput_of_knee'), 2)}** {ok((r.get('goodput_of_knee') or 0) >= 0.9)} | "
+              f"{fmt(t.get('p50'), 1)} / **{fmt(t.get('p99'), 1)}** {ok(t.get('p99') is not None and t['p99'] <= 50)} | "
+              f"{lc.get('completed')}/{lc.get('placed')} {ok(lc.get('ok'))} | **{sh.get('held')}** {ok(sh.get('held') == 0)} | "
+              f"{fmt(sh.get('zero_after_s'), 1)} | {fmt(r.get('generator_cpu_s'), 1)} |")
+        w("")
+        w("| rung | process | RSS before → after (KB) | PSS before → after (KB) | PSS after / before | Kamailio shm used before → after (KB) |")
+        w("|---|---|---|---|---|---|")
+        for rung, r in ovl.items():
+            if "error" in r:
+                continue
+            for group, before in (r.get("memory_before") or {}).items():
+                after = (r.get("memory_after") or {}).get(group, {})
+                change = (r.get("memory_change") or {}).get(group, {}).get("pss_kb")
+                shm = (f"{before.get('shm_used_kb')} → {after.get('shm_used_kb')}" if "shm_used_kb" in before else "")
+                w(f"| {rung} | {group} | {before.get('rss_kb')} → {after.get('rss_kb')} | {before.get('pss_kb')} → "
+                  f"{after.get('pss_kb')} | {fmt(change, 3)} {ok(change is not None and change <= 1.1)} | {shm} |")
+        w("")
+
     # ------------------------------------------------------------------ analysis
     analysis = BENCH / "analysis.md"
     if analysis.exists():
@@ -479,6 +533,33 @@ def targets(s: dict) -> list[tuple]:
         return sum(vals) / len(vals) if vals else None
     rows.append(("CPU per call, Kamailio + rtpengine + redis", "report", fmt(sut("edge"), 2, " ms"),
                  fmt(sut(alt), 2, " ms"), ""))
+    ovl = s.get("overload") or {}
+
+    def ov(v, *path):
+        r = ovl.get(v) or {}
+        for key in path:
+            r = (r or {}).get(key) if isinstance(r, dict) else None
+        return r
+
+    a, b = ov("edge", "goodput_of_knee"), ov(alt, "goodput_of_knee")
+    rows.append(("overload (2× the knee): goodput / knee", "≥ 0.9", fmt(a, 2), fmt(b, 2),
+                 f"{ok(a is not None and a >= 0.9)} → {ok(b is not None and b >= 0.9)}"))
+    a, b = ov("edge", "time_to_503_ms", "p99"), ov(alt, "time_to_503_ms", "p99")
+    rows.append(("overload: time to the 503, p99", "≤ 50 ms", fmt(a, 1, " ms"), fmt(b, 1, " ms"),
+                 f"{ok(a is not None and a <= 50)} → {ok(b is not None and b <= 50)}"))
+    a, b = ov("edge", "long_calls", "ok"), ov(alt, "long_calls", "ok")
+    rows.append(("overload: calls answered before the burst end normally", "all", str(a), str(b), f"{ok(a)} → {ok(b)}"))
+    a, b = ov("edge", "slots_held_after_s", "held"), ov(alt, "slots_held_after_s", "held")
+    rows.append(("overload: slots held 60 s after the burst", "0", str(a), str(b), f"{ok(a == 0)} → {ok(b == 0)}"))
+
+    def worst(v):
+        ch = ov(v, "memory_change") or {}
+        vals = [g.get("pss_kb") for g in ch.values() if g.get("pss_kb")]
+        return max(vals) if vals else None
+
+    a, b = worst("edge"), worst(alt)
+    rows.append(("overload: PSS of every edge process after / before (the largest)", "≤ 1.10", fmt(a, 3), fmt(b, 3),
+                 f"{ok(a is not None and a <= 1.1)} → {ok(b is not None and b <= 1.1)}"))
     return rows
 
 

@@ -35,6 +35,9 @@ DID = "+14155550100"
 TRUNK, AGENT = "carrier", "bot"
 NODE = "bench-edge"
 MAX_CALL_S = 3600
+#: lease of a call not yet answered, as the edge's (routing.render.admission_ttl_s of the bench
+#: edge's settings: the default sip.failover_timeout_ms 3000 + ringing_timeout_ms 60000, + 30 s)
+ADMISSION_TTL = 3 + 60 + 30
 
 
 def udp_bound(ip: str, port: int) -> bool:

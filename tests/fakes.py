@@ -31,6 +31,7 @@ class FakeStore:
     full_keys: set[str] = field(default_factory=set)
     paced_keys: dict[str, int] = field(default_factory=dict)
     acquired: list[dict[str, object]] = field(default_factory=list)
+    extended: list[tuple[str, int]] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
@@ -91,8 +92,10 @@ class FakeStore:
         self.released.append(call_id)
         return dict(self.call_fields.get(call_id, {}))
 
-    def update_call(self, call_id: str, fields: dict[str, str]) -> bool:
+    def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool:
         self.call_fields.setdefault(call_id, {}).update(fields)
+        if extend_s:
+            self.extended.append((call_id, extend_s))
         return True
 
     def credentials(self, trunk: str) -> tuple[str, str] | None:

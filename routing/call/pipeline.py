@@ -341,7 +341,7 @@ def _admit_origination(c: Call) -> Decision | None:
     assert trunk is not None and agent is not None
     leases = [trunk_lease(trunk), agent_lease(agent)]
     facts = _call_facts(c, direction="origination", trunk=trunk.name, agent=agent.name, number=c.number)
-    admission = c.store.acquire(c.req.call_id, leases, c.rt.lease_ttl_s, facts=facts)
+    admission = c.store.acquire(c.req.call_id, leases, c.rt.admission_ttl_s, facts=facts)
     if not admission.admitted:
         return replace(limit_reject(admission, c.rt.retry_after_s), agent=agent.name)
     return None
@@ -514,13 +514,13 @@ def _admit_termination(c: Call) -> Decision | None:
     agent, rt = c.agent, c.rt
     assert agent is not None
     facts = _call_facts(c, direction="termination", agent=agent.name, number=c.number)
-    admission = c.store.acquire(c.req.call_id, [agent_lease(agent)], rt.lease_ttl_s, facts=facts)
+    admission = c.store.acquire(c.req.call_id, [agent_lease(agent)], rt.admission_ttl_s, facts=facts)
     if not admission.admitted:
         return limit_reject(admission, rt.retry_after_s)
     c.plan = plan = CallPlan(call_id=c.req.call_id, direction="termination", targets=c.targets, agent=agent.name,
                              retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(agent, rt), number=c.number,
                              caller=c.req.from_user, caller_media=agent_media(agent, rt))
-    if plan.advance(c.store, rt.lease_ttl_s, start=0) is None:
+    if plan.advance(c.store, rt.admission_ttl_s, start=0) is None:
         c.store.release(c.req.call_id)
         assert plan.full is not None
         code, reason, tag, retry = plan.full

@@ -109,7 +109,10 @@ class CallPlan:
 
         Args:
             store: where the leases live.
-            ttl_s: lease lifetime (s).
+            ttl_s: lease lifetime (s): the admission's (``RuntimeSettings.admission_ttl_s``),
+                as long as one hop may take; a failover to a hop whose slot the call already
+                holds (another gateway of the same trunk, an agent's next URI) extends the
+                held leases by as much, so a call that rings on several hops keeps its slots.
             start: hop index to start from (0 for the first attempt); default is the next one.
 
         Returns:
@@ -123,6 +126,8 @@ class CallPlan:
             target = self.targets[index]
             needed = target.lease.key if target.lease else None
             if needed == self.held or needed is None:
+                if start is None:  # a failover: the new hop may ring as long as the first
+                    store.update_call(self.call_id, {}, extend_s=ttl_s)
                 self.index = index
                 return target
             release = [self.held] if self.held else []

@@ -121,6 +121,13 @@ PDD_METRIC = POST_DIAL_DELAY.name
 # -- value codecs of the htables ------------------------------------------------------------------
 #: the ``h_entry`` of a :class:`Deadline` the call clock set to clean a call up after its hang-up
 CLEANUP = "cleanup"
+#: the deadline form of a call answered by a 2xx whose ACK has not come yet: the ACK (native route
+#: CALL_STARTED) replaces it with the call's real deadline; if none comes the call clock releases it
+NO_ACK = "noack"
+#: how long (s) a 2xx waits for its ACK before the call's slots are released: 64*T1, the time the
+#: callee retransmits its 2xx (RFC 3261 section 13.3.1.4); the dialog module's own noack_timeout only
+#: acts on its 90 s cleaning timer
+ACK_WAIT_S = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +138,8 @@ class Deadline:
     ``"{deadline}:{h_entry}:{h_id}:{caller from-tag}:{callee to-tag}"``; keep both writers
     byte-identical) and by the plugin (``routing.kamailio.timers``, ``dialogs``): the deadline moved
     to now (end the call at the next tick), or the cleanup form ``"{when}:cleanup::{caller from-tag}"``
-    (dialog:end must have come by then; else the clock releases the call itself).
+    (dialog:end must have come by then; else the clock releases the call itself), or, between the
+    2xx and its ACK, ``"{2xx + ACK_WAIT_S}:noack::{caller from-tag}"`` (no ACK by then: released).
 
     Attributes:
         at_s: when the clock acts (epoch s).
@@ -152,6 +160,16 @@ class Deadline:
         """Whether this is the cleanup form (the call is being ended by the clock)."""
         return self.h_entry.startswith(CLEANUP)
 
+    @property
+    def awaiting_ack(self) -> bool:
+        """Whether this is the 2xx's form, before the ACK started the call clock."""
+        return self.h_entry == NO_ACK
+
+    @classmethod
+    def ack_due(cls, at_s: int, caller_tag: str) -> "Deadline":
+        """The 2xx's form: at ``at_s`` the clock releases the call unless its ACK came."""
+        return cls(at_s, NO_ACK, "", caller_tag)
+
     @classmethod
     def cleanup_at(cls, at_s: int, caller_tag: str) -> "Deadline":
         """The cleanup form: at ``at_s`` the clock releases the call unless dialog:end came."""
@@ -159,8 +177,8 @@ class Deadline:
 
     def encode(self) -> str:
         """The htable value (the forms above)."""
-        if self.h_entry == CLEANUP and not self.h_id and not self.callee_tag:
-            return f"{self.at_s}:{CLEANUP}::{self.caller_tag}"
+        if self.h_entry in (CLEANUP, NO_ACK) and not self.h_id and not self.callee_tag:
+            return f"{self.at_s}:{self.h_entry}::{self.caller_tag}"
         return f"{self.at_s}:{self.h_entry}:{self.h_id}:{self.caller_tag}:{self.callee_tag}"
 
     @classmethod

@@ -131,7 +131,7 @@ def failure(w: Worker) -> None:
         count(metrics.CALLS_FAILED, *failed[:2], metrics.sip_class(code))
         return  # tm relays this final response upstream
     try:
-        nxt = plan.advance(w.open_store(), w.settings.lease_ttl_s)
+        nxt = plan.advance(w.open_store(), w.settings.admission_ttl_s)
     except StoreUnavailable:
         nxt = None
     if nxt is None:

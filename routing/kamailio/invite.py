@@ -178,7 +178,7 @@ def send(w: Worker, plan: CallPlan, failure_route: bool) -> None:
         KSR.warn(f"edge: cannot send to {target.label} call-id={plan.call_id}\n")
         plan.record(500, "Send Failed", answered=False)
         failed = hop_labels(plan)
-        nxt = plan.advance(store, w.settings.lease_ttl_s)
+        nxt = plan.advance(store, w.settings.admission_ttl_s)
         if nxt is None:
             failure.give_up(w, plan)
             return

@@ -18,6 +18,7 @@ from ..call.decision import Reject
 from ..call.plan import CallPlan
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
+from .callstate import Deadline
 from . import records
 from .mediaflags import answer_fill, flags, modes, offer_flags, sdp_flags, sides
 from .worker import Worker, count, has_sdp, log_reject, observe, pv
@@ -162,8 +163,11 @@ def _reply_metrics(code: int) -> None:
 
 
 def _answered(w: Worker, code: int) -> None:
-    """First 2xx of an initial INVITE: note the answer time, the hop that answered and
-    the callee's codecs for the call record, and show them in the live call hash."""
+    """First 2xx of an initial INVITE: note the answer time, the hop that answered and the callee's
+    codecs for the call record, and show them in the live call hash, whose leases now last the
+    longest a call may (``lease_ttl_s``; the admission's were ``admission_ttl_s``).  Until the
+    caller's ACK starts the call clock the call's deadline is its ACK's (:meth:`Deadline.ack_due`):
+    a caller that gave up never ACKs, and the call clock then releases the slots."""
     call_id = pv("$ci")
     state = records.load(call_id)
     if state is None or not state.start_ms or state.answer_ms:
@@ -177,11 +181,13 @@ def _answered(w: Worker, code: int) -> None:
     state.answer_ms = now
     state.codecs_callee = sdp_codecs(pv("$rb")) if has_sdp() else []
     records.save(call_id, state)
+    if KSR.htable.sht_is_null(cs.DEADLINE_TABLE, call_id) > 0:
+        KSR.htable.sht_sets(cs.DEADLINE_TABLE, call_id, Deadline.ack_due(now // 1000 + cs.ACK_WAIT_S, pv("$ft")).encode())
     try:
         w.open_store().update_call(call_id, {
             "answer_ms": str(now), "codecs_caller": ",".join(state.codecs_caller or []),
             "codecs_callee": ",".join(state.codecs_callee), "trunk": state.trunk or "",
-        })
+        }, extend_s=w.settings.lease_ttl_s)
     except StoreUnavailable as exc:
         w.cdrs().mark_down()
         KSR.warn(f"edge: cannot note the answer of call-id={call_id} in redis: {exc}\n")

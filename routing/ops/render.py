@@ -20,7 +20,7 @@ import jinja2
 from routing.call import metrics, sides
 from routing.call.headers import IDENTITY_HEADERS
 from routing.kamailio import callstate
-from routing.ops.runtime import RuntimeSettings
+from routing.ops.runtime import ADMISSION_MARGIN_S, RuntimeSettings
 from routing.ops.settings import REPO_ROOT, Settings
 
 __all__ = ["TEMPLATE_DIR", "ENTRY_SCRIPT", "KAMAILIO_MODULES", "OUTPUTS", "render", "render_to_dir", "runtime_settings"]
@@ -54,6 +54,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         redis_timeout_ms=settings.redis.timeout_ms,
         redis_connect_timeout_ms=settings.redis.connect_timeout_ms,
         lease_ttl_s=settings.sip.max_call_duration_s + 60,
+        admission_ttl_s=admission_ttl_s(settings),
         retry_after_s=settings.limits.retry_after_s,
         python_paths=(str(REPO_ROOT), site_packages),
         blocked_prefixes=tuple(settings.policy.blocked_prefixes),
@@ -87,6 +88,13 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         sip_sockets=sides.side_sockets(
             (l.transport, sip_host(l.address), l.port, l.side) for l in settings.sip.listen) or None,
     )
+
+
+def admission_ttl_s(settings: Settings) -> int:
+    """Lifetime (s) of the slots of a call not yet answered (``RuntimeSettings.admission_ttl_s``):
+    one hop's tm ``fr_timer`` + ``fr_inv_timer``, rounded up, + ``ADMISSION_MARGIN_S``."""
+    hop_ms = settings.sip.failover_timeout_ms + settings.sip.ringing_timeout_ms
+    return -(-hop_ms // 1000) + ADMISSION_MARGIN_S
 
 
 def topology_key(settings: Settings) -> str:

@@ -10,7 +10,11 @@ import json
 import os
 from dataclasses import dataclass, fields
 
-__all__ = ["RuntimeSettings", "ENV_VAR", "load"]
+__all__ = ["RuntimeSettings", "ENV_VAR", "ADMISSION_MARGIN_S", "load"]
+
+#: Margin (s) of the admission lease over one hop's transaction timers (fr_timer + fr_inv_timer):
+#: the INVITE may wait that long in Kamailio's queues and redis before its timers start.
+ADMISSION_MARGIN_S = 30
 
 #: Environment variable holding the path of ``routing.json``.
 ENV_VAR = "BYOC_EDGE_RUNTIME"
@@ -25,8 +29,13 @@ class RuntimeSettings:
         redis_host, redis_port, redis_db, redis_password: the routing store.
         redis_timeout_ms: per-command socket timeout (ms); bounds the 503 when redis hangs.
         redis_connect_timeout_ms: connect timeout (ms).
-        lease_ttl_s: longest a call may hold a concurrency slot (s); the dialog
-            module's ``default_timeout`` plus a margin.
+        lease_ttl_s: longest an answered call may hold a concurrency slot (s); the dialog
+            module's ``default_timeout`` plus a margin.  The answer extends the admission's
+            lease to it (``RedisStore.update_call``).
+        admission_ttl_s: how long a call not yet answered holds its slots (s): one hop's
+            ``fr_timer`` + ``fr_inv_timer`` + :data:`ADMISSION_MARGIN_S`, renewed on each failover.
+            An admission whose INVITE is abandoned (the caller gave up, the transaction or
+            dialog vanished, redis hung) frees its slots by itself after this long.
         retry_after_s: Retry-After sent with 503 refusals (s).
         python_paths: directories added to ``sys.path`` (the venv's site-packages).
         blocked_prefixes: E.164 prefixes no agent may reach on any trunk (premium, satellite...).
@@ -73,6 +82,7 @@ class RuntimeSettings:
     redis_timeout_ms: int = 200
     redis_connect_timeout_ms: int = 200
     lease_ttl_s: int = 14460
+    admission_ttl_s: int = 93
     retry_after_s: int = 5
     python_paths: tuple[str, ...] = ()
     blocked_prefixes: tuple[str, ...] = ()

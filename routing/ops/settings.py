@@ -245,6 +245,27 @@ class Limits(_Model):
     retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After on 503 refusals")
 
 
+class Overload(_Model):
+    """Node-wide admission of new calls (issue 12 item 3): native route blocks at the top of
+    Kamailio's request route answer the excess ``503`` with ``Retry-After`` before any redis
+    access or routing work (``templates/kamailio.cfg.j2``, ``overload.*`` in its context)."""
+
+    max_cps: int = Field(
+        0, ge=0, le=100000, description="new calls (initial INVITEs) per second the node admits; 0 = no limit",
+    )
+    max_calls: int = Field(
+        0, ge=0, le=1000000, description="concurrent calls (dialogs) the node admits; 0 = no limit",
+    )
+    max_transactions: int = Field(
+        5000, ge=0, le=1000000,
+        description="shed new INVITEs while tm's transactions in use exceed this (the edge is backed up); 0 = off. "
+        "Little's law at this 2-core machine's knee (~350 CPS of short calls): each call keeps an INVITE and a BYE "
+        "transaction for tm's 5 s wait_timer after their final reply, about 350 x 2 x 5 = 3,500 in use; 5,000 leaves "
+        "about 40 % headroom above that and trips within a few seconds of a backlog (docs/settings.md)",
+    )
+    retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After on the node's overload 503s (s)")
+
+
 #: Destinations refused on every trunk unless an operator removes them: international premium
 #: rate (+979), satellite and international networks (+870, +881, +882, +883), NANP premium (+1900, +1976).
 DEFAULT_BLOCKED = ["+1900", "+1976", "+870", "+881", "+882", "+883", "+979"]
@@ -405,6 +426,7 @@ class Settings(_Model):
     rtpengine: RtpEngine = Field(default_factory=RtpEngine)
     redis: Redis = Field(default_factory=Redis)
     limits: Limits = Field(default_factory=Limits)
+    overload: Overload = Field(default_factory=Overload)
     policy: Policy = Field(default_factory=Policy)
     security: Security = Field(default_factory=Security)
     health: Health = Field(default_factory=Health)

@@ -60,7 +60,7 @@ class DryRunStore:
     def finish(self, call_id: str) -> dict[str, str]:
         return {}
 
-    def update_call(self, call_id: str, fields: dict[str, str]) -> bool:
+    def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool:
         return False
 
     def credentials(self, trunk: str) -> tuple[str, str] | None:

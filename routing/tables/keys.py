@@ -200,6 +200,17 @@ def trunk_secret_keys(name: str) -> list[str]:
     return [trunk_auth(name)]
 
 
+def trunk_slot_keys(name: str) -> list[str]:
+    """A trunk's concurrency and CPS state (leases, token bucket): removed with the trunk, so no
+    slot of a removed trunk lingers (a trunk added again under the name starts from zero)."""
+    return [trunk_lease(name), trunk_cps(name)]
+
+
+def agent_slot_keys(name: str) -> list[str]:
+    """An agent's concurrency state (its lease ZSET): removed with the agent."""
+    return [agent_lease(name)]
+
+
 def agent_keys(name: str) -> list[str]:
     """Every routing-table key that belongs to an agent."""
     return [agent(name), agent_uris(name), agent_cidrs(name)]

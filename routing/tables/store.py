@@ -171,7 +171,7 @@ class Store(Protocol):
 
     def finish(self, call_id: str) -> dict[str, str]: ...
 
-    def update_call(self, call_id: str, fields: dict[str, str]) -> bool: ...
+    def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool: ...
 
 
 def route_prefixes(number: str) -> list[str]:
@@ -437,12 +437,18 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
         return dict(zip(flat[::2], flat[1::2]))
 
-    def update_call(self, call_id: str, fields: dict[str, str]) -> bool:
-        """Add ``fields`` to a live call's hash (answer time, codecs); False when the call
-        has been released already (the hash is not re-created)."""
-        if not fields:
+    def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool:
+        """Add ``fields`` to a live call's hash (answer time, codecs) and, when ``extend_s`` > 0,
+        make its leases and hash last ``extend_s`` seconds from now (the answer extends the
+        admission's short lease to the longest a call may last, routing/lua/call_update.lua);
+        False when the call has been released already (the hash is not re-created, no lease re-joined).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        if not fields and extend_s <= 0:
             return False
-        argv: list[str] = []
+        argv: list[str | int] = [keys.lease_member(self.node, call_id), int(extend_s)]
         for name, value in fields.items():
             argv += [name, value]
         try:
@@ -463,7 +469,8 @@ class RedisStore:
         Args:
             call_id: the SIP Call-ID.
             leases: slots to take.
-            ttl_s: lease lifetime (s); the longest a call may last.
+            ttl_s: lease lifetime (s): the admission's, as long as the call may ring
+                (``RuntimeSettings.admission_ttl_s``); :meth:`update_call` extends it on the answer.
             release: lease keys to leave first (moving to another trunk on failover).
             facts: fields stored with the call record (trunk, agent, direction...).
 

@@ -54,8 +54,8 @@ def queue_put_agent(p: Pipeline, agent: Agent) -> None:
 
 
 def queue_remove_agent(p: Pipeline, name: str) -> None:
-    """Queue the removal of an agent."""
-    p.delete(*keys.agent_keys(name))
+    """Queue the removal of an agent and of its slots."""
+    p.delete(*keys.agent_keys(name), *keys.agent_slot_keys(name))
     p.srem(keys.AGENTS, name)
 
 

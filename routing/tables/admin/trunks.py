@@ -115,8 +115,8 @@ def queue_put_trunk(p: Pipeline, trunk: Trunk) -> None:
 
 
 def queue_remove_trunk(p: Pipeline, name: str, username: str | None) -> None:
-    """Queue the removal of a trunk, its credentials and its digest username."""
-    p.delete(*keys.trunk_keys(name), *keys.trunk_secret_keys(name))
+    """Queue the removal of a trunk, its credentials, its digest username and its slots (leases, CPS bucket)."""
+    p.delete(*keys.trunk_keys(name), *keys.trunk_secret_keys(name), *keys.trunk_slot_keys(name))
     if username:
         p.hdel(keys.AUTH_USERS, username)
     p.srem(keys.TRUNKS, name)

@@ -4,7 +4,8 @@
 -- KEYS[2 .. 1+nrel]            lease ZSETs to leave first (failover to another trunk)
 -- KEYS[2+nrel .. #KEYS]        lease ZSETs to join
 -- ARGV[1]  member  "{node}:{call-id}"
--- ARGV[2]  ttl     lease lifetime in seconds (the longest a call may last)
+-- ARGV[2]  ttl     lease lifetime in seconds: the admission's, as long as the call may ring
+--                  (call_update.lua extends it to the longest a call may last once answered)
 -- ARGV[3]  nrel    number of ZSETs to leave
 -- then, per joined ZSET j (3 values each):
 --   limit   concurrent calls allowed (-1 = unlimited)
@@ -77,11 +78,15 @@ for j = 1, nacq do
     redis.call('PEXPIRE', bucket, math.ceil(math.max(1, rate) / rate * 1000) + 1000)
   end
   redis.call('ZADD', key, expiry, member)
-  redis.call('EXPIRE', key, ttl + 60)
+  -- the ZSET outlives its longest lease: never shorten it (answered calls hold longer leases)
+  if redis.call('TTL', key) < ttl + 60 then
+    redis.call('EXPIRE', key, ttl + 60)
+  end
   redis.call('HSET', call, 'lease:' .. key, ARGV[base + 1])
 end
 for k = 4 + 3 * nacq, #ARGV, 2 do
   redis.call('HSET', call, ARGV[k], ARGV[k + 1])
 end
-redis.call('EXPIRE', call, ttl + 60)
+-- the call record lives as long as its leases: an abandoned admission leaves no call behind
+redis.call('EXPIRE', call, ttl)
 return {1, 0, 0}

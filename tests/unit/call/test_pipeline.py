@@ -18,7 +18,7 @@ from routing.call.request import SipRequest
 from routing.ops.runtime import RuntimeSettings
 from routing.tables.store import Lease
 
-RT = RuntimeSettings(node="t1", lease_ttl_s=600, retry_after_s=7)
+RT = RuntimeSettings(node="t1", lease_ttl_s=600, admission_ttl_s=45, retry_after_s=7)
 NANP = NumberFormat(country_code="1", international_prefix="011", national_length=10)
 UK = NumberFormat(country_code="44", national_prefix="0", international_prefix="00")
 
@@ -200,7 +200,7 @@ def test_origination_admits_trunk_and_agent_slots_in_one_acquire() -> None:
                 Lease(keys.trunk_lease("telnyx"), 10, "trunk telnyx"),
                 Lease(keys.agent_lease("bot"), 5, "agent bot"),
             ],
-            "ttl_s": 600,
+            "ttl_s": 45,  # the admission: as long as the call may ring, extended on the answer
             "release": [],
             "facts": {"direction": "origination", "trunk": "telnyx", "agent": "bot", "number": "+14155550100"},
         }
@@ -422,7 +422,7 @@ def test_termination_admits_agent_then_first_trunk() -> None:
     assert store.acquired[0] == {
         "call_id": "call-1",
         "leases": [Lease(keys.agent_lease("bot"), 5, "agent bot")],
-        "ttl_s": 600,
+        "ttl_s": 45,
         "release": [],
         "facts": {"direction": "termination", "agent": "bot", "number": "+14155550100"},
     }

@@ -204,6 +204,16 @@ def test_same_trunk_lease_is_not_reacquired() -> None:
     assert len(store.acquired) == 1
 
 
+def test_a_failover_on_the_held_lease_extends_it_by_one_hop() -> None:
+    """The admission's lease lasts one hop (RuntimeSettings.admission_ttl_s): the next gateway of
+    the same trunk may ring as long again, so the failover renews the call's leases."""
+    store, plan = FakeStore(), termination_plan()
+    plan.advance(store, 300, start=0)
+    assert store.extended == []  # the first hop: the admission itself set the lease
+    plan.advance(store, 300)
+    assert store.extended == [("call-1", 300)]
+
+
 def test_a_different_trunk_swaps_the_lease() -> None:
     store, plan = FakeStore(), termination_plan()
     plan.advance(store, 300, start=0)

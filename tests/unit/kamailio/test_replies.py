@@ -79,3 +79,30 @@ def test_a_2xx_racing_the_cancel_ends_the_call_at_its_ack(ksr: FakeKSR, router: 
     router.ksr_onreply_manage(MSG)
     state = json.loads(cdr_table["call-1"])
     assert state["media_refused"] == [488, "SRTP Required", "srtp_required"] and state["answer"]
+
+
+# -- the answer: leases extended, the ACK awaited ---------------------------------------------------
+
+
+def test_answer_extends_the_leases_and_waits_for_the_ack(ksr: FakeKSR, router: Any, store: FakeStore,
+                                                       cdr_table: dict[str, str]) -> None:
+    """The 2xx extends the admission's short lease to the answered call's (lease_ttl_s) and arms the
+    call clock's ACK form 32 s (64*T1) away; the native route CALL_STARTED replaces it at the ACK
+    (tests/integration/test_overload.py proves the release without an ACK)."""
+    deadline: dict[str, str] = {}
+    cdr_sets = ksr.module.htable.sht_sets
+    ksr.module.htable.sht_sets = lambda name, key, value: (
+        deadline.__setitem__(key, value) if name == "deadline" else cdr_sets(name, key, value))
+    ksr.module.htable.sht_is_null = lambda name, key: -1 if name == "deadline" and key in deadline else 1
+    cdr_table["call-1"] = json.dumps({"cseq": "1", "start": 1000})
+    ksr.pv.update({"$ci": "call-1", "$rs": 200, "$rm": "INVITE", "$avp(edge_plan)": origination_plan().dumps(),
+                   "$ft": "ft1"})
+    ksr.returns["textops.has_body_type"] = -1
+    now = __import__("time").time()
+    router.ksr_onreply_manage(MSG)
+    lease_ttl_s = router.worker.settings.lease_ttl_s
+    assert store.extended == [("call-1", lease_ttl_s)]
+    due, kind, _, tag = deadline["call-1"].split(":")
+    assert (kind, tag) == ("noack", "ft1") and now + 31 <= int(due) <= now + 33
+    router.ksr_onreply_manage(MSG)  # a retransmitted 2xx changes nothing
+    assert store.extended == [("call-1", lease_ttl_s)]

@@ -305,3 +305,42 @@ def test_silence_filling_and_keepalives_are_rendered() -> None:
     off = Settings.model_validate({"media": {"fill_delay_ms": 0}})
     assert not any(line.startswith("dtx-delay") for line in lines(render(off)["rtpengine.conf"]))
     assert json.loads(render(off)["routing.json"])["media_fill"] is False
+
+
+def test_keepalive_interval_below_the_dialog_modules_minimum_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("media: {keepalive_interval_s: 10}\n")
+    with pytest.raises(SettingsError, match="keepalive_interval_s"):
+        load_settings(path)
+
+
+# -- overload ----------------------------------------------------------------------------
+
+
+def test_overload_defaults_and_template_context() -> None:
+    settings = Settings()
+    assert (settings.overload.max_cps, settings.overload.max_calls) == (0, 0)  # no limit unless set
+    assert (settings.overload.max_transactions, settings.overload.retry_after_s) == (5000, 2)
+    context = render_mod._context(Settings.model_validate({"overload": {"max_cps": 300, "max_calls": 2000}}))
+    assert context["overload"] == {"max_cps": 300, "max_calls": 2000, "max_transactions": 5000, "retry_after_s": 2}
+
+
+def test_overload_errors_name_the_field(tmp_path: Path) -> None:
+    data = {"overload": {"max_cps": -1, "retry_after_s": 0, "max_transactions": "many", "queue": 3}}
+    with pytest.raises(SettingsError) as info:
+        load_settings(write_yaml(tmp_path / "edge.yaml", data))
+    message = str(info.value)
+    for field in ("overload.max_cps:", "overload.retry_after_s:", "overload.max_transactions:", "overload.queue:"):
+        assert field in message, (field, message)
+
+
+def test_unanswered_calls_hold_slots_one_hop_long_and_early_dialogs_no_longer() -> None:
+    """The admission lease lasts one hop's fr_timer + fr_inv_timer (rounded up) + 30 s; the dialog
+    module drops early dialogs after as long, and 2xx without ACK after 64*T1 (RFC 3261 13.3.1.4)."""
+    settings = Settings.model_validate({"sip": {"failover_timeout_ms": 1500, "ringing_timeout_ms": 10000}})
+    assert render_mod.runtime_settings(settings).admission_ttl_s == 2 + 10 + 30
+    assert json.loads(render(settings)["routing.json"])["admission_ttl_s"] == 42
+    cfg = lines(render(settings)["kamailio.cfg"])
+    assert 'modparam("dialog", "early_timeout", 42)' in cfg
+    assert 'modparam("dialog", "noack_timeout", 32)' in cfg
+    assert render_mod.runtime_settings(Settings()).admission_ttl_s == 93

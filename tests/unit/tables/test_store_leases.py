@@ -169,11 +169,42 @@ def test_call_record_holds_facts_and_expires(store: RedisStore, redis_client: re
     record = redis_client.hgetall(keys.call("n1", "c1"))
     assert record == {**facts, f"lease:{TRUNK_A.key}": "5", f"lease:{UNLIMITED.key}": "-1"}
     ttl = redis_client.ttl(keys.call("n1", "c1"))
-    assert 30 < ttl <= 90
+    assert 25 < ttl <= 30  # the call record lives as long as its leases: an abandoned admission leaves no call
     for lease in (TRUNK_A, UNLIMITED):
         assert 0 < redis_client.ttl(lease.key) <= 90
         score = redis_client.zscore(lease.key, "n1:c1")
         assert before + 29 <= score <= redis_now(redis_client) + 30
+
+
+def test_answer_extends_the_admission_leases_and_record(store: RedisStore, redis_client: redis.Redis) -> None:
+    """The admission's short lease (as long as the call may ring) becomes the answered call's
+    long one: every lease score and the record's TTL move to now + extend_s."""
+    assert store.acquire("c1", [TRUNK_A, UNLIMITED], ttl_s=30).admitted
+    assert store.update_call("c1", {"answer_ms": "1"}, extend_s=3600)
+    now = redis_now(redis_client)
+    for lease in (TRUNK_A, UNLIMITED):
+        assert now + 3590 <= redis_client.zscore(lease.key, "n1:c1") <= now + 3600
+        assert 3600 < redis_client.ttl(lease.key) <= 3660
+    assert 3590 < redis_client.ttl(keys.call("n1", "c1")) <= 3600
+    assert redis_client.hget(keys.call("n1", "c1"), "answer_ms") == "1"
+
+
+def test_answer_of_a_released_call_rejoins_nothing(store: RedisStore, redis_client: redis.Redis) -> None:
+    assert store.acquire("c1", [TRUNK_A], ttl_s=30).admitted
+    store.release("c1")
+    assert not store.update_call("c1", {"answer_ms": "1"}, extend_s=3600)
+    assert members(redis_client, TRUNK_A) == set()
+    assert not redis_client.exists(keys.call("n1", "c1"))
+
+
+def test_a_short_admission_never_shortens_the_slot_set_of_a_long_call(store: RedisStore,
+                                                                      redis_client: redis.Redis) -> None:
+    """An answered call's lease lasts hours; admissions after it (short leases) must not make the
+    ZSET expire under it, or its slot would stop counting."""
+    assert store.acquire("c1", [TRUNK_A], ttl_s=30).admitted
+    assert store.update_call("c1", {}, extend_s=3600)
+    assert store.acquire("c2", [TRUNK_A], ttl_s=30).admitted
+    assert redis_client.ttl(TRUNK_A.key) > 3600
 
 
 # -- CPS token bucket ------------------------------------------------------------------------
