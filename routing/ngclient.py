@@ -30,15 +30,9 @@ class NgError(EdgeError, RuntimeError):
         self.reason = reason
 
 
-def _text(value: Any) -> Any:
-    """bencode bytes -> str, recursively (keys and string values)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, dict):
-        return {_text(k): _text(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_text(v) for v in value]
-    return value
+#: bencode strings decoded as UTF-8 while parsing (a query reply holds hundreds of them); one that is
+#: not UTF-8 stays bytes
+_DECODER = bencodepy.Bencode(encoding="utf-8", encoding_fallback="all")
 
 
 class NgClient:
@@ -75,7 +69,7 @@ class NgClient:
             except OSError as exc:  # socket.timeout included
                 raise NgError(f"rtpengine {self.address[0]}:{self.address[1]} did not answer {name}: {exc}") from None
         try:
-            reply = _text(bencodepy.decode(body))  # rtpengine's dictionaries are not key-sorted
+            reply = _DECODER.decode(body)  # rtpengine's dictionaries are not key-sorted
         except Exception as exc:  # noqa: BLE001 - any decoding problem is a protocol error
             raise NgError(f"rtpengine answered {name} with undecodable data: {exc}") from None
         if not isinstance(reply, dict):

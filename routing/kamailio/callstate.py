@@ -290,9 +290,9 @@ class CallRecordState:
 
     def encode(self) -> str:
         """The htable value (compact JSON, keys in the order above)."""
-        values = asdict(self)
-        return json.dumps({key: values[name] for name, key in _RECORD_KEYS.items() if values[name] is not None},
-                          separators=(",", ":"))
+        # getattr, not dataclasses.asdict: asdict deep-copies every list (a hot path: relay and answer)
+        return json.dumps({key: value for name, key in _RECORD_KEYS.items()
+                           if (value := getattr(self, name)) is not None}, separators=(",", ":"))
 
     @classmethod
     def decode(cls, text: str) -> "CallRecordState | None":

@@ -4,6 +4,7 @@ in-dialog requests."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 # non-Kamailio modules, in one place
@@ -53,8 +54,10 @@ def offer_flags(w: Worker, offer: media.SdpOffer | None, sender: MediaPolicy, re
     return " ".join((result, *dtmf_flags, *media.nat_flags(offer.address, pv("$si"), w.private_networks)))
 
 
+@functools.lru_cache(maxsize=256)
 def sides(text: str) -> tuple[MediaPolicy, MediaPolicy] | None:
-    """(caller, callee) media policies from their JSON form (``MEDIA_VAR``); None when unknown."""
+    """(caller, callee) media policies from their JSON form (``MEDIA_VAR``); None when unknown.
+    Memoised: a node has few distinct pairs, read several times per call."""
     if not text:
         return None
     data = json.loads(text)

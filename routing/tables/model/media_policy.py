@@ -3,6 +3,8 @@ and its fields in ``edge:trunk:{name}`` / ``edge:agent:{name}``."""
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 from routing.tables.model.fields import DataError, SilenceFill, SrtpMode, _bool, _int, parse_codecs
@@ -67,13 +69,12 @@ class MediaPolicy:
 
     @classmethod
     def from_json(cls, data: dict | None) -> "MediaPolicy":
-        """Inverse of :meth:`to_json` (None gives an empty policy)."""
+        """Inverse of :meth:`to_json` (None gives an empty policy).  Policies are few and frozen: each
+        distinct one is built once per process (the call path reads them several times per call)."""
         data = data or {}
         codecs = data.get("codecs")
-        return cls(codecs=tuple(codecs) if codecs is not None else None, ptime_ms=data.get("ptime_ms"),
-                   srtp=SrtpMode(data["srtp"]) if data.get("srtp") else None,
-                   rtp_timeout_s=data.get("rtp_timeout_s"), sip_keepalive=data.get("sip_keepalive"),
-                   fill_silence=SilenceFill(data["fill_silence"]) if data.get("fill_silence") else None)
+        return _policy(tuple(codecs) if codecs is not None else None, data.get("ptime_ms"), data.get("srtp") or None,
+                       data.get("rtp_timeout_s"), data.get("sip_keepalive"), data.get("fill_silence") or None)
 
     @classmethod
     def parse(cls, codecs: str | None, ptime_ms: str | int | None, srtp: str | None,
@@ -119,3 +120,12 @@ class MediaPolicy:
         """
         return cls.parse(fields.get("codecs"), fields.get("ptime_ms"), fields.get("srtp"),
                          fields.get("rtp_timeout_s"), where, fields.get("sip_keepalive"), fields.get("fill_silence"))
+
+
+@functools.lru_cache(maxsize=256)
+def _policy(codecs: tuple[str, ...] | None, ptime_ms: int | None, srtp: str | None, rtp_timeout_s: int | None,
+            sip_keepalive: bool | None, fill_silence: str | None) -> MediaPolicy:
+    """The :class:`MediaPolicy` of these fields (memoised for :meth:`MediaPolicy.from_json`)."""
+    return MediaPolicy(codecs=codecs, ptime_ms=ptime_ms, srtp=SrtpMode(srtp) if srtp else None,
+                       rtp_timeout_s=rtp_timeout_s, sip_keepalive=sip_keepalive,
+                       fill_silence=SilenceFill(fill_silence) if fill_silence else None)
