@@ -40,8 +40,7 @@ def dialog_event(w: Worker, event: str) -> None:
     if event == "dialog:end":
         # the call's final media statistics, then the media session closed: for a side's
         # BYE (the native route relays it) as for the edge's own hang-up
-        records.final_quality(w, call_id, pv("$dlg(from_tag)"))
-        KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={pv('$dlg(from_tag)')}")
+        records.close_media(w, call_id, pv("$dlg(from_tag)"))
     if not peer_bye:
         hangup = "edge"
     elif pv("$ft") == pv("$dlg(from_tag)"):

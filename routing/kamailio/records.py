@@ -23,7 +23,7 @@ from .callstate import CallRecordState
 from .worker import Worker, pv
 
 __all__ = ["load", "save", "facts", "plan_state", "record_unanswered", "finish_call", "refuse_media", "media_refused",
-           "final_quality"]
+           "close_media"]
 
 #: fields of a call's live hash (redis) that are not media facts of its record
 _NOT_MEDIA = ("direction", "trunk", "agent", "number", "start_ms", "answer_ms", "codecs_caller", "codecs_callee")
@@ -123,16 +123,26 @@ def media_refused(call_id: str) -> Reject | None:
 
 
 
-def final_quality(w: Worker, call_id: str, caller_tag: str) -> None:
-    """Read the call's media statistics from rtpengine (before its session is deleted) and keep
-    them: ``media_*`` fields in the call record (so its call record carries them) and
-    ``edge:media:{node}:{call-id}`` (TTL ``media.quality_ttl_s``).  Problems are logged, never
+def close_media(w: Worker, call_id: str, caller_tag: str) -> None:
+    """Delete the call's rtpengine session and keep its final media statistics, which rtpengine
+    returns in the reply to ``delete`` (rtpengine ``docs/ng_control_protocol.md``: the same keys as a
+    ``query`` reply), so one ng round trip does both: ``media_*`` fields in the call hash (its call
+    record carries them) and ``edge:media:{node}:{call-id}`` (TTL ``media.quality_ttl_s``).  When
+    this client gets no answer the Kamailio module's own delete is tried; problems are logged, never
     raised (the call is ending anyway)."""
     try:
-        fields = quality.summary(w.ng().query(call_id), caller_tag, time.time())
+        reply = w.ng().command("delete", call_id=call_id, from_tag=caller_tag)
     except NgError as exc:
-        KSR.info(f"edge: no media statistics for call-id={call_id}: {exc}\n")
-        fields = {}
+        if "unknown call" not in exc.reason.lower():
+            KSR.warn(f"edge: rtpengine delete of call-id={call_id} failed, the module tries again: {exc}\n")
+            KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={caller_tag}")
+        reply = {}
+    _keep_quality(w, call_id, caller_tag, reply)
+
+
+def _keep_quality(w: Worker, call_id: str, caller_tag: str, reply: dict) -> None:
+    """The ``media_*`` summary of an ng reply kept with the call (redis trouble is logged)."""
+    fields = quality.summary(reply, caller_tag, time.time()) if reply else {}
     if not fields:
         return
     try:

@@ -202,15 +202,25 @@ def provisioned_store() -> FakeStore:
 
 
 class FakeNg:
-    """Stands in for rtpengine's ng control socket: keeps every query; the session is unknown
-    (rtpengine's ``Unknown call-id``), so no media statistics are taken."""
+    """Stands in for rtpengine's ng control socket: keeps every query and command; the session is
+    unknown (rtpengine's ``Unknown call-id``) unless ``replies`` holds a reply for the command,
+    so by default no media statistics are taken."""
 
     def __init__(self) -> None:
         self.queries: list[str] = []
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+        self.replies: dict[str, dict[str, Any] | NgError] = {}
 
     def query(self, call_id: str, from_tag: str = "") -> dict[str, Any]:
         self.queries.append(call_id)
         raise NgError("rtpengine answered error", "Unknown call-id")
+
+    def command(self, name: str, **params: Any) -> dict[str, Any]:
+        self.commands.append((name, params))
+        reply = self.replies.get(name, NgError("rtpengine answered error", "Unknown call-id"))
+        if isinstance(reply, NgError):
+            raise reply
+        return reply
 
 
 class RecordingWriter:

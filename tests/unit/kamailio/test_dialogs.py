@@ -19,8 +19,31 @@ def test_dialog_end_releases_the_dialog_call_id(ksr: FakeKSR, router: Any, store
     ksr.pv.update({"$dlg(callid)": "dlg-call", "$ci": "other-call", "$rm": "BYE", "$dlg(from_tag)": "ft1"})
     assert router.ksr_dialog_event(MSG, "dialog:end") == 1
     assert store.released == ["dlg-call"]
-    # a side's BYE is relayed natively: the final statistics are taken and the session deleted here
-    assert router.worker.ngclient.queries == ["dlg-call"]
+    # a side's BYE is relayed natively: the session is deleted here, its final statistics in the reply
+    assert router.worker.ngclient.commands == [("delete", {"call_id": "dlg-call", "from_tag": "ft1"})]
+    assert ksr.args_of("rtpengine.rtpengine_delete") == []  # rtpengine knew no such session: nothing more
+
+
+def test_dialog_end_keeps_the_final_statistics_of_the_delete_reply(ksr: FakeKSR, router: Any,
+                                                                    store: FakeStore) -> None:
+    reply = {"result": "ok", "created": 1, "tags": {"ft1": {"medias": []}}, "totals": {}}
+    router.worker.ngclient.replies["delete"] = reply
+    kept = []
+    store.record_media = lambda call_id, fields, ttl_s=0: kept.append((call_id, fields)) or True
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "BYE", "$dlg(from_tag)": "ft1"})
+    router.ksr_dialog_event(MSG, "dialog:end")
+    from routing.call import quality
+    assert router.worker.ngclient.queries == []  # one ng round trip: the delete
+    expected = quality.summary(reply, "ft1", 0)
+    assert [c for c, _ in kept] == ["dlg-call"] and set(kept[0][1]) == set(expected)
+
+
+def test_dialog_end_falls_back_to_the_modules_delete_when_rtpengine_does_not_answer(
+        ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    from routing.ngclient import NgError
+    router.worker.ngclient.replies["delete"] = NgError("rtpengine 127.0.0.1:2223 did not answer delete: timed out")
+    ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "BYE", "$dlg(from_tag)": "ft1"})
+    router.ksr_dialog_event(MSG, "dialog:end")
     assert ksr.args_of("rtpengine.rtpengine_delete") == [("call-id=dlg-call from-tag=ft1",)]
 
 
@@ -28,7 +51,7 @@ def test_dialog_timeout_also_deletes_the_media_session(ksr: FakeKSR, router: Any
     ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "OPTIONS", "$dlg(from_tag)": "ft1"})
     router.ksr_dialog_event(MSG, "dialog:end")
     assert store.released == ["dlg-call"]
-    assert ksr.args_of("rtpengine.rtpengine_delete") == [("call-id=dlg-call from-tag=ft1",)]
+    assert router.worker.ngclient.commands == [("delete", {"call_id": "dlg-call", "from_tag": "ft1"})]
 
 
 def test_dialog_failed_releases_and_other_events_do_not(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
