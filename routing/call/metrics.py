@@ -25,6 +25,8 @@ __all__ = [
     "POST_DIAL_DELAY",
     "SETUP_TIME",
     "REGISTRATIONS",
+    "SIP_BACKLOG",
+    "SHED_RATIO",
     "DURATION_BUCKETS_S",
     "sip_class",
     "label",
@@ -98,8 +100,18 @@ REGISTRATIONS = Metric(
     "REGISTER requests of digest trunks (PBXs registering to the edge), by result (accepted, refused)",
 )
 
+SIP_BACKLOG = Metric(
+    f"{NAMESPACE}_sip_backlog_bytes", "gauge", (),
+    "Bytes of SIP datagrams waiting in the kernel queues of the edge's UDP listeners (SO_MEMINFO rmem_alloc), "
+    "read ten times a second: the load automatic shedding acts on",
+)
+SHED_RATIO = Metric(
+    f"{NAMESPACE}_shed_ratio", "gauge", (),
+    "Share of new calls (initial INVITEs) the node refuses with 503 Node Overloaded because of its backlog (0-1)",
+)
+
 KAMAILIO_METRICS = (CALLS_ATTEMPTED, CALLS_ANSWERED, CALLS_FAILED, REJECTIONS, FAILOVERS, POST_DIAL_DELAY,
-                    SETUP_TIME, REGISTRATIONS)
+                    SETUP_TIME, REGISTRATIONS, SIP_BACKLOG, SHED_RATIO)
 
 
 def sip_class(code: int) -> str:

@@ -92,6 +92,9 @@ MEDIA_VAR = "$dlg_var(edge_media)"
 DTMF_VAR = "$dlg_var(edge_dtmf)"
 
 # -- per-message script variables (reset by the native request route) ---------------------------
+#: share of new calls the native route ADMISSION refuses, permille (routing/kamailio/overload.py)
+SHED_SHV = "$shv(edge_shed)"
+SHED_SHV_NAME = "edge_shed"
 #: set by ksr_flood when the message must be dropped
 DROP_VAR = "$var(edge_drop)"
 #: set by ksr_edge_request when it handled the message

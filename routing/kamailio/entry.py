@@ -42,7 +42,7 @@ from ..ops import runtime
 from ..call.decision import Reason, Reject
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
-from . import dialogs, failure, indialog, invite, onbehalf, registration, replies, screening, timers
+from . import dialogs, failure, indialog, invite, onbehalf, overload, registration, replies, screening, timers
 from .worker import Worker, log_exception, pv
 
 __all__ = ["Edge", "entry", "mod_init"]
@@ -171,6 +171,11 @@ class Edge:
     def ksr_call_clock(self, msg: object, event: str = "") -> None:
         """rtimer callback ``(msg, "rtimer")``, once a second in one timer process (:func:`timers.call_clock`)."""
         timers.call_clock(self.worker)
+
+    @entry("exception in load shedding", request=False)
+    def ksr_shed_tick(self, msg: object, event: str = "") -> None:
+        """rtimer callback, ten times a second in one timer process (:func:`overload.shed_tick`)."""
+        overload.shed_tick(self.worker)
 
     @entry("exception in dtmf log", request=False)
     def ksr_dtmf_log(self, msg: object, event: str = "") -> None:

@@ -94,7 +94,9 @@ def _relay(w: Worker, decision: Relay) -> None:
             KSR.hdr.remove(name)
         for name, value in decision.headers.items():
             KSR.hdr.append(f"{name}: {value}\r\n")
-        refusal = _media_refusal(plan)
+        body = pv("$rb") if has_sdp() else ""
+        offer = media.parse_sdp(body) if body else None  # parsed once for the refusal check and the hop's flags
+        refusal = _media_refusal(plan, offer)
         if refusal is not None:
             store.release(plan.call_id)
             w.reply(refusal)
@@ -103,23 +105,18 @@ def _relay(w: Worker, decision: Relay) -> None:
         KSR.rr.record_route()
         # the rtpengine offer is made per branch (native branch route, flags from _hop_offer), each hop with its own policy;
         # an INVITE without SDP (delayed offer) gets its offer from the 2xx and its answer from the ACK
-        modes = (plan.caller_dtmf, plan.current.dtmf)
-        sdp = has_sdp()
-        codecs = sdp_codecs(pv("$rb")) if sdp else []
+        codecs = sdp_codecs(body) if body else []
         # a named timeout route makes the dialog module run ksr_dialog_event(msg, "dialog:timeout")
         # when the dialog's timer expires (the keepalive's end), before its BYEs
         KSR.pv.sets("$dlg_ctx(timeout_route)", cs.DIALOG_TIMEOUT_ROUTE)
         KSR.dialog.dlg_manage()
-        _set_media_vars(plan)
         KSR.pv.sets(cs.AGENT_VAR, plan.agent)
         KSR.pv.sets(cs.TRUNK_VAR, plan.trunk or plan.current.trunk or "")
         KSR.pv.sets(cs.DIRECTION_VAR, plan.direction)
         KSR.pv.sets(cs.DIRECTION_AVP, plan.direction)
         KSR.pv.sets(cs.MAX_DURATION_VAR, str(plan.current.max_duration_s or ""))
-        KSR.pv.sets(cs.DTMF_VAR, ",".join(modes))
-        KSR.pv.sets(cs.DTMF_AVP, ",".join(modes))
         KSR.pv.seti(cs.FROM_CALLER_AVP, 1)
-        KSR.pv.seti(cs.REQ_SDP_AVP, 1 if sdp else 0)
+        KSR.pv.seti(cs.REQ_SDP_AVP, 1 if body else 0)
         if KSR.tm.t_newtran() < 0:
             store.release(plan.call_id)
             KSR.sl.sl_reply_error()
@@ -131,15 +128,16 @@ def _relay(w: Worker, decision: Relay) -> None:
         count(metrics.CALLS_ATTEMPTED, *hop_labels(plan))
         state = CallRecordState(cseq=pv("$cs"), start_ms=w.now_ms, codecs_caller=codecs)
         records.save(plan.call_id, records.plan_state(plan, state))
-        send(w, plan, failure_route=False)
+        send(w, plan, failure_route=False, offer=offer)
     except BaseException:
         store.release(plan.call_id)
         raise
 
 
-def send(w: Worker, plan: CallPlan, failure_route: bool) -> None:
+def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer | None = None) -> None:
     """Relay to the plan's current hop; on an immediate send error, move on (failover), and
-    when no hop is left end the attempt (:func:`routing.kamailio.failure.give_up`)."""
+    when no hop is left end the attempt (:func:`routing.kamailio.failure.give_up`).  ``offer`` is
+    the INVITE's SDP when the caller parsed it already (else it is read here)."""
     store = w.open_store()
     target = plan.current
     while True:
@@ -161,12 +159,12 @@ def send(w: Worker, plan: CallPlan, failure_route: bool) -> None:
         KSR.pv.sets(cs.LABELS_AVP, "|".join(labels))
         KSR.pv.sets(cs.HOP_DIRECTION_AVP, labels[0])
         KSR.pv.sets(cs.HOP_TRUNK_AVP, labels[1])
-        offer = _hop_offer(w, plan)
-        if isinstance(offer, Reject):
-            KSR.err(f"edge: rtpengine offer failed call-id={plan.call_id} flags={offer!r}\n")
+        flags = _hop_offer(w, plan, offer)
+        if isinstance(flags, Reject):
+            KSR.err(f"edge: rtpengine offer failed call-id={plan.call_id} flags={flags!r}\n")
             failure.media_unavailable(w, plan)
             return
-        KSR.pv.sets(cs.OFFER_AVP, offer)
+        KSR.pv.sets(cs.OFFER_AVP, flags)
         KSR.tm.t_on_failure(cs.ON_FAILURE)
         KSR.tm.t_on_reply(cs.ON_REPLY)
         KSR.tm.t_on_branch(cs.ON_BRANCH)
@@ -198,15 +196,17 @@ def _send_socket(w: Worker, direction: str, uri: str) -> None:
         KSR.pv.sets("$fs", sock)
 
 
-def _hop_offer(w: Worker, plan: CallPlan) -> str | Reject:
+def _hop_offer(w: Worker, plan: CallPlan, offer: media.SdpOffer | None = None) -> str | Reject:
     """rtpengine offer flags of the plan's current hop, for the native branch route: its media
     policy (:func:`routing.media.offer_flags`) and DTMF flags (:func:`routing.dtmf.sdp_flags`);
     ``""`` for an INVITE without SDP (delayed offer: rtpengine sees the offer in the 2xx)."""
-    if not has_sdp():
-        return ""
+    if offer is None:
+        if not has_sdp():
+            return ""
+        offer = media.parse_sdp(pv("$rb"))
     modes = (plan.caller_dtmf, plan.current.dtmf)
     iface = netsides.direction_flags(plan.direction, True, w.settings.media_sides)
-    return offer_flags(w, media.parse_sdp(pv("$rb")), MediaPolicy.from_json(plan.caller_media),
+    return offer_flags(w, offer, MediaPolicy.from_json(plan.caller_media),
                        MediaPolicy.from_json(plan.current.media),
                        (*sdp_flags(modes, True, offer=True), *iface), w.settings.media_fill)
 
@@ -231,9 +231,8 @@ def _keepalives(caller: MediaPolicy, callee: MediaPolicy) -> None:
             KSR.dialog.dlg_reset_property(prop)
 
 
-def _media_refusal(plan: CallPlan) -> Reject | None:
+def _media_refusal(plan: CallPlan, offer: media.SdpOffer | None) -> Reject | None:
     """The 488 of an offer its own side's policy does not allow (SRTP required, no allowed codec)."""
-    offer = media.parse_sdp(pv("$rb")) if has_sdp() else None
     if offer is None:
         return None  # delayed offer (the offer comes in the 2xx) or no audio stream
     result = media.offer_flags(offer, MediaPolicy.from_json(plan.caller_media),

@@ -85,6 +85,9 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         rtpengine_ng_port=settings.rtpengine.ng_port,
         media_sides=settings.rtpengine.sides is not None,
         media_private_networks=tuple(settings.media.private_networks),
+        shed_high_bytes=settings.overload.shed_backlog_kb * 1024,
+        shed_low_bytes=settings.overload.resume_backlog_kb * 1024,
+        shed_sockets=tuple((l.address, l.port) for l in settings.sip.listen if l.transport == "udp"),
         sip_sockets=sides.side_sockets(
             (l.transport, sip_host(l.address), l.port, l.side) for l in settings.sip.listen) or None,
     )

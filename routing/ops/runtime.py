@@ -72,6 +72,9 @@ class RuntimeSettings:
             (empty: its default).
         sip_sockets: ``{side: {transport: "proto:address:port"}}``, the socket requests toward
             each side leave from (:func:`routing.call.sides.side_sockets`); empty on a one-network edge.
+        shed_high_bytes, shed_low_bytes: SIP receive backlog (bytes) above which the share of new
+            calls shed rises, below which it falls (:class:`routing.call.overload.ShedControl`); 0 = off.
+        shed_sockets: ``(address, port)`` of each UDP listener, whose backlog is measured.
     """
 
     node: str = "edge1"
@@ -114,6 +117,9 @@ class RuntimeSettings:
     media_sides: bool = False
     media_private_networks: tuple[str, ...] = ()
     sip_sockets: dict | None = None
+    shed_high_bytes: int = 0
+    shed_low_bytes: int = 0
+    shed_sockets: tuple[tuple[str, int], ...] = ()
 
 
 def load(path: str | None = None) -> RuntimeSettings:
@@ -133,6 +139,8 @@ def load(path: str | None = None) -> RuntimeSettings:
     for name in ("python_paths", "blocked_prefixes", "scanner_user_agents", "media_private_networks"):
         if name in values:
             values[name] = tuple(values[name])
+    if "shed_sockets" in values:
+        values["shed_sockets"] = tuple((a, int(p)) for a, p in values["shed_sockets"])
     if "reg_contacts" in values:
         values["reg_contacts"] = tuple(tuple(pair) for pair in values["reg_contacts"])
     return RuntimeSettings(**values)

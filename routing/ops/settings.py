@@ -263,7 +263,23 @@ class Overload(_Model):
         "transaction for tm's 5 s wait_timer after their final reply, about 350 x 2 x 5 = 3,500 in use; 5,000 leaves "
         "about 40 % headroom above that and trips within a few seconds of a backlog (docs/settings.md)",
     )
+    shed_backlog_kb: int = Field(
+        64, ge=0, le=65536,
+        description="automatic shedding: while more than this many KB of SIP datagrams wait in the kernel queues of "
+        "the UDP listeners (the edge is behind), the share of new INVITEs refused rises by 20 % every 100 ms; 0 = off "
+        "(routing/call/overload.py)",
+    )
+    resume_backlog_kb: int = Field(
+        16, ge=0, le=65536,
+        description="below this backlog (KB) the share of new INVITEs shed falls by 2 % every 100 ms",
+    )
     retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After on the node's overload 503s (s)")
+
+    @model_validator(mode="after")
+    def _backlog_order(self) -> "Overload":
+        if self.shed_backlog_kb and self.resume_backlog_kb >= self.shed_backlog_kb:
+            raise ValueError("resume_backlog_kb must be below shed_backlog_kb")
+        return self
 
 
 #: Destinations refused on every trunk unless an operator removes them: international premium

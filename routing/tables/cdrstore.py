@@ -155,21 +155,36 @@ class Spool:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             return []
-        return sorted(Path(e.path) for e in entries
-                      if e.name.startswith("cdr-") and e.name.endswith(".jsonl") and e.stat().st_size > 0)
+        found = []
+        for entry in entries:
+            if not (entry.name.startswith("cdr-") and entry.name.endswith(".jsonl")):
+                continue
+            try:
+                if entry.stat().st_size > 0:
+                    found.append(Path(entry.path))
+            except FileNotFoundError:
+                continue  # replayed and removed by another process since the scan
+        return sorted(found)
 
     def pending(self) -> int:
-        """Records waiting (lines in the spool files)."""
+        """Records waiting (lines in the spool files); a file replayed meanwhile counts 0."""
         total = 0
         for path in self.files():
-            with open(path, "rb") as handle:
-                total += sum(1 for line in handle if line.strip())
+            try:
+                with open(path, "rb") as handle:
+                    total += sum(1 for line in handle if line.strip())
+            except FileNotFoundError:
+                continue
         return total
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every spooled record (unparseable lines skipped)."""
         for path in self.files():
-            with open(path, encoding="utf-8", errors="replace") as handle:
+            try:
+                handle = open(path, encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                continue  # replayed and removed since the scan
+            with handle:
                 for line in handle:
                     try:
                         yield json.loads(line)

@@ -5,6 +5,8 @@ and nothing is left behind."""
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import subprocess
 import re
 from typing import Iterator
@@ -111,4 +113,72 @@ def test_new_calls_are_shed_while_the_nodes_transactions_are_backed_up(edge: Edg
         assert sorted(finals) == [(503, "Agent Unreachable"), (503, "Node Overloaded")], finals
         [shed] = [m for m in final_invite_responses(carrier) if status_line(m) == (503, "Node Overloaded")]
         assert header_values(shed, "Retry-After") == [str(RETRY_AFTER_S)]
+        wait_until(lambda: edge.active_leases() == 0 and not edge.call_records(), what="no slot or call left")
+
+
+def _kamcmd(edge: Edge, *args: str) -> str:
+    return subprocess.run(["kamcmd", "-s", f"unix:{edge.settings.run_dir}/kamailio_ctl", *args],
+                          capture_output=True, text=True, check=True, timeout=10).stdout
+
+
+def _shed_share(edge: Edge) -> int:
+    """The permille of new calls route ADMISSION sheds now (shared variable edge_shed)."""
+    return int(re.search(r"value:\s*(\d+)", _kamcmd(edge, "pv.shvGet", "edge_shed")).group(1))
+
+
+def _udp_receivers(edge: Edge) -> list[int]:
+    """PIDs of Kamailio's SIP UDP worker processes (``core.psx``: "udp receiver child=...")."""
+    out = _kamcmd(edge, "core.psx")
+    pids = [int(pid) for pid, desc in re.findall(r"IDX:.*?PID:\s*(\d+)\s+DSC:\s*(.*)", out) if "udp receiver" in desc]
+    if not pids:  # kamcmd prints one field per line
+        pids = [int(p) for p, d in re.findall(r"PID:\s*(\d+)\s*\n\s*DSC:\s*([^\n]*)", out) if "udp receiver" in d]
+    assert pids, out
+    return pids
+
+
+def test_a_backlog_of_sip_datagrams_sheds_new_calls_until_it_drains(edge: Edge, clean_edge: Edge) -> None:
+    """The edge's workers stop reading (SIGSTOP) while a burst of INVITEs arrives: the backlog on
+    the SIP socket crosses overload.shed_backlog_kb, the timer raises the shed share to every new
+    call, and once the workers read again the queued INVITEs get 503 Node Overloaded with
+    Retry-After without reaching the agent.  With the backlog gone the share falls back to 0 and
+    the next call is answered."""
+    overload = edge.settings.overload.model_copy(update={"shed_backlog_kb": 8, "resume_backlog_kb": 2,
+                                                         "retry_after_s": RETRY_AFTER_S})
+    with restarted(edge, "kamailio", overload=overload):
+        _provision(edge)
+        calls = 40
+        shed_before = _rejections(edge, "node_overloaded")
+        assert _shed_share(edge) == 0
+        agent = uas(edge.workdir / "agent", AGENT_IP, 5090, scenario="uas_answer.xml", calls=calls + 1, answer_ms=20,
+                    rtp_echo=False)
+        workers = _udp_receivers(edge)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            carrier = uac(edge.workdir / f"carrier-{next(_runs)}", CARRIER_A, 5070, edge.sip, DID,
+                          scenario=reject_uac_scenario(edge.workdir), calls=calls, rate=400, limit=calls)
+            wait_until(lambda: _shed_share(edge) == 1000, timeout=10, what="every new call shed")
+            gauges = edge.metrics("kamailio")
+            backlog = float(re.search(r"^byoc_edge_sip_backlog_bytes (\S+)", gauges, re.M).group(1))
+            assert float(re.search(r"^byoc_edge_shed_ratio (\S+)", gauges, re.M).group(1)) == 1
+            assert backlog > 8 * 1024, backlog
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        assert carrier.wait() == 0, carrier.output()
+        finals = final_invite_responses(carrier)
+        assert len(finals) == calls
+        shed = [m for m in finals if status_line(m) == (503, "Node Overloaded")]
+        # the share falls by 2 % per 100 ms once the backlog is read: the queued INVITEs meet 98-100 %
+        assert len(shed) >= calls - 2, [status_line(m) for m in finals]
+        assert all(header_values(m, "Retry-After") == [str(RETRY_AFTER_S)] for m in shed)
+        assert len(agent.received_requests("INVITE")) == calls - len(shed)
+        assert _rejections(edge, "node_overloaded") - shed_before == len(shed)
+        # drained: the share is back to 0 within 5 s (1000 permille at 20 per 100 ms) and a call goes through
+        wait_until(lambda: _shed_share(edge) == 0, timeout=15, what="shedding off again")
+        assert float(re.search(r"^byoc_edge_shed_ratio (\S+)", edge.metrics("kamailio"), re.M).group(1)) == 0
+        after = uac(edge.workdir / f"after-{next(_runs)}", CARRIER_A, 5071, edge.sip, DID, scenario="uac_simple.xml",
+                    calls=1, rate=1, hold_ms=200)
+        assert after.wait() == 0, after.output()
+        agent.stop()
         wait_until(lambda: edge.active_leases() == 0 and not edge.call_records(), what="no slot or call left")

@@ -322,7 +322,20 @@ def test_overload_defaults_and_template_context() -> None:
     assert (settings.overload.max_cps, settings.overload.max_calls) == (0, 0)  # no limit unless set
     assert (settings.overload.max_transactions, settings.overload.retry_after_s) == (5000, 2)
     context = render_mod._context(Settings.model_validate({"overload": {"max_cps": 300, "max_calls": 2000}}))
-    assert context["overload"] == {"max_cps": 300, "max_calls": 2000, "max_transactions": 5000, "retry_after_s": 2}
+    assert context["overload"] == {"max_cps": 300, "max_calls": 2000, "max_transactions": 5000, "retry_after_s": 2,
+                                   "shed_backlog_kb": 64, "resume_backlog_kb": 16}
+    runtime = render_mod.runtime_settings(Settings.model_validate(
+        {"sip": {"listen": [{"transport": "udp", "address": "127.0.0.9", "port": 5070},
+                            {"transport": "tcp", "address": "127.0.0.9", "port": 5070}]}}))
+    assert (runtime.shed_high_bytes, runtime.shed_low_bytes) == (64 * 1024, 16 * 1024)
+    assert runtime.shed_sockets == (("127.0.0.9", 5070),)  # UDP listeners only: a stream has no datagram backlog
+
+
+def test_backlog_thresholds_must_be_ordered(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="resume_backlog_kb must be below shed_backlog_kb"):
+        load_settings(write_yaml(tmp_path / "edge.yaml", {"overload": {"shed_backlog_kb": 8, "resume_backlog_kb": 8}}))
+    off = load_settings(write_yaml(tmp_path / "off.yaml", {"overload": {"shed_backlog_kb": 0, "resume_backlog_kb": 16}}))
+    assert "ksr_shed_tick" not in render_mod.render(off)["kamailio.cfg"]
 
 
 def test_overload_errors_name_the_field(tmp_path: Path) -> None:

@@ -1,0 +1,101 @@
+"""Automatic load shedding, measured: ten times a second (rtimer ``shed``, its own timer process)
+the SIP receive backlog of the edge's UDP listening sockets is read and the share of new calls to
+refuse (:class:`routing.call.overload.ShedControl`) is published in the shared variable
+:data:`callstate.SHED_SHV`, which the native route ``ADMISSION`` applies (``$RANDOM``) before any
+redis or Python work.
+
+The backlog is read on the listening sockets themselves: Kamailio binds them before it forks, so
+the timer process holds them too; each is duplicated once and asked for ``SO_MEMINFO`` (socket(7):
+``rmem_alloc`` is the bytes of datagrams queued, in the kernel's accounting).  One system call per
+socket and tick, no scan of ``/proc/net/udp`` (which lists rtpengine's media sockets too).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import struct
+
+import KSR  # type: ignore[import-not-found]
+
+from ..call import metrics
+from ..call.overload import FULL, ShedControl
+from . import callstate as cs
+from .worker import Worker, pv
+
+__all__ = ["Backlog", "shed_tick"]
+
+#: SO_MEMINFO (linux/socket.h; not in Python's socket module) and the index of rmem_alloc
+SO_MEMINFO = 55
+_MEMINFO = struct.Struct("9I")
+
+
+def _endpoint(address: str, port: int) -> tuple[str, int]:
+    return ipaddress.ip_address(address.strip("[]")).compressed, int(port)
+
+
+class Backlog:
+    """The SIP UDP listening sockets of this Kamailio, found among the process's open descriptors.
+
+    Args:
+        endpoints: ``(address, port)`` of each UDP listener (settings ``sip.listen``).
+    """
+
+    def __init__(self, endpoints: tuple[tuple[str, int], ...]) -> None:
+        self.wanted = {_endpoint(a, p) for a, p in endpoints}
+        self.sockets: list[socket.socket] | None = None
+
+    def _find(self) -> list[socket.socket]:
+        found = []
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                    continue
+                sock = socket.socket(fileno=os.dup(int(name)))
+            except OSError:
+                continue
+            keep = False
+            try:
+                if sock.type == socket.SOCK_DGRAM and sock.family in (socket.AF_INET, socket.AF_INET6):
+                    keep = _endpoint(*sock.getsockname()[:2]) in self.wanted
+            except OSError:
+                pass
+            if keep:
+                found.append(sock)
+            else:
+                sock.close()
+        return found
+
+    def measure(self) -> int:
+        """Bytes queued on the listeners now (0 when none was found: shedding stays off and
+        :func:`shed_tick` logs it once)."""
+        if self.sockets is None:
+            self.sockets = self._find()
+            if len(self.sockets) < len(self.wanted):
+                KSR.warn(f"edge: load shedding reads {len(self.sockets)} of {len(self.wanted)} SIP UDP sockets\n")
+        total = 0
+        for sock in self.sockets:
+            total += _MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size))[0]
+        return total
+
+
+_backlog: Backlog | None = None
+
+
+def shed_tick(w: Worker) -> None:
+    """One tick of the shedding law: measure, publish the share, export both as gauges."""
+    global _backlog
+    s = w.settings
+    control = ShedControl(s.shed_high_bytes, s.shed_low_bytes)
+    if _backlog is None:
+        _backlog = Backlog(tuple((a, p) for a, p in s.shed_sockets))
+    backlog = _backlog.measure()
+    share = int(pv(cs.SHED_SHV) or 0)
+    new = control.next_share(share, backlog)
+    if new != share:
+        KSR.pv.seti(cs.SHED_SHV, new)
+        if (new == 0) != (share == 0):
+            KSR.notice(f"edge: load shedding {'off' if new == 0 else 'on'}: backlog {backlog} bytes\n")
+    KSR.xhttp_prom.gauge_set_l0(metrics.SIP_BACKLOG.name, str(backlog))
+    KSR.xhttp_prom.gauge_set_l0(metrics.SHED_RATIO.name, f"{new / FULL:g}")
