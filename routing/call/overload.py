@@ -8,11 +8,15 @@ load, not the machine's (Kamailio's ``ratelimit`` FEEDBACK mode reads the whole 
 and it leads every other measure: a message waits there before any worker has read it, so a
 growing backlog is the time every request (a 503 included) will wait before an answer.
 
-The law is additive-increase, additive-decrease with hysteresis: above ``high_bytes`` the share
-rises by ``step_up`` per tick (0 to 60 % in 0.3 s at the default step and tick), below
-``low_bytes`` it falls by ``step_down`` (slower, so that it does not fall back into the backlog at
-once), in between it holds.  Shares are in permille (0-1000) because Kamailio's configuration
-language compares integers.
+The law is additive-increase, additive-decrease with hysteresis.  The share rises only when the
+backlog was above ``high_bytes`` at two ticks in a row (a worker stalled for a few ms under a
+burst is not an overload; a real one keeps the backlog up), by ``step_up`` for each whole
+multiple of ``high_bytes`` queued (a backlog far above the threshold brings the share up at once:
+the socket's buffer, 208 KB by default, overflows within tens of ms at twice the knee, and a
+datagram dropped there is answered only after the caller's retransmission 500 ms later).  Below
+``low_bytes`` it falls by ``step_down`` per tick (slower, so that it does not fall back into the
+backlog at once); in between it holds.  Shares are in permille (0-1000) because Kamailio's
+configuration language compares integers.
 """
 
 from __future__ import annotations
@@ -53,13 +57,13 @@ class ShedControl:
         """Whether shedding on the backlog is on."""
         return self.high_bytes > 0
 
-    def next_share(self, share: int, backlog: int) -> int:
+    def next_share(self, share: int, backlog: int, previous: int) -> int:
         """The share (permille of new calls refused, 0-1000) for the next tick, from the current
-        ``share`` and the ``backlog`` measured now (bytes)."""
+        ``share``, the ``backlog`` measured now and the one measured at the tick before (bytes)."""
         if not self.enabled:
             return 0
-        if backlog > self.high_bytes:
-            return min(FULL, share + self.step_up)
+        if backlog > self.high_bytes and previous > self.high_bytes:
+            return min(FULL, share + self.step_up * (backlog // self.high_bytes))
         if backlog < self.low_bytes:
             return max(0, share - self.step_down)
         return max(0, min(FULL, share))

@@ -81,18 +81,20 @@ class Backlog:
 
 
 _backlog: Backlog | None = None
+_previous = 0
 
 
 def shed_tick(w: Worker) -> None:
     """One tick of the shedding law: measure, publish the share, export both as gauges."""
-    global _backlog
+    global _backlog, _previous
     s = w.settings
     control = ShedControl(s.shed_high_bytes, s.shed_low_bytes)
     if _backlog is None:
         _backlog = Backlog(tuple((a, p) for a, p in s.shed_sockets))
     backlog = _backlog.measure()
     share = int(pv(cs.SHED_SHV) or 0)
-    new = control.next_share(share, backlog)
+    new = control.next_share(share, backlog, _previous)
+    _previous = backlog
     if new != share:
         KSR.pv.seti(cs.SHED_SHV, new)
         if (new == 0) != (share == 0):

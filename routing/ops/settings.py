@@ -266,7 +266,7 @@ class Overload(_Model):
     shed_backlog_kb: int = Field(
         64, ge=0, le=65536,
         description="automatic shedding: while more than this many KB of SIP datagrams wait in the kernel queues of "
-        "the UDP listeners (the edge is behind), the share of new INVITEs refused rises by 20 % every 100 ms; 0 = off "
+        "the UDP listeners (the edge is behind), the share of new INVITEs refused rises by 20 % per multiple of it every 100 ms (two readings in a row); 0 = off "
         "(routing/call/overload.py)",
     )
     resume_backlog_kb: int = Field(
