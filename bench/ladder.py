@@ -666,7 +666,7 @@ class Bench:
         long calls answered before the burst, which must all end with their BYE 200; slots (lease
         ZSET members) still held ``released_within_s`` (60 s) after the burst, which must be 0 (and
         when they reach 0, up to 2 minutes later); and RSS and PSS of every process of the rung
-        (Kamailio's, rtpengine, redis) after a warm-up at 80 % of the knee (burst_s / 3, at least 3 s) and
+        (Kamailio's, rtpengine, redis) after a warm-up at the knee for burst_s and
         after the slots are free again, with Kamailio's shm in use.  The peer under the
         same overload (twice its own knee) is the reference for what the generator itself costs."""
         o = self.p["overload"]
@@ -695,9 +695,10 @@ class Bench:
         client = self.edge.redis()
         held = lambda: sum(int(client.zcount(k, f"({time.time()}", "+inf"))  # noqa: E731
                            for k in client.scan_iter(match="edge:lease:*", count=1000))
-        # warm-up at the knee, so that "before" is the memory of a rung that has carried its knee
-        # (Kamailio keeps the shm and pkg pages it touched resident): the burst must add nothing to it
-        warm_s, warm_rate = max(3.0, burst_s / 3), round(0.8 * knee)
+        # warm-up at the knee for as long as the burst, so that "before" is the memory of a rung that
+        # has carried its knee (Kamailio keeps the shm and pkg pages it touched resident; the burst's
+        # admitted calls are the knee's): the excess, shed, must add nothing to it
+        warm_s, warm_rate = burst_s, round(knee)
         warm = steps.run_step(workdir / "warmup", target, warm_rate, warm_s, self.p["hold_ms"])
         _wait(lambda: held() == 0, 60, "the warm-up's slots released", fail=False)
         mem_before = self.rung_memory(rung)

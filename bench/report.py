@@ -354,9 +354,10 @@ def render(summary_path: Path, target: Path) -> None:
           "**Slots held** = lease ZSET "
           "members left "
           f"{o.get('released_within_s')} s after the burst (target 0). **Memory** = RSS and PSS of the rung's "
-          "Kamailio (all processes), rtpengine and redis after a warm-up at 80 % of the knee (Kamailio keeps the pages it "
-          "has touched) and once the slots are free again, after/before (target within 10 %); Kamailio's shm in use "
-          "(`core.shmmem` real_used) for reference. Calls refused with 503 are counted by their rtd samples. The "
+          "Kamailio (all processes), rtpengine and redis after a warm-up at the knee for as long as the burst (Kamailio "
+          "keeps the pages it has touched) and once the slots are free again, after/before (target within 10 %); "
+          "Kamailio's shm in use (`core.shmmem` real_used) for reference. redis grows by the call records of the "
+          "burst's calls, kept `cdr.retention_days`: data, not a leak. Calls refused with 503 are counted by their rtd samples. The "
           "peer under the same overload (twice its own knee) is the reference for what the generator costs; it has no "
           "admission and no media watchdog (answered calls whose BYE was lost hold their slots until their lease "
           "expires), so its slot figures are not a reference.")

@@ -32,6 +32,15 @@ def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(cidr)
 
 
+@lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A parsed source address (None when it is not one), memoised per worker."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def classify_source(src_ip: str, topology: Topology) -> Peer | None:
     """Find the trunk or agent whose allowlist holds ``src_ip``.
 
@@ -42,9 +51,8 @@ def classify_source(src_ip: str, topology: Topology) -> Peer | None:
     Returns:
         The best match, or None for a stranger (and for an unparsable address).
     """
-    try:
-        address = ipaddress.ip_address(src_ip)
-    except ValueError:
+    address = _address(src_ip)
+    if address is None:
         return None
     best: tuple[int, int] | None = None
     found: Peer | None = None

@@ -346,12 +346,18 @@ def nat_flags(sdp_address: str, source_ip: str,
     Raises:
         ValueError: a CIDR of ``private_networks`` is not a network (settings validate them first).
     """
+    return _nat_flags(sdp_address, source_ip, tuple(private_networks))
+
+
+@lru_cache(maxsize=4096)
+def _nat_flags(sdp_address: str, source_ip: str, private_networks: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`nat_flags`, memoised per worker: the same peers send every call."""
     try:
         sdp = ipaddress.ip_address(sdp_address)
         source = ipaddress.ip_address(source_ip)
     except ValueError:
         return ()
-    nets = _networks(tuple(private_networks))
+    nets = _networks(private_networks)
     if sdp == source or _within(source, nets):
         return ()
     if sdp.is_unspecified or _within(sdp, nets):

@@ -16,6 +16,7 @@ import time
 import traceback
 
 import KSR  # type: ignore[import-not-found]
+import redis
 
 # non-Kamailio modules, in one place
 from ..call import media
@@ -120,24 +121,23 @@ class Worker:
     # -- per-process clients ---------------------------------------------------------------
 
     def child_init(self, rank: int) -> int:
-        """Open this worker's redis client (after the fork, never before)."""
-        s = self.settings
-        client = connect(
-            host=s.redis_host,
-            port=s.redis_port,
-            db=s.redis_db,
-            password=s.redis_password,
-            timeout_ms=s.redis_timeout_ms,
-            connect_timeout_ms=s.redis_connect_timeout_ms,
-        )
-        self.store = RedisStore(client, s.node)
+        """Open this worker's redis connection (after the fork, never before)."""
+        self.open_store()
         return 0
 
     def open_store(self) -> RedisStore:
-        """This process's store, opened now when :meth:`child_init` did not run."""
+        """This process's store over one redis connection (:func:`routing.tables.store.connect`
+        ``single_connection``), opened now if it is not yet.  While redis cannot be reached a store
+        over a pooled client is returned instead, not kept: its commands raise
+        :class:`~routing.tables.store.StoreUnavailable` as usual, and the next call tries again."""
         if self.store is None:
-            self.child_init(0)
-        assert self.store is not None
+            s = self.settings
+            params = dict(host=s.redis_host, port=s.redis_port, db=s.redis_db, password=s.redis_password,
+                          timeout_ms=s.redis_timeout_ms, connect_timeout_ms=s.redis_connect_timeout_ms)
+            try:
+                self.store = RedisStore(connect(**params, single_connection=True), s.node)
+            except redis.RedisError:
+                return RedisStore(connect(**params), s.node)
         return self.store
 
     def cdrs(self) -> CdrWriter:

@@ -186,8 +186,15 @@ def connect(
     password: str | None = None,
     timeout_ms: int = 200,
     connect_timeout_ms: int = 200,
+    single_connection: bool = False,
 ) -> redis.Redis:
     """Open a redis client with bounded socket timeouts and no retries.
+
+    ``single_connection`` (a Kamailio worker: one process, one thread) keeps one connection
+    instead of a pool: the pool checks each connection out and polls it before every command,
+    which costs about a third of redis-py's CPU per command (measured: 54 against 38 µs per
+    EVALSHA).  Such a client connects at once and raises ``redis.ConnectionError`` when redis is
+    down.
 
     A Kamailio worker must never block on redis: redis-py's own default is
     no timeout, so both the connect and the command timeouts are explicit.  A
@@ -206,6 +213,9 @@ def connect(
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         retry_on_timeout=False,
         decode_responses=True,
+        single_connection_client=single_connection,
+        lib_name=None,  # no CLIENT SETINFO round trip on each (re)connect
+        lib_version=None,
     )
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
+from routing.tables.store import StoreUnavailable
+
 import inspect
 import types
 from typing import Any
 
 from routing.tables.model import DataError
-from routing.tables.store import StoreUnavailable
 from tests.unit.kamailio.fakeksr import FakeKSR, FakeStore, MSG, request, RT
 
 
@@ -46,11 +51,15 @@ def test_malformed_routing_data_gives_500(ksr: FakeKSR, router: Any, store: Fake
     assert any(level == "err" and "edge:trunk:x" in text for level, text in ksr.logs)
 
 
-def test_store_is_opened_lazily_when_child_init_did_not_run(kemi: types.ModuleType) -> None:
-    router = kemi.Edge(RT)
+def test_without_redis_a_store_is_returned_but_not_kept(kemi: types.ModuleType) -> None:
+    """The worker's single redis connection cannot be opened (nothing listens on port 1): a
+    pooled store is returned, whose commands fail as StoreUnavailable, and the next call tries again."""
+    router = kemi.Edge(dataclasses.replace(RT, redis_port=1))  # nothing listens on port 1
     assert router.worker.store is None
-    assert router.worker.open_store() is router.worker.store  # connect() does not talk to redis yet
-    assert router.worker.store.node == "t1"
+    store = router.worker.open_store()
+    assert store.node == "t1" and router.worker.store is None
+    with pytest.raises(StoreUnavailable):
+        store.did("+14155550100")
 
 def test_dialog_event_signature_takes_msg_and_event(kemi: types.ModuleType) -> None:
     params = list(inspect.signature(kemi.Edge.ksr_dialog_event).parameters)
