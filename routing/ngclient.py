@@ -1,15 +1,19 @@
-"""A small client of rtpengine's ng control protocol (bencoded dictionaries over UDP).
+"""A small client of rtpengine's ng control protocol (dictionaries over UDP).
 
-The Kamailio rtpengine module sends offers, answers and deletes; this client
-is for what the module cannot do from a timer process, where there is no SIP
-message to take the Call-ID from: ``query`` a call's statistics (the media
-watchdog and call quality, :mod:`routing.call.quality`).  Protocol: rtpengine
-``docs/ng_control_protocol.md`` (a message is ``<cookie> <bencoded dict>``,
-the reply ``<cookie> <bencoded dict>`` with ``result`` = ``ok`` or ``error``).
+The Kamailio rtpengine module sends offers and answers; this client is for what the module
+cannot do or return: ``delete`` whose reply carries a call's final statistics, ``query`` from a
+timer process where there is no SIP message to take the Call-ID from (the media watchdog and call
+quality, :mod:`routing.call.quality`), ``block DTMF``.  Protocol: rtpengine
+``docs/ng_control_protocol.md``: a message is ``<cookie> <dictionary>``, the reply
+``<cookie> <dictionary>`` with ``result`` = ``ok`` or ``error``.  The dictionary is bencoded, or
+JSON, which rtpengine (10.5 here) accepts too and answers in kind: this client sends JSON, because a
+statistics reply holds hundreds of strings and Python's C JSON decoder reads them several times
+faster than a bencode decoder in Python (a bencoded reply is still read).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from typing import Any
@@ -56,7 +60,7 @@ class NgClient:
         """
         cookie = os.urandom(6).hex()
         payload = {"command": name, **{k.replace("_", "-"): v for k, v in params.items()}}
-        message = cookie.encode() + b" " + bencodepy.encode(payload)
+        message = cookie.encode() + b" " + json.dumps(payload, separators=(",", ":")).encode()
         with socket.socket(socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(self.timeout_s)
             try:
@@ -69,7 +73,8 @@ class NgClient:
             except OSError as exc:  # socket.timeout included
                 raise NgError(f"rtpengine {self.address[0]}:{self.address[1]} did not answer {name}: {exc}") from None
         try:
-            reply = _DECODER.decode(body)  # rtpengine's dictionaries are not key-sorted
+            # JSON as asked; bencode from an rtpengine that answers only that (its dictionaries are not key-sorted)
+            reply = json.loads(body) if body[:1] == b"{" else _DECODER.decode(body)
         except Exception as exc:  # noqa: BLE001 - any decoding problem is a protocol error
             raise NgError(f"rtpengine answered {name} with undecodable data: {exc}") from None
         if not isinstance(reply, dict):

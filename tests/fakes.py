@@ -33,6 +33,7 @@ class FakeStore:
     acquired: list[dict[str, object]] = field(default_factory=list)
     extended: list[tuple[str, int]] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    finished_media: list[tuple[str, dict[str, str], int]] = field(default_factory=list)
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     traces: dict[str, str] = field(default_factory=dict)
@@ -88,9 +89,11 @@ class FakeStore:
         self.released.append(call_id)
         return 1
 
-    def finish(self, call_id: str) -> dict[str, str]:
+    def finish(self, call_id: str, media: dict[str, str] | None = None, keep_s: int = 0) -> dict[str, str]:
         self.released.append(call_id)
-        return dict(self.call_fields.get(call_id, {}))
+        if media:
+            self.finished_media.append((call_id, dict(media), keep_s))
+        return {**self.call_fields.get(call_id, {}), **(media or {})}
 
     def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool:
         self.call_fields.setdefault(call_id, {}).update(fields)

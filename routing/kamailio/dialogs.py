@@ -37,17 +37,18 @@ def dialog_event(w: Worker, event: str) -> None:
     KSR.htable.sht_rm(cs.MEDIA_TABLE, call_id)
     # a BYE passing the request route, unless it is the edge's own (onbehalf.hang_up)
     peer_bye = pv("$rm") == "BYE" and not pv("$rs") and not KSR.pv.get(cs.EDGE_HANGUP_AVP)
+    final_media: dict[str, str] = {}
     if event == "dialog:end":
         # the call's final media statistics, then the media session closed: for a side's
         # BYE (the native route relays it) as for the edge's own hang-up
-        records.close_media(w, call_id, pv("$dlg(from_tag)"))
+        final_media = records.close_media(w, call_id, pv("$dlg(from_tag)"))
     if not peer_bye:
         hangup = "edge"
     elif pv("$ft") == pv("$dlg(from_tag)"):
         hangup = "caller"
     else:
         hangup = "callee"
-    records.finish_call(w, call_id, hangup)
+    records.finish_call(w, call_id, hangup, final_media)
 
 
 def _dialog_timeout(w: Worker) -> None:

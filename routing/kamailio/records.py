@@ -82,12 +82,13 @@ def record_unanswered(w: Worker, plan: CallPlan, code: int, reason: str, tag: st
                          cancelled=cancelled, tried=tried, answer_ms=None))
 
 
-def finish_call(w: Worker, call_id: str, hangup: str) -> None:
+def finish_call(w: Worker, call_id: str, hangup: str, final_media: dict[str, str] | None = None) -> None:
     """Release the call's slots and write its record when it was answered (dialog end,
-    dialog failure, or the call clock's cleanup)."""
+    dialog failure, or the call clock's cleanup); ``final_media`` (:func:`close_media`) is kept
+    with the call in the same redis round trip."""
     media: dict[str, str] = {}
     try:
-        media = w.open_store().finish(call_id)
+        media = w.open_store().finish(call_id, final_media, w.settings.media_quality_ttl_s)
     except StoreUnavailable as exc:  # the slots then expire with their lease
         w.cdrs().mark_down()
         KSR.err(f"edge: cannot release slots of call-id={call_id}: {exc}\n")
@@ -123,29 +124,18 @@ def media_refused(call_id: str) -> Reject | None:
 
 
 
-def close_media(w: Worker, call_id: str, caller_tag: str) -> None:
-    """Delete the call's rtpengine session and keep its final media statistics, which rtpengine
-    returns in the reply to ``delete`` (rtpengine ``docs/ng_control_protocol.md``: the same keys as a
-    ``query`` reply), so one ng round trip does both: ``media_*`` fields in the call hash (its call
-    record carries them) and ``edge:media:{node}:{call-id}`` (TTL ``media.quality_ttl_s``).  When
-    this client gets no answer the Kamailio module's own delete is tried; problems are logged, never
-    raised (the call is ending anyway)."""
+def close_media(w: Worker, call_id: str, caller_tag: str) -> dict[str, str]:
+    """Delete the call's rtpengine session and return its final media statistics (``media_*``
+    fields, :func:`routing.call.quality.summary`), which rtpengine returns in the reply to
+    ``delete`` (rtpengine ``docs/ng_control_protocol.md``: the same keys as a ``query`` reply), so
+    one ng round trip does both; :func:`finish_call` keeps them with the call.  When this client gets
+    no answer the Kamailio module's own delete is tried and nothing is returned; problems are
+    logged, never raised (the call is ending anyway)."""
     try:
         reply = w.ng().command("delete", call_id=call_id, from_tag=caller_tag)
     except NgError as exc:
         if "unknown call" not in exc.reason.lower():
             KSR.warn(f"edge: rtpengine delete of call-id={call_id} failed, the module tries again: {exc}\n")
             KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={caller_tag}")
-        reply = {}
-    _keep_quality(w, call_id, caller_tag, reply)
-
-
-def _keep_quality(w: Worker, call_id: str, caller_tag: str, reply: dict) -> None:
-    """The ``media_*`` summary of an ng reply kept with the call (redis trouble is logged)."""
-    fields = quality.summary(reply, caller_tag, time.time()) if reply else {}
-    if not fields:
-        return
-    try:
-        w.open_store().record_media(call_id, fields, w.settings.media_quality_ttl_s)
-    except StoreUnavailable as exc:
-        KSR.err(f"edge: cannot keep the media quality of call-id={call_id}: {exc}\n")
+        return {}
+    return quality.summary(reply, caller_tag, time.time()) if reply else {}

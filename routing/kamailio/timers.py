@@ -90,8 +90,7 @@ def call_clock(w: Worker) -> None:
                 KSR.warn(f"edge: call-id={call_id} answered but no ACK within {cs.ACK_WAIT_S} s: releasing its slots\n")
             else:
                 KSR.warn(f"edge: call-id={call_id} ended without dialog:end: releasing its slots\n")
-            records.close_media(w, call_id, clock.caller_tag)
-            records.finish_call(w, call_id, hangup="edge")
+            records.finish_call(w, call_id, "edge", records.close_media(w, call_id, clock.caller_tag))
 
 
 def end_now(w: Worker, call_id: str, reason: str, now: float) -> None:

@@ -438,11 +438,20 @@ class RedisStore:
                 return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()], down, spent
         return [], down, spent
 
-    def finish(self, call_id: str) -> dict[str, str]:
-        """Release the call like :meth:`release` and return its call hash as it was
-        (facts and what the media work stored); empty when already released."""
+    def finish(self, call_id: str, media: dict[str, str] | None = None, keep_s: int = 0) -> dict[str, str]:
+        """Release the call like :meth:`release` and return its call hash as it was (facts and
+        what the media work stored); empty when already released.  ``media`` (the final reading,
+        :func:`routing.call.quality.summary`) is stored first, in the same round trip, as
+        :meth:`record_media` would (``keep_s``: how long ``edge:media:{node}:{call-id}`` is kept, s).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        args: list[str | int] = [keys.lease_member(self.node, call_id), keep_s]
+        for name, value in (media or {}).items():
+            args += [name, value]
         try:
-            flat = self._finish(keys=[keys.call(self.node, call_id)], args=[keys.lease_member(self.node, call_id)])
+            flat = self._finish(keys=[keys.call(self.node, call_id), keys.media(self.node, call_id)], args=args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
         return dict(zip(flat[::2], flat[1::2]))

@@ -1,8 +1,9 @@
 """routing.ngclient against a real UDP socket speaking rtpengine's ng framing
-(``<cookie> <bencoded dict>``): replies, ``result: error``, garbage and silence."""
+(``<cookie> <dict>``, JSON asked, JSON or bencode answered): replies, ``result: error``, garbage and silence."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ def ng_server() -> Iterator[Callable[[Callable[[dict], bytes | None]], NgClient]
         def serve() -> None:
             data, peer = sock.recvfrom(65535)
             cookie, _, body = data.partition(b" ")
-            reply = answer(bencodepy.decode(body))
+            reply = answer(json.loads(body))
             if reply is not None:
                 sock.sendto(b"stale " + bencodepy.encode({"result": "ok"}), peer)  # another request's answer
                 sock.sendto(cookie + b" " + reply, peer)
@@ -40,29 +41,34 @@ def ng_server() -> Iterator[Callable[[Callable[[dict], bytes | None]], NgClient]
     sock.close()
 
 
-def test_a_command_gets_its_own_reply_as_text(ng_server) -> None:
+def test_a_command_is_sent_as_json_and_gets_its_own_reply(ng_server) -> None:
     seen = []
-    client = ng_server(lambda req: seen.append(req) or bencodepy.encode({"result": "pong"}))
+    client = ng_server(lambda req: seen.append(req) or json.dumps({"result": "pong"}).encode())
     assert client.command("ping") == {"result": "pong"}
-    assert seen == [{b"command": b"ping"}]
+    assert seen == [{"command": "ping"}]
+
+
+def test_a_bencoded_reply_is_read_too(ng_server) -> None:
+    client = ng_server(lambda req: b"d6:result2:ok7:createdi5ee")  # unsorted keys, as rtpengine sends them
+    assert client.command("query", call_id="c1") == {"result": "ok", "created": 5}
 
 
 def test_parameters_are_sent_with_dashes(ng_server) -> None:
     seen = []
-    client = ng_server(lambda req: seen.append(req) or bencodepy.encode({"result": "ok", "totals": {"RTP": 3}}))
+    client = ng_server(lambda req: seen.append(req) or json.dumps({"result": "ok", "totals": {"RTP": 3}}).encode())
     assert client.command("query", call_id="c1", from_tag="f1")["totals"] == {"RTP": 3}
-    assert seen == [{b"command": b"query", b"call-id": b"c1", b"from-tag": b"f1"}]
+    assert seen == [{"command": "query", "call-id": "c1", "from-tag": "f1"}]
 
 
 def test_an_error_reply_carries_its_reason(ng_server) -> None:
-    client = ng_server(lambda req: bencodepy.encode({"result": "error", "error-reason": "Unknown call-id"}))
+    client = ng_server(lambda req: json.dumps({"result": "error", "error-reason": "Unknown call-id"}).encode())
     with pytest.raises(NgError, match="rtpengine refused query: Unknown call-id") as info:
         client.command("query", call_id="gone")
     assert info.value.reason == "Unknown call-id"
 
 
 def test_garbage_is_a_protocol_error(ng_server) -> None:
-    client = ng_server(lambda req: b"not bencode")
+    client = ng_server(lambda req: b"{not json")
     with pytest.raises(NgError, match="undecodable"):
         client.command("ping")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 
@@ -99,7 +100,7 @@ def fake_rtpengine():
             except OSError:
                 return
             cookie, _, body = data.partition(b" ")
-            command = bencodepy.decode(body)[b"command"].decode()
+            command = json.loads(body)["command"]
             if command in answers:
                 sock.sendto(cookie + b" " + answers[command], peer)
 

@@ -28,14 +28,15 @@ def test_dialog_end_keeps_the_final_statistics_of_the_delete_reply(ksr: FakeKSR,
                                                                     store: FakeStore) -> None:
     reply = {"result": "ok", "created": 1, "tags": {"ft1": {"medias": []}}, "totals": {}}
     router.worker.ngclient.replies["delete"] = reply
-    kept = []
-    store.record_media = lambda call_id, fields, ttl_s=0: kept.append((call_id, fields)) or True
     ksr.pv.update({"$dlg(callid)": "dlg-call", "$rm": "BYE", "$dlg(from_tag)": "ft1"})
     router.ksr_dialog_event(MSG, "dialog:end")
     from routing.call import quality
     assert router.worker.ngclient.queries == []  # one ng round trip: the delete
     expected = quality.summary(reply, "ft1", 0)
-    assert [c for c, _ in kept] == ["dlg-call"] and set(kept[0][1]) == set(expected)
+    # kept by the release itself (one redis round trip), for media.quality_ttl_s after the call
+    [(call_id, fields, keep_s)] = store.finished_media
+    assert call_id == "dlg-call" and set(fields) == set(expected)
+    assert keep_s == router.worker.settings.media_quality_ttl_s
 
 
 def test_dialog_end_falls_back_to_the_modules_delete_when_rtpengine_does_not_answer(
@@ -63,7 +64,7 @@ def test_dialog_failed_releases_and_other_events_do_not(ksr: FakeKSR, router: An
 
 
 def test_dialog_event_errors_are_logged_not_raised(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
-    def broken(call_id: str) -> int:
+    def broken(call_id: str, media: object = None, keep_s: int = 0) -> int:
         raise StoreUnavailable("down")
 
     store.finish = broken  # type: ignore[method-assign]
