@@ -228,8 +228,14 @@ def ipv4_segments(path: Path):
             yield "udp", src, sport, dst, dport, l4[8:]
 
 
+_NG_JSON_COMMAND = re.compile(rb'"command"\s*:\s*"([^"]*)"')
+
+
 def ng_command(payload: bytes) -> str:
-    """The ``command`` of an ng request (``<cookie> <bencoded dict>``), or "?"."""
+    """The ``command`` of an ng request (``<cookie> <bencoded dict>`` or ``<cookie> <JSON>``), or "?"."""
+    j = _NG_JSON_COMMAND.search(payload)
+    if j:
+        return j.group(1).decode(errors="replace")
     m = _NG_COMMAND.search(payload)
     if not m:
         return "?"
