@@ -72,7 +72,7 @@ def mod_init():  # noqa: F811
                 state["n"][_name] = state["n"].get(_name, 0) + 1
                 state["entries"] += 1
                 if state["entries"] % 20 == 0:
-                    _dump(state["entries"] % 400 == 0)
+                    _dump(_PROFILE and state["entries"] % 400 == 0)
 
         setattr(router, _name, _wrapped)
     return router
