@@ -47,14 +47,16 @@ class Backlog:
         self.sockets: list[socket.socket] | None = None
 
     def _find(self) -> list[socket.socket]:
-        found = []
+        found, seen = [], set()
         for name in os.listdir("/proc/self/fd"):
             try:
-                if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                    continue
+                link = os.readlink(f"/proc/self/fd/{name}")
+                if not link.startswith("socket:") or link in seen:
+                    continue  # a socket open on several descriptors is counted once
                 sock = socket.socket(fileno=os.dup(int(name)))
             except OSError:
                 continue
+            seen.add(link)
             keep = False
             try:
                 if sock.type == socket.SOCK_DGRAM and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -78,6 +80,13 @@ class Backlog:
         for sock in self.sockets:
             total += _MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size))[0]
         return total
+
+
+    def close(self) -> None:
+        """Close the duplicated descriptors (the listeners themselves stay open)."""
+        for sock in self.sockets or []:
+            sock.close()
+        self.sockets = None
 
 
 _backlog: Backlog | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 import types
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -68,6 +69,7 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "textops.has_body_type": 1,  # the INVITE carries SDP
     **{f"xhttp_prom.counter_inc_l{n}": 1 for n in range(4)},
     **{f"xhttp_prom.histogram_observe_l{n}": 1 for n in range(4)},
+    "xhttp_prom.gauge_set_l0": 1,
 }
 
 
@@ -333,8 +335,9 @@ def provisional(ksr: FakeKSR, plan: CallPlan, code: int = 183, reliable: bool = 
 
 
 #: the package's modules that import KSR (callstate does not: the renderer imports it)
-KSR_MODULES = ("worker", "mediaflags", "records", "screening", "invite", "failure", "replies", "indialog",
-               "onbehalf", "timers", "dialogs", "registration", "entry")
+#: every module of routing/kamailio that imports KSR (found from the sources, so a new one is not missed)
+KSR_MODULES = tuple(sorted(p.stem for p in Path(routing.kamailio.__file__).parent.glob("*.py")
+                           if "import KSR" in p.read_text()))
 
 
 def forget_plugin() -> None:
