@@ -211,6 +211,9 @@ def connect(
         socket_timeout=timeout_ms / 1000,
         socket_connect_timeout=connect_timeout_ms / 1000,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        # without this redis-py closes the connection and raises instead of retrying; a pooled client
+        # hid that by polling each connection before use (a connection the server closed is replaced)
+        retry_on_error=[redis.ConnectionError],
         retry_on_timeout=False,
         decode_responses=True,
         single_connection_client=single_connection,
