@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
 import socket
 import time
 import types
@@ -18,61 +17,10 @@ from routing.call.decision import Reason, Reject
 from routing.ngclient import NgError
 from tests.helpers import free_port
 from tests.unit.kamailio.conftest import edge_over_fakes
+from tests.unit.kamailio.fakehtable import HTables
 from tests.unit.kamailio.fakeksr import FakeKSR, FakeStore, RT
 
 CALL = "call-1"
-_SHT = re.compile(r"^\$sht\((\w+)=>(.*)\)$")
-
-
-class HTables:
-    """Kamailio's htables as dicts, with the iterator the timers walk them with; ``rpcs`` keeps
-    every jsonrpcs ``exec`` (parsed)."""
-
-    def __init__(self, ksr: FakeKSR) -> None:
-        self.tables: dict[str, dict[str, str]] = {}
-        self.rpcs: list[dict[str, Any]] = []
-        self._walks: dict[str, list[tuple[str, str]]] = {}
-        self._ksr = ksr
-        ht = ksr.module.htable
-        ht.sht_sets, ht.sht_rm, ht.sht_gete = self._set, self._rm, self._get
-        ht.sht_iterator_start, ht.sht_iterator_next, ht.sht_iterator_end = self._start, self._next, self._end
-        get = ksr.module.pv.get
-
-        def pv_get(name: str) -> Any:
-            match = _SHT.match(name)
-            return self.table(match.group(1)).get(match.group(2)) if match else get(name)
-
-        ksr.module.pv.get = pv_get
-        ksr.module.jsonrpcs = types.SimpleNamespace(exec=lambda text: self.rpcs.append(json.loads(text)) or 1)
-
-    def table(self, name: str) -> dict[str, str]:
-        return self.tables.setdefault(name, {})
-
-    def _set(self, table: str, key: str, value: str) -> int:
-        self.table(table)[key] = value
-        return 1
-
-    def _rm(self, table: str, key: str) -> int:
-        self.table(table).pop(key, None)
-        return 1
-
-    def _get(self, table: str, key: str) -> str:
-        return self.table(table).get(key, "")
-
-    def _start(self, name: str, table: str) -> int:
-        self._walks[name] = list(self.table(table).items())
-        return 1
-
-    def _next(self, name: str) -> int:
-        if not self._walks[name]:
-            return -1
-        key, value = self._walks[name].pop(0)
-        self._ksr.pv[f"$shtitkey({name})"], self._ksr.pv[f"$shtitval({name})"] = key, value
-        return 1
-
-    def _end(self, name: str) -> int:
-        del self._walks[name]
-        return 1
 
 
 @pytest.fixture
@@ -89,8 +37,17 @@ def ht(ksr: FakeKSR) -> HTables:
 def kept(store: FakeStore) -> list[tuple[str, dict[str, str]]]:
     """What the timers keep with a call (record_media) and its digits (record_dtmf)."""
     out: list[tuple[str, dict[str, str]]] = []
-    store.record_media = lambda call_id, fields, keep_s=0: out.append((call_id, dict(fields))) or True  # type: ignore[attr-defined]
-    store.record_dtmf = lambda call_id, entry: out.append((call_id, {"dtmf": entry})) or True  # type: ignore[attr-defined]
+
+    def record_media(call_id: str, fields: dict[str, str], keep_s: int = 0) -> bool:
+        out.append((call_id, dict(fields)))
+        return True
+
+    def record_dtmf(call_id: str, entry: str) -> bool:
+        out.append((call_id, {"dtmf": entry}))
+        return True
+
+    store.record_media = record_media  # type: ignore[attr-defined]
+    store.record_dtmf = record_dtmf  # type: ignore[attr-defined]
     return out
 
 
