@@ -1,4 +1,5 @@
-"""edgectl trunk/agent/did/route through click's CliRunner against a real redis."""
+"""edgectl trunk/agent/did/route together through click's CliRunner against a real redis: what the
+commands write, list, show and refuse (one command's own options: test_cmd_<noun>.py)."""
 
 from __future__ import annotations
 
@@ -9,58 +10,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from routing.tables import admin, keys
 from routing.cli import main
 from routing.tables.model import Direction, Gateway, Transport
-from routing.call.numbers import NumberFormat
 from routing.tables.store import RedisStore
-
-
-@pytest.fixture
-def settings_file(tmp_path: Path, redis_server: tuple[str, int], redis_client: redis.Redis) -> Path:
-    """Settings pointing edgectl at the test redis (emptied by ``redis_client``)."""
-    host, port = redis_server
-    path = tmp_path / "edge.yaml"
-    path.write_text(f"redis: {{host: {host}, port: {port}}}\n", encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def edgectl(settings_file: Path):
-    runner = CliRunner()
-
-    def run(*args: str) -> Result:
-        return runner.invoke(main, ["--settings", str(settings_file), *args], catch_exceptions=False)
-
-    return run
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def one_line_error(result: Result) -> str:
-    """Assert a failed command printed exactly one line on stderr and nothing on stdout."""
-    assert result.exit_code != 0
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
-
-
-@pytest.fixture
-def provisioned(edgectl, redis_client: redis.Redis):
-    """The four required forms, exactly as documented."""
-    ok(edgectl("trunk", "add", "telnyx", "--gateway", "192.0.2.10:5060", "--direction", "both",
-               "--cidr", "192.0.2.0/24", "--max-calls", "30"))
-    ok(edgectl("agent", "add", "bot", "--uri", "sip:bot@203.0.113.20:5070", "--cidr", "203.0.113.0/28"))
-    ok(edgectl("did", "add", "+14155550100", "--trunk", "telnyx", "--agent", "bot"))
-    ok(edgectl("route", "add", "+1415", "--trunk", "telnyx", "--rate", "0.0045", "--priority", "5"))
-    return redis_client
+from tests.unit.cli.results import ok, one_line_error
 
 
 def test_required_forms_land_in_redis_as_the_call_path_reads_them(provisioned: redis.Redis) -> None:
@@ -78,45 +34,6 @@ def test_required_forms_land_in_redis_as_the_call_path_reads_them(provisioned: r
     assert (entry.prefix, entry.trunk, entry.rate, entry.priority) == ("+1415", "telnyx", Decimal("0.0045"), 5)
     seed = admin.version_seed()
     assert seed - 60_000_000 < int(provisioned.get(keys.VERSION)) - 3 <= seed  # seeded (µs), then 4 writes
-
-
-def test_trunk_gateway_specs_transport_and_number_format(edgectl, redis_client: redis.Redis) -> None:
-    ok(edgectl("trunk", "add", "carrier", "--transport", "tcp",
-               "--gateway", "192.0.2.1:5060",
-               "--gateway", "192.0.2.2:5080;transport=tcp;priority=20;weight=50",
-               "--country-code", "44", "--national-prefix", "0", "--international-prefix", "00",
-               "--national-length", "10", "--direction", "inbound"))
-    data = json.loads(ok(edgectl("trunk", "show", "carrier", "--json")).stdout)
-
-    assert data["gateways"] == [
-        {"address": "192.0.2.1:5060", "host": "192.0.2.1", "port": 5060, "transport": "tcp", "priority": 10, "weight": 100},
-        {"address": "192.0.2.2:5080", "host": "192.0.2.2", "port": 5080, "transport": "tcp", "priority": 20, "weight": 50},
-    ]
-    assert data["number_format"] == {"country_code": "44", "national_prefix": "0", "international_prefix": "00", "national_length": 10}
-    assert data["direction"] == "inbound" and data["max_calls"] is None
-    assert redis_client.hget(keys.trunk_gateways("carrier"), "192.0.2.2:5080") == "transport=tcp;priority=20;weight=50"
-
-
-def test_agent_number_format_lands_in_redis_as_the_call_path_reads_it(edgectl, redis_client: redis.Redis) -> None:
-    ok(edgectl("agent", "add", "nanp-bot", "--uri", "sip:bot@203.0.113.21", "--cidr", "203.0.113.16/28",
-               "--country-code", "1", "--international-prefix", "011", "--national-length", "10"))
-    data = json.loads(ok(edgectl("agent", "show", "nanp-bot", "--json")).stdout)
-    assert data["number_format"] == {"country_code": "1", "national_prefix": "", "international_prefix": "011",
-                                     "national_length": 10}
-    agent = RedisStore(redis_client, "n1").topology().agents["nanp-bot"]
-    assert agent.number_format == NumberFormat(country_code="1", international_prefix="011", national_length=10)
-    out = ok(edgectl("agent", "show", "nanp-bot")).stdout
-    assert "international prefix" in out and "011" in out
-
-
-def test_trunk_replace(edgectl, provisioned: redis.Redis) -> None:
-    line = one_line_error(edgectl("trunk", "add", "telnyx", "--gateway", "192.0.2.99"))
-    assert "already exists" in line and "--replace" in line
-
-    ok(edgectl("trunk", "add", "telnyx", "--gateway", "192.0.2.99", "--cidr", "192.0.2.0/25", "--replace"))
-
-    assert provisioned.hgetall(keys.trunk_gateways("telnyx")) == {"192.0.2.99:5060": "transport=udp;priority=10;weight=100"}
-    assert provisioned.smembers(keys.trunk_cidrs("telnyx")) == {"192.0.2.0/25"}
 
 
 def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
@@ -149,23 +66,6 @@ def test_human_tables_show_the_rows(edgectl, provisioned: redis.Redis) -> None:
     assert "+14155550100" in ok(edgectl("did", "list")).stdout
     out = ok(edgectl("route", "list")).stdout
     assert "+1415" in out and "0.0045" in out
-
-
-def test_did_number_normalised_to_e164(edgectl, provisioned: redis.Redis) -> None:
-    ok(edgectl("did", "add", "1 (415) 555-0101", "--trunk", "telnyx", "--agent", "bot"))
-    ok(edgectl("did", "add", "0014155550102", "--trunk", "telnyx", "--agent", "bot"))
-    assert provisioned.smembers(keys.DIDS) == {"+14155550100", "+14155550101", "+14155550102"}
-
-
-def test_route_prefix_forms_and_rm(edgectl, provisioned: redis.Redis) -> None:
-    ok(edgectl("route", "add", "1212", "--trunk", "telnyx", "--rate", "0.004"))
-    ok(edgectl("route", "add", "+", "--trunk", "telnyx", "--rate", "0.02"))
-    assert provisioned.smembers(keys.ROUTES) == {"+", "+1212", "+1415"}
-
-    ok(edgectl("route", "rm", "+1212", "--trunk", "telnyx"))
-    ok(edgectl("route", "rm", "+"))
-    assert provisioned.smembers(keys.ROUTES) == {"+1415"}
-    assert "no route '+1212'" in one_line_error(edgectl("route", "rm", "1212"))
 
 
 def test_rm_refused_while_referenced_then_allowed(edgectl, provisioned: redis.Redis) -> None:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import types
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
 from routing.tables import keys
 from routing.tables.model import MediaPolicy, RouteEntry, SrtpMode
 from routing.call.plan import CallPlan
 from routing.tables.store import StoreUnavailable
 from tests.unit.kamailio.fakeksr import (counted, failed_branch, FakeKSR, FakeStore, LEASE_A, LEASE_B,
-                                         MEDIA_ERROR_AVP, MSG, PLAN_AVP, RecordingWriter, request, RT,
+                                         MEDIA_ERROR_AVP, MSG, PLAN_AVP, request,
                                          SDP_OFFER, termination_plan)
 
 
@@ -31,27 +28,6 @@ def test_reject_decision_is_sent_statelessly(ksr: FakeKSR, router: Any, store: F
     assert any(text.startswith("edge: reject 403 acl_source request ") for _, text in ksr.logs)
     record = json.loads(store.traces[ksr.pv["$ci"]])
     assert (record["code"], record["tag"], record["stage"], record["where"]) == (403, "acl_source", "acl", "request")
-
-
-def test_no_refusal_record_when_trace_ttl_is_zero(kemi: types.ModuleType, ksr: FakeKSR, store: FakeStore) -> None:
-    router = kemi.Edge(dataclasses.replace(RT, trace_ttl_s=0))
-    router.worker.store = store
-    router.worker.writer = RecordingWriter()
-    request(ksr, **{"$si": "198.18.0.1"})
-    router.ksr_initial_invite(MSG)
-    assert ksr.replies == [("sl", 403, "Source Not Allowed")]
-    assert store.traces == {}
-
-
-def test_refusal_is_answered_even_when_it_cannot_be_recorded(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
-    def broken(*args: object) -> None:
-        raise StoreUnavailable("down")
-
-    store.keep_trace = broken  # type: ignore[method-assign]
-    request(ksr, **{"$si": "198.18.0.1"})
-    router.ksr_initial_invite(MSG)
-    assert ksr.replies == [("sl", 403, "Source Not Allowed")]
-    assert any("cannot record the refusal" in text for _, text in ksr.logs)
 
 
 def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store: FakeStore) -> None:
@@ -256,22 +232,6 @@ def test_failover_hop_is_sent_from_its_sides_socket(ksr: FakeKSR, sided_router: 
     sided_router.ksr_failure_manage(MSG)
     assert ksr.relayed == ["sip:+14155550100@gw-b"]
     assert ("$fs", "udp:10.0.1.10:5060") in ksr.args_of("pv.sets")
-
-
-@pytest.mark.parametrize("from_tag, expected", [
-    ("caller-tag", ["direction=carrier", "direction=agent"]),  # re-INVITE from the carrier (the caller)
-    ("callee-tag", ["direction=agent", "direction=carrier"]),  # re-INVITE/UPDATE from the agent
-])
-def test_in_dialog_offer_names_the_senders_interface_first(ksr: FakeKSR, sided_router: Any, from_tag: str,
-                                                           expected: list[str]) -> None:
-    request(ksr, **{"$ft": from_tag, "$dlg(from_tag)": "caller-tag", "$dlg_var(edge_dir)": "origination"})
-    ksr.returns["siputils.has_totag"] = 1
-    sided_router.ksr_in_dialog(MSG)
-    assert ksr.replies == []
-    (flags,) = ksr.args_of("rtpengine.rtpengine_manage")[0]
-    assert flags.split()[-2:] == expected
-    assert ksr.args_of("tm.t_relay") == [()]  # relayed by the plugin, in the dialog's route set
-    assert ksr.pv["$avp(edge_dir)"] == "origination"  # for the reply route's answer
 
 
 def test_one_network_edge_names_no_interface_and_forces_no_socket(ksr: FakeKSR, router: Any) -> None:

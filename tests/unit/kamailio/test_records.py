@@ -1,4 +1,4 @@
-"""Call records of refused, failed and answered calls."""
+"""Call records of failed and answered calls (refusals: test_worker.py)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,10 @@ from typing import Any
 
 from routing.call.plan import CallPlan, Target
 from tests.unit.kamailio.fakeksr import (failed_branch, FakeKSR, FakeStore, LEASE_A, MSG, origination_plan,
-                                         PLAN_AVP, request, termination_plan)
+                                         PLAN_AVP, termination_plan)
 
 
 # -- call records ---------------------------------------------------------------------------------
-
-
-def test_refused_invite_gets_a_rejected_record(ksr: FakeKSR, router: Any) -> None:
-    request(ksr, **{"$si": "198.18.0.1", "$cs": "7"})
-    router.ksr_initial_invite(MSG)
-    (record,) = router.worker.writer.records
-    assert (record["id"], record["status"], record["sip_code"], record["reject_tag"]) == (
-        "t1:call-1:7", "rejected", 403, "acl_source")
-    assert record["number"] == "+14155550100" and record["gateways"] == []
-
-
-def test_non_invite_refusals_get_no_record(ksr: FakeKSR, router: Any) -> None:
-    request(ksr, method="MESSAGE")
-    router.ksr_refuse(MSG, "not_allowed")
-    assert ksr.replies and router.worker.writer.records == []
 
 
 def test_failed_attempt_record_from_the_failure_route(ksr: FakeKSR, router: Any, cdr_table: dict[str, str]) -> None:

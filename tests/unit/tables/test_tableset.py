@@ -17,7 +17,7 @@ from routing.call.numbers import NumberFormat
 from routing.tables.plain import from_plain, to_plain
 from routing.ops.secrets import SecretBox, create_key
 
-from .test_admin import make_agent, make_trunk
+from .samples import make_agent, make_trunk
 
 
 def document(**sections: object) -> dict:

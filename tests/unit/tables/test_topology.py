@@ -8,7 +8,7 @@ from routing.tables import admin, keys
 from routing.tables.store import RedisStore
 from routing.tables.topology import read_topology
 
-from .test_admin import make_agent, make_trunk
+from .samples import make_agent, make_trunk
 
 
 def test_store_and_admin_read_the_same_trunks_and_agents(redis_client: redis.Redis) -> None:

@@ -1,0 +1,23 @@
+"""edgectl agent (routing.cli.cmd_agent) through click's CliRunner against a real redis."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from routing.call.numbers import NumberFormat
+from routing.tables.store import RedisStore
+from tests.unit.cli.results import ok
+
+
+def test_agent_number_format_lands_in_redis_as_the_call_path_reads_it(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("agent", "add", "nanp-bot", "--uri", "sip:bot@203.0.113.21", "--cidr", "203.0.113.16/28",
+               "--country-code", "1", "--international-prefix", "011", "--national-length", "10"))
+    data = json.loads(ok(edgectl("agent", "show", "nanp-bot", "--json")).stdout)
+    assert data["number_format"] == {"country_code": "1", "national_prefix": "", "international_prefix": "011",
+                                     "national_length": 10}
+    agent = RedisStore(redis_client, "n1").topology().agents["nanp-bot"]
+    assert agent.number_format == NumberFormat(country_code="1", international_prefix="011", national_length=10)
+    out = ok(edgectl("agent", "show", "nanp-bot")).stdout
+    assert "international prefix" in out and "011" in out

@@ -1,0 +1,37 @@
+"""edgectl trunk (routing.cli.cmd_trunk) through click's CliRunner against a real redis."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from routing.tables import keys
+from tests.unit.cli.results import ok, one_line_error
+
+
+def test_trunk_gateway_specs_transport_and_number_format(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("trunk", "add", "carrier", "--transport", "tcp",
+               "--gateway", "192.0.2.1:5060",
+               "--gateway", "192.0.2.2:5080;transport=tcp;priority=20;weight=50",
+               "--country-code", "44", "--national-prefix", "0", "--international-prefix", "00",
+               "--national-length", "10", "--direction", "inbound"))
+    data = json.loads(ok(edgectl("trunk", "show", "carrier", "--json")).stdout)
+
+    assert data["gateways"] == [
+        {"address": "192.0.2.1:5060", "host": "192.0.2.1", "port": 5060, "transport": "tcp", "priority": 10, "weight": 100},
+        {"address": "192.0.2.2:5080", "host": "192.0.2.2", "port": 5080, "transport": "tcp", "priority": 20, "weight": 50},
+    ]
+    assert data["number_format"] == {"country_code": "44", "national_prefix": "0", "international_prefix": "00", "national_length": 10}
+    assert data["direction"] == "inbound" and data["max_calls"] is None
+    assert redis_client.hget(keys.trunk_gateways("carrier"), "192.0.2.2:5080") == "transport=tcp;priority=20;weight=50"
+
+
+def test_trunk_replace(edgectl, provisioned: redis.Redis) -> None:
+    line = one_line_error(edgectl("trunk", "add", "telnyx", "--gateway", "192.0.2.99"))
+    assert "already exists" in line and "--replace" in line
+
+    ok(edgectl("trunk", "add", "telnyx", "--gateway", "192.0.2.99", "--cidr", "192.0.2.0/25", "--replace"))
+
+    assert provisioned.hgetall(keys.trunk_gateways("telnyx")) == {"192.0.2.99:5060": "transport=udp;priority=10;weight=100"}
+    assert provisioned.smembers(keys.trunk_cidrs("telnyx")) == {"192.0.2.0/25"}

@@ -1,0 +1,216 @@
+"""The rtimer work: call clock, media watchdog, DTMF log (routing.kamailio.timers)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import socket
+import time
+import types
+from dataclasses import replace
+from typing import Any, Iterator
+
+import pytest
+
+from routing.call import media
+from routing.call.decision import Reason, Reject
+from routing.ngclient import NgError
+from tests.helpers import free_port
+from tests.unit.kamailio.conftest import edge_over_fakes
+from tests.unit.kamailio.fakehtable import HTables
+from tests.unit.kamailio.fakeksr import FakeKSR, FakeStore, RT
+
+CALL = "call-1"
+
+
+@pytest.fixture
+def timers(kemi: types.ModuleType) -> types.ModuleType:
+    return importlib.import_module("routing.kamailio.timers")
+
+
+@pytest.fixture
+def ht(ksr: FakeKSR) -> HTables:
+    return HTables(ksr)
+
+
+@pytest.fixture
+def kept(store: FakeStore) -> list[tuple[str, dict[str, str]]]:
+    """What the timers keep with a call (record_media) and its digits (record_dtmf)."""
+    out: list[tuple[str, dict[str, str]]] = []
+
+    def record_media(call_id: str, fields: dict[str, str], keep_s: int = 0) -> bool:
+        out.append((call_id, dict(fields)))
+        return True
+
+    def record_dtmf(call_id: str, entry: str) -> bool:
+        out.append((call_id, {"dtmf": entry}))
+        return True
+
+    store.record_media = record_media  # type: ignore[attr-defined]
+    store.record_dtmf = record_dtmf  # type: ignore[attr-defined]
+    return out
+
+
+def _warnings(ksr: FakeKSR) -> list[str]:
+    return [text for level, text in ksr.logs if level in ("warn", "err")]
+
+
+# -- the call clock ---------------------------------------------------------------------------------
+
+
+def test_answered_call_past_its_deadline_is_ended_and_its_cleanup_armed(timers: types.ModuleType, ht: HTables,
+                                                                        router: Any, store: FakeStore) -> None:
+    now = int(time.time())
+    ht.table("deadline").update({CALL: f"{now - 5}:11:22:ft1:tt1", "call-2": f"{now + 3600}:33:44:ft2:tt2"})
+    timers.call_clock(router.worker)
+    # no UDP listener to send the BYEs itself from: the dialog module ends the dialog
+    assert [(rpc["method"], rpc["params"]) for rpc in ht.rpcs] == [("dlg.end_dlg", [11, 22])]
+    at, form, _, tag = ht.table("deadline")[CALL].split(":")
+    assert (form, tag) == ("cleanup", "ft1") and now + 3 <= int(at) <= now + 4
+    assert ht.table("deadline")["call-2"] == f"{now + 3600}:33:44:ft2:tt2"
+    assert store.released == []  # dialog:end releases it, or the cleanup below
+
+
+def test_call_with_a_media_refusal_is_ended_with_a_reason_header(timers: types.ModuleType, ht: HTables,
+                                                                  router: Any) -> None:
+    now = int(time.time())
+    ht.table("cdr")[CALL] = json.dumps({"start": 1, "media_refused": [488, "SRTP Required", "srtp_required"]})
+    ht.table("deadline")[CALL] = f"{now}:11:22:ft1:tt1"
+    timers.call_clock(router.worker)
+    (rpc,) = ht.rpcs
+    assert rpc["params"] == [11, 22, media.reason_header(Reject.of(Reason.SRTP_REQUIRED)) + "\r\n"]
+
+
+@pytest.mark.parametrize(("form", "warning"), [
+    ("cleanup::ft1", "ended without dialog:end"),
+    ("noack::ft1", "answered but no ACK within 32 s"),
+])
+def test_cleanup_or_unacked_answer_past_due_releases_the_call(timers: types.ModuleType, ht: HTables, router: Any,
+                                                             ksr: FakeKSR, store: FakeStore, form: str,
+                                                             warning: str) -> None:
+    ht.table("deadline")[CALL] = f"{int(time.time()) - 1}:{form}"
+    ht.table("mediawatch")[CALL] = f"{int(time.time()) + 30}:30:1:ft1"
+    timers.call_clock(router.worker)
+    assert store.released == [CALL]
+    assert ht.table("deadline") == {} and ht.table("mediawatch") == {}
+    assert ht.rpcs == []
+    assert any(warning in text for text in _warnings(ksr))
+
+
+def test_values_that_are_not_deadlines_are_left_alone(timers: types.ModuleType, ht: HTables, router: Any,
+                                                      ksr: FakeKSR, store: FakeStore) -> None:
+    ht.table("deadline")[CALL] = "soon:11:22:ft1:tt1"
+    timers.call_clock(router.worker)
+    assert ht.table("deadline") == {CALL: "soon:11:22:ft1:tt1"}
+    assert ht.rpcs == [] and store.released == [] and _warnings(ksr) == []
+
+
+def test_end_now_moves_the_deadline_to_now_and_keeps_the_reason(timers: types.ModuleType, ht: HTables,
+                                                                router: Any, kept: list) -> None:
+    ht.table("deadline")[CALL] = "1900000000:11:22:ft1:tt1"
+    timers.end_now(router.worker, CALL, "rtp_timeout", 1700000000.7)
+    assert ht.table("deadline")[CALL] == "1700000000:11:22:ft1:tt1"
+    assert kept == [(CALL, {"media_end_reason": "rtp_timeout"})]
+
+
+def test_end_now_leaves_a_cleanup_alone(timers: types.ModuleType, ht: HTables, router: Any, kept: list) -> None:
+    ht.table("deadline")[CALL] = "1900000000:cleanup::ft1"
+    timers.end_now(router.worker, CALL, "rtp_timeout", 1700000000)
+    assert ht.table("deadline")[CALL] == "1900000000:cleanup::ft1"
+
+
+# -- the media watchdog ------------------------------------------------------------------------------
+
+
+def test_watchdog_ends_a_call_without_rtp_for_its_timeout_in_the_same_tick(
+        timers: types.ModuleType, ht: HTables, router: Any, kept: list) -> None:
+    """rtpengine no longer knows the call (FakeNg: unknown call-id): silent since the answer."""
+    now = int(time.time())
+    ht.table("deadline")[CALL] = f"{now + 3600}:11:22:ft1:tt1"
+    ht.table("mediawatch")[CALL] = f"{now - 1}:30:{now - 60}:ft1"
+    timers.call_clock(router.worker)
+    assert ht.table("mediawatch") == {}
+    # the watchdog moved the deadline to now, and the clock then ended the call
+    assert [(rpc["method"], rpc["params"]) for rpc in ht.rpcs] == [("dlg.end_dlg", [11, 22])]
+    assert ht.table("deadline")[CALL].split(":")[1:] == ["cleanup", "", "ft1"]
+    assert kept == [(CALL, {"media_end_reason": "rtp_timeout"})]
+
+
+def test_watchdog_checks_again_a_call_still_within_its_timeout(timers: types.ModuleType, ht: HTables,
+                                                              router: Any) -> None:
+    now = int(time.time())
+    ht.table("deadline")[CALL] = f"{now + 3600}:11:22:ft1:tt1"
+    ht.table("mediawatch")[CALL] = f"{now - 1}:30:{now - 5}:ft1"
+    timers.call_clock(router.worker)
+    next_s, rest = ht.table("mediawatch")[CALL].split(":", 1)
+    assert rest == f"30:{now - 5}:ft1"
+    assert now + RT.media_check_interval_s <= int(next_s) <= now + RT.media_check_interval_s + 1
+    assert ht.table("deadline")[CALL] == f"{now + 3600}:11:22:ft1:tt1"
+
+
+def test_watchdog_never_ends_a_call_when_rtpengine_does_not_answer(timers: types.ModuleType, ht: HTables,
+                                                                   router: Any, ksr: FakeKSR) -> None:
+    def silent(call_id: str, from_tag: str = "") -> dict:
+        raise NgError("rtpengine 127.0.0.1:2223 did not answer query: timed out")
+
+    router.worker.ngclient.query = silent
+    now = int(time.time())
+    ht.table("deadline")[CALL] = f"{now + 3600}:11:22:ft1:tt1"
+    ht.table("mediawatch")[CALL] = f"{now - 1}:30:{now - 600}:ft1"
+    timers.call_clock(router.worker)
+    assert int(ht.table("mediawatch")[CALL].split(":")[0]) >= now + RT.media_check_interval_s
+    assert ht.table("deadline")[CALL] == f"{now + 3600}:11:22:ft1:tt1"
+    assert any("cannot query" in text for text in _warnings(ksr))
+
+
+# -- the DTMF log ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def logging_router(kemi: types.ModuleType, store: FakeStore) -> Iterator[Any]:
+    """An edge whose DTMF log listens on a free loopback port."""
+    router = edge_over_fakes(kemi, store, replace(RT, dtmf_log_port=free_port()))
+    yield router
+    if router.worker.dtmf_sock is not None:
+        router.worker.dtmf_sock.close()
+
+
+def _event(port: int, call_id: str, source_tag: str, event: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(json.dumps({"callid": call_id, "source_tag": source_tag, "type": "DTMF", "event": event,
+                                "duration": 200}).encode(), ("127.0.0.1", port))
+
+
+def _read_until(timers: types.ModuleType, router: Any, kept: list, count: int) -> None:
+    """Run the DTMF log until ``count`` digits were kept (2 s at most)."""
+    deadline = time.monotonic() + 2
+    while len(kept) < count and time.monotonic() < deadline:
+        timers.dtmf_log(router.worker)
+        time.sleep(0.01)
+
+
+def test_dtmf_log_records_digits_of_known_calls_only(timers: types.ModuleType, ht: HTables, logging_router: Any,
+                                                     kept: list) -> None:
+    ht.table("dtmfcall")[CALL] = "ft1,rfc4733,rfc4733"
+    timers.dtmf_log(logging_router.worker)  # binds the socket
+    port = logging_router.worker.settings.dtmf_log_port
+    _event(port, "stranger", "x", 1)
+    _event(port, CALL, "ft1", 5)
+    _event(port, CALL, "tt1", 11)  # '#' from the callee
+    _read_until(timers, logging_router, kept, 2)
+    assert kept == [(CALL, {"dtmf": "caller:5:rfc4733"}), (CALL, {"dtmf": "callee:#:rfc4733"})]
+
+
+def test_dtmf_log_skips_the_edges_own_plays_from_an_info_side(timers: types.ModuleType, ht: HTables,
+                                                             logging_router: Any, ksr: FakeKSR, kept: list) -> None:
+    """Digits rtpengine reports from an ``info`` side are the edge's own plays, recorded from the INFO;
+    the other side's digits are recorded, and sent to the info side as INFO (here: no CSeq map, so not)."""
+    ht.table("dtmfcall")[CALL] = "ft1,info,rfc4733"
+    timers.dtmf_log(logging_router.worker)
+    port = logging_router.worker.settings.dtmf_log_port
+    _event(port, CALL, "ft1", 7)
+    _event(port, CALL, "tt1", 3)
+    _read_until(timers, logging_router, kept, 1)
+    timers.dtmf_log(logging_router.worker)
+    assert kept == [(CALL, {"dtmf": "callee:3:rfc4733"})]
+    assert any("digit 3 not sent as INFO: the call is not known" in text for text in _warnings(ksr))

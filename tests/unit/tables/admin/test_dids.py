@@ -1,0 +1,58 @@
+"""routing.tables.admin.dids against a real redis: round trips, dangling references, replace, removal."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from routing.tables import admin, keys
+from routing.tables.model import DataError, Did
+from routing.tables.store import RedisStore
+from tests.unit.tables.samples import make_agent, version
+
+
+def test_did_round_trip(peers: redis.Redis) -> None:
+    written = admin.put_did(peers, Did("+14155550100", "telnyx", "bot"))
+
+    assert peers.hgetall(keys.did("+14155550100")) == {"trunk": "telnyx", "agent": "bot"}
+    assert peers.smembers(keys.DIDS) == {"+14155550100"}
+    assert admin.get_did(peers, "+14155550100") == written
+    assert admin.list_dids(peers) == [written]
+    assert RedisStore(peers, "n1").did("+14155550100") == written
+
+
+@pytest.mark.parametrize(
+    ("did", "message"),
+    [
+        (Did("+14155550100", "ghost", "bot"), r"^no trunk 'ghost'$"),
+        (Did("+14155550100", "telnyx", "ghost"), r"^no agent 'ghost'$"),
+        (Did("14155550100", "telnyx", "bot"), r"not an E\.164 number"),
+    ],
+)
+def test_dangling_or_bad_did_refused(peers: redis.Redis, did: Did, message: str) -> None:
+    before = version(peers)
+    with pytest.raises(DataError, match=message):
+        admin.put_did(peers, did)
+    assert peers.smembers(keys.DIDS) == set()
+    assert not peers.exists(keys.did(did.number))
+    assert version(peers) == before
+
+
+def test_duplicate_did_needs_replace(peers: redis.Redis) -> None:
+    admin.put_agent(peers, make_agent("bot2", cidrs=()))
+    admin.put_did(peers, Did("+14155550100", "telnyx", "bot"))
+
+    with pytest.raises(DataError, match=r"did \+14155550100 already exists"):
+        admin.put_did(peers, Did("+14155550100", "telnyx", "bot2"))
+    admin.put_did(peers, Did("+14155550100", "telnyx", "bot2"), replace=True)
+
+    assert admin.get_did(peers, "+14155550100") == Did("+14155550100", "telnyx", "bot2")
+
+
+def test_remove_did(peers: redis.Redis) -> None:
+    admin.put_did(peers, Did("+14155550100", "telnyx", "bot"))
+    admin.remove_did(peers, "+14155550100")
+    assert admin.list_dids(peers) == []
+    assert not peers.exists(keys.did("+14155550100"))
+    with pytest.raises(DataError, match=r"no did '\+14155550100'"):
+        admin.remove_did(peers, "+14155550100")
