@@ -160,4 +160,8 @@ STAGE_OF_TAG = {
     "dtls_required": "media",
     "codecs_not_allowed": "media",
     "no_audio": "media",
+    # the node's own admission (native route ADMISSION), before any routing
+    "node_cps": "admission",
+    "node_calls": "admission",
+    "node_overloaded": "admission",
 }

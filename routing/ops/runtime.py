@@ -127,13 +127,15 @@ def load(path: str | None = None) -> RuntimeSettings:
 
     Raises:
         OSError: the file cannot be read.
-        ValueError: it is not JSON.
+        ValueError: it is not JSON, or not a JSON object.
     """
     path = path or os.environ.get(ENV_VAR, "")
     if not path:
         return RuntimeSettings()
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
     known = {f.name for f in fields(RuntimeSettings)}
     values = {k: v for k, v in data.items() if k in known}
     for name in ("python_paths", "blocked_prefixes", "scanner_user_agents", "media_private_networks"):

@@ -38,7 +38,6 @@ def test_rejection_reasons_are_stable_snake_case_codes() -> None:
     assert len(tags) == len(set(tags))
 
 
-@pytest.mark.xfail(strict=True, reason="STAGE_OF_TAG has no stage for node_cps, node_calls, node_overloaded")
 def test_every_reason_tag_has_a_stage_for_edgectl_explain() -> None:
     assert {tag for _, _, tag in REASONS.values()} - set(STAGE_OF_TAG) == set()
 

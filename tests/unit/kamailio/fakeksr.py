@@ -335,9 +335,10 @@ def provisional(ksr: FakeKSR, plan: CallPlan, code: int = 183, reliable: bool = 
 
 
 #: the package's modules that import KSR (callstate does not: the renderer imports it)
-#: every module of routing/kamailio that imports KSR (found from the sources, so a new one is not missed)
+#: every module of routing/kamailio (found from the sources, so a new one is not missed): those that
+#: import KSR, and those bound to them (mediaflags reads through worker.pv)
 KSR_MODULES = tuple(sorted(p.stem for p in Path(routing.kamailio.__file__).parent.glob("*.py")
-                           if "import KSR" in p.read_text()))
+                           if p.stem != "__init__"))
 
 
 def forget_plugin() -> None:

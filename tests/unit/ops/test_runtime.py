@@ -74,3 +74,11 @@ def test_text_that_is_not_json_raises_valueerror(tmp_path: Path, text: str) -> N
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError):
         load(str(path))
+
+
+@pytest.mark.parametrize("text", ["[]", '"edge1"', "42"])
+def test_json_that_is_not_an_object_raises_valueerror(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "routing.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        load(str(path))
