@@ -128,6 +128,8 @@ class Edge:
         self.write_settings(workers)
         code = (
             "import sys; sys.path.insert(0, sys.argv[1]);"
+            # the venv's editable install maps `routing` to its own tree ahead of sys.path: not for this tree
+            "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')];"
             "from routing.ops import services; from routing.ops.settings import load_settings;"
             "import routing; assert list(routing.__path__)[0].startswith(sys.argv[1]), routing.__path__;"
             "[print(s.name, s.pid, s.healthy, s.detail) for s in services.up(load_settings(sys.argv[2]))]"
@@ -167,6 +169,8 @@ class Edge:
         (as edgectl does); returns the SHA1 of the tree's lease and release scripts (for the peer)."""
         code = (
             "import sys; sys.path.insert(0, sys.argv[1]);"
+            # the venv's editable install maps `routing` to its own tree ahead of sys.path: not for this tree
+            "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')];"
             "from routing.tables import admin; from routing.tables.store import connect;"
             "from routing.tables.model import Agent, Did, Direction, Trunk;"
             "c = connect('127.0.0.1', int(sys.argv[2]), timeout_ms=5000, connect_timeout_ms=2000); c.flushdb();"
