@@ -127,8 +127,10 @@ class Edge:
         self.src = src or self.src
         self.write_settings(workers)
         code = (
-            "import sys; sys.path.insert(0, sys.argv[1]);"
-            # the venv's editable install maps `routing` to its own tree ahead of sys.path: not for this tree
+            # this tree first and the working directory (the bench's own checkout) out: a tree whose routing/
+            # has no __init__.py (a namespace package, as before the call-path rework) would lose against it
+            "import os, sys; sys.path[:] = [sys.argv[1]] + [p for p in sys.path if p not in ('', os.getcwd())];"
+            # nor the venv's editable install of this checkout
             "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')];"
             "from routing.ops import services; from routing.ops.settings import load_settings;"
             "import routing; assert list(routing.__path__)[0].startswith(sys.argv[1]), routing.__path__;"
@@ -168,8 +170,10 @@ class Edge:
         """One trunk, one agent and one DID, written with ``routing.tables.admin`` of the source tree
         (as edgectl does); returns the SHA1 of the tree's lease and release scripts (for the peer)."""
         code = (
-            "import sys; sys.path.insert(0, sys.argv[1]);"
-            # the venv's editable install maps `routing` to its own tree ahead of sys.path: not for this tree
+            # this tree first and the working directory (the bench's own checkout) out: a tree whose routing/
+            # has no __init__.py (a namespace package, as before the call-path rework) would lose against it
+            "import os, sys; sys.path[:] = [sys.argv[1]] + [p for p in sys.path if p not in ('', os.getcwd())];"
+            # nor the venv's editable install of this checkout
             "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')];"
             "from routing.tables import admin; from routing.tables.store import connect;"
             "from routing.tables.model import Agent, Did, Direction, Trunk;"
