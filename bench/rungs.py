@@ -132,7 +132,8 @@ class Edge:
             "import os, sys; sys.path[:] = [sys.argv[1]] + [p for p in sys.path if p not in ('', os.getcwd())];"
             # nor the venv's editable install of this checkout
             "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')];"
-            "from routing.ops import services; from routing.ops.settings import load_settings;"
+            "\ntry:\n from routing.ops import services; from routing.ops.settings import load_settings\n"
+            "except ImportError:\n from routing import services; from routing.settings import load_settings\n"
             "import routing; assert list(routing.__path__)[0].startswith(sys.argv[1]), routing.__path__;"
             "[print(s.name, s.pid, s.healthy, s.detail) for s in services.up(load_settings(sys.argv[2]))]"
         )
@@ -175,8 +176,11 @@ class Edge:
             "import os, sys; sys.path[:] = [sys.argv[1]] + [p for p in sys.path if p not in ('', os.getcwd())];"
             # nor the venv's editable install of this checkout
             "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')];"
-            "from routing.tables import admin; from routing.tables.store import connect;"
-            "from routing.tables.model import Agent, Did, Direction, Trunk;"
+            # the package layout of the tree (sub-packages since the call-path rework; flat before it)
+            "\ntry:\n from routing.tables import admin; from routing.tables.store import connect;"
+            " from routing.tables.model import Agent, Did, Direction, Trunk\n"
+            "except ImportError:\n from routing import admin; from routing.store import connect;"
+            " from routing.model import Agent, Did, Direction, Trunk\n"
             "c = connect('127.0.0.1', int(sys.argv[2]), timeout_ms=5000, connect_timeout_ms=2000); c.flushdb();"
             f"admin.put_trunk(c, Trunk(name='{TRUNK}', direction=Direction.BOTH, max_calls=100000, cidrs=('{CARRIER_IP}/32',)));"
             f"admin.put_agent(c, Agent(name='{AGENT}', uris=('sip:{AGENT_IP}:{AGENT_PORT}',), cidrs=('{AGENT_IP}/32',), max_calls=100000));"
@@ -188,7 +192,8 @@ class Edge:
         client = self.redis()
         shas = {}
         for name in ("lease", "release", "call_update", "finish", "cdr_add", "media"):
-            text = (self.src / "routing" / "tables" / "lua" / f"{name}.lua").read_text()
+            lua = self.src / "routing" / "tables" / "lua"
+            text = ((lua if lua.is_dir() else self.src / "routing" / "lua") / f"{name}.lua").read_text()
             shas[name] = client.script_load(text)
             assert shas[name] == hashlib.sha1(text.encode()).hexdigest()
         return shas
