@@ -309,10 +309,14 @@ class Bench:
         return {"max_cps": best or 0, "steps": tried}
 
     def cps(self) -> None:
-        rung_list = self.p["rungs"]
         ramps = {}
-        for rung in rung_list:
-            ramps[rung] = self.ramp(rung)
+        for rung in self.p["rungs"]:
+            try:
+                ramps[rung] = self.ramp(rung)
+            except Exception as exc:  # noqa: BLE001 - a rung that cannot start (a baseline tree) leaves the others
+                self.summary["errors"].append(f"cps {rung}: {exc}\n{traceback.format_exc()}")
+                log(f"cps {rung} left out: {exc}")
+        rung_list = [r for r in self.p["rungs"] if r in ramps]
         reps: dict[str, list] = {r: [] for r in rung_list}
         for rep in range(1, self.p["repeats"] + 1):
             for rung in rung_list:  # interleaved: every rung once per repeat
