@@ -51,7 +51,7 @@ FIELDS = (
     "id", "node", "call_id", "cseq", "direction", "status", "start_ms", "answer_ms", "end_ms",
     "duration_ms", "talk_ms", "billable_s", "billing_increment", "rate", "cost", "trunk", "agent",
     "number", "caller", "gateways", "sip_code", "sip_reason", "reject_tag", "hangup", "codecs_caller",
-    "codecs_callee", "media",
+    "codecs_callee", "media", "transfer",
 )
 
 #: Call-hash fields that are facts of the call, not media data (see :func:`media_fields`).
@@ -175,6 +175,10 @@ class CallFacts:
         hangup: who ended an answered call: ``caller`` or ``callee`` (their BYE), ``edge``
             (maximum duration, dialog timeout); empty when not answered.
         media: fields the media work stored for the call (see :func:`media_fields`).
+        transfer: the agent's transfer of the call, if any: ``mode`` (``refer``), ``target`` (E.164
+            number or SIP URI), ``refer_code`` (the carrier's answer to the REFER), ``result`` (the
+            final ``message/sipfrag`` status of the carrier's NOTIFY, RFC 3515 section 2.4.5, or the
+            REFER's refusal); empty when the call was not transferred.
     """
 
     node: str
@@ -199,6 +203,7 @@ class CallFacts:
     codecs_callee: list[str] = field(default_factory=list)
     hangup: str = ""
     media: dict[str, str] = field(default_factory=dict)
+    transfer: dict[str, str] = field(default_factory=dict)
 
 
 def _status(facts: CallFacts) -> str:
@@ -250,6 +255,7 @@ def build_record(facts: CallFacts) -> dict[str, object]:
         "codecs_caller": list(facts.codecs_caller),
         "codecs_callee": list(facts.codecs_callee),
         "media": dict(facts.media),
+        "transfer": dict(facts.transfer),
     }
 
 

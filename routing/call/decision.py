@@ -23,6 +23,10 @@ class Reason:
     BAD_NUMBER = (484, "Invalid Destination Number", "bad_number")
     DESTINATION_NOT_ALLOWED = (403, "Destination Not Allowed", "destination_policy")
     TRANSFER_NOT_ALLOWED = (403, "Transfer Not Allowed", "transfer_policy")
+    #: a REFER to a SIP URI on a host neither in the agent's ``transfer_hosts`` nor an agent's
+    TRANSFER_HOST_NOT_ALLOWED = (403, "Transfer Target Not Allowed", "transfer_host")
+    #: a REFER without a readable Refer-To (RFC 3515 section 2.4.1)
+    BAD_REFER_TO = (400, "Bad Refer-To", "bad_refer_to")
     REDIRECT_NOT_ALLOWED = (403, "Redirect Not Allowed", "redirect_policy")
     TOO_MANY_HOPS = (483, "Too Many Hops", "max_forwards")
     STORE_UNAVAILABLE = (503, "Routing Store Unavailable", "store_unavailable")
@@ -152,6 +156,8 @@ STAGE_OF_TAG = {
     "rate_cap": "route",
     "spend_cap": "route",
     "transfer_policy": "policy",
+    "transfer_host": "policy",
+    "bad_refer_to": "request",
     "redirect_policy": "policy",
     "max_forwards": "request",
     "method_not_allowed": "request",

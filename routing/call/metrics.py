@@ -5,7 +5,7 @@ helpers that turn call facts into label values.  No ``KSR`` here: :mod:`routing.
 
 Naming follows the Prometheus conventions (https://prometheus.io/docs/practices/naming/):
 base units (seconds), ``_total`` on counters, a ``byoc_edge_`` namespace, and only labels of
-low cardinality (``direction``, ``trunk``, ``agent``, ``result``, ``reason``): never a
+low cardinality (``direction``, ``trunk``, ``agent``, ``result``, ``reason``, ``mode``): never a
 number, a Call-ID or an address.  xhttp_prom (Kamailio 5.6) keeps them in shared memory,
 so every worker process adds to the same series, and allows at most three labels each.
 """
@@ -27,6 +27,7 @@ __all__ = [
     "REGISTRATIONS",
     "SIP_BACKLOG",
     "SHED_RATIO",
+    "TRANSFERS",
     "DURATION_BUCKETS_S",
     "sip_class",
     "label",
@@ -110,8 +111,15 @@ SHED_RATIO = Metric(
     "Share of new calls (initial INVITEs) the node refuses with 503 Node Overloaded because of its backlog (0-1)",
 )
 
+TRANSFERS = Metric(
+    f"{NAMESPACE}_transfers_total", "counter", ("mode", "result"),
+    "Agents' transfers (REFER) by mode (refer: relayed to the carrier) and result: accepted (the carrier's final "
+    "NOTIFY sipfrag is 2xx), failed (a final non-2xx sipfrag), refused (the carrier answered the REFER >= 300), "
+    "denied (the edge's transfer policy refused it)",
+)
+
 KAMAILIO_METRICS = (CALLS_ATTEMPTED, CALLS_ANSWERED, CALLS_FAILED, REJECTIONS, FAILOVERS, POST_DIAL_DELAY,
-                    SETUP_TIME, REGISTRATIONS, SIP_BACKLOG, SHED_RATIO)
+                    SETUP_TIME, REGISTRATIONS, SIP_BACKLOG, SHED_RATIO, TRANSFERS)
 
 
 def sip_class(code: int) -> str:

@@ -568,7 +568,8 @@ ROUTING_STAGES = frozenset(stage.name for stage in (*ENTRY, *ORIGINATION, *TERMI
 
 def check_transfer(target_user: str, agent_name: str, trunk_name: str, store: Store, rt: RuntimeSettings,
                    reason: tuple[int, str, str]) -> Reject | None:
-    """Destination policy for a REFER's Refer-To or a 3xx Contact (toll fraud through transfers).
+    """Destination policy for a 3xx Contact (toll fraud through redirects; a REFER's target is
+    checked by :mod:`routing.call.transfer`).
 
     The target must be a telephone number allowed for the call's agent (its
     allow/deny prefixes and the node-wide blocked prefixes) and, when the call

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from routing.tables import admin
 from routing.call.dtmf import DtmfMode
-from routing.tables.model import Agent, DataError
+from routing.tables.model import Agent, DataError, parse_hosts
 from routing.call.numbers import NumberError, NumberFormat
 from .media_options import media_options, media_policy, media_rows
 from . import AppContext, emit_json, handle_errors, pass_app
@@ -46,6 +46,8 @@ def agent() -> None:
               help="Prefix of international numbers it dials (011 for a NANP agent).")
 @click.option("--national-length", type=int, default=0, show_default=True,
               help="Digits of a national number (0 = not fixed; 10 in NANP).")
+@click.option("--transfer-host", "transfer_hosts", multiple=True, metavar="HOST",
+              help="Host the agent may transfer calls to by SIP URI (repeatable; agents' own hosts always).")
 @media_options
 @click.option("--replace", is_flag=True, help="Overwrite an existing agent completely.")
 @pass_app
@@ -65,6 +67,7 @@ def add(
     national_prefix: str,
     international_prefix: str,
     national_length: int,
+    transfer_hosts: tuple[str, ...],
     replace: bool,
     codecs: str | None = None,
     ptime_ms: int | None = None,
@@ -85,6 +88,7 @@ def add(
         media=media_policy(codecs, ptime_ms, srtp, rtp_timeout_s, f"agent {name!r}", sip_keepalive,
                            fill_silence),
         number_format=fmt,
+        transfer_hosts=parse_hosts(",".join(transfer_hosts), f"agent {name!r} transfer_hosts"),
     )
     written = admin.put_agent(app.redis(), value, replace=replace)
     click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")
@@ -130,6 +134,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("national prefix", fmt.national_prefix or "-")
     table.add_row("international prefix", fmt.international_prefix or "-")
     table.add_row("national length", str(fmt.national_length))
+    table.add_row("transfer hosts", ", ".join(found.transfer_hosts) or "-")
     for row in media_rows(found.media):
         table.add_row(*row)
     Console().print(table)

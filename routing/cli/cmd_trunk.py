@@ -16,7 +16,7 @@ from routing.monitor import prober
 from routing.ops import services
 from routing.call.dtmf import DtmfMode
 from routing.monitor.health import GatewayHealth, probe_ok
-from routing.tables.model import (AuthMode, DataError, Direction, Registration, Transport, Trunk, format_increment,
+from routing.tables.model import (AuthMode, DataError, Direction, ReferToFormat, Registration, TransferMode, Transport, Trunk, format_increment,
                      parse_increment, parse_rate)
 from routing.call.numbers import NumberError, NumberFormat
 from . import AppContext, emit_json, handle_errors, pass_app
@@ -92,6 +92,11 @@ def trunk() -> None:
               help="Spend allowed per UTC day (currency units); past it, termination calls are refused.")
 @click.option("--inbound-rate", default=None, metavar="RATE",
               help="Per-minute price of inbound (origination) calls on this trunk, for call records and spend.")
+@click.option("--transfer", type=click.Choice([m.value for m in TransferMode]), default=TransferMode.AUTO.value,
+              show_default=True, help="How an agent's REFER on this trunk's calls is carried out (docs/transfers.md).")
+@click.option("--refer-to", "refer_to", type=click.Choice([m.value for m in ReferToFormat]),
+              default=ReferToFormat.SIP.value, show_default=True,
+              help="How a transfer number is written in the Refer-To relayed to the carrier.")
 @media_options
 @click.option("--tls-ca", "tls_ca", default="", metavar="PEM",
               help="CA file that verifies this carrier's tls gateways (instead of sip.tls.ca_list).")
@@ -128,6 +133,8 @@ def add(
     max_rate: str | None,
     daily_spend_cap: str | None,
     inbound_rate: str | None,
+    transfer: str,
+    refer_to: str,
     replace: bool,
     codecs: str | None = None,
     ptime_ms: int | None = None,
@@ -176,6 +183,8 @@ def add(
         media=media_policy(codecs, ptime_ms, srtp, rtp_timeout_s, f"trunk {name!r}", sip_keepalive,
                            fill_silence),
         tls_ca=str(Path(tls_ca).resolve()) if tls_ca else "",
+        transfer=TransferMode(transfer),
+        refer_to=ReferToFormat(refer_to),
     )
     if tls_ca and not Path(tls_ca).is_file():
         raise DataError(f"trunk {name!r} tls_ca: {tls_ca} is not a file")
@@ -255,6 +264,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("daily spend cap", "-" if found.daily_spend_cap is None else str(found.daily_spend_cap))
     table.add_row("spend today (UTC)", str(spent))
     table.add_row("inbound rate (per min)", "-" if found.inbound_rate is None else str(found.inbound_rate))
+    table.add_row("transfer", f"{found.transfer.value} (Refer-To {found.refer_to.value})")
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

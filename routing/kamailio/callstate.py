@@ -77,6 +77,8 @@ FROM_CALLER_AVP = "$avp(edge_from_caller)"
 REQ_SDP_AVP = "$avp(edge_req_sdp)"
 #: 1 while the edge's own BYE passes the request route: dialog:end is the edge's hang-up
 EDGE_HANGUP_AVP = "$avp(edge_hangup)"
+#: on a REFER's transaction: the agent's transfer relayed to the carrier (its reply is recorded)
+REFER_AVP = "$avp(edge_refer)"
 
 # -- dialog variables ---------------------------------------------------------------------------
 DIRECTION_VAR = "$dlg_var(edge_dir)"
@@ -251,7 +253,8 @@ class DtmfCall:
 #: JSON keys of :class:`CallRecordState`, in the order the relay first writes them
 _RECORD_KEYS = {"cseq": "cseq", "start_ms": "start", "codecs_caller": "cc", "direction": "dir", "agent": "agent",
                 "number": "number", "caller": "caller", "trunk": "trunk", "rate": "rate", "billing": "billing",
-                "tried": "tried", "answer_ms": "answer", "codecs_callee": "ce", "media_refused": MEDIA_REFUSED}
+                "tried": "tried", "answer_ms": "answer", "codecs_callee": "ce", "media_refused": MEDIA_REFUSED,
+                "transfer": "xfer"}
 
 
 @dataclass(slots=True)
@@ -262,7 +265,7 @@ class CallRecordState:
 
     The value is compact JSON with short keys (``cseq``, ``start``, ``cc``, ``dir``, ``agent``,
     ``number``, ``caller``, ``trunk``, ``rate``, ``billing``, ``tried``, ``answer``, ``ce``,
-    ``media_refused``); a field that is None is left out.
+    ``media_refused``, ``xfer``); a field that is None is left out.
 
     Attributes:
         cseq: the INVITE's CSeq number (text).
@@ -274,6 +277,9 @@ class CallRecordState:
         answer_ms: when the first 2xx came (epoch ms).
         media_refused: ``[code, reason, tag]`` of a media-policy refusal after the 2xx (the call
             is ended at its ACK).
+        transfer: the agent's transfer (``routing.kamailio.transfers``): ``mode``, ``target``,
+            ``refer_code`` (the carrier's answer to the REFER), ``result`` (the final sipfrag
+            status, or the REFER's refusal).
     """
 
     cseq: str | None = None
@@ -290,6 +296,7 @@ class CallRecordState:
     answer_ms: int | None = None
     codecs_callee: list[str] | None = None
     media_refused: list | None = field(default=None)
+    transfer: dict | None = field(default=None)
 
     def encode(self) -> str:
         """The htable value (compact JSON, keys in the order above)."""

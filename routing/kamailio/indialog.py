@@ -12,14 +12,12 @@ import KSR  # type: ignore[import-not-found]
 # non-Kamailio modules, in one place
 from ..call import dtmf
 from ..call import media
-from ..call import pipeline
 from ..call import sides as netsides
-from ..call.decision import Reason, Reject
+from ..call.decision import Reject
 from ..call.headers import IDENTITY_HEADERS, canonical, header_names, headers_to_remove, in_dialog_policy
 from ..tables.store import StoreUnavailable, Topology
 from . import callstate as cs
-from . import records, screening, timers
-from .failure import URI_USER
+from . import records, screening, timers, transfers
 from .mediaflags import answer_fill, flags, modes, offer_flags, sdp_flags, sides
 from .worker import Worker, has_sdp, log_reject, pv
 
@@ -32,17 +30,13 @@ def _from_caller() -> bool:
 
 
 def in_dialog(w: Worker, method: str) -> None:
-    """Header policy, REFER and DTMF INFO checks, media policy of an SDP, then relay."""
+    """Header policy, a transfer (REFER, its NOTIFYs), DTMF INFO, media policy of an SDP, then relay."""
     _headers(w)
     tls_profile(w)
-    if method == "REFER":
-        try:
-            refusal = _refer_refusal(w)
-        except StoreUnavailable:
-            refusal = Reject.of(Reason.STORE_UNAVAILABLE, w.settings.retry_after_s)
-        if refusal is not None:
-            w.reply(refusal)
-            return
+    if method == "REFER" and not transfers.refer(w):
+        return
+    if method == "NOTIFY":
+        transfers.notify(w)
     if method == "INFO" and _dtmf_info(w):
         return
     if method == "ACK":  # the native route started the call clock (route CALL_STARTED)
@@ -148,15 +142,6 @@ def _end_if_media_refused(w: Worker) -> None:
         return
     KSR.notice(f"edge: call-id={call_id} media broke the policy after the answer ({refused.tag}): ending it\n")
     timers.end_now(w, call_id, f"policy:{refused.tag}", time.time())
-
-
-def _refer_refusal(w: Worker) -> Reject | None:
-    """A REFER is relayed only when its Refer-To is a number allowed for the dialog's agent."""
-    match = URI_USER.search(pv("$hdr(Refer-To)"))
-    if not match:
-        return Reject.of(Reason.TRANSFER_NOT_ALLOWED)
-    return pipeline.check_transfer(match.group(1), pv(cs.AGENT_VAR), pv(cs.TRUNK_VAR),
-                                   w.open_store(), w.settings, Reason.TRANSFER_NOT_ALLOWED)
 
 
 def _dtmf_info(w: Worker) -> bool:

@@ -56,6 +56,7 @@ def facts(w: Worker, call_id: str, state: CallRecordState, **extra: object) -> C
         trunk=state.trunk or "", agent=state.agent or "", number=state.number or "",
         caller=state.caller or "", tried=list(state.tried or []), rate=rate, increment=increment,
         codecs_caller=list(state.codecs_caller or []), codecs_callee=list(state.codecs_callee or []),
+        transfer={str(k): str(v) for k, v in (state.transfer or {}).items()},
     )
     values.update(extra)
     return CallFacts(**values)

@@ -19,7 +19,7 @@ from ..call.plan import CallPlan
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
 from .callstate import Deadline
-from . import records
+from . import records, transfers
 from .mediaflags import answer_fill, flags, modes, offer_flags, sdp_flags, sides
 from .worker import Worker, count, has_sdp, log_reject, observe, pv
 
@@ -32,6 +32,9 @@ def onreply(w: Worker) -> None:
     if number:  # a renumbered request (onbehalf.renumber): the response gets the sender's number back
         KSR.textops.subst_hf("CSeq", f"/^[0-9]+/{number}/", "f")
     code = int(pv("$rs") or 0)
+    if KSR.pv.get(cs.REFER_AVP):  # the carrier's answer to an agent's transfer
+        transfers.refer_reply(code)
+        return
     refused = pv(cs.EARLY_REFUSED_AVP)
     if refused and code < 200:
         KSR.pv.seti(cs.REPLY_DROP_AVP, 1)  # the branch is being cancelled: the caller gets nothing more of it

@@ -26,7 +26,7 @@ from .callstate import Deadline, DtmfCall, MediaWatch
 from .mediaflags import modes
 from .worker import Worker, log_exception, pv
 
-__all__ = ["call_clock", "end_now", "dtmf_log"]
+__all__ = ["call_clock", "end_now", "end_at", "dtmf_log"]
 
 #: seconds after the edge's own hang-up (or the dialog's timeout) by which dialog:end must have come
 CLEANUP_GRACE_S = 3
@@ -70,9 +70,12 @@ def call_clock(w: Worker) -> None:
     for call_id, clock in _due(cs.DEADLINE_TABLE, CLOCK_ITERATOR, Deadline.decode, lambda d: d.at_s, now):
         if clock.h_entry.isdigit() and clock.h_id.isdigit():
             params: list[object] = [int(clock.h_entry), int(clock.h_id)]
+            state = records.load(call_id)
             refused = records.media_refused(call_id)
             if refused is not None:
                 params.append(media.reason_header(refused) + "\r\n")
+            elif state is not None and state.transfer and str(state.transfer.get("result", "")).startswith("2"):
+                KSR.notice(f"edge: call-id={call_id} transferred and the agent sent no BYE: ending it\n")
             else:
                 KSR.notice(f"edge: call-id={call_id} reached its maximum duration: ending it\n")
             # dialog:end normally removes this entry; if it has not fired by then, the clock
@@ -105,6 +108,16 @@ def end_now(w: Worker, call_id: str, reason: str, now: float) -> None:
     if clock is not None and not clock.cleanup:
         KSR.htable.sht_sets(cs.DEADLINE_TABLE, call_id, Deadline(int(now), clock.h_entry, clock.h_id,
                                                                  clock.caller_tag, clock.callee_tag).encode())
+
+
+def end_at(call_id: str, at_s: float) -> None:
+    """Have the call clock end an answered call at ``at_s`` (epoch s) or at its deadline if that
+    comes first (BYE to both sides, slots released); nothing for a call not yet ACKed or ending."""
+    clock = Deadline.decode(pv(f"$sht({cs.DEADLINE_TABLE}=>{call_id})"))
+    if clock is None or clock.cleanup or clock.awaiting_ack or clock.at_s <= at_s:
+        return
+    KSR.htable.sht_sets(cs.DEADLINE_TABLE, call_id, Deadline(int(at_s), clock.h_entry, clock.h_id,
+                                                             clock.caller_tag, clock.callee_tag).encode())
 
 
 def _replay_spool(w: Worker) -> None:

@@ -75,6 +75,8 @@ class RuntimeSettings:
         shed_high_bytes, shed_low_bytes: SIP receive backlog (bytes) above which the share of new
             calls shed rises, below which it falls (:class:`routing.call.overload.ShedControl`); 0 = off.
         shed_sockets: ``(address, port)`` of each UDP listener, whose backlog is measured.
+        transfer_bye_delay_s: after a carrier's final 2xx NOTIFY of a relayed REFER, seconds the
+            agent has to send BYE before the edge ends the call itself.
     """
 
     node: str = "edge1"
@@ -120,6 +122,7 @@ class RuntimeSettings:
     shed_high_bytes: int = 0
     shed_low_bytes: int = 0
     shed_sockets: tuple[tuple[str, int], ...] = ()
+    transfer_bye_delay_s: int = 2
 
 
 def load(path: str | None = None) -> RuntimeSettings:

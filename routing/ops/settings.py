@@ -90,6 +90,11 @@ class Sip(_Model):
     max_call_duration_s: int = Field(
         14400, ge=5, le=86400, description="dialog timeout: the call is torn down with BYE after this long"
     )
+    transfer_bye_delay_s: int = Field(
+        2, ge=0, le=60,
+        description="after a carrier reports a transfer done (NOTIFY sipfrag 2xx), the edge ends the call itself "
+        "(BYE to both sides) unless the agent has sent BYE within this many seconds",
+    )
     log_level: int = Field(2, ge=-5, le=3, description="Kamailio debug level (2 = info)")
     shm_mb: int = Field(
         1024, ge=64, le=65536,

@@ -131,7 +131,8 @@ def agent_dict(agent: Agent) -> dict[str, object]:
     """JSON shape of an agent: name, uris (in order), cidrs, max_calls (null = unlimited),
     allow_prefixes, deny_prefixes, dtmf (null = the node's dtmf.default_mode),
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default),
-    number_format {country_code, national_prefix, international_prefix, national_length} (as a trunk's)."""
+    number_format {country_code, national_prefix, international_prefix, national_length} (as a trunk's),
+    transfer_hosts (hosts of SIP URI transfer targets)."""
     return {
         "name": agent.name,
         "uris": list(agent.uris),
@@ -144,4 +145,5 @@ def agent_dict(agent: Agent) -> dict[str, object]:
         "dtmf": None if agent.dtmf is None else agent.dtmf.value,
         "media": agent.media.to_json(),
         "number_format": number_format_dict(agent.number_format),
+        "transfer_hosts": list(agent.transfer_hosts),
     }

@@ -274,7 +274,8 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     dtmf (rfc4733, info, inband; null = the node's dtmf.default_mode),
     billing_increment (``"first/next"`` s), max_rate (per-minute, decimal string or null),
     daily_spend_cap (currency per UTC day, decimal string or null), inbound_rate (per-minute
-    price of origination calls, decimal string or null),
+    price of origination calls, decimal string or null), transfer (refer, auto), refer_to
+    (sip, tel, sip-digits, sip-national),
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
     return {
         "name": trunk.name,
@@ -314,4 +315,6 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "daily_spend_cap": None if trunk.daily_spend_cap is None else str(trunk.daily_spend_cap),
         "inbound_rate": None if trunk.inbound_rate is None else str(trunk.inbound_rate),
         "media": trunk.media.to_json(),
+        "transfer": trunk.transfer.value,
+        "refer_to": trunk.refer_to.value,
     }

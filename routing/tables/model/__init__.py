@@ -19,8 +19,11 @@ from routing.tables.model.fields import (
     DataError,
     Direction,
     SilenceFill,
+    ReferToFormat,
     SrtpMode,
+    TransferMode,
     Transport,
+    parse_hosts,
     check_name,
     check_prefix,
     format_increment,
@@ -48,4 +51,5 @@ __all__ = [
     "CONTACT_USER_PATTERN", "check_name", "check_prefix", "parse_codecs", "parse_params", "format_params",
     "parse_cidr", "parse_sip_uri", "parse_prefixes", "parse_header_names", "parse_increment",
     "format_increment", "parse_rate", "number_format_fields", "parse_number_format",
+    "TransferMode", "ReferToFormat", "parse_hosts",
 ]

@@ -11,6 +11,7 @@ from routing.tables.model.fields import (
     number_format_fields,
     parse_cidr,
     parse_header_names,
+    parse_hosts,
     parse_number_format,
     parse_prefixes,
     parse_sip_uri,
@@ -43,6 +44,9 @@ class Agent:
         number_format: how the agent writes the destinations it dials (a NANP agent whose
             callers dial ``011`` international numbers); the default reads ``+`` E.164, ``00``
             international numbers and bare full numbers, as before the field existed.
+        transfer_hosts: hosts the agent may transfer calls to by SIP URI (REFER to ``sip:queue@host``),
+            besides the hosts of every agent's URIs (on-net targets); numbers are under
+            ``allow_prefixes``/``deny_prefixes`` (:mod:`routing.call.transfer`).
     """
 
     name: str
@@ -56,6 +60,7 @@ class Agent:
     dtmf: DtmfMode | None = None
     media: MediaPolicy = field(default_factory=MediaPolicy)
     number_format: NumberFormat = field(default_factory=NumberFormat)
+    transfer_hosts: tuple[str, ...] = ()
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:agent:{name}``."""
@@ -68,6 +73,7 @@ class Agent:
             "trust_identity": "yes" if self.trust_identity else "no",
             "dtmf": "" if self.dtmf is None else str(getattr(self.dtmf, "value", self.dtmf)),
             **self.media.to_redis(),
+            "transfer_hosts": ",".join(self.transfer_hosts),
         }
 
     @classmethod
@@ -94,4 +100,5 @@ class Agent:
             dtmf=_dtmf(fields.get("dtmf"), keys.agent(name)),
             media=MediaPolicy.from_redis(fields, keys.agent(name)),
             number_format=parse_number_format(fields, keys.agent(name)),
+            transfer_hosts=parse_hosts(fields.get("transfer_hosts", ""), f"{keys.agent(name)} transfer_hosts"),
         )

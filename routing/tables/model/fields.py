@@ -18,6 +18,7 @@ from routing.errors import EdgeError
 
 __all__ = [
     "DataError", "Direction", "AuthMode", "Transport", "CODECS", "SilenceFill", "SrtpMode",
+    "TransferMode", "ReferToFormat", "parse_hosts",
     "NAME_PATTERN", "PREFIX_PATTERN", "parse_codecs", "parse_params", "format_params", "parse_cidr",
     "parse_sip_uri", "parse_header_names", "parse_prefixes", "check_name", "parse_rate",
     "parse_increment", "format_increment", "check_prefix", "number_format_fields", "parse_number_format",
@@ -84,6 +85,35 @@ class SilenceFill(str, Enum):
     NONE = "none"
     AUDIO = "audio"
     CN = "cn"
+
+
+class TransferMode(str, Enum):
+    """How a trunk's calls are transferred.
+
+    ``refer``: the agent's REFER is relayed to the carrier (rewritten, :func:`carrier_refer_to`),
+    which places the new call.  ``bridge``: the edge carries the transfer out itself.  ``auto``:
+    ``refer``, and ``bridge`` when the carrier refuses the REFER.  This version relays in every
+    mode: the bridge is not built yet, so ``auto`` behaves as ``refer`` and ``bridge`` is not
+    accepted (see docs/transfers.md).
+    """
+
+    REFER = "refer"
+    AUTO = "auto"
+
+
+class ReferToFormat(str, Enum):
+    """How a number target is written in the ``Refer-To`` relayed to a carrier.
+
+    ``sip``: ``sip:+E164@<gateway host>``; ``tel``: ``tel:+E164`` (RFC 3966); ``sip-digits``:
+    ``sip:<E.164 without +>@<gateway host>``; ``sip-national``: the carrier's national form
+    (its number format's national prefix and national number; international prefix and digits for
+    other countries; digits when the trunk declares no country code).
+    """
+
+    SIP = "sip"
+    TEL = "tel"
+    SIP_DIGITS = "sip-digits"
+    SIP_NATIONAL = "sip-national"
 
 
 class SrtpMode(str, Enum):
@@ -214,6 +244,36 @@ def _auth_mode(value: str, where: str) -> AuthMode:
         return AuthMode(value or "ip")
     except ValueError:
         raise DataError(f"{where} auth: must be ip, digest or both, got {value!r}") from None
+
+
+def _choice(enum: type[Enum], value: str | None, where: str, default: Enum) -> Enum:
+    """An enum field; empty = ``default``.
+
+    Raises:
+        DataError: a value the enum does not have, naming the accepted ones.
+    """
+    if not (value or "").strip():
+        return default
+    try:
+        return enum(value.strip().lower())
+    except ValueError:
+        accepted = ", ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
+        raise DataError(f"{where}: must be one of {accepted}, got {value!r}") from None
+
+
+def parse_hosts(text: str, where: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of host names or addresses (``"pbx.example.com,192.0.2.7"``),
+    lower case, each once.
+
+    Raises:
+        DataError: an entry that is not a DNS name, an IPv4 address or a bracketed IPv6 address.
+    """
+    out: list[str] = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        host = _host(part, where).lower()
+        if host not in out:
+            out.append(host)
+    return tuple(out)
 
 
 def _dtmf(value: str | None, where: str) -> DtmfMode | None:

@@ -22,8 +22,11 @@ from routing.tables.model.fields import (
     parse_number_format,
     parse_params,
     parse_prefixes,
+    ReferToFormat,
+    TransferMode,
     Transport,
     _auth_mode,
+    _choice,
     _bool,
     _ca_path,
     _decimal,
@@ -215,6 +218,9 @@ class Trunk:
         inbound_rate: per-minute price the carrier charges for origination calls on this trunk
             (DID minutes), the rate of their call records; None = inbound calls cost nothing.
         media: codecs, ptime, SRTP and RTP timeout of the carrier side (:class:`MediaPolicy`).
+        transfer: how an agent's REFER on this trunk's calls is carried out (:class:`TransferMode`).
+        refer_to: how a number target is written in the ``Refer-To`` relayed to the carrier
+            (:class:`ReferToFormat`; docs/transfers.md lists what carriers accept).
     """
 
     name: str
@@ -239,6 +245,8 @@ class Trunk:
     daily_spend_cap: Decimal | None = None
     inbound_rate: Decimal | None = None
     media: MediaPolicy = field(default_factory=MediaPolicy)
+    transfer: TransferMode = TransferMode.AUTO
+    refer_to: ReferToFormat = ReferToFormat.SIP
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
@@ -260,6 +268,8 @@ class Trunk:
             "daily_spend_cap": "" if self.daily_spend_cap is None else str(self.daily_spend_cap),
             "inbound_rate": "" if self.inbound_rate is None else str(self.inbound_rate),
             **self.media.to_redis(),
+            "transfer": self.transfer.value,
+            "refer_to": self.refer_to.value,
         }
         if self.register is not None:
             fields["register"] = self.register.to_redis()
@@ -313,4 +323,6 @@ class Trunk:
             daily_spend_cap=_decimal(fields.get("daily_spend_cap"), f"{where} daily_spend_cap"),
             inbound_rate=_decimal(fields.get("inbound_rate"), f"{where} inbound_rate"),
             media=MediaPolicy.from_redis(fields, where),
+            transfer=_choice(TransferMode, fields.get("transfer"), f"{where} transfer", TransferMode.AUTO),  # type: ignore[arg-type]
+            refer_to=_choice(ReferToFormat, fields.get("refer_to"), f"{where} refer_to", ReferToFormat.SIP),  # type: ignore[arg-type]
         )

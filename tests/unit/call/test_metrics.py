@@ -17,7 +17,7 @@ def test_names_follow_prometheus_conventions() -> None:
         assert m.name.endswith("_total") == (m.kind == "counter"), m.name
         assert m.kind != "histogram" or m.name.endswith("_seconds")
         assert len(m.labels) <= 3  # xhttp_prom's limit
-        assert set(m.labels) <= {"direction", "trunk", "agent", "result", "reason"}
+        assert set(m.labels) <= {"direction", "trunk", "agent", "result", "reason", "mode"}
 
 
 def test_declarations_are_rendered_into_kamailio_cfg() -> None:

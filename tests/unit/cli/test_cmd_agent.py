@@ -8,7 +8,7 @@ import redis
 
 from routing.call.numbers import NumberFormat
 from routing.tables.store import RedisStore
-from tests.unit.cli.results import ok
+from tests.unit.cli.results import ok, one_line_error
 
 
 def test_agent_number_format_lands_in_redis_as_the_call_path_reads_it(edgectl, redis_client: redis.Redis) -> None:
@@ -21,3 +21,17 @@ def test_agent_number_format_lands_in_redis_as_the_call_path_reads_it(edgectl, r
     assert agent.number_format == NumberFormat(country_code="1", international_prefix="011", national_length=10)
     out = ok(edgectl("agent", "show", "nanp-bot")).stdout
     assert "international prefix" in out and "011" in out
+
+
+def test_agent_transfer_hosts_land_in_redis_as_the_call_path_reads_them(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("agent", "add", "bot", "--uri", "sip:bot@203.0.113.21", "--transfer-host", "PBX.example.com",
+               "--transfer-host", "192.0.2.7"))
+    assert RedisStore(redis_client, "n1").topology().agents["bot"].transfer_hosts == ("pbx.example.com", "192.0.2.7")
+    assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout)["transfer_hosts"] == \
+        ["pbx.example.com", "192.0.2.7"]
+
+
+def test_agent_transfer_host_that_is_no_host_is_a_one_line_error(edgectl, redis_client: redis.Redis) -> None:
+    line = one_line_error(edgectl("agent", "add", "bot", "--uri", "sip:bot@203.0.113.21", "--transfer-host", "pbx example"))
+    assert "transfer_hosts" in line and "pbx example" in line
+    assert not redis_client.exists("edge:agent:bot")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 
 from routing.tables import keys
+from routing.tables.model import DataError, Trunk
 from tests.unit.cli.results import ok, one_line_error
 
 
@@ -35,3 +37,17 @@ def test_trunk_replace(edgectl, provisioned: redis.Redis) -> None:
 
     assert provisioned.hgetall(keys.trunk_gateways("telnyx")) == {"192.0.2.99:5060": "transport=udp;priority=10;weight=100"}
     assert provisioned.smembers(keys.trunk_cidrs("telnyx")) == {"192.0.2.0/25"}
+
+
+def test_trunk_transfer_mode_and_refer_to_format(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("trunk", "add", "twilio", "--gateway", "example.pstn.twilio.com", "--transfer", "refer",
+               "--refer-to", "tel"))
+    data = json.loads(ok(edgectl("trunk", "show", "twilio", "--json")).stdout)
+    assert (data["transfer"], data["refer_to"]) == ("refer", "tel")
+    assert redis_client.hget(keys.trunk("twilio"), "refer_to") == "tel"
+    assert "refer (Refer-To tel)" in ok(edgectl("trunk", "show", "twilio")).stdout
+
+
+def test_trunk_bad_refer_to_in_redis_names_the_field(redis_client: redis.Redis) -> None:
+    with pytest.raises(DataError, match="refer_to: must be one of sip, tel, sip-digits, sip-national"):
+        Trunk.from_redis("t", {"refer_to": "fax"}, [], {})

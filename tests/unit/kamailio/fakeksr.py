@@ -33,6 +33,8 @@ STORE_FAILED_VAR = "$var(edge_sf)"
 #: KSR functions the router may call, with the value each returns unless a test changes it.
 DEFAULT_RETURNS: dict[str, Any] = {
     "is_myself_srcip": False,  # SR_KEMIP_BOOL: app_python3 hands Python a bool
+    "is_myself": False,
+    "hdr.is_present": -1,
     "htable.sht_seti": 1,
     "htable.sht_is_null": 1,  # no entry (the 2xx arms the call clock's ACK form only then)
     "htable.sht_sets": 1,

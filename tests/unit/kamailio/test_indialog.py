@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from routing.call import dtmf
-from routing.tables.store import StoreUnavailable
 from tests.unit.kamailio.fakehtable import HTables
 from tests.unit.kamailio.fakeksr import FakeKSR, FakeStore, MSG, request, RT
 
@@ -43,37 +41,6 @@ def _in_dialog(ksr: FakeKSR, method: str, **pvs: Any) -> None:
                                    "$dlg_var(edge_trunk)": "telnyx", "$dlg_var(edge_agent)": "bot", **pvs})
     ksr.returns["siputils.has_totag"] = 1
     ksr.returns["textops.has_body_type"] = -1
-
-
-@pytest.mark.parametrize(("refer_to", "allowed"), [
-    ("<sip:+14155550123@192.0.2.5>", True),
-    ("<sip:+19005550123@192.0.2.5>", False),  # a prefix the agent may not reach
-    ("<sip:alice@192.0.2.5>", False),  # no number to check
-])
-def test_refer_is_relayed_only_to_a_number_the_agent_may_reach(ksr: FakeKSR, router: Any, store: FakeStore,
-                                                                refer_to: str, allowed: bool) -> None:
-    store.agents["bot"] = replace(store.agents["bot"], deny_prefixes=("+1900",))
-    _in_dialog(ksr, "REFER", **{"$hdr(Refer-To)": refer_to})
-    router.ksr_in_dialog(MSG)
-    assert ksr.replies == ([] if allowed else [("sl", 403, "Transfer Not Allowed")])
-    assert len(ksr.args_of("tm.t_relay")) == (1 if allowed else 0)
-
-
-@pytest.mark.xfail(strict=True, reason="URI_USER reads the host of a URI without user part as its user: "
-                                       "sip:192.0.2.5 is checked as the number +192025")
-def test_refer_to_a_uri_without_a_user_part_is_refused(ksr: FakeKSR, router: Any) -> None:
-    _in_dialog(ksr, "REFER", **{"$hdr(Refer-To)": "<sip:192.0.2.5>"})
-    router.ksr_in_dialog(MSG)
-    assert ksr.replies == [("sl", 403, "Transfer Not Allowed")]
-
-
-def test_refer_during_a_store_outage_gets_503_with_retry_after(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
-    store.topology_error = StoreUnavailable("Timeout reading from socket")
-    _in_dialog(ksr, "REFER", **{"$hdr(Refer-To)": "<sip:+14155550123@192.0.2.5>"})
-    router.ksr_in_dialog(MSG)
-    assert ksr.replies == [("sl", 503, "Routing Store Unavailable")]
-    assert ksr.args_of("hdr.append_to_reply") == [("Retry-After: 7\r\n",)]
-    assert ksr.args_of("tm.t_relay") == []
 
 
 # -- DTMF INFO --------------------------------------------------------------------------------------------

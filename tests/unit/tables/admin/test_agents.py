@@ -34,7 +34,8 @@ def test_replace_agent_rewrites_uri_list(redis_client: redis.Redis) -> None:
                                                           "codecs": "", "ptime_ms": "", "srtp": "", "rtp_timeout_s": "",
                                                           "sip_keepalive": "", "fill_silence": "",
                                                           "country_code": "", "national_prefix": "",
-                                                          "international_prefix": "00", "national_length": "0"}
+                                                          "international_prefix": "00", "national_length": "0",
+                                                          "transfer_hosts": ""}
 
 
 @pytest.mark.parametrize(

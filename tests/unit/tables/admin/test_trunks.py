@@ -53,6 +53,8 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "rtp_timeout_s": "",
         "sip_keepalive": "",
         "fill_silence": "",
+        "transfer": "auto",
+        "refer_to": "sip",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",

@@ -1,0 +1,155 @@
+"""An agent's blind transfer (RFC 3515 REFER) relayed to the carrier, rewritten: the target
+checked (:mod:`routing.call.transfer`), the ``Refer-To`` written as the trunk's carrier accepts
+it, ``Referred-By`` naming no agent address, the carrier's answer and its NOTIFYs' final
+``message/sipfrag`` status kept with the call record, and, once the carrier reports the transfer
+done, the call ended by the edge unless the agent hangs up first (``sip.transfer_bye_delay_s``):
+a carrier such as Twilio holds a transferred call until the transferor's BYE, else drops it later.
+
+Entered from :mod:`routing.kamailio.indialog` (REFER, NOTIFY) and :mod:`routing.kamailio.replies`
+(the REFER's replies); calls that are never transferred never come here.
+"""
+
+from __future__ import annotations
+
+import time
+
+import KSR  # type: ignore[import-not-found]
+
+# non-Kamailio modules, in one place
+from ..call import metrics
+from ..call import transfer as xfer
+from ..call.decision import Reason, Reject
+from ..tables.store import StoreUnavailable, Topology
+from . import callstate as cs
+from . import records, timers
+from .worker import Worker, count, pv
+
+__all__ = ["refer", "refer_reply", "notify", "toward_carrier"]
+
+#: per topology object: the hosts of every agent's URIs (on-net transfer targets)
+_onnet: tuple[int, frozenset[str]] = (0, frozenset())
+
+
+def toward_carrier() -> bool:
+    """Whether the in-dialog request goes to the carrier (the agent sent it): in a termination
+    call the caller is the agent, in an origination call the callee is."""
+    from_caller = pv("$ft") == pv("$dlg(from_tag)")
+    return from_caller == (pv(cs.DIRECTION_VAR) == "termination")
+
+
+def refer(w: Worker) -> bool:
+    """An in-dialog REFER.  From the agent: checked, rewritten and kept with the call, or refused
+    (``400 Bad Refer-To``, ``403 Transfer Not Allowed``, ``403 Transfer Target Not Allowed``,
+    ``503`` when redis cannot be read).  From the carrier: relayed as it is (the agent's own call
+    to the target passes the termination policy).
+
+    Returns:
+        True to relay the REFER, False when it has been answered here.
+    """
+    if not toward_carrier():
+        return True
+    try:
+        decided = _decide(w)
+    except StoreUnavailable:
+        decided = Reject.of(Reason.STORE_UNAVAILABLE, w.settings.retry_after_s)
+    if isinstance(decided, Reject):
+        w.reply(decided)
+        if decided.code != 503:
+            count(metrics.TRANSFERS, xfer.TransferMode.REFER.value, "denied")
+        return False
+    target, refer_to = decided
+    KSR.hdr.remove("Refer-To")
+    KSR.hdr.append(f"Refer-To: {refer_to}\r\n")
+    if KSR.hdr.is_present("Referred-By") > 0:
+        # RFC 3892: it names the referrer; the From the carrier already knows, not the agent's address
+        KSR.hdr.remove("Referred-By")
+        KSR.hdr.append(f"Referred-By: <{pv('$fu')}>\r\n")
+    _keep(pv("$ci"), mode=xfer.TransferMode.REFER.value, target=target.label, refer_to=refer_to.strip("<>"))
+    KSR.pv.seti(cs.REFER_AVP, 1)
+    KSR.tm.t_on_reply(cs.ON_REPLY)
+    KSR.info(f"edge: transfer call-id={pv('$ci')} mode=refer target={target.label}\n")
+    return True
+
+
+def _decide(w: Worker) -> tuple[xfer.TransferTarget, str] | Reject:
+    """The checked target and the ``Refer-To`` for the carrier, or the refusal."""
+    try:
+        parsed = xfer.parse_refer_to(pv("$hdr(Refer-To)"))
+    except xfer.TransferError:
+        return Reject.of(Reason.BAD_REFER_TO)
+    topology = w.open_store().current_topology()
+    agent = topology.agents.get(pv(cs.AGENT_VAR))
+    trunk = topology.trunks.get(pv(cs.TRUNK_VAR))
+    if agent is None:
+        return Reject.of(Reason.TRANSFER_NOT_ALLOWED)
+    mine = (parsed.host,) if parsed.host and KSR.is_myself(f"sip:{parsed.hostport}") else ()
+    target = xfer.classify(parsed, agent.number_format, agent.transfer_hosts, _onnet_hosts(topology), mine)
+    if isinstance(target, Reject):
+        return target
+    if target.number:
+        refusal = xfer.check_number(target.number, agent.allow_prefixes,
+                                    (*w.settings.blocked_prefixes, *agent.deny_prefixes),
+                                    trunk.deny_prefixes if trunk is not None else ())
+        if refusal is not None:
+            return refusal
+    target = xfer.TransferTarget(target.number, target.uri,
+                                 xfer.kept_headers(target.headers, agent.x_headers, agent.trust_identity))
+    if trunk is None:  # the trunk was removed during the call: relay the target in the default form
+        return target, xfer.carrier_refer_to(target, xfer.ReferToFormat.SIP, pv("$rd"), agent.number_format)
+    host = trunk.gateways[0].host if trunk.gateways else pv("$rd")
+    return target, xfer.carrier_refer_to(target, trunk.refer_to, host, trunk.number_format)
+
+
+def _onnet_hosts(topology: Topology) -> frozenset[str]:
+    """Hosts of every agent's URIs, computed once per topology copy."""
+    global _onnet
+    if _onnet[0] != id(topology):
+        hosts = set()
+        for agent in topology.agents.values():
+            for uri in agent.uris:
+                try:
+                    hosts.add(xfer.parse_refer_to(uri).host)
+                except xfer.TransferError:
+                    continue
+        _onnet = (id(topology), frozenset(hosts))
+    return _onnet[1]
+
+
+def refer_reply(code: int) -> None:
+    """A final reply of the carrier to a relayed REFER: kept with the call; a refusal (>= 300)
+    ends the transfer (the agent gets the carrier's answer and keeps the call)."""
+    if code < 200:
+        return
+    if code >= 300:
+        _keep(pv("$ci"), refer_code=str(code), result=str(code))
+        count(metrics.TRANSFERS, xfer.TransferMode.REFER.value, "refused")
+    else:
+        _keep(pv("$ci"), refer_code=str(code))
+
+
+def notify(w: Worker) -> None:
+    """A NOTIFY toward the agent of a transfer it asked for (``Event: refer``): its sipfrag's
+    final status is the transfer's result; after a final 2xx the call clock ends the call
+    ``transfer_bye_delay_s`` later unless the agent's BYE comes first."""
+    if toward_carrier() or not xfer.is_refer_event(pv("$hdr(Event)")):
+        return
+    code = xfer.sipfrag_status(pv("$rb"))
+    call_id = pv("$ci")
+    state = records.load(call_id)
+    if code is None or code < 200 or state is None or not state.transfer or state.transfer.get("result"):
+        return
+    _keep(call_id, result=str(code))
+    ok = 200 <= code < 300
+    count(metrics.TRANSFERS, xfer.TransferMode.REFER.value, "accepted" if ok else "failed")
+    KSR.info(f"edge: transfer call-id={call_id} result={code}\n")
+    if ok:
+        timers.end_at(call_id, time.time() + w.settings.transfer_bye_delay_s)
+
+
+def _keep(call_id: str, **fields: str) -> None:
+    """Merge ``fields`` into the call's transfer facts (its record state, no redis round trip)."""
+    state = records.load(call_id)
+    if state is None:
+        return
+    state.transfer = {**(state.transfer or {}), **fields}
+    records.save(call_id, state)
