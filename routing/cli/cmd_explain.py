@@ -74,7 +74,23 @@ def _cdr_lines(cdr: dict[str, Any]) -> list[str]:
                      f"callee {','.join(cdr.get('codecs_callee') or []) or '-'}")
     for hop in cdr.get("gateways") or []:
         lines.append(f"  tried {hop.get('gateway')}: {hop.get('result')}")
+    if cdr.get("transfer"):
+        lines.append("  " + transfer_line(cdr["transfer"]))
     return lines
+
+
+def transfer_line(transfer: dict[str, Any]) -> str:
+    """The agent's transfer of a call (the record's ``transfer`` object, docs/transfers.md) in one line."""
+    head = f"transfer ({transfer.get('mode', '-')}) to {transfer.get('target', '-')}: "
+    if transfer.get("refused"):
+        return head + f"refused by the edge, {transfer.get('result')} {transfer['refused']}"
+    code, result = transfer.get("refer_code", ""), transfer.get("result", "")
+    if code and not code.startswith("2"):
+        return head + f"the carrier refused the REFER with {code}"
+    if result:
+        outcome = "done" if result.startswith("2") else "failed"
+        return head + f"REFER {code or '-'}, the carrier's final NOTIFY {result} ({outcome})"
+    return head + f"REFER {code or 'unanswered'}, no final NOTIFY"
 
 
 @click.command()

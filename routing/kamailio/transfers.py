@@ -17,6 +17,7 @@ import KSR  # type: ignore[import-not-found]
 
 # non-Kamailio modules, in one place
 from ..call import metrics
+from ..call import sides as netsides
 from ..call import transfer as xfer
 from ..call.decision import Reason, Reject
 from ..tables.store import StoreUnavailable, Topology
@@ -25,10 +26,6 @@ from . import records, timers
 from .worker import Worker, count, pv
 
 __all__ = ["refer", "refer_reply", "notify", "toward_carrier"]
-
-#: per topology object: the hosts of every agent's URIs (on-net transfer targets)
-_onnet: tuple[int, frozenset[str]] = (0, frozenset())
-
 
 def toward_carrier() -> bool:
     """Whether the in-dialog request goes to the carrier (the agent sent it): in a termination
@@ -56,15 +53,18 @@ def refer(w: Worker) -> bool:
         w.reply(decided)
         if decided.code != 503:
             count(metrics.TRANSFERS, xfer.TransferMode.REFER.value, "denied")
+            _keep(pv("$ci"), fresh=True, mode=xfer.TransferMode.REFER.value, target=pv("$hdr(Refer-To)"),
+                  result=str(decided.code), refused=f"{decided.reason} [{decided.tag}]")
         return False
     target, refer_to = decided
     KSR.hdr.remove("Refer-To")
     KSR.hdr.append(f"Refer-To: {refer_to}\r\n")
     if KSR.hdr.is_present("Referred-By") > 0:
-        # RFC 3892: it names the referrer; the From the carrier already knows, not the agent's address
+        # RFC 3892: it names the referrer; the From user at the edge's own address, never the agent's
         KSR.hdr.remove("Referred-By")
-        KSR.hdr.append(f"Referred-By: <{pv('$fu')}>\r\n")
-    _keep(pv("$ci"), mode=xfer.TransferMode.REFER.value, target=target.label, refer_to=refer_to.strip("<>"))
+        user = pv("$fU")
+        KSR.hdr.append(f"Referred-By: <sip:{user + '@' if user else ''}{_edge_host(w)}>\r\n")
+    _keep(pv("$ci"), fresh=True, mode=xfer.TransferMode.REFER.value, target=target.label, refer_to=refer_to.strip("<>"))
     KSR.pv.seti(cs.REFER_AVP, 1)
     KSR.tm.t_on_reply(cs.ON_REPLY)
     KSR.info(f"edge: transfer call-id={pv('$ci')} mode=refer target={target.label}\n")
@@ -100,19 +100,25 @@ def _decide(w: Worker) -> tuple[xfer.TransferTarget, str] | Reject:
     return target, xfer.carrier_refer_to(target, trunk.refer_to, host, trunk.number_format)
 
 
+def _edge_host(w: Worker) -> str:
+    """The edge's address on the carrier side: its carrier socket on an edge with one network
+    per side, else the address the request reached (advertised when the listener has one)."""
+    sock = netsides.send_socket(w.settings.sip_sockets or {}, netsides.CARRIER, pv("$ru"))
+    if sock:
+        return sock.split(":", 1)[1].rsplit(":", 1)[0]
+    return pv("$RAi") or pv("$Ri")
+
+
 def _onnet_hosts(topology: Topology) -> frozenset[str]:
-    """Hosts of every agent's URIs, computed once per topology copy."""
-    global _onnet
-    if _onnet[0] != id(topology):
-        hosts = set()
-        for agent in topology.agents.values():
-            for uri in agent.uris:
-                try:
-                    hosts.add(xfer.parse_refer_to(uri).host)
-                except xfer.TransferError:
-                    continue
-        _onnet = (id(topology), frozenset(hosts))
-    return _onnet[1]
+    """Hosts of every agent's URIs (a REFER is rare: read each time, no cache to go stale)."""
+    hosts = set()
+    for agent in topology.agents.values():
+        for uri in agent.uris:
+            try:
+                hosts.add(xfer.parse_refer_to(uri).host)
+            except xfer.TransferError:
+                continue
+    return frozenset(hosts)
 
 
 def refer_reply(code: int) -> None:
@@ -146,10 +152,11 @@ def notify(w: Worker) -> None:
         timers.end_at(call_id, time.time() + w.settings.transfer_bye_delay_s)
 
 
-def _keep(call_id: str, **fields: str) -> None:
-    """Merge ``fields`` into the call's transfer facts (its record state, no redis round trip)."""
+def _keep(call_id: str, fresh: bool = False, **fields: str) -> None:
+    """Merge ``fields`` into the call's transfer facts (its record state, no redis round trip);
+    ``fresh``: a new REFER, whose facts replace those of an earlier one."""
     state = records.load(call_id)
     if state is None:
         return
-    state.transfer = {**(state.transfer or {}), **fields}
+    state.transfer = {**({} if fresh else state.transfer or {}), **fields}
     records.save(call_id, state)

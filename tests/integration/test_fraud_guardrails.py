@@ -130,9 +130,9 @@ def test_trunk_max_duration_tears_the_call_down(clean_edge: Edge) -> None:
     wait_until(lambda: edge.active_leases() == 0, what="slots released after the trunk's max duration")
 
 
-def _refer_call(edge: Edge, refer_to: str) -> tuple[list[tuple[int, str]], int]:
+def _refer_call(edge: Edge, refer_to: str) -> tuple[list[tuple[int, str]], list[str]]:
     """Agent calls out through carrier-a, then sends REFER to ``refer_to``; returns the REFER's
-    responses as seen by the agent and the number of REFERs that reached the carrier."""
+    responses as seen by the agent and the REFERs that reached the carrier."""
     scenario = Path(__file__).resolve().parents[2] / "sipp" / "uac_refer.xml"
     carrier = uas(edge.workdir / f"a-{next(_runs)}", CARRIER_A, GW, scenario="uas_refer.xml", answer_ms=20,
                   rtp_echo=False)
@@ -141,21 +141,26 @@ def _refer_call(edge: Edge, refer_to: str) -> tuple[list[tuple[int, str]], int]:
     assert agent.wait() == 0, agent.output()
     carrier.stop()
     refer_answers = [s for s in agent.received_status() if s[0] in (202, 403)]
-    return refer_answers, len(carrier.received_requests("REFER"))
+    return refer_answers, carrier.received_requests("REFER")
 
 
 def test_refer_to_premium_number_refused(clean_edge: Edge) -> None:
     provision(clean_edge)
     answers, reached = _refer_call(clean_edge, "sip:+19005550123@127.0.0.12")
     assert answers == [(403, "Transfer Not Allowed")]
-    assert reached == 0
+    assert reached == []
 
 
 def test_refer_within_policy_relayed(clean_edge: Edge) -> None:
     provision(clean_edge)
     answers, reached = _refer_call(clean_edge, "sip:+442071838751@127.0.0.12")
     assert answers == [(202, "Accepted")]
-    assert reached == 1
+    # a termination call whose agent transfers the carrier leg: the Refer-To is rewritten to the
+    # trunk's gateway, and Referred-By names the edge, not the agent
+    [refer] = reached
+    assert header_values(refer, "Refer-To") == [f"<sip:+442071838751@{CARRIER_A}>"]
+    [referred_by] = header_values(refer, "Referred-By")
+    assert AGENT_IP not in referred_by and referred_by.startswith("<sip:+14155550123@")
 
 
 def test_redirect_to_premium_number_refused(clean_edge: Edge) -> None:

@@ -6,8 +6,12 @@ by the edge after the final 2xx NOTIFY."""
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,7 +22,7 @@ from routing.tables.model import Agent, Direction, Gateway, ReferToFormat, Trans
 from tests.sipp import uac, uas
 from tests.helpers import wait_until
 
-from .conftest import AGENT_IP, CARRIER_A, DID, Edge
+from .conftest import AGENT2_IP, AGENT_IP, CARRIER_A, DID, Edge
 
 GW = 5080
 _runs = itertools.count()
@@ -29,6 +33,19 @@ def provision(edge: Edge, *, trunk: dict | None = None, agent: dict | None = Non
                                       gateways=(Gateway("sip.carrier-a.example", GW),), **(trunk or {})))
     admin.put_agent(edge.redis, Agent("bot", (f"sip:{AGENT_IP}:5090",), (f"{AGENT_IP}/32",), **(agent or {})))
     edge.did(DID, "carrier-a", "bot")
+
+
+def explain(edge: Edge, call_id: str) -> str:
+    """``edgectl explain CALL-ID`` as an operator runs it."""
+    path = Path(edge.settings.run_dir).parent / "settings.yaml"
+    done = subprocess.run([str(Path(sys.executable).parent / "edgectl"), "--settings", str(path), "explain", call_id],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "250"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _call_id(run) -> str:
+    return re.search(r"^Call-ID:\s*(\S+)", run.messages(), re.M | re.I).group(1)
 
 
 def _header(message: str, name: str) -> list[str]:
@@ -89,6 +106,8 @@ def test_inbound_call_referred_to_a_number_reaches_the_carrier_rewritten_and_the
                                   "refer_to": "sip:+442071838751@sip.carrier-a.example?X-Ctx=ticket-42"}
     assert "transferred and the agent sent no BYE" in edge.log()
     assert transfers(edge, "accepted") == accepted + 1
+    assert "transfer (refer) to +442071838751: REFER 202, the carrier's final NOTIFY 200 (done)" in \
+        explain(edge, _call_id(carrier))
 
 
 def test_transfer_refer_to_in_tel_form_for_a_carrier_that_wants_it(clean_edge: Edge) -> None:
@@ -115,6 +134,7 @@ def test_failed_transfer_keeps_the_call_until_a_side_hangs_up(clean_edge: Edge) 
     assert record["hangup"] == "caller"
     assert record["transfer"]["result"] == "486" and record["transfer"]["refer_code"] == "202"
     assert transfers(edge, "failed") == failed + 1
+    assert "the carrier's final NOTIFY 486 (failed)" in explain(edge, _call_id(carrier))
 
 
 @pytest.mark.parametrize(("refer_to", "reason"), [
@@ -132,3 +152,16 @@ def test_refused_transfer_never_reaches_the_carrier(clean_edge: Edge, refer_to: 
     assert carrier.wait(timeout=30) == 0, carrier.output()
     assert (403, reason) in agent.received_status()
     assert not carrier.received_requests("REFER")
+    assert f"refused by the edge, 403 {reason}" in explain(edge, _call_id(carrier))
+
+
+def test_transfer_to_an_on_net_sip_uri_passes_as_written(clean_edge: Edge) -> None:
+    """A human queue the edge knows as an agent entry: its host is an on-net target."""
+    edge = clean_edge
+    provision(edge)
+    admin.put_agent(edge.redis, Agent("humans", (f"sip:queue@{AGENT2_IP}:5090",), ()))
+    carrier, agent = _transfer(edge, f"sip:queue@{AGENT2_IP}:5090?X-Ctx=ticket-42")
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert agent.wait(timeout=30) == 0, agent.output()
+    [refer] = carrier.received_requests("REFER")
+    assert _header(refer, "Refer-To") == [f"<sip:queue@{AGENT2_IP}:5090>"]  # X-Ctx is not on bot's allow-list

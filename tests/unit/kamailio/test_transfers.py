@@ -31,7 +31,7 @@ def _from_agent(ksr: FakeKSR, method: str, **pvs: Any) -> None:
     """An in-dialog request of the agent (the callee of an origination call) toward the carrier."""
     request(ksr, method=method, **{"$ft": "tt1", "$dlg(from_tag)": "ft1", "$dlg_var(edge_dir)": "origination",
                                    "$dlg_var(edge_trunk)": "telnyx", "$dlg_var(edge_agent)": "bot",
-                                   "$fu": "sip:+14155550100@203.0.113.1", "$rd": "192.0.2.5", **pvs})
+                                   "$fU": "+14155550100", "$RAi": "203.0.113.1", "$rd": "192.0.2.5", **pvs})
     ksr.returns["siputils.has_totag"] = 1
     ksr.returns["textops.has_body_type"] = -1
 
@@ -84,19 +84,22 @@ def test_refer_to_an_agents_own_host_is_on_net(ksr: FakeKSR, router: Any, tables
     assert _appended(ksr, "Refer-To") == ["Refer-To: <sip:humans@agent.example.com:5080>\r\n"]
 
 
-@pytest.mark.parametrize(("refer_to", "reply"), [
-    ("<sip:+19005550123@edge.example.net>", ("sl", 403, "Transfer Not Allowed")),  # the agent's deny prefix
-    ("<sip:1001@pbx.example.com>", ("sl", 403, "Transfer Target Not Allowed")),  # an extension nobody listed
-    ("<sip:192.0.2.5>", ("sl", 403, "Transfer Target Not Allowed")),  # no user part at all
-    ("<mailto:human@example.com>", ("sl", 400, "Bad Refer-To")),
+@pytest.mark.parametrize(("refer_to", "reply", "tag"), [
+    ("<sip:+19005550123@edge.example.net>", ("sl", 403, "Transfer Not Allowed"), "transfer_policy"),  # deny prefix
+    ("<sip:1001@pbx.example.com>", ("sl", 403, "Transfer Target Not Allowed"), "transfer_host"),  # nobody listed it
+    ("<sip:192.0.2.5>", ("sl", 403, "Transfer Target Not Allowed"), "transfer_host"),  # no user part at all
+    ("<mailto:human@example.com>", ("sl", 400, "Bad Refer-To"), "bad_refer_to"),
 ])
 def test_refused_transfers_are_answered_counted_and_not_relayed(ksr: FakeKSR, router: Any, store: FakeStore,
-                                                                tables: HTables, refer_to: str, reply: tuple) -> None:
+                                                                tables: HTables, refer_to: str, reply: tuple,
+                                                                tag: str) -> None:
     store.agents["bot"] = replace(store.agents["bot"], deny_prefixes=("+1900",))
     _refer(ksr, router, refer_to)
     assert ksr.replies == [reply] and ksr.args_of("tm.t_relay") == []
     assert ("byoc_edge_transfers_total", "refer", "denied") in counted(ksr)
-    assert "xfer" not in json.loads(tables.table("cdr")["call-1"])
+    # kept for the record and edgectl explain
+    assert json.loads(tables.table("cdr")["call-1"])["xfer"] == {
+        "mode": "refer", "target": refer_to, "result": str(reply[1]), "refused": f"{reply[2]} [{tag}]"}
 
 
 def test_refer_during_a_store_outage_gets_503_with_retry_after(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
