@@ -19,7 +19,7 @@ class FakeStore:
     leases whose key is in ``full_keys`` are refused all-or-nothing, those in
     ``paced_keys`` are refused as an empty CPS bucket (value: wait in ms);
     ``down`` holds the gateways marked down
-    (``{trunk}/{host:port}``); every acquire() and release() (or finish()) is
+    (``{trunk}/{host:port}``), ``agents_down`` the agent URIs (``{agent}/{uri}``); every acquire() and release() (or finish()) is
     recorded; ``spent`` is today's spend per trunk (micro-units); ``call_fields``
     the live call hashes.
     """
@@ -40,9 +40,10 @@ class FakeStore:
     resolved: dict[str, list[str]] = field(default_factory=dict)
     spent: dict[str, int] = field(default_factory=dict)
     call_fields: dict[str, dict[str, str]] = field(default_factory=dict)
+    agents_down: set[str] = field(default_factory=set)
 
     def topology(self) -> Topology:
-        return Topology(trunks=dict(self.trunks), agents=dict(self.agents))
+        return Topology(trunks=dict(self.trunks), agents=dict(self.agents), agents_down=frozenset(self.agents_down))
 
     def confirm(self) -> None:
         """Never stale: the fake has no cache."""

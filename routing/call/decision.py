@@ -35,6 +35,8 @@ class Reason:
     ALL_CARRIERS_FAILED = (503, "All Carriers Failed", "carriers_failed")
     GATEWAYS_DOWN = (503, "All Gateways Down", "gateways_down")
     AGENT_UNREACHABLE = (503, "Agent Unreachable", "agent_unreachable")
+    #: every URI of the agent is marked down by its OPTIONS probes: refused at once, no URI tried
+    AGENT_DOWN = (503, "All Agent URIs Down", "agent_down")
     NO_DIALOG = (481, "Call/Transaction Does Not Exist", "no_dialog")
     AUTH_FAILED = (403, "Authentication Failed", "auth_failed")
     #: every route's rate is above the ceiling (``max_rate``) of its trunk
@@ -151,6 +153,7 @@ STAGE_OF_TAG = {
     "rtpengine": "media",
     "carriers_failed": "failover",
     "agent_unreachable": "failover",
+    "agent_down": "health",
     "downstream_failed": "failover",
     "gateways_down": "route",
     "rate_cap": "route",

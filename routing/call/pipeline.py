@@ -54,7 +54,6 @@ __all__ = [
     "spend_refusal",
     "trunk_media",
     "agent_media",
-    "check_transfer",
 ]
 
 #: Headers the edge adds toward agents (documented in docs/headers.md).
@@ -119,6 +118,7 @@ class Call:
         did, caller: the DID found and the caller's number as relayed (origination).
         entries, targets, plan: the longest prefix's route entries (cheapest first), the
             targets in order and the admitted plan (termination).
+        agent_uris: the agent's URIs not marked down (origination, stage ``health``).
     """
 
     req: SipRequest
@@ -136,6 +136,7 @@ class Call:
     entries: list[RouteEntry] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     plan: CallPlan | None = None
+    agent_uris: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +328,24 @@ def _did_agent(c: Call) -> Decision | None:
     return None
 
 
+def _agent_health(c: Call) -> Decision | None:
+    """The agent's URIs not marked down by its OPTIONS probes (all of them when it is not probed);
+    none left: ``503 Agent Unreachable`` with Retry-After at once, before any slot is taken."""
+    agent = c.agent
+    assert agent is not None
+    down = c.topology.agents_down
+    if not agent.probe or not down:
+        c.agent_uris = agent.uris
+        return None
+    c.agent_uris = tuple(u for u in agent.uris if keys.agent_member(agent.name, u) not in down)
+    skipped = [u for u in agent.uris if u not in c.agent_uris]
+    if c.trace is not None and skipped:
+        c.trace.append(Step("health", bool(c.agent_uris), "marked down by OPTIONS probes, skipped: " + ", ".join(skipped)))
+    if not c.agent_uris:
+        return replace(Reject.of(Reason.AGENT_DOWN, c.rt.retry_after_s), agent=agent.name)
+    return None
+
+
 def _call_facts(c: Call, **facts: str) -> dict[str, str]:
     """The facts an admitted call keeps in its call hash (``edge:call:{node}:{call-id}``), with
     ``start_ms`` (when the edge received the INVITE, epoch ms) when known."""
@@ -366,8 +385,9 @@ def _agent_targets(c: Call) -> Decision:
     media = agent_media(agent, rt)
     targets = [
         Target(uri=_with_user(uri, number), label=f"{agent.name} {uri}", max_duration_s=duration,
-               dtmf=dtmf_mode(agent, rt), billing=billing, rate=str(trunk.inbound_rate or ""), media=media)
-        for uri in agent.uris
+               dtmf=dtmf_mode(agent, rt), billing=billing, rate=str(trunk.inbound_rate or ""), media=media,
+               answer_timeout_ms=agent.answer_timeout_ms or 0)
+        for uri in (c.agent_uris or agent.uris)
     ]
     plan = CallPlan(call_id=c.req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
                     retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=c.caller,
@@ -549,6 +569,7 @@ ORIGINATION: tuple[Stage, ...] = (
     Stage("direction", _inbound_allowed),
     Stage("did", _did),
     Stage("agent", _did_agent),
+    Stage("health", _agent_health),
     Stage("limits", _admit_origination),
     Stage("caller", _caller),
     Stage("targets", _agent_targets),
@@ -564,36 +585,3 @@ TERMINATION: tuple[Stage, ...] = (
 #: Every stage :func:`route_initial_invite` runs; a refusal at any other stage (media, failover,
 #: store, internal) comes after routing, and a replay (``edgectl explain``) cannot repeat it.
 ROUTING_STAGES = frozenset(stage.name for stage in (*ENTRY, *ORIGINATION, *TERMINATION))
-
-
-def check_transfer(target_user: str, agent_name: str, trunk_name: str, store: Store, rt: RuntimeSettings,
-                   reason: tuple[int, str, str]) -> Reject | None:
-    """Destination policy for a 3xx Contact (toll fraud through redirects; a REFER's target is
-    checked by :mod:`routing.call.transfer`).
-
-    The target must be a telephone number allowed for the call's agent (its
-    allow/deny prefixes and the node-wide blocked prefixes) and, when the call
-    came in on a trunk, by that trunk's deny prefixes.  A target that is not a
-    number cannot be checked and is refused.
-
-    Args:
-        target_user: user part of the Refer-To or Contact URI.
-        agent_name: the call's agent (empty when unknown: refused).
-        trunk_name: the call's trunk, may be empty.
-        reason: the refusal to return (``Reason.TRANSFER_NOT_ALLOWED`` or ``Reason.REDIRECT_NOT_ALLOWED``).
-
-    Returns:
-        None when allowed, else the 403.
-    """
-    try:
-        number = from_uri_user(target_user, NumberFormat())
-    except NumberError:
-        return Reject.of(reason)
-    topology = store.current_topology()
-    agent = topology.agents.get(agent_name)
-    if agent is None or not destination_allowed(number, agent.allow_prefixes, (*rt.blocked_prefixes, *agent.deny_prefixes)):
-        return Reject.of(reason)
-    trunk = topology.trunks.get(trunk_name)
-    if trunk is not None and not destination_allowed(number, (), trunk.deny_prefixes):
-        return Reject.of(reason)
-    return None

@@ -39,6 +39,8 @@ class Target:
             gateway, the trunk's ``inbound_rate`` for an agent target; empty = free.
         billing: billing increment ``"first/next"`` (s) of the trunk billed for the hop.
         media: resolved media policy of this hop's side (``MediaPolicy.to_json`` form), None = node default.
+        answer_timeout_ms: longest wait for the hop's final answer (ms), with or without a
+            provisional reply first; 0 = the node's ``sip.failover_timeout_ms`` / ``ringing_timeout_ms``.
     """
 
     uri: str
@@ -50,6 +52,7 @@ class Target:
     rate: str = ""
     billing: str = "1/1"
     media: dict | None = None
+    answer_timeout_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -167,6 +170,7 @@ class CallPlan:
                 rate=t.get("rate", ""),
                 billing=t.get("billing", "1/1"),
                 media=t.get("media"),
+                answer_timeout_ms=t.get("answer_timeout_ms", 0),
             )
             for t in data.pop("targets")
         ]

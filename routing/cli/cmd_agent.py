@@ -7,8 +7,10 @@ from rich.console import Console
 from rich.table import Table
 
 from routing.tables import admin
+from routing.monitor.agentprober import read_agent_health
+from routing.cli.health_view import health_dict, health_text
 from routing.call.dtmf import DtmfMode
-from routing.tables.model import Agent, DataError, parse_hosts
+from routing.tables.model import Agent, DataError, check_answer_timeout, parse_hosts
 from routing.call.numbers import NumberError, NumberFormat
 from .media_options import media_options, media_policy, media_rows
 from . import AppContext, emit_json, handle_errors, pass_app
@@ -46,6 +48,11 @@ def agent() -> None:
               help="Prefix of international numbers it dials (011 for a NANP agent).")
 @click.option("--national-length", type=int, default=0, show_default=True,
               help="Digits of a national number (0 = not fixed; 10 in NANP).")
+@click.option("--probe/--no-probe", default=True, show_default=True,
+              help="Ping the agent's URIs with SIP OPTIONS and skip the ones marked down.")
+@click.option("--answer-timeout-ms", type=int, default=None, metavar="MS",
+              help="Fail over to the next URI when one has not answered within this long; "
+                   "default: sip.ringing_timeout_ms (and sip.failover_timeout_ms for no answer at all).")
 @click.option("--transfer-host", "transfer_hosts", multiple=True, metavar="HOST",
               help="Host the agent may transfer calls to by SIP URI (repeatable; agents' own hosts always).")
 @media_options
@@ -67,6 +74,8 @@ def add(
     national_prefix: str,
     international_prefix: str,
     national_length: int,
+    probe: bool,
+    answer_timeout_ms: int | None,
     transfer_hosts: tuple[str, ...],
     replace: bool,
     codecs: str | None = None,
@@ -89,6 +98,8 @@ def add(
                            fill_silence),
         number_format=fmt,
         transfer_hosts=parse_hosts(",".join(transfer_hosts), f"agent {name!r} transfer_hosts"),
+        probe=probe,
+        answer_timeout_ms=check_answer_timeout(answer_timeout_ms, f"agent {name!r} answer_timeout_ms"),
     )
     written = admin.put_agent(app.redis(), value, replace=replace)
     click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")
@@ -120,12 +131,17 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     found = admin.get_agent(app.redis(), name)
     if found is None:
         raise DataError(f"no agent {name!r}")
+    health = read_agent_health(app.redis(), [name])[name]
     if as_json:
-        emit_json(admin.agent_dict(found))
+        emit_json({**admin.agent_dict(found),
+                   "health": {u: health_dict(h) for u, h in sorted(health.items())}})
         return
     table = Table("field", "value", title=f"agent {found.name}")
     for i, uri in enumerate(found.uris, 1):
-        table.add_row(f"uri {i}", uri)
+        state = health_text(health.get(uri)) if found.probe else "not probed"
+        table.add_row(f"uri {i}", f"{uri}\n  health: {state}")
+    table.add_row("options probe", "yes" if found.probe else "no")
+    table.add_row("answer timeout (ms)", str(found.answer_timeout_ms) if found.answer_timeout_ms else "node default")
     table.add_row("cidrs", "\n".join(found.cidrs) or "-")
     table.add_row("max calls", _limit(found.max_calls))
     table.add_row("dtmf", found.dtmf.value if found.dtmf else "node default")

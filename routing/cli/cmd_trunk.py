@@ -15,7 +15,8 @@ from routing.tables import admin, keys
 from routing.monitor import prober
 from routing.ops import services
 from routing.call.dtmf import DtmfMode
-from routing.monitor.health import GatewayHealth, probe_ok
+from routing.monitor.health import probe_ok
+from routing.cli.health_view import health_dict, health_text
 from routing.tables.model import (AuthMode, DataError, Direction, ReferToFormat, Registration, TransferMode, Transport, Trunk, format_increment,
                      parse_increment, parse_rate)
 from routing.call.numbers import NumberError, NumberFormat
@@ -237,7 +238,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     spent = Decimal(int(app.redis().get(keys.spend(name, time.strftime("%Y%m%d", time.gmtime()))) or 0)).scaleb(-6)
     if as_json:
         emit_json({**admin.trunk_dict(found), "auth_username": username, "password": "set" if username else None,
-                   "health": {a: _health_dict(h) for a, h in sorted(health.items())}, "registration": states,
+                   "health": {a: health_dict(h) for a, h in sorted(health.items())}, "registration": states,
                    "spend_today": str(spent)})
         return
     fmt = found.number_format
@@ -246,7 +247,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("max calls", _limit(found.max_calls))
     table.add_row("cidrs", "\n".join(found.cidrs) or "-")
     for gw in found.gateways:
-        state = _health_text(health.get(gw.address)) if found.probe else "not probed"
+        state = health_text(health.get(gw.address)) if found.probe else "not probed"
         table.add_row("gateway", f"{gw.address} transport={gw.transport.value} priority={gw.priority} "
                                  f"weight={gw.weight}\n  health: {state}")
     table.add_row("options probe", "yes" if found.probe else "no")
@@ -278,20 +279,6 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     for row in media_rows(found.media):
         table.add_row(*row)
     Console().print(table)
-
-
-def _health_dict(h: GatewayHealth) -> dict[str, object]:
-    return {"state": h.state, "fails": h.fails, "oks": h.oks, "code": h.code, "reason": h.reason,
-            "rtt_ms": h.rtt_ms, "checked_at": h.at, "changed_at": h.changed or None}
-
-
-def _health_text(h: GatewayHealth | None) -> str:
-    if h is None:
-        return "unknown (not probed yet: routed as up)"
-    last = f"{h.code} {h.reason}" if h.code else h.reason
-    rtt = f", {h.rtt_ms:.1f} ms" if h.rtt_ms is not None else ""
-    ago = max(0.0, time.time() - h.at)
-    return f"{h.state} (last OPTIONS: {last}{rtt}, {ago:.0f} s ago; {h.fails} failed / {h.oks} ok in a row)"
 
 
 @trunk.command("probe")

@@ -12,7 +12,7 @@ import KSR  # type: ignore[import-not-found]
 # non-Kamailio modules, in one place
 from ..call import media
 from ..call import metrics
-from ..call import pipeline
+from ..call.redirect import check_redirect
 from ..call.decision import Reason, Reject
 from ..call.plan import CallPlan, final_response, should_fail_over
 from ..tables.store import StoreUnavailable
@@ -181,5 +181,4 @@ def _redirect_refusal(w: Worker, plan: CallPlan) -> Reject | None:
     if not match:
         return Reject.of(Reason.REDIRECT_NOT_ALLOWED)
     trunk = plan.trunk or (plan.current.trunk or "")
-    return pipeline.check_transfer(match.group(1), plan.agent, trunk, w.open_store(), w.settings,
-                                   Reason.REDIRECT_NOT_ALLOWED)
+    return check_redirect(match.group(1), plan.agent, trunk, w.open_store(), w.settings)

@@ -168,6 +168,11 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
         KSR.tm.t_on_failure(cs.ON_FAILURE)
         KSR.tm.t_on_reply(cs.ON_REPLY)
         KSR.tm.t_on_branch(cs.ON_BRANCH)
+        if target.answer_timeout_ms:
+            # the agent's answer timeout bounds both tm timers of this branch: a URI that sends
+            # nothing, or rings without answering, is failed over after it (tm t_set_fr, ms)
+            answer = target.answer_timeout_ms
+            KSR.tm.t_set_fr(answer, min(answer, w.settings.failover_timeout_ms))
         if KSR.tm.t_relay() > 0:
             return
         if KSR.pv.get(cs.MEDIA_ERROR_AVP):

@@ -12,6 +12,8 @@ metric                                         type   labels                 sou
 ``byoc_edge_gateway_up``                       gauge  trunk, gateway         1 up, 0 marked down (``edge:health:trunk:{name}``)
 ``byoc_edge_gateway_options_rtt_seconds``      gauge  trunk, gateway         round trip of the last answered OPTIONS
 ``byoc_edge_gateway_options_code``             gauge  trunk, gateway         status of the last OPTIONS, 0 = no answer
+``byoc_edge_agent_uri_up``                     gauge  agent, uri             1 up, 0 marked down (``edge:health:agent:{name}``)
+``byoc_edge_agent_uri_options_rtt_seconds``    gauge  agent, uri             round trip of the last answered OPTIONS
 ``byoc_edge_registration_up``                 gauge  trunk                  1 when this node is registered to the trunk's registrar
 ``byoc_edge_registration_state``              gauge  trunk, state           1 for the current state (``edge:reg:{trunk}:{node}``)
 ``byoc_edge_redis_up``                         gauge  -                      1 when this scrape could read redis
@@ -39,6 +41,7 @@ from prometheus_client.registry import Collector
 
 from routing.tables import keys
 from routing.monitor.health import DOWN
+from routing.monitor.agentprober import read_agent_health
 from routing.monitor.prober import read_health
 
 __all__ = ["EdgeCollector", "NAMESPACE"]
@@ -115,7 +118,17 @@ class EdgeCollector(Collector):
                 code.add_metric([trunk, address], health.code)
                 if health.rtt_ms is not None:
                     rtt.add_metric([trunk, address], health.rtt_ms / 1000)
-        return out + [gw_up, rtt, code, *self._registrations()]
+        uri_up = GaugeMetricFamily(f"{NAMESPACE}_agent_uri_up",
+                                   "1 when the agent URI answers OPTIONS, 0 when marked down", labels=["agent", "uri"])
+        uri_rtt = GaugeMetricFamily(f"{NAMESPACE}_agent_uri_options_rtt_seconds",
+                                    "Round-trip time of the last answered OPTIONS to the agent URI (s)",
+                                    labels=["agent", "uri"])
+        for agent, uris in read_agent_health(c, agent_names).items():
+            for uri, health in sorted(uris.items()):
+                uri_up.add_metric([agent, uri], 0 if health.state == DOWN else 1)
+                if health.rtt_ms is not None:
+                    uri_rtt.add_metric([agent, uri], health.rtt_ms / 1000)
+        return out + [gw_up, rtt, code, uri_up, uri_rtt, *self._registrations()]
 
     def _registrations(self) -> list[Metric]:
         up = GaugeMetricFamily(f"{NAMESPACE}_registration_up",

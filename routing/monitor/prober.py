@@ -30,6 +30,7 @@ from typing import Callable
 import redis
 
 from routing.tables import keys
+from routing.monitor.agentprober import probe_agents_round
 from routing.monitor.health import DOWN, GatewayHealth, observe
 from routing.tables.model import DataError, Gateway, Trunk
 from routing.ops.settings import Settings
@@ -210,12 +211,15 @@ def probe_round(client: redis.Redis, settings: Settings, now: Callable[[], float
 
 def run(client: redis.Redis, settings: Settings, stop: threading.Event,
         observed: Callable[[GatewayProbe], None] | None = None) -> None:
-    """Probe rounds every ``health.interval_s`` until ``stop`` is set; errors are logged
-    and the next round tries again (a redis outage never stops the prober)."""
+    """Probe rounds of the gateways and of the agents' URIs (:mod:`routing.monitor.agentprober`)
+    every ``health.interval_s`` until ``stop`` is set; errors are logged and the next round
+    tries again (a redis outage never stops the prober)."""
     while not stop.is_set():
         started = time.monotonic()
-        try:
-            probe_round(client, settings, observed=observed)
-        except (StoreUnavailable, DataError, redis.RedisError) as exc:
-            log.error("probe round failed: %s", exc)
+        for round_ in (lambda: probe_round(client, settings, observed=observed),
+                       lambda: probe_agents_round(client, settings)):
+            try:
+                round_()
+            except (StoreUnavailable, DataError, redis.RedisError) as exc:
+                log.error("probe round failed: %s", exc)
         stop.wait(max(0.0, settings.health.interval_s - (time.monotonic() - started)))

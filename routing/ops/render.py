@@ -89,6 +89,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         shed_low_bytes=settings.overload.resume_backlog_kb * 1024,
         shed_sockets=tuple((l.address, l.port) for l in settings.sip.listen if l.transport == "udp"),
         transfer_bye_delay_s=settings.sip.transfer_bye_delay_s,
+        failover_timeout_ms=settings.sip.failover_timeout_ms,
         sip_sockets=sides.side_sockets(
             (l.transport, sip_host(l.address), l.port, l.side) for l in settings.sip.listen) or None,
     )

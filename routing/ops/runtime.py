@@ -75,6 +75,7 @@ class RuntimeSettings:
         shed_high_bytes, shed_low_bytes: SIP receive backlog (bytes) above which the share of new
             calls shed rises, below which it falls (:class:`routing.call.overload.ShedControl`); 0 = off.
         shed_sockets: ``(address, port)`` of each UDP listener, whose backlog is measured.
+        failover_timeout_ms: tm's ``fr_timer`` (ms): no reply at all from a hop for this long fails it over.
         transfer_bye_delay_s: after a carrier's final 2xx NOTIFY of a relayed REFER, seconds the
             agent has to send BYE before the edge ends the call itself.
     """
@@ -123,6 +124,7 @@ class RuntimeSettings:
     shed_low_bytes: int = 0
     shed_sockets: tuple[tuple[str, int], ...] = ()
     transfer_bye_delay_s: int = 2
+    failover_timeout_ms: int = 3000
 
 
 def load(path: str | None = None) -> RuntimeSettings:

@@ -37,6 +37,8 @@ Runtime state (written only by the edge, never by hand):
 ``edge:media:{node}:{call-id}``        HASH   media quality of a call, kept after it ends (``media_*``)
 ``edge:health:trunk:{name}``           HASH   ``host:port`` -> gateway health (state, fails, oks, code, rtt_ms, at)
 ``edge:gateways:down``                 SET    ``{trunk}/{host:port}`` of every gateway marked down
+``edge:health:agent:{name}``           HASH   agent URI -> its health (as a gateway's)
+``edge:agents:down``                   SET    ``{agent}/{uri}`` of every agent URI marked down
 ``edge:trace:{call-id}``               STRING JSON of a refused call, for ``edgectl explain`` (TTL)
 ``edge:reg:{trunk}:{node}``            HASH   a registration trunk's state on one node (state, code, next_refresh...)
 ``edge:cdr:{node}:{call-id}:{cseq}``   STRING one call record (JSON), expires after the retention
@@ -131,6 +133,21 @@ def gateway_health(name: str) -> str:
 #: SET of the gateways marked down (``{trunk}/{host:port}``); least-cost routing skips them.
 GATEWAYS_DOWN = f"{PREFIX}:gateways:down"
 HEALTH_PATTERN = f"{PREFIX}:health:trunk:*"
+
+
+def agent_health(name: str) -> str:
+    """HASH of an agent's URI health, written by the prober: URI -> state string."""
+    return f"{PREFIX}:health:agent:{name}"
+
+
+#: SET of the agent URIs marked down (``{agent}/{uri}``); origination skips them.
+AGENTS_DOWN = f"{PREFIX}:agents:down"
+AGENT_HEALTH_PATTERN = f"{PREFIX}:health:agent:*"
+
+
+def agent_member(agent_name: str, uri: str) -> str:
+    """Member of :data:`AGENTS_DOWN` naming one URI of one agent."""
+    return f"{agent_name}/{uri}"
 
 
 def gateway_member(trunk_name: str, address: str) -> str:

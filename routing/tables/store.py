@@ -34,7 +34,7 @@ Cache contract (what may be cached, and how fresh it is):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -308,8 +308,10 @@ class RedisStore:
             pipe.smembers(keys.TRUNKS)
             pipe.smembers(keys.AGENTS)
             pipe.get(keys.VERSION)
-            trunk_names, agent_names, version = pipe.execute()
-            topology = read_topology(self.client, sorted(trunk_names), sorted(agent_names))
+            pipe.smembers(keys.AGENTS_DOWN)
+            trunk_names, agent_names, version, agents_down = pipe.execute()
+            topology = replace(read_topology(self.client, sorted(trunk_names), sorted(agent_names)),
+                               agents_down=frozenset(agents_down))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
         self._topology, self._version, self._loaded_at = topology, version, loaded_at

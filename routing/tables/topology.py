@@ -27,10 +27,13 @@ _ROWS = 3
 
 @dataclass(frozen=True, slots=True)
 class Topology:
-    """All trunks and agents, as needed to classify a request's source."""
+    """All trunks and agents, as needed to classify a request's source; with the call path's copy
+    (:meth:`routing.tables.store.RedisStore.topology`), the agent URIs marked down by the prober
+    (``{agent}/{uri}``, :mod:`routing.monitor.agentprober`)."""
 
     trunks: dict[str, Trunk]
     agents: dict[str, Agent]
+    agents_down: frozenset[str] = frozenset()
 
 
 def read_topology(client: redis.Redis, trunk_names: Iterable[str] = (), agent_names: Iterable[str] = ()) -> Topology:

@@ -129,8 +129,10 @@ class Edge:
         admin.put_trunk(self.redis, trunk)
         return trunk
 
-    def agent(self, name: str, uris: list[str], cidrs: list[str], max_calls: int | None = None) -> Agent:
-        agent = Agent(name=name, uris=tuple(uris), cidrs=tuple(cidrs), max_calls=max_calls)
+    def agent(self, name: str, uris: list[str], cidrs: list[str], max_calls: int | None = None,
+              **extra: object) -> Agent:
+        """Put an agent; ``extra`` sets any other :class:`Agent` field (probe, answer_timeout_ms...)."""
+        agent = Agent(name=name, uris=tuple(uris), cidrs=tuple(cidrs), max_calls=max_calls, **extra)  # type: ignore[arg-type]
         admin.put_agent(self.redis, agent)
         return agent
 

@@ -205,7 +205,8 @@ def provision(edge: Edge) -> None:
     edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)], max_calls=10)
     edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, GW_PORT)])
     edge.trunk("carrier-c", [f"{CARRIER_C}/32"], [(CARRIER_C, GW_PORT), (CARRIER_C, GW_PORT + 1)])
-    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], max_calls=5)
+    # a SIPp callee that answers INVITEs only: not probed (the monitor here pings every agent URI)
+    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], max_calls=5, probe=False)
     edge.route("+44", "carrier-a", "0.0100")  # answers 503: fails over to carrier-b
     edge.route("+44", "carrier-b", "0.0200")
     edge.route("+33", "carrier-c", "0.0100")  # answers 486; its second gateway is dead (down)

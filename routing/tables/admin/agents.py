@@ -132,7 +132,8 @@ def agent_dict(agent: Agent) -> dict[str, object]:
     allow_prefixes, deny_prefixes, dtmf (null = the node's dtmf.default_mode),
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default),
     number_format {country_code, national_prefix, international_prefix, national_length} (as a trunk's),
-    transfer_hosts (hosts of SIP URI transfer targets)."""
+    transfer_hosts (hosts of SIP URI transfer targets), probe (OPTIONS health checks of its URIs),
+    answer_timeout_ms (null = the node's sip.ringing_timeout_ms)."""
     return {
         "name": agent.name,
         "uris": list(agent.uris),
@@ -146,4 +147,6 @@ def agent_dict(agent: Agent) -> dict[str, object]:
         "media": agent.media.to_json(),
         "number_format": number_format_dict(agent.number_format),
         "transfer_hosts": list(agent.transfer_hosts),
+        "probe": agent.probe,
+        "answer_timeout_ms": agent.answer_timeout_ms,
     }

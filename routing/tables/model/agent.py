@@ -15,13 +15,14 @@ from routing.tables.model.fields import (
     parse_number_format,
     parse_prefixes,
     parse_sip_uri,
+    DataError,
     _bool,
     _dtmf,
     _int,
 )
 from routing.tables.model.media_policy import MediaPolicy
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "check_answer_timeout", "ANSWER_TIMEOUT_MS"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,11 @@ class Agent:
         number_format: how the agent writes the destinations it dials (a NANP agent whose
             callers dial ``011`` international numbers); the default reads ``+`` E.164, ``00``
             international numbers and bare full numbers, as before the field existed.
+        probe: whether the edge pings the agent's URIs with SIP OPTIONS and skips the ones marked
+            down (off for an agent platform that does not answer OPTIONS).
+        answer_timeout_ms: longest wait for one URI's final answer (ms); a URI that does not
+            answer within it is failed over (also when it sends nothing at all); None = the
+            node's ``sip.ringing_timeout_ms`` (and ``sip.failover_timeout_ms`` for no answer).
         transfer_hosts: hosts the agent may transfer calls to by SIP URI (REFER to ``sip:queue@host``),
             besides the hosts of every agent's URIs (on-net targets); numbers are under
             ``allow_prefixes``/``deny_prefixes`` (:mod:`routing.call.transfer`).
@@ -61,6 +67,8 @@ class Agent:
     media: MediaPolicy = field(default_factory=MediaPolicy)
     number_format: NumberFormat = field(default_factory=NumberFormat)
     transfer_hosts: tuple[str, ...] = ()
+    probe: bool = True
+    answer_timeout_ms: int | None = None
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:agent:{name}``."""
@@ -74,6 +82,8 @@ class Agent:
             "dtmf": "" if self.dtmf is None else str(getattr(self.dtmf, "value", self.dtmf)),
             **self.media.to_redis(),
             "transfer_hosts": ",".join(self.transfer_hosts),
+            "probe": "yes" if self.probe else "no",
+            "answer_timeout_ms": "" if self.answer_timeout_ms is None else str(self.answer_timeout_ms),
         }
 
     @classmethod
@@ -101,4 +111,30 @@ class Agent:
             media=MediaPolicy.from_redis(fields, keys.agent(name)),
             number_format=parse_number_format(fields, keys.agent(name)),
             transfer_hosts=parse_hosts(fields.get("transfer_hosts", ""), f"{keys.agent(name)} transfer_hosts"),
+            probe=_bool(fields.get("probe"), f"{keys.agent(name)} probe", default=True),
+            answer_timeout_ms=_answer_timeout(fields.get("answer_timeout_ms"), f"{keys.agent(name)} answer_timeout_ms"),
         )
+
+
+#: bounds of ``answer_timeout_ms`` (ms): tm's timers take no less than a few hundred ms, no more than the node's maximum
+ANSWER_TIMEOUT_MS = (200, 300000)
+
+
+def _answer_timeout(value: str | None, where: str) -> int | None:
+    """An agent's answer timeout (ms) from its redis text, None when empty.
+
+    Raises:
+        DataError: not an integer in :data:`ANSWER_TIMEOUT_MS`.
+    """
+    return check_answer_timeout(_int(value, where), where)
+
+
+def check_answer_timeout(timeout: int | None, where: str) -> int | None:
+    """``timeout`` (ms) when it is None or within :data:`ANSWER_TIMEOUT_MS`.
+
+    Raises:
+        DataError: out of bounds, naming ``where``.
+    """
+    if timeout is not None and not ANSWER_TIMEOUT_MS[0] <= timeout <= ANSWER_TIMEOUT_MS[1]:
+        raise DataError(f"{where}: must be between {ANSWER_TIMEOUT_MS[0]} and {ANSWER_TIMEOUT_MS[1]} ms, got {timeout}")
+    return timeout

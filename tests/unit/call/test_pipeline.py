@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -14,6 +15,7 @@ from routing.tables.model import Agent, Did, Direction, Gateway, RouteEntry, Tra
 from routing.call.numbers import NumberFormat
 from routing.call import pipeline
 from routing.call.pipeline import HDR_CALLER, HDR_DID, HDR_TRUNK, route_initial_invite
+from routing.call.plan import CallPlan
 from routing.call.request import SipRequest
 from routing.ops.runtime import RuntimeSettings
 from routing.tables.store import Lease
@@ -188,6 +190,32 @@ def test_origination_relay_headers_and_targets() -> None:
     assert decision.plan.direction == "origination"
     assert decision.plan.call_id == "call-1"
     assert decision.plan.index == 0
+
+
+def test_agent_uris_marked_down_are_skipped_before_any_slot() -> None:
+    store = make_store()
+    store.agents_down = {keys.agent_member("bot", "sip:agent.example.com:5080")}
+    decision = route_initial_invite(invite(CARRIER_IP, "+14155550100"), store, RT)
+    assert isinstance(decision, Relay), decision
+    assert [t.uri for t in decision.plan.targets] == ["sip:bot@10.9.0.2;transport=tcp"]
+
+
+def test_agent_with_every_uri_down_is_refused_at_once_without_a_slot() -> None:
+    store = make_store()
+    store.agents_down = {keys.agent_member("bot", u) for u in store.agents["bot"].uris}
+    decision = route_initial_invite(invite(CARRIER_IP, "+14155550100"), store, RT)
+    assert_reject(decision, 503, "All Agent URIs Down", retry_after_s=7)
+    assert decision.tag == "agent_down" and store.acquired == []
+
+
+def test_an_agent_not_probed_keeps_every_uri_and_carries_its_answer_timeout() -> None:
+    store = make_store()
+    store.agents["bot"] = replace(store.agents["bot"], probe=False, answer_timeout_ms=1500)
+    store.agents_down = {keys.agent_member("bot", u) for u in store.agents["bot"].uris}
+    decision = route_initial_invite(invite(CARRIER_IP, "+14155550100"), store, RT)
+    assert isinstance(decision, Relay) and len(decision.plan.targets) == 2
+    assert {t.answer_timeout_ms for t in decision.plan.targets} == {1500}
+    assert CallPlan.loads(decision.plan.dumps()).targets[0].answer_timeout_ms == 1500
 
 
 def test_origination_admits_trunk_and_agent_slots_in_one_acquire() -> None:
@@ -576,7 +604,7 @@ def test_plans_carry_number_caller_and_start_time() -> None:
 
 def test_the_stage_lists_name_their_stages_in_order() -> None:
     assert [s.name for s in pipeline.ENTRY] == ["registration", "acl", "auth"]
-    assert [s.name for s in pipeline.ORIGINATION] == ["direction", "did", "agent", "limits", "caller", "targets"]
+    assert [s.name for s in pipeline.ORIGINATION] == ["direction", "did", "agent", "health", "limits", "caller", "targets"]
     assert [s.name for s in pipeline.TERMINATION] == ["number", "policy", "route", "limits", "targets"]
     assert pipeline.ROUTING_STAGES == {s.name for s in (*pipeline.ENTRY, *pipeline.ORIGINATION, *pipeline.TERMINATION)}
 

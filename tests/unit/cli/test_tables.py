@@ -47,8 +47,9 @@ def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
                        "media": {"codecs": None, "ptime_ms": None, "srtp": None, "rtp_timeout_s": None,
                                  "sip_keepalive": None, "fill_silence": None},
                        "number_format": {"country_code": "", "national_prefix": "", "international_prefix": "00",
-                                         "national_length": 0}, "transfer_hosts": []}]
-    assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout) == agents[0]
+                                         "national_length": 0}, "transfer_hosts": [], "probe": True,
+                       "answer_timeout_ms": None}]
+    assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout) == {**agents[0], "health": {}}
 
     dids = json.loads(ok(edgectl("did", "list", "--json")).stdout)
     assert dids == [{"number": "+14155550100", "trunk": "telnyx", "agent": "bot"}]

@@ -51,6 +51,7 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "tm.t_newtran": 1,
     "tm.t_is_canceled": -1,
     "tm.t_branch_timeout": -1,
+    "tm.t_set_fr": 1,
     "tmx.t_precheck_trans": -1,
     "tmx.t_cancel_branches": 1,
     "hdr.append": 1,

@@ -259,3 +259,21 @@ def test_rtpengine_failure_is_answered_when_redis_cannot_release_the_slots(ksr: 
     assert ksr.replies == [("tm", 503, "Media Relay Unavailable")]
     assert [text for level, text in ksr.logs if level == "err"] == [
         "edge: cannot release slots of call-id=call-1: Timeout reading from socket\n"]
+
+
+def test_agents_answer_timeout_bounds_both_tm_timers_of_its_branches(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.agents["bot"] = replace(store.agents["bot"], answer_timeout_ms=1500)
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    assert ksr.args_of("tm.t_set_fr") == [(1500, 1500)] and len(ksr.relayed) == 1
+    # a failover to the next URI keeps the bound (failure route)
+    plan = CallPlan.loads(ksr.pv["$avp(edge_plan)"])
+    failed_branch(ksr, plan, 408, "Request Timeout", timed_out=True)
+    router.ksr_failure_manage(MSG)
+    assert ksr.args_of("tm.t_set_fr") == [(1500, 1500), (1500, 1500)] and len(ksr.relayed) == 2
+
+
+def test_no_answer_timeout_leaves_the_node_timers(ksr: FakeKSR, router: Any) -> None:
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    assert ksr.args_of("tm.t_set_fr") == []

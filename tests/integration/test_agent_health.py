@@ -1,0 +1,125 @@
+"""Agent health and failover among an agent's URIs on the running edge: OPTIONS probes of every
+agent URI (a URI marked down is skipped at once, an agent with every URI down is refused 503 at
+once), the state in ``edgectl agent show`` and the exporter, and the per-agent answer timeout
+that fails a ringing or silent URI over long before the node's ringing timeout."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+from routing.tables import keys
+from tests.sipp import gateway_scenario, reject_uac_scenario, uac, uas
+from tests.helpers import wait_until
+
+from .conftest import AGENT2_IP, AGENT_IP, CARRIER_A, DID, Edge
+from .replies import final_invite_responses, header_values, status_line
+from .test_edgectl import edgectl
+
+LIVE = f"sip:{AGENT_IP}:5090"
+DEAD = f"sip:{AGENT2_IP}:5090"  # nothing listens there
+
+
+def provision(edge: Edge, uris: list[str], **agent: object) -> None:
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], probe=False)
+    edge.agent("bot", uris, [], **agent)
+    edge.did(DID, "carrier-a", "bot")
+
+
+def live_agent(edge: Edge):
+    """An agent endpoint that answers OPTIONS (200) and INVITEs (180, then 200 after 100 ms)."""
+    return uas(edge.workdir / "agent", AGENT_IP, 5090, scenario=gateway_scenario(edge.workdir, 200, 200),
+               calls=100000, answer_ms=100)
+
+
+def call(edge: Edge, name: str) -> tuple[str, float]:
+    """One carrier call to the DID ended by its final response: that response, and the seconds
+    from the INVITE to it as the caller's own trace times them (SIPp ``-trace_msg``)."""
+    caller = uac(edge.workdir / name, CARRIER_A, 5070, edge.sip, DID, scenario=reject_uac_scenario(edge.workdir))
+    assert caller.wait() == 0, caller.output()
+    [final] = final_invite_responses(caller)
+    return final, _invite_to_final_s(caller.messages())
+
+
+def _invite_to_final_s(trace: str) -> float:
+    """Seconds between the first INVITE sent and the first final response received."""
+    sent = received = None
+    for block in trace.split("-----------------------------------------------"):
+        stamp = re.search(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d+)", block)
+        if stamp is None:
+            continue
+        when = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        if sent is None and "message sent" in block and re.search(r"^INVITE ", block, re.M):
+            sent = when
+        if received is None and "message received" in block and re.search(r"^SIP/2\.0 [2-6]\d\d ", block, re.M):
+            received = when
+    assert sent is not None and received is not None, trace[-2000:]
+    return received - sent
+
+
+def states(edge: Edge) -> dict[str, str]:
+    return {u: dict(p.split("=", 1) for p in v.split(";"))["state"]
+            for u, v in edge.redis.hgetall(keys.agent_health("bot")).items()}
+
+
+def test_a_uri_marked_down_is_skipped_at_once_and_an_agent_all_down_is_refused(probing_edge: Edge,
+                                                                              clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge, [DEAD, LIVE])
+    agent = live_agent(edge)
+    wait_until(lambda: states(edge) == {DEAD: "down", LIVE: "up"}, timeout=15, what="the dead URI marked down")
+    assert edge.redis.smembers(keys.AGENTS_DOWN) == {f"bot/{DEAD}"}
+    shown = json.loads(edgectl(edge, "agent", "show", "bot", "--json").stdout)["health"]
+    assert shown[DEAD]["state"] == "down" and shown[LIVE]["state"] == "up" and shown[LIVE]["code"] == 200
+    assert "health: up (last OPTIONS: 200 Options 200" in edgectl(edge, "agent", "show", "bot").stdout
+    metrics = edge.metrics("exporter")
+    assert f'byoc_edge_agent_uri_up{{agent="bot",uri="{DEAD}"}} 0.0' in metrics
+    assert f'byoc_edge_agent_uri_up{{agent="bot",uri="{LIVE}"}} 1.0' in metrics
+
+    # the call goes straight to the live URI: the dead one is never tried, no failover wait
+    failovers = edge.log().count("edge: failover")
+    final, took = call(edge, "call-1")
+    assert status_line(final) == (200, "OK")
+    assert edge.log().count("edge: failover") == failovers
+    assert took < 0.9, took  # sip.failover_timeout_ms is 1 s here: a tried dead URI would cost it
+    assert len(agent.received_requests("INVITE")) == 1
+
+    # every URI down: 503 at once, with Retry-After, and no slot taken
+    agent.stop()
+    wait_until(lambda: states(edge) == {DEAD: "down", LIVE: "down"}, timeout=15, what="every URI down")
+    final, took = call(edge, "call-2")
+    assert status_line(final) == (503, "All Agent URIs Down")
+    assert header_values(final, "Retry-After") == ["7"]
+    assert took < 0.5, took
+    assert edge.active_leases() == 0
+
+    # the URI answers again: up after 2 answered probes, and takes the next call
+    agent = live_agent(edge)
+    wait_until(lambda: states(edge)[LIVE] == "up", timeout=15, what="the live URI up again")
+    assert status_line(call(edge, "call-3")[0]) == (200, "OK")
+
+
+def test_answer_timeout_fails_a_ringing_uri_over_long_before_the_ringing_timeout(clean_edge: Edge) -> None:
+    """The first URI rings for ever; the node's sip.ringing_timeout_ms (10 s here) would hold the
+    caller that long, the agent's answer timeout (1.5 s) moves the call to the next URI."""
+    edge = clean_edge
+    provision(edge, [f"sip:{AGENT2_IP}:5090", LIVE], answer_timeout_ms=1500, probe=False)
+    ringing = uas(edge.workdir / "ringing", AGENT2_IP, 5090, scenario="uas_cancel.xml", rtp_echo=False)
+    agent = live_agent(edge)
+    final, took = call(edge, "call")
+    assert status_line(final) == (200, "OK")
+    assert 1.4 <= took < 4.0, took
+    assert ringing.wait(timeout=10) == 0, ringing.output()  # it got the CANCEL
+    assert len(agent.received_requests("INVITE")) == 1
+
+
+def test_answer_timeout_bounds_a_silent_uri_too(clean_edge: Edge) -> None:
+    """A URI that sends nothing at all is failed over after the answer timeout (0.4 s here) when it
+    is shorter than sip.failover_timeout_ms (1 s here)."""
+    edge = clean_edge
+    provision(edge, [DEAD, LIVE], answer_timeout_ms=400, probe=False)
+    live_agent(edge)
+    final, took = call(edge, "call")
+    assert status_line(final) == (200, "OK")
+    assert 0.35 <= took < 0.9, took
