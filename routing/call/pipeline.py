@@ -25,14 +25,16 @@ from decimal import Decimal
 from routing.call.acl import classify_source
 from routing.call.cdr import COST_PLACES
 from routing.call.decision import Authenticate, Decision, Reason, Reject, Relay, Step, Trace
-from routing.tables.model import Agent, AuthMode, Did, MediaPolicy, RouteEntry, Trunk, format_increment
-from routing.call.numbers import NumberError, NumberFormat, from_uri_user
+from routing.tables.model import Agent, AuthMode, Did, RouteEntry, Trunk, format_increment
+from routing.call.numbers import NumberError, from_uri_user
 from routing.call.plan import CallPlan, Target
+from routing.call.targets import (agent_lease, agent_media, agent_target, dtmf_mode, fallback_targets, limit_reject,
+                                  max_duration, trunk_lease, trunk_media, up_uris)
 from routing.call.request import SipRequest
 from routing.ops.runtime import RuntimeSettings
 from routing.call.headers import headers_to_remove
 from routing.call.policy import destination_allowed
-from routing.tables.store import Admission, Lease, StaleTopology, Store, Topology
+from routing.tables.store import StaleTopology, Store, Topology
 from routing.tables import keys
 from routing.call.registration import match_inbound
 
@@ -63,47 +65,6 @@ HDR_CALLER = "X-Edge-Caller"
 EDGE_HEADER_PREFIX = "X-Edge-"
 
 
-def trunk_lease(trunk: Trunk) -> Lease:
-    """The concurrency slot of a trunk, with its CPS token bucket when ``max_cps`` is set."""
-    bucket = keys.trunk_cps(trunk.name) if trunk.max_cps else None
-    return Lease(keys.trunk_lease(trunk.name), trunk.max_calls, f"trunk {trunk.name}", trunk.max_cps, bucket)
-
-
-def agent_lease(agent: Agent) -> Lease:
-    """The concurrency slot of an agent."""
-    return Lease(keys.agent_lease(agent.name), agent.max_calls, f"agent {agent.name}")
-
-
-def limit_reject(admission: Admission, retry_after_s: int) -> Reject:
-    """503 naming the limit that refused the call (``"Trunk Limit Reached: telnyx"``,
-    ``"Trunk CPS Limit Reached: telnyx"``), with Retry-After (s)."""
-    return Reject(503, admission.reason, admission.tag, admission.retry_after_s(retry_after_s))
-
-
-def max_duration(trunk: Trunk | None, rt: RuntimeSettings) -> int:
-    """Longest call over ``trunk`` (s) when the trunk sets a ``max_duration_s`` shorter than
-    the node's ``sip.max_call_duration_s``; 0 means the node's default applies."""
-    node = rt.lease_ttl_s - 60
-    if trunk is not None and trunk.max_duration_s and trunk.max_duration_s < node:
-        return trunk.max_duration_s
-    return 0
-
-
-def dtmf_mode(side: Trunk | Agent, rt: RuntimeSettings) -> str:
-    """The DTMF mode of a trunk or agent: its own ``dtmf`` field, else the node's ``dtmf.default_mode``."""
-    return side.dtmf.value if side.dtmf is not None else rt.dtmf_default
-
-
-def trunk_media(trunk: Trunk, rt: RuntimeSettings) -> dict:
-    """The trunk's media policy over the node's carrier-side default (``MediaPolicy.to_json`` form)."""
-    return trunk.media.over(MediaPolicy.from_json(rt.media_trunk)).to_json()
-
-
-def agent_media(agent: Agent, rt: RuntimeSettings) -> dict:
-    """The agent's media policy over the node's agent-side default (``MediaPolicy.to_json`` form)."""
-    return agent.media.over(MediaPolicy.from_json(rt.media_agent)).to_json()
-
-
 @dataclass(slots=True)
 class Call:
     """What routing knows of the request so far; each stage reads it and adds to it.
@@ -119,6 +80,7 @@ class Call:
         entries, targets, plan: the longest prefix's route entries (cheapest first), the
             targets in order and the admitted plan (termination).
         agent_uris: the agent's URIs not marked down (origination, stage ``health``).
+        fallback: the DID's fallback steps as targets, after the agent's URIs (stage ``health``).
     """
 
     req: SipRequest
@@ -137,6 +99,7 @@ class Call:
     targets: list[Target] = field(default_factory=list)
     plan: CallPlan | None = None
     agent_uris: tuple[str, ...] = ()
+    fallback: list[Target] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,13 +224,6 @@ def _refused(decision: Decision, direction: str, trunk: str = "", agent: str = "
     return decision
 
 
-def _with_user(uri: str, user: str) -> str:
-    scheme, _, rest = uri.partition(":")
-    if "@" in rest.split(";", 1)[0]:
-        return uri
-    return f"{scheme}:{user}@{rest}"
-
-
 def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, rt: RuntimeSettings,
               trace: Trace | None = None) -> Decision:
     """Carrier -> agent (the :data:`ORIGINATION` stages): find the DID's agent on this trunk and
@@ -329,19 +285,13 @@ def _did_agent(c: Call) -> Decision | None:
 
 
 def _agent_health(c: Call) -> Decision | None:
-    """The agent's URIs not marked down by its OPTIONS probes (all of them when it is not probed);
-    none left: ``503 Agent Unreachable`` with Retry-After at once, before any slot is taken."""
-    agent = c.agent
-    assert agent is not None
-    down = c.topology.agents_down
-    if not agent.probe or not down:
-        c.agent_uris = agent.uris
-        return None
-    c.agent_uris = tuple(u for u in agent.uris if keys.agent_member(agent.name, u) not in down)
-    skipped = [u for u in agent.uris if u not in c.agent_uris]
-    if c.trace is not None and skipped:
-        c.trace.append(Step("health", bool(c.agent_uris), "marked down by OPTIONS probes, skipped: " + ", ".join(skipped)))
-    if not c.agent_uris:
+    """The agent's URIs that are up, then the DID's fallback steps (:mod:`routing.call.targets`);
+    nothing left to try: ``503 All Agent URIs Down`` with Retry-After at once, before any slot."""
+    agent, did, trunk = c.agent, c.did, c.trunk
+    assert agent is not None and did is not None and trunk is not None
+    c.agent_uris = up_uris(agent, c.topology.agents_down, c.trace)
+    c.fallback = fallback_targets(did, agent, trunk, c.topology, c.rt, c.trace) if did.fallback else []
+    if not c.agent_uris and not c.fallback:
         return replace(Reject.of(Reason.AGENT_DOWN, c.rt.retry_after_s), agent=agent.name)
     return None
 
@@ -380,15 +330,8 @@ def _agent_targets(c: Call) -> Decision:
     """The agent's URIs in order, the DID as user part where a URI has none; the X-Edge headers."""
     trunk, agent, rt, number = c.trunk, c.agent, c.rt, c.number
     assert trunk is not None and agent is not None
-    duration = max_duration(trunk, rt)
-    billing = format_increment(trunk.billing_increment)
-    media = agent_media(agent, rt)
-    targets = [
-        Target(uri=_with_user(uri, number), label=f"{agent.name} {uri}", max_duration_s=duration,
-               dtmf=dtmf_mode(agent, rt), billing=billing, rate=str(trunk.inbound_rate or ""), media=media,
-               answer_timeout_ms=agent.answer_timeout_ms or 0)
-        for uri in (c.agent_uris or agent.uris)
-    ]
+    targets = [agent_target(agent, uri, f"{agent.name} {uri}", None, number, trunk, rt) for uri in c.agent_uris]
+    targets += c.fallback
     plan = CallPlan(call_id=c.req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
                     retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=c.caller,
                     caller_media=trunk_media(trunk, rt))

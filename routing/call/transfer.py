@@ -31,7 +31,7 @@ from routing.tables.model.fields import ReferToFormat, TransferMode
 __all__ = [
     "TransferMode", "ReferToFormat", "ReferTo", "TransferTarget", "TransferError",
     "parse_refer_to", "classify", "check_number", "kept_headers", "carrier_refer_to", "sipfrag_status",
-    "is_refer_event",
+    "is_refer_event", "onnet_hosts", "sip_target_allowed",
 ]
 
 
@@ -171,6 +171,28 @@ def classify(refer: ReferTo, number_format: NumberFormat, transfer_hosts: Iterab
         except NumberError:
             return Reject.of(Reason.TRANSFER_NOT_ALLOWED)
     return Reject.of(Reason.TRANSFER_HOST_NOT_ALLOWED)
+
+
+def onnet_hosts(agent_uris: Iterable[str]) -> frozenset[str]:
+    """The hosts of agents' URIs (lower case): the on-net targets a transfer or a fallback may
+    reach without being listed; URIs that cannot be read are left out."""
+    hosts = set()
+    for uri in agent_uris:
+        try:
+            hosts.add(parse_refer_to(uri).host)
+        except TransferError:
+            continue
+    return frozenset(hosts)
+
+
+def sip_target_allowed(uri: str, transfer_hosts: Iterable[str], agent_uris: Iterable[str]) -> bool:
+    """Whether a SIP URI target (a transfer's or a fallback's) is on a host the agent lists
+    (``transfer_hosts``) or on an agent's own host."""
+    try:
+        host = parse_refer_to(uri).host
+    except TransferError:
+        return False
+    return host in {h.lower() for h in transfer_hosts} or host in onnet_hosts(agent_uris)
 
 
 def check_number(number: E164, allow: Iterable[str], deny: Iterable[str], trunk_deny: Iterable[str] = ()) -> Reject | None:

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from routing.tables import admin
 from routing.tables.model import DataError, Did
+from routing.tables.model.did import parse_fallback
 from routing.call.numbers import NumberError, to_e164
 from . import AppContext, emit_json, handle_errors, pass_app
 
@@ -35,13 +36,19 @@ def did() -> None:
 @click.argument("number")
 @click.option("--trunk", "trunk_name", required=True, metavar="NAME", help="Trunk that owns the number.")
 @click.option("--agent", "agent_name", required=True, metavar="NAME", help="Agent that answers it.")
+@click.option("--fallback", "fallback", multiple=True, metavar="agent:NAME|uri:SIP_URI",
+              help="What to try, in order, when every URI of the agent has failed (repeatable; docs/agents.md).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing binding.")
 @pass_app
 @handle_errors
-def add(app: AppContext, number: str, trunk_name: str, agent_name: str, replace: bool) -> None:
+def add(app: AppContext, number: str, trunk_name: str, agent_name: str, fallback: tuple[str, ...],
+        replace: bool) -> None:
     """Add DID NUMBER (E.164; '+' optional, separators ignored)."""
-    written = admin.put_did(app.redis(), Did(parse_number(number), trunk_name, agent_name), replace=replace)
-    click.echo(f"did {written.number} saved: trunk {written.trunk!r} -> agent {written.agent!r}")
+    e164 = parse_number(number)
+    steps = parse_fallback(",".join(fallback), f"did {e164} fallback")
+    written = admin.put_did(app.redis(), Did(e164, trunk_name, agent_name, steps), replace=replace)
+    then = f", then {', '.join(str(s) for s in written.fallback)}" if written.fallback else ""
+    click.echo(f"did {written.number} saved: trunk {written.trunk!r} -> agent {written.agent!r}{then}")
 
 
 @did.command("list")
@@ -54,9 +61,9 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json([admin.did_dict(d) for d in dids])
         return
-    table = Table("number", "trunk", "agent", title="dids")
+    table = Table("number", "trunk", "agent", "fallback", title="dids")
     for d in dids:
-        table.add_row(d.number, d.trunk, d.agent)
+        table.add_row(d.number, d.trunk, d.agent, "\n".join(str(s) for s in d.fallback) or "-")
     Console().print(table)
 
 
@@ -74,8 +81,8 @@ def show(app: AppContext, number: str, as_json: bool) -> None:
     if as_json:
         emit_json(admin.did_dict(found))
         return
-    table = Table("number", "trunk", "agent", title=f"did {found.number}")
-    table.add_row(found.number, found.trunk, found.agent)
+    table = Table("number", "trunk", "agent", "fallback", title=f"did {found.number}")
+    table.add_row(found.number, found.trunk, found.agent, "\n".join(str(s) for s in found.fallback) or "-")
     Console().print(table)
 
 

@@ -111,14 +111,7 @@ def _edge_host(w: Worker) -> str:
 
 def _onnet_hosts(topology: Topology) -> frozenset[str]:
     """Hosts of every agent's URIs (a REFER is rare: read each time, no cache to go stale)."""
-    hosts = set()
-    for agent in topology.agents.values():
-        for uri in agent.uris:
-            try:
-                hosts.add(xfer.parse_refer_to(uri).host)
-            except xfer.TransferError:
-                continue
-    return frozenset(hosts)
+    return xfer.onnet_hosts(u for agent in topology.agents.values() for u in agent.uris)
 
 
 def refer_reply(code: int) -> None:

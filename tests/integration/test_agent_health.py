@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime
 
-from routing.tables import keys
+from routing.tables import admin, keys
+from routing.tables.cdrstore import CdrStore
+from routing.tables.model import Did
+from routing.tables.model.did import parse_fallback
 from tests.sipp import gateway_scenario, reject_uac_scenario, uac, uas
 from tests.helpers import wait_until
 
@@ -123,3 +127,41 @@ def test_answer_timeout_bounds_a_silent_uri_too(clean_edge: Edge) -> None:
     final, took = call(edge, "call")
     assert status_line(final) == (200, "OK")
     assert 0.35 <= took < 0.9, took
+
+
+def test_an_agent_failing_on_every_uri_reaches_the_dids_fallback_agent(clean_edge: Edge) -> None:
+    """bot answers 503; the DID's fallback is another agent (a human queue), which answers; its own
+    slot is taken for the call and given back after it."""
+    edge = clean_edge
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], probe=False)
+    edge.agent("bot", [LIVE], [], probe=False)
+    edge.agent("humans", [f"sip:queue@{AGENT2_IP}:5090"], [], probe=False, max_calls=1)
+    admin.put_did(edge.redis, Did(DID, "carrier-a", "bot", parse_fallback("agent:humans", "test")))
+    busy = uas(edge.workdir / "bot", AGENT_IP, 5090, scenario=gateway_scenario(edge.workdir, 200, 503), calls=100000)
+    humans = uas(edge.workdir / "humans", AGENT2_IP, 5090, scenario=gateway_scenario(edge.workdir, 200, 200),
+                 calls=100000, answer_ms=100)
+    since = int(time.time() * 1000)
+    final, _ = call(edge, "call")
+    assert status_line(final) == (200, "OK")
+    assert len(busy.received_requests("INVITE")) == 1 and len(humans.received_requests("INVITE")) == 1
+    [record] = wait_until(lambda: CdrStore(edge.redis, 86400).records(since, int(time.time() * 1000) + 1000),
+                          what="the call's record")
+    assert [g["gateway"] for g in record["gateways"]] == [f"bot {LIVE}", f"fallback humans sip:queue@{AGENT2_IP}:5090"]
+    assert [g["result"] for g in record["gateways"]] == ["503", "200"]
+    explained = edgectl(edge, "explain", "--source", CARRIER_A, "--to", DID).stdout
+    assert f"fallback after the agent's URIs: sip:queue@{AGENT2_IP}:5090" in explained
+
+
+def test_a_silent_agent_reaches_the_dids_fallback_sip_uri(clean_edge: Edge) -> None:
+    """bot's only URI sends nothing (answer timeout 0.4 s); the fallback is a PBX queue on a host
+    bot may transfer to."""
+    edge = clean_edge
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], probe=False)
+    edge.agent("bot", [DEAD], [], probe=False, answer_timeout_ms=400, transfer_hosts=(AGENT_IP,))
+    admin.put_did(edge.redis, Did(DID, "carrier-a", "bot", parse_fallback(f"uri:sip:queue@{AGENT_IP}:5090", "test")))
+    pbx = live_agent(edge)
+    final, took = call(edge, "call")
+    assert status_line(final) == (200, "OK")
+    assert took < 0.9, took
+    [invite] = pbx.received_requests("INVITE")
+    assert re.search(rf"^INVITE sip:queue@{re.escape(AGENT_IP)}:5090 SIP/2\.0", invite, re.M), invite

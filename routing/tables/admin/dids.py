@@ -10,6 +10,7 @@ from routing.call.numbers import is_e164
 from routing.tables import keys
 from routing.tables.admin.common import Writes, read, require, transaction
 from routing.tables.model import DataError, Did, check_name
+from routing.tables.model.did import FallbackKind, parse_fallback
 
 __all__ = ["check_did", "queue_put_did", "queue_remove_did", "put_did", "get_did", "list_dids", "remove_did", "did_dict"]
 
@@ -23,7 +24,8 @@ def check_did(did: Did) -> Did:
         raise DataError(f"did {did.number!r}: not an E.164 number (+ then 4-15 digits)")
     check_name(did.trunk, "trunk")
     check_name(did.agent, "agent")
-    return Did(number=did.number, trunk=did.trunk, agent=did.agent)
+    fallback = parse_fallback(",".join(str(s) for s in did.fallback), f"did {did.number} fallback")
+    return Did(number=did.number, trunk=did.trunk, agent=did.agent, fallback=fallback)
 
 
 def queue_put_did(p: Pipeline, did: Did) -> None:
@@ -57,6 +59,9 @@ def put_did(client: redis.Redis, did: Did, replace: bool = False) -> Did:
             raise DataError(f"{where} already exists (use --replace to overwrite it)")
         require(pipe, keys.TRUNKS, did.trunk, "trunk")
         require(pipe, keys.AGENTS, did.agent, "agent")
+        for step in did.fallback:
+            if step.kind is FallbackKind.AGENT:
+                require(pipe, keys.AGENTS, step.value, "fallback agent")
 
         return lambda p: queue_put_did(p, did)
 
@@ -102,5 +107,5 @@ def remove_did(client: redis.Redis, number: str) -> None:
 
 
 def did_dict(did: Did) -> dict[str, object]:
-    """JSON shape of a DID: number, trunk, agent."""
-    return {"number": did.number, "trunk": did.trunk, "agent": did.agent}
+    """JSON shape of a DID: number, trunk, agent, fallback (``["agent:NAME", "uri:SIP_URI"]``, in order)."""
+    return {"number": did.number, "trunk": did.trunk, "agent": did.agent, "fallback": [str(s) for s in did.fallback]}

@@ -19,6 +19,7 @@ from routing.call.plan import CallPlan
 from routing.call.request import SipRequest
 from routing.ops.runtime import RuntimeSettings
 from routing.tables.store import Lease
+from routing.tables.model.did import parse_fallback
 
 RT = RuntimeSettings(node="t1", lease_ttl_s=600, admission_ttl_s=45, retry_after_s=7)
 NANP = NumberFormat(country_code="1", international_prefix="011", national_length=10)
@@ -216,6 +217,44 @@ def test_an_agent_not_probed_keeps_every_uri_and_carries_its_answer_timeout() ->
     assert isinstance(decision, Relay) and len(decision.plan.targets) == 2
     assert {t.answer_timeout_ms for t in decision.plan.targets} == {1500}
     assert CallPlan.loads(decision.plan.dumps()).targets[0].answer_timeout_ms == 1500
+
+
+def _with_fallback(store: FakeStore, text: str) -> None:
+    store.agents["humans"] = Agent(name="humans", uris=("sip:queue@humans.example.com",), max_calls=2)
+    store.dids["+14155550100"] = Did("+14155550100", "telnyx", "bot", parse_fallback(text, "test"))
+
+
+def test_fallback_steps_follow_the_agents_uris_with_their_own_slot_and_allowed_hosts_only() -> None:
+    store = make_store()
+    store.agents["bot"] = replace(store.agents["bot"], transfer_hosts=("pbx.example.com",))
+    _with_fallback(store, "agent:humans,uri:sip:vm@pbx.example.com,uri:sip:x@unlisted.example.com,agent:gone")
+    decision = route_initial_invite(invite(CARRIER_IP, "+14155550100"), store, RT)
+    assert isinstance(decision, Relay), decision
+    assert [(t.uri, t.lease.key if t.lease else None) for t in decision.plan.targets] == [
+        ("sip:+14155550100@agent.example.com:5080", None),
+        ("sip:bot@10.9.0.2;transport=tcp", None),
+        ("sip:queue@humans.example.com", keys.agent_lease("humans")),  # taken when the call reaches it
+        ("sip:vm@pbx.example.com", None),  # a host bot may transfer to; the unlisted one and "gone" skipped
+    ]
+    assert decision.plan.targets[2].label == "fallback humans sip:queue@humans.example.com"
+
+
+def test_agent_all_down_goes_straight_to_its_fallback() -> None:
+    store = make_store()
+    _with_fallback(store, "agent:humans")
+    store.agents_down = {keys.agent_member("bot", u) for u in store.agents["bot"].uris}
+    decision = route_initial_invite(invite(CARRIER_IP, "+14155550100"), store, RT)
+    assert isinstance(decision, Relay), decision
+    assert [t.uri for t in decision.plan.targets] == ["sip:queue@humans.example.com"]
+
+
+def test_agent_and_fallback_all_down_is_refused_at_once() -> None:
+    store = make_store()
+    _with_fallback(store, "agent:humans")
+    store.agents_down = {keys.agent_member(a, u) for a in ("bot", "humans") for u in store.agents[a].uris}
+    decision = route_initial_invite(invite(CARRIER_IP, "+14155550100"), store, RT)
+    assert_reject(decision, 503, "All Agent URIs Down", retry_after_s=7)
+    assert store.acquired == []
 
 
 def test_origination_admits_trunk_and_agent_slots_in_one_acquire() -> None:

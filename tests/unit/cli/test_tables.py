@@ -52,7 +52,7 @@ def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
     assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout) == {**agents[0], "health": {}}
 
     dids = json.loads(ok(edgectl("did", "list", "--json")).stdout)
-    assert dids == [{"number": "+14155550100", "trunk": "telnyx", "agent": "bot"}]
+    assert dids == [{"number": "+14155550100", "trunk": "telnyx", "agent": "bot", "fallback": []}]
     assert json.loads(ok(edgectl("did", "show", "+1 415 555 0100", "--json")).stdout) == dids[0]
 
     routes = json.loads(ok(edgectl("route", "list", "--json")).stdout)

@@ -317,7 +317,7 @@ def test_cli_export_then_apply(edgectl, redis_client: redis.Redis, tmp_path: Pat
     assert edgectl("apply", str(write(tmp_path, document()))).exit_code == 0
     out = tmp_path / "exported.yaml"
     assert edgectl("export", "-o", str(out)).exit_code == 0
-    assert yaml.safe_load(out.read_text())["dids"] == [{"number": "+14155550100", "trunk": "telnyx", "agent": "bot"}]
+    assert yaml.safe_load(out.read_text())["dids"] == [{"number": "+14155550100", "trunk": "telnyx", "agent": "bot", "fallback": []}]
     result = edgectl("apply", str(out), "--prune")
     assert result.exit_code == 0, result.output
     assert "nothing to change" in result.stdout

@@ -6,7 +6,8 @@ import pytest
 import redis
 
 from routing.tables import admin, keys
-from routing.tables.model import DataError, Did
+from routing.tables.model import Agent, DataError, Did, Trunk
+from routing.tables.model.did import parse_fallback
 from routing.tables.store import RedisStore
 from tests.unit.tables.samples import make_agent, version
 
@@ -56,3 +57,22 @@ def test_remove_did(peers: redis.Redis) -> None:
     assert not peers.exists(keys.did("+14155550100"))
     with pytest.raises(DataError, match=r"no did '\+14155550100'"):
         admin.remove_did(peers, "+14155550100")
+
+
+def test_did_fallback_round_trips_and_names_existing_agents_only(redis_client: redis.Redis) -> None:
+    admin.put_trunk(redis_client, Trunk("telnyx"))
+    admin.put_agent(redis_client, Agent("bot", ("sip:bot@203.0.113.20",)))
+    admin.put_agent(redis_client, Agent("humans", ("sip:queue@203.0.113.30",)))
+    steps = parse_fallback("agent:humans, uri:sip:vm@pbx.example.com", "test")
+    admin.put_did(redis_client, Did("+14155550100", "telnyx", "bot", steps))
+    assert redis_client.hget(keys.did("+14155550100"), "fallback") == "agent:humans,uri:sip:vm@pbx.example.com"
+    assert admin.get_did(redis_client, "+14155550100").fallback == steps  # type: ignore[union-attr]
+    with pytest.raises(DataError, match="no fallback agent 'nobody'"):
+        admin.put_did(redis_client, Did("+14155550101", "telnyx", "bot", parse_fallback("agent:nobody", "t")))
+    assert not redis_client.exists(keys.did("+14155550101"))
+
+
+@pytest.mark.parametrize("text", ["voicemail:x", "agent:", "agent:bad name", "uri:mailto:x@y", "number:+1"])
+def test_bad_fallback_steps_name_the_field(text: str) -> None:
+    with pytest.raises(DataError, match="edge:did:\\+14155550100 fallback"):
+        Did.from_redis("+14155550100", {"trunk": "t", "agent": "a", "fallback": text})

@@ -1,0 +1,118 @@
+"""The hops of a call, sans I/O: the slots a hop needs (leases), its per-hop facts (maximum
+duration, DTMF mode, media policy), and on an origination call the agent's URIs that are up
+followed by the DID's fallback steps (docs/agents.md).  Used by :mod:`routing.call.pipeline`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from routing.call import transfer as xfer
+from routing.call.decision import Reject, Step, Trace
+from routing.call.plan import Target
+from routing.ops.runtime import RuntimeSettings
+from routing.tables import keys
+from routing.tables.model import Agent, MediaPolicy, Trunk, format_increment
+from routing.tables.model.did import Did, FallbackKind
+from routing.tables.store import Admission, Lease, Topology
+
+__all__ = ["trunk_lease", "agent_lease", "limit_reject", "max_duration", "dtmf_mode", "trunk_media", "agent_media",
+           "with_user", "up_uris", "agent_target", "fallback_targets"]
+
+
+def trunk_lease(trunk: Trunk) -> Lease:
+    """The concurrency slot of a trunk, with its CPS token bucket when ``max_cps`` is set."""
+    bucket = keys.trunk_cps(trunk.name) if trunk.max_cps else None
+    return Lease(keys.trunk_lease(trunk.name), trunk.max_calls, f"trunk {trunk.name}", trunk.max_cps, bucket)
+
+
+def agent_lease(agent: Agent) -> Lease:
+    """The concurrency slot of an agent."""
+    return Lease(keys.agent_lease(agent.name), agent.max_calls, f"agent {agent.name}")
+
+
+def limit_reject(admission: Admission, retry_after_s: int) -> Reject:
+    """503 naming the limit that refused the call (``"Trunk Limit Reached: telnyx"``,
+    ``"Trunk CPS Limit Reached: telnyx"``), with Retry-After (s)."""
+    return Reject(503, admission.reason, admission.tag, admission.retry_after_s(retry_after_s))
+
+
+def max_duration(trunk: Trunk | None, rt: RuntimeSettings) -> int:
+    """Longest call over ``trunk`` (s) when the trunk sets a ``max_duration_s`` shorter than
+    the node's ``sip.max_call_duration_s``; 0 means the node's default applies."""
+    node = rt.lease_ttl_s - 60
+    if trunk is not None and trunk.max_duration_s and trunk.max_duration_s < node:
+        return trunk.max_duration_s
+    return 0
+
+
+def dtmf_mode(side: Trunk | Agent, rt: RuntimeSettings) -> str:
+    """The DTMF mode of a trunk or agent: its own ``dtmf`` field, else the node's ``dtmf.default_mode``."""
+    return side.dtmf.value if side.dtmf is not None else rt.dtmf_default
+
+
+def trunk_media(trunk: Trunk, rt: RuntimeSettings) -> dict:
+    """The trunk's media policy over the node's carrier-side default (``MediaPolicy.to_json`` form)."""
+    return trunk.media.over(MediaPolicy.from_json(rt.media_trunk)).to_json()
+
+
+def agent_media(agent: Agent, rt: RuntimeSettings) -> dict:
+    """The agent's media policy over the node's agent-side default (``MediaPolicy.to_json`` form)."""
+    return agent.media.over(MediaPolicy.from_json(rt.media_agent)).to_json()
+
+
+def with_user(uri: str, user: str) -> str:
+    """``uri`` with ``user`` as its user part when it has none (``sip:10.0.0.5:5060`` ->
+    ``sip:+14155550100@10.0.0.5:5060``); a URI with a user part is kept as is."""
+    scheme, _, rest = uri.partition(":")
+    if "@" in rest.split(";", 1)[0]:
+        return uri
+    return f"{scheme}:{user}@{rest}"
+
+
+def up_uris(agent: Agent, down: frozenset[str], trace: Trace | None = None) -> tuple[str, ...]:
+    """The agent's URIs not in ``down`` (``{agent}/{uri}`` marked down by its OPTIONS probes); all of
+    them when the agent is not probed."""
+    if not agent.probe or not down:
+        return agent.uris
+    up = tuple(u for u in agent.uris if keys.agent_member(agent.name, u) not in down)
+    if trace is not None and len(up) < len(agent.uris):
+        trace.append(Step("health", bool(up), f"agent {agent.name}: marked down by OPTIONS probes, skipped: "
+                          + ", ".join(u for u in agent.uris if u not in up)))
+    return up
+
+
+def agent_target(agent: Agent, uri: str, label: str, lease: Lease | None, number: str, trunk: Trunk,
+                 rt: RuntimeSettings) -> Target:
+    """A hop of an origination call from ``trunk`` to one URI of ``agent`` (the DID ``number`` as
+    user part where the URI has none)."""
+    return Target(uri=with_user(uri, number), label=label, lease=lease, max_duration_s=max_duration(trunk, rt),
+                  dtmf=dtmf_mode(agent, rt), billing=format_increment(trunk.billing_increment),
+                  rate=str(trunk.inbound_rate or ""), media=agent_media(agent, rt),
+                  answer_timeout_ms=agent.answer_timeout_ms or 0)
+
+
+def fallback_targets(did: Did, agent: Agent, trunk: Trunk, topology: Topology, rt: RuntimeSettings,
+                     trace: Trace | None = None) -> list[Target]:
+    """The DID's fallback steps as hops after the agent's own URIs: another agent's URIs that are
+    up (its slot taken when the call reaches them), a SIP URI on a host the DID's agent may
+    transfer to (:func:`routing.call.transfer.sip_target_allowed`).  A step naming an agent that
+    no longer exists, or a host not allowed, is skipped (shown by ``edgectl explain``)."""
+    out: list[Target] = []
+    for step in did.fallback:
+        if step.kind is FallbackKind.AGENT:
+            other = topology.agents.get(step.value)
+            uris = up_uris(other, topology.agents_down, trace) if other is not None else ()
+            if other is None or not uris:
+                if trace is not None:
+                    trace.append(Step("health", False, f"fallback {step}: " + ("no such agent" if other is None else "no URI up")))
+                continue
+            lease = agent_lease(other) if other.name != agent.name else None
+            out += [agent_target(other, uri, f"fallback {other.name} {uri}", lease, did.number, trunk, rt) for uri in uris]
+        elif xfer.sip_target_allowed(step.value, agent.transfer_hosts, (u for a in topology.agents.values() for u in a.uris)):
+            out.append(replace(agent_target(agent, step.value, f"fallback {step.value}", None, did.number, trunk, rt),
+                               uri=step.value))
+        elif trace is not None:
+            trace.append(Step("health", False, f"fallback {step}: host not in agent {agent.name}'s transfer_hosts"))
+    if trace is not None and out:
+        trace.append(Step("health", True, "fallback after the agent's URIs: " + ", ".join(t.uri for t in out)))
+    return out
