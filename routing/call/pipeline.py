@@ -334,7 +334,7 @@ def _agent_targets(c: Call) -> Decision:
     targets += c.fallback
     plan = CallPlan(call_id=c.req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
                     retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=c.caller,
-                    caller_media=trunk_media(trunk, rt))
+                    caller_media=trunk_media(trunk, rt), ringback_ms=trunk.ringback_ms or 0)
     if c.trace is not None:
         c.trace.append(Step("caller", True, f"From {c.req.from_user!r} -> {c.caller}"))
         c.trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))

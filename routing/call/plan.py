@@ -77,6 +77,8 @@ class CallPlan:
         number: the DID (origination) or destination (termination), E.164.
         caller: the caller's number (From user, normalised when possible).
         caller_media: resolved media policy of the calling side (``MediaPolicy.to_json`` form).
+        ringback_ms: the trunk's ``ringback_ms`` on an origination call (0 = none): the edge sends
+            the caller 180 itself when no 18x has been relayed this long after the INVITE.
     """
 
     call_id: str
@@ -95,6 +97,7 @@ class CallPlan:
     number: str = ""
     caller: str = ""
     caller_media: dict | None = None
+    ringback_ms: int = 0
 
     @property
     def current(self) -> Target:

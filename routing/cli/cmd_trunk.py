@@ -17,7 +17,7 @@ from routing.ops import services
 from routing.call.dtmf import DtmfMode
 from routing.monitor.health import probe_ok
 from routing.cli.health_view import health_dict, health_text
-from routing.tables.model import (AuthMode, DataError, Direction, ReferToFormat, Registration, TransferMode, Transport, Trunk, format_increment,
+from routing.tables.model import (AuthMode, DataError, Direction, ReferToFormat, check_ringback, Registration, TransferMode, Transport, Trunk, format_increment,
                      parse_increment, parse_rate)
 from routing.call.numbers import NumberError, NumberFormat
 from . import AppContext, emit_json, handle_errors, pass_app
@@ -98,6 +98,8 @@ def trunk() -> None:
 @click.option("--refer-to", "refer_to", type=click.Choice([m.value for m in ReferToFormat]),
               default=ReferToFormat.SIP.value, show_default=True,
               help="How a transfer number is written in the Refer-To relayed to the carrier.")
+@click.option("--ringback-ms", type=int, default=None, metavar="MS",
+              help="Send the caller 180 Ringing when the agent has sent no 180/183 this long after the INVITE.")
 @media_options
 @click.option("--tls-ca", "tls_ca", default="", metavar="PEM",
               help="CA file that verifies this carrier's tls gateways (instead of sip.tls.ca_list).")
@@ -136,6 +138,7 @@ def add(
     inbound_rate: str | None,
     transfer: str,
     refer_to: str,
+    ringback_ms: int | None,
     replace: bool,
     codecs: str | None = None,
     ptime_ms: int | None = None,
@@ -186,6 +189,7 @@ def add(
         tls_ca=str(Path(tls_ca).resolve()) if tls_ca else "",
         transfer=TransferMode(transfer),
         refer_to=ReferToFormat(refer_to),
+        ringback_ms=check_ringback(ringback_ms, f"trunk {name!r} ringback_ms"),
     )
     if tls_ca and not Path(tls_ca).is_file():
         raise DataError(f"trunk {name!r} tls_ca: {tls_ca} is not a file")
@@ -266,6 +270,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("spend today (UTC)", str(spent))
     table.add_row("inbound rate (per min)", "-" if found.inbound_rate is None else str(found.inbound_rate))
     table.add_row("transfer", f"{found.transfer.value} (Refer-To {found.refer_to.value})")
+    table.add_row("ringback after (ms)", str(found.ringback_ms) if found.ringback_ms else "-")
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

@@ -41,6 +41,9 @@ REG_REPLY_TABLE = "regreply"
 DTMF_CALL_TABLE = "dtmfcall"
 #: routing.cseq.CseqMap of calls whose digits the edge sends as SIP INFO on one side's behalf
 CSEQ_TABLE = "cseqmap"
+#: origination calls whose trunk has ``ringback_ms``: call-id -> "{due s}:{due µs}:{INVITE CSeq number}",
+#: removed by the first 18x or final reply; when due, the native route RINGBACK sends the caller 180
+RINGBACK_TABLE = "ringback"
 
 # -- transaction AVPs ---------------------------------------------------------------------------
 #: the call plan (routing.plan.CallPlan JSON) of the INVITE's transaction

@@ -126,6 +126,10 @@ def _relay(w: Worker, decision: Relay) -> None:
         KSR.pv.seti(cs.START_S_AVP, started_ms // 1000)
         KSR.pv.seti(cs.START_US_AVP, started_ms % 1000 * 1000)
         count(metrics.CALLS_ATTEMPTED, *hop_labels(plan))
+        if plan.ringback_ms:
+            # the native rtimer route RINGBACK sends the caller 180 when this is due and no 18x came
+            due_ms = started_ms + plan.ringback_ms
+            KSR.htable.sht_sets(cs.RINGBACK_TABLE, plan.call_id, f"{due_ms // 1000}:{due_ms % 1000 * 1000}:{pv('$cs')}")
         state = CallRecordState(cseq=pv("$cs"), start_ms=w.now_ms, codecs_caller=codecs)
         records.save(plan.call_id, records.plan_state(plan, state))
         send(w, plan, failure_route=False, offer=offer)

@@ -9,12 +9,13 @@ import json
 import re
 import time
 from datetime import datetime
+from pathlib import Path
 
 from routing.tables import admin, keys
 from routing.tables.cdrstore import CdrStore
 from routing.tables.model import Did
 from routing.tables.model.did import parse_fallback
-from tests.sipp import gateway_scenario, reject_uac_scenario, uac, uas
+from tests.sipp import PCMU_ANSWER_SDP, gateway_scenario, reject_uac_scenario, reply, uac, uas
 from tests.helpers import wait_until
 
 from .conftest import AGENT2_IP, AGENT_IP, CARRIER_A, DID, Edge
@@ -165,3 +166,64 @@ def test_a_silent_agent_reaches_the_dids_fallback_sip_uri(clean_edge: Edge) -> N
     assert took < 0.9, took
     [invite] = pbx.received_requests("INVITE")
     assert re.search(rf"^INVITE sip:queue@{re.escape(AGENT_IP)}:5090 SIP/2\.0", invite, re.M), invite
+
+
+def _silent_until_answer(edge: Edge) -> Path:
+    """An agent that sends no 180/183: 100, then 200 after ``-d`` ms (it is getting ready)."""
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="agent answers without ringing">
+  <recv request="INVITE" crlf="true"/>
+{reply("100 Trying")}  <pause/>
+{reply("200 OK", tag="01", dialog=True, retrans=True, sdp=PCMU_ANSWER_SDP)}  <recv request="ACK" crlf="true"/>
+  <recv request="BYE"/>
+{reply("200 OK")}</scenario>
+"""
+    path = edge.workdir / "agent_no_ringing.xml"
+    path.write_text(text)
+    return path
+
+
+def _received_at(trace: str, status: str) -> list[tuple[float, str]]:
+    """(seconds after the first INVITE sent, To header) of every ``status`` response received."""
+    out, sent = [], None
+    for block in trace.split("-----------------------------------------------"):
+        stamp = re.search(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d+)", block)
+        if stamp is None:
+            continue
+        when = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        if sent is None and "message sent" in block and re.search(r"^INVITE ", block, re.M):
+            sent = when
+        if sent is not None and "message received" in block and re.search(rf"^SIP/2\.0 {status} ", block, re.M):
+            out.append((when - sent, re.search(r"^To:(.*)$", block, re.M | re.I).group(1).strip()))
+    return out
+
+
+def test_ringback_reaches_the_caller_when_the_agent_is_slow_to_ring(clean_edge: Edge) -> None:
+    """The agent takes 2 s to answer and never rings; the trunk's ringback_ms (0.5 s) has the edge
+    send the caller 180 Ringing at 0.5 s (the ringback timer ticks every 0.1 s), then the agent's 200."""
+    edge = clean_edge
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], probe=False, ringback_ms=500)
+    edge.agent("bot", [LIVE], [], probe=False)
+    edge.did(DID, "carrier-a", "bot")
+    uas(edge.workdir / "agent", AGENT_IP, 5090, scenario=_silent_until_answer(edge), answer_ms=2000, rtp_echo=False)
+    caller = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=reject_uac_scenario(edge.workdir))
+    assert caller.wait() == 0, caller.output()
+    [(rang, to)] = _received_at(caller.messages(), "180")
+    assert 0.45 <= rang < 0.9, rang
+    assert "SIPpTag01" not in to  # the edge's own 180 (its own To-tag)
+    answered = _received_at(caller.messages(), "200")[0][0]  # the INVITE's (then the BYE's)
+    assert answered >= 1.9
+    assert "edge: ringback call-id=" in edge.log()
+
+
+def test_no_ringback_of_the_edges_own_when_the_agent_rings_in_time(clean_edge: Edge) -> None:
+    edge = clean_edge
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], probe=False, ringback_ms=500)
+    edge.agent("bot", [LIVE], [], probe=False)
+    edge.did(DID, "carrier-a", "bot")
+    uas(edge.workdir / "agent", AGENT_IP, 5090, scenario=gateway_scenario(edge.workdir, 200, 200), answer_ms=1000,
+        rtp_echo=False)  # 180 at once, 200 after 1 s
+    caller = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=reject_uac_scenario(edge.workdir))
+    assert caller.wait() == 0, caller.output()
+    [(_, to)] = _received_at(caller.messages(), "180")
+    assert "SIPpTag01" in to  # the agent's 180 only

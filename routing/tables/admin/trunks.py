@@ -275,7 +275,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     billing_increment (``"first/next"`` s), max_rate (per-minute, decimal string or null),
     daily_spend_cap (currency per UTC day, decimal string or null), inbound_rate (per-minute
     price of origination calls, decimal string or null), transfer (refer, auto), refer_to
-    (sip, tel, sip-digits, sip-national),
+    (sip, tel, sip-digits, sip-national), ringback_ms (null = never),
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
     return {
         "name": trunk.name,
@@ -317,4 +317,5 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "media": trunk.media.to_json(),
         "transfer": trunk.transfer.value,
         "refer_to": trunk.refer_to.value,
+        "ringback_ms": trunk.ringback_ms,
     }

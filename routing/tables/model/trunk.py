@@ -38,7 +38,7 @@ from routing.tables.model.fields import (
 )
 from routing.tables.model.media_policy import MediaPolicy
 
-__all__ = ["Gateway", "Registration", "Trunk", "CONTACT_USER_PATTERN"]
+__all__ = ["Gateway", "Registration", "Trunk", "CONTACT_USER_PATTERN", "check_ringback", "RINGBACK_MS"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +221,8 @@ class Trunk:
         transfer: how an agent's REFER on this trunk's calls is carried out (:class:`TransferMode`).
         refer_to: how a number target is written in the ``Refer-To`` relayed to the carrier
             (:class:`ReferToFormat`; docs/transfers.md lists what carriers accept).
+        ringback_ms: on origination calls, when the agent has sent no 180/183 this long after the
+            INVITE (ms), the edge sends the caller ``180 Ringing`` itself; None = never (docs/agents.md).
     """
 
     name: str
@@ -247,6 +249,7 @@ class Trunk:
     media: MediaPolicy = field(default_factory=MediaPolicy)
     transfer: TransferMode = TransferMode.AUTO
     refer_to: ReferToFormat = ReferToFormat.SIP
+    ringback_ms: int | None = None
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
@@ -270,6 +273,7 @@ class Trunk:
             **self.media.to_redis(),
             "transfer": self.transfer.value,
             "refer_to": self.refer_to.value,
+            "ringback_ms": "" if self.ringback_ms is None else str(self.ringback_ms),
         }
         if self.register is not None:
             fields["register"] = self.register.to_redis()
@@ -325,4 +329,20 @@ class Trunk:
             media=MediaPolicy.from_redis(fields, where),
             transfer=_choice(TransferMode, fields.get("transfer"), f"{where} transfer", TransferMode.AUTO),  # type: ignore[arg-type]
             refer_to=_choice(ReferToFormat, fields.get("refer_to"), f"{where} refer_to", ReferToFormat.SIP),  # type: ignore[arg-type]
+            ringback_ms=check_ringback(_int(fields.get("ringback_ms"), f"{where} ringback_ms"), f"{where} ringback_ms"),
         )
+
+
+#: bounds of ``ringback_ms`` (ms): the edge's ringback timer ticks every 100 ms
+RINGBACK_MS = (100, 60000)
+
+
+def check_ringback(delay_ms: int | None, where: str) -> int | None:
+    """``delay_ms`` when it is None or within :data:`RINGBACK_MS`.
+
+    Raises:
+        DataError: out of bounds, naming ``where``.
+    """
+    if delay_ms is not None and not RINGBACK_MS[0] <= delay_ms <= RINGBACK_MS[1]:
+        raise DataError(f"{where}: must be between {RINGBACK_MS[0]} and {RINGBACK_MS[1]} ms, got {delay_ms}")
+    return delay_ms

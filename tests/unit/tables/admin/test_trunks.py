@@ -55,6 +55,7 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "fill_silence": "",
         "transfer": "auto",
         "refer_to": "sip",
+        "ringback_ms": "",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",
