@@ -44,6 +44,9 @@ CSEQ_TABLE = "cseqmap"
 #: origination calls whose trunk has ``ringback_ms``: call-id -> "{due s}:{due µs}:{INVITE CSeq number}",
 #: removed by the first 18x or final reply; when due, the native route RINGBACK sends the caller 180
 RINGBACK_TABLE = "ringback"
+#: calls whose session timers the edge keeps for the agent (RFC 4028): call-id -> the epoch s at
+#: which the call ends unless the carrier refreshes it first (routing/kamailio/sessiontimers.py)
+SESSION_TABLE = "sessiontimer"
 
 # -- transaction AVPs ---------------------------------------------------------------------------
 #: the call plan (routing.plan.CallPlan JSON) of the INVITE's transaction
@@ -82,6 +85,8 @@ REQ_SDP_AVP = "$avp(edge_req_sdp)"
 EDGE_HANGUP_AVP = "$avp(edge_hangup)"
 #: on a REFER's transaction: the agent's transfer relayed to the carrier (its reply is recorded)
 REFER_AVP = "$avp(edge_refer)"
+#: on a relayed session refresh's transaction: the takeover (``"{interval}:{refresher}"``) its 2xx restores
+REFRESH_AVP = "$avp(edge_refresh)"
 
 # -- dialog variables ---------------------------------------------------------------------------
 DIRECTION_VAR = "$dlg_var(edge_dir)"
@@ -95,6 +100,8 @@ RTP_TIMEOUT_VAR = "$dlg_var(edge_rtp_timeout)"
 MEDIA_VAR = "$dlg_var(edge_media)"
 #: "{caller},{callee}" DTMF modes (routing.dtmf)
 DTMF_VAR = "$dlg_var(edge_dtmf)"
+#: ``"{interval}:{refresher}"`` when the edge keeps the call's session timers for the agent
+SESSION_VAR = "$dlg_var(edge_st)"
 
 # -- per-message script variables (reset by the native request route) ---------------------------
 #: share of new calls the native route ADMISSION refuses, permille (routing/kamailio/overload.py)

@@ -35,6 +35,7 @@ def dialog_event(w: Worker, event: str) -> None:
         KSR.htable.sht_rm(cs.DTMF_CALL_TABLE, call_id)
         KSR.htable.sht_rm(cs.CSEQ_TABLE, call_id)
     KSR.htable.sht_rm(cs.MEDIA_TABLE, call_id)
+    KSR.htable.sht_rm(cs.SESSION_TABLE, call_id)
     # a BYE passing the request route, unless it is the edge's own (onbehalf.hang_up)
     peer_bye = pv("$rm") == "BYE" and not pv("$rs") and not KSR.pv.get(cs.EDGE_HANGUP_AVP)
     final_media: dict[str, str] = {}

@@ -17,7 +17,7 @@ from ..call.decision import Reject
 from ..call.headers import IDENTITY_HEADERS, canonical, header_names, headers_to_remove, in_dialog_policy
 from ..tables.store import StoreUnavailable, Topology
 from . import callstate as cs
-from . import records, screening, timers, transfers
+from . import records, screening, sessiontimers, timers, transfers
 from .mediaflags import answer_fill, flags, modes, offer_flags, sdp_flags, sides
 from .worker import Worker, has_sdp, log_reject, pv
 
@@ -37,6 +37,8 @@ def in_dialog(w: Worker, method: str) -> None:
         return
     if method == "NOTIFY":
         transfers.notify(w)
+    if method in ("INVITE", "UPDATE") and sessiontimers.refresh(method):
+        return
     if method == "INFO" and _dtmf_info(w):
         return
     if method == "ACK":  # the native route started the call clock (route CALL_STARTED)

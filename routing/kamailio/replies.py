@@ -19,7 +19,7 @@ from ..call.plan import CallPlan
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
 from .callstate import Deadline
-from . import records, transfers
+from . import records, sessiontimers, transfers
 from .mediaflags import answer_fill, flags, modes, offer_flags, sdp_flags, sides
 from .worker import Worker, count, has_sdp, log_reject, observe, pv
 
@@ -35,6 +35,8 @@ def onreply(w: Worker) -> None:
     if KSR.pv.get(cs.REFER_AVP):  # the carrier's answer to an agent's transfer
         transfers.refer_reply(code)
         return
+    if 200 <= code < 300 and KSR.pv.get(cs.REFRESH_AVP):  # a session refresh the edge relayed
+        sessiontimers.refresh_answered()
     refused = pv(cs.EARLY_REFUSED_AVP)
     if refused and code < 200:
         KSR.pv.seti(cs.REPLY_DROP_AVP, 1)  # the branch is being cancelled: the caller gets nothing more of it
@@ -184,6 +186,7 @@ def _answered(w: Worker, code: int) -> None:
     state.answer_ms = now
     state.codecs_callee = sdp_codecs(pv("$rb")) if has_sdp() else []
     records.save(call_id, state)
+    sessiontimers.on_answer(call_id, state.direction or "origination")
     if KSR.htable.sht_is_null(cs.DEADLINE_TABLE, call_id) > 0:
         KSR.htable.sht_sets(cs.DEADLINE_TABLE, call_id, Deadline.ack_due(now // 1000 + cs.ACK_WAIT_S, pv("$ft")).encode())
     try:

@@ -32,6 +32,7 @@ __all__ = ["call_clock", "end_now", "end_at", "dtmf_log"]
 CLEANUP_GRACE_S = 3
 CLOCK_ITERATOR = "edgeclock"
 MEDIA_ITERATOR = "edgemedia"
+SESSION_ITERATOR = "edgesession"
 #: the spool of unwritten call records is replayed at most this often (s), by the call clock
 REPLAY_EVERY_S = 2.0
 #: datagrams read per DTMF log tick at most (the rest wait for the next tick)
@@ -54,6 +55,11 @@ def _due(table: str, iterator: str, decode: Callable[[str], T | None], when: Cal
     return due
 
 
+def _epoch_s(text: str) -> int | None:
+    """A ``sessiontimer`` value: epoch seconds; None when malformed."""
+    return int(text) if (text or "").isdigit() else None
+
+
 def call_clock(w: Worker) -> None:
     """Once a second: replay spooled records, run the media watchdog, then end answered calls past
     their deadline with a BYE to each side (:func:`onbehalf.hang_up`; ``dlg.end_dlg`` without a
@@ -67,6 +73,11 @@ def call_clock(w: Worker) -> None:
     except Exception:  # noqa: BLE001 - the clock must keep ticking
         log_exception("exception in media watchdog")
     now = int(time.time())
+    for call_id, _ in _due(cs.SESSION_TABLE, SESSION_ITERATOR, _epoch_s, lambda at: at, now):
+        # the carrier refreshed nothing in time (RFC 4028 section 10): the call is over for it too
+        KSR.htable.sht_rm(cs.SESSION_TABLE, call_id)
+        KSR.notice(f"edge: call-id={call_id} session expired: no refresh from the carrier in time, ending it\n")
+        end_now(w, call_id, "session_expired", now)
     for call_id, clock in _due(cs.DEADLINE_TABLE, CLOCK_ITERATOR, Deadline.decode, lambda d: d.at_s, now):
         if clock.h_entry.isdigit() and clock.h_id.isdigit():
             params: list[object] = [int(clock.h_entry), int(clock.h_id)]

@@ -1,0 +1,169 @@
+"""Session timers (RFC 4028) kept by the edge for an agent that does not do them: the carrier is
+made the refresher in the 2xx, its refresh UPDATEs are answered by the edge (the agent never sees
+them), a refresh re-INVITE reaches the agent without timer headers and its 2xx gets them back; a
+call with the shortest interval RFC 4028 allows (90 s) survives two refreshes, and a call whose
+carrier stops refreshing is ended cleanly by the edge (the two long calls run side by side)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from routing.tables.cdrstore import CdrStore
+from routing.tables.model import MediaPolicy
+from tests.sipp import PCMU_ANSWER_SDP, reply, uac, uas
+from tests.helpers import wait_until
+
+from .conftest import AGENT_IP, CARRIER_A, DID, Edge
+
+SDP_OFFER = """      v=0
+      o=- 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000"""
+
+
+def _request(method: str, cseq: int, extra: str = "", sdp: bool = False, first: bool = False) -> str:
+    """A SIPp ``<send>`` of the carrier's request (``first``: the INVITE, else in the dialog)."""
+    uri = "sip:[service]@[remote_ip]:[remote_port]" if first else "[next_url]"
+    to_tag = "" if first else "[peer_tag_param]"
+    body = f"      Content-Type: application/sdp\n      Content-Length: [len]\n\n{SDP_OFFER}\n" if sdp else \
+        "      Content-Length: 0\n\n"
+    routes = "" if first else "      [routes]\n"
+    retrans = "" if method == "ACK" else ' retrans="500"'
+    return f"""  <send{retrans}>
+    <![CDATA[
+      {method} {uri} SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>{to_tag}
+      Call-ID: [call_id]
+      CSeq: {cseq} {method}
+{routes}      Contact: <sip:[caller]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+{extra}{body}    ]]>
+  </send>
+"""
+
+
+def _ack(cseq: int) -> str:
+    return _request("ACK", cseq)
+
+
+OFFER_TIMERS = "      Supported: timer\n      Session-Expires: 90\n      Min-SE: 90\n"
+
+
+def _carrier(edge: Edge, name: str, steps: str) -> Path:
+    """The carrier's caller: INVITE offering timers (90 s, Supported: timer), the 2xx, the ACK, then ``steps``."""
+    invite = _request("INVITE", 1, OFFER_TIMERS, sdp=True, first=True)
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="{name}">
+{invite}  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+{_ack(1)}{steps}</scenario>
+"""
+    path = edge.workdir / f"{name}.xml"
+    path.write_text(text)
+    return path
+
+
+REFRESH = "      Supported: timer\n      Session-Expires: 90;refresher=uac\n"
+
+
+def _agent(edge: Edge, name: str, reinvites: int) -> Path:
+    """An agent without session timers: answers the INVITE (no Session-Expires), ``reinvites``
+    re-INVITEs, then takes the BYE."""
+    answer = reply("200 OK", tag="01", dialog=True, retrans=True, sdp=PCMU_ANSWER_SDP)
+    again = ('  <recv request="INVITE"/>\n' + answer + '  <recv request="ACK"/>\n') * reinvites
+    bye_ok = reply("200 OK")
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="{name}">
+  <recv request="INVITE"/>
+{answer}  <recv request="ACK"/>
+{again}  <recv request="BYE"/>
+{bye_ok}</scenario>
+"""
+    path = edge.workdir / f"{name}.xml"
+    path.write_text(text)
+    return path
+
+
+def _responses(run, method: str) -> list[str]:
+    return run.received_responses(method)
+
+
+def _header(message: str, name: str) -> list[str]:
+    return [m.strip() for m in re.findall(rf"^{name}:(.*)$", message, re.M | re.I)]
+
+
+#: these SIPp peers send no RTP: the media watchdog must not end the long calls first
+QUIET = MediaPolicy(rtp_timeout_s=600)
+
+
+def provision(edge: Edge) -> None:
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], probe=False, media=QUIET)
+    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [], probe=False, media=QUIET)
+    edge.did(DID, "carrier-a", "bot")
+
+
+def test_refreshes_are_answered_for_an_agent_without_timers(clean_edge: Edge) -> None:
+    edge = clean_edge
+    provision(edge)
+    steps = (_request("UPDATE", 2, REFRESH) + '  <recv response="200"/>\n'
+             + _request("INVITE", 3, REFRESH + "      Require: timer\n", sdp=True) + '  <recv response="100" optional="true"/>\n'
+             + '  <recv response="200"/>\n' + _ack(3)
+             + _request("BYE", 4) + '  <recv response="200"/>\n')
+    agent = uas(edge.workdir / "agent", AGENT_IP, 5090, scenario=_agent(edge, "agent_no_timers", 1), rtp_echo=False)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=_carrier(edge, "carrier_refreshes", steps))
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert agent.wait(timeout=30) == 0, agent.output()
+    answer = next(r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*1 INVITE", r, re.M) and " 200 " in r)
+    assert _header(answer, "Session-Expires") == ["90;refresher=uac"] and _header(answer, "Require") == ["timer"]
+    [update_ok] = _responses(carrier, "UPDATE")
+    assert _header(update_ok, "Session-Expires") == ["90;refresher=uac"]
+    assert not agent.received_requests("UPDATE")  # answered by the edge
+    [_, reinvite] = agent.received_requests("INVITE")
+    assert not _header(reinvite, "Session-Expires") and "timer" not in "".join(_header(reinvite, "Require"))
+    reinvite_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*3 INVITE", r, re.M)]
+    assert _header(reinvite_ok[-1], "Session-Expires") == ["90;refresher=uac"]
+
+
+def test_a_90_s_session_survives_two_refreshes_and_one_never_refreshed_is_ended(long_call_edge: Edge,
+                                                                                 clean_edge: Edge) -> None:
+    """Side by side: one call refreshed at 30 s and 55 s lasts to 70 s; the other, never refreshed,
+    is ended by the edge 60 s after the answer (90 s minus min(32 s, 30 s), RFC 4028 section 10)."""
+    edge = clean_edge
+    provision(edge)
+    edge.agent("bot2", [f"sip:{AGENT_IP}:5091"], [], probe=False, media=QUIET)
+    edge.did("+14155550111", "carrier-a", "bot2")
+    kept = ('  <pause milliseconds="30000"/>\n' + _request("UPDATE", 2, REFRESH) + '  <recv response="200"/>\n'
+            + '  <pause milliseconds="25000"/>\n' + _request("UPDATE", 3, REFRESH) + '  <recv response="200"/>\n'
+            + '  <pause milliseconds="15000"/>\n' + _request("BYE", 4) + '  <recv response="200"/>\n')
+    dropped = '  <recv request="BYE" timeout="80000"/>\n' + reply("200 OK")
+    since = int(time.time() * 1000)
+    agents = [uas(edge.workdir / f"agent{i}", AGENT_IP, 5090 + i, scenario=_agent(edge, "agent_plain", 0), rtp_echo=False,
+                  extra=["-timeout", "100"]) for i in (0, 1)]
+    started = time.monotonic()
+    longer = ["-timeout", "100"]  # SIPp's own global timeout (60 s by default here) outlasts the calls
+    refreshed = uac(edge.workdir / "refreshed", CARRIER_A, 5070, edge.sip, DID, scenario=_carrier(edge, "kept", kept),
+                    extra=longer)
+    silent = uac(edge.workdir / "silent", CARRIER_A, 5072, edge.sip, "+14155550111",
+                 scenario=_carrier(edge, "dropped", dropped), extra=longer)
+    assert silent.wait(timeout=90) == 0, silent.output()
+    ended_after = time.monotonic() - started
+    assert 58 <= ended_after < 66, ended_after
+    assert refreshed.wait(timeout=90) == 0, refreshed.output()
+    assert time.monotonic() - started >= 69  # the refreshed call outlived the 60 s point and the 90 s interval's end
+    for agent in agents:
+        assert agent.wait(timeout=10) == 0, agent.output()
+    records = wait_until(lambda: len(found := CdrStore(edge.redis, 86400).records(since, int(time.time() * 1000) + 1000)) == 2
+                         and found, what="both records")
+    by_number = {r["number"]: r for r in records}
+    assert by_number["+14155550111"]["hangup"] == "edge"
+    assert by_number["+14155550111"]["media"].get("media_end_reason") == "session_expired"
+    assert by_number[DID]["hangup"] == "caller"
+    assert "session expired: no refresh from the carrier in time" in edge.log()
