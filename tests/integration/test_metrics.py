@@ -124,6 +124,7 @@ def prometheus(edge: Edge, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     for job in config["scrape_configs"]:
         job["static_configs"][0]["targets"] = [f"{m.address}:{ports[job['job_name']]}"]
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    shutil.copy(SCRAPE_CONFIG.parent / "alerts.yml", workdir / "alerts.yml")  # rule_files: the alerting rules
     listen = f"{EDGE_IP}:{free_port(EDGE_IP)}"
     log = open(workdir / "prometheus.log", "wb")
     proc = subprocess.Popen(
@@ -310,6 +311,10 @@ def test_every_dashboard_panel_shows_what_the_test_drove_in_a_real_prometheus(
     for expr, reason in PANELS.items():
         if isinstance(reason, str):
             assert [float(s["value"][1]) for s in query(prometheus, expr)] == [0.0], (expr, reason)
+    # the alerting rules of monitoring/alerts.yml load and evaluate in the real Prometheus
+    with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=5) as reply:
+        rules = [r for g in json.loads(reply.read())["data"]["groups"] for r in g["rules"]]
+    assert len(rules) == 8 and all(r["health"] == "ok" for r in rules), rules
 
 
 def test_http_on_a_sip_port_is_refused_and_only_metrics_is_served(clean_edge: Edge) -> None:
