@@ -5,7 +5,7 @@ helpers that turn call facts into label values.  No ``KSR`` here: :mod:`routing.
 
 Naming follows the Prometheus conventions (https://prometheus.io/docs/practices/naming/):
 base units (seconds), ``_total`` on counters, a ``byoc_edge_`` namespace, and only labels of
-low cardinality (``direction``, ``trunk``, ``agent``, ``result``, ``reason``, ``mode``): never a
+low cardinality (``direction``, ``trunk``, ``agent``, ``result``, ``reason``, ``mode``, ``side``): never a
 number, a Call-ID or an address.  xhttp_prom (Kamailio 5.6) keeps them in shared memory,
 so every worker process adds to the same series, and allows at most three labels each.
 """
@@ -28,6 +28,11 @@ __all__ = [
     "SIP_BACKLOG",
     "SHED_RATIO",
     "TRANSFERS",
+    "CALL_DURATION",
+    "CALL_MOS",
+    "CALL_PACKET_LOSS",
+    "CALL_JITTER",
+    "quality_observations",
     "DURATION_BUCKETS_S",
     "sip_class",
     "label",
@@ -111,6 +116,27 @@ SHED_RATIO = Metric(
     "Share of new calls (initial INVITEs) the node refuses with 503 Node Overloaded because of its backlog (0-1)",
 )
 
+CALL_DURATION = Metric(
+    f"{NAMESPACE}_call_duration_seconds", "histogram", ("direction", "trunk", "agent"),
+    "Talk time of answered calls, answer -> end (s); sum/count per trunk is the average call duration",
+    (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+)
+CALL_MOS = Metric(
+    f"{NAMESPACE}_call_mos_score", "histogram", ("trunk", "agent", "side"),
+    "MOS (1-5, rtpengine's estimate from RTCP) of each side's stream at the end of an answered call; side is "
+    "carrier or agent (the sender)", (1, 1.5, 2, 2.5, 3, 3.5, 4, 4.3, 4.5, 5),
+)
+CALL_PACKET_LOSS = Metric(
+    f"{NAMESPACE}_call_packet_loss_ratio", "histogram", ("trunk", "agent", "side"),
+    "Share of each side's RTP packets lost (0-1) over an answered call, from RTCP; side is the sender",
+    (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+)
+CALL_JITTER = Metric(
+    f"{NAMESPACE}_call_jitter_seconds", "histogram", ("trunk", "agent", "side"),
+    "Interarrival jitter of each side's stream at the end of an answered call (s, RTCP); side is the sender",
+    (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2),
+)
+
 TRANSFERS = Metric(
     f"{NAMESPACE}_transfers_total", "counter", ("mode", "result"),
     "Agents' transfers (REFER) by mode (refer: relayed to the carrier) and result: accepted (the carrier's final "
@@ -119,7 +145,8 @@ TRANSFERS = Metric(
 )
 
 KAMAILIO_METRICS = (CALLS_ATTEMPTED, CALLS_ANSWERED, CALLS_FAILED, REJECTIONS, FAILOVERS, POST_DIAL_DELAY,
-                    SETUP_TIME, REGISTRATIONS, SIP_BACKLOG, SHED_RATIO, TRANSFERS)
+                    SETUP_TIME, REGISTRATIONS, SIP_BACKLOG, SHED_RATIO, TRANSFERS, CALL_DURATION, CALL_MOS,
+                    CALL_PACKET_LOSS, CALL_JITTER)
 
 
 def sip_class(code: int) -> str:
@@ -131,6 +158,35 @@ def label(value: str | None) -> str:
     """A label value from a trunk/agent name (already restricted to ``[A-Za-z0-9_.-]`` by
     :data:`routing.tables.model.NAME_PATTERN`); ``"none"`` when empty, since xhttp_prom needs a value."""
     return value or "none"
+
+
+def quality_observations(direction: str, media: dict[str, str]) -> list[tuple[Metric, float, str]]:
+    """What an answered call's final media statistics add to the quality histograms: ``(metric,
+    value, side)`` for each side that sent RTP, ``side`` being ``carrier`` or ``agent`` (the caller
+    is the carrier on origination calls, the agent on termination calls).  Loss and jitter count
+    only for a side that sent packets; MOS only when rtpengine scored it.
+
+    Args:
+        direction: ``origination`` or ``termination``.
+        media: the record's ``media_*`` fields (:func:`routing.call.quality.summary`): ``media_caller_mos``,
+            ``media_callee_loss_pct`` (percent), ``media_caller_jitter_ms`` (ms)...
+    """
+    roles = ("carrier", "agent") if direction != "termination" else ("agent", "carrier")
+    out: list[tuple[Metric, float, str]] = []
+    for party, side in zip(("caller", "callee"), roles):
+        def number(name: str) -> float | None:
+            try:
+                return float(media.get(f"media_{party}_{name}", ""))
+            except ValueError:
+                return None
+        if (mos := number("mos")) is not None:
+            out.append((CALL_MOS, mos, side))
+        if (number("packets") or 0) > 0:
+            if (loss := number("loss_pct")) is not None:
+                out.append((CALL_PACKET_LOSS, loss / 100, side))
+            if (jitter := number("jitter_ms")) is not None:
+                out.append((CALL_JITTER, jitter / 1000, side))
+    return out
 
 
 def modparams() -> list[tuple[str, str]]:

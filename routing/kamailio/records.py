@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 import KSR  # type: ignore[import-not-found]
 
 # non-Kamailio modules, in one place
+from ..call import metrics
 from ..call import quality
 from ..call.cdr import CallFacts
 from ..call.decision import Reject
@@ -20,7 +21,7 @@ from ..ngclient import NgError
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
 from .callstate import CallRecordState
-from .worker import Worker, pv
+from .worker import Worker, observe, pv
 
 __all__ = ["load", "save", "facts", "plan_state", "record_unanswered", "finish_call", "refuse_media", "media_refused",
            "close_media"]
@@ -99,11 +100,23 @@ def finish_call(w: Worker, call_id: str, hangup: str, final_media: dict[str, str
     KSR.htable.sht_rm(cs.CDR_TABLE, call_id)
     media = {k: v for k, v in media.items() if not k.startswith("lease:") and k not in _NOT_MEDIA}
     if state.answer_ms:
-        w.write_record(facts(w, call_id, state, media=media, hangup=hangup))
+        record = facts(w, call_id, state, media=media, hangup=hangup)
+        w.write_record(record)
+        _observe_quality(record)
     else:  # failed without passing the failure route (should not happen): keep a trace
         code = int(pv("$rs") or 0) if pv("$rs").isdigit() else 0
         w.write_record(facts(w, call_id, state, sip_code=code or 500,
                              sip_reason=pv("$rr") or "Call Failed", media=media))
+
+
+def _observe_quality(record: CallFacts) -> None:
+    """An answered call's talk time and final media quality into the per-trunk and per-agent
+    histograms (``routing.call.metrics``: duration, MOS, loss, jitter)."""
+    trunk, agent = metrics.label(record.trunk), metrics.label(record.agent)
+    talk_s = (record.end_ms - (record.answer_ms or record.end_ms)) / 1000
+    observe(metrics.CALL_DURATION, talk_s, record.direction or "none", trunk, agent)
+    for metric, value, side in metrics.quality_observations(record.direction, record.media):
+        observe(metric, value, trunk, agent, side)
 
 
 def refuse_media(call_id: str, reject: Reject) -> None:

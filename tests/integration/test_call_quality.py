@@ -30,6 +30,15 @@ from tests.callquality import call_record, dropping_rtp, live_quality, recorded_
 from tests.helpers import wait_until
 
 from .conftest import AGENT_IP, CARRIER_A, DID, NET, Edge
+from .test_metrics import kamailio_samples
+
+
+def quality_metric(edge: Edge, name: str, side: str) -> tuple[float, float]:
+    """(count, sum) of a per-call quality histogram of Kamailio's /metrics for trunk ``carrier``,
+    agent ``bot`` and the stream of ``side`` (carrier or agent)."""
+    samples = kamailio_samples(edge)
+    labels = f'agent="bot",side="{side}",trunk="carrier"'
+    return samples.get((f"{name}_count", labels), 0.0), samples.get((f"{name}_sum", labels), 0.0)
 
 CARRIER_TONE = 440
 AGENT_TONE = 1000
@@ -92,6 +101,8 @@ def both_scored(q: CallQuality) -> bool:
 
 def test_clean_call_record_shows_no_loss_low_jitter_and_a_high_mos(quality_edge: Edge) -> None:
     edge = quality_edge
+    before = {(n, s): quality_metric(edge, n, s) for n in ("byoc_edge_call_packet_loss_ratio", "byoc_edge_call_mos_score")
+              for s in ("carrier", "agent")}
     call_id, q, agent = call(edge, both_scored, "a MOS for both sides")
     # real audio crossed: the agent heard the carrier's tone
     assert abs(dominant_frequency(agent.recording)[0] - CARRIER_TONE) <= 8
@@ -106,12 +117,21 @@ def test_clean_call_record_shows_no_loss_low_jitter_and_a_high_mos(quality_edge:
     assert record["status"] == "answered" and record["hangup"] == "caller"
     # the record carries the final reading (taken at the BYE), the one kept in edge:media after the call
     assert q == read(edge.redis.hgetall(keys.media(edge.settings.node, call_id)))
+    # and the per-trunk/agent histograms got one clean reading per side: no loss, a high MOS
+    for side in ("carrier", "agent"):
+        count, total = quality_metric(edge, "byoc_edge_call_packet_loss_ratio", side)
+        assert (count, total) == (before[("byoc_edge_call_packet_loss_ratio", side)][0] + 1,
+                                  before[("byoc_edge_call_packet_loss_ratio", side)][1])
+        count, total = quality_metric(edge, "byoc_edge_call_mos_score", side)
+        mos_before = before[("byoc_edge_call_mos_score", side)]
+        assert count == mos_before[0] + 1 and total - mos_before[1] >= CLEAN_MOS
 
 
 def test_call_with_dropped_rtp_shows_the_loss_and_a_lower_mos(quality_edge: Edge) -> None:
     edge = quality_edge
     rtpengine = edge.settings.rtpengine
     table = "byoc_loss_" + NET.replace(".", "_")
+    loss_before = quality_metric(edge, "byoc_edge_call_packet_loss_ratio", "agent")
     with dropping_rtp(table, rtpengine.address, (rtpengine.port_min, rtpengine.port_max), AGENT_RTP,
                       LOSS_PERCENT) as dropper:
         call_id, q, _ = call(edge, lambda q: both_scored(q) and (q.callee.lost or 0) >= LOST_AT_LEAST,
@@ -124,3 +144,7 @@ def test_call_with_dropped_rtp_shows_the_loss_and_a_lower_mos(quality_edge: Edge
     # about a thousand were seen reported lost in some runs, never in the clean call: not investigated)
     assert q.caller.loss_pct == 0 and q.caller.lost <= q.caller.packets // 100 and q.caller.mos >= CLEAN_MOS
     assert q.mos == q.callee.mos
+    # the agent's stream's loss reached the per-trunk/agent histogram as a ratio (side = the sender)
+    count, total = quality_metric(edge, "byoc_edge_call_packet_loss_ratio", "agent")
+    assert count == loss_before[0] + 1
+    assert LOSS_BAND[0] / 100 <= total - loss_before[1] <= LOSS_BAND[1] / 100

@@ -15,9 +15,9 @@ def test_names_follow_prometheus_conventions() -> None:
     for m in metrics.KAMAILIO_METRICS:
         assert re.fullmatch(r"byoc_edge_[a-z_]+", m.name)
         assert m.name.endswith("_total") == (m.kind == "counter"), m.name
-        assert m.kind != "histogram" or m.name.endswith("_seconds")
+        assert m.kind != "histogram" or m.name.endswith(("_seconds", "_ratio", "_score"))  # a base unit, or none
         assert len(m.labels) <= 3  # xhttp_prom's limit
-        assert set(m.labels) <= {"direction", "trunk", "agent", "result", "reason", "mode"}
+        assert set(m.labels) <= {"direction", "trunk", "agent", "result", "reason", "mode", "side"}
 
 
 def test_declarations_are_rendered_into_kamailio_cfg() -> None:
@@ -39,3 +39,14 @@ def test_sip_class(code: int, cls: str) -> None:
 def test_metrics_ports_must_differ() -> None:
     with pytest.raises(ValueError, match="must differ"):
         Settings.model_validate({"metrics": {"kamailio_port": 9000, "rtpengine_port": 9000}})
+
+
+def test_quality_observations_name_the_sender_side_and_skip_silent_sides() -> None:
+    media = {"media_caller_mos": "4.4", "media_caller_packets": "500", "media_caller_loss_pct": "2.5",
+             "media_caller_jitter_ms": "3", "media_callee_packets": "0", "media_callee_loss_pct": "0",
+             "media_callee_jitter_ms": "", "media_callee_mos": ""}
+    assert metrics.quality_observations("origination", media) == [
+        (metrics.CALL_MOS, 4.4, "carrier"), (metrics.CALL_PACKET_LOSS, 0.025, "carrier"),
+        (metrics.CALL_JITTER, 0.003, "carrier")]
+    assert [side for _, _, side in metrics.quality_observations("termination", media)] == ["agent"] * 3
+    assert metrics.quality_observations("origination", {}) == []

@@ -48,3 +48,8 @@ def test_answered_call_record_on_dialog_end(ksr: FakeKSR, router: Any, store: Fa
     assert (record["status"], record["trunk"], record["billable_s"], record["cost"]) == ("answered", "a", 60, "0.020000")
     assert record["gateways"] == [{"gateway": "a gw", "result": "200"}]
     assert record["hangup"] == "callee" and record["media"] == {"mos": "4.2"}
+    # the talk time and the final quality of each side into the per-trunk histograms
+    observed = [args for name, args in ksr.calls if name.startswith("xhttp_prom.histogram_observe")]
+    [duration] = [a for a in observed if a[0] == "byoc_edge_call_duration_seconds"]
+    assert duration[2:] == ("termination", "a", "none") and 2.9 <= float(duration[1]) <= 3.5  # this plan names no agent
+    assert not [a for a in observed if a[0].startswith("byoc_edge_call_mos")]  # "mos" is no per-side reading
