@@ -51,7 +51,7 @@ FIELDS = (
     "id", "node", "call_id", "cseq", "direction", "status", "start_ms", "answer_ms", "end_ms",
     "duration_ms", "talk_ms", "billable_s", "billing_increment", "rate", "cost", "trunk", "agent",
     "number", "caller", "gateways", "sip_code", "sip_reason", "reject_tag", "hangup", "codecs_caller",
-    "codecs_callee", "media", "transfer",
+    "codecs_callee", "media", "transfer", "verstat",
 )
 
 #: Call-hash fields that are facts of the call, not media data (see :func:`media_fields`).
@@ -179,6 +179,8 @@ class CallFacts:
             number or SIP URI), ``refer_code`` (the carrier's answer to the REFER), ``result`` (the
             final ``message/sipfrag`` status of the carrier's NOTIFY, RFC 3515 section 2.4.5, or the
             REFER's refusal); empty when the call was not transferred.
+        verstat: the carrier's STIR/SHAKEN verification of the caller (``TN-Validation-Passed``...,
+            :mod:`routing.call.identity`), empty when it sent none.
     """
 
     node: str
@@ -204,6 +206,7 @@ class CallFacts:
     hangup: str = ""
     media: dict[str, str] = field(default_factory=dict)
     transfer: dict[str, str] = field(default_factory=dict)
+    verstat: str = ""
 
 
 def _status(facts: CallFacts) -> str:
@@ -256,6 +259,7 @@ def build_record(facts: CallFacts) -> dict[str, object]:
         "codecs_callee": list(facts.codecs_callee),
         "media": dict(facts.media),
         "transfer": dict(facts.transfer),
+        "verstat": facts.verstat,
     }
 
 

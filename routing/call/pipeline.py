@@ -30,6 +30,7 @@ from routing.call.numbers import NumberError, from_uri_user
 from routing.call.plan import CallPlan, Target
 from routing.call.targets import (agent_lease, agent_media, agent_target, dtmf_mode, fallback_targets, limit_reject,
                                   max_duration, trunk_lease, trunk_media, up_uris)
+from routing.call.identity import verstat
 from routing.call.request import SipRequest
 from routing.ops.runtime import RuntimeSettings
 from routing.call.headers import headers_to_remove
@@ -62,6 +63,7 @@ __all__ = [
 HDR_TRUNK = "X-Edge-Trunk"
 HDR_DID = "X-Edge-DID"
 HDR_CALLER = "X-Edge-Caller"
+HDR_VERSTAT = "X-Edge-Verstat"
 EDGE_HEADER_PREFIX = "X-Edge-"
 
 
@@ -334,11 +336,14 @@ def _agent_targets(c: Call) -> Decision:
     targets += c.fallback
     plan = CallPlan(call_id=c.req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
                     retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=c.caller,
-                    caller_media=trunk_media(trunk, rt), ringback_ms=trunk.ringback_ms or 0)
+                    caller_media=trunk_media(trunk, rt), ringback_ms=trunk.ringback_ms or 0,
+                    verstat=verstat(c.req.from_user, c.req.pai))
     if c.trace is not None:
         c.trace.append(Step("caller", True, f"From {c.req.from_user!r} -> {c.caller}"))
         c.trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))
     headers = {HDR_TRUNK: trunk.name, HDR_DID: number, HDR_CALLER: c.caller}
+    if plan.verstat:
+        headers[HDR_VERSTAT] = plan.verstat
     remove = headers_to_remove(c.req.header_names, trunk.x_headers, trunk.trust_identity)
     return Relay(plan=plan, headers=headers, remove=tuple(remove))
 

@@ -79,6 +79,7 @@ class CallPlan:
         caller_media: resolved media policy of the calling side (``MediaPolicy.to_json`` form).
         ringback_ms: the trunk's ``ringback_ms`` on an origination call (0 = none): the edge sends
             the caller 180 itself when no 18x has been relayed this long after the INVITE.
+        verstat: the carrier's STIR/SHAKEN verification of the caller (:mod:`routing.call.identity`), or empty.
     """
 
     call_id: str
@@ -98,6 +99,7 @@ class CallPlan:
     caller: str = ""
     caller_media: dict | None = None
     ringback_ms: int = 0
+    verstat: str = ""
 
     @property
     def current(self) -> Target:

@@ -28,6 +28,7 @@ class SipRequest:
         from_name: display name of From, may be empty.
         auth_user: username of the request's digest credentials, empty when none.
         header_names: names of the request's header fields, as written.
+        pai: the P-Asserted-Identity value(s) (RFC 3325), empty when the request has none.
         received_ms: when the edge received it (ms since epoch); 0 when unknown.
     """
 
@@ -43,6 +44,7 @@ class SipRequest:
     auth_user: str = ""
     header_names: tuple[str, ...] = ()
     received_ms: int = 0
+    pai: str = ""
 
 
 def telephone_user(user: str, uri: str) -> str:

@@ -264,7 +264,7 @@ class DtmfCall:
 _RECORD_KEYS = {"cseq": "cseq", "start_ms": "start", "codecs_caller": "cc", "direction": "dir", "agent": "agent",
                 "number": "number", "caller": "caller", "trunk": "trunk", "rate": "rate", "billing": "billing",
                 "tried": "tried", "answer_ms": "answer", "codecs_callee": "ce", "media_refused": MEDIA_REFUSED,
-                "transfer": "xfer"}
+                "transfer": "xfer", "verstat": "vs"}
 
 
 @dataclass(slots=True)
@@ -290,6 +290,7 @@ class CallRecordState:
         transfer: the agent's transfer (``routing.kamailio.transfers``): ``mode``, ``target``,
             ``refer_code`` (the carrier's answer to the REFER), ``result`` (the final sipfrag
             status, or the REFER's refusal).
+        verstat: the carrier's STIR/SHAKEN verification of the caller (origination), if it sent one.
     """
 
     cseq: str | None = None
@@ -307,6 +308,7 @@ class CallRecordState:
     codecs_callee: list[str] | None = None
     media_refused: list | None = field(default=None)
     transfer: dict | None = field(default=None)
+    verstat: str | None = None
 
     def encode(self) -> str:
         """The htable value (compact JSON, keys in the order above)."""

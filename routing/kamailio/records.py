@@ -58,6 +58,7 @@ def facts(w: Worker, call_id: str, state: CallRecordState, **extra: object) -> C
         caller=state.caller or "", tried=list(state.tried or []), rate=rate, increment=increment,
         codecs_caller=list(state.codecs_caller or []), codecs_callee=list(state.codecs_callee or []),
         transfer={str(k): str(v) for k, v in (state.transfer or {}).items()},
+        verstat=state.verstat or "",
     )
     values.update(extra)
     return CallFacts(**values)
@@ -68,6 +69,7 @@ def plan_state(plan: CallPlan, state: CallRecordState) -> CallRecordState:
     target = plan.current
     state.direction, state.agent, state.number, state.caller = plan.direction, plan.agent, plan.number, plan.caller
     state.trunk, state.rate, state.billing = target.trunk or plan.trunk, target.rate, target.billing
+    state.verstat = plan.verstat or None
     return state
 
 

@@ -169,6 +169,7 @@ class Worker:
 
     def snapshot(self) -> SipRequest:
         """The request as :mod:`routing.pipeline` reads it (pseudo-variables, header names)."""
+        names = tuple(header_names(pv("$mb")))
         return SipRequest(
             method=pv("$rm"),
             call_id=pv("$ci"),
@@ -180,8 +181,10 @@ class Worker:
             from_user=pv("$fU"),
             from_name=pv("$fn"),
             auth_user=pv("$au"),
-            header_names=tuple(header_names(pv("$mb"))),
+            header_names=names,
             received_ms=self.now_ms,
+            # read only when present: the carrier's verification of the caller may be in it
+            pai=pv("$hdr(P-Asserted-Identity)") if any(n.lower() == "p-asserted-identity" for n in names) else "",
         )
 
     # -- refusals --------------------------------------------------------------------------------

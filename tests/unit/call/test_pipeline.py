@@ -257,6 +257,17 @@ def test_agent_and_fallback_all_down_is_refused_at_once() -> None:
     assert store.acquired == []
 
 
+def test_the_carriers_verstat_reaches_the_agent_and_the_plan() -> None:
+    store = make_store()
+    decision = route_initial_invite(invite(CARRIER_IP, "+14155550100", from_user="+12125550123;verstat=TN-Validation-Passed"),
+                                    store, RT)
+    assert isinstance(decision, Relay), decision
+    assert decision.headers["X-Edge-Verstat"] == "TN-Validation-Passed" and decision.plan.verstat == "TN-Validation-Passed"
+    assert decision.headers[HDR_CALLER] == "+12125550123"
+    plain = route_initial_invite(invite(CARRIER_IP, "+14155550100"), make_store(), RT)
+    assert isinstance(plain, Relay) and "X-Edge-Verstat" not in plain.headers
+
+
 def test_origination_admits_trunk_and_agent_slots_in_one_acquire() -> None:
     store = make_store()
     route_initial_invite(invite(CARRIER_IP, "+14155550100"), store, RT)
