@@ -28,6 +28,9 @@ class Reason:
     #: a REFER without a readable Refer-To (RFC 3515 section 2.4.1)
     BAD_REFER_TO = (400, "Bad Refer-To", "bad_refer_to")
     REDIRECT_NOT_ALLOWED = (403, "Redirect Not Allowed", "redirect_policy")
+    #: termination: the agent may not present its caller ID and has no default, or no trunk of the
+    #: route owns the caller ID the call can present (docs/identity.md)
+    CALLER_ID_NOT_ALLOWED = (403, "Caller ID Not Allowed", "caller_id")
     TOO_MANY_HOPS = (483, "Too Many Hops", "max_forwards")
     STORE_UNAVAILABLE = (503, "Routing Store Unavailable", "store_unavailable")
     INTERNAL_ERROR = (500, "Internal Server Error", "internal_error")
@@ -162,6 +165,7 @@ STAGE_OF_TAG = {
     "transfer_host": "policy",
     "bad_refer_to": "request",
     "redirect_policy": "policy",
+    "caller_id": "callerid",
     "max_forwards": "request",
     "method_not_allowed": "request",
     "no_dialog": "dialog",

@@ -30,6 +30,7 @@ from routing.call.numbers import NumberError, from_uri_user
 from routing.call.plan import CallPlan, Target
 from routing.call.targets import (agent_lease, agent_media, agent_target, dtmf_mode, fallback_targets, limit_reject,
                                   max_duration, trunk_lease, trunk_media, up_uris)
+from routing.call import callerid
 from routing.call.identity import verstat
 from routing.call.request import SipRequest
 from routing.ops.runtime import RuntimeSettings
@@ -82,6 +83,9 @@ class Call:
         entries, targets, plan: the longest prefix's route entries (cheapest first), the
             targets in order and the admitted plan (termination).
         agent_uris: the agent's URIs not marked down (origination, stage ``health``).
+        caller_id: the caller ID the agent may present (termination, stage ``caller_id``);
+            ``presented``: the one the call presents, set by the first usable trunk;
+            ``did_trunks``/``did_agents``: DID lookups of this call (number -> its trunk, agent).
         fallback: the DID's fallback steps as targets, after the agent's URIs (stage ``health``).
     """
 
@@ -101,6 +105,10 @@ class Call:
     targets: list[Target] = field(default_factory=list)
     plan: CallPlan | None = None
     agent_uris: tuple[str, ...] = ()
+    caller_id: str = ""
+    presented: str | None = None
+    did_trunks: dict[str, str | None] = field(default_factory=dict)
+    did_agents: dict[str, str | None] = field(default_factory=dict)
     fallback: list[Target] = field(default_factory=list)
 
 
@@ -412,6 +420,34 @@ def _agent_policy(c: Call) -> Decision | None:
     return None
 
 
+def _did_trunk(c: Call, number: str) -> str | None:
+    """The trunk ``number`` is a DID of (None when it is no DID), read once per call."""
+    if number not in c.did_trunks:
+        did = c.store.did(number) if number else None
+        c.did_trunks[number] = did.trunk if did is not None else None
+        c.did_agents[number] = did.agent if did is not None else None
+    return c.did_trunks[number]
+
+
+def _agent_caller_id(c: Call) -> Decision | None:
+    """The caller ID the agent may present (:func:`routing.call.callerid.agent_caller_id`)."""
+    assert c.agent is not None
+    chosen = callerid.agent_caller_id(c.req.from_user, c.agent, lambda n: (_did_trunk(c, n), c.did_agents[n])[1],
+                                      c.trace)
+    if isinstance(chosen, Reject):
+        return chosen
+    c.caller_id = chosen
+    return None
+
+
+def _trunk_caller_id(c: Call, trunk: Trunk) -> str | None:
+    """Why ``trunk`` cannot carry the call's caller ID (None when it can)."""
+    assert c.agent is not None
+    why, c.presented = callerid.trunk_caller_id(trunk, c.agent, c.caller_id, c.presented,
+                                                lambda n: _did_trunk(c, n), c.trace)
+    return why
+
+
 def _least_cost_routes(c: Call) -> Decision | None:
     """The longest prefix's route entries (one round trip with the down gateways and the spend of
     capped trunks), each trunk's guardrails, then every usable gateway as a target."""
@@ -446,6 +482,8 @@ def _least_cost_routes(c: Call) -> Decision | None:
         else:
             skip = spend_refusal(trunk, spent.get(trunk.name, 0))
             why = f"its spend today reached its daily_spend_cap {trunk.daily_spend_cap}"
+        if skip is None and trunk.gateways and (why := _trunk_caller_id(c, trunk) or "") :
+            skip = Reject.of(Reason.CALLER_ID_NOT_ALLOWED)
         if skip is not None:
             refusal = refusal or replace(skip, trunk=trunk.name)
             if trace is not None:
@@ -487,7 +525,8 @@ def _admit_termination(c: Call) -> Decision | None:
         return limit_reject(admission, rt.retry_after_s)
     c.plan = plan = CallPlan(call_id=c.req.call_id, direction="termination", targets=c.targets, agent=agent.name,
                              retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(agent, rt), number=c.number,
-                             caller=c.req.from_user, caller_media=agent_media(agent, rt))
+                             caller=c.req.from_user, caller_media=agent_media(agent, rt),
+                             present_caller=callerid.present_caller(c.req.from_user, agent, c.caller_id, c.presented))
     if plan.advance(c.store, rt.admission_ttl_s, start=0) is None:
         c.store.release(c.req.call_id)
         assert plan.full is not None
@@ -526,6 +565,7 @@ ORIGINATION: tuple[Stage, ...] = (
 TERMINATION: tuple[Stage, ...] = (
     Stage("number", _destination),
     Stage("policy", _agent_policy),
+    Stage("callerid", _agent_caller_id),
     Stage("route", _least_cost_routes),
     Stage("limits", _admit_termination),
     Stage("targets", _carrier_targets),

@@ -80,6 +80,8 @@ class CallPlan:
         ringback_ms: the trunk's ``ringback_ms`` on an origination call (0 = none): the edge sends
             the caller 180 itself when no 18x has been relayed this long after the INVITE.
         verstat: the carrier's STIR/SHAKEN verification of the caller (:mod:`routing.call.identity`), or empty.
+        present_caller: on a termination call, the caller ID (E.164) the From must carry instead
+            of the agent's own (:mod:`routing.call.callerid`); empty = relayed as written.
     """
 
     call_id: str
@@ -100,6 +102,7 @@ class CallPlan:
     caller_media: dict | None = None
     ringback_ms: int = 0
     verstat: str = ""
+    present_caller: str = ""
 
     @property
     def current(self) -> Target:

@@ -10,7 +10,8 @@ from routing.tables import admin
 from routing.monitor.agentprober import read_agent_health
 from routing.cli.health_view import health_dict, health_text
 from routing.call.dtmf import DtmfMode
-from routing.tables.model import Agent, DataError, check_answer_timeout, parse_hosts
+from routing.tables.model import Agent, DataError, check_answer_timeout, parse_hosts, parse_prefixes
+from routing.tables.model.agent import check_caller_id
 from routing.call.numbers import NumberError, NumberFormat
 from .media_options import media_options, media_policy, media_rows
 from . import AppContext, emit_json, handle_errors, pass_app
@@ -53,6 +54,12 @@ def agent() -> None:
 @click.option("--answer-timeout-ms", type=int, default=None, metavar="MS",
               help="Fail over to the next URI when one has not answered within this long; "
                    "default: sip.ringing_timeout_ms (and sip.failover_timeout_ms for no answer at all).")
+@click.option("--caller-id", "caller_id", default="", metavar="E164",
+              help="Default caller ID, presented where the agent's own is not allowed (docs/identity.md).")
+@click.option("--caller-id-allow", "caller_ids", multiple=True, metavar="PREFIX",
+              help="Caller IDs the agent may present on outbound calls (E.164 prefixes, repeatable); default any.")
+@click.option("--present-dids/--no-present-dids", default=False, show_default=True,
+              help="The DIDs bound to the agent are caller IDs it may present.")
 @click.option("--transfer-host", "transfer_hosts", multiple=True, metavar="HOST",
               help="Host the agent may transfer calls to by SIP URI (repeatable; agents' own hosts always).")
 @media_options
@@ -76,6 +83,9 @@ def add(
     national_length: int,
     probe: bool,
     answer_timeout_ms: int | None,
+    caller_id: str,
+    caller_ids: tuple[str, ...],
+    present_dids: bool,
     transfer_hosts: tuple[str, ...],
     replace: bool,
     codecs: str | None = None,
@@ -100,6 +110,9 @@ def add(
         transfer_hosts=parse_hosts(",".join(transfer_hosts), f"agent {name!r} transfer_hosts"),
         probe=probe,
         answer_timeout_ms=check_answer_timeout(answer_timeout_ms, f"agent {name!r} answer_timeout_ms"),
+        caller_id=check_caller_id(caller_id, f"agent {name!r} caller_id"),
+        caller_ids=parse_prefixes(",".join(caller_ids), f"agent {name!r} caller_ids"),
+        present_dids=present_dids,
     )
     written = admin.put_agent(app.redis(), value, replace=replace)
     click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")
@@ -151,6 +164,9 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("international prefix", fmt.international_prefix or "-")
     table.add_row("national length", str(fmt.national_length))
     table.add_row("transfer hosts", ", ".join(found.transfer_hosts) or "-")
+    table.add_row("caller ID", f"default {found.caller_id or '-'}; may present "
+                               + (", ".join(found.caller_ids) + (" and its DIDs" if found.present_dids else "")
+                                  if found.caller_ids else ("its DIDs" if found.present_dids else "any")))
     for row in media_rows(found.media):
         table.add_row(*row)
     Console().print(table)

@@ -17,8 +17,9 @@ from routing.ops import services
 from routing.call.dtmf import DtmfMode
 from routing.monitor.health import probe_ok
 from routing.cli.health_view import health_dict, health_text
-from routing.tables.model import (AuthMode, DataError, Direction, ReferToFormat, check_ringback, Registration, TransferMode, Transport, Trunk, format_increment,
-                     parse_increment, parse_rate)
+from routing.tables.model import (AuthMode, CallerIdAction, CallerIdPolicy, DataError, Direction, ReferToFormat,
+                                  Registration, TransferMode, Transport, Trunk, check_ringback, format_increment,
+                                  parse_increment, parse_prefixes, parse_rate)
 from routing.call.numbers import NumberError, NumberFormat
 from . import AppContext, emit_json, handle_errors, pass_app
 from .media_options import media_options, media_policy, media_rows
@@ -98,6 +99,13 @@ def trunk() -> None:
 @click.option("--refer-to", "refer_to", type=click.Choice([m.value for m in ReferToFormat]),
               default=ReferToFormat.SIP.value, show_default=True,
               help="How a transfer number is written in the Refer-To relayed to the carrier.")
+@click.option("--caller-id-policy", type=click.Choice([m.value for m in CallerIdPolicy]), default="pass",
+              show_default=True, help="owned: only the trunk's DIDs and verified numbers as caller ID (docs/identity.md).")
+@click.option("--caller-id-action", type=click.Choice([m.value for m in CallerIdAction]), default="refuse",
+              show_default=True, help="What an owned trunk does with another caller ID: refuse it, or replace it "
+                                      "by the agent's default.")
+@click.option("--verified-caller-id", "verified_caller_ids", multiple=True, metavar="E164",
+              help="A number the carrier account verified: an owned caller ID on this trunk (repeatable).")
 @click.option("--ringback-ms", type=int, default=None, metavar="MS",
               help="Send the caller 180 Ringing when the agent has sent no 180/183 this long after the INVITE.")
 @media_options
@@ -138,6 +146,9 @@ def add(
     inbound_rate: str | None,
     transfer: str,
     refer_to: str,
+    caller_id_policy: str,
+    caller_id_action: str,
+    verified_caller_ids: tuple[str, ...],
     ringback_ms: int | None,
     replace: bool,
     codecs: str | None = None,
@@ -190,6 +201,9 @@ def add(
         transfer=TransferMode(transfer),
         refer_to=ReferToFormat(refer_to),
         ringback_ms=check_ringback(ringback_ms, f"trunk {name!r} ringback_ms"),
+        caller_id_policy=CallerIdPolicy(caller_id_policy),
+        caller_id_action=CallerIdAction(caller_id_action),
+        verified_caller_ids=parse_prefixes(",".join(verified_caller_ids), f"trunk {name!r} verified_caller_ids"),
     )
     if tls_ca and not Path(tls_ca).is_file():
         raise DataError(f"trunk {name!r} tls_ca: {tls_ca} is not a file")
@@ -271,6 +285,9 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("inbound rate (per min)", "-" if found.inbound_rate is None else str(found.inbound_rate))
     table.add_row("transfer", f"{found.transfer.value} (Refer-To {found.refer_to.value})")
     table.add_row("ringback after (ms)", str(found.ringback_ms) if found.ringback_ms else "-")
+    table.add_row("caller ID policy", found.caller_id_policy.value + (
+        f" ({found.caller_id_action.value}; verified {', '.join(found.verified_caller_ids) or '-'})"
+        if found.caller_id_policy is CallerIdPolicy.OWNED else ""))
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

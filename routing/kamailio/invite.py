@@ -110,6 +110,10 @@ def _relay(w: Worker, decision: Relay) -> None:
         # when the dialog's timer expires (the keepalive's end), before its BYEs
         KSR.pv.sets("$dlg_ctx(timeout_route)", cs.DIALOG_TIMEOUT_ROUTE)
         KSR.dialog.dlg_manage()
+        if plan.present_caller:
+            # the caller ID policy's choice (routing.call.callerid): uac keeps both Froms in the
+            # dialog (restore_dlg) and puts each side's back in every later message of the call
+            KSR.uac.uac_replace_from_uri(f"sip:{plan.present_caller}@{pv('$fd')}")
         KSR.pv.sets(cs.AGENT_VAR, plan.agent)
         KSR.pv.sets(cs.TRUNK_VAR, plan.trunk or plan.current.trunk or "")
         KSR.pv.sets(cs.DIRECTION_VAR, plan.direction)

@@ -275,7 +275,8 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     billing_increment (``"first/next"`` s), max_rate (per-minute, decimal string or null),
     daily_spend_cap (currency per UTC day, decimal string or null), inbound_rate (per-minute
     price of origination calls, decimal string or null), transfer (refer, auto), refer_to
-    (sip, tel, sip-digits, sip-national), ringback_ms (null = never),
+    (sip, tel, sip-digits, sip-national), ringback_ms (null = never), caller_id_policy (pass, owned),
+    caller_id_action (refuse, replace), verified_caller_ids,
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
     return {
         "name": trunk.name,
@@ -318,4 +319,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "transfer": trunk.transfer.value,
         "refer_to": trunk.refer_to.value,
         "ringback_ms": trunk.ringback_ms,
+        "caller_id_policy": trunk.caller_id_policy.value,
+        "caller_id_action": trunk.caller_id_action.value,
+        "verified_caller_ids": list(trunk.verified_caller_ids),
     }

@@ -19,6 +19,8 @@ from routing.tables.model.fields import (
     DataError,
     Direction,
     SilenceFill,
+    CallerIdAction,
+    CallerIdPolicy,
     ReferToFormat,
     SrtpMode,
     TransferMode,
@@ -52,5 +54,5 @@ __all__ = [
     "parse_cidr", "parse_sip_uri", "parse_prefixes", "parse_header_names", "parse_increment",
     "format_increment", "parse_rate", "number_format_fields", "parse_number_format",
     "TransferMode", "ReferToFormat", "parse_hosts", "check_answer_timeout", "ANSWER_TIMEOUT_MS", "check_ringback",
-    "RINGBACK_MS",
+    "RINGBACK_MS", "CallerIdPolicy", "CallerIdAction",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from routing.call.dtmf import DtmfMode
-from routing.call.numbers import NumberFormat
+from routing.call.numbers import NumberFormat, is_e164
 from routing.tables import keys
 from routing.tables.model.fields import (
     number_format_fields,
@@ -22,7 +22,7 @@ from routing.tables.model.fields import (
 )
 from routing.tables.model.media_policy import MediaPolicy
 
-__all__ = ["Agent", "check_answer_timeout", "ANSWER_TIMEOUT_MS"]
+__all__ = ["Agent", "check_answer_timeout", "ANSWER_TIMEOUT_MS", "check_caller_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,11 @@ class Agent:
         answer_timeout_ms: longest wait for one URI's final answer (ms); a URI that does not
             answer within it is failed over (also when it sends nothing at all); None = the
             node's ``sip.ringing_timeout_ms`` (and ``sip.failover_timeout_ms`` for no answer).
+        caller_id: the agent's default caller ID (E.164), presented where its own is not allowed;
+            empty = none (docs/identity.md).
+        caller_ids: E.164 prefixes of the caller IDs the agent may present on termination calls;
+            with ``present_dids`` empty and off, any.
+        present_dids: the DIDs bound to the agent are caller IDs it may present.
         transfer_hosts: hosts the agent may transfer calls to by SIP URI (REFER to ``sip:queue@host``),
             besides the hosts of every agent's URIs (on-net targets); numbers are under
             ``allow_prefixes``/``deny_prefixes`` (:mod:`routing.call.transfer`).
@@ -69,6 +74,9 @@ class Agent:
     transfer_hosts: tuple[str, ...] = ()
     probe: bool = True
     answer_timeout_ms: int | None = None
+    caller_id: str = ""
+    caller_ids: tuple[str, ...] = ()
+    present_dids: bool = False
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:agent:{name}``."""
@@ -84,6 +92,9 @@ class Agent:
             "transfer_hosts": ",".join(self.transfer_hosts),
             "probe": "yes" if self.probe else "no",
             "answer_timeout_ms": "" if self.answer_timeout_ms is None else str(self.answer_timeout_ms),
+            "caller_id": self.caller_id,
+            "caller_ids": ",".join(self.caller_ids),
+            "present_dids": "yes" if self.present_dids else "no",
         }
 
     @classmethod
@@ -113,6 +124,9 @@ class Agent:
             transfer_hosts=parse_hosts(fields.get("transfer_hosts", ""), f"{keys.agent(name)} transfer_hosts"),
             probe=_bool(fields.get("probe"), f"{keys.agent(name)} probe", default=True),
             answer_timeout_ms=_answer_timeout(fields.get("answer_timeout_ms"), f"{keys.agent(name)} answer_timeout_ms"),
+            caller_id=check_caller_id(fields.get("caller_id", ""), f"{keys.agent(name)} caller_id"),
+            caller_ids=parse_prefixes(fields.get("caller_ids", ""), f"{keys.agent(name)} caller_ids"),
+            present_dids=_bool(fields.get("present_dids"), f"{keys.agent(name)} present_dids", default=False),
         )
 
 
@@ -138,3 +152,15 @@ def check_answer_timeout(timeout: int | None, where: str) -> int | None:
     if timeout is not None and not ANSWER_TIMEOUT_MS[0] <= timeout <= ANSWER_TIMEOUT_MS[1]:
         raise DataError(f"{where}: must be between {ANSWER_TIMEOUT_MS[0]} and {ANSWER_TIMEOUT_MS[1]} ms, got {timeout}")
     return timeout
+
+
+def check_caller_id(number: str, where: str) -> str:
+    """A default caller ID: empty, or an E.164 number with ``+``.
+
+    Raises:
+        DataError: anything else, naming ``where``.
+    """
+    number = (number or "").strip()
+    if number and not is_e164(number):
+        raise DataError(f"{where}: not an E.164 number (+ then 4-15 digits): {number!r}")
+    return number

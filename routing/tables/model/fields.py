@@ -18,7 +18,7 @@ from routing.errors import EdgeError
 
 __all__ = [
     "DataError", "Direction", "AuthMode", "Transport", "CODECS", "SilenceFill", "SrtpMode",
-    "TransferMode", "ReferToFormat", "parse_hosts",
+    "TransferMode", "ReferToFormat", "parse_hosts", "CallerIdPolicy", "CallerIdAction",
     "NAME_PATTERN", "PREFIX_PATTERN", "parse_codecs", "parse_params", "format_params", "parse_cidr",
     "parse_sip_uri", "parse_header_names", "parse_prefixes", "check_name", "parse_rate",
     "parse_increment", "format_increment", "check_prefix", "number_format_fields", "parse_number_format",
@@ -114,6 +114,21 @@ class ReferToFormat(str, Enum):
     TEL = "tel"
     SIP_DIGITS = "sip-digits"
     SIP_NATIONAL = "sip-national"
+
+
+class CallerIdPolicy(str, Enum):
+    """``pass``: any caller ID; ``owned``: only numbers the account owns on the trunk."""
+
+    PASS = "pass"
+    OWNED = "owned"
+
+
+class CallerIdAction(str, Enum):
+    """What an ``owned`` trunk does with a caller ID it does not own: ``replace`` it by the
+    agent's default caller ID (when the trunk owns that one), or ``refuse`` the trunk."""
+
+    REPLACE = "replace"
+    REFUSE = "refuse"
 
 
 class SrtpMode(str, Enum):

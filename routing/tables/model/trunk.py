@@ -22,6 +22,8 @@ from routing.tables.model.fields import (
     parse_number_format,
     parse_params,
     parse_prefixes,
+    CallerIdAction,
+    CallerIdPolicy,
     ReferToFormat,
     TransferMode,
     Transport,
@@ -223,6 +225,11 @@ class Trunk:
             (:class:`ReferToFormat`; docs/transfers.md lists what carriers accept).
         ringback_ms: on origination calls, when the agent has sent no 180/183 this long after the
             INVITE (ms), the edge sends the caller ``180 Ringing`` itself; None = never (docs/agents.md).
+        caller_id_policy: ``pass`` (any caller ID) or ``owned`` (the trunk's DIDs and verified numbers
+            only) on termination calls (:mod:`routing.call.callerid`, docs/identity.md).
+        caller_id_action: what ``owned`` does with another caller ID: ``refuse`` the trunk, or
+            ``replace`` it by the agent's default caller ID.
+        verified_caller_ids: numbers (E.164) the carrier account verified, owned besides the DIDs.
     """
 
     name: str
@@ -250,6 +257,9 @@ class Trunk:
     transfer: TransferMode = TransferMode.AUTO
     refer_to: ReferToFormat = ReferToFormat.SIP
     ringback_ms: int | None = None
+    caller_id_policy: CallerIdPolicy = CallerIdPolicy.PASS
+    caller_id_action: CallerIdAction = CallerIdAction.REFUSE
+    verified_caller_ids: tuple[str, ...] = ()
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
@@ -274,6 +284,9 @@ class Trunk:
             "transfer": self.transfer.value,
             "refer_to": self.refer_to.value,
             "ringback_ms": "" if self.ringback_ms is None else str(self.ringback_ms),
+            "caller_id_policy": self.caller_id_policy.value,
+            "caller_id_action": self.caller_id_action.value,
+            "verified_caller_ids": ",".join(self.verified_caller_ids),
         }
         if self.register is not None:
             fields["register"] = self.register.to_redis()
@@ -330,6 +343,11 @@ class Trunk:
             transfer=_choice(TransferMode, fields.get("transfer"), f"{where} transfer", TransferMode.AUTO),  # type: ignore[arg-type]
             refer_to=_choice(ReferToFormat, fields.get("refer_to"), f"{where} refer_to", ReferToFormat.SIP),  # type: ignore[arg-type]
             ringback_ms=check_ringback(_int(fields.get("ringback_ms"), f"{where} ringback_ms"), f"{where} ringback_ms"),
+            caller_id_policy=_choice(CallerIdPolicy, fields.get("caller_id_policy"), f"{where} caller_id_policy",  # type: ignore[arg-type]
+                                     CallerIdPolicy.PASS),
+            caller_id_action=_choice(CallerIdAction, fields.get("caller_id_action"), f"{where} caller_id_action",  # type: ignore[arg-type]
+                                     CallerIdAction.REFUSE),
+            verified_caller_ids=parse_prefixes(fields.get("verified_caller_ids", ""), f"{where} verified_caller_ids"),
         )
 
 

@@ -655,7 +655,7 @@ def test_plans_carry_number_caller_and_start_time() -> None:
 def test_the_stage_lists_name_their_stages_in_order() -> None:
     assert [s.name for s in pipeline.ENTRY] == ["registration", "acl", "auth"]
     assert [s.name for s in pipeline.ORIGINATION] == ["direction", "did", "agent", "health", "limits", "caller", "targets"]
-    assert [s.name for s in pipeline.TERMINATION] == ["number", "policy", "route", "limits", "targets"]
+    assert [s.name for s in pipeline.TERMINATION] == ["number", "policy", "callerid", "route", "limits", "targets"]
     assert pipeline.ROUTING_STAGES == {s.name for s in (*pipeline.ENTRY, *pipeline.ORIGINATION, *pipeline.TERMINATION)}
 
 

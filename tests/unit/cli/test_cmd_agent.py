@@ -35,3 +35,12 @@ def test_agent_transfer_host_that_is_no_host_is_a_one_line_error(edgectl, redis_
     line = one_line_error(edgectl("agent", "add", "bot", "--uri", "sip:bot@203.0.113.21", "--transfer-host", "pbx example"))
     assert "transfer_hosts" in line and "pbx example" in line
     assert not redis_client.exists("edge:agent:bot")
+
+
+def test_agent_caller_id_settings(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("agent", "add", "bot", "--uri", "sip:bot@203.0.113.21", "--caller-id", "+14155550100",
+               "--caller-id-allow", "+1415", "--present-dids"))
+    agent = RedisStore(redis_client, "n1").topology().agents["bot"]
+    assert (agent.caller_id, agent.caller_ids, agent.present_dids) == ("+14155550100", ("+1415",), True)
+    line = one_line_error(edgectl("agent", "add", "bot2", "--uri", "sip:bot@203.0.113.22", "--caller-id", "4155550100"))
+    assert "caller_id" in line and "E.164" in line

@@ -51,3 +51,13 @@ def test_trunk_transfer_mode_and_refer_to_format(edgectl, redis_client: redis.Re
 def test_trunk_bad_refer_to_in_redis_names_the_field(redis_client: redis.Redis) -> None:
     with pytest.raises(DataError, match="refer_to: must be one of sip, tel, sip-digits, sip-national"):
         Trunk.from_redis("t", {"refer_to": "fax"}, [], {})
+
+
+def test_trunk_caller_id_policy(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("trunk", "add", "twilio", "--gateway", "example.pstn.twilio.com", "--caller-id-policy", "owned",
+               "--caller-id-action", "replace", "--verified-caller-id", "+14155550123"))
+    data = json.loads(ok(edgectl("trunk", "show", "twilio", "--json")).stdout)
+    assert (data["caller_id_policy"], data["caller_id_action"], data["verified_caller_ids"]) == \
+        ("owned", "replace", ["+14155550123"])
+    line = one_line_error(edgectl("trunk", "add", "bad", "--verified-caller-id", "4155550123"))
+    assert "verified_caller_ids" in line

@@ -277,3 +277,14 @@ def test_no_answer_timeout_leaves_the_node_timers(ksr: FakeKSR, router: Any) -> 
     request(ksr)
     router.ksr_initial_invite(MSG)
     assert ksr.args_of("tm.t_set_fr") == []
+
+
+def test_the_caller_id_policys_choice_replaces_the_from(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.agents["bot"] = replace(store.agents["bot"], caller_ids=("+1415",), caller_id="+14155550177")
+    request(ksr, **{"$si": "10.9.0.7", "$rU": "+442071838750", "$tU": "+442071838750", "$fU": "+12125550123",
+                    "$fd": "10.9.0.7"})
+    store.route_table["+"] = [RouteEntry("+", "telnyx", Decimal("0.01"))]
+    router.ksr_initial_invite(MSG)
+    assert ksr.args_of("uac.uac_replace_from_uri") == [("sip:+14155550177@10.9.0.7",)]
+    names = ksr.names()
+    assert names.index("dialog.dlg_manage") < names.index("uac.uac_replace_from_uri") < names.index("tm.t_relay")

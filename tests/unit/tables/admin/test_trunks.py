@@ -56,6 +56,9 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "transfer": "auto",
         "refer_to": "sip",
         "ringback_ms": "",
+        "caller_id_policy": "pass",
+        "caller_id_action": "refuse",
+        "verified_caller_ids": "",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",

@@ -1,0 +1,150 @@
+"""Caller ID policy of termination calls, sans I/O: which caller ID an agent may present, and
+which ones a trunk's carrier accepts (docs/identity.md).
+
+Carriers refuse calls whose caller ID the account does not own (Twilio error 32204, Telnyx
+``403 ... D35``).  Per agent: a default caller ID and the caller IDs it may present (E.164
+prefixes, and/or every DID bound to it).  Per trunk: ``pass`` (any caller ID) or ``owned`` (only
+the trunk's own DIDs and its verified numbers), a caller ID not owned being replaced by the
+agent's default (when that one is owned) or refused, as set per trunk.
+
+One caller ID is presented for the whole call (the From of the INVITE, whatever trunk takes it):
+the first usable trunk in least-cost order decides whether the agent's own or its default is
+presented, and a later trunk that would need the other one is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from routing.call.decision import Reason, Reject, Step, Trace
+from routing.call.numbers import NumberError, from_uri_user
+from routing.tables.model import Agent, CallerIdAction, CallerIdPolicy, Trunk
+
+__all__ = ["CallerIdPolicy", "CallerIdAction", "agent_allows", "owned_on", "TrunkVerdict", "trunk_verdict",
+           "own_number", "agent_caller_id", "trunk_caller_id", "present_caller"]
+
+
+def agent_allows(caller: str, allowed: Iterable[str], present_dids: bool, caller_did_agent: str | None,
+                 agent_name: str) -> bool:
+    """Whether an agent may present ``caller`` (E.164, or ``""`` when the From is no number).
+
+    Args:
+        caller: the caller ID the agent sent.
+        allowed: the agent's ``caller_ids`` (E.164 prefixes; ``+1415`` allows every number under it).
+        present_dids: every DID bound to the agent is allowed too.
+        caller_did_agent: the agent the caller's number is a DID of, None when it is no DID.
+        agent_name: the agent.
+
+    Returns:
+        True when the agent restricts nothing (no list, no DIDs) or ``caller`` is allowed.
+    """
+    allowed = tuple(allowed)
+    if not allowed and not present_dids:
+        return True
+    if not caller:
+        return False
+    return any(caller.startswith(p) for p in allowed) or (present_dids and caller_did_agent == agent_name)
+
+
+def owned_on(number: str, trunk: str, verified: Iterable[str], did_trunk: str | None) -> bool:
+    """Whether ``number`` is owned on ``trunk``: one of its DIDs (``did_trunk`` names the trunk the
+    number is a DID of) or on its ``verified_caller_ids``."""
+    return bool(number) and (did_trunk == trunk or number in tuple(verified))
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkVerdict:
+    """What a trunk's caller ID policy makes of a call.
+
+    Attributes:
+        usable: the trunk may carry the call.
+        presented: the caller ID it needs (the agent's own or its default), empty when not usable.
+        why: a line for ``edgectl explain``.
+    """
+
+    usable: bool
+    presented: str
+    why: str
+
+
+def trunk_verdict(trunk: str, policy: CallerIdPolicy, action: CallerIdAction, verified: Iterable[str],
+                  caller: str, default: str, did_trunk_of: Callable[[str], str | None]) -> TrunkVerdict:
+    """The caller ID ``trunk`` accepts for this call.
+
+    Args:
+        trunk, policy, action, verified: the trunk's name, ``caller_id_policy``, ``caller_id_action``
+            and ``verified_caller_ids``.
+        caller: the caller ID the agent may present (after the agent's own check).
+        default: the agent's default caller ID, empty when none.
+        did_trunk_of: the trunk a number is a DID of (None when it is no DID).
+    """
+    if policy is CallerIdPolicy.PASS:
+        return TrunkVerdict(True, caller, f"trunk {trunk} passes any caller ID")
+    verified = tuple(verified)
+    if owned_on(caller, trunk, verified, did_trunk_of(caller) if caller else None):
+        return TrunkVerdict(True, caller, f"{caller} is owned on trunk {trunk}")
+    if action is CallerIdAction.REPLACE and default and owned_on(default, trunk, verified, did_trunk_of(default)):
+        return TrunkVerdict(True, default, f"{caller or 'the From'} is not owned on trunk {trunk}: replaced by the "
+                                           f"agent's default {default}")
+    return TrunkVerdict(False, "", f"{caller or 'the From'} is not owned on trunk {trunk}"
+                                   + ("" if action is CallerIdAction.REFUSE else " and no owned default to present"))
+
+
+def own_number(from_user: str, agent: Agent) -> str:
+    """The agent's From user as E.164 in its number format, ``""`` when it is no number."""
+    try:
+        return from_uri_user(from_user, agent.number_format)
+    except NumberError:
+        return ""
+
+
+def agent_caller_id(from_user: str, agent: Agent, did_agent_of: Callable[[str], str | None],
+                    trace: Trace | None = None) -> str | Reject:
+    """The caller ID the agent may present: its own when allowed (:func:`agent_allows`), else its
+    default, else ``403 Caller ID Not Allowed``.
+
+    Args:
+        from_user: the INVITE's From user part.
+        did_agent_of: the agent a number is a DID of (a redis read; called only when the agent
+            presents its DIDs).
+    """
+    own = own_number(from_user, agent)
+    did_agent = did_agent_of(own) if agent.present_dids and own else None
+    if agent_allows(own, agent.caller_ids, agent.present_dids, did_agent, agent.name):
+        return own
+    if not agent.caller_id:
+        if trace is not None:
+            trace.append(Step("callerid", False, f"agent {agent.name} may not present {own or from_user!r} "
+                                                  "and has no default caller ID"))
+        return Reject.of(Reason.CALLER_ID_NOT_ALLOWED)
+    if trace is not None:
+        trace.append(Step("callerid", True, f"agent {agent.name} may not present {own or from_user!r}: "
+                                             f"its default {agent.caller_id} instead"))
+    return agent.caller_id
+
+
+def trunk_caller_id(trunk: Trunk, agent: Agent, caller_id: str, presented: str | None,
+                    did_trunk_of: Callable[[str], str | None], trace: Trace | None = None
+                    ) -> tuple[str | None, str | None]:
+    """Whether ``trunk`` can carry the call's caller ID: ``(why not, or None; the caller ID the call
+    presents)``.  The first usable trunk sets what the call presents (``presented`` None until
+    then); a later trunk that would need another one cannot carry it."""
+    verdict = trunk_verdict(trunk.name, trunk.caller_id_policy, trunk.caller_id_action, trunk.verified_caller_ids,
+                            caller_id, agent.caller_id, did_trunk_of)
+    if not verdict.usable:
+        return verdict.why, presented
+    if presented is None:
+        if trace is not None and trunk.caller_id_policy is not CallerIdPolicy.PASS:
+            trace.append(Step("callerid", True, verdict.why))
+        return None, verdict.presented
+    if verdict.presented != presented:
+        return f"it would need caller ID {verdict.presented}, the call presents {presented}", presented
+    return None, presented
+
+
+def present_caller(from_user: str, agent: Agent, caller_id: str, presented: str | None) -> str:
+    """The caller ID the INVITE's From must carry when it is not the agent's own number (its
+    default, or an owned replacement), else ``""`` (the From is relayed as the agent wrote it)."""
+    chosen = presented if presented is not None else caller_id
+    return chosen if chosen and chosen != own_number(from_user, agent) else ""
