@@ -300,7 +300,8 @@ def _agent_health(c: Call) -> Decision | None:
     agent, did, trunk = c.agent, c.did, c.trunk
     assert agent is not None and did is not None and trunk is not None
     c.agent_uris = up_uris(agent, c.topology.agents_down, c.trace)
-    c.fallback = fallback_targets(did, agent, trunk, c.topology, c.rt, c.trace) if did.fallback else []
+    c.fallback = fallback_targets(did, agent, trunk, c.topology, c.rt, c.trace,
+                                  lambda number: c.store.route_lookup(number)[:2]) if did.fallback else []
     if not c.agent_uris and not c.fallback:
         return replace(Reject.of(Reason.AGENT_DOWN, c.rt.retry_after_s), agent=agent.name)
     return None

@@ -41,6 +41,8 @@ class Target:
         media: resolved media policy of this hop's side (``MediaPolicy.to_json`` form), None = node default.
         answer_timeout_ms: longest wait for the hop's final answer (ms), with or without a
             provisional reply first; 0 = the node's ``sip.failover_timeout_ms`` / ``ringing_timeout_ms``.
+        diverted_from: on an origination call's fallback to a number, the DID the call was
+            diverted from (RFC 5806 ``Diversion``); empty otherwise.
     """
 
     uri: str
@@ -53,6 +55,7 @@ class Target:
     billing: str = "1/1"
     media: dict | None = None
     answer_timeout_ms: int = 0
+    diverted_from: str = ""
 
 
 @dataclass(slots=True)
@@ -179,6 +182,7 @@ class CallPlan:
                 billing=t.get("billing", "1/1"),
                 media=t.get("media"),
                 answer_timeout_ms=t.get("answer_timeout_ms", 0),
+                diverted_from=t.get("diverted_from", ""),
             )
             for t in data.pop("targets")
         ]

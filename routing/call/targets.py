@@ -5,13 +5,15 @@ followed by the DID's fallback steps (docs/agents.md).  Used by :mod:`routing.ca
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 from routing.call import transfer as xfer
 from routing.call.decision import Reject, Step, Trace
 from routing.call.plan import Target
 from routing.ops.runtime import RuntimeSettings
 from routing.tables import keys
-from routing.tables.model import Agent, MediaPolicy, Trunk, format_increment
+from routing.call.policy import destination_allowed
+from routing.tables.model import Agent, MediaPolicy, RouteEntry, Trunk, format_increment
 from routing.tables.model.did import Did, FallbackKind
 from routing.tables.store import Admission, Lease, Topology
 
@@ -92,13 +94,19 @@ def agent_target(agent: Agent, uri: str, label: str, lease: Lease | None, number
 
 
 def fallback_targets(did: Did, agent: Agent, trunk: Trunk, topology: Topology, rt: RuntimeSettings,
-                     trace: Trace | None = None) -> list[Target]:
+                     trace: Trace | None = None,
+                     routes: Callable[[str], tuple[list[RouteEntry], frozenset[str]]] | None = None) -> list[Target]:
     """The DID's fallback steps as hops after the agent's own URIs: another agent's URIs that are
     up (its slot taken when the call reaches them), a SIP URI on a host the DID's agent may
-    transfer to (:func:`routing.call.transfer.sip_target_allowed`).  A step naming an agent that
-    no longer exists, or a host not allowed, is skipped (shown by ``edgectl explain``)."""
+    transfer to (:func:`routing.call.transfer.sip_target_allowed`), a number's carriers in
+    least-cost order (:func:`_number_targets`; ``routes`` looks its route entries and the down
+    gateways up).  A step naming an agent that no longer exists, a host not allowed or a number
+    nothing may reach is skipped (shown by ``edgectl explain``)."""
     out: list[Target] = []
     for step in did.fallback:
+        if step.kind is FallbackKind.NUMBER:
+            out += _number_targets(step.value, did, agent, topology, rt, trace, routes)
+            continue
         if step.kind is FallbackKind.AGENT:
             other = topology.agents.get(step.value)
             uris = up_uris(other, topology.agents_down, trace) if other is not None else ()
@@ -116,3 +124,37 @@ def fallback_targets(did: Did, agent: Agent, trunk: Trunk, topology: Topology, r
     if trace is not None and out:
         trace.append(Step("health", True, "fallback after the agent's URIs: " + ", ".join(t.uri for t in out)))
     return out
+
+
+def _number_targets(number: str, did: Did, agent: Agent, topology: Topology, rt: RuntimeSettings,
+                    trace: Trace | None, routes: Callable[[str], tuple[list[RouteEntry], frozenset[str]]] | None
+                    ) -> list[Target]:
+    """A fallback number's hops: the gateways of its route's trunks in least-cost order, under the
+    destination policy of the DID's agent and each trunk, each hop taking its trunk's slot and
+    naming the DID in ``Diversion``.  Not on an edge with one network per side (the hop would
+    leave from the agent side's socket)."""
+    def skip(why: str) -> list[Target]:
+        if trace is not None:
+            trace.append(Step("health", False, f"fallback number:{number}: {why}"))
+        return []
+
+    if rt.sip_sockets:
+        return skip("not on an edge with one network per side")
+    if routes is None or not destination_allowed(number, agent.allow_prefixes, (*rt.blocked_prefixes, *agent.deny_prefixes)):
+        return skip(f"blocked for agent {agent.name}")
+    entries, down = routes(number)
+    out: list[Target] = []
+    for entry in sorted(entries, key=lambda e: (e.rate, e.priority, e.trunk)):
+        carrier = topology.trunks.get(entry.trunk)
+        if carrier is None or not carrier.direction.allows_outbound or \
+                not destination_allowed(number, carrier.allow_prefixes, carrier.deny_prefixes):
+            continue
+        for gw in carrier.gateways:
+            if carrier.probe and keys.gateway_member(carrier.name, gw.address) in down:
+                continue
+            out.append(Target(uri=gw.uri(number), label=f"fallback {carrier.name} {gw.address}", trunk=carrier.name,
+                              lease=trunk_lease(carrier), max_duration_s=max_duration(carrier, rt),
+                              dtmf=dtmf_mode(carrier, rt), rate=str(entry.rate),
+                              billing=format_increment(carrier.billing_increment), media=trunk_media(carrier, rt),
+                              diverted_from=did.number))
+    return out or skip("no usable route")

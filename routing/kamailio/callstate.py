@@ -85,6 +85,10 @@ REQ_SDP_AVP = "$avp(edge_req_sdp)"
 EDGE_HANGUP_AVP = "$avp(edge_hangup)"
 #: on a REFER's transaction: the agent's transfer relayed to the carrier (its reply is recorded)
 REFER_AVP = "$avp(edge_refer)"
+#: the header lines an agent hop gets (the X-Edge-* of an origination call), kept for every hop
+AGENT_HEADERS_AVP = "$avp(edge_agent_hdrs)"
+#: the header lines the hop being tried gets, appended by the native branch route (per branch)
+HOP_HEADERS_AVP = "$avp(edge_hop_hdrs)"
 #: on a relayed session refresh's transaction: the takeover (``"{interval}:{refresher}"``) its 2xx restores
 REFRESH_AVP = "$avp(edge_refresh)"
 

@@ -19,7 +19,7 @@ from ..call import sides as netsides
 from ..call.cdr import sdp_codecs
 from ..call.decision import Authenticate, Reason, Reject, Relay
 from ..tables.model import DataError, MediaPolicy
-from ..call.plan import CallPlan
+from ..call.plan import CallPlan, Target
 from ..ops.secrets import SecretError
 from ..tables.store import RedisStore, StoreUnavailable
 from . import callstate as cs
@@ -92,8 +92,10 @@ def _relay(w: Worker, decision: Relay) -> None:
     try:
         for name in decision.remove:
             KSR.hdr.remove(name)
-        for name, value in decision.headers.items():
-            KSR.hdr.append(f"{name}: {value}\r\n")
+        if decision.headers:
+            # added per branch (native branch route): an agent hop gets them, a carrier hop of the
+            # DID's fallback to a number gets a Diversion instead (send)
+            KSR.pv.sets(cs.AGENT_HEADERS_AVP, "".join(f"{n}: {v}\r\n" for n, v in decision.headers.items()))
         body = pv("$rb") if has_sdp() else ""
         offer = media.parse_sdp(body) if body else None  # parsed once for the refusal check and the hop's flags
         refusal = _media_refusal(plan, offer)
@@ -163,6 +165,7 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
             # selects the trunk's own CA profile in tls.cfg, if it has one (routing/tlsprofiles.py)
             KSR.pv.sets("$xavp(tls=>server_id)", target.trunk)
         KSR.pv.sets(cs.PLAN_AVP, plan.dumps())
+        _hop_headers(target)
         labels = hop_labels(plan)
         KSR.pv.sets(cs.LABELS_AVP, "|".join(labels))
         KSR.pv.sets(cs.HOP_DIRECTION_AVP, labels[0])
@@ -195,6 +198,17 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
             return
         count(metrics.FAILOVERS, *failed[:2])
         target = nxt
+
+
+def _hop_headers(target: Target) -> None:
+    """The header lines of this hop's branch (native branch route): the agent headers, or for a
+    carrier reached by the DID's fallback to a number, ``Diversion`` naming the DID (RFC 5806,
+    reason ``unavailable``: the agent could not take the call)."""
+    if target.diverted_from:
+        host = target.uri.split("@", 1)[-1].split(";", 1)[0]
+        KSR.pv.sets(cs.HOP_HEADERS_AVP, f"Diversion: <sip:{target.diverted_from}@{host}>;reason=unavailable;counter=1\r\n")
+    elif KSR.pv.get(cs.AGENT_HEADERS_AVP):
+        KSR.pv.sets(cs.HOP_HEADERS_AVP, pv(cs.AGENT_HEADERS_AVP))
 
 
 def _send_socket(w: Worker, direction: str, uri: str) -> None:

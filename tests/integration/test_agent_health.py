@@ -18,7 +18,7 @@ from routing.tables.model.did import parse_fallback
 from tests.sipp import PCMU_ANSWER_SDP, gateway_scenario, reject_uac_scenario, reply, uac, uas
 from tests.helpers import wait_until
 
-from .conftest import AGENT2_IP, AGENT_IP, CARRIER_A, DID, Edge
+from .conftest import AGENT2_IP, AGENT_IP, CARRIER_A, CARRIER_B, DID, Edge
 from .replies import final_invite_responses, header_values, status_line
 from .test_edgectl import edgectl
 
@@ -227,3 +227,29 @@ def test_no_ringback_of_the_edges_own_when_the_agent_rings_in_time(clean_edge: E
     assert caller.wait() == 0, caller.output()
     [(_, to)] = _received_at(caller.messages(), "180")
     assert "SIPpTag01" in to  # the agent's 180 only
+
+
+def test_a_silent_agent_reaches_the_dids_fallback_number_through_least_cost_routing(clean_edge: Edge) -> None:
+    """bot sends nothing (answer timeout 0.4 s); the DID's fallback is a number, reached over
+    carrier-b's gateway with the caller's From, a Diversion naming the DID, and none of the
+    X-Edge-* headers meant for agents; the carrier's slot is taken and given back."""
+    edge = clean_edge
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], probe=False)
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, 5080)], probe=False)
+    edge.route("+44", "carrier-b", "0.0200")
+    edge.agent("bot", [DEAD], [], probe=False, answer_timeout_ms=400)
+    admin.put_did(edge.redis, Did(DID, "carrier-a", "bot", parse_fallback("number:+442071838751", "test")))
+    human = uas(edge.workdir / "human", CARRIER_B, 5080, scenario=gateway_scenario(edge.workdir, 200, 200),
+                calls=100000, answer_ms=100)
+    since = int(time.time() * 1000)
+    final, _ = call(edge, "call")
+    assert status_line(final) == (200, "OK")
+    [invite] = human.received_requests("INVITE")
+    assert re.search(r"^INVITE sip:\+442071838751@", invite, re.M), invite
+    assert header_values(invite, "Diversion") == [f"<sip:{DID}@{CARRIER_B}:5080>;reason=unavailable;counter=1"]
+    assert "X-Edge-" not in invite
+    assert re.search(r"^From:.*sip:\+14155550123@", invite, re.M | re.I)  # the original caller
+    [record] = wait_until(lambda: CdrStore(edge.redis, 86400).records(since, int(time.time() * 1000) + 1000),
+                          what="the call's record")
+    assert record["trunk"] == "carrier-b" and record["rate"] == "0.0200"
+    assert [g["result"] for g in record["gateways"]] == ["timeout", "200"]

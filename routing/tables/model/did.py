@@ -14,11 +14,13 @@ __all__ = ["Did", "FallbackKind", "FallbackStep", "parse_fallback"]
 
 
 class FallbackKind(str, Enum):
-    """What a fallback step reaches: another ``agent`` (its URIs, under its own limits), or a
-    ``uri`` (a PBX queue, a voicemail: a SIP URI on a host the DID's agent may transfer to)."""
+    """What a fallback step reaches: another ``agent`` (its URIs, under its own limits), a ``uri``
+    (a PBX queue, a voicemail: a SIP URI on a host the DID's agent may transfer to), or a
+    ``number`` (E.164, through least-cost routing, with ``Diversion`` naming the DID)."""
 
     AGENT = "agent"
     URI = "uri"
+    NUMBER = "number"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ def parse_fallback(text: str, where: str) -> tuple[FallbackStep, ...]:
         try:
             step_kind = FallbackKind(kind.strip().lower())
         except ValueError:
-            raise DataError(f"{where}: {part!r} is not agent:NAME or uri:SIP_URI") from None
+            raise DataError(f"{where}: {part!r} is not agent:NAME, uri:SIP_URI or number:+E164") from None
         value = value.strip()
         if not sep or not value:
             raise DataError(f"{where}: {part!r} names nothing")
@@ -52,6 +54,8 @@ def parse_fallback(text: str, where: str) -> tuple[FallbackStep, ...]:
             raise DataError(f"{where}: {value!r} is not an agent name")
         if step_kind is FallbackKind.URI:
             value = parse_sip_uri(value, where)
+        if step_kind is FallbackKind.NUMBER and not is_e164(value):
+            raise DataError(f"{where}: {value!r} is not an E.164 number")
         steps.append(FallbackStep(step_kind, value))
     return tuple(steps)
 

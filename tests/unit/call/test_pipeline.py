@@ -239,6 +239,29 @@ def test_fallback_steps_follow_the_agents_uris_with_their_own_slot_and_allowed_h
     assert decision.plan.targets[2].label == "fallback humans sip:queue@humans.example.com"
 
 
+def test_a_fallback_number_reaches_its_carriers_in_least_cost_order_with_the_did_as_diversion() -> None:
+    store = make_store()
+    store.trunks["b"] = Trunk("b", gateways=(Gateway("192.0.2.32"),))
+    store.trunks["c"] = Trunk("c", gateways=(Gateway("192.0.2.33"),), deny_prefixes=("+44",))
+    store.route_table["+44"] = [route("+44", "b", "0.02"), route("+44", "telnyx", "0.01"), route("+44", "c", "0.005")]
+    _with_fallback(store, "number:+442071838751")
+    decision = route_initial_invite(invite(CARRIER_IP, "+14155550100"), store, RT)
+    assert isinstance(decision, Relay), decision
+    fallback = decision.plan.targets[2:]
+    assert [(t.trunk, t.uri, t.rate) for t in fallback] == [  # c refuses +44: skipped
+        ("telnyx", "sip:+442071838751@192.0.2.10:5060", "0.01"), ("b", "sip:+442071838751@192.0.2.32:5060", "0.02")]
+    assert {t.diverted_from for t in fallback} == {"+14155550100"}
+    assert fallback[0].lease == Lease(keys.trunk_lease("telnyx"), 10, "trunk telnyx")
+
+
+def test_a_fallback_number_blocked_for_the_agent_is_skipped() -> None:
+    store = make_store()
+    store.route_table["+1900"] = [route("+1900", "telnyx", "0.01")]
+    _with_fallback(store, "number:+19005550123")
+    decision = route_initial_invite(invite(CARRIER_IP, "+14155550100"), replace(store), replace(RT, blocked_prefixes=("+1900",)))
+    assert isinstance(decision, Relay) and len(decision.plan.targets) == 2  # the agent's own URIs only
+
+
 def test_agent_all_down_goes_straight_to_its_fallback() -> None:
     store = make_store()
     _with_fallback(store, "agent:humans")

@@ -37,17 +37,16 @@ def test_relay_decision(ksr: FakeKSR, router: Any, kemi: types.ModuleType, store
     assert ksr.args_of("hdr.remove") == []  # no header to strip in this request
     assert ksr.pv["$ru"] == "sip:+14155550100@agent.example.com:5080"
     assert ksr.relayed == ["sip:+14155550100@agent.example.com:5080"]
-    assert ksr.args_of("hdr.append") == [
-        ("X-Edge-Trunk: telnyx\r\n",),
-        ("X-Edge-DID: +14155550100\r\n",),
-        ("X-Edge-Caller: +12125550123\r\n",),
-    ]
+    # the agent headers, for the native branch route to append to this hop's branch
+    assert ksr.args_of("hdr.append") == []
+    assert ksr.pv["$avp(edge_hop_hdrs)"] == (
+        "X-Edge-Trunk: telnyx\r\nX-Edge-DID: +14155550100\r\nX-Edge-Caller: +12125550123\r\n")
     armed = ksr.args_of("tm.t_on_failure") + ksr.args_of("tm.t_on_reply")
     assert armed == [("ksr_failure_manage",), ("ksr_onreply_manage",)]
     for (name,) in armed:
         assert hasattr(kemi.Edge, name) and callable(getattr(kemi.Edge, name)), name
     names = ksr.names()
-    for step in ("hdr.append", "rr.record_route",
+    for step in ("rr.record_route",
                  "dialog.dlg_manage", "tm.t_newtran", "tm.t_on_failure", "tm.t_on_branch", "tm.t_relay"):
         assert step in names, step
     # the native branch route (tests/unit/test_settings_render.py checks it exists) makes the offer
