@@ -32,6 +32,8 @@ __all__ = [
     "CALL_MOS",
     "CALL_PACKET_LOSS",
     "CALL_JITTER",
+    "TIME_TO_FIRST_AUDIO",
+    "DEAD_AIR",
     "quality_observations",
     "DURATION_BUCKETS_S",
     "sip_class",
@@ -137,6 +139,16 @@ CALL_JITTER = Metric(
     (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2),
 )
 
+TIME_TO_FIRST_AUDIO = Metric(
+    f"{NAMESPACE}_time_to_first_audio_seconds", "histogram", ("direction", "trunk", "agent"),
+    "Answer (2xx) -> the first RTP packet rtpengine received from the agent (s, to media.first_audio_poll_ms)",
+    (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5),
+)
+DEAD_AIR = Metric(
+    f"{NAMESPACE}_dead_air_total", "counter", ("direction", "trunk", "agent"),
+    "Answered calls whose agent sent no RTP within media.dead_air_s of the answer",
+)
+
 TRANSFERS = Metric(
     f"{NAMESPACE}_transfers_total", "counter", ("mode", "result"),
     "Agents' transfers (REFER) by mode (refer: relayed to the carrier) and result: accepted (the carrier's final "
@@ -146,7 +158,7 @@ TRANSFERS = Metric(
 
 KAMAILIO_METRICS = (CALLS_ATTEMPTED, CALLS_ANSWERED, CALLS_FAILED, REJECTIONS, FAILOVERS, POST_DIAL_DELAY,
                     SETUP_TIME, REGISTRATIONS, SIP_BACKLOG, SHED_RATIO, TRANSFERS, CALL_DURATION, CALL_MOS,
-                    CALL_PACKET_LOSS, CALL_JITTER)
+                    CALL_PACKET_LOSS, CALL_JITTER, TIME_TO_FIRST_AUDIO, DEAD_AIR)
 
 
 def sip_class(code: int) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["summary", "idle_s", "last_packet", "read", "CallQuality", "SideQuality", "FIELDS"]
+__all__ = ["summary", "idle_s", "last_packet", "packets_from", "read", "CallQuality", "SideQuality", "FIELDS"]
 
 #: the fields :func:`summary` writes, for each side (``caller``/``callee``), then the call-wide ones
 SIDE_FIELDS = ("packets", "bytes", "lost", "loss_pct", "jitter_ms", "mos")
@@ -44,6 +44,13 @@ def _rtp_streams(tag: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             streams.append(stream)
     return streams
+
+
+def packets_from(reply: dict[str, Any], tag: str) -> int:
+    """RTP packets rtpengine received from the party of ``tag`` (ng ``query`` reply; 0 when it
+    knows no such party or nothing came yet)."""
+    party = (reply.get("tags") or {}).get(tag) or {}
+    return sum(int((stream.get("stats") or {}).get("packets") or 0) for stream in _rtp_streams(party))
 
 
 def last_packet(reply: dict[str, Any]) -> int:

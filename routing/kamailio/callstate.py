@@ -47,6 +47,8 @@ RINGBACK_TABLE = "ringback"
 #: calls whose session timers the edge keeps for the agent (RFC 4028): call-id -> the epoch s at
 #: which the call ends unless the carrier refreshes it first (routing/kamailio/sessiontimers.py)
 SESSION_TABLE = "sessiontimer"
+#: answered calls whose agent has sent no RTP yet: call-id -> "{answer ms}:{direction}:{trunk}:{agent}:{agent tag}"
+FIRST_AUDIO_TABLE = "firstaudio"
 
 # -- transaction AVPs ---------------------------------------------------------------------------
 #: the call plan (routing.plan.CallPlan JSON) of the INVITE's transaction

@@ -36,6 +36,8 @@ def dialog_event(w: Worker, event: str) -> None:
         KSR.htable.sht_rm(cs.CSEQ_TABLE, call_id)
     KSR.htable.sht_rm(cs.MEDIA_TABLE, call_id)
     KSR.htable.sht_rm(cs.SESSION_TABLE, call_id)
+    if w.settings.first_audio_poll_ms:
+        KSR.htable.sht_rm(cs.FIRST_AUDIO_TABLE, call_id)
     # a BYE passing the request route, unless it is the edge's own (onbehalf.hang_up)
     peer_bye = pv("$rm") == "BYE" and not pv("$rs") and not KSR.pv.get(cs.EDGE_HANGUP_AVP)
     final_media: dict[str, str] = {}

@@ -172,6 +172,11 @@ class Edge:
         """rtimer callback ``(msg, "rtimer")``, once a second in one timer process (:func:`timers.call_clock`)."""
         timers.call_clock(self.worker)
 
+    @entry("exception in the first-audio poll", request=False)
+    def ksr_first_audio(self, msg: object, event: str = "") -> None:
+        """rtimer callback, every ``media.first_audio_poll_ms`` (:func:`timers.first_audio`)."""
+        timers.first_audio(self.worker)
+
     @entry("exception in load shedding", request=False)
     def ksr_shed_tick(self, msg: object, event: str = "") -> None:
         """rtimer callback, ten times a second in one timer process (:func:`overload.shed_tick`)."""

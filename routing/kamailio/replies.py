@@ -21,7 +21,7 @@ from . import callstate as cs
 from .callstate import Deadline
 from . import records, sessiontimers, transfers
 from .mediaflags import answer_fill, flags, modes, offer_flags, sdp_flags, sides
-from .worker import Worker, count, has_sdp, log_reject, observe, pv
+from .worker import Worker, count, has_sdp, hop_labels, log_reject, observe, pv
 
 __all__ = ["onreply"]
 
@@ -183,6 +183,12 @@ def _answered(w: Worker, code: int) -> None:
         plan = CallPlan.loads(text)
         records.plan_state(plan, state)
         state.tried = list(plan.tried) + [f"{plan.current.label}={code}"]
+        if w.settings.first_audio_poll_ms:
+            # the agent's first RTP packet is looked for from now (timers.first_audio): the agent is
+            # the callee of an origination call (its To-tag), the caller of a termination call
+            agent_tag = pv("$tt") if plan.direction != "termination" else pv("$ft")
+            direction, trunk, agent = hop_labels(plan)
+            KSR.htable.sht_sets(cs.FIRST_AUDIO_TABLE, call_id, f"{now}:{direction}:{trunk}:{agent}:{agent_tag}")
     state.answer_ms = now
     state.codecs_callee = sdp_codecs(pv("$rb")) if has_sdp() else []
     records.save(call_id, state)

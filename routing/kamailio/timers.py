@@ -17,6 +17,7 @@ import KSR  # type: ignore[import-not-found]
 # non-Kamailio modules, in one place
 from ..call import dtmf
 from ..call import media
+from ..call import metrics
 from ..call import quality
 from ..ngclient import NgError
 from ..tables.store import StoreUnavailable
@@ -24,9 +25,9 @@ from . import callstate as cs
 from . import onbehalf, records
 from .callstate import Deadline, DtmfCall, MediaWatch
 from .mediaflags import modes
-from .worker import Worker, log_exception, pv
+from .worker import Worker, count, log_exception, observe, pv
 
-__all__ = ["call_clock", "end_now", "end_at", "dtmf_log"]
+__all__ = ["call_clock", "end_now", "end_at", "dtmf_log", "first_audio"]
 
 #: seconds after the edge's own hang-up (or the dialog's timeout) by which dialog:end must have come
 CLEANUP_GRACE_S = 3
@@ -175,6 +176,52 @@ def _watch_media(w: Worker) -> None:
         KSR.htable.sht_rm(cs.MEDIA_TABLE, call_id)
         KSR.notice(f"edge: call-id={call_id} had no RTP for {idle:.0f} s (rtp_timeout_s={watch.timeout_s}): ending it\n")
         end_now(w, call_id, "rtp_timeout", now)
+
+
+FIRST_AUDIO_ITERATOR = "edgefirstaudio"
+
+
+def first_audio(w: Worker) -> None:
+    """Every ``media.first_audio_poll_ms``: for each answered call whose agent has sent no RTP yet,
+    ask rtpengine (ng ``query``) whether the agent's stream has received a packet.  The first
+    time it has, the time from the answer goes into ``byoc_edge_time_to_first_audio_seconds`` and
+    the record (``media_first_audio_ms``), to within the poll interval; after ``media.dead_air_s``
+    without one the call counts as dead air (``byoc_edge_dead_air_total``, ``media_dead_air_s``).
+    rtpengine has no first-packet event, and its ``last packet`` is in whole seconds: polling
+    only the calls still waiting keeps the cost to a few queries per call."""
+    now_ms = int(time.time() * 1000)
+    pending = []
+    if KSR.htable.sht_iterator_start(FIRST_AUDIO_ITERATOR, cs.FIRST_AUDIO_TABLE) < 0:
+        return
+    while KSR.htable.sht_iterator_next(FIRST_AUDIO_ITERATOR) > 0:
+        pending.append((pv(f"$shtitkey({FIRST_AUDIO_ITERATOR})"), pv(f"$shtitval({FIRST_AUDIO_ITERATOR})")))
+    KSR.htable.sht_iterator_end(FIRST_AUDIO_ITERATOR)
+    for call_id, value in pending:
+        answered, direction, trunk, agent, agent_tag = (value.split(":", 4) + [""] * 5)[:5]
+        if not answered.isdigit():
+            KSR.htable.sht_rm(cs.FIRST_AUDIO_TABLE, call_id)
+            continue
+        try:
+            reply = w.ng().query(call_id)
+        except NgError:
+            KSR.htable.sht_rm(cs.FIRST_AUDIO_TABLE, call_id)  # no session (ended): nothing to wait for
+            continue
+        waited_ms = now_ms - int(answered)
+        fields: dict[str, str] = {}
+        if quality.packets_from(reply, agent_tag) > 0:
+            observe(metrics.TIME_TO_FIRST_AUDIO, waited_ms / 1000, direction, trunk, agent)
+            fields = {"media_first_audio_ms": str(waited_ms)}
+        elif waited_ms >= w.settings.dead_air_s * 1000:
+            count(metrics.DEAD_AIR, direction, trunk, agent)
+            KSR.notice(f"edge: call-id={call_id} dead air: no RTP from the agent {waited_ms / 1000:.1f} s after the answer\n")
+            fields = {"media_dead_air_s": str(w.settings.dead_air_s)}
+        if not fields:
+            continue
+        KSR.htable.sht_rm(cs.FIRST_AUDIO_TABLE, call_id)
+        try:
+            w.open_store().record_media(call_id, fields)
+        except StoreUnavailable as exc:
+            KSR.err(f"edge: cannot record the first audio of call-id={call_id}: {exc}\n")
 
 
 def _dtmf_socket(w: Worker) -> socket.socket | None:

@@ -90,6 +90,8 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         shed_sockets=tuple((l.address, l.port) for l in settings.sip.listen if l.transport == "udp"),
         transfer_bye_delay_s=settings.sip.transfer_bye_delay_s,
         failover_timeout_ms=settings.sip.failover_timeout_ms,
+        first_audio_poll_ms=settings.media.first_audio_poll_ms,
+        dead_air_s=settings.media.dead_air_s,
         sip_sockets=sides.side_sockets(
             (l.transport, sip_host(l.address), l.port, l.side) for l in settings.sip.listen) or None,
     )

@@ -76,6 +76,8 @@ class RuntimeSettings:
             calls shed rises, below which it falls (:class:`routing.call.overload.ShedControl`); 0 = off.
         shed_sockets: ``(address, port)`` of each UDP listener, whose backlog is measured.
         failover_timeout_ms: tm's ``fr_timer`` (ms): no reply at all from a hop for this long fails it over.
+        first_audio_poll_ms: how often the agent's first RTP packet is looked for after the answer (ms); 0 = off.
+        dead_air_s: no RTP from the agent this long after the answer is dead air (s).
         transfer_bye_delay_s: after a carrier's final 2xx NOTIFY of a relayed REFER, seconds the
             agent has to send BYE before the edge ends the call itself.
     """
@@ -125,6 +127,8 @@ class RuntimeSettings:
     shed_sockets: tuple[tuple[str, int], ...] = ()
     transfer_bye_delay_s: int = 2
     failover_timeout_ms: int = 3000
+    first_audio_poll_ms: int = 0
+    dead_air_s: int = 5
 
 
 def load(path: str | None = None) -> RuntimeSettings:

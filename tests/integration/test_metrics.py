@@ -62,6 +62,8 @@ EXPECTED_ADDED = {
     ("byoc_edge_setup_time_seconds_count", 'direction="termination",trunk="carrier-b"'): 2,
     ("byoc_edge_call_duration_seconds_count", ORIG): 3,
     ("byoc_edge_call_duration_seconds_count", 'agent="bot",direction="termination",trunk="carrier-b"'): 2,
+    # the held call's agent (a SIPp callee) sends no RTP for longer than media.dead_air_s
+    ("byoc_edge_dead_air_total", ORIG): 1,
 }
 
 POSITIVE = "> 0"
@@ -122,6 +124,8 @@ PANELS: dict[str, tuple[tuple[str, ...], dict[tuple[str, ...], float | str]] | s
     "histogram_quantile(0.5, sum by (le, trunk, side) (rate(byoc_edge_call_mos_score_bucket[1m])))": NO_RTP,
     "histogram_quantile(0.95, sum by (le, trunk, side) (rate(byoc_edge_call_packet_loss_ratio_bucket[1m])))": NO_RTP,
     "histogram_quantile(0.95, sum by (le, agent, side) (rate(byoc_edge_call_jitter_seconds_bucket[1m])))": NO_RTP,
+    "histogram_quantile(0.95, sum by (le, agent) (rate(byoc_edge_time_to_first_audio_seconds_bucket[1m])))": NO_RTP,
+    "sum by (agent) (byoc_edge_dead_air_total)": (("agent",), {("bot",): POSITIVE}),
 }
 #: the panels read while the held call is up
 HELD_PANELS = ("sum by (trunk) (byoc_edge_trunk_active_calls)", "sum by (agent) (byoc_edge_agent_active_calls)")
@@ -336,7 +340,7 @@ def test_every_dashboard_panel_shows_what_the_test_drove_in_a_real_prometheus(
     # the alerting rules of monitoring/alerts.yml load and evaluate in the real Prometheus
     with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=5) as reply:
         rules = [r for g in json.loads(reply.read())["data"]["groups"] for r in g["rules"]]
-    assert len(rules) == 8 and all(r["health"] == "ok" for r in rules), rules
+    assert len(rules) == 9 and all(r["health"] == "ok" for r in rules), rules
 
 
 def test_http_on_a_sip_port_is_refused_and_only_metrics_is_served(clean_edge: Edge) -> None:

@@ -18,7 +18,7 @@ from routing.ngclient import NgError
 from tests.helpers import free_port
 from tests.unit.kamailio.conftest import edge_over_fakes
 from tests.unit.kamailio.fakehtable import HTables
-from tests.unit.kamailio.fakeksr import FakeKSR, FakeStore, RT
+from tests.unit.kamailio.fakeksr import MSG, FakeKSR, FakeStore, RT, counted
 
 CALL = "call-1"
 
@@ -214,3 +214,29 @@ def test_dtmf_log_skips_the_edges_own_plays_from_an_info_side(timers: types.Modu
     timers.dtmf_log(logging_router.worker)
     assert kept == [(CALL, {"dtmf": "callee:3:rfc4733"})]
     assert any("digit 3 not sent as INFO: the call is not known" in text for text in _warnings(ksr))
+
+
+def test_first_audio_is_timed_from_the_answer_and_a_silent_agent_is_dead_air(ksr: Any, router: Any,
+                                                                             store: Any) -> None:
+    """The poll finds the agent's first packets on one call (its time to first audio observed and
+    recorded), none yet on a second (kept), none for too long on a third (dead air)."""
+    ht = HTables(ksr)
+    now_ms = int(time.time() * 1000)
+    table = ht.table("firstaudio")
+    table["talking"] = f"{now_ms - 1500}:origination:telnyx:bot:tt1"
+    table["waiting"] = f"{now_ms - 1000}:origination:telnyx:bot:tt2"
+    table["silent"] = f"{now_ms - 6000}:origination:telnyx:bot:tt3"
+    streams = lambda packets: {"medias": [{"type": "audio", "streams": [  # noqa: E731
+        {"flags": ["RTP"], "stats": {"packets": packets}}, {"flags": ["RTCP"], "stats": {"packets": 3}}]}]}
+    replies = {"talking": {"tags": {"tt1": streams(12)}}, "waiting": {"tags": {"tt2": streams(0)}},
+               "silent": {"tags": {"tt3": streams(0)}}}
+    router.worker.ngclient.query = lambda call_id, from_tag="": replies[call_id]  # type: ignore[method-assign]
+    recorded: dict[str, dict[str, str]] = {}
+    store.record_media = lambda call_id, fields, keep_s=0: recorded.setdefault(call_id, fields) or True  # type: ignore[attr-defined]
+    router.ksr_first_audio(MSG, "rtimer")
+    assert set(table) == {"waiting"}
+    assert 1500 <= int(recorded["talking"]["media_first_audio_ms"]) < 1700
+    assert recorded["silent"] == {"media_dead_air_s": "5"}
+    observed = [a for name, a in ksr.calls if name == "xhttp_prom.histogram_observe_l3"]
+    assert [(a[0], a[2:]) for a in observed] == [("byoc_edge_time_to_first_audio_seconds", ("origination", "telnyx", "bot"))]
+    assert ("byoc_edge_dead_air_total", "origination", "telnyx", "bot") in counted(ksr)
