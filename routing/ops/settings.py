@@ -211,9 +211,10 @@ class Media(_Model):
         86400, ge=60, le=30 * 86400, description="how long a call's media quality record is kept after it ends (s)"
     )
     first_audio_poll_ms: int = Field(
-        250, ge=0, le=1000,
+        0, ge=0, le=1000,
         description="time to first audio: after the answer, rtpengine's packet count of the agent's stream is read this "
-        "often until its first packet (ms; the measure's resolution); 0 = not measured",
+        "often until its first packet (ms; the measure's resolution, 250 is a good value); 0 = not measured (the default: "
+        "one rtpengine query per call and interval until the agent's first packet)",
     )
     dead_air_s: int = Field(
         5, ge=1, le=60, description="an answered call whose agent sent no RTP this long after the answer counts as dead air (s)"
