@@ -27,6 +27,7 @@ __all__ = [
     "REGISTRATIONS",
     "SIP_BACKLOG",
     "SHED_RATIO",
+    "DRAINING",
     "DURATION_BUCKETS_S",
     "sip_class",
     "label",
@@ -109,9 +110,14 @@ SHED_RATIO = Metric(
     f"{NAMESPACE}_shed_ratio", "gauge", (),
     "Share of new calls (initial INVITEs) the node refuses with 503 Node Overloaded because of its backlog (0-1)",
 )
+DRAINING = Metric(
+    f"{NAMESPACE}_draining", "gauge", (),
+    "1 while the node drains (edgectl drain: new calls and OPTIONS get 503 Node Draining), 0 in service; "
+    "set at each scrape from the drain flag",
+)
 
 KAMAILIO_METRICS = (CALLS_ATTEMPTED, CALLS_ANSWERED, CALLS_FAILED, REJECTIONS, FAILOVERS, POST_DIAL_DELAY,
-                    SETUP_TIME, REGISTRATIONS, SIP_BACKLOG, SHED_RATIO)
+                    SETUP_TIME, REGISTRATIONS, SIP_BACKLOG, SHED_RATIO, DRAINING)
 
 
 def sip_class(code: int) -> str:

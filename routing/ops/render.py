@@ -20,6 +20,7 @@ import jinja2
 from routing.call import metrics, sides
 from routing.call.headers import IDENTITY_HEADERS
 from routing.kamailio import callstate
+from routing.ops.drain import DRAIN_FILE
 from routing.ops.runtime import ADMISSION_MARGIN_S, RuntimeSettings
 from routing.ops.settings import REPO_ROOT, Settings
 
@@ -151,6 +152,7 @@ def _context(settings: Settings, tls_clients: Sequence[object] = ()) -> dict[str
     data["reg_contact"] = dict(rt.reg_contacts).get("udp") or rt.reg_contacts[0][1]
     data["prom_modparams"] = metrics.modparams()
     data["names"] = callstate.template_names()
+    data["drain_file"] = DRAIN_FILE
     data["scanner_re"] = "|".join(_ere_escape(ua) for ua in rt.scanner_user_agents if '"' not in ua)
     data["policy_headers_re"] = "^(X-|" + "|".join(sorted(_ere_escape(h) for h in IDENTITY_HEADERS)) + ")"
     return data

@@ -27,7 +27,8 @@ from typing import Mapping
 import redis
 
 from routing.errors import EdgeError
-from routing.ops import runtime
+from routing.call.decision import Reason
+from routing.ops import drain, runtime
 from routing.ops.hostcheck import check_addresses
 from routing.ops.render import render_to_dir
 from routing.ops.secrets import create_key
@@ -153,6 +154,9 @@ class ServiceState:
         running: the process exists.
         healthy: it answers its protocol (PING, ng ping, SIP OPTIONS, HTTP /metrics).
         detail: human-readable health detail.
+        draining: Kamailio only: the node is draining (``edgectl drain``); None for other services.
+        calls_left: Kamailio only: dialogs it tracks (calls being set up, ringing or answered); None
+            when it does not answer its ctl socket, and for other services.
     """
 
     name: str
@@ -160,6 +164,8 @@ class ServiceState:
     running: bool
     healthy: bool
     detail: str
+    draining: bool | None = None
+    calls_left: int | None = None
 
 
 def _binary(name: str) -> str:
@@ -241,7 +247,9 @@ def _healthy(settings: Settings, name: str) -> tuple[bool, str]:
     host, port = settings.sip_target
     result = sip_options(host, port, timeout_s=0.5)
     if result.code:
-        return result.code == 200, f"OPTIONS {host}:{port} -> {result.code} {result.reason} in {result.rtt_ms:.1f} ms"
+        # a draining node answers OPTIONS 503 Node Draining on purpose: it runs and answers SIP
+        draining = (result.code, result.reason) == Reason.NODE_DRAINING[:2]
+        return result.code == 200 or draining, f"OPTIONS {host}:{port} -> {result.code} {result.reason} in {result.rtt_ms:.1f} ms"
     return False, f"OPTIONS {host}:{port} -> {result.reason}"
 
 
@@ -443,7 +451,11 @@ def status(settings: Settings) -> list[ServiceState]:
     for name in names:
         pid = _pid(run_dir, name)
         healthy, detail = _healthy(settings, name)
-        states.append(ServiceState(name, pid, pid is not None, healthy, detail))
+        if name != "kamailio":
+            states.append(ServiceState(name, pid, pid is not None, healthy, detail))
+            continue
+        node = drain.state(settings)
+        states.append(ServiceState(name, pid, pid is not None, healthy, detail, node.draining, node.calls_left))
     return states
 
 

@@ -282,6 +282,18 @@ class Overload(_Model):
         return self
 
 
+class Drain(_Model):
+    """Taking the node out of service (``edgectl drain``, docs/operations.md#draining-a-node): new
+    INVITEs and out-of-dialog OPTIONS get ``503 Node Draining`` from the native request route while
+    calls in progress go on."""
+
+    retry_after_s: int = Field(
+        30, ge=1, le=3600,
+        description="Retry-After of the 503 Node Draining answers (s): how long a carrier that honours it "
+        "(RFC 3261 section 21.5.4) keeps new calls and probes away from this node",
+    )
+
+
 #: Destinations refused on every trunk unless an operator removes them: international premium
 #: rate (+979), satellite and international networks (+870, +881, +882, +883), NANP premium (+1900, +1976).
 DEFAULT_BLOCKED = ["+1900", "+1976", "+870", "+881", "+882", "+883", "+979"]
@@ -443,6 +455,7 @@ class Settings(_Model):
     redis: Redis = Field(default_factory=Redis)
     limits: Limits = Field(default_factory=Limits)
     overload: Overload = Field(default_factory=Overload)
+    drain: Drain = Field(default_factory=Drain)
     policy: Policy = Field(default_factory=Policy)
     security: Security = Field(default_factory=Security)
     health: Health = Field(default_factory=Health)
