@@ -72,7 +72,7 @@ class AppContext:
         """A redis client for admin work (2 s timeouts: ops tools may wait longer than calls)."""
         if self._redis is None:
             r = self.settings.redis
-            self._redis = connect(r.host, r.port, r.db, r.password, timeout_ms=2000, connect_timeout_ms=2000)
+            self._redis = connect(**r.client_args(), timeout_ms=2000, connect_timeout_ms=2000)
         return self._redis
 
 

@@ -281,7 +281,7 @@ def tls_profiles(settings: Settings, client: redis.Redis | None = None, reload: 
     if not settings.tls_enabled:
         return False
     r = settings.redis
-    client = client or connect(r.host, r.port, r.db, r.password, timeout_ms=2000, connect_timeout_ms=2000)
+    client = client or connect(**r.client_args(), timeout_ms=2000, connect_timeout_ms=2000)
     return tlsprofiles.refresh(settings, admin.list_trunks(client), reload=reload)
 
 

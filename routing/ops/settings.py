@@ -19,6 +19,8 @@ from routing.errors import EdgeError
 from routing.call.media import DEFAULT_PRIVATE_NETWORKS
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from routing.ops.storesettings import Redis
+
 __all__ = ["Settings", "SettingsError", "load_settings", "REPO_ROOT", "DEFAULT_RUN_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -225,18 +227,6 @@ class Media(_Model):
     comfort_noise_dbov: int = Field(
         70, ge=0, le=127, description="level of the comfort noise sent to fill_silence=cn sides (-dBov, RFC 3389)",
     )
-
-
-class Redis(_Model):
-    """The routing store.  ``manage: true`` makes ``edgectl up`` start a local redis-server."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(6380, ge=1, le=65535)
-    db: int = Field(0, ge=0, le=15)
-    password: str | None = None
-    manage: bool = True
-    timeout_ms: int = Field(200, ge=10, le=5000, description="per-command timeout; redis slower than this -> 503")
-    connect_timeout_ms: int = Field(200, ge=10, le=5000)
 
 
 class Limits(_Model):

@@ -388,3 +388,15 @@ def test_drain_settings_errors_name_the_field(tmp_path: Path) -> None:
     assert Settings().drain.retry_after_s == 30
     with pytest.raises(SettingsError, match=r"drain\.retry_after_s:"):
         load_settings(write_yaml(tmp_path / "edge.yaml", {"drain": {"retry_after_s": 0}}))
+
+
+def test_a_sentinels_config_carries_the_timing_that_admits_calls_within_10_s() -> None:
+    text = render_mod.render_sentinel("10.0.0.5", 6380, port=26380, bind="10.0.0.11", data_dir="/var/lib/x",
+                                      master_password="pw", announce_ip="192.0.2.7")
+    conf = lines(text)
+    for line in ("port 26380", "bind 10.0.0.11", "dir /var/lib/x", "sentinel announce-ip 192.0.2.7",
+                 "sentinel monitor byoc-edge 10.0.0.5 6380 2", "sentinel auth-pass byoc-edge pw",
+                 "sentinel down-after-milliseconds byoc-edge 2000", "sentinel failover-timeout byoc-edge 10000"):
+        assert line in conf, line
+    assert not any(l.startswith("requirepass") for l in conf)
+    assert "sentinel sentinel-pass s3" in lines(render_mod.render_sentinel("h", 1, sentinel_password="s3"))
