@@ -37,7 +37,7 @@ from routing.monitor.sipprobe import rtpengine_ping, sip_options
 from routing.tables.store import connect
 
 __all__ = [
-    "ServiceError", "ServiceState", "up", "down", "restart", "status", "kamailio_check", "BINARIES",
+    "ServiceError", "ServiceState", "up", "down", "restart", "status", "sentinel_master", "kamailio_check", "BINARIES",
     "kamailio_environment", "embedded_python_fault", "EMBEDDED_PYTHON_HOME", "KAMAILIO_PATH",
 ]
 
@@ -223,6 +223,21 @@ def _argv(settings: Settings, name: str) -> list[str]:
         "-P",
         str(run_dir / "kamailio.pid"),
     ]
+
+
+def sentinel_master(settings: Settings) -> ServiceState:
+    """The master of the Sentinel set (``redis.sentinels``) as ``edgectl status`` shows it: where the
+    Sentinels say it is, and whether it answers PING there (not a process of this node: no pid)."""
+    r = settings.redis
+    try:
+        client = connect(**r.client_args(), timeout_ms=500, connect_timeout_ms=500)
+        host, port = client.connection_pool.get_master_address()  # type: ignore[attr-defined]
+        client.ping()
+        return ServiceState("redis", None, False, True, f"PONG from the master {host}:{port} of "
+                                                        f"{r.master_name} (from {len(r.sentinels)} Sentinels)")
+    except redis.RedisError as exc:
+        return ServiceState("redis", None, False, False, f"no PONG from the master of {r.master_name} "
+                                                         f"(Sentinels {', '.join(r.sentinels)}): {exc}")
 
 
 def _healthy(settings: Settings, name: str) -> tuple[bool, str]:
@@ -444,10 +459,11 @@ def down(settings: Settings) -> list[str]:
 
 
 def status(settings: Settings) -> list[ServiceState]:
-    """State of each service: pid, running, and whether it answers its protocol."""
+    """State of each service: pid, running, and whether it answers its protocol; with a Sentinel set,
+    its master first (:func:`sentinel_master`)."""
     run_dir = Path(settings.run_dir)
     names = _names(settings)
-    states = []
+    states = [sentinel_master(settings)] if settings.redis.sentinels else []
     for name in names:
         pid = _pid(run_dir, name)
         healthy, detail = _healthy(settings, name)

@@ -209,10 +209,15 @@ def test_new_calls_are_admitted_within_10_s_of_the_masters_death_and_the_call_in
         # its slots released on the new master; edgectl finds the new master through the Sentinels too
         new_master = s.client()
         wait_until(lambda: sum(lease_counts(new_master).values()) == 0, what="no slot held on the new master")
-        calls = subprocess.run([str(Path(sys.executable).parent / "edgectl"), "--settings", str(settings_file),
-                                "calls", "--json"], capture_output=True, text=True, timeout=60)
+        edgectl = [str(Path(sys.executable).parent / "edgectl"), "--settings", str(settings_file)]
+        calls = subprocess.run([*edgectl, "calls", "--json"], capture_output=True, text=True, timeout=60)
         assert calls.returncode == 0, calls.stderr
         assert all(c["active"] == 0 for c in json.loads(calls.stdout)["counts"])
+        # edgectl status names the master the Sentinels give, and its answer
+        status = subprocess.run([*edgectl, "status", "--json"], capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        store = next(s for s in json.loads(status.stdout) if s["name"] == "redis")
+        assert store["healthy"] and f"master {EDGE_IP}:{s.replica_port} of {MASTER_NAME}" in store["detail"], store
         # and the monitor: it reads the new master at its next scrape
         wait_until(lambda: _redis_up(edge), what="the monitor's byoc_edge_redis_up 1 on the new master")
         agent.stop()
