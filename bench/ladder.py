@@ -8,6 +8,8 @@ Rungs (same SIPp scenarios for all):
   peer-tuned the peer with the Kamailio start options of bench/proposals 01-02 (-m 1024 -x tlsf)
   edge-opt   the edge with every bench/proposals/*.patch applied (a patched copy of HEAD), when there are any;
   edge-w8    otherwise the edge (git HEAD) with 8 SIP workers instead of 4 (worker count tuning)
+  edge-strict (only with --rungs) the edge with redis.strict_admission: WAIT 1 for a replica after each
+             admission; a replica of the edge's redis is then attached for every rung
 
 Measures: CPS at < 0.1 % failed calls (ramp -> knee, then bisection at fixed rates, repeats
 interleaved across rungs, median), PDD/setup added by the edge at 25/50/80 % of its max
@@ -48,6 +50,9 @@ PROPOSALS = sorted((BENCH / "proposals").glob("*.patch"))
 ALT = "edge-opt" if PROPOSALS else "edge-w8"
 #: SIP workers (sip.workers) of each edge variant; 4 is the settings default
 WORKERS = {"edge-w8": 8}
+#: settings of each edge variant beyond the bench edge's (rungs.edge_settings); edge-strict waits for the
+#: replica (rungs.Replica) after each admission and each answer's lease extension (WAIT 1)
+SETTINGS = {"edge-strict": {"redis": {"strict_admission": True, "replica_wait_ms": 100}}}
 TUNED_ARGS = ("-m", "1024", "-x", "tlsf")  # what proposals 01 and 02 add to the edge's kamailio argv
 
 
@@ -74,6 +79,7 @@ class Bench:
             self.p["overload"]["burst_s"] = args.overload_s
         self.summary["params"] = self.p
         self.edge = rungs.Edge(self.base)
+        self.replica: rungs.Replica | None = None
         self.natives: dict[str, rungs.NativeKamailio] = {}
         self.srcs: dict[str, Path] = {}
         self.edge_variant: str | None = None
@@ -110,12 +116,18 @@ class Bench:
         self.srcs[ALT] = rungs.build_tree(self.base / "src-edge-opt", ref, PROPOSALS) if PROPOSALS else self.srcs["edge"]
         s["alt_variant"] = {"name": ALT, "workers": WORKERS.get(ALT, 4), "proposals": [p.name for p in PROPOSALS]}
         self.add_baseline()
+        self.srcs["edge-strict"] = self.srcs["edge"]
         # ablation: the proposals one by one, cumulative
         for i in range(1, len(PROPOSALS)):
             self.srcs[f"edge+{i:02d}"] = rungs.build_tree(self.base / f"src-edge-{i:02d}", ref, PROPOSALS[:i])
         log(f"results in {self.out}; run dirs in {self.base}")
         s["proposals_skipped"] = dict(rungs.SKIPPED)
         self.use_edge("edge")
+        if "edge-strict" in self.p["rungs"]:
+            # every rung then runs with the replica attached: edge against edge-strict is the cost of WAIT alone
+            self.replica = rungs.Replica(self.base)
+            self.replica.up()
+            s["replica"] = {"port": rungs.REPLICA_PORT, "for": "edge-strict", "attached_to_every_rung": True}
         shas = self.shas
         # the peer starts with the edge's own Kamailio options (-m, -x from the settings defaults)
         edge_args = self.kamailio_options(self.edge.pid("kamailio"))
@@ -162,7 +174,7 @@ class Bench:
         if self.edge_variant == variant and self.edge.pid("kamailio"):
             return
         self.edge.stop_kamailio()
-        self.edge.up(src=self.srcs[variant], workers=WORKERS.get(variant, 4))
+        self.edge.up(src=self.srcs[variant], workers=WORKERS.get(variant, 4), extra=SETTINGS.get(variant))
         self.shas = self.edge.provision()
         self.edge_variant = variant
         time.sleep(0.5)
@@ -874,6 +886,8 @@ class Bench:
         for k in self.natives.values():
             k.down()
         self.edge.down()
+        if self.replica is not None:
+            self.replica.down()
         for name in ("kamailio.log", "rtpengine.log"):
             src = self.edge.run_dir / name
             if src.exists():

@@ -30,6 +30,8 @@ CARRIER_IP, AGENT_IP = f"{NET}.11", f"{NET}.21"
 CARRIER_PORT, AGENT_PORT = 25070, 25080
 UAC_MEDIA_PORT, UAS_MEDIA_PORT = 64800, 64810
 REDIS_PORT, NG_PORT, CLI_PORT = 26379, 22223, 29900
+#: a replica of the edge's redis, for the rung edge-strict (redis.strict_admission: WAIT 1 per admission)
+REPLICA_PORT = 26380
 RTP_MIN, RTP_MAX = 60000, 64799
 DID = "+14155550100"
 TRUNK, AGENT = "carrier", "bot"
@@ -78,8 +80,9 @@ def killpg(pid: int, timeout: float = 10.0) -> None:
 # ------------------------------------------------------------------ the edge
 
 
-def edge_settings(run_dir: Path, workers: int = 4) -> dict:
-    return {
+def edge_settings(run_dir: Path, workers: int = 4, extra: dict | None = None) -> dict:
+    """The bench edge's settings; ``extra`` replaces keys of a section (``{"redis": {...}}``)."""
+    data = {
         "node": NODE,
         "run_dir": str(run_dir),
         "sip": {
@@ -97,6 +100,41 @@ def edge_settings(run_dir: Path, workers: int = 4) -> dict:
         # the metrics endpoints on the bench's own address (the default ports, away from other runs)
         "metrics": {"address": EDGE_IP},
     }
+    for section, values in (extra or {}).items():
+        data[section] = {**data.get(section, {}), **values}
+    return data
+
+
+@dataclass
+class Replica:
+    """A redis replica of the edge's redis (127.0.0.1:REDIS_PORT), on REPLICA_PORT, without persistence:
+    what a Sentinel set's replica does for the master (the replication stream), for the strict rung."""
+
+    base: Path
+    proc: subprocess.Popen | None = None
+
+    def up(self) -> None:
+        import redis
+
+        with open(self.base / "replica.log", "wb") as log:
+            self.proc = subprocess.Popen(["redis-server", "--port", str(REPLICA_PORT), "--bind", "127.0.0.1", "--save", "",
+                                          "--appendonly", "no", "--dir", str(self.base), "--replicaof", "127.0.0.1",
+                                          str(REDIS_PORT)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        client = redis.Redis(host="127.0.0.1", port=REPLICA_PORT, socket_timeout=1, decode_responses=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if client.info("replication").get("master_link_status") == "up":
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the replica on {REPLICA_PORT} did not sync with the edge's redis")
+
+    def down(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            killpg(self.proc.pid)
+        self.proc = None
 
 
 @dataclass
@@ -117,15 +155,16 @@ class Edge:
         self.run_dir = self.base / "edge-run"
         self.settings_path = self.base / "edge-settings.yaml"
 
-    def write_settings(self, workers: int | None = None) -> None:
+    def write_settings(self, workers: int | None = None, extra: dict | None = None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        data = edge_settings(self.run_dir, workers or self.workers)
+        data = edge_settings(self.run_dir, workers or self.workers, extra)
         self.settings_path.write_text(yaml.safe_dump(data))
 
-    def up(self, src: Path | None = None, workers: int | None = None) -> None:
-        """``routing.ops.services.up(settings)`` of ``src`` (in a subprocess, so two source trees never mix)."""
+    def up(self, src: Path | None = None, workers: int | None = None, extra: dict | None = None) -> None:
+        """``routing.ops.services.up(settings)`` of ``src`` (in a subprocess, so two source trees never mix);
+        ``extra``: settings sections of the variant (edge_settings)."""
         self.src = src or self.src
-        self.write_settings(workers)
+        self.write_settings(workers, extra)
         code = (
             # this tree first and the working directory (the bench's own checkout) out: a tree whose routing/
             # has no __init__.py (a namespace package, as before the call-path rework) would lose against it

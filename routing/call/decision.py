@@ -55,6 +55,9 @@ class Reason:
     NODE_CPS = (503, "Node CPS Limit Reached", "node_cps")
     NODE_CALLS = (503, "Node Call Limit Reached", "node_calls")
     NODE_OVERLOADED = (503, "Node Overloaded", "node_overloaded")
+    #: the node is out of service (``edgectl drain``): new calls and out-of-dialog OPTIONS get this
+    #: until ``edgectl undrain``; calls in progress go on (docs/operations.md#draining-a-node)
+    NODE_DRAINING = (503, "Node Draining", "node_draining")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,4 +180,5 @@ STAGE_OF_TAG = {
     "node_cps": "admission",
     "node_calls": "admission",
     "node_overloaded": "admission",
+    "node_draining": "admission",
 }

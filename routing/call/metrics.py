@@ -35,6 +35,7 @@ __all__ = [
     "TIME_TO_FIRST_AUDIO",
     "DEAD_AIR",
     "quality_observations",
+    "DRAINING",
     "DURATION_BUCKETS_S",
     "sip_class",
     "label",
@@ -117,6 +118,11 @@ SHED_RATIO = Metric(
     f"{NAMESPACE}_shed_ratio", "gauge", (),
     "Share of new calls (initial INVITEs) the node refuses with 503 Node Overloaded because of its backlog (0-1)",
 )
+DRAINING = Metric(
+    f"{NAMESPACE}_draining", "gauge", (),
+    "1 while the node drains (edgectl drain: new calls and OPTIONS get 503 Node Draining), 0 in service; "
+    "set at each scrape from the drain flag",
+)
 
 CALL_DURATION = Metric(
     f"{NAMESPACE}_call_duration_seconds", "histogram", ("direction", "trunk", "agent"),
@@ -158,7 +164,7 @@ TRANSFERS = Metric(
 
 KAMAILIO_METRICS = (CALLS_ATTEMPTED, CALLS_ANSWERED, CALLS_FAILED, REJECTIONS, FAILOVERS, POST_DIAL_DELAY,
                     SETUP_TIME, REGISTRATIONS, SIP_BACKLOG, SHED_RATIO, TRANSFERS, CALL_DURATION, CALL_MOS,
-                    CALL_PACKET_LOSS, CALL_JITTER, TIME_TO_FIRST_AUDIO, DEAD_AIR)
+                    CALL_PACKET_LOSS, CALL_JITTER, TIME_TO_FIRST_AUDIO, DEAD_AIR, DRAINING)
 
 
 def sip_class(code: int) -> str:

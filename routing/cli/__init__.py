@@ -72,7 +72,7 @@ class AppContext:
         """A redis client for admin work (2 s timeouts: ops tools may wait longer than calls)."""
         if self._redis is None:
             r = self.settings.redis
-            self._redis = connect(r.host, r.port, r.db, r.password, timeout_ms=2000, connect_timeout_ms=2000)
+            self._redis = connect(**r.client_args(), timeout_ms=2000, connect_timeout_ms=2000)
         return self._redis
 
 
@@ -127,10 +127,10 @@ def main(ctx: click.Context, settings_path: Path | None) -> None:
 
 
 def _register() -> None:
-    from . import cmd_agent, cmd_apply, cmd_calls, cmd_explain, cmd_config, cmd_demo, cmd_did, cmd_route, cmd_service, cmd_tls, cmd_trunk
+    from . import cmd_agent, cmd_apply, cmd_calls, cmd_explain, cmd_config, cmd_demo, cmd_did, cmd_drain, cmd_route, cmd_service, cmd_tls, cmd_trunk
 
     main.add_command(cmd_config.config)
-    for command in cmd_service.COMMANDS:
+    for command in cmd_service.COMMANDS + cmd_drain.COMMANDS:
         main.add_command(command)
     main.add_command(cmd_trunk.trunk)
     main.add_command(cmd_agent.agent)

@@ -19,8 +19,17 @@ def _print_states(states: list[services.ServiceState], as_json: bool) -> None:
     table = Table("service", "pid", "state", "detail")
     for s in states:
         state = "up" if s.healthy else ("running, not answering" if s.running else "down")
+        if s.draining:
+            state += ", draining"
         table.add_row(s.name, str(s.pid or "-"), state, s.detail)
     Console().print(table)
+    kamailio = next((s for s in states if s.name == "kamailio"), None)
+    if kamailio is not None and kamailio.calls_left is not None:
+        click.echo(("draining (edgectl undrain puts it back in service): " if kamailio.draining else "in service: ")
+                   + f"{kamailio.calls_left} call{'' if kamailio.calls_left == 1 else 's'} "
+                   + ("left" if kamailio.draining else "in progress"))
+    elif kamailio is not None and kamailio.draining:
+        click.echo("draining: kamailio will start drained (edgectl undrain puts it back in service)")
 
 
 @click.command()

@@ -18,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..call.decision import Reason
-from ..call.metrics import POST_DIAL_DELAY, REJECTIONS
+from ..call.metrics import DRAINING, POST_DIAL_DELAY, REJECTIONS
 
 __all__ = ["template_names", "CallRecordState", "Deadline", "MediaWatch", "DtmfCall"]
 
@@ -113,6 +113,10 @@ SESSION_VAR = "$dlg_var(edge_st)"
 #: share of new calls the native route ADMISSION refuses, permille (routing/kamailio/overload.py)
 SHED_SHV = "$shv(edge_shed)"
 SHED_SHV_NAME = "edge_shed"
+#: 0 while the node is in service; while it drains (``edgectl drain``), when the drain began (epoch s):
+#: the native request route answers new INVITEs and out-of-dialog OPTIONS 503 (routing/ops/drain.py)
+DRAIN_SHV = "$shv(edge_drain)"
+DRAIN_SHV_NAME = "edge_drain"
 #: set by ksr_flood when the message must be dropped
 DROP_VAR = "$var(edge_drop)"
 #: set by ksr_edge_request when it handled the message
@@ -135,7 +139,9 @@ ON_BRANCH = "ksr_branch_manage"
 DIALOG_TIMEOUT_ROUTE = "ksr_dialog_timeout"
 #: refusals of the native admission route: (code, reason phrase, tag)
 NODE_CPS, NODE_CALLS, NODE_OVERLOADED = Reason.NODE_CPS, Reason.NODE_CALLS, Reason.NODE_OVERLOADED
+NODE_DRAINING = Reason.NODE_DRAINING
 REJECTIONS_METRIC = REJECTIONS.name
+DRAINING_METRIC = DRAINING.name
 PDD_METRIC = POST_DIAL_DELAY.name
 
 

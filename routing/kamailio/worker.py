@@ -133,11 +133,13 @@ class Worker:
         if self.store is None:
             s = self.settings
             params = dict(host=s.redis_host, port=s.redis_port, db=s.redis_db, password=s.redis_password,
-                          timeout_ms=s.redis_timeout_ms, connect_timeout_ms=s.redis_connect_timeout_ms)
+                          timeout_ms=s.redis_timeout_ms, connect_timeout_ms=s.redis_connect_timeout_ms,
+                          sentinels=s.redis_sentinels, master_name=s.redis_master_name,
+                          sentinel_password=s.redis_sentinel_password)
             try:
-                self.store = RedisStore(connect(**params, single_connection=True), s.node)
+                self.store = RedisStore(connect(**params, single_connection=True), s.node, s.redis_strict_wait_ms)
             except redis.RedisError:
-                return RedisStore(connect(**params), s.node)
+                return RedisStore(connect(**params), s.node, s.redis_strict_wait_ms)
         return self.store
 
     def cdrs(self) -> CdrWriter:

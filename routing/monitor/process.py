@@ -31,7 +31,7 @@ __all__ = ["main", "registry_for"]
 def registry_for(settings: Settings) -> tuple[CollectorRegistry, Counter, object]:
     """A registry with the redis collector and the probe counter; returns (registry, counter, redis client)."""
     r = settings.redis
-    client = connect(r.host, r.port, r.db, r.password, timeout_ms=2000, connect_timeout_ms=2000)
+    client = connect(**r.client_args(), timeout_ms=2000, connect_timeout_ms=2000)
     registry = CollectorRegistry()
     registry.register(EdgeCollector(client, settings.node))
     registry.register(CdrCollector(client, settings.cdr_spool_path))

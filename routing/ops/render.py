@@ -20,10 +20,12 @@ import jinja2
 from routing.call import metrics, sides
 from routing.call.headers import IDENTITY_HEADERS
 from routing.kamailio import callstate
+from routing.ops.drain import DRAIN_FILE
 from routing.ops.runtime import ADMISSION_MARGIN_S, RuntimeSettings
 from routing.ops.settings import REPO_ROOT, Settings
 
-__all__ = ["TEMPLATE_DIR", "ENTRY_SCRIPT", "KAMAILIO_MODULES", "OUTPUTS", "render", "render_to_dir", "runtime_settings"]
+__all__ = ["TEMPLATE_DIR", "ENTRY_SCRIPT", "KAMAILIO_MODULES", "OUTPUTS", "render", "render_to_dir", "runtime_settings",
+           "render_sentinel", "SENTINEL_DOWN_AFTER_MS", "SENTINEL_FAILOVER_TIMEOUT_MS"]
 
 TEMPLATE_DIR = REPO_ROOT / "templates"
 ENTRY_SCRIPT = REPO_ROOT / "kamailio" / "edge.py"
@@ -53,6 +55,10 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         redis_password=settings.redis.password,
         redis_timeout_ms=settings.redis.timeout_ms,
         redis_connect_timeout_ms=settings.redis.connect_timeout_ms,
+        redis_sentinels=settings.redis.sentinel_addresses,
+        redis_master_name=settings.redis.master_name if settings.redis.sentinels else "",
+        redis_sentinel_password=settings.redis.sentinel_password,
+        redis_strict_wait_ms=settings.redis.replica_wait_ms if settings.redis.strict_admission else 0,
         lease_ttl_s=settings.sip.max_call_duration_s + 60,
         admission_ttl_s=admission_ttl_s(settings),
         retry_after_s=settings.limits.retry_after_s,
@@ -155,6 +161,7 @@ def _context(settings: Settings, tls_clients: Sequence[object] = ()) -> dict[str
     data["reg_contact"] = dict(rt.reg_contacts).get("udp") or rt.reg_contacts[0][1]
     data["prom_modparams"] = metrics.modparams()
     data["names"] = callstate.template_names()
+    data["drain_file"] = DRAIN_FILE
     data["scanner_re"] = "|".join(_ere_escape(ua) for ua in rt.scanner_user_agents if '"' not in ua)
     data["policy_headers_re"] = "^(X-|" + "|".join(sorted(_ere_escape(h) for h in IDENTITY_HEADERS)) + ")"
     return data
@@ -197,6 +204,31 @@ def render(settings: Settings, tls_clients: Sequence[object] = ()) -> dict[str, 
     env.filters["sip_host"] = sip_host
     context = _context(settings, tls_clients)
     return {name: env.get_template(template).render(**context) for name, template in OUTPUTS.items()}
+
+
+#: Sentinel's ``down-after-milliseconds``: how long (ms) the master may not answer before a Sentinel
+#: takes it as down.  With the election and the promotion (about 1-2 s more), new calls are admitted
+#: again within 10 s of the master's death (measured: tests/integration/test_sentinel.py); lower it
+#: and a slow master (a long fork for a snapshot, a network blip) causes failovers.
+SENTINEL_DOWN_AFTER_MS = 2000
+#: Sentinel's ``failover-timeout`` (ms): how long a failover may take before another Sentinel may
+#: try it again (twice this), and the limit for replicas to follow the new master.
+SENTINEL_FAILOVER_TIMEOUT_MS = 10000
+
+
+def render_sentinel(master_host: str, master_port: int, port: int = 26379, bind: str = "0.0.0.0",
+                    data_dir: str = "/var/lib/redis", master_name: str = "byoc-edge", quorum: int = 2,
+                    master_password: str | None = None, sentinel_password: str | None = None,
+                    announce_ip: str | None = None, down_after_ms: int = SENTINEL_DOWN_AFTER_MS,
+                    failover_timeout_ms: int = SENTINEL_FAILOVER_TIMEOUT_MS) -> str:
+    """A Sentinel's config (``templates/sentinel.conf.j2``) for the master ``master_host:master_port``:
+    the timing above, ``quorum`` Sentinels to agree the master is down (2 of 3)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    return env.get_template("sentinel.conf.j2").render(
+        master_host=master_host, master_port=master_port, port=port, bind=bind, dir=data_dir, master_name=master_name,
+        quorum=quorum, master_password=master_password, sentinel_password=sentinel_password, announce_ip=announce_ip,
+        down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms)
 
 
 def render_to_dir(settings: Settings) -> Path:

@@ -29,6 +29,13 @@ class RuntimeSettings:
         redis_host, redis_port, redis_db, redis_password: the routing store.
         redis_timeout_ms: per-command socket timeout (ms); bounds the 503 when redis hangs.
         redis_connect_timeout_ms: connect timeout (ms).
+        redis_sentinels: ``(host, port)`` of each Sentinel of the routing store; empty: ``redis_host``
+            and ``redis_port`` are the redis server (:func:`routing.tables.connection.connect`).
+        redis_master_name: the master's name in the Sentinels' configuration.
+        redis_sentinel_password: the Sentinels' own password, if any.
+        redis_strict_wait_ms: 0, or how long (ms) each admission and each answer's lease extension waits
+            for one replica to acknowledge it (``WAIT 1``); an admission no replica acknowledged in
+            time is refused 503 (``redis.strict_admission``, :class:`routing.tables.store.RedisStore`).
         lease_ttl_s: longest an answered call may hold a concurrency slot (s); the dialog
             module's ``default_timeout`` plus a margin.  The answer extends the admission's
             lease to it (``RedisStore.update_call``).
@@ -89,6 +96,10 @@ class RuntimeSettings:
     redis_password: str | None = None
     redis_timeout_ms: int = 200
     redis_connect_timeout_ms: int = 200
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_master_name: str = ""
+    redis_sentinel_password: str | None = None
+    redis_strict_wait_ms: int = 0
     lease_ttl_s: int = 14460
     admission_ttl_s: int = 93
     retry_after_s: int = 5
@@ -150,6 +161,8 @@ def load(path: str | None = None) -> RuntimeSettings:
     for name in ("python_paths", "blocked_prefixes", "scanner_user_agents", "media_private_networks"):
         if name in values:
             values[name] = tuple(values[name])
+    if "redis_sentinels" in values:
+        values["redis_sentinels"] = tuple((h, int(p)) for h, p in values["redis_sentinels"])
     if "shed_sockets" in values:
         values["shed_sockets"] = tuple((a, int(p)) for a, p in values["shed_sockets"])
     if "reg_contacts" in values:

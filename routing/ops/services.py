@@ -27,7 +27,8 @@ from typing import Mapping
 import redis
 
 from routing.errors import EdgeError
-from routing.ops import runtime
+from routing.call.decision import Reason
+from routing.ops import drain, runtime
 from routing.ops.hostcheck import check_addresses
 from routing.ops.render import render_to_dir
 from routing.ops.secrets import create_key
@@ -36,7 +37,7 @@ from routing.monitor.sipprobe import rtpengine_ping, sip_options
 from routing.tables.store import connect
 
 __all__ = [
-    "ServiceError", "ServiceState", "up", "down", "restart", "status", "kamailio_check", "BINARIES",
+    "ServiceError", "ServiceState", "up", "down", "restart", "status", "sentinel_master", "kamailio_check", "BINARIES",
     "kamailio_environment", "embedded_python_fault", "EMBEDDED_PYTHON_HOME", "KAMAILIO_PATH",
 ]
 
@@ -153,6 +154,9 @@ class ServiceState:
         running: the process exists.
         healthy: it answers its protocol (PING, ng ping, SIP OPTIONS, HTTP /metrics).
         detail: human-readable health detail.
+        draining: Kamailio only: the node is draining (``edgectl drain``); None for other services.
+        calls_left: Kamailio only: dialogs it tracks (calls being set up, ringing or answered); None
+            when it does not answer its ctl socket, and for other services.
     """
 
     name: str
@@ -160,6 +164,8 @@ class ServiceState:
     running: bool
     healthy: bool
     detail: str
+    draining: bool | None = None
+    calls_left: int | None = None
 
 
 def _binary(name: str) -> str:
@@ -219,6 +225,21 @@ def _argv(settings: Settings, name: str) -> list[str]:
     ]
 
 
+def sentinel_master(settings: Settings) -> ServiceState:
+    """The master of the Sentinel set (``redis.sentinels``) as ``edgectl status`` shows it: where the
+    Sentinels say it is, and whether it answers PING there (not a process of this node: no pid)."""
+    r = settings.redis
+    try:
+        client = connect(**r.client_args(), timeout_ms=500, connect_timeout_ms=500)
+        host, port = client.connection_pool.get_master_address()  # type: ignore[attr-defined]
+        client.ping()
+        return ServiceState("redis", None, False, True, f"PONG from the master {host}:{port} of "
+                                                        f"{r.master_name} (from {len(r.sentinels)} Sentinels)")
+    except redis.RedisError as exc:
+        return ServiceState("redis", None, False, False, f"no PONG from the master of {r.master_name} "
+                                                         f"(Sentinels {', '.join(r.sentinels)}): {exc}")
+
+
 def _healthy(settings: Settings, name: str) -> tuple[bool, str]:
     if name == "redis":
         try:
@@ -241,7 +262,9 @@ def _healthy(settings: Settings, name: str) -> tuple[bool, str]:
     host, port = settings.sip_target
     result = sip_options(host, port, timeout_s=0.5)
     if result.code:
-        return result.code == 200, f"OPTIONS {host}:{port} -> {result.code} {result.reason} in {result.rtt_ms:.1f} ms"
+        # a draining node answers OPTIONS 503 Node Draining on purpose: it runs and answers SIP
+        draining = (result.code, result.reason) == Reason.NODE_DRAINING[:2]
+        return result.code == 200 or draining, f"OPTIONS {host}:{port} -> {result.code} {result.reason} in {result.rtt_ms:.1f} ms"
     return False, f"OPTIONS {host}:{port} -> {result.reason}"
 
 
@@ -273,7 +296,7 @@ def tls_profiles(settings: Settings, client: redis.Redis | None = None, reload: 
     if not settings.tls_enabled:
         return False
     r = settings.redis
-    client = client or connect(r.host, r.port, r.db, r.password, timeout_ms=2000, connect_timeout_ms=2000)
+    client = client or connect(**r.client_args(), timeout_ms=2000, connect_timeout_ms=2000)
     return tlsprofiles.refresh(settings, admin.list_trunks(client), reload=reload)
 
 
@@ -436,14 +459,19 @@ def down(settings: Settings) -> list[str]:
 
 
 def status(settings: Settings) -> list[ServiceState]:
-    """State of each service: pid, running, and whether it answers its protocol."""
+    """State of each service: pid, running, and whether it answers its protocol; with a Sentinel set,
+    its master first (:func:`sentinel_master`)."""
     run_dir = Path(settings.run_dir)
     names = _names(settings)
-    states = []
+    states = [sentinel_master(settings)] if settings.redis.sentinels else []
     for name in names:
         pid = _pid(run_dir, name)
         healthy, detail = _healthy(settings, name)
-        states.append(ServiceState(name, pid, pid is not None, healthy, detail))
+        if name != "kamailio":
+            states.append(ServiceState(name, pid, pid is not None, healthy, detail))
+            continue
+        node = drain.state(settings)
+        states.append(ServiceState(name, pid, pid is not None, healthy, detail, node.draining, node.calls_left))
     return states
 
 

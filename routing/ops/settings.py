@@ -19,6 +19,8 @@ from routing.errors import EdgeError
 from routing.call.media import DEFAULT_PRIVATE_NETWORKS
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from routing.ops.storesettings import Redis
+
 __all__ = ["Settings", "SettingsError", "load_settings", "REPO_ROOT", "DEFAULT_RUN_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -241,18 +243,6 @@ class Media(_Model):
     )
 
 
-class Redis(_Model):
-    """The routing store.  ``manage: true`` makes ``edgectl up`` start a local redis-server."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(6380, ge=1, le=65535)
-    db: int = Field(0, ge=0, le=15)
-    password: str | None = None
-    manage: bool = True
-    timeout_ms: int = Field(200, ge=10, le=5000, description="per-command timeout; redis slower than this -> 503")
-    connect_timeout_ms: int = Field(200, ge=10, le=5000)
-
-
 class Limits(_Model):
     """Refusal policy."""
 
@@ -294,6 +284,18 @@ class Overload(_Model):
         if self.shed_backlog_kb and self.resume_backlog_kb >= self.shed_backlog_kb:
             raise ValueError("resume_backlog_kb must be below shed_backlog_kb")
         return self
+
+
+class Drain(_Model):
+    """Taking the node out of service (``edgectl drain``, docs/operations.md#draining-a-node): new
+    INVITEs and out-of-dialog OPTIONS get ``503 Node Draining`` from the native request route while
+    calls in progress go on."""
+
+    retry_after_s: int = Field(
+        30, ge=1, le=3600,
+        description="Retry-After of the 503 Node Draining answers (s): how long a carrier that honours it "
+        "(RFC 3261 section 21.5.4) keeps new calls and probes away from this node",
+    )
 
 
 #: Destinations refused on every trunk unless an operator removes them: international premium
@@ -457,6 +459,7 @@ class Settings(_Model):
     redis: Redis = Field(default_factory=Redis)
     limits: Limits = Field(default_factory=Limits)
     overload: Overload = Field(default_factory=Overload)
+    drain: Drain = Field(default_factory=Drain)
     policy: Policy = Field(default_factory=Policy)
     security: Security = Field(default_factory=Security)
     health: Health = Field(default_factory=Health)

@@ -39,11 +39,9 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from routing.errors import EdgeError
 from routing.tables import keys
+from routing.tables.connection import connect
 from routing.tables.model import Did, RouteEntry
 from routing.tables.topology import Topology, read_topology
 
@@ -179,49 +177,6 @@ def route_prefixes(number: str) -> list[str]:
     return [number[:i] for i in range(len(number), 0, -1)]
 
 
-def connect(
-    host: str = "127.0.0.1",
-    port: int = 6379,
-    db: int = 0,
-    password: str | None = None,
-    timeout_ms: int = 200,
-    connect_timeout_ms: int = 200,
-    single_connection: bool = False,
-) -> redis.Redis:
-    """Open a redis client with bounded socket timeouts and no retries.
-
-    ``single_connection`` (a Kamailio worker: one process, one thread) keeps one connection
-    instead of a pool: the pool checks each connection out and polls it before every command,
-    which costs about a third of redis-py's CPU per command (measured: 54 against 38 µs per
-    EVALSHA).  Such a client connects at once and raises ``redis.ConnectionError`` when redis is
-    down.
-
-    A Kamailio worker must never block on redis: redis-py's own default is
-    no timeout, so both the connect and the command timeouts are explicit.  A
-    command is retried once, at once, only after a connection error (a
-    connection broken while redis restarted is replaced without failing a
-    call); a timeout is never retried, so a hung redis costs one timeout and
-    the caller answers 503.
-    """
-    return redis.Redis(
-        host=host,
-        port=port,
-        db=db,
-        password=password,
-        socket_timeout=timeout_ms / 1000,
-        socket_connect_timeout=connect_timeout_ms / 1000,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        # without this redis-py closes the connection and raises instead of retrying; a pooled client
-        # hid that by polling each connection before use (a connection the server closed is replaced)
-        retry_on_error=[redis.ConnectionError],
-        retry_on_timeout=False,
-        decode_responses=True,
-        single_connection_client=single_connection,
-        lib_name=None,  # no CLIENT SETINFO round trip on each (re)connect
-        lib_version=None,
-    )
-
-
 class RedisStore:
     """:class:`Store` over a redis client; every error becomes :class:`StoreUnavailable`
     when redis cannot be reached, or propagates when the data itself is wrong.
@@ -230,11 +185,16 @@ class RedisStore:
         client: a client from :func:`connect` (``decode_responses=True``).
         node: this edge node's id, prefixed to lease members so calls of several
             nodes sharing one redis never collide.
+        strict_wait_ms: 0, or how long (ms) an admission and an answer's lease extension wait for
+            one replica to acknowledge them (``WAIT 1 <ms>``, https://redis.io/docs/latest/commands/wait/)
+            so a Sentinel failover cannot lose them: an admission no replica acknowledged in time is
+            released and refused as :class:`StoreUnavailable` (settings ``redis.strict_admission``).
     """
 
-    def __init__(self, client: redis.Redis, node: str) -> None:
+    def __init__(self, client: redis.Redis, node: str, strict_wait_ms: int = 0) -> None:
         self.client = client
         self.node = node
+        self.strict_wait_ms = strict_wait_ms
         lua = Path(__file__).resolve().parent / "lua"
         self._lease = client.register_script((lua / "lease.lua").read_text())
         self._release = client.register_script((lua / "release.lua").read_text())
@@ -476,9 +436,23 @@ class RedisStore:
         for name, value in fields.items():
             argv += [name, value]
         try:
-            return bool(self._update(keys=[keys.call(self.node, call_id)], args=argv))
+            updated = bool(self._update(keys=[keys.call(self.node, call_id)], args=argv))
+            if updated and extend_s > 0 and self.strict_wait_ms:
+                self._replicated(f"the lease extension of call {call_id}")  # the answered call keeps its slots
+            return updated
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    def _replicated(self, what: str) -> None:
+        """``WAIT 1 strict_wait_ms``: block until one replica acknowledged this connection's writes.
+
+        Raises:
+            StoreUnavailable: no replica acknowledged within ``strict_wait_ms``.
+            redis.ConnectionError, redis.TimeoutError: redis unreachable or slow.
+        """
+        acked = int(self.client.execute_command("WAIT", 1, self.strict_wait_ms))
+        if acked < 1:
+            raise StoreUnavailable(f"{what} was not acknowledged by a replica within {self.strict_wait_ms} ms")
 
     def acquire(
         self,
@@ -512,6 +486,9 @@ class RedisStore:
                 keys=[keys.call(self.node, call_id), *release, *(lease.key for lease in leases)],
                 args=argv,
             )
+            if ok and self.strict_wait_ms:
+                # a slot a failover could lose is never used: the caller releases it (with a fence) and answers 503
+                self._replicated(f"the admission of call {call_id}")
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
         if ok:

@@ -778,6 +778,48 @@ def test_firewall_opens_each_side_only_to_that_side(deployment: Deployment) -> N
         assert dropped(node, f"RTP to the {side} side from an unlisted source") - rtp_before == 1
 
 
+def test_a_kamailio_restart_drains_the_node_and_waits_for_its_call(provisioned: Deployment, tmp_path: Path) -> None:
+    """A settings change restarts node A's Kamailio: the handler drains the node first and waits for the
+    call in progress, which ends with its BYE answered through the old Kamailio (a restart mid-call
+    would answer that BYE 481); the node is back in service after."""
+    workdir = provisioned.workdir
+    changed = inventory()
+    node_a = changed["all"]["children"]["edge"]["hosts"][NODE_A.host]  # type: ignore[index]
+    node_a["edge_settings_extra"]["limits"] = {"retry_after_s": 6}  # routing.json changes: Kamailio restarts
+    (workdir / "hosts-drain.yml").write_text(yaml.safe_dump(changed, sort_keys=False))
+    old_pid = kamailio_pid(NODE_A)
+    log = workdir / "drain-run.log"
+    ansible_dir = workdir / "src" / "ansible"
+    with open(log, "w") as out:
+        run = subprocess.Popen(
+            [str(VENV_BIN / "ansible-playbook"), "-i", str(workdir / "hosts-drain.yml"), "site.yml", "--limit", NODE_A.host],
+            cwd=ansible_dir, env=dict(_env(), ANSIBLE_CONFIG=str(ansible_dir / "ansible.cfg")),
+            stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        # the call starts once the new configs are being installed, so it is in progress when the handlers run
+        wait_until(lambda: "Install the Kamailio configs" in log.read_text() or run.poll() is not None, timeout=300,
+                   interval=0.2, what="the play installing the new Kamailio configs")
+        agent = uas(tmp_path / "agent", AGENT, AGENT_PORT, scenario="uas_answer.xml", answer_ms=100, rtp_echo=False)
+        call = uac(tmp_path / "carrier", CARRIER, 15070, NODE_A.target, DID, scenario="uac_simple.xml", hold_ms=12000)
+        assert run.wait(timeout=400) == 0, log.read_text()[-6000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    output = log.read_text()
+    assert call.wait(60) == 0, call.output()
+    assert call.final_status() == [(200, "OK")]
+    assert agent.wait(30) == 0, agent.output()
+    assert re.search(r"RUNNING HANDLER \[byoc_edge : Drain kamailio before its restart\][^\n]*\nchanged: \[edge-a\]",
+                     output), output[-6000:]
+    assert "RUNNING HANDLER [byoc_edge : Put kamailio back in service after its restart]" in output
+    new_pid = kamailio_pid(NODE_A)
+    assert new_pid and new_pid != old_pid
+    kamailio = next(s for s in json.loads(edgectl(NODE_A, "status", "--json")) if s["name"] == "kamailio")
+    assert kamailio["draining"] is False
+    assert sip_options(NODE_A.sip, SIP_PORT, timeout_s=2, source=CARRIER).code == 200
+    wait_until(lambda: trunk_active(NODE_A) == 0, timeout=15, what="the call's trunk slot released")
+
+
 def test_kamailio_runs_with_debians_embedded_python_environment(deployment: Deployment) -> None:
     # the unit's PATH and PYTHONHOME (routing.ops.services.kamailio_environment), whatever PATH the
     # service manager or the shell that ran it had: app_python3 then loads /usr/lib/python3.11

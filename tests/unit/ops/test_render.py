@@ -357,3 +357,46 @@ def test_unanswered_calls_hold_slots_one_hop_long_and_early_dialogs_no_longer() 
     assert 'modparam("dialog", "early_timeout", 42)' in cfg
     assert 'modparam("dialog", "noack_timeout", 32)' in cfg
     assert render_mod.runtime_settings(Settings()).admission_ttl_s == 93
+
+
+# -- drain ----------------------------------------------------------------------------------------
+
+
+def test_drain_flag_is_declared_then_imported_from_the_run_directory(tmp_path: Path) -> None:
+    settings = Settings(run_dir=tmp_path)
+    cfg = render(settings)["kamailio.cfg"]
+    declared = cfg.index('modparam("pv", "shvset", "edge_drain=i:0")')
+    imported = cfg.index(f'import_file "{tmp_path}/drain.cfg"')
+    assert declared < imported  # the file's value, when there is one, is the last word
+
+
+def test_draining_node_answers_new_invites_and_options_503_with_its_retry_after() -> None:
+    cfg = render(Settings.model_validate({"drain": {"retry_after_s": 45}}))["kamailio.cfg"]
+    request_route = cfg[cfg.index("request_route {"):cfg.index("\n}\n", cfg.index("request_route {"))]
+    # after in-dialog requests and CANCEL are handled, before OPTIONS are answered 200
+    assert request_route.index("route(WITHINDLG)") < request_route.index("route(DRAINING)") \
+        < request_route.index('sl_send_reply("200", "OK")')
+    assert 'if ($shv(edge_drain) != 0 && is_method("INVITE|OPTIONS"))' in request_route
+    drain_route = cfg[cfg.index("route[DRAINING] {"):cfg.index("route[WITHINDLG] {")]
+    assert 'append_to_reply("Retry-After: 45\\r\\n")' in drain_route
+    assert 'sl_send_reply("503", "Node Draining")' in drain_route
+    assert 'prom_counter_inc("byoc_edge_rejections_total", "1", "node_draining")' in drain_route
+    assert 'prom_gauge_set("byoc_edge_draining", "1")' in cfg
+
+
+def test_drain_settings_errors_name_the_field(tmp_path: Path) -> None:
+    assert Settings().drain.retry_after_s == 30
+    with pytest.raises(SettingsError, match=r"drain\.retry_after_s:"):
+        load_settings(write_yaml(tmp_path / "edge.yaml", {"drain": {"retry_after_s": 0}}))
+
+
+def test_a_sentinels_config_carries_the_timing_that_admits_calls_within_10_s() -> None:
+    text = render_mod.render_sentinel("10.0.0.5", 6380, port=26380, bind="10.0.0.11", data_dir="/var/lib/x",
+                                      master_password="pw", announce_ip="192.0.2.7")
+    conf = lines(text)
+    for line in ("port 26380", "bind 10.0.0.11", "dir /var/lib/x", "sentinel announce-ip 192.0.2.7",
+                 "sentinel monitor byoc-edge 10.0.0.5 6380 2", "sentinel auth-pass byoc-edge pw",
+                 "sentinel down-after-milliseconds byoc-edge 2000", "sentinel failover-timeout byoc-edge 10000"):
+        assert line in conf, line
+    assert not any(l.startswith("requirepass") for l in conf)
+    assert "sentinel sentinel-pass s3" in lines(render_mod.render_sentinel("h", 1, sentinel_password="s3"))

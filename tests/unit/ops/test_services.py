@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from routing.ops import runtime
+from routing.ops.settings import Settings
 from routing.ops.services import EMBEDDED_PYTHON_HOME, KAMAILIO_PATH, embedded_python_fault, kamailio_environment
 
 REPO = Path(__file__).resolve().parents[3]
@@ -123,3 +124,15 @@ def test_debians_own_standard_library_is_no_fault() -> None:
     assert embedded_python_fault(OWN_ERROR) is None
     assert embedded_python_fault(FOREIGN_SSL.replace("/root/.pyenv/versions/3.11.7", "/usr")) is None
     assert embedded_python_fault("") is None
+
+
+def test_status_shows_a_sentinel_sets_master_first_and_unhealthy_when_no_sentinel_answers(tmp_path: Path) -> None:
+    from routing.ops.services import sentinel_master
+    from tests.helpers import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    settings = Settings.model_validate({"run_dir": str(tmp_path),
+                                        "redis": {"manage": False, "sentinels": [dead], "master_name": "store"}})
+    state = sentinel_master(settings)
+    assert (state.name, state.pid, state.running, state.healthy) == ("redis", None, False, False)
+    assert state.detail.startswith(f"no PONG from the master of store (Sentinels {dead}): ")

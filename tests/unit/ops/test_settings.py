@@ -131,3 +131,38 @@ def test_keepalive_interval_below_the_dialog_modules_minimum_is_refused(tmp_path
     path.write_text("media: {keepalive_interval_s: 10}\n")
     with pytest.raises(SettingsError, match="keepalive_interval_s"):
         load_settings(path)
+
+
+# -- redis Sentinel -------------------------------------------------------------------------------
+
+
+def test_a_sentinel_set_is_the_store_and_reaches_every_client(tmp_path: Path) -> None:
+    from routing.ops.render import render, runtime_settings
+    from routing.ops.runtime import load
+
+    data = {"redis": {"manage": False, "sentinels": ["10.0.0.1:26379", "10.0.0.2", "[2001:db8::3]:26380"],
+                      "master_name": "edge-store", "password": "pw", "strict_admission": True, "replica_wait_ms": 50}}
+    settings = load_settings(write_yaml(tmp_path / "edge.yaml", data))
+    args = settings.redis.client_args()
+    assert args["sentinels"] == (("10.0.0.1", 26379), ("10.0.0.2", 26379), ("2001:db8::3", 26380))
+    assert (args["master_name"], args["password"]) == ("edge-store", "pw")
+    rt = runtime_settings(settings)
+    assert (rt.redis_sentinels, rt.redis_master_name, rt.redis_strict_wait_ms) == (args["sentinels"], "edge-store", 50)
+    (tmp_path / "routing.json").write_text(render(settings)["routing.json"])
+    assert load(str(tmp_path / "routing.json")).redis_sentinels == args["sentinels"]  # tuples again
+    # without Sentinels, no master name reaches the plugin, and no WAIT without strict_admission
+    plain = runtime_settings(Settings())
+    assert (plain.redis_sentinels, plain.redis_master_name, plain.redis_strict_wait_ms) == ((), "", 0)
+
+
+@pytest.mark.parametrize("redis_section, message", [
+    ({"sentinels": ["10.0.0.1:26379"]}, "redis: Value error, sentinels: edgectl does not start a Sentinel set"),
+    ({"manage": False, "sentinels": ["10.0.0.1:99999"]}, "redis.sentinels.0: Value error, '10.0.0.1:99999'"),
+    ({"manage": False, "sentinels": ["a:1", "a:1"]}, "redis: Value error, sentinels: a Sentinel is listed twice"),
+    ({"manage": False, "master_name": "no spaces"}, "redis.master_name: String should match pattern"),
+    ({"replica_wait_ms": 0}, "redis.replica_wait_ms: Input should be greater than or equal to 1"),
+])
+def test_sentinel_errors_name_the_field(tmp_path: Path, redis_section: dict[str, object], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(write_yaml(tmp_path / "edge.yaml", {"redis": redis_section}))
+    assert message in str(info.value), str(info.value)
