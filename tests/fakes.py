@@ -41,6 +41,10 @@ class FakeStore:
     spent: dict[str, int] = field(default_factory=dict)
     call_fields: dict[str, dict[str, str]] = field(default_factory=dict)
     agents_down: set[str] = field(default_factory=set)
+    heartbeats: list[int] = field(default_factory=list)
+
+    def heartbeat(self, ttl_s: int) -> None:
+        self.heartbeats.append(ttl_s)
 
     def topology(self) -> Topology:
         return Topology(trunks=dict(self.trunks), agents=dict(self.agents), agents_down=frozenset(self.agents_down))

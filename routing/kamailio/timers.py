@@ -20,7 +20,7 @@ from ..call import media
 from ..call import metrics
 from ..call import quality
 from ..ngclient import NgError
-from ..tables.store import StoreUnavailable
+from ..tables.store import HEARTBEAT_TTL_S, StoreUnavailable
 from . import callstate as cs
 from . import onbehalf, records
 from .callstate import Deadline, DtmfCall, MediaWatch
@@ -69,6 +69,10 @@ def call_clock(w: Worker) -> None:
         _replay_spool(w)
     except Exception:  # noqa: BLE001
         log_exception("exception replaying call records")
+    try:  # this node lives: the others never reap its calls (routing/monitor/nodeloss.py)
+        w.open_store().heartbeat(HEARTBEAT_TTL_S)
+    except StoreUnavailable:
+        pass
     try:
         _watch_media(w)
     except Exception:  # noqa: BLE001 - the clock must keep ticking

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from routing.monitor import prober
+from routing.monitor import nodeloss, prober
+from routing.tables.cdrstore import CdrStore
 from routing.monitor.cdrmetrics import CdrCollector
 from routing.monitor.exporter import NAMESPACE, EdgeCollector
 from routing.monitor.health import probe_ok
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         result = "ok" if probe_ok(probe.result.code) else "failed"
         probes.labels(probe.trunk, probe.gateway.address, result).inc()
 
+    # the calls of nodes that died (no heartbeat) are released and recorded by every node that lives
+    cdrs = CdrStore(client, settings.cdr.retention_days * 86400, settings.cdr.stranger_retention_days * 86400)
+    reaper = threading.Thread(target=nodeloss.run, args=(client, settings.node, cdrs, stop), name="nodeloss", daemon=True)
+    reaper.start()
     if settings.health.enabled:
         prober.run(client, settings, stop, observed=count)  # type: ignore[arg-type]
     else:

@@ -44,6 +44,7 @@ Runtime state (written only by the edge, never by hand):
 ``edge:cdr:{node}:{call-id}:{cseq}``   STRING one call record (JSON), expires after the retention
 ``edge:cdrs``                          ZSET   member record id, score = start time (ms)
 ``edge:spend:{trunk}:{yyyymmdd}``      STRING spend of a trunk on a UTC day (micro-units)
+``edge:node:{node}``                   STRING a node's heartbeat (epoch s, TTL 10 s): gone = its calls are reaped
 =====================================  =====  ==========================================
 """
 
@@ -183,6 +184,11 @@ MEDIA_PATTERN = f"{PREFIX}:media:*"
 def media(node: str, call_id: str) -> str:
     """HASH of a call's media quality (``media_*`` fields), written when the call ends, with a TTL."""
     return f"{PREFIX}:media:{node}:{call_id}"
+
+
+def node(name: str) -> str:
+    """STRING: a node's heartbeat (epoch s), written by its call clock with a short TTL; gone = the node died."""
+    return f"{PREFIX}:node:{name}"
 
 
 def lease_member(node: str, call_id: str) -> str:

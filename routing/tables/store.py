@@ -169,12 +169,18 @@ class Store(Protocol):
 
     def finish(self, call_id: str) -> dict[str, str]: ...
 
+    def heartbeat(self, ttl_s: int) -> None: ...
+
     def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool: ...
 
 
 def route_prefixes(number: str) -> list[str]:
     """Candidate route prefixes of an E.164 number, longest first, ending with ``"+"``."""
     return [number[:i] for i in range(len(number), 0, -1)]
+
+
+#: a node's heartbeat (``edge:node:{node}``) lives this long (s); its call clock renews it every second
+HEARTBEAT_TTL_S = 10
 
 
 class RedisStore:
@@ -402,6 +408,18 @@ class RedisStore:
             if fields:
                 return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()], down, spent
         return [], down, spent
+
+    def heartbeat(self, ttl_s: int) -> None:
+        """Say this node lives for ``ttl_s`` more seconds (``edge:node:{node}``, one SET with EX):
+        the other nodes reap the calls of a node whose heartbeat is gone (:mod:`routing.monitor.nodeloss`).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slow.
+        """
+        try:
+            self.client.set(keys.node(self.node), str(int(time.time())), ex=ttl_s)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     def finish(self, call_id: str, media: dict[str, str] | None = None, keep_s: int = 0) -> dict[str, str]:
         """Release the call like :meth:`release` and return its call hash as it was (facts and

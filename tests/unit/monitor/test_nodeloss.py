@@ -1,0 +1,57 @@
+"""The calls of a dead node reaped by the nodes that live (routing.monitor.nodeloss), on a real
+redis: a node without heartbeat has its slots released and its calls recorded once; a node with
+one, and this node itself, are never touched."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from routing.monitor import nodeloss
+from routing.tables import keys
+from routing.tables.calls import lease_counts
+from routing.tables.cdrstore import CdrStore
+from routing.tables.store import Lease, RedisStore
+
+TRUNK = Lease(keys.trunk_lease("telnyx"), 4, "trunk telnyx")
+AGENT = Lease(keys.agent_lease("bot"), 4, "agent bot")
+
+
+def _call(client: redis.Redis, node: str, call_id: str, answered: bool) -> None:
+    store = RedisStore(client, node)
+    started = int(time.time() * 1000) - 10_000
+    facts = {"direction": "origination", "trunk": "telnyx", "agent": "bot", "number": "+14155550100",
+             "start_ms": str(started)}
+    assert store.acquire(call_id, [TRUNK, AGENT], 600, facts=facts).admitted
+    if answered:
+        store.update_call(call_id, {"answer_ms": str(started + 1000)}, extend_s=3600)
+
+
+def test_a_dead_nodes_calls_are_released_and_recorded_once(redis_client: redis.Redis) -> None:
+    _call(redis_client, "ghost", "c1", answered=True)
+    _call(redis_client, "ghost", "c2", answered=False)
+    _call(redis_client, "alive", "c3", answered=True)
+    _call(redis_client, "me", "c4", answered=True)
+    RedisStore(redis_client, "alive").heartbeat(10)
+    cdrs = CdrStore(redis_client, 86400)
+    assert nodeloss.reap(redis_client, "me", cdrs) == {"ghost": 2}
+    assert lease_counts(redis_client) == {TRUNK.key: 2, AGENT.key: 2}  # alive's and mine only
+    assert not redis_client.exists(keys.call("ghost", "c1")) and redis_client.exists(keys.call("alive", "c3"))
+    records = {r["call_id"]: r for r in cdrs.records(0, 2**62)}
+    assert set(records) == {"c1", "c2"}
+    assert (records["c1"]["status"], records["c1"]["hangup"], records["c1"]["trunk"]) == ("answered", "node_lost", "telnyx")
+    assert (records["c2"]["status"], records["c2"]["reject_tag"]) == ("failed", "node_lost")
+    # the trunk was full (4 of 4); the dead node's 2 slots are free for new calls again
+    _call(redis_client, "me", "c5", answered=False)
+    _call(redis_client, "me", "c6", answered=False)
+    assert nodeloss.reap(redis_client, "me", cdrs) == {}  # nothing left: idempotent
+    assert len(cdrs.records(0, 2**62)) == 2
+
+
+def test_a_node_with_a_heartbeat_keeps_its_calls(redis_client: redis.Redis) -> None:
+    _call(redis_client, "busy", "c1", answered=True)
+    RedisStore(redis_client, "busy").heartbeat(10)
+    assert nodeloss.reap(redis_client, "me", CdrStore(redis_client, 86400)) == {}
+    assert redis_client.exists(keys.call("busy", "c1"))
+    assert 0 < redis_client.ttl(keys.node("busy")) <= 10
