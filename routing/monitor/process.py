@@ -4,7 +4,8 @@ Started by ``edgectl up`` (``routing/ops/services.py``) as
 ``python -m routing.monitor <run_dir>/monitor.json``, where ``monitor.json`` is
 the node's validated settings.  It serves ``/metrics`` on
 ``metrics.address:metrics.exporter_port`` (:class:`routing.monitor.exporter.EdgeCollector`
-plus the prober's counters) and, when ``health.enabled``, runs
+plus the prober's counters), when ``capture.enabled`` runs the HEP collector of the SIP capture
+(:class:`routing.monitor.collector.Collector`, a thread) and, when ``health.enabled``, runs
 :func:`routing.monitor.prober.run` until SIGTERM.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from routing.monitor import prober
+from routing.monitor.collector import Collector
 from routing.monitor.cdrmetrics import CdrCollector
 from routing.monitor.exporter import NAMESPACE, EdgeCollector
 from routing.monitor.health import probe_ok
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if settings.capture.enabled:
+        Collector(settings).start(stop)
 
     def count(probe: prober.GatewayProbe) -> None:
         result = "ok" if probe_ok(probe.result.code) else "failed"

@@ -433,6 +433,32 @@ class Dtmf(_Model):
     )
 
 
+class Capture(_Model):
+    """SIP capture per call (docs/operations.md#reading-a-calls-ladder): Kamailio's ``siptrace``
+    module mirrors every SIP message it receives and sends as HEP3 to the monitor's collector on
+    ``address:port`` (UDP), which keeps one file per Call-ID under ``dir`` and relays each packet to a
+    Homer/heplify collector when ``hep_address`` is set."""
+
+    enabled: bool = Field(True, description="capture every SIP message (siptrace trace_mode 1) and keep it per call")
+    address: IpAddress = Field("127.0.0.1", description="address of the monitor's HEP collector (UDP)")
+    port: int = Field(9060, ge=1, le=65535, description="UDP port of the monitor's HEP collector")
+    dir: Path | None = Field(None, description="capture files (mode 0700/0600; default <run_dir>/captures)")
+    max_age_s: int = Field(
+        86400, ge=1, le=90 * 86400, description="a call's capture is deleted this long after its last message (s)",
+    )
+    max_mb: int = Field(
+        512, ge=1, le=1_000_000,
+        description="bound of all capture files together (MB, 10^6 bytes); the calls written to least recently go first",
+    )
+    hep_address: IpAddress | None = Field(None, description="Homer/heplify collector every HEP3 packet is relayed to")
+    hep_port: int = Field(9060, ge=1, le=65535, description="UDP port of that collector")
+    capture_id: int = Field(1, ge=0, le=4294967295, description="HEP capture agent id of this node (siptrace hep_capture_id)")
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_mb * 1_000_000
+
+
 class Settings(_Model):
     """One edge node's settings (see ``docs/settings.md``)."""
 
@@ -451,17 +477,38 @@ class Settings(_Model):
     registration: Registration = Field(default_factory=Registration)
     dtmf: Dtmf = Field(default_factory=Dtmf)
     cdr: Cdr = Field(default_factory=Cdr)
+    capture: Capture = Field(default_factory=Capture)
 
     @property
     def cdr_spool_path(self) -> Path:
         """Directory of spooled call records."""
         return self.cdr.spool_dir or Path(self.run_dir) / "cdr-spool"
+
+    @property
+    def capture_path(self) -> Path:
+        """Directory of the per-call SIP captures."""
+        return self.capture.dir or Path(self.run_dir) / "captures"
     media: Media = Field(default_factory=Media)
 
     @model_validator(mode="after")
     def _check_dtmf_port(self) -> "Settings":
         if self.dtmf.log_port and self.dtmf.log_port == self.rtpengine.ng_port:
             raise ValueError("dtmf.log_port must differ from rtpengine.ng_port (both are UDP ports on 127.0.0.1)")
+        if self.capture.enabled and self.capture.address == "127.0.0.1" and self.capture.port in (
+                self.rtpengine.ng_port, self.dtmf.log_port):
+            raise ValueError("capture.port must differ from rtpengine.ng_port and dtmf.log_port (UDP ports on 127.0.0.1)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_capture_family(self) -> "Settings":
+        """siptrace sends its HEP from one of Kamailio's UDP sockets: one must be of the collector's IP family."""
+        if not self.capture.enabled:
+            return self
+        family = ipaddress.ip_address(self.capture.address).version
+        if not any(l.transport == "udp" and ipaddress.ip_address(l.address).version == family for l in self.sip.listen):
+            other = "::1" if family == 4 else "127.0.0.1"
+            raise ValueError(f"capture.address {self.capture.address}: no UDP listener of its IP family sends the HEP "
+                             f"(set capture.address: {other}, or capture.enabled: false)")
         return self
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,22 @@ def test_keepalive_interval_below_the_dialog_modules_minimum_is_refused(tmp_path
     path.write_text("media: {keepalive_interval_s: 10}\n")
     with pytest.raises(SettingsError, match="keepalive_interval_s"):
         load_settings(path)
+
+
+def test_capture_errors_name_the_field(tmp_path: Path) -> None:
+    for data, expected in (
+        ({"capture": {"max_mb": 0}}, "capture.max_mb: Input should be greater than or equal to 1"),
+        ({"capture": {"max_age_s": 0}}, "capture.max_age_s: Input should be greater than or equal to 1"),
+        ({"capture": {"hep_address": "homer"}}, "capture.hep_address:"),
+        ({"capture": {"port": 2223}}, "capture.port must differ from rtpengine.ng_port"),
+        ({"sip": {"listen": [{"address": "::1"}]}}, "capture.address 127.0.0.1: no UDP listener of its IP family"),
+    ):
+        with pytest.raises(SettingsError, match=re.escape(expected)):
+            load_settings(write_yaml(tmp_path / "edge.yaml", data))
+
+
+def test_capture_defaults() -> None:
+    settings = Settings()
+    assert settings.capture.enabled and settings.capture.max_bytes == 512_000_000
+    assert settings.capture_path == Path(settings.run_dir) / "captures"
+    assert Settings.model_validate({"sip": {"listen": [{"address": "::1"}]}, "capture": {"enabled": False}})

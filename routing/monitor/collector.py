@@ -1,0 +1,121 @@
+"""The HEP collector of the monitor process: SIP capture per call, kept on the node and relayed.
+
+Kamailio's ``siptrace`` module (``trace_mode 1``, templates/kamailio.cfg.j2) sends one HEP3
+datagram per SIP message it receives or sends to ``capture.address:capture.port``.  This thread
+reads them, appends each to its call's file (:class:`routing.capture.store.CaptureStore`, the
+Call-ID read from the SIP payload), relays the datagram unchanged to ``capture.hep_address`` when
+one is configured (a Homer/heplify collector), and once a second deletes calls past
+``capture.max_age_s``.  Out-of-dialog OPTIONS and REGISTER (gateway pings, registrations) are
+relayed but not kept, unless their Call-ID is already a call's.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+from routing.capture import hep, sipmsg
+from routing.capture.store import CaptureStore
+from routing.ops.settings import Settings
+
+__all__ = ["Collector"]
+
+log = logging.getLogger("byoc_edge.capture")
+
+#: the largest UDP datagram (bytes)
+_MAX_DATAGRAM = 65535
+#: methods kept only when their Call-ID is already a call's (by CSeq method)
+_NOT_CALLS = (b"OPTIONS", b"REGISTER")
+
+
+class Collector:
+    """Receives siptrace's HEP3 datagrams (UDP), keeps them per call, relays them to Homer.
+
+    Args:
+        settings: the node's settings (``capture.*``, the capture directory).
+        clock: seconds since the epoch (injected for tests).
+    """
+
+    def __init__(self, settings: Settings, clock=time.time) -> None:
+        c = settings.capture
+        self.store = CaptureStore(settings.capture_path, c.max_bytes, c.max_age_s)
+        self.clock = clock
+        family = socket.AF_INET6 if ":" in c.address else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        self.sock.bind((c.address, c.port))
+        self.sock.settimeout(1.0)
+        self.relay_to = (c.hep_address, c.hep_port) if c.hep_address else None
+        self.relay = (socket.socket(socket.AF_INET6 if ":" in c.hep_address else socket.AF_INET, socket.SOCK_DGRAM)
+                      if c.hep_address else None)
+        self.received = 0
+        self.kept = 0
+        self.dropped = 0
+        self.store.open()
+
+    def handle(self, data: bytes, now: float) -> bool:
+        """One datagram: relayed, then kept with its call when it is a SIP message of one; returns whether kept."""
+        self.received += 1
+        if self.relay is not None:
+            try:
+                self.relay.sendto(data, self.relay_to)
+            except OSError as exc:
+                log.warning("capture: cannot relay HEP to %s:%s: %s", *self.relay_to, exc)
+        try:
+            packet = hep.parse(data)
+        except hep.HepError as exc:
+            self.dropped += 1
+            log.warning("capture: dropped a datagram that is not HEP3: %s", exc)
+            return False
+        call_id = sipmsg.call_id(packet.payload)
+        if not call_id:
+            self.dropped += 1
+            return False
+        if _not_call(packet.payload) and self.store.call(call_id) is None:
+            return False
+        self.store.append(call_id, data, now)
+        self.kept += 1
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; sweeps old calls about once a second."""
+        log.info("capture: HEP collector on %s:%d, files in %s", *self.sock.getsockname()[:2], self.store.directory)
+        next_sweep = 0.0
+        while not stop.is_set():
+            try:
+                data = self.sock.recv(_MAX_DATAGRAM)
+            except TimeoutError:
+                data = b""
+            now = self.clock()
+            if data:
+                try:
+                    self.handle(data, now)
+                except OSError as exc:  # a full disk: the call path never waits for the capture
+                    log.error("capture: cannot write: %s", exc)
+            if now >= next_sweep:
+                self.store.sweep(now)
+                next_sweep = now + 1.0
+        self.close()
+
+    def close(self) -> None:
+        """Close the collector's sockets."""
+        self.sock.close()
+        if self.relay is not None:
+            self.relay.close()
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        """Run in a daemon thread."""
+        thread = threading.Thread(target=self.run, args=(stop,), name="hep-collector", daemon=True)
+        thread.start()
+        return thread
+
+
+def _not_call(payload: bytes) -> bool:
+    """True for an OPTIONS or REGISTER request or response (by its CSeq method)."""
+    head = payload.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n")[1:]:
+        if line[:5].lower() == b"cseq:":
+            return line.split()[-1].upper() in _NOT_CALLS
+    return False
