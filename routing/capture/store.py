@@ -27,6 +27,8 @@ __all__ = ["CaptureStore", "CaptureFile", "file_name", "SUFFIX"]
 SUFFIX = ".hep"
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+#: files the writer keeps open (the calls written to most recently): no open/close per message
+_OPEN_FILES = 256
 
 
 def file_name(call_id: str) -> str:
@@ -68,6 +70,8 @@ class CaptureStore:
         self.max_age_s = max_age_s
         #: file name -> (size, last write), least recently written first
         self._index: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        #: file name -> open descriptor (O_APPEND), least recently written first
+        self._fds: OrderedDict[str, int] = OrderedDict()
         self.total = 0
 
     # -- writer (the collector) -------------------------------------------------
@@ -79,14 +83,21 @@ class CaptureStore:
         self._index = OrderedDict((f.path.name, (f.size, f.mtime)) for f in files)
         self.total = sum(f.size for f in files)
 
+    def has(self, call_id: str) -> bool:
+        """Whether ``call_id`` has a capture (the writer's index: no file system access)."""
+        return file_name(call_id) in self._index
+
     def append(self, call_id: str, packet: bytes, now: float) -> None:
-        """Append one HEP3 packet to ``call_id``'s file, then enforce the size bound."""
+        """Append one HEP3 packet to ``call_id``'s file (one ``write``, so a reader never sees half a
+        packet), then enforce the size bound."""
         name = file_name(call_id)
-        fd = os.open(self.directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
-        try:
-            os.write(fd, packet)
-        finally:
-            os.close(fd)
+        fd = self._fds.pop(name, None)
+        if fd is None:
+            fd = os.open(self.directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+            while len(self._fds) >= _OPEN_FILES:
+                os.close(self._fds.popitem(last=False)[1])
+        self._fds[name] = fd
+        os.write(fd, packet)
         size, _ = self._index.pop(name, (0, now))
         self._index[name] = (size + len(packet), now)
         self.total += len(packet)
@@ -104,7 +115,15 @@ class CaptureStore:
             dropped += 1
         return dropped
 
+    def close(self) -> None:
+        """Close the files kept open."""
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
     def _drop(self, name: str) -> None:
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
         size, _ = self._index.pop(name)
         self.total -= size
         try:

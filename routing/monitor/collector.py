@@ -12,6 +12,7 @@ relayed but not kept, unless their Call-ID is already a call's.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -26,8 +27,11 @@ log = logging.getLogger("byoc_edge.capture")
 
 #: the largest UDP datagram (bytes)
 _MAX_DATAGRAM = 65535
-#: methods kept only when their Call-ID is already a call's (by CSeq method)
-_NOT_CALLS = (b"OPTIONS", b"REGISTER")
+#: OPTIONS and REGISTER requests and their responses (by the CSeq method): kept only when their
+#: Call-ID is already a call's
+_NOT_CALL_CSEQ = re.compile(rb"(?im)^cseq[ \t]*:[ \t]*[0-9]+[ \t]+(?:OPTIONS|REGISTER)[ \t]*\r?$")
+#: a warning about dropped datagrams at most this often (s)
+_WARN_EVERY_S = 60.0
 
 
 class Collector:
@@ -53,6 +57,7 @@ class Collector:
         self.received = 0
         self.kept = 0
         self.dropped = 0
+        self._warned = 0.0
         self.store.open()
 
     def handle(self, data: bytes, now: float) -> bool:
@@ -64,20 +69,26 @@ class Collector:
             except OSError as exc:
                 log.warning("capture: cannot relay HEP to %s:%s: %s", *self.relay_to, exc)
         try:
-            packet = hep.parse(data)
+            payload = hep.payload_of(data)
         except hep.HepError as exc:
-            self.dropped += 1
-            log.warning("capture: dropped a datagram that is not HEP3: %s", exc)
+            self._drop(now, f"not HEP3: {exc}")
             return False
-        call_id = sipmsg.call_id(packet.payload)
+        call_id = sipmsg.call_id(payload)
         if not call_id:
-            self.dropped += 1
+            self._drop(now, "a payload without Call-ID")
             return False
-        if _not_call(packet.payload) and self.store.call(call_id) is None:
+        if payload[:1] in (b"O", b"R", b"S") and _NOT_CALL_CSEQ.search(payload.split(b"\r\n\r\n", 1)[0]) \
+                and not self.store.has(call_id):
             return False
         self.store.append(call_id, data, now)
         self.kept += 1
         return True
+
+    def _drop(self, now: float, why: str) -> None:
+        self.dropped += 1
+        if now - self._warned >= _WARN_EVERY_S:
+            self._warned = now
+            log.warning("capture: dropped a datagram (%s); %d dropped so far", why, self.dropped)
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; sweeps old calls about once a second."""
@@ -102,6 +113,7 @@ class Collector:
     def close(self) -> None:
         """Close the collector's sockets."""
         self.sock.close()
+        self.store.close()
         if self.relay is not None:
             self.relay.close()
 
@@ -110,12 +122,3 @@ class Collector:
         thread = threading.Thread(target=self.run, args=(stop,), name="hep-collector", daemon=True)
         thread.start()
         return thread
-
-
-def _not_call(payload: bytes) -> bool:
-    """True for an OPTIONS or REGISTER request or response (by its CSeq method)."""
-    head = payload.split(b"\r\n\r\n", 1)[0]
-    for line in head.split(b"\r\n")[1:]:
-        if line[:5].lower() == b"cseq:":
-            return line.split()[-1].upper() in _NOT_CALLS
-    return False

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from routing.capture.hep import PROTO_TCP, HepError, HepPacket, build, parse, split
+from routing.capture.hep import PROTO_TCP, HepError, HepPacket, build, parse, payload_of, split
 
 SIP = b"INVITE sip:+1@127.0.0.1 SIP/2.0\r\nCall-ID: abc@host\r\n\r\n"
 
@@ -66,3 +66,12 @@ def test_split_cuts_a_capture_file_and_leaves_out_a_truncated_tail() -> None:
     assert split(b"") == []
     with pytest.raises(HepError):
         split(a + b"garbage-garbage")
+
+
+def test_payload_of_is_the_fast_path_of_parse() -> None:
+    data = build(HepPacket("127.0.0.11", "127.0.0.1", 5070, 5060, 1.0, SIP, correlation_id="x"))
+    assert payload_of(data) == parse(data).payload == SIP
+    for bad in (b"HEP2" + data[4:], data[:-1], b"HEP3\x00\x0c\x00\x00\x00\x0f\x00\x09",
+                b"HEP3" + struct.pack("!H", 13) + struct.pack("!HHHB", 0, 1, 7, 2)):
+        with pytest.raises(HepError):
+            payload_of(bad)

@@ -55,6 +55,7 @@ def test_age_bound_drops_calls_by_last_message(tmp_path: Path) -> None:
     store.append("busy", packet("busy"), 150.0)  # a later message keeps the call
     assert store.sweep(161.0) == 1
     assert store.call("old") is None and store.call("busy") is not None
+    assert not store.has("old") and store.has("busy")
     assert store.sweep(209.0) == 0
     assert store.sweep(211.0) == 1 and store.total == 0
 
@@ -69,6 +70,7 @@ def test_size_bound_drops_least_recently_written_calls_first(tmp_path: Path) -> 
     assert store.call("c2") is None and store.call("c1") and store.call("c3")
     assert store.total <= 3 * one
     assert store.total == sum(f.size for f in store.files())
+    store.close()
 
 
 def test_reopen_indexes_existing_files_oldest_first(tmp_path: Path) -> None:
@@ -83,3 +85,17 @@ def test_reopen_indexes_existing_files_oldest_first(tmp_path: Path) -> None:
     assert again.total == store.total
     assert again.sweep(1070.0) == 1 and again.call("a") is None and again.call("b")
     assert [f.path.name for f in again.recent()] == [file_name("b")]
+
+
+def test_many_calls_at_once_keep_a_bounded_number_of_files_open(tmp_path: Path) -> None:
+    import routing.capture.store as store_mod
+
+    store = CaptureStore(tmp_path, 10**9, 3600)
+    store.open()
+    for i in range(store_mod._OPEN_FILES + 50):
+        store.append(f"c{i}", packet(f"c{i}"), float(i))
+    assert len(store._fds) == store_mod._OPEN_FILES
+    store.append("c0", packet("c0", ts=2.0), 1000.0)  # reopened after being closed
+    assert [p.ts for p in store.call("c0").packets()] == [1.0, 2.0]
+    store.close()
+    assert not store._fds
