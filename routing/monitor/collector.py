@@ -2,7 +2,7 @@
 
 Kamailio's ``siptrace`` module (``trace_mode 1``, templates/kamailio.cfg.j2) sends one HEP3
 datagram per SIP message it receives or sends to ``capture.address:capture.port``.  This thread
-reads them, appends each to its call's file (:class:`routing.capture.store.CaptureStore`, the
+reads them in batches (every 20 ms), appends each to its call's file (:class:`routing.capture.store.CaptureStore`, the
 Call-ID read from the SIP payload), relays the datagram unchanged to ``capture.hep_address`` when
 one is configured (a Homer/heplify collector), and once a second deletes calls past
 ``capture.max_age_s``.  Out-of-dialog OPTIONS and REGISTER (gateway pings, registrations) are
@@ -30,6 +30,11 @@ _MAX_DATAGRAM = 65535
 #: OPTIONS and REGISTER requests and their responses (by the CSeq method): kept only when their
 #: Call-ID is already a call's
 _NOT_CALL_CSEQ = re.compile(rb"(?im)^cseq[ \t]*:[ \t]*[0-9]+[ \t]+(?:OPTIONS|REGISTER)[ \t]*\r?$")
+#: how often the collector reads what queued in its socket (s): a wake-up per batch, not per message; the
+#: socket's receive buffer (4 MB asked, net.core.rmem_max caps it) holds what arrives meanwhile
+_BATCH_S = 0.02
+#: most datagrams handled in one batch before the stop flag and the sweep are looked at again
+_MAX_BATCH = 10000
 #: a warning about dropped datagrams at most this often (s)
 _WARN_EVERY_S = 60.0
 
@@ -50,7 +55,6 @@ class Collector:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         self.sock.bind((c.address, c.port))
-        self.sock.settimeout(1.0)
         self.relay_to = (c.hep_address, c.hep_port) if c.hep_address else None
         self.relay = (socket.socket(socket.AF_INET6 if ":" in c.hep_address else socket.AF_INET, socket.SOCK_DGRAM)
                       if c.hep_address else None)
@@ -91,20 +95,22 @@ class Collector:
             log.warning("capture: dropped a datagram (%s); %d dropped so far", why, self.dropped)
 
     def run(self, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set; sweeps old calls about once a second."""
+        """Serve until ``stop`` is set: every ``_BATCH_S`` the datagrams queued in the socket are read and
+        handled (one wake-up per batch, not per message); old calls are swept about once a second."""
         log.info("capture: HEP collector on %s:%d, files in %s", *self.sock.getsockname()[:2], self.store.directory)
+        self.sock.setblocking(False)
         next_sweep = 0.0
-        while not stop.is_set():
-            try:
-                data = self.sock.recv(_MAX_DATAGRAM)
-            except TimeoutError:
-                data = b""
+        while not stop.wait(_BATCH_S):
             now = self.clock()
-            if data:
+            for _ in range(_MAX_BATCH):
+                try:
+                    data = self.sock.recv(_MAX_DATAGRAM)
+                except BlockingIOError:
+                    break
                 try:
                     self.handle(data, now)
                 except OSError as exc:  # a full disk: the call path never waits for the capture
-                    log.error("capture: cannot write: %s", exc)
+                    self._drop(now, f"cannot write: {exc}")
             if now >= next_sweep:
                 self.store.sweep(now)
                 next_sweep = now + 1.0
