@@ -47,7 +47,8 @@ class Entry:
         cseq: the CSeq header (``1 INVITE``).
         details: the header fields that matter, masked, and the SDP's media lines.
         text: the whole message, masked.
-        transport: ``udp`` or ``tcp`` (TLS is captured decrypted, as tcp).
+        transport: ``udp``, ``tcp`` or ``tls`` (a TLS message is captured decrypted).
+        packet: the captured packet itself.
     """
 
     ts: float
@@ -101,19 +102,34 @@ class CallSummary:
         return self.status >= 300
 
 
-def build(call_id: str, packets: Iterable[HepPacket], edge_sockets: Sequence[tuple[str, int]]) -> Ladder:
-    """The ladder of ``packets`` (one call's), in capture order.
+def build(call_id: str, packets: Iterable[HepPacket], edge_sockets: Sequence[tuple[str, int]],
+          tls_sockets: Sequence[tuple[str, int]] = ()) -> Ladder:
+    """The ladder of ``packets`` (one call's), in time order, each request before the responses to it.
+
+    siptrace stamps a message when it hands it to the collector, which for a sent message is after
+    the send: a fast answer, read by another Kamailio process, can be stamped first.  A request the
+    edge sent is therefore moved before any response to it (same peer, same CSeq) stamped earlier.
 
     Args:
         edge_sockets: (address, port) of the edge's SIP listeners; an address ``0.0.0.0`` or ``::``
             matches any address on that port.
+        tls_sockets: those of them that are TLS listeners: siptrace (Kamailio 5.6) marks TLS messages
+            as UDP in HEP, the edge's socket tells them apart.
     """
-    ordered = sorted(packets, key=lambda p: p.ts)
+    ordered = _causal(sorted(packets, key=lambda p: p.ts))
     mine = {(a, p) for a, p in edge_sockets}
     wild = {p for a, p in edge_sockets if a in ("0.0.0.0", "::")}
+    tls = {(a, p) for a, p in tls_sockets}
+    tls_wild = {p for a, p in tls_sockets if a in ("0.0.0.0", "::")}
 
     def is_edge(ip: str, port: int) -> bool:
         return (ip, port) in mine or port in wild
+
+    def transport(p: HepPacket) -> str:
+        for ip, port in ((p.src, p.src_port), (p.dst, p.dst_port)):
+            if (ip, port) in tls or port in tls_wild:
+                return "tls"
+        return "tcp" if p.ip_proto == 6 else "udp"
 
     entries: list[Entry] = []
     peers: list[str] = []
@@ -133,11 +149,31 @@ def build(call_id: str, packets: Iterable[HepPacket], edge_sockets: Sequence[tup
             ts=p.ts, direction=direction, src=src, dst=dst, src_lane=src_lane, dst_lane=dst_lane,
             label=f.label or "?", cseq=f.header("cseq"), details=_details(f),
             text=sipmsg.mask(p.payload.decode("utf-8", "replace")),
-            transport="tcp" if p.ip_proto == 6 else "udp", packet=p,
+            transport=transport(p), packet=p,
         ))
     # the caller (first sender) left of the edge, everyone else right of it
     lanes = ([peers[0], EDGE] + peers[1:]) if peers else [EDGE]
     return Ladder(call_id, tuple(lanes), tuple(entries))
+
+
+def _causal(ordered: list[HepPacket]) -> list[HepPacket]:
+    """``ordered`` (by time) with each request moved before any response to it stamped earlier
+    (a response from the request's destination with the request's CSeq)."""
+    out = list(ordered)
+    i = 0
+    while i < len(out):
+        p = out[i]
+        f = sipmsg.facts(p.payload)
+        if f.is_request and f.method != "ACK":
+            for j in range(i):
+                q = out[j]
+                if (q.src, q.src_port) == (p.dst, p.dst_port):
+                    g = sipmsg.facts(q.payload)
+                    if not g.is_request and g.cseq == f.cseq:
+                        out.insert(j, out.pop(i))
+                        break
+        i += 1
+    return out
 
 
 def summarize(ladder: Ladder) -> CallSummary | None:

@@ -36,6 +36,10 @@ def _edge_sockets(settings: Settings) -> list[tuple[str, int]]:
     return [(l.address, l.port) for l in settings.sip.listen]
 
 
+def _tls_sockets(settings: Settings) -> list[tuple[str, int]]:
+    return [(l.address, l.port) for l in settings.sip.listen if l.transport == "tls"]
+
+
 def _console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=250, soft_wrap=False)
 
@@ -50,7 +54,7 @@ def load(settings: Settings, call_id: str) -> ladders.Ladder:
     if found is None:
         why = "" if settings.capture.enabled else " (capture.enabled is false)"
         raise fail(f"no capture of Call-ID {call_id!r} in {settings.capture_path}{why}")
-    return ladders.build(call_id, found.packets(), _edge_sockets(settings))
+    return ladders.build(call_id, found.packets(), _edge_sockets(settings), _tls_sockets(settings))
 
 
 @click.command()
@@ -122,7 +126,7 @@ def _failed(settings: Settings, last: int, as_json: bool) -> None:
         if not packets:
             continue
         cid = sipmsg.call_id(packets[0].payload)
-        summary = ladders.summarize(ladders.build(cid, packets, _edge_sockets(settings)))
+        summary = ladders.summarize(ladders.build(cid, packets, _edge_sockets(settings), _tls_sockets(settings)))
         if summary is not None and summary.failed:
             rows.append(summary)
             if len(rows) >= last:

@@ -27,7 +27,7 @@ from routing.cli import main as cli_main
 from tests.helpers import free_port, wait_until
 from tests.sipp import reject_uac_scenario, reply_uas_scenario, uac, uas
 
-from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, NET, STRANGER, Edge, restarted
+from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, EDGE_IP, NET, STRANGER, Edge, restarted
 from .test_digest import PASSWORD, PBX_IP, provision_pbx
 
 AGENT_PORT = 5090
@@ -278,3 +278,51 @@ def test_unknown_call_id_is_a_one_line_error(clean_edge: Edge) -> None:
     code, out = edgectl(clean_edge, "trace", "no-such-call@nowhere")
     assert code == 1
     assert out.strip().count("\n") == 0 and "no capture of Call-ID 'no-such-call@nowhere'" in out
+
+
+def test_tcp_and_tls_legs_are_captured_in_clear(clean_edge: Edge) -> None:
+    """siptrace mirrors what Kamailio reads and writes, so a TLS leg is captured after decryption."""
+    from routing.tables import admin
+    from routing.tables.model import Agent, Direction, Trunk
+    from tests.baresip import Baresip
+
+    edge = clean_edge
+    # over TCP: SIPp carrier -> edge -> UDP agent
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)])
+    edge.agent("bot", [f"sip:{AGENT_IP}:{AGENT_PORT}"], [f"{AGENT_IP}/32"])
+    edge.did(DID, "carrier-a", "bot")
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, answer_ms=20)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, CARRIER_PORT, edge.sip, DID, hold_ms=300, extra=["-t", "t1"])
+    assert carrier.wait() == 0, carrier.output()
+    assert agent.wait() == 0, agent.output()
+    call_id = call_id_of(agent.received_requests("INVITE")[0])
+    messages = captured(edge, call_id, both_legs_done)
+    invite_in = next(m for m in messages if m["direction"] == "in" and m["message"] == "INVITE")
+    assert invite_in["transport"] == "tcp" and invite_in["src"].startswith(CARRIER_A)
+    assert has(messages, "out", "INVITE", dst=f"{AGENT_IP}:{AGENT_PORT}")
+    assert next(m for m in messages if m["direction"] == "out" and m["message"] == "INVITE")["transport"] == "udp"
+
+    # over TLS: a baresip carrier (the edge's self-signed certificate trusted)
+    edge.redis.flushdb()
+    sources = (f"{EDGE_IP}/32",) + (("127.0.0.1/32",) if EDGE_IP != "127.0.0.1" else ())
+    admin.put_trunk(edge.redis, Trunk("tls-carrier", Direction.BOTH, cidrs=sources))
+    admin.put_agent(edge.redis, Agent("bot", (f"sip:{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",)))
+    edge.did(DID, "tls-carrier", "bot")
+    agent = uas(edge.workdir / "agent-tls", AGENT_IP, AGENT_PORT, scenario="uas_answer.xml", answer_ms=200,
+                rtp_echo=False)
+    with Baresip(edge.workdir / "tls-carrier", f"{NET}.41", codecs=["PCMU"], cafile=edge.settings.tls_certificate) as ua:
+        ua.dial(f"sip:{DID}@{EDGE_IP}:{edge.tls_port};transport=tls")
+        ua.wait_event("CALL_ESTABLISHED")
+        ua.hangup()
+        ua.wait_event("CALL_CLOSED")
+    assert agent.wait(timeout=20) == 0, agent.output()
+    call_id = call_id_of(agent.received_requests("INVITE")[0])
+    messages = captured(edge, call_id, both_legs_done)
+    tls_in = [m for m in messages if m["dst"].endswith(f":{edge.tls_port}")]
+    assert [m["message"] for m in tls_in] == ["INVITE", "ACK", "BYE"], messages
+    assert all(m["transport"] == "tls" for m in tls_in)
+    # every request the edge sent precedes the responses to it
+    relayed = next(i for i, m in enumerate(messages) if m["direction"] == "out" and m["message"] == "INVITE")
+    assert all(not m["message"][0].isdigit() or m["src"] != messages[relayed]["dst"] for m in messages[:relayed])
+    assert all(m["text"].startswith(("INVITE ", "ACK ", "BYE ", "SIP/2.0 ", "OPTIONS ", "CANCEL ", "PRACK ", "UPDATE ", "INFO "))
+               for m in messages)

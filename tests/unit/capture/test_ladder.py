@@ -74,3 +74,25 @@ def test_failover_attempts_are_counted_and_the_caller_answer_is_final() -> None:
 def test_no_initial_invite_no_summary() -> None:
     bye_only = [pkt(CARRIER, ("192.0.2.1", 5060), 1.0, sip("BYE sip:x SIP/2.0", "3 BYE", to_tag=";tag=1"))]
     assert summarize(build(CALL_ID, bye_only, EDGE_SOCKETS)) is None
+
+
+def test_a_request_is_put_before_a_response_to_it_stamped_earlier() -> None:
+    edge = ("192.0.2.1", 5060)
+    packets = [
+        pkt(CARRIER, edge, 1.000, sip("INVITE sip:x SIP/2.0", "1 INVITE")),
+        pkt(AGENT, edge, 1.002, sip("SIP/2.0 180 Ringing", "1 INVITE", to_tag=";tag=1")),  # read first
+        pkt(edge, AGENT, 1.003, sip("INVITE sip:agent SIP/2.0", "1 INVITE")),               # stamped after
+        pkt(edge, CARRIER, 1.004, sip("SIP/2.0 180 Ringing", "1 INVITE", to_tag=";tag=1")),
+    ]
+    ladder = build(CALL_ID, packets, EDGE_SOCKETS)
+    assert [(e.direction, e.label) for e in ladder.entries] == [
+        ("in", "INVITE"), ("out", "INVITE"), ("in", "180 Ringing"), ("out", "180 Ringing")]
+
+
+def test_tls_messages_are_told_by_the_edges_tls_socket() -> None:
+    tls_edge = ("192.0.2.1", 5061)
+    packets = [pkt(CARRIER, tls_edge, 1.0, sip("INVITE sip:x SIP/2.0", "1 INVITE")),
+               pkt(("192.0.2.1", 5060), AGENT, 1.1, sip("INVITE sip:agent SIP/2.0", "1 INVITE"))]
+    ladder = build(CALL_ID, packets, [("192.0.2.1", 5060), tls_edge], tls_sockets=[tls_edge])
+    assert [e.transport for e in ladder.entries] == ["tls", "udp"]
+    assert ladder.entries[0].direction == "in"
