@@ -13,6 +13,7 @@ older than ``max_age_s`` is deleted by :meth:`CaptureStore.sweep`; when the file
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections import OrderedDict
@@ -31,8 +32,9 @@ _FILE_MODE = 0o600
 _OPEN_FILES = 256
 
 
+@functools.lru_cache(maxsize=4096)
 def file_name(call_id: str) -> str:
-    """The capture file name of ``call_id``."""
+    """The capture file name of ``call_id`` (cached: every message of a call asks)."""
     return hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()[:40] + SUFFIX
 
 
@@ -88,8 +90,8 @@ class CaptureStore:
         return file_name(call_id) in self._index
 
     def append(self, call_id: str, packet: bytes, now: float) -> None:
-        """Append one HEP3 packet to ``call_id``'s file (one ``write``, so a reader never sees half a
-        packet), then enforce the size bound."""
+        """Append HEP3 packets (one, or several one after the other) to ``call_id``'s file in one
+        ``write`` (a reader never sees half a packet), then enforce the size bound."""
         name = file_name(call_id)
         fd = self._fds.pop(name, None)
         if fd is None:

@@ -66,6 +66,30 @@ class Collector:
 
     def handle(self, data: bytes, now: float) -> bool:
         """One datagram: relayed, then kept with its call when it is a SIP message of one; returns whether kept."""
+        call_id = self._accept(data, now, ())
+        if call_id is None:
+            return False
+        self.store.append(call_id, data, now)
+        return True
+
+    def handle_batch(self, datagrams: list[bytes], now: float) -> int:
+        """Datagrams read together: each relayed and checked, then one write per call (the call's
+        packets of the batch in arrival order); returns how many were kept."""
+        calls: dict[str, list[bytes]] = {}
+        for data in datagrams:
+            call_id = self._accept(data, now, calls)
+            if call_id is not None:
+                calls.setdefault(call_id, []).append(data)
+        for call_id, packets in calls.items():
+            try:
+                self.store.append(call_id, b"".join(packets), now)
+            except OSError as exc:  # a full disk: the call path never waits for the capture
+                self._drop(now, f"cannot write: {exc}")
+        return sum(len(p) for p in calls.values())
+
+    def _accept(self, data: bytes, now: float, pending) -> str | None:
+        """Relay ``data``; the Call-ID it is kept under, or None (not HEP3 with a SIP payload, or an
+        OPTIONS/REGISTER of no call captured or ``pending``)."""
         self.received += 1
         if self.relay is not None:
             try:
@@ -76,17 +100,16 @@ class Collector:
             payload = hep.payload_of(data)
         except hep.HepError as exc:
             self._drop(now, f"not HEP3: {exc}")
-            return False
+            return None
         call_id = sipmsg.call_id(payload)
         if not call_id:
             self._drop(now, "a payload without Call-ID")
-            return False
+            return None
         if payload[:1] in (b"O", b"R", b"S") and _NOT_CALL_CSEQ.search(payload.split(b"\r\n\r\n", 1)[0]) \
-                and not self.store.has(call_id):
-            return False
-        self.store.append(call_id, data, now)
+                and call_id not in pending and not self.store.has(call_id):
+            return None
         self.kept += 1
-        return True
+        return call_id
 
     def _drop(self, now: float, why: str) -> None:
         self.dropped += 1
@@ -100,17 +123,17 @@ class Collector:
         log.info("capture: HEP collector on %s:%d, files in %s", *self.sock.getsockname()[:2], self.store.directory)
         self.sock.setblocking(False)
         next_sweep = 0.0
+        recv = self.sock.recv
         while not stop.wait(_BATCH_S):
             now = self.clock()
-            for _ in range(_MAX_BATCH):
-                try:
-                    data = self.sock.recv(_MAX_DATAGRAM)
-                except BlockingIOError:
-                    break
-                try:
-                    self.handle(data, now)
-                except OSError as exc:  # a full disk: the call path never waits for the capture
-                    self._drop(now, f"cannot write: {exc}")
+            batch: list[bytes] = []
+            try:
+                while len(batch) < _MAX_BATCH:
+                    batch.append(recv(_MAX_DATAGRAM))
+            except BlockingIOError:
+                pass
+            if batch:
+                self.handle_batch(batch, now)
             if now >= next_sweep:
                 self.store.sweep(now)
                 next_sweep = now + 1.0

@@ -62,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     if settings.capture.enabled:
-        Collector(settings).start(stop)
+        try:
+            Collector(settings).start(stop)
+        except OSError as exc:  # the port taken, the directory not writable: metrics and probes go on
+            logging.getLogger("byoc_edge.capture").error(
+                "capture: cannot listen on %s:%d or write %s: %s; no SIP capture is kept",
+                settings.capture.address, settings.capture.port, settings.capture_path, exc)
 
     def count(probe: prober.GatewayProbe) -> None:
         result = "ok" if probe_ok(probe.result.code) else "failed"

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import yaml
 from routing.errors import EdgeError
 from routing.call.media import DEFAULT_PRIVATE_NETWORKS
+from routing.ops.capturesettings import Capture
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["Settings", "SettingsError", "load_settings", "REPO_ROOT", "DEFAULT_RUN_DIR"]
@@ -431,32 +432,6 @@ class Dtmf(_Model):
         description="UDP port on 127.0.0.1 where rtpengine reports the digits it sees (dtmf-log-dest) and the "
         "edge records them with the call; 0 = digits seen in the media are not recorded",
     )
-
-
-class Capture(_Model):
-    """SIP capture per call (docs/operations.md#reading-a-calls-ladder): Kamailio's ``siptrace``
-    module mirrors every SIP message it receives and sends as HEP3 to the monitor's collector on
-    ``address:port`` (UDP), which keeps one file per Call-ID under ``dir`` and relays each packet to a
-    Homer/heplify collector when ``hep_address`` is set."""
-
-    enabled: bool = Field(True, description="capture every SIP message (siptrace trace_mode 1) and keep it per call")
-    address: IpAddress = Field("127.0.0.1", description="address of the monitor's HEP collector (UDP)")
-    port: int = Field(9060, ge=1, le=65535, description="UDP port of the monitor's HEP collector")
-    dir: Path | None = Field(None, description="capture files (mode 0700/0600; default <run_dir>/captures)")
-    max_age_s: int = Field(
-        86400, ge=1, le=90 * 86400, description="a call's capture is deleted this long after its last message (s)",
-    )
-    max_mb: int = Field(
-        512, ge=1, le=1_000_000,
-        description="bound of all capture files together (MB, 10^6 bytes); the calls written to least recently go first",
-    )
-    hep_address: IpAddress | None = Field(None, description="Homer/heplify collector every HEP3 packet is relayed to")
-    hep_port: int = Field(9060, ge=1, le=65535, description="UDP port of that collector")
-    capture_id: int = Field(1, ge=0, le=4294967295, description="HEP capture agent id of this node (siptrace hep_capture_id)")
-
-    @property
-    def max_bytes(self) -> int:
-        return self.max_mb * 1_000_000
 
 
 class Settings(_Model):

@@ -115,6 +115,8 @@ class Node:
             "edge_settings_extra": {
                 "sip": {"workers": 2, "tcp_workers": 1, "max_call_duration_s": 60},
                 "metrics": {"address": self.sip},
+                # two monitors on one host: each HEP collector of the SIP capture on its own address
+                "capture": {"address": self.sip},
             },
         }
         if self.agent_side:

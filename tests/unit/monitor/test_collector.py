@@ -84,3 +84,18 @@ def test_the_thread_serves_the_udp_socket_until_stopped(tmp_path: Path) -> None:
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_batch_is_one_write_per_call_in_arrival_order(tmp_path: Path) -> None:
+    c = collector(tmp_path)
+    try:
+        batch = [message("a@h"), message("b@h", "SIP/2.0 100 Trying"), message("a@h", "SIP/2.0 200 OK"),
+                 message("a@h", "OPTIONS sip:x SIP/2.0", "2 OPTIONS", ";tag=1"),  # of a call in this batch
+                 message("ping@h", "OPTIONS sip:gw SIP/2.0", "1 OPTIONS"), b"junk"]
+        assert c.handle_batch(batch, 1000.0) == 4
+        labels = [p.payload.split(b"\r\n")[0] for p in c.store.call("a@h").packets()]
+        assert labels == [b"INVITE sip:x SIP/2.0", b"SIP/2.0 200 OK", b"OPTIONS sip:x SIP/2.0"]
+        assert len(c.store.call("b@h").packets()) == 1 and c.store.call("ping@h") is None
+        assert (c.received, c.kept, c.dropped) == (6, 4, 1)
+    finally:
+        c.close()

@@ -376,4 +376,4 @@ def test_sip_capture_mirrors_every_message_as_hep3_to_the_collector() -> None:
 def test_capture_to_an_ipv6_collector_names_the_address_in_brackets() -> None:
     settings = Settings.model_validate({"sip": {"listen": [{"address": "::1", "port": 5077}]},
                                         "capture": {"address": "::1"}})
-    assert 'modparam("siptrace", "duplicate_uri", "sip:[::1]:9060")' in render(settings)["kamailio.cfg"]
+    assert 'modparam("siptrace", "duplicate_uri", "sip:[::1]:9064")' in render(settings)["kamailio.cfg"]
