@@ -115,10 +115,10 @@ class Node:
             "edge_settings_extra": {
                 "sip": {"workers": 2, "tcp_workers": 1, "max_call_duration_s": 60},
                 "metrics": {"address": self.sip},
-                # two monitors on one host: each HEP collector of the SIP capture on its own address
-                "capture": {"address": self.sip},
             },
         }
+        if self.sip != "127.0.0.1":  # two monitors on one host: node B's HEP collector (SIP capture) on its address
+            values["edge_settings_extra"]["capture"] = {"address": self.sip}  # type: ignore[index]
         if self.agent_side:
             values.update({
                 "byoc_edge_carrier_sip_address": self.sip,

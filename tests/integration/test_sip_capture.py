@@ -8,7 +8,6 @@ secrets are masked, HEP reaches a configured collector, and the retention bounds
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -79,10 +78,12 @@ def edge_sip(edge: Edge) -> str:
     return edge.sip
 
 
-def origination_call(edge: Edge) -> str:
-    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)])
-    edge.agent("bot", [f"sip:{AGENT_IP}:{AGENT_PORT}"], [f"{AGENT_IP}/32"])
-    edge.did(DID, "carrier-a", "bot")
+def origination_call(edge: Edge, provision: bool = True) -> str:
+    """A carrier's call to the agent (answered, 300 ms long); returns its Call-ID."""
+    if provision:
+        edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)])
+        edge.agent("bot", [f"sip:{AGENT_IP}:{AGENT_PORT}"], [f"{AGENT_IP}/32"])
+        edge.did(DID, "carrier-a", "bot")
     agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, answer_ms=20)
     carrier = uac(edge.workdir / "carrier", CARRIER_A, CARRIER_PORT, edge.sip, DID, hold_ms=300)
     assert carrier.wait() == 0, carrier.output()
@@ -256,21 +257,23 @@ def test_hep_is_relayed_to_the_configured_collector(clean_edge: Edge) -> None:
     assert len(got) == len(kept)  # every message kept on the node was relayed
 
 
-def test_retention_deletes_captures_past_their_age_and_over_the_size_bound(clean_edge: Edge) -> None:
+def test_retention_deletes_captures_over_the_size_bound_and_past_their_age(clean_edge: Edge) -> None:
     edge = clean_edge
     capture_dir = edge.settings.capture_path
-    # an old capture of 1.5 MB: over a 1 MB bound, it is the first to go once the monitor writes
+    # a recent capture of 1.5 MB: over a 1 MB bound, it is the first to go once the monitor writes
     old = capture_dir / file_name("old-call@example")
-    filler = hep.build(hep.HepPacket("192.0.2.1", "192.0.2.2", 5060, 5060, time.time() - 300,
+    filler = hep.build(hep.HepPacket("192.0.2.1", "192.0.2.2", 5060, 5060, time.time(),
                                      b"OPTIONS sip:x SIP/2.0\r\nCall-ID: old-call@example\r\n\r\n" + b"x" * 60000))
     old.write_bytes(filler * 25)
-    os.utime(old, (time.time() - 300, time.time() - 300))
-    capture = edge.settings.capture.model_copy(update={"max_mb": 1, "max_age_s": 3})
-    with restarted(edge, "monitor", capture=capture):
-        call_id = origination_call(edge)
+    with restarted(edge, "monitor", capture=edge.settings.capture.model_copy(update={"max_mb": 1})):
+        assert old.exists()  # indexed at start, kept until a write passes the bound
+        first = origination_call(edge)
         wait_until(lambda: not old.exists(), timeout=10, what="the capture over the size bound deleted")
+        assert (capture_dir / file_name(first)).exists()
+    with restarted(edge, "monitor", capture=edge.settings.capture.model_copy(update={"max_age_s": 3})):
+        call_id = origination_call(edge, provision=False)
         path = capture_dir / file_name(call_id)
-        assert path.exists()
+        wait_until(path.exists, timeout=10, what="the call captured")
         wait_until(lambda: not path.exists(), timeout=15, what="the capture past max_age_s deleted")
 
 
