@@ -111,8 +111,14 @@ def test_ladder_shows_both_legs_as_received_and_as_sent(clean_edge: Edge) -> Non
         assert has(messages, "out", method, dst=agent), method
     assert has(messages, "in", "200 OK", src=agent, cseq="BYE")
     assert has(messages, "out", "200 OK", dst=carrier, cseq="BYE")
-    times = [m["ts"] for m in messages]
-    assert times == sorted(times)
+    # time order, except that a request the edge sent precedes the responses to it (siptrace stamps a sent
+    # message after the send, so a fast answer read by another Kamailio process can be stamped earlier)
+    for i, m in enumerate(messages):
+        if m["direction"] == "in" and m["message"][0].isdigit() and m["src"] == agent:
+            assert any(r["direction"] == "out" and r["dst"] == agent and r["cseq"] == m["cseq"]
+                       for r in messages[:i]), (m, messages)
+    late = [b["ts"] - a["ts"] for a, b in zip(messages, messages[1:]) if b["ts"] < a["ts"]]
+    assert all(gap > -0.05 for gap in late), late  # only such reorderings, within milliseconds
     invite_out = next(m for m in messages if m["direction"] == "out" and m["message"] == "INVITE")
     assert "X-Edge-Trunk: carrier-a" in invite_out["details"]
     assert any(d.startswith("SDP: 127.0.0.1 audio") for d in invite_out["details"])  # anchored in rtpengine
