@@ -10,6 +10,8 @@ Rungs (same SIPp scenarios for all):
   edge-w8    otherwise the edge (git HEAD) with 8 SIP workers instead of 4 (worker count tuning)
   edge-strict (only with --rungs) the edge with redis.strict_admission: WAIT 1 for a replica after each
              admission; a replica of the edge's redis is then attached for every rung
+  edge-capture the edge (git HEAD) with the SIP capture on (siptrace HEP3 to the monitor's collector, kept
+             per call); every other edge rung runs with it off, so edge vs edge-capture is its cost
 
 Measures: CPS at < 0.1 % failed calls (ramp -> knee, then bisection at fixed rates, repeats
 interleaved across rungs, median), PDD/setup added by the edge at 25/50/80 % of its max
@@ -53,6 +55,8 @@ WORKERS = {"edge-w8": 8}
 #: settings of each edge variant beyond the bench edge's (rungs.edge_settings); edge-strict waits for the
 #: replica (rungs.Replica) after each admission and each answer's lease extension (WAIT 1)
 SETTINGS = {"edge-strict": {"redis": {"strict_admission": True, "replica_wait_ms": 100}}}
+#: edge variants run with the SIP capture on (capture.enabled); the others with it off
+CAPTURE = {"edge-capture"}
 TUNED_ARGS = ("-m", "1024", "-x", "tlsf")  # what proposals 01 and 02 add to the edge's kamailio argv
 
 
@@ -83,6 +87,7 @@ class Bench:
         self.natives: dict[str, rungs.NativeKamailio] = {}
         self.srcs: dict[str, Path] = {}
         self.edge_variant: str | None = None
+        self.capture_on: bool | None = None  # capture.enabled of the running edge (None: not set)
         self.step_no = 0
 
     def params(self) -> dict:
@@ -93,14 +98,14 @@ class Bench:
                     "xcode_n": [20, 60], "mem_n": [100, 400], "profile_s": 6, "ablation_cps": 200,
                     "overload": {"factor": 2, "burst_s": 10, "long_calls": 10, "recv_timeout_ms": 5000,
                                  "released_within_s": 60},
-                    "rungs": ["direct", "limit", "peer", "edge", "peer-tuned", ALT]}
+                    "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "peer-tuned", ALT]}
         return {"step_s": 8, "hold_ms": 500, "ramp": {"start": 100, "step": 100, "interval_s": 2, "max": 3000},
                 "repeats": 3, "bisect": 3, "lat_fracs": [0.25, 0.5, 0.8], "lat_s": 8,
                 "media_n": [200, 300, 400, 500], "media_setup_cps": 150, "pcap_s": 15,
                 "xcode_n": [30, 60, 90], "mem_n": [200, 1000], "profile_s": 8, "ablation_cps": 200,
                 "overload": {"factor": 2, "burst_s": 30, "long_calls": 20, "recv_timeout_ms": 5000,
                              "released_within_s": 60},
-                "rungs": ["direct", "limit", "peer", "edge", "peer-tuned", ALT]}
+                "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "peer-tuned", ALT]}
 
     # ------------------------------------------------------------------ setup
 
@@ -114,6 +119,7 @@ class Bench:
         s["proposals"] = [p.name for p in PROPOSALS]
         self.srcs["edge"] = rungs.build_tree(self.base / "src-edge", ref)
         self.srcs[ALT] = rungs.build_tree(self.base / "src-edge-opt", ref, PROPOSALS) if PROPOSALS else self.srcs["edge"]
+        self.srcs["edge-capture"] = self.srcs["edge"]
         s["alt_variant"] = {"name": ALT, "workers": WORKERS.get(ALT, 4), "proposals": [p.name for p in PROPOSALS]}
         self.add_baseline()
         self.srcs["edge-strict"] = self.srcs["edge"]
@@ -174,7 +180,13 @@ class Bench:
         if self.edge_variant == variant and self.edge.pid("kamailio"):
             return
         self.edge.stop_kamailio()
-        self.edge.up(src=self.srcs[variant], workers=WORKERS.get(variant, 4), extra=SETTINGS.get(variant))
+        src = self.srcs[variant]
+        # capture on or off explicitly where the tree has the SIP capture (an older tree refuses the key)
+        capture = (variant in CAPTURE) if (src / "routing" / "capture").is_dir() else None
+        if capture is not None and capture != self.capture_on:
+            self.edge.stop_monitor()  # its collector follows the setting (services.up starts what is not running)
+        self.edge.up(src=src, workers=WORKERS.get(variant, 4), extra=SETTINGS.get(variant), capture=capture)
+        self.capture_on = capture
         self.shas = self.edge.provision()
         self.edge_variant = variant
         time.sleep(0.5)
@@ -208,6 +220,10 @@ class Bench:
         if name.startswith("edge"):
             self.use_edge(name)
             kam = sysinfo.Group("kamailio", leader=self.edge.pid("kamailio"))
+            if name in CAPTURE:  # the monitor's HEP collector writes the captures: part of the cost
+                mon = sysinfo.Group("monitor", pids_fixed=(self.edge.pid("monitor"),))
+                return steps.Target(name, f"{rungs.EDGE_IP}:{rungs.SIP_PORT}", [kam, rtp, red, mon],
+                                    ("kamailio", "rtpengine", "redis", "monitor"))
             return steps.Target(name, f"{rungs.EDGE_IP}:{rungs.SIP_PORT}", [kam, rtp, red], ("kamailio", "rtpengine", "redis"))
         k = self.natives[name]
         kam = sysinfo.Group("kamailio", leader=k.pid())
@@ -386,7 +402,8 @@ class Bench:
         """Each proposal's effect on CPU per call, at one fixed rate below every variant's knee."""
         rate = self.p["ablation_cps"]
         out = {}
-        names = ["edge"] + [k for k in sorted(self.srcs) if k.startswith("edge+")] + [ALT, "peer", "peer-tuned"]
+        names = (["edge", "edge-capture"] + [k for k in sorted(self.srcs) if k.startswith("edge+")]
+                 + [ALT, "peer", "peer-tuned"])
         for rep in range(1 if self.quick else 2):
             for name in names:
                 self.clean(name, True)

@@ -21,6 +21,9 @@ RUNG_TEXT = {
                   "own options differ)",
     "edge-opt": "byoc-edge with every patch in bench/proposals/ applied (a patched copy of HEAD)",
     "edge-w8": "byoc-edge (git HEAD) with 8 SIP workers (`sip.workers: 8`) instead of the default 4",
+    "edge-capture": "byoc-edge (git HEAD) with the SIP capture on (`capture.enabled: true`: siptrace HEP3 to the "
+                    "monitor's collector, one file per call); every other edge rung runs with it off; its CPU per "
+                    "call includes the monitor",
     "edge-before": "byoc-edge built from the git ref given with `--baseline` (the code before a rework), same settings",
 }
 
@@ -205,6 +208,8 @@ def render(summary_path: Path, target: Path) -> None:
                 pl = "all"
             elif name == "edge-w8":
                 pl = "none (HEAD), 8 SIP workers"
+            elif name == "edge-capture":
+                pl = "none (HEAD), SIP capture on (monitor CPU included)"
             else:
                 pl = "native cfg" + (" + -m 1024 -x tlsf" if name == "peer-tuned" else "")
             setup = [((r.get("setup_ms") or {}).get("p99")) for r in runs]
@@ -499,6 +504,8 @@ def targets(s: dict) -> list[tuple]:
     a, b = cps_of("edge"), cps_of(alt)
     rows.append(("CPS at < 0.1 % failed calls, absolute", "≥ 600", fmt(a, 0), fmt(b, 0),
                  f"{ok(a is not None and a >= 600)} → {ok(b is not None and b >= 600)}"))
+    cap = _div(cps_of("edge-capture"), cps_of("edge"))
+    rows.append(("CPS with the SIP capture on / off (edge-capture / edge, same run)", "report", fmt(cap, 2), "", ""))
     lim = cps_of("limit")
     rows.append(("CPS(edge) / CPS(limit)", "report", fmt(_div(cps_of("edge"), lim), 2), fmt(_div(cps_of(alt), lim), 2), ""))
     lat = s.get("latency", {})

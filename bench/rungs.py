@@ -32,6 +32,8 @@ UAC_MEDIA_PORT, UAS_MEDIA_PORT = 64800, 64810
 REDIS_PORT, NG_PORT, CLI_PORT = 26379, 22223, 29900
 #: a replica of the edge's redis, for the rung edge-strict (redis.strict_admission: WAIT 1 per admission)
 REPLICA_PORT = 26380
+#: UDP port of the monitor's HEP collector (SIP capture, rung edge-capture) on 127.0.0.1
+CAPTURE_PORT = 29060
 RTP_MIN, RTP_MAX = 60000, 64799
 DID = "+14155550100"
 TRUNK, AGENT = "carrier", "bot"
@@ -80,8 +82,10 @@ def killpg(pid: int, timeout: float = 10.0) -> None:
 # ------------------------------------------------------------------ the edge
 
 
-def edge_settings(run_dir: Path, workers: int = 4, extra: dict | None = None) -> dict:
-    """The bench edge's settings; ``extra`` replaces keys of a section (``{"redis": {...}}``)."""
+def edge_settings(run_dir: Path, workers: int = 4, extra: dict | None = None, capture: bool | None = None) -> dict:
+    """The bench edge's settings; ``extra`` replaces keys of a section (``{"redis": {...}}``); ``capture``
+    sets ``capture.enabled`` (None: the key is left out, for a tree older than the SIP capture, whose
+    settings would refuse it)."""
     data = {
         "node": NODE,
         "run_dir": str(run_dir),
@@ -100,6 +104,9 @@ def edge_settings(run_dir: Path, workers: int = 4, extra: dict | None = None) ->
         # the metrics endpoints on the bench's own address (the default ports, away from other runs)
         "metrics": {"address": EDGE_IP},
     }
+    if capture is not None:
+        # the HEP collector on a port of the bench's own (tests and other edges may use the default 9060)
+        data["capture"] = {"enabled": capture, "port": CAPTURE_PORT}
     for section, values in (extra or {}).items():
         data[section] = {**data.get(section, {}), **values}
     return data
@@ -155,16 +162,18 @@ class Edge:
         self.run_dir = self.base / "edge-run"
         self.settings_path = self.base / "edge-settings.yaml"
 
-    def write_settings(self, workers: int | None = None, extra: dict | None = None) -> None:
+    def write_settings(self, workers: int | None = None, extra: dict | None = None, capture: bool | None = None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        data = edge_settings(self.run_dir, workers or self.workers, extra)
+        data = edge_settings(self.run_dir, workers or self.workers, extra, capture)
         self.settings_path.write_text(yaml.safe_dump(data))
 
-    def up(self, src: Path | None = None, workers: int | None = None, extra: dict | None = None) -> None:
+    def up(self, src: Path | None = None, workers: int | None = None, extra: dict | None = None,
+           capture: bool | None = None) -> None:
         """``routing.ops.services.up(settings)`` of ``src`` (in a subprocess, so two source trees never mix);
-        ``extra``: settings sections of the variant (edge_settings)."""
+        ``extra``: settings sections of the variant (edge_settings); ``capture``: the SIP capture on or off
+        (None: the tree has none, see :func:`edge_settings`)."""
         self.src = src or self.src
-        self.write_settings(workers, extra)
+        self.write_settings(workers, extra, capture)
         code = (
             # this tree first and the working directory (the bench's own checkout) out: a tree whose routing/
             # has no __init__.py (a namespace package, as before the call-path rework) would lose against it
@@ -187,6 +196,12 @@ class Edge:
         except (OSError, ValueError):
             return None
         return pid if _alive(pid) else None
+
+    def stop_monitor(self) -> None:
+        pid = self.pid("monitor")
+        if pid:
+            killpg(pid)
+        (self.run_dir / "pids" / "monitor.pid").unlink(missing_ok=True)
 
     def stop_kamailio(self) -> None:
         pid = self.pid("kamailio")

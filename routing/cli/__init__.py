@@ -142,9 +142,10 @@ def _register() -> None:
     main.add_command(cmd_apply.export)
     main.add_command(cmd_apply.apply)
     main.add_command(cmd_explain.explain)
-    from . import cmd_cdr
+    from . import cmd_cdr, cmd_trace
 
     main.add_command(cmd_cdr.cdr)
+    main.add_command(cmd_trace.trace)
 
 
 _register()

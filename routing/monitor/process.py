@@ -4,7 +4,8 @@ Started by ``edgectl up`` (``routing/ops/services.py``) as
 ``python -m routing.monitor <run_dir>/monitor.json``, where ``monitor.json`` is
 the node's validated settings.  It serves ``/metrics`` on
 ``metrics.address:metrics.exporter_port`` (:class:`routing.monitor.exporter.EdgeCollector`
-plus the prober's counters) and, when ``health.enabled``, runs
+plus the prober's counters), when ``capture.enabled`` runs the HEP collector of the SIP capture
+(:class:`routing.monitor.collector.Collector`, a thread) and, when ``health.enabled``, runs
 :func:`routing.monitor.prober.run` until SIGTERM.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from routing.monitor import nodeloss, prober
+from routing.monitor.collector import Collector
 from routing.tables.cdrstore import CdrStore
 from routing.monitor.cdrmetrics import CdrCollector
 from routing.monitor.exporter import NAMESPACE, EdgeCollector
@@ -60,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if settings.capture.enabled:
+        try:
+            Collector(settings).start(stop)
+        except OSError as exc:  # the port taken, the directory not writable: metrics and probes go on
+            logging.getLogger("byoc_edge.capture").error(
+                "capture: cannot listen on %s:%d or write %s: %s; no SIP capture is kept",
+                settings.capture.address, settings.capture.port, settings.capture_path, exc)
 
     def count(probe: prober.GatewayProbe) -> None:
         result = "ok" if probe_ok(probe.result.code) else "failed"

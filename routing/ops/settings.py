@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import yaml
 from routing.errors import EdgeError
 from routing.call.media import DEFAULT_PRIVATE_NETWORKS
+from routing.ops.capturesettings import Capture
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routing.ops.storesettings import Redis
@@ -468,17 +469,38 @@ class Settings(_Model):
     registration: Registration = Field(default_factory=Registration)
     dtmf: Dtmf = Field(default_factory=Dtmf)
     cdr: Cdr = Field(default_factory=Cdr)
+    capture: Capture = Field(default_factory=Capture)
 
     @property
     def cdr_spool_path(self) -> Path:
         """Directory of spooled call records."""
         return self.cdr.spool_dir or Path(self.run_dir) / "cdr-spool"
+
+    @property
+    def capture_path(self) -> Path:
+        """Directory of the per-call SIP captures."""
+        return self.capture.dir or Path(self.run_dir) / "captures"
     media: Media = Field(default_factory=Media)
 
     @model_validator(mode="after")
     def _check_dtmf_port(self) -> "Settings":
         if self.dtmf.log_port and self.dtmf.log_port == self.rtpengine.ng_port:
             raise ValueError("dtmf.log_port must differ from rtpengine.ng_port (both are UDP ports on 127.0.0.1)")
+        if self.capture.enabled and self.capture.address == "127.0.0.1" and self.capture.port in (
+                self.rtpengine.ng_port, self.dtmf.log_port):
+            raise ValueError("capture.port must differ from rtpengine.ng_port and dtmf.log_port (UDP ports on 127.0.0.1)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_capture_family(self) -> "Settings":
+        """siptrace sends its HEP from one of Kamailio's UDP sockets: one must be of the collector's IP family."""
+        if not self.capture.enabled:
+            return self
+        family = ipaddress.ip_address(self.capture.address).version
+        if not any(l.transport == "udp" and ipaddress.ip_address(l.address).version == family for l in self.sip.listen):
+            other = "::1" if family == 4 else "127.0.0.1"
+            raise ValueError(f"capture.address {self.capture.address}: no UDP listener of its IP family sends the HEP "
+                             f"(set capture.address: {other}, or capture.enabled: false)")
         return self
 
     @model_validator(mode="after")

@@ -117,6 +117,8 @@ class Node:
                 "metrics": {"address": self.sip},
             },
         }
+        if self.sip != "127.0.0.1":  # two monitors on one host: node B's HEP collector (SIP capture) on its address
+            values["edge_settings_extra"]["capture"] = {"address": self.sip}  # type: ignore[index]
         if self.agent_side:
             values.update({
                 "byoc_edge_carrier_sip_address": self.sip,

@@ -181,6 +181,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         "redis": {"port": free_port(EDGE_IP), "manage": True, "timeout_ms": 200, "connect_timeout_ms": 200},
         "limits": {"retry_after_s": 7},
         "dtmf": {"log_port": free_port("127.0.0.1", kind=socket.SOCK_DGRAM)},
+        # the HEP collector of the SIP capture (monitor) on a port of its own: test runs share 127.0.0.1
+        "capture": {"port": free_port("127.0.0.1", kind=socket.SOCK_DGRAM)},
         "media": {"check_interval_s": 1, "first_audio_poll_ms": 250},
         # the gateways in most tests are SIPp callees that do not expect OPTIONS: probing is
         # switched on only by the tests of gateway health (fixture `probing_edge`)

@@ -88,6 +88,7 @@ def test_tls_listener_loads_the_tls_module_with_verified_gateways(tmp_path: Path
     settings = Settings.model_validate({
         "run_dir": str(tmp_path),
         "sip": {"listen": [{"transport": "tls", "address": "127.0.0.1", "port": 5061}]},
+        "capture": {"enabled": False},  # siptrace sends HEP from a UDP socket
     })
     out = render(settings)
     cfg = lines(out["kamailio.cfg"])
@@ -163,9 +164,10 @@ def test_every_plugin_entry_and_route_name_of_the_cfg_exists(features: str, plug
         data["sip"] = {"listen": [{"transport": "udp", "address": "127.0.0.1", "port": 5060},
                                   {"transport": "tls", "address": "127.0.0.1", "port": 5061}]}
         data["dtmf"] = {"log_port": 2224}
-    elif features == "nothing optional":  # no UDP listener (no loop socket), no DTMF log
+    elif features == "nothing optional":  # no UDP listener (no loop socket), no DTMF log, no capture
         data["sip"] = {"listen": [{"transport": "tcp", "address": "127.0.0.1", "port": 5060}]}
         data["dtmf"] = {"log_port": 0}
+        data["capture"] = {"enabled": False}
     cfg = render(Settings.model_validate(data))["kamailio.cfg"]
     code = "\n".join(line.split("#", 1)[0] for line in cfg.splitlines())  # comments name routes too
     blocks = _blocks(code)
@@ -286,6 +288,7 @@ def test_kamailio_accepts_ipv6_listeners(tmp_path: Path) -> None:
     settings = Settings(
         run_dir=tmp_path / "run6",
         sip=Sip(listen=[Listener(address="::1", port=5077), Listener(transport="tcp", address="::", port=5078)]),
+        capture={"address": "::1"},
     )
     run_dir = render_to_dir(settings)
     result = subprocess.run(
@@ -400,3 +403,20 @@ def test_a_sentinels_config_carries_the_timing_that_admits_calls_within_10_s() -
         assert line in conf, line
     assert not any(l.startswith("requirepass") for l in conf)
     assert "sentinel sentinel-pass s3" in lines(render_mod.render_sentinel("h", 1, sentinel_password="s3"))
+
+
+def test_sip_capture_mirrors_every_message_as_hep3_to_the_collector() -> None:
+    cfg = render(Settings.model_validate({"capture": {"port": 9999, "capture_id": 42}}))["kamailio.cfg"]
+    assert 'loadmodule "siptrace.so"' in cfg
+    for param, value in (("trace_on", "1"), ("trace_mode", "1"), ("trace_init_mode", "1"), ("trace_to_database", "0"),
+                         ("hep_mode_on", "1"), ("hep_version", "3"), ("hep_capture_id", "42"),
+                         ("duplicate_uri", '"sip:127.0.0.1:9999"')):
+        assert f'modparam("siptrace", "{param}", {value})' in cfg, param
+    off = render(Settings.model_validate({"capture": {"enabled": False}}))["kamailio.cfg"]
+    assert "siptrace" not in off
+
+
+def test_capture_to_an_ipv6_collector_names_the_address_in_brackets() -> None:
+    settings = Settings.model_validate({"sip": {"listen": [{"address": "::1", "port": 5077}]},
+                                        "capture": {"address": "::1"}})
+    assert 'modparam("siptrace", "duplicate_uri", "sip:[::1]:9064")' in render(settings)["kamailio.cfg"]

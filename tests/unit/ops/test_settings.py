@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,22 @@ def test_sentinel_errors_name_the_field(tmp_path: Path, redis_section: dict[str,
     with pytest.raises(SettingsError) as info:
         load_settings(write_yaml(tmp_path / "edge.yaml", {"redis": redis_section}))
     assert message in str(info.value), str(info.value)
+
+
+def test_capture_errors_name_the_field(tmp_path: Path) -> None:
+    for data, expected in (
+        ({"capture": {"max_mb": 0}}, "capture.max_mb: Input should be greater than or equal to 1"),
+        ({"capture": {"max_age_s": 0}}, "capture.max_age_s: Input should be greater than or equal to 1"),
+        ({"capture": {"hep_address": "homer"}}, "capture.hep_address:"),
+        ({"capture": {"port": 2223}}, "capture.port must differ from rtpengine.ng_port"),
+        ({"sip": {"listen": [{"address": "::1"}]}}, "capture.address 127.0.0.1: no UDP listener of its IP family"),
+    ):
+        with pytest.raises(SettingsError, match=re.escape(expected)):
+            load_settings(write_yaml(tmp_path / "edge.yaml", data))
+
+
+def test_capture_defaults() -> None:
+    settings = Settings()
+    assert settings.capture.enabled and settings.capture.max_bytes == 512_000_000
+    assert settings.capture_path == Path(settings.run_dir) / "captures"
+    assert Settings.model_validate({"sip": {"listen": [{"address": "::1"}]}, "capture": {"enabled": False}})
