@@ -653,7 +653,9 @@ def provisioned(deployment: Deployment) -> Deployment:
     """One trunk (max 1 call), agent and DID, written once through node A into the shared redis."""
     edgectl(NODE_A, "trunk", "add", TRUNK, "--replace", "--gateway", f"{CARRIER}:15080", "--cidr", f"{CARRIER}/32",
             "--max-calls", "1")
-    edgectl(NODE_A, "agent", "add", "test-bot", "--replace", "--uri", f"sip:{AGENT}:{AGENT_PORT}", "--cidr", f"{AGENT}/32")
+    # the agent is a SIPp callee that answers INVITEs only: not probed (the deployed monitors ping agent URIs)
+    edgectl(NODE_A, "agent", "add", "test-bot", "--replace", "--uri", f"sip:{AGENT}:{AGENT_PORT}", "--cidr", f"{AGENT}/32",
+            "--no-probe")
     edgectl(NODE_A, "did", "add", DID, "--replace", "--trunk", TRUNK, "--agent", "test-bot")
     # node B sees the same tables
     assert json.loads(edgectl(NODE_B, "did", "show", DID, "--json"))["agent"] == "test-bot"
