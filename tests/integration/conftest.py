@@ -104,6 +104,11 @@ class Edge:
     def active_leases(self) -> int:
         return sum(self.leases().values())
 
+    def stored(self, pattern: str = "*") -> dict[str, bytes]:
+        """Every key of ``pattern`` and its DUMP, but the nodes' heartbeats (``edge:node:*``, renewed
+        every second by the call clock): what a write-nothing check compares."""
+        return {k: self.redis.dump(k) for k in sorted(self.redis.keys(pattern)) if not k.startswith("edge:node:")}
+
     def call_records(self) -> list[str]:
         """Call records of calls holding slots (fences of abandoned admissions are no calls)."""
         return [k for k in self.redis.scan_iter(match="edge:call:*") if self.redis.hget(k, "fenced") is None]

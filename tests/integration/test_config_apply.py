@@ -37,7 +37,7 @@ def dump(edge: Edge, data: dict, name: str) -> Path:
 
 
 def everything(edge: Edge) -> dict:
-    return {k: edge.redis.dump(k) for k in sorted(edge.redis.keys("edge:*"))}
+    return edge.stored("edge:*")
 
 
 def test_applied_file_routes_the_next_call(clean_edge: Edge) -> None:

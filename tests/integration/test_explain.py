@@ -72,14 +72,14 @@ def test_refused_calls_are_explained_by_call_id(clean_edge: Edge) -> None:
 def test_synthetic_request_runs_the_stages_without_taking_a_slot(clean_edge: Edge) -> None:
     edge = clean_edge
     provision(edge, trunk_max=2)
-    before = {k: edge.redis.dump(k) for k in edge.redis.keys("*")}
+    before = edge.stored()
     data = explained(edge, "--source", f"{CARRIER_A}:5060", "--to", "sip:+14155550100@edge.example",
                      "--from", "sip:+14155550123@carrier")
     assert data["outcome"] == "relay"
     assert data["targets"] == [f"sip:{DID}@{AGENT_IP}:5090"]
     assert [s["stage"] for s in data["steps"]] == ["acl", "direction", "did", "limits", "limits", "caller", "targets"]
     assert data["steps"][3]["detail"] == "trunk carrier-a: 0 of 2 calls: a slot is free"
-    assert {k: edge.redis.dump(k) for k in edge.redis.keys("*")} == before  # dry run: nothing taken or written
+    assert edge.stored() == before  # dry run: nothing taken or written
 
     # a synthetic refusal; then a Call-ID nobody knows is a one-line error
     data = explained(edge, "--source", STRANGER, "--to", DID)
