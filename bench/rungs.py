@@ -237,7 +237,9 @@ class Edge:
             " from routing.model import Agent, Did, Direction, Trunk\n"
             "c = connect('127.0.0.1', int(sys.argv[2]), timeout_ms=5000, connect_timeout_ms=2000); c.flushdb();"
             f"admin.put_trunk(c, Trunk(name='{TRUNK}', direction=Direction.BOTH, max_calls=100000, cidrs=('{CARRIER_IP}/32',)));"
-            f"admin.put_agent(c, Agent(name='{AGENT}', uris=('sip:{AGENT_IP}:{AGENT_PORT}',), cidrs=('{AGENT_IP}/32',), max_calls=100000));"
+            # the bench's SIPp agent answers INVITEs only: not probed with OPTIONS (trees that have agent probes)
+            "quiet = {'probe': False} if 'probe' in getattr(Agent, '__dataclass_fields__', {}) else {};"
+            f"admin.put_agent(c, Agent(name='{AGENT}', uris=('sip:{AGENT_IP}:{AGENT_PORT}',), cidrs=('{AGENT_IP}/32',), max_calls=100000, **quiet));"
             f"admin.put_did(c, Did(number='{DID}', trunk='{TRUNK}', agent='{AGENT}'))"
         )
         out = subprocess.run([str(VENV_PY), "-c", code, str(self.src), str(REDIS_PORT)], capture_output=True, text=True)
