@@ -71,6 +71,8 @@ class Reject:
         retry_after_s: value of a Retry-After header (RFC 3261 section 20.33), seconds.
         direction, trunk, agent: what the edge knew of the refused call (for its call record);
             not part of equality.
+        announce: the announcement (a DID fallback's ``announce:NAME``) the caller hears as early
+            media before this refusal; empty = none. Not part of equality.
     """
 
     code: int
@@ -80,6 +82,7 @@ class Reject:
     direction: str = field(default="", compare=False)
     trunk: str = field(default="", compare=False)
     agent: str = field(default="", compare=False)
+    announce: str = field(default="", compare=False)
 
     @classmethod
     def of(cls, reason: tuple[int, str, str], retry_after_s: int | None = None) -> "Reject":

@@ -303,7 +303,8 @@ def _agent_health(c: Call) -> Decision | None:
     c.fallback = fallback_targets(did, agent, trunk, c.topology, c.rt, c.trace,
                                   lambda number: c.store.route_lookup(number)[:2]) if did.fallback else []
     if not c.agent_uris and not c.fallback:
-        return replace(Reject.of(Reason.AGENT_DOWN, c.rt.retry_after_s), agent=agent.name)
+        return replace(Reject.of(Reason.AGENT_DOWN, c.rt.retry_after_s), agent=agent.name, trunk=trunk.name,
+                       direction="origination", announce=did.announcement)
     return None
 
 
@@ -346,7 +347,7 @@ def _agent_targets(c: Call) -> Decision:
     plan = CallPlan(call_id=c.req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
                     retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=c.caller,
                     caller_media=trunk_media(trunk, rt), ringback_ms=trunk.ringback_ms or 0,
-                    verstat=verstat(c.req.from_user, c.req.pai))
+                    verstat=verstat(c.req.from_user, c.req.pai), announce=c.did.announcement if c.did else "")
     if c.trace is not None:
         c.trace.append(Step("caller", True, f"From {c.req.from_user!r} -> {c.caller}"))
         c.trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))

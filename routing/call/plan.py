@@ -85,6 +85,9 @@ class CallPlan:
         verstat: the carrier's STIR/SHAKEN verification of the caller (:mod:`routing.call.identity`), or empty.
         present_caller: on a termination call, the caller ID (E.164) the From must carry instead
             of the agent's own (:mod:`routing.call.callerid`); empty = relayed as written.
+        announce: on an origination call, the announcement of the DID's last fallback step
+            (``announce:NAME``), played to the caller before the final refusal once every hop
+            failed; empty = none.
     """
 
     call_id: str
@@ -106,6 +109,7 @@ class CallPlan:
     ringback_ms: int = 0
     verstat: str = ""
     present_caller: str = ""
+    announce: str = ""
 
     @property
     def current(self) -> Target:
@@ -244,13 +248,3 @@ def _fields(value: object) -> dict[str, object]:
             raise TypeError(f"{kind.__name__} is not JSON serialisable")
         names = _FIELD_NAMES.setdefault(kind, tuple(f.name for f in fields(value)))
     return {name: getattr(value, name) for name in names}
-    names = _FIELD_NAMES.get(kind)
-    if names is None and is_dataclass(value) and not isinstance(value, type):
-        names = _FIELD_NAMES.setdefault(kind, tuple(f.name for f in fields(value)))
-    if names is not None:
-        return {name: _plain(getattr(value, name)) for name in names}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value

@@ -100,10 +100,15 @@ def fallback_targets(did: Did, agent: Agent, trunk: Trunk, topology: Topology, r
     up (its slot taken when the call reaches them), a SIP URI on a host the DID's agent may
     transfer to (:func:`routing.call.transfer.sip_target_allowed`), a number's carriers in
     least-cost order (:func:`_number_targets`; ``routes`` looks its route entries and the down
-    gateways up).  A step naming an agent that no longer exists, a host not allowed or a number
+    gateways up); an announcement is no hop (:attr:`routing.call.plan.CallPlan.announce`).  A step naming an agent that no longer exists, a host not allowed or a number
     nothing may reach is skipped (shown by ``edgectl explain``)."""
     out: list[Target] = []
     for step in did.fallback:
+        if step.kind is FallbackKind.ANNOUNCE:  # no hop: played when every hop failed (CallPlan.announce)
+            if trace is not None:
+                trace.append(Step("health", True, f"fallback {step}: {step.value}.wav played to the caller as early "
+                                                  "media (183) before the final refusal"))
+            continue
         if step.kind is FallbackKind.NUMBER:
             out += _number_targets(step.value, did, agent, topology, rt, trace, routes)
             continue

@@ -36,7 +36,7 @@ def did() -> None:
 @click.argument("number")
 @click.option("--trunk", "trunk_name", required=True, metavar="NAME", help="Trunk that owns the number.")
 @click.option("--agent", "agent_name", required=True, metavar="NAME", help="Agent that answers it.")
-@click.option("--fallback", "fallback", multiple=True, metavar="agent:NAME|uri:SIP_URI",
+@click.option("--fallback", "fallback", multiple=True, metavar="agent:NAME|uri:SIP_URI|number:E164|announce:NAME",
               help="What to try, in order, when every URI of the agent has failed (repeatable; docs/agents.md).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing binding.")
 @pass_app

@@ -44,6 +44,9 @@ CSEQ_TABLE = "cseqmap"
 #: origination calls whose trunk has ``ringback_ms``: call-id -> "{due s}:{due µs}:{INVITE CSeq number}",
 #: removed by the first 18x or final reply; when due, the native route RINGBACK sends the caller 180
 RINGBACK_TABLE = "ringback"
+#: INVITEs suspended while the caller hears a fallback announcement: call-id -> when it ends (epoch
+#: ms), the transaction's index and label and the refusal then due (routing/kamailio/announce.py encode)
+ANNOUNCE_TABLE = "announce"
 #: calls whose session timers the edge keeps for the agent (RFC 4028): call-id -> the epoch s at
 #: which the call ends unless the carrier refreshes it first (routing/kamailio/sessiontimers.py)
 SESSION_TABLE = "sessiontimer"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import KSR  # type: ignore[import-not-found]
 
@@ -17,7 +18,7 @@ from ..call.decision import Reason, Reject
 from ..call.plan import CallPlan, final_response, should_fail_over
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
-from . import invite, records
+from . import announce, invite, records
 from .worker import Worker, count, hop_labels, log_reject, pv
 
 __all__ = ["failure", "end_attempt", "give_up", "media_unavailable", "URI_USER"]
@@ -35,8 +36,12 @@ def end_attempt(w: Worker, plan: CallPlan, reject: Reject, log_where: str | None
     lease then expires on its own), the refusal logged and counted (``log_where``; None when it was
     logged already), the call failed in the metrics, the unanswered call's record (``hop``: a
     ``"label=code"`` added to the hops tried), ``headers`` (lines without CRLF) and the tm reply,
-    and the refusal kept for ``edgectl explain`` (``remember_where``; None: not kept)."""
-    if delete_media:
+    and the refusal kept for ``edgectl explain`` (``remember_where``; None: not kept).  A refusal
+    with an announcement (``reject.announce``) gets it played first (:mod:`.announce`: the media
+    session stays for it; the reply comes when it has played)."""
+    hops = [hop] if hop else []
+    announcing = bool(reject.announce) and announce.start(w, reject, tried=hops)
+    if delete_media and not announcing:
         KSR.rtpengine.rtpengine_delete0()
     if release:
         try:
@@ -46,12 +51,13 @@ def end_attempt(w: Worker, plan: CallPlan, reject: Reject, log_where: str | None
     if log_where is not None:
         log_reject(reject, log_where)
     count(metrics.CALLS_FAILED, *hop_labels(plan)[:2], metrics.sip_class(reject.code))
-    records.record_unanswered(w, plan, reject.code, reject.reason, reject.tag, extra_tried=hop)
-    for line in headers:
-        KSR.hdr.append_to_reply(line + "\r\n")
-    KSR.tm.t_reply(reject.code, reject.reason)
+    records.record_unanswered(w, plan, reject.code, reject.reason, reject.tag, extra_tried=hops)
+    if not announcing:
+        for line in headers:
+            KSR.hdr.append_to_reply(line + "\r\n")
+        KSR.tm.t_reply(reject.code, reject.reason)
     if remember_where is not None:
-        w.remember(reject, remember_where, tried=[*plan.tried, hop] if hop else plan.tried)
+        w.remember(reject, remember_where, tried=[*plan.tried, *hops])
 
 
 def _retry_after(reject: Reject) -> tuple[str, ...]:
@@ -76,6 +82,8 @@ def give_up(w: Worker, plan: CallPlan) -> None:
         none = Reason.ALL_CARRIERS_FAILED if plan.direction == "termination" else Reason.AGENT_UNREACHABLE
         code, reason = final_response(plan, none[:2])
         reject = Reject(code, reason, none[2] if plan.best is None else "downstream_failed")
+    if plan.announce:
+        reject = replace(reject, announce=plan.announce)
     end_attempt(w, plan, reject, f"failover tried={','.join(plan.tried)}", remember_where="failover",
                 headers=_retry_after(reject))
 

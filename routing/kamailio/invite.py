@@ -23,7 +23,7 @@ from ..call.plan import CallPlan, Target
 from ..ops.secrets import SecretError
 from ..tables.store import RedisStore, StoreUnavailable
 from . import callstate as cs
-from . import failure, records, screening
+from . import announce, failure, records, screening
 from .callstate import CallRecordState
 from .mediaflags import offer_flags, sdp_flags
 from .worker import Worker, count, has_sdp, hop_labels, pv
@@ -58,8 +58,18 @@ def initial_invite(w: Worker) -> None:
         w.remember(Reject.of(Reason.INTERNAL_ERROR), "request", request)
         return
     if isinstance(decision, Reject):
-        w.reply(decision)
-        w.remember(decision, "request", request)
+        tried: list[str] = []
+        if decision.announce:  # a DID's fallback announcement first (stateful: its transaction waits)
+            created = KSR.tm.t_newtran()
+            if created == 0:
+                return  # a retransmission: its transaction answers it
+            if announce.start(w, decision, tried):
+                w.record_refusal(decision, tried)
+            else:
+                w.reply(decision, stateful=created > 0)
+        else:
+            w.reply(decision)
+        w.remember(decision, "request", request, tried=tried)
         return
     _relay(w, decision)
 

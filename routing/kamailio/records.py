@@ -74,14 +74,15 @@ def plan_state(plan: CallPlan, state: CallRecordState) -> CallRecordState:
 
 
 def record_unanswered(w: Worker, plan: CallPlan, code: int, reason: str, tag: str = "",
-                      cancelled: bool = False, extra_tried: str = "") -> None:
-    """Call record of an admitted call that ended without an answer (failure route)."""
+                      cancelled: bool = False, extra_tried: tuple[str, ...] | list[str] = ()) -> None:
+    """Call record of an admitted call that ended without an answer (failure route); ``extra_tried``:
+    steps after the plan's hops (the hop refused after its reply, the announcement played)."""
     call_id = plan.call_id
     state = plan_state(plan, load(call_id) or CallRecordState())
     if not state.start_ms:
         return  # no relay state: written already (a late failure) or never relayed
     KSR.htable.sht_rm(cs.CDR_TABLE, call_id)
-    tried = list(plan.tried) + ([extra_tried] if extra_tried else [])
+    tried = [*plan.tried, *extra_tried]
     w.write_record(facts(w, call_id, state, sip_code=code, sip_reason=reason, reject_tag=tag,
                          cancelled=cancelled, tried=tried, answer_ms=None))
 

@@ -218,8 +218,9 @@ class Worker:
             KSR.err("edge: call record lost (spool failed): " + json.dumps(record) + " | "
                     + traceback.format_exc().replace("\n", " | ") + "\n")
 
-    def record_refusal(self, reject: Reject) -> None:
-        """Call record of an initial INVITE the edge refused itself (request route)."""
+    def record_refusal(self, reject: Reject, tried: list[str] | None = None) -> None:
+        """Call record of an initial INVITE the edge refused itself (request route); ``tried``: the
+        steps taken first (a fallback announcement)."""
         if pv("$rm") != "INVITE" or KSR.siputils.has_totag() > 0:
             return
         now = int(time.time() * 1000)
@@ -227,7 +228,7 @@ class Worker:
             node=self.settings.node, call_id=pv("$ci"), cseq=pv("$cs"), start_ms=self.now_ms or now, end_ms=now,
             sip_code=reject.code, sip_reason=reject.reason, reject_tag=reject.tag, direction=reject.direction,
             trunk=reject.trunk, agent=reject.agent, number=pv("$rU") or pv("$tU"), caller=pv("$fU"),
-            codecs_caller=sdp_codecs(pv("$rb")) if has_sdp() else [],
+            codecs_caller=sdp_codecs(pv("$rb")) if has_sdp() else [], tried=list(tried or []),
         ))
 
     def remember(self, reject: Reject, where: str, request: SipRequest | None = None,

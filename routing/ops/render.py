@@ -98,6 +98,8 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         failover_timeout_ms=settings.sip.failover_timeout_ms,
         first_audio_poll_ms=settings.media.first_audio_poll_ms,
         dead_air_s=settings.media.dead_air_s,
+        announcements_dir=str(settings.media.announcements_dir),
+        announcement_max_s=settings.media.announcement_max_s,
         sip_sockets=sides.side_sockets(
             (l.transport, sip_host(l.address), l.port, l.side) for l in settings.sip.listen) or None,
     )

@@ -85,6 +85,8 @@ class RuntimeSettings:
         failover_timeout_ms: tm's ``fr_timer`` (ms): no reply at all from a hop for this long fails it over.
         first_audio_poll_ms: how often the agent's first RTP packet is looked for after the answer (ms); 0 = off.
         dead_air_s: no RTP from the agent this long after the answer is dead air (s).
+        announcements_dir: where a DID's ``announce:NAME`` fallback finds ``NAME.wav`` (read by rtpengine).
+        announcement_max_s: the longest an announcement plays before the final refusal (s).
         transfer_bye_delay_s: after a carrier's final 2xx NOTIFY of a relayed REFER, seconds the
             agent has to send BYE before the edge ends the call itself.
     """
@@ -140,6 +142,8 @@ class RuntimeSettings:
     failover_timeout_ms: int = 3000
     first_audio_poll_ms: int = 0
     dead_air_s: int = 5
+    announcements_dir: str = "/var/lib/byoc-edge/announcements"
+    announcement_max_s: int = 30
 
 
 def load(path: str | None = None) -> RuntimeSettings:

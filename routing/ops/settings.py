@@ -222,6 +222,15 @@ class Media(_Model):
     dead_air_s: int = Field(
         5, ge=1, le=60, description="an answered call whose agent sent no RTP this long after the answer counts as dead air (s)"
     )
+    announcements_dir: Path = Field(
+        Path("/var/lib/byoc-edge/announcements"),
+        description="directory of the announcements a DID's fallback may end with (announce:NAME plays NAME.wav, "
+        "read by rtpengine, so on the rtpengine host)",
+    )
+    announcement_max_s: int = Field(
+        30, ge=1, le=300,
+        description="the longest an announcement plays before the caller gets the final refusal (s); a longer file is cut",
+    )
     private_networks: list[Annotated[str, AfterValidator(_cidr)]] = Field(
         default_factory=lambda: list(DEFAULT_PRIVATE_NETWORKS),
         description="networks treated as private: a peer whose SDP names an address in them while its SIP comes "

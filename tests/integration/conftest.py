@@ -188,7 +188,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         "dtmf": {"log_port": free_port("127.0.0.1", kind=socket.SOCK_DGRAM)},
         # the HEP collector of the SIP capture (monitor) on a port of its own: test runs share 127.0.0.1
         "capture": {"port": free_port("127.0.0.1", kind=socket.SOCK_DGRAM)},
-        "media": {"check_interval_s": 1, "first_audio_poll_ms": 250},
+        # the DID fallback announcements (test_announcement.py writes its WAV files there)
+        "media": {"check_interval_s": 1, "first_audio_poll_ms": 250, "announcements_dir": str(workdir / "announcements")},
         # the gateways in most tests are SIPp callees that do not expect OPTIONS: probing is
         # switched on only by the tests of gateway health (fixture `probing_edge`)
         "health": {"enabled": False},

@@ -3,6 +3,7 @@ to try when every URI of that agent has failed (its fallback steps)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -10,17 +11,23 @@ from routing.call.numbers import is_e164
 from routing.tables import keys
 from routing.tables.model.fields import NAME_PATTERN, DataError, parse_sip_uri
 
-__all__ = ["Did", "FallbackKind", "FallbackStep", "parse_fallback"]
+__all__ = ["Did", "FallbackKind", "FallbackStep", "parse_fallback", "ANNOUNCEMENT_PATTERN"]
+
+#: an announcement's name: the file ``{media.announcements_dir}/{name}.wav``, so no path separator
+ANNOUNCEMENT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class FallbackKind(str, Enum):
     """What a fallback step reaches: another ``agent`` (its URIs, under its own limits), a ``uri``
-    (a PBX queue, a voicemail: a SIP URI on a host the DID's agent may transfer to), or a
-    ``number`` (E.164, through least-cost routing, with ``Diversion`` naming the DID)."""
+    (a PBX queue, a voicemail: a SIP URI on a host the DID's agent may transfer to), a
+    ``number`` (E.164, through least-cost routing, with ``Diversion`` naming the DID), or an
+    ``announce``ment (a WAV file rtpengine plays to the caller as early media before the final
+    refusal; always the last step)."""
 
     AGENT = "agent"
     URI = "uri"
     NUMBER = "number"
+    ANNOUNCE = "announce"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +42,12 @@ class FallbackStep:
 
 
 def parse_fallback(text: str, where: str) -> tuple[FallbackStep, ...]:
-    """Parse ``"agent:humans,uri:sip:queue@pbx.example.com"`` (steps in order, comma-separated).
+    """Parse ``"agent:humans,uri:sip:queue@pbx.example.com,announce:closed"`` (steps in order,
+    comma-separated).
 
     Raises:
-        DataError: an unknown kind, a bad agent name, or a value that is no SIP URI.
+        DataError: an unknown kind, a bad agent name, a value that is no SIP URI or E.164
+            number, a bad announcement name, or an announcement that is not the last step.
     """
     steps = []
     for part in filter(None, (p.strip() for p in (text or "").split(","))):
@@ -46,7 +55,7 @@ def parse_fallback(text: str, where: str) -> tuple[FallbackStep, ...]:
         try:
             step_kind = FallbackKind(kind.strip().lower())
         except ValueError:
-            raise DataError(f"{where}: {part!r} is not agent:NAME, uri:SIP_URI or number:+E164") from None
+            raise DataError(f"{where}: {part!r} is not agent:NAME, uri:SIP_URI, number:+E164 or announce:NAME") from None
         value = value.strip()
         if not sep or not value:
             raise DataError(f"{where}: {part!r} names nothing")
@@ -56,6 +65,11 @@ def parse_fallback(text: str, where: str) -> tuple[FallbackStep, ...]:
             value = parse_sip_uri(value, where)
         if step_kind is FallbackKind.NUMBER and not is_e164(value):
             raise DataError(f"{where}: {value!r} is not an E.164 number")
+        if step_kind is FallbackKind.ANNOUNCE and not ANNOUNCEMENT_PATTERN.fullmatch(value):
+            raise DataError(f"{where}: {value!r} is not an announcement name (letters, digits, '_.-'; "
+                            "the file {name}.wav in media.announcements_dir)")
+        if steps and steps[-1].kind is FallbackKind.ANNOUNCE:
+            raise DataError(f"{where}: announce:{steps[-1].value} must be the last step (the call ends after it)")
         steps.append(FallbackStep(step_kind, value))
     return tuple(steps)
 
@@ -73,6 +87,12 @@ class Did:
     trunk: str
     agent: str
     fallback: tuple[FallbackStep, ...] = ()
+
+    @property
+    def announcement(self) -> str:
+        """The name of the announcement ending the fallback steps, or empty."""
+        last = self.fallback[-1] if self.fallback else None
+        return last.value if last is not None and last.kind is FallbackKind.ANNOUNCE else ""
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:did:{e164}`` (``fallback`` only when there is one)."""

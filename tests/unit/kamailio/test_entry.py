@@ -79,5 +79,6 @@ def test_timer_exception_is_logged_once_per_part_and_the_timer_keeps_ticking(ksr
     # the fake KSR has no htable iterator: the media watchdog and the clock both fail
     assert router.ksr_call_clock(MSG, "rtimer") == 1
     errors = [text for level, text in ksr.logs if level == "err"]
-    assert [text.split(":", 2)[1].strip() for text in errors] == ["exception in media watchdog", "exception in call clock"]
+    assert [text.split(":", 2)[1].strip() for text in errors] == [
+        "exception in media watchdog", "exception in call clock"]
     assert ksr.replies == []

@@ -72,7 +72,17 @@ def test_did_fallback_round_trips_and_names_existing_agents_only(redis_client: r
     assert not redis_client.exists(keys.did("+14155550101"))
 
 
-@pytest.mark.parametrize("text", ["voicemail:x", "agent:", "agent:bad name", "uri:mailto:x@y", "number:+1"])
+@pytest.mark.parametrize("text", ["voicemail:x", "agent:", "agent:bad name", "uri:mailto:x@y", "number:+1",
+                                  "announce:../etc/passwd", "announce:a/b", "announce:closed,agent:humans"])
 def test_bad_fallback_steps_name_the_field(text: str) -> None:
     with pytest.raises(DataError, match="edge:did:\\+14155550100 fallback"):
         Did.from_redis("+14155550100", {"trunk": "t", "agent": "a", "fallback": text})
+
+
+def test_an_announcement_ends_the_fallback_and_names_its_file() -> None:
+    did = Did.from_redis("+14155550100", {"trunk": "t", "agent": "a", "fallback": "agent:humans,announce:closed-en.v2"})
+    assert [str(s) for s in did.fallback] == ["agent:humans", "announce:closed-en.v2"]
+    assert did.announcement == "closed-en.v2"
+    assert Did("+14155550100", "t", "a", parse_fallback("agent:humans", "t")).announcement == ""
+    with pytest.raises(DataError, match="must be the last step"):
+        parse_fallback("announce:closed,number:+14155550199", "t")
