@@ -43,6 +43,8 @@ class Target:
             provisional reply first; 0 = the node's ``sip.failover_timeout_ms`` / ``ringing_timeout_ms``.
         diverted_from: on an origination call's fallback to a number, the DID the call was
             diverted from (RFC 5806 ``Diversion``); empty otherwise.
+        hold_answer_ms: the agent's 200 OK is held until its first RTP packet, at most this long
+            (ms); 0 = relayed at once (:mod:`routing.kamailio.holdanswer`).
     """
 
     uri: str
@@ -56,6 +58,7 @@ class Target:
     media: dict | None = None
     answer_timeout_ms: int = 0
     diverted_from: str = ""
+    hold_answer_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -187,6 +190,7 @@ class CallPlan:
                 media=t.get("media"),
                 answer_timeout_ms=t.get("answer_timeout_ms", 0),
                 diverted_from=t.get("diverted_from", ""),
+                hold_answer_ms=t.get("hold_answer_ms", 0),
             )
             for t in data.pop("targets")
         ]

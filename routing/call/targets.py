@@ -90,7 +90,7 @@ def agent_target(agent: Agent, uri: str, label: str, lease: Lease | None, number
     return Target(uri=with_user(uri, number), label=label, lease=lease, max_duration_s=max_duration(trunk, rt),
                   dtmf=dtmf_mode(agent, rt), billing=format_increment(trunk.billing_increment),
                   rate=str(trunk.inbound_rate or ""), media=agent_media(agent, rt),
-                  answer_timeout_ms=agent.answer_timeout_ms or 0)
+                  answer_timeout_ms=agent.answer_timeout_ms or 0, hold_answer_ms=agent.hold_answer_ms)
 
 
 def fallback_targets(did: Did, agent: Agent, trunk: Trunk, topology: Topology, rt: RuntimeSettings,

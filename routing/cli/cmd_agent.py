@@ -11,7 +11,7 @@ from routing.monitor.agentprober import read_agent_health
 from routing.cli.health_view import health_dict, health_text
 from routing.call.dtmf import DtmfMode
 from routing.tables.model import Agent, DataError, check_answer_timeout, parse_hosts, parse_prefixes
-from routing.tables.model.agent import check_caller_id
+from routing.tables.model.agent import check_caller_id, check_hold_answer
 from routing.call.numbers import NumberError, NumberFormat
 from .media_options import media_options, media_policy, media_rows
 from . import AppContext, emit_json, handle_errors, pass_app
@@ -54,6 +54,9 @@ def agent() -> None:
 @click.option("--answer-timeout-ms", type=int, default=None, metavar="MS",
               help="Fail over to the next URI when one has not answered within this long; "
                    "default: sip.ringing_timeout_ms (and sip.failover_timeout_ms for no answer at all).")
+@click.option("--hold-answer-ms", type=int, default=0, show_default=True, metavar="MS",
+              help="Hold the agent's 200 OK from the caller until its first RTP packet, at most this long "
+                   "(needs media.first_audio_poll_ms); 0 = relay it at once.")
 @click.option("--caller-id", "caller_id", default="", metavar="E164",
               help="Default caller ID, presented where the agent's own is not allowed (docs/identity.md).")
 @click.option("--caller-id-allow", "caller_ids", multiple=True, metavar="PREFIX",
@@ -83,6 +86,7 @@ def add(
     national_length: int,
     probe: bool,
     answer_timeout_ms: int | None,
+    hold_answer_ms: int,
     caller_id: str,
     caller_ids: tuple[str, ...],
     present_dids: bool,
@@ -110,6 +114,7 @@ def add(
         transfer_hosts=parse_hosts(",".join(transfer_hosts), f"agent {name!r} transfer_hosts"),
         probe=probe,
         answer_timeout_ms=check_answer_timeout(answer_timeout_ms, f"agent {name!r} answer_timeout_ms"),
+        hold_answer_ms=check_hold_answer(hold_answer_ms, f"agent {name!r} hold_answer_ms"),
         caller_id=check_caller_id(caller_id, f"agent {name!r} caller_id"),
         caller_ids=parse_prefixes(",".join(caller_ids), f"agent {name!r} caller_ids"),
         present_dids=present_dids,
@@ -155,6 +160,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         table.add_row(f"uri {i}", f"{uri}\n  health: {state}")
     table.add_row("options probe", "yes" if found.probe else "no")
     table.add_row("answer timeout (ms)", str(found.answer_timeout_ms) if found.answer_timeout_ms else "node default")
+    table.add_row("hold answer (ms)", str(found.hold_answer_ms) if found.hold_answer_ms else "off")
     table.add_row("cidrs", "\n".join(found.cidrs) or "-")
     table.add_row("max calls", _limit(found.max_calls))
     table.add_row("dtmf", found.dtmf.value if found.dtmf else "node default")

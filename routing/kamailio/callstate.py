@@ -50,6 +50,9 @@ ANNOUNCE_TABLE = "announce"
 #: calls whose session timers the edge keeps for the agent (RFC 4028): call-id -> the epoch s at
 #: which the call ends unless the carrier refreshes it first (routing/kamailio/sessiontimers.py)
 SESSION_TABLE = "sessiontimer"
+#: origination calls whose agent's 200 OK is held until its first RTP packet: call-id ->
+#: routing.kamailio.holdanswer.Held (the 200 itself included)
+HOLD_ANSWER_TABLE = "holdanswer"
 #: answered calls whose agent has sent no RTP yet: call-id -> "{answer ms}:{direction}:{trunk}:{agent}:{agent tag}"
 FIRST_AUDIO_TABLE = "firstaudio"
 

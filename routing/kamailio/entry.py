@@ -42,7 +42,7 @@ from ..ops import runtime
 from ..call.decision import Reason, Reject
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
-from . import dialogs, failure, indialog, invite, onbehalf, overload, registration, replies, screening, timers
+from . import dialogs, failure, holdanswer, indialog, invite, onbehalf, overload, registration, replies, screening, timers
 from .worker import Worker, log_exception, pv
 
 __all__ = ["Edge", "entry", "mod_init"]
@@ -158,6 +158,12 @@ class Edge:
     def ksr_failure_manage(self, msg: object) -> None:
         """A hop failed: fail over to the next one, or give the caller the final answer (:mod:`.failure`)."""
         failure.failure(self.worker)
+
+    @entry("exception holding an answer", request=False)
+    def ksr_held_answer(self, msg: object) -> None:
+        """Core reply_route, a 2xx of a call whose agent's answer is held until its first RTP
+        (:func:`holdanswer.on_reply`); on an exception the reply passes."""
+        holdanswer.on_reply(self.worker)
 
     @entry("cannot release slots", request=False)
     def ksr_dialog_event(self, msg: object, event: str) -> None:

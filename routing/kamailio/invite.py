@@ -23,7 +23,7 @@ from ..call.plan import CallPlan, Target
 from ..ops.secrets import SecretError
 from ..tables.store import RedisStore, StoreUnavailable
 from . import callstate as cs
-from . import announce, failure, records, screening
+from . import announce, failure, holdanswer, records, screening
 from .callstate import CallRecordState
 from .mediaflags import offer_flags, sdp_flags
 from .worker import Worker, count, has_sdp, hop_labels, pv
@@ -194,6 +194,7 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
             # nothing, or rings without answering, is failed over after it (tm t_set_fr, ms)
             answer = target.answer_timeout_ms
             KSR.tm.t_set_fr(answer, min(answer, w.settings.failover_timeout_ms))
+        holdanswer.arm(w, plan)
         if KSR.tm.t_relay() > 0:
             return
         if KSR.pv.get(cs.MEDIA_ERROR_AVP):

@@ -19,7 +19,7 @@ from ..call.plan import CallPlan
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
 from .callstate import Deadline
-from . import records, sessiontimers, transfers
+from . import holdanswer, records, sessiontimers, transfers
 from .mediaflags import answer_fill, flags, modes, offer_flags, sdp_flags, sides
 from .worker import Worker, count, has_sdp, hop_labels, log_reject, observe, pv
 
@@ -46,14 +46,32 @@ def onreply(w: Worker) -> None:
         rcode, reason, tag = json.loads(refused)
         records.refuse_media(pv("$ci"), Reject(int(rcode), str(reason), str(tag)))
     if 200 <= code < 300 and pv("$rm") == "INVITE":
+        if _held_answer(w, code):
+            return
         _answered(w, code)
-    if has_sdp() and _sdp(w, code):
+    if has_sdp() and _sdp(w, code) is None:
         return
     _reply_metrics(code)
 
 
-def _sdp(w: Worker, code: int) -> bool:
-    """The reply's SDP into rtpengine; True when the reply was refused (dropped)."""
+def _held_answer(w: Worker, code: int) -> bool:
+    """The released copy of an agent's held 2xx (:mod:`.holdanswer`; the core reply_route kept the
+    original from tm): its SDP answered and checked, the answer noted; True when it was one."""
+    entry = holdanswer.held(pv("$ci"))
+    if entry is None or not entry.released:
+        return False
+    holdanswer.take(entry)
+    sdp = media.parse_sdp(pv("$rb"))
+    if sdp is not None and pv(cs.PLAN_AVP):
+        _check_reply_answer(sdp, False, code)
+    _answered(w, code)
+    _reply_metrics(code)
+    return True
+
+
+def _sdp(w: Worker, code: int) -> str | None:
+    """The reply's SDP into rtpengine; None when the reply was refused (dropped), else the
+    rtpengine answer flags used ("" when the reply made an offer)."""
     # the reply comes from the side that did not send the request; it answers an
     # SDP offer, or makes the offer when the request had none (delayed offer)
     pair = modes(pv(cs.DTMF_AVP))
@@ -61,7 +79,7 @@ def _sdp(w: Worker, code: int) -> bool:
     offer = not KSR.pv.get(cs.REQ_SDP_AVP)
     sdp = media.parse_sdp(pv("$rb"))
     if 100 < code < 200 and _refuse_reliable_provisional(code, sdp, from_caller, offer):
-        return True
+        return None
     nat = media.nat_flags(sdp.address, pv("$si"), w.private_networks) if sdp is not None else ()
     iface = netsides.direction_flags(pv(cs.DIRECTION_AVP) or "origination", from_caller, w.settings.media_sides)
     if offer:
@@ -69,6 +87,7 @@ def _sdp(w: Worker, code: int) -> bool:
         # (offer_flags adds the NAT flags); manage makes it an offer
         KSR.rtpengine.rtpengine_manage(
             _reply_offer_flags(w, sdp, from_caller, (*sdp_flags(pair, from_caller, True), *iface)))
+        answer = ""
     else:
         if 200 <= code < 300 and sdp is not None and pv(cs.PLAN_AVP):
             _check_reply_answer(sdp, from_caller, code)
@@ -81,7 +100,7 @@ def _sdp(w: Worker, code: int) -> bool:
         KSR.rtpengine.rtpengine_answer(answer)
     if 180 <= code < 200:
         KSR.pv.seti(cs.EARLY_MEDIA_AVP, 1)
-    return False
+    return answer
 
 
 def _refuse_reliable_provisional(code: int, sdp: media.SdpOffer | None, from_caller: bool, offer: bool) -> bool:

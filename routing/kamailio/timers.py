@@ -22,7 +22,7 @@ from ..call import quality
 from ..ngclient import NgError
 from ..tables.store import HEARTBEAT_TTL_S, StoreUnavailable
 from . import callstate as cs
-from . import onbehalf, records
+from . import holdanswer, onbehalf, records
 from .callstate import Deadline, DtmfCall, MediaWatch
 from .mediaflags import modes
 from .worker import Worker, count, log_exception, observe, pv
@@ -192,8 +192,10 @@ def first_audio(w: Worker) -> None:
     the record (``media_first_audio_ms``), to within the poll interval; after ``media.dead_air_s``
     without one the call counts as dead air (``byoc_edge_dead_air_total``, ``media_dead_air_s``).
     rtpengine has no first-packet event, and its ``last packet`` is in whole seconds: polling
-    only the calls still waiting keeps the cost to a few queries per call."""
+    only the calls still waiting keeps the cost to a few queries per call.  Agents' held 200 OKs
+    are released first (:func:`holdanswer.poll`)."""
     now_ms = int(time.time() * 1000)
+    holdanswer.poll(w, now_ms)
     pending = []
     if KSR.htable.sht_iterator_start(FIRST_AUDIO_ITERATOR, cs.FIRST_AUDIO_TABLE) < 0:
         return

@@ -96,6 +96,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         shed_sockets=tuple((l.address, l.port) for l in settings.sip.listen if l.transport == "udp"),
         transfer_bye_delay_s=settings.sip.transfer_bye_delay_s,
         failover_timeout_ms=settings.sip.failover_timeout_ms,
+        ringing_timeout_ms=settings.sip.ringing_timeout_ms,
         first_audio_poll_ms=settings.media.first_audio_poll_ms,
         dead_air_s=settings.media.dead_air_s,
         announcements_dir=str(settings.media.announcements_dir),

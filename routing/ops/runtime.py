@@ -83,6 +83,7 @@ class RuntimeSettings:
             calls shed rises, below which it falls (:class:`routing.call.overload.ShedControl`); 0 = off.
         shed_sockets: ``(address, port)`` of each UDP listener, whose backlog is measured.
         failover_timeout_ms: tm's ``fr_timer`` (ms): no reply at all from a hop for this long fails it over.
+        ringing_timeout_ms: tm's ``fr_inv_timer`` (ms): no final answer this long after a hop's first provisional fails it.
         first_audio_poll_ms: how often the agent's first RTP packet is looked for after the answer (ms); 0 = off.
         dead_air_s: no RTP from the agent this long after the answer is dead air (s).
         announcements_dir: where a DID's ``announce:NAME`` fallback finds ``NAME.wav`` (read by rtpengine).
@@ -140,6 +141,7 @@ class RuntimeSettings:
     shed_sockets: tuple[tuple[str, int], ...] = ()
     transfer_bye_delay_s: int = 2
     failover_timeout_ms: int = 3000
+    ringing_timeout_ms: int = 60000
     first_audio_poll_ms: int = 0
     dead_air_s: int = 5
     announcements_dir: str = "/var/lib/byoc-edge/announcements"

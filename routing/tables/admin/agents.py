@@ -133,7 +133,7 @@ def agent_dict(agent: Agent) -> dict[str, object]:
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default),
     number_format {country_code, national_prefix, international_prefix, national_length} (as a trunk's),
     transfer_hosts (hosts of SIP URI transfer targets), probe (OPTIONS health checks of its URIs),
-    answer_timeout_ms (null = the node's sip.ringing_timeout_ms), caller_id (default caller ID or null),
+    answer_timeout_ms (null = the node's sip.ringing_timeout_ms), hold_answer_ms (0 = off), caller_id (default caller ID or null),
     caller_ids (E.164 prefixes it may present), present_dids (its DIDs too)."""
     return {
         "name": agent.name,
@@ -150,6 +150,7 @@ def agent_dict(agent: Agent) -> dict[str, object]:
         "transfer_hosts": list(agent.transfer_hosts),
         "probe": agent.probe,
         "answer_timeout_ms": agent.answer_timeout_ms,
+        "hold_answer_ms": agent.hold_answer_ms,
         "caller_id": agent.caller_id or None,
         "caller_ids": list(agent.caller_ids),
         "present_dids": agent.present_dids,

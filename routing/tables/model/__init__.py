@@ -43,7 +43,7 @@ from routing.tables.model.fields import (
 )
 from routing.tables.model.media_policy import MediaPolicy
 from routing.tables.model.trunk import CONTACT_USER_PATTERN, RINGBACK_MS, Gateway, Registration, Trunk, check_ringback
-from routing.tables.model.agent import ANSWER_TIMEOUT_MS, Agent, check_answer_timeout
+from routing.tables.model.agent import ANSWER_TIMEOUT_MS, Agent, check_answer_timeout, check_hold_answer
 from routing.tables.model.did import Did
 from routing.tables.model.route import RouteEntry
 
@@ -53,6 +53,6 @@ __all__ = [
     "CONTACT_USER_PATTERN", "check_name", "check_prefix", "parse_codecs", "parse_params", "format_params",
     "parse_cidr", "parse_sip_uri", "parse_prefixes", "parse_header_names", "parse_increment",
     "format_increment", "parse_rate", "number_format_fields", "parse_number_format",
-    "TransferMode", "ReferToFormat", "parse_hosts", "check_answer_timeout", "ANSWER_TIMEOUT_MS", "check_ringback",
+    "TransferMode", "ReferToFormat", "parse_hosts", "check_answer_timeout", "check_hold_answer", "ANSWER_TIMEOUT_MS", "check_ringback",
     "RINGBACK_MS", "CallerIdPolicy", "CallerIdAction",
 ]

@@ -50,6 +50,8 @@ class Agent:
         answer_timeout_ms: longest wait for one URI's final answer (ms); a URI that does not
             answer within it is failed over (also when it sends nothing at all); None = the
             node's ``sip.ringing_timeout_ms`` (and ``sip.failover_timeout_ms`` for no answer).
+        hold_answer_ms: on origination calls, the agent's 200 OK is held from the caller until the
+            agent's first RTP packet, at most this long (ms); 0 = relayed at once (docs/agents.md).
         caller_id: the agent's default caller ID (E.164), presented where its own is not allowed;
             empty = none (docs/identity.md).
         caller_ids: E.164 prefixes of the caller IDs the agent may present on termination calls;
@@ -74,6 +76,7 @@ class Agent:
     transfer_hosts: tuple[str, ...] = ()
     probe: bool = True
     answer_timeout_ms: int | None = None
+    hold_answer_ms: int = 0
     caller_id: str = ""
     caller_ids: tuple[str, ...] = ()
     present_dids: bool = False
@@ -92,6 +95,7 @@ class Agent:
             "transfer_hosts": ",".join(self.transfer_hosts),
             "probe": "yes" if self.probe else "no",
             "answer_timeout_ms": "" if self.answer_timeout_ms is None else str(self.answer_timeout_ms),
+            "hold_answer_ms": str(self.hold_answer_ms) if self.hold_answer_ms else "",
             "caller_id": self.caller_id,
             "caller_ids": ",".join(self.caller_ids),
             "present_dids": "yes" if self.present_dids else "no",
@@ -124,6 +128,8 @@ class Agent:
             transfer_hosts=parse_hosts(fields.get("transfer_hosts", ""), f"{keys.agent(name)} transfer_hosts"),
             probe=_bool(fields.get("probe"), f"{keys.agent(name)} probe", default=True),
             answer_timeout_ms=_answer_timeout(fields.get("answer_timeout_ms"), f"{keys.agent(name)} answer_timeout_ms"),
+            hold_answer_ms=check_hold_answer(_int(fields.get("hold_answer_ms"), f"{keys.agent(name)} hold_answer_ms") or 0,
+                                             f"{keys.agent(name)} hold_answer_ms"),
             caller_id=check_caller_id(fields.get("caller_id", ""), f"{keys.agent(name)} caller_id"),
             caller_ids=parse_prefixes(fields.get("caller_ids", ""), f"{keys.agent(name)} caller_ids"),
             present_dids=_bool(fields.get("present_dids"), f"{keys.agent(name)} present_dids", default=False),
@@ -152,6 +158,21 @@ def check_answer_timeout(timeout: int | None, where: str) -> int | None:
     if timeout is not None and not ANSWER_TIMEOUT_MS[0] <= timeout <= ANSWER_TIMEOUT_MS[1]:
         raise DataError(f"{where}: must be between {ANSWER_TIMEOUT_MS[0]} and {ANSWER_TIMEOUT_MS[1]} ms, got {timeout}")
     return timeout
+
+
+#: bounds of ``hold_answer_ms`` (ms) when set: a poll interval or more, less than a caller waits in silence
+HOLD_ANSWER_MS = (100, 10000)
+
+
+def check_hold_answer(hold_ms: int, where: str) -> int:
+    """``hold_ms`` when it is 0 (off) or within :data:`HOLD_ANSWER_MS`.
+
+    Raises:
+        DataError: out of bounds, naming ``where``.
+    """
+    if hold_ms and not HOLD_ANSWER_MS[0] <= hold_ms <= HOLD_ANSWER_MS[1]:
+        raise DataError(f"{where}: must be 0 (off) or between {HOLD_ANSWER_MS[0]} and {HOLD_ANSWER_MS[1]} ms, got {hold_ms}")
+    return hold_ms
 
 
 def check_caller_id(number: str, where: str) -> str:

@@ -48,7 +48,7 @@ def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
                                  "sip_keepalive": None, "fill_silence": None},
                        "number_format": {"country_code": "", "national_prefix": "", "international_prefix": "00",
                                          "national_length": 0}, "transfer_hosts": [], "probe": True,
-                       "answer_timeout_ms": None, "caller_id": None, "caller_ids": [], "present_dids": False}]
+                       "answer_timeout_ms": None, "hold_answer_ms": 0, "caller_id": None, "caller_ids": [], "present_dids": False}]
     assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout) == {**agents[0], "health": {}}
 
     dids = json.loads(ok(edgectl("did", "list", "--json")).stdout)

@@ -35,7 +35,7 @@ def test_replace_agent_rewrites_uri_list(redis_client: redis.Redis) -> None:
                                                           "sip_keepalive": "", "fill_silence": "",
                                                           "country_code": "", "national_prefix": "",
                                                           "international_prefix": "00", "national_length": "0",
-                                                          "transfer_hosts": "", "probe": "yes", "answer_timeout_ms": "",
+                                                          "transfer_hosts": "", "probe": "yes", "answer_timeout_ms": "", "hold_answer_ms": "",
                                                           "caller_id": "", "caller_ids": "", "present_dids": "no"}
 
 
