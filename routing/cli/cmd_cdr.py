@@ -1,4 +1,5 @@
-"""``edgectl cdr``: call records (list, export as CSV or JSON, totals per trunk, spool replay).
+"""``edgectl cdr``: call records (list, export as CSV or JSON, totals per trunk, spool replay, backfill
+of the durable store).
 
 Records are read from the durable store when ``cdr.store`` is postgres or jsonl (a record reaches it
 within ``cdr.drain_interval_ms`` of its call's end; ``show`` also finds one still in redis), else
@@ -231,3 +232,32 @@ def replay(app: AppContext) -> None:
     except OSError as exc:
         raise DataError(f"{spool.directory}: {exc.strerror}") from None
     click.echo(f"{stored} record(s) stored, {duplicates} already present, {spool.pending()} still spooled")
+
+
+@cdr.command("backfill")
+@click.option("--since", default=None,
+              help="Only records started since then (see cdr list); default: every record redis holds.")
+@_UNTIL
+@pass_app
+@handle_errors
+def backfill(app: AppContext, since: str | None, until: str) -> None:
+    """Write the records redis holds to the durable store (cdr.store postgres or jsonl), each once:
+    the records of calls before the store was set.  Safe to repeat: a record the store has is skipped."""
+    sink = durable_sink(app.settings)
+    if sink is None:
+        raise DataError("cdr.store is redis: there is no durable store to fill")
+    click.get_current_context().call_on_close(sink.close)
+    start, end = _window(since or "1970-01-01", until)
+    batch: list[dict[str, Any]] = []
+    read = written = 0
+    try:
+        for rec in _store(app).iter_records(start, end):
+            batch.append(rec)
+            if len(batch) >= app.settings.cdr.drain_batch:
+                written += sink.write(batch)
+                read, batch = read + len(batch), []
+        written += sink.write(batch)
+        read += len(batch)
+    except StoreUnavailable as exc:
+        raise DataError(f"call-record store unreachable after {written} record(s) written: {exc}") from None
+    click.echo(f"{written} record(s) written to the {app.settings.cdr.store} store, {read - written} already there")

@@ -156,3 +156,25 @@ def test_an_unreachable_database_is_a_one_line_error(tmp_path: Path, redis_serve
         result = run(*args)
         assert result.exit_code == 1, result.output
         assert "call-record store unreachable: postgres" in result.output
+
+
+def test_backfill_writes_what_redis_holds_to_the_durable_store_once(tmp_path: Path, redis_server: tuple[str, int],
+                                                                    redis_client: redis.Redis, postgres_dsn: str) -> None:
+    from routing.tables.cdrsinks import PostgresRecords
+
+    recs = [make(n, "a") for n in range(5)]
+    store = CdrStore(redis_client, 10 * 365 * 86400)
+    for rec in recs:
+        store.add(rec)  # written before cdr.store was set: no outbox
+    sink = PostgresRecords(postgres_dsn)
+    sink.write(recs[:1])
+    run = durable_edgectl(tmp_path, redis_server, f"store: postgres, drain_batch: 2, postgres: {{dsn: '{postgres_dsn}'}}")
+    result = run("cdr", "backfill")
+    assert result.exit_code == 0, result.output
+    assert "4 record(s) written to the postgres store, 1 already there" in result.output
+    assert sink.records(0, 2**62) == recs
+    again = run("cdr", "backfill", "--since", "2026-11-21T01:02Z")
+    assert "0 record(s) written to the postgres store, 3 already there" in again.output
+    sink.close()
+    plain = durable_edgectl(tmp_path, redis_server, "store: redis")("cdr", "backfill")
+    assert plain.exit_code == 1 and "no durable store" in plain.output
