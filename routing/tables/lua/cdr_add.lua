@@ -10,12 +10,14 @@
 -- ARGV[4]  the record's TTL (s)
 -- ARGV[5]  cost in micro-units, added to KEYS[4] only when the record is new
 -- ARGV[6]  TTL of the spend key (s)
--- ARGV[7]  retention window of the index (s): members older are pruned
+-- ARGV[7]  retention window of the index (s): members older are pruned (default ARGV[4])
 -- ARGV[8]  "1": a durable store drains this node's records: the record is kept without TTL and
 --          its id queued in KEYS[3] until the monitor wrote it (cdr_drained.lua sets the TTL then)
 -- ARGV[9]  most records in the index (0 = no bound): the oldest are deleted beyond it, but never
 --          one still queued in KEYS[3]
 -- ARGV[10] the record key prefix (edge:cdr:)
+-- ARGV[7] to ARGV[10] may be left out (bench/peer/kamailio.cfg calls the script with ARGV[1..6] and
+-- KEYS[1..2]): no outbox, no bound.
 --
 -- Returns 1 when the record was stored, 0 when it was already there (a replay
 -- of a spooled record, a retransmission): nothing changes then, so neither the
@@ -32,9 +34,9 @@ end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[3])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000
-local window = tonumber(ARGV[7])
+local window = tonumber(ARGV[7] or ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. tostring(now_ms - window * 1000))
-local bound = tonumber(ARGV[9])
+local bound = tonumber(ARGV[9] or '0')
 if bound > 0 then
   -- at most 16 of the oldest looked at per record: the monitor trims the rest after a drain
   local excess = redis.call('ZCARD', KEYS[2]) - bound

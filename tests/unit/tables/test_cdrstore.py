@@ -281,3 +281,15 @@ def test_without_an_outbox_nothing_is_queued(redis_client: redis.Redis) -> None:
     store.add(record(1))
     assert store.pending(10) == [] and store.waiting() == 0 and store.drained([record(1)]) == 0
     assert not list(redis_client.scan_iter(match="edge:cdrs:outbox:*"))
+
+
+def test_the_script_keeps_its_short_form_for_the_bench_peer(redis_client: redis.Redis) -> None:
+    """bench/peer/kamailio.cfg calls cdr_add.lua with 2 keys and 6 arguments: no outbox, no bound."""
+    from routing.tables.cdrstore import _LUA
+
+    rec = record(1)
+    sha = redis_client.script_load(_LUA.read_text())
+    args = [json.dumps(rec), rec["start_ms"], rec["id"], 3600, 0, 86400]
+    assert redis_client.evalsha(sha, 2, keys.cdr(rec["id"]), keys.CDRS, *args) == 1
+    assert redis_client.evalsha(sha, 2, keys.cdr(rec["id"]), keys.CDRS, *args) == 0
+    assert CdrStore(redis_client, 3600).records(0, 2**53) == [rec]
