@@ -3,7 +3,10 @@
 * :class:`CdrStore` writes a record into redis **exactly once**
   (``routing/tables/lua/cdr_add.lua``: ``SET NX`` on ``edge:cdr:{id}``, then the index
   ``edge:cdrs`` and the trunk's spend counter of the day, both only when the
-  record is new) and reads records back for ``edgectl cdr``.
+  record is new), keeps the index to ``cdr.redis_max_records`` records, and reads
+  records back for ``edgectl cdr``.  With a durable store (``cdr.store``) a new
+  record also waits in the node's outbox, without TTL, until the monitor wrote it
+  there (:meth:`CdrStore.pending`, :meth:`CdrStore.drained`, ``lua/cdr_drained.lua``).
 * :class:`Spool` appends records that redis could not take to a JSON-lines file
   in the spool directory, one file per process (``cdr-{pid}.jsonl``), each write
   under an ``fcntl`` lock and ``fsync``'d, so a record survives a crash or a
