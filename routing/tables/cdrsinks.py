@@ -246,7 +246,9 @@ class JsonlRecords:
             data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in fresh).encode()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-                os.write(fd, data)
+                view = memoryview(data)
+                while view:  # a regular file takes it whole; a short write is finished, not cut
+                    view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
