@@ -3,7 +3,7 @@
 Proves: with ``cdr.store: postgres`` the records of real calls (answered, refused, failed) reach
 PostgreSQL exactly once, redis keeps only ``cdr.redis_max_records`` of them, and ``edgectl cdr``
 reads the database; a batch written again (its acknowledgement lost) adds nothing; a PostgreSQL
-outage loses no record and duplicates none; records spooled while redis was down reach
+outage loses no record and duplicates none (the exporter shows them waiting); records spooled while redis was down reach
 PostgreSQL once, a replayed duplicate included; ``cdr.store: jsonl`` writes each record on one
 line, once.
 """
@@ -166,6 +166,7 @@ def test_a_postgres_outage_loses_no_record_and_duplicates_none(db: str, clean_ed
                    what="the monitor to log the outage")
         assert edge.redis.zcard(keys.CDRS) == 3
         assert all(edge.redis.ttl(keys.cdr(k)) == -1 for k in edge.redis.zrange(keys.CDRS, 0, -1))
+        assert "byoc_edge_cdr_outbox_records 3.0" in edge.metrics("exporter")
     finally:
         pg.start()
     wait_until(lambda: len(ids_in(db)) == 3 and outbox(edge) == 0, timeout=45,
