@@ -12,6 +12,10 @@ Rungs (same SIPp scenarios for all):
              admission; a replica of the edge's redis is then attached for every rung
   edge-capture the edge (git HEAD) with the SIP capture on (siptrace HEP3 to the monitor's collector, kept
              per call); every other edge rung runs with it off, so edge vs edge-capture is its cost
+  edge-ttfa  the edge (git HEAD) measuring time to first audio (media.first_audio_poll_ms: 250, rtpengine
+             queried every 250 ms after the answer until the agent's first packet); every other edge rung runs
+             with it off (the default), so edge vs edge-ttfa is its cost.  The CPS steps' agent sends no RTP, so
+             each answered call is polled until it ends (the worst case: a silent agent)
 
 Measures: CPS at < 0.1 % failed calls (ramp -> knee, then bisection at fixed rates, repeats
 interleaved across rungs, median), PDD/setup added by the edge at 25/50/80 % of its max
@@ -54,7 +58,8 @@ ALT = "edge-opt" if PROPOSALS else "edge-w8"
 WORKERS = {"edge-w8": 8}
 #: settings of each edge variant beyond the bench edge's (rungs.edge_settings); edge-strict waits for the
 #: replica (rungs.Replica) after each admission and each answer's lease extension (WAIT 1)
-SETTINGS = {"edge-strict": {"redis": {"strict_admission": True, "replica_wait_ms": 100}}}
+SETTINGS = {"edge-strict": {"redis": {"strict_admission": True, "replica_wait_ms": 100}},
+            "edge-ttfa": {"media": {"first_audio_poll_ms": 250}}}
 #: edge variants run with the SIP capture on (capture.enabled); the others with it off
 CAPTURE = {"edge-capture"}
 TUNED_ARGS = ("-m", "1024", "-x", "tlsf")  # what proposals 01 and 02 add to the edge's kamailio argv
@@ -98,14 +103,14 @@ class Bench:
                     "xcode_n": [20, 60], "mem_n": [100, 400], "profile_s": 6, "ablation_cps": 200,
                     "overload": {"factor": 2, "burst_s": 10, "long_calls": 10, "recv_timeout_ms": 5000,
                                  "released_within_s": 60},
-                    "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "peer-tuned", ALT]}
+                    "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "edge-ttfa", "peer-tuned", ALT]}
         return {"step_s": 8, "hold_ms": 500, "ramp": {"start": 100, "step": 100, "interval_s": 2, "max": 3000},
                 "repeats": 3, "bisect": 3, "lat_fracs": [0.25, 0.5, 0.8], "lat_s": 8,
                 "media_n": [200, 300, 400, 500], "media_setup_cps": 150, "pcap_s": 15,
                 "xcode_n": [30, 60, 90], "mem_n": [200, 1000], "profile_s": 8, "ablation_cps": 200,
                 "overload": {"factor": 2, "burst_s": 30, "long_calls": 20, "recv_timeout_ms": 5000,
                              "released_within_s": 60},
-                "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "peer-tuned", ALT]}
+                "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "edge-ttfa", "peer-tuned", ALT]}
 
     # ------------------------------------------------------------------ setup
 
@@ -120,6 +125,7 @@ class Bench:
         self.srcs["edge"] = rungs.build_tree(self.base / "src-edge", ref)
         self.srcs[ALT] = rungs.build_tree(self.base / "src-edge-opt", ref, PROPOSALS) if PROPOSALS else self.srcs["edge"]
         self.srcs["edge-capture"] = self.srcs["edge"]
+        self.srcs["edge-ttfa"] = self.srcs["edge"]
         s["alt_variant"] = {"name": ALT, "workers": WORKERS.get(ALT, 4), "proposals": [p.name for p in PROPOSALS]}
         self.add_baseline()
         self.srcs["edge-strict"] = self.srcs["edge"]
@@ -402,7 +408,7 @@ class Bench:
         """Each proposal's effect on CPU per call, at one fixed rate below every variant's knee."""
         rate = self.p["ablation_cps"]
         out = {}
-        names = (["edge", "edge-capture"] + [k for k in sorted(self.srcs) if k.startswith("edge+")]
+        names = (["edge", "edge-capture", "edge-ttfa"] + [k for k in sorted(self.srcs) if k.startswith("edge+")]
                  + [ALT, "peer", "peer-tuned"])
         for rep in range(1 if self.quick else 2):
             for name in names:

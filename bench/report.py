@@ -24,6 +24,10 @@ RUNG_TEXT = {
     "edge-capture": "byoc-edge (git HEAD) with the SIP capture on (`capture.enabled: true`: siptrace HEP3 to the "
                     "monitor's collector, one file per call); every other edge rung runs with it off; its CPU per "
                     "call includes the monitor",
+    "edge-ttfa": "byoc-edge (git HEAD) measuring time to first audio (`media.first_audio_poll_ms: 250`: rtpengine "
+                 "queried every 250 ms after the answer until the agent's first packet); every other edge rung runs "
+                 "with it off (the default); the CPS steps' agent sends no RTP, so each answered call is polled until "
+                 "it ends (the worst case)",
     "edge-before": "byoc-edge built from the git ref given with `--baseline` (the code before a rework), same settings",
 }
 
@@ -210,6 +214,8 @@ def render(summary_path: Path, target: Path) -> None:
                 pl = "none (HEAD), 8 SIP workers"
             elif name == "edge-capture":
                 pl = "none (HEAD), SIP capture on (monitor CPU included)"
+            elif name == "edge-ttfa":
+                pl = "none (HEAD), time to first audio measured (poll 250 ms)"
             else:
                 pl = "native cfg" + (" + -m 1024 -x tlsf" if name == "peer-tuned" else "")
             setup = [((r.get("setup_ms") or {}).get("p99")) for r in runs]
@@ -506,6 +512,9 @@ def targets(s: dict) -> list[tuple]:
                  f"{ok(a is not None and a >= 600)} → {ok(b is not None and b >= 600)}"))
     cap = _div(cps_of("edge-capture"), cps_of("edge"))
     rows.append(("CPS with the SIP capture on / off (edge-capture / edge, same run)", "report", fmt(cap, 2), "", ""))
+    ttfa = _div(cps_of("edge-ttfa"), cps_of("edge"))
+    rows.append(("CPS with time to first audio measured / not (edge-ttfa / edge, same run)", "report", fmt(ttfa, 2),
+                 "", ""))
     lim = cps_of("limit")
     rows.append(("CPS(edge) / CPS(limit)", "report", fmt(_div(cps_of("edge"), lim), 2), fmt(_div(cps_of(alt), lim), 2), ""))
     lat = s.get("latency", {})

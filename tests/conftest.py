@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 import redis
@@ -13,6 +13,9 @@ import redis
 from routing.tables.store import connect
 
 from tests.helpers import free_port, wait_until
+
+if TYPE_CHECKING:
+    from tests.postgres import PgServer
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +52,27 @@ def redis_client(redis_server: tuple[str, int]) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator["PgServer"]:
+    """A real PostgreSQL server on 127.0.0.1 for the whole session (tests/postgres.py), stopped
+    and removed afterwards."""
+    from tests.postgres import PgServer
+
+    server = PgServer("127.0.0.1", free_port())
+    try:
+        server.init().start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: "PgServer") -> str:
+    """The server's DSN, with the ``call_records`` table dropped first (each test starts empty)."""
+    import psycopg
+
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS call_records")
+    return postgres_server.dsn

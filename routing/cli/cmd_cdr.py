@@ -1,4 +1,9 @@
-"""``edgectl cdr``: call records (list, export as CSV or JSON, totals per trunk, spool replay)."""
+"""``edgectl cdr``: call records (list, export as CSV or JSON, totals per trunk, spool replay, backfill
+of the durable store).
+
+Records are read from the durable store when ``cdr.store`` is postgres or jsonl (a record reaches it
+within ``cdr.drain_interval_ms`` of its call's end; ``show`` also finds one still in redis), else
+from redis (the window of ``cdr.retention_days`` and ``cdr.redis_max_records``)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from routing.call.cdr import FIELDS, totals
+from routing.ops.cdrsettings import durable_sink, redis_records
+from routing.tables.cdrsinks import RecordSink
 from routing.tables.cdrstore import CdrStore, Spool, parse_time
 from routing.tables.model import DataError
 from routing.tables.store import StoreUnavailable
@@ -79,8 +86,25 @@ def _window(since: str, until: str) -> tuple[int, int]:
 
 
 def _store(app: AppContext) -> CdrStore:
-    return CdrStore(app.redis(), app.settings.cdr.retention_days * 86400,
-                    app.settings.cdr.stranger_retention_days * 86400)
+    return redis_records(app.settings, app.redis())
+
+
+def _reader(app: AppContext) -> CdrStore | RecordSink:
+    """Where records are read: the durable store when one is configured (closed with the
+    command), else redis."""
+    sink = durable_sink(app.settings)
+    if sink is None:
+        return _store(app)
+    click.get_current_context().call_on_close(sink.close)
+    return sink
+
+
+def _streamed(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``records`` with the durable store's failure as a one-line error (the iteration is lazy)."""
+    try:
+        yield from records
+    except StoreUnavailable as exc:
+        raise DataError(f"call-record store unreachable: {exc}") from None
 
 
 _SINCE = click.option("--since", default="24h", show_default=True,
@@ -105,7 +129,10 @@ def cdr() -> None:
 def list_(app: AppContext, since: str, until: str, trunk: str | None, limit: int, as_json: bool) -> None:
     """Call records started in a period, oldest first."""
     start, end = _window(since, until)
-    records = _store(app).records(start, end, trunk, limit)
+    try:
+        records = _reader(app).records(start, end, trunk, limit)
+    except StoreUnavailable as exc:
+        raise DataError(f"call-record store unreachable: {exc}") from None
     if as_json:
         emit_json(records)
         return
@@ -126,7 +153,12 @@ def list_(app: AppContext, since: str, until: str, trunk: str | None, limit: int
 @handle_errors
 def show(app: AppContext, record_id: str) -> None:
     """One record by id (``{node}:{call-id}:{cseq}``), as JSON."""
-    found = _store(app).get(record_id)
+    try:
+        found = _reader(app).get(record_id)
+    except StoreUnavailable as exc:
+        raise DataError(f"call-record store unreachable: {exc}") from None
+    if found is None and app.settings.cdr.durable:
+        found = _store(app).get(record_id)  # not drained yet
     if found is None:
         raise DataError(f"no call record {record_id!r}")
     emit_json(found)
@@ -145,7 +177,7 @@ def export(app: AppContext, since: str, until: str, trunk: str | None, fmt: str,
     """Every record of a period as CSV (one row per call, times also in ISO 8601 UTC) or JSON,
     streamed (a large period is never held in memory)."""
     start, end = _window(since, until)
-    records = _store(app).iter_records(start, end, trunk)
+    records = _streamed(_reader(app).iter_records(start, end, trunk))
     chunks = csv_rows(records) if fmt == "csv" else json_chunks(records)
     if output is None:
         for text in chunks:
@@ -174,7 +206,7 @@ def export(app: AppContext, since: str, until: str, trunk: str | None, fmt: str,
 def totals_(app: AppContext, since: str, until: str, trunk: str | None, as_json: bool) -> None:
     """Calls, billable minutes and cost per trunk over a period (calls that started in it)."""
     start, end = _window(since, until)
-    rows = totals(_store(app).iter_records(start, end, trunk))
+    rows = totals(_streamed(_reader(app).iter_records(start, end, trunk)))
     if as_json:
         emit_json(rows)
         return
@@ -200,3 +232,32 @@ def replay(app: AppContext) -> None:
     except OSError as exc:
         raise DataError(f"{spool.directory}: {exc.strerror}") from None
     click.echo(f"{stored} record(s) stored, {duplicates} already present, {spool.pending()} still spooled")
+
+
+@cdr.command("backfill")
+@click.option("--since", default=None,
+              help="Only records started since then (see cdr list); default: every record redis holds.")
+@_UNTIL
+@pass_app
+@handle_errors
+def backfill(app: AppContext, since: str | None, until: str) -> None:
+    """Write the records redis holds to the durable store (cdr.store postgres or jsonl), each once:
+    the records of calls before the store was set.  Safe to repeat: a record the store has is skipped."""
+    sink = durable_sink(app.settings)
+    if sink is None:
+        raise DataError("cdr.store is redis: there is no durable store to fill")
+    click.get_current_context().call_on_close(sink.close)
+    start, end = _window(since or "1970-01-01", until)
+    batch: list[dict[str, Any]] = []
+    read = written = 0
+    try:
+        for rec in _store(app).iter_records(start, end):
+            batch.append(rec)
+            if len(batch) >= app.settings.cdr.drain_batch:
+                written += sink.write(batch)
+                read, batch = read + len(batch), []
+        written += sink.write(batch)
+        read += len(batch)
+    except StoreUnavailable as exc:
+        raise DataError(f"call-record store unreachable after {written} record(s) written: {exc}") from None
+    click.echo(f"{written} record(s) written to the {app.settings.cdr.store} store, {read - written} already there")

@@ -146,7 +146,8 @@ class Worker:
         """This process's call-record writer (redis, else the spool)."""
         if self.writer is None:
             s = self.settings
-            self.writer = CdrWriter(CdrStore(self.open_store().client, s.cdr_retention_s, s.cdr_stranger_retention_s),
+            self.writer = CdrWriter(CdrStore(self.open_store().client, s.cdr_retention_s, s.cdr_stranger_retention_s,
+                                             s.cdr_max_records, s.cdr_outbox or None),
                                     Spool(s.cdr_spool_dir))
         return self.writer
 

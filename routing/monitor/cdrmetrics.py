@@ -9,11 +9,14 @@ metric                                      type   labels  source
 ``byoc_edge_trunk_spend_today``             gauge  trunk   ``edge:spend:{trunk}:{UTC today}`` (currency units)
 ``byoc_edge_trunk_daily_spend_cap``         gauge  trunk   the trunk's ``daily_spend_cap`` (absent when none)
 ``byoc_edge_cdr_spooled_records``           gauge  -       call records of this node waiting in ``cdr.spool_dir``
+``byoc_edge_cdr_outbox_records``            gauge  -       records of this node waiting for the durable store
+                                                           (``edge:cdrs:outbox:{node}``; absent without one)
 ==========================================  =====  ======  ==============================================
 
 Alert on ``spend_today / daily_spend_cap > 0.8`` before a trunk starts refusing
 calls, and on ``cdr_spooled_records > 0`` for more than a few minutes (redis
-unreachable from Kamailio, or a spool the edge cannot replay).
+unreachable from Kamailio, or a spool the edge cannot replay), and on ``cdr_outbox_records``
+growing (the durable store unreachable: records pile up in redis, none is lost).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from prometheus_client.registry import Collector
 
 from routing.tables import keys
 from routing.call.cdr import COST_PLACES
-from routing.tables.cdrstore import Spool
+from routing.tables.cdrstore import CdrStore, Spool
+from routing.tables.store import StoreUnavailable
 
 __all__ = ["CdrCollector"]
 
@@ -44,12 +48,15 @@ class CdrCollector(Collector):
     Args:
         client: redis client (``decode_responses=True``) with bounded timeouts.
         spool_dir: this node's ``cdr.spool_dir``.
+        records: this node's redis records; its outbox (if any) is measured.
         clock: seconds since epoch (tests).
     """
 
-    def __init__(self, client: redis.Redis, spool_dir: str | Path, clock=time.time) -> None:
+    def __init__(self, client: redis.Redis, spool_dir: str | Path, records: CdrStore | None = None,
+                 clock=time.time) -> None:
         self.client = client
         self.spool = Spool(spool_dir)
+        self.records = records
         self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
@@ -62,6 +69,14 @@ class CdrCollector(Collector):
         except OSError as exc:
             log.error("cannot read the call-record spool: %s", exc)
         yield spooled
+        if self.records is not None and self.records.outbox:
+            outbox = GaugeMetricFamily(f"{NAMESPACE}_cdr_outbox_records",
+                                       "Call records of this node waiting in redis for the durable store (records)")
+            try:
+                outbox.add_metric([], self.records.waiting())
+                yield outbox
+            except StoreUnavailable as exc:
+                log.error("cannot read the call-record outbox: %s", exc)
         try:
             yield from self._spend()
         except (redis.RedisError, OSError) as exc:

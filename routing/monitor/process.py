@@ -5,7 +5,9 @@ Started by ``edgectl up`` (``routing/ops/services.py``) as
 the node's validated settings.  It serves ``/metrics`` on
 ``metrics.address:metrics.exporter_port`` (:class:`routing.monitor.exporter.EdgeCollector`
 plus the prober's counters), when ``capture.enabled`` runs the HEP collector of the SIP capture
-(:class:`routing.monitor.collector.Collector`, a thread) and, when ``health.enabled``, runs
+(:class:`routing.monitor.collector.Collector`, a thread), when ``cdr.store`` is postgres or jsonl
+drains the node's call records from redis into it (:mod:`routing.monitor.cdrdrain`, a thread) and,
+when ``health.enabled``, runs
 :func:`routing.monitor.prober.run` until SIGTERM.
 """
 
@@ -19,9 +21,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from routing.monitor import nodeloss, prober
+from routing.monitor import cdrdrain, nodeloss, prober
 from routing.monitor.collector import Collector
-from routing.tables.cdrstore import CdrStore
+from routing.ops.cdrsettings import durable_sink, redis_records
 from routing.monitor.cdrmetrics import CdrCollector
 from routing.monitor.exporter import NAMESPACE, EdgeCollector
 from routing.monitor.health import probe_ok
@@ -37,7 +39,7 @@ def registry_for(settings: Settings) -> tuple[CollectorRegistry, Counter, object
     client = connect(**r.client_args(), timeout_ms=2000, connect_timeout_ms=2000)
     registry = CollectorRegistry()
     registry.register(EdgeCollector(client, settings.node))
-    registry.register(CdrCollector(client, settings.cdr_spool_path))
+    registry.register(CdrCollector(client, settings.cdr_spool_path, redis_records(settings, client)))
     probes = Counter(f"{NAMESPACE}_gateway_probes", "SIP OPTIONS probes sent to gateways, by result (ok/failed)",
                      ["trunk", "gateway", "result"], registry=registry)
     return registry, probes, client
@@ -75,9 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         probes.labels(probe.trunk, probe.gateway.address, result).inc()
 
     # the calls of nodes that died (no heartbeat) are released and recorded by every node that lives
-    cdrs = CdrStore(client, settings.cdr.retention_days * 86400, settings.cdr.stranger_retention_days * 86400)
+    cdrs = redis_records(settings, client)
     reaper = threading.Thread(target=nodeloss.run, args=(client, settings.node, cdrs, stop), name="nodeloss", daemon=True)
     reaper.start()
+    sink = durable_sink(settings)
+    if sink is not None:  # cdr.store postgres or jsonl: this node's records go there once each
+        drain = cdrdrain.Drain(cdrs, sink, settings.cdr.drain_batch)
+        threading.Thread(target=cdrdrain.run, args=(drain, settings.cdr.drain_interval_ms / 1000, stop),
+                         name="cdrdrain", daemon=True).start()
     if settings.health.enabled:
         prober.run(client, settings, stop, observed=count)  # type: ignore[arg-type]
     else:

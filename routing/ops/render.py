@@ -23,6 +23,7 @@ from routing.kamailio import callstate
 from routing.ops.drain import DRAIN_FILE
 from routing.ops.runtime import ADMISSION_MARGIN_S, RuntimeSettings
 from routing.ops.settings import REPO_ROOT, Settings
+from routing.tables import keys
 
 __all__ = ["TEMPLATE_DIR", "ENTRY_SCRIPT", "KAMAILIO_MODULES", "OUTPUTS", "render", "render_to_dir", "runtime_settings",
            "render_sentinel", "SENTINEL_DOWN_AFTER_MS", "SENTINEL_FAILOVER_TIMEOUT_MS"]
@@ -79,6 +80,8 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         cdr_retention_s=settings.cdr.retention_days * 86400,
         cdr_stranger_retention_s=settings.cdr.stranger_retention_days * 86400,
         cdr_spool_dir=str(settings.cdr_spool_path),
+        cdr_max_records=settings.cdr.redis_max_records,
+        cdr_outbox=keys.cdr_outbox(settings.node) if settings.cdr.durable else "",
         dtmf_log_port=settings.dtmf.log_port,
         loop_socket=loop_socket(settings),
         metrics_port=settings.metrics.kamailio_port,

@@ -62,6 +62,9 @@ class RuntimeSettings:
         cdr_retention_s: how long call records stay in redis (s).
         cdr_stranger_retention_s: how long records of refusals that matched no trunk and no agent stay (s).
         cdr_spool_dir: where call records wait while redis is unreachable.
+        cdr_max_records: most call records kept in redis (``cdr.redis_max_records``).
+        cdr_outbox: the node's outbox key when a durable store drains the records (``cdr.store``
+            postgres or jsonl), else empty.
         dtmf_log_port: UDP port on 127.0.0.1 of rtpengine's DTMF event reports; 0 = off.
         loop_socket: ``udp:host:port`` of the edge's first UDP listener (its real address, not the
             advertised one): where the edge sends the in-dialog requests it makes on a side's behalf
@@ -123,6 +126,8 @@ class RuntimeSettings:
     cdr_retention_s: int = 14 * 86400
     cdr_stranger_retention_s: int = 2 * 86400
     cdr_spool_dir: str = "/var/spool/byoc-edge/cdr"
+    cdr_max_records: int = 0
+    cdr_outbox: str = ""
     dtmf_log_port: int = 0
     loop_socket: str = ""
     metrics_port: int = 9161

@@ -18,6 +18,7 @@ import yaml
 from routing.errors import EdgeError
 from routing.call.media import DEFAULT_PRIVATE_NETWORKS
 from routing.ops.capturesettings import Capture
+from routing.ops.cdrsettings import Cdr
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routing.ops.storesettings import Redis
@@ -396,27 +397,6 @@ class Metrics(_Model):
         if len({self.kamailio_port, self.rtpengine_port, self.exporter_port}) != 3:
             raise ValueError("kamailio_port, rtpengine_port and exporter_port must differ")
         return self
-class Cdr(_Model):
-    """Call records (docs/operations.md#call-records)."""
-
-    retention_days: int = Field(
-        14, ge=1, le=3650,
-        description="days a call record stays in redis (about 1 KB each); export older ones with edgectl cdr export",
-    )
-    stranger_retention_days: int = Field(
-        2, ge=1, le=3650,
-        description="days the record of a refusal that matched no trunk and no agent (scanners, strangers) stays; "
-        "at most retention_days",
-    )
-    spool_dir: Path | None = Field(
-        None, description="where call records wait while redis is unreachable (default <run_dir>/cdr-spool)",
-    )
-
-    @model_validator(mode="after")
-    def _check_stranger_retention(self) -> "Cdr":
-        if self.stranger_retention_days > self.retention_days:
-            raise ValueError("stranger_retention_days must not exceed retention_days")
-        return self
 
 
 class Diagnostics(_Model):
@@ -484,6 +464,11 @@ class Settings(_Model):
     def cdr_spool_path(self) -> Path:
         """Directory of spooled call records."""
         return self.cdr.spool_dir or Path(self.run_dir) / "cdr-spool"
+
+    @property
+    def cdr_jsonl_path(self) -> Path:
+        """The JSON-lines file of call records (``cdr.store: jsonl``)."""
+        return self.cdr.jsonl_path or Path(self.run_dir) / "cdr" / "records.jsonl"
 
     @property
     def capture_path(self) -> Path:

@@ -3,7 +3,10 @@
 * :class:`CdrStore` writes a record into redis **exactly once**
   (``routing/tables/lua/cdr_add.lua``: ``SET NX`` on ``edge:cdr:{id}``, then the index
   ``edge:cdrs`` and the trunk's spend counter of the day, both only when the
-  record is new) and reads records back for ``edgectl cdr``.
+  record is new), keeps the index to ``cdr.redis_max_records`` records, and reads
+  records back for ``edgectl cdr``.  With a durable store (``cdr.store``) a new
+  record also waits in the node's outbox, without TTL, until the monitor wrote it
+  there (:meth:`CdrStore.pending`, :meth:`CdrStore.drained`, ``lua/cdr_drained.lua``).
 * :class:`Spool` appends records that redis could not take to a JSON-lines file
   in the spool directory, one file per process (``cdr-{pid}.jsonl``), each write
   under an ``fcntl`` lock and ``fsync``'d, so a record survives a crash or a
@@ -36,6 +39,8 @@ __all__ = ["CdrStore", "Spool", "CdrWriter", "SPEND_TTL_S", "parse_time"]
 #: spend counters outlive their UTC day by two days (yesterday stays visible)
 SPEND_TTL_S = 3 * 86400
 _LUA = Path(__file__).resolve().parent / "lua" / "cdr_add.lua"
+_DRAINED_LUA = Path(__file__).resolve().parent / "lua" / "cdr_drained.lua"
+_RECORD_PREFIX = keys.cdr("")
 
 
 class CdrStore:
@@ -46,13 +51,22 @@ class CdrStore:
         retention_s: how long a record is kept (s); the index is pruned to the same window.
         stranger_retention_s: how long the record of a refusal that matched no trunk and no
             agent is kept (s; scanners and strangers), at most ``retention_s``; default ``retention_s``.
+        max_records: most records in the index (``cdr.redis_max_records``), the oldest deleted
+            beyond it (never one still in the outbox); 0 = no bound.
+        outbox: the node's outbox key (:func:`routing.tables.keys.cdr_outbox`) when a durable
+            store drains the records: a new record is then kept without TTL and its id queued
+            there until :meth:`drained` (the TTL starts then).
     """
 
-    def __init__(self, client: redis.Redis, retention_s: int, stranger_retention_s: int | None = None) -> None:
+    def __init__(self, client: redis.Redis, retention_s: int, stranger_retention_s: int | None = None,
+                 max_records: int = 0, outbox: str | None = None) -> None:
         self.client = client
         self.retention_s = int(retention_s)
         self.stranger_retention_s = min(self.retention_s, int(stranger_retention_s or retention_s))
+        self.max_records = int(max_records)
+        self.outbox = outbox
         self._add = client.register_script(_LUA.read_text())
+        self._drained = client.register_script(_DRAINED_LUA.read_text())
 
     def ttl_of(self, record: Mapping[str, Any]) -> int:
         """How long ``record`` stays (s): the stranger retention for a refusal of a source that
@@ -70,14 +84,68 @@ class CdrStore:
             StoreUnavailable: redis unreachable or slower than the client's timeout.
         """
         rid = str(record["id"])
-        keys_ = [keys.cdr(rid), keys.CDRS]
+        keys_ = [keys.cdr(rid), keys.CDRS, self.outbox or keys.cdr_outbox("-")]
         micros = cost_micros(str(record.get("cost") or "0"))
         if record.get("trunk") and micros > 0:
             keys_.append(keys.spend(str(record["trunk"]), utc_day(int(record["end_ms"]))))
         args = [json.dumps(record, separators=(",", ":")), int(record["start_ms"]), rid, self.ttl_of(record),
-                micros, SPEND_TTL_S, self.retention_s]
+                micros, SPEND_TTL_S, self.retention_s, "1" if self.outbox else "0", self.max_records,
+                _RECORD_PREFIX]
         try:
             return bool(self._add(keys=keys_, args=args))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def pending(self, count: int) -> list[dict[str, Any]]:
+        """The oldest ``count`` records of the outbox (by start time), each with its ``id``; an id
+        whose record is gone (deleted by hand) is dropped from the outbox.  Empty without an outbox.
+
+        Raises:
+            StoreUnavailable: redis unreachable or slower than the client's timeout.
+        """
+        if not self.outbox:
+            return []
+        try:
+            ids = self.client.zrange(self.outbox, 0, count - 1)
+            if not ids:
+                return []
+            texts = self.client.mget([keys.cdr(i) for i in ids])
+            lost = [i for i, text in zip(ids, texts) if text is None]
+            if lost:
+                self.client.zrem(self.outbox, *lost)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [json.loads(text) for text in texts if text is not None]
+
+    def waiting(self) -> int:
+        """Records in the outbox (0 without one).
+
+        Raises:
+            StoreUnavailable: redis unreachable or slower than the client's timeout.
+        """
+        if not self.outbox:
+            return 0
+        try:
+            return int(self.client.zcard(self.outbox))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def drained(self, records: list[Mapping[str, Any]]) -> int:
+        """The durable store holds ``records``: out of the outbox, each kept in redis for its
+        retention from now (:meth:`ttl_of`), then the index trimmed to ``max_records``; returns
+        how many records the trim deleted.
+
+        Raises:
+            StoreUnavailable: redis unreachable or slower than the client's timeout (the records
+                stay in the outbox and are written again: the durable store skips them).
+        """
+        if not self.outbox:
+            return 0
+        args: list[object] = [_RECORD_PREFIX, self.max_records]
+        for rec in records:
+            args += [str(rec["id"]), self.ttl_of(rec)]
+        try:
+            return int(self._drained(keys=[self.outbox, keys.CDRS], args=args))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 

@@ -207,6 +207,13 @@ def cdr(record_id: str) -> str:
     return f"{PREFIX}:cdr:{record_id}"
 
 
+def cdr_outbox(node: str) -> str:
+    """ZSET of the ids of node ``node``'s call records not yet written to the durable store
+    (``cdr.store`` postgres or jsonl), score the record's start (ms since epoch); the node's
+    monitor drains it (routing/monitor/cdrdrain.py)."""
+    return f"{PREFIX}:cdrs:outbox:{node}"
+
+
 def spend(trunk: str, day: str) -> str:
     """STRING integer: a trunk's spend (call-record costs, both directions) on UTC day ``day`` (``YYYYMMDD``),
     in micro-units of the currency (cost x 10^6)."""

@@ -322,7 +322,9 @@ def test_every_dashboard_panel_shows_what_the_test_drove_in_a_real_prometheus(
     judged = [expr for expr, want in PANELS.items() if not isinstance(want, str) and expr not in HELD_PANELS]
     for expr, want in PANELS.items():
         if want == NO_RTP:
-            assert query(prometheus, expr) == [], expr
+            # no value from this test's calls; a series an earlier test's call left in Kamailio (histograms live
+            # until Kamailio restarts) has no rate now: NaN, no value either
+            assert [s for s in query(prometheus, expr) if s["value"][1] != "NaN"] == [], expr
 
     def shortfalls() -> dict[str, list[str]]:
         return {expr: missing for expr in judged if (missing := panel_shortfalls(prometheus, expr))}
@@ -340,7 +342,7 @@ def test_every_dashboard_panel_shows_what_the_test_drove_in_a_real_prometheus(
     # the alerting rules of monitoring/alerts.yml load and evaluate in the real Prometheus
     with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=5) as reply:
         rules = [r for g in json.loads(reply.read())["data"]["groups"] for r in g["rules"]]
-    assert len(rules) == 9 and all(r["health"] == "ok" for r in rules), rules
+    assert len(rules) == 10 and all(r["health"] == "ok" for r in rules), rules
 
 
 def test_http_on_a_sip_port_is_refused_and_only_metrics_is_served(clean_edge: Edge) -> None:

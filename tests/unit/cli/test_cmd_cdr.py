@@ -112,3 +112,69 @@ def test_trunk_show_has_the_spend_of_today(edgectl, redis_client: redis.Redis) -
     assert (shown["spend_today"], shown["daily_spend_cap"], shown["inbound_rate"]) == ("1.250000", "5", "0.0085")
     table = edgectl("trunk", "show", "telnyx").output
     assert "spend today (UTC)" in table and "1.250000" in table
+
+
+def durable_edgectl(tmp_path: Path, redis_server: tuple[str, int], cdr: str):
+    host, port = redis_server
+    path = tmp_path / "durable.yaml"
+    path.write_text(f"node: n1\nredis: {{host: {host}, port: {port}}}\ncdr: {{spool_dir: {tmp_path / 'spool'}, {cdr}}}\n",
+                    encoding="utf-8")
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, ["--settings", str(path), *args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("store", ["postgres", "jsonl"])
+def test_with_a_durable_store_cdr_reads_it(store: str, tmp_path: Path, redis_server: tuple[str, int],
+                                          redis_client: redis.Redis, request: pytest.FixtureRequest) -> None:
+    from routing.tables.cdrsinks import JsonlRecords, PostgresRecords
+
+    if store == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        sink = PostgresRecords(dsn)
+        run = durable_edgectl(tmp_path, redis_server, f"store: postgres, postgres: {{dsn: '{dsn}'}}")
+    else:
+        sink = JsonlRecords(tmp_path / "records.jsonl")
+        run = durable_edgectl(tmp_path, redis_server, f"store: jsonl, jsonl_path: {sink.path}")
+    recs = [make(n, "a" if n % 2 else "b", answered=n != 3) for n in range(5)]
+    sink.write(recs[:4])  # the durable store holds 4; the 5th is still in redis, not drained
+    CdrStore(redis_client, 10 * 365 * 86400).add(recs[4])
+    listed = json.loads(run("cdr", "list", *WINDOW, "--json").output)
+    assert [r["id"] for r in listed] == [r["id"] for r in recs[:4]]
+    exported = list(csv.DictReader(io.StringIO(run("cdr", "export", "--format", "csv", *WINDOW, "--trunk", "a").output)))
+    assert [r["id"] for r in exported] == [recs[1]["id"], recs[3]["id"]]
+    totals = {row["trunk"]: row for row in json.loads(run("cdr", "totals", *WINDOW, "--json").output)}
+    assert (totals["a"]["calls"], totals["b"]["calls"]) == (2, 2)
+    assert json.loads(run("cdr", "show", recs[2]["id"]).output) == recs[2]
+    assert json.loads(run("cdr", "show", recs[4]["id"]).output) == recs[4]  # not drained yet: found in redis
+    sink.close()
+
+
+def test_an_unreachable_database_is_a_one_line_error(tmp_path: Path, redis_server: tuple[str, int]) -> None:
+    run = durable_edgectl(tmp_path, redis_server,
+                          "store: postgres, postgres: {dsn: 'host=127.0.0.1 port=1 user=x dbname=x', connect_timeout_s: 1}")
+    for args in (["cdr", "list", *WINDOW], ["cdr", "export", *WINDOW], ["cdr", "show", "x"]):
+        result = run(*args)
+        assert result.exit_code == 1, result.output
+        assert "call-record store unreachable: postgres" in result.output
+
+
+def test_backfill_writes_what_redis_holds_to_the_durable_store_once(tmp_path: Path, redis_server: tuple[str, int],
+                                                                    redis_client: redis.Redis, postgres_dsn: str) -> None:
+    from routing.tables.cdrsinks import PostgresRecords
+
+    recs = [make(n, "a") for n in range(5)]
+    store = CdrStore(redis_client, 10 * 365 * 86400)
+    for rec in recs:
+        store.add(rec)  # written before cdr.store was set: no outbox
+    sink = PostgresRecords(postgres_dsn)
+    sink.write(recs[:1])
+    run = durable_edgectl(tmp_path, redis_server, f"store: postgres, drain_batch: 2, postgres: {{dsn: '{postgres_dsn}'}}")
+    result = run("cdr", "backfill")
+    assert result.exit_code == 0, result.output
+    assert "4 record(s) written to the postgres store, 1 already there" in result.output
+    assert sink.records(0, 2**62) == recs
+    again = run("cdr", "backfill", "--since", "2026-11-21T01:02Z")
+    assert "0 record(s) written to the postgres store, 3 already there" in again.output
+    sink.close()
+    plain = durable_edgectl(tmp_path, redis_server, "store: redis")("cdr", "backfill")
+    assert plain.exit_code == 1 and "no durable store" in plain.output

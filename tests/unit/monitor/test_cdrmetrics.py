@@ -44,3 +44,16 @@ def test_redis_down_still_reports_the_spool(tmp_path: Path) -> None:
     dead = connect("127.0.0.1", free_port(), timeout_ms=100, connect_timeout_ms=100)
     text = scrape(CdrCollector(dead, tmp_path / "missing"))
     assert "byoc_edge_cdr_spooled_records 0.0" in text and "spend_today" not in text
+
+
+def test_outbox_depth_only_with_a_durable_store(redis_client: redis.Redis, tmp_path: Path) -> None:
+    import time
+
+    from routing.tables.cdrstore import CdrStore
+
+    now = int(time.time() * 1000)
+    durable = CdrStore(redis_client, 3600, outbox=keys.cdr_outbox("n1"))
+    for n in range(3):
+        durable.add({"id": f"n1:c{n}:1", "start_ms": now, "end_ms": now, "cost": "0"})
+    assert "byoc_edge_cdr_outbox_records 3.0" in scrape(CdrCollector(redis_client, tmp_path, durable))
+    assert "outbox" not in scrape(CdrCollector(redis_client, tmp_path, CdrStore(redis_client, 3600)))

@@ -240,3 +240,56 @@ def test_iter_records_pages_through_the_index(redis_client: redis.Redis) -> None
     redis_client.delete(keys.cdr("n1:call-3:1"))  # expired between the index and the read
     ids = [r["id"] for r in store.iter_records(0, 2**53, chunk=2)]
     assert ids == [f"n1:call-{n}:1" for n in range(7) if n != 3]
+
+
+def test_a_bounded_window_drops_the_oldest_records_beyond_max_records(redis_client: redis.Redis) -> None:
+    store = CdrStore(redis_client, 3600, max_records=3)
+    for n in range(5):
+        store.add(record(n))
+    assert [r["id"] for r in store.records(0, 2**53)] == [f"n1:call-{n}:1" for n in (2, 3, 4)]
+    assert redis_client.exists(keys.cdr("n1:call-0:1")) == 0 and redis_client.zcard(keys.CDRS) == 3
+
+
+def test_with_an_outbox_a_record_waits_without_ttl_until_drained(redis_client: redis.Redis) -> None:
+    outbox = keys.cdr_outbox("n1")
+    store = CdrStore(redis_client, 3600, max_records=2, outbox=outbox)
+    for n in range(4):
+        assert store.add(record(n)) is True
+    assert store.add(record(1)) is False  # a replay: not queued twice
+    # nothing is dropped while the durable store has not taken it, whatever the bound
+    assert store.waiting() == 4 and redis_client.zcard(keys.CDRS) == 4
+    assert redis_client.ttl(keys.cdr("n1:call-0:1")) == -1
+    pending = store.pending(3)
+    assert [r["id"] for r in pending] == [f"n1:call-{n}:1" for n in range(3)]
+    assert store.drained(pending) == 2  # acknowledged: the two oldest beyond the bound of 2 go
+    assert store.waiting() == 1 and [r["id"] for r in store.records(0, 2**53)] == ["n1:call-2:1", "n1:call-3:1"]
+    assert 3500 < redis_client.ttl(keys.cdr("n1:call-2:1")) <= 3600
+    assert redis_client.ttl(keys.cdr("n1:call-3:1")) == -1  # still waiting
+
+
+def test_an_outbox_id_whose_record_is_gone_is_dropped(redis_client: redis.Redis) -> None:
+    store = CdrStore(redis_client, 3600, outbox=keys.cdr_outbox("n1"))
+    store.add(record(1))
+    store.add(record(2))
+    redis_client.delete(keys.cdr("n1:call-1:1"))
+    assert [r["id"] for r in store.pending(10)] == ["n1:call-2:1"]
+    assert store.waiting() == 1
+
+
+def test_without_an_outbox_nothing_is_queued(redis_client: redis.Redis) -> None:
+    store = CdrStore(redis_client, 3600)
+    store.add(record(1))
+    assert store.pending(10) == [] and store.waiting() == 0 and store.drained([record(1)]) == 0
+    assert not list(redis_client.scan_iter(match="edge:cdrs:outbox:*"))
+
+
+def test_the_script_keeps_its_short_form_for_the_bench_peer(redis_client: redis.Redis) -> None:
+    """bench/peer/kamailio.cfg calls cdr_add.lua with 2 keys and 6 arguments: no outbox, no bound."""
+    from routing.tables.cdrstore import _LUA
+
+    rec = record(1)
+    sha = redis_client.script_load(_LUA.read_text())
+    args = [json.dumps(rec), rec["start_ms"], rec["id"], 3600, 0, 86400]
+    assert redis_client.evalsha(sha, 2, keys.cdr(rec["id"]), keys.CDRS, *args) == 1
+    assert redis_client.evalsha(sha, 2, keys.cdr(rec["id"]), keys.CDRS, *args) == 0
+    assert CdrStore(redis_client, 3600).records(0, 2**53) == [rec]
