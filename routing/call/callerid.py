@@ -9,7 +9,8 @@ agent's default (when that one is owned) or refused, as set per trunk.
 
 One caller ID is presented for the whole call (the From of the INVITE, whatever trunk takes it):
 the first usable trunk in least-cost order decides whether the agent's own or its default is
-presented, and a later trunk that would need the other one is skipped.
+presented, and a later trunk that would need the other one is skipped; that first trunk also
+shapes how the caller ID is written for the whole call (:func:`presentation`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from routing.call.decision import Reason, Reject, Step, Trace
-from routing.call.numbers import NumberError, from_uri_user
-from routing.tables.model import Agent, CallerIdAction, CallerIdPolicy, Trunk
+from routing.call.numbers import NumberError, from_uri_user, is_e164
+from routing.call.presentation import plan_presentation
+from routing.tables.model import Agent, CallerIdAction, CallerIdHeader, CallerIdPolicy, CallerIdShape, FromUser, Trunk
+from routing.tables.store import Store
 
 __all__ = ["CallerIdPolicy", "CallerIdAction", "agent_allows", "owned_on", "TrunkVerdict", "trunk_verdict",
-           "own_number", "agent_caller_id", "trunk_caller_id", "present_caller"]
+           "own_number", "agent_caller_id", "trunk_caller_id", "present_caller", "presentation"]
 
 
 def agent_allows(caller: str, allowed: Iterable[str], present_dids: bool, caller_did_agent: str | None,
@@ -148,3 +151,27 @@ def present_caller(from_user: str, agent: Agent, caller_id: str, presented: str 
     default, or an owned replacement), else ``""`` (the From is relayed as the agent wrote it)."""
     chosen = presented if presented is not None else caller_id
     return chosen if chosen and chosen != own_number(from_user, agent) else ""
+
+
+def presentation(trunk: Trunk, number: str, store: Store, trace: Trace | None = None,
+                 privacy_header: bool = False) -> dict | None:
+    """How ``trunk``'s carrier receives the call's caller ID ``number`` (E.164)
+    (:func:`routing.call.presentation.plan_presentation`); the trunk's digest username is read
+    only when its From user is to carry it.  A trunk that shapes nothing still gets one, marked
+    ``privacy_only``, when the INVITE has a ``Privacy`` header (its value, read at the relay,
+    decides).  None: the From goes as the agent wrote it."""
+    shape = trunk.caller_shape
+    if not is_e164(number) or (shape.is_default and not privacy_header):
+        return None
+    if shape.is_default:
+        shown = plan_presentation(number, CallerIdShape(header=CallerIdHeader.PAI), trunk.number_format, "")
+        return {**shown, "privacy_only": True} if shown is not None else None
+    auth = ""
+    if shape.from_user is FromUser.AUTH:
+        creds = store.credentials(trunk.name)
+        auth = creds[0] if creds else ""
+    shown = plan_presentation(number, shape, trunk.number_format, auth)
+    if trace is not None and shown is not None:
+        trace.append(Step("callerid", True, f"trunk {trunk.name} receives From user {shown['user']!r}"
+                          + ("" if shape.header.value == "from" else f", {shape.header.value} {shown['number']}")))
+    return shown

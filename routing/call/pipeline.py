@@ -534,6 +534,10 @@ def _admit_termination(c: Call) -> Decision | None:
         assert plan.full is not None
         code, reason, tag, retry = plan.full
         return Reject(code, reason, tag, retry, trunk=plan.targets[-1].trunk or "")
+    first = c.topology.trunks.get(plan.current.trunk or "")
+    if first is not None:  # the first trunk shapes the caller for the whole call, as it chose the caller ID
+        plan.presentation = callerid.presentation(first, c.presented or c.caller_id, c.store, c.trace,
+                                                  any(n.lower() == "privacy" for n in c.req.header_names))
     return None
 
 

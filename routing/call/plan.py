@@ -88,6 +88,8 @@ class CallPlan:
         verstat: the carrier's STIR/SHAKEN verification of the caller (:mod:`routing.call.identity`), or empty.
         present_caller: on a termination call, the caller ID (E.164) the From must carry instead
             of the agent's own (:mod:`routing.call.callerid`); empty = relayed as written.
+        presentation: on a termination call, how the carrier receives the caller
+            (:func:`routing.call.presentation.plan_presentation`, the first trunk's shaping); None = as written.
         announce: on an origination call, the announcement of the DID's last fallback step
             (``announce:NAME``), played to the caller before the final refusal once every hop
             failed; empty = none.
@@ -112,6 +114,7 @@ class CallPlan:
     ringback_ms: int = 0
     verstat: str = ""
     present_caller: str = ""
+    presentation: dict | None = None
     announce: str = ""
 
     @property

@@ -17,7 +17,8 @@ from routing.ops import services
 from routing.call.dtmf import DtmfMode
 from routing.monitor.health import probe_ok
 from routing.cli.health_view import health_dict, health_text
-from routing.tables.model import (AuthMode, CallerIdAction, CallerIdPolicy, DataError, Direction, ReferToFormat,
+from routing.tables.model import (AuthMode, CallerDisplay, CallerIdAction, CallerIdFormat, CallerIdHeader, CallerIdPolicy,
+                                  CallerIdShape, FromUser, DataError, Direction, ReferToFormat,
                                   Registration, TransferMode, Transport, Trunk, check_ringback, format_increment,
                                   parse_increment, parse_prefixes, parse_rate)
 from routing.call.numbers import NumberError, NumberFormat
@@ -106,6 +107,17 @@ def trunk() -> None:
                                       "by the agent's default.")
 @click.option("--verified-caller-id", "verified_caller_ids", multiple=True, metavar="E164",
               help="A number the carrier account verified: an owned caller ID on this trunk (repeatable).")
+@click.option("--caller-id-header", type=click.Choice([m.value for m in CallerIdHeader]), default="from",
+              show_default=True, help="Header that carries the caller ID besides the From (docs/identity.md).")
+@click.option("--caller-id-format", type=click.Choice([m.value for m in CallerIdFormat]), default="e164",
+              show_default=True, help="How the caller ID is written: +E.164, E.164 without +, or national.")
+@click.option("--from-user", type=click.Choice([m.value for m in FromUser]), default="caller", show_default=True,
+              help="The From user part: the caller ID, or the trunk's digest username (auth).")
+@click.option("--from-host", default="", metavar="HOST", help="The From host (default: as the agent wrote it).")
+@click.option("--user-phone/--no-user-phone", default=False, show_default=True,
+              help="Add ;user=phone to the From and identity URIs.")
+@click.option("--caller-display", type=click.Choice([m.value for m in CallerDisplay]), default="keep",
+              show_default=True, help="The From display name: as written, none, or the number.")
 @click.option("--ringback-ms", type=int, default=None, metavar="MS",
               help="Send the caller 180 Ringing when the agent has sent no 180/183 this long after the INVITE.")
 @media_options
@@ -149,6 +161,12 @@ def add(
     caller_id_policy: str,
     caller_id_action: str,
     verified_caller_ids: tuple[str, ...],
+    caller_id_header: str,
+    caller_id_format: str,
+    from_user: str,
+    from_host: str,
+    user_phone: bool,
+    caller_display: str,
     ringback_ms: int | None,
     replace: bool,
     codecs: str | None = None,
@@ -204,6 +222,8 @@ def add(
         caller_id_policy=CallerIdPolicy(caller_id_policy),
         caller_id_action=CallerIdAction(caller_id_action),
         verified_caller_ids=parse_prefixes(",".join(verified_caller_ids), f"trunk {name!r} verified_caller_ids"),
+        caller_shape=CallerIdShape.build(caller_id_header, caller_id_format, from_user, from_host, user_phone,
+                                         caller_display, f"trunk {name!r}"),
     )
     if tls_ca and not Path(tls_ca).is_file():
         raise DataError(f"trunk {name!r} tls_ca: {tls_ca} is not a file")
@@ -288,6 +308,11 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("caller ID policy", found.caller_id_policy.value + (
         f" ({found.caller_id_action.value}; verified {', '.join(found.verified_caller_ids) or '-'})"
         if found.caller_id_policy is CallerIdPolicy.OWNED else ""))
+    shape = found.caller_shape
+    table.add_row("caller ID shaping", "as the agent wrote it" if shape.is_default else (
+        f"header {shape.header.value}, format {shape.format.value}, From user {shape.from_user.value}"
+        f"{', host ' + shape.from_host if shape.from_host else ''}{', user=phone' if shape.user_phone else ''}"
+        f", display {shape.display.value}"))
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

@@ -20,6 +20,7 @@ from ..call.cdr import sdp_codecs
 from ..call.decision import Authenticate, Reason, Reject, Relay
 from ..tables.model import DataError, MediaPolicy
 from ..call.plan import CallPlan, Target
+from ..call.presentation import render
 from ..ops.secrets import SecretError
 from ..tables.store import RedisStore, StoreUnavailable
 from . import callstate as cs
@@ -122,10 +123,7 @@ def _relay(w: Worker, decision: Relay) -> None:
         # when the dialog's timer expires (the keepalive's end), before its BYEs
         KSR.pv.sets("$dlg_ctx(timeout_route)", cs.DIALOG_TIMEOUT_ROUTE)
         KSR.dialog.dlg_manage()
-        if plan.present_caller:
-            # the caller ID policy's choice (routing.call.callerid): uac keeps both Froms in the
-            # dialog (restore_dlg) and puts each side's back in every later message of the call
-            KSR.uac.uac_replace_from_uri(f"sip:{plan.present_caller}@{pv('$fd')}")
+        _present_caller(plan, decision.remove)
         KSR.pv.sets(cs.AGENT_VAR, plan.agent)
         KSR.pv.sets(cs.TRUNK_VAR, plan.trunk or plan.current.trunk or "")
         KSR.pv.sets(cs.DIRECTION_VAR, plan.direction)
@@ -209,6 +207,33 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
             return
         count(metrics.FAILOVERS, *failed[:2])
         target = nxt
+
+
+#: Privacy header values (RFC 3323 section 4.2, RFC 3325 section 9.3) that ask for an anonymous caller
+_PRIVATE = frozenset({"id", "user", "header"})
+
+
+def _present_caller(plan: CallPlan, removed: tuple[str, ...]) -> None:
+    """The caller as the carrier receives it: the caller ID policy's choice (routing.call.callerid)
+    written as the first trunk wants it (routing.call.presentation), anonymous when the agent asks
+    for privacy.  uac keeps both Froms in the dialog (restore_dlg) and puts each side's back in
+    every later message of the call; the edge's identity header replaces the agent's."""
+    privacy = bool(plan.presentation) and bool(_PRIVATE & {t.strip().lower() for t in pv("$hdr(Privacy)").split(";")})
+    shown = render(plan.presentation, pv("$fd"), privacy) if plan.presentation else None
+    if shown is None:
+        if plan.present_caller:
+            KSR.uac.uac_replace_from_uri(f"sip:{plan.present_caller}@{pv('$fd')}")
+        return
+    if shown.display is None:
+        KSR.uac.uac_replace_from_uri(shown.from_uri)
+    else:
+        KSR.uac.uac_replace_from(shown.display, shown.from_uri)
+    gone = {n.lower() for n in removed}
+    for line in shown.headers:
+        name = line.split(":", 1)[0]
+        if name.lower() not in gone and KSR.hdr.is_present(name) > 0:
+            KSR.hdr.remove(name)
+        KSR.hdr.append(line + "\r\n")
 
 
 def _hop_headers(target: Target) -> None:

@@ -42,6 +42,7 @@ from routing.tables.model.fields import (
     parse_sip_uri,
 )
 from routing.tables.model.media_policy import MediaPolicy
+from routing.tables.model.callershape import CallerDisplay, CallerIdFormat, CallerIdHeader, CallerIdShape, FromUser
 from routing.tables.model.trunk import CONTACT_USER_PATTERN, RINGBACK_MS, Gateway, Registration, Trunk, check_ringback
 from routing.tables.model.agent import ANSWER_TIMEOUT_MS, Agent, check_answer_timeout, check_hold_answer
 from routing.tables.model.did import Did
@@ -55,4 +56,5 @@ __all__ = [
     "format_increment", "parse_rate", "number_format_fields", "parse_number_format",
     "TransferMode", "ReferToFormat", "parse_hosts", "check_answer_timeout", "check_hold_answer", "ANSWER_TIMEOUT_MS", "check_ringback",
     "RINGBACK_MS", "CallerIdPolicy", "CallerIdAction",
+    "CallerIdShape", "CallerIdHeader", "CallerIdFormat", "FromUser", "CallerDisplay",
 ]

@@ -38,6 +38,7 @@ from routing.tables.model.fields import (
     _int,
     _num,
 )
+from routing.tables.model.callershape import CallerIdShape
 from routing.tables.model.media_policy import MediaPolicy
 
 __all__ = ["Gateway", "Registration", "Trunk", "CONTACT_USER_PATTERN", "check_ringback", "RINGBACK_MS"]
@@ -230,6 +231,9 @@ class Trunk:
         caller_id_action: what ``owned`` does with another caller ID: ``refuse`` the trunk, or
             ``replace`` it by the agent's default caller ID.
         verified_caller_ids: numbers (E.164) the carrier account verified, owned besides the DIDs.
+        caller_shape: how the carrier wants the caller ID of termination calls written
+            (:class:`CallerIdShape`: identity header, format, From user and host, ``user=phone``,
+            display name); the default relays the From as the agent wrote it.
     """
 
     name: str
@@ -260,6 +264,7 @@ class Trunk:
     caller_id_policy: CallerIdPolicy = CallerIdPolicy.PASS
     caller_id_action: CallerIdAction = CallerIdAction.REFUSE
     verified_caller_ids: tuple[str, ...] = ()
+    caller_shape: CallerIdShape = field(default_factory=CallerIdShape)
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
@@ -287,6 +292,7 @@ class Trunk:
             "caller_id_policy": self.caller_id_policy.value,
             "caller_id_action": self.caller_id_action.value,
             "verified_caller_ids": ",".join(self.verified_caller_ids),
+            **self.caller_shape.to_redis(),
         }
         if self.register is not None:
             fields["register"] = self.register.to_redis()
@@ -348,6 +354,7 @@ class Trunk:
             caller_id_action=_choice(CallerIdAction, fields.get("caller_id_action"), f"{where} caller_id_action",  # type: ignore[arg-type]
                                      CallerIdAction.REFUSE),
             verified_caller_ids=parse_prefixes(fields.get("verified_caller_ids", ""), f"{where} verified_caller_ids"),
+            caller_shape=CallerIdShape.from_redis(fields, where),
         )
 
 

@@ -53,6 +53,7 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "tm.t_branch_timeout": -1,
     "tm.t_set_fr": 1,
     "uac.uac_replace_from_uri": 1,
+    "uac.uac_replace_from": 1,
     "tmx.t_precheck_trans": -1,
     "tmx.t_cancel_branches": 1,
     "hdr.append": 1,
