@@ -25,7 +25,7 @@ from routing.tables.model import Agent, CallerIdAction, CallerIdHeader, CallerId
 from routing.tables.store import Store
 
 __all__ = ["CallerIdPolicy", "CallerIdAction", "agent_allows", "owned_on", "TrunkVerdict", "trunk_verdict",
-           "own_number", "agent_caller_id", "trunk_caller_id", "present_caller", "presentation"]
+           "own_number", "agent_caller_id", "trunk_caller_id", "present_caller", "presentation", "shaken"]
 
 
 def agent_allows(caller: str, allowed: Iterable[str], present_dids: bool, caller_did_agent: str | None,
@@ -175,3 +175,28 @@ def presentation(trunk: Trunk, number: str, store: Store, trace: Trace | None = 
         trace.append(Step("callerid", True, f"trunk {trunk.name} receives From user {shown['user']!r}"
                           + ("" if shape.header.value == "from" else f", {shape.header.value} {shown['number']}")))
     return shown
+
+
+def shaken(trunk: Trunk, agent: Agent, number: str, destination: str, did_trunk_of: Callable[[str], str | None],
+           trace: Trace | None = None) -> dict | None:
+    """What the edge signs for a termination call over ``trunk`` (``stir_sign``): the caller ID
+    ``number`` and the ``destination`` (E.164) as PASSporT telephone numbers (digits, RFC 8225
+    section 5.2.1) and the SHAKEN attestation (RFC 8588, ATIS-1000074 section 5.2.3): ``A`` for
+    a number owned on that trunk (its DIDs, its verified numbers), ``B`` for a number the agent
+    is restricted to and allowed (its ``caller_ids`` or its DIDs), ``C`` otherwise.  None when
+    the caller ID is no E.164 number (nothing to sign).
+
+    Returns:
+        ``{"orig": "14155550123", "dest": "442071838750", "attest": "A"}``.
+    """
+    if not trunk.stir_sign or not is_e164(number) or not is_e164(destination):
+        return None
+    if owned_on(number, trunk.name, trunk.verified_caller_ids, did_trunk_of(number)):
+        attest = "A"
+    elif agent.caller_ids or agent.present_dids:
+        attest = "B"
+    else:
+        attest = "C"
+    if trace is not None:
+        trace.append(Step("callerid", True, f"trunk {trunk.name} signs {number} with SHAKEN attestation {attest}"))
+    return {"orig": number.lstrip("+"), "dest": destination.lstrip("+"), "attest": attest}

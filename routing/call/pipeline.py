@@ -538,6 +538,9 @@ def _admit_termination(c: Call) -> Decision | None:
     if first is not None:  # the first trunk shapes the caller for the whole call, as it chose the caller ID
         plan.presentation = callerid.presentation(first, c.presented or c.caller_id, c.store, c.trace,
                                                   any(n.lower() == "privacy" for n in c.req.header_names))
+        if rt.stir_key_file:
+            plan.stir = callerid.shaken(first, agent, c.presented or c.caller_id, c.number,
+                                        lambda n: _did_trunk(c, n), c.trace)
     return None
 
 

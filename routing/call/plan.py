@@ -90,6 +90,8 @@ class CallPlan:
             of the agent's own (:mod:`routing.call.callerid`); empty = relayed as written.
         presentation: on a termination call, how the carrier receives the caller
             (:func:`routing.call.presentation.plan_presentation`, the first trunk's shaping); None = as written.
+        stir: on a termination call over a trunk that signs, the PASSporT's numbers and SHAKEN
+            attestation (:func:`routing.call.callerid.shaken`); None = unsigned.
         announce: on an origination call, the announcement of the DID's last fallback step
             (``announce:NAME``), played to the caller before the final refusal once every hop
             failed; empty = none.
@@ -115,6 +117,7 @@ class CallPlan:
     verstat: str = ""
     present_caller: str = ""
     presentation: dict | None = None
+    stir: dict | None = None
     announce: str = ""
 
     @property

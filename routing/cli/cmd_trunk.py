@@ -118,6 +118,8 @@ def trunk() -> None:
               help="Add ;user=phone to the From and identity URIs.")
 @click.option("--caller-display", type=click.Choice([m.value for m in CallerDisplay]), default="keep",
               show_default=True, help="The From display name: as written, none, or the number.")
+@click.option("--stir-sign/--no-stir-sign", default=False, show_default=True,
+              help="Sign termination calls over this trunk with a STIR/SHAKEN Identity header (settings stir).")
 @click.option("--ringback-ms", type=int, default=None, metavar="MS",
               help="Send the caller 180 Ringing when the agent has sent no 180/183 this long after the INVITE.")
 @media_options
@@ -167,6 +169,7 @@ def add(
     from_host: str,
     user_phone: bool,
     caller_display: str,
+    stir_sign: bool,
     ringback_ms: int | None,
     replace: bool,
     codecs: str | None = None,
@@ -224,6 +227,7 @@ def add(
         verified_caller_ids=parse_prefixes(",".join(verified_caller_ids), f"trunk {name!r} verified_caller_ids"),
         caller_shape=CallerIdShape.build(caller_id_header, caller_id_format, from_user, from_host, user_phone,
                                          caller_display, f"trunk {name!r}"),
+        stir_sign=stir_sign,
     )
     if tls_ca and not Path(tls_ca).is_file():
         raise DataError(f"trunk {name!r} tls_ca: {tls_ca} is not a file")
@@ -313,6 +317,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         f"header {shape.header.value}, format {shape.format.value}, From user {shape.from_user.value}"
         f"{', host ' + shape.from_host if shape.from_host else ''}{', user=phone' if shape.user_phone else ''}"
         f", display {shape.display.value}"))
+    table.add_row("STIR/SHAKEN signing", "yes" if found.stir_sign else "no")
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

@@ -124,6 +124,8 @@ def _relay(w: Worker, decision: Relay) -> None:
         KSR.pv.sets("$dlg_ctx(timeout_route)", cs.DIALOG_TIMEOUT_ROUTE)
         KSR.dialog.dlg_manage()
         _present_caller(plan, decision.remove)
+        if plan.stir and w.settings.stir_key_file:
+            _sign(w, plan.stir)
         KSR.pv.sets(cs.AGENT_VAR, plan.agent)
         KSR.pv.sets(cs.TRUNK_VAR, plan.trunk or plan.current.trunk or "")
         KSR.pv.sets(cs.DIRECTION_VAR, plan.direction)
@@ -234,6 +236,14 @@ def _present_caller(plan: CallPlan, removed: tuple[str, ...]) -> None:
         if name.lower() not in gone and KSR.hdr.is_present(name) > 0:
             KSR.hdr.remove(name)
         KSR.hdr.append(line + "\r\n")
+
+
+def _sign(w: Worker, passport: dict) -> None:
+    """The STIR/SHAKEN ``Identity`` header (RFC 8224) of a termination call, signed by Kamailio's
+    ``secsipid`` module with the node's key (settings ``stir``); the call goes unsigned when it fails."""
+    if KSR.secsipid.secsipid_add_identity(passport["orig"], passport["dest"], passport["attest"], "",
+                                          w.settings.stir_cert_url, w.settings.stir_key_file) < 0:
+        KSR.err(f"edge: cannot sign call-id={pv('$ci')} (secsipid): it goes unsigned\n")
 
 
 def _hop_headers(target: Target) -> None:

@@ -102,6 +102,8 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         ringing_timeout_ms=settings.sip.ringing_timeout_ms,
         first_audio_poll_ms=settings.media.first_audio_poll_ms,
         dead_air_s=settings.media.dead_air_s,
+        stir_key_file=str(settings.stir.key_file) if settings.stir.enabled else "",
+        stir_cert_url=settings.stir.cert_url if settings.stir.enabled else "",
         announcements_dir=str(settings.media.announcements_dir),
         announcement_max_s=settings.media.announcement_max_s,
         sip_sockets=sides.side_sockets(

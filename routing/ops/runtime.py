@@ -89,6 +89,7 @@ class RuntimeSettings:
         ringing_timeout_ms: tm's ``fr_inv_timer`` (ms): no final answer this long after a hop's first provisional fails it.
         first_audio_poll_ms: how often the agent's first RTP packet is looked for after the answer (ms); 0 = off.
         dead_air_s: no RTP from the agent this long after the answer is dead air (s).
+        stir_key_file, stir_cert_url: STIR/SHAKEN signing key (path) and certificate URL; empty = off.
         announcements_dir: where a DID's ``announce:NAME`` fallback finds ``NAME.wav`` (read by rtpengine).
         announcement_max_s: the longest an announcement plays before the final refusal (s).
         transfer_bye_delay_s: after a carrier's final 2xx NOTIFY of a relayed REFER, seconds the
@@ -149,6 +150,8 @@ class RuntimeSettings:
     ringing_timeout_ms: int = 60000
     first_audio_poll_ms: int = 0
     dead_air_s: int = 5
+    stir_key_file: str = ""
+    stir_cert_url: str = ""
     announcements_dir: str = "/var/lib/byoc-edge/announcements"
     announcement_max_s: int = 30
 

@@ -19,6 +19,7 @@ from routing.errors import EdgeError
 from routing.call.media import DEFAULT_PRIVATE_NETWORKS
 from routing.ops.capturesettings import Capture
 from routing.ops.cdrsettings import Cdr
+from routing.ops.stirsettings import Stir
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routing.ops.storesettings import Redis
@@ -459,6 +460,7 @@ class Settings(_Model):
     dtmf: Dtmf = Field(default_factory=Dtmf)
     cdr: Cdr = Field(default_factory=Cdr)
     capture: Capture = Field(default_factory=Capture)
+    stir: Stir = Field(default_factory=Stir)
 
     @property
     def cdr_spool_path(self) -> Path:

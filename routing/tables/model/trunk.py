@@ -234,6 +234,8 @@ class Trunk:
         caller_shape: how the carrier wants the caller ID of termination calls written
             (:class:`CallerIdShape`: identity header, format, From user and host, ``user=phone``,
             display name); the default relays the From as the agent wrote it.
+        stir_sign: termination calls over this trunk get a STIR/SHAKEN ``Identity`` header
+            signed by the edge (settings ``stir``; docs/identity.md#stirshaken-signing).
     """
 
     name: str
@@ -265,6 +267,7 @@ class Trunk:
     caller_id_action: CallerIdAction = CallerIdAction.REFUSE
     verified_caller_ids: tuple[str, ...] = ()
     caller_shape: CallerIdShape = field(default_factory=CallerIdShape)
+    stir_sign: bool = False
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
@@ -293,6 +296,7 @@ class Trunk:
             "caller_id_action": self.caller_id_action.value,
             "verified_caller_ids": ",".join(self.verified_caller_ids),
             **self.caller_shape.to_redis(),
+            "stir_sign": "yes" if self.stir_sign else "no",
         }
         if self.register is not None:
             fields["register"] = self.register.to_redis()
@@ -355,6 +359,7 @@ class Trunk:
                                      CallerIdAction.REFUSE),
             verified_caller_ids=parse_prefixes(fields.get("verified_caller_ids", ""), f"{where} verified_caller_ids"),
             caller_shape=CallerIdShape.from_redis(fields, where),
+            stir_sign=_bool(fields.get("stir_sign"), f"{where} stir_sign", default=False),
         )
 
 

@@ -9,7 +9,7 @@ import pytest
 from routing.call import callerid
 from routing.call.decision import Reject, Relay
 from routing.call.pipeline import route_initial_invite
-from routing.tables.model import CallerIdAction, CallerIdPolicy, Did, Gateway, RouteEntry, Trunk
+from routing.tables.model import Agent, CallerIdAction, CallerIdPolicy, Did, Gateway, RouteEntry, Trunk
 from tests.unit.call.test_pipeline import AGENT_IP, RT, invite, make_store, route
 
 
@@ -97,3 +97,25 @@ def test_no_trunk_owning_the_caller_id_is_a_403() -> None:
     decision = _call(store, "+19995550000")
     assert isinstance(decision, Reject) and (decision.code, decision.reason) == (403, "Caller ID Not Allowed")
     assert store.acquired == []  # nothing admitted
+
+
+def _signing(**fields: object) -> Trunk:
+    return Trunk("carrier", stir_sign=True, verified_caller_ids=("+14155550199",), **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("number", "agent", "attest"), [
+    ("+14155550100", Agent("bot"), "A"),                              # a DID of the trunk
+    ("+14155550199", Agent("bot"), "A"),                              # a verified number of the trunk
+    ("+14155550123", Agent("bot", caller_ids=("+1415",)), "B"),       # the agent is restricted to it
+    ("+14155550123", Agent("bot", present_dids=True), "B"),
+    ("+12125550123", Agent("bot"), "C"),                              # an unrestricted agent's number
+])
+def test_shaken_attestation(number: str, agent: Agent, attest: str) -> None:
+    did_trunk = {"+14155550100": "carrier"}.get
+    signed = callerid.shaken(_signing(), agent, number, "+442071838750", did_trunk)
+    assert signed == {"orig": number[1:], "dest": "442071838750", "attest": attest}
+
+
+def test_nothing_is_signed_off_a_signing_trunk_or_for_a_number_that_is_no_e164() -> None:
+    assert callerid.shaken(Trunk("carrier"), Agent("bot"), "+14155550100", "+442071838750", lambda n: None) is None
+    assert callerid.shaken(_signing(), Agent("bot"), "anonymous", "+442071838750", lambda n: None) is None
