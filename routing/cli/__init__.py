@@ -142,8 +142,9 @@ def _register() -> None:
     main.add_command(cmd_apply.export)
     main.add_command(cmd_apply.apply)
     main.add_command(cmd_explain.explain)
-    from . import cmd_cdr, cmd_trace
+    from . import cmd_ban, cmd_cdr, cmd_trace
 
+    main.add_command(cmd_ban.ban)
     main.add_command(cmd_cdr.cdr)
     main.add_command(cmd_trace.trace)
 

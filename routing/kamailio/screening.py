@@ -42,10 +42,11 @@ def flood(w: Worker) -> None:
 
 
 def ban(src: str, why: str) -> None:
-    """Ban a source address for ``security.ban_time_s`` (the ban htable's autoexpire)."""
+    """Ban a source address for ``security.ban_time_s`` (the ban htable's autoexpire); the value
+    is the reason, which the monitor publishes to every node (routing/monitor/bansync.py)."""
     if KSR.is_myself_srcip():
         return  # never ban the edge's own addresses (local probes, loopback tools)
-    KSR.htable.sht_seti(cs.BAN_TABLE, src, 1)
+    KSR.htable.sht_sets(cs.BAN_TABLE, src, why)
     KSR.notice(f"edge: ban {src} reason={why} ua={pv('$ua')!r}\n")
 
 

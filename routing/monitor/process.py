@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from routing.monitor import cdrdrain, nodeloss, prober
+from routing.monitor import bansync, cdrdrain, nodeloss, prober
 from routing.monitor.collector import Collector
 from routing.ops.cdrsettings import durable_sink, redis_records
 from routing.monitor.cdrmetrics import CdrCollector
@@ -31,6 +31,10 @@ from routing.ops.settings import Settings
 from routing.tables.store import connect
 
 __all__ = ["main", "registry_for"]
+
+
+#: how often bans are exchanged with the other nodes (s)
+BAN_SYNC_S = 1.0
 
 
 def registry_for(settings: Settings) -> tuple[CollectorRegistry, Counter, object]:
@@ -80,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     cdrs = redis_records(settings, client)
     reaper = threading.Thread(target=nodeloss.run, args=(client, settings.node, cdrs, stop), name="nodeloss", daemon=True)
     reaper.start()
+    # bans seen here apply on every node, and theirs here (routing/monitor/bansync.py)
+    bans = bansync.BanSync(client, settings.run_dir, settings.node, settings.security.ban_time_s)
+    threading.Thread(target=bansync.run, args=(bans, BAN_SYNC_S, stop), name="bansync", daemon=True).start()
     sink = durable_sink(settings)
     if sink is not None:  # cdr.store postgres or jsonl: this node's records go there once each
         drain = cdrdrain.Drain(cdrs, sink, settings.cdr.drain_batch)

@@ -191,6 +191,15 @@ def node(name: str) -> str:
     return f"{PREFIX}:node:{name}"
 
 
+def ban(address: str) -> str:
+    """A source address banned by some node (STRING ``{node}|{reason}``, TTL ``security.ban_time_s``):
+    every node's monitor applies it to its own Kamailio (routing/monitor/bansync.py)."""
+    return f"{PREFIX}:ban:{address}"
+
+
+BAN_PATTERN = f"{PREFIX}:ban:*"
+
+
 def lease_member(node: str, call_id: str) -> str:
     """Member name of a call inside the lease ZSETs."""
     return f"{node}:{call_id}"

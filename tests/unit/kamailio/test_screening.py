@@ -17,7 +17,7 @@ from tests.unit.kamailio.fakeksr import (assert_405_with_allow, counted, DROP_VA
 def test_flood_from_a_stranger_is_banned_and_dropped_but_not_from_a_trunk(ksr: FakeKSR, router: Any) -> None:
     request(ksr, **{"$si": "198.18.0.9"})
     assert router.ksr_flood(MSG) == 1
-    assert ksr.args_of("htable.sht_seti") == [("ipban", "198.18.0.9", 1)]
+    assert ksr.args_of("htable.sht_sets") == [("ipban", "198.18.0.9", "flood")]
     assert ksr.pv[DROP_VAR] == 1
     assert ksr.replies == [] and STORE_FAILED_VAR not in ksr.pv
     ksr.calls.clear()
