@@ -80,6 +80,9 @@ def trunk() -> None:
                    "registered contact are this trunk's.")
 @click.option("--register-transport", type=click.Choice([t.value for t in Transport]), default="udp",
               show_default=True, help="Transport toward the registrar.")
+@click.option("--register-nodes", type=click.Choice(["all", "one"]), default="all", show_default=True,
+              help="all: every node registers its own contact; one: a single node at a time (a redis lock), "
+                   "for carriers that keep one binding per account.")
 @click.option("--register-expires", type=int, default=3600, show_default=True,
               help="Registration lifetime asked for (s, 60-86400); the registrar's answer wins.")
 @click.option("--register-user", default="", help="Account at the registrar (default: the digest username).")
@@ -151,6 +154,7 @@ def add(
     registrar: str | None,
     register_transport: str,
     register_expires: int,
+    register_nodes: str,
     register_user: str,
     register_contact: str | None,
     dtmf: str | None,
@@ -192,7 +196,7 @@ def add(
             register_contact = old.register.contact_user if old and old.register else admin.new_contact_user()
         register = Registration.parse(
             Registration(registrar=registrar, contact_user=register_contact, transport=Transport(register_transport),
-                         expires_s=register_expires, user=register_user).to_redis(),
+                         expires_s=register_expires, user=register_user, single=register_nodes == "one").to_redis(),
             f"trunk {name!r} register",
         )
     value = Trunk(

@@ -18,7 +18,10 @@ from ..ops.secrets import SecretError
 from . import callstate as cs
 from .worker import Worker, pv
 
-__all__ = ["rpc", "sync_registrations"]
+__all__ = ["rpc", "sync_registrations", "LOCK_SYNCS"]
+
+#: a nodes=one registration lock lives this many sync intervals unless its holder renews it
+LOCK_SYNCS = 3
 
 
 def rpc(method: str, *params: object) -> object:
@@ -54,15 +57,28 @@ def sync_registrations(w: Worker) -> None:
                 creds[trunk.name] = found
     want, problems = registration.wanted(topology.trunks.values(), creds, dict(w.settings.reg_contacts),
                                          (w.settings.sip_sockets or {}).get(netsides.CARRIER))
+    # a nodes=one trunk registers on the node holding its lock only; the others stand by and take
+    # over when the lock runs out (its holder died): lock TTL three sync intervals
+    standby: dict[str, str] = {}
+    for trunk in topology.trunks.values():
+        if trunk.register is not None and trunk.register.single and trunk.name in creds:
+            holder = store.hold_registration(trunk.name, LOCK_SYNCS * w.settings.reg_sync_interval_s)
+            if holder != w.settings.node:
+                standby[trunk.name] = holder
+    held_elsewhere = {uuid for uuid, record in want.items() if record.trunk in standby}
+    want = {uuid: record for uuid, record in want.items() if record.trunk not in standby}
     dump = rpc("uac.reg_dump") or []
     present = {str(entry.get("l_uuid")): entry for entry in dump if isinstance(entry, dict)}
     have = {uuid: w.registered.get(uuid, "") for uuid in present}
     remove, add = registration.sync_plan(want, have)
     for uuid in remove:
-        try:
-            rpc("uac.reg_unregister", "l_uuid", uuid)  # Expires: 0 to the registrar (RFC 3261 10.2.2)
-        except RuntimeError:
-            pass  # not registered: nothing to take back
+        # Expires: 0 to the registrar (RFC 3261 10.2.2), except for a trunk another node now holds:
+        # its binding is that node's (a carrier keeping one binding per account would drop it)
+        if uuid not in held_elsewhere:
+            try:
+                rpc("uac.reg_unregister", "l_uuid", uuid)
+            except RuntimeError:
+                pass  # not registered: nothing to take back
         rpc("uac.reg_remove", uuid)
         w.registered.pop(uuid, None)
         KSR.info(f"edge: registration {uuid} removed\n")
@@ -88,6 +104,9 @@ def sync_registrations(w: Worker) -> None:
         state.update(trunk=record.trunk, registrar=record.registrar, contact=f"sip:{uuid}@{record.contact_addr}",
                      addresses=",".join(_resolve(record.registrar.rsplit(":", 1)[0])))
         states[record.trunk] = state
+    for trunk, holder in standby.items():
+        states[trunk] = {"trunk": trunk, "state": "standby", "code": "", "reason": f"held by node {holder or '?'}",
+                         "expires_at": "", "next_refresh": "", "updated": str(now)}
     for trunk, problem in problems.items():
         states[trunk] = {"trunk": trunk, "state": "failed", "code": "", "reason": problem, "expires_at": "",
                          "next_refresh": "", "updated": str(now)}

@@ -159,6 +159,12 @@ def registration(trunk: str, node: str) -> str:
     return f"{PREFIX}:reg:{trunk}:{node}"
 
 
+def registration_lock(trunk: str) -> str:
+    """STRING: the node that holds a ``nodes=one`` registration trunk's registration (TTL a few
+    sync intervals, renewed by the holder; routing/kamailio/registration.py)."""
+    return f"{PREFIX}:reglock:{trunk}"
+
+
 def registration_pattern(trunk: str = "*") -> str:
     """SCAN pattern of the registration states of one trunk (every node), or of all trunks."""
     return f"{PREFIX}:reg:{trunk}:*"

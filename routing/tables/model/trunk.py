@@ -134,6 +134,9 @@ class Registration:
         contact_user: user part of the Contact the edge registers (``sip:{contact_user}@edge``);
             inbound calls to it are this trunk's.  A random token by default.
         user: account (address-of-record user, To/From); empty = the trunk's digest username.
+        single: exactly one node registers (a redis lock with expiry; for carriers that keep one
+            binding per account), another taking over when it dies; False = every node registers
+            its own contact (docs/security.md#registration-trunks).
     """
 
     registrar: str
@@ -141,6 +144,7 @@ class Registration:
     transport: Transport = Transport.UDP
     expires_s: int = 3600
     user: str = ""
+    single: bool = False
 
     @property
     def host(self) -> str:
@@ -153,20 +157,22 @@ class Registration:
                                      "expires": self.expires_s, "contact": self.contact_user}
         if self.user:
             params["user"] = self.user
+        if self.single:
+            params["nodes"] = "one"
         return format_params(params)
 
     @classmethod
     def parse(cls, text: str, where: str) -> "Registration | None":
-        """Parse ``registrar=host:port;transport=udp;expires=3600;contact=TOKEN[;user=ACCOUNT]``;
+        """Parse ``registrar=host:port;transport=udp;expires=3600;contact=TOKEN[;user=ACCOUNT][;nodes=one|all]``;
         an empty value means no registration.
 
         Raises:
-            DataError: missing registrar or contact, bad host, transport, expires or user.
+            DataError: missing registrar or contact, bad host, transport, expires, user or nodes.
         """
         if not (text or "").strip():
             return None
         params = parse_params(text, where)
-        unknown = set(params) - {"registrar", "transport", "expires", "contact", "user"}
+        unknown = set(params) - {"registrar", "transport", "expires", "contact", "user", "nodes"}
         if unknown:
             raise DataError(f"{where}: unknown parameter(s) {', '.join(sorted(unknown))}")
         host, port = Gateway.parse_address(params.get("registrar", "") or "", f"{where} registrar")
@@ -184,7 +190,11 @@ class Registration:
         user = params.get("user", "")
         if user and not _USER.fullmatch(user):
             raise DataError(f"{where} user: not a SIP user name: {user!r}")
-        return cls(registrar=f"{host}:{port}", contact_user=contact, transport=transport, expires_s=expires, user=user)
+        nodes = (params.get("nodes") or "all").lower()
+        if nodes not in ("all", "one"):
+            raise DataError(f"{where} nodes: must be all (every node registers) or one (a single node), got {nodes!r}")
+        return cls(registrar=f"{host}:{port}", contact_user=contact, transport=transport, expires_s=expires, user=user,
+                   single=nodes == "one")
 
 
 @dataclass(frozen=True, slots=True)
