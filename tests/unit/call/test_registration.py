@@ -21,6 +21,9 @@ def test_registration_round_trips_through_its_redis_text() -> None:
     assert back.register == REG
     assert "register" not in Trunk("plain").to_redis()
     assert Registration.parse("", "x") is None
+    single = Registration.parse("registrar=h.example;contact=edge0123456789;nodes=one", "x")
+    assert single is not None and single.single and "nodes=one" in single.to_redis()
+    assert "nodes" not in REG.to_redis() and not REG.single
 
 
 @pytest.mark.parametrize("text, field", [
@@ -30,6 +33,7 @@ def test_registration_round_trips_through_its_redis_text() -> None:
     ("registrar=h.example;contact=edge0123456789;expires=10", "expires"),
     ("registrar=h.example;contact=edge0123456789;transport=sctp", "transport"),
     ("registrar=h.example;contact=edge0123456789;colour=red", "unknown"),
+    ("registrar=h.example;contact=edge0123456789;nodes=two", "nodes"),
 ])
 def test_bad_registration_names_the_field(text: str, field: str) -> None:
     with pytest.raises(DataError, match=field):
