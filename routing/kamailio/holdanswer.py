@@ -102,7 +102,7 @@ def arm(w: Worker, plan: CallPlan) -> None:
     copy to), or forget a note of an earlier hop."""
     hold_ms = plan.current.hold_answer_ms
     if not (plan.direction == "origination" and hold_ms and w.settings.first_audio_poll_ms and w.settings.shed_sockets):
-        if KSR.htable.sht_is_null(cs.HOLD_ANSWER_TABLE, plan.call_id) <= 0:
+        if any(t.hold_answer_ms for t in plan.targets[:plan.index]):  # an earlier hop's note (no cost otherwise)
             KSR.htable.sht_rm(cs.HOLD_ANSWER_TABLE, plan.call_id)
         return
     # tm's final-answer timer runs from the hop's first provisional: it must outlast the hold
