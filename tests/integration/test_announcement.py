@@ -113,3 +113,19 @@ def test_explain_names_the_announcement_step(announcing_edge: Edge) -> None:
 def _records(edge: Edge) -> list[dict]:
     store = CdrStore(edge.redis, 86400)
     return wait_until(lambda: store.records(0, int(time.time() * 1000) + 1000), timeout=10, what="a call record")
+
+
+def test_a_caller_who_hangs_up_during_the_announcement_leaves_nothing_behind(announcing_edge: Edge) -> None:
+    """CANCEL while the INVITE is suspended: tm answers it (487), the media session goes with the
+    CANCEL, and the announcement's later resumption finds no transaction (clean_edge checks that no
+    slot, call or rtpengine session is left)."""
+    edge = announcing_edge
+    carrier = Baresip(edge.workdir / "carrier", CARRIER_A, codecs=["PCMU"], tone_hz=440, rtp_base=RTP_BASE)
+    with carrier:
+        carrier.dial(f"sip:{DID}@{edge.sip}")
+        carrier.wait_event("CALL_PROGRESS", timeout=10)
+        carrier.hangup()
+        carrier.wait_event("CALL_CLOSED", timeout=10)
+    wait_until(lambda: "announcement of call-id=" in edge.log() and "ended without its transaction" in edge.log(),
+               timeout=ANNOUNCEMENT_S + 5, what="the announcement's end finding no transaction")
+    assert not carrier.has_event("CALL_ESTABLISHED")
