@@ -210,6 +210,8 @@ def render(summary_path: Path, target: Path) -> None:
                 pl = "none (HEAD), 8 SIP workers"
             elif name == "edge-capture":
                 pl = "none (HEAD), SIP capture on (monitor CPU included)"
+            elif name == "edge-before":
+                pl = f"the edge at `{(s.get('baseline') or {}).get('commit', '?')[:12]}` (--baseline)"
             else:
                 pl = "native cfg" + (" + -m 1024 -x tlsf" if name == "peer-tuned" else "")
             setup = [((r.get("setup_ms") or {}).get("p99")) for r in runs]
