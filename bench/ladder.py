@@ -408,8 +408,8 @@ class Bench:
         """Each proposal's effect on CPU per call, at one fixed rate below every variant's knee."""
         rate = self.p["ablation_cps"]
         out = {}
-        names = (["edge", "edge-capture", "edge-ttfa"] + [k for k in sorted(self.srcs) if k.startswith("edge+")]
-                 + [ALT, "peer", "peer-tuned"])
+        names = (["edge"] + (["edge-before"] if "edge-before" in self.srcs else []) + ["edge-capture", "edge-ttfa"]
+                 + [k for k in sorted(self.srcs) if k.startswith("edge+")] + [ALT, "peer", "peer-tuned"])
         for rep in range(1 if self.quick else 2):
             for name in names:
                 self.clean(name, True)

@@ -149,7 +149,9 @@ def measure(base: Path, out: Path, rate: int = 150, seconds: float = 10, ref: st
     edge = rungs.Edge(base / "pyprof-edge")
     edge.base.mkdir(parents=True, exist_ok=True)
     try:
-        edge.up(src=src)
+        # the edge rung's settings: SIP capture off (its HEP copies of every message are the
+        # edge-capture rung's cost, not the call path's)
+        edge.up(src=src, capture=False if (src / "routing" / "capture").is_dir() else None)
         edge.provision()
         time.sleep(1)
         leader = edge.pid("kamailio")

@@ -216,6 +216,8 @@ def render(summary_path: Path, target: Path) -> None:
                 pl = "none (HEAD), SIP capture on (monitor CPU included)"
             elif name == "edge-ttfa":
                 pl = "none (HEAD), time to first audio measured (poll 250 ms)"
+            elif name == "edge-before":
+                pl = f"the edge at `{(s.get('baseline') or {}).get('commit', '?')[:12]}` (--baseline)"
             else:
                 pl = "native cfg" + (" + -m 1024 -x tlsf" if name == "peer-tuned" else "")
             setup = [((r.get("setup_ms") or {}).get("p99")) for r in runs]

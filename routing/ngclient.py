@@ -51,6 +51,29 @@ class NgClient:
     def __init__(self, host: str, port: int, timeout_s: float = 0.5) -> None:
         self.address = (host, port)
         self.timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+
+    def _socket(self) -> socket.socket:
+        """This client's UDP socket, connected to rtpengine (made on first use and kept: a call
+        costs no socket of its own; a late reply to an earlier command is told apart by its cookie)."""
+        if self._sock is None:
+            sock = socket.socket(socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET, socket.SOCK_DGRAM)
+            sock.settimeout(self.timeout_s)
+            sock.connect(self.address)
+            self._sock = sock
+        return self._sock
+
+    def close(self) -> None:
+        """Close the socket (the next command opens another)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> "NgClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def command(self, name: str, **params: Any) -> dict[str, Any]:
         """Send one command (``ping``, ``query``, ``list``...) and return the reply dictionary.
@@ -58,20 +81,19 @@ class NgClient:
         Raises:
             NgError: no reply within ``timeout_s``, an undecodable reply, or ``result: error``.
         """
-        cookie = os.urandom(6).hex()
+        cookie = os.urandom(6).hex().encode()
         payload = {"command": name, **{k.replace("_", "-"): v for k, v in params.items()}}
-        message = cookie.encode() + b" " + json.dumps(payload, separators=(",", ":")).encode()
-        with socket.socket(socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(self.timeout_s)
-            try:
-                sock.sendto(message, self.address)
-                while True:
-                    data, _ = sock.recvfrom(65535)
-                    head, _, body = data.partition(b" ")
-                    if head.decode(errors="replace") == cookie:
-                        break
-            except OSError as exc:  # socket.timeout included
-                raise NgError(f"rtpengine {self.address[0]}:{self.address[1]} did not answer {name}: {exc}") from None
+        message = cookie + b" " + json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            sock = self._socket()
+            sock.send(message)
+            while True:
+                data = sock.recv(65535)
+                head, _, body = data.partition(b" ")
+                if head == cookie:
+                    break
+        except OSError as exc:  # socket.timeout included; ICMP unreachable (nothing listens) too
+            raise NgError(f"rtpengine {self.address[0]}:{self.address[1]} did not answer {name}: {exc}") from None
         try:
             # JSON as asked; bencode from an rtpengine that answers only that (its dictionaries are not key-sorted)
             reply = json.loads(body) if body[:1] == b"{" else _DECODER.decode(body)

@@ -11,6 +11,7 @@ pass from a peer.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable
 
@@ -24,8 +25,10 @@ _NAME = re.compile(r"^([^:\s][^:]*?)\s*:", re.M)
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical(name: str) -> str:
-    """A header name as compared by the policy: control characters and spaces removed, lower case."""
+    """A header name as compared by the policy: control characters and spaces removed, lower case.
+    Memoised: every initial INVITE asks for each of its header names and its side's allow-list."""
     return _CONTROL.sub("", name).lower()
 
 

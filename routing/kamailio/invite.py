@@ -109,8 +109,12 @@ def _relay(w: Worker, decision: Relay) -> None:
             KSR.pv.sets(cs.AGENT_HEADERS_AVP, "".join(f"{n}: {v}\r\n" for n, v in decision.headers.items()))
         body = pv("$rb") if has_sdp() else ""
         offer = media.parse_sdp(body) if body else None  # parsed once for the refusal check and the hop's flags
-        refusal = _media_refusal(plan, offer)
-        if refusal is not None:
+        # the first hop's offer flags, made once: they are also the refusal check (an offer its own side's
+        # policy does not allow: SRTP required, no allowed codec), as the flags' Reject does not depend on
+        # the DTMF and silence-filling options (routing.call.media.offer_flags)
+        flags = _hop_offer(w, plan, offer)
+        if isinstance(flags, Reject):
+            refusal = replace(flags, direction=plan.direction, trunk=plan.trunk, agent=plan.agent)
             store.release(plan.call_id)
             w.reply(refusal)
             w.remember(refusal, "request")
@@ -148,16 +152,18 @@ def _relay(w: Worker, decision: Relay) -> None:
             KSR.htable.sht_sets(cs.RINGBACK_TABLE, plan.call_id, f"{due_ms // 1000}:{due_ms % 1000 * 1000}:{pv('$cs')}")
         state = CallRecordState(cseq=pv("$cs"), start_ms=w.now_ms, codecs_caller=codecs)
         records.save(plan.call_id, records.plan_state(plan, state))
-        send(w, plan, failure_route=False, offer=offer)
+        send(w, plan, failure_route=False, offer=offer, flags=flags)
     except BaseException:
         store.release(plan.call_id)
         raise
 
 
-def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer | None = None) -> None:
+def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer | None = None,
+         flags: str | None = None) -> None:
     """Relay to the plan's current hop; on an immediate send error, move on (failover), and
     when no hop is left end the attempt (:func:`routing.kamailio.failure.give_up`).  ``offer`` is
-    the INVITE's SDP when the caller parsed it already (else it is read here)."""
+    the INVITE's SDP when the caller parsed it already (else it is read here); ``flags``, the
+    current hop's rtpengine offer flags when the caller made them already (:func:`_hop_offer`)."""
     store = w.open_store()
     target = plan.current
     while True:
@@ -180,12 +186,13 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
         KSR.pv.sets(cs.LABELS_AVP, "|".join(labels))
         KSR.pv.sets(cs.HOP_DIRECTION_AVP, labels[0])
         KSR.pv.sets(cs.HOP_TRUNK_AVP, labels[1])
-        flags = _hop_offer(w, plan, offer)
-        if isinstance(flags, Reject):
-            KSR.err(f"edge: rtpengine offer failed call-id={plan.call_id} flags={flags!r}\n")
+        hop_flags = flags if flags is not None else _hop_offer(w, plan, offer)
+        flags = None  # a next hop makes its own
+        if isinstance(hop_flags, Reject):
+            KSR.err(f"edge: rtpengine offer failed call-id={plan.call_id} flags={hop_flags!r}\n")
             failure.media_unavailable(w, plan)
             return
-        KSR.pv.sets(cs.OFFER_AVP, flags)
+        KSR.pv.sets(cs.OFFER_AVP, hop_flags)
         KSR.tm.t_on_failure(cs.ON_FAILURE)
         KSR.tm.t_on_reply(cs.ON_REPLY)
         KSR.tm.t_on_branch(cs.ON_BRANCH)
@@ -302,14 +309,3 @@ def _keepalives(caller: MediaPolicy, callee: MediaPolicy) -> None:
             KSR.dialog.dlg_set_property(prop)
         else:
             KSR.dialog.dlg_reset_property(prop)
-
-
-def _media_refusal(plan: CallPlan, offer: media.SdpOffer | None) -> Reject | None:
-    """The 488 of an offer its own side's policy does not allow (SRTP required, no allowed codec)."""
-    if offer is None:
-        return None  # delayed offer (the offer comes in the 2xx) or no audio stream
-    result = media.offer_flags(offer, MediaPolicy.from_json(plan.caller_media),
-                               MediaPolicy.from_json(plan.current.media))
-    if not isinstance(result, Reject):
-        return None
-    return replace(result, direction=plan.direction, trunk=plan.trunk, agent=plan.agent)

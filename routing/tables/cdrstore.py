@@ -32,7 +32,7 @@ import redis
 
 from routing.tables import keys
 from routing.call.cdr import cost_micros, utc_day
-from routing.tables.store import StoreUnavailable
+from routing.tables.store import StoreUnavailable, run_script
 
 __all__ = ["CdrStore", "Spool", "CdrWriter", "SPEND_TTL_S", "parse_time"]
 
@@ -92,7 +92,7 @@ class CdrStore:
                 micros, SPEND_TTL_S, self.retention_s, "1" if self.outbox else "0", self.max_records,
                 _RECORD_PREFIX]
         try:
-            return bool(self._add(keys=keys_, args=args))
+            return bool(run_script(self._add, keys_, args))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 

@@ -13,14 +13,15 @@ closed; the next command asks the Sentinels again.  No failover logic of our own
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
+import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-__all__ = ["connect", "parse_address"]
+__all__ = ["connect", "parse_address", "send"]
 
 
 def parse_address(text: str, default_port: int = 26379) -> tuple[str, int]:
@@ -106,3 +107,49 @@ def connect(
     )
     pool = SentinelConnectionPool(master_name, sentinel, is_master=True, check_connection=False, **common)
     return redis.Redis(connection_pool=pool, single_connection_client=single_connection)
+
+
+def send(client: redis.Redis, *commands: Sequence[Any]) -> list[Any]:
+    """Send ``commands`` (each ``(name, *args)``) in one write and return their raw replies in
+    order: an error reply is returned as its ``redis.ResponseError`` (e.g. ``NoScriptError``),
+    not raised, and no redis-py response callback is applied (``HGETALL`` is a flat list,
+    ``SMEMBERS`` a list).
+
+    On a worker's single-connection client (:func:`connect` ``single_connection``) the commands go
+    straight to that connection (packed by hiredis, ``send_packed_command``, ``read_response``),
+    without redis-py's per-command layers (script object, ``execute_command``, retry wrapper,
+    pipeline object, response callbacks), which cost more CPU than the round trip's own socket
+    calls on the call path.  The retry policy is :func:`connect`'s: after a connection error the
+    connection is closed and the whole write sent once more on a new one; a timeout closes the
+    connection (its late reply is never read by the next command) and is raised, never retried.
+    A pooled client (no ``connection``) does the same on a connection it takes from its pool.
+
+    Raises:
+        redis.ConnectionError: still no connection after the retry.
+        redis.TimeoutError: redis did not answer within the socket timeout.
+    """
+    conn = client.connection
+    pool = client.connection_pool if conn is None else None
+    if pool is not None:
+        conn = pool.get_connection()
+    try:
+        # hiredis (redis-py's own packer here) on the whole write at once: the same bytes as pack_commands
+        packed = [b"".join([hiredis.pack_command(tuple(command)) for command in commands])]
+        for attempt in (0, 1):
+            try:
+                conn.send_packed_command(packed, check_health=False)
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.ResponseError as exc:  # read whole: the connection stays in step
+                        replies.append(exc)
+                return replies
+            except redis.ConnectionError:
+                conn.disconnect()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+    finally:
+        if pool is not None:
+            pool.release(conn)

@@ -41,7 +41,7 @@ from typing import Protocol, Sequence
 import redis
 from routing.errors import EdgeError
 from routing.tables import keys
-from routing.tables.connection import connect
+from routing.tables.connection import connect, send
 from routing.tables.model import Did, RouteEntry
 from routing.tables.topology import Topology, read_topology
 
@@ -56,6 +56,7 @@ __all__ = [
     "TOPOLOGY_MAX_AGE_S",
     "connect",
     "route_prefixes",
+    "run_script",
 ]
 
 
@@ -180,6 +181,23 @@ def route_prefixes(number: str) -> list[str]:
     return [number[:i] for i in range(len(number), 0, -1)]
 
 
+def run_script(script: redis.commands.core.Script, keys_: Sequence[str], args: Sequence[object]) -> object:
+    """``EVALSHA`` of a registered script through :func:`routing.tables.connection.send` (one write,
+    no redis-py command layers); a server that does not hold the script yet (``NOSCRIPT``: redis
+    restarted, ``SCRIPT FLUSH``) gets it through redis-py's script object, which loads it.
+
+    Raises:
+        redis.ResponseError: the script failed.
+        redis.ConnectionError, redis.TimeoutError: as :func:`~routing.tables.connection.send`.
+    """
+    (reply,) = send(script.registered_client, ("EVALSHA", script.sha, len(keys_), *keys_, *args))
+    if isinstance(reply, redis.exceptions.NoScriptError):
+        return script(keys=keys_, args=args)
+    if isinstance(reply, redis.ResponseError):
+        raise reply
+    return reply
+
+
 #: a node's heartbeat (``edge:node:{node}``) lives this long (s); its call clock renews it every second
 HEARTBEAT_TTL_S = 10
 
@@ -293,14 +311,14 @@ class RedisStore:
             StoreUnavailable: redis unreachable or slow.
         """
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hgetall(keys.did(number))
-            pipe.get(keys.VERSION)
-            fields, version = pipe.execute()
+            flat, version = send(self.client, ("HGETALL", keys.did(number)), ("GET", keys.VERSION))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
+        for reply in (flat, version):
+            if isinstance(reply, redis.ResponseError):
+                raise reply
         self._check_version(version)
-        return Did.from_redis(number, fields) if fields else None
+        return Did.from_redis(number, dict(zip(flat[::2], flat[1::2]))) if flat else None
 
     def credentials(self, trunk: str) -> tuple[str, str] | None:
         """A trunk's digest (username, encrypted password token), or None when it has none."""
@@ -453,7 +471,7 @@ class RedisStore:
         for name, value in (media or {}).items():
             args += [name, value]
         try:
-            flat = self._finish(keys=[keys.call(self.node, call_id), keys.media(self.node, call_id)], args=args)
+            flat = run_script(self._finish, [keys.call(self.node, call_id), keys.media(self.node, call_id)], args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
         return dict(zip(flat[::2], flat[1::2]))
@@ -473,7 +491,7 @@ class RedisStore:
         for name, value in fields.items():
             argv += [name, value]
         try:
-            updated = bool(self._update(keys=[keys.call(self.node, call_id)], args=argv))
+            updated = bool(run_script(self._update, [keys.call(self.node, call_id)], argv))
             if updated and extend_s > 0 and self.strict_wait_ms:
                 self._replicated(f"the lease extension of call {call_id}")  # the answered call keeps its slots
             return updated
@@ -519,10 +537,8 @@ class RedisStore:
         for name, value in (facts or {}).items():
             argv += [name, value]
         try:
-            ok, index, count, *wait = self._lease(
-                keys=[keys.call(self.node, call_id), *release, *(lease.key for lease in leases)],
-                args=argv,
-            )
+            ok, index, count, *wait = run_script(
+                self._lease, [keys.call(self.node, call_id), *release, *(lease.key for lease in leases)], argv)
             if ok and self.strict_wait_ms:
                 # a slot a failover could lose is never used: the caller releases it (with a fence) and answers 503
                 self._replicated(f"the admission of call {call_id}")
@@ -557,11 +573,8 @@ class RedisStore:
             StoreUnavailable: redis unreachable or slow.
         """
         try:
-            return int(
-                self._release(
-                    keys=[keys.call(self.node, call_id)], args=[keys.lease_member(self.node, call_id), int(fence_s)]
-                )
-            )
+            return int(run_script(self._release, [keys.call(self.node, call_id)],
+                                  [keys.lease_member(self.node, call_id), int(fence_s)]))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 

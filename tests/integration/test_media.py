@@ -195,10 +195,10 @@ def test_rtp_injected_by_a_third_party_never_reaches_the_agent(media_edge: Edge)
         carrier.wait_event("CALL_ESTABLISHED")
         record = wait_until(lambda: next(iter(edge.call_records()), None), timeout=5, what="call record")
         call_id = record.split(":", 3)[3]
-        ng = NgClient("127.0.0.1", edge.settings.rtpengine.ng_port, timeout_s=2)
         # the port rtpengine gave the carrier and the carrier's SSRC (an attacker who sees the
         # stream can copy it): the RTP stream whose SDP address is the carrier's
-        reply = ng.query(call_id)
+        with NgClient("127.0.0.1", edge.settings.rtpengine.ng_port, timeout_s=2) as ng:
+            reply = ng.query(call_id)
         stream = next(s for tag in reply["tags"].values() for m in tag.get("medias", []) for s in m["streams"]
                       if s.get("advertised endpoint", {}).get("address") == CARRIER_A
                       and "RTCP" not in s.get("flags", []))

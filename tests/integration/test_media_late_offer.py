@@ -141,7 +141,8 @@ def rtpmap(message: str) -> list[str]:
 
 def protocols(edge: Edge, call_id: str) -> set[str]:
     """The transport protocols rtpengine itself runs on the call's legs (ng ``query``)."""
-    reply_ = NgClient("127.0.0.1", edge.settings.rtpengine.ng_port, 2.0).query(call_id)
+    with NgClient("127.0.0.1", edge.settings.rtpengine.ng_port, 2.0) as ng:
+        reply_ = ng.query(call_id)
     found = set()
     for tag in reply_.get("tags", {}).values():
         for medium in tag.get("medias", []):

@@ -275,4 +275,5 @@ def test_media_relay_not_answering_refuses_the_call_503(clean_edge: Edge) -> Non
     # RTP to it, so rtpengine's own timeout would delete it: the test does it now
     wait_until(lambda: edge.rtpengine_sessions() == 1, timeout=10, what="the late offer's session")
     call_id = re.search(r"^Call-ID:\s*(\S+)", caller.messages(), re.M | re.I).group(1)
-    NgClient("127.0.0.1", edge.settings.rtpengine.ng_port, 2.0).command("delete", **{"call-id": call_id})
+    with NgClient("127.0.0.1", edge.settings.rtpengine.ng_port, 2.0) as ng:
+        ng.command("delete", **{"call-id": call_id})

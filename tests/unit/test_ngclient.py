@@ -20,6 +20,7 @@ def ng_server() -> Iterator[Callable[[Callable[[dict], bytes | None]], NgClient]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     threads = []
+    clients: list[NgClient] = []
 
     def start(answer: Callable[[dict], bytes | None]) -> NgClient:
         def serve() -> None:
@@ -33,11 +34,15 @@ def ng_server() -> Iterator[Callable[[Callable[[dict], bytes | None]], NgClient]
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         threads.append(thread)
-        return NgClient(*sock.getsockname(), timeout_s=0.3)
+        client = NgClient(*sock.getsockname(), timeout_s=0.3)
+        clients.append(client)
+        return client
 
     yield start
     for thread in threads:
         thread.join(timeout=1)
+    for client in clients:
+        client.close()
     sock.close()
 
 
@@ -77,3 +82,40 @@ def test_silence_is_a_timeout(ng_server) -> None:
     client = ng_server(lambda req: None)
     with pytest.raises(NgError, match="did not answer ping"):
         client.command("ping")
+
+
+def test_one_socket_serves_every_command_and_a_late_reply_is_skipped() -> None:
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    client = NgClient(*server.getsockname(), timeout_s=0.3)
+    try:
+        with pytest.raises(NgError, match="did not answer query"):
+            client.command("query", call_id="slow")  # unanswered in time
+        late, peer = server.recvfrom(65535)
+        server.sendto(late.partition(b" ")[0] + b' {"result":"ok","late":1}', peer)  # its answer comes now
+
+        def serve() -> None:
+            data, source = server.recvfrom(65535)
+            server.sendto(data.partition(b" ")[0] + b' {"result":"pong"}', source)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        assert client.command("ping") == {"result": "pong"}  # not the late reply
+        thread.join(timeout=1)
+        assert peer == client._socket().getsockname()  # the same socket both times
+    finally:
+        client.close()
+        server.close()
+
+
+def test_nothing_listening_is_an_error_not_a_hang() -> None:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    address = probe.getsockname()
+    probe.close()  # nothing listens there any more
+    client = NgClient(*address, timeout_s=0.3)
+    try:
+        with pytest.raises(NgError, match="did not answer ping"):
+            client.command("ping")
+    finally:
+        client.close()

@@ -112,12 +112,12 @@ def fake_rtpengine():
 
 def test_ng_client_reads_unsorted_replies_and_errors(fake_rtpengine) -> None:
     port, answers = fake_rtpengine
-    client = NgClient("127.0.0.1", port, timeout_s=0.5)
-    answers["query"] = b"d6:result2:ok7:createdi5ee"  # keys not in bencode order, as rtpengine sends them
-    assert client.query("abc") == {"result": "ok", "created": 5}
-    answers["query"] = b"d6:result5:error12:error-reason15:Unknown call-ide"
-    with pytest.raises(NgError) as caught:
-        client.query("gone")
-    assert caught.value.reason == "Unknown call-id"
-    with pytest.raises(NgError, match="did not answer ping"):
-        client.command("ping")  # no answer configured: the timeout
+    with NgClient("127.0.0.1", port, timeout_s=0.5) as client:
+        answers["query"] = b"d6:result2:ok7:createdi5ee"  # keys not in bencode order, as rtpengine sends them
+        assert client.query("abc") == {"result": "ok", "created": 5}
+        answers["query"] = b"d6:result5:error12:error-reason15:Unknown call-ide"
+        with pytest.raises(NgError) as caught:
+            client.query("gone")
+        assert caught.value.reason == "Unknown call-id"
+        with pytest.raises(NgError, match="did not answer ping"):
+            client.command("ping")  # no answer configured: the timeout

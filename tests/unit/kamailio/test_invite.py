@@ -133,6 +133,20 @@ def test_srtp_required_but_plain_offer_gets_488(ksr: FakeKSR, router: Any, store
     assert ksr.relayed == []
 
 
+def test_an_offer_without_an_allowed_codec_gets_488_with_the_calls_facts(ksr: FakeKSR, router: Any,
+                                                                           store: FakeStore) -> None:
+    # the carrier's trunk allows opus only; its offer has PCMU, PCMA and telephone-event
+    store.trunks["telnyx"] = replace(store.trunks["telnyx"], media=MediaPolicy(codecs=("opus",)))
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    assert ksr.replies == [("sl", 488, "No Allowed Codec")]
+    assert store.released == ["call-1"]
+    assert ksr.relayed == [] and ksr.offers == []  # no branch, no offer left for one
+    (record,) = router.worker.writer.records
+    assert (record["sip_code"], record["reject_tag"]) == (488, "codecs_not_allowed")
+    assert (record["direction"], record["trunk"], record["agent"]) == ("origination", "telnyx", "bot")
+
+
 def test_agent_policy_shapes_the_offer(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     store.agents["bot"] = replace(store.agents["bot"], media=MediaPolicy(codecs=("opus",), srtp=SrtpMode.DTLS))
     request(ksr)
