@@ -15,6 +15,7 @@ import KSR  # type: ignore[import-not-found]
 from ..call import registration
 from ..call import sides as netsides
 from ..ops.secrets import SecretError
+from ..tables import reglock
 from . import callstate as cs
 from .worker import Worker, pv
 
@@ -62,7 +63,7 @@ def sync_registrations(w: Worker) -> None:
     standby: dict[str, str] = {}
     for trunk in topology.trunks.values():
         if trunk.register is not None and trunk.register.single and trunk.name in creds:
-            holder = store.hold_registration(trunk.name, LOCK_SYNCS * w.settings.reg_sync_interval_s)
+            holder = reglock.hold(store.client, w.settings.node, trunk.name, LOCK_SYNCS * w.settings.reg_sync_interval_s)
             if holder != w.settings.node:
                 standby[trunk.name] = holder
     held_elsewhere = {uuid for uuid, record in want.items() if record.trunk in standby}

@@ -153,7 +153,6 @@ class Store(Protocol):
 
     def credentials(self, trunk: str) -> tuple[str, str] | None: ...
 
-    def hold_registration(self, trunk: str, ttl_s: int) -> str: ...
     def trunk_of_user(self, username: str) -> str | None: ...
 
     def registrar_addresses(self, trunk: str) -> list[str]: ...
@@ -361,24 +360,6 @@ class RedisStore:
                 pipe.hset(key, mapping=fields)
                 pipe.expire(key, ttl_s)
             pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    def hold_registration(self, trunk: str, ttl_s: int) -> str:
-        """Take or renew the lock of a ``nodes=one`` registration trunk for this node (``SET NX EX``,
-        the holder's ``EXPIRE``); returns the node that holds it (this one, another, or ``""``).
-
-        Raises:
-            StoreUnavailable: redis unreachable or slow.
-        """
-        key = keys.registration_lock(trunk)
-        try:
-            if self.client.set(key, self.node, nx=True, ex=ttl_s):
-                return self.node
-            holder = self.client.get(key) or ""
-            if holder == self.node:
-                self.client.expire(key, ttl_s)
-            return holder
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 
