@@ -17,17 +17,20 @@ from .conftest import CARRIER_A, CARRIER_C, Edge
 from .test_registration import PASSWORD, state
 
 CONTACT = "edge0a1b2c3d4e5f6071"
+#: a registrar port of its own: test_registration's registrations (to port 5080) are taken back
+#: (Expires 0) when its tables are flushed, and must not reach this test's one-call registrar
+REGISTRAR_PORT = 5082
 
 
 def test_one_node_registers_and_another_takes_over_when_its_lock_runs_out(clean_edge: Edge) -> None:
     edge = clean_edge
-    edge.redis.set(keys.registration_lock("regcarrier"), "edge-b", ex=5)  # edge-b registers, then dies
-    registrar = uas(edge.workdir / "registrar", CARRIER_C, 5080, scenario="uas_registrar.xml", calls=1,
+    edge.redis.set(keys.registration_lock("regcarrier"), "edge-b", ex=8)  # edge-b registers, then dies
+    registrar = uas(edge.workdir / "registrar", CARRIER_C, REGISTRAR_PORT, scenario="uas_registrar.xml", calls=1,
                     rtp_echo=False, extra=["-key", "authusername", "acct-4417", "-key", "authpassword", PASSWORD,
                                            "-key", "expires", "60"])
     create_key(edge.settings.secret_key_path)
     admin.put_trunk(edge.redis, Trunk("regcarrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
-                                      register=Registration(f"{CARRIER_C}:5080", CONTACT, single=True)))
+                                      register=Registration(f"{CARRIER_C}:{REGISTRAR_PORT}", CONTACT, single=True)))
     admin.set_trunk_password(edge.redis, SecretBox(edge.settings.secret_key_path), "regcarrier", "acct-4417", PASSWORD)
 
     standby = wait_until(lambda: (s := state(edge, "regcarrier")).get("state") == "standby" and s, timeout=10,
