@@ -112,7 +112,7 @@ REGISTRATIONS = Metric(
 SIP_BACKLOG = Metric(
     f"{NAMESPACE}_sip_backlog_bytes", "gauge", (),
     "Bytes of SIP datagrams waiting in the kernel queues of the edge's UDP listeners (SO_MEMINFO rmem_alloc), "
-    "read ten times a second: the load automatic shedding acts on",
+    "read every 20 ms (exported every 100 ms): the load automatic shedding acts on",
 )
 SHED_RATIO = Metric(
     f"{NAMESPACE}_shed_ratio", "gauge", (),

@@ -8,19 +8,24 @@ load, not the machine's (Kamailio's ``ratelimit`` FEEDBACK mode reads the whole 
 and it leads every other measure: a message waits there before any worker has read it, so a
 growing backlog is the time every request (a 503 included) will wait before an answer.
 
-The law is additive-increase, additive-decrease with hysteresis.  The share rises only when the
-backlog was above ``high_bytes`` at two ticks in a row (a worker stalled for a few ms under a
-burst is not an overload; a real one keeps the backlog up), by ``step_up`` for each whole
-multiple of ``high_bytes`` queued (a backlog far above the threshold brings the share up at once:
-the socket's buffer, 208 KB by default, overflows within tens of ms at twice the knee, and a
-datagram dropped there is answered only after the caller's retransmission 500 ms later).  Below
-``low_bytes`` it falls by ``step_down`` per tick (slower, so that it does not fall back into the
-backlog at once); in between it holds.  Shares are in permille (0-1000) because Kamailio's
-configuration language compares integers.
+The law is additive-increase, additive-decrease with hysteresis, read over a window of the
+latest readings (:attr:`ShedControl.window`, 5 readings 20 ms apart: 100 ms).  The share rises only
+when the backlog stayed above ``high_bytes`` at every reading of the window: a queue that never
+drained in 100 ms is a standing queue, an overload; one that drained at least once was a burst or a
+stall (a worker descheduled by another process on a busy machine), which the workers absorb.  This
+is CoDel's test (RFC 8289 section 3.2: the minimum queue over an interval, not its peak), applied to
+the bytes queued because the kernel has no datagram age to give.  It rises by ``step_up`` for each
+whole multiple of ``high_bytes`` in that minimum (a backlog far above the threshold brings the
+share up within a few readings: the socket's buffer, 208 KB by default, overflows within tens of ms
+at twice the knee, and a datagram dropped there is answered only after the caller's retransmission
+500 ms later).  Below ``low_bytes`` it falls by ``step_down`` per reading (slower, so that it does
+not fall back into the backlog at once); in between it holds.  Shares are in permille (0-1000)
+because Kamailio's configuration language compares integers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["ShedControl", "FULL"]
@@ -37,33 +42,40 @@ class ShedControl:
         high_bytes: backlog (bytes queued on the SIP UDP sockets, kernel accounting, so about
             1-2 KB per datagram) above which the share of new calls refused rises; 0 = shedding off.
         low_bytes: backlog below which the share falls again (< ``high_bytes``).
-        step_up: permille added per tick while the backlog is above ``high_bytes``.
-        step_down: permille taken off per tick while it is below ``low_bytes``.
+        window: readings the backlog must stay above ``high_bytes`` for before the share rises
+            (at the adapter's 20 ms: 100 ms).
+        step_up: permille added per reading, per whole multiple of ``high_bytes`` in the window's minimum.
+        step_down: permille taken off per reading while the backlog is below ``low_bytes``.
     """
 
     high_bytes: int
     low_bytes: int
-    step_up: int = 200
-    step_down: int = 20
+    window: int = 5
+    step_up: int = 100
+    step_down: int = 4
 
     def __post_init__(self) -> None:
         if self.high_bytes and not 0 <= self.low_bytes < self.high_bytes:
             raise ValueError(f"low_bytes ({self.low_bytes}) must be below high_bytes ({self.high_bytes})")
         if not (0 < self.step_up <= FULL and 0 < self.step_down <= FULL):
             raise ValueError("steps are permille in 1..1000")
+        if self.window < 1:
+            raise ValueError("window is at least one reading")
 
     @property
     def enabled(self) -> bool:
         """Whether shedding on the backlog is on."""
         return self.high_bytes > 0
 
-    def next_share(self, share: int, backlog: int, previous: int) -> int:
-        """The share (permille of new calls refused, 0-1000) for the next tick, from the current
-        ``share``, the ``backlog`` measured now and the one measured at the tick before (bytes)."""
-        if not self.enabled:
-            return 0
-        if backlog > self.high_bytes and previous > self.high_bytes:
-            return min(FULL, share + self.step_up * (backlog // self.high_bytes))
-        if backlog < self.low_bytes:
+    def next_share(self, share: int, readings: Sequence[int]) -> int:
+        """The share (permille of new calls refused, 0-1000) after the latest reading, from the current
+        ``share`` and the latest backlog ``readings`` (bytes, oldest first; fewer than ``window``
+        readings never raise the share)."""
+        if not self.enabled or not readings:
+            return 0 if not self.enabled else share
+        floor = min(readings[-self.window:]) if len(readings) >= self.window else 0
+        if floor > self.high_bytes:
+            return min(FULL, share + self.step_up * (floor // self.high_bytes))
+        if readings[-1] < self.low_bytes:
             return max(0, share - self.step_down)
         return max(0, min(FULL, share))

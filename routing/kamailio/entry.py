@@ -185,7 +185,7 @@ class Edge:
 
     @entry("exception in load shedding", request=False)
     def ksr_shed_tick(self, msg: object, event: str = "") -> None:
-        """rtimer callback, ten times a second in one timer process (:func:`overload.shed_tick`)."""
+        """rtimer callback, every 20 ms in one timer process (:func:`overload.shed_tick`)."""
         overload.shed_tick(self.worker)
 
     @entry("exception in dtmf log", request=False)

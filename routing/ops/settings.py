@@ -282,12 +282,12 @@ class Overload(_Model):
     shed_backlog_kb: int = Field(
         64, ge=0, le=65536,
         description="automatic shedding: while more than this many KB of SIP datagrams wait in the kernel queues of "
-        "the UDP listeners (the edge is behind), the share of new INVITEs refused rises by 20 % per multiple of it every 100 ms (two readings in a row); 0 = off "
+        "the UDP listeners (the edge is behind), the share of new INVITEs refused rises by 10 % per multiple of it at each 20 ms reading once it stayed above it for 100 ms; 0 = off "
         "(routing/call/overload.py)",
     )
     resume_backlog_kb: int = Field(
         16, ge=0, le=65536,
-        description="below this backlog (KB) the share of new INVITEs shed falls by 2 % every 100 ms",
+        description="below this backlog (KB) the share of new INVITEs shed falls by 0.4 % every 20 ms reading (2 % per 100 ms)",
     )
     retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After on the node's overload 503s (s)")
 

@@ -50,11 +50,18 @@ def test_backlog_reads_the_bytes_queued_on_the_listeners_only(kemi: types.Module
         other.close()
 
 
-def test_a_tick_raises_the_share_on_a_backlog_held_for_two_readings_and_exports_it(
+def _reset(overload: types.ModuleType) -> None:
+    if overload._backlog is not None:
+        overload._backlog.close()
+    overload._backlog, overload._control, overload._ticks = None, None, 0
+    overload._readings = overload.deque()
+
+
+def test_a_tick_raises_the_share_on_a_backlog_held_for_a_whole_window_and_exports_it(
         kemi: types.ModuleType, ksr: FakeKSR, listener: socket.socket) -> None:
     from routing.kamailio import overload
 
-    overload._backlog, overload._previous = None, 0
+    _reset(overload)
     router = kemi.Edge(replace(RT, shed_high_bytes=16384, shed_low_bytes=1024, shed_sockets=(listener.getsockname(),)))
     probe = overload.Backlog((listener.getsockname(),))
     _flood(listener, 20)
@@ -62,17 +69,21 @@ def test_a_tick_raises_the_share_on_a_backlog_held_for_two_readings_and_exports_
         wait_until(lambda: probe.measure() > 8192, timeout=5, what="backlog")
     finally:
         probe.close()
+    window = overload.ShedControl(1, 0).window
     shares, backlogs = [], []
-    for _ in range(3):
+    for _ in range(window + 1):
         router.ksr_shed_tick(object(), "rtimer")
         shares.append(ksr.pv.get("$shv(edge_shed)") or 0)
         gauges = {args[0]: float(args[1]) for name, args in ksr.calls if name == "xhttp_prom.gauge_set_l0"}
-        backlogs.append(gauges["byoc_edge_sip_backlog_bytes"])
-        assert gauges["byoc_edge_shed_ratio"] == shares[-1] / 1000
-    assert all(b > 2 * 16384 for b in backlogs), backlogs  # nobody reads the listener
-    # first reading: a stall, not yet an overload; then 20 % per whole multiple of the threshold queued
-    step = 200 * int(backlogs[1] // 16384)
-    assert shares == [0, step, min(1000, 2 * step)], (shares, backlogs)
+        backlogs.append(gauges.get("byoc_edge_sip_backlog_bytes", -1.0))
+    assert backlogs[window - 1] > 2 * 16384, backlogs  # nobody reads the listener: exported at the 5th tick
+    assert backlogs[: window - 1] == [-1.0] * (window - 1)  # the gauges are set every 5th tick, not every tick
+    # readings before the window is full: a burst, not yet an overload; then 10 % per whole multiple of the
+    # threshold in the window's minimum, and the exported ratio follows the share
+    step = 100 * int(backlogs[window - 1] // 16384)
+    assert shares == [0] * (window - 1) + [step, min(1000, 2 * step)], (shares, backlogs)
+    gauges = {args[0]: float(args[1]) for name, args in ksr.calls if name == "xhttp_prom.gauge_set_l0"}
+    assert gauges["byoc_edge_shed_ratio"] == shares[-1] / 1000
     # drained: the share falls back by the step down per tick
     while True:
         try:
@@ -81,7 +92,5 @@ def test_a_tick_raises_the_share_on_a_backlog_held_for_two_readings_and_exports_
         except BlockingIOError:
             break
     router.ksr_shed_tick(object(), "rtimer")
-    assert ksr.pv.get("$shv(edge_shed)") == shares[2] - 20
-    assert overload._backlog is not None
-    overload._backlog.close()
-    overload._backlog, overload._previous = None, 0
+    assert ksr.pv.get("$shv(edge_shed)") == shares[-1] - 4
+    _reset(overload)
