@@ -106,6 +106,9 @@ class FakeStore:
             self.extended.append((call_id, extend_s))
         return True
 
+    def update_calls(self, calls: Sequence[tuple[str, dict[str, str]]], extend_s: int = 0) -> list[bool]:
+        return [self.update_call(call_id, fields, extend_s) for call_id, fields in calls]
+
     def credentials(self, trunk: str) -> tuple[str, str] | None:
         return self.secrets.get(trunk)
 

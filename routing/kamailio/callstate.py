@@ -18,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..call.decision import Reason
-from ..call.metrics import DRAINING, POST_DIAL_DELAY, REJECTIONS
+from ..call.metrics import CALLS_ANSWERED, DRAINING, POST_DIAL_DELAY, REJECTIONS, SETUP_TIME
 
 __all__ = ["template_names", "CallRecordState", "Deadline", "MediaWatch", "DtmfCall"]
 
@@ -53,10 +53,23 @@ SESSION_TABLE = "sessiontimer"
 #: origination calls whose agent's 200 OK is held until its first RTP packet: call-id ->
 #: routing.kamailio.holdanswer.Held (the 200 itself included)
 HOLD_ANSWER_TABLE = "holdanswer"
+#: answers the native route ANSWERED took (no Python entry): call-id -> :class:`NativeAnswer`, kept until
+#: the call's record is written (records.load merges it into the call-record state)
+ANSWERED_TABLE = "answered"
+#: of those, the calls whose live hash and leases the call clock has not updated yet: call-id -> "1"
+EXTEND_TABLE = "extend"
 #: answered calls whose agent has sent no RTP yet: call-id -> "{answer ms}:{direction}:{trunk}:{agent}:{agent tag}"
 FIRST_AUDIO_TABLE = "firstaudio"
 
 # -- transaction AVPs ---------------------------------------------------------------------------
+#: the rtpengine answer flags of the hop being tried, set when its 2xx needs no decision (no answer
+#: check, held answer, session-timer takeover or first-audio poll: fastanswer.arm): the native route
+#: ANSWERED takes it; absent, the plugin does
+FAST_ANSWER_AVP = "$avp(edge_fans)"
+#: the label of the hop being tried (CallPlan target label), for the record's ``tried`` list
+HOP_LABEL_AVP = "$avp(edge_mhop)"
+#: the callee side's audio codecs (comma-separated): a native answer must hold one (sdpops)
+FAST_CODECS_AVP = "$avp(edge_fcodecs)"
 #: the call plan (routing.plan.CallPlan JSON) of the INVITE's transaction
 PLAN_AVP = "$avp(edge_plan)"
 #: rtpengine offer flags of the hop being tried, for the native branch route (absent: delayed offer)
@@ -149,6 +162,8 @@ NODE_DRAINING = Reason.NODE_DRAINING
 REJECTIONS_METRIC = REJECTIONS.name
 DRAINING_METRIC = DRAINING.name
 PDD_METRIC = POST_DIAL_DELAY.name
+SETUP_METRIC = SETUP_TIME.name
+ANSWERED_METRIC = CALLS_ANSWERED.name
 
 
 # -- value codecs of the htables ------------------------------------------------------------------
@@ -347,6 +362,38 @@ class CallRecordState:
 
 
 assert [f.name for f in fields(CallRecordState)] == list(_RECORD_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class NativeAnswer:
+    """A value of :data:`ANSWERED_TABLE`: the first 2xx of an initial INVITE as the native route
+    ``ANSWERED`` of ``templates/kamailio.routes.j2`` wrote it,
+    ``"{epoch s}|{microseconds}|{code}|{hop label}|{SDP}"`` (keep both byte-identical; the SDP is
+    last, so a ``|`` in it stays whole).
+
+    Attributes:
+        answer_ms: when the 2xx came (epoch ms).
+        code: its status code.
+        label: the hop that answered (``CallPlan`` target label).
+        sdp: its SDP answer.
+    """
+
+    answer_ms: int
+    code: int
+    label: str
+    sdp: str
+
+    def encode(self) -> str:
+        """The htable value (tests; the native route writes it)."""
+        return f"{self.answer_ms // 1000}|{self.answer_ms % 1000 * 1000}|{self.code}|{self.label}|{self.sdp}"
+
+    @classmethod
+    def decode(cls, text: str) -> "NativeAnswer | None":
+        """Parse a value; None when there is none or it is malformed."""
+        parts = (text or "").split("|", 4)
+        if len(parts) != 5 or not (parts[0].isdigit() and parts[1].isdigit() and parts[2].isdigit()):
+            return None
+        return cls(int(parts[0]) * 1000 + int(parts[1]) // 1000, int(parts[2]), parts[3], parts[4])
 
 
 def _inner(name: str) -> str:

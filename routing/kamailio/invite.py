@@ -24,7 +24,7 @@ from ..call.presentation import render
 from ..ops.secrets import SecretError
 from ..tables.store import RedisStore, StoreUnavailable
 from . import callstate as cs
-from . import announce, failure, holdanswer, records, screening
+from . import announce, failure, fastanswer, holdanswer, records, screening
 from .callstate import CallRecordState
 from .mediaflags import offer_flags, sdp_flags
 from .worker import Worker, count, has_sdp, hop_labels, pv
@@ -172,7 +172,7 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
             KSR.pv.sets(cs.TRUNK_VAR, target.trunk or plan.trunk)
         # the hop tried decides the call's media policies and DTMF modes (termination hops
         # differ per trunk); set here, not in the branch route
-        _set_media_vars(plan)
+        callee = _set_media_vars(plan)
         KSR.pv.sets(cs.DTMF_VAR, f"{plan.caller_dtmf},{target.dtmf}")
         KSR.pv.sets(cs.DTMF_AVP, f"{plan.caller_dtmf},{target.dtmf}")
         KSR.pv.sets("$ru", target.uri)
@@ -193,6 +193,7 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
             failure.media_unavailable(w, plan)
             return
         KSR.pv.sets(cs.OFFER_AVP, hop_flags)
+        fastanswer.arm(w, plan, callee, offer=bool(hop_flags))
         KSR.tm.t_on_failure(cs.ON_FAILURE)
         KSR.tm.t_on_reply(cs.ON_REPLY)
         KSR.tm.t_on_branch(cs.ON_BRANCH)
@@ -291,14 +292,16 @@ def _hop_offer(w: Worker, plan: CallPlan, offer: media.SdpOffer | None = None) -
                        (*sdp_flags(modes, True, offer=True), *iface), w.settings.media_fill)
 
 
-def _set_media_vars(plan: CallPlan) -> None:
-    """Keep the media policies of the hop being tried with the dialog (re-INVITEs, watchdog)."""
+def _set_media_vars(plan: CallPlan) -> MediaPolicy:
+    """Keep the media policies of the hop being tried with the dialog (re-INVITEs, watchdog); returns
+    the callee's."""
     caller, callee = MediaPolicy.from_json(plan.caller_media), MediaPolicy.from_json(plan.current.media)
     sides = json.dumps({"caller": plan.caller_media, "callee": plan.current.media})
     KSR.pv.sets(cs.MEDIA_VAR, sides)
     KSR.pv.sets(cs.MEDIA_AVP, sides)
     _keepalives(caller, callee)
     KSR.pv.sets(cs.RTP_TIMEOUT_VAR, str(media.rtp_timeout_s(caller, callee) or ""))
+    return callee
 
 
 def _keepalives(caller: MediaPolicy, callee: MediaPolicy) -> None:

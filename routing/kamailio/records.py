@@ -13,14 +13,14 @@ import KSR  # type: ignore[import-not-found]
 # non-Kamailio modules, in one place
 from ..call import metrics
 from ..call import quality
-from ..call.cdr import CallFacts
+from ..call.cdr import CallFacts, sdp_codecs
 from ..call.decision import Reject
 from ..tables.model import parse_increment
 from ..call.plan import CallPlan
 from ..ngclient import NgError
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
-from .callstate import CallRecordState
+from .callstate import CallRecordState, NativeAnswer
 from .worker import Worker, observe, pv
 
 __all__ = ["load", "save", "facts", "plan_state", "record_unanswered", "finish_call", "refuse_media", "media_refused",
@@ -31,8 +31,23 @@ _NOT_MEDIA = ("direction", "trunk", "agent", "number", "start_ms", "answer_ms", 
 
 
 def load(call_id: str) -> CallRecordState | None:
-    """The call's state; None when the call has none (never relayed, or its record is written)."""
-    return CallRecordState.decode(KSR.htable.sht_gete(cs.CDR_TABLE, call_id) if call_id else "")
+    """The call's state; None when the call has none (never relayed, or its record is written).  An
+    answer the native route took (:mod:`.fastanswer`) is in it."""
+    state = CallRecordState.decode(KSR.htable.sht_gete(cs.CDR_TABLE, call_id) if call_id else "")
+    if state is not None and not state.answer_ms and state.start_ms:
+        _merge_answer(state, KSR.htable.sht_gete(cs.ANSWERED_TABLE, call_id) or "")
+    return state
+
+
+def _merge_answer(state: CallRecordState, text: str) -> None:
+    """A native answer (:class:`callstate.NativeAnswer` text) into a state that has none yet, as
+    :mod:`.replies` writes it at the 2xx (answer time, the hop that answered, the callee's codecs)."""
+    answer = NativeAnswer.decode(text)
+    if answer is None:
+        return
+    state.answer_ms = answer.answer_ms
+    state.tried = [*(state.tried or []), f"{answer.label}={answer.code}"]
+    state.codecs_callee = sdp_codecs(answer.sdp)
 
 
 def save(call_id: str, state: CallRecordState) -> None:
@@ -98,6 +113,7 @@ def finish_call(w: Worker, call_id: str, hangup: str, final_media: dict[str, str
         w.cdrs().mark_down()
         KSR.err(f"edge: cannot release slots of call-id={call_id}: {exc}\n")
     state = load(call_id)
+    KSR.htable.sht_rm(cs.ANSWERED_TABLE, call_id)
     if state is None or not state.start_ms:
         return
     KSR.htable.sht_rm(cs.CDR_TABLE, call_id)

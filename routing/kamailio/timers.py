@@ -22,7 +22,7 @@ from ..call import quality
 from ..ngclient import NgError
 from ..tables.store import HEARTBEAT_TTL_S, StoreUnavailable
 from . import callstate as cs
-from . import holdanswer, onbehalf, records
+from . import fastanswer, holdanswer, onbehalf, records
 from .callstate import Deadline, DtmfCall, MediaWatch
 from .mediaflags import modes
 from .worker import Worker, count, log_exception, observe, pv
@@ -77,6 +77,10 @@ def call_clock(w: Worker) -> None:
         _watch_media(w)
     except Exception:  # noqa: BLE001 - the clock must keep ticking
         log_exception("exception in media watchdog")
+    try:
+        fastanswer.extend(w)
+    except Exception:  # noqa: BLE001
+        log_exception("exception extending answered calls")
     now = int(time.time())
     for call_id, _ in _due(cs.SESSION_TABLE, SESSION_ITERATOR, _epoch_s, lambda at: at, now):
         # the carrier refreshed nothing in time (RFC 4028 section 10): the call is over for it too

@@ -63,6 +63,9 @@ class DryRunStore:
     def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool:
         return False
 
+    def update_calls(self, calls: Sequence[tuple[str, dict[str, str]]], extend_s: int = 0) -> list[bool]:
+        return [False] * len(calls)
+
     def credentials(self, trunk: str) -> tuple[str, str] | None:
         return self.inner.credentials(trunk)
 

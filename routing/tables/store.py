@@ -171,8 +171,8 @@ class Store(Protocol):
     def finish(self, call_id: str) -> dict[str, str]: ...
 
     def heartbeat(self, ttl_s: int) -> None: ...
-
     def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool: ...
+    def update_calls(self, calls: Sequence[tuple[str, dict[str, str]]], extend_s: int = 0) -> list[bool]: ...
 
 
 def route_prefixes(number: str) -> list[str]:
@@ -458,24 +458,31 @@ class RedisStore:
         return dict(zip(flat[::2], flat[1::2]))
 
     def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool:
-        """Add ``fields`` to a live call's hash (answer time, codecs) and, when ``extend_s`` > 0,
-        make its leases and hash last ``extend_s`` seconds from now (the answer extends the
-        admission's short lease to the longest a call may last, routing/lua/call_update.lua);
-        False when the call has been released already (the hash is not re-created, no lease re-joined).
+        """:meth:`update_calls` of one call."""
+        return self.update_calls([(call_id, fields)], extend_s)[0] if fields or extend_s > 0 else False
+
+    def update_calls(self, calls: Sequence[tuple[str, dict[str, str]]], extend_s: int = 0) -> list[bool]:
+        """Add each ``(call_id, fields)``'s fields to its live hash (answer time, codecs) and, when
+        ``extend_s`` > 0, make its leases and hash last ``extend_s`` seconds from now (the answer
+        extends the admission's short lease to the longest a call may last, lua/call_update.lua), in
+        one write; per call False when it has been released already (nothing re-created or re-joined).
 
         Raises:
             StoreUnavailable: redis unreachable or slow.
         """
-        if not fields and extend_s <= 0:
-            return False
-        argv: list[str | int] = [keys.lease_member(self.node, call_id), int(extend_s)]
-        for name, value in fields.items():
-            argv += [name, value]
+        commands = [("EVALSHA", self._update.sha, 1, keys.call(self.node, call_id), keys.lease_member(self.node, call_id),
+                     int(extend_s), *(x for pair in fields.items() for x in pair)) for call_id, fields in calls]
         try:
-            updated = bool(run_script(self._update, [keys.call(self.node, call_id)], argv))
-            if updated and extend_s > 0 and self.strict_wait_ms:
-                self._replicated(f"the lease extension of call {call_id}")  # the answered call keeps its slots
-            return updated
+            done = []
+            for command, reply in zip(commands, send(self._update.registered_client, *commands) if commands else []):
+                if isinstance(reply, redis.exceptions.NoScriptError):  # redis restarted: loaded by redis-py
+                    reply = self._update(keys=command[3:4], args=command[4:])
+                elif isinstance(reply, redis.ResponseError):
+                    raise reply
+                done.append(bool(reply))
+            if any(done) and extend_s > 0 and self.strict_wait_ms:
+                self._replicated(f"the lease extension of {len(done)} calls")  # answered calls keep their slots
+            return done
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 

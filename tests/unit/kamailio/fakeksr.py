@@ -108,7 +108,8 @@ class FakeKSR:
                 setattr(self.module, name, self._function(name))
                 continue
             setattr(groups.setdefault(group, types.SimpleNamespace()), func, self._function(name))
-        groups["pv"] = types.SimpleNamespace(get=self._pv_get, sets=self._pv_set("sets"), seti=self._pv_set("seti"))
+        groups["pv"] = types.SimpleNamespace(get=self._pv_get, sets=self._pv_set("sets"), seti=self._pv_set("seti"),
+                                             unset=self._pv_unset)
         for group, namespace in groups.items():
             setattr(self.module, group, namespace)
         for level in ("info", "err", "warn", "dbg", "notice", "crit"):
@@ -137,6 +138,10 @@ class FakeKSR:
             self.pv[name] = value
 
         return set_
+
+    def _pv_unset(self, name: str) -> None:
+        self.calls.append(("pv.unset", (name,)))
+        self.pv.pop(name, None)
 
     def _log(self, level: str) -> Callable[[str], None]:
         def log(text: str) -> None:
