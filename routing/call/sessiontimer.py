@@ -101,3 +101,19 @@ def end_after_s(interval_s: int) -> int:
     """Seconds after a refresh (or the answer) at which the call ends when no refresh came: the
     interval minus the smaller of 32 s and a third of it (RFC 4028 section 10)."""
     return interval_s - min(32, interval_s // 3)
+
+
+def origin(sdp: str) -> str:
+    """The ``o=`` line of an SDP (RFC 4566 section 5.2: username, session id, version, network
+    type, address), stripped; ``""`` when there is none."""
+    for line in sdp.splitlines():
+        if line.startswith("o="):
+            return line.strip()
+    return ""
+
+
+def unchanged(previous_origin: str, sdp: str) -> bool:
+    """Whether an offer repeats the previous session description unchanged: the same ``o=`` line,
+    version included (RFC 3264 section 8: a changed description must increment the version), as
+    a pure session refresh does (RFC 4028 section 10).  False without a previous origin."""
+    return bool(previous_origin) and origin(sdp) == previous_origin

@@ -112,6 +112,9 @@ AGENT_HEADERS_AVP = "$avp(edge_agent_hdrs)"
 HOP_HEADERS_AVP = "$avp(edge_hop_hdrs)"
 #: on a relayed session refresh's transaction: the takeover (``"{interval}:{refresher}"``) its 2xx restores
 REFRESH_AVP = "$avp(edge_refresh)"
+#: on a carrier's pure refresh re-INVITE the edge answers itself (looped, sessiontimers): its 200 is
+#: given the timer headers and relayed, its SDP never goes to rtpengine
+LOCAL_REFRESH_AVP = "$avp(edge_local_refresh)"
 
 # -- dialog variables ---------------------------------------------------------------------------
 DIRECTION_VAR = "$dlg_var(edge_dir)"
@@ -127,6 +130,12 @@ MEDIA_VAR = "$dlg_var(edge_media)"
 DTMF_VAR = "$dlg_var(edge_dtmf)"
 #: ``"{interval}:{refresher}"`` when the edge keeps the call's session timers for the agent
 SESSION_VAR = "$dlg_var(edge_st)"
+#: with :data:`SESSION_VAR` on an origination call: ``{"o": the carrier's last o= line, "sdp": the SDP
+#: the carrier last received, "contact": the agent's Contact}`` (JSON), so the edge can answer the
+#: carrier's pure refresh re-INVITE itself (:func:`routing.kamailio.sessiontimers.refresh`)
+SESSION_SDP_VAR = "$dlg_var(edge_st_sdp)"
+#: the CSeq number of the carrier's refresh re-INVITE the edge answered: its ACK ends at the edge
+SESSION_ACK_VAR = "$dlg_var(edge_st_ack)"
 
 # -- per-message script variables (reset by the native request route) ---------------------------
 #: share of new calls the native route ADMISSION refuses, permille (routing/kamailio/overload.py)
@@ -146,6 +155,8 @@ STORE_FAILED_VAR = "$var(edge_sf)"
 # -- headers, routes -----------------------------------------------------------------------------
 #: header of the requests the edge sends itself (value: the node's secret token)
 EDGE_INFO_HEADER = "X-Edge-Info"
+#: header of the edge's own refresh re-INVITE naming the Contact its 200 carries (sessiontimers)
+EDGE_CONTACT_HEADER = "X-Edge-Contact"
 #: header of the edge's own requests naming the socket toward their receiver
 EDGE_SOCKET_HEADER = "X-Edge-Socket"
 EDGE_HEADER_PREFIX = "X-Edge-"

@@ -37,7 +37,7 @@ def in_dialog(w: Worker, method: str) -> None:
         return
     if method == "NOTIFY":
         transfers.notify(w)
-    if method in ("INVITE", "UPDATE") and sessiontimers.refresh(method):
+    if method in ("INVITE", "UPDATE") and sessiontimers.refresh(w, method):
         return
     if method == "INFO" and _dtmf_info(w):
         return

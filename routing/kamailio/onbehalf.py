@@ -16,7 +16,7 @@ from ..call import dtmf
 from ..call import pipeline
 from ..ngclient import NgError
 from . import callstate as cs
-from . import indialog
+from . import indialog, sessiontimers
 from .mediaflags import modes
 from .worker import Worker, pv
 
@@ -71,7 +71,8 @@ def _cseq_step(call_id: str, from_tag: str, step: Callable[[cseq.SideSeq], tuple
 
 def edge_request(w: Worker, method: str) -> bool:
     """An in-dialog request the edge sent to itself on one side's behalf: a DTMF INFO
-    (:func:`send_info`) or the callee-side BYE of a call the edge ends (:func:`hang_up`).
+    (:func:`send_info`), the callee-side BYE of a call the edge ends (:func:`hang_up`), or a carrier's
+    pure refresh re-INVITE it answers for the agent (:func:`sessiontimers.answer_looped`).
     The INFO is numbered in its side's CSeq space (:func:`routing.cseq.local`); the BYE comes
     numbered from the dialog module's record and marks the call as ended by the edge.  The
     dialog module then sees the request (it records the INFO's number, so its own BYEs go
@@ -85,6 +86,9 @@ def edge_request(w: Worker, method: str) -> bool:
         KSR.tm.t_check_trans()
         return True
     if KSR.tm.t_check_trans() == 0:
+        return True
+    if method == "INVITE":
+        sessiontimers.answer_looped()
         return True
     call_id, from_tag = pv("$ci"), pv("$ft")
     socket_name = pv(f"$hdr({cs.EDGE_SOCKET_HEADER})")

@@ -35,6 +35,10 @@ def onreply(w: Worker) -> None:
     if KSR.pv.get(cs.REFER_AVP):  # the carrier's answer to an agent's transfer
         transfers.refer_reply(code)
         return
+    if KSR.pv.get(cs.LOCAL_REFRESH_AVP):  # the edge's own answer to a pure refresh: its SDP is rtpengine's already
+        if 200 <= code < 300:
+            sessiontimers.refresh_answered()
+        return
     if 200 <= code < 300 and KSR.pv.get(cs.REFRESH_AVP):  # a session refresh the edge relayed
         sessiontimers.refresh_answered()
     refused = pv(cs.EARLY_REFUSED_AVP)
@@ -51,6 +55,8 @@ def onreply(w: Worker) -> None:
         _answered(w, code)
     if has_sdp() and _sdp(w, code) is None:
         return
+    if 200 <= code < 300 and pv("$rm") == "INVITE" and KSR.pv.get(cs.SESSION_VAR):
+        sessiontimers.keep_answer()
     _reply_metrics(code)
 
 

@@ -1,11 +1,14 @@
 """Session timers (RFC 4028) on the agent's behalf (:mod:`routing.call.sessiontimer`): the carrier
-made the refresher at the answer, its refresh UPDATEs answered by the edge, its refresh re-INVITEs
-relayed without the timer headers the agent does not know and given them back in the 2xx, and
-the call's expiry kept in ``sessiontimer`` (ended by the call clock, :mod:`routing.kamailio.timers`).
-Calls nobody asked timers for never come past :func:`on_answer`'s first check."""
+made the refresher at the answer, its refresh UPDATEs answered by the edge, and on origination calls
+its pure refresh re-INVITEs too (the SDP repeated unchanged: answered with the SDP the carrier last
+received, which :func:`keep_answer` keeps); its other refresh re-INVITEs relayed without the timer
+headers the agent does not know and given them back in the 2xx, and the call's expiry kept in
+``sessiontimer`` (ended by the call clock, :mod:`routing.kamailio.timers`).  Calls nobody asked
+timers for never come past :func:`on_answer`'s first check."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import KSR  # type: ignore[import-not-found]
@@ -13,9 +16,9 @@ import KSR  # type: ignore[import-not-found]
 # non-Kamailio modules, in one place
 from ..call import sessiontimer as st
 from . import callstate as cs
-from .worker import has_sdp, pv
+from .worker import Worker, has_sdp, pv
 
-__all__ = ["on_answer", "refresh", "refresh_answered"]
+__all__ = ["on_answer", "keep_answer", "refresh", "refresh_answered", "answer_looped"]
 
 
 def on_answer(call_id: str, direction: str) -> None:
@@ -42,7 +45,7 @@ def _arm(call_id: str, taken: st.Takeover) -> None:
     KSR.htable.sht_sets(cs.SESSION_TABLE, call_id, str(int(time.time()) + st.end_after_s(taken.interval_s)))
 
 
-def refresh(method: str) -> bool:
+def refresh(w: Worker, method: str) -> bool:
     """An in-dialog INVITE or UPDATE.  From the carrier of a call whose timers the edge keeps: an
     UPDATE without SDP is a pure refresh, answered here (200 with ``Session-Expires``); any other
     refresh is relayed without ``Session-Expires``, ``Min-SE`` and ``Require: timer`` (the agent
@@ -56,6 +59,8 @@ def refresh(method: str) -> bool:
         return False
     from_caller = pv("$ft") == pv("$dlg(from_tag)")
     if from_caller != (taken.refresher == "uac"):
+        if has_sdp():
+            KSR.pv.sets(cs.SESSION_SDP_VAR, "")  # the media change: what the carrier last received is not kept
         return False  # the agent's own request
     if method == "UPDATE" and not has_sdp():
         KSR.tm.t_newtran()
@@ -63,12 +68,73 @@ def refresh(method: str) -> bool:
         KSR.tm.t_reply(200, "OK")
         _arm(pv("$ci"), taken)
         return True
+    if method == "INVITE" and has_sdp() and _answer_refresh(w, taken):
+        return True
+    if has_sdp():
+        KSR.pv.sets(cs.SESSION_SDP_VAR, "")  # relayed: its 2xx keeps the new answer (keep_answer)
     for name in ("Session-Expires", "Min-SE"):
         KSR.hdr.remove(name)
     if [t.strip().lower() for t in pv("$hdr(Require)").split(",")] == ["timer"]:
         KSR.hdr.remove("Require")
     KSR.pv.sets(cs.REFRESH_AVP, taken.encode())
     return False
+
+
+def _answer_refresh(w: Worker, taken: st.Takeover) -> bool:
+    """A carrier's re-INVITE that repeats its last SDP unchanged (a pure refresh, RFC 4028 section 10)
+    on a call whose answer :func:`keep_answer` kept: answered 200 for the agent, which never sees
+    it, with the SDP the carrier last received (the media do not change, so rtpengine is not
+    asked), the agent's Contact and the timer headers.  The re-INVITE goes to the edge's own UDP
+    listener carrying that SDP and Contact (:func:`answer_looped`), so the 200 comes back as a
+    relayed reply: topology hiding (topoh) masks the Contact of relayed replies, never of a reply
+    the edge makes itself.  Its ACK ends at the edge (native route WITHINDLG,
+    :data:`cs.SESSION_ACK_VAR`).  True when sent so."""
+    if not w.settings.loop_socket:
+        return False
+    try:
+        kept = json.loads(pv(cs.SESSION_SDP_VAR) or "{}")
+    except ValueError:
+        return False
+    if not kept.get("sdp") or not kept.get("contact") or not st.unchanged(str(kept.get("o") or ""), pv("$rb")):
+        return False
+    host, _, port = w.settings.loop_socket.split(":", 1)[1].rpartition(":")
+    KSR.pv.sets(cs.SESSION_ACK_VAR, pv("$cs"))
+    KSR.pv.sets(cs.REFRESH_AVP, taken.encode())
+    KSR.pv.seti(cs.LOCAL_REFRESH_AVP, 1)
+    KSR.hdr.append(f"{cs.EDGE_INFO_HEADER}: {w.token}\r\n{cs.EDGE_CONTACT_HEADER}: {kept['contact']}\r\n")
+    KSR.textops.set_body(str(kept["sdp"]), "application/sdp")
+    KSR.pv.sets("$du", f"sip:{ {'0.0.0.0': '127.0.0.1', '[::]': '[::1]'}.get(host, host)}:{port}")
+    KSR.pv.sets("$fs", w.settings.loop_socket)
+    KSR.tm.t_on_reply(cs.ON_REPLY)
+    if KSR.tm.t_relay() < 0:
+        KSR.sl.sl_reply_error()
+    KSR.info(f"edge: session refresh re-INVITE of call-id={pv('$ci')} answered for the agent\n")
+    return True
+
+
+def answer_looped() -> None:
+    """The edge's own refresh re-INVITE back at its listener (:func:`_answer_refresh`): 200 with its
+    body and the Contact it names (the caller checked the node's token).  Stateless: the carrier's
+    ACK ends at the edge, so nothing may wait for it; the transaction that relays this 200 answers
+    the carrier's retransmissions."""
+    KSR.hdr.append_to_reply(f"Contact: {pv(f'$hdr({cs.EDGE_CONTACT_HEADER})')}\r\n")
+    KSR.textops.set_reply_body(pv("$rb"), "application/sdp")
+    KSR.sl.send_reply(200, "OK")
+
+
+def keep_answer() -> None:
+    """The 2xx of an INVITE from the carrier of an origination call whose timers the edge keeps
+    (after rtpengine rewrote its SDP): keep what :func:`_answer_refresh` needs, the carrier's
+    ``o=`` line (its INVITE's), the SDP it receives now (the reply's lumps applied first, textopsx
+    ``msg_apply_changes``) and the agent's Contact."""
+    taken = st.Takeover.decode(pv(cs.SESSION_VAR))
+    if taken is None or taken.refresher != "uac" or pv(cs.DIRECTION_AVP) == "termination" \
+            or not KSR.pv.get(cs.FROM_CALLER_AVP) or not has_sdp():
+        return
+    offer = pv("$T_req($rb)")
+    if KSR.textopsx.msg_apply_changes() < 0:
+        return
+    KSR.pv.sets(cs.SESSION_SDP_VAR, json.dumps({"o": st.origin(offer), "sdp": pv("$rb"), "contact": pv("$hdr(Contact)")}))
 
 
 def refresh_answered() -> None:

@@ -1,6 +1,8 @@
 """Session timers (RFC 4028) kept by the edge for an agent that does not do them: the carrier is
-made the refresher in the 2xx, its refresh UPDATEs are answered by the edge (the agent never sees
-them), a refresh re-INVITE reaches the agent without timer headers and its 2xx gets them back; a
+made the refresher in the 2xx, its refresh UPDATEs and its pure refresh re-INVITEs (the SDP repeated
+unchanged) are answered by the edge (the agent never sees them; the re-INVITE's 200 carries the SDP
+the carrier received in the call's 2xx), a re-INVITE that changes the SDP reaches the agent without
+timer headers and its 2xx gets them back; a
 call with the shortest interval RFC 4028 allows (90 s) survives two refreshes, and a call whose
 carrier stops refreshing is ended cleanly by the edge (the two long calls run side by side)."""
 
@@ -26,11 +28,17 @@ SDP_OFFER = """      v=0
       a=rtpmap:0 PCMU/8000"""
 
 
-def _request(method: str, cseq: int, extra: str = "", sdp: bool = False, first: bool = False) -> str:
-    """A SIPp ``<send>`` of the carrier's request (``first``: the INVITE, else in the dialog)."""
+#: the same session description, changed (RFC 3264 section 8: the version goes up): the call put on hold
+SDP_HOLD = SDP_OFFER.replace("o=- 1 1 ", "o=- 1 2 ") + "\n      a=sendonly"
+
+
+def _request(method: str, cseq: int, extra: str = "", sdp: bool = False, first: bool = False, body_sdp: str = "") -> str:
+    """A SIPp ``<send>`` of the carrier's request (``first``: the INVITE, else in the dialog); ``sdp``
+    carries :data:`SDP_OFFER`, ``body_sdp`` another one."""
     uri = "sip:[service]@[remote_ip]:[remote_port]" if first else "[next_url]"
     to_tag = "" if first else "[peer_tag_param]"
-    body = f"      Content-Type: application/sdp\n      Content-Length: [len]\n\n{SDP_OFFER}\n" if sdp else \
+    offer = body_sdp or (SDP_OFFER if sdp else "")
+    body = f"      Content-Type: application/sdp\n      Content-Length: [len]\n\n{offer}\n" if offer else \
         "      Content-Length: 0\n\n"
     routes = "" if first else "      [routes]\n"
     retrans = "" if method == "ACK" else ' retrans="500"'
@@ -110,13 +118,22 @@ def provision(edge: Edge) -> None:
     edge.did(DID, "carrier-a", "bot")
 
 
+def _sdp_of(message: str) -> str:
+    """The SDP body of a message as SIPp logged it (from its ``v=0`` line), line by line."""
+    return "\n".join(line.strip() for line in message[message.index("v=0"):].splitlines() if line.strip())
+
+
 def test_refreshes_are_answered_for_an_agent_without_timers(clean_edge: Edge) -> None:
     edge = clean_edge
     provision(edge)
     steps = (_request("UPDATE", 2, REFRESH) + '  <recv response="200"/>\n'
+             # a pure refresh: the INVITE's SDP again, unchanged (same o= version)
              + _request("INVITE", 3, REFRESH + "      Require: timer\n", sdp=True) + '  <recv response="100" optional="true"/>\n'
              + '  <recv response="200"/>\n' + _ack(3)
-             + _request("BYE", 4) + '  <recv response="200"/>\n')
+             # a refresh that changes the media (hold): for the agent to answer
+             + _request("INVITE", 4, REFRESH + "      Require: timer\n", body_sdp=SDP_HOLD)
+             + '  <recv response="100" optional="true"/>\n' + '  <recv response="200"/>\n' + _ack(4)
+             + _request("BYE", 5) + '  <recv response="200"/>\n')
     agent = uas(edge.workdir / "agent", AGENT_IP, 5090, scenario=_agent(edge, "agent_no_timers", 1), rtp_echo=False)
     carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=_carrier(edge, "carrier_refreshes", steps))
     assert carrier.wait(timeout=30) == 0, carrier.output()
@@ -126,10 +143,20 @@ def test_refreshes_are_answered_for_an_agent_without_timers(clean_edge: Edge) ->
     [update_ok] = _responses(carrier, "UPDATE")
     assert _header(update_ok, "Session-Expires") == ["90;refresher=uac"]
     assert not agent.received_requests("UPDATE")  # answered by the edge
+    # the pure refresh re-INVITE: answered by the edge with the SDP the carrier got in the call's 200
+    refresh_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*3 INVITE", r, re.M) and " 200 " in r]
+    assert refresh_ok, _responses(carrier, "INVITE")
+    assert _header(refresh_ok[-1], "Session-Expires") == ["90;refresher=uac"] and _header(refresh_ok[-1], "Require") == ["timer"]
+    assert _sdp_of(refresh_ok[-1]).strip() == _sdp_of(answer).strip() and "m=audio" in _sdp_of(answer)
+    assert _header(refresh_ok[-1], "Contact") == _header(answer, "Contact")
+    # the agent saw the INVITE and the hold re-INVITE only, the latter without the timer headers; its ACKs too
     [_, reinvite] = agent.received_requests("INVITE")
+    assert "a=sendonly" in reinvite and re.search(r"^CSeq:\s*4 INVITE", reinvite, re.M), reinvite
     assert not _header(reinvite, "Session-Expires") and "timer" not in "".join(_header(reinvite, "Require"))
-    reinvite_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*3 INVITE", r, re.M)]
-    assert _header(reinvite_ok[-1], "Session-Expires") == ["90;refresher=uac"]
+    assert not [a for a in agent.received_requests("ACK") if re.search(r"^CSeq:\s*3 ACK", a, re.M)]  # ended at the edge
+    hold_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*4 INVITE", r, re.M)]
+    assert _header(hold_ok[-1], "Session-Expires") == ["90;refresher=uac"]
+    assert "session refresh re-INVITE of call-id=" in edge.log()
 
 
 def test_a_90_s_session_survives_two_refreshes_and_one_never_refreshed_is_ended(long_call_edge: Edge,

@@ -45,3 +45,13 @@ def test_takeover_codec_and_header() -> None:
 @pytest.mark.parametrize(("interval", "after"), [(90, 60), (1800, 1768), (120, 88)])
 def test_the_call_ends_before_the_expiry_as_rfc_4028_section_10_says(interval: int, after: int) -> None:
     assert st.end_after_s(interval) == after
+
+
+def test_a_pure_refresh_repeats_the_origin_line_and_a_change_bumps_its_version() -> None:
+    from routing.call.sessiontimer import origin, unchanged
+
+    sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    assert origin(sdp) == "o=- 1 1 IN IP4 192.0.2.10"
+    assert unchanged(origin(sdp), sdp)
+    assert not unchanged(origin(sdp), sdp.replace("o=- 1 1 ", "o=- 1 2 "))  # RFC 3264 section 8: changed
+    assert not unchanged("", sdp) and origin("v=0\r\n") == ""

@@ -95,3 +95,15 @@ def test_codecs_are_not_template_names() -> None:
     names = template_names()
     assert "DEADLINE_TABLE" in names and "CLEANUP" in names
     assert not any(key.startswith("_") for key in names)
+
+
+def test_native_answer_reads_what_the_native_route_writes() -> None:
+    from routing.kamailio.callstate import NativeAnswer
+
+    text = "1796679209|122500|200|bot sip:192.0.2.21:5090|v=0\r\no=- 1 1 IN IP4 192.0.2.21\r\na=x|y\r\n"
+    answer = NativeAnswer.decode(text)
+    assert answer == NativeAnswer(1796679209122, 200, "bot sip:192.0.2.21:5090",
+                                  "v=0\r\no=- 1 1 IN IP4 192.0.2.21\r\na=x|y\r\n")  # a "|" in the SDP stays
+    assert NativeAnswer.decode(answer.encode()) == answer
+    for bad in ("", "1|2|3", "x|0|200|l|sdp", "1|0|ok|l|sdp"):
+        assert NativeAnswer.decode(bad) is None
