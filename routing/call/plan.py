@@ -95,6 +95,8 @@ class CallPlan:
         announce: on an origination call, the announcement of the DID's last fallback step
             (``announce:NAME``), played to the caller before the final refusal once every hop
             failed; empty = none.
+        account: the call's account (the trunk's on origination, the agent's on termination;
+            docs/identity.md#accounts); empty = none.
     """
 
     call_id: str
@@ -119,6 +121,7 @@ class CallPlan:
     presentation: dict | None = None
     stir: dict | None = None
     announce: str = ""
+    account: str = ""
 
     @property
     def current(self) -> Target:

@@ -135,7 +135,8 @@ def _number_targets(number: str, did: Did, agent: Agent, topology: Topology, rt:
                     trace: Trace | None, routes: Callable[[str], tuple[list[RouteEntry], frozenset[str]]] | None
                     ) -> list[Target]:
     """A fallback number's hops: the gateways of its route's trunks in least-cost order, under the
-    destination policy of the DID's agent and each trunk, each hop taking its trunk's slot and
+    destination policy of the DID's agent and each trunk, over trunks of the agent's account or shared
+    route entries (docs/identity.md#accounts), each hop taking its trunk's slot and
     naming the DID in ``Diversion``.  Not on an edge with one network per side (the hop would
     leave from the agent side's socket)."""
     def skip(why: str) -> list[Target]:
@@ -151,8 +152,8 @@ def _number_targets(number: str, did: Did, agent: Agent, topology: Topology, rt:
     out: list[Target] = []
     for entry in sorted(entries, key=lambda e: (e.rate, e.priority, e.trunk)):
         carrier = topology.trunks.get(entry.trunk)
-        if carrier is None or not carrier.direction.allows_outbound or \
-                not destination_allowed(number, carrier.allow_prefixes, carrier.deny_prefixes):
+        if carrier is None or not carrier.direction.allows_outbound or not (entry.shared or carrier.account == agent.account) \
+                or not destination_allowed(number, carrier.allow_prefixes, carrier.deny_prefixes):
             continue
         for gw in carrier.gateways:
             if carrier.probe and keys.gateway_member(carrier.name, gw.address) in down:

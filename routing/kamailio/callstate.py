@@ -282,7 +282,7 @@ class DtmfCall:
 _RECORD_KEYS = {"cseq": "cseq", "start_ms": "start", "codecs_caller": "cc", "direction": "dir", "agent": "agent",
                 "number": "number", "caller": "caller", "trunk": "trunk", "rate": "rate", "billing": "billing",
                 "tried": "tried", "answer_ms": "answer", "codecs_callee": "ce", "media_refused": MEDIA_REFUSED,
-                "transfer": "xfer", "verstat": "vs"}
+                "transfer": "xfer", "verstat": "vs", "account": "acct"}
 
 
 @dataclass(slots=True)
@@ -309,6 +309,7 @@ class CallRecordState:
             ``refer_code`` (the carrier's answer to the REFER), ``result`` (the final sipfrag
             status, or the REFER's refusal).
         verstat: the carrier's STIR/SHAKEN verification of the caller (origination), if it sent one.
+        account: the call's account (docs/identity.md#accounts), if it has one.
     """
 
     cseq: str | None = None
@@ -327,6 +328,7 @@ class CallRecordState:
     media_refused: list | None = field(default=None)
     transfer: dict | None = field(default=None)
     verstat: str | None = None
+    account: str | None = None
 
     def encode(self) -> str:
         """The htable value (compact JSON, keys in the order above)."""

@@ -40,6 +40,7 @@ from routing.tables.model.fields import (
 )
 from routing.tables.model.callershape import CallerIdShape
 from routing.tables.model.media_policy import MediaPolicy
+from routing.tables.model.account import parse_account_ref
 
 __all__ = ["Gateway", "Registration", "Trunk", "CONTACT_USER_PATTERN", "check_ringback", "RINGBACK_MS"]
 
@@ -278,9 +279,11 @@ class Trunk:
     verified_caller_ids: tuple[str, ...] = ()
     caller_shape: CallerIdShape = field(default_factory=CallerIdShape)
     stir_sign: bool = False
+    account: str = ""
 
     def to_redis(self) -> dict[str, str]:
-        """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
+        """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk, ``account``
+        only when it has one)."""
         fields = {
             "direction": self.direction.value,
             "max_calls": "" if self.max_calls is None else str(self.max_calls),
@@ -312,6 +315,8 @@ class Trunk:
             fields["register"] = self.register.to_redis()
         if self.tls_ca:
             fields["tls_ca"] = self.tls_ca
+        if self.account:
+            fields["account"] = self.account
         return fields
 
     @classmethod
@@ -370,6 +375,7 @@ class Trunk:
             verified_caller_ids=parse_prefixes(fields.get("verified_caller_ids", ""), f"{where} verified_caller_ids"),
             caller_shape=CallerIdShape.from_redis(fields, where),
             stir_sign=_bool(fields.get("stir_sign"), f"{where} stir_sign", default=False),
+            account=parse_account_ref(fields.get("account"), f"{where} account"),
         )
 
 
