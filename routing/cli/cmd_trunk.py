@@ -127,6 +127,8 @@ def trunk() -> None:
               help="Sign termination calls over this trunk with a STIR/SHAKEN Identity header (settings stir).")
 @click.option("--ringback-ms", type=int, default=None, metavar="MS",
               help="Send the caller 180 Ringing when the agent has sent no 180/183 this long after the INVITE.")
+@click.option("--diversion/--no-diversion", default=True, show_default=True,
+              help="Forwarded calls (a DID's fallback to a number) name the DID in Diversion (RFC 5806).")
 @click.option("--account", default="", metavar="NAME",
               help="The account the trunk belongs to (edgectl account add); its agents alone terminate over it.")
 @media_options
@@ -188,6 +190,7 @@ def add(
     fill_silence: str | None = None,
     tls_ca: str = "",
     account: str = "",
+    diversion: bool = True,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
     try:
@@ -238,6 +241,7 @@ def add(
                                          caller_display, f"trunk {name!r}"),
         stir_sign=stir_sign,
         account=parse_account_ref(account, f"trunk {name!r} account"),
+        diversion=diversion,
     )
     if tls_ca and not Path(tls_ca).is_file():
         raise DataError(f"trunk {name!r} tls_ca: {tls_ca} is not a file")
@@ -329,6 +333,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         f"{', host ' + shape.from_host if shape.from_host else ''}{', user=phone' if shape.user_phone else ''}"
         f", display {shape.display.value}"))
     table.add_row("STIR/SHAKEN signing", "yes" if found.stir_sign else "no")
+    table.add_row("Diversion on forwarded calls", "yes" if found.diversion else "no")
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

@@ -281,7 +281,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     price of origination calls, decimal string or null), transfer (refer, auto), refer_to
     (sip, tel, sip-digits, sip-national), ringback_ms (null = never), caller_id_policy (pass, owned),
     caller_id_action (refuse, replace), verified_caller_ids, caller_shape {header, format, from_user,
-    from_host, user_phone, display}, stir_sign, account (null = none),
+    from_host, user_phone, display}, stir_sign, account (null = none), diversion (forwarded calls name the DID),
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
     return {
         "name": trunk.name,
@@ -330,4 +330,5 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "caller_shape": trunk.caller_shape.to_json(),
         "stir_sign": trunk.stir_sign,
         "account": trunk.account or None,
+        "diversion": trunk.diversion,
     }

@@ -247,6 +247,10 @@ class Trunk:
             display name); the default relays the From as the agent wrote it.
         stir_sign: termination calls over this trunk get a STIR/SHAKEN ``Identity`` header
             signed by the edge (settings ``stir``; docs/identity.md#stirshaken-signing).
+        account: the account the trunk belongs to (docs/identity.md#accounts); "" = none.
+        diversion: a forwarded call sent to this carrier (a DID's fallback to a number) names the DID
+            it came in on in ``Diversion`` (RFC 5806), and on an ``owned`` trunk its caller ID then
+            counts as owned when that DID is; False: no Diversion (docs/identity.md#forwarded-calls).
     """
 
     name: str
@@ -280,6 +284,7 @@ class Trunk:
     caller_shape: CallerIdShape = field(default_factory=CallerIdShape)
     stir_sign: bool = False
     account: str = ""
+    diversion: bool = True
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk, ``account``
@@ -317,6 +322,8 @@ class Trunk:
             fields["tls_ca"] = self.tls_ca
         if self.account:
             fields["account"] = self.account
+        if not self.diversion:
+            fields["diversion"] = "no"
         return fields
 
     @classmethod
@@ -376,6 +383,7 @@ class Trunk:
             caller_shape=CallerIdShape.from_redis(fields, where),
             stir_sign=_bool(fields.get("stir_sign"), f"{where} stir_sign", default=False),
             account=parse_account_ref(fields.get("account"), f"{where} account"),
+            diversion=_bool(fields.get("diversion"), f"{where} diversion", default=True),
         )
 
 
