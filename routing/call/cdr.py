@@ -52,7 +52,7 @@ FIELDS = (
     "id", "node", "call_id", "cseq", "direction", "status", "start_ms", "answer_ms", "end_ms",
     "duration_ms", "talk_ms", "billable_s", "billing_increment", "rate", "cost", "trunk", "agent",
     "number", "caller", "gateways", "sip_code", "sip_reason", "reject_tag", "hangup", "codecs_caller",
-    "codecs_callee", "media", "transfer", "verstat", "account", "spend_accrued",
+    "codecs_callee", "media", "transfer", "verstat", "account", "spend_accrued", "identity",
 )
 
 #: Call-hash fields that are facts of the call, not media data (see :func:`media_fields`).
@@ -191,6 +191,8 @@ class CallFacts:
         verstat: the carrier's STIR/SHAKEN verification of the caller (``TN-Validation-Passed``...,
             :mod:`routing.call.identity`), empty when it sent none.
         account: the call's account (docs/identity.md#accounts), empty when none.
+        identity: the edge's check of the carrier's ``Identity`` header (``valid;attest=A``...,
+            :mod:`routing.call.identity`), empty when it made none.
         accrued_micros: of the cost, what the spend counters already counted while the call ran
             (:mod:`routing.tables.spend`, micro-units); the record's ``spend_accrued``.
     """
@@ -221,6 +223,7 @@ class CallFacts:
     verstat: str = ""
     account: str = ""
     accrued_micros: int = 0
+    identity: str = ""
 
 
 def _status(facts: CallFacts) -> str:
@@ -276,6 +279,7 @@ def build_record(facts: CallFacts) -> dict[str, object]:
         "verstat": facts.verstat,
         "account": facts.account,
         "spend_accrued": str(Decimal(facts.accrued_micros).scaleb(-COST_PLACES).quantize(_QUANTUM)),
+        "identity": facts.identity,
     }
 
 

@@ -356,7 +356,8 @@ def _agent_targets(c: Call) -> Decision:
                     retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=c.caller,
                     caller_media=trunk_media(trunk, rt), ringback_ms=trunk.ringback_ms or 0,
                     verstat=verstat(c.req.from_user, c.req.pai), announce=c.did.announcement if c.did else "",
-                    account=trunk.account)
+                    account=trunk.account,
+                    verify_identity=trunk.stir_verify and any(n.lower() == "identity" for n in c.req.header_names))
     if c.trace is not None:
         c.trace.append(Step("caller", True, f"From {c.req.from_user!r} -> {c.caller}"))
         c.trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))

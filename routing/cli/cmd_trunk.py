@@ -127,6 +127,8 @@ def trunk() -> None:
               help="Sign termination calls over this trunk with a STIR/SHAKEN Identity header (settings stir).")
 @click.option("--ringback-ms", type=int, default=None, metavar="MS",
               help="Send the caller 180 Ringing when the agent has sent no 180/183 this long after the INVITE.")
+@click.option("--stir-verify/--no-stir-verify", default=False, show_default=True,
+              help="Check the Identity header of this carrier's inbound calls (settings stir.verify).")
 @click.option("--diversion/--no-diversion", default=True, show_default=True,
               help="Forwarded calls (a DID's fallback to a number) name the DID in Diversion (RFC 5806).")
 @click.option("--account", default="", metavar="NAME",
@@ -191,6 +193,7 @@ def add(
     tls_ca: str = "",
     account: str = "",
     diversion: bool = True,
+    stir_verify: bool = False,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
     try:
@@ -242,6 +245,7 @@ def add(
         stir_sign=stir_sign,
         account=parse_account_ref(account, f"trunk {name!r} account"),
         diversion=diversion,
+        stir_verify=stir_verify,
     )
     if tls_ca and not Path(tls_ca).is_file():
         raise DataError(f"trunk {name!r} tls_ca: {tls_ca} is not a file")
@@ -334,6 +338,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         f", display {shape.display.value}"))
     table.add_row("STIR/SHAKEN signing", "yes" if found.stir_sign else "no")
     table.add_row("Diversion on forwarded calls", "yes" if found.diversion else "no")
+    table.add_row("STIR/SHAKEN check of inbound calls", "yes" if found.stir_verify else "no")
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

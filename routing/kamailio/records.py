@@ -59,7 +59,7 @@ def facts(w: Worker, call_id: str, state: CallRecordState, **extra: object) -> C
         caller=state.caller or "", tried=list(state.tried or []), rate=rate, increment=increment,
         codecs_caller=list(state.codecs_caller or []), codecs_callee=list(state.codecs_callee or []),
         transfer={str(k): str(v) for k, v in (state.transfer or {}).items()},
-        verstat=state.verstat or "", account=state.account or "",
+        verstat=state.verstat or "", account=state.account or "", identity=state.identity or "",
     )
     values.update(extra)
     return CallFacts(**values)
@@ -72,6 +72,7 @@ def plan_state(plan: CallPlan, state: CallRecordState) -> CallRecordState:
     state.trunk, state.rate, state.billing = target.trunk or plan.trunk, target.rate, target.billing
     state.verstat = plan.verstat or None
     state.account = plan.account or None
+    state.identity = plan.identity or None
     return state
 
 

@@ -281,7 +281,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     price of origination calls, decimal string or null), transfer (refer, auto), refer_to
     (sip, tel, sip-digits, sip-national), ringback_ms (null = never), caller_id_policy (pass, owned),
     caller_id_action (refuse, replace), verified_caller_ids, caller_shape {header, format, from_user,
-    from_host, user_phone, display}, stir_sign, account (null = none), diversion (forwarded calls name the DID),
+    from_host, user_phone, display}, stir_sign, account (null = none), diversion (forwarded calls name the DID), stir_verify,
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
     return {
         "name": trunk.name,
@@ -331,4 +331,5 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "stir_sign": trunk.stir_sign,
         "account": trunk.account or None,
         "diversion": trunk.diversion,
+        "stir_verify": trunk.stir_verify,
     }

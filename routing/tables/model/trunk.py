@@ -248,6 +248,8 @@ class Trunk:
         stir_sign: termination calls over this trunk get a STIR/SHAKEN ``Identity`` header
             signed by the edge (settings ``stir``; docs/identity.md#stirshaken-signing).
         account: the account the trunk belongs to (docs/identity.md#accounts); "" = none.
+        stir_verify: the edge checks the ``Identity`` header of inbound calls from this carrier with
+            secsipid (settings ``stir.verify``) and tells the agent in ``X-Edge-Identity``.
         diversion: a forwarded call sent to this carrier (a DID's fallback to a number) names the DID
             it came in on in ``Diversion`` (RFC 5806), and on an ``owned`` trunk its caller ID then
             counts as owned when that DID is; False: no Diversion (docs/identity.md#forwarded-calls).
@@ -285,6 +287,7 @@ class Trunk:
     stir_sign: bool = False
     account: str = ""
     diversion: bool = True
+    stir_verify: bool = False
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk, ``account``
@@ -324,6 +327,8 @@ class Trunk:
             fields["account"] = self.account
         if not self.diversion:
             fields["diversion"] = "no"
+        if self.stir_verify:
+            fields["stir_verify"] = "yes"
         return fields
 
     @classmethod
@@ -384,6 +389,7 @@ class Trunk:
             stir_sign=_bool(fields.get("stir_sign"), f"{where} stir_sign", default=False),
             account=parse_account_ref(fields.get("account"), f"{where} account"),
             diversion=_bool(fields.get("diversion"), f"{where} diversion", default=True),
+            stir_verify=_bool(fields.get("stir_verify"), f"{where} stir_verify", default=False),
         )
 
 
