@@ -92,6 +92,8 @@ def test_an_agent_of_one_account_cannot_reach_another_accounts_trunk(clean_edge:
     assert (answered["trunk"], answered["account"], answered["status"]) == ("carrier-a", "acme", "answered")
     explained = json.loads(edgectl(edge, "explain", refused["call_id"], "--json").stdout)
     assert explained["refusal"]["stage"] == "route" and explained["refusal"]["account"] == "globex"
+    text = edgectl(edge, "explain", refused["call_id"]).stdout
+    assert "403 Trunk Of Another Account [account_route] at stage route, account globex" in text
     replay = " ".join(step["detail"] for step in explained["replay"]["steps"])
     assert "carrier-a skipped: it is of account acme, not globex, and the entry is not shared" in replay
     # the operator marks the entry shared: every account's agents may use it
