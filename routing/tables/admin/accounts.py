@@ -11,6 +11,8 @@ Every check runs inside the write's ``WATCH`` transaction (:func:`routing.tables
 
 from __future__ import annotations
 
+from typing import Callable
+
 import redis
 from redis.client import Pipeline
 
@@ -78,7 +80,7 @@ def list_accounts(client: redis.Redis) -> list[Account]:
     return [Account.from_redis(n, fields) for n, fields in zip(names, rows)]
 
 
-def _members_of(client: redis.Redis, pipe: Pipeline, index: str, key: callable, name: str) -> list[str]:  # type: ignore[valid-type]
+def _members_of(client: redis.Redis, pipe: Pipeline, index: str, key: Callable[[str], str], name: str) -> list[str]:
     """Members of ``index`` whose hash ``key(member)`` names account ``name``; watches what it reads."""
     pipe.watch(index)
     members = sorted(pipe.smembers(index))
