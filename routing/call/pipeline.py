@@ -10,10 +10,11 @@ over a :class:`SipRequest` and a :class:`Store`: no ``KSR`` here.
   source address names a trunk or an agent) and ``auth`` (a digest trunk: the adapter
   checks the credentials when :class:`Authenticate` is returned); they choose the direction.
 * :data:`ORIGINATION` (carrier -> agent): ``direction`` -> ``did`` -> ``agent`` -> ``limits``
-  (trunk + agent slots) -> ``caller`` -> ``targets``.
+  (trunk + agent + account slots) -> ``caller`` -> ``targets``.
 * :data:`TERMINATION` (agent -> carrier): ``number`` -> ``policy`` -> ``route`` (LCR: longest
-  prefix, then rate, then priority; every gateway of every trunk) -> ``limits`` (agent slot,
-  then the first trunk with a free slot) -> ``targets``.
+  prefix, then rate, then priority; every gateway of every trunk of the agent's account or of a shared
+  entry) -> ``limits`` (agent and account slots, then the first trunk with a free slot) -> ``targets``.
+  Accounts: :mod:`routing.call.accounts`.
 """
 
 from __future__ import annotations
@@ -495,7 +496,8 @@ def _least_cost_routes(c: Call) -> Decision | None:
         if skip is None and trunk.gateways and (why := _trunk_caller_id(c, trunk) or "") :
             skip = Reject.of(Reason.CALLER_ID_NOT_ALLOWED)
         if skip is not None:
-            refusal = refusal or replace(skip, trunk=trunk.name)
+            # another account's trunk is not named in this account's record
+            refusal = refusal or replace(skip, trunk="" if skip.tag == "account_route" else trunk.name)
             if trace is not None:
                 trace.append(Step("route", False, f"trunk {trunk.name} skipped: {why}"))
             continue

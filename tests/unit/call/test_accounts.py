@@ -43,6 +43,7 @@ def test_an_agent_of_another_account_is_refused_403_at_stage_route() -> None:
     decision = route_initial_invite(invite("10.7.0.9", "+14155550123"), store, RT)
     assert_reject(decision, 403, "Trunk Of Another Account")
     assert STAGE_OF_TAG[decision.tag] == "route" and decision.account == "globex"  # type: ignore[union-attr]
+    assert decision.trunk == ""  # type: ignore[union-attr]  # acme's trunk is not named in globex's record
     assert store.acquired == []  # refused before any slot
 
 
