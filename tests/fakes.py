@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from routing.tables.model import Agent, Did, RouteEntry, Trunk
+from routing.tables.model import Account, Agent, Did, RouteEntry, Trunk
 from routing.tables.store import Admission, Lease, Topology, route_prefixes
 
 __all__ = ["FakeStore"]
@@ -20,7 +20,7 @@ class FakeStore:
     ``paced_keys`` are refused as an empty CPS bucket (value: wait in ms);
     ``down`` holds the gateways marked down
     (``{trunk}/{host:port}``), ``agents_down`` the agent URIs (``{agent}/{uri}``); every acquire() and release() (or finish()) is
-    recorded; ``spent`` is today's spend per trunk (micro-units); ``call_fields``
+    recorded; ``spent`` is today's spend per trunk (micro-units; ``account:{name}`` per account); ``call_fields``
     the live call hashes.
     """
 
@@ -42,12 +42,14 @@ class FakeStore:
     call_fields: dict[str, dict[str, str]] = field(default_factory=dict)
     agents_down: set[str] = field(default_factory=set)
     heartbeats: list[int] = field(default_factory=list)
+    accounts: dict[str, Account] = field(default_factory=dict)
 
     def heartbeat(self, ttl_s: int) -> None:
         self.heartbeats.append(ttl_s)
 
     def topology(self) -> Topology:
-        return Topology(trunks=dict(self.trunks), agents=dict(self.agents), agents_down=frozenset(self.agents_down))
+        return Topology(trunks=dict(self.trunks), agents=dict(self.agents), agents_down=frozenset(self.agents_down),
+                        accounts=dict(self.accounts))
 
     def confirm(self) -> None:
         """Never stale: the fake has no cache."""
@@ -65,9 +67,12 @@ class FakeStore:
         return []
 
     def route_lookup(
-        self, number: str, spend_of: Sequence[str] = ()
+        self, number: str, spend_of: Sequence[str] = (), account: str = ""
     ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]:
-        return self.routes(number), frozenset(self.down), {t: self.spent.get(t, 0) for t in spend_of}
+        spent = {t: self.spent.get(t, 0) for t in spend_of}
+        if account:
+            spent[f"account:{account}"] = self.spent.get(f"account:{account}", 0)
+        return self.routes(number), frozenset(self.down), spent
 
     def acquire(
         self,

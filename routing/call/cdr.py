@@ -33,6 +33,7 @@ __all__ = [
     "billable_seconds",
     "call_cost",
     "cost_micros",
+    "cost_so_far",
     "record_id",
     "parse_tried",
     "sdp_codecs",
@@ -51,11 +52,12 @@ FIELDS = (
     "id", "node", "call_id", "cseq", "direction", "status", "start_ms", "answer_ms", "end_ms",
     "duration_ms", "talk_ms", "billable_s", "billing_increment", "rate", "cost", "trunk", "agent",
     "number", "caller", "gateways", "sip_code", "sip_reason", "reject_tag", "hangup", "codecs_caller",
-    "codecs_callee", "media", "transfer", "verstat",
+    "codecs_callee", "media", "transfer", "verstat", "account", "spend_accrued", "identity",
 )
 
 #: Call-hash fields that are facts of the call, not media data (see :func:`media_fields`).
-_FACTS = frozenset({"direction", "trunk", "agent", "number", "start_ms", "answer_ms", "codecs_caller", "codecs_callee"})
+_FACTS = frozenset({"direction", "trunk", "agent", "number", "start_ms", "answer_ms", "codecs_caller", "codecs_callee",
+                    "account", "spend_accrued"})
 
 
 def billable_seconds(talk_ms: int, increment: tuple[int, int] = (1, 1)) -> int:
@@ -83,6 +85,13 @@ def billable_seconds(talk_ms: int, increment: tuple[int, int] = (1, 1)) -> int:
 def call_cost(rate: Decimal, billable_s: int) -> Decimal:
     """``rate`` (per minute) x ``billable_s`` / 60, rounded half-up to :data:`COST_PLACES` places."""
     return (rate * billable_s / 60).quantize(_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def cost_so_far(rate: Decimal, increment: tuple[int, int], answer_ms: int, now_ms: int) -> int:
+    """What an answered call has cost by ``now_ms`` (micro-units): its billable time so far by the
+    trunk's ``(first, next)`` increment, times its per-minute ``rate``; never more than its final cost
+    if it ended now (the spend accrual of calls in progress, :mod:`routing.tables.spend`)."""
+    return cost_micros(call_cost(rate, billable_seconds(max(0, now_ms - answer_ms), increment)))
 
 
 def cost_micros(cost: Decimal | str) -> int:
@@ -181,6 +190,11 @@ class CallFacts:
             REFER's refusal); empty when the call was not transferred.
         verstat: the carrier's STIR/SHAKEN verification of the caller (``TN-Validation-Passed``...,
             :mod:`routing.call.identity`), empty when it sent none.
+        account: the call's account (docs/identity.md#accounts), empty when none.
+        identity: the edge's check of the carrier's ``Identity`` header (``valid;attest=A``...,
+            :mod:`routing.call.identity`), empty when it made none.
+        accrued_micros: of the cost, what the spend counters already counted while the call ran
+            (:mod:`routing.tables.spend`, micro-units); the record's ``spend_accrued``.
     """
 
     node: str
@@ -207,6 +221,9 @@ class CallFacts:
     media: dict[str, str] = field(default_factory=dict)
     transfer: dict[str, str] = field(default_factory=dict)
     verstat: str = ""
+    account: str = ""
+    accrued_micros: int = 0
+    identity: str = ""
 
 
 def _status(facts: CallFacts) -> str:
@@ -260,6 +277,9 @@ def build_record(facts: CallFacts) -> dict[str, object]:
         "media": dict(facts.media),
         "transfer": dict(facts.transfer),
         "verstat": facts.verstat,
+        "account": facts.account,
+        "spend_accrued": str(Decimal(facts.accrued_micros).scaleb(-COST_PLACES).quantize(_QUANTUM)),
+        "identity": facts.identity,
     }
 
 

@@ -46,6 +46,12 @@ class Reason:
     RATE_TOO_HIGH = (403, "Destination Rate Too High", "rate_cap")
     #: the trunks of the destination reached their ``daily_spend_cap`` (the phrase names the first)
     SPEND_CAP = (403, "Daily Spend Cap Reached", "spend_cap")
+    #: the agent's account reached its ``daily_spend_cap`` (the phrase names it; docs/identity.md#accounts)
+    ACCOUNT_SPEND_CAP = (403, "Account Spend Cap Reached", "account_spend_cap")
+    #: termination: every route entry of the destination is a trunk of another account, none shared
+    ACCOUNT_ROUTE = (403, "Trunk Of Another Account", "account_route")
+    #: origination: the DID's agent is of another account than the trunk (a hand edit; edgectl refuses it)
+    ACCOUNT_AGENT = (403, "Agent Of Another Account", "account_agent")
     SRTP_REQUIRED = (488, "SRTP Required", "srtp_required")
     DTLS_REQUIRED = (488, "DTLS-SRTP Required", "dtls_required")
     CODECS_NOT_ALLOWED = (488, "No Allowed Codec", "codecs_not_allowed")
@@ -69,8 +75,8 @@ class Reject:
         reason: reason phrase; names the limit or the stage that refused.
         tag: stable reason code for logs and metrics (``did_not_found``...).
         retry_after_s: value of a Retry-After header (RFC 3261 section 20.33), seconds.
-        direction, trunk, agent: what the edge knew of the refused call (for its call record);
-            not part of equality.
+        direction, trunk, agent, account: what the edge knew of the refused call (for its call
+            record); not part of equality.
         announce: the announcement (a DID fallback's ``announce:NAME``) the caller hears as early
             media before this refusal; empty = none. Not part of equality.
     """
@@ -83,6 +89,7 @@ class Reject:
     trunk: str = field(default="", compare=False)
     agent: str = field(default="", compare=False)
     announce: str = field(default="", compare=False)
+    account: str = field(default="", compare=False)
 
     @classmethod
     def of(cls, reason: tuple[int, str, str], retry_after_s: int | None = None) -> "Reject":
@@ -167,6 +174,11 @@ STAGE_OF_TAG = {
     "gateways_down": "route",
     "rate_cap": "route",
     "spend_cap": "route",
+    "account_spend_cap": "route",
+    "account_route": "route",
+    "account_agent": "agent",
+    "account_limit": "limits",
+    "account_cps": "limits",
     "transfer_policy": "policy",
     "transfer_host": "policy",
     "bad_refer_to": "request",

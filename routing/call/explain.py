@@ -77,13 +77,14 @@ def refusal_record(req: SipRequest, reject: Reject, node: str, where: str, tried
     ``to``, ``from`` (user parts), ``auth_user``, ``code``, ``reason``, ``tag``,
     ``stage`` (:data:`routing.call.decision.STAGE_OF_TAG`), ``where`` (``request``, ``failover``, or
     ``reliable-provisional``: the callee's reliable 18x broke the media policy), ``tried``
-    (``label=code`` per hop, failover and reliable-provisional only).
+    (``label=code`` per hop, failover and reliable-provisional only), ``account`` (the refused
+    call's account, empty when none).
     """
     return json.dumps({
         "at": round(time.time(), 3), "node": node, "src": f"{req.src_ip}:{req.src_port}", "proto": req.proto,
         "ruri": req.ruri_user, "to": req.to_user, "from": req.from_user, "auth_user": req.auth_user,
         "code": reject.code, "reason": reject.reason, "tag": reject.tag,
-        "stage": STAGE_OF_TAG.get(reject.tag, ""), "where": where, "tried": list(tried),
+        "stage": STAGE_OF_TAG.get(reject.tag, ""), "where": where, "tried": list(tried), "account": reject.account,
     }, separators=(",", ":"))
 
 

@@ -10,20 +10,19 @@ over a :class:`SipRequest` and a :class:`Store`: no ``KSR`` here.
   source address names a trunk or an agent) and ``auth`` (a digest trunk: the adapter
   checks the credentials when :class:`Authenticate` is returned); they choose the direction.
 * :data:`ORIGINATION` (carrier -> agent): ``direction`` -> ``did`` -> ``agent`` -> ``limits``
-  (trunk + agent slots) -> ``caller`` -> ``targets``.
+  (trunk + agent + account slots) -> ``caller`` -> ``targets``.
 * :data:`TERMINATION` (agent -> carrier): ``number`` -> ``policy`` -> ``route`` (LCR: longest
-  prefix, then rate, then priority; every gateway of every trunk) -> ``limits`` (agent slot,
-  then the first trunk with a free slot) -> ``targets``.
+  prefix, then rate, then priority; every gateway of every trunk of the agent's account or of a shared
+  entry) -> ``limits`` (agent and account slots, then the first trunk with a free slot) -> ``targets``.
+  Accounts: :mod:`routing.call.accounts`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Callable
-from decimal import Decimal
 
 from routing.call.acl import classify_source
-from routing.call.cdr import COST_PLACES
 from routing.call.decision import Authenticate, Decision, Reason, Reject, Relay, Step, Trace
 from routing.tables.model import Agent, AuthMode, Did, RouteEntry, Trunk, format_increment
 from routing.call.numbers import NumberError, from_uri_user
@@ -31,6 +30,8 @@ from routing.call.plan import CallPlan, Target
 from routing.call.targets import (agent_lease, agent_media, agent_target, dtmf_mode, fallback_targets, limit_reject,
                                   max_duration, trunk_lease, trunk_media, up_uris)
 from routing.call import callerid
+from routing.call.accounts import (account_lease, account_spend_refusal, agent_refusal, capped_account, route_usable,
+                                   spend_refusal)
 from routing.call.identity import verstat
 from routing.call.request import SipRequest
 from routing.ops.runtime import RuntimeSettings
@@ -198,7 +199,9 @@ def _acl(c: Call) -> Decision | None:
         return Reject.of(Reason.SOURCE_NOT_ALLOWED)
     if c.trace is not None:
         way = "origination" if peer.kind == "trunk" else "termination"
-        c.trace.append(Step("acl", True, f"source {c.req.src_ip} matches {peer.kind} {peer.name} ({peer.cidr}): {way}"))
+        found = (c.topology.trunks if peer.kind == "trunk" else c.topology.agents)[peer.name]
+        c.trace.append(Step("acl", True, f"source {c.req.src_ip} matches {peer.kind} {peer.name} ({peer.cidr}): {way}"
+                            + (f", account {found.account}" if found.account else "")))
     if peer.kind == "trunk":
         c.trunk = c.topology.trunks[peer.name]
     else:
@@ -227,10 +230,11 @@ def _confirmed(decision: Decision, store: Store) -> Decision:
     return decision
 
 
-def _refused(decision: Decision, direction: str, trunk: str = "", agent: str = "") -> Decision:
+def _refused(decision: Decision, direction: str, trunk: str = "", agent: str = "", account: str = "") -> Decision:
     """Note on a refusal what the edge knew of the call (for its call record)."""
     if isinstance(decision, Reject):
-        return replace(decision, direction=direction, trunk=decision.trunk or trunk, agent=decision.agent or agent)
+        return replace(decision, direction=direction, trunk=decision.trunk or trunk, agent=decision.agent or agent,
+                       account=account)
     return decision
 
 
@@ -248,7 +252,7 @@ def originate(req: SipRequest, trunk: Trunk, topology: Topology, store: Store, r
         trace: see :func:`route_initial_invite`.
     """
     call = Call(req, store, rt, trace, topology, direction="origination", trunk=trunk)
-    return _refused(_run(ORIGINATION, call), "origination", trunk=trunk.name)
+    return _refused(_run(ORIGINATION, call), "origination", trunk=trunk.name, account=trunk.account)
 
 
 def _inbound_allowed(c: Call) -> Decision | None:
@@ -291,7 +295,11 @@ def _did_agent(c: Call) -> Decision | None:
         if c.trace is not None:
             c.trace.append(Step("agent", False, f"agent {c.did.agent} " + ("does not exist" if agent is None else "has no URIs")))
         return Reject.of(Reason.AGENT_NOT_FOUND)
-    return None
+    assert c.trunk is not None
+    if (refusal := agent_refusal(c.trunk, agent)) is not None and c.trace is not None:
+        c.trace.append(Step("agent", False, f"agent {agent.name} is of account {agent.account or '(none)'}, "
+                                            f"trunk {c.trunk.name} of account {c.trunk.account or '(none)'}"))
+    return refusal and replace(refusal, agent=agent.name)
 
 
 def _agent_health(c: Call) -> Decision | None:
@@ -320,8 +328,9 @@ def _admit_origination(c: Call) -> Decision | None:
     """One trunk slot and one agent slot, atomically."""
     trunk, agent = c.trunk, c.agent
     assert trunk is not None and agent is not None
-    leases = [trunk_lease(trunk), agent_lease(agent)]
-    facts = _call_facts(c, direction="origination", trunk=trunk.name, agent=agent.name, number=c.number)
+    leases = [trunk_lease(trunk), agent_lease(agent), *account_lease(trunk.account, c.topology)]
+    facts = _call_facts(c, direction="origination", trunk=trunk.name, agent=agent.name, number=c.number,
+                        **({"account": trunk.account} if trunk.account else {}))
     admission = c.store.acquire(c.req.call_id, leases, c.rt.admission_ttl_s, facts=facts)
     if not admission.admitted:
         return replace(limit_reject(admission, c.rt.retry_after_s), agent=agent.name)
@@ -347,7 +356,9 @@ def _agent_targets(c: Call) -> Decision:
     plan = CallPlan(call_id=c.req.call_id, direction="origination", targets=targets, agent=agent.name, trunk=trunk.name,
                     retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(trunk, rt), number=number, caller=c.caller,
                     caller_media=trunk_media(trunk, rt), ringback_ms=trunk.ringback_ms or 0,
-                    verstat=verstat(c.req.from_user, c.req.pai), announce=c.did.announcement if c.did else "")
+                    verstat=verstat(c.req.from_user, c.req.pai), announce=c.did.announcement if c.did else "",
+                    account=trunk.account,
+                    verify_identity=trunk.stir_verify and any(n.lower() == "identity" for n in c.req.header_names))
     if c.trace is not None:
         c.trace.append(Step("caller", True, f"From {c.req.from_user!r} -> {c.caller}"))
         c.trace.append(Step("targets", True, "agent URIs in order: " + ", ".join(t.uri for t in targets)))
@@ -381,16 +392,7 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
         trace: see :func:`route_initial_invite`.
     """
     call = Call(req, store, rt, trace, topology, direction="termination", agent=agent)
-    return _refused(_run(TERMINATION, call), "termination", agent=agent.name)
-
-
-def spend_refusal(trunk: Trunk, spent_micros: int) -> Reject | None:
-    """403 ``Daily Spend Cap Reached: {trunk}`` when the trunk's spend today (micro-units)
-    has reached its ``daily_spend_cap``; None when it has no cap or is below it."""
-    if trunk.daily_spend_cap is None or Decimal(spent_micros) / 10**COST_PLACES < trunk.daily_spend_cap:
-        return None
-    code, phrase, tag = Reason.SPEND_CAP
-    return Reject(code, f"{phrase}: {trunk.name}", tag, trunk=trunk.name)
+    return _refused(_run(TERMINATION, call), "termination", agent=agent.name, account=agent.account)
 
 
 def _destination(c: Call) -> Decision | None:
@@ -456,7 +458,7 @@ def _least_cost_routes(c: Call) -> Decision | None:
     agent, number, rt, trace = c.agent, c.number, c.rt, c.trace
     assert agent is not None
     capped = [t.name for t in c.topology.trunks.values() if t.daily_spend_cap is not None]
-    found, down, spent = c.store.route_lookup(number, capped)
+    found, down, spent = c.store.route_lookup(number, capped, capped_account(agent, c.topology))
     c.entries = entries = sorted(found, key=lambda e: (e.rate, e.priority, e.trunk))
     if trace is not None:
         trace.append(Step("policy", True, f"{number} allowed for agent {agent.name}"))
@@ -464,6 +466,10 @@ def _least_cost_routes(c: Call) -> Decision | None:
         offered = ", ".join(f"{e.trunk} (rate {e.rate}, priority {e.priority})" for e in entries)
         trace.append(Step("route", bool(entries), f"longest prefix {prefix}: {offered}" if entries
                           else f"no route prefix matches {number}"))
+    if (over := account_spend_refusal(agent.account, c.topology, spent)) is not None:
+        if trace is not None:
+            trace.append(Step("route", False, f"account {agent.account}'s spend today reached its daily_spend_cap"))
+        return over
     targets = c.targets
     refusal: Reject | None = None
     skipped_down = False
@@ -475,7 +481,10 @@ def _least_cost_routes(c: Call) -> Decision | None:
                                   + ("it does not exist" if trunk is None else f"it is {trunk.direction.value}-only")))
             continue
         skip = None
-        if not destination_allowed(number, trunk.allow_prefixes, trunk.deny_prefixes):
+        if not route_usable(entry, trunk, agent):
+            skip = Reject.of(Reason.ACCOUNT_ROUTE)
+            why = f"it is of account {trunk.account or '(none)'}, not {agent.account or '(none)'}, and the entry is not shared"
+        elif not destination_allowed(number, trunk.allow_prefixes, trunk.deny_prefixes):
             skip = Reject.of(Reason.DESTINATION_NOT_ALLOWED)
             why = f"its allow/deny prefixes refuse {number}"
         elif trunk.max_rate is not None and entry.rate > trunk.max_rate:
@@ -487,7 +496,8 @@ def _least_cost_routes(c: Call) -> Decision | None:
         if skip is None and trunk.gateways and (why := _trunk_caller_id(c, trunk) or "") :
             skip = Reject.of(Reason.CALLER_ID_NOT_ALLOWED)
         if skip is not None:
-            refusal = refusal or replace(skip, trunk=trunk.name)
+            # another account's trunk is not named in this account's record
+            refusal = refusal or replace(skip, trunk="" if skip.tag == "account_route" else trunk.name)
             if trace is not None:
                 trace.append(Step("route", False, f"trunk {trunk.name} skipped: {why}"))
             continue
@@ -521,14 +531,17 @@ def _admit_termination(c: Call) -> Decision | None:
     """The agent's slot, then the first target whose trunk has a free slot (full trunks skipped)."""
     agent, rt = c.agent, c.rt
     assert agent is not None
-    facts = _call_facts(c, direction="termination", agent=agent.name, number=c.number)
-    admission = c.store.acquire(c.req.call_id, [agent_lease(agent)], rt.admission_ttl_s, facts=facts)
+    facts = _call_facts(c, direction="termination", agent=agent.name, number=c.number,
+                        **({"account": agent.account} if agent.account else {}))
+    leases = [agent_lease(agent), *account_lease(agent.account, c.topology)]
+    admission = c.store.acquire(c.req.call_id, leases, rt.admission_ttl_s, facts=facts)
     if not admission.admitted:
         return limit_reject(admission, rt.retry_after_s)
     c.plan = plan = CallPlan(call_id=c.req.call_id, direction="termination", targets=c.targets, agent=agent.name,
                              retry_after_s=rt.retry_after_s, caller_dtmf=dtmf_mode(agent, rt), number=c.number,
                              caller=c.req.from_user, caller_media=agent_media(agent, rt),
-                             present_caller=callerid.present_caller(c.req.from_user, agent, c.caller_id, c.presented))
+                             present_caller=callerid.present_caller(c.req.from_user, agent, c.caller_id, c.presented),
+                             account=agent.account)
     if plan.advance(c.store, rt.admission_ttl_s, start=0) is None:
         c.store.release(c.req.call_id)
         assert plan.full is not None

@@ -95,6 +95,11 @@ class CallPlan:
         announce: on an origination call, the announcement of the DID's last fallback step
             (``announce:NAME``), played to the caller before the final refusal once every hop
             failed; empty = none.
+        account: the call's account (the trunk's on origination, the agent's on termination;
+            docs/identity.md#accounts); empty = none.
+        verify_identity: on an origination call over a trunk with ``stir_verify`` whose INVITE has an
+            ``Identity`` header: the adapter checks it (:mod:`routing.kamailio.identitycheck`).
+        identity: the result of that check (``X-Edge-Identity``, :mod:`routing.call.identity`); empty = none.
     """
 
     call_id: str
@@ -119,6 +124,9 @@ class CallPlan:
     presentation: dict | None = None
     stir: dict | None = None
     announce: str = ""
+    account: str = ""
+    verify_identity: bool = False
+    identity: str = ""
 
     @property
     def current(self) -> Target:

@@ -13,7 +13,7 @@ from routing.call.plan import Target
 from routing.ops.runtime import RuntimeSettings
 from routing.tables import keys
 from routing.call.policy import destination_allowed
-from routing.tables.model import Agent, MediaPolicy, RouteEntry, Trunk, format_increment
+from routing.tables.model import Agent, CallerIdPolicy, MediaPolicy, RouteEntry, Trunk, format_increment
 from routing.tables.model.did import Did, FallbackKind
 from routing.tables.store import Admission, Lease, Topology
 
@@ -135,8 +135,10 @@ def _number_targets(number: str, did: Did, agent: Agent, topology: Topology, rt:
                     trace: Trace | None, routes: Callable[[str], tuple[list[RouteEntry], frozenset[str]]] | None
                     ) -> list[Target]:
     """A fallback number's hops: the gateways of its route's trunks in least-cost order, under the
-    destination policy of the DID's agent and each trunk, each hop taking its trunk's slot and
-    naming the DID in ``Diversion``.  Not on an edge with one network per side (the hop would
+    destination policy of the DID's agent and each trunk, over trunks of the agent's account or shared
+    route entries (docs/identity.md#accounts), each hop taking its trunk's slot and
+    naming the DID in ``Diversion`` where the trunk's ``diversion`` allows it; an ``owned`` trunk takes
+    the leg only when it names a DID owned there (:func:`_diverted_owned`).  Not on an edge with one network per side (the hop would
     leave from the agent side's socket)."""
     def skip(why: str) -> list[Target]:
         if trace is not None:
@@ -151,8 +153,14 @@ def _number_targets(number: str, did: Did, agent: Agent, topology: Topology, rt:
     out: list[Target] = []
     for entry in sorted(entries, key=lambda e: (e.rate, e.priority, e.trunk)):
         carrier = topology.trunks.get(entry.trunk)
-        if carrier is None or not carrier.direction.allows_outbound or \
-                not destination_allowed(number, carrier.allow_prefixes, carrier.deny_prefixes):
+        if carrier is None or not carrier.direction.allows_outbound or not (entry.shared or carrier.account == agent.account) \
+                or not destination_allowed(number, carrier.allow_prefixes, carrier.deny_prefixes):
+            continue
+        if carrier.caller_id_policy is CallerIdPolicy.OWNED and not _diverted_owned(did, carrier):
+            if trace is not None:
+                trace.append(Step("health", False, f"fallback number:{number}: trunk {carrier.name} skipped: its caller "
+                                                   f"ID policy is owned and DID {did.number} is not owned there"
+                                                   + ("" if carrier.diversion else " (nor named: diversion no)")))
             continue
         for gw in carrier.gateways:
             if carrier.probe and keys.gateway_member(carrier.name, gw.address) in down:
@@ -161,5 +169,12 @@ def _number_targets(number: str, did: Did, agent: Agent, topology: Topology, rt:
                               lease=trunk_lease(carrier), max_duration_s=max_duration(carrier, rt),
                               dtmf=dtmf_mode(carrier, rt), rate=str(entry.rate),
                               billing=format_increment(carrier.billing_increment), media=trunk_media(carrier, rt),
-                              diverted_from=did.number))
+                              diverted_from=did.number if carrier.diversion else ""))
     return out or skip("no usable route")
+
+
+def _diverted_owned(did: Did, carrier: Trunk) -> bool:
+    """A forwarded leg's caller ID (the original caller's) counts as owned on an ``owned`` ``carrier``
+    when the leg names ``did`` in ``Diversion`` and that DID is owned there (a DID of the trunk, or one
+    of its ``verified_caller_ids``), as carriers accept a forward from a number of the account."""
+    return carrier.diversion and (did.trunk == carrier.name or did.number in carrier.verified_caller_ids)

@@ -127,7 +127,7 @@ def main(ctx: click.Context, settings_path: Path | None) -> None:
 
 
 def _register() -> None:
-    from . import cmd_agent, cmd_apply, cmd_calls, cmd_explain, cmd_config, cmd_demo, cmd_did, cmd_drain, cmd_route, cmd_service, cmd_tls, cmd_trunk
+    from . import cmd_account, cmd_agent, cmd_apply, cmd_calls, cmd_explain, cmd_config, cmd_demo, cmd_did, cmd_drain, cmd_route, cmd_service, cmd_tls, cmd_trunk
 
     main.add_command(cmd_config.config)
     for command in cmd_service.COMMANDS + cmd_drain.COMMANDS:
@@ -136,6 +136,7 @@ def _register() -> None:
     main.add_command(cmd_agent.agent)
     main.add_command(cmd_did.did)
     main.add_command(cmd_route.route)
+    main.add_command(cmd_account.account)
     main.add_command(cmd_calls.calls)
     main.add_command(cmd_demo.demo)
     main.add_command(cmd_tls.tls)

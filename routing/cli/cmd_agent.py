@@ -10,7 +10,7 @@ from routing.tables import admin
 from routing.monitor.agentprober import read_agent_health
 from routing.cli.health_view import health_dict, health_text
 from routing.call.dtmf import DtmfMode
-from routing.tables.model import Agent, DataError, check_answer_timeout, parse_hosts, parse_prefixes
+from routing.tables.model import Agent, DataError, check_answer_timeout, parse_account_ref, parse_hosts, parse_prefixes
 from routing.tables.model.agent import check_caller_id, check_hold_answer
 from routing.call.numbers import NumberError, NumberFormat
 from .media_options import media_options, media_policy, media_rows
@@ -65,6 +65,8 @@ def agent() -> None:
               help="The DIDs bound to the agent are caller IDs it may present.")
 @click.option("--transfer-host", "transfer_hosts", multiple=True, metavar="HOST",
               help="Host the agent may transfer calls to by SIP URI (repeatable; agents' own hosts always).")
+@click.option("--account", default="", metavar="NAME",
+              help="The account the agent belongs to: it terminates only over that account's trunks and shared routes.")
 @media_options
 @click.option("--replace", is_flag=True, help="Overwrite an existing agent completely.")
 @pass_app
@@ -98,6 +100,7 @@ def add(
     rtp_timeout_s: int | None = None,
     sip_keepalive: str | None = None,
     fill_silence: str | None = None,
+    account: str = "",
 ) -> None:
     """Add agent NAME (or overwrite it with --replace)."""
     try:
@@ -118,6 +121,7 @@ def add(
         caller_id=check_caller_id(caller_id, f"agent {name!r} caller_id"),
         caller_ids=parse_prefixes(",".join(caller_ids), f"agent {name!r} caller_ids"),
         present_dids=present_dids,
+        account=parse_account_ref(account, f"agent {name!r} account"),
     )
     written = admin.put_agent(app.redis(), value, replace=replace)
     click.echo(f"agent {written.name!r} saved: {len(written.uris)} uri(s), {len(written.cidrs)} cidr(s)")
@@ -170,6 +174,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("international prefix", fmt.international_prefix or "-")
     table.add_row("national length", str(fmt.national_length))
     table.add_row("transfer hosts", ", ".join(found.transfer_hosts) or "-")
+    table.add_row("account", found.account or "-")
     table.add_row("caller ID", f"default {found.caller_id or '-'}; may present "
                                + (", ".join(found.caller_ids) + (" and its DIDs" if found.present_dids else "")
                                   if found.caller_ids else ("its DIDs" if found.present_dids else "any")))

@@ -66,7 +66,8 @@ def _cdr_lines(cdr: dict[str, Any]) -> list[str]:
     lines = [
         f"call record {cdr.get('id')}: {cdr.get('status')} {cdr.get('direction', '')} "
         f"{_when((cdr.get('start_ms') or 0) / 1000)}, final {cdr.get('sip_code')} {cdr.get('sip_reason', '')}{tag}",
-        "  " + ", ".join(f"{k} {cdr[k]}" for k in ("trunk", "agent", "number", "caller") if cdr.get(k)),
+        "  " + ", ".join(f"{k} {cdr[k]}" for k in ("trunk", "agent", "account", "number", "caller", "identity")
+                         if cdr.get(k)),
     ]
     if cdr.get("status") == "answered":
         lines.append(f"  talk {int(cdr.get('talk_ms') or 0) / 1000:.1f} s, hung up by {cdr.get('hangup') or '-'}, "
@@ -153,7 +154,8 @@ def explain(app: AppContext, call_id: str | None, source: str | None, ruri: str 
                      f"({record['where']})")
         lines.append(f"  request: INVITE from {record['src']} ({record['proto']}), R-URI user {record['ruri']!r}, "
                      f"To {record['to']!r}, From {record['from']!r}")
-        lines.append(f"  answer:  {record['code']} {record['reason']} [{record['tag']}] at stage {record['stage'] or '-'}")
+        lines.append(f"  answer:  {record['code']} {record['reason']} [{record['tag']}] at stage {record['stage'] or '-'}"
+                     + (f", account {record['account']}" if record.get("account") else ""))
         if record.get("tried"):
             lines.append("  tried:   " + ", ".join(record["tried"]))
         replay = dryrun.explain_request(store, rt, explaining.replay_request(record, call_id))

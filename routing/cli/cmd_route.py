@@ -26,9 +26,9 @@ def parse_prefix(text: str) -> str:
 
 
 def _print(entries: list[RouteEntry], title: str) -> None:
-    table = Table("prefix", "trunk", "rate/min", "priority", title=title)
+    table = Table("prefix", "trunk", "rate/min", "priority", "shared", title=title)
     for e in entries:
-        table.add_row(e.prefix, e.trunk, str(e.rate), str(e.priority))
+        table.add_row(e.prefix, e.trunk, str(e.rate), str(e.priority), "yes" if e.shared else "")
     Console().print(table)
 
 
@@ -42,14 +42,17 @@ def route() -> None:
 @click.option("--trunk", "trunk_name", required=True, metavar="NAME", help="Trunk offered for the prefix.")
 @click.option("--rate", required=True, metavar="RATE_PER_MINUTE", help="Cost per minute, e.g. 0.0045.")
 @click.option("--priority", type=int, default=10, show_default=True, help="Tie-breaker at equal rate; lower first.")
+@click.option("--shared", is_flag=True,
+              help="Agents of every account may use this entry, not only those of the trunk's account.")
 @click.option("--replace", is_flag=True, help="Overwrite the trunk's existing entry on this prefix.")
 @pass_app
 @handle_errors
-def add(app: AppContext, prefix: str, trunk_name: str, rate: str, priority: int, replace: bool) -> None:
+def add(app: AppContext, prefix: str, trunk_name: str, rate: str, priority: int, shared: bool, replace: bool) -> None:
     """Route PREFIX (e.g. +1415; '+' = default route) over a trunk."""
-    entry = RouteEntry(parse_prefix(prefix), trunk_name, parse_rate(rate, "--rate"), priority)
+    entry = RouteEntry(parse_prefix(prefix), trunk_name, parse_rate(rate, "--rate"), priority, shared)
     written = admin.put_route(app.redis(), entry, replace=replace)
-    click.echo(f"route {written.prefix} via {written.trunk!r} saved: rate={written.rate} priority={written.priority}")
+    click.echo(f"route {written.prefix} via {written.trunk!r} saved: rate={written.rate} priority={written.priority}"
+               + (" shared" if written.shared else ""))
 
 
 @route.command("list")

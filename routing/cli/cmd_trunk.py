@@ -20,7 +20,9 @@ from routing.cli.health_view import health_dict, health_text
 from routing.tables.model import (AuthMode, CallerDisplay, CallerIdAction, CallerIdFormat, CallerIdHeader, CallerIdPolicy,
                                   CallerIdShape, FromUser, DataError, Direction, ReferToFormat,
                                   Registration, TransferMode, Transport, Trunk, check_ringback, format_increment,
-                                  parse_increment, parse_prefixes, parse_rate)
+                                  parse_increment, parse_prefixes, parse_rate,
+    parse_account_ref,
+)
 from routing.call.numbers import NumberError, NumberFormat
 from . import AppContext, emit_json, handle_errors, pass_app
 from .media_options import media_options, media_policy, media_rows
@@ -125,6 +127,12 @@ def trunk() -> None:
               help="Sign termination calls over this trunk with a STIR/SHAKEN Identity header (settings stir).")
 @click.option("--ringback-ms", type=int, default=None, metavar="MS",
               help="Send the caller 180 Ringing when the agent has sent no 180/183 this long after the INVITE.")
+@click.option("--stir-verify/--no-stir-verify", default=False, show_default=True,
+              help="Check the Identity header of this carrier's inbound calls (settings stir.verify).")
+@click.option("--diversion/--no-diversion", default=True, show_default=True,
+              help="Forwarded calls (a DID's fallback to a number) name the DID in Diversion (RFC 5806).")
+@click.option("--account", default="", metavar="NAME",
+              help="The account the trunk belongs to (edgectl account add); its agents alone terminate over it.")
 @media_options
 @click.option("--tls-ca", "tls_ca", default="", metavar="PEM",
               help="CA file that verifies this carrier's tls gateways (instead of sip.tls.ca_list).")
@@ -183,6 +191,9 @@ def add(
     sip_keepalive: str | None = None,
     fill_silence: str | None = None,
     tls_ca: str = "",
+    account: str = "",
+    diversion: bool = True,
+    stir_verify: bool = False,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
     try:
@@ -232,6 +243,9 @@ def add(
         caller_shape=CallerIdShape.build(caller_id_header, caller_id_format, from_user, from_host, user_phone,
                                          caller_display, f"trunk {name!r}"),
         stir_sign=stir_sign,
+        account=parse_account_ref(account, f"trunk {name!r} account"),
+        diversion=diversion,
+        stir_verify=stir_verify,
     )
     if tls_ca and not Path(tls_ca).is_file():
         raise DataError(f"trunk {name!r} tls_ca: {tls_ca} is not a file")
@@ -309,6 +323,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("billing increment (s)", format_increment(found.billing_increment))
     table.add_row("max rate (per min)", "-" if found.max_rate is None else str(found.max_rate))
     table.add_row("daily spend cap", "-" if found.daily_spend_cap is None else str(found.daily_spend_cap))
+    table.add_row("account", found.account or "-")
     table.add_row("spend today (UTC)", str(spent))
     table.add_row("inbound rate (per min)", "-" if found.inbound_rate is None else str(found.inbound_rate))
     table.add_row("transfer", f"{found.transfer.value} (Refer-To {found.refer_to.value})")
@@ -322,6 +337,8 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         f"{', host ' + shape.from_host if shape.from_host else ''}{', user=phone' if shape.user_phone else ''}"
         f", display {shape.display.value}"))
     table.add_row("STIR/SHAKEN signing", "yes" if found.stir_sign else "no")
+    table.add_row("Diversion on forwarded calls", "yes" if found.diversion else "no")
+    table.add_row("STIR/SHAKEN check of inbound calls", "yes" if found.stir_verify else "no")
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")
     table.add_row("password", "set (write-only)" if username else "-")

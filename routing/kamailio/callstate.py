@@ -308,7 +308,8 @@ class DtmfCall:
 _RECORD_KEYS = {"cseq": "cseq", "start_ms": "start", "codecs_caller": "cc", "direction": "dir", "agent": "agent",
                 "number": "number", "caller": "caller", "trunk": "trunk", "rate": "rate", "billing": "billing",
                 "tried": "tried", "answer_ms": "answer", "codecs_callee": "ce", "media_refused": MEDIA_REFUSED,
-                "transfer": "xfer", "verstat": "vs"}
+                "transfer": "xfer", "verstat": "vs", "account": "acct",
+                "identity": "idn"}
 
 
 @dataclass(slots=True)
@@ -335,6 +336,8 @@ class CallRecordState:
             ``refer_code`` (the carrier's answer to the REFER), ``result`` (the final sipfrag
             status, or the REFER's refusal).
         verstat: the carrier's STIR/SHAKEN verification of the caller (origination), if it sent one.
+        account: the call's account (docs/identity.md#accounts), if it has one.
+        identity: the edge's check of the carrier's Identity header (``X-Edge-Identity``), if it made one.
     """
 
     cseq: str | None = None
@@ -353,6 +356,8 @@ class CallRecordState:
     media_refused: list | None = field(default=None)
     transfer: dict | None = field(default=None)
     verstat: str | None = None
+    account: str | None = None
+    identity: str | None = None
 
     def encode(self) -> str:
         """The htable value (compact JSON, keys in the order above)."""

@@ -24,7 +24,7 @@ from ..call.presentation import render
 from ..ops.secrets import SecretError
 from ..tables.store import RedisStore, StoreUnavailable
 from . import callstate as cs
-from . import announce, failure, fastanswer, holdanswer, records, screening
+from . import announce, failure, fastanswer, holdanswer, identitycheck, records, screening
 from .callstate import CallRecordState
 from .mediaflags import offer_flags, sdp_flags
 from .worker import Worker, count, has_sdp, hop_labels, pv
@@ -103,10 +103,14 @@ def _relay(w: Worker, decision: Relay) -> None:
     try:
         for name in decision.remove:
             KSR.hdr.remove(name)
-        if decision.headers:
+        headers = decision.headers
+        if plan.verify_identity:  # a trunk with stir_verify: the carrier's Identity header checked
+            plan.identity = identitycheck.check(w, plan)
+            headers = {**headers, identitycheck.HDR_IDENTITY: plan.identity}
+        if headers:
             # added per branch (native branch route): an agent hop gets them, a carrier hop of the
             # DID's fallback to a number gets a Diversion instead (send)
-            KSR.pv.sets(cs.AGENT_HEADERS_AVP, "".join(f"{n}: {v}\r\n" for n, v in decision.headers.items()))
+            KSR.pv.sets(cs.AGENT_HEADERS_AVP, "".join(f"{n}: {v}\r\n" for n, v in headers.items()))
         body = pv("$rb") if has_sdp() else ""
         offer = media.parse_sdp(body) if body else None  # parsed once for the refusal check and the hop's flags
         # the first hop's offer flags, made once: they are also the refusal check (an offer its own side's

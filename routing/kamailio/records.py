@@ -27,7 +27,8 @@ __all__ = ["load", "save", "facts", "plan_state", "record_unanswered", "finish_c
            "close_media"]
 
 #: fields of a call's live hash (redis) that are not media facts of its record
-_NOT_MEDIA = ("direction", "trunk", "agent", "number", "start_ms", "answer_ms", "codecs_caller", "codecs_callee")
+_NOT_MEDIA = ("direction", "trunk", "agent", "number", "start_ms", "answer_ms", "codecs_caller", "codecs_callee",
+              "account", "spend_accrued")
 
 
 def load(call_id: str) -> CallRecordState | None:
@@ -73,7 +74,7 @@ def facts(w: Worker, call_id: str, state: CallRecordState, **extra: object) -> C
         caller=state.caller or "", tried=list(state.tried or []), rate=rate, increment=increment,
         codecs_caller=list(state.codecs_caller or []), codecs_callee=list(state.codecs_callee or []),
         transfer={str(k): str(v) for k, v in (state.transfer or {}).items()},
-        verstat=state.verstat or "",
+        verstat=state.verstat or "", account=state.account or "", identity=state.identity or "",
     )
     values.update(extra)
     return CallFacts(**values)
@@ -85,6 +86,8 @@ def plan_state(plan: CallPlan, state: CallRecordState) -> CallRecordState:
     state.direction, state.agent, state.number, state.caller = plan.direction, plan.agent, plan.number, plan.caller
     state.trunk, state.rate, state.billing = target.trunk or plan.trunk, target.rate, target.billing
     state.verstat = plan.verstat or None
+    state.account = plan.account or None
+    state.identity = plan.identity or None
     return state
 
 
@@ -117,9 +120,10 @@ def finish_call(w: Worker, call_id: str, hangup: str, final_media: dict[str, str
     if state is None or not state.start_ms:
         return
     KSR.htable.sht_rm(cs.CDR_TABLE, call_id)
+    accrued = int(media.get("spend_accrued") or 0) if (media.get("spend_accrued") or "").isdigit() else 0
     media = {k: v for k, v in media.items() if not k.startswith("lease:") and k not in _NOT_MEDIA}
     if state.answer_ms:
-        record = facts(w, call_id, state, media=media, hangup=hangup)
+        record = facts(w, call_id, state, media=media, hangup=hangup, accrued_micros=accrued)
         w.write_record(record)
         _observe_quality(record)
     else:  # failed without passing the failure route (should not happen): keep a trace

@@ -19,6 +19,7 @@ from ..call import dtmf
 from ..call import media
 from ..call import metrics
 from ..call import quality
+from ..call.cdr import cost_so_far, utc_day
 from ..ngclient import NgError
 from ..tables.store import HEARTBEAT_TTL_S, StoreUnavailable
 from . import callstate as cs
@@ -160,7 +161,8 @@ def _watch_media(w: Worker) -> None:
     end a call that received no RTP from any side for its ``rtp_timeout_s``: its deadline is
     moved to now, so the clock sends BYE to both sides and the slots are released.  A call
     rtpengine no longer knows (it timed the session out itself) counts as silent; rtpengine
-    not answering at all never ends a call."""
+    not answering at all never ends a call.  The same step counts the spend so far of calls over a
+    capped trunk or account (:func:`_accrue`)."""
     now = time.time()
     interval = w.settings.media_check_interval_s
     for call_id, watch in _due(cs.MEDIA_TABLE, MEDIA_ITERATOR, MediaWatch.decode, lambda m: m.next_s, now):
@@ -172,6 +174,10 @@ def _watch_media(w: Worker) -> None:
                 KSR.htable.sht_sets(cs.MEDIA_TABLE, call_id, watch.again(int(now) + interval).encode())
                 continue
             reply = {}
+        try:
+            _accrue(w, call_id, now)
+        except StoreUnavailable as exc:
+            KSR.err(f"edge: cannot count the spend of call-id={call_id} so far: {exc}\n")
         idle = quality.idle_s(reply, now, watch.since_s)
         if reply:
             try:
@@ -184,6 +190,26 @@ def _watch_media(w: Worker) -> None:
         KSR.htable.sht_rm(cs.MEDIA_TABLE, call_id)
         KSR.notice(f"edge: call-id={call_id} had no RTP for {idle:.0f} s (rtp_timeout_s={watch.timeout_s}): ending it\n")
         end_now(w, call_id, "rtp_timeout", now)
+
+
+def _accrue(w: Worker, call_id: str, now: float) -> None:
+    """The media watchdog's spend step: an answered, priced call over a trunk or account with a
+    ``daily_spend_cap`` counts its cost so far in the spend counters (:mod:`routing.tables.spend`);
+    nothing for other calls (no redis command).
+
+    Raises:
+        StoreUnavailable: redis unreachable or slow.
+    """
+    state = records.load(call_id)
+    if state is None or not state.answer_ms or not state.rate or not state.trunk:
+        return
+    topology = w.open_store().topology()
+    trunk, account = topology.trunks.get(state.trunk), topology.accounts.get(state.account or "")
+    if (trunk is None or trunk.daily_spend_cap is None) and (account is None or account.daily_spend_cap is None):
+        return
+    fact = records.facts(w, call_id, state)
+    total = cost_so_far(fact.rate, fact.increment, int(state.answer_ms), int(now * 1000))
+    w.accrual().accrue(call_id, total, state.trunk, state.account or "", utc_day(int(now * 1000)))
 
 
 FIRST_AUDIO_ITERATOR = "edgefirstaudio"

@@ -24,6 +24,7 @@ from ..call import metrics
 from ..ops import runtime
 from ..call.cdr import CallFacts, build_record, sdp_codecs
 from ..tables.cdrstore import CdrStore, CdrWriter, Spool
+from ..tables.spend import SpendAccrual
 from ..call.decision import Reason, Reject
 from ..call.explain import refusal_record
 from ..call.headers import header_names
@@ -103,6 +104,7 @@ class Worker:
         self.private_networks = settings.media_private_networks or media.DEFAULT_PRIVATE_NETWORKS
         self.store: RedisStore | None = None
         self.writer: CdrWriter | None = None
+        self.spend: SpendAccrual | None = None
         self.ngclient: NgClient | None = None
         self.box: SecretBox | None = None
         self.topology: Topology | None = None
@@ -150,6 +152,12 @@ class Worker:
                                              s.cdr_max_records, s.cdr_outbox or None),
                                     Spool(s.cdr_spool_dir))
         return self.writer
+
+    def accrual(self) -> SpendAccrual:
+        """This process's spend accrual of calls in progress (the call clock's, :mod:`routing.tables.spend`)."""
+        if self.spend is None:
+            self.spend = SpendAccrual(self.open_store().client, self.settings.node)
+        return self.spend
 
     def ng(self) -> NgClient:
         """This process's rtpengine ng client (timeout 0.5 s)."""
@@ -228,7 +236,7 @@ class Worker:
         self.write_record(CallFacts(
             node=self.settings.node, call_id=pv("$ci"), cseq=pv("$cs"), start_ms=self.now_ms or now, end_ms=now,
             sip_code=reject.code, sip_reason=reject.reason, reject_tag=reject.tag, direction=reject.direction,
-            trunk=reject.trunk, agent=reject.agent, number=pv("$rU") or pv("$tU"), caller=pv("$fU"),
+            trunk=reject.trunk, agent=reject.agent, account=reject.account, number=pv("$rU") or pv("$tU"), caller=pv("$fU"),
             codecs_caller=sdp_codecs(pv("$rb")) if has_sdp() else [], tried=list(tried or []),
         ))
 

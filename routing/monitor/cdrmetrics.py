@@ -8,10 +8,16 @@ metric                                      type   labels  source
 ==========================================  =====  ======  ==============================================
 ``byoc_edge_trunk_spend_today``             gauge  trunk   ``edge:spend:{trunk}:{UTC today}`` (currency units)
 ``byoc_edge_trunk_daily_spend_cap``         gauge  trunk   the trunk's ``daily_spend_cap`` (absent when none)
+``byoc_edge_account_spend_today``           gauge  account ``edge:account-spend:{account}:{UTC today}`` (currency units)
+``byoc_edge_account_daily_spend_cap``       gauge  account the account's ``daily_spend_cap`` (absent when none)
 ``byoc_edge_cdr_spooled_records``           gauge  -       call records of this node waiting in ``cdr.spool_dir``
 ``byoc_edge_cdr_outbox_records``            gauge  -       records of this node waiting for the durable store
                                                            (``edge:cdrs:outbox:{node}``; absent without one)
 ==========================================  =====  ======  ==============================================
+
+Spend today counts the records that ended today and, over a trunk or account with a cap, the calls in
+progress as their cost accrues (:mod:`routing.tables.spend`).  The account families are left out of a
+deployment without accounts.
 
 Alert on ``spend_today / daily_spend_cap > 0.8`` before a trunk starts refusing
 calls, and on ``cdr_spooled_records > 0`` for more than a few minutes (redis
@@ -85,16 +91,26 @@ class CdrCollector(Collector):
     def _spend(self) -> list[Metric]:
         day = time.strftime("%Y%m%d", time.gmtime(self.clock()))
         names = sorted(self.client.smembers(keys.TRUNKS))
+        accounts = sorted(self.client.smembers(keys.ACCOUNTS))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.get(keys.spend(name, day))
             pipe.hget(keys.trunk(name), "daily_spend_cap")
+        for name in accounts:
+            pipe.get(keys.account_spend(name, day))
+            pipe.hget(keys.account(name), "daily_spend_cap")
         rows = pipe.execute()
-        spent = GaugeMetricFamily(f"{NAMESPACE}_trunk_spend_today",
-                                  "Cost of the trunk's call records that ended today, UTC (currency units)",
-                                  labels=["trunk"])
-        cap = GaugeMetricFamily(f"{NAMESPACE}_trunk_daily_spend_cap",
-                                "Daily spend cap of the trunk (currency units; absent when none)", labels=["trunk"])
+        out = self._spend_families("trunk", names, rows)
+        return out + (self._spend_families("account", accounts, rows[2 * len(names):]) if accounts else [])
+
+    @staticmethod
+    def _spend_families(kind: str, names: list[str], rows: list) -> list[Metric]:
+        """``{kind}_spend_today`` and ``{kind}_daily_spend_cap`` of ``names`` from (spend, cap) row pairs."""
+        spent = GaugeMetricFamily(f"{NAMESPACE}_{kind}_spend_today",
+                                  f"Spend of the {kind} today, UTC: records that ended today and, under a cap, "
+                                  "calls in progress as they accrue (currency units)", labels=[kind])
+        cap = GaugeMetricFamily(f"{NAMESPACE}_{kind}_daily_spend_cap",
+                                f"Daily spend cap of the {kind} (currency units; absent when none)", labels=[kind])
         for i, name in enumerate(names):
             micros, limit = rows[2 * i], rows[2 * i + 1]
             spent.add_metric([name], int(micros or 0) / 10**COST_PLACES)

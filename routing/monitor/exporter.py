@@ -9,6 +9,8 @@ metric                                         type   labels                 sou
 ``byoc_edge_trunk_max_calls``                  gauge  trunk                  ``max_calls`` (absent when unlimited)
 ``byoc_edge_agent_active_calls``               gauge  agent                  unexpired members of ``edge:lease:agent:{name}``
 ``byoc_edge_agent_max_calls``                  gauge  agent                  ``max_calls`` (absent when unlimited)
+``byoc_edge_account_active_calls``             gauge  account                unexpired members of ``edge:lease:account:{name}``
+``byoc_edge_account_max_calls``                gauge  account                ``max_calls`` (absent when unlimited)
 ``byoc_edge_gateway_up``                       gauge  trunk, gateway         1 up, 0 marked down (``edge:health:trunk:{name}``)
 ``byoc_edge_gateway_options_rtt_seconds``      gauge  trunk, gateway         round trip of the last answered OPTIONS
 ``byoc_edge_gateway_options_code``             gauge  trunk, gateway         status of the last OPTIONS, 0 = no answer
@@ -19,6 +21,7 @@ metric                                         type   labels                 sou
 ``byoc_edge_redis_up``                         gauge  -                      1 when this scrape could read redis
 =============================================  =====  =====================  ========================================
 
+The account families are left out of a deployment without accounts.
 Registration states are this node's only (each node's exporter reports its own);
 ``state`` is one of ``registered``, ``registering``, ``failed``, ``disabled``, ``pending``.
 
@@ -81,7 +84,8 @@ class EdgeCollector(Collector):
         pipe = c.pipeline(transaction=False)
         pipe.smembers(keys.TRUNKS)
         pipe.smembers(keys.AGENTS)
-        trunk_names, agent_names = (sorted(x) for x in pipe.execute())
+        pipe.smembers(keys.ACCOUNTS)
+        trunk_names, agent_names, account_names = (sorted(x) for x in pipe.execute())
         now = time.time()
         pipe = c.pipeline(transaction=False)
         for name in trunk_names:
@@ -90,10 +94,14 @@ class EdgeCollector(Collector):
         for name in agent_names:
             pipe.zcount(keys.agent_lease(name), f"({now}", "+inf")
             pipe.hget(keys.agent(name), "max_calls")
+        for name in account_names:
+            pipe.zcount(keys.account_lease(name), f"({now}", "+inf")
+            pipe.hget(keys.account(name), "max_calls")
         rows = pipe.execute()
         out: list[Metric] = []
         pos = 0
-        for kind, names in (("trunk", trunk_names), ("agent", agent_names)):
+        kinds = [("trunk", trunk_names), ("agent", agent_names)] + ([("account", account_names)] if account_names else [])
+        for kind, names in kinds:
             active = GaugeMetricFamily(f"{NAMESPACE}_{kind}_active_calls",
                                        f"Calls holding a concurrency slot on the {kind} (calls)", labels=[kind])
             limit = GaugeMetricFamily(f"{NAMESPACE}_{kind}_max_calls",

@@ -72,7 +72,9 @@ def reap(client: redis.Redis, me: str, cdrs: CdrStore, now: Callable[[], float] 
 
 
 def _facts(node: str, call_id: str, fields: dict[str, str], now: float) -> CallFacts:
-    """The record of a call the dead node held: what its call hash says, ended now, by the node's loss."""
+    """The record of a call the dead node held: what its call hash says, ended now, by the node's loss (its
+    account, and the spend it accrued while it ran, which stays counted: the hash has no rate, the record
+    no cost)."""
     def number(name: str) -> int | None:
         value = fields.get(name, "")
         return int(value) if value.isdigit() else None
@@ -82,7 +84,8 @@ def _facts(node: str, call_id: str, fields: dict[str, str], now: float) -> CallF
     return CallFacts(node=node, call_id=call_id, cseq="0", start_ms=number("start_ms") or end_ms, end_ms=end_ms,
                      sip_code=200 if answered else 500, sip_reason="OK" if answered else "Node Lost",
                      direction=fields.get("direction", ""), answer_ms=answered, trunk=fields.get("trunk", ""),
-                     agent=fields.get("agent", ""), number=fields.get("number", ""),
+                     agent=fields.get("agent", ""), number=fields.get("number", ""), account=fields.get("account", ""),
+                     accrued_micros=number("spend_accrued") or 0,
                      reject_tag="" if answered else "node_lost", hangup="node_lost" if answered else "",
                      tried=[] if answered else [f"node {node}=node_lost"],
                      media={k: v for k, v in fields.items() if k.startswith("media_")})

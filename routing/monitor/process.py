@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from routing.monitor import bansync, cdrdrain, nodeloss, prober
+from routing.monitor import bansync, cdrdrain, nodeloss, prober, stircerts
 from routing.monitor.collector import Collector
 from routing.ops.cdrsettings import durable_sink, redis_records
 from routing.monitor.cdrmetrics import CdrCollector
@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         drain = cdrdrain.Drain(cdrs, sink, settings.cdr.drain_batch)
         threading.Thread(target=cdrdrain.run, args=(drain, settings.cdr.drain_interval_ms / 1000, stop),
                          name="cdrdrain", daemon=True).start()
+    if settings.stir.verify:  # certificates of inbound Identity headers, fetched ahead of the calls
+        certs = stircerts.CertFetcher(settings.stir.cert_dir(settings.run_dir), settings.stir.verify_refresh_s,
+                                      settings.stir.verify_http)
+        threading.Thread(target=stircerts.run, args=(certs, 1.0, stop), name="stircerts", daemon=True).start()
     if settings.health.enabled:
         prober.run(client, settings, stop, observed=count)  # type: ignore[arg-type]
     else:

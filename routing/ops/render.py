@@ -104,6 +104,10 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         dead_air_s=settings.media.dead_air_s,
         stir_key_file=str(settings.stir.key_file) if settings.stir.enabled else "",
         stir_cert_url=settings.stir.cert_url if settings.stir.enabled else "",
+        stir_verify_dir=str(settings.stir.cert_dir(settings.run_dir)) if settings.stir.verify else "",
+        stir_verify_http=settings.stir.verify_http,
+        stir_verify_max_age_s=settings.stir.verify_max_age_s,
+        stir_verify_expire_s=settings.stir.verify_expire_s,
         announcements_dir=str(settings.media.announcements_dir),
         announcement_max_s=settings.media.announcement_max_s,
         sip_sockets=sides.side_sockets(

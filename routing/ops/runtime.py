@@ -90,6 +90,10 @@ class RuntimeSettings:
         first_audio_poll_ms: how often the agent's first RTP packet is looked for after the answer (ms); 0 = off.
         dead_air_s: no RTP from the agent this long after the answer is dead air (s).
         stir_key_file, stir_cert_url: STIR/SHAKEN signing key (path) and certificate URL; empty = off.
+        stir_verify_dir: where the monitor keeps the certificates inbound Identity headers are checked
+            against (settings ``stir.verify``); empty = no check.  ``stir_verify_http``: http:// URLs
+            are fetched too; ``stir_verify_max_age_s``: a cached certificate older is not used (s);
+            ``stir_verify_expire_s``: a PASSporT whose ``iat`` is older is invalid (s).
         announcements_dir: where a DID's ``announce:NAME`` fallback finds ``NAME.wav`` (read by rtpengine).
         announcement_max_s: the longest an announcement plays before the final refusal (s).
         transfer_bye_delay_s: after a carrier's final 2xx NOTIFY of a relayed REFER, seconds the
@@ -152,6 +156,10 @@ class RuntimeSettings:
     dead_air_s: int = 5
     stir_key_file: str = ""
     stir_cert_url: str = ""
+    stir_verify_dir: str = ""
+    stir_verify_http: bool = False
+    stir_verify_max_age_s: int = 86400
+    stir_verify_expire_s: int = 60
     announcements_dir: str = "/var/lib/byoc-edge/announcements"
     announcement_max_s: int = 30
 

@@ -210,7 +210,8 @@ class Media(_Model):
     trunk: SideMedia = Field(default_factory=SideMedia)
     agent: SideMedia = Field(default_factory=SideMedia)
     check_interval_s: int = Field(
-        2, ge=1, le=60, description="how often the call clock asks rtpengine about each answered call (s)"
+        2, ge=1, le=60, description="how often the call clock asks rtpengine about each answered call, and counts the "
+        "spend so far of calls under a daily spend cap (s)"
     )
     quality_ttl_s: int = Field(
         86400, ge=60, le=30 * 86400, description="how long a call's media quality record is kept after it ends (s)"

@@ -47,7 +47,7 @@ def call_view(facts: dict[str, str], now_ms: int) -> dict[str, Any]:
 def active_calls(client: redis.Redis) -> dict[str, Any]:
     """Active calls: ``{"counts": [{kind, name, active, limit}], "calls": [{call_id, node, ...facts}]}``.
 
-    Every trunk and agent in the routing tables is listed, with 0 when idle.
+    Every trunk, agent and account in the routing tables is listed, with 0 when idle.
     Each call carries its hash's facts (direction, trunk, agent, number, start_ms,
     answer_ms, codecs_caller, codecs_callee and whatever the media work adds) plus
     :func:`call_view`'s fields.
@@ -57,6 +57,7 @@ def active_calls(client: redis.Redis) -> dict[str, Any]:
     for kind, index, lease_key, entity_key in (
         ("trunk", keys.TRUNKS, keys.trunk_lease, keys.trunk),
         ("agent", keys.AGENTS, keys.agent_lease, keys.agent),
+        ("account", keys.ACCOUNTS, keys.account_lease, keys.account),
     ):
         for name in sorted(client.smembers(index)):
             limit = client.hget(entity_key(name), "max_calls")

@@ -77,17 +77,20 @@ class CdrStore:
     def add(self, record: Mapping[str, Any]) -> bool:
         """Store ``record`` unless a record with its id exists; True when it was new.
 
-        A record with a trunk and a cost adds it (micro-units) to
-        ``edge:spend:{trunk}:{UTC day of end_ms}``, in the same script.
+        A record with a trunk and a cost adds it (micro-units), less its ``spend_accrued`` (counted
+        while the call ran, :mod:`routing.tables.spend`), to ``edge:spend:{trunk}:{UTC day of end_ms}``
+        and, with an ``account``, to ``edge:account-spend:{account}:{day}``, in the same script.
 
         Raises:
             StoreUnavailable: redis unreachable or slower than the client's timeout.
         """
         rid = str(record["id"])
         keys_ = [keys.cdr(rid), keys.CDRS, self.outbox or keys.cdr_outbox("-")]
-        micros = cost_micros(str(record.get("cost") or "0"))
+        micros = max(0, cost_micros(str(record.get("cost") or "0")) - cost_micros(str(record.get("spend_accrued") or "0")))
         if record.get("trunk") and micros > 0:
             keys_.append(keys.spend(str(record["trunk"]), utc_day(int(record["end_ms"]))))
+            if record.get("account"):
+                keys_.append(keys.account_spend(str(record["account"]), utc_day(int(record["end_ms"]))))
         args = [json.dumps(record, separators=(",", ":")), int(record["start_ms"]), rid, self.ttl_of(record),
                 micros, SPEND_TTL_S, self.retention_s, "1" if self.outbox else "0", self.max_records,
                 _RECORD_PREFIX]

@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-__all__ = ["connect", "parse_address", "send"]
+__all__ = ["connect", "parse_address", "run_script", "send"]
 
 
 def parse_address(text: str, default_port: int = 26379) -> tuple[str, int]:
@@ -153,3 +153,20 @@ def send(client: redis.Redis, *commands: Sequence[Any]) -> list[Any]:
     finally:
         if pool is not None:
             pool.release(conn)
+
+
+def run_script(script: redis.commands.core.Script, keys_: Sequence[str], args: Sequence[object]) -> object:
+    """``EVALSHA`` of a registered script through :func:`routing.tables.connection.send` (one write,
+    no redis-py command layers); a server that does not hold the script yet (``NOSCRIPT``: redis
+    restarted, ``SCRIPT FLUSH``) gets it through redis-py's script object, which loads it.
+
+    Raises:
+        redis.ResponseError: the script failed.
+        redis.ConnectionError, redis.TimeoutError: as :func:`~routing.tables.connection.send`.
+    """
+    (reply,) = send(script.registered_client, ("EVALSHA", script.sha, len(keys_), *keys_, *args))
+    if isinstance(reply, redis.exceptions.NoScriptError):
+        return script(keys=keys_, args=args)
+    if isinstance(reply, redis.ResponseError):
+        raise reply
+    return reply

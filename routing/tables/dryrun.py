@@ -53,9 +53,9 @@ class DryRunStore:
         return self.inner.routes(number)
 
     def route_lookup(
-        self, number: str, spend_of: Sequence[str] = ()
+        self, number: str, spend_of: Sequence[str] = (), account: str = ""
     ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]:
-        return self.inner.route_lookup(number, spend_of)
+        return self.inner.route_lookup(number, spend_of, account)
 
     def finish(self, call_id: str) -> dict[str, str]:
         return {}

@@ -24,6 +24,8 @@ key                                    type   content
 ``edge:did:{e164}``                    HASH   agent, trunk
 ``edge:routes``                        SET    all outbound route prefixes
 ``edge:route:{prefix}``                HASH   trunk name -> ``rate=0.0045;priority=10``
+``edge:accounts``                      SET    names of all accounts (optional grouping of trunks and agents)
+``edge:account:{name}``                HASH   max_calls, max_cps, daily_spend_cap
 ``edge:version``                       STRING incremented by every ``edgectl`` write
 =====================================  =====  ==========================================
 
@@ -44,6 +46,9 @@ Runtime state (written only by the edge, never by hand):
 ``edge:cdr:{node}:{call-id}:{cseq}``   STRING one call record (JSON), expires after the retention
 ``edge:cdrs``                          ZSET   member record id, score = start time (ms)
 ``edge:spend:{trunk}:{yyyymmdd}``      STRING spend of a trunk on a UTC day (micro-units)
+``edge:lease:account:{name}``          ZSET   as a trunk's lease ZSET, per account
+``edge:cps:account:{name}``            HASH   CPS token bucket of an account
+``edge:account-spend:{name}:{yyyymmdd}`` STRING spend of an account on a UTC day (micro-units)
 ``edge:node:{node}``                   STRING a node's heartbeat (epoch s, TTL 10 s): gone = its calls are reaped
 =====================================  =====  ==========================================
 """
@@ -60,6 +65,32 @@ TRUNKS = f"{PREFIX}:trunks"
 AGENTS = f"{PREFIX}:agents"
 DIDS = f"{PREFIX}:dids"
 ROUTES = f"{PREFIX}:routes"
+ACCOUNTS = f"{PREFIX}:accounts"
+
+
+def account(name: str) -> str:
+    """HASH of an account: ``max_calls``, ``max_cps``, ``daily_spend_cap`` (docs/redis-schema.md)."""
+    return f"{PREFIX}:account:{name}"
+
+
+def account_lease(name: str) -> str:
+    """ZSET of the calls holding a slot of an account (as :func:`trunk_lease`)."""
+    return f"{PREFIX}:lease:account:{name}"
+
+
+def account_cps(name: str) -> str:
+    """HASH: the CPS token bucket of an account (``tokens``, ``ts``)."""
+    return f"{PREFIX}:cps:account:{name}"
+
+
+def account_spend(name: str, day: str) -> str:
+    """STRING integer: an account's spend on UTC day ``day`` (``YYYYMMDD``), micro-units (as :func:`spend`)."""
+    return f"{PREFIX}:account-spend:{name}:{day}"
+
+
+def account_slot_keys(name: str) -> list[str]:
+    """An account's concurrency and CPS state: removed with the account."""
+    return [account_lease(name), account_cps(name)]
 
 
 def trunk(name: str) -> str:
@@ -215,6 +246,7 @@ def lease_member(node: str, call_id: str) -> str:
 CDRS = f"{PREFIX}:cdrs"
 CDR_PATTERN = f"{PREFIX}:cdr:*"
 SPEND_PATTERN = f"{PREFIX}:spend:*"
+ACCOUNT_SPEND_PATTERN = f"{PREFIX}:account-spend:*"
 
 
 def cdr(record_id: str) -> str:

@@ -41,7 +41,7 @@ from typing import Protocol, Sequence
 import redis
 from routing.errors import EdgeError
 from routing.tables import keys
-from routing.tables.connection import connect, send
+from routing.tables.connection import connect, run_script, send  # noqa: F401 - run_script: imported from here too
 from routing.tables.model import Did, RouteEntry
 from routing.tables.topology import Topology, read_topology
 
@@ -148,7 +148,7 @@ class Store(Protocol):
     def routes(self, number: str) -> list[RouteEntry]: ...
 
     def route_lookup(
-        self, number: str, spend_of: Sequence[str] = ()
+        self, number: str, spend_of: Sequence[str] = (), account: str = ""
     ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]: ...
 
     def credentials(self, trunk: str) -> tuple[str, str] | None: ...
@@ -178,23 +178,6 @@ class Store(Protocol):
 def route_prefixes(number: str) -> list[str]:
     """Candidate route prefixes of an E.164 number, longest first, ending with ``"+"``."""
     return [number[:i] for i in range(len(number), 0, -1)]
-
-
-def run_script(script: redis.commands.core.Script, keys_: Sequence[str], args: Sequence[object]) -> object:
-    """``EVALSHA`` of a registered script through :func:`routing.tables.connection.send` (one write,
-    no redis-py command layers); a server that does not hold the script yet (``NOSCRIPT``: redis
-    restarted, ``SCRIPT FLUSH``) gets it through redis-py's script object, which loads it.
-
-    Raises:
-        redis.ResponseError: the script failed.
-        redis.ConnectionError, redis.TimeoutError: as :func:`~routing.tables.connection.send`.
-    """
-    (reply,) = send(script.registered_client, ("EVALSHA", script.sha, len(keys_), *keys_, *args))
-    if isinstance(reply, redis.exceptions.NoScriptError):
-        return script(keys=keys_, args=args)
-    if isinstance(reply, redis.ResponseError):
-        raise reply
-    return reply
 
 
 #: a node's heartbeat (``edge:node:{node}``) lives this long (s); its call clock renews it every second
@@ -293,8 +276,9 @@ class RedisStore:
             pipe.smembers(keys.AGENTS)
             pipe.get(keys.VERSION)
             pipe.smembers(keys.AGENTS_DOWN)
-            trunk_names, agent_names, version, agents_down = pipe.execute()
-            topology = replace(read_topology(self.client, sorted(trunk_names), sorted(agent_names)),
+            pipe.smembers(keys.ACCOUNTS)
+            trunk_names, agent_names, version, agents_down, accounts = pipe.execute()
+            topology = replace(read_topology(self.client, sorted(trunk_names), sorted(agent_names), sorted(accounts)),
                                agents_down=frozenset(agents_down))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
@@ -394,11 +378,12 @@ class RedisStore:
         return []
 
     def route_lookup(
-        self, number: str, spend_of: Sequence[str] = ()
+        self, number: str, spend_of: Sequence[str] = (), account: str = ""
     ) -> tuple[list[RouteEntry], frozenset[str], dict[str, int]]:
         """:meth:`routes` plus the gateways marked down (``{trunk}/{host:port}``, written by
         ``routing/monitor/prober.py``) and today's spend of each trunk in ``spend_of``
-        (micro-units, UTC day of this host's clock; spend guardrails), all in the same round
+        (micro-units, UTC day of this host's clock; spend guardrails), and of ``account`` when
+        named (under the key ``account:{name}``: trunk names hold no ``:``), all in the same round
         trip, so a health change or a reached spend cap applies to the next call; the same round
         trip checks ``edge:version`` against the cached topology.
 
@@ -415,6 +400,8 @@ class RedisStore:
             pipe.smembers(keys.GATEWAYS_DOWN)
             for trunk in spend_of:
                 pipe.get(keys.spend(trunk, day))
+            if account:
+                pipe.get(keys.account_spend(account, day))
             pipe.get(keys.VERSION)
             *rows, version = pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -422,6 +409,8 @@ class RedisStore:
         self._check_version(version)
         down = frozenset(rows[len(prefixes)])
         spent = {trunk: int(value or 0) for trunk, value in zip(spend_of, rows[len(prefixes) + 1 :])}
+        if account:
+            spent[f"account:{account}"] = int(rows[-1] or 0)
         for prefix, fields in zip(prefixes, rows[: len(prefixes)]):
             if fields:
                 return [RouteEntry.from_redis(prefix, trunk, value) for trunk, value in fields.items()], down, spent

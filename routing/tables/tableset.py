@@ -3,6 +3,7 @@
 Document shape (every section optional)::
 
     version: 1
+    accounts: [{name, max_calls, max_cps, daily_spend_cap}]   (exported only when there are accounts)
     trunks:  [{name, direction, max_calls, cidrs, gateways: [{host, port, ...}], ..., username}]
     agents:  [{name, uris, cidrs, max_calls, ...}]
     dids:    [{number, trunk, agent}]
@@ -16,8 +17,8 @@ environment variable holding it) to change it, otherwise the stored password is
 kept.
 
 ``apply`` reads the file, validates every entry and the references of the
-resulting tables (DID -> trunk/agent, route -> trunk, one owner per CIDR and
-per digest username) before writing anything, computes the differences with
+resulting tables (DID -> trunk/agent of one account, route -> trunk, trunk/agent -> account, one
+owner per CIDR and per digest username) before writing anything, computes the differences with
 redis, and writes them in one ``MULTI``/``EXEC`` guarded by ``WATCH``
 (:func:`routing.tables.admin.transaction`, which also increments ``edge:version``).
 Entities absent from the file are kept, unless ``prune`` is set: then every
@@ -36,7 +37,7 @@ import yaml
 from redis.client import Pipeline
 
 from routing.tables import admin, keys
-from routing.tables.model import Agent, DataError, Did, RouteEntry, Trunk, parse_cidr
+from routing.tables.model import Account, Agent, DataError, Did, RouteEntry, Trunk, check_account, parse_cidr
 from routing.tables.plain import from_plain, to_plain
 from routing.ops.secrets import SecretBox, SecretError
 
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 DOCUMENT_VERSION = 1
-SECTIONS = ("trunks", "agents", "dids", "routes")
+SECTIONS = ("trunks", "agents", "dids", "routes", "accounts")
 #: write-only trunk fields of the document (never exported)
 PASSWORD_FIELDS = ("password", "password_env")
 USERNAME_FIELD = "username"
@@ -74,6 +75,7 @@ class Tables:
         routes: (prefix, trunk) -> route entry.
         usernames: trunk name -> digest username, for trunks with credentials.
         tokens: trunk name -> encrypted password token (compared, never printed).
+        accounts: name -> account.
     """
 
     trunks: dict[str, Trunk] = field(default_factory=dict)
@@ -82,6 +84,7 @@ class Tables:
     routes: dict[tuple[str, str], RouteEntry] = field(default_factory=dict)
     usernames: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
+    accounts: dict[str, Account] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,7 +110,7 @@ class Change:
 
     Attributes:
         action: ``add``, ``change`` or ``remove``.
-        kind: ``trunk``, ``agent``, ``did`` or ``route``.
+        kind: ``account``, ``trunk``, ``agent``, ``did`` or ``route``.
         key: the entity's name, number or ``"prefix via trunk"``.
         fields: for a change, (field, old, new) per differing field (dotted for nested
             values: ``number_format.country_code``); a password shows as ``(set)``/``(new)``.
@@ -167,6 +170,7 @@ def read_tables(client: redis.Redis) -> Tables:
         routes={(r.prefix, r.trunk): r for r in admin.list_routes(client)},
         usernames={n: f["username"] for n, f in auth.items() if f.get("username")},
         tokens={n: f["password"] for n, f in auth.items() if f.get("password")},
+        accounts={a.name: a for a in admin.list_accounts(client)},
     )
 
 
@@ -181,6 +185,7 @@ def export_document(tables: Tables) -> dict[str, Any]:
     """The tables as a document (plain values, sorted by key; passwords never included)."""
     return {
         "version": DOCUMENT_VERSION,
+        **({"accounts": [to_plain(a) for _, a in sorted(tables.accounts.items())]} if tables.accounts else {}),
         "trunks": [_trunk_entry(t, tables.usernames.get(n)) for n, t in sorted(tables.trunks.items())],
         "agents": [to_plain(a) for _, a in sorted(tables.agents.items())],
         "dids": [to_plain(d) for _, d in sorted(tables.dids.items())],
@@ -291,6 +296,12 @@ def parse_document(data: Any, path: str, environ: dict[str, str] | None = None) 
         remember("did", did.number, where)
         tables.dids[did.number] = did
 
+    for i, raw in enumerate(data.get("accounts") or []):
+        where = f"{path}: accounts[{i}]" + (f" ({raw['name']})" if isinstance(raw, dict) and isinstance(raw.get("name"), str) else "")
+        account = _checked(where, lambda: check_account(from_plain(Account, raw, "account")))
+        remember("account", account.name, where)
+        tables.accounts[account.name] = account
+
     for i, raw in enumerate(data.get("routes") or []):
         where = f"{path}: routes[{i}]"
         if isinstance(raw, dict) and "prefix" in raw:
@@ -367,9 +378,10 @@ def plan_changes(current: Tables, desired: Desired, prune: bool = False, box: Se
     unchanged = 0
     final = Tables(
         trunks=dict(current.trunks), agents=dict(current.agents), dids=dict(current.dids),
-        routes=dict(current.routes), usernames=dict(current.usernames),
+        routes=dict(current.routes), usernames=dict(current.usernames), accounts=dict(current.accounts),
     )
     specs = (
+        ("accounts", "account", current.accounts, want.accounts, final.accounts, str),
         ("trunks", "trunk", current.trunks, want.trunks, final.trunks, str),
         ("agents", "agent", current.agents, want.agents, final.agents, str),
         ("dids", "did", current.dids, want.dids, final.dids, str),
@@ -419,6 +431,16 @@ def _check_final(final: Tables, desired: Desired, current: Tables) -> None:
             raise DataError(f"{where('did', number)}: no trunk {did.trunk!r} in the file or in redis")
         if did.agent not in final.agents:
             raise DataError(f"{where('did', number)}: no agent {did.agent!r} in the file or in redis")
+    for kind, entities in (("trunk", final.trunks), ("agent", final.agents)):
+        for name, entity in sorted(entities.items()):
+            if entity.account and entity.account not in final.accounts:
+                raise DataError(f"{where(kind, name)}: no account {entity.account!r} in the file or in redis")
+    for number, did in sorted(final.dids.items()):
+        for name in (did.agent, *(s.value for s in did.fallback if s.kind.value == "agent" and s.value in final.agents)):
+            trunk_account, agent_account = final.trunks[did.trunk].account, final.agents[name].account
+            if trunk_account != agent_account:
+                raise DataError(f"{where('did', number)}: agent {name!r} is of account {agent_account or '(none)'}, "
+                                f"trunk {did.trunk!r} of account {trunk_account or '(none)'}")
     for (prefix, trunk), _ in sorted(final.routes.items()):
         if trunk not in final.trunks:
             raise DataError(f"{where('route', f'{prefix} via {trunk}')}: no trunk {trunk!r} in the file or in redis")
@@ -456,7 +478,8 @@ def _watched(client: redis.Redis, desired: Desired) -> list[str]:
     agents = set(client.smembers(keys.AGENTS)) | set(names.agents)
     dids = set(client.smembers(keys.DIDS)) | set(names.dids)
     prefixes = set(client.smembers(keys.ROUTES)) | {p for p, _ in names.routes}
-    out = [keys.VERSION, keys.TRUNKS, keys.AGENTS, keys.DIDS, keys.ROUTES, keys.AUTH_USERS]
+    out = [keys.VERSION, keys.TRUNKS, keys.AGENTS, keys.DIDS, keys.ROUTES, keys.AUTH_USERS, keys.ACCOUNTS]
+    out += [keys.account(n) for n in sorted(set(client.smembers(keys.ACCOUNTS)) | set(names.accounts))]
     for name in sorted(trunks):
         out += [*keys.trunk_keys(name), *keys.trunk_secret_keys(name)]
     for name in sorted(agents):
@@ -468,6 +491,9 @@ def _watched(client: redis.Redis, desired: Desired) -> list[str]:
 
 def _queue(p: Pipeline, plan: Plan, desired: Desired, box: SecretBox | None) -> None:
     want, current, final = desired.tables, plan.current, plan.final
+    for change in plan.changes:  # accounts first: trunks and agents may name them
+        if change.kind == "account" and change.action != "remove":
+            admin.queue_put_account(p, want.accounts[change.key])
     for change in plan.changes:
         if change.kind == "trunk":
             name = change.key
@@ -494,6 +520,8 @@ def _queue(p: Pipeline, plan: Plan, desired: Desired, box: SecretBox | None) -> 
                 admin.queue_remove_did(p, change.key)
             else:
                 admin.queue_put_did(p, want.dids[change.key])
+        elif change.kind == "account" and change.action == "remove":
+            admin.queue_remove_account(p, change.key)
     for change in plan.changes:
         if change.kind != "route":
             continue

@@ -11,13 +11,13 @@ member of the index set whose keys were deleted by hand), never an error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import redis
 
 from routing.tables import keys
-from routing.tables.model import Agent, Trunk
+from routing.tables.model import Account, Agent, Trunk
 
 __all__ = ["Topology", "read_topology"]
 
@@ -29,20 +29,24 @@ _ROWS = 3
 class Topology:
     """All trunks and agents, as needed to classify a request's source; with the call path's copy
     (:meth:`routing.tables.store.RedisStore.topology`), the agent URIs marked down by the prober
-    (``{agent}/{uri}``, :mod:`routing.monitor.agentprober`)."""
+    (``{agent}/{uri}``, :mod:`routing.monitor.agentprober`); the accounts that exist (empty in a
+    deployment that names none, docs/identity.md#accounts)."""
 
     trunks: dict[str, Trunk]
     agents: dict[str, Agent]
     agents_down: frozenset[str] = frozenset()
+    accounts: dict[str, Account] = field(default_factory=dict)
 
 
-def read_topology(client: redis.Redis, trunk_names: Iterable[str] = (), agent_names: Iterable[str] = ()) -> Topology:
-    """The trunks and agents of these names, in one round trip (a pipeline without transaction).
+def read_topology(client: redis.Redis, trunk_names: Iterable[str] = (), agent_names: Iterable[str] = (),
+                  account_names: Iterable[str] = ()) -> Topology:
+    """The trunks, agents and accounts of these names, in one round trip (a pipeline without transaction).
 
     Args:
         client: a client with ``decode_responses=True``.
         trunk_names: trunk names (usually ``SMEMBERS edge:trunks``); absent ones are left out.
         agent_names: agent names (usually ``SMEMBERS edge:agents``); absent ones are left out.
+        account_names: account names (usually ``SMEMBERS edge:accounts``); absent ones are left out.
 
     Returns:
         the trunks and agents by name, in the order of the names given.
@@ -51,7 +55,7 @@ def read_topology(client: redis.Redis, trunk_names: Iterable[str] = (), agent_na
         DataError: a stored trunk or agent is malformed (the message names the key).
         redis.ConnectionError, redis.TimeoutError: redis unreachable or slow (callers map these).
     """
-    trunk_names, agent_names = list(trunk_names), list(agent_names)
+    trunk_names, agent_names, account_names = list(trunk_names), list(agent_names), list(account_names)
     pipe = client.pipeline(transaction=False)
     for name in trunk_names:
         pipe.hgetall(keys.trunk(name))
@@ -61,7 +65,9 @@ def read_topology(client: redis.Redis, trunk_names: Iterable[str] = (), agent_na
         pipe.hgetall(keys.agent(name))
         pipe.lrange(keys.agent_uris(name), 0, -1)
         pipe.smembers(keys.agent_cidrs(name))
-    rows = pipe.execute() if trunk_names or agent_names else []
+    for name in account_names:
+        pipe.hgetall(keys.account(name))
+    rows = pipe.execute() if trunk_names or agent_names or account_names else []
     trunks: dict[str, Trunk] = {}
     agents: dict[str, Agent] = {}
     for i, name in enumerate(trunk_names):
@@ -73,4 +79,7 @@ def read_topology(client: redis.Redis, trunk_names: Iterable[str] = (), agent_na
         fields, uris, cidrs = rows[offset + _ROWS * i : offset + _ROWS * i + _ROWS]
         if fields or uris or cidrs:
             agents[name] = Agent.from_redis(name, fields, uris, cidrs)
-    return Topology(trunks=trunks, agents=agents)
+    offset += _ROWS * len(agent_names)
+    accounts = {name: Account.from_redis(name, fields)
+                for name, fields in zip(account_names, rows[offset:]) if fields}
+    return Topology(trunks=trunks, agents=agents, accounts=accounts)

@@ -253,3 +253,22 @@ def test_a_silent_agent_reaches_the_dids_fallback_number_through_least_cost_rout
                           what="the call's record")
     assert record["trunk"] == "carrier-b" and record["rate"] == "0.0200"
     assert [g["result"] for g in record["gateways"]] == ["timeout", "200"]
+
+
+def test_a_trunk_without_diversion_gets_the_forwarded_call_without_it(clean_edge: Edge) -> None:
+    """carrier-b set ``diversion: no`` (a carrier that refuses or misreads the header): the DID's
+    fallback to a number reaches it with the caller's From and no Diversion."""
+    edge = clean_edge
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], probe=False)
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, 5080)], probe=False, diversion=False)
+    assert edge.redis.hget(keys.trunk("carrier-b"), "diversion") == "no"
+    edge.route("+44", "carrier-b", "0.0200")
+    edge.agent("bot", [DEAD], [], probe=False, answer_timeout_ms=400)
+    admin.put_did(edge.redis, Did(DID, "carrier-a", "bot", parse_fallback("number:+442071838751", "test")))
+    human = uas(edge.workdir / "human", CARRIER_B, 5080, scenario=gateway_scenario(edge.workdir, 200, 200),
+                calls=100000, answer_ms=100)
+    final, _ = call(edge, "call")
+    assert status_line(final) == (200, "OK")
+    [invite] = human.received_requests("INVITE")
+    assert header_values(invite, "Diversion") == []
+    assert re.search(r"^From:.*sip:\+14155550123@", invite, re.M | re.I)  # the original caller

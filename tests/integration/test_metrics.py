@@ -342,7 +342,7 @@ def test_every_dashboard_panel_shows_what_the_test_drove_in_a_real_prometheus(
     # the alerting rules of monitoring/alerts.yml load and evaluate in the real Prometheus
     with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=5) as reply:
         rules = [r for g in json.loads(reply.read())["data"]["groups"] for r in g["rules"]]
-    assert len(rules) == 10 and all(r["health"] == "ok" for r in rules), rules
+    assert len(rules) == 11 and all(r["health"] == "ok" for r in rules), rules
 
 
 def test_http_on_a_sip_port_is_refused_and_only_metrics_is_served(clean_edge: Edge) -> None:

@@ -1,5 +1,5 @@
-"""Validated reads and writes of the routing tables (trunks, agents, DIDs, routes), one module
-per noun (:mod:`.trunks`, :mod:`.agents`, :mod:`.dids`, :mod:`.routes`) over the transactions
+"""Validated reads and writes of the routing tables (trunks, agents, DIDs, routes, accounts), one module
+per noun (:mod:`.trunks`, :mod:`.agents`, :mod:`.dids`, :mod:`.routes`, :mod:`.accounts`) over the transactions
 of :mod:`.common`; this package re-exports them (``admin.put_trunk(...)``).
 
 The one write path shared by ``edgectl`` (and later the HTTP API and
@@ -35,6 +35,15 @@ from routing.tables.admin.common import (
     number_format_dict,
     transaction,
     version_seed,
+)
+from routing.tables.admin.accounts import (
+    account_dict,
+    get_account,
+    list_accounts,
+    put_account,
+    queue_put_account,
+    queue_remove_account,
+    remove_account,
 )
 from routing.tables.admin.trunks import (
     USERNAME_PATTERN,
@@ -84,6 +93,8 @@ from routing.tables.admin.routes import (
 )
 
 __all__ = [
+    "account_dict", "get_account", "list_accounts", "put_account", "queue_put_account", "queue_remove_account",
+    "remove_account",
     "MAX_ATTEMPTS",
     "Writes",
     "number_format_dict",

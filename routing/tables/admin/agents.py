@@ -21,6 +21,7 @@ from routing.tables.admin.common import (
 )
 from routing.tables.model import Agent, DataError, check_name, parse_sip_uri
 from routing.tables.topology import read_topology
+from routing.tables.admin.accounts import check_account_ref, check_agent_move
 
 __all__ = ["check_agent", "queue_put_agent", "queue_remove_agent", "put_agent", "get_agent", "list_agents", "remove_agent", "agent_dict"]
 
@@ -67,7 +68,8 @@ def put_agent(client: redis.Redis, agent: Agent, replace: bool = False) -> Agent
 
     Raises:
         DataError: invalid agent (see :func:`check_agent`), the name exists and
-            ``replace`` is False, or a CIDR already belongs to another trunk/agent.
+            ``replace`` is False, a CIDR already belongs to another trunk/agent, its account does
+            not exist or a DID bound to it would then be of a trunk of another account.
     """
     agent = check_agent(agent)
     name, where = agent.name, f"agent {agent.name!r}"
@@ -77,6 +79,8 @@ def put_agent(client: redis.Redis, agent: Agent, replace: bool = False) -> Agent
         if pipe.sismember(keys.AGENTS, name) and not replace:
             raise DataError(f"{where} already exists (use --replace to overwrite it)")
         check_cidrs_free(cidr_owners(client, pipe, ("agent", name)), agent.cidrs, where)
+        check_account_ref(pipe, agent.account, where)
+        check_agent_move(client, pipe, name, agent.account, where)
 
         return lambda p: queue_put_agent(p, agent)
 
@@ -134,7 +138,7 @@ def agent_dict(agent: Agent) -> dict[str, object]:
     number_format {country_code, national_prefix, international_prefix, national_length} (as a trunk's),
     transfer_hosts (hosts of SIP URI transfer targets), probe (OPTIONS health checks of its URIs),
     answer_timeout_ms (null = the node's sip.ringing_timeout_ms), hold_answer_ms (0 = off), caller_id (default caller ID or null),
-    caller_ids (E.164 prefixes it may present), present_dids (its DIDs too)."""
+    caller_ids (E.164 prefixes it may present), present_dids (its DIDs too), account (null = none)."""
     return {
         "name": agent.name,
         "uris": list(agent.uris),
@@ -154,4 +158,5 @@ def agent_dict(agent: Agent) -> dict[str, object]:
         "caller_id": agent.caller_id or None,
         "caller_ids": list(agent.caller_ids),
         "present_dids": agent.present_dids,
+        "account": agent.account or None,
     }

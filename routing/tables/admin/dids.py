@@ -9,6 +9,7 @@ from redis.client import Pipeline
 from routing.call.numbers import is_e164
 from routing.tables import keys
 from routing.tables.admin.common import Writes, read, require, transaction
+from routing.tables.admin.accounts import check_did_accounts
 from routing.tables.model import DataError, Did, check_name
 from routing.tables.model.did import FallbackKind, parse_fallback
 
@@ -49,7 +50,7 @@ def put_did(client: redis.Redis, did: Did, replace: bool = False) -> Did:
 
     Raises:
         DataError: invalid DID (see :func:`check_did`), unknown trunk or
-            agent, or the DID exists and ``replace`` is False.
+            agent, an agent of another account than the trunk's, or the DID exists and ``replace`` is False.
     """
     did = check_did(did)
     where = f"did {did.number}"
@@ -62,6 +63,8 @@ def put_did(client: redis.Redis, did: Did, replace: bool = False) -> Did:
         for step in did.fallback:
             if step.kind is FallbackKind.AGENT:
                 require(pipe, keys.AGENTS, step.value, "fallback agent")
+        check_did_accounts(client, pipe, did.number, did.trunk, did.agent,
+                           tuple(s.value for s in did.fallback if s.kind is FallbackKind.AGENT))
 
         return lambda p: queue_put_did(p, did)
 

@@ -117,5 +117,7 @@ def remove_route(client: redis.Redis, prefix: str, trunk: str | None = None) -> 
 
 
 def route_dict(entry: RouteEntry) -> dict[str, object]:
-    """JSON shape of a route entry: prefix, trunk, rate (decimal string, per minute), priority."""
-    return {"prefix": entry.prefix, "trunk": entry.trunk, "rate": str(entry.rate), "priority": entry.priority}
+    """JSON shape of a route entry: prefix, trunk, rate (decimal string, per minute), priority, shared
+    (agents of every account may use it)."""
+    return {"prefix": entry.prefix, "trunk": entry.trunk, "rate": str(entry.rate), "priority": entry.priority,
+            "shared": entry.shared}

@@ -38,6 +38,7 @@ from routing.tables.model import (
     parse_params,
 )
 from routing.tables.topology import read_topology
+from routing.tables.admin.accounts import check_account_ref, check_trunk_move
 
 __all__ = ["parse_gateway", "check_trunk", "queue_put_trunk", "queue_remove_trunk", "queue_credentials", "put_trunk", "get_trunk", "list_trunks", "remove_trunk", "set_trunk_password", "new_contact_user", "registration_states", "trunk_username", "trunk_dict", "USERNAME_PATTERN"]
 
@@ -138,7 +139,8 @@ def put_trunk(client: redis.Redis, trunk: Trunk, replace: bool = False) -> Trunk
 
     Raises:
         DataError: invalid trunk (see :func:`check_trunk`), the name exists and
-            ``replace`` is False, or a CIDR already belongs to another trunk/agent.
+            ``replace`` is False, a CIDR already belongs to another trunk/agent, its account does
+            not exist or a DID of the trunk would then bind an agent of another account.
     """
     trunk = check_trunk(trunk)
     name, where = trunk.name, f"trunk {trunk.name!r}"
@@ -148,6 +150,8 @@ def put_trunk(client: redis.Redis, trunk: Trunk, replace: bool = False) -> Trunk
         if pipe.sismember(keys.TRUNKS, name) and not replace:
             raise DataError(f"{where} already exists (use --replace to overwrite it)")
         check_cidrs_free(cidr_owners(client, pipe, ("trunk", name)), trunk.cidrs, where)
+        check_account_ref(pipe, trunk.account, where)
+        check_trunk_move(client, pipe, name, trunk.account, where)
         if trunk.register is not None:
             for other in sorted(pipe.smembers(keys.TRUNKS)):
                 text = pipe.hget(keys.trunk(other), "register") if other != name else ""
@@ -277,7 +281,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     price of origination calls, decimal string or null), transfer (refer, auto), refer_to
     (sip, tel, sip-digits, sip-national), ringback_ms (null = never), caller_id_policy (pass, owned),
     caller_id_action (refuse, replace), verified_caller_ids, caller_shape {header, format, from_user,
-    from_host, user_phone, display}, stir_sign,
+    from_host, user_phone, display}, stir_sign, account (null = none), diversion (forwarded calls name the DID), stir_verify,
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
     return {
         "name": trunk.name,
@@ -325,4 +329,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "verified_caller_ids": list(trunk.verified_caller_ids),
         "caller_shape": trunk.caller_shape.to_json(),
         "stir_sign": trunk.stir_sign,
+        "account": trunk.account or None,
+        "diversion": trunk.diversion,
+        "stir_verify": trunk.stir_verify,
     }

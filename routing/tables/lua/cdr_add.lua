@@ -4,11 +4,13 @@
 -- KEYS[2]  index ZSET      edge:cdrs
 -- KEYS[3]  outbox ZSET     edge:cdrs:outbox:{node}  (used only when ARGV[8] is "1")
 -- KEYS[4]  spend STRING    edge:spend:{trunk}:{yyyymmdd}   (optional)
+-- KEYS[5]  spend STRING    edge:account-spend:{account}:{yyyymmdd}   (optional, with KEYS[4])
 -- ARGV[1]  record JSON
 -- ARGV[2]  score: start time (ms since epoch)
 -- ARGV[3]  member: the record id
 -- ARGV[4]  the record's TTL (s)
--- ARGV[5]  cost in micro-units, added to KEYS[4] only when the record is new
+-- ARGV[5]  cost in micro-units not yet counted while the call ran, added to KEYS[4] (and KEYS[5])
+--          only when the record is new
 -- ARGV[6]  TTL of the spend key (s)
 -- ARGV[7]  retention window of the index (s): members older are pruned (default ARGV[4])
 -- ARGV[8]  "1": a durable store drains this node's records: the record is kept without TTL and
@@ -50,7 +52,9 @@ if bound > 0 then
   end
 end
 if KEYS[4] and tonumber(ARGV[5]) > 0 then
-  redis.call('INCRBY', KEYS[4], tonumber(ARGV[5]))
-  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
+  for k = 4, #KEYS do  -- KEYS[5]: the account's spend (edge:account-spend:{account}:{yyyymmdd}), optional
+    redis.call('INCRBY', KEYS[k], tonumber(ARGV[5]))
+    redis.call('EXPIRE', KEYS[k], tonumber(ARGV[6]))
+  end
 end
 return 1

@@ -6,7 +6,7 @@ reads through one definition.  Invalid data raises :class:`DataError` naming
 the key and field, whether it came from the CLI or from a hand edit.
 
 One module per noun: :mod:`.trunk` (``Trunk``, ``Gateway``, ``Registration``),
-:mod:`.agent`, :mod:`.did`, :mod:`.route`, :mod:`.media_policy` (``MediaPolicy``, shared by
+:mod:`.agent`, :mod:`.did`, :mod:`.route`, :mod:`.account`, :mod:`.media_policy` (``MediaPolicy``, shared by
 trunks and agents), and :mod:`.fields` (``DataError``, the enums and the parsers they share).
 Import the names from this package: ``from routing.tables.model import Trunk``.
 """
@@ -47,8 +47,10 @@ from routing.tables.model.trunk import CONTACT_USER_PATTERN, RINGBACK_MS, Gatewa
 from routing.tables.model.agent import ANSWER_TIMEOUT_MS, Agent, check_answer_timeout, check_hold_answer
 from routing.tables.model.did import Did
 from routing.tables.model.route import RouteEntry
+from routing.tables.model.account import Account, check_account, parse_account_ref, same_account
 
 __all__ = [
+    "Account", "check_account", "parse_account_ref", "same_account",
     "DataError", "Direction", "AuthMode", "Transport", "SrtpMode", "MediaPolicy", "SilenceFill", "CODECS",
     "Gateway", "Registration", "Trunk", "Agent", "Did", "RouteEntry", "NAME_PATTERN", "PREFIX_PATTERN",
     "CONTACT_USER_PATTERN", "check_name", "check_prefix", "parse_codecs", "parse_params", "format_params",

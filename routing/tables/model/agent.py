@@ -21,6 +21,7 @@ from routing.tables.model.fields import (
     _int,
 )
 from routing.tables.model.media_policy import MediaPolicy
+from routing.tables.model.account import parse_account_ref
 
 __all__ = ["Agent", "check_answer_timeout", "ANSWER_TIMEOUT_MS", "check_caller_id"]
 
@@ -80,10 +81,11 @@ class Agent:
     caller_id: str = ""
     caller_ids: tuple[str, ...] = ()
     present_dids: bool = False
+    account: str = ""
 
     def to_redis(self) -> dict[str, str]:
-        """Fields of ``edge:agent:{name}``."""
-        return {
+        """Fields of ``edge:agent:{name}`` (``account`` only when it has one)."""
+        return {**({"account": self.account} if self.account else {}),
             "max_calls": "" if self.max_calls is None else str(self.max_calls),
             **number_format_fields(self.number_format),
             "allow_prefixes": ",".join(self.allow_prefixes),
@@ -133,6 +135,7 @@ class Agent:
             caller_id=check_caller_id(fields.get("caller_id", ""), f"{keys.agent(name)} caller_id"),
             caller_ids=parse_prefixes(fields.get("caller_ids", ""), f"{keys.agent(name)} caller_ids"),
             present_dids=_bool(fields.get("present_dids"), f"{keys.agent(name)} present_dids", default=False),
+            account=parse_account_ref(fields.get("account"), f"{keys.agent(name)} account"),
         )
 
 

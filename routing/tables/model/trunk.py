@@ -40,6 +40,7 @@ from routing.tables.model.fields import (
 )
 from routing.tables.model.callershape import CallerIdShape
 from routing.tables.model.media_policy import MediaPolicy
+from routing.tables.model.account import parse_account_ref
 
 __all__ = ["Gateway", "Registration", "Trunk", "CONTACT_USER_PATTERN", "check_ringback", "RINGBACK_MS"]
 
@@ -246,6 +247,12 @@ class Trunk:
             display name); the default relays the From as the agent wrote it.
         stir_sign: termination calls over this trunk get a STIR/SHAKEN ``Identity`` header
             signed by the edge (settings ``stir``; docs/identity.md#stirshaken-signing).
+        account: the account the trunk belongs to (docs/identity.md#accounts); "" = none.
+        stir_verify: the edge checks the ``Identity`` header of inbound calls from this carrier with
+            secsipid (settings ``stir.verify``) and tells the agent in ``X-Edge-Identity``.
+        diversion: a forwarded call sent to this carrier (a DID's fallback to a number) names the DID
+            it came in on in ``Diversion`` (RFC 5806), and on an ``owned`` trunk its caller ID then
+            counts as owned when that DID is; False: no Diversion (docs/identity.md#forwarded-calls).
     """
 
     name: str
@@ -278,9 +285,13 @@ class Trunk:
     verified_caller_ids: tuple[str, ...] = ()
     caller_shape: CallerIdShape = field(default_factory=CallerIdShape)
     stir_sign: bool = False
+    account: str = ""
+    diversion: bool = True
+    stir_verify: bool = False
 
     def to_redis(self) -> dict[str, str]:
-        """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk)."""
+        """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk, ``account``
+        only when it has one)."""
         fields = {
             "direction": self.direction.value,
             "max_calls": "" if self.max_calls is None else str(self.max_calls),
@@ -312,6 +323,12 @@ class Trunk:
             fields["register"] = self.register.to_redis()
         if self.tls_ca:
             fields["tls_ca"] = self.tls_ca
+        if self.account:
+            fields["account"] = self.account
+        if not self.diversion:
+            fields["diversion"] = "no"
+        if self.stir_verify:
+            fields["stir_verify"] = "yes"
         return fields
 
     @classmethod
@@ -370,6 +387,9 @@ class Trunk:
             verified_caller_ids=parse_prefixes(fields.get("verified_caller_ids", ""), f"{where} verified_caller_ids"),
             caller_shape=CallerIdShape.from_redis(fields, where),
             stir_sign=_bool(fields.get("stir_sign"), f"{where} stir_sign", default=False),
+            account=parse_account_ref(fields.get("account"), f"{where} account"),
+            diversion=_bool(fields.get("diversion"), f"{where} diversion", default=True),
+            stir_verify=_bool(fields.get("stir_verify"), f"{where} stir_verify", default=False),
         )
 
 

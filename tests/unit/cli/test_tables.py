@@ -48,7 +48,8 @@ def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
                                  "sip_keepalive": None, "fill_silence": None},
                        "number_format": {"country_code": "", "national_prefix": "", "international_prefix": "00",
                                          "national_length": 0}, "transfer_hosts": [], "probe": True,
-                       "answer_timeout_ms": None, "hold_answer_ms": 0, "caller_id": None, "caller_ids": [], "present_dids": False}]
+                       "answer_timeout_ms": None, "hold_answer_ms": 0, "caller_id": None, "caller_ids": [], "present_dids": False,
+                       "account": None}]
     assert json.loads(ok(edgectl("agent", "show", "bot", "--json")).stdout) == {**agents[0], "health": {}}
 
     dids = json.loads(ok(edgectl("did", "list", "--json")).stdout)
@@ -56,7 +57,7 @@ def test_list_and_show_json(edgectl, provisioned: redis.Redis) -> None:
     assert json.loads(ok(edgectl("did", "show", "+1 415 555 0100", "--json")).stdout) == dids[0]
 
     routes = json.loads(ok(edgectl("route", "list", "--json")).stdout)
-    assert routes == [{"prefix": "+1415", "trunk": "telnyx", "rate": "0.0045", "priority": 5}]
+    assert routes == [{"prefix": "+1415", "trunk": "telnyx", "rate": "0.0045", "priority": 5, "shared": False}]
     assert json.loads(ok(edgectl("route", "show", "+1415", "--json")).stdout) == routes
 
 

@@ -72,6 +72,7 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "siputils.has_totag": -1,
     "textops.remove_hf_re": 1,
     "textops.has_body_type": 1,  # the INVITE carries SDP
+    "secsipid.secsipid_check": 1,  # the Identity header verifies (routing.kamailio.identitycheck)
     **{f"xhttp_prom.counter_inc_l{n}": 1 for n in range(4)},
     **{f"xhttp_prom.histogram_observe_l{n}": 1 for n in range(4)},
     "xhttp_prom.gauge_set_l0": 1,

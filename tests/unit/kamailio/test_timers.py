@@ -240,3 +240,37 @@ def test_first_audio_is_timed_from_the_answer_and_a_silent_agent_is_dead_air(ksr
     observed = [a for name, a in ksr.calls if name == "xhttp_prom.histogram_observe_l3"]
     assert [(a[0], a[2:]) for a in observed] == [("byoc_edge_time_to_first_audio_seconds", ("origination", "telnyx", "bot"))]
     assert ("byoc_edge_dead_air_total", "origination", "telnyx", "bot") in counted(ksr)
+
+
+# -- spend accrual (routing.tables.spend) -------------------------------------------------------
+
+
+class Accrued(list):
+    """Stands for SpendAccrual: the accrue() calls."""
+
+    def accrue(self, call_id: str, total_micros: int, trunk: str, account: str, day: str) -> int:
+        self.append((call_id, total_micros, trunk, account))
+        return total_micros
+
+
+@pytest.mark.parametrize(("capped", "expected"), [("trunk", [(CALL, 1_200_000, "b", "")]),
+                                                  ("account", [(CALL, 1_200_000, "b", "acme")]),
+                                                  ("none", [])])
+def test_watchdog_accrues_the_spend_so_far_of_calls_under_a_cap_only(
+        timers: types.ModuleType, ht: HTables, router: Any, store: FakeStore, capped: str, expected: list) -> None:
+    from decimal import Decimal
+
+    from routing.tables.model import Account, Trunk
+
+    store.trunks["b"] = Trunk("b", daily_spend_cap=Decimal("5") if capped == "trunk" else None)
+    store.accounts["acme"] = Account("acme", daily_spend_cap=Decimal("5") if capped == "account" else None)
+    now = int(time.time())
+    answered_ms = (now - 30) * 1000
+    ht.table("cdr")[CALL] = json.dumps({"start": answered_ms - 1000, "dir": "termination", "trunk": "b",
+                                         "rate": "1.20", "billing": "60/60", "answer": answered_ms,
+                                         **({"acct": "acme"} if capped == "account" else {})})
+    ht.table("deadline")[CALL] = f"{now + 3600}:11:22:ft1:tt1"
+    ht.table("mediawatch")[CALL] = f"{now - 1}:30:{now - 5}:ft1"
+    router.worker.spend = accrued = Accrued()
+    timers.call_clock(router.worker)
+    assert accrued == expected  # 30 s of a 60/60 call at 1.20/min: its first minute, whole

@@ -57,3 +57,16 @@ def test_outbox_depth_only_with_a_durable_store(redis_client: redis.Redis, tmp_p
         durable.add({"id": f"n1:c{n}:1", "start_ms": now, "end_ms": now, "cost": "0"})
     assert "byoc_edge_cdr_outbox_records 3.0" in scrape(CdrCollector(redis_client, tmp_path, durable))
     assert "outbox" not in scrape(CdrCollector(redis_client, tmp_path, CdrStore(redis_client, 3600)))
+
+
+def test_account_spend_and_cap_only_where_accounts_exist(redis_client: redis.Redis, tmp_path: Path) -> None:
+    from routing.tables.model import Account
+
+    admin.put_trunk(redis_client, Trunk("telnyx"))
+    assert "account" not in scrape(CdrCollector(redis_client, tmp_path, clock=lambda: NOON))
+    admin.put_account(redis_client, Account("acme", daily_spend_cap=Decimal("20")))
+    redis_client.set(keys.account_spend("acme", "20261121"), 1_500_000)
+    text = scrape(CdrCollector(redis_client, tmp_path, clock=lambda: NOON))
+    assert 'byoc_edge_account_spend_today{account="acme"} 1.5' in text
+    assert 'byoc_edge_account_daily_spend_cap{account="acme"} 20.0' in text
+    assert 'byoc_edge_trunk_spend_today{trunk="telnyx"} 0.0' in text

@@ -59,3 +59,15 @@ def test_unreachable_redis_gives_only_redis_down() -> None:
     text = scrape(client)
     assert "byoc_edge_redis_up 0.0" in text
     assert "byoc_edge_trunk_active_calls" not in text
+
+
+def test_account_calls_and_limit_only_where_accounts_exist(redis_client: redis.Redis) -> None:
+    from routing.tables.model import Account
+
+    admin.put_trunk(redis_client, Trunk("a", Direction.BOTH))
+    assert "account" not in scrape(redis_client)
+    admin.put_account(redis_client, Account("acme", max_calls=4))
+    assert RedisStore(redis_client, "n1").acquire("c1", [Lease(keys.account_lease("acme"), 4, "account acme")], 60).admitted
+    text = scrape(redis_client)
+    assert 'byoc_edge_account_active_calls{account="acme"} 1.0' in text
+    assert 'byoc_edge_account_max_calls{account="acme"} 4.0' in text

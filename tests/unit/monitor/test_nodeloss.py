@@ -55,3 +55,23 @@ def test_a_node_with_a_heartbeat_keeps_its_calls(redis_client: redis.Redis) -> N
     assert nodeloss.reap(redis_client, "me", CdrStore(redis_client, 86400)) == {}
     assert redis_client.exists(keys.call("busy", "c1"))
     assert 0 < redis_client.ttl(keys.node("busy")) <= 10
+
+
+def test_a_dead_nodes_account_call_keeps_its_account_and_its_accrued_spend(redis_client: redis.Redis) -> None:
+    from routing.tables.spend import SpendAccrual
+    from routing.call.cdr import utc_day
+
+    store = RedisStore(redis_client, "ghost")
+    account = Lease(keys.account_lease("acme"), 4, "account acme")
+    started = int(time.time() * 1000) - 10_000
+    facts = {"direction": "termination", "trunk": "telnyx", "agent": "bot", "account": "acme", "start_ms": str(started)}
+    assert store.acquire("c1", [AGENT, account], 600, facts=facts).admitted
+    store.update_call("c1", {"answer_ms": str(started + 1000)}, extend_s=3600)
+    day = utc_day(int(time.time() * 1000))
+    SpendAccrual(redis_client, "ghost").accrue("c1", 70_000, "telnyx", "acme", day)
+    cdrs = CdrStore(redis_client, 86400)
+    assert nodeloss.reap(redis_client, "me", cdrs) == {"ghost": 1}
+    [record] = cdrs.records(0, 2**62)
+    assert (record["account"], record["spend_accrued"], record["cost"]) == ("acme", "0.070000", "0.000000")
+    assert redis_client.get(keys.account_spend("acme", day)) == "70000"  # counted while it ran, once
+    assert lease_counts(redis_client).get(account.key, 0) == 0

@@ -327,3 +327,29 @@ def test_cli_export_then_apply(edgectl, redis_client: redis.Redis, tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert '"field": "direction"' in result.stdout
     assert admin.get_trunk(redis_client, "telnyx").direction is Direction.INBOUND
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+def test_accounts_apply_export_and_are_checked_before_any_write(redis_client: redis.Redis) -> None:
+    acme = [{"name": "acme", "max_calls": 4, "max_cps": None, "daily_spend_cap": "10"}]
+    owned = document(accounts=acme, trunks=[{**to_plain(make_trunk()), "account": "acme"}],
+                     agents=[{**to_plain(make_agent()), "account": "acme"}])
+    assert "accounts" not in tableset.export_document(tableset.read_tables(redis_client))  # none: section left out
+    split = dict(owned, agents=[to_plain(make_agent())])  # the DID's agent in no account, its trunk in acme
+    with pytest.raises(DataError, match=r"dids\[0\] \(\+14155550100\): agent 'bot' is of account \(none\), trunk 'telnyx'"):
+        tableset.apply_document(redis_client, tableset.parse_document(split, "f.yaml"))
+    with pytest.raises(DataError, match=r"trunks\[0\] \(telnyx\): no account 'acme' in the file or in redis"):
+        tableset.apply_document(redis_client, tableset.parse_document(dict(owned, accounts=[]), "f.yaml"))
+    assert redis_client.keys("edge:*") == []  # nothing half-applied
+
+    plan = tableset.apply_document(redis_client, tableset.parse_document(owned, "f.yaml"))
+    assert plan.counts["add"] == 5
+    assert admin.get_account(redis_client, "acme").max_calls == 4  # type: ignore[union-attr]
+    assert admin.get_trunk(redis_client, "telnyx").account == "acme"  # type: ignore[union-attr]
+    exported = tableset.export_document(tableset.read_tables(redis_client))
+    assert exported["accounts"] == [{"name": "acme", "max_calls": 4, "max_cps": None, "daily_spend_cap": "10"}]
+    assert tableset.apply_document(redis_client, tableset.parse_document(exported, "f.yaml"), prune=True).changes == []
+    with pytest.raises(DataError, match=r"trunk telnyx \(in redis, not in the file\): no account 'acme'"):
+        tableset.apply_document(redis_client, tableset.parse_document({"accounts": []}, "f.yaml"), prune=True)
