@@ -55,6 +55,9 @@ SESSION_TABLE = "sessiontimer"
 HOLD_ANSWER_TABLE = "holdanswer"
 #: answered calls whose agent has sent no RTP yet: call-id -> "{answer ms}:{direction}:{trunk}:{agent}:{agent tag}"
 FIRST_AUDIO_TABLE = "firstaudio"
+#: bridged transfers (routing.call.bridge.Bridge JSON), under the original call's Call-ID and the
+#: transfer leg's, from the bridge's start until either call ends (routing/kamailio/bridge.py)
+XFER_TABLE = "xfer"
 
 # -- transaction AVPs ---------------------------------------------------------------------------
 #: the call plan (routing.plan.CallPlan JSON) of the INVITE's transaction
@@ -93,6 +96,9 @@ REQ_SDP_AVP = "$avp(edge_req_sdp)"
 EDGE_HANGUP_AVP = "$avp(edge_hangup)"
 #: on a REFER's transaction: the agent's transfer relayed to the carrier (its reply is recorded)
 REFER_AVP = "$avp(edge_refer)"
+#: on a REFER relayed in ``auto`` mode: what a bridge after the carrier's refusal needs (JSON,
+#: routing/kamailio/transfers.py)
+XFER_AVP = "$avp(edge_xfer)"
 #: the header lines an agent hop gets (the X-Edge-* of an origination call), kept for every hop
 AGENT_HEADERS_AVP = "$avp(edge_agent_hdrs)"
 #: the header lines the hop being tried gets, appended by the native branch route (per branch)
@@ -114,6 +120,8 @@ MEDIA_VAR = "$dlg_var(edge_media)"
 DTMF_VAR = "$dlg_var(edge_dtmf)"
 #: ``"{interval}:{refresher}"`` when the edge keeps the call's session timers for the agent
 SESSION_VAR = "$dlg_var(edge_st)"
+#: an origination call's carrier SDP (its last offer), the offer of a bridged transfer's leg
+SDP_VAR = "$dlg_var(edge_sdp)"
 
 # -- per-message script variables (reset by the native request route) ---------------------------
 #: share of new calls the native route ADMISSION refuses, permille (routing/kamailio/overload.py)
@@ -136,6 +144,8 @@ EDGE_INFO_HEADER = "X-Edge-Info"
 #: header of the edge's own requests naming the socket toward their receiver
 EDGE_SOCKET_HEADER = "X-Edge-Socket"
 EDGE_HEADER_PREFIX = "X-Edge-"
+#: header of a bridged transfer's leg INVITE the edge sends itself: the original call's Call-ID
+XFER_HEADER = "X-Edge-Transfer"
 #: call-record state key of a refusal carried out at the ACK
 MEDIA_REFUSED = "media_refused"
 MAX_FORWARDS = 70
@@ -143,6 +153,8 @@ ON_FAILURE = "ksr_failure_manage"
 ON_REPLY = "ksr_onreply_manage"
 ON_BRANCH = "ksr_branch_manage"
 DIALOG_TIMEOUT_ROUTE = "ksr_dialog_timeout"
+#: failure route of a REFER relayed in ``auto`` mode (the carrier's refusal may start a bridge)
+ON_REFER_FAILURE = "ksr_refer_failure"
 #: refusals of the native admission route: (code, reason phrase, tag)
 NODE_CPS, NODE_CALLS, NODE_OVERLOADED = Reason.NODE_CPS, Reason.NODE_CALLS, Reason.NODE_OVERLOADED
 NODE_DRAINING = Reason.NODE_DRAINING
