@@ -53,11 +53,12 @@ def _request(method: str, cseq: int, from_: str, to: str, sdp: str = "") -> str:
 
 
 def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, hangs_up: bool = True,
-                     hold: bool = False, hangup_ms: int = 4000) -> Path:
+                     hold: bool = False, hangup_ms: int = 4000, held: bool = False) -> Path:
     """The carrier's caller: INVITE to ``[service]`` with its SDP, the agent's answer noted
     (``answer``); the REFER answered ``refer_code`` (``"501 Not Implemented"``; none expected when
     empty); with ``bridged`` the edge's re-INVITE noted (``reinvite``) and answered; with ``hold``
-    a re-INVITE ``a=sendonly`` sent after 1 s and its answer noted (``hold``); then BYE after
+    a re-INVITE ``a=sendonly`` sent after 1 s and its answer noted (``hold``); with ``held`` a
+    re-INVITE awaited, noted (``held``) and answered ``a=recvonly``; then BYE after
     ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
     me = '"Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
     peer = "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]"
@@ -76,6 +77,9 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
                   '  <recv response="100" optional="true"/>\n',
                   '  <recv response="200">\n' + _note("hold") + "  </recv>\n",
                   _request("ACK", 2, me, peer).replace(' retrans="500"', "")]
+    if held:
+        steps += ['  <recv request="INVITE">\n' + _note("held") + "  </recv>\n", _reply("200 OK", _sdp("recvonly")),
+                  '  <recv request="ACK"/>\n']
     if hangs_up:
         steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 3, me, peer), '  <recv response="200"/>\n']
     else:
@@ -86,10 +90,11 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
 
 
 def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False, hold: bool = False,
-                   hangup_ms: int = 4000) -> Path:
+                   hangup_ms: int = 4000, holds: bool = False) -> Path:
     """The human behind a carrier gateway: the leg's INVITE noted (``invite``) and answered
     ``answer`` (with its SDP when 2xx); with ``hold`` a re-INVITE awaited, noted (``hold``) and
-    answered ``a=recvonly``; then BYE after ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
+    answered ``a=recvonly``; with ``holds`` a re-INVITE ``a=sendonly`` sent after 1 s and its
+    answer noted (``holds``); then BYE after ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
     steps = ['  <recv request="INVITE" rrs="true">\n' + _note("invite").replace(
         "    <action>\n", '    <action>\n'
         '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
@@ -103,8 +108,13 @@ def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False
         if hold:
             steps += ['  <recv request="INVITE">\n' + _note("hold") + "  </recv>\n", _reply("200 OK", _sdp("recvonly")),
                       '  <recv request="ACK"/>\n']
+        if holds:
+            steps += ['  <pause milliseconds="1000"/>\n', _request("INVITE", 1, me, "[$caller]", _sdp("sendonly")),
+                      '  <recv response="100" optional="true"/>\n',
+                      '  <recv response="200">\n' + _note("holds") + "  </recv>\n",
+                      _request("ACK", 1, me, "[$caller]").replace(' retrans="500"', "")]
         if hangs_up:
-            steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 1, me, "[$caller]"),
+            steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 2, me, "[$caller]"),
                       '  <recv response="200"/>\n']
         else:
             steps += ['  <recv request="BYE"/>\n', _reply("200 OK"), '  <Reference variables="caller,me"/>\n']

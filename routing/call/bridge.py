@@ -14,7 +14,9 @@ its own INVITEs by itself):
 3. when the target answers, the edge re-INVITEs the carrier on the agent's behalf with the answer
    rtpengine made for the carrier's side of the leg, then NOTIFYs the agent ``200 OK`` and
    sends it BYE; the carrier's dialog and the leg stay, joined by rtpengine's leg call;
-4. from then on the edge maps the two dialogs: a BYE from either end ends the other.
+4. from then on the edge maps the two dialogs: a BYE from either end ends the other; a re-INVITE
+   from either end (hold, codec change) is re-offered in the leg's rtpengine call and relayed to
+   the other end with the other dialog's identifiers, its answer and ACK mapped back.
 
 A failed leg (busy, no answer, no route) ends nothing: the agent gets the final status in its
 NOTIFY (RFC 3515 section 2.4.5) and keeps the caller.
@@ -118,8 +120,14 @@ class Bridge:
         leg_tag, target_tag: the leg's tags once the target answered (the edge is its caller).
         carrier_cseq: the carrier's last CSeq number in the original dialog at the REFER.
         leg_cseq: the leg INVITE's CSeq number (a CANCEL names it).
-        agent_cseq: the CSeq number of the re-INVITE the edge sent the carrier on the agent's
-            behalf (its later BYE on the agent's behalf goes above it).
+        agent_cseq: the highest CSeq number the edge used in the original call on the agent's
+            behalf (its re-INVITEs to the carrier; its later BYE goes above it).
+        uac_cseq: the highest CSeq number the edge used in the leg as its caller after the INVITE.
+        relayed: ``[sender's CSeq, CSeq in the other call]`` of the last re-INVITE relayed across
+            the bridge (its ACK is mapped with it).
+        media: the leg's media policies, ``{"caller": ..., "callee": ...}`` JSON (``MediaPolicy``
+            forms: the original trunk's for the carrier, the leg's first trunk's for the target),
+            applied to re-offers across the bridge.
     """
 
     call_id: str
@@ -139,6 +147,9 @@ class Bridge:
     carrier_cseq: int = 0
     leg_cseq: int = 0
     agent_cseq: int = 0
+    uac_cseq: int = 0
+    relayed: list[int] = field(default_factory=list)
+    media: str = ""
 
     def encode(self) -> str:
         """JSON for the htable value."""

@@ -14,13 +14,16 @@ refused the REFER): the flow and its reasons are in :mod:`routing.call.bridge`.
   the target are joined;
 * :func:`in_dialog`: in-dialog requests of either call (``ksr_bridged``): a BYE from either end is
   answered here and ends the other call (:func:`ended`, from the dialog's end); a re-INVITE from an
-  end is refused ``488`` (relaying it to the other end is not built).
+  end is re-offered in the leg's rtpengine call and relayed to the other end with the other
+  dialog's identifiers (:func:`relayed_reply` puts its replies' back, its ACK is mapped).
 
 Calls never transferred never come here (the native routes look the Call-ID up in ``xfer``).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import replace
 
 import KSR  # type: ignore[import-not-found]
@@ -28,6 +31,7 @@ import KSR  # type: ignore[import-not-found]
 # non-Kamailio modules, in one place
 from ..call import bridge as bx
 from ..call import cseq
+from ..call import media
 from ..call import metrics
 from ..call import pipeline
 from ..call.decision import Reason, Reject, Relay
@@ -37,11 +41,13 @@ from ..tables.model import Agent, TransferCallerId
 from ..tables.store import Store, StoreUnavailable
 from . import callstate as cs
 from . import invite, onbehalf, records
-from .worker import Worker, count, pv
+from .mediaflags import flags, offer_flags, sides
+from .worker import Worker, count, has_sdp, log_reject, pv
 
-__all__ = ["start", "leg_invite", "leg_reply", "carrier_reply", "in_dialog", "ended", "load"]
+__all__ = ["start", "leg_invite", "leg_reply", "carrier_reply", "in_dialog", "relayed_reply", "ended", "load"]
 
 MODE = "bridge"
+_URI_IN_BRACKETS = re.compile(r"<([^>]+)>")
 
 
 def load(call_id: str) -> bx.Bridge | None:
@@ -165,9 +171,9 @@ def leg_invite(w: Worker) -> None:
     if trunk is not None:  # the leg's caller side is the carrier: its trunk's media policy and DTMF
         decision.plan.caller_media = pipeline.trunk_media(trunk, w.settings)
         decision.plan.caller_dtmf = pipeline.dtmf_mode(trunk, w.settings)
-    _save(b.moved(leg_cseq=int(pv("$cs") or 0)))
-    invite.relay(w, decision)
-    _keep(b.leg, mode=MODE, transferred_from=b.call_id, target=b.target)
+    plan = decision.plan
+    _save(b.moved(leg_cseq=int(pv("$cs") or 0), media=json.dumps({"caller": plan.caller_media, "callee": plan.current.media})))
+    invite.relay(w, decision, {"mode": MODE, "transferred_from": b.call_id, "target": b.target})
 
 
 def _direct(b: bx.Bridge, caller: str, agent: Agent, store: Store, w: Worker) -> Relay | Reject:
@@ -256,7 +262,8 @@ def _end_leg(w: Worker, b: bx.Bridge) -> None:
     sides = onbehalf.dialog_of(b.leg, b.leg_tag, b.target_tag) if b.leg_tag and b.target_tag else None
     if sides is None:
         return
-    onbehalf.on_behalf(w, b.leg, "BYE", sides, True, int(sides["caller"]["cseq"] or 0) + 1, loop=True)
+    number = max(b.uac_cseq, b.leg_cseq, int(sides["caller"]["cseq"] or 0)) + 1
+    onbehalf.on_behalf(w, b.leg, "BYE", sides, True, number, loop=True)
 
 
 def _end_original(w: Worker, b: bx.Bridge) -> None:
@@ -286,11 +293,15 @@ def in_dialog(w: Worker, method: str) -> bool:
         return False
     if pv("$ft") != (b.carrier_tag if call_id == b.call_id else b.target_tag):
         return False  # the edge's own request on a side's behalf
-    if method == "ACK":  # of a refusal below (tm absorbs it), else for no one
-        KSR.tm.t_check_trans()
+    if method == "ACK":
+        if b.phase == "bridged":
+            _relay_ack(w, b)
         return True
     if method != "BYE":
-        _refuse_other(method)
+        if b.phase == "bridged":
+            _relay_across(w, b, method)
+        else:
+            _refuse_other(method)
         return True
     if b.phase == "ended":
         KSR.htable.sht_rm(cs.XFER_TABLE, call_id)
@@ -301,10 +312,138 @@ def in_dialog(w: Worker, method: str) -> bool:
     return True
 
 
+def _relay_across(w: Worker, b: bx.Bridge, method: str) -> None:
+    """A re-INVITE from an end of a bridged call (hold, codec change), relayed to the other end in
+    the other dialog: its offer re-made in the leg's rtpengine call, its dialog identifiers (Call-ID,
+    tags, CSeq, Contact, route set) rewritten to those the edge has in the other dialog; its
+    replies rewritten back (:func:`relayed_reply`) and its ACK mapped (:func:`_relay_ack`).  A
+    re-INVITE without SDP (an offer in the 2xx, answered in the ACK) is refused ``488``."""
+    from_carrier = pv("$ci") == b.call_id
+    if method != "INVITE" or not has_sdp():
+        _refuse_other(method)
+        return
+    policy = _reoffer_flags(w, b, from_carrier)
+    if isinstance(policy, Reject):  # the offer breaks a side's media policy (SRTP required, no codec allowed)
+        log_reject(policy, "bridged re-INVITE")
+        if KSR.tm.t_newtran() > 0:
+            KSR.tm.t_reply(policy.code, policy.reason)
+        return
+    back_contact = (_other_side(w, b, not from_carrier) or ({}, {}, "", ""))[3]  # the Contact this end knows
+    KSR.dialog.dlg_manage()  # this end's dialog records its CSeq
+    other = _other_side(w, b, from_carrier)
+    if other is None:
+        _refuse_other("BYE")  # 501: the other call is gone
+        return
+    me, peer, call_id, contact = other
+    if from_carrier:
+        number = max(b.uac_cseq, b.leg_cseq, int(me.get("cseq") or 0)) + 1
+        rtp, b = (b.leg_tag, b.target_tag), b.moved(uac_cseq=number)
+    else:
+        number = max(b.agent_cseq, int(me.get("cseq") or 0)) + 1
+        rtp, b = (b.target_tag, b.leg_tag), b.moved(agent_cseq=number)
+    restore = {"from": pv("$hdr(From)"), "to": pv("$hdr(To)"), "callid": pv("$ci"), "cseq": pv("$hdr(CSeq)"),
+               "contact": back_contact, "rtp": [b.leg, *rtp]}
+    b = b.moved(relayed=[int(pv("$cs") or 0), number])
+    _save(b)
+    KSR.rtpengine.rtpengine_offer(" ".join((policy, _leg_media(b.leg, *rtp))))
+    _rewrite(f"<{me['uri']}>;tag={me['tag']}", f"<{peer['uri']}>;tag={peer['tag']}", call_id, f"{number} INVITE",
+             contact, peer["route"])
+    _send_to(peer)
+    KSR.pv.sets(cs.XRELAY_AVP, json.dumps(restore))
+    KSR.tm.t_on_reply(cs.ON_BRIDGED_REPLY)
+    if KSR.tm.t_relay() < 0:
+        KSR.sl.sl_reply_error()
+
+
+def _relay_ack(w: Worker, b: bx.Bridge) -> None:
+    """The ACK of a relayed re-INVITE's 2xx, mapped to the other dialog (its CSeq number there);
+    an ACK of a refusal is absorbed by its transaction."""
+    if KSR.tm.t_check_trans() == 0 or not b.relayed or int(pv("$cs") or 0) != b.relayed[0]:
+        return
+    from_carrier = pv("$ci") == b.call_id
+    other = _other_side(w, b, from_carrier)
+    if other is None:
+        return
+    me, peer, call_id, contact = other
+    _rewrite(f"<{me['uri']}>;tag={me['tag']}", f"<{peer['uri']}>;tag={peer['tag']}", call_id, f"{b.relayed[1]} ACK",
+             contact, peer["route"])
+    _send_to(peer)
+    KSR.tm.t_relay()
+
+
+def relayed_reply(w: Worker) -> None:
+    """``onreply_route[ksr_bridged_reply]``: a reply to a re-INVITE relayed across a bridge: its
+    answer into the leg's rtpengine call, its dialog identifiers put back to the sender's."""
+    text = pv(cs.XRELAY_AVP)
+    if not text:
+        return
+    data = json.loads(text)
+    code = int(pv("$rs") or 0)
+    if has_sdp() and code < 300:
+        KSR.rtpengine.rtpengine_answer(flags((_leg_media(*data["rtp"]),)))
+    contact = data["contact"] if KSR.hdr.is_present("Contact") > 0 else ""
+    if KSR.hdr.is_present("Record-Route") > 0:
+        KSR.hdr.remove("Record-Route")
+    _rewrite(data["from"], data["to"], data["callid"], data["cseq"], contact)
+
+
+def _reoffer_flags(w: Worker, b: bx.Bridge, from_carrier: bool) -> str | Reject:
+    """rtpengine flags of a re-offer across the bridge under the leg's two media policies (the
+    original trunk's for the carrier, the leg trunk's for the target: codecs, SRTP), or the refusal."""
+    pair = sides(b.media)
+    if pair is None:
+        return flags(())
+    sender, receiver = pair if from_carrier else (pair[1], pair[0])
+    return offer_flags(w, media.parse_sdp(pv("$rb")), sender, receiver, (), w.settings.media_fill)
+
+
+def _leg_media(leg: str, from_tag: str, to_tag: str) -> str:
+    """rtpengine flags of an offer or answer in the leg's rtpengine call, whatever the message's
+    own Call-ID and tags (the ng ``call-id``/``from-tag``/``to-tag`` overrides)."""
+    return f"call-id={leg} from-tag={from_tag} to-tag={to_tag}"
+
+
+def _rewrite(from_: str, to: str, call_id: str, cseq_text: str, contact: str, route: str = "") -> None:
+    """Replace a message's dialog identifiers (RFC 3261 section 12.2.1.1) with another dialog's."""
+    for name in ("From", "To", "Call-ID", "CSeq", "Contact"):
+        if KSR.hdr.is_present(name) > 0:
+            KSR.hdr.remove(name)
+    lines = [f"From: {from_}", f"To: {to}", f"Call-ID: {call_id}", f"CSeq: {cseq_text}"]
+    lines += [f"Contact: <{contact}>"] if contact else []
+    lines += [f"Route: {route}"] if route else []
+    for line in lines:
+        KSR.hdr.append(line + "\r\n")
+
+
+def _send_to(peer: dict[str, str]) -> None:
+    """Address the request to ``peer`` (its Contact, through its route set, from its socket)."""
+    KSR.pv.sets("$ru", peer["contact"])
+    first = _URI_IN_BRACKETS.search(peer.get("route") or "")
+    # always: loose_route may have set it (a request to the edge's own Contact, the leg's caller)
+    KSR.pv.sets("$du", first.group(1) if first else peer["contact"])
+    if peer.get("socket"):
+        KSR.pv.sets("$fs", peer["socket"])
+
+
+def _other_side(w: Worker, b: bx.Bridge, from_carrier: bool) -> tuple[dict[str, str], dict[str, str], str, str] | None:
+    """The other dialog as the edge is in it: (the edge's side, the other end, the Call-ID, the
+    Contact the edge gives), or None when that call is gone."""
+    if from_carrier:  # to the target, as the leg's caller
+        sides = onbehalf.dialog_of(b.leg, b.leg_tag, b.target_tag)
+        me, peer, call_id, contact = (sides or {}).get("caller"), (sides or {}).get("callee"), b.leg, f"sip:transfer@{_host(w)}"
+    else:  # to the carrier, as the agent
+        sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
+        me, peer, call_id = (sides or {}).get("callee"), (sides or {}).get("caller"), b.call_id
+        contact = me.get("contact", "") if me else ""
+    if not me or not peer or not peer.get("contact"):
+        return None
+    return me, peer, call_id, contact
+
+
 def _refuse_other(method: str) -> None:
-    """A request other than BYE from an end of a bridged call: a re-INVITE or UPDATE (hold, codec
-    change) is refused ``488`` (the media stays as it is), an in-dialog OPTIONS (keepalive) answered
-    ``200``, anything else ``501``: relaying them to the other end is not built (docs/transfers.md)."""
+    """A request from an end of a bridged call that is not relayed: an UPDATE or a re-INVITE
+    without SDP is refused ``488`` (the media stays as it is), an in-dialog OPTIONS (keepalive)
+    answered ``200``, anything else (INFO, MESSAGE...) ``501`` (docs/transfers.md)."""
     code, reason = {"INVITE": (488, "Not Acceptable Here"), "UPDATE": (488, "Not Acceptable Here"),
                     "OPTIONS": (200, "OK")}.get(method, (501, "Not Implemented"))
     if KSR.tm.t_newtran() > 0:

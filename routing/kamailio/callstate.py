@@ -99,6 +99,9 @@ REFER_AVP = "$avp(edge_refer)"
 #: on a REFER relayed in ``auto`` mode: what a bridge after the carrier's refusal needs (JSON,
 #: routing/kamailio/transfers.py)
 XFER_AVP = "$avp(edge_xfer)"
+#: on a re-INVITE relayed across a bridged transfer: the sender's dialog identifiers its replies get
+#: back and the leg's rtpengine tags (JSON, routing/kamailio/bridge.py)
+XRELAY_AVP = "$avp(edge_xrelay)"
 #: the header lines an agent hop gets (the X-Edge-* of an origination call), kept for every hop
 AGENT_HEADERS_AVP = "$avp(edge_agent_hdrs)"
 #: the header lines the hop being tried gets, appended by the native branch route (per branch)
@@ -155,6 +158,8 @@ ON_BRANCH = "ksr_branch_manage"
 DIALOG_TIMEOUT_ROUTE = "ksr_dialog_timeout"
 #: failure route of a REFER relayed in ``auto`` mode (the carrier's refusal may start a bridge)
 ON_REFER_FAILURE = "ksr_refer_failure"
+#: reply route of a re-INVITE relayed across a bridged transfer (its identifiers put back)
+ON_BRIDGED_REPLY = "ksr_bridged_reply"
 #: refusals of the native admission route: (code, reason phrase, tag)
 NODE_CPS, NODE_CALLS, NODE_OVERLOADED = Reason.NODE_CPS, Reason.NODE_CALLS, Reason.NODE_OVERLOADED
 NODE_DRAINING = Reason.NODE_DRAINING

@@ -15,9 +15,10 @@ where a decision is made.  Every entry is a few lines behind the one guard :func
   digits the edge sends as INFO, the edge's own INFO/BYE looping through it, the ACK of such a call
   (:mod:`.onbehalf`).
 * ``ksr_transfer_leg``, ``ksr_transfer_reply``, ``ksr_bridge_reply``, ``ksr_refer_failure``,
-  ``ksr_bridged``: a transfer the edge carries out itself (:mod:`.bridge`): the leg's INVITE in the
-  request route, its final reply (``event_route[uac:reply]``), the carrier's answer to the
-  re-INVITE, the carrier's refusal of a relayed REFER, in-dialog requests of a bridged call.
+  ``ksr_bridged``, ``ksr_bridged_reply``: a transfer the edge carries out itself (:mod:`.bridge`):
+  the leg's INVITE in the request route, its final reply (``event_route[uac:reply]``), the
+  carrier's answer to the re-INVITE, the carrier's refusal of a relayed REFER, in-dialog requests
+  of a bridged call, replies to a re-INVITE relayed across the bridge.
 * ``ksr_onreply_manage(msg)``: replies (but 100) of relayed requests (``t_on_reply``, :mod:`.replies`).
 * ``ksr_failure_manage(msg)``: a branch failed (``t_on_failure``, :mod:`.failure`).
 * ``ksr_dialog_event(msg, event)``: ``event_route[dialog:end|failed]`` and the dialog's timeout
@@ -168,6 +169,11 @@ class Edge:
     def ksr_bridge_reply(self, msg: object) -> None:
         """The carrier's reply to the re-INVITE of a bridge (:func:`bridge.carrier_reply`)."""
         bridge.carrier_reply(self.worker)
+
+    @entry("exception in bridged reply", request=False)
+    def ksr_bridged_reply(self, msg: object) -> None:
+        """A reply to a re-INVITE relayed across a bridge (:func:`bridge.relayed_reply`)."""
+        bridge.relayed_reply(self.worker)
 
     @entry("exception in REFER failure route", request=False)
     def ksr_refer_failure(self, msg: object) -> None:

@@ -97,9 +97,10 @@ def _store_unavailable(w: Worker, store: RedisStore, call_id: str, why: str, adm
             pass  # then the lease expires on its own (lease_ttl_s)
 
 
-def relay(w: Worker, decision: Relay) -> None:
+def relay(w: Worker, decision: Relay, transfer: dict[str, str] | None = None) -> None:
     """Relay an initial INVITE along a routing decision's plan (also a bridged transfer's leg,
-    :mod:`.bridge`): headers, record-route, dialog and its variables, record state, send."""
+    :mod:`.bridge`, whose ``transfer`` facts go into its record state from the start):
+    headers, record-route, dialog and its variables, record state, send."""
     plan = decision.plan
     store = w.open_store()
     try:
@@ -154,7 +155,7 @@ def relay(w: Worker, decision: Relay) -> None:
             # the native rtimer route RINGBACK sends the caller 180 when this is due and no 18x came
             due_ms = started_ms + plan.ringback_ms
             KSR.htable.sht_sets(cs.RINGBACK_TABLE, plan.call_id, f"{due_ms // 1000}:{due_ms % 1000 * 1000}:{pv('$cs')}")
-        state = CallRecordState(cseq=pv("$cs"), start_ms=w.now_ms, codecs_caller=codecs)
+        state = CallRecordState(cseq=pv("$cs"), start_ms=w.now_ms, codecs_caller=codecs, transfer=transfer)
         records.save(plan.call_id, records.plan_state(plan, state))
         send(w, plan, failure_route=False, offer=offer, flags=flags)
     except BaseException:

@@ -73,7 +73,8 @@ class Peers:
     and the human (SIPp uas + its tone endpoint) of one transfer."""
 
     def __init__(self, edge: Edge, *, refer_code: str = "501 Not Implemented", human_answer: str = "200 OK",
-                 carrier_hangs_up: bool = True, hold: bool = False, hangup_ms: int = 4000) -> None:
+                 carrier_hangs_up: bool = True, hold: bool = False, hangup_ms: int = 4000,
+                 human_holds: bool = False) -> None:
         run = next(_runs)
         self.dir = edge.workdir / f"bridge-{run}"
         self.dir.mkdir()
@@ -82,14 +83,14 @@ class Peers:
         bridged = human_answer.startswith("2")
         self.human = uas(self.dir / "human", CARRIER_B, HUMAN_PORT,
                          scenario=human_scenario(self.dir, human_answer, hangs_up=not carrier_hangs_up, hold=hold,
-                                                 hangup_ms=hangup_ms),
+                                                 hangup_ms=hangup_ms, holds=human_holds),
                          rtp_echo=False, extra=["-key", "rtp_ip", CARRIER_B, "-key", "rtp_port", str(self.human_rtp.port),
                                                 "-key", "sdp_file", str(self.human_sdp)])
         self.agent = uas(self.dir / "agent", AGENT_IP, 5090, scenario="uas_agent_refer.xml", answer_ms=20,
                          rtp_echo=True, extra=["-key", "refer_to", f"sip:{TARGET}@{edge.sip}?X-Ctx=ticket-42&X-Secret=s3"])
         self.carrier = uac(self.dir / "carrier", CARRIER_A, 5070, edge.sip, DID, caller=CALLER,
                            scenario=carrier_scenario(self.dir, refer_code, bridged=bridged, hangs_up=carrier_hangs_up,
-                                                     hold=hold, hangup_ms=hangup_ms),
+                                                     hold=hold, hangup_ms=hangup_ms, held=human_holds),
                            extra=["-key", "rtp_ip", CARRIER_A, "-key", "rtp_port", str(self.carrier_rtp.port),
                                   "-key", "sdp_file", str(self.carrier_sdp)])
 
@@ -192,3 +193,53 @@ def test_bridge_mode_never_sends_the_carrier_a_refer(clean_edge: Edge) -> None:
     assert not peers.carrier.received_requests("REFER")
     [leg] = peers.human.received_requests("INVITE")
     assert re.search(rf"<sip:\{DID}@", _header(leg, "From")[0]) and not _header(leg, "Diversion")
+
+
+def test_hold_reinvite_from_the_carrier_after_a_bridge_reaches_the_human_and_is_answered(clean_edge: Edge) -> None:
+    """After the bridge the carrier puts the call on hold (re-INVITE ``a=sendonly``): the human
+    gets it in the leg's dialog (its Call-ID and tags, a higher CSeq) with an SDP of the leg's
+    rtpengine call, answers ``a=recvonly``, and the carrier gets that answer in its own dialog;
+    the caller's audio still reaches the human; then the carrier hangs up and the human's leg ends."""
+    edge = clean_edge
+    provision(edge)
+    peers = Peers(edge, hold=True, hangup_ms=2500)
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("human", CARRIER_HZ, time.monotonic())
+    wait_until(lambda: media_lines(peers.human_sdp).get("hold"), what="the hold re-INVITE at the human")
+    after_hold = time.monotonic()
+    peers.hears("human", CARRIER_HZ, after_hold)  # the carrier (sendonly) still talks to the human
+    peers.finish()
+
+    first, hold = peers.human.received_requests("INVITE")
+    assert _header(hold, "Call-ID") == _header(first, "Call-ID") and _header(hold, "Call-ID")[0].startswith("xfer-")
+    assert _header(hold, "From") == _header(first, "From")
+    assert int(_header(hold, "CSeq")[0].split()[0]) > int(_header(first, "CSeq")[0].split()[0])
+    assert "a=sendonly" in hold and media_lines(peers.human_sdp)["hold"][0] == "127.0.0.1"  # rtpengine's address
+    answers = [r for r in peers.carrier.received_responses("INVITE") if re.search(r"^SIP/2\.0 200", r, re.M)]
+    held = next(r for r in answers if re.search(r"^CSeq:\s*2 INVITE", r, re.M))
+    assert "a=recvonly" in held
+    assert _header(held, "Call-ID") == _header(answers[0], "Call-ID")  # the carrier's own dialog
+    assert not peers.agent.received_requests("INVITE")[1:]  # the agent, gone, saw nothing of it
+
+
+def test_reinvite_from_the_human_after_a_bridge_reaches_the_carrier_as_the_agent(clean_edge: Edge) -> None:
+    """The other way: the human's hold re-INVITE reaches the carrier in the carrier's own dialog
+    (its Call-ID, the agent's tag, a CSeq above the edge's earlier re-INVITE), and the carrier's
+    answer reaches the human in the leg's dialog; then the human hangs up and the carrier's call ends."""
+    edge = clean_edge
+    provision(edge)
+    peers = Peers(edge, carrier_hangs_up=False, human_holds=True, hangup_ms=2500)
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("carrier", HUMAN_HZ, time.monotonic())
+    peers.finish()
+
+    bridge_reinvite, held = peers.carrier.received_requests("INVITE")
+    assert _header(held, "Call-ID") == _header(bridge_reinvite, "Call-ID") and "a=sendonly" in held
+    assert _header(held, "From") == _header(bridge_reinvite, "From")  # the agent's side of the carrier's dialog
+    assert int(_header(held, "CSeq")[0].split()[0]) > int(_header(bridge_reinvite, "CSeq")[0].split()[0])
+    answer = next(r for r in peers.human.received_responses("INVITE") if re.search(r"^SIP/2\.0 200", r, re.M))
+    assert "a=recvonly" in answer and _header(answer, "Call-ID")[0].startswith("xfer-")

@@ -65,6 +65,7 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "rr.record_route": 1,
     "rtpengine.rtpengine_manage": 1,
     "rtpengine.rtpengine_answer": 1,
+    "rtpengine.rtpengine_offer": 1,
     "tm.t_on_branch": 1,
     "rtpengine.rtpengine_delete0": 1,
     "rtpengine.rtpengine_delete": 1,
