@@ -83,6 +83,17 @@ def _cdr_lines(cdr: dict[str, Any]) -> list[str]:
 def transfer_line(transfer: dict[str, Any]) -> str:
     """The agent's transfer of a call (the record's ``transfer`` object, docs/transfers.md) in one line."""
     head = f"transfer ({transfer.get('mode', '-')}) to {transfer.get('target', '-')}: "
+    if transfer.get("transferred_from"):
+        return f"transfer leg (bridge) of call {transfer['transferred_from']}, placed by the edge"
+    if transfer.get("mode") == "bridge":
+        code, result = transfer.get("refer_code", ""), transfer.get("result", "")
+        why = f"the carrier refused the REFER with {code}, " if code else ""
+        leg = transfer.get("transferred_to", "-")
+        if not result:
+            return head + why + f"the edge placed leg {leg}, no final answer"
+        outcome = ("bridged: caller and target joined, the agent hung up by the edge" if result.startswith("2")
+                   else "failed: the agent kept the call")
+        return head + why + f"the edge placed leg {leg}, which answered {result} ({outcome})"
     if transfer.get("refused"):
         return head + f"refused by the edge, {transfer.get('result')} {transfer['refused']}"
     code, result = transfer.get("refer_code", ""), transfer.get("result", "")

@@ -18,7 +18,7 @@ from routing.call.dtmf import DtmfMode
 from routing.monitor.health import probe_ok
 from routing.cli.health_view import health_dict, health_text
 from routing.tables.model import (AuthMode, CallerDisplay, CallerIdAction, CallerIdFormat, CallerIdHeader, CallerIdPolicy,
-                                  CallerIdShape, FromUser, DataError, Direction, ReferToFormat,
+                                  CallerIdShape, FromUser, DataError, Direction, ReferToFormat, TransferCallerId,
                                   Registration, TransferMode, Transport, Trunk, check_ringback, format_increment,
                                   parse_increment, parse_prefixes, parse_rate,
     parse_account_ref,
@@ -102,6 +102,10 @@ def trunk() -> None:
               help="Per-minute price of inbound (origination) calls on this trunk, for call records and spend.")
 @click.option("--transfer", type=click.Choice([m.value for m in TransferMode]), default=TransferMode.AUTO.value,
               show_default=True, help="How an agent's REFER on this trunk's calls is carried out (docs/transfers.md).")
+@click.option("--transfer-caller-id", "transfer_caller_id", type=click.Choice([m.value for m in TransferCallerId]),
+              default=TransferCallerId.TRANSFEREE.value, show_default=True,
+              help="Caller ID of the call the edge places for a bridged transfer: the original caller "
+                   "(with Diversion naming the DID) or the DID.")
 @click.option("--refer-to", "refer_to", type=click.Choice([m.value for m in ReferToFormat]),
               default=ReferToFormat.SIP.value, show_default=True,
               help="How a transfer number is written in the Refer-To relayed to the carrier.")
@@ -172,6 +176,7 @@ def add(
     inbound_rate: str | None,
     transfer: str,
     refer_to: str,
+    transfer_caller_id: str,
     caller_id_policy: str,
     caller_id_action: str,
     verified_caller_ids: tuple[str, ...],
@@ -236,6 +241,7 @@ def add(
         tls_ca=str(Path(tls_ca).resolve()) if tls_ca else "",
         transfer=TransferMode(transfer),
         refer_to=ReferToFormat(refer_to),
+        transfer_caller_id=TransferCallerId(transfer_caller_id),
         ringback_ms=check_ringback(ringback_ms, f"trunk {name!r} ringback_ms"),
         caller_id_policy=CallerIdPolicy(caller_id_policy),
         caller_id_action=CallerIdAction(caller_id_action),
@@ -326,7 +332,8 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("account", found.account or "-")
     table.add_row("spend today (UTC)", str(spent))
     table.add_row("inbound rate (per min)", "-" if found.inbound_rate is None else str(found.inbound_rate))
-    table.add_row("transfer", f"{found.transfer.value} (Refer-To {found.refer_to.value})")
+    table.add_row("transfer", f"{found.transfer.value} (Refer-To {found.refer_to.value}, "
+                              f"bridged caller ID {found.transfer_caller_id.value})")
     table.add_row("ringback after (ms)", str(found.ringback_ms) if found.ringback_ms else "-")
     table.add_row("caller ID policy", found.caller_id_policy.value + (
         f" ({found.caller_id_action.value}; verified {', '.join(found.verified_caller_ids) or '-'})"

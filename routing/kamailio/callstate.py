@@ -60,6 +60,9 @@ ANSWERED_TABLE = "answered"
 EXTEND_TABLE = "extend"
 #: answered calls whose agent has sent no RTP yet: call-id -> "{answer ms}:{direction}:{trunk}:{agent}:{agent tag}"
 FIRST_AUDIO_TABLE = "firstaudio"
+#: bridged transfers (routing.call.bridge.Bridge JSON), under the original call's Call-ID and the
+#: transfer leg's, from the bridge's start until either call ends (routing/kamailio/bridge.py)
+XFER_TABLE = "xfer"
 
 # -- transaction AVPs ---------------------------------------------------------------------------
 #: the rtpengine answer flags of the hop being tried, set when its 2xx needs no decision (no answer
@@ -106,6 +109,12 @@ REQ_SDP_AVP = "$avp(edge_req_sdp)"
 EDGE_HANGUP_AVP = "$avp(edge_hangup)"
 #: on a REFER's transaction: the agent's transfer relayed to the carrier (its reply is recorded)
 REFER_AVP = "$avp(edge_refer)"
+#: on a REFER relayed in ``auto`` mode: what a bridge after the carrier's refusal needs (JSON,
+#: routing/kamailio/transfers.py)
+XFER_AVP = "$avp(edge_xfer)"
+#: on a re-INVITE relayed across a bridged transfer: the sender's dialog identifiers its replies get
+#: back and the leg's rtpengine tags (JSON, routing/kamailio/bridge.py)
+XRELAY_AVP = "$avp(edge_xrelay)"
 #: the header lines an agent hop gets (the X-Edge-* of an origination call), kept for every hop
 AGENT_HEADERS_AVP = "$avp(edge_agent_hdrs)"
 #: the header lines the hop being tried gets, appended by the native branch route (per branch)
@@ -136,6 +145,8 @@ SESSION_VAR = "$dlg_var(edge_st)"
 SESSION_SDP_VAR = "$dlg_var(edge_st_sdp)"
 #: the CSeq number of the carrier's refresh re-INVITE the edge answered: its ACK ends at the edge
 SESSION_ACK_VAR = "$dlg_var(edge_st_ack)"
+#: an origination call's carrier SDP (its last offer), the offer of a bridged transfer's leg
+SDP_VAR = "$dlg_var(edge_sdp)"
 
 # -- per-message script variables (reset by the native request route) ---------------------------
 #: share of new calls the native route ADMISSION refuses, permille (routing/kamailio/overload.py)
@@ -160,6 +171,8 @@ EDGE_CONTACT_HEADER = "X-Edge-Contact"
 #: header of the edge's own requests naming the socket toward their receiver
 EDGE_SOCKET_HEADER = "X-Edge-Socket"
 EDGE_HEADER_PREFIX = "X-Edge-"
+#: header of a bridged transfer's leg INVITE the edge sends itself: the original call's Call-ID
+XFER_HEADER = "X-Edge-Transfer"
 #: call-record state key of a refusal carried out at the ACK
 MEDIA_REFUSED = "media_refused"
 MAX_FORWARDS = 70
@@ -167,6 +180,10 @@ ON_FAILURE = "ksr_failure_manage"
 ON_REPLY = "ksr_onreply_manage"
 ON_BRANCH = "ksr_branch_manage"
 DIALOG_TIMEOUT_ROUTE = "ksr_dialog_timeout"
+#: failure route of a REFER relayed in ``auto`` mode (the carrier's refusal may start a bridge)
+ON_REFER_FAILURE = "ksr_refer_failure"
+#: reply route of a re-INVITE relayed across a bridged transfer (its identifiers put back)
+ON_BRIDGED_REPLY = "ksr_bridged_reply"
 #: refusals of the native admission route: (code, reason phrase, tag)
 NODE_CPS, NODE_CALLS, NODE_OVERLOADED = Reason.NODE_CPS, Reason.NODE_CALLS, Reason.NODE_OVERLOADED
 NODE_DRAINING = Reason.NODE_DRAINING

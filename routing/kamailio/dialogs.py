@@ -12,7 +12,7 @@ import KSR  # type: ignore[import-not-found]
 from ..call import media
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
-from . import records, timers
+from . import bridge, records, timers
 from .callstate import Deadline
 from .mediaflags import sides
 from .worker import Worker, pv
@@ -30,10 +30,13 @@ def dialog_event(w: Worker, event: str) -> None:
     call_id = pv("$dlg(callid)") or pv("$ci")
     if not call_id:
         return
+    caller_tag = pv("$dlg(from_tag)")  # read first: a bridge's end switches the dialog context (dlg_get)
     KSR.htable.sht_rm(cs.DEADLINE_TABLE, call_id)
+    if KSR.htable.sht_is_null(cs.XFER_TABLE, call_id) < 1:  # a bridged transfer: its other call too
+        bridge.ended(w, call_id)
+    KSR.htable.sht_rm(cs.CSEQ_TABLE, call_id)
     if w.settings.dtmf_log_port:
         KSR.htable.sht_rm(cs.DTMF_CALL_TABLE, call_id)
-        KSR.htable.sht_rm(cs.CSEQ_TABLE, call_id)
     KSR.htable.sht_rm(cs.MEDIA_TABLE, call_id)
     KSR.htable.sht_rm(cs.SESSION_TABLE, call_id)
     if w.settings.first_audio_poll_ms:
@@ -44,10 +47,10 @@ def dialog_event(w: Worker, event: str) -> None:
     if event == "dialog:end":
         # the call's final media statistics, then the media session closed: for a side's
         # BYE (the native route relays it) as for the edge's own hang-up
-        final_media = records.close_media(w, call_id, pv("$dlg(from_tag)"))
+        final_media = records.close_media(w, call_id, caller_tag)
     if not peer_bye:
         hangup = "edge"
-    elif pv("$ft") == pv("$dlg(from_tag)"):
+    elif pv("$ft") == caller_tag:
         hangup = "caller"
     else:
         hangup = "callee"

@@ -14,6 +14,11 @@ where a decision is made.  Every entry is a few lines behind the one guard :func
 * ``ksr_renumber``, ``ksr_edge_request``, ``ksr_dtmf_started``: CSeq renumbering of calls whose
   digits the edge sends as INFO, the edge's own INFO/BYE looping through it, the ACK of such a call
   (:mod:`.onbehalf`).
+* ``ksr_transfer_leg``, ``ksr_transfer_reply``, ``ksr_bridge_reply``, ``ksr_refer_failure``,
+  ``ksr_bridged``, ``ksr_bridged_reply``: a transfer the edge carries out itself (:mod:`.bridge`):
+  the leg's INVITE in the request route, its final reply (``event_route[uac:reply]``), the
+  carrier's answer to the re-INVITE, the carrier's refusal of a relayed REFER, in-dialog requests
+  of a bridged call, replies to a re-INVITE relayed across the bridge.
 * ``ksr_onreply_manage(msg)``: replies (but 100) of relayed requests (``t_on_reply``, :mod:`.replies`).
 * ``ksr_failure_manage(msg)``: a branch failed (``t_on_failure``, :mod:`.failure`).
 * ``ksr_dialog_event(msg, event)``: ``event_route[dialog:end|failed]`` and the dialog's timeout
@@ -42,7 +47,8 @@ from ..ops import runtime
 from ..call.decision import Reason, Reject
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
-from . import dialogs, failure, holdanswer, indialog, invite, onbehalf, overload, registration, replies, screening, timers
+from . import bridge, dialogs, failure, holdanswer, indialog, invite, onbehalf, overload, registration, replies, screening, timers
+from . import transfers
 from .worker import Worker, log_exception, pv
 
 __all__ = ["Edge", "entry", "mod_init"]
@@ -146,6 +152,39 @@ class Edge:
     def ksr_dtmf_started(self, msg: object) -> None:
         """The ACK of a call whose digits travel as SIP INFO on a side's behalf (:func:`onbehalf.note_dtmf_call`)."""
         onbehalf.note_dtmf_call(self.worker)
+
+    # -- a transfer the edge carries out itself (bridge.py) ----------------------------------------
+
+    @entry("exception in transfer leg", _answer_500)
+    def ksr_transfer_leg(self, msg: object) -> None:
+        """The INVITE of a bridged transfer's leg, sent by the edge to itself (:func:`bridge.leg_invite`)."""
+        bridge.leg_invite(self.worker)
+
+    @entry("exception in transfer leg reply", request=False)
+    def ksr_transfer_reply(self, msg: object, event: str = "") -> None:
+        """``event_route[uac:reply]``: the leg's final reply (:func:`bridge.leg_reply`)."""
+        bridge.leg_reply(self.worker)
+
+    @entry("exception in bridge reply", request=False)
+    def ksr_bridge_reply(self, msg: object) -> None:
+        """The carrier's reply to the re-INVITE of a bridge (:func:`bridge.carrier_reply`)."""
+        bridge.carrier_reply(self.worker)
+
+    @entry("exception in bridged reply", request=False)
+    def ksr_bridged_reply(self, msg: object) -> None:
+        """A reply to a re-INVITE relayed across a bridge (:func:`bridge.relayed_reply`)."""
+        bridge.relayed_reply(self.worker)
+
+    @entry("exception in REFER failure route", request=False)
+    def ksr_refer_failure(self, msg: object) -> None:
+        """A relayed REFER failed (``auto``): maybe bridged by the edge (:func:`transfers.refer_failed`)."""
+        transfers.refer_failed(self.worker)
+
+    @entry("exception in bridged call", _answer_500)
+    def ksr_bridged(self, msg: object) -> None:
+        """An in-dialog request of a call with a bridge (:func:`bridge.in_dialog`)."""
+        if bridge.in_dialog(self.worker, pv("$rm")):
+            KSR.pv.seti(cs.DONE_VAR, 1)
 
     # -- transaction and dialog callbacks -------------------------------------------------------
 

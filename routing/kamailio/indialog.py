@@ -73,6 +73,8 @@ def _media(w: Worker, method: str) -> bool:
         KSR.sl.send_reply(result.code, result.reason)
         return False
     KSR.rtpengine.rtpengine_manage(result)
+    if sdp and method != "ACK" and from_caller and pv(cs.DIRECTION_VAR) == "origination":
+        KSR.pv.sets(cs.SDP_VAR, pv("$rb"))  # the carrier's new offer: a bridged transfer's leg offers it
     if method != "ACK":
         KSR.pv.sets(cs.DTMF_AVP, pv(cs.DTMF_VAR))
         KSR.pv.sets(cs.MEDIA_AVP, pv(cs.MEDIA_VAR))

@@ -29,7 +29,7 @@ from .callstate import CallRecordState
 from .mediaflags import offer_flags, sdp_flags
 from .worker import Worker, count, has_sdp, hop_labels, pv
 
-__all__ = ["initial_invite", "send"]
+__all__ = ["initial_invite", "relay", "send"]
 
 #: how long (s) a call whose admission timed out stays fenced in redis (routing/lua/release.lua)
 ADMISSION_FENCE_S = 10
@@ -72,7 +72,7 @@ def initial_invite(w: Worker) -> None:
             w.reply(decision)
         w.remember(decision, "request", request, tried=tried)
         return
-    _relay(w, decision)
+    relay(w, decision)
 
 
 def _store_unavailable(w: Worker, store: RedisStore, call_id: str, why: str, admitted: bool) -> None:
@@ -97,7 +97,10 @@ def _store_unavailable(w: Worker, store: RedisStore, call_id: str, why: str, adm
             pass  # then the lease expires on its own (lease_ttl_s)
 
 
-def _relay(w: Worker, decision: Relay) -> None:
+def relay(w: Worker, decision: Relay, transfer: dict[str, str] | None = None) -> None:
+    """Relay an initial INVITE along a routing decision's plan (also a bridged transfer's leg,
+    :mod:`.bridge`, whose ``transfer`` facts go into its record state from the start):
+    headers, record-route, dialog and its variables, record state, send."""
     plan = decision.plan
     store = w.open_store()
     try:
@@ -134,6 +137,8 @@ def _relay(w: Worker, decision: Relay) -> None:
         _present_caller(plan, decision.remove)
         if plan.stir and w.settings.stir_key_file:
             _sign(w, plan.stir)
+        if body and plan.direction == "origination":
+            KSR.pv.sets(cs.SDP_VAR, body)  # the carrier's offer: a bridged transfer's leg offers it (bridge.py)
         KSR.pv.sets(cs.AGENT_VAR, plan.agent)
         KSR.pv.sets(cs.TRUNK_VAR, plan.trunk or plan.current.trunk or "")
         KSR.pv.sets(cs.DIRECTION_VAR, plan.direction)
@@ -154,7 +159,7 @@ def _relay(w: Worker, decision: Relay) -> None:
             # the native rtimer route RINGBACK sends the caller 180 when this is due and no 18x came
             due_ms = started_ms + plan.ringback_ms
             KSR.htable.sht_sets(cs.RINGBACK_TABLE, plan.call_id, f"{due_ms // 1000}:{due_ms % 1000 * 1000}:{pv('$cs')}")
-        state = CallRecordState(cseq=pv("$cs"), start_ms=w.now_ms, codecs_caller=codecs)
+        state = CallRecordState(cseq=pv("$cs"), start_ms=w.now_ms, codecs_caller=codecs, transfer=transfer)
         records.save(plan.call_id, records.plan_state(plan, state))
         send(w, plan, failure_route=False, offer=offer, flags=flags)
     except BaseException:

@@ -20,7 +20,7 @@ from . import indialog, sessiontimers
 from .mediaflags import modes
 from .worker import Worker, pv
 
-__all__ = ["renumber", "edge_request", "hang_up", "send_info", "note_dtmf_call"]
+__all__ = ["renumber", "edge_request", "hang_up", "send_info", "note_dtmf_call", "dialog_of", "on_behalf", "cseq_step"]
 
 _URI_IN_BRACKETS = re.compile(r"<([^>]+)>")
 
@@ -71,10 +71,11 @@ def _cseq_step(call_id: str, from_tag: str, step: Callable[[cseq.SideSeq], tuple
 
 def edge_request(w: Worker, method: str) -> bool:
     """An in-dialog request the edge sent to itself on one side's behalf: a DTMF INFO
-    (:func:`send_info`), the callee-side BYE of a call the edge ends (:func:`hang_up`), or a carrier's
-    pure refresh re-INVITE it answers for the agent (:func:`sessiontimers.answer_looped`).
-    The INFO is numbered in its side's CSeq space (:func:`routing.cseq.local`); the BYE comes
-    numbered from the dialog module's record and marks the call as ended by the edge.  The
+    (:func:`send_info`), the callee-side BYE of a call the edge ends (:func:`hang_up`), a bridged
+    transfer's NOTIFY or BYE (:mod:`.bridge`), or a carrier's pure refresh re-INVITE it answers for
+    the agent (:func:`sessiontimers.answer_looped`).
+    The INFO is numbered in its side's CSeq space (:func:`routing.cseq.local`); the others come
+    numbered by their sender; a BYE marks the call as ended by the edge.  The
     dialog module then sees the request (it records the INFO's number, so its own BYEs go
     above it; the BYE ends the dialog), and it is relayed to the other side from that side's
     socket (``X-Edge-Socket``), through its route set.  Returns False for any other request
@@ -101,7 +102,7 @@ def edge_request(w: Worker, method: str) -> bool:
             return True
         KSR.hdr.remove("CSeq")
         KSR.hdr.append(f"CSeq: {number} INFO\r\n")
-    else:
+    elif method == "BYE":
         KSR.pv.seti(cs.EDGE_HANGUP_AVP, 1)  # dialog:end below: the edge ended the call
     KSR.textops.remove_hf_re("^" + pipeline.EDGE_HEADER_PREFIX)
     KSR.textopsx.msg_apply_changes()
@@ -118,6 +119,17 @@ def edge_request(w: Worker, method: str) -> bool:
     if KSR.tm.t_relay() < 0:
         KSR.sl.sl_reply_error()
     return True
+
+
+def cseq_step(call_id: str, from_tag: str) -> int:
+    """The CSeq of a request the edge sends on behalf of the side whose tag is ``from_tag``
+    (:func:`routing.cseq.local` under the map's lock: the side's later requests are renumbered
+    above it).
+
+    Raises:
+        ValueError: the call has no CSeq map.
+    """
+    return _cseq_step(call_id, from_tag, cseq.local)
 
 
 def _dialog_of(call_id: str, caller_tag: str, callee_tag: str) -> dict[str, dict[str, str]] | None:
@@ -179,6 +191,11 @@ def hang_up(w: Worker, call_id: str, caller_tag: str, callee_tag: str, extra: st
     if not (to_caller and to_callee):
         KSR.warn(f"edge: call-id={call_id} tm refused a BYE (caller: {to_caller}, callee: {to_callee})\n")
     return to_callee
+
+
+#: public names of the helpers the bridge uses (routing/kamailio/bridge.py)
+dialog_of = _dialog_of
+on_behalf = _on_behalf
 
 
 def send_info(w: Worker, digit: dtmf.LoggedDigit, from_caller: bool) -> None:

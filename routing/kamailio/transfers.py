@@ -11,21 +11,25 @@ Entered from :mod:`routing.kamailio.indialog` (REFER, NOTIFY) and :mod:`routing.
 
 from __future__ import annotations
 
+import json
 import time
 
 import KSR  # type: ignore[import-not-found]
 
 # non-Kamailio modules, in one place
+from ..call import bridge as bx
 from ..call import metrics
 from ..call import sides as netsides
 from ..call import transfer as xfer
 from ..call.decision import Reason, Reject
+from ..tables.model import TransferCallerId, Trunk
 from ..tables.store import StoreUnavailable, Topology
+from . import bridge as bridging
 from . import callstate as cs
 from . import records, timers
 from .worker import Worker, count, pv
 
-__all__ = ["refer", "refer_reply", "notify", "toward_carrier"]
+__all__ = ["refer", "refer_reply", "refer_failed", "notify", "toward_carrier"]
 
 def toward_carrier() -> bool:
     """Whether the in-dialog request goes to the carrier (the agent sent it): in a termination
@@ -56,7 +60,9 @@ def refer(w: Worker) -> bool:
             _keep(pv("$ci"), fresh=True, mode=xfer.TransferMode.REFER.value, target=pv("$hdr(Refer-To)"),
                   result=str(decided.code), refused=f"{decided.reason} [{decided.tag}]")
         return False
-    target, refer_to = decided
+    target, refer_to, trunk = decided
+    if trunk is not None and trunk.transfer is not xfer.TransferMode.REFER and _bridge_or_arm(w, target, trunk):
+        return False
     KSR.hdr.remove("Refer-To")
     KSR.hdr.append(f"Refer-To: {refer_to}\r\n")
     if KSR.hdr.is_present("Referred-By") > 0:
@@ -71,8 +77,63 @@ def refer(w: Worker) -> bool:
     return True
 
 
-def _decide(w: Worker) -> tuple[xfer.TransferTarget, str] | Reject:
-    """The checked target and the ``Refer-To`` for the carrier, or the refusal."""
+def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool:
+    """A REFER of an origination call on a ``bridge`` or ``auto`` trunk whose carrier SDP the edge
+    keeps: ``bridge`` answers it ``202`` and carries it out now (True: answered); ``auto`` keeps
+    what the bridge needs with the REFER's transaction, whose failure route bridges after the
+    carrier's refusal (:func:`refer_failed`; False: relay it)."""
+    sdp, direction, call_id = pv(cs.SDP_VAR), pv(cs.DIRECTION_VAR), pv("$ci")
+    if not sdp or direction != "origination":
+        return False
+    b = bx.Bridge(call_id=call_id, leg=bx.leg_call_id(call_id), agent=pv(cs.AGENT_VAR), trunk=trunk.name,
+                  carrier_tag=pv("$dlg(from_tag)"), agent_tag=pv("$dlg(to_tag)"), target=target.label,
+                  number=bool(target.number), headers=[[n, v] for n, v in target.headers if n.lower() != "replaces"],
+                  refer_cseq=int(pv("$cs") or 0), carrier_cseq=int(pv("$dlg(from_cseq)") or 0))
+    state = records.load(call_id)
+    start = {"bridge": b.encode(), "sdp": sdp, "caller": (state.caller if state else "") or pv("$fU"),
+             "did": (state.number if state else "") or "", "choice": trunk.transfer_caller_id.value}
+    if not bx.bridges(trunk.transfer, direction):
+        KSR.pv.sets(cs.XFER_AVP, json.dumps(start))
+        KSR.tm.t_on_failure(cs.ON_REFER_FAILURE)
+        return False
+    if bridging.load(call_id) is not None:
+        KSR.sl.send_reply(491, "Request Pending")  # one bridged transfer at a time (RFC 3515 section 2.4.2)
+        return True
+    if KSR.tm.t_newtran() < 0:
+        KSR.sl.sl_reply_error()
+        return True
+    KSR.tm.t_reply(202, "Accepted")
+    _keep(call_id, fresh=True, mode=bridging.MODE, target=target.label)
+    _start(w, start)
+    return True
+
+
+def _start(w: Worker, start: dict) -> None:
+    b = bx.Bridge.decode(start["bridge"])
+    if b is not None:
+        bridging.start(w, b, start["sdp"], start["caller"], start["did"], TransferCallerId(start["choice"]))
+
+
+def refer_failed(w: Worker) -> None:
+    """Failure route of a REFER relayed on an ``auto`` trunk: after a refusal of
+    :data:`routing.call.bridge.FALLBACK_CODES` the edge answers the agent ``202`` and bridges the
+    transfer itself; any other failure reaches the agent as the carrier sent it."""
+    code = int(KSR.pv.get("$T_reply_code") or 0)
+    text = pv(cs.XFER_AVP)
+    if not text or code not in bx.FALLBACK_CODES:
+        return
+    start = json.loads(text)
+    b = bx.Bridge.decode(start["bridge"])
+    if b is None or bridging.load(b.call_id) is not None:
+        return
+    KSR.tm.t_reply(202, "Accepted")
+    start["bridge"] = b.moved(refer_code=str(code)).encode()
+    KSR.info(f"edge: transfer call-id={b.call_id}: the carrier refused the REFER {code}: the edge bridges it\n")
+    _start(w, start)
+
+
+def _decide(w: Worker) -> tuple[xfer.TransferTarget, str, Trunk | None] | Reject:
+    """The checked target, the ``Refer-To`` for the carrier and the call's trunk, or the refusal."""
     try:
         parsed = xfer.parse_refer_to(pv("$hdr(Refer-To)"))
     except xfer.TransferError:
@@ -95,9 +156,9 @@ def _decide(w: Worker) -> tuple[xfer.TransferTarget, str] | Reject:
     target = xfer.TransferTarget(target.number, target.uri,
                                  xfer.kept_headers(target.headers, agent.x_headers, agent.trust_identity))
     if trunk is None:  # the trunk was removed during the call: relay the target in the default form
-        return target, xfer.carrier_refer_to(target, xfer.ReferToFormat.SIP, pv("$rd"), agent.number_format)
+        return target, xfer.carrier_refer_to(target, xfer.ReferToFormat.SIP, pv("$rd"), agent.number_format), None
     host = trunk.gateways[0].host if trunk.gateways else pv("$rd")
-    return target, xfer.carrier_refer_to(target, trunk.refer_to, host, trunk.number_format)
+    return target, xfer.carrier_refer_to(target, trunk.refer_to, host, trunk.number_format), trunk
 
 
 def _edge_host(w: Worker) -> str:
@@ -119,7 +180,9 @@ def refer_reply(code: int) -> None:
     ends the transfer (the agent gets the carrier's answer and keeps the call)."""
     if code < 200:
         return
-    if code >= 300:
+    if code >= 300 and code in bx.FALLBACK_CODES and pv(cs.XFER_AVP):
+        _keep(pv("$ci"), refer_code=str(code))  # the failure route bridges it (refer_failed)
+    elif code >= 300:
         _keep(pv("$ci"), refer_code=str(code), result=str(code))
         count(metrics.TRANSFERS, xfer.TransferMode.REFER.value, "refused")
     else:

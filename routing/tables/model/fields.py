@@ -18,7 +18,7 @@ from routing.errors import EdgeError
 
 __all__ = [
     "DataError", "Direction", "AuthMode", "Transport", "CODECS", "SilenceFill", "SrtpMode",
-    "TransferMode", "ReferToFormat", "parse_hosts", "CallerIdPolicy", "CallerIdAction",
+    "TransferMode", "TransferCallerId", "ReferToFormat", "parse_hosts", "CallerIdPolicy", "CallerIdAction",
     "NAME_PATTERN", "PREFIX_PATTERN", "parse_codecs", "parse_params", "format_params", "parse_cidr",
     "parse_sip_uri", "parse_header_names", "parse_prefixes", "check_name", "parse_rate",
     "parse_increment", "format_increment", "check_prefix", "number_format_fields", "parse_number_format",
@@ -92,13 +92,26 @@ class TransferMode(str, Enum):
 
     ``refer``: the agent's REFER is relayed to the carrier (rewritten, :func:`carrier_refer_to`),
     which places the new call.  ``bridge``: the edge carries the transfer out itself.  ``auto``:
-    ``refer``, and ``bridge`` when the carrier refuses the REFER.  This version relays in every
-    mode: the bridge is not built yet, so ``auto`` behaves as ``refer`` and ``bridge`` is not
-    accepted (see docs/transfers.md).
+    ``refer``, and ``bridge`` when the carrier refuses the REFER (``405``, ``501``, ``403``,
+    ``603``: :data:`routing.call.bridge.FALLBACK_CODES`).  The bridge carries out transfers of
+    origination calls (the carrier is the caller); a termination call's transfer is relayed in
+    every mode (docs/transfers.md).
     """
 
     REFER = "refer"
+    BRIDGE = "bridge"
     AUTO = "auto"
+
+
+class TransferCallerId(str, Enum):
+    """The caller ID of the call the edge places for a bridged transfer.
+
+    ``transferee``: the original caller's number, with a ``Diversion`` header naming the DID the
+    call came in on (RFC 5806, reason ``deflection``); ``trunk``: the DID (a number of the trunk).
+    """
+
+    TRANSFEREE = "transferee"
+    TRUNK = "trunk"
 
 
 class ReferToFormat(str, Enum):

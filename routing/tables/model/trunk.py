@@ -25,6 +25,7 @@ from routing.tables.model.fields import (
     CallerIdAction,
     CallerIdPolicy,
     ReferToFormat,
+    TransferCallerId,
     TransferMode,
     Transport,
     _auth_mode,
@@ -235,6 +236,8 @@ class Trunk:
         transfer: how an agent's REFER on this trunk's calls is carried out (:class:`TransferMode`).
         refer_to: how a number target is written in the ``Refer-To`` relayed to the carrier
             (:class:`ReferToFormat`; docs/transfers.md lists what carriers accept).
+        transfer_caller_id: the caller ID of the call the edge places for a bridged transfer of
+            this trunk's calls (:class:`TransferCallerId`).
         ringback_ms: on origination calls, when the agent has sent no 180/183 this long after the
             INVITE (ms), the edge sends the caller ``180 Ringing`` itself; None = never (docs/agents.md).
         caller_id_policy: ``pass`` (any caller ID) or ``owned`` (the trunk's DIDs and verified numbers
@@ -279,6 +282,7 @@ class Trunk:
     media: MediaPolicy = field(default_factory=MediaPolicy)
     transfer: TransferMode = TransferMode.AUTO
     refer_to: ReferToFormat = ReferToFormat.SIP
+    transfer_caller_id: TransferCallerId = TransferCallerId.TRANSFEREE
     ringback_ms: int | None = None
     caller_id_policy: CallerIdPolicy = CallerIdPolicy.PASS
     caller_id_action: CallerIdAction = CallerIdAction.REFUSE
@@ -312,6 +316,7 @@ class Trunk:
             **self.media.to_redis(),
             "transfer": self.transfer.value,
             "refer_to": self.refer_to.value,
+            "transfer_caller_id": self.transfer_caller_id.value,
             "ringback_ms": "" if self.ringback_ms is None else str(self.ringback_ms),
             "caller_id_policy": self.caller_id_policy.value,
             "caller_id_action": self.caller_id_action.value,
@@ -379,6 +384,8 @@ class Trunk:
             media=MediaPolicy.from_redis(fields, where),
             transfer=_choice(TransferMode, fields.get("transfer"), f"{where} transfer", TransferMode.AUTO),  # type: ignore[arg-type]
             refer_to=_choice(ReferToFormat, fields.get("refer_to"), f"{where} refer_to", ReferToFormat.SIP),  # type: ignore[arg-type]
+            transfer_caller_id=_choice(TransferCallerId, fields.get("transfer_caller_id"),  # type: ignore[arg-type]
+                                       f"{where} transfer_caller_id", TransferCallerId.TRANSFEREE),
             ringback_ms=check_ringback(_int(fields.get("ringback_ms"), f"{where} ringback_ms"), f"{where} ringback_ms"),
             caller_id_policy=_choice(CallerIdPolicy, fields.get("caller_id_policy"), f"{where} caller_id_policy",  # type: ignore[arg-type]
                                      CallerIdPolicy.PASS),

@@ -45,7 +45,18 @@ def test_trunk_transfer_mode_and_refer_to_format(edgectl, redis_client: redis.Re
     data = json.loads(ok(edgectl("trunk", "show", "twilio", "--json")).stdout)
     assert (data["transfer"], data["refer_to"]) == ("refer", "tel")
     assert redis_client.hget(keys.trunk("twilio"), "refer_to") == "tel"
-    assert "refer (Refer-To tel)" in ok(edgectl("trunk", "show", "twilio")).stdout
+    assert "refer (Refer-To tel," in ok(edgectl("trunk", "show", "twilio")).stdout
+
+
+def test_trunk_bridge_mode_and_its_caller_id(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("trunk", "add", "bw", "--gateway", "sip.bw.example", "--transfer", "bridge",
+               "--transfer-caller-id", "trunk"))
+    data = json.loads(ok(edgectl("trunk", "show", "bw", "--json")).stdout)
+    assert (data["transfer"], data["transfer_caller_id"]) == ("bridge", "trunk")
+    assert redis_client.hget(keys.trunk("bw"), "transfer_caller_id") == "trunk"
+    assert Trunk.from_redis("t", {}, [], {}).transfer_caller_id.value == "transferee"
+    with pytest.raises(DataError, match="transfer_caller_id: must be one of transferee, trunk"):
+        Trunk.from_redis("t", {"transfer_caller_id": "x"}, [], {})
 
 
 def test_trunk_bad_refer_to_in_redis_names_the_field(redis_client: redis.Redis) -> None:

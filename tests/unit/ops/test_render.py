@@ -195,6 +195,7 @@ def test_every_plugin_entry_and_route_name_of_the_cfg_exists(features: str, plug
         called.add(getattr(callstate, constant))
     wanted = {("failure_route", callstate.ON_FAILURE), ("onreply_route", callstate.ON_REPLY),
               ("branch_route", callstate.ON_BRANCH), ("route", callstate.DIALOG_TIMEOUT_ROUTE),
+              ("failure_route", callstate.ON_REFER_FAILURE), ("onreply_route", callstate.ON_BRIDGED_REPLY),
               *(("route", name) for name in called)}
     # names the cfg arms or runs itself
     for function, name in re.findall(r'\b(t_on_failure|t_on_reply|t_on_branch|route)\(\s*"?([A-Za-z0-9_]+)"?\s*\)', code):

@@ -55,6 +55,7 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "fill_silence": "",
         "transfer": "auto",
         "refer_to": "sip",
+        "transfer_caller_id": "transferee",
         "ringback_ms": "",
         "caller_id_policy": "pass",
         "caller_id_action": "refuse",

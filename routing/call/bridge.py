@@ -1,0 +1,169 @@
+"""Bridged transfer decisions, sans I/O: when the edge carries out an agent's blind transfer
+itself instead of the carrier, what the transfer leg presents, and the state that ties the
+original call and the transfer leg together while both live.
+
+The edge is a proxy (Kamailio 5.6 has no B2BUA), so a bridged transfer is third-party call
+control (RFC 3725 flow III's order, with the offer in the INVITE, as tm acknowledges the 2xx of
+its own INVITEs by itself):
+
+1. the agent's REFER is answered ``202`` by the edge (RFC 3515 section 2.4.2), and the agent
+   gets ``NOTIFY`` ``message/sipfrag`` ``100 Trying`` on the carrier's behalf;
+2. the edge places the **transfer leg**: an INVITE from itself, through its own request route
+   (routed as a termination call of the referring agent: destination policy, LCR, limits), whose
+   offer is the carrier's last SDP anchored in a new rtpengine call (the leg's Call-ID);
+3. when the target answers, the edge re-INVITEs the carrier on the agent's behalf with the answer
+   rtpengine made for the carrier's side of the leg, then NOTIFYs the agent ``200 OK`` and
+   sends it BYE; the carrier's dialog and the leg stay, joined by rtpengine's leg call;
+4. from then on the edge maps the two dialogs: a BYE from either end ends the other; a re-INVITE
+   from either end (hold, codec change) is re-offered in the leg's rtpengine call and relayed to
+   the other end with the other dialog's identifiers, its answer and ACK mapped back.
+
+A failed leg (busy, no answer, no route) ends nothing: the agent gets the final status in its
+NOTIFY (RFC 3515 section 2.4.5) and keeps the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+from routing.tables.model.fields import TransferCallerId, TransferMode
+
+__all__ = [
+    "FALLBACK_CODES", "LEG_PREFIX", "Bridge", "bridges", "falls_back", "leg_call_id", "sipfrag",
+    "subscription_state", "leg_caller", "diversion", "REASONS",
+]
+
+#: the carrier's answers to a REFER after which ``auto`` bridges the transfer itself:
+#: 403 (REFER disabled on the trunk, Twilio's answer), 405 (method not allowed), 501 (not
+#: implemented), 603 (declined); RFC 3515 section 2.4.2 lets a UA refuse a REFER with any of them
+FALLBACK_CODES = frozenset({403, 405, 501, 603})
+
+#: Call-ID prefix of a transfer leg: ``xfer-{original Call-ID}`` (one bridged transfer at a time per call)
+LEG_PREFIX = "xfer-"
+
+#: reason phrases of the sipfrag when the reply's own is unknown (RFC 3261 section 21)
+REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 404: "Not Found",
+           408: "Request Timeout", 480: "Temporarily Unavailable", 486: "Busy Here", 487: "Request Terminated",
+           488: "Not Acceptable Here", 500: "Server Internal Error", 503: "Service Unavailable", 603: "Decline"}
+
+
+def bridges(mode: TransferMode, direction: str) -> bool:
+    """Whether a REFER is carried out by the edge at once (``bridge`` mode on an origination call:
+    the carrier is the caller, whose last SDP the edge keeps)."""
+    return mode is TransferMode.BRIDGE and direction == "origination"
+
+
+def falls_back(mode: TransferMode, direction: str, code: int) -> bool:
+    """Whether the carrier's final answer ``code`` to a relayed REFER makes the edge bridge the
+    transfer itself: ``auto`` mode, an origination call, a code of :data:`FALLBACK_CODES`."""
+    return mode is TransferMode.AUTO and direction == "origination" and code in FALLBACK_CODES
+
+
+def leg_call_id(call_id: str) -> str:
+    """The Call-ID of the transfer leg of the call ``call_id``."""
+    return LEG_PREFIX + call_id
+
+
+def sipfrag(code: int, reason: str = "") -> str:
+    """The ``message/sipfrag`` body of a NOTIFY reporting ``code`` (RFC 3515 section 2.4.5,
+    RFC 3420): one status line."""
+    return f"SIP/2.0 {code} {reason or REASONS.get(code, 'Unknown')}\r\n"
+
+
+def subscription_state(code: int) -> str:
+    """The ``Subscription-State`` of a NOTIFY reporting ``code`` (RFC 6665 section 4.1.3): active
+    while the leg is being set up, terminated at its final status (RFC 3515 section 2.4.7)."""
+    return "active;expires=60" if code < 200 else "terminated;reason=noresource"
+
+
+def leg_caller(choice: TransferCallerId, caller: str, did: str) -> tuple[str, str]:
+    """What the transfer leg presents, per the original trunk's ``transfer_caller_id``.
+
+    Args:
+        choice: ``transferee`` or ``trunk``.
+        caller: the original caller's number (From user of the carrier's INVITE, E.164 when it read so).
+        did: the DID the original call came in on (E.164).
+
+    Returns:
+        ``(From user, diverted-from number)``: the original caller and the DID for ``transferee``
+        (the DID goes in a ``Diversion`` header, RFC 5806), or the DID and ``""`` for ``trunk``
+        (also when the caller is unknown or anonymous).
+    """
+    if choice is TransferCallerId.TRANSFEREE and caller and caller.lower() != "anonymous":
+        return caller, did
+    return did, ""
+
+
+def diversion(did: str, host: str) -> str:
+    """The ``Diversion`` header value naming the DID a transfer leg was diverted from
+    (RFC 5806 section 3, reason ``deflection``: the called party sent the call on)."""
+    return f"<sip:{did}@{host}>;reason=deflection;counter=1"
+
+
+@dataclass(slots=True)
+class Bridge:
+    """What ties a call and its transfer leg while the edge carries out the transfer (kept in
+    the ``xfer`` htable under both Call-IDs, shared memory: only transferred calls have one).
+
+    Attributes:
+        call_id: the original call's Call-ID (carrier <-> agent).
+        leg: the transfer leg's Call-ID (:func:`leg_call_id`).
+        agent, trunk: the original call's agent and trunk.
+        carrier_tag, agent_tag: the original dialog's tags (the carrier is the caller).
+        target: the number (E.164) or SIP URI of the target; ``number``: True for a number.
+        headers: the context headers the leg carries (``[[name, value], ...]``, allow-listed).
+        refer_cseq: the REFER's CSeq number (``Event: refer;id=``, RFC 3515 section 2.4.6).
+        refer_code: the carrier's answer to the REFER when ``auto`` fell back (else empty).
+        phase: ``dialling`` (leg placed), ``answering`` (the target answered, the carrier being
+            re-INVITEd), ``bridged`` (carrier and target joined), ``failed``.
+        leg_tag, target_tag: the leg's tags once the target answered (the edge is its caller).
+        carrier_cseq: the carrier's last CSeq number in the original dialog at the REFER.
+        leg_cseq: the leg INVITE's CSeq number (a CANCEL names it).
+        agent_cseq: the highest CSeq number the edge used in the original call on the agent's
+            behalf (its re-INVITEs to the carrier; its later BYE goes above it).
+        uac_cseq: the highest CSeq number the edge used in the leg as its caller after the INVITE.
+        relayed: ``[sender's CSeq, CSeq in the other call]`` of the last re-INVITE relayed across
+            the bridge (its ACK is mapped with it).
+        media: the leg's media policies, ``{"caller": ..., "callee": ...}`` JSON (``MediaPolicy``
+            forms: the original trunk's for the carrier, the leg's first trunk's for the target),
+            applied to re-offers across the bridge.
+    """
+
+    call_id: str
+    leg: str
+    agent: str
+    trunk: str
+    carrier_tag: str
+    agent_tag: str
+    target: str
+    number: bool
+    headers: list[list[str]] = field(default_factory=list)
+    refer_cseq: int = 0
+    refer_code: str = ""
+    phase: str = "dialling"
+    leg_tag: str = ""
+    target_tag: str = ""
+    carrier_cseq: int = 0
+    leg_cseq: int = 0
+    agent_cseq: int = 0
+    uac_cseq: int = 0
+    relayed: list[int] = field(default_factory=list)
+    media: str = ""
+
+    def encode(self) -> str:
+        """JSON for the htable value."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> "Bridge | None":
+        """Parse :meth:`encode`'s form; None for an empty or malformed value."""
+        try:
+            data = json.loads(text) if text else None
+            return cls(**data) if isinstance(data, dict) else None
+        except (ValueError, TypeError):
+            return None
+
+    def moved(self, **changes: object) -> "Bridge":
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)  # type: ignore[arg-type]

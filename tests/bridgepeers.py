@@ -1,0 +1,134 @@
+"""SIPp scenarios of a bridged transfer's peers (generated per test into its workdir): the carrier
+whose caller the agent transfers, and the human the edge's transfer leg reaches.
+
+Both write the media address of every SDP they receive (``c=`` and ``m=audio``) to a file as
+``{what} {ip} {port}`` lines (SIPp ``exec``), and put ``-key rtp_ip``/``rtp_port`` (a
+:class:`tests.tonertp.ToneRtp`) in their own SDP, so a test aims its tone endpoints at the
+addresses rtpengine gave and hears what crossed the edge.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+__all__ = ["carrier_scenario", "human_scenario", "media_lines"]
+
+_HEAD = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<!DOCTYPE scenario SYSTEM "sipp.dtd">\n'
+
+
+def _sdp(direction: str = "sendrecv") -> str:
+    return ("      v=0\n      o=- 1 [cseq] IN IP4 [rtp_ip]\n      s=-\n      c=IN IP4 [rtp_ip]\n      t=0 0\n"
+            "      m=audio [rtp_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000\n" f"      a={direction}")
+
+
+def _note(what: str) -> str:
+    """Actions writing the received SDP's media address to ``[sdp_file]``."""
+    return (f'    <action>\n'
+            f'      <ereg regexp="c=IN IP4 ([0-9.]+)" search_in="body" check_it="true" assign_to="c_{what},ip_{what}"/>\n'
+            f'      <ereg regexp="m=audio ([0-9]+)" search_in="body" check_it="true" assign_to="m_{what},port_{what}"/>\n'
+            f'      <exec command="echo {what} [$ip_{what}] [$port_{what}] >> [sdp_file]"/>\n'
+            f'    </action>\n')
+
+
+def _references(steps: list[str]) -> str:
+    """SIPp refuses variables assigned and never used: the whole-match ones of :func:`_note`."""
+    names = re.findall(r'assign_to="([cm]_[a-z]+),', "".join(steps))
+    return f'  <Reference variables="{",".join(names)}"/>\n' if names else ""
+
+
+def _reply(status: str, sdp: str = "", contact: str = "[local_ip]:[local_port]") -> str:
+    body = f"Content-Type: application/sdp\n      Content-Length: [len]\n\n{sdp}" if sdp else "Content-Length: 0\n"
+    return (f"  <send>\n    <![CDATA[\n      SIP/2.0 {status}\n      [last_Via:]\n      [last_From:]\n      [last_To:]\n"
+            f"      [last_Call-ID:]\n      [last_CSeq:]\n      [last_Record-Route:]\n      Contact: <sip:peer@{contact}>\n"
+            f"      {body}\n    ]]>\n  </send>\n")
+
+
+def _request(method: str, cseq: int, from_: str, to: str, sdp: str = "") -> str:
+    body = f"Content-Type: application/sdp\n      Content-Length: [len]\n\n{sdp}" if sdp else "Content-Length: 0\n"
+    return (f'  <send retrans="500">\n    <![CDATA[\n      {method} [next_url] SIP/2.0\n'
+            f"      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n      From: {from_}\n"
+            f"      To: {to}\n      Call-ID: [call_id]\n      CSeq: {cseq} {method}\n      [routes]\n"
+            f"      Contact: <sip:peer@[local_ip]:[local_port]>\n      Max-Forwards: 70\n      {body}\n    ]]>\n  </send>\n")
+
+
+def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, hangs_up: bool = True,
+                     hold: bool = False, hangup_ms: int = 4000, held: bool = False) -> Path:
+    """The carrier's caller: INVITE to ``[service]`` with its SDP, the agent's answer noted
+    (``answer``); the REFER answered ``refer_code`` (``"501 Not Implemented"``; none expected when
+    empty); with ``bridged`` the edge's re-INVITE noted (``reinvite``) and answered; with ``hold``
+    a re-INVITE ``a=sendonly`` sent after 1 s and its answer noted (``hold``); with ``held`` a
+    re-INVITE awaited, noted (``held``) and answered ``a=recvonly``; then BYE after
+    ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
+    me = '"Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
+    peer = "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]"
+    steps = [_request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>", _sdp()).replace("[next_url]",
+             "sip:[service]@[remote_ip]:[remote_port]").replace("      [routes]\n", ""),
+             '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n',
+             '  <recv response="200" rrs="true">\n' + _note("answer") + "  </recv>\n",
+             _request("ACK", 1, me, peer).replace(' retrans="500"', "")]
+    if refer_code:
+        steps += ['  <recv request="REFER"/>\n', _reply(refer_code)]
+    if bridged:
+        steps += ['  <recv request="INVITE">\n' + _note("reinvite") + "  </recv>\n", _reply("200 OK", _sdp()),
+                  '  <recv request="ACK"/>\n']
+    if hold:
+        steps += ['  <pause milliseconds="1000"/>\n', _request("INVITE", 2, me, peer, _sdp("sendonly")),
+                  '  <recv response="100" optional="true"/>\n',
+                  '  <recv response="200">\n' + _note("hold") + "  </recv>\n",
+                  _request("ACK", 2, me, peer).replace(' retrans="500"', "")]
+    if held:
+        steps += ['  <recv request="INVITE">\n' + _note("held") + "  </recv>\n", _reply("200 OK", _sdp("recvonly")),
+                  '  <recv request="ACK"/>\n']
+    if hangs_up:
+        steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 3, me, peer), '  <recv response="200"/>\n']
+    else:
+        steps += ['  <recv request="BYE"/>\n', _reply("200 OK")]
+    path = workdir / "carrier_bridge.xml"
+    path.write_text(_HEAD + '<scenario name="bridge carrier">\n' + "".join(steps) + _references(steps) + "</scenario>\n")
+    return path
+
+
+def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False, hold: bool = False,
+                   hangup_ms: int = 4000, holds: bool = False) -> Path:
+    """The human behind a carrier gateway: the leg's INVITE noted (``invite``) and answered
+    ``answer`` (with its SDP when 2xx); with ``hold`` a re-INVITE awaited, noted (``hold``) and
+    answered ``a=recvonly``; with ``holds`` a re-INVITE ``a=sendonly`` sent after 1 s and its
+    answer noted (``holds``); then BYE after ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
+    steps = ['  <recv request="INVITE" rrs="true">\n' + _note("invite").replace(
+        "    <action>\n", '    <action>\n'
+        '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
+        '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="me"/>\n', 1) + "  </recv>\n"]
+    if not answer.startswith("2"):
+        steps += [_reply(answer), '  <recv request="ACK"/>\n', '  <Reference variables="caller,me"/>\n']
+    else:
+        me = "[$me];tag=[pid]SIPpTag01[call_number]"
+        steps += [_reply(answer, _sdp()).replace("[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]"),
+                  '  <recv request="ACK"/>\n']
+        if hold:
+            steps += ['  <recv request="INVITE">\n' + _note("hold") + "  </recv>\n", _reply("200 OK", _sdp("recvonly")),
+                      '  <recv request="ACK"/>\n']
+        if holds:
+            steps += ['  <pause milliseconds="1000"/>\n', _request("INVITE", 1, me, "[$caller]", _sdp("sendonly")),
+                      '  <recv response="100" optional="true"/>\n',
+                      '  <recv response="200">\n' + _note("holds") + "  </recv>\n",
+                      _request("ACK", 1, me, "[$caller]").replace(' retrans="500"', "")]
+        if hangs_up:
+            steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 2, me, "[$caller]"),
+                      '  <recv response="200"/>\n']
+        else:
+            steps += ['  <recv request="BYE"/>\n', _reply("200 OK"), '  <Reference variables="caller,me"/>\n']
+    path = workdir / "human_bridge.xml"
+    path.write_text(_HEAD + '<scenario name="bridge human">\n' + "".join(steps) + _references(steps) + "</scenario>\n")
+    return path
+
+
+def media_lines(path: Path) -> dict[str, tuple[str, int]]:
+    """The media addresses a peer noted, by what (the last of each)."""
+    found: dict[str, tuple[str, int]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[2].isdigit():
+                found[parts[0]] = (parts[1], int(parts[2]))
+    return found

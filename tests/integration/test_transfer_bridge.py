@@ -1,0 +1,245 @@
+"""Transfers the edge carries out itself (``bridge``, and ``auto`` after the carrier refused the
+REFER): an inbound carrier call whose agent REFERs the caller to a number; the edge answers the
+agent 202, places the transfer leg to the human (a SIPp callee behind another trunk's gateway)
+with the context headers and the chosen caller ID, re-INVITEs the carrier on the agent's behalf
+when the human answers, NOTIFYs the agent and hangs it up.  Caller and human then hear each
+other's tone (FFT of what each endpoint received, :class:`tests.tonertp.ToneRtp`), a BYE from
+either end ends the other, and each call has its own record, linked both ways."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from routing.tables.cdrstore import CdrStore
+from routing.tables.model import TransferCallerId, TransferMode
+from tests.bridgepeers import carrier_scenario, human_scenario, media_lines
+from tests.helpers import wait_until
+from tests.sipp import uac, uas
+from tests.tonertp import ToneRtp
+
+from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, Edge
+from .test_transfers import explain
+
+HUMAN_PORT = 5082
+TARGET = "+442071838751"
+CALLER = "+14155550123"
+CARRIER_HZ, HUMAN_HZ = 700.0, 1300.0
+_runs = itertools.count()
+
+
+def provision(edge: Edge, mode: TransferMode = TransferMode.AUTO,
+              caller_id: TransferCallerId = TransferCallerId.TRANSFEREE) -> None:
+    """carrier-a brings the DID to bot; the human's number is routed over carrier-b, whose gateway
+    is the human's SIPp."""
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [("sip.carrier-a.example", 5080)], direction="inbound",
+               transfer=mode, transfer_caller_id=caller_id)
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, HUMAN_PORT)], direction="outbound")
+    edge.route("+44", "carrier-b", "0.01")
+    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], x_headers=("X-Ctx",))
+    edge.did(DID, "carrier-a", "bot")
+
+
+def transfers(edge: Edge, mode: str, result: str) -> float:
+    """``byoc_edge_transfers_total{mode,result}`` of Kamailio's /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(edge.metrics("kamailio")):
+        for sample in family.samples:
+            if sample.name == "byoc_edge_transfers_total" and sample.labels == {"mode": mode, "result": result}:
+                return sample.value
+    return 0.0
+
+
+def _header(message: str, name: str) -> list[str]:
+    return [m.strip() for m in re.findall(rf"^{name}:(.*)$", message, re.M | re.I)]
+
+
+def _sipfrag(notify: str) -> str:
+    return notify.split("\n\n", 1)[-1].strip().splitlines()[-1]
+
+
+def _records(edge: Edge, since_ms: int, count: int) -> dict[str, dict]:
+    store = CdrStore(edge.redis, 86400)
+    found = wait_until(lambda: (lambda r: r if len(r) >= count else None)(
+        store.records(since_ms, int(time.time() * 1000) + 1000)), what=f"{count} call records")
+    return {r["call_id"]: r for r in found}
+
+
+class Peers:
+    """The carrier (SIPp uac + its tone endpoint), the agent (SIPp uas, existing REFER scenario)
+    and the human (SIPp uas + its tone endpoint) of one transfer."""
+
+    def __init__(self, edge: Edge, *, refer_code: str = "501 Not Implemented", human_answer: str = "200 OK",
+                 carrier_hangs_up: bool = True, hold: bool = False, hangup_ms: int = 4000,
+                 human_holds: bool = False) -> None:
+        run = next(_runs)
+        self.dir = edge.workdir / f"bridge-{run}"
+        self.dir.mkdir()
+        self.carrier_rtp, self.human_rtp = ToneRtp(CARRIER_A, CARRIER_HZ), ToneRtp(CARRIER_B, HUMAN_HZ)
+        self.carrier_sdp, self.human_sdp = self.dir / "carrier.sdp", self.dir / "human.sdp"
+        bridged = human_answer.startswith("2")
+        self.human = uas(self.dir / "human", CARRIER_B, HUMAN_PORT,
+                         scenario=human_scenario(self.dir, human_answer, hangs_up=not carrier_hangs_up, hold=hold,
+                                                 hangup_ms=hangup_ms, holds=human_holds),
+                         rtp_echo=False, extra=["-key", "rtp_ip", CARRIER_B, "-key", "rtp_port", str(self.human_rtp.port),
+                                                "-key", "sdp_file", str(self.human_sdp)])
+        self.agent = uas(self.dir / "agent", AGENT_IP, 5090, scenario="uas_agent_refer.xml", answer_ms=20,
+                         rtp_echo=True, extra=["-key", "refer_to", f"sip:{TARGET}@{edge.sip}?X-Ctx=ticket-42&X-Secret=s3"])
+        self.carrier = uac(self.dir / "carrier", CARRIER_A, 5070, edge.sip, DID, caller=CALLER,
+                           scenario=carrier_scenario(self.dir, refer_code, bridged=bridged, hangs_up=carrier_hangs_up,
+                                                     hold=hold, hangup_ms=hangup_ms, held=human_holds),
+                           extra=["-key", "rtp_ip", CARRIER_A, "-key", "rtp_port", str(self.carrier_rtp.port),
+                                  "-key", "sdp_file", str(self.carrier_sdp)])
+
+    def aim(self, who: str, what: str) -> None:
+        """Point ``who``'s tone endpoint at the media address it got in ``what`` (its SDP note)."""
+        rtp, notes = (self.carrier_rtp, self.carrier_sdp) if who == "carrier" else (self.human_rtp, self.human_sdp)
+        rtp.target = wait_until(lambda: media_lines(notes).get(what), what=f"{who}'s {what} SDP")
+
+    def hears(self, who: str, hz: float, since: float) -> None:
+        """Wait until ``who`` hears ``hz`` (strongest frequency of 0.5 s or more of audio since ``since``)."""
+        rtp = self.carrier_rtp if who == "carrier" else self.human_rtp
+        wait_until(lambda: rtp.heard_hz(since) is not None and abs(rtp.heard_hz(since) - hz) < 20, timeout=5,
+                   what=f"{who} hearing {hz} Hz (hears {rtp.heard_hz(since)})")
+
+    def finish(self) -> None:
+        for run in (self.carrier, self.human, self.agent):
+            assert run.wait(timeout=30) == 0, run.output()
+        self.carrier_rtp.close()
+        self.human_rtp.close()
+
+
+@pytest.mark.parametrize("ender", ["carrier", "human"])
+def test_carrier_refusing_refer_the_edge_bridges_caller_and_human(clean_edge: Edge, ender: str) -> None:
+    """auto mode, the carrier answers the REFER 501: the human gets the leg's INVITE with the
+    context header and the original caller with Diversion naming the DID; both hear each other;
+    the agent gets 202, NOTIFY 100 and 200, and BYE; a BYE from ``ender`` ends the other end."""
+    edge = clean_edge
+    provision(edge)
+    since, accepted = int(time.time() * 1000), transfers(edge, "bridge", "accepted")
+    peers = Peers(edge, carrier_hangs_up=ender == "carrier")
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    start = time.monotonic()
+    peers.hears("carrier", HUMAN_HZ, start)
+    peers.hears("human", CARRIER_HZ, start)
+    # bridged: the carrier's slot and the leg's (on its trunk and the referring agent); the agent's own is free
+    assert {k.rsplit(":", 2)[-2] + ":" + k.rsplit(":", 1)[-1]: v for k, v in edge.leases().items() if v} == \
+        {"trunk:carrier-a": 1, "trunk:carrier-b": 1, "agent:bot": 1}, edge.leases()
+    peers.finish()
+
+    [leg] = peers.human.received_requests("INVITE")
+    assert _header(leg, "X-Ctx") == ["ticket-42"] and not _header(leg, "X-Secret")
+    assert re.search(rf"<sip:\{CALLER}@", _header(leg, "From")[0]), _header(leg, "From")
+    assert _header(leg, "Diversion") and f"sip:{DID}@" in _header(leg, "Diversion")[0]
+    assert not _header(leg, "X-Edge-Transfer") and not _header(leg, "X-Edge-Info")
+    assert (202, "Accepted") in peers.agent.received_status()
+    assert [_sipfrag(n) for n in peers.agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+    assert peers.agent.received_requests("BYE")
+    assert peers.carrier.received_requests("REFER")
+
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if r["direction"] == "origination")
+    leg_record = next(r for r in records.values() if r["direction"] == "termination")
+    assert original["transfer"]["transferred_to"] == leg_record["call_id"]
+    assert leg_record["transfer"]["transferred_from"] == original["call_id"]
+    assert original["transfer"]["mode"] == "bridge" and original["transfer"]["refer_code"] == "501"
+    assert original["transfer"]["result"] == "200" and original["transfer"]["target"] == TARGET
+    assert leg_record["status"] == "answered" and leg_record["trunk"] == "carrier-b"
+    assert transfers(edge, "bridge", "accepted") == accepted + 1
+    assert (f"the carrier refused the REFER with 501, the edge placed leg {leg_record['call_id']}, which answered 200"
+            in explain(edge, original["call_id"]))
+    assert f"transfer leg (bridge) of call {original['call_id']}" in explain(edge, leg_record["call_id"])
+
+
+def test_busy_human_leaves_the_agent_with_the_caller(clean_edge: Edge) -> None:
+    """The human answers 486: the agent's final NOTIFY carries 486, the agent keeps the call (the
+    caller still hears the agent: its echo of the caller's tone), the carrier hangs up later."""
+    edge = clean_edge
+    provision(edge)
+    since, failed = int(time.time() * 1000), transfers(edge, "bridge", "failed")
+    peers = Peers(edge, human_answer="486 Busy Here")
+    peers.aim("carrier", "answer")
+    wait_until(lambda: " result=486: the agent keeps the call" in edge.log(), what="the leg's failure")
+    start = time.monotonic()
+    peers.hears("carrier", CARRIER_HZ, start)  # the agent (SIPp rtp_echo) still talks to the caller
+    peers.finish()
+    assert [_sipfrag(n) for n in peers.agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying",
+                                                                              "SIP/2.0 486 Busy Here"]
+    assert not peers.carrier.received_requests("BYE")  # the carrier ended the call itself
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if r["direction"] == "origination")
+    assert original["transfer"]["result"] == "486" and original["hangup"] == "caller"
+    assert transfers(edge, "bridge", "failed") == failed + 1
+    assert "which answered 486 (failed: the agent kept the call)" in explain(edge, original["call_id"])
+
+
+def test_bridge_mode_never_sends_the_carrier_a_refer(clean_edge: Edge) -> None:
+    """``transfer: bridge``: the edge carries the transfer out at once; ``transfer_caller_id:
+    trunk`` presents the DID, without Diversion."""
+    edge = clean_edge
+    provision(edge, TransferMode.BRIDGE, TransferCallerId.TRUNK)
+    peers = Peers(edge, refer_code="")
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    start = time.monotonic()
+    peers.hears("carrier", HUMAN_HZ, start)
+    peers.finish()
+    assert not peers.carrier.received_requests("REFER")
+    [leg] = peers.human.received_requests("INVITE")
+    assert re.search(rf"<sip:\{DID}@", _header(leg, "From")[0]) and not _header(leg, "Diversion")
+
+
+def test_hold_reinvite_from_the_carrier_after_a_bridge_reaches_the_human_and_is_answered(clean_edge: Edge) -> None:
+    """After the bridge the carrier puts the call on hold (re-INVITE ``a=sendonly``): the human
+    gets it in the leg's dialog (its Call-ID and tags, a higher CSeq) with an SDP of the leg's
+    rtpengine call, answers ``a=recvonly``, and the carrier gets that answer in its own dialog;
+    the caller's audio still reaches the human; then the carrier hangs up and the human's leg ends."""
+    edge = clean_edge
+    provision(edge)
+    peers = Peers(edge, hold=True, hangup_ms=2500)
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("human", CARRIER_HZ, time.monotonic())
+    wait_until(lambda: media_lines(peers.human_sdp).get("hold"), what="the hold re-INVITE at the human")
+    after_hold = time.monotonic()
+    peers.hears("human", CARRIER_HZ, after_hold)  # the carrier (sendonly) still talks to the human
+    peers.finish()
+
+    first, hold = peers.human.received_requests("INVITE")
+    assert _header(hold, "Call-ID") == _header(first, "Call-ID") and _header(hold, "Call-ID")[0].startswith("xfer-")
+    assert _header(hold, "From") == _header(first, "From")
+    assert int(_header(hold, "CSeq")[0].split()[0]) > int(_header(first, "CSeq")[0].split()[0])
+    assert "a=sendonly" in hold and media_lines(peers.human_sdp)["hold"][0] == "127.0.0.1"  # rtpengine's address
+    answers = [r for r in peers.carrier.received_responses("INVITE") if re.search(r"^SIP/2\.0 200", r, re.M)]
+    held = next(r for r in answers if re.search(r"^CSeq:\s*2 INVITE", r, re.M))
+    assert "a=recvonly" in held
+    assert _header(held, "Call-ID") == _header(answers[0], "Call-ID")  # the carrier's own dialog
+    assert not peers.agent.received_requests("INVITE")[1:]  # the agent, gone, saw nothing of it
+
+
+def test_reinvite_from_the_human_after_a_bridge_reaches_the_carrier_as_the_agent(clean_edge: Edge) -> None:
+    """The other way: the human's hold re-INVITE reaches the carrier in the carrier's own dialog
+    (its Call-ID, the agent's tag, a CSeq above the edge's earlier re-INVITE), and the carrier's
+    answer reaches the human in the leg's dialog; then the human hangs up and the carrier's call ends."""
+    edge = clean_edge
+    provision(edge)
+    peers = Peers(edge, carrier_hangs_up=False, human_holds=True, hangup_ms=2500)
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("carrier", HUMAN_HZ, time.monotonic())
+    peers.finish()
+
+    bridge_reinvite, held = peers.carrier.received_requests("INVITE")
+    assert _header(held, "Call-ID") == _header(bridge_reinvite, "Call-ID") and "a=sendonly" in held
+    assert _header(held, "From") == _header(bridge_reinvite, "From")  # the agent's side of the carrier's dialog
+    assert int(_header(held, "CSeq")[0].split()[0]) > int(_header(bridge_reinvite, "CSeq")[0].split()[0])
+    answer = next(r for r in peers.human.received_responses("INVITE") if re.search(r"^SIP/2\.0 200", r, re.M))
+    assert "a=recvonly" in answer and _header(answer, "Call-ID")[0].startswith("xfer-")

@@ -1,0 +1,63 @@
+"""routing.call.bridge: when the edge bridges a transfer itself, the sipfrag and subscription
+state of its NOTIFYs, the transfer leg's caller ID and Diversion, the bridge state's text form."""
+
+from __future__ import annotations
+
+import pytest
+
+from routing.call import bridge as bx
+from routing.tables.model import TransferCallerId, TransferMode
+
+
+@pytest.mark.parametrize("code", [403, 405, 501, 603])
+def test_auto_falls_back_on_a_refusal_of_refer(code: int) -> None:
+    assert bx.falls_back(TransferMode.AUTO, "origination", code)
+
+
+@pytest.mark.parametrize(("mode", "direction", "code"), [
+    (TransferMode.AUTO, "origination", 486),  # a busy carrier is no refusal of REFER itself
+    (TransferMode.AUTO, "origination", 202),
+    (TransferMode.REFER, "origination", 501),  # refer mode: the agent gets the carrier's answer
+    (TransferMode.AUTO, "termination", 501),  # the carrier is the callee: no SDP of its kept
+])
+def test_no_fallback(mode: TransferMode, direction: str, code: int) -> None:
+    assert not bx.falls_back(mode, direction, code)
+
+
+def test_bridge_mode_bridges_origination_calls_only() -> None:
+    assert bx.bridges(TransferMode.BRIDGE, "origination")
+    assert not bx.bridges(TransferMode.BRIDGE, "termination")
+    assert not bx.bridges(TransferMode.AUTO, "origination")
+
+
+def test_sipfrag_and_subscription_state() -> None:
+    assert bx.sipfrag(100) == "SIP/2.0 100 Trying\r\n"
+    assert bx.sipfrag(486, "Busy Here") == "SIP/2.0 486 Busy Here\r\n"
+    assert bx.sipfrag(499) == "SIP/2.0 499 Unknown\r\n"
+    assert bx.subscription_state(100) == "active;expires=60"
+    assert bx.subscription_state(200) == "terminated;reason=noresource"
+    assert bx.subscription_state(486) == "terminated;reason=noresource"
+
+
+def test_leg_caller_per_trunk_choice() -> None:
+    assert bx.leg_caller(TransferCallerId.TRANSFEREE, "+14155550123", "+14155550100") == ("+14155550123", "+14155550100")
+    assert bx.leg_caller(TransferCallerId.TRUNK, "+14155550123", "+14155550100") == ("+14155550100", "")
+    # an anonymous or unknown caller cannot be presented: the DID is
+    assert bx.leg_caller(TransferCallerId.TRANSFEREE, "anonymous", "+14155550100") == ("+14155550100", "")
+    assert bx.leg_caller(TransferCallerId.TRANSFEREE, "", "+14155550100") == ("+14155550100", "")
+
+
+def test_diversion_names_the_did() -> None:
+    assert bx.diversion("+14155550100", "192.0.2.1") == "<sip:+14155550100@192.0.2.1>;reason=deflection;counter=1"
+
+
+def test_leg_call_id() -> None:
+    assert bx.leg_call_id("abc@host") == "xfer-abc@host"
+
+
+def test_bridge_state_round_trip() -> None:
+    b = bx.Bridge("c1", "xfer-c1", "bot", "carrier-a", "ft", "tt", "+442071838751", True, [["X-Ctx", "42"]], refer_cseq=3)
+    assert bx.Bridge.decode(b.encode()) == b
+    moved = b.moved(phase="bridged", leg_tag="lt")
+    assert (moved.phase, moved.leg_tag, b.phase) == ("bridged", "lt", "dialling")
+    assert bx.Bridge.decode("") is None and bx.Bridge.decode("{bad") is None and bx.Bridge.decode('{"x": 1}') is None
