@@ -19,6 +19,7 @@ from rich.table import Table
 
 from routing.capture import html as ladder_html
 from routing.capture import ladder as ladders
+from routing.call.bridge import LEG_PREFIX
 from routing.capture import pcap, sipmsg
 from routing.capture.store import CaptureStore
 from routing.ops.settings import Settings
@@ -45,16 +46,24 @@ def _console() -> Console:
 
 
 def load(settings: Settings, call_id: str) -> ladders.Ladder:
-    """The ladder of ``call_id`` from the capture directory.
+    """The ladder of ``call_id`` from the capture directory, with the messages of its bridged transfer
+    leg (``xfer-{Call-ID}``) or, for a leg, of the call it was transferred from.
 
     Raises:
         click.ClickException: no capture of that Call-ID (one line).
     """
-    found = _store(settings).call(call_id)
+    store = _store(settings)
+    found = store.call(call_id)
     if found is None:
         why = "" if settings.capture.enabled else " (capture.enabled is false)"
         raise fail(f"no capture of Call-ID {call_id!r} in {settings.capture_path}{why}")
-    return ladders.build(call_id, found.packets(), _edge_sockets(settings), _tls_sockets(settings))
+    packets = found.packets()
+    # a bridged transfer's leg (routing.call.bridge: its own Call-ID) belongs in the same ladder, either way
+    other = call_id[len(LEG_PREFIX):] if call_id.startswith(LEG_PREFIX) else LEG_PREFIX + call_id
+    leg = store.call(other)
+    if leg is not None:
+        packets = [*packets, *leg.packets()]
+    return ladders.build(call_id, packets, _edge_sockets(settings), _tls_sockets(settings))
 
 
 @click.command()

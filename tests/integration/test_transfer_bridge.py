@@ -23,6 +23,7 @@ from tests.sipp import uac, uas
 from tests.tonertp import ToneRtp
 
 from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, Edge
+from .test_sip_capture import trace_json
 from .test_transfers import explain
 
 HUMAN_PORT = 5082
@@ -154,6 +155,14 @@ def test_carrier_refusing_refer_the_edge_bridges_caller_and_human(clean_edge: Ed
     assert (f"the carrier refused the REFER with 501, the edge placed leg {leg_record['call_id']}, which answered 200"
             in explain(edge, original["call_id"]))
     assert f"transfer leg (bridge) of call {original['call_id']}" in explain(edge, leg_record["call_id"])
+    # one ladder for both calls, from either Call-ID: the carrier's call and the leg the edge placed
+    human = f"{CARRIER_B}:{HUMAN_PORT}"
+    for call_id in (original["call_id"], leg_record["call_id"]):
+        ladder = wait_until(lambda: (m := trace_json(edge, call_id)) and any(
+            x["message"].startswith("INVITE") and x["dst"] == human for x in m) and m, timeout=10,
+            what=f"the leg's INVITE to the human in the ladder of {call_id}")
+        sent_to = {x["dst"] for x in ladder if x["direction"] == "out"}
+        assert human in sent_to and any(d.startswith(CARRIER_A) for d in sent_to), sent_to
 
 
 def test_busy_human_leaves_the_agent_with_the_caller(clean_edge: Edge) -> None:
