@@ -21,7 +21,8 @@ __all__ = ["IDENTITY_HEADERS", "header_names", "headers_to_remove", "canonical",
 IDENTITY_HEADERS = frozenset(
     {"p-asserted-identity", "p-preferred-identity", "remote-party-id", "diversion", "history-info"}
 )
-_NAME = re.compile(r"^([^:\s][^:]*?)\s*:", re.M)
+#: a header line's name, one line at a time (no match across a line without a colon)
+_NAMES = re.compile(r"^([^:\s][^:\r\n]*?)[ \t]*:", re.M)
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
@@ -39,14 +40,9 @@ def header_names(message: str) -> list[str]:
         message: the whole message (start line, headers, blank line, body).
     """
     head = message.split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
-    names = []
-    for line in head.splitlines()[1:]:
-        if not line or line[0] in " \t":
-            continue  # continuation of a folded header (RFC 3261 section 7.3.1)
-        match = _NAME.match(line)
-        if match:
-            names.append(match.group(1))
-    return names
+    # one regex pass over the header lines (the start line cut off): a folded continuation line
+    # starts with a space or tab (RFC 3261 section 7.3.1), which a name cannot
+    return _NAMES.findall(head.partition("\n")[2])
 
 
 def headers_to_remove(names: Iterable[str], allowed_x: Iterable[str], trust_identity: bool) -> list[str]:

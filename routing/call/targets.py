@@ -4,6 +4,8 @@ followed by the DID's fallback steps (docs/agents.md).  Used by :mod:`routing.ca
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import replace
 from typing import Callable
 
@@ -54,12 +56,19 @@ def dtmf_mode(side: Trunk | Agent, rt: RuntimeSettings) -> str:
 
 def trunk_media(trunk: Trunk, rt: RuntimeSettings) -> dict:
     """The trunk's media policy over the node's carrier-side default (``MediaPolicy.to_json`` form)."""
-    return trunk.media.over(MediaPolicy.from_json(rt.media_trunk)).to_json()
+    return dict(_over(trunk.media, MediaPolicy.from_json(rt.media_trunk)))
 
 
 def agent_media(agent: Agent, rt: RuntimeSettings) -> dict:
     """The agent's media policy over the node's agent-side default (``MediaPolicy.to_json`` form)."""
-    return agent.media.over(MediaPolicy.from_json(rt.media_agent)).to_json()
+    return dict(_over(agent.media, MediaPolicy.from_json(rt.media_agent)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _over(policy: MediaPolicy, default: MediaPolicy) -> dict:
+    """``policy.over(default).to_json()``, memoised per worker: policies are few, frozen, and read on
+    every call (callers copy the dict)."""
+    return policy.over(default).to_json()
 
 
 def with_user(uri: str, user: str) -> str:
