@@ -237,10 +237,10 @@ def render_sentinel(master_host: str, master_port: int, port: int = 26379, bind:
     the timing above, ``quorum`` Sentinels to agree the master is down (2 of 3)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    return env.get_template("sentinel.conf.j2").render(
+    return env.get_template("sentinel.conf.j2").render(sentinel=dict(
         master_host=master_host, master_port=master_port, port=port, bind=bind, dir=data_dir, master_name=master_name,
         quorum=quorum, master_password=master_password, sentinel_password=sentinel_password, announce_ip=announce_ip,
-        down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms)
+        down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms))
 
 
 def render_to_dir(settings: Settings) -> Path:

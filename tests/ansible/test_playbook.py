@@ -61,6 +61,11 @@ SNAPSHOT_PATHS = ["pyproject.toml", "README.md", "routing", "kamailio", "templat
 
 SIP_PORT = 15060
 REDIS_PORT = 16379
+#: the site's redis replica (group redis_replica) and its three Sentinels (group redis_sentinel), each
+#: an inventory host of its own on this machine, with a prefix of its own
+REPLICA = ("redis-replica", "byoc-edge-test-r", 16380)
+SENTINELS = tuple((f"sentinel-{i}", f"byoc-edge-test-s{i}", 26390 + i) for i in (1, 2, 3))
+MASTER_NAME = "byoc-edge-test"
 REDIS_PASSWORD = "ansible-test-secret"
 #: the site's trunk-password key (Fernet), distributed to every node
 SECRET_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -156,6 +161,7 @@ def inventory() -> dict[str, object]:
                 "byoc_edge_redis_host": "127.0.0.1",
                 "byoc_edge_redis_port": REDIS_PORT,
                 "byoc_edge_redis_password": REDIS_PASSWORD,
+                "byoc_edge_redis_master_name": MASTER_NAME,
                 "byoc_edge_secret_key": SECRET_KEY,
                 "byoc_edge_sip_port": SIP_PORT,
                 "byoc_edge_carrier_cidrs": [f"{CARRIER}/32"],
@@ -172,7 +178,9 @@ def inventory() -> dict[str, object]:
                     "hosts": {
                         NODE_A.host: NODE_A.host_vars(),
                         # one host has one kernel: the second node leaves ip_local_reserved_ports alone
+                        # node B reaches the redis through the Sentinels (node A directly)
                         NODE_B.host: {**NODE_B.host_vars(), "sysctl_reserve_rtp_ports": False,
+                                      "byoc_edge_redis_sentinels": [f"127.0.0.1:{port}" for _, _, port in SENTINELS],
                                       # and its own metrics ports (node A keeps the defaults)
                                       "byoc_edge_metrics_kamailio_port": 9261,
                                       "byoc_edge_metrics_rtpengine_port": 9262,
@@ -180,6 +188,10 @@ def inventory() -> dict[str, object]:
                     }
                 },
                 "redis": {"hosts": {NODE_A.host: None}},
+                "redis_replica": {"hosts": {REPLICA[0]: {"byoc_edge_prefix": REPLICA[1], "redis_bind": "127.0.0.1",
+                                                         "redis_port": REPLICA[2]}}},
+                "redis_sentinel": {"hosts": {host: {"byoc_edge_prefix": prefix, "sentinel_bind": "127.0.0.1",
+                                                    "sentinel_port": port} for host, prefix, port in SENTINELS}},
             },
         }
     }
@@ -263,7 +275,9 @@ def _sysctl(key: str) -> str | None:
 
 def _leftover_processes() -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [l for l in out.splitlines() if any(n.prefix in l for n in NODES) or f"127.0.0.1:{REDIS_PORT}" in l]
+    ports = (REDIS_PORT, REPLICA[2], *(port for _, _, port in SENTINELS))
+    prefixes = (*(n.prefix for n in NODES), REPLICA[1], *(prefix for _, prefix, _ in SENTINELS))
+    return [l for l in out.splitlines() if any(p in l for p in prefixes) or any(f"127.0.0.1:{port}" in l for port in ports)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,7 +569,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, host_lock: None) -> Ite
 
 def test_first_run_deploys_every_node_and_reports_the_forwarding_mode(deployment: Deployment) -> None:
     run = deployment.first
-    assert set(run.recap) == {NODE_A.host, NODE_B.host}, run.tail()
+    assert set(run.recap) == {NODE_A.host, NODE_B.host, REPLICA[0], *(host for host, _, _ in SENTINELS)}, run.tail()
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recap.values()), run.recap
     for node in NODES:
         mode_file = Path(f"/etc/{node.prefix}/rtpengine-mode")
@@ -565,8 +579,9 @@ def test_first_run_deploys_every_node_and_reports_the_forwarding_mode(deployment
         # each node's own settings file, id and addresses; the shared redis
         settings = yaml.safe_load(Path(f"/etc/{node.prefix}/settings.yaml").read_text())
         assert settings["node"] == node.node_id
+        via_sentinels = {"sentinels": [f"127.0.0.1:{port}" for _, _, port in SENTINELS], "master_name": MASTER_NAME}
         assert settings["redis"] == {"host": "127.0.0.1", "port": REDIS_PORT, "db": 0, "manage": False,
-                                     "password": REDIS_PASSWORD}
+                                     "password": REDIS_PASSWORD, **(via_sentinels if node is NODE_B else {})}
         assert {l["address"] for l in settings["sip"]["listen"]} == {node.sip, node.agent_side} - {""}
         # one trunk-password key for the site, readable by Kamailio (which runs as kamailio)
         key = Path(f"/etc/{node.prefix}/secret.key")
@@ -641,9 +656,38 @@ def test_per_side_variables_give_each_side_its_listeners_and_media_interface(dep
             f"media {node.agent_side}; RTP ports {node.rtp[0]}-{node.rtp[1]}") in report, deployment.first.output[-4000:]
 
 
+def _redis_cli(port: int, *args: str, password: str = "") -> str:
+    env = {**os.environ, "REDISCLI_AUTH": password} if password else None
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True, text=True,
+                          timeout=10, env=env, check=True).stdout
+
+
+def test_the_replica_copies_the_master_and_three_sentinels_watch_both(deployment: Deployment) -> None:
+    info = _redis_cli(REPLICA[2], "info", "replication", password=REDIS_PASSWORD)
+    assert "role:slave" in info and "master_link_status:up" in info and f"master_port:{REDIS_PORT}" in info, info
+    for _, prefix, port in SENTINELS:
+        assert _redis_cli(port, "sentinel", "get-master-addr-by-name", MASTER_NAME).split() == ["127.0.0.1", str(REDIS_PORT)]
+        # each Sentinel learns the replica (from the master's INFO) and the two others (their hello messages)
+        wait_until(lambda port=port: f"{REPLICA[2]}" in _redis_cli(port, "sentinel", "replicas", MASTER_NAME)
+                   and _redis_cli(port, "sentinel", "master", MASTER_NAME).split("\n")[
+                       _redis_cli(port, "sentinel", "master", MASTER_NAME).split("\n").index("num-other-sentinels") + 1] == "2",
+                   timeout=20, what=f"Sentinel {port} knowing the replica and the two other Sentinels")
+        # Sentinel's own file (it rewrites it, with the master's password, at its umask's mode): in a
+        # directory only the redis user and group enter
+        conf = Path(f"/var/lib/{prefix}/sentinel/sentinel.conf")
+        assert conf.exists() and "sentinel myid" in conf.read_text(), conf
+        assert conf.parent.stat().st_mode & 0o777 == 0o750 and conf.parent.owner() == "redis", conf.parent
+    # node B follows the Sentinels (settings redis.sentinels), node A talks to the master
+    settings_b = yaml.safe_load(Path(f"/etc/{NODE_B.prefix}/settings.yaml").read_text())
+    assert settings_b["redis"]["sentinels"] == [f"127.0.0.1:{port}" for _, _, port in SENTINELS]
+    assert settings_b["redis"]["master_name"] == MASTER_NAME
+    assert "sentinels" not in yaml.safe_load(Path(f"/etc/{NODE_A.prefix}/settings.yaml").read_text())["redis"]
+
+
 def test_second_run_changes_nothing(deployment: Deployment) -> None:
     recap = deployment.second.recap
-    assert set(recap) == {NODE_A.host, NODE_B.host}, deployment.second.tail()
+    assert set(recap) == {NODE_A.host, NODE_B.host, REPLICA[0], *(host for host, _, _ in SENTINELS)}, \
+        deployment.second.tail()
     changed = [line for line in deployment.second.output.splitlines() if line.startswith("changed:")]
     assert all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), (recap, changed)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,13 @@ from .conftest import AGENT_IP, CARRIER_A, DID, STRANGER, Edge
 
 
 
-def edgectl(edge: Edge, *args: str, settings: Path | None = None) -> subprocess.CompletedProcess[str]:
+def edgectl(edge: Edge, *args: str, settings: Path | None = None, columns: int | None = None) -> subprocess.CompletedProcess[str]:
+    """``edgectl`` in a subprocess; ``columns``: the terminal width its tables are drawn for (rich's default 80)."""
     path = settings or Path(edge.settings.run_dir).parent / "settings.yaml"
     return subprocess.run(
         [str(Path(sys.executable).parent / "edgectl"), "--settings", str(path), *args],
         capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": str(columns)} if columns else None,
     )
 
 

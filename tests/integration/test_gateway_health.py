@@ -73,7 +73,7 @@ def test_down_gateway_is_skipped_by_lcr_and_shown_until_it_recovers(probing_edge
     assert int(edge.redis.get(keys.VERSION)) > version
     shown = json.loads(edgectl(edge, "trunk", "show", "carrier-a", "--json").stdout)["health"]
     assert shown[f"{CARRIER_A}:{GW_PORT}"]["state"] == "down" and shown[f"{CARRIER_A}:{GW_PORT}"]["code"] == 0
-    text = edgectl(edge, "trunk", "show", "carrier-b").stdout
+    text = edgectl(edge, "trunk", "show", "carrier-b", columns=200).stdout  # the health line unwrapped
     assert "health: up (last OPTIONS: 200 Options 200" in text
     metrics = edge.metrics("exporter")
     assert f'byoc_edge_gateway_up{{gateway="{CARRIER_A}:{GW_PORT}",trunk="carrier-a"}} 0.0' in metrics
