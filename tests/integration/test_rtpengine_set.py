@@ -7,6 +7,9 @@ answers; each node's sessions are read with ng ``list`` (the Call-IDs it holds).
 
 * the calls spread over both nodes, every Call-ID on exactly one node, and once they end both
   nodes hold no session (each call's delete reached its own node);
+* a hold re-INVITE answered with the media address of the call's own node, and calls cancelled
+  while ringing leaving no session on either node;
+* a delayed offer: the node the module chose in the 2xx kept for the plugin's own commands;
 * an announcement (a session the plugin starts and the module deletes) played and deleted on one
   node, for calls on each node;
 * the second node SIGKILLed with calls up: its calls end with a BYE from the edge to both sides
@@ -38,6 +41,8 @@ from tests.sipp import reply, uac, uas
 
 from .conftest import AGENT_IP, CARRIER_A, DID, NET, Edge, restarted
 from .test_announcement import ANNOUNCEMENT_HZ, ANNOUNCEMENT_S, DEAD, announced_call, write_tone
+from .test_media_late_offer import callee_scenario, caller_scenario, received
+from .test_media_late_offer import sdp as late_sdp
 
 #: the second rtpengine: its own loopback address and RTP ports (60000 + 100 per test /24)
 NODE_IP = f"{NET}.3"
@@ -217,6 +222,135 @@ def test_calls_spread_over_the_set_and_each_delete_reaches_its_node(set_edge: tu
                what="no session left on either node")
     assert not _byes_received(carrier)
 
+
+
+def reinvite_carrier_scenario(workdir: Path) -> Path:
+    """INVITE, ACK; 300 ms later a hold re-INVITE (``a=sendonly``), its ACK, then BYE."""
+    head = """      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Carrier" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>{to}
+      Call-ID: [call_id]
+      CSeq: {cseq}
+      Contact: <sip:[caller]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+"""
+    hold = _sdp(CARRIER_A).replace("a=sendrecv", "a=sendonly").replace("o=- 1 1", "o=- 1 2")
+    invite = (f"      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{head.format(to='', cseq='1 INVITE')}"
+              f"      Content-Type: application/sdp\n      Content-Length: [len]\n\n{_sdp(CARRIER_A)}\n")
+    reinvite = (f"      INVITE [next_url] SIP/2.0\n{head.format(to='[peer_tag_param]', cseq='2 INVITE')}      [routes]\n"
+                f"      Content-Type: application/sdp\n      Content-Length: [len]\n\n{hold}\n")
+
+    def plain(method: str, cseq: str) -> str:
+        return (f"      {method} [next_url] SIP/2.0\n{head.format(to='[peer_tag_param]', cseq=cseq)}      [routes]\n"
+                "      Content-Length: 0\n\n")
+
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="carrier re-INVITE">
+  <send retrans="500"><![CDATA[
+{invite}    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send><![CDATA[
+{plain("ACK", "1 ACK")}    ]]></send>
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+{reinvite}    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+  <send><![CDATA[
+{plain("ACK", "2 ACK")}    ]]></send>
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+{plain("BYE", "3 BYE")}    ]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+    path = workdir / f"carrier_{next(_runs)}.xml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def reinvite_agent_scenario(workdir: Path) -> Path:
+    held = _sdp(AGENT_IP).replace("a=sendrecv", "a=recvonly").replace("o=- 1 1", "o=- 1 2")
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="agent re-INVITE">
+  <recv request="INVITE"/>
+{reply("100 Trying")}{reply("200 OK", tag="01", dialog=True, retrans=True, sdp=_sdp(AGENT_IP))}  <recv request="ACK"/>
+  <recv request="INVITE"/>
+{reply("200 OK", dialog=True, retrans=True, sdp=held)}  <recv request="ACK"/>
+  <recv request="BYE"/>
+{reply("200 OK")}</scenario>
+"""
+    path = workdir / f"agent_{next(_runs)}.xml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_re_invites_and_cancels_reach_each_calls_node(set_edge: tuple[Edge, Node]) -> None:
+    """In-dialog ``rtpengine_manage`` (a hold re-INVITE and its answer) and CANCEL's delete go to the
+    node of the call's offer: the carrier's 200 to the re-INVITE carries the same media address as
+    its first 200 (the node's interface: 127.0.0.1 for the edge's own, NODE_IP for the second; an
+    offer to the other node would have opened a session there, with its address), and the sessions
+    of calls cancelled while ringing are gone from both nodes at once."""
+    edge, second = set_edge
+    nodes = (("127.0.0.1", edge.settings.rtpengine.ng_port), (NODE_IP, second.ng_port))
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario=reinvite_agent_scenario(edge.workdir),
+                calls=10, rtp_echo=False)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID,
+                  scenario=reinvite_carrier_scenario(edge.workdir), calls=10, rate=10, limit=10)
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert agent.wait(timeout=10) == 0, agent.output()
+    media: dict[str, list[str]] = {}
+    for block in carrier.received_responses("INVITE"):
+        if re.search(r"^SIP/2\.0 200", block, re.M):
+            call_id = re.search(r"^Call-ID: (\S+)", block, re.M).group(1)
+            media.setdefault(call_id, []).append(re.search(r"^c=IN IP4 (\S+)", block, re.M).group(1))
+    assert len(media) == 10 and all(len(set(found)) == 1 and len(found) >= 2 for found in media.values()), media
+    assert {found[0] for found in media.values()} == {"127.0.0.1", NODE_IP}, media  # both nodes had calls
+    wait_until(lambda: not any(call_ids(*where) for where in nodes), timeout=3, what="no session left")
+    # calls cancelled while ringing: the module's deletes reach each call's node
+    ringing = uas(edge.workdir / "ringing", AGENT_IP, AGENT_PORT, scenario="uas_cancel.xml", calls=8)
+    cancelling = uac(edge.workdir / "cancelling", CARRIER_A, 5070, edge.sip, DID, scenario="uac_cancel.xml",
+                     calls=8, rate=8, limit=8)
+    assert cancelling.wait(timeout=30) == 0, cancelling.output()
+    assert ringing.wait(timeout=10) == 0, ringing.output()
+    wait_until(lambda: not any(call_ids(*where) for where in nodes), timeout=3, what="cancelled calls' sessions deleted")
+    assert edge.active_leases() == 0
+
+
+def _kept_nodes(edge: Edge) -> dict[str, str]:
+    """The ``rtpnode`` htable: Call-ID -> node URL (kamcmd ``htable.dump``)."""
+    out = subprocess.run(["kamcmd", "-s", f"unix:{edge.settings.run_dir}/kamailio_ctl", "htable.dump", "rtpnode"],
+                         capture_output=True, text=True, timeout=10).stdout
+    return dict(re.findall(r"name: (\S+)\s+value: (\S+)", out))
+
+
+def test_a_delayed_offer_keeps_the_node_the_module_chose_in_the_2xx(set_edge: tuple[Edge, Node]) -> None:
+    """INVITEs without SDP: the agent's offer comes in its 200 and the module's ``rtpengine_manage`` in the
+    reply route chooses the node; the plugin keeps it (``rtpnode``) for its own commands, and the
+    plugin's delete at the end reaches it (no session left on either node)."""
+    edge, second = set_edge
+    urls = {f"udp:127.0.0.1:{edge.settings.rtpengine.ng_port}": ("127.0.0.1", edge.settings.rtpengine.ng_port),
+            f"udp:{NODE_IP}:{second.ng_port}": (NODE_IP, second.ng_port)}
+    offer = late_sdp("RTP/AVP", [(0, "PCMU")])
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario=callee_scenario(edge.workdir, offer),
+                calls=8, rtp_echo=False)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID,
+                  scenario=caller_scenario(edge.workdir, late_sdp("RTP/AVP", [(0, "PCMU")])), calls=8, rate=8,
+                  limit=8, hold_ms=2500)
+    wait_until(lambda: len(received(agent, "ACK")) == 8, timeout=10, what="8 calls answered")
+    kept = _kept_nodes(edge)
+    placed = _placed(carrier)
+    assert set(placed) <= set(kept), (placed, kept)
+    for url, where in urls.items():
+        assert {c for c in placed if kept[c] == url} == call_ids(*where) & set(placed), url
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert agent.wait(timeout=10) == 0, agent.output()
+    wait_until(lambda: not any(call_ids(*where) for where in urls.values()), timeout=3, what="no session left")
+    assert not set(placed) & set(_kept_nodes(edge))  # forgotten with the call
 
 def test_an_announcement_on_the_set_is_played_and_deleted_on_one_node(set_edge: tuple[Edge, Node]) -> None:
     """The plugin starts an announcement's session itself (ng offer, answer, play media) and the native
