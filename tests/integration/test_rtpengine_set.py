@@ -14,7 +14,8 @@ answers; each node's sessions are read with ng ``list`` (the Call-IDs it holds).
   node, for calls on each node;
 * the second node SIGKILLed with calls up: its calls end with a BYE from the edge to both sides
   and ``media_end_reason: rtpengine_lost`` in their records, the first node's calls go on and end
-  with the carrier's own BYE, the calls placed after it all go to the live node, no slot left.
+  with the carrier's own BYE, the calls placed after it all go to the live node, no slot left;
+* the second node killed just before calls are placed: an offer meeting it goes to the live node.
 """
 
 from __future__ import annotations
@@ -388,6 +389,7 @@ def test_an_announcement_on_the_set_is_played_and_deleted_on_one_node(set_edge: 
     assert used == set(nodes), used
 
 
+
 def test_a_dead_node_ends_its_calls_and_new_calls_go_to_the_live_one(set_edge: tuple[Edge, Node]) -> None:
     edge, second = set_edge
     since = int(time.time() * 1000)
@@ -431,3 +433,30 @@ def test_a_dead_node_ends_its_calls_and_new_calls_go_to_the_live_one(set_edge: t
         assert records[call_id]["media"].get("media_end_reason") is None, records[call_id]
     assert f"rtpengine udp:{NODE_IP}:{second.ng_port} did not answer" in edge.log()
 
+
+def test_an_offer_to_a_node_just_dead_goes_to_the_next_one(set_edge: tuple[Edge, Node]) -> None:
+    """The second node killed and calls placed at once, before the call clock's pings find it dead:
+    an offer that meets it times out in the module and goes to the live node (which the module then
+    prefers for ``disable_s``), so no call is refused and every call's session is on the live node."""
+    edge, second = set_edge
+    local = ("127.0.0.1", edge.settings.rtpengine.ng_port)
+    log_before = len(edge.log())
+    second.kill()
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario=agent_scenario(edge.workdir), calls=8,
+                rtp_echo=False)
+    started = time.monotonic()
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario=carrier_scenario(edge.workdir),
+                  calls=8, rate=16, limit=8)
+    wait_until(lambda: len(received(agent, "ACK")) == 8, timeout=10, what="8 calls answered")
+    answered_s = time.monotonic() - started
+    placed = _placed(carrier)
+    assert len(placed) == 8 and set(placed) <= call_ids(*local)
+    assert answered_s < 4, answered_s  # one module timeout (1 s, one retransmission) at most
+    assert not [code for code, _ in carrier.received_status() if code >= 300]
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert agent.wait(timeout=10) == 0, agent.output()
+    assert not _byes_received(carrier)  # the live node's calls: the carrier's own BYEs
+    # the module did try the dead node with an offer (and went on to the next one)
+    assert re.search(rf'command "offer" (to|from) RTPEngine <udp:{re.escape(NODE_IP)}:{second.ng_port}>',
+                     edge.log()[log_before:]), edge.log()[log_before:][-3000:]
+    print(f"8 calls answered {answered_s:.2f} s after the kill")
