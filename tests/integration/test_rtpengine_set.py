@@ -9,6 +9,7 @@ answers; each node's sessions are read with ng ``list`` (the Call-IDs it holds).
   nodes hold no session (each call's delete reached its own node);
 * a hold re-INVITE answered with the media address of the call's own node, and calls cancelled
   while ringing leaving no session on either node;
+* the plugin's own first-audio queries and final delete reaching each call's node;
 * a delayed offer: the node the module chose in the 2xx kept for the plugin's own commands;
 * an announcement (a session the plugin starts and the module deletes) played and deleted on one
   node, for calls on each node;
@@ -42,6 +43,7 @@ from tests.sipp import reply, uac, uas
 
 from .conftest import AGENT_IP, CARRIER_A, DID, NET, Edge, restarted
 from .test_announcement import ANNOUNCEMENT_HZ, ANNOUNCEMENT_S, DEAD, announced_call, write_tone
+from .test_first_audio import _agent as talking_agent
 from .test_media_late_offer import callee_scenario, caller_scenario, received
 from .test_media_late_offer import sdp as late_sdp
 
@@ -352,6 +354,33 @@ def test_a_delayed_offer_keeps_the_node_the_module_chose_in_the_2xx(set_edge: tu
     assert agent.wait(timeout=10) == 0, agent.output()
     wait_until(lambda: not any(call_ids(*where) for where in urls.values()), timeout=3, what="no session left")
     assert not set(placed) & set(_kept_nodes(edge))  # forgotten with the call
+
+
+def test_the_plugins_queries_and_delete_reach_each_calls_node(set_edge: tuple[Edge, Node]) -> None:
+    """The plugin's own ng commands of a call go to the call's node: agents that talk 1 s after their
+    200 OK get ``media_first_audio_ms`` (the first-audio poll's ``query``, which an rtpengine without
+    the call answers ``Unknown call-id``) and callee packets from the final ``delete`` in their record,
+    for calls on each node (the node told by the media address of the carrier's 200)."""
+    edge, second = set_edge
+    since = int(time.time() * 1000)
+    agent = uas(edge.workdir / "agent", AGENT_IP, AGENT_PORT, scenario=talking_agent(edge, 1000), calls=8,
+                rtp_echo=False)
+    carrier = uac(edge.workdir / "carrier", CARRIER_A, 5070, edge.sip, DID, scenario="uac_simple.xml", calls=8,
+                  rate=8, limit=8, hold_ms=2500)
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert agent.wait(timeout=30) == 0, agent.output()
+    node_of = {}
+    for block in carrier.received_responses("INVITE"):
+        if re.search(r"^SIP/2\.0 200", block, re.M):
+            node_of[re.search(r"^Call-ID: (\S+)", block, re.M).group(1)] = \
+                re.search(r"^c=IN IP4 (\S+)", block, re.M).group(1)
+    assert set(node_of.values()) == {"127.0.0.1", NODE_IP}, node_of  # both nodes had calls
+    records = wait_until(lambda: (found := CdrStore(edge.redis, 86400).records(since, int(time.time() * 1000) + 1000))
+                         and len(found) == 8 and found, timeout=10, what="8 call records")
+    for record in records:
+        media = record["media"]
+        assert 950 <= int(media.get("media_first_audio_ms", 0)) <= 1500, (node_of[record["call_id"]], media)
+        assert int(media.get("media_callee_packets", 0)) > 0, (node_of[record["call_id"]], media)
 
 def test_an_announcement_on_the_set_is_played_and_deleted_on_one_node(set_edge: tuple[Edge, Node]) -> None:
     """The plugin starts an announcement's session itself (ng offer, answer, play media) and the native
