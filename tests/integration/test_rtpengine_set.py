@@ -33,6 +33,7 @@ from typing import Iterator
 import pytest
 
 from routing.ngclient import NgClient, NgError
+from routing.ops import services
 from routing.ops.rtpnodes import RtpNode
 from routing.tables import admin
 from routing.tables.cdrstore import CdrStore
@@ -462,6 +463,10 @@ def test_a_dead_node_ends_its_calls_and_new_calls_go_to_the_live_one(set_edge: t
     for call_id in kept | set(_placed(later)):
         assert records[call_id]["media"].get("media_end_reason") is None, records[call_id]
     assert f"rtpengine udp:{NODE_IP}:{second.ng_port} did not answer" in edge.log()
+    # edgectl status: each node of the set, the dead one unhealthy
+    states = {state.name: state.healthy for state in services.status(edge.settings)}
+    assert states[f"rtpengine udp:127.0.0.1:{edge.settings.rtpengine.ng_port}"] is True
+    assert states[f"rtpengine udp:{NODE_IP}:{second.ng_port}"] is False
 
 
 def test_an_offer_to_a_node_just_dead_goes_to_the_next_one(set_edge: tuple[Edge, Node]) -> None:
