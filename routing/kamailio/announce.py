@@ -34,6 +34,7 @@ import KSR  # type: ignore[import-not-found]
 from ..call.decision import Reject
 from ..ngclient import NgError
 from . import callstate as cs
+from . import rtpset
 from .worker import Worker, log_reject, pv
 
 __all__ = ["start", "encode", "silent_answer"]
@@ -77,11 +78,13 @@ def start(w: Worker, reject: Reject, tried: list[str] | None = None) -> bool:
     tags = {"call-id": call_id, "from-tag": pv("$ft")}
     callee = {**tags, "to-tag": f"edge-announce-{os.urandom(4).hex()}"}
     plain = {"transport-protocol": "RTP/AVP", "ICE": "remove", "DTLS": "off", "replace": ["origin", "session-connection"]}
+    rtpset.choose(w, call_id)  # with an rtpengine set: the node the module's delete will reach too
+    ng = rtpset.client(w, call_id)
     try:
-        offer = w.ng().command("offer", sdp=body, **tags, **plain)
-        answer = w.ng().command("answer", sdp=silent_answer(str(offer["sdp"])), **callee,
-                                replace=["origin", "session-connection"])
-        played = w.ng().command("play media", file=str(path), **tags)
+        offer = ng.command("offer", sdp=body, **tags, **plain)
+        answer = ng.command("answer", sdp=silent_answer(str(offer["sdp"])), **callee,
+                            replace=["origin", "session-connection"])
+        played = ng.command("play media", file=str(path), **tags)
     except (NgError, KeyError, ValueError) as exc:
         KSR.warn(f"edge: announcement {name} not played call-id={call_id}: rtpengine: {exc}\n")
         return False

@@ -63,8 +63,15 @@ FIRST_AUDIO_TABLE = "firstaudio"
 #: bridged transfers (routing.call.bridge.Bridge JSON), under the original call's Call-ID and the
 #: transfer leg's, from the bridge's start until either call ends (routing/kamailio/bridge.py)
 XFER_TABLE = "xfer"
+#: with an rtpengine set (settings ``rtpengine.nodes``, routing/kamailio/rtpset.py): each call's node,
+#: call-id -> "udp:HOST:PORT" (the module's ``rtp_inst_pvar`` after the offer), until the call ends
+RTP_NODE_TABLE = "rtpnode"
+#: nodes of the set the call clock found dead: "udp:HOST:PORT" -> epoch s it was marked down
+RTP_DOWN_TABLE = "rtpdown"
 
 # -- transaction AVPs ---------------------------------------------------------------------------
+#: the rtpengine node the module sent its last command to (its ``rtp_inst_pvar``; with a set only)
+RTP_INST_AVP = "$avp(edge_rtpinst)"
 #: the rtpengine answer flags of the hop being tried, set when its 2xx needs no decision (no answer
 #: check, held answer, session-timer takeover or first-audio poll: fastanswer.arm): the native route
 #: ANSWERED takes it; absent, the plugin does

@@ -38,7 +38,7 @@ from ..call.plan import CallPlan
 from ..ngclient import NgError
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
-from . import records
+from . import records, rtpset
 from .mediaflags import answer_fill, flags, modes, sdp_flags
 from .worker import Worker, pv
 
@@ -189,7 +189,7 @@ def poll(w: Worker, now_ms: int) -> None:
             KSR.htable.sht_rm(cs.HOLD_ANSWER_TABLE, call_id)
             continue
         try:
-            talking = quality.packets_from(w.ng().query(call_id), entry.agent_tag) > 0
+            talking = quality.packets_from(rtpset.client(w, call_id).query(call_id), entry.agent_tag) > 0
         except NgError:
             talking = False
         if not talking and now_ms < entry.until_ms:

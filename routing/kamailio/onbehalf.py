@@ -16,7 +16,7 @@ from ..call import dtmf
 from ..call import pipeline
 from ..ngclient import NgError
 from . import callstate as cs
-from . import indialog, sessiontimers
+from . import indialog, rtpset, sessiontimers
 from .mediaflags import modes
 from .worker import Worker, pv
 
@@ -242,6 +242,6 @@ def note_dtmf_call(w: Worker) -> None:
     for sender_tag, mode, needed in ((caller_tag, pair[0], to_callee), (callee_tag, pair[1], to_caller)):
         if needed:
             try:
-                w.ng().command("block DTMF", **{"call-id": call_id, "from-tag": sender_tag, **dtmf.block_params(mode)})
+                rtpset.client(w, call_id).command("block DTMF", **{"call-id": call_id, "from-tag": sender_tag, **dtmf.block_params(mode)})
             except NgError as exc:
                 KSR.warn(f"edge: call-id={call_id} digits stay in the media too: {exc}\n")

@@ -20,6 +20,7 @@ from ..call.plan import CallPlan
 from ..ngclient import NgError
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
+from . import rtpset
 from .callstate import CallRecordState, NativeAnswer
 from .worker import Worker, observe, pv
 
@@ -100,6 +101,7 @@ def record_unanswered(w: Worker, plan: CallPlan, code: int, reason: str, tag: st
     if not state.start_ms:
         return  # no relay state: written already (a late failure) or never relayed
     KSR.htable.sht_rm(cs.CDR_TABLE, call_id)
+    rtpset.forget(w, call_id)
     tried = [*plan.tried, *extra_tried]
     w.write_record(facts(w, call_id, state, sip_code=code, sip_reason=reason, reject_tag=tag,
                          cancelled=cancelled, tried=tried, answer_ms=None))
@@ -117,6 +119,7 @@ def finish_call(w: Worker, call_id: str, hangup: str, final_media: dict[str, str
         KSR.err(f"edge: cannot release slots of call-id={call_id}: {exc}\n")
     state = load(call_id)
     KSR.htable.sht_rm(cs.ANSWERED_TABLE, call_id)
+    rtpset.forget(w, call_id)
     if state is None or not state.start_ms:
         return
     KSR.htable.sht_rm(cs.CDR_TABLE, call_id)
@@ -169,7 +172,8 @@ def close_media(w: Worker, call_id: str, caller_tag: str) -> dict[str, str]:
     no answer the Kamailio module's own delete is tried and nothing is returned; problems are
     logged, never raised (the call is ending anyway)."""
     try:
-        reply = w.ng().command("delete", call_id=call_id, from_tag=caller_tag)
+        reply = rtpset.client(w, call_id).command("delete", call_id=call_id, from_tag=caller_tag)
+        rtpset.forget(w, call_id)
     except NgError as exc:
         if "unknown call" not in exc.reason.lower():
             KSR.warn(f"edge: rtpengine delete of call-id={call_id} failed, the module tries again: {exc}\n")

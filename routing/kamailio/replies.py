@@ -19,7 +19,7 @@ from ..call.plan import CallPlan
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
 from .callstate import Deadline
-from . import holdanswer, records, sessiontimers, transfers
+from . import holdanswer, records, rtpset, sessiontimers, transfers
 from .mediaflags import answer_fill, flags, modes, offer_flags, sdp_flags, sides
 from .worker import Worker, count, has_sdp, hop_labels, log_reject, observe, pv
 
@@ -93,6 +93,7 @@ def _sdp(w: Worker, code: int) -> str | None:
         # (offer_flags adds the NAT flags); manage makes it an offer
         KSR.rtpengine.rtpengine_manage(
             _reply_offer_flags(w, sdp, from_caller, (*sdp_flags(pair, from_caller, True), *iface)))
+        rtpset.note(w, pv("$ci"))  # with an rtpengine set: the node the module chose for this call
         answer = ""
     else:
         if 200 <= code < 300 and sdp is not None and pv(cs.PLAN_AVP):

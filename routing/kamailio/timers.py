@@ -23,7 +23,7 @@ from ..call.cdr import cost_so_far, utc_day
 from ..ngclient import NgError
 from ..tables.store import HEARTBEAT_TTL_S, StoreUnavailable
 from . import callstate as cs
-from . import fastanswer, holdanswer, onbehalf, records
+from . import fastanswer, holdanswer, onbehalf, records, rtpset
 from .callstate import Deadline, DtmfCall, MediaWatch
 from .mediaflags import modes
 from .worker import Worker, count, log_exception, observe, pv
@@ -78,6 +78,12 @@ def call_clock(w: Worker) -> None:
         _watch_media(w)
     except Exception:  # noqa: BLE001 - the clock must keep ticking
         log_exception("exception in media watchdog")
+    try:  # an rtpengine set: its nodes pinged, the answered calls of a dead one ended now
+        for call_id in rtpset.watch(w, time.time()):
+            KSR.notice(f"edge: call-id={call_id} lost its rtpengine: ending it\n")
+            end_now(w, call_id, rtpset.LOST_REASON, time.time())
+    except Exception:  # noqa: BLE001
+        log_exception("exception watching the rtpengine set")
     try:
         fastanswer.extend(w)
     except Exception:  # noqa: BLE001
@@ -167,7 +173,7 @@ def _watch_media(w: Worker) -> None:
     interval = w.settings.media_check_interval_s
     for call_id, watch in _due(cs.MEDIA_TABLE, MEDIA_ITERATOR, MediaWatch.decode, lambda m: m.next_s, now):
         try:
-            reply = w.ng().query(call_id)
+            reply = rtpset.client(w, call_id).query(call_id)
         except NgError as exc:
             if "unknown call" not in exc.reason.lower():
                 KSR.warn(f"edge: media watchdog cannot query call-id={call_id}: {exc}\n")
@@ -238,7 +244,7 @@ def first_audio(w: Worker) -> None:
             KSR.htable.sht_rm(cs.FIRST_AUDIO_TABLE, call_id)
             continue
         try:
-            reply = w.ng().query(call_id)
+            reply = rtpset.client(w, call_id).query(call_id)
         except NgError:
             KSR.htable.sht_rm(cs.FIRST_AUDIO_TABLE, call_id)  # no session (ended): nothing to wait for
             continue

@@ -106,6 +106,8 @@ class Worker:
         self.writer: CdrWriter | None = None
         self.spend: SpendAccrual | None = None
         self.ngclient: NgClient | None = None
+        self.ngnodes: dict[str, NgClient] = {}  # with an rtpengine set: a client per node URL (rtpset.py)
+        self.rtp_failures: dict[str, int] = {}  # the call clock's failed pings in a row per node (rtpset.py)
         self.box: SecretBox | None = None
         self.topology: Topology | None = None
         self.topology_at = 0.0
@@ -164,6 +166,13 @@ class Worker:
         if self.ngclient is None:
             self.ngclient = NgClient(self.settings.rtpengine_ng_host, self.settings.rtpengine_ng_port, 0.5)
         return self.ngclient
+
+    def ng_at(self, host: str, port: int) -> NgClient:
+        """This process's ng client of the rtpengine at ``host:port`` (a node of the set; timeout 0.5 s)."""
+        client = self.ngnodes.get(f"{host}:{port}")
+        if client is None:
+            client = self.ngnodes[f"{host}:{port}"] = NgClient(host, port, 0.5)
+        return client
 
     def secrets(self) -> SecretBox:
         """The box that decrypts trunk passwords (``secret_key_file``)."""

@@ -2,8 +2,9 @@
 failure).  Every node's Kamailio keeps a heartbeat in redis (``edge:node:{node}``, written by its call
 clock with a TTL, :mod:`routing.kamailio.timers`); every node's monitor runs :func:`reap` now and
 then: the calls of a node whose heartbeat is gone lost their signalling path, and since rtpengine
-runs on the edge's own host (rtpengine on other hosts is not built), their media died with it too,
-so their leases are released at once (``finish.lua``: exactly what the dead node would have done)
+runs on the edge's own host, their media died with it too, so their leases are released at once
+(with an rtpengine set on other hosts, ``rtpengine.nodes``, their media may still flow: released at
+once all the same, the limit docs/media.md#rtpengine-sets names) (``finish.lua``: exactly what the dead node would have done)
 and each call gets a record ended by the node's loss (``hangup: node_lost``; the record id is the
 one every reaper computes, so several reapers write it once).  Never while the node lives: a node
 whose Kamailio runs keeps its heartbeat whatever its monitor does.

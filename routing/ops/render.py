@@ -21,6 +21,7 @@ from routing.call import metrics, sides
 from routing.call.headers import IDENTITY_HEADERS
 from routing.kamailio import callstate
 from routing.ops.drain import DRAIN_FILE
+from routing.ops.rtpnodes import sock_param
 from routing.ops.runtime import ADMISSION_MARGIN_S, RuntimeSettings
 from routing.ops.settings import REPO_ROOT, Settings
 from routing.tables import keys
@@ -92,6 +93,8 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         media_fill=settings.media.fill_delay_ms > 0,
         rtpengine_ng_host="127.0.0.1",
         rtpengine_ng_port=settings.rtpengine.ng_port,
+        rtpengine_nodes=tuple((n.address, n.ng_port, n.weight) for n in settings.rtpengine.nodes),
+        rtpengine_disable_s=settings.rtpengine.disable_s,
         media_sides=settings.rtpengine.sides is not None,
         media_private_networks=tuple(settings.media.private_networks),
         shed_high_bytes=settings.overload.shed_backlog_kb * 1024,
@@ -156,6 +159,7 @@ def _context(settings: Settings, tls_clients: Sequence[object] = ()) -> dict[str
     rt = runtime_settings(settings)
     data = settings.model_dump(mode="json")
     data["rtpengine"]["ng_address"] = "127.0.0.1"
+    data["rtpengine"]["sock"] = sock_param(settings.rtpengine.nodes)  # "" without a set
     data["run_dir"] = str(settings.run_dir)
     data["module_path"] = KAMAILIO_MODULES
     data["uacreg_db_dir"] = UACREG_DB_DIR

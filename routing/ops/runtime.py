@@ -76,6 +76,9 @@ class RuntimeSettings:
         media_quality_ttl_s: lifetime of a call's media quality record after the call (s).
         media_fill: rtpengine fills silences (``media.fill_delay_ms`` > 0), so sides' ``fill_silence`` applies.
         rtpengine_ng_host, rtpengine_ng_port: rtpengine's ng control socket (UDP).
+        rtpengine_nodes: the rtpengine set used instead of it, ``(address, ng port, weight)`` per node
+            (settings ``rtpengine.nodes``; empty: the local rtpengine above); ``rtpengine_disable_s``: how
+            long a node found dead gets no new call (s) (routing/kamailio/rtpset.py).
         media_sides: rtpengine has one interface per side, named ``carrier`` and ``agent``: every
             offer and answer names them (:func:`routing.call.sides.direction_flags`).
         media_private_networks: CIDRs treated as private by :func:`routing.call.media.nat_flags`
@@ -143,6 +146,8 @@ class RuntimeSettings:
     media_fill: bool = False
     rtpengine_ng_host: str = "127.0.0.1"
     rtpengine_ng_port: int = 2223
+    rtpengine_nodes: tuple[tuple[str, int, int], ...] = ()
+    rtpengine_disable_s: int = 5
     media_sides: bool = False
     media_private_networks: tuple[str, ...] = ()
     sip_sockets: dict | None = None
@@ -189,4 +194,6 @@ def load(path: str | None = None) -> RuntimeSettings:
         values["shed_sockets"] = tuple((a, int(p)) for a, p in values["shed_sockets"])
     if "reg_contacts" in values:
         values["reg_contacts"] = tuple(tuple(pair) for pair in values["reg_contacts"])
+    if "rtpengine_nodes" in values:
+        values["rtpengine_nodes"] = tuple((h, int(p), int(w)) for h, p, w in values["rtpengine_nodes"])
     return RuntimeSettings(**values)

@@ -149,7 +149,8 @@ class ServiceState:
     """One service as seen by ``edgectl status``.
 
     Attributes:
-        name: ``redis``, ``rtpengine``, ``kamailio`` or ``monitor``.
+        name: ``redis``, ``rtpengine``, ``kamailio`` or ``monitor``; ``rtpengine udp:HOST:PORT`` for a node
+            of an rtpengine set.
         pid: process id from the pid file, None when not started by edgectl.
         running: the process exists.
         healthy: it answers its protocol (PING, ng ping, SIP OPTIONS, HTTP /metrics).
@@ -238,6 +239,17 @@ def sentinel_master(settings: Settings) -> ServiceState:
     except redis.RedisError as exc:
         return ServiceState("redis", None, False, False, f"no PONG from the master of {r.master_name} "
                                                          f"(Sentinels {', '.join(r.sentinels)}): {exc}")
+
+
+def rtpengine_nodes(settings: Settings) -> list[ServiceState]:
+    """Each node of an rtpengine set (``rtpengine.nodes``) as ``edgectl status`` shows it: whether it
+    answers an ng ``ping`` within 0.5 s (not a process of this node: no pid); [] without a set."""
+    states = []
+    for node in settings.rtpengine.nodes:
+        ok = rtpengine_ping(node.address, node.ng_port, timeout_s=0.5)
+        states.append(ServiceState(f"rtpengine {node.url}", None, False, ok,
+                                   f"ng {'pong' if ok else 'no answer'} from {node.url} (a node of the set)"))
+    return states
 
 
 def _healthy(settings: Settings, name: str) -> tuple[bool, str]:
@@ -460,11 +472,14 @@ def down(settings: Settings) -> list[str]:
 
 def status(settings: Settings) -> list[ServiceState]:
     """State of each service: pid, running, and whether it answers its protocol; with a Sentinel set,
-    its master first (:func:`sentinel_master`)."""
+    its master first (:func:`sentinel_master`); with an rtpengine set, each node before Kamailio
+    (:func:`rtpengine_nodes`)."""
     run_dir = Path(settings.run_dir)
     names = _names(settings)
     states = [sentinel_master(settings)] if settings.redis.sentinels else []
     for name in names:
+        if name == "kamailio":
+            states += rtpengine_nodes(settings)
         pid = _pid(run_dir, name)
         healthy, detail = _healthy(settings, name)
         if name != "kamailio":

@@ -19,6 +19,7 @@ from routing.errors import EdgeError
 from routing.call.media import DEFAULT_PRIVATE_NETWORKS
 from routing.ops.capturesettings import Capture
 from routing.ops.cdrsettings import Cdr
+from routing.ops.rtpnodes import RtpNode
 from routing.ops.stirsettings import Stir
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -157,6 +158,8 @@ class RtpEngine(_Model):
     port_max: int = Field(40000, ge=1024, le=65535)
     media_timeout_s: int = Field(60, ge=10, le=3600, description="no RTP for this long ends the media session")
     log_level: int = Field(5, ge=0, le=7)
+    nodes: tuple[RtpNode, ...] = Field((), description="rtpengine set used instead of the local one (docs/media.md)")
+    disable_s: int = Field(5, ge=1, le=3600, description="a node of the set that fails is skipped this long (s)")
 
     @model_validator(mode="after")
     def _check_ports(self) -> "RtpEngine":

@@ -136,3 +136,35 @@ def test_status_shows_a_sentinel_sets_master_first_and_unhealthy_when_no_sentine
     state = sentinel_master(settings)
     assert (state.name, state.pid, state.running, state.healthy) == ("redis", None, False, False)
     assert state.detail.startswith(f"no PONG from the master of store (Sentinels {dead}): ")
+
+
+def test_status_shows_each_node_of_an_rtpengine_set(tmp_path: Path) -> None:
+    """A node that answers ng ping (a UDP responder here) is healthy, one where nothing listens is not;
+    none without a set."""
+    import socket
+    import threading
+
+    from routing.ops.services import rtpengine_nodes
+    from tests.helpers import free_port
+
+    live = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    live.bind(("127.0.0.1", 0))
+    live_port = live.getsockname()[1]
+
+    def pong() -> None:
+        data, peer = live.recvfrom(4096)
+        live.sendto(data.split(b" ", 1)[0] + b" d6:result4:ponge", peer)
+
+    threading.Thread(target=pong, daemon=True).start()
+    dead = free_port("127.0.0.1", kind=socket.SOCK_DGRAM)
+    settings = Settings.model_validate({"run_dir": str(tmp_path), "rtpengine": {"nodes": [
+        {"address": "127.0.0.1", "ng_port": live_port}, {"address": "127.0.0.1", "ng_port": dead}]}})
+    try:
+        states = rtpengine_nodes(settings)
+    finally:
+        live.close()
+    assert [(s.name, s.pid, s.healthy) for s in states] == [
+        (f"rtpengine udp:127.0.0.1:{live_port}", None, True),
+        (f"rtpengine udp:127.0.0.1:{dead}", None, False)]
+    assert states[1].detail == f"ng no answer from udp:127.0.0.1:{dead} (a node of the set)"
+    assert rtpengine_nodes(Settings.model_validate({"run_dir": str(tmp_path)})) == []
