@@ -92,14 +92,23 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
 def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False, hold: bool = False,
                    hangup_ms: int = 4000, holds: bool = False) -> Path:
     """The human behind a carrier gateway: the leg's INVITE noted (``invite``) and answered
-    ``answer`` (with its SDP when 2xx); with ``hold`` a re-INVITE awaited, noted (``hold``) and
+    ``answer`` (with its SDP when 2xx; ``"ring"``: 180, then the CANCEL awaited and the INVITE
+    answered 487); with ``hold`` a re-INVITE awaited, noted (``hold``) and
     answered ``a=recvonly``; with ``holds`` a re-INVITE ``a=sendonly`` sent after 1 s and its
     answer noted (``holds``); then BYE after ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
     steps = ['  <recv request="INVITE" rrs="true">\n' + _note("invite").replace(
         "    <action>\n", '    <action>\n'
         '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
         '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="me"/>\n', 1) + "  </recv>\n"]
-    if not answer.startswith("2"):
+    if answer == "ring":  # rings until the edge cancels the leg (RFC 3261 section 9.2: 200 to the CANCEL, 487)
+        ringing = _reply("180 Ringing").replace("[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]")
+        steps[0] = steps[0].replace("    <action>\n", '    <action>\n      <ereg regexp="([0-9]+) INVITE" '
+                                    'search_in="hdr" header="CSeq:" check_it="true" assign_to="cs_all,icseq"/>\n', 1)
+        steps += [ringing, '  <recv request="CANCEL"/>\n', _reply("200 OK"),
+                  _reply("487 Request Terminated").replace("[last_CSeq:]", "CSeq: [$icseq] INVITE").replace(
+                      "[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]"),
+                  '  <recv request="ACK"/>\n', '  <Reference variables="caller,me,cs_all"/>\n']
+    elif not answer.startswith("2"):
         steps += [_reply(answer), '  <recv request="ACK"/>\n', '  <Reference variables="caller,me"/>\n']
     else:
         me = "[$me];tag=[pid]SIPpTag01[call_number]"

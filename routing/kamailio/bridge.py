@@ -468,6 +468,6 @@ def ended(w: Worker, call_id: str) -> None:
     if b.phase in ("bridged", "answering"):
         _end_leg(w, b)
     elif b.phase == "dialling" and b.leg_cseq:
-        KSR.tmx.t_cancel_callid(b.leg, str(b.leg_cseq), 0, 487)
+        KSR.tmx.t_cancel_callid(b.leg, str(b.leg_cseq), 0)  # the leg's INVITE cancelled (its 487 ends it)
     if b.phase != "bridged":
         _keep(call_id, result="487")  # the caller hung up before the target answered

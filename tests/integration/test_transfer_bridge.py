@@ -22,7 +22,7 @@ from tests.helpers import wait_until
 from tests.sipp import uac, uas
 from tests.tonertp import ToneRtp
 
-from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, Edge
+from .conftest import AGENT2_IP, AGENT_IP, CARRIER_A, CARRIER_B, DID, Edge
 from .test_transfers import explain
 
 HUMAN_PORT = 5082
@@ -33,13 +33,14 @@ _runs = itertools.count()
 
 
 def provision(edge: Edge, mode: TransferMode = TransferMode.AUTO,
-              caller_id: TransferCallerId = TransferCallerId.TRANSFEREE) -> None:
+              caller_id: TransferCallerId = TransferCallerId.TRANSFEREE, route: bool = True) -> None:
     """carrier-a brings the DID to bot; the human's number is routed over carrier-b, whose gateway
     is the human's SIPp."""
     edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [("sip.carrier-a.example", 5080)], direction="inbound",
                transfer=mode, transfer_caller_id=caller_id)
     edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, HUMAN_PORT)], direction="outbound")
-    edge.route("+44", "carrier-b", "0.01")
+    if route:
+        edge.route("+44", "carrier-b", "0.01")
     edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], x_headers=("X-Ctx",))
     edge.did(DID, "carrier-a", "bot")
 
@@ -74,20 +75,22 @@ class Peers:
 
     def __init__(self, edge: Edge, *, refer_code: str = "501 Not Implemented", human_answer: str = "200 OK",
                  carrier_hangs_up: bool = True, hold: bool = False, hangup_ms: int = 4000,
-                 human_holds: bool = False) -> None:
+                 human_holds: bool = False, human: tuple[str, int] = (CARRIER_B, HUMAN_PORT),
+                 refer_to: str = "") -> None:
         run = next(_runs)
         self.dir = edge.workdir / f"bridge-{run}"
         self.dir.mkdir()
-        self.carrier_rtp, self.human_rtp = ToneRtp(CARRIER_A, CARRIER_HZ), ToneRtp(CARRIER_B, HUMAN_HZ)
+        self.carrier_rtp, self.human_rtp = ToneRtp(CARRIER_A, CARRIER_HZ), ToneRtp(human[0], HUMAN_HZ)
         self.carrier_sdp, self.human_sdp = self.dir / "carrier.sdp", self.dir / "human.sdp"
         bridged = human_answer.startswith("2")
-        self.human = uas(self.dir / "human", CARRIER_B, HUMAN_PORT,
+        self.human = uas(self.dir / "human", human[0], human[1],
                          scenario=human_scenario(self.dir, human_answer, hangs_up=not carrier_hangs_up, hold=hold,
                                                  hangup_ms=hangup_ms, holds=human_holds),
-                         rtp_echo=False, extra=["-key", "rtp_ip", CARRIER_B, "-key", "rtp_port", str(self.human_rtp.port),
+                         rtp_echo=False, extra=["-key", "rtp_ip", human[0], "-key", "rtp_port", str(self.human_rtp.port),
                                                 "-key", "sdp_file", str(self.human_sdp)])
         self.agent = uas(self.dir / "agent", AGENT_IP, 5090, scenario="uas_agent_refer.xml", answer_ms=20,
-                         rtp_echo=True, extra=["-key", "refer_to", f"sip:{TARGET}@{edge.sip}?X-Ctx=ticket-42&X-Secret=s3"])
+                         rtp_echo=True, extra=["-key", "refer_to",
+                                               refer_to or f"sip:{TARGET}@{edge.sip}?X-Ctx=ticket-42&X-Secret=s3"])
         self.carrier = uac(self.dir / "carrier", CARRIER_A, 5070, edge.sip, DID, caller=CALLER,
                            scenario=carrier_scenario(self.dir, refer_code, bridged=bridged, hangs_up=carrier_hangs_up,
                                                      hold=hold, hangup_ms=hangup_ms, held=human_holds),
@@ -243,3 +246,70 @@ def test_reinvite_from_the_human_after_a_bridge_reaches_the_carrier_as_the_agent
     assert int(_header(held, "CSeq")[0].split()[0]) > int(_header(bridge_reinvite, "CSeq")[0].split()[0])
     answer = next(r for r in peers.human.received_responses("INVITE") if re.search(r"^SIP/2\.0 200", r, re.M))
     assert "a=recvonly" in answer and _header(answer, "Call-ID")[0].startswith("xfer-")
+
+
+def test_caller_hanging_up_while_the_human_rings_cancels_the_leg(clean_edge: Edge) -> None:
+    """The carrier's caller hangs up while the edge's leg still rings: the BYE reaches the agent
+    (still in the call), the edge CANCELs the leg (the human gets CANCEL), both records end, the
+    original's transfer result is 487 and nothing is left."""
+    edge = clean_edge
+    provision(edge)
+    since = int(time.time() * 1000)
+    peers = Peers(edge, human_answer="ring", hangup_ms=1500)
+    for run in (peers.carrier, peers.human):
+        assert run.wait(timeout=30) == 0, run.output()
+    peers.agent.wait(timeout=30)  # its scenario expects a final NOTIFY; the call ended first, with its BYE
+    peers.carrier_rtp.close()
+    peers.human_rtp.close()
+    assert peers.human.received_requests("CANCEL") and peers.agent.received_requests("BYE")
+    assert [_sipfrag(n) for n in peers.agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying"]
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if r["direction"] == "origination")
+    leg_record = next(r for r in records.values() if r["direction"] == "termination")
+    assert original["transfer"]["result"] == "487" and original["hangup"] == "caller"
+    assert leg_record["status"] != "answered" and leg_record["transfer"]["transferred_from"] == original["call_id"]
+
+
+def test_a_target_without_route_is_told_to_the_agent(clean_edge: Edge) -> None:
+    """The agent transfers to a number no route covers: the leg is refused by the edge itself (404
+    No Route, as any termination call of the agent), the agent's NOTIFY carries it and the agent
+    keeps the caller; ``edgectl explain`` of the leg names the refusal."""
+    edge = clean_edge
+    provision(edge, route=False)  # no route for +44
+    since = int(time.time() * 1000)
+    peers = Peers(edge, human_answer="486 Busy Here")  # the human is never reached
+    peers.aim("carrier", "answer")
+    wait_until(lambda: " result=404: the agent keeps the call" in edge.log(), what="the leg's refusal")
+    peers.human.stop()
+    peers.hears("carrier", CARRIER_HZ, time.monotonic())  # the agent (its echo) is still with the caller
+    for run in (peers.carrier, peers.agent):
+        assert run.wait(timeout=30) == 0, run.output()
+    assert [_sipfrag(n) for n in peers.agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying",
+                                                                              "SIP/2.0 404 No Route"]
+    assert not peers.human.received_requests("INVITE")
+    original = next(r for r in _records(edge, since, 1).values() if r["direction"] == "origination")
+    assert original["transfer"]["result"] == "404"
+    assert "404 No Route" in explain(edge, original["transfer"]["transferred_to"])
+
+
+def test_bridge_to_an_on_net_sip_uri_target(clean_edge: Edge) -> None:
+    """A human queue the edge knows as an agent entry (its host is on-net): the leg goes straight
+    to that SIP URI, caller and human hear each other, the leg holds the referring agent's slot."""
+    edge = clean_edge
+    provision(edge, TransferMode.BRIDGE)
+    edge.agent("humans", [f"sip:queue@{AGENT2_IP}:5092"], [])
+    since = int(time.time() * 1000)
+    peers = Peers(edge, refer_code="", human=(AGENT2_IP, 5092), refer_to=f"sip:queue@{AGENT2_IP}:5092?X-Ctx=ticket-7")
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    start = time.monotonic()
+    peers.hears("carrier", HUMAN_HZ, start)
+    peers.hears("human", CARRIER_HZ, start)
+    peers.finish()
+    [leg] = peers.human.received_requests("INVITE")
+    assert re.search(rf"^INVITE sip:queue@{AGENT2_IP}:5092 ", leg, re.M) and _header(leg, "X-Ctx") == ["ticket-7"]
+    records = _records(edge, since, 2)
+    leg_record = next(r for r in records.values() if r["direction"] == "termination")
+    assert leg_record["status"] == "answered" and leg_record["agent"] == "bot"
+    assert leg_record["transfer"]["target"] == f"sip:queue@{AGENT2_IP}:5092"
