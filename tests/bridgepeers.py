@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["carrier_scenario", "human_scenario", "media_lines"]
+__all__ = ["carrier_scenario", "human_scenario", "hasty_agent_scenario", "media_lines"]
 
 _HEAD = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<!DOCTYPE scenario SYSTEM "sipp.dtd">\n'
 
@@ -129,6 +129,27 @@ def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False
             steps += ['  <recv request="BYE"/>\n', _reply("200 OK"), '  <Reference variables="caller,me"/>\n']
     path = workdir / "human_bridge.xml"
     path.write_text(_HEAD + '<scenario name="bridge human">\n' + "".join(steps) + _references(steps) + "</scenario>\n")
+    return path
+
+
+def hasty_agent_scenario(workdir: Path) -> Path:
+    """An agent that hangs up as soon as its transfer is under way: it answers, REFERs to
+    ``[refer_to]``, takes the 202 and the NOTIFY ``100 Trying``, then sends BYE at once."""
+    me, peer = "[$me];tag=[pid]SIPpTag01[call_number]", "[$caller]"
+    steps = ['  <recv request="INVITE" rrs="true">\n    <action>\n'
+             '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
+             '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="me"/>\n'
+             '    </action>\n  </recv>\n',
+             _reply("200 OK", _sdp().replace("[rtp_ip]", "[media_ip]").replace("[rtp_port]", "[media_port]")).replace(
+                 "[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]"),
+             '  <recv request="ACK"/>\n',
+             _request("REFER", 1, me, peer).replace("      Max-Forwards: 70\n",
+                                                     "      Max-Forwards: 70\n      Refer-To: <[refer_to]>\n"),
+             '  <recv response="100" optional="true"/>\n  <recv response="202"/>\n',
+             '  <recv request="NOTIFY"/>\n', _reply("200 OK"),
+             _request("BYE", 2, me, peer), '  <recv response="200"/>\n']
+    path = workdir / "agent_hasty.xml"
+    path.write_text(_HEAD + '<scenario name="hasty agent">\n' + "".join(steps) + "</scenario>\n")
     return path
 
 

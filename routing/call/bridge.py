@@ -128,6 +128,7 @@ class Bridge:
         media: the leg's media policies, ``{"caller": ..., "callee": ...}`` JSON (``MediaPolicy``
             forms: the original trunk's for the carrier, the leg's first trunk's for the target),
             applied to re-offers across the bridge.
+        agent_gone: the agent hung up while the leg rang (the carrier's call waits for the leg).
     """
 
     call_id: str
@@ -150,6 +151,7 @@ class Bridge:
     uac_cseq: int = 0
     relayed: list[int] = field(default_factory=list)
     media: str = ""
+    agent_gone: bool = False
 
     def encode(self) -> str:
         """JSON for the htable value."""

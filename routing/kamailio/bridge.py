@@ -233,9 +233,9 @@ def carrier_reply(w: Worker) -> None:
     _save(b)
     for table in (cs.MEDIA_TABLE, cs.DEADLINE_TABLE):  # the media flows in the leg's rtpengine call
         KSR.htable.sht_rm(table, b.call_id)
-    notify(w, b, 200)
-    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
+    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag) if not b.agent_gone else None
     if sides is not None:  # the agent's leg ends; the carrier's dialog stays (not through the dialog module)
+        notify(w, b, 200)
         onbehalf.on_behalf(w, b.call_id, "BYE", sides, True, onbehalf.cseq_step(b.call_id, b.carrier_tag))
     KSR.htable.sht_rm(cs.CSEQ_TABLE, b.call_id)
     try:  # the agent is out of the call: its slot is free (the trunk's stays until the carrier's end)
@@ -248,9 +248,13 @@ def carrier_reply(w: Worker) -> None:
 
 
 def _failed(w: Worker, b: bx.Bridge, code: int, reason: str) -> None:
-    """The leg failed (``code``): the agent is told in its NOTIFY and keeps the caller."""
+    """The leg failed (``code``): the agent is told in its NOTIFY and keeps the caller; when the
+    agent already hung up, the edge ends the carrier's call (nobody is left to take it)."""
     _drop(b)
-    notify(w, b, code, reason)
+    if b.agent_gone:
+        _end_original(w, b)
+    else:
+        notify(w, b, code, reason)
     _keep(b.call_id, result=str(code))
     count(metrics.TRANSFERS, MODE, "failed")
     KSR.info(f"edge: transfer call-id={b.call_id} result={code}: the agent keeps the call\n")
@@ -273,6 +277,26 @@ def _end_original(w: Worker, b: bx.Bridge) -> None:
         return
     number = max(b.agent_cseq, int(sides["callee"]["cseq"] or 0)) + 1
     onbehalf.on_behalf(w, b.call_id, "BYE", sides, False, number, loop=True)
+
+
+def agent_hangs_up(w: Worker) -> bool:
+    """Before ``loose_route`` (where the dialog module would end the call): the agent's BYE while
+    the edge's transfer leg rings.  It is answered ``200`` here and the carrier's call stays for
+    the bridge (RFC 5589 section 6: a transferor may hang up once the transfer is accepted); the
+    agent gets no more NOTIFY, and if the leg fails the edge ends the carrier's call.
+
+    Returns:
+        True when it was answered here; False for any other BYE.
+    """
+    call_id = pv("$ci")
+    b = load(call_id)
+    if b is None or call_id != b.call_id or b.phase not in ("dialling", "answering") or pv("$ft") != b.agent_tag:
+        return False
+    _save(b.moved(agent_gone=True))
+    KSR.info(f"edge: transfer call-id={call_id}: the agent hung up while the leg rings; the caller waits for it\n")
+    if KSR.tm.t_newtran() > 0:
+        KSR.tm.t_reply(200, "OK")
+    return True
 
 
 def in_dialog(w: Worker, method: str) -> bool:

@@ -181,9 +181,11 @@ class Edge:
         transfers.refer_failed(self.worker)
 
     @entry("exception in bridged call", _answer_500)
-    def ksr_bridged(self, msg: object) -> None:
-        """An in-dialog request of a call with a bridge (:func:`bridge.in_dialog`)."""
-        if bridge.in_dialog(self.worker, pv("$rm")):
+    def ksr_bridged(self, msg: object, when: str = "") -> None:
+        """An in-dialog request of a call with a bridge (:func:`bridge.in_dialog`); ``when="before"``:
+        a BYE before ``loose_route`` (:func:`bridge.agent_hangs_up`)."""
+        done = bridge.agent_hangs_up(self.worker) if when == "before" else bridge.in_dialog(self.worker, pv("$rm"))
+        if done:
             KSR.pv.seti(cs.DONE_VAR, 1)
 
     # -- transaction and dialog callbacks -------------------------------------------------------

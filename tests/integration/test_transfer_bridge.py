@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from routing.tables.cdrstore import CdrStore
 from routing.tables.model import TransferCallerId, TransferMode
-from tests.bridgepeers import carrier_scenario, human_scenario, media_lines
+from tests.bridgepeers import carrier_scenario, hasty_agent_scenario, human_scenario, media_lines
 from tests.helpers import wait_until
 from tests.sipp import uac, uas
 from tests.tonertp import ToneRtp
@@ -76,7 +76,7 @@ class Peers:
     def __init__(self, edge: Edge, *, refer_code: str = "501 Not Implemented", human_answer: str = "200 OK",
                  carrier_hangs_up: bool = True, hold: bool = False, hangup_ms: int = 4000,
                  human_holds: bool = False, human: tuple[str, int] = (CARRIER_B, HUMAN_PORT),
-                 refer_to: str = "") -> None:
+                 refer_to: str = "", hasty_agent: bool = False) -> None:
         run = next(_runs)
         self.dir = edge.workdir / f"bridge-{run}"
         self.dir.mkdir()
@@ -88,7 +88,8 @@ class Peers:
                                                  hangup_ms=hangup_ms, holds=human_holds),
                          rtp_echo=False, extra=["-key", "rtp_ip", human[0], "-key", "rtp_port", str(self.human_rtp.port),
                                                 "-key", "sdp_file", str(self.human_sdp)])
-        self.agent = uas(self.dir / "agent", AGENT_IP, 5090, scenario="uas_agent_refer.xml", answer_ms=20,
+        agent_scenario = hasty_agent_scenario(self.dir) if hasty_agent else "uas_agent_refer.xml"
+        self.agent = uas(self.dir / "agent", AGENT_IP, 5090, scenario=agent_scenario, answer_ms=20,
                          rtp_echo=True, extra=["-key", "refer_to",
                                                refer_to or f"sip:{TARGET}@{edge.sip}?X-Ctx=ticket-42&X-Secret=s3"])
         self.carrier = uac(self.dir / "carrier", CARRIER_A, 5070, edge.sip, DID, caller=CALLER,
@@ -313,3 +314,26 @@ def test_bridge_to_an_on_net_sip_uri_target(clean_edge: Edge) -> None:
     leg_record = next(r for r in records.values() if r["direction"] == "termination")
     assert leg_record["status"] == "answered" and leg_record["agent"] == "bot"
     assert leg_record["transfer"]["target"] == f"sip:queue@{AGENT2_IP}:5092"
+
+
+def test_agent_hanging_up_right_after_the_202_still_gets_the_caller_bridged(clean_edge: Edge) -> None:
+    """An agent that sends BYE as soon as it has the 202 and the NOTIFY 100 (RFC 5589 lets a
+    transferor leave then): the edge answers that BYE itself, keeps the carrier's call, and the
+    caller is bridged to the human when the human answers; the agent gets nothing more."""
+    edge = clean_edge
+    provision(edge)
+    since = int(time.time() * 1000)
+    peers = Peers(edge, hasty_agent=True)
+    wait_until(lambda: "the agent hung up while the leg rings" in edge.log(), what="the agent's early BYE")
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    start = time.monotonic()
+    peers.hears("carrier", HUMAN_HZ, start)
+    peers.hears("human", CARRIER_HZ, start)
+    peers.finish()
+    assert [_sipfrag(n) for n in peers.agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying"]
+    assert not peers.agent.received_requests("BYE")
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if r["direction"] == "origination")
+    assert original["transfer"]["result"] == "200" and original["hangup"] == "caller"
