@@ -134,7 +134,8 @@ def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False
 
 def hasty_agent_scenario(workdir: Path) -> Path:
     """An agent that hangs up as soon as its transfer is under way: it answers, REFERs to
-    ``[refer_to]``, takes the 202 and the NOTIFY ``100 Trying``, then sends BYE at once."""
+    ``[refer_to]`` with context headers of its own (``X-Ticket``, ``X-Denied``), takes the 202 and
+    the NOTIFY ``100 Trying``, then sends BYE at once."""
     me, peer = "[$me];tag=[pid]SIPpTag01[call_number]", "[$caller]"
     steps = ['  <recv request="INVITE" rrs="true">\n    <action>\n'
              '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
@@ -144,7 +145,8 @@ def hasty_agent_scenario(workdir: Path) -> Path:
                  "[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]"),
              '  <recv request="ACK"/>\n',
              _request("REFER", 1, me, peer).replace("      Max-Forwards: 70\n",
-                                                     "      Max-Forwards: 70\n      Refer-To: <[refer_to]>\n"),
+                                                     "      Max-Forwards: 70\n      Refer-To: <[refer_to]>\n"
+                                                     "      X-Ticket: 99\n      X-Denied: 1\n"),
              '  <recv response="100" optional="true"/>\n  <recv response="202"/>\n',
              '  <recv request="NOTIFY"/>\n', _reply("200 OK"),
              _request("BYE", 2, me, peer), '  <recv response="200"/>\n']

@@ -22,6 +22,7 @@ from ..call import metrics
 from ..call import sides as netsides
 from ..call import transfer as xfer
 from ..call.decision import Reason, Reject
+from ..call.headers import header_names
 from ..tables.model import TransferCallerId, Trunk
 from ..tables.store import StoreUnavailable, Topology
 from . import bridge as bridging
@@ -87,7 +88,7 @@ def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool
         return False
     b = bx.Bridge(call_id=call_id, leg=bx.leg_call_id(call_id), agent=pv(cs.AGENT_VAR), trunk=trunk.name,
                   carrier_tag=pv("$dlg(from_tag)"), agent_tag=pv("$dlg(to_tag)"), target=target.label,
-                  number=bool(target.number), headers=[[n, v] for n, v in target.headers if n.lower() != "replaces"],
+                  number=bool(target.number), headers=_context(w, target),
                   refer_cseq=int(pv("$cs") or 0), carrier_cseq=int(pv("$dlg(from_cseq)") or 0))
     state = records.load(call_id)
     start = {"bridge": b.encode(), "sdp": sdp, "caller": (state.caller if state else "") or pv("$fU"),
@@ -106,6 +107,23 @@ def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool
     _keep(call_id, fresh=True, mode=bridging.MODE, target=target.label)
     _start(w, start)
     return True
+
+
+def _context(w: Worker, target: xfer.TransferTarget) -> list[list[str]]:
+    """The context headers of a bridged transfer's leg: those embedded in the ``Refer-To`` URI
+    (already filtered), then the REFER's own ``X-`` and ``User-to-User`` (RFC 7433) headers under
+    the agent's allow-list (:func:`routing.call.transfer.kept_headers`), each name once."""
+    out = [[n, v] for n, v in target.headers if n.lower() != "replaces"]
+    names = [n for n in header_names(pv("$mb")) if n.lower().startswith("x-") or n.lower() == "user-to-user"]
+    if names:
+        agent = w.open_store().current_topology().agents.get(pv(cs.AGENT_VAR))
+        own = [(n, pv(f"$hdr({n})")) for n in names]
+        seen = {n.lower() for n, _ in out}
+        for name, value in xfer.kept_headers(own, agent.x_headers if agent else (), bool(agent and agent.trust_identity)):
+            if name.lower() not in seen:
+                seen.add(name.lower())
+                out.append([name, value])
+    return out
 
 
 def _start(w: Worker, start: dict) -> None:

@@ -41,7 +41,7 @@ def provision(edge: Edge, mode: TransferMode = TransferMode.AUTO,
     edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, HUMAN_PORT)], direction="outbound")
     if route:
         edge.route("+44", "carrier-b", "0.01")
-    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], x_headers=("X-Ctx",))
+    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], x_headers=("X-Ctx", "X-Ticket"))
     edge.did(DID, "carrier-a", "bot")
 
 
@@ -319,7 +319,8 @@ def test_bridge_to_an_on_net_sip_uri_target(clean_edge: Edge) -> None:
 def test_agent_hanging_up_right_after_the_202_still_gets_the_caller_bridged(clean_edge: Edge) -> None:
     """An agent that sends BYE as soon as it has the 202 and the NOTIFY 100 (RFC 5589 lets a
     transferor leave then): the edge answers that BYE itself, keeps the carrier's call, and the
-    caller is bridged to the human when the human answers; the agent gets nothing more."""
+    caller is bridged to the human when the human answers; the agent gets nothing more.  The
+    REFER's own allowed X- header reaches the human with the embedded one; a disallowed one does not."""
     edge = clean_edge
     provision(edge)
     since = int(time.time() * 1000)
@@ -334,6 +335,8 @@ def test_agent_hanging_up_right_after_the_202_still_gets_the_caller_bridged(clea
     peers.finish()
     assert [_sipfrag(n) for n in peers.agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying"]
     assert not peers.agent.received_requests("BYE")
+    [leg] = peers.human.received_requests("INVITE")  # the REFER's own allowed header and the embedded one
+    assert _header(leg, "X-Ticket") == ["99"] and _header(leg, "X-Ctx") == ["ticket-42"] and not _header(leg, "X-Denied")
     records = _records(edge, since, 2)
     original = next(r for r in records.values() if r["direction"] == "origination")
     assert original["transfer"]["result"] == "200" and original["hangup"] == "caller"
