@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["carrier_scenario", "human_scenario", "hasty_agent_scenario", "media_lines"]
+__all__ = ["carrier_scenario", "human_scenario", "hasty_agent_scenario", "referring_agent_scenario",
+           "consult_scenario", "media_lines"]
 
 _HEAD = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<!DOCTYPE scenario SYSTEM "sipp.dtd">\n'
 
@@ -90,12 +91,15 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
 
 
 def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False, hold: bool = False,
-                   hangup_ms: int = 4000, holds: bool = False) -> Path:
+                   hangup_ms: int = 4000, holds: bool = False, tag: str = "[pid]SIPpTag01[call_number]",
+                   hold_answer: str = "recvonly") -> Path:
     """The human behind a carrier gateway: the leg's INVITE noted (``invite``) and answered
     ``answer`` (with its SDP when 2xx; ``"ring"``: 180, then the CANCEL awaited and the INVITE
     answered 487); with ``hold`` a re-INVITE awaited, noted (``hold``) and
     answered ``a=recvonly``; with ``holds`` a re-INVITE ``a=sendonly`` sent after 1 s and its
-    answer noted (``holds``); then BYE after ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
+    answer noted (``holds``); then BYE after ``hangup_ms`` (``hangs_up``) or the BYE awaited.
+    ``tag``: its To-tag (fixed when a test must name the dialog, as a ``Replaces`` does);
+    ``hold_answer``: the direction of its answer to the re-INVITE."""
     steps = ['  <recv request="INVITE" rrs="true">\n' + _note("invite").replace(
         "    <action>\n", '    <action>\n'
         '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
@@ -111,11 +115,11 @@ def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False
     elif not answer.startswith("2"):
         steps += [_reply(answer), '  <recv request="ACK"/>\n', '  <Reference variables="caller,me"/>\n']
     else:
-        me = "[$me];tag=[pid]SIPpTag01[call_number]"
-        steps += [_reply(answer, _sdp()).replace("[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]"),
+        me = f"[$me];tag={tag}"
+        steps += [_reply(answer, _sdp()).replace("[last_To:]", f"[last_To:];tag={tag}"),
                   '  <recv request="ACK"/>\n']
         if hold:
-            steps += ['  <recv request="INVITE">\n' + _note("hold") + "  </recv>\n", _reply("200 OK", _sdp("recvonly")),
+            steps += ['  <recv request="INVITE">\n' + _note("hold") + "  </recv>\n", _reply("200 OK", _sdp(hold_answer)),
                       '  <recv request="ACK"/>\n']
         if holds:
             steps += ['  <pause milliseconds="1000"/>\n', _request("INVITE", 1, me, "[$caller]", _sdp("sendonly")),
@@ -152,6 +156,43 @@ def hasty_agent_scenario(workdir: Path) -> Path:
              _request("BYE", 2, me, peer), '  <recv response="200"/>\n']
     path = workdir / "agent_hasty.xml"
     path.write_text(_HEAD + '<scenario name="hasty agent">\n' + "".join(steps) + "</scenario>\n")
+    return path
+
+
+def referring_agent_scenario(workdir: Path, pause_ms: int) -> Path:
+    """An agent that answers, waits ``pause_ms`` (its consult call is up by then), REFERs to
+    ``[refer_to]``, takes the 202 and two NOTIFYs, and waits for the BYE."""
+    me, peer = "[$me];tag=[pid]SIPpTag01[call_number]", "[$caller]"
+    steps = ['  <recv request="INVITE" rrs="true">\n    <action>\n'
+             '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
+             '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="me"/>\n'
+             '    </action>\n  </recv>\n',
+             _reply("200 OK", _sdp().replace("[rtp_ip]", "[media_ip]").replace("[rtp_port]", "[media_port]")).replace(
+                 "[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]"),
+             '  <recv request="ACK"/>\n', f'  <pause milliseconds="{pause_ms}"/>\n',
+             _request("REFER", 1, me, peer).replace("      Max-Forwards: 70\n",
+                                                     "      Max-Forwards: 70\n      Refer-To: <[refer_to]>\n"),
+             '  <recv response="100" optional="true"/>\n  <recv response="202"/>\n',
+             '  <recv request="NOTIFY"/>\n', _reply("200 OK"), '  <recv request="NOTIFY"/>\n', _reply("200 OK"),
+             '  <recv request="BYE"/>\n', _reply("200 OK")]
+    path = workdir / "agent_referring.xml"
+    path.write_text(_HEAD + '<scenario name="referring agent">\n' + "".join(steps) + "</scenario>\n")
+    return path
+
+
+def consult_scenario(workdir: Path, tag: str) -> Path:
+    """The agent's consult call (attended transfer): INVITE to ``[service]`` through the edge with
+    From-tag ``tag``, answered, then the BYE awaited (the edge's, once it joined the calls)."""
+    me = f"<sip:bot@[local_ip]:[local_port]>;tag={tag}"
+    steps = [_request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>",
+                      _sdp().replace("[rtp_ip]", "[media_ip]").replace("[rtp_port]", "[media_port]")).replace(
+                 "[next_url]", "sip:[service]@[remote_ip]:[remote_port]").replace("      [routes]\n", ""),
+             '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n',
+             '  <recv response="200" rrs="true"/>\n',
+             _request("ACK", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]").replace(' retrans="500"', ""),
+             '  <recv request="BYE"/>\n', _reply("200 OK")]
+    path = workdir / "consult.xml"
+    path.write_text(_HEAD + '<scenario name="consult call">\n' + "".join(steps) + "</scenario>\n")
     return path
 
 

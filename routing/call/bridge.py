@@ -31,7 +31,7 @@ from routing.tables.model.fields import TransferCallerId, TransferMode
 
 __all__ = [
     "FALLBACK_CODES", "LEG_PREFIX", "Bridge", "bridges", "falls_back", "leg_call_id", "sipfrag",
-    "subscription_state", "leg_caller", "diversion", "REASONS",
+    "subscription_state", "leg_caller", "diversion", "REASONS", "parse_replaces",
 ]
 
 #: the carrier's answers to a REFER after which ``auto`` bridges the transfer itself:
@@ -95,6 +95,23 @@ def leg_caller(choice: TransferCallerId, caller: str, did: str) -> tuple[str, st
     return did, ""
 
 
+def parse_replaces(value: str) -> tuple[str, str, str] | None:
+    """A ``Replaces`` header value (RFC 3891 section 6.1: ``callid;to-tag=..;from-tag=..``, as
+    embedded in a ``Refer-To`` URI, unescaped).
+
+    Returns:
+        ``(call-id, to-tag, from-tag)``, or None when the Call-ID or a tag is missing.
+    """
+    call_id, *params = [part.strip() for part in (value or "").split(";")]
+    tags = {}
+    for param in params:
+        name, _, tag = param.partition("=")
+        tags[name.strip().lower()] = tag.strip()
+    if not call_id or not tags.get("to-tag") or not tags.get("from-tag"):
+        return None
+    return call_id, tags["to-tag"], tags["from-tag"]
+
+
 def diversion(did: str, host: str) -> str:
     """The ``Diversion`` header value naming the DID a transfer leg was diverted from
     (RFC 5806 section 3, reason ``deflection``: the called party sent the call on)."""
@@ -129,6 +146,9 @@ class Bridge:
             forms: the original trunk's for the carrier, the leg's first trunk's for the target),
             applied to re-offers across the bridge.
         agent_gone: the agent hung up while the leg rang (the carrier's call waits for the leg).
+        consult: an attended transfer: the "leg" is the agent's consult call to the target (an
+            ordinary termination call through the edge), in which the edge takes the agent's
+            place (``leg_tag`` is the agent's tag there, ``target_tag`` the target's).
     """
 
     call_id: str
@@ -152,6 +172,7 @@ class Bridge:
     relayed: list[int] = field(default_factory=list)
     media: str = ""
     agent_gone: bool = False
+    consult: bool = False
 
     def encode(self) -> str:
         """JSON for the htable value."""

@@ -80,7 +80,9 @@ def refer(w: Worker) -> bool:
 
 def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool:
     """A REFER of an origination call on a ``bridge`` or ``auto`` trunk whose carrier SDP the edge
-    keeps: ``bridge`` answers it ``202`` and carries it out now (True: answered); ``auto`` keeps
+    keeps: with ``Replaces`` naming the agent's answered consult call through this edge, an
+    attended transfer the edge carries out in every such mode (:func:`bridge.attended`; True);
+    else ``bridge`` answers it ``202`` and carries it out now (True: answered); ``auto`` keeps
     what the bridge needs with the REFER's transaction, whose failure route bridges after the
     carrier's refusal (:func:`refer_failed`; False: relay it)."""
     sdp, direction, call_id = pv(cs.SDP_VAR), pv(cs.DIRECTION_VAR), pv("$ci")
@@ -90,6 +92,12 @@ def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool
                   carrier_tag=pv("$dlg(from_tag)"), agent_tag=pv("$dlg(to_tag)"), target=target.label,
                   number=bool(target.number), headers=_context(w, target),
                   refer_cseq=int(pv("$cs") or 0), carrier_cseq=int(pv("$dlg(from_cseq)") or 0))
+    replaces = bx.parse_replaces(next((v for n, v in target.headers if n.lower() == "replaces"), ""))
+    if replaces is not None and bridging.load(call_id) is None:  # attended: Replaces names the consult call
+        for agent_tag, target_tag in ((replaces[2], replaces[1]), (replaces[1], replaces[2])):  # either perspective
+            consult = b.moved(leg=replaces[0], leg_tag=agent_tag, target_tag=target_tag, consult=True)
+            if bridging.attended(w, consult, sdp):
+                return True
     state = records.load(call_id)
     start = {"bridge": b.encode(), "sdp": sdp, "caller": (state.caller if state else "") or pv("$fU"),
              "did": (state.number if state else "") or "", "choice": trunk.transfer_caller_id.value}

@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from routing.tables.cdrstore import CdrStore
 from routing.tables.model import TransferCallerId, TransferMode
-from tests.bridgepeers import carrier_scenario, hasty_agent_scenario, human_scenario, media_lines
+from tests.bridgepeers import (carrier_scenario, consult_scenario, hasty_agent_scenario, human_scenario, media_lines,
+                               referring_agent_scenario)
 from tests.helpers import wait_until
 from tests.sipp import uac, uas
 from tests.tonertp import ToneRtp
@@ -340,3 +341,57 @@ def test_agent_hanging_up_right_after_the_202_still_gets_the_caller_bridged(clea
     records = _records(edge, since, 2)
     original = next(r for r in records.values() if r["direction"] == "origination")
     assert original["transfer"]["result"] == "200" and original["hangup"] == "caller"
+
+
+def test_attended_transfer_joins_the_caller_and_the_human_of_the_consult_call(clean_edge: Edge) -> None:
+    """Attended transfer (RFC 3891): the agent's consult call to the human is an ordinary
+    termination call through the edge; the agent then REFERs the carrier's caller with
+    ``Replaces`` naming it.  The edge re-INVITEs the human in the consult call as the agent (the
+    carrier's media re-offered), then the carrier with the human's answer, NOTIFYs the agent 200
+    and hangs up both of its calls: caller and human hear each other, records linked both ways."""
+    edge = clean_edge
+    provision(edge)
+    run = next(_runs)
+    work = edge.workdir / f"attended-{run}"
+    work.mkdir()
+    consult_id = f"consult-{run}-{int(time.time())}"
+    carrier_rtp, human_rtp = ToneRtp(CARRIER_A, CARRIER_HZ), ToneRtp(CARRIER_B, HUMAN_HZ)
+    carrier_sdp, human_sdp = work / "carrier.sdp", work / "human.sdp"
+    since = int(time.time() * 1000)
+    human = uas(work / "human", CARRIER_B, HUMAN_PORT, scenario=human_scenario(work, hold=True, tag="humanH", hold_answer="sendrecv"),
+                rtp_echo=False, extra=["-key", "rtp_ip", CARRIER_B, "-key", "rtp_port", str(human_rtp.port),
+                                       "-key", "sdp_file", str(human_sdp)])
+    replaces = f"{consult_id}%3Bto-tag%3DhumanH%3Bfrom-tag%3DconsultA"
+    agent = uas(work / "agent", AGENT_IP, 5090, scenario=referring_agent_scenario(work, 1500), answer_ms=20,
+                rtp_echo=True, extra=["-key", "refer_to", f"sip:{TARGET}@{edge.sip}?Replaces={replaces}"])
+    consult = uac(work / "consult", AGENT_IP, 5093, edge.sip, TARGET, scenario=consult_scenario(work, "consultA"),
+                  extra=["-cid_str", consult_id])
+    human_rtp.target = wait_until(lambda: media_lines(human_sdp).get("invite"), what="the consult call at the human")
+    carrier = uac(work / "carrier", CARRIER_A, 5070, edge.sip, DID, caller=CALLER,
+                  scenario=carrier_scenario(work, "", bridged=True, hangs_up=True, hangup_ms=3000),
+                  extra=["-key", "rtp_ip", CARRIER_A, "-key", "rtp_port", str(carrier_rtp.port),
+                         "-key", "sdp_file", str(carrier_sdp)])
+    carrier_rtp.target = wait_until(lambda: media_lines(carrier_sdp).get("answer"), what="the carrier's answer")
+    carrier_rtp.target = wait_until(lambda: media_lines(carrier_sdp).get("reinvite"), what="the carrier's re-INVITE")
+    human_rtp.target = wait_until(lambda: media_lines(human_sdp).get("hold"), what="the human's re-INVITE")
+    start = time.monotonic()
+    for rtp, hz, who in ((carrier_rtp, HUMAN_HZ, "carrier"), (human_rtp, CARRIER_HZ, "human")):
+        wait_until(lambda: rtp.heard_hz(start) is not None and abs(rtp.heard_hz(start) - hz) < 20, timeout=5,
+                   what=f"{who} hearing {hz} Hz (hears {rtp.heard_hz(start)})")
+    for sipp in (carrier, human, agent, consult):
+        assert sipp.wait(timeout=30) == 0, sipp.output()
+    carrier_rtp.close()
+    human_rtp.close()
+
+    assert [_sipfrag(n) for n in agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+    assert agent.received_requests("BYE") and consult.received_requests("BYE")
+    assert not carrier.received_requests("REFER")
+    _, rejoin = human.received_requests("INVITE")
+    assert _header(rejoin, "Call-ID") == [consult_id] and ";tag=consultA" in _header(rejoin, "From")[0]
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if r["direction"] == "origination")
+    consult_record = records[consult_id]
+    assert original["transfer"]["mode"] == "attended" and original["transfer"]["result"] == "200"
+    assert original["transfer"]["transferred_to"] == consult_id
+    assert consult_record["transfer"]["transferred_from"] == original["call_id"]
+    assert transfers(edge, "attended", "accepted") >= 1

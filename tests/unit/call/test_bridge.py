@@ -61,3 +61,12 @@ def test_bridge_state_round_trip() -> None:
     moved = b.moved(phase="bridged", leg_tag="lt")
     assert (moved.phase, moved.leg_tag, b.phase) == ("bridged", "lt", "dialling")
     assert bx.Bridge.decode("") is None and bx.Bridge.decode("{bad") is None and bx.Bridge.decode('{"x": 1}') is None
+
+
+def test_parse_replaces() -> None:
+    """RFC 3891 section 6.1: the Call-ID, then to-tag and from-tag in any order and case."""
+    assert bx.parse_replaces("consult-1@h;to-tag=H1;from-tag=A1") == ("consult-1@h", "H1", "A1")
+    assert bx.parse_replaces(" c ; From-Tag=A ; early-only ; TO-TAG=H ") == ("c", "H", "A")
+    assert bx.parse_replaces("c;to-tag=H") is None
+    assert bx.parse_replaces(";to-tag=H;from-tag=A") is None
+    assert bx.parse_replaces("") is None
