@@ -54,17 +54,23 @@ def _request(method: str, cseq: int, from_: str, to: str, sdp: str = "") -> str:
 
 
 def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, hangs_up: bool = True,
-                     hold: bool = False, hangup_ms: int = 4000, held: bool = False) -> Path:
+                     hold: bool = False, hangup_ms: int = 4000, held: bool = False, timers: bool = False) -> Path:
     """The carrier's caller: INVITE to ``[service]`` with its SDP, the agent's answer noted
     (``answer``); the REFER answered ``refer_code`` (``"501 Not Implemented"``; none expected when
     empty); with ``bridged`` the edge's re-INVITE noted (``reinvite``) and answered; with ``hold``
     a re-INVITE ``a=sendonly`` sent after 1 s and its answer noted (``hold``); with ``held`` a
-    re-INVITE awaited, noted (``held``) and answered ``a=recvonly``; then BYE after
+    re-INVITE awaited, noted (``held``) and answered ``a=recvonly``; with ``timers`` its INVITE asks
+    for session timers (RFC 4028, 90 s) and, 1 s after the bridge, it refreshes with an UPDATE
+    without SDP; then BYE after
     ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
     me = '"Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
     peer = "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]"
-    steps = [_request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>", _sdp()).replace("[next_url]",
-             "sip:[service]@[remote_ip]:[remote_port]").replace("      [routes]\n", ""),
+    invite = _request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>", _sdp()).replace("[next_url]",
+                      "sip:[service]@[remote_ip]:[remote_port]").replace("      [routes]\n", "")
+    if timers:
+        invite = invite.replace("      Max-Forwards: 70\n", "      Max-Forwards: 70\n      Supported: timer\n"
+                                "      Session-Expires: 90\n", 1)
+    steps = [invite,
              '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n',
              '  <recv response="200" rrs="true">\n' + _note("answer") + "  </recv>\n",
              _request("ACK", 1, me, peer).replace(' retrans="500"', "")]
@@ -78,11 +84,15 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
                   '  <recv response="100" optional="true"/>\n',
                   '  <recv response="200">\n' + _note("hold") + "  </recv>\n",
                   _request("ACK", 2, me, peer).replace(' retrans="500"', "")]
+    if timers:
+        steps += ['  <pause milliseconds="1000"/>\n', _request("UPDATE", 4, me, peer).replace(
+                      "      Max-Forwards: 70\n", "      Max-Forwards: 70\n      Session-Expires: 90;refresher=uac\n"
+                      "      Supported: timer\n"), '  <recv response="200"/>\n']
     if held:
         steps += ['  <recv request="INVITE">\n' + _note("held") + "  </recv>\n", _reply("200 OK", _sdp("recvonly")),
                   '  <recv request="ACK"/>\n']
     if hangs_up:
-        steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 3, me, peer), '  <recv response="200"/>\n']
+        steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 5, me, peer), '  <recv response="200"/>\n']
     else:
         steps += ['  <recv request="BYE"/>\n', _reply("200 OK")]
     path = workdir / "carrier_bridge.xml"

@@ -26,7 +26,7 @@ from ..call import media
 from ..call.decision import Reject
 from . import bridge
 from . import callstate as cs
-from . import onbehalf
+from . import onbehalf, sessiontimers
 from .mediaflags import flags, offer_flags, sides
 from .worker import Worker, has_sdp, log_reject, pv
 
@@ -101,9 +101,21 @@ def _relay_across(w: Worker, b: bx.Bridge, method: str) -> None:
     """A re-INVITE from an end of a bridged call (hold, codec change), relayed to the other end in
     the other dialog: its offer re-made in the leg's rtpengine call, its dialog identifiers (Call-ID,
     tags, CSeq, Contact, route set) rewritten to those the edge has in the other dialog; its
-    replies rewritten back (:func:`relayed_reply`) and its ACK mapped (:func:`_relay_ack`).  A
-    re-INVITE without SDP (an offer in the 2xx, answered in the ACK) is refused ``488``."""
+    replies rewritten back (:func:`relayed_reply`) and its ACK mapped (:func:`_relay_ack`).  The
+    carrier's session refreshes of a call whose timers the edge keeps (RFC 4028,
+    :mod:`.sessiontimers`) are handled as before the bridge, any other UPDATE without SDP is
+    answered here (:func:`_refresh_here`).  An UPDATE with SDP or a re-INVITE without SDP (an
+    offer in the 2xx, answered in the ACK) is refused ``488``."""
     from_carrier = pv("$ci") == b.call_id
+    if method not in ("INVITE", "UPDATE"):
+        _refuse_other(method)
+        return
+    KSR.dialog.dlg_manage()  # this end's dialog records its CSeq
+    if from_carrier and sessiontimers.refresh(method):
+        return  # the carrier's session refresh UPDATE (RFC 4028), answered here as before the bridge
+    if method == "UPDATE" and not has_sdp():
+        _refresh_here()
+        return
     if method != "INVITE" or not has_sdp():
         _refuse_other(method)
         return
@@ -114,7 +126,6 @@ def _relay_across(w: Worker, b: bx.Bridge, method: str) -> None:
             KSR.tm.t_reply(policy.code, policy.reason)
         return
     back_contact = (_other_side(w, b, not from_carrier) or ({}, {}, "", ""))[3]  # the Contact this end knows
-    KSR.dialog.dlg_manage()  # this end's dialog records its CSeq
     other = _other_side(w, b, from_carrier)
     if other is None:
         _refuse_other("BYE")  # 501: the other call is gone
@@ -127,7 +138,7 @@ def _relay_across(w: Worker, b: bx.Bridge, method: str) -> None:
         number = max(b.agent_cseq, int(me.get("cseq") or 0)) + 1
         rtp, b = (b.target_tag, b.leg_tag), b.moved(agent_cseq=number)
     restore = {"from": pv("$hdr(From)"), "to": pv("$hdr(To)"), "callid": pv("$ci"), "cseq": pv("$hdr(CSeq)"),
-               "contact": back_contact, "rtp": [b.leg, *rtp]}
+               "contact": back_contact, "rtp": [b.leg, *rtp], "refresh": pv(cs.REFRESH_AVP)}
     b = b.moved(relayed=[int(pv("$cs") or 0), number])
     bridge.save(b)
     KSR.rtpengine.rtpengine_offer(" ".join((policy, _leg_media(b.leg, *rtp))))
@@ -166,6 +177,8 @@ def relayed_reply(w: Worker) -> None:
     code = int(pv("$rs") or 0)
     if has_sdp() and code < 300:
         KSR.rtpengine.rtpengine_answer(flags((_leg_media(*data["rtp"]),)))
+    if data.get("refresh") and 200 <= code < 300:  # a carrier's refresh re-INVITE (RFC 4028): its timer back
+        sessiontimers.refreshed(data["callid"], data["refresh"])
     contact = data["contact"] if KSR.hdr.is_present("Contact") > 0 else ""
     if KSR.hdr.is_present("Record-Route") > 0:
         KSR.hdr.remove("Record-Route")
@@ -225,10 +238,23 @@ def _other_side(w: Worker, b: bx.Bridge, from_carrier: bool) -> tuple[dict[str, 
     return me, peer, call_id, contact
 
 
+def _refresh_here() -> None:
+    """An UPDATE without SDP from an end (a session refresh, RFC 4028 section 7 and RFC 3311): it
+    refreshes only its own dialog, so the edge answers it there: 200, with its ``Session-Expires``
+    (``refresher=uac`` when it named none) and ``Require: timer`` when it carried one."""
+    expires = pv("$hdr(Session-Expires)")
+    if KSR.tm.t_newtran() <= 0:
+        return
+    if expires:
+        value = expires if "refresher=" in expires.lower() else f"{expires};refresher=uac"
+        KSR.hdr.append_to_reply(f"Session-Expires: {value}\r\nRequire: timer\r\n")
+    KSR.tm.t_reply(200, "OK")
+
+
 def _refuse_other(method: str) -> None:
-    """A request from an end of a bridged call that is not relayed: an UPDATE or a re-INVITE
-    without SDP is refused ``488`` (the media stays as it is), an in-dialog OPTIONS (keepalive)
-    answered ``200``, anything else (INFO, MESSAGE...) ``501`` (docs/transfers.md)."""
+    """A request from an end of a bridged call that is not relayed: an UPDATE with SDP or a
+    re-INVITE without SDP is refused ``488`` (the media stays as it is), an in-dialog OPTIONS
+    (keepalive) answered ``200``, anything else (INFO, MESSAGE...) ``501`` (docs/transfers.md)."""
     code, reason = {"INVITE": (488, "Not Acceptable Here"), "UPDATE": (488, "Not Acceptable Here"),
                     "OPTIONS": (200, "OK")}.get(method, (501, "Not Implemented"))
     if KSR.tm.t_newtran() > 0:

@@ -15,7 +15,7 @@ from ..call import sessiontimer as st
 from . import callstate as cs
 from .worker import has_sdp, pv
 
-__all__ = ["on_answer", "refresh", "refresh_answered"]
+__all__ = ["on_answer", "refresh", "refresh_answered", "refreshed"]
 
 
 def on_answer(call_id: str, direction: str) -> None:
@@ -69,6 +69,18 @@ def refresh(method: str) -> bool:
         KSR.hdr.remove("Require")
     KSR.pv.sets(cs.REFRESH_AVP, taken.encode())
     return False
+
+
+def refreshed(call_id: str, takeover: str) -> None:
+    """A 2xx to a refresh the edge relayed under another Call-ID (a bridged transfer's re-INVITE,
+    :mod:`.bridgemap`): the carrier gets its ``Session-Expires`` back and the expiry of ``call_id``
+    starts again; ``takeover`` is the :data:`cs.REFRESH_AVP` value."""
+    taken = st.Takeover.decode(takeover)
+    if taken is None:
+        return
+    if not pv("$hdr(Session-Expires)"):
+        KSR.hdr.append(f"Session-Expires: {taken.header()}\r\nRequire: timer\r\n")
+    _arm(call_id, taken)
 
 
 def refresh_answered() -> None:

@@ -77,7 +77,7 @@ class Peers:
     def __init__(self, edge: Edge, *, refer_code: str = "501 Not Implemented", human_answer: str = "200 OK",
                  carrier_hangs_up: bool = True, hold: bool = False, hangup_ms: int = 4000,
                  human_holds: bool = False, human: tuple[str, int] = (CARRIER_B, HUMAN_PORT),
-                 refer_to: str = "", hasty_agent: bool = False) -> None:
+                 refer_to: str = "", hasty_agent: bool = False, timers: bool = False) -> None:
         run = next(_runs)
         self.dir = edge.workdir / f"bridge-{run}"
         self.dir.mkdir()
@@ -95,7 +95,7 @@ class Peers:
                                                refer_to or f"sip:{TARGET}@{edge.sip}?X-Ctx=ticket-42&X-Secret=s3"])
         self.carrier = uac(self.dir / "carrier", CARRIER_A, 5070, edge.sip, DID, caller=CALLER,
                            scenario=carrier_scenario(self.dir, refer_code, bridged=bridged, hangs_up=carrier_hangs_up,
-                                                     hold=hold, hangup_ms=hangup_ms, held=human_holds),
+                                                     hold=hold, hangup_ms=hangup_ms, held=human_holds, timers=timers),
                            extra=["-key", "rtp_ip", CARRIER_A, "-key", "rtp_port", str(self.carrier_rtp.port),
                                   "-key", "sdp_file", str(self.carrier_sdp)])
 
@@ -395,3 +395,21 @@ def test_attended_transfer_joins_the_caller_and_the_human_of_the_consult_call(cl
     assert original["transfer"]["transferred_to"] == consult_id
     assert consult_record["transfer"]["transferred_from"] == original["call_id"]
     assert transfers(edge, "attended", "accepted") >= 1
+
+
+def test_carrier_session_refresh_after_a_bridge_is_answered(clean_edge: Edge) -> None:
+    """A carrier that asked for session timers (RFC 4028) the agent does not do: the edge keeps
+    them for the call, and after the bridge the carrier's refresh UPDATE (no SDP) is still
+    answered 200 with ``Session-Expires`` by the edge (not refused, not sent to the human), so
+    the call is not ended for want of a refresh."""
+    edge = clean_edge
+    provision(edge)
+    peers = Peers(edge, timers=True, hangup_ms=1500)
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("human", CARRIER_HZ, time.monotonic())
+    peers.finish()
+    [ok] = peers.carrier.received_responses("UPDATE")
+    assert re.search(r"^SIP/2\.0 200", ok, re.M) and _header(ok, "Session-Expires")[0].startswith("90;refresher=uac")
+    assert not peers.human.received_requests("UPDATE")
