@@ -98,7 +98,7 @@ def start(w: Worker, b: bx.Bridge, sdp: str, caller: str, did: str, choice: Tran
     from_user, diverted = bx.leg_caller(choice, caller, did)
     host = loop_host(w)
     ruri = f"sip:{b.target}@{host}" if b.number else b.target
-    lines = [f"{cs.XFER_HEADER}: {w.token};{b.call_id}", f"Contact: <sip:transfer@{host}>",
+    lines = [f"{cs.XFER_HEADER}: {w.token};{b.call_id}", f"Contact: <sip:{cs.XFER_CONTACT_USER}@{host}>",
              "Content-Type: application/sdp"]
     if diverted:
         lines.append(f"Diversion: {bx.diversion(diverted, host.rsplit(':', 1)[0])}")
@@ -254,7 +254,7 @@ def attended(w: Worker, b: bx.Bridge, sdp: str) -> bool:
     save(b)
     _keep(b.call_id, mode=ATTENDED, target=b.target, transferred_to=b.leg)
     notify(w, b, 100, loop=True)
-    extra = f"Contact: <sip:transfer@{loop_host(w)}>\r\nContent-Type: application/sdp\r\n"
+    extra = f"Contact: <sip:{cs.XFER_CONTACT_USER}@{loop_host(w)}>\r\nContent-Type: application/sdp\r\n"
     if not onbehalf.on_behalf(w, b.leg, "INVITE", sides, True, number, extra, offer):
         _failed(w, b, 500, "Server Internal Error")
         return True

@@ -228,7 +228,8 @@ def _other_side(w: Worker, b: bx.Bridge, from_carrier: bool) -> tuple[dict[str, 
     Contact the edge gives), or None when that call is gone."""
     if from_carrier:  # to the target, as the leg's caller
         sides = onbehalf.dialog_of(b.leg, b.leg_tag, b.target_tag)
-        me, peer, call_id, contact = (sides or {}).get("caller"), (sides or {}).get("callee"), b.leg, f"sip:transfer@{bridge.loop_host(w)}"
+        me, peer, call_id = (sides or {}).get("caller"), (sides or {}).get("callee"), b.leg
+        contact = f"sip:{cs.XFER_CONTACT_USER}@{bridge.loop_host(w)}"
     else:  # to the carrier, as the agent
         sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
         me, peer, call_id = (sides or {}).get("callee"), (sides or {}).get("caller"), b.call_id

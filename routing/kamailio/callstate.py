@@ -149,6 +149,8 @@ EDGE_SOCKET_HEADER = "X-Edge-Socket"
 EDGE_HEADER_PREFIX = "X-Edge-"
 #: header of a bridged transfer's leg INVITE the edge sends itself: the original call's Call-ID
 XFER_HEADER = "X-Edge-Transfer"
+#: user part of the Contact the edge gives as the caller of a bridged transfer's leg (``sip:transfer@{its loop listener}``)
+XFER_CONTACT_USER = "transfer"
 #: call-record state key of a refusal carried out at the ACK
 MEDIA_REFUSED = "media_refused"
 MAX_FORWARDS = 70

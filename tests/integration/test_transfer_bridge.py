@@ -77,7 +77,8 @@ class Peers:
     def __init__(self, edge: Edge, *, refer_code: str = "501 Not Implemented", human_answer: str = "200 OK",
                  carrier_hangs_up: bool = True, hold: bool = False, hangup_ms: int = 4000,
                  human_holds: bool = False, human: tuple[str, int] = (CARRIER_B, HUMAN_PORT),
-                 refer_to: str = "", hasty_agent: bool = False, timers: bool = False) -> None:
+                 refer_to: str = "", hasty_agent: bool = False, timers: bool = False,
+                 human_hangs_up: bool | None = None) -> None:
         run = next(_runs)
         self.dir = edge.workdir / f"bridge-{run}"
         self.dir.mkdir()
@@ -85,7 +86,8 @@ class Peers:
         self.carrier_sdp, self.human_sdp = self.dir / "carrier.sdp", self.dir / "human.sdp"
         bridged = human_answer.startswith("2")
         self.human = uas(self.dir / "human", human[0], human[1],
-                         scenario=human_scenario(self.dir, human_answer, hangs_up=not carrier_hangs_up, hold=hold,
+                         scenario=human_scenario(self.dir, human_answer, hold=hold,
+                                                 hangs_up=not carrier_hangs_up if human_hangs_up is None else human_hangs_up,
                                                  hangup_ms=hangup_ms, holds=human_holds),
                          rtp_echo=False, extra=["-key", "rtp_ip", human[0], "-key", "rtp_port", str(self.human_rtp.port),
                                                 "-key", "sdp_file", str(self.human_sdp)])
@@ -413,3 +415,28 @@ def test_carrier_session_refresh_after_a_bridge_is_answered(clean_edge: Edge) ->
     [ok] = peers.carrier.received_responses("UPDATE")
     assert re.search(r"^SIP/2\.0 200", ok, re.M) and _header(ok, "Session-Expires")[0].startswith("90;refresher=uac")
     assert not peers.human.received_requests("UPDATE")
+
+
+def test_the_legs_maximum_duration_ends_both_calls(clean_edge: Edge) -> None:
+    """Nobody hangs up after the bridge: the leg's maximum duration (the node's 12 s in these
+    tests, from the leg's answer) ends the leg (BYE to the human) and with it the carrier's call
+    (BYE to the carrier), with the leg's record saying the edge hung up; the edge's own BYE to the
+    leg's caller side (itself) is not refused as a stranger's."""
+    edge = clean_edge
+    provision(edge)
+    since = int(time.time() * 1000)
+    rejected = edge.metrics("kamailio").count('reason="no_dialog"')
+    peers = Peers(edge, carrier_hangs_up=False, human_hangs_up=False)
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    for run in (peers.carrier, peers.human):
+        assert run.wait(timeout=30) == 0, run.output()
+    peers.agent.wait(timeout=30)
+    peers.carrier_rtp.close()
+    peers.human_rtp.close()
+    assert peers.carrier.received_requests("BYE") and peers.human.received_requests("BYE")
+    records = _records(edge, since, 2)
+    leg_record = next(r for r in records.values() if r["direction"] == "termination")
+    assert leg_record["hangup"] == "edge" and 11_000 <= leg_record["talk_ms"] <= 13_500, leg_record
+    assert "reached its maximum duration" in edge.log()
+    assert edge.metrics("kamailio").count('reason="no_dialog"') == rejected
