@@ -55,11 +55,11 @@ def refer(w: Worker) -> bool:
     except StoreUnavailable:
         decided = Reject.of(Reason.STORE_UNAVAILABLE, w.settings.retry_after_s)
     if isinstance(decided, Reject):
-        w.reply(decided)
-        if decided.code != 503:
+        if decided.code != 503:  # kept before the answer: the agent's BYE may follow it at once (its record)
             count(metrics.TRANSFERS, xfer.TransferMode.REFER.value, "denied")
             _keep(pv("$ci"), fresh=True, mode=xfer.TransferMode.REFER.value, target=pv("$hdr(Refer-To)"),
                   result=str(decided.code), refused=f"{decided.reason} [{decided.tag}]")
+        w.reply(decided)
         return False
     target, refer_to, trunk = decided
     if trunk is not None and trunk.transfer is not xfer.TransferMode.REFER and _bridge_or_arm(w, target, trunk):
@@ -111,8 +111,8 @@ def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool
     if KSR.tm.t_newtran() < 0:
         KSR.sl.sl_reply_error()
         return True
-    KSR.tm.t_reply(202, "Accepted")
     _keep(call_id, fresh=True, mode=bridging.MODE, target=target.label)
+    KSR.tm.t_reply(202, "Accepted")
     _start(w, start)
     return True
 
