@@ -34,12 +34,12 @@ _runs = itertools.count()
 
 
 def provision(edge: Edge, mode: TransferMode = TransferMode.AUTO,
-              caller_id: TransferCallerId = TransferCallerId.TRANSFEREE, route: bool = True) -> None:
+              caller_id: TransferCallerId = TransferCallerId.TRANSFEREE, route: bool = True, **leg_trunk: object) -> None:
     """carrier-a brings the DID to bot; the human's number is routed over carrier-b, whose gateway
     is the human's SIPp."""
     edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [("sip.carrier-a.example", 5080)], direction="inbound",
                transfer=mode, transfer_caller_id=caller_id)
-    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, HUMAN_PORT)], direction="outbound")
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, HUMAN_PORT)], direction="outbound", **leg_trunk)
     if route:
         edge.route("+44", "carrier-b", "0.01")
     edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], x_headers=("X-Ctx", "X-Ticket"))
@@ -440,3 +440,28 @@ def test_the_legs_maximum_duration_ends_both_calls(clean_edge: Edge) -> None:
     assert leg_record["hangup"] == "edge" and 11_000 <= leg_record["talk_ms"] <= 13_500, leg_record
     assert "reached its maximum duration" in edge.log()
     assert edge.metrics("kamailio").count('reason="no_dialog"') == rejected
+
+
+def test_the_legs_rtp_timeout_ends_both_calls(clean_edge: Edge) -> None:
+    """After the bridge the media watchdog watches the leg (the carrier's own call no longer
+    carries media): when both ends stop sending RTP, the leg's RTP timeout (carrier-b's 5 s) ends
+    the human's leg and the carrier's call, well before the 12 s maximum duration."""
+    from routing.tables.model import MediaPolicy
+    edge = clean_edge
+    provision(edge, media=MediaPolicy(rtp_timeout_s=5))
+    peers = Peers(edge, carrier_hangs_up=False, human_hangs_up=False)
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("carrier", HUMAN_HZ, time.monotonic())
+    silent_at = time.monotonic()
+    peers.carrier_rtp.target = peers.human_rtp.target = None  # both ends fall silent
+    for run in (peers.carrier, peers.human):
+        assert run.wait(timeout=30) == 0, run.output()
+    elapsed = time.monotonic() - silent_at
+    peers.agent.wait(timeout=30)
+    peers.carrier_rtp.close()
+    peers.human_rtp.close()
+    assert 4 <= elapsed < 9, elapsed
+    assert re.search(r"call-id=xfer-\S+ had no RTP", edge.log())
+    assert peers.carrier.received_requests("BYE") and peers.human.received_requests("BYE")
