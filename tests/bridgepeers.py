@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 __all__ = ["carrier_scenario", "human_scenario", "hasty_agent_scenario", "referring_agent_scenario",
-           "consult_scenario", "media_lines"]
+           "consult_scenario", "called_carrier_scenario", "referring_caller_scenario", "media_lines"]
 
 _HEAD = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<!DOCTYPE scenario SYSTEM "sipp.dtd">\n'
 
@@ -203,6 +203,46 @@ def consult_scenario(workdir: Path, tag: str) -> Path:
              '  <recv request="BYE"/>\n', _reply("200 OK")]
     path = workdir / "consult.xml"
     path.write_text(_HEAD + '<scenario name="consult call">\n' + "".join(steps) + "</scenario>\n")
+    return path
+
+
+def called_carrier_scenario(workdir: Path, refer_code: str, hangup_ms: int) -> Path:
+    """The carrier of a termination call (the agent called it): the INVITE noted (``invite``) and
+    answered with its SDP, the agent's REFER answered ``refer_code``, the edge's re-INVITE noted
+    (``reinvite``) and answered, then BYE after ``hangup_ms``."""
+    tag = "[pid]SIPpTag01[call_number]"
+    steps = ['  <recv request="INVITE" rrs="true">\n' + _note("invite").replace(
+        "    <action>\n", '    <action>\n'
+        '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
+        '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="me"/>\n', 1) + "  </recv>\n",
+             _reply("200 OK", _sdp()).replace("[last_To:]", f"[last_To:];tag={tag}"), '  <recv request="ACK"/>\n',
+             '  <recv request="REFER"/>\n', _reply(refer_code),
+             '  <recv request="INVITE">\n' + _note("reinvite") + "  </recv>\n", _reply("200 OK", _sdp()),
+             '  <recv request="ACK"/>\n', f'  <pause milliseconds="{hangup_ms}"/>\n',
+             _request("BYE", 1, f"[$me];tag={tag}", "[$caller]"), '  <recv response="200"/>\n']
+    path = workdir / "carrier_called.xml"
+    path.write_text(_HEAD + '<scenario name="called carrier">\n' + "".join(steps) + _references(steps) + "</scenario>\n")
+    return path
+
+
+def referring_caller_scenario(workdir: Path, pause_ms: int) -> Path:
+    """An agent that calls ``[service]`` through the edge (a termination call), waits ``pause_ms``,
+    REFERs the carrier to ``[refer_to]``, takes the 202 and two NOTIFYs, and waits for the BYE."""
+    me = "<sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]"
+    peer = "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]"
+    steps = [_request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>",
+                      _sdp().replace("[rtp_ip]", "[media_ip]").replace("[rtp_port]", "[media_port]")).replace(
+                 "[next_url]", "sip:[service]@[remote_ip]:[remote_port]").replace("      [routes]\n", ""),
+             '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n',
+             '  <recv response="200" rrs="true"/>\n', _request("ACK", 1, me, peer).replace(' retrans="500"', ""),
+             f'  <pause milliseconds="{pause_ms}"/>\n',
+             _request("REFER", 2, me, peer).replace("      Max-Forwards: 70\n",
+                                                     "      Max-Forwards: 70\n      Refer-To: <[refer_to]>\n"),
+             '  <recv response="100" optional="true"/>\n  <recv response="202"/>\n',
+             '  <recv request="NOTIFY"/>\n', _reply("200 OK"), '  <recv request="NOTIFY"/>\n', _reply("200 OK"),
+             '  <recv request="BYE"/>\n', _reply("200 OK")]
+    path = workdir / "agent_caller.xml"
+    path.write_text(_HEAD + '<scenario name="referring caller">\n' + "".join(steps) + "</scenario>\n")
     return path
 
 

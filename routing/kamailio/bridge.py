@@ -45,6 +45,7 @@ from . import invite, onbehalf, records
 from .worker import Worker, count, pv
 
 __all__ = ["start", "attended", "leg_invite", "leg_reply", "carrier_reply", "ended", "load", "save", "loop_host",
+           "original_sides",
            "MODE", "ATTENDED"]
 
 MODE = "bridge"
@@ -116,27 +117,42 @@ def start(w: Worker, b: bx.Bridge, sdp: str, caller: str, did: str, choice: Tran
     KSR.info(f"edge: transfer call-id={b.call_id} mode=bridge target={b.target} leg={b.leg}\n")
 
 
+def original_sides(b: bx.Bridge) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, str]] | None:
+    """The original call's two sides as the dialog module keeps them (:func:`onbehalf.dialog_of`),
+    then the carrier's and the agent's (the carrier is the caller of an origination call, the
+    callee of a termination call); None when the call is gone."""
+    tags = (b.carrier_tag, b.agent_tag) if b.carrier_is_caller else (b.agent_tag, b.carrier_tag)
+    sides = onbehalf.dialog_of(b.call_id, *tags)
+    if sides is None:
+        return None
+    return (sides, sides["caller"], sides["callee"]) if b.carrier_is_caller else (sides, sides["callee"], sides["caller"])
+
+
 def _ensure_cseq_map(b: bx.Bridge) -> None:
     """The original call's CSeq map (:mod:`routing.call.cseq`): the edge now sends requests on
     both sides' behalf (NOTIFY as the carrier, re-INVITE and BYE as the agent)."""
     if pv(f"$sht({cs.CSEQ_TABLE}=>{b.call_id})"):
         return
     top = max(b.carrier_cseq, 1)
-    state = cseq.CseqMap(b.carrier_tag, b.agent_tag, cseq.SideSeq(top, 0, top), cseq.SideSeq(b.refer_cseq, 0, b.refer_cseq))
+    carrier, agent = cseq.SideSeq(top, 0, top), cseq.SideSeq(b.refer_cseq, 0, b.refer_cseq)
+    state = (cseq.CseqMap(b.carrier_tag, b.agent_tag, carrier, agent) if b.carrier_is_caller
+             else cseq.CseqMap(b.agent_tag, b.carrier_tag, agent, carrier))
     KSR.htable.sht_sets(cs.CSEQ_TABLE, b.call_id, state.encode())
 
 
 def notify(w: Worker, b: bx.Bridge, code: int, reason: str = "", loop: bool = False) -> None:
     """A NOTIFY to the agent on the carrier's behalf reporting ``code`` (RFC 3515 section 2.4.4-2.4.5);
     ``loop``: through the edge's own request route (the dialog module records its CSeq)."""
-    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
-    if sides is None:
+    found = original_sides(b)
+    if found is None:
         KSR.warn(f"edge: transfer call-id={b.call_id}: no dialog to NOTIFY {code}\n")
         return
+    sides, carrier, _ = found
     number = onbehalf.cseq_step(b.call_id, b.carrier_tag)
     extra = (f"Event: refer;id={b.refer_cseq}\r\nSubscription-State: {bx.subscription_state(code)}\r\n"
-             f"Contact: <{sides['caller']['contact']}>\r\nContent-Type: message/sipfrag;version=2.0\r\n")
-    onbehalf.on_behalf(w, b.call_id, "NOTIFY", sides, True, number, extra, bx.sipfrag(code, reason), loop=loop)
+             f"Contact: <{carrier['contact']}>\r\nContent-Type: message/sipfrag;version=2.0\r\n")
+    onbehalf.on_behalf(w, b.call_id, "NOTIFY", sides, b.carrier_is_caller, number, extra, bx.sipfrag(code, reason),
+                       loop=loop)
 
 
 def leg_invite(w: Worker) -> None:
@@ -202,22 +218,24 @@ def leg_reply(w: Worker) -> None:
         return
     b = b.moved(leg_tag=pv("$ft"), target_tag=pv("$tt"))
     save(b)
-    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
-    if sides is None:  # the original call ended meanwhile: end the leg (dialog end did not see it answered)
+    found = original_sides(b)
+    if found is None:  # the original call ended meanwhile: end the leg (dialog end did not see it answered)
         _end_leg(w, b)
         return
-    _reinvite_carrier(w, b, sides, pv("$rb"))
+    _reinvite_carrier(w, b, found, pv("$rb"))
 
 
-def _reinvite_carrier(w: Worker, b: bx.Bridge, sides: dict[str, dict[str, str]], sdp: str) -> None:
+def _reinvite_carrier(w: Worker, b: bx.Bridge, found: tuple[dict[str, dict[str, str]], dict[str, str], dict[str, str]],
+                      sdp: str) -> None:
     """Re-INVITE the carrier on the agent's behalf with ``sdp`` (the leg's rtpengine answer for the
     carrier's side), straight to the carrier: tm acknowledges its 2xx to the carrier's own Contact;
     the core reply_route hands that answer to :func:`carrier_reply`."""
     number = onbehalf.cseq_step(b.call_id, b.agent_tag)
     b = b.moved(agent_cseq=number, phase="answering")
     save(b)
-    extra = f"Contact: <{sides['callee']['contact']}>\r\nContent-Type: application/sdp\r\n"
-    if not onbehalf.on_behalf(w, b.call_id, "INVITE", sides, False, number, extra, sdp):
+    sides, _, agent = found
+    extra = f"Contact: <{agent['contact']}>\r\nContent-Type: application/sdp\r\n"
+    if not onbehalf.on_behalf(w, b.call_id, "INVITE", sides, not b.carrier_is_caller, number, extra, sdp):
         KSR.err(f"edge: transfer call-id={b.call_id}: tm refused the carrier's re-INVITE\n")
         _end_leg(w, b)
         _failed(w, b, 500, "Server Internal Error")
@@ -269,17 +287,17 @@ def _consult_answered(w: Worker, b: bx.Bridge, code: int) -> None:
     if code >= 300:
         _failed(w, b, code, pv("$rr"))
         return
-    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
+    found = original_sides(b)
     try:
         answer = w.ng().command("answer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=pv("$rb"),
                                 replace=["origin", "session-connection"], ICE="remove").get("sdp", "")
     except NgError as exc:
         KSR.warn(f"edge: attended transfer call-id={b.call_id}: rtpengine refused the answer: {exc}\n")
         answer = ""
-    if sides is None or not answer:
+    if found is None or not answer:
         _failed(w, b, 500, "Server Internal Error")
         return
-    _reinvite_carrier(w, b, sides, answer)
+    _reinvite_carrier(w, b, found, answer)
 
 
 def carrier_reply(w: Worker) -> None:
@@ -304,10 +322,10 @@ def carrier_reply(w: Worker) -> None:
     save(b)
     for table in (cs.MEDIA_TABLE, cs.DEADLINE_TABLE):  # the media flows in the leg's rtpengine call
         KSR.htable.sht_rm(table, b.call_id)
-    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag) if not b.agent_gone else None
-    if sides is not None:  # the agent's leg ends; the carrier's dialog stays (not through the dialog module)
+    found = original_sides(b) if not b.agent_gone else None
+    if found is not None:  # the agent's leg ends; the carrier's dialog stays (not through the dialog module)
         notify(w, b, 200)
-        onbehalf.on_behalf(w, b.call_id, "BYE", sides, True, onbehalf.cseq_step(b.call_id, b.carrier_tag))
+        onbehalf.on_behalf(w, b.call_id, "BYE", found[0], b.carrier_is_caller, onbehalf.cseq_step(b.call_id, b.carrier_tag))
     KSR.htable.sht_rm(cs.CSEQ_TABLE, b.call_id)
     try:  # the agent is out of the call: its slot is free (the trunk's stays until the carrier's end)
         w.open_store().acquire(b.call_id, [], w.settings.lease_ttl_s, release=[keys.agent_lease(b.agent)])
@@ -352,11 +370,12 @@ def _end_leg(w: Worker, b: bx.Bridge) -> None:
 
 def _end_original(w: Worker, b: bx.Bridge) -> None:
     """BYE to the carrier on the agent's behalf, through the edge (the dialog module ends the call)."""
-    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
-    if sides is None:
+    found = original_sides(b)
+    if found is None:
         return
-    number = max(b.agent_cseq, int(sides["callee"]["cseq"] or 0)) + 1
-    onbehalf.on_behalf(w, b.call_id, "BYE", sides, False, number, loop=True)
+    sides, _, agent = found
+    number = max(b.agent_cseq, int(agent["cseq"] or 0)) + 1
+    onbehalf.on_behalf(w, b.call_id, "BYE", sides, not b.carrier_is_caller, number, loop=True)
 
 
 def ended(w: Worker, call_id: str) -> None:

@@ -231,8 +231,8 @@ def _other_side(w: Worker, b: bx.Bridge, from_carrier: bool) -> tuple[dict[str, 
         me, peer, call_id = (sides or {}).get("caller"), (sides or {}).get("callee"), b.leg
         contact = f"sip:{cs.XFER_CONTACT_USER}@{bridge.loop_host(w)}"
     else:  # to the carrier, as the agent
-        sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
-        me, peer, call_id = (sides or {}).get("callee"), (sides or {}).get("caller"), b.call_id
+        found = bridge.original_sides(b)
+        me, peer, call_id = (found[2], found[1], b.call_id) if found else (None, None, b.call_id)
         contact = me.get("contact", "") if me else ""
     if not me or not peer or not peer.get("contact"):
         return None

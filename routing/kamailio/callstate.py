@@ -123,7 +123,8 @@ MEDIA_VAR = "$dlg_var(edge_media)"
 DTMF_VAR = "$dlg_var(edge_dtmf)"
 #: ``"{interval}:{refresher}"`` when the edge keeps the call's session timers for the agent
 SESSION_VAR = "$dlg_var(edge_st)"
-#: an origination call's carrier SDP (its last offer), the offer of a bridged transfer's leg
+#: the carrier's SDP (an origination call's last offer, a termination call's 2xx answer), the offer
+#: of a bridged transfer's leg
 SDP_VAR = "$dlg_var(edge_sdp)"
 
 # -- per-message script variables (reset by the native request route) ---------------------------

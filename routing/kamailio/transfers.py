@@ -79,19 +79,21 @@ def refer(w: Worker) -> bool:
 
 
 def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool:
-    """A REFER of an origination call on a ``bridge`` or ``auto`` trunk whose carrier SDP the edge
-    keeps: with ``Replaces`` naming the agent's answered consult call through this edge, an
+    """A REFER on a ``bridge`` or ``auto`` trunk of a call whose carrier SDP the edge keeps (its
+    offer in an origination call, its answer in a termination call): with ``Replaces`` naming the agent's answered consult call through this edge, an
     attended transfer the edge carries out in every such mode (:func:`bridge.attended`; True);
     else ``bridge`` answers it ``202`` and carries it out now (True: answered); ``auto`` keeps
     what the bridge needs with the REFER's transaction, whose failure route bridges after the
     carrier's refusal (:func:`refer_failed`; False: relay it)."""
     sdp, direction, call_id = pv(cs.SDP_VAR), pv(cs.DIRECTION_VAR), pv("$ci")
-    if not sdp or direction != "origination":
+    if not sdp or direction not in ("origination", "termination"):
         return False
+    origination = direction == "origination"  # the carrier is the caller; in a termination call, the callee
+    carrier, agent = ("from", "to") if origination else ("to", "from")
     b = bx.Bridge(call_id=call_id, leg=bx.leg_call_id(call_id), agent=pv(cs.AGENT_VAR), trunk=trunk.name,
-                  carrier_tag=pv("$dlg(from_tag)"), agent_tag=pv("$dlg(to_tag)"), target=target.label,
-                  number=bool(target.number), headers=_context(w, target),
-                  refer_cseq=int(pv("$cs") or 0), carrier_cseq=int(pv("$dlg(from_cseq)") or 0))
+                  carrier_tag=pv(f"$dlg({carrier}_tag)"), agent_tag=pv(f"$dlg({agent}_tag)"), target=target.label,
+                  number=bool(target.number), headers=_context(w, target), refer_cseq=int(pv("$cs") or 0),
+                  carrier_cseq=int(pv(f"$dlg({carrier}_cseq)") or 0), carrier_is_caller=origination)
     replaces = bx.parse_replaces(next((v for n, v in target.headers if n.lower() == "replaces"), ""))
     if replaces is not None and bridging.load(call_id) is None:  # attended: Replaces names the consult call
         for agent_tag, target_tag in ((replaces[2], replaces[1]), (replaces[1], replaces[2])):  # either perspective
@@ -99,8 +101,11 @@ def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool
             if bridging.attended(w, consult, sdp):
                 return True
     state = records.load(call_id)
-    start = {"bridge": b.encode(), "sdp": sdp, "caller": (state.caller if state else "") or pv("$fU"),
-             "did": (state.number if state else "") or "", "choice": trunk.transfer_caller_id.value}
+    # origination: the caller and the DID; termination: the transferee is the number the agent
+    # called, "diverted" from the caller ID the call presented
+    caller, did = ((state.caller, state.number) if origination else (state.number, state.caller)) if state else ("", "")
+    start = {"bridge": b.encode(), "sdp": sdp, "caller": caller or (pv("$fU") if origination else ""),
+             "did": did or "", "choice": trunk.transfer_caller_id.value}
     if not bx.bridges(trunk.transfer, direction):
         KSR.pv.sets(cs.XFER_AVP, json.dumps(start))
         KSR.tm.t_on_failure(cs.ON_REFER_FAILURE)

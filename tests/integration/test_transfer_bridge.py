@@ -17,13 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from routing.tables.cdrstore import CdrStore
 from routing.tables.model import TransferCallerId, TransferMode
-from tests.bridgepeers import (carrier_scenario, consult_scenario, hasty_agent_scenario, human_scenario, media_lines,
-                               referring_agent_scenario)
+from tests.bridgepeers import (called_carrier_scenario, carrier_scenario, consult_scenario, hasty_agent_scenario,
+                               human_scenario, media_lines, referring_agent_scenario, referring_caller_scenario)
 from tests.helpers import wait_until
 from tests.sipp import uac, uas
 from tests.tonertp import ToneRtp
 
-from .conftest import AGENT2_IP, AGENT_IP, CARRIER_A, CARRIER_B, DID, Edge
+from .conftest import AGENT2_IP, AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, DID, Edge
 from .test_transfers import explain
 
 HUMAN_PORT = 5082
@@ -465,3 +465,49 @@ def test_the_legs_rtp_timeout_ends_both_calls(clean_edge: Edge) -> None:
     assert 4 <= elapsed < 9, elapsed
     assert re.search(r"call-id=xfer-\S+ had no RTP", edge.log())
     assert peers.carrier.received_requests("BYE") and peers.human.received_requests("BYE")
+
+
+def test_termination_call_whose_agent_transfers_the_carrier_is_bridged(clean_edge: Edge) -> None:
+    """The agent called a number over carrier-c (a termination call) and REFERs the carrier to the
+    human; carrier-c answers the REFER 501 (auto): the edge bridges it, the carrier (the callee
+    here) re-INVITEd as the agent with the leg's SDP, the human's leg presenting the number the
+    agent called (the transferee) with Diversion naming the agent's caller ID; audio both ways."""
+    edge = clean_edge
+    provision(edge)
+    edge.trunk("carrier-c", [f"{CARRIER_C}/32"], [(CARRIER_C, 5086)], direction="outbound")
+    edge.route("+33", "carrier-c", "0.01")
+    run = next(_runs)
+    work = edge.workdir / f"termination-{run}"
+    work.mkdir()
+    carrier_rtp, human_rtp = ToneRtp(CARRIER_C, CARRIER_HZ), ToneRtp(CARRIER_B, HUMAN_HZ)
+    carrier_sdp, human_sdp = work / "carrier.sdp", work / "human.sdp"
+    since = int(time.time() * 1000)
+    human = uas(work / "human", CARRIER_B, HUMAN_PORT, scenario=human_scenario(work), rtp_echo=False,
+                extra=["-key", "rtp_ip", CARRIER_B, "-key", "rtp_port", str(human_rtp.port), "-key", "sdp_file", str(human_sdp)])
+    carrier = uas(work / "carrier", CARRIER_C, 5086, scenario=called_carrier_scenario(work, "501 Not Implemented", 3000),
+                  rtp_echo=False, extra=["-key", "rtp_ip", CARRIER_C, "-key", "rtp_port", str(carrier_rtp.port),
+                                         "-key", "sdp_file", str(carrier_sdp)])
+    agent = uac(work / "agent", AGENT_IP, 5094, edge.sip, "+33123456789", caller=CALLER,
+                scenario=referring_caller_scenario(work, 800), extra=["-key", "refer_to", f"sip:{TARGET}@{edge.sip}?X-Ctx=9"])
+    carrier_rtp.target = wait_until(lambda: media_lines(carrier_sdp).get("invite"), what="the carrier's INVITE")
+    human_rtp.target = wait_until(lambda: media_lines(human_sdp).get("invite"), what="the human's INVITE")
+    carrier_rtp.target = wait_until(lambda: media_lines(carrier_sdp).get("reinvite"), what="the carrier's re-INVITE")
+    start = time.monotonic()
+    for rtp, hz, who in ((carrier_rtp, HUMAN_HZ, "carrier"), (human_rtp, CARRIER_HZ, "human")):
+        wait_until(lambda: rtp.heard_hz(start) is not None and abs(rtp.heard_hz(start) - hz) < 20, timeout=5,
+                   what=f"{who} hearing {hz} Hz (hears {rtp.heard_hz(start)})")
+    for sipp in (carrier, human, agent):
+        assert sipp.wait(timeout=30) == 0, sipp.output()
+    carrier_rtp.close()
+    human_rtp.close()
+
+    assert [_sipfrag(n) for n in agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+    assert agent.received_requests("BYE") and carrier.received_requests("REFER")
+    [leg] = human.received_requests("INVITE")
+    assert re.search(r"<sip:\+33123456789@", _header(leg, "From")[0]) and _header(leg, "X-Ctx") == ["9"]
+    assert f"sip:{CALLER}@" in _header(leg, "Diversion")[0]
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if not r["call_id"].startswith("xfer-"))
+    leg_record = records[original["transfer"]["transferred_to"]]
+    assert original["direction"] == "termination" and original["transfer"]["result"] == "200"
+    assert leg_record["transfer"]["transferred_from"] == original["call_id"] and leg_record["trunk"] == "carrier-b"

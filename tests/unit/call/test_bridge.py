@@ -18,16 +18,16 @@ def test_auto_falls_back_on_a_refusal_of_refer(code: int) -> None:
     (TransferMode.AUTO, "origination", 486),  # a busy carrier is no refusal of REFER itself
     (TransferMode.AUTO, "origination", 202),
     (TransferMode.REFER, "origination", 501),  # refer mode: the agent gets the carrier's answer
-    (TransferMode.AUTO, "termination", 501),  # the carrier is the callee: no SDP of its kept
+    (TransferMode.AUTO, "transfer", 501),  # no such direction
 ])
 def test_no_fallback(mode: TransferMode, direction: str, code: int) -> None:
     assert not bx.falls_back(mode, direction, code)
 
 
-def test_bridge_mode_bridges_origination_calls_only() -> None:
-    assert bx.bridges(TransferMode.BRIDGE, "origination")
-    assert not bx.bridges(TransferMode.BRIDGE, "termination")
-    assert not bx.bridges(TransferMode.AUTO, "origination")
+def test_bridge_mode_bridges_at_once() -> None:
+    assert bx.bridges(TransferMode.BRIDGE, "origination") and bx.bridges(TransferMode.BRIDGE, "termination")
+    assert not bx.bridges(TransferMode.AUTO, "origination") and not bx.bridges(TransferMode.REFER, "termination")
+    assert bx.falls_back(TransferMode.AUTO, "termination", 501)
 
 
 def test_sipfrag_and_subscription_state() -> None:
