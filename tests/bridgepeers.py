@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["carrier_scenario", "human_scenario", "media_lines"]
+__all__ = ["carrier_scenario", "human_scenario", "hasty_agent_scenario", "referring_agent_scenario",
+           "consult_scenario", "called_carrier_scenario", "referring_caller_scenario", "media_lines"]
 
 _HEAD = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<!DOCTYPE scenario SYSTEM "sipp.dtd">\n'
 
@@ -53,17 +54,23 @@ def _request(method: str, cseq: int, from_: str, to: str, sdp: str = "") -> str:
 
 
 def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, hangs_up: bool = True,
-                     hold: bool = False, hangup_ms: int = 4000, held: bool = False) -> Path:
+                     hold: bool = False, hangup_ms: int = 4000, held: bool = False, timers: bool = False) -> Path:
     """The carrier's caller: INVITE to ``[service]`` with its SDP, the agent's answer noted
     (``answer``); the REFER answered ``refer_code`` (``"501 Not Implemented"``; none expected when
     empty); with ``bridged`` the edge's re-INVITE noted (``reinvite``) and answered; with ``hold``
     a re-INVITE ``a=sendonly`` sent after 1 s and its answer noted (``hold``); with ``held`` a
-    re-INVITE awaited, noted (``held``) and answered ``a=recvonly``; then BYE after
+    re-INVITE awaited, noted (``held``) and answered ``a=recvonly``; with ``timers`` its INVITE asks
+    for session timers (RFC 4028, 90 s) and, 1 s after the bridge, it refreshes with an UPDATE
+    without SDP; then BYE after
     ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
     me = '"Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
     peer = "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]"
-    steps = [_request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>", _sdp()).replace("[next_url]",
-             "sip:[service]@[remote_ip]:[remote_port]").replace("      [routes]\n", ""),
+    invite = _request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>", _sdp()).replace("[next_url]",
+                      "sip:[service]@[remote_ip]:[remote_port]").replace("      [routes]\n", "")
+    if timers:
+        invite = invite.replace("      Max-Forwards: 70\n", "      Max-Forwards: 70\n      Supported: timer\n"
+                                "      Session-Expires: 90\n", 1)
+    steps = [invite,
              '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n',
              '  <recv response="200" rrs="true">\n' + _note("answer") + "  </recv>\n",
              _request("ACK", 1, me, peer).replace(' retrans="500"', "")]
@@ -77,11 +84,15 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
                   '  <recv response="100" optional="true"/>\n',
                   '  <recv response="200">\n' + _note("hold") + "  </recv>\n",
                   _request("ACK", 2, me, peer).replace(' retrans="500"', "")]
+    if timers:
+        steps += ['  <pause milliseconds="1000"/>\n', _request("UPDATE", 4, me, peer).replace(
+                      "      Max-Forwards: 70\n", "      Max-Forwards: 70\n      Session-Expires: 90;refresher=uac\n"
+                      "      Supported: timer\n"), '  <recv response="200"/>\n']
     if held:
         steps += ['  <recv request="INVITE">\n' + _note("held") + "  </recv>\n", _reply("200 OK", _sdp("recvonly")),
                   '  <recv request="ACK"/>\n']
     if hangs_up:
-        steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 3, me, peer), '  <recv response="200"/>\n']
+        steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 5, me, peer), '  <recv response="200"/>\n']
     else:
         steps += ['  <recv request="BYE"/>\n', _reply("200 OK")]
     path = workdir / "carrier_bridge.xml"
@@ -90,23 +101,35 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
 
 
 def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False, hold: bool = False,
-                   hangup_ms: int = 4000, holds: bool = False) -> Path:
+                   hangup_ms: int = 4000, holds: bool = False, tag: str = "[pid]SIPpTag01[call_number]",
+                   hold_answer: str = "recvonly") -> Path:
     """The human behind a carrier gateway: the leg's INVITE noted (``invite``) and answered
-    ``answer`` (with its SDP when 2xx); with ``hold`` a re-INVITE awaited, noted (``hold``) and
+    ``answer`` (with its SDP when 2xx; ``"ring"``: 180, then the CANCEL awaited and the INVITE
+    answered 487); with ``hold`` a re-INVITE awaited, noted (``hold``) and
     answered ``a=recvonly``; with ``holds`` a re-INVITE ``a=sendonly`` sent after 1 s and its
-    answer noted (``holds``); then BYE after ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
+    answer noted (``holds``); then BYE after ``hangup_ms`` (``hangs_up``) or the BYE awaited.
+    ``tag``: its To-tag (fixed when a test must name the dialog, as a ``Replaces`` does);
+    ``hold_answer``: the direction of its answer to the re-INVITE."""
     steps = ['  <recv request="INVITE" rrs="true">\n' + _note("invite").replace(
         "    <action>\n", '    <action>\n'
         '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
         '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="me"/>\n', 1) + "  </recv>\n"]
-    if not answer.startswith("2"):
+    if answer == "ring":  # rings until the edge cancels the leg (RFC 3261 section 9.2: 200 to the CANCEL, 487)
+        ringing = _reply("180 Ringing").replace("[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]")
+        steps[0] = steps[0].replace("    <action>\n", '    <action>\n      <ereg regexp="([0-9]+) INVITE" '
+                                    'search_in="hdr" header="CSeq:" check_it="true" assign_to="cs_all,icseq"/>\n', 1)
+        steps += [ringing, '  <recv request="CANCEL"/>\n', _reply("200 OK"),
+                  _reply("487 Request Terminated").replace("[last_CSeq:]", "CSeq: [$icseq] INVITE").replace(
+                      "[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]"),
+                  '  <recv request="ACK"/>\n', '  <Reference variables="caller,me,cs_all"/>\n']
+    elif not answer.startswith("2"):
         steps += [_reply(answer), '  <recv request="ACK"/>\n', '  <Reference variables="caller,me"/>\n']
     else:
-        me = "[$me];tag=[pid]SIPpTag01[call_number]"
-        steps += [_reply(answer, _sdp()).replace("[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]"),
+        me = f"[$me];tag={tag}"
+        steps += [_reply(answer, _sdp()).replace("[last_To:]", f"[last_To:];tag={tag}"),
                   '  <recv request="ACK"/>\n']
         if hold:
-            steps += ['  <recv request="INVITE">\n' + _note("hold") + "  </recv>\n", _reply("200 OK", _sdp("recvonly")),
+            steps += ['  <recv request="INVITE">\n' + _note("hold") + "  </recv>\n", _reply("200 OK", _sdp(hold_answer)),
                       '  <recv request="ACK"/>\n']
         if holds:
             steps += ['  <pause milliseconds="1000"/>\n', _request("INVITE", 1, me, "[$caller]", _sdp("sendonly")),
@@ -120,6 +143,106 @@ def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False
             steps += ['  <recv request="BYE"/>\n', _reply("200 OK"), '  <Reference variables="caller,me"/>\n']
     path = workdir / "human_bridge.xml"
     path.write_text(_HEAD + '<scenario name="bridge human">\n' + "".join(steps) + _references(steps) + "</scenario>\n")
+    return path
+
+
+def hasty_agent_scenario(workdir: Path) -> Path:
+    """An agent that hangs up as soon as its transfer is under way: it answers, REFERs to
+    ``[refer_to]`` with context headers of its own (``X-Ticket``, ``X-Denied``), takes the 202 and
+    the NOTIFY ``100 Trying``, then sends BYE at once."""
+    me, peer = "[$me];tag=[pid]SIPpTag01[call_number]", "[$caller]"
+    steps = ['  <recv request="INVITE" rrs="true">\n    <action>\n'
+             '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
+             '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="me"/>\n'
+             '    </action>\n  </recv>\n',
+             _reply("200 OK", _sdp().replace("[rtp_ip]", "[media_ip]").replace("[rtp_port]", "[media_port]")).replace(
+                 "[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]"),
+             '  <recv request="ACK"/>\n',
+             _request("REFER", 1, me, peer).replace("      Max-Forwards: 70\n",
+                                                     "      Max-Forwards: 70\n      Refer-To: <[refer_to]>\n"
+                                                     "      X-Ticket: 99\n      X-Denied: 1\n"),
+             '  <recv response="100" optional="true"/>\n  <recv response="202"/>\n',
+             '  <recv request="NOTIFY"/>\n', _reply("200 OK"),
+             _request("BYE", 2, me, peer), '  <recv response="200"/>\n']
+    path = workdir / "agent_hasty.xml"
+    path.write_text(_HEAD + '<scenario name="hasty agent">\n' + "".join(steps) + "</scenario>\n")
+    return path
+
+
+def referring_agent_scenario(workdir: Path, pause_ms: int) -> Path:
+    """An agent that answers, waits ``pause_ms`` (its consult call is up by then), REFERs to
+    ``[refer_to]``, takes the 202 and two NOTIFYs, and waits for the BYE."""
+    me, peer = "[$me];tag=[pid]SIPpTag01[call_number]", "[$caller]"
+    steps = ['  <recv request="INVITE" rrs="true">\n    <action>\n'
+             '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
+             '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="me"/>\n'
+             '    </action>\n  </recv>\n',
+             _reply("200 OK", _sdp().replace("[rtp_ip]", "[media_ip]").replace("[rtp_port]", "[media_port]")).replace(
+                 "[last_To:]", "[last_To:];tag=[pid]SIPpTag01[call_number]"),
+             '  <recv request="ACK"/>\n', f'  <pause milliseconds="{pause_ms}"/>\n',
+             _request("REFER", 1, me, peer).replace("      Max-Forwards: 70\n",
+                                                     "      Max-Forwards: 70\n      Refer-To: <[refer_to]>\n"),
+             '  <recv response="100" optional="true"/>\n  <recv response="202"/>\n',
+             '  <recv request="NOTIFY"/>\n', _reply("200 OK"), '  <recv request="NOTIFY"/>\n', _reply("200 OK"),
+             '  <recv request="BYE"/>\n', _reply("200 OK")]
+    path = workdir / "agent_referring.xml"
+    path.write_text(_HEAD + '<scenario name="referring agent">\n' + "".join(steps) + "</scenario>\n")
+    return path
+
+
+def consult_scenario(workdir: Path, tag: str) -> Path:
+    """The agent's consult call (attended transfer): INVITE to ``[service]`` through the edge with
+    From-tag ``tag``, answered, then the BYE awaited (the edge's, once it joined the calls)."""
+    me = f"<sip:bot@[local_ip]:[local_port]>;tag={tag}"
+    steps = [_request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>",
+                      _sdp().replace("[rtp_ip]", "[media_ip]").replace("[rtp_port]", "[media_port]")).replace(
+                 "[next_url]", "sip:[service]@[remote_ip]:[remote_port]").replace("      [routes]\n", ""),
+             '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n',
+             '  <recv response="200" rrs="true"/>\n',
+             _request("ACK", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]").replace(' retrans="500"', ""),
+             '  <recv request="BYE"/>\n', _reply("200 OK")]
+    path = workdir / "consult.xml"
+    path.write_text(_HEAD + '<scenario name="consult call">\n' + "".join(steps) + "</scenario>\n")
+    return path
+
+
+def called_carrier_scenario(workdir: Path, refer_code: str, hangup_ms: int) -> Path:
+    """The carrier of a termination call (the agent called it): the INVITE noted (``invite``) and
+    answered with its SDP, the agent's REFER answered ``refer_code``, the edge's re-INVITE noted
+    (``reinvite``) and answered, then BYE after ``hangup_ms``."""
+    tag = "[pid]SIPpTag01[call_number]"
+    steps = ['  <recv request="INVITE" rrs="true">\n' + _note("invite").replace(
+        "    <action>\n", '    <action>\n'
+        '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
+        '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="me"/>\n', 1) + "  </recv>\n",
+             _reply("200 OK", _sdp()).replace("[last_To:]", f"[last_To:];tag={tag}"), '  <recv request="ACK"/>\n',
+             '  <recv request="REFER"/>\n', _reply(refer_code),
+             '  <recv request="INVITE">\n' + _note("reinvite") + "  </recv>\n", _reply("200 OK", _sdp()),
+             '  <recv request="ACK"/>\n', f'  <pause milliseconds="{hangup_ms}"/>\n',
+             _request("BYE", 1, f"[$me];tag={tag}", "[$caller]"), '  <recv response="200"/>\n']
+    path = workdir / "carrier_called.xml"
+    path.write_text(_HEAD + '<scenario name="called carrier">\n' + "".join(steps) + _references(steps) + "</scenario>\n")
+    return path
+
+
+def referring_caller_scenario(workdir: Path, pause_ms: int) -> Path:
+    """An agent that calls ``[service]`` through the edge (a termination call), waits ``pause_ms``,
+    REFERs the carrier to ``[refer_to]``, takes the 202 and two NOTIFYs, and waits for the BYE."""
+    me = "<sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]"
+    peer = "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]"
+    steps = [_request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>",
+                      _sdp().replace("[rtp_ip]", "[media_ip]").replace("[rtp_port]", "[media_port]")).replace(
+                 "[next_url]", "sip:[service]@[remote_ip]:[remote_port]").replace("      [routes]\n", ""),
+             '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n',
+             '  <recv response="200" rrs="true"/>\n', _request("ACK", 1, me, peer).replace(' retrans="500"', ""),
+             f'  <pause milliseconds="{pause_ms}"/>\n',
+             _request("REFER", 2, me, peer).replace("      Max-Forwards: 70\n",
+                                                     "      Max-Forwards: 70\n      Refer-To: <[refer_to]>\n"),
+             '  <recv response="100" optional="true"/>\n  <recv response="202"/>\n',
+             '  <recv request="NOTIFY"/>\n', _reply("200 OK"), '  <recv request="NOTIFY"/>\n', _reply("200 OK"),
+             '  <recv request="BYE"/>\n', _reply("200 OK")]
+    path = workdir / "agent_caller.xml"
+    path.write_text(_HEAD + '<scenario name="referring caller">\n' + "".join(steps) + "</scenario>\n")
     return path
 
 

@@ -6,8 +6,9 @@ The edge is a proxy (Kamailio 5.6 has no B2BUA), so a bridged transfer is third-
 control (RFC 3725 flow III's order, with the offer in the INVITE, as tm acknowledges the 2xx of
 its own INVITEs by itself):
 
-1. the agent's REFER is answered ``202`` by the edge (RFC 3515 section 2.4.2), and the agent
-   gets ``NOTIFY`` ``message/sipfrag`` ``100 Trying`` on the carrier's behalf;
+1. the agent's REFER (of an origination call, the carrier calling, or a termination call, the
+   agent having called the carrier) is answered ``202`` by the edge (RFC 3515 section 2.4.2), and
+   the agent gets ``NOTIFY`` ``message/sipfrag`` ``100 Trying`` on the carrier's behalf;
 2. the edge places the **transfer leg**: an INVITE from itself, through its own request route
    (routed as a termination call of the referring agent: destination policy, LCR, limits), whose
    offer is the carrier's last SDP anchored in a new rtpengine call (the leg's Call-ID);
@@ -31,7 +32,7 @@ from routing.tables.model.fields import TransferCallerId, TransferMode
 
 __all__ = [
     "FALLBACK_CODES", "LEG_PREFIX", "Bridge", "bridges", "falls_back", "leg_call_id", "sipfrag",
-    "subscription_state", "leg_caller", "diversion", "REASONS",
+    "subscription_state", "leg_caller", "diversion", "REASONS", "parse_replaces",
 ]
 
 #: the carrier's answers to a REFER after which ``auto`` bridges the transfer itself:
@@ -49,15 +50,15 @@ REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 40
 
 
 def bridges(mode: TransferMode, direction: str) -> bool:
-    """Whether a REFER is carried out by the edge at once (``bridge`` mode on an origination call:
-    the carrier is the caller, whose last SDP the edge keeps)."""
-    return mode is TransferMode.BRIDGE and direction == "origination"
+    """Whether a REFER is carried out by the edge at once: ``bridge`` mode, on an origination call
+    (the carrier is the caller) or a termination call (the carrier is the callee)."""
+    return mode is TransferMode.BRIDGE and direction in ("origination", "termination")
 
 
 def falls_back(mode: TransferMode, direction: str, code: int) -> bool:
     """Whether the carrier's final answer ``code`` to a relayed REFER makes the edge bridge the
-    transfer itself: ``auto`` mode, an origination call, a code of :data:`FALLBACK_CODES`."""
-    return mode is TransferMode.AUTO and direction == "origination" and code in FALLBACK_CODES
+    transfer itself: ``auto`` mode, a code of :data:`FALLBACK_CODES`."""
+    return mode is TransferMode.AUTO and direction in ("origination", "termination") and code in FALLBACK_CODES
 
 
 def leg_call_id(call_id: str) -> str:
@@ -95,6 +96,23 @@ def leg_caller(choice: TransferCallerId, caller: str, did: str) -> tuple[str, st
     return did, ""
 
 
+def parse_replaces(value: str) -> tuple[str, str, str] | None:
+    """A ``Replaces`` header value (RFC 3891 section 6.1: ``callid;to-tag=..;from-tag=..``, as
+    embedded in a ``Refer-To`` URI, unescaped).
+
+    Returns:
+        ``(call-id, to-tag, from-tag)``, or None when the Call-ID or a tag is missing.
+    """
+    call_id, *params = [part.strip() for part in (value or "").split(";")]
+    tags = {}
+    for param in params:
+        name, _, tag = param.partition("=")
+        tags[name.strip().lower()] = tag.strip()
+    if not call_id or not tags.get("to-tag") or not tags.get("from-tag"):
+        return None
+    return call_id, tags["to-tag"], tags["from-tag"]
+
+
 def diversion(did: str, host: str) -> str:
     """The ``Diversion`` header value naming the DID a transfer leg was diverted from
     (RFC 5806 section 3, reason ``deflection``: the called party sent the call on)."""
@@ -110,7 +128,7 @@ class Bridge:
         call_id: the original call's Call-ID (carrier <-> agent).
         leg: the transfer leg's Call-ID (:func:`leg_call_id`).
         agent, trunk: the original call's agent and trunk.
-        carrier_tag, agent_tag: the original dialog's tags (the carrier is the caller).
+        carrier_tag, agent_tag: the original dialog's tags of the carrier and of the agent.
         target: the number (E.164) or SIP URI of the target; ``number``: True for a number.
         headers: the context headers the leg carries (``[[name, value], ...]``, allow-listed).
         refer_cseq: the REFER's CSeq number (``Event: refer;id=``, RFC 3515 section 2.4.6).
@@ -128,6 +146,12 @@ class Bridge:
         media: the leg's media policies, ``{"caller": ..., "callee": ...}`` JSON (``MediaPolicy``
             forms: the original trunk's for the carrier, the leg's first trunk's for the target),
             applied to re-offers across the bridge.
+        agent_gone: the agent hung up while the leg rang (the carrier's call waits for the leg).
+        carrier_is_caller: the carrier is the original call's caller (origination), else its
+            callee (termination: the agent called the carrier).
+        consult: an attended transfer: the "leg" is the agent's consult call to the target (an
+            ordinary termination call through the edge), in which the edge takes the agent's
+            place (``leg_tag`` is the agent's tag there, ``target_tag`` the target's).
     """
 
     call_id: str
@@ -150,6 +174,9 @@ class Bridge:
     uac_cseq: int = 0
     relayed: list[int] = field(default_factory=list)
     media: str = ""
+    agent_gone: bool = False
+    carrier_is_caller: bool = True
+    consult: bool = False
 
     def encode(self) -> str:
         """JSON for the htable value."""

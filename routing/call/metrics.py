@@ -157,9 +157,11 @@ DEAD_AIR = Metric(
 
 TRANSFERS = Metric(
     f"{NAMESPACE}_transfers_total", "counter", ("mode", "result"),
-    "Agents' transfers (REFER) by mode (refer: relayed to the carrier) and result: accepted (the carrier's final "
-    "NOTIFY sipfrag is 2xx), failed (a final non-2xx sipfrag), refused (the carrier answered the REFER >= 300), "
-    "denied (the edge's transfer policy refused it)",
+    "Agents' transfers (REFER) by mode (refer: relayed to the carrier; bridge: carried out by the edge; attended: "
+    "the caller joined with the agent's consult call by the edge) and result: accepted (the carrier's final NOTIFY "
+    "sipfrag is 2xx, or the edge joined the caller and the target), failed (a final non-2xx sipfrag, or the edge's "
+    "leg failed), refused (the carrier answered the REFER >= 300 and no bridge followed), denied (the edge's "
+    "transfer policy refused it)",
 )
 
 KAMAILIO_METRICS = (CALLS_ATTEMPTED, CALLS_ANSWERED, CALLS_FAILED, REJECTIONS, FAILOVERS, POST_DIAL_DELAY,

@@ -1,5 +1,6 @@
-"""A blind transfer carried out by the edge itself (``bridge`` mode, or ``auto`` after the carrier
-refused the REFER): the flow and its reasons are in :mod:`routing.call.bridge`.
+"""A transfer carried out by the edge itself (``bridge`` mode, or ``auto`` after the carrier
+refused the REFER; an attended transfer whose ``Replaces`` names the agent's consult call): the
+flow and its reasons are in :mod:`routing.call.bridge`.
 
 * :func:`start`: the REFER answered ``202`` (by the caller of this function), ``NOTIFY 100`` to
   the agent, the transfer leg's INVITE sent through the edge itself (uac ``uac_req_send``: its
@@ -12,10 +13,11 @@ refused the REFER): the flow and its reasons are in :mod:`routing.call.bridge`.
 * :func:`carrier_reply`: the carrier's answer to that re-INVITE (``ksr_bridge_reply``, core
   ``reply_route``): NOTIFY ``200`` and BYE to the agent, the agent's slot released: the carrier and
   the target are joined;
-* :func:`in_dialog`: in-dialog requests of either call (``ksr_bridged``): a BYE from either end is
-  answered here and ends the other call (:func:`ended`, from the dialog's end); a re-INVITE from an
-  end is re-offered in the leg's rtpengine call and relayed to the other end with the other
-  dialog's identifiers (:func:`relayed_reply` puts its replies' back, its ACK is mapped).
+* :func:`attended`: the REFER with ``Replaces``: the target re-INVITEd in the consult call as the
+  agent (the carrier's SDP re-offered there), then the carrier as for a leg (:func:`carrier_reply`);
+* :func:`ended`: a call of a bridge ended: the other one is ended too (or a ringing leg cancelled).
+
+The in-dialog requests of both calls are :mod:`.bridgemap`'s.
 
 Calls never transferred never come here (the native routes look the Call-ID up in ``xfer``).
 """
@@ -23,7 +25,6 @@ Calls never transferred never come here (the native routes look the Call-ID up i
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
 
 import KSR  # type: ignore[import-not-found]
@@ -31,23 +32,25 @@ import KSR  # type: ignore[import-not-found]
 # non-Kamailio modules, in one place
 from ..call import bridge as bx
 from ..call import cseq
-from ..call import media
 from ..call import metrics
 from ..call import pipeline
 from ..call.decision import Reason, Reject, Relay
 from ..call.plan import CallPlan, Target
+from ..ngclient import NgError
 from ..tables import keys
 from ..tables.model import Agent, TransferCallerId
 from ..tables.store import Store, StoreUnavailable
 from . import callstate as cs
 from . import invite, onbehalf, records
-from .mediaflags import flags, offer_flags, sides
-from .worker import Worker, count, has_sdp, log_reject, pv
+from .worker import Worker, count, pv
 
-__all__ = ["start", "leg_invite", "leg_reply", "carrier_reply", "in_dialog", "relayed_reply", "ended", "load"]
+__all__ = ["start", "attended", "leg_invite", "leg_reply", "carrier_reply", "ended", "load", "save", "loop_host",
+           "original_sides",
+           "MODE", "ATTENDED"]
 
 MODE = "bridge"
-_URI_IN_BRACKETS = re.compile(r"<([^>]+)>")
+#: mode of an attended transfer (REFER with Replaces) in records and metrics
+ATTENDED = "attended"
 
 
 def load(call_id: str) -> bx.Bridge | None:
@@ -55,7 +58,8 @@ def load(call_id: str) -> bx.Bridge | None:
     return bx.Bridge.decode(pv(f"$sht({cs.XFER_TABLE}=>{call_id})")) if call_id else None
 
 
-def _save(b: bx.Bridge) -> None:
+def save(b: bx.Bridge) -> None:
+    """Keep ``b`` under both of its Call-IDs."""
     text = b.encode()
     KSR.htable.sht_sets(cs.XFER_TABLE, b.call_id, text)
     KSR.htable.sht_sets(cs.XFER_TABLE, b.leg, text)
@@ -74,7 +78,7 @@ def _keep(call_id: str, **fields: str) -> None:
         records.save(call_id, state)
 
 
-def _host(w: Worker) -> str:
+def loop_host(w: Worker) -> str:
     """The edge's own loop listener as ``host:port`` (where the leg's INVITE is sent)."""
     host, _, port = w.settings.loop_socket.split(":", 1)[1].rpartition(":")
     return f"{ {'0.0.0.0': '127.0.0.1', '[::]': '[::1]'}.get(host, host)}:{port}"
@@ -89,13 +93,13 @@ def start(w: Worker, b: bx.Bridge, sdp: str, caller: str, did: str, choice: Tran
         choice: the original trunk's ``transfer_caller_id``.
     """
     _ensure_cseq_map(b)
-    _save(b)
+    save(b)
     _keep(b.call_id, mode=MODE, target=b.target, transferred_to=b.leg, **({"refer_code": b.refer_code} if b.refer_code else {}))
     notify(w, b, 100, loop=True)
     from_user, diverted = bx.leg_caller(choice, caller, did)
-    host = _host(w)
+    host = loop_host(w)
     ruri = f"sip:{b.target}@{host}" if b.number else b.target
-    lines = [f"{cs.XFER_HEADER}: {w.token};{b.call_id}", f"Contact: <sip:transfer@{host}>",
+    lines = [f"{cs.XFER_HEADER}: {w.token};{b.call_id}", f"Contact: <sip:{cs.XFER_CONTACT_USER}@{host}>",
              "Content-Type: application/sdp"]
     if diverted:
         lines.append(f"Diversion: {bx.diversion(diverted, host.rsplit(':', 1)[0])}")
@@ -113,27 +117,42 @@ def start(w: Worker, b: bx.Bridge, sdp: str, caller: str, did: str, choice: Tran
     KSR.info(f"edge: transfer call-id={b.call_id} mode=bridge target={b.target} leg={b.leg}\n")
 
 
+def original_sides(b: bx.Bridge) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, str]] | None:
+    """The original call's two sides as the dialog module keeps them (:func:`onbehalf.dialog_of`),
+    then the carrier's and the agent's (the carrier is the caller of an origination call, the
+    callee of a termination call); None when the call is gone."""
+    tags = (b.carrier_tag, b.agent_tag) if b.carrier_is_caller else (b.agent_tag, b.carrier_tag)
+    sides = onbehalf.dialog_of(b.call_id, *tags)
+    if sides is None:
+        return None
+    return (sides, sides["caller"], sides["callee"]) if b.carrier_is_caller else (sides, sides["callee"], sides["caller"])
+
+
 def _ensure_cseq_map(b: bx.Bridge) -> None:
     """The original call's CSeq map (:mod:`routing.call.cseq`): the edge now sends requests on
     both sides' behalf (NOTIFY as the carrier, re-INVITE and BYE as the agent)."""
     if pv(f"$sht({cs.CSEQ_TABLE}=>{b.call_id})"):
         return
     top = max(b.carrier_cseq, 1)
-    state = cseq.CseqMap(b.carrier_tag, b.agent_tag, cseq.SideSeq(top, 0, top), cseq.SideSeq(b.refer_cseq, 0, b.refer_cseq))
+    carrier, agent = cseq.SideSeq(top, 0, top), cseq.SideSeq(b.refer_cseq, 0, b.refer_cseq)
+    state = (cseq.CseqMap(b.carrier_tag, b.agent_tag, carrier, agent) if b.carrier_is_caller
+             else cseq.CseqMap(b.agent_tag, b.carrier_tag, agent, carrier))
     KSR.htable.sht_sets(cs.CSEQ_TABLE, b.call_id, state.encode())
 
 
 def notify(w: Worker, b: bx.Bridge, code: int, reason: str = "", loop: bool = False) -> None:
     """A NOTIFY to the agent on the carrier's behalf reporting ``code`` (RFC 3515 section 2.4.4-2.4.5);
     ``loop``: through the edge's own request route (the dialog module records its CSeq)."""
-    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
-    if sides is None:
+    found = original_sides(b)
+    if found is None:
         KSR.warn(f"edge: transfer call-id={b.call_id}: no dialog to NOTIFY {code}\n")
         return
+    sides, carrier, _ = found
     number = onbehalf.cseq_step(b.call_id, b.carrier_tag)
     extra = (f"Event: refer;id={b.refer_cseq}\r\nSubscription-State: {bx.subscription_state(code)}\r\n"
-             f"Contact: <{sides['caller']['contact']}>\r\nContent-Type: message/sipfrag;version=2.0\r\n")
-    onbehalf.on_behalf(w, b.call_id, "NOTIFY", sides, True, number, extra, bx.sipfrag(code, reason), loop=loop)
+             f"Contact: <{carrier['contact']}>\r\nContent-Type: message/sipfrag;version=2.0\r\n")
+    onbehalf.on_behalf(w, b.call_id, "NOTIFY", sides, b.carrier_is_caller, number, extra, bx.sipfrag(code, reason),
+                       loop=loop)
 
 
 def leg_invite(w: Worker) -> None:
@@ -172,7 +191,7 @@ def leg_invite(w: Worker) -> None:
         decision.plan.caller_media = pipeline.trunk_media(trunk, w.settings)
         decision.plan.caller_dtmf = pipeline.dtmf_mode(trunk, w.settings)
     plan = decision.plan
-    _save(b.moved(leg_cseq=int(pv("$cs") or 0), media=json.dumps({"caller": plan.caller_media, "callee": plan.current.media})))
+    save(b.moved(leg_cseq=int(pv("$cs") or 0), media=json.dumps({"caller": plan.caller_media, "callee": plan.current.media})))
     invite.relay(w, decision, {"mode": MODE, "transferred_from": b.call_id, "target": b.target})
 
 
@@ -197,21 +216,88 @@ def leg_reply(w: Worker) -> None:
     if not 200 <= code < 300:
         _failed(w, b, code, pv("$rr") if pv("$rs") else "")
         return
-    b = b.moved(phase="answering", leg_tag=pv("$ft"), target_tag=pv("$tt"))
-    _save(b)
-    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
-    if sides is None:  # the original call ended meanwhile: end the leg (dialog end did not see it answered)
+    b = b.moved(leg_tag=pv("$ft"), target_tag=pv("$tt"))
+    save(b)
+    found = original_sides(b)
+    if found is None:  # the original call ended meanwhile: end the leg (dialog end did not see it answered)
         _end_leg(w, b)
         return
+    _reinvite_carrier(w, b, found, pv("$rb"))
+
+
+def _reinvite_carrier(w: Worker, b: bx.Bridge, found: tuple[dict[str, dict[str, str]], dict[str, str], dict[str, str]],
+                      sdp: str) -> None:
+    """Re-INVITE the carrier on the agent's behalf with ``sdp`` (the leg's rtpengine answer for the
+    carrier's side), straight to the carrier: tm acknowledges its 2xx to the carrier's own Contact;
+    the core reply_route hands that answer to :func:`carrier_reply`."""
     number = onbehalf.cseq_step(b.call_id, b.agent_tag)
-    _save(b.moved(agent_cseq=number))
-    extra = f"Contact: <{sides['callee']['contact']}>\r\nContent-Type: application/sdp\r\n"
-    # straight to the carrier: tm acknowledges its 2xx to the carrier's own Contact; the core
-    # reply_route hands that answer to carrier_reply
-    if not onbehalf.on_behalf(w, b.call_id, "INVITE", sides, False, number, extra, pv("$rb")):
+    b = b.moved(agent_cseq=number, phase="answering")
+    save(b)
+    sides, _, agent = found
+    extra = f"Contact: <{agent['contact']}>\r\nContent-Type: application/sdp\r\n"
+    if not onbehalf.on_behalf(w, b.call_id, "INVITE", sides, not b.carrier_is_caller, number, extra, sdp):
         KSR.err(f"edge: transfer call-id={b.call_id}: tm refused the carrier's re-INVITE\n")
         _end_leg(w, b)
         _failed(w, b, 500, "Server Internal Error")
+
+
+def attended(w: Worker, b: bx.Bridge, sdp: str) -> bool:
+    """An attended transfer (REFER with ``Replaces`` naming the agent's consult call, RFC 3891):
+    the agent's REFER answered ``202``, NOTIFY ``100``, then the target re-INVITEd in the consult
+    call on the agent's behalf with the carrier's SDP re-offered in the consult call's rtpengine
+    call; :func:`carrier_reply` takes the target's answer to the carrier, then joins them as a
+    bridge whose leg is the consult call.
+
+    Returns:
+        False (nothing done) when the consult call is not an answered call of the same agent
+        through this edge: the REFER then goes on as a blind transfer.
+    """
+    state = records.load(b.leg)
+    sides = onbehalf.dialog_of(b.leg, b.leg_tag, b.target_tag)
+    if sides is None or state is None or state.agent != b.agent or state.direction != "termination" \
+            or not state.answer_ms or sides["caller"]["tag"] != b.leg_tag:
+        return False
+    try:
+        offer = w.ng().command("offer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=sdp,
+                               replace=["origin", "session-connection"], ICE="remove").get("sdp", "")
+    except NgError as exc:
+        KSR.warn(f"edge: attended transfer call-id={b.call_id}: rtpengine refused the re-offer: {exc}\n")
+        return False
+    if KSR.tm.t_newtran() < 0:
+        return False
+    KSR.tm.t_reply(202, "Accepted")
+    _ensure_cseq_map(b)
+    number = int(sides["caller"]["cseq"] or 0) + 1
+    b = b.moved(phase="consulting", uac_cseq=number)
+    save(b)
+    _keep(b.call_id, mode=ATTENDED, target=b.target, transferred_to=b.leg)
+    notify(w, b, 100, loop=True)
+    extra = f"Contact: <sip:{cs.XFER_CONTACT_USER}@{loop_host(w)}>\r\nContent-Type: application/sdp\r\n"
+    if not onbehalf.on_behalf(w, b.leg, "INVITE", sides, True, number, extra, offer):
+        _failed(w, b, 500, "Server Internal Error")
+        return True
+    KSR.info(f"edge: transfer call-id={b.call_id} mode=attended target={b.target} consult={b.leg}\n")
+    return True
+
+
+def _consult_answered(w: Worker, b: bx.Bridge, code: int) -> None:
+    """The target's answer to the consult call's re-INVITE: a 2xx goes on to the carrier's
+    re-INVITE (the target's SDP answered into the consult call's rtpengine call); a refusal
+    leaves both of the agent's calls as they were (its NOTIFY carries the code)."""
+    if code >= 300:
+        _failed(w, b, code, pv("$rr"))
+        return
+    found = original_sides(b)
+    try:
+        answer = w.ng().command("answer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=pv("$rb"),
+                                replace=["origin", "session-connection"], ICE="remove").get("sdp", "")
+    except NgError as exc:
+        KSR.warn(f"edge: attended transfer call-id={b.call_id}: rtpengine refused the answer: {exc}\n")
+        answer = ""
+    if found is None or not answer:
+        _failed(w, b, 500, "Server Internal Error")
+        return
+    _reinvite_carrier(w, b, found, answer)
 
 
 def carrier_reply(w: Worker) -> None:
@@ -223,6 +309,9 @@ def carrier_reply(w: Worker) -> None:
     (its NOTIFY carries the carrier's code)."""
     code = int(pv("$rs") or 0)
     b = load(pv("$ci"))
+    if b is not None and b.phase == "consulting" and pv("$ci") == b.leg and int(pv("$cs") or 0) == b.uac_cseq:
+        _consult_answered(w, b, code)
+        return
     if b is None or b.phase != "answering" or pv("$ci") != b.call_id or int(pv("$cs") or 0) != b.agent_cseq:
         return
     if code >= 300:
@@ -230,29 +319,42 @@ def carrier_reply(w: Worker) -> None:
         _failed(w, b, code, pv("$rr"))
         return
     b = b.moved(phase="bridged")
-    _save(b)
+    save(b)
     for table in (cs.MEDIA_TABLE, cs.DEADLINE_TABLE):  # the media flows in the leg's rtpengine call
         KSR.htable.sht_rm(table, b.call_id)
-    notify(w, b, 200)
-    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
-    if sides is not None:  # the agent's leg ends; the carrier's dialog stays (not through the dialog module)
-        onbehalf.on_behalf(w, b.call_id, "BYE", sides, True, onbehalf.cseq_step(b.call_id, b.carrier_tag))
+    found = original_sides(b) if not b.agent_gone else None
+    if found is not None:  # the agent's leg ends; the carrier's dialog stays (not through the dialog module)
+        notify(w, b, 200)
+        onbehalf.on_behalf(w, b.call_id, "BYE", found[0], b.carrier_is_caller, onbehalf.cseq_step(b.call_id, b.carrier_tag))
     KSR.htable.sht_rm(cs.CSEQ_TABLE, b.call_id)
     try:  # the agent is out of the call: its slot is free (the trunk's stays until the carrier's end)
         w.open_store().acquire(b.call_id, [], w.settings.lease_ttl_s, release=[keys.agent_lease(b.agent)])
     except StoreUnavailable as exc:
         KSR.warn(f"edge: transfer call-id={b.call_id}: the agent's slot stays until the call ends: {exc}\n")
+    if b.consult:  # the agent's consult call: its leg ends too (BYE as the target), the edge takes its place
+        consult = onbehalf.dialog_of(b.leg, b.leg_tag, b.target_tag)
+        if consult is not None:
+            onbehalf.on_behalf(w, b.leg, "BYE", consult, False, int(consult["callee"]["cseq"] or 0) + 1)
+        try:
+            w.open_store().acquire(b.leg, [], w.settings.lease_ttl_s, release=[keys.agent_lease(b.agent)])
+        except StoreUnavailable as exc:
+            KSR.warn(f"edge: transfer call-id={b.call_id}: the agent's consult slot stays: {exc}\n")
+        _keep(b.leg, transferred_from=b.call_id, mode=ATTENDED)
     _keep(b.call_id, result="200")
-    count(metrics.TRANSFERS, MODE, "accepted")
+    count(metrics.TRANSFERS, ATTENDED if b.consult else MODE, "accepted")
     KSR.info(f"edge: transfer call-id={b.call_id} result=200 bridged to {b.target} leg={b.leg}\n")
 
 
 def _failed(w: Worker, b: bx.Bridge, code: int, reason: str) -> None:
-    """The leg failed (``code``): the agent is told in its NOTIFY and keeps the caller."""
+    """The leg failed (``code``): the agent is told in its NOTIFY and keeps the caller; when the
+    agent already hung up, the edge ends the carrier's call (nobody is left to take it)."""
     _drop(b)
-    notify(w, b, code, reason)
+    if b.agent_gone:
+        _end_original(w, b)
+    else:
+        notify(w, b, code, reason)
     _keep(b.call_id, result=str(code))
-    count(metrics.TRANSFERS, MODE, "failed")
+    count(metrics.TRANSFERS, ATTENDED if b.consult else MODE, "failed")
     KSR.info(f"edge: transfer call-id={b.call_id} result={code}: the agent keeps the call\n")
 
 
@@ -268,193 +370,19 @@ def _end_leg(w: Worker, b: bx.Bridge) -> None:
 
 def _end_original(w: Worker, b: bx.Bridge) -> None:
     """BYE to the carrier on the agent's behalf, through the edge (the dialog module ends the call)."""
-    sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
-    if sides is None:
+    found = original_sides(b)
+    if found is None:
         return
-    number = max(b.agent_cseq, int(sides["callee"]["cseq"] or 0)) + 1
-    onbehalf.on_behalf(w, b.call_id, "BYE", sides, False, number, loop=True)
-
-
-def in_dialog(w: Worker, method: str) -> bool:
-    """An in-dialog request of a call with a bridge (native route, after ``loose_route``).
-
-    A BYE from an end of a bridged call (the carrier on the original call, the target on the leg)
-    is answered ``200`` here and not relayed: the agent is gone, the leg's caller is the edge;
-    other requests from an end are answered here too (:func:`_refuse_other`).
-    The dialog module ended the call when ``loose_route`` met the BYE, and :func:`ended` ended
-    the other call then, leaving this call's entry in the ``ended`` phase for this answer.
-
-    Returns:
-        True when it was answered here; False to go on as any in-dialog request.
-    """
-    call_id = pv("$ci")
-    b = load(call_id)
-    if b is None or b.phase not in ("bridged", "ended"):
-        return False
-    if pv("$ft") != (b.carrier_tag if call_id == b.call_id else b.target_tag):
-        return False  # the edge's own request on a side's behalf
-    if method == "ACK":
-        if b.phase == "bridged":
-            _relay_ack(w, b)
-        return True
-    if method != "BYE":
-        if b.phase == "bridged":
-            _relay_across(w, b, method)
-        else:
-            _refuse_other(method)
-        return True
-    if b.phase == "ended":
-        KSR.htable.sht_rm(cs.XFER_TABLE, call_id)
-    else:
-        KSR.dialog.dlg_manage()  # ends this dialog: dialog:end, then ended() ends the other call
-    if KSR.tm.t_newtran() > 0:
-        KSR.tm.t_reply(200, "OK")
-    return True
-
-
-def _relay_across(w: Worker, b: bx.Bridge, method: str) -> None:
-    """A re-INVITE from an end of a bridged call (hold, codec change), relayed to the other end in
-    the other dialog: its offer re-made in the leg's rtpengine call, its dialog identifiers (Call-ID,
-    tags, CSeq, Contact, route set) rewritten to those the edge has in the other dialog; its
-    replies rewritten back (:func:`relayed_reply`) and its ACK mapped (:func:`_relay_ack`).  A
-    re-INVITE without SDP (an offer in the 2xx, answered in the ACK) is refused ``488``."""
-    from_carrier = pv("$ci") == b.call_id
-    if method != "INVITE" or not has_sdp():
-        _refuse_other(method)
-        return
-    policy = _reoffer_flags(w, b, from_carrier)
-    if isinstance(policy, Reject):  # the offer breaks a side's media policy (SRTP required, no codec allowed)
-        log_reject(policy, "bridged re-INVITE")
-        if KSR.tm.t_newtran() > 0:
-            KSR.tm.t_reply(policy.code, policy.reason)
-        return
-    back_contact = (_other_side(w, b, not from_carrier) or ({}, {}, "", ""))[3]  # the Contact this end knows
-    KSR.dialog.dlg_manage()  # this end's dialog records its CSeq
-    other = _other_side(w, b, from_carrier)
-    if other is None:
-        _refuse_other("BYE")  # 501: the other call is gone
-        return
-    me, peer, call_id, contact = other
-    if from_carrier:
-        number = max(b.uac_cseq, b.leg_cseq, int(me.get("cseq") or 0)) + 1
-        rtp, b = (b.leg_tag, b.target_tag), b.moved(uac_cseq=number)
-    else:
-        number = max(b.agent_cseq, int(me.get("cseq") or 0)) + 1
-        rtp, b = (b.target_tag, b.leg_tag), b.moved(agent_cseq=number)
-    restore = {"from": pv("$hdr(From)"), "to": pv("$hdr(To)"), "callid": pv("$ci"), "cseq": pv("$hdr(CSeq)"),
-               "contact": back_contact, "rtp": [b.leg, *rtp]}
-    b = b.moved(relayed=[int(pv("$cs") or 0), number])
-    _save(b)
-    KSR.rtpengine.rtpengine_offer(" ".join((policy, _leg_media(b.leg, *rtp))))
-    _rewrite(f"<{me['uri']}>;tag={me['tag']}", f"<{peer['uri']}>;tag={peer['tag']}", call_id, f"{number} INVITE",
-             contact, peer["route"])
-    _send_to(peer)
-    KSR.pv.sets(cs.XRELAY_AVP, json.dumps(restore))
-    KSR.tm.t_on_reply(cs.ON_BRIDGED_REPLY)
-    if KSR.tm.t_relay() < 0:
-        KSR.sl.sl_reply_error()
-
-
-def _relay_ack(w: Worker, b: bx.Bridge) -> None:
-    """The ACK of a relayed re-INVITE's 2xx, mapped to the other dialog (its CSeq number there);
-    an ACK of a refusal is absorbed by its transaction."""
-    if KSR.tm.t_check_trans() == 0 or not b.relayed or int(pv("$cs") or 0) != b.relayed[0]:
-        return
-    from_carrier = pv("$ci") == b.call_id
-    other = _other_side(w, b, from_carrier)
-    if other is None:
-        return
-    me, peer, call_id, contact = other
-    _rewrite(f"<{me['uri']}>;tag={me['tag']}", f"<{peer['uri']}>;tag={peer['tag']}", call_id, f"{b.relayed[1]} ACK",
-             contact, peer["route"])
-    _send_to(peer)
-    KSR.tm.t_relay()
-
-
-def relayed_reply(w: Worker) -> None:
-    """``onreply_route[ksr_bridged_reply]``: a reply to a re-INVITE relayed across a bridge: its
-    answer into the leg's rtpengine call, its dialog identifiers put back to the sender's."""
-    text = pv(cs.XRELAY_AVP)
-    if not text:
-        return
-    data = json.loads(text)
-    code = int(pv("$rs") or 0)
-    if has_sdp() and code < 300:
-        KSR.rtpengine.rtpengine_answer(flags((_leg_media(*data["rtp"]),)))
-    contact = data["contact"] if KSR.hdr.is_present("Contact") > 0 else ""
-    if KSR.hdr.is_present("Record-Route") > 0:
-        KSR.hdr.remove("Record-Route")
-    _rewrite(data["from"], data["to"], data["callid"], data["cseq"], contact)
-
-
-def _reoffer_flags(w: Worker, b: bx.Bridge, from_carrier: bool) -> str | Reject:
-    """rtpengine flags of a re-offer across the bridge under the leg's two media policies (the
-    original trunk's for the carrier, the leg trunk's for the target: codecs, SRTP), or the refusal."""
-    pair = sides(b.media)
-    if pair is None:
-        return flags(())
-    sender, receiver = pair if from_carrier else (pair[1], pair[0])
-    return offer_flags(w, media.parse_sdp(pv("$rb")), sender, receiver, (), w.settings.media_fill)
-
-
-def _leg_media(leg: str, from_tag: str, to_tag: str) -> str:
-    """rtpengine flags of an offer or answer in the leg's rtpengine call, whatever the message's
-    own Call-ID and tags (the ng ``call-id``/``from-tag``/``to-tag`` overrides)."""
-    return f"call-id={leg} from-tag={from_tag} to-tag={to_tag}"
-
-
-def _rewrite(from_: str, to: str, call_id: str, cseq_text: str, contact: str, route: str = "") -> None:
-    """Replace a message's dialog identifiers (RFC 3261 section 12.2.1.1) with another dialog's."""
-    for name in ("From", "To", "Call-ID", "CSeq", "Contact"):
-        if KSR.hdr.is_present(name) > 0:
-            KSR.hdr.remove(name)
-    lines = [f"From: {from_}", f"To: {to}", f"Call-ID: {call_id}", f"CSeq: {cseq_text}"]
-    lines += [f"Contact: <{contact}>"] if contact else []
-    lines += [f"Route: {route}"] if route else []
-    for line in lines:
-        KSR.hdr.append(line + "\r\n")
-
-
-def _send_to(peer: dict[str, str]) -> None:
-    """Address the request to ``peer`` (its Contact, through its route set, from its socket)."""
-    KSR.pv.sets("$ru", peer["contact"])
-    first = _URI_IN_BRACKETS.search(peer.get("route") or "")
-    # always: loose_route may have set it (a request to the edge's own Contact, the leg's caller)
-    KSR.pv.sets("$du", first.group(1) if first else peer["contact"])
-    if peer.get("socket"):
-        KSR.pv.sets("$fs", peer["socket"])
-
-
-def _other_side(w: Worker, b: bx.Bridge, from_carrier: bool) -> tuple[dict[str, str], dict[str, str], str, str] | None:
-    """The other dialog as the edge is in it: (the edge's side, the other end, the Call-ID, the
-    Contact the edge gives), or None when that call is gone."""
-    if from_carrier:  # to the target, as the leg's caller
-        sides = onbehalf.dialog_of(b.leg, b.leg_tag, b.target_tag)
-        me, peer, call_id, contact = (sides or {}).get("caller"), (sides or {}).get("callee"), b.leg, f"sip:transfer@{_host(w)}"
-    else:  # to the carrier, as the agent
-        sides = onbehalf.dialog_of(b.call_id, b.carrier_tag, b.agent_tag)
-        me, peer, call_id = (sides or {}).get("callee"), (sides or {}).get("caller"), b.call_id
-        contact = me.get("contact", "") if me else ""
-    if not me or not peer or not peer.get("contact"):
-        return None
-    return me, peer, call_id, contact
-
-
-def _refuse_other(method: str) -> None:
-    """A request from an end of a bridged call that is not relayed: an UPDATE or a re-INVITE
-    without SDP is refused ``488`` (the media stays as it is), an in-dialog OPTIONS (keepalive)
-    answered ``200``, anything else (INFO, MESSAGE...) ``501`` (docs/transfers.md)."""
-    code, reason = {"INVITE": (488, "Not Acceptable Here"), "UPDATE": (488, "Not Acceptable Here"),
-                    "OPTIONS": (200, "OK")}.get(method, (501, "Not Implemented"))
-    if KSR.tm.t_newtran() > 0:
-        KSR.tm.t_reply(code, reason)
+    sides, _, agent = found
+    number = max(b.agent_cseq, int(agent["cseq"] or 0)) + 1
+    onbehalf.on_behalf(w, b.call_id, "BYE", sides, not b.carrier_is_caller, number, loop=True)
 
 
 def ended(w: Worker, call_id: str) -> None:
     """``dialog:end`` or ``dialog:failed`` of a call with a bridge: a bridged call's end ends
     the other call; the original call ending while the leg rings cancels the leg.  When the end
     is an end's own BYE being routed (the dialog module ends a dialog in ``loose_route``), this
-    call's entry stays in the ``ended`` phase so :func:`in_dialog` answers that BYE."""
+    call's entry stays in the ``ended`` phase so :func:`bridgemap.in_dialog` answers that BYE."""
     b = load(call_id)
     if b is None or (call_id == b.leg and b.phase != "bridged"):
         return  # a leg that failed or ends before the bridge: its final answer is leg_reply's
@@ -468,6 +396,6 @@ def ended(w: Worker, call_id: str) -> None:
     if b.phase in ("bridged", "answering"):
         _end_leg(w, b)
     elif b.phase == "dialling" and b.leg_cseq:
-        KSR.tmx.t_cancel_callid(b.leg, str(b.leg_cseq), 0, 487)
+        KSR.tmx.t_cancel_callid(b.leg, str(b.leg_cseq), 0)  # the leg's INVITE cancelled (its 487 ends it)
     if b.phase != "bridged":
         _keep(call_id, result="487")  # the caller hung up before the target answered

@@ -152,7 +152,8 @@ SESSION_VAR = "$dlg_var(edge_st)"
 SESSION_SDP_VAR = "$dlg_var(edge_st_sdp)"
 #: the CSeq number of the carrier's refresh re-INVITE the edge answered: its ACK ends at the edge
 SESSION_ACK_VAR = "$dlg_var(edge_st_ack)"
-#: an origination call's carrier SDP (its last offer), the offer of a bridged transfer's leg
+#: the carrier's SDP (an origination call's last offer, a termination call's 2xx answer), the offer
+#: of a bridged transfer's leg
 SDP_VAR = "$dlg_var(edge_sdp)"
 
 # -- per-message script variables (reset by the native request route) ---------------------------
@@ -180,6 +181,8 @@ EDGE_SOCKET_HEADER = "X-Edge-Socket"
 EDGE_HEADER_PREFIX = "X-Edge-"
 #: header of a bridged transfer's leg INVITE the edge sends itself: the original call's Call-ID
 XFER_HEADER = "X-Edge-Transfer"
+#: user part of the Contact the edge gives as the caller of a bridged transfer's leg (``sip:transfer@{its loop listener}``)
+XFER_CONTACT_USER = "transfer"
 #: call-record state key of a refusal carried out at the ACK
 MEDIA_REFUSED = "media_refused"
 MAX_FORWARDS = 70

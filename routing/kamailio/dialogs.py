@@ -15,7 +15,7 @@ from . import callstate as cs
 from . import bridge, records, timers
 from .callstate import Deadline
 from .mediaflags import sides
-from .worker import Worker, pv
+from .worker import Worker, log_exception, pv
 
 __all__ = ["dialog_event"]
 
@@ -33,7 +33,10 @@ def dialog_event(w: Worker, event: str) -> None:
     caller_tag = pv("$dlg(from_tag)")  # read first: a bridge's end switches the dialog context (dlg_get)
     KSR.htable.sht_rm(cs.DEADLINE_TABLE, call_id)
     if KSR.htable.sht_is_null(cs.XFER_TABLE, call_id) < 1:  # a bridged transfer: its other call too
-        bridge.ended(w, call_id)
+        try:
+            bridge.ended(w, call_id)
+        except Exception:  # noqa: BLE001 - this call's own release and record must happen anyway
+            log_exception(f"exception ending the bridge of call-id={call_id}")
     KSR.htable.sht_rm(cs.CSEQ_TABLE, call_id)
     if w.settings.dtmf_log_port:
         KSR.htable.sht_rm(cs.DTMF_CALL_TABLE, call_id)

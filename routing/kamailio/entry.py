@@ -15,7 +15,8 @@ where a decision is made.  Every entry is a few lines behind the one guard :func
   digits the edge sends as INFO, the edge's own INFO/BYE looping through it, the ACK of such a call
   (:mod:`.onbehalf`).
 * ``ksr_transfer_leg``, ``ksr_transfer_reply``, ``ksr_bridge_reply``, ``ksr_refer_failure``,
-  ``ksr_bridged``, ``ksr_bridged_reply``: a transfer the edge carries out itself (:mod:`.bridge`):
+  ``ksr_bridged``, ``ksr_bridged_reply``: a transfer the edge carries out itself (:mod:`.bridge`,
+  :mod:`.bridgemap`):
   the leg's INVITE in the request route, its final reply (``event_route[uac:reply]``), the
   carrier's answer to the re-INVITE, the carrier's refusal of a relayed REFER, in-dialog requests
   of a bridged call, replies to a re-INVITE relayed across the bridge.
@@ -47,7 +48,7 @@ from ..ops import runtime
 from ..call.decision import Reason, Reject
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
-from . import bridge, dialogs, failure, holdanswer, indialog, invite, onbehalf, overload, registration, replies, screening, timers
+from . import bridge, bridgemap, dialogs, failure, holdanswer, indialog, invite, onbehalf, overload, registration, replies, screening, timers
 from . import transfers
 from .worker import Worker, log_exception, pv
 
@@ -172,8 +173,8 @@ class Edge:
 
     @entry("exception in bridged reply", request=False)
     def ksr_bridged_reply(self, msg: object) -> None:
-        """A reply to a re-INVITE relayed across a bridge (:func:`bridge.relayed_reply`)."""
-        bridge.relayed_reply(self.worker)
+        """A reply to a re-INVITE relayed across a bridge (:func:`bridgemap.relayed_reply`)."""
+        bridgemap.relayed_reply(self.worker)
 
     @entry("exception in REFER failure route", request=False)
     def ksr_refer_failure(self, msg: object) -> None:
@@ -181,9 +182,11 @@ class Edge:
         transfers.refer_failed(self.worker)
 
     @entry("exception in bridged call", _answer_500)
-    def ksr_bridged(self, msg: object) -> None:
-        """An in-dialog request of a call with a bridge (:func:`bridge.in_dialog`)."""
-        if bridge.in_dialog(self.worker, pv("$rm")):
+    def ksr_bridged(self, msg: object, when: str = "") -> None:
+        """An in-dialog request of a call with a bridge (:func:`bridgemap.in_dialog`); ``when="before"``:
+        a BYE before ``loose_route`` (:func:`bridgemap.agent_hangs_up`)."""
+        done = bridgemap.agent_hangs_up(self.worker) if when == "before" else bridgemap.in_dialog(self.worker, pv("$rm"))
+        if done:
             KSR.pv.seti(cs.DONE_VAR, 1)
 
     # -- transaction and dialog callbacks -------------------------------------------------------

@@ -186,7 +186,9 @@ def hang_up(w: Worker, call_id: str, caller_tag: str, callee_tag: str, extra: st
     sides = _dialog_of(call_id, caller_tag, callee_tag)
     if sides is None or not sides["caller"]["contact"] or not sides["callee"]["contact"]:
         return False
-    to_caller = _on_behalf(w, call_id, "BYE", sides, False, int(sides["callee"]["cseq"] or 0) + 1, extra)
+    to_caller = True  # the caller of a bridged transfer's leg is the edge itself: no BYE to it
+    if not sides["caller"]["contact"].startswith(f"sip:{cs.XFER_CONTACT_USER}@"):
+        to_caller = _on_behalf(w, call_id, "BYE", sides, False, int(sides["callee"]["cseq"] or 0) + 1, extra)
     to_callee = _on_behalf(w, call_id, "BYE", sides, True, int(sides["caller"]["cseq"] or 0) + 1, extra, loop=True)
     if not (to_caller and to_callee):
         KSR.warn(f"edge: call-id={call_id} tm refused a BYE (caller: {to_caller}, callee: {to_callee})\n")

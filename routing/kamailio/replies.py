@@ -217,6 +217,8 @@ def _answered(w: Worker, code: int) -> None:
             KSR.htable.sht_sets(cs.FIRST_AUDIO_TABLE, call_id, f"{now}:{direction}:{trunk}:{agent}:{agent_tag}")
     state.answer_ms = now
     state.codecs_callee = sdp_codecs(pv("$rb")) if has_sdp() else []
+    if state.direction == "termination" and has_sdp():
+        KSR.pv.sets(cs.SDP_VAR, pv("$rb"))  # the carrier's answer: a bridged transfer's leg offers it (bridge.py)
     records.save(call_id, state)
     sessiontimers.on_answer(call_id, state.direction or "origination")
     if KSR.htable.sht_is_null(cs.DEADLINE_TABLE, call_id) > 0:

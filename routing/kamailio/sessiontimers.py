@@ -18,7 +18,7 @@ from ..call import sessiontimer as st
 from . import callstate as cs
 from .worker import Worker, has_sdp, pv
 
-__all__ = ["on_answer", "keep_answer", "refresh", "refresh_answered", "answer_looped"]
+__all__ = ["on_answer", "keep_answer", "refresh", "refresh_answered", "refreshed", "answer_looped"]
 
 
 def on_answer(call_id: str, direction: str) -> None:
@@ -45,10 +45,12 @@ def _arm(call_id: str, taken: st.Takeover) -> None:
     KSR.htable.sht_sets(cs.SESSION_TABLE, call_id, str(int(time.time()) + st.end_after_s(taken.interval_s)))
 
 
-def refresh(w: Worker, method: str) -> bool:
+def refresh(w: Worker, method: str, answer_reinvite: bool = True) -> bool:
     """An in-dialog INVITE or UPDATE.  From the carrier of a call whose timers the edge keeps: an
-    UPDATE without SDP is a pure refresh, answered here (200 with ``Session-Expires``); any other
-    refresh is relayed without ``Session-Expires``, ``Min-SE`` and ``Require: timer`` (the agent
+    UPDATE without SDP is a pure refresh, answered here (200 with ``Session-Expires``), and so is a
+    re-INVITE repeating the carrier's SDP unchanged (:func:`_answer_refresh`) unless
+    ``answer_reinvite`` is False (a bridged call, :mod:`.bridgemap`: what the carrier last received
+    changed with the bridge); any other refresh is relayed without ``Session-Expires``, ``Min-SE`` and ``Require: timer`` (the agent
     would refuse 420), and its 2xx gets them back (:func:`refresh_answered`).
 
     Returns:
@@ -68,7 +70,7 @@ def refresh(w: Worker, method: str) -> bool:
         KSR.tm.t_reply(200, "OK")
         _arm(pv("$ci"), taken)
         return True
-    if method == "INVITE" and has_sdp() and _answer_refresh(w, taken):
+    if method == "INVITE" and answer_reinvite and has_sdp() and _answer_refresh(w, taken):
         return True
     if has_sdp():
         KSR.pv.sets(cs.SESSION_SDP_VAR, "")  # relayed: its 2xx keeps the new answer (keep_answer)
@@ -135,6 +137,18 @@ def keep_answer() -> None:
     if KSR.textopsx.msg_apply_changes() < 0:
         return
     KSR.pv.sets(cs.SESSION_SDP_VAR, json.dumps({"o": st.origin(offer), "sdp": pv("$rb"), "contact": pv("$hdr(Contact)")}))
+
+
+def refreshed(call_id: str, takeover: str) -> None:
+    """A 2xx to a refresh the edge relayed under another Call-ID (a bridged transfer's re-INVITE,
+    :mod:`.bridgemap`): the carrier gets its ``Session-Expires`` back and the expiry of ``call_id``
+    starts again; ``takeover`` is the :data:`cs.REFRESH_AVP` value."""
+    taken = st.Takeover.decode(takeover)
+    if taken is None:
+        return
+    if not pv("$hdr(Session-Expires)"):
+        KSR.hdr.append(f"Session-Expires: {taken.header()}\r\nRequire: timer\r\n")
+    _arm(call_id, taken)
 
 
 def refresh_answered() -> None:

@@ -22,10 +22,12 @@ from ..call import metrics
 from ..call import sides as netsides
 from ..call import transfer as xfer
 from ..call.decision import Reason, Reject
+from ..call.headers import header_names
 from ..tables.model import TransferCallerId, Trunk
 from ..tables.store import StoreUnavailable, Topology
 from . import bridge as bridging
 from . import callstate as cs
+from .callstate import NativeAnswer
 from . import records, timers
 from .worker import Worker, count, pv
 
@@ -54,11 +56,11 @@ def refer(w: Worker) -> bool:
     except StoreUnavailable:
         decided = Reject.of(Reason.STORE_UNAVAILABLE, w.settings.retry_after_s)
     if isinstance(decided, Reject):
-        w.reply(decided)
-        if decided.code != 503:
+        if decided.code != 503:  # kept before the answer: the agent's BYE may follow it at once (its record)
             count(metrics.TRANSFERS, xfer.TransferMode.REFER.value, "denied")
             _keep(pv("$ci"), fresh=True, mode=xfer.TransferMode.REFER.value, target=pv("$hdr(Refer-To)"),
                   result=str(decided.code), refused=f"{decided.reason} [{decided.tag}]")
+        w.reply(decided)
         return False
     target, refer_to, trunk = decided
     if trunk is not None and trunk.transfer is not xfer.TransferMode.REFER and _bridge_or_arm(w, target, trunk):
@@ -78,20 +80,36 @@ def refer(w: Worker) -> bool:
 
 
 def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool:
-    """A REFER of an origination call on a ``bridge`` or ``auto`` trunk whose carrier SDP the edge
-    keeps: ``bridge`` answers it ``202`` and carries it out now (True: answered); ``auto`` keeps
+    """A REFER on a ``bridge`` or ``auto`` trunk of a call whose carrier SDP the edge keeps (its
+    offer in an origination call, its answer in a termination call): with ``Replaces`` naming the agent's answered consult call through this edge, an
+    attended transfer the edge carries out in every such mode (:func:`bridge.attended`; True);
+    else ``bridge`` answers it ``202`` and carries it out now (True: answered); ``auto`` keeps
     what the bridge needs with the REFER's transaction, whose failure route bridges after the
     carrier's refusal (:func:`refer_failed`; False: relay it)."""
     sdp, direction, call_id = pv(cs.SDP_VAR), pv(cs.DIRECTION_VAR), pv("$ci")
-    if not sdp or direction != "origination":
+    if not sdp and direction == "termination":  # the carrier's 2xx taken by the native route (fastanswer)
+        answer = NativeAnswer.decode(KSR.htable.sht_gete(cs.ANSWERED_TABLE, call_id) or "")
+        sdp = answer.sdp if answer is not None else ""
+    if not sdp or direction not in ("origination", "termination"):
         return False
+    origination = direction == "origination"  # the carrier is the caller; in a termination call, the callee
+    carrier, agent = ("from", "to") if origination else ("to", "from")
     b = bx.Bridge(call_id=call_id, leg=bx.leg_call_id(call_id), agent=pv(cs.AGENT_VAR), trunk=trunk.name,
-                  carrier_tag=pv("$dlg(from_tag)"), agent_tag=pv("$dlg(to_tag)"), target=target.label,
-                  number=bool(target.number), headers=[[n, v] for n, v in target.headers if n.lower() != "replaces"],
-                  refer_cseq=int(pv("$cs") or 0), carrier_cseq=int(pv("$dlg(from_cseq)") or 0))
+                  carrier_tag=pv(f"$dlg({carrier}_tag)"), agent_tag=pv(f"$dlg({agent}_tag)"), target=target.label,
+                  number=bool(target.number), headers=_context(w, target), refer_cseq=int(pv("$cs") or 0),
+                  carrier_cseq=int(pv(f"$dlg({carrier}_cseq)") or 0), carrier_is_caller=origination)
+    replaces = bx.parse_replaces(next((v for n, v in target.headers if n.lower() == "replaces"), ""))
+    if replaces is not None and bridging.load(call_id) is None:  # attended: Replaces names the consult call
+        for agent_tag, target_tag in ((replaces[2], replaces[1]), (replaces[1], replaces[2])):  # either perspective
+            consult = b.moved(leg=replaces[0], leg_tag=agent_tag, target_tag=target_tag, consult=True)
+            if bridging.attended(w, consult, sdp):
+                return True
     state = records.load(call_id)
-    start = {"bridge": b.encode(), "sdp": sdp, "caller": (state.caller if state else "") or pv("$fU"),
-             "did": (state.number if state else "") or "", "choice": trunk.transfer_caller_id.value}
+    # origination: the caller and the DID; termination: the transferee is the number the agent
+    # called, "diverted" from the caller ID the call presented
+    caller, did = ((state.caller, state.number) if origination else (state.number, state.caller)) if state else ("", "")
+    start = {"bridge": b.encode(), "sdp": sdp, "caller": caller or (pv("$fU") if origination else ""),
+             "did": did or "", "choice": trunk.transfer_caller_id.value}
     if not bx.bridges(trunk.transfer, direction):
         KSR.pv.sets(cs.XFER_AVP, json.dumps(start))
         KSR.tm.t_on_failure(cs.ON_REFER_FAILURE)
@@ -102,10 +120,27 @@ def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool
     if KSR.tm.t_newtran() < 0:
         KSR.sl.sl_reply_error()
         return True
-    KSR.tm.t_reply(202, "Accepted")
     _keep(call_id, fresh=True, mode=bridging.MODE, target=target.label)
+    KSR.tm.t_reply(202, "Accepted")
     _start(w, start)
     return True
+
+
+def _context(w: Worker, target: xfer.TransferTarget) -> list[list[str]]:
+    """The context headers of a bridged transfer's leg: those embedded in the ``Refer-To`` URI
+    (already filtered), then the REFER's own ``X-`` and ``User-to-User`` (RFC 7433) headers under
+    the agent's allow-list (:func:`routing.call.transfer.kept_headers`), each name once."""
+    out = [[n, v] for n, v in target.headers if n.lower() != "replaces"]
+    names = [n for n in header_names(pv("$mb")) if n.lower().startswith("x-") or n.lower() == "user-to-user"]
+    if names:
+        agent = w.open_store().current_topology().agents.get(pv(cs.AGENT_VAR))
+        own = [(n, pv(f"$hdr({n})")) for n in names]
+        seen = {n.lower() for n, _ in out}
+        for name, value in xfer.kept_headers(own, agent.x_headers if agent else (), bool(agent and agent.trust_identity)):
+            if name.lower() not in seen:
+                seen.add(name.lower())
+                out.append([name, value])
+    return out
 
 
 def _start(w: Worker, start: dict) -> None:

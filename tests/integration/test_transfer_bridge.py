@@ -17,12 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from routing.tables.cdrstore import CdrStore
 from routing.tables.model import TransferCallerId, TransferMode
-from tests.bridgepeers import carrier_scenario, human_scenario, media_lines
+from tests.bridgepeers import (called_carrier_scenario, carrier_scenario, consult_scenario, hasty_agent_scenario,
+                               human_scenario, media_lines, referring_agent_scenario, referring_caller_scenario)
 from tests.helpers import wait_until
 from tests.sipp import uac, uas
 from tests.tonertp import ToneRtp
 
-from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, Edge
+from .conftest import AGENT2_IP, AGENT_IP, CARRIER_A, CARRIER_B, CARRIER_C, DID, Edge
 from .test_sip_capture import trace_json
 from .test_transfers import explain
 
@@ -34,14 +35,15 @@ _runs = itertools.count()
 
 
 def provision(edge: Edge, mode: TransferMode = TransferMode.AUTO,
-              caller_id: TransferCallerId = TransferCallerId.TRANSFEREE) -> None:
+              caller_id: TransferCallerId = TransferCallerId.TRANSFEREE, route: bool = True, **leg_trunk: object) -> None:
     """carrier-a brings the DID to bot; the human's number is routed over carrier-b, whose gateway
     is the human's SIPp."""
     edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [("sip.carrier-a.example", 5080)], direction="inbound",
                transfer=mode, transfer_caller_id=caller_id)
-    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, HUMAN_PORT)], direction="outbound")
-    edge.route("+44", "carrier-b", "0.01")
-    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], x_headers=("X-Ctx",))
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, HUMAN_PORT)], direction="outbound", **leg_trunk)
+    if route:
+        edge.route("+44", "carrier-b", "0.01")
+    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], x_headers=("X-Ctx", "X-Ticket"))
     edge.did(DID, "carrier-a", "bot")
 
 
@@ -75,23 +77,28 @@ class Peers:
 
     def __init__(self, edge: Edge, *, refer_code: str = "501 Not Implemented", human_answer: str = "200 OK",
                  carrier_hangs_up: bool = True, hold: bool = False, hangup_ms: int = 4000,
-                 human_holds: bool = False) -> None:
+                 human_holds: bool = False, human: tuple[str, int] = (CARRIER_B, HUMAN_PORT),
+                 refer_to: str = "", hasty_agent: bool = False, timers: bool = False,
+                 human_hangs_up: bool | None = None) -> None:
         run = next(_runs)
         self.dir = edge.workdir / f"bridge-{run}"
         self.dir.mkdir()
-        self.carrier_rtp, self.human_rtp = ToneRtp(CARRIER_A, CARRIER_HZ), ToneRtp(CARRIER_B, HUMAN_HZ)
+        self.carrier_rtp, self.human_rtp = ToneRtp(CARRIER_A, CARRIER_HZ), ToneRtp(human[0], HUMAN_HZ)
         self.carrier_sdp, self.human_sdp = self.dir / "carrier.sdp", self.dir / "human.sdp"
         bridged = human_answer.startswith("2")
-        self.human = uas(self.dir / "human", CARRIER_B, HUMAN_PORT,
-                         scenario=human_scenario(self.dir, human_answer, hangs_up=not carrier_hangs_up, hold=hold,
+        self.human = uas(self.dir / "human", human[0], human[1],
+                         scenario=human_scenario(self.dir, human_answer, hold=hold,
+                                                 hangs_up=not carrier_hangs_up if human_hangs_up is None else human_hangs_up,
                                                  hangup_ms=hangup_ms, holds=human_holds),
-                         rtp_echo=False, extra=["-key", "rtp_ip", CARRIER_B, "-key", "rtp_port", str(self.human_rtp.port),
+                         rtp_echo=False, extra=["-key", "rtp_ip", human[0], "-key", "rtp_port", str(self.human_rtp.port),
                                                 "-key", "sdp_file", str(self.human_sdp)])
-        self.agent = uas(self.dir / "agent", AGENT_IP, 5090, scenario="uas_agent_refer.xml", answer_ms=20,
-                         rtp_echo=True, extra=["-key", "refer_to", f"sip:{TARGET}@{edge.sip}?X-Ctx=ticket-42&X-Secret=s3"])
+        agent_scenario = hasty_agent_scenario(self.dir) if hasty_agent else "uas_agent_refer.xml"
+        self.agent = uas(self.dir / "agent", AGENT_IP, 5090, scenario=agent_scenario, answer_ms=20,
+                         rtp_echo=True, extra=["-key", "refer_to",
+                                               refer_to or f"sip:{TARGET}@{edge.sip}?X-Ctx=ticket-42&X-Secret=s3"])
         self.carrier = uac(self.dir / "carrier", CARRIER_A, 5070, edge.sip, DID, caller=CALLER,
                            scenario=carrier_scenario(self.dir, refer_code, bridged=bridged, hangs_up=carrier_hangs_up,
-                                                     hold=hold, hangup_ms=hangup_ms, held=human_holds),
+                                                     hold=hold, hangup_ms=hangup_ms, held=human_holds, timers=timers),
                            extra=["-key", "rtp_ip", CARRIER_A, "-key", "rtp_port", str(self.carrier_rtp.port),
                                   "-key", "sdp_file", str(self.carrier_sdp)])
 
@@ -252,3 +259,264 @@ def test_reinvite_from_the_human_after_a_bridge_reaches_the_carrier_as_the_agent
     assert int(_header(held, "CSeq")[0].split()[0]) > int(_header(bridge_reinvite, "CSeq")[0].split()[0])
     answer = next(r for r in peers.human.received_responses("INVITE") if re.search(r"^SIP/2\.0 200", r, re.M))
     assert "a=recvonly" in answer and _header(answer, "Call-ID")[0].startswith("xfer-")
+
+
+def test_caller_hanging_up_while_the_human_rings_cancels_the_leg(clean_edge: Edge) -> None:
+    """The carrier's caller hangs up while the edge's leg still rings: the BYE reaches the agent
+    (still in the call), the edge CANCELs the leg (the human gets CANCEL), both records end, the
+    original's transfer result is 487 and nothing is left."""
+    edge = clean_edge
+    provision(edge)
+    since = int(time.time() * 1000)
+    peers = Peers(edge, human_answer="ring", hangup_ms=1500)
+    for run in (peers.carrier, peers.human):
+        assert run.wait(timeout=30) == 0, run.output()
+    peers.agent.wait(timeout=30)  # its scenario expects a final NOTIFY; the call ended first, with its BYE
+    peers.carrier_rtp.close()
+    peers.human_rtp.close()
+    assert peers.human.received_requests("CANCEL") and peers.agent.received_requests("BYE")
+    assert [_sipfrag(n) for n in peers.agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying"]
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if r["direction"] == "origination")
+    leg_record = next(r for r in records.values() if r["direction"] == "termination")
+    assert original["transfer"]["result"] == "487" and original["hangup"] == "caller"
+    assert leg_record["status"] != "answered" and leg_record["transfer"]["transferred_from"] == original["call_id"]
+
+
+def test_a_target_without_route_is_told_to_the_agent(clean_edge: Edge) -> None:
+    """The agent transfers to a number no route covers: the leg is refused by the edge itself (404
+    No Route, as any termination call of the agent), the agent's NOTIFY carries it and the agent
+    keeps the caller; ``edgectl explain`` of the leg names the refusal."""
+    edge = clean_edge
+    provision(edge, route=False)  # no route for +44
+    since = int(time.time() * 1000)
+    peers = Peers(edge, human_answer="486 Busy Here")  # the human is never reached
+    peers.aim("carrier", "answer")
+    wait_until(lambda: " result=404: the agent keeps the call" in edge.log(), what="the leg's refusal")
+    peers.human.stop()
+    peers.hears("carrier", CARRIER_HZ, time.monotonic())  # the agent (its echo) is still with the caller
+    for run in (peers.carrier, peers.agent):
+        assert run.wait(timeout=30) == 0, run.output()
+    assert [_sipfrag(n) for n in peers.agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying",
+                                                                              "SIP/2.0 404 No Route"]
+    assert not peers.human.received_requests("INVITE")
+    original = next(r for r in _records(edge, since, 1).values() if r["direction"] == "origination")
+    assert original["transfer"]["result"] == "404"
+    assert "404 No Route" in explain(edge, original["transfer"]["transferred_to"])
+
+
+def test_bridge_to_an_on_net_sip_uri_target(clean_edge: Edge) -> None:
+    """A human queue the edge knows as an agent entry (its host is on-net): the leg goes straight
+    to that SIP URI, caller and human hear each other, the leg holds the referring agent's slot."""
+    edge = clean_edge
+    provision(edge, TransferMode.BRIDGE)
+    edge.agent("humans", [f"sip:queue@{AGENT2_IP}:5092"], [])
+    since = int(time.time() * 1000)
+    peers = Peers(edge, refer_code="", human=(AGENT2_IP, 5092), refer_to=f"sip:queue@{AGENT2_IP}:5092?X-Ctx=ticket-7")
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    start = time.monotonic()
+    peers.hears("carrier", HUMAN_HZ, start)
+    peers.hears("human", CARRIER_HZ, start)
+    peers.finish()
+    [leg] = peers.human.received_requests("INVITE")
+    assert re.search(rf"^INVITE sip:queue@{AGENT2_IP}:5092 ", leg, re.M) and _header(leg, "X-Ctx") == ["ticket-7"]
+    records = _records(edge, since, 2)
+    leg_record = next(r for r in records.values() if r["direction"] == "termination")
+    assert leg_record["status"] == "answered" and leg_record["agent"] == "bot"
+    assert leg_record["transfer"]["target"] == f"sip:queue@{AGENT2_IP}:5092"
+
+
+def test_agent_hanging_up_right_after_the_202_still_gets_the_caller_bridged(clean_edge: Edge) -> None:
+    """An agent that sends BYE as soon as it has the 202 and the NOTIFY 100 (RFC 5589 lets a
+    transferor leave then): the edge answers that BYE itself, keeps the carrier's call, and the
+    caller is bridged to the human when the human answers; the agent gets nothing more.  The
+    REFER's own allowed X- header reaches the human with the embedded one; a disallowed one does not."""
+    edge = clean_edge
+    provision(edge)
+    since = int(time.time() * 1000)
+    peers = Peers(edge, hasty_agent=True)
+    wait_until(lambda: "the agent hung up while the leg rings" in edge.log(), what="the agent's early BYE")
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    start = time.monotonic()
+    peers.hears("carrier", HUMAN_HZ, start)
+    peers.hears("human", CARRIER_HZ, start)
+    peers.finish()
+    assert [_sipfrag(n) for n in peers.agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying"]
+    assert not peers.agent.received_requests("BYE")
+    [leg] = peers.human.received_requests("INVITE")  # the REFER's own allowed header and the embedded one
+    assert _header(leg, "X-Ticket") == ["99"] and _header(leg, "X-Ctx") == ["ticket-42"] and not _header(leg, "X-Denied")
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if r["direction"] == "origination")
+    assert original["transfer"]["result"] == "200" and original["hangup"] == "caller"
+
+
+def test_attended_transfer_joins_the_caller_and_the_human_of_the_consult_call(clean_edge: Edge) -> None:
+    """Attended transfer (RFC 3891): the agent's consult call to the human is an ordinary
+    termination call through the edge; the agent then REFERs the carrier's caller with
+    ``Replaces`` naming it.  The edge re-INVITEs the human in the consult call as the agent (the
+    carrier's media re-offered), then the carrier with the human's answer, NOTIFYs the agent 200
+    and hangs up both of its calls: caller and human hear each other, records linked both ways."""
+    edge = clean_edge
+    provision(edge)
+    run = next(_runs)
+    work = edge.workdir / f"attended-{run}"
+    work.mkdir()
+    consult_id = f"consult-{run}-{int(time.time())}"
+    carrier_rtp, human_rtp = ToneRtp(CARRIER_A, CARRIER_HZ), ToneRtp(CARRIER_B, HUMAN_HZ)
+    carrier_sdp, human_sdp = work / "carrier.sdp", work / "human.sdp"
+    since = int(time.time() * 1000)
+    human = uas(work / "human", CARRIER_B, HUMAN_PORT, scenario=human_scenario(work, hold=True, tag="humanH", hold_answer="sendrecv"),
+                rtp_echo=False, extra=["-key", "rtp_ip", CARRIER_B, "-key", "rtp_port", str(human_rtp.port),
+                                       "-key", "sdp_file", str(human_sdp)])
+    replaces = f"{consult_id}%3Bto-tag%3DhumanH%3Bfrom-tag%3DconsultA"
+    agent = uas(work / "agent", AGENT_IP, 5090, scenario=referring_agent_scenario(work, 1500), answer_ms=20,
+                rtp_echo=True, extra=["-key", "refer_to", f"sip:{TARGET}@{edge.sip}?Replaces={replaces}"])
+    consult = uac(work / "consult", AGENT_IP, 5093, edge.sip, TARGET, scenario=consult_scenario(work, "consultA"),
+                  extra=["-cid_str", consult_id])
+    human_rtp.target = wait_until(lambda: media_lines(human_sdp).get("invite"), what="the consult call at the human")
+    carrier = uac(work / "carrier", CARRIER_A, 5070, edge.sip, DID, caller=CALLER,
+                  scenario=carrier_scenario(work, "", bridged=True, hangs_up=True, hangup_ms=3000),
+                  extra=["-key", "rtp_ip", CARRIER_A, "-key", "rtp_port", str(carrier_rtp.port),
+                         "-key", "sdp_file", str(carrier_sdp)])
+    carrier_rtp.target = wait_until(lambda: media_lines(carrier_sdp).get("answer"), what="the carrier's answer")
+    carrier_rtp.target = wait_until(lambda: media_lines(carrier_sdp).get("reinvite"), what="the carrier's re-INVITE")
+    human_rtp.target = wait_until(lambda: media_lines(human_sdp).get("hold"), what="the human's re-INVITE")
+    start = time.monotonic()
+    for rtp, hz, who in ((carrier_rtp, HUMAN_HZ, "carrier"), (human_rtp, CARRIER_HZ, "human")):
+        wait_until(lambda: rtp.heard_hz(start) is not None and abs(rtp.heard_hz(start) - hz) < 20, timeout=5,
+                   what=f"{who} hearing {hz} Hz (hears {rtp.heard_hz(start)})")
+    for sipp in (carrier, human, agent, consult):
+        assert sipp.wait(timeout=30) == 0, sipp.output()
+    carrier_rtp.close()
+    human_rtp.close()
+
+    assert [_sipfrag(n) for n in agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+    assert agent.received_requests("BYE") and consult.received_requests("BYE")
+    assert not carrier.received_requests("REFER")
+    _, rejoin = human.received_requests("INVITE")
+    assert _header(rejoin, "Call-ID") == [consult_id] and ";tag=consultA" in _header(rejoin, "From")[0]
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if r["direction"] == "origination")
+    consult_record = records[consult_id]
+    assert original["transfer"]["mode"] == "attended" and original["transfer"]["result"] == "200"
+    assert original["transfer"]["transferred_to"] == consult_id
+    assert consult_record["transfer"]["transferred_from"] == original["call_id"]
+    assert transfers(edge, "attended", "accepted") >= 1
+
+
+def test_carrier_session_refresh_after_a_bridge_is_answered(clean_edge: Edge) -> None:
+    """A carrier that asked for session timers (RFC 4028) the agent does not do: the edge keeps
+    them for the call, and after the bridge the carrier's refresh UPDATE (no SDP) is still
+    answered 200 with ``Session-Expires`` by the edge (not refused, not sent to the human), so
+    the call is not ended for want of a refresh."""
+    edge = clean_edge
+    provision(edge)
+    peers = Peers(edge, timers=True, hangup_ms=1500)
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("human", CARRIER_HZ, time.monotonic())
+    peers.finish()
+    [ok] = peers.carrier.received_responses("UPDATE")
+    assert re.search(r"^SIP/2\.0 200", ok, re.M) and _header(ok, "Session-Expires")[0].startswith("90;refresher=uac")
+    assert not peers.human.received_requests("UPDATE")
+
+
+def test_the_legs_maximum_duration_ends_both_calls(clean_edge: Edge) -> None:
+    """Nobody hangs up after the bridge: the leg's maximum duration (the node's 12 s in these
+    tests, from the leg's answer) ends the leg (BYE to the human) and with it the carrier's call
+    (BYE to the carrier), with the leg's record saying the edge hung up; the edge's own BYE to the
+    leg's caller side (itself) is not refused as a stranger's."""
+    edge = clean_edge
+    provision(edge)
+    since = int(time.time() * 1000)
+    rejected = edge.metrics("kamailio").count('reason="no_dialog"')
+    peers = Peers(edge, carrier_hangs_up=False, human_hangs_up=False)
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    for run in (peers.carrier, peers.human):
+        assert run.wait(timeout=30) == 0, run.output()
+    peers.agent.wait(timeout=30)
+    peers.carrier_rtp.close()
+    peers.human_rtp.close()
+    assert peers.carrier.received_requests("BYE") and peers.human.received_requests("BYE")
+    records = _records(edge, since, 2)
+    leg_record = next(r for r in records.values() if r["direction"] == "termination")
+    assert leg_record["hangup"] == "edge" and 11_000 <= leg_record["talk_ms"] <= 13_500, leg_record
+    assert "reached its maximum duration" in edge.log()
+    assert edge.metrics("kamailio").count('reason="no_dialog"') == rejected
+
+
+def test_the_legs_rtp_timeout_ends_both_calls(clean_edge: Edge) -> None:
+    """After the bridge the media watchdog watches the leg (the carrier's own call no longer
+    carries media): when both ends stop sending RTP, the leg's RTP timeout (carrier-b's 5 s) ends
+    the human's leg and the carrier's call, well before the 12 s maximum duration."""
+    from routing.tables.model import MediaPolicy
+    edge = clean_edge
+    provision(edge, media=MediaPolicy(rtp_timeout_s=5))
+    peers = Peers(edge, carrier_hangs_up=False, human_hangs_up=False)
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("carrier", HUMAN_HZ, time.monotonic())
+    silent_at = time.monotonic()
+    peers.carrier_rtp.target = peers.human_rtp.target = None  # both ends fall silent
+    for run in (peers.carrier, peers.human):
+        assert run.wait(timeout=30) == 0, run.output()
+    elapsed = time.monotonic() - silent_at
+    peers.agent.wait(timeout=30)
+    peers.carrier_rtp.close()
+    peers.human_rtp.close()
+    assert 4 <= elapsed < 9, elapsed
+    assert re.search(r"call-id=xfer-\S+ had no RTP", edge.log())
+    assert peers.carrier.received_requests("BYE") and peers.human.received_requests("BYE")
+
+
+def test_termination_call_whose_agent_transfers_the_carrier_is_bridged(clean_edge: Edge) -> None:
+    """The agent called a number over carrier-c (a termination call) and REFERs the carrier to the
+    human; carrier-c answers the REFER 501 (auto): the edge bridges it, the carrier (the callee
+    here) re-INVITEd as the agent with the leg's SDP, the human's leg presenting the number the
+    agent called (the transferee) with Diversion naming the agent's caller ID; audio both ways."""
+    edge = clean_edge
+    provision(edge)
+    edge.trunk("carrier-c", [f"{CARRIER_C}/32"], [(CARRIER_C, 5086)], direction="outbound")
+    edge.route("+33", "carrier-c", "0.01")
+    run = next(_runs)
+    work = edge.workdir / f"termination-{run}"
+    work.mkdir()
+    carrier_rtp, human_rtp = ToneRtp(CARRIER_C, CARRIER_HZ), ToneRtp(CARRIER_B, HUMAN_HZ)
+    carrier_sdp, human_sdp = work / "carrier.sdp", work / "human.sdp"
+    since = int(time.time() * 1000)
+    human = uas(work / "human", CARRIER_B, HUMAN_PORT, scenario=human_scenario(work), rtp_echo=False,
+                extra=["-key", "rtp_ip", CARRIER_B, "-key", "rtp_port", str(human_rtp.port), "-key", "sdp_file", str(human_sdp)])
+    carrier = uas(work / "carrier", CARRIER_C, 5086, scenario=called_carrier_scenario(work, "501 Not Implemented", 3000),
+                  rtp_echo=False, extra=["-key", "rtp_ip", CARRIER_C, "-key", "rtp_port", str(carrier_rtp.port),
+                                         "-key", "sdp_file", str(carrier_sdp)])
+    agent = uac(work / "agent", AGENT_IP, 5094, edge.sip, "+33123456789", caller=CALLER,
+                scenario=referring_caller_scenario(work, 800), extra=["-key", "refer_to", f"sip:{TARGET}@{edge.sip}?X-Ctx=9"])
+    carrier_rtp.target = wait_until(lambda: media_lines(carrier_sdp).get("invite"), what="the carrier's INVITE")
+    human_rtp.target = wait_until(lambda: media_lines(human_sdp).get("invite"), what="the human's INVITE")
+    carrier_rtp.target = wait_until(lambda: media_lines(carrier_sdp).get("reinvite"), what="the carrier's re-INVITE")
+    start = time.monotonic()
+    for rtp, hz, who in ((carrier_rtp, HUMAN_HZ, "carrier"), (human_rtp, CARRIER_HZ, "human")):
+        wait_until(lambda: rtp.heard_hz(start) is not None and abs(rtp.heard_hz(start) - hz) < 20, timeout=5,
+                   what=f"{who} hearing {hz} Hz (hears {rtp.heard_hz(start)})")
+    for sipp in (carrier, human, agent):
+        assert sipp.wait(timeout=30) == 0, sipp.output()
+    carrier_rtp.close()
+    human_rtp.close()
+
+    assert [_sipfrag(n) for n in agent.received_requests("NOTIFY")] == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+    assert agent.received_requests("BYE") and carrier.received_requests("REFER")
+    [leg] = human.received_requests("INVITE")
+    assert re.search(r"<sip:\+33123456789@", _header(leg, "From")[0]) and _header(leg, "X-Ctx") == ["9"]
+    assert f"sip:{CALLER}@" in _header(leg, "Diversion")[0]
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if not r["call_id"].startswith("xfer-"))
+    leg_record = records[original["transfer"]["transferred_to"]]
+    assert original["direction"] == "termination" and original["transfer"]["result"] == "200"
+    assert leg_record["transfer"]["transferred_from"] == original["call_id"] and leg_record["trunk"] == "carrier-b"

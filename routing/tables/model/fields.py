@@ -93,9 +93,8 @@ class TransferMode(str, Enum):
     ``refer``: the agent's REFER is relayed to the carrier (rewritten, :func:`carrier_refer_to`),
     which places the new call.  ``bridge``: the edge carries the transfer out itself.  ``auto``:
     ``refer``, and ``bridge`` when the carrier refuses the REFER (``405``, ``501``, ``403``,
-    ``603``: :data:`routing.call.bridge.FALLBACK_CODES`).  The bridge carries out transfers of
-    origination calls (the carrier is the caller); a termination call's transfer is relayed in
-    every mode (docs/transfers.md).
+    ``603``: :data:`routing.call.bridge.FALLBACK_CODES`), for origination and termination calls
+    (docs/transfers.md).
     """
 
     REFER = "refer"
@@ -108,6 +107,8 @@ class TransferCallerId(str, Enum):
 
     ``transferee``: the original caller's number, with a ``Diversion`` header naming the DID the
     call came in on (RFC 5806, reason ``deflection``); ``trunk``: the DID (a number of the trunk).
+    On a termination call: the number the agent called, with ``Diversion`` naming the caller ID
+    the call presented; ``trunk``: that caller ID.
     """
 
     TRANSFEREE = "transferee"

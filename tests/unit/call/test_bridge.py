@@ -18,16 +18,16 @@ def test_auto_falls_back_on_a_refusal_of_refer(code: int) -> None:
     (TransferMode.AUTO, "origination", 486),  # a busy carrier is no refusal of REFER itself
     (TransferMode.AUTO, "origination", 202),
     (TransferMode.REFER, "origination", 501),  # refer mode: the agent gets the carrier's answer
-    (TransferMode.AUTO, "termination", 501),  # the carrier is the callee: no SDP of its kept
+    (TransferMode.AUTO, "transfer", 501),  # no such direction
 ])
 def test_no_fallback(mode: TransferMode, direction: str, code: int) -> None:
     assert not bx.falls_back(mode, direction, code)
 
 
-def test_bridge_mode_bridges_origination_calls_only() -> None:
-    assert bx.bridges(TransferMode.BRIDGE, "origination")
-    assert not bx.bridges(TransferMode.BRIDGE, "termination")
-    assert not bx.bridges(TransferMode.AUTO, "origination")
+def test_bridge_mode_bridges_at_once() -> None:
+    assert bx.bridges(TransferMode.BRIDGE, "origination") and bx.bridges(TransferMode.BRIDGE, "termination")
+    assert not bx.bridges(TransferMode.AUTO, "origination") and not bx.bridges(TransferMode.REFER, "termination")
+    assert bx.falls_back(TransferMode.AUTO, "termination", 501)
 
 
 def test_sipfrag_and_subscription_state() -> None:
@@ -61,3 +61,12 @@ def test_bridge_state_round_trip() -> None:
     moved = b.moved(phase="bridged", leg_tag="lt")
     assert (moved.phase, moved.leg_tag, b.phase) == ("bridged", "lt", "dialling")
     assert bx.Bridge.decode("") is None and bx.Bridge.decode("{bad") is None and bx.Bridge.decode('{"x": 1}') is None
+
+
+def test_parse_replaces() -> None:
+    """RFC 3891 section 6.1: the Call-ID, then to-tag and from-tag in any order and case."""
+    assert bx.parse_replaces("consult-1@h;to-tag=H1;from-tag=A1") == ("consult-1@h", "H1", "A1")
+    assert bx.parse_replaces(" c ; From-Tag=A ; early-only ; TO-TAG=H ") == ("c", "H", "A")
+    assert bx.parse_replaces("c;to-tag=H") is None
+    assert bx.parse_replaces(";to-tag=H;from-tag=A") is None
+    assert bx.parse_replaces("") is None

@@ -57,9 +57,9 @@ DEFAULT_RETURNS: dict[str, Any] = {
     "tmx.t_precheck_trans": -1,
     "tmx.t_cancel_branches": 1,
     "tmx.t_cancel_callid": 1,
+    "dialog.dlg_get": -1,
     "uac.uac_req_send": 1,
     "tm.t_uac_send": 1,
-    "pv.unset": 1,
     "hdr.append": 1,
     "hdr.append_to_reply": 1,
     "rr.record_route": 1,
@@ -120,6 +120,14 @@ class FakeKSR:
             setattr(self.module, group, namespace)
         for level in ("info", "err", "warn", "dbg", "notice", "crit"):
             setattr(self.module, level, self._log(level))
+
+    def _pv_unset(self, name: str) -> int:
+        """``KSR.pv.unset``: the variable is gone (``$uac_req(all)``: every ``$uac_req(...)``)."""
+        self.calls.append(("pv.unset", (name,)))
+        prefix = name[:-len("all)")] if name.endswith("(all)") else None
+        for key in [k for k in self.pv if k == name or (prefix and k.startswith(prefix))]:
+            del self.pv[key]
+        return 1
 
     def _function(self, name: str) -> Callable[..., Any]:
         def call(*args: Any) -> Any:

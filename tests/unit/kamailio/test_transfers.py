@@ -160,3 +160,61 @@ def test_notify_of_another_event_or_call_without_transfer_changes_nothing(ksr: F
     _notify(ksr, router, "SIP/2.0 200 OK\r\n")  # no transfer kept for this call
     _notify(ksr, router, "SIP/2.0 200 OK\r\n", event="presence")
     assert "xfer" not in json.loads(tables.table("cdr")["call-1"]) and tables.table("deadline")["call-1"] == DEADLINE
+
+
+# -- the edge's own bridge (routing.kamailio.bridge): auto falls back after a refusal, bridge at once ----------
+
+CARRIER_SDP = "v=0\r\no=- 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+
+
+def _bridge_refer(ksr: FakeKSR, router: Any) -> None:
+    """The agent's REFER of an origination call whose carrier SDP the edge keeps."""
+    router.worker.settings = replace(router.worker.settings, loop_socket="udp:203.0.113.1:5060")
+    _refer(ksr, router, "<sip:+442071838751@edge.example.net?X-Ctx=7>",
+           **{"$dlg_var(edge_sdp)": CARRIER_SDP, "$dlg(to_tag)": "tt1", "$cs": "3", "$dlg(from_cseq)": "1"})
+
+
+def test_auto_trunk_relays_the_refer_and_keeps_what_a_bridge_needs(ksr: FakeKSR, router: Any, tables: HTables) -> None:
+    _bridge_refer(ksr, router)
+    assert ksr.args_of("tm.t_relay") == [()] and ksr.replies == []
+    assert ("ksr_refer_failure",) in ksr.args_of("tm.t_on_failure")
+    start = json.loads(ksr.pv["$avp(edge_xfer)"])
+    bridge = json.loads(start["bridge"])
+    assert (bridge["leg"], bridge["carrier_tag"], bridge["agent_tag"], bridge["refer_cseq"]) == ("xfer-call-1", "ft1", "tt1", 3)
+    assert start["sdp"] == CARRIER_SDP and start["choice"] == "transferee"
+
+
+def test_carrier_refusing_the_refer_makes_the_edge_place_the_leg(ksr: FakeKSR, router: Any, tables: HTables) -> None:
+    tables.table("cdr")["call-1"] = json.dumps({"start": 1, "answer": 2, "number": "+14155550100",
+                                                "caller": "+12125550123"})
+    _bridge_refer(ksr, router)
+    ksr.pv["$T_reply_code"] = 501
+    router.ksr_refer_failure(MSG)
+    assert ksr.args_of("tm.t_reply") == [(202, "Accepted")]
+    assert ksr.args_of("uac.uac_req_send") == [()]
+    assert ksr.pv["$uac_req(callid)"] == "xfer-call-1" and ksr.pv["$uac_req(body)"] == CARRIER_SDP
+    assert ksr.pv["$uac_req(ouri)"] == "sip:203.0.113.1:5060" and ksr.pv["$uac_req(evparam)"] == "call-1"
+    headers = ksr.pv["$uac_req(hdrs)"]
+    assert f"X-Edge-Transfer: {router.worker.token};call-1\r\n" in headers
+    assert "X-Ctx" not in headers  # bot's X- allow-list is empty
+    # transfer_caller_id transferee: the original caller, with Diversion naming the DID (RFC 5806)
+    assert ksr.pv["$uac_req(furi)"] == "sip:+12125550123@203.0.113.1:5060"
+    assert "Diversion: <sip:+14155550100@203.0.113.1>;reason=deflection;counter=1\r\n" in headers
+    assert ksr.pv["$uac_req(ruri)"] == "sip:+442071838751@203.0.113.1:5060"
+    state = json.loads(tables.table("cdr")["call-1"])["xfer"]
+    assert (state["mode"], state["refer_code"], state["transferred_to"]) == ("bridge", "501", "xfer-call-1")
+
+
+def test_another_failure_of_the_refer_reaches_the_agent(ksr: FakeKSR, router: Any, tables: HTables) -> None:
+    _bridge_refer(ksr, router)
+    ksr.pv["$T_reply_code"] = 486
+    router.ksr_refer_failure(MSG)
+    assert ksr.args_of("tm.t_reply") == [] and ksr.args_of("uac.uac_req_send") == []
+
+
+def test_bridge_trunk_answers_the_refer_itself(ksr: FakeKSR, router: Any, tables: HTables, store: FakeStore) -> None:
+    from routing.tables.model import TransferMode
+    store.trunks["telnyx"] = replace(store.trunks["telnyx"], transfer=TransferMode.BRIDGE)
+    _bridge_refer(ksr, router)
+    assert ksr.args_of("tm.t_relay") == [] and ksr.args_of("tm.t_reply") == [(202, "Accepted")]
+    assert ksr.args_of("uac.uac_req_send") == [()]
