@@ -143,7 +143,7 @@ def test_account_cps_never_exceeded_under_a_burst(clean_edge: Edge) -> None:
 
 @pytest.mark.parametrize("capped", ["account", "trunk"])
 def test_a_spend_cap_reached_while_long_calls_run_refuses_the_next_call(clean_edge: Edge, capped: str) -> None:
-    """carrier-b at 1.20/min billed per second (0.02 a second); cap 0.10: two calls running 5 s
+    """carrier-b at 1.20/min billed per second (0.02 a second); cap 0.10: two calls of 8 s
     have accrued it long before they end."""
     edge = clean_edge
     cap = Decimal("0.10")
@@ -154,7 +154,7 @@ def test_a_spend_cap_reached_while_long_calls_run_refuses_the_next_call(clean_ed
     gateway = uas(edge.workdir / "gw-b", CARRIER_B, GW_PORT, scenario="uas_answer.xml", calls=2, answer_ms=50,
                   rtp_echo=False)
     calls = uac(edge.workdir / "long", AGENT2_IP, 5070, edge.sip, "+33142685300", scenario="uac_simple.xml",
-                calls=2, rate=10, hold_ms=6000)
+                calls=2, rate=10, hold_ms=8000)
     spend_key = keys.account_spend("globex", today()) if capped == "account" else keys.spend("carrier-b", today())
     wait_until(lambda: int(edge.redis.get(spend_key) or 0) >= cost_micros(cap), timeout=8,
                what=f"the running calls' cost accrued to {cap}")
