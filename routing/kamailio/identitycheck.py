@@ -61,7 +61,7 @@ def check(w: Worker, plan: CallPlan, now: float | None = None) -> str:
 def _ask(directory: Path, url: str) -> None:
     """Leave ``<sha256(url)>.url`` (the URL) for the monitor to fetch; written whole (a temporary
     file renamed), at most once per URL while it waits."""
-    directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+    directory.mkdir(mode=0o770, parents=True, exist_ok=True)  # the monitor shares it (stircerts.shared_dir)
     wanted = directory / f"{identity.cert_name(url)}.url"
     if wanted.exists():
         return

@@ -14,6 +14,8 @@ writes it whole (a temporary file renamed).  A URL that fails is tried again aft
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
 import urllib.error
@@ -25,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from routing.call.identity import cert_name, fetchable
 
-__all__ = ["CertFetcher", "run", "MAX_BYTES", "TIMEOUT_S", "RETRY_S"]
+__all__ = ["CertFetcher", "run", "shared_dir", "MAX_BYTES", "TIMEOUT_S", "RETRY_S"]
 
 log = logging.getLogger("byoc_edge.stircerts")
 #: the largest certificate file taken (bytes)
@@ -40,7 +42,7 @@ class CertFetcher:
     """Fetches the certificates the call path asked for into ``directory``.
 
     Args:
-        directory: ``stir.verify_cache_dir`` (created 0750 when missing).
+        directory: ``stir.verify_cache_dir`` (:func:`shared_dir`).
         refresh_s: a cached certificate is fetched again when older than this (s).
         allow_http: ``http://`` URLs are fetched too (``stir.verify_http``).
     """
@@ -55,7 +57,7 @@ class CertFetcher:
         """One pass over the wanted URLs; returns URL -> ``fetched`` or the reason it was not, for
         the URLs it tried (a fresh certificate, or a failure being waited out, is not tried)."""
         now = time.time() if now is None else now
-        self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        shared_dir(self.directory)
         out: dict[str, str] = {}
         for wanted in sorted(self.directory.glob("*.url")):
             url = wanted.read_text(errors="replace").strip()
@@ -101,6 +103,22 @@ class CertFetcher:
         tmp.chmod(0o644)
         tmp.replace(pem)
         return "fetched"
+
+
+def shared_dir(directory: Path) -> None:
+    """Create ``directory`` when missing and share it with Kamailio, which runs as another user
+    (Ansible: ``kamailio``) and leaves its requests there: the group of its parent (the run
+    directory's, ``kamailio``), mode 2770 (new files keep that group); certificates are written 0644.
+    A directory this process may not change is left as it is."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        gid = directory.parent.stat().st_gid
+        if directory.stat().st_gid != gid:
+            os.chown(directory, -1, gid)
+        if stat.S_IMODE(directory.stat().st_mode) != 0o2770:
+            directory.chmod(0o2770)
+    except PermissionError as exc:
+        log.warning("stir: cannot share %s with Kamailio: %s", directory, exc)
 
 
 def run(fetcher: CertFetcher, interval_s: float, stop: threading.Event) -> None:

@@ -82,3 +82,20 @@ def test_http_only_when_allowed_and_never_a_file_url(server: str, tmp_path: Path
     renamed = tmp_path / f"{cert_name('https://a.test/x.pem')}.url"
     renamed.write_text("https://b.test/y.pem")  # a file whose name is not its URL's
     assert CertFetcher(tmp_path, 3600).sweep() == {} and not renamed.exists()
+
+
+def test_the_cache_directory_is_shared_with_the_run_directorys_group(tmp_path: Path) -> None:
+    import stat as stat_
+
+    from routing.monitor.stircerts import shared_dir
+
+    import grp
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.chown(run_dir, -1, grp.getgrnam("nogroup").gr_gid)  # as the run directory's group kamailio (tests run as root)
+    directory = run_dir / "stir-certs"
+    directory.mkdir()  # made by the monitor (root) before Kamailio: root's group
+    shared_dir(directory)
+    assert stat_.S_IMODE(directory.stat().st_mode) == 0o2770
+    assert directory.stat().st_gid == grp.getgrnam("nogroup").gr_gid
