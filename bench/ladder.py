@@ -316,7 +316,7 @@ class Bench:
                 lo, best = rate, rate
             else:
                 hi = rate
-        for _ in range(1):  # every step passed up to the bracket's top: one step above it
+        for _ in range(3):  # every step passed up to the bracket's top: up to three steps above it (x1.3 each)
             if best is None or best < 0.9 * hi or not all(t["passed"] for t in tried):
                 break
             rate = round(hi * 1.3 / 10) * 10

@@ -116,7 +116,7 @@ def render(summary_path: Path, target: Path) -> None:
       "with SDP → ACK → 500 ms hold → BYE → 200; the callee answers at once. Method: a ramp "
       f"(+{s['params']['ramp']['step']} CPS every {s['params']['ramp']['interval_s']} s) finds the knee; then a "
       f"bisection of {s['params']['bisect']} fixed-rate steps of {s['params']['step_s']} s between 0.6× and 1.6× the "
-      f"knee, plus one step above the bracket when every step passed, {s['params']['repeats']} repeat(s), the rungs interleaved in every repeat; the median of the repeats is "
+      f"knee, plus up to three steps above the bracket (×1.3 each) while every step passed (a ramp under-reads a knee when an early second fails), {s['params']['repeats']} repeat(s), the rungs interleaved in every repeat; the median of the repeats is "
       "reported. A step passes when fewer than 0.1 % of its calls failed, every call was placed and the caller really "
       "offered the rate (≥ 95 %).")
     w("")
