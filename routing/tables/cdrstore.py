@@ -32,7 +32,7 @@ import redis
 
 from routing.tables import keys
 from routing.call.cdr import cost_micros, utc_day
-from routing.tables.store import StoreUnavailable, send
+from routing.tables.store import StoreUnavailable, run_scripts
 
 __all__ = ["CdrStore", "Spool", "CdrWriter", "SPEND_TTL_S", "parse_time"]
 
@@ -104,20 +104,7 @@ class CdrStore:
             commands.append(("EVALSHA", self._add.sha, len(keys_), *keys_, json.dumps(record, separators=(",", ":")),
                              int(record["start_ms"]), rid, self.ttl_of(record), micros, SPEND_TTL_S, self.retention_s,
                              "1" if self.outbox else "0", self.max_records, _RECORD_PREFIX))
-        if not commands:
-            return []
-        try:
-            added = []
-            for command, reply in zip(commands, send(self._add.registered_client, *commands)):
-                if isinstance(reply, redis.exceptions.NoScriptError):  # redis restarted: loaded by redis-py
-                    n = int(command[2])
-                    reply = self._add(keys=command[3:3 + n], args=command[3 + n:])
-                elif isinstance(reply, redis.ResponseError):
-                    raise reply
-                added.append(bool(reply))
-            return added
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        return [bool(reply) for reply in run_scripts(self._add, commands)]
 
     def pending(self, count: int) -> list[dict[str, Any]]:
         """The oldest ``count`` records of the outbox (by start time), each with its ``id``; an id

@@ -58,6 +58,7 @@ __all__ = [
     "connect",
     "route_prefixes",
     "run_script",
+    "run_scripts",
 ]
 
 
@@ -120,6 +121,31 @@ class Store(Protocol):
 def route_prefixes(number: str) -> list[str]:
     """Candidate route prefixes of an E.164 number, longest first, ending with ``"+"``."""
     return [number[:i] for i in range(len(number), 0, -1)]
+
+
+def run_scripts(script: redis.commands.core.Script, commands: Sequence[tuple]) -> list[object]:
+    """``EVALSHA`` ``commands`` (each ``("EVALSHA", sha, numkeys, *keys, *args)``) of ``script`` in one
+    write (:func:`routing.tables.connection.send`); their replies in order.  A server that lost the
+    script (``NOSCRIPT``: redis restarted) gets it through redis-py's script object, which loads it.
+
+    Raises:
+        StoreUnavailable: redis unreachable or slow.
+        redis.ResponseError: a script failed.
+    """
+    if not commands:
+        return []
+    try:
+        replies = []
+        for command, reply in zip(commands, send(script.registered_client, *commands)):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                n = int(command[2])
+                reply = script(keys=command[3:3 + n], args=command[3 + n:])
+            elif isinstance(reply, redis.ResponseError):
+                raise reply
+            replies.append(reply)
+        return replies
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailable(str(exc)) from exc
 
 
 #: a node's heartbeat (``edge:node:{node}``) lives this long (s); its call clock renews it every second
@@ -371,20 +397,15 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
 
     def finish(self, call_id: str, media: dict[str, str] | None = None, keep_s: int = 0) -> dict[str, str]:
-        """Release the call like :meth:`release` and return its call hash as it was (facts and
-        what the media work stored); empty when already released.  ``media`` (the final reading,
-        :func:`routing.call.quality.summary`) is stored first, in the same round trip, as
-        :meth:`record_media` would (``keep_s``: how long ``edge:media:{node}:{call-id}`` is kept, s).
-
-        Raises:
-            StoreUnavailable: redis unreachable or slow.
-        """
+        """:meth:`finish_many` of one call: its call hash as it was, empty when already released."""
         return self.finish_many([(call_id, media or {})], keep_s)[0]
 
     def finish_many(self, calls: Sequence[tuple[str, dict[str, str]]], keep_s: int = 0) -> list[dict[str, str]]:
-        """:meth:`finish` of every ``(call_id, media)`` in one write (the calls that ended since the
-        last tick of the call-end drain, :func:`routing.kamailio.dialogs.drain_ended`); their call
-        hashes, in order.
+        """Release each ``(call_id, media)`` like :meth:`release` and return its call hash as it was
+        (facts and what the media work stored; empty when already released), in one write (the
+        calls ended since the last tick of :func:`routing.kamailio.dialogs.drain_ended`).  ``media``
+        (the final reading, :func:`routing.call.quality.summary`) is stored first, as
+        :meth:`record_media` would (``keep_s``: how long ``edge:media:{node}:{call-id}`` is kept, s).
 
         Raises:
             StoreUnavailable: redis unreachable or slow.
@@ -392,7 +413,7 @@ class RedisStore:
         commands = [("EVALSHA", self._finish.sha, 2, keys.call(self.node, call_id), keys.media(self.node, call_id),
                      keys.lease_member(self.node, call_id), keep_s, *(x for pair in media.items() for x in pair))
                     for call_id, media in calls]
-        return [dict(zip(flat[::2], flat[1::2])) for flat in self._run_many(self._finish, commands)]
+        return [dict(zip(flat[::2], flat[1::2])) for flat in run_scripts(self._finish, commands)]
 
     def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool:
         """:meth:`update_calls` of one call."""
@@ -409,37 +430,13 @@ class RedisStore:
         """
         commands = [("EVALSHA", self._update.sha, 1, keys.call(self.node, call_id), keys.lease_member(self.node, call_id),
                      int(extend_s), *(x for pair in fields.items() for x in pair)) for call_id, fields in calls]
-        done = [bool(reply) for reply in self._run_many(self._update, commands)]
+        done = [bool(reply) for reply in run_scripts(self._update, commands)]
         if any(done) and extend_s > 0 and self.strict_wait_ms:
             try:
                 self._replicated(f"the lease extension of {len(done)} calls")  # answered calls keep their slots
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 raise StoreUnavailable(str(exc)) from exc
         return done
-
-    def _run_many(self, script: redis.commands.core.Script, commands: list[tuple]) -> list[object]:
-        """``EVALSHA`` ``commands`` of ``script`` in one write (:func:`routing.tables.connection.send`);
-        their replies in order.  A server that lost the script (``NOSCRIPT``: redis restarted) gets
-        it through redis-py's script object, which loads it.
-
-        Raises:
-            StoreUnavailable: redis unreachable or slow.
-            redis.ResponseError: a script failed.
-        """
-        if not commands:
-            return []
-        try:
-            replies = []
-            for command, reply in zip(commands, send(script.registered_client, *commands)):
-                if isinstance(reply, redis.exceptions.NoScriptError):
-                    n = int(command[2])
-                    reply = script(keys=command[3:3 + n], args=command[3 + n:])
-                elif isinstance(reply, redis.ResponseError):
-                    raise reply
-                replies.append(reply)
-            return replies
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
 
     def _replicated(self, what: str) -> None:
         """``WAIT 1 strict_wait_ms``: block until one replica acknowledged this connection's writes.
