@@ -202,7 +202,7 @@ def leg_invite(w: Worker) -> None:
 def _caller_rule(trace: list[Step]) -> str:
     """The caller ID rule the leg's routing applied (the first usable trunk's, or why each trunk
     refused it), one line for the records and ``edgectl explain``."""
-    lines = [s.detail for s in trace if s.stage == "callerid" or (s.stage == "route" and "forwarded leg" in s.detail)]
+    lines = [s.detail for s in trace if s.stage in ("callerid", "route") and "forwarded leg" in s.detail]
     return "; ".join(lines)
 
 
