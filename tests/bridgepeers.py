@@ -13,14 +13,18 @@ import re
 from pathlib import Path
 
 __all__ = ["carrier_scenario", "human_scenario", "hasty_agent_scenario", "referring_agent_scenario",
-           "consult_scenario", "called_carrier_scenario", "referring_caller_scenario", "media_lines"]
+           "consult_scenario", "called_carrier_scenario", "referring_caller_scenario", "media_lines",
+           "CARRIER_IDS", "human_ids", "sends", "receives"]
 
 _HEAD = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<!DOCTYPE scenario SYSTEM "sipp.dtd">\n'
 
 
-def _sdp(direction: str = "sendrecv") -> str:
+def _sdp(direction: str = "sendrecv", te: int = 0) -> str:
+    """A PCMU SDP at ``[rtp_ip]:[rtp_port]``; ``te``: with RFC 4733 telephone-event at that payload type."""
+    events = f"      a=rtpmap:{te} telephone-event/8000\n      a=fmtp:{te} 0-15\n" if te else ""
     return ("      v=0\n      o=- 1 [cseq] IN IP4 [rtp_ip]\n      s=-\n      c=IN IP4 [rtp_ip]\n      t=0 0\n"
-            "      m=audio [rtp_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000\n" f"      a={direction}")
+            f"      m=audio [rtp_port] RTP/AVP 0{f' {te}' if te else ''}\n      a=rtpmap:0 PCMU/8000\n{events}"
+            f"      a={direction}")
 
 
 def _note(what: str) -> str:
@@ -45,23 +49,61 @@ def _reply(status: str, sdp: str = "", contact: str = "[local_ip]:[local_port]")
             f"      {body}\n    ]]>\n  </send>\n")
 
 
-def _request(method: str, cseq: int, from_: str, to: str, sdp: str = "") -> str:
-    body = f"Content-Type: application/sdp\n      Content-Length: [len]\n\n{sdp}" if sdp else "Content-Length: 0\n"
+def _request(method: str, cseq: int, from_: str, to: str, sdp: str = "", ctype: str = "application/sdp") -> str:
+    body = f"Content-Type: {ctype}\n      Content-Length: [len]\n\n{sdp}" if sdp else "Content-Length: 0\n"
     return (f'  <send retrans="500">\n    <![CDATA[\n      {method} [next_url] SIP/2.0\n'
             f"      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n      From: {from_}\n"
             f"      To: {to}\n      Call-ID: [call_id]\n      CSeq: {cseq} {method}\n      [routes]\n"
             f"      Contact: <sip:peer@[local_ip]:[local_port]>\n      Max-Forwards: 70\n      {body}\n    ]]>\n  </send>\n")
 
 
+#: the carrier's own From and the agent's To in its scenario (:func:`carrier_scenario`), for :func:`sends`
+CARRIER_IDS = ('"Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]',
+               "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]")
+
+
+def human_ids(tag: str = "[pid]SIPpTag01[call_number]") -> tuple[str, str]:
+    """The human's own From and the edge's To in its scenario (:func:`human_scenario`)."""
+    return f"[$me];tag={tag}", "[$caller]"
+
+
+def sends(method: str, cseq: int, ids: tuple[str, str], sdp: str = "", note: str = "", ack_sdp: str = "",
+          info: str = "") -> str:
+    """Steps of a peer sending an in-dialog ``method`` (1 s after the previous step): with ``sdp``
+    (``_sdp`` direction, ``""`` none) or the DTMF ``info`` digit (``application/dtmf-relay``); its
+    200 awaited (its SDP noted as ``note``); a re-INVITE's ACK sent, with ``ack_sdp`` as answer."""
+    me, peer = ids
+    body = _sdp(sdp) if sdp else ""
+    request = (_request(method, cseq, me, peer, f"      Signal={info}\n      Duration=160", "application/dtmf-relay")
+               if info else _request(method, cseq, me, peer, body))
+    steps = ['  <pause milliseconds="1000"/>\n', request, '  <recv response="100" optional="true"/>\n',
+             '  <recv response="200">\n' + _note(note) + "  </recv>\n" if note else '  <recv response="200"/>\n']
+    if method == "INVITE":
+        steps.append(_request("ACK", cseq, me, peer, _sdp(ack_sdp) if ack_sdp else "").replace(' retrans="500"', ""))
+    return "".join(steps)
+
+
+def receives(method: str, note: str = "", answer: str = "", ack_note: str = "") -> str:
+    """Steps of a peer receiving an in-dialog ``method`` (its SDP noted as ``note``), answering
+    200 (with an SDP of direction ``answer``), and for a re-INVITE its ACK (noted as ``ack_note``)."""
+    steps = ['  <recv request="' + method + '">\n' + _note(note) + "  </recv>\n" if note
+             else f'  <recv request="{method}"/>\n', _reply("200 OK", _sdp(answer) if answer else "")]
+    if method == "INVITE":
+        steps.append('  <recv request="ACK">\n' + _note(ack_note) + "  </recv>\n" if ack_note
+                     else '  <recv request="ACK"/>\n')
+    return "".join(steps)
+
+
 def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, hangs_up: bool = True,
-                     hold: bool = False, hangup_ms: int = 4000, held: bool = False, timers: bool = False) -> Path:
+                     hold: bool = False, hangup_ms: int = 4000, held: bool = False, timers: bool = False,
+                     after: str = "") -> Path:
     """The carrier's caller: INVITE to ``[service]`` with its SDP, the agent's answer noted
     (``answer``); the REFER answered ``refer_code`` (``"501 Not Implemented"``; none expected when
     empty); with ``bridged`` the edge's re-INVITE noted (``reinvite``) and answered; with ``hold``
     a re-INVITE ``a=sendonly`` sent after 1 s and its answer noted (``hold``); with ``held`` a
     re-INVITE awaited, noted (``held``) and answered ``a=recvonly``; with ``timers`` its INVITE asks
     for session timers (RFC 4028, 90 s) and, 1 s after the bridge, it refreshes with an UPDATE
-    without SDP; then BYE after
+    without SDP; then the steps ``after`` (:func:`sends`, :func:`receives`); then BYE after
     ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
     me = '"Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
     peer = "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]"
@@ -91,6 +133,8 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
     if held:
         steps += ['  <recv request="INVITE">\n' + _note("held") + "  </recv>\n", _reply("200 OK", _sdp("recvonly")),
                   '  <recv request="ACK"/>\n']
+    if after:
+        steps.append(after)
     if hangs_up:
         steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 5, me, peer), '  <recv response="200"/>\n']
     else:
@@ -102,14 +146,16 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
 
 def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False, hold: bool = False,
                    hangup_ms: int = 4000, holds: bool = False, tag: str = "[pid]SIPpTag01[call_number]",
-                   hold_answer: str = "recvonly") -> Path:
+                   hold_answer: str = "recvonly", after: str = "", te: int = 0) -> Path:
     """The human behind a carrier gateway: the leg's INVITE noted (``invite``) and answered
     ``answer`` (with its SDP when 2xx; ``"ring"``: 180, then the CANCEL awaited and the INVITE
     answered 487); with ``hold`` a re-INVITE awaited, noted (``hold``) and
     answered ``a=recvonly``; with ``holds`` a re-INVITE ``a=sendonly`` sent after 1 s and its
     answer noted (``holds``); then BYE after ``hangup_ms`` (``hangs_up``) or the BYE awaited.
     ``tag``: its To-tag (fixed when a test must name the dialog, as a ``Replaces`` does);
-    ``hold_answer``: the direction of its answer to the re-INVITE."""
+    ``hold_answer``: the direction of its answer to the re-INVITE; ``after``: steps before the BYE
+    (:func:`sends`, :func:`receives`); ``te``: its answer takes RFC 4733 telephone-event at that
+    payload type (the one the leg's INVITE offers)."""
     steps = ['  <recv request="INVITE" rrs="true">\n' + _note("invite").replace(
         "    <action>\n", '    <action>\n'
         '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>\n'
@@ -126,7 +172,7 @@ def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False
         steps += [_reply(answer), '  <recv request="ACK"/>\n', '  <Reference variables="caller,me"/>\n']
     else:
         me = f"[$me];tag={tag}"
-        steps += [_reply(answer, _sdp()).replace("[last_To:]", f"[last_To:];tag={tag}"),
+        steps += [_reply(answer, _sdp(te=te)).replace("[last_To:]", f"[last_To:];tag={tag}"),
                   '  <recv request="ACK"/>\n']
         if hold:
             steps += ['  <recv request="INVITE">\n' + _note("hold") + "  </recv>\n", _reply("200 OK", _sdp(hold_answer)),
@@ -136,6 +182,8 @@ def human_scenario(workdir: Path, answer: str = "200 OK", hangs_up: bool = False
                       '  <recv response="100" optional="true"/>\n',
                       '  <recv response="200">\n' + _note("holds") + "  </recv>\n",
                       _request("ACK", 1, me, "[$caller]").replace(' retrans="500"', "")]
+        if after:
+            steps.append(after)
         if hangs_up:
             steps += [f'  <pause milliseconds="{hangup_ms}"/>\n', _request("BYE", 2, me, "[$caller]"),
                       '  <recv response="200"/>\n']

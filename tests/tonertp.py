@@ -36,6 +36,7 @@ class ToneRtp:
     Attributes:
         target: ``(ip, port)`` it sends to; None sends nothing.
         heard: ``(monotonic s, PCMU payload)`` of every packet received.
+        others: ``(payload type, timestamp, payload)`` of every other RTP packet received (RFC 4733 events).
     """
 
     def __init__(self, ip: str, hz: float) -> None:
@@ -46,6 +47,7 @@ class ToneRtp:
         self.sock.settimeout(0.005)
         self.target: tuple[str, int] | None = None
         self.heard: list[tuple[float, bytes]] = []
+        self.others: list[tuple[int, int, bytes]] = []
         self._lock = threading.Lock()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -73,6 +75,9 @@ class ToneRtp:
             if len(data) > 12 and data[1] & 0x7F == 0:
                 with self._lock:
                     self.heard.append((time.monotonic(), data[12 + 4 * (data[0] & 0x0F):]))
+            elif len(data) > 12:
+                with self._lock:
+                    self.others.append((data[1] & 0x7F, struct.unpack("!I", data[4:8])[0], data[12 + 4 * (data[0] & 0x0F):]))
 
     def packets_since(self, start: float) -> int:
         """PCMU packets received since ``start`` (monotonic s)."""
@@ -90,6 +95,18 @@ class ToneRtp:
         spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
         freqs = np.fft.rfftfreq(len(samples), 1.0 / RATE)
         return float(freqs[int(np.argmax(spectrum[1:])) + 1])
+
+    def events(self, pt: int) -> str:
+        """Digits of the RFC 4733 events received with payload type ``pt``, one per event (its
+        packets share a timestamp, RFC 4733 section 2.5), in order."""
+        with self._lock:
+            packets = [(ts, payload) for kind, ts, payload in self.others if kind == pt and len(payload) >= 4]
+        out, last = [], None
+        for ts, payload in packets:
+            if (ts, payload[0]) != last:
+                out.append("0123456789*#ABCD"[payload[0]] if payload[0] < 16 else "?")
+                last = (ts, payload[0])
+        return "".join(out)
 
     def close(self) -> None:
         self._stop = True

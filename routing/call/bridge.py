@@ -16,8 +16,10 @@ its own INVITEs by itself):
    rtpengine made for the carrier's side of the leg, then NOTIFYs the agent ``200 OK`` and
    sends it BYE; the carrier's dialog and the leg stay, joined by rtpengine's leg call;
 4. from then on the edge maps the two dialogs: a BYE from either end ends the other; a re-INVITE
-   from either end (hold, codec change) is re-offered in the leg's rtpengine call and relayed to
-   the other end with the other dialog's identifiers, its answer and ACK mapped back.
+   or UPDATE from either end (hold, codec change) is re-offered in the leg's rtpengine call and
+   relayed to the other end with the other dialog's identifiers, its answer and ACK mapped back
+   (a re-INVITE without SDP too: the other end offers in its 2xx, the ACK answers); a DTMF INFO
+   is relayed, or played into the media toward an end that takes no INFO.
 
 A failed leg (busy, no answer, no route) ends nothing: the agent gets the final status in its
 NOTIFY (RFC 3515 section 2.4.5) and keeps the caller.
@@ -28,11 +30,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from routing.tables.model.fields import TransferCallerId, TransferMode
+from routing.tables.model.fields import TransferMode
 
 __all__ = [
     "FALLBACK_CODES", "LEG_PREFIX", "Bridge", "bridges", "falls_back", "leg_call_id", "sipfrag",
-    "subscription_state", "leg_caller", "diversion", "REASONS", "parse_replaces",
+    "subscription_state", "leg_from", "REASONS", "parse_replaces",
 ]
 
 #: the carrier's answers to a REFER after which ``auto`` bridges the transfer itself:
@@ -78,22 +80,11 @@ def subscription_state(code: int) -> str:
     return "active;expires=60" if code < 200 else "terminated;reason=noresource"
 
 
-def leg_caller(choice: TransferCallerId, caller: str, did: str) -> tuple[str, str]:
-    """What the transfer leg presents, per the original trunk's ``transfer_caller_id``.
-
-    Args:
-        choice: ``transferee`` or ``trunk``.
-        caller: the original caller's number (From user of the carrier's INVITE, E.164 when it read so).
-        did: the DID the original call came in on (E.164).
-
-    Returns:
-        ``(From user, diverted-from number)``: the original caller and the DID for ``transferee``
-        (the DID goes in a ``Diversion`` header, RFC 5806), or the DID and ``""`` for ``trunk``
-        (also when the caller is unknown or anonymous).
-    """
-    if choice is TransferCallerId.TRANSFEREE and caller and caller.lower() != "anonymous":
-        return caller, did
-    return did, ""
+def leg_from(caller: str, did: str) -> str:
+    """The From user of the transfer leg's INVITE: the original caller's number, or the DID when
+    the caller is anonymous or unknown.  Each trunk the leg may take then decides what its carrier
+    receives (``forwarded_caller_id``, :func:`routing.call.callerid.forwarded_verdict`)."""
+    return caller if caller and caller.lower() != "anonymous" else did
 
 
 def parse_replaces(value: str) -> tuple[str, str, str] | None:
@@ -111,12 +102,6 @@ def parse_replaces(value: str) -> tuple[str, str, str] | None:
     if not call_id or not tags.get("to-tag") or not tags.get("from-tag"):
         return None
     return call_id, tags["to-tag"], tags["from-tag"]
-
-
-def diversion(did: str, host: str) -> str:
-    """The ``Diversion`` header value naming the DID a transfer leg was diverted from
-    (RFC 5806 section 3, reason ``deflection``: the called party sent the call on)."""
-    return f"<sip:{did}@{host}>;reason=deflection;counter=1"
 
 
 @dataclass(slots=True)
@@ -152,6 +137,11 @@ class Bridge:
         consult: an attended transfer: the "leg" is the agent's consult call to the target (an
             ordinary termination call through the edge), in which the edge takes the agent's
             place (``leg_tag`` is the agent's tag there, ``target_tag`` the target's).
+        dtmf: the DTMF modes of the carrier and of the target, ``"carrier,target"`` (the leg's
+            first hop; empty for an attended transfer): a DTMF INFO across the bridge follows them.
+        caller, did: what the leg forwards (:class:`routing.call.callerid.Forward`): the original
+            caller (origination; termination: the number the agent called) and the number its
+            ``Diversion`` names (the DID; termination: the caller ID the call presented).
     """
 
     call_id: str
@@ -177,6 +167,9 @@ class Bridge:
     agent_gone: bool = False
     carrier_is_caller: bool = True
     consult: bool = False
+    caller: str = ""
+    did: str = ""
+    dtmf: str = ""
 
     def encode(self) -> str:
         """JSON for the htable value."""

@@ -11,6 +11,10 @@ One caller ID is presented for the whole call (the From of the INVITE, whatever 
 the first usable trunk in least-cost order decides whether the agent's own or its default is
 presented, and a later trunk that would need the other one is skipped; that first trunk also
 shapes how the caller ID is written for the whole call (:func:`presentation`).
+
+A leg the edge sends on for someone else (:class:`Forward`: a DID's fallback to a number, the
+edge's transfer leg) presents what the trunk's ``forwarded_caller_id`` says, and under ``owned``
+counts as owned when its ``Diversion`` (RFC 5806) names a DID owned there (:func:`forwarded_verdict`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from typing import Callable, Iterable
 from routing.call.decision import Reason, Reject, Step, Trace
 from routing.call.numbers import NumberError, from_uri_user, is_e164
 from routing.call.presentation import plan_presentation
-from routing.tables.model import Agent, CallerIdAction, CallerIdHeader, CallerIdPolicy, CallerIdShape, FromUser, Trunk
+from routing.tables.model import (Agent, CallerIdAction, CallerIdHeader, CallerIdPolicy, CallerIdShape, ForwardedCallerId,
+                                  FromUser, Trunk)
 from routing.tables.store import Store
 
 __all__ = ["CallerIdPolicy", "CallerIdAction", "agent_allows", "owned_on", "TrunkVerdict", "trunk_verdict",
-           "own_number", "agent_caller_id", "trunk_caller_id", "present_caller", "presentation", "shaken"]
+           "Forward", "forwarded_verdict", "diversion", "own_number", "agent_caller_id", "trunk_caller_id", "present_caller", "presentation", "shaken"]
 
 
 def agent_allows(caller: str, allowed: Iterable[str], present_dids: bool, caller_did_agent: str | None,
@@ -64,11 +69,86 @@ class TrunkVerdict:
         usable: the trunk may carry the call.
         presented: the caller ID it needs (the agent's own or its default), empty when not usable.
         why: a line for ``edgectl explain``.
+        diverted_from: a forwarded leg's ``Diversion`` names this number on that trunk ("" none).
     """
 
     usable: bool
     presented: str
     why: str
+    diverted_from: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A leg the edge sends on for someone else (docs/identity.md#forwarded-and-transferred-calls).
+
+    Attributes:
+        caller: the original caller's number (E.164; ``""`` or ``anonymous`` when it has none): on a
+            transfer leg of an origination call the carrier's caller, of a termination call the
+            number the agent called (the transferee).
+        did: the number the call came in on, named in ``Diversion``: the DID, or on a transferred
+            termination call the caller ID it presented.
+        fixed_from: the leg's From cannot change (a DID's fallback: a branch of the carrier's own
+            INVITE, whose earlier branches went with the carrier's From).
+    """
+
+    caller: str
+    did: str
+    fixed_from: bool = False
+
+
+def diversion(number: str, host: str, reason: str) -> str:
+    """A ``Diversion`` header value (RFC 5806 section 3): ``<sip:{number}@{host}>;reason=..;counter=1``;
+    ``reason``: ``unavailable`` (a DID's fallback: the agent could not take the call) or
+    ``deflection`` (a transfer: the agent sent the call on)."""
+    return f"<sip:{number}@{host}>;reason={reason};counter=1"
+
+
+def forwarded_verdict(trunk: Trunk, forward: Forward, default: str,
+                      did_trunk_of: Callable[[str], str | None]) -> TrunkVerdict:
+    """What ``trunk`` carries as the caller of a forwarded leg, per its ``forwarded_caller_id`` and
+    caller ID policy.
+
+    ``diversion``: the original caller, ``Diversion`` naming ``forward.did``; ``caller``: the
+    original caller alone; ``did``: the DID alone (``diversion`` on a ``fixed_from`` leg).  A
+    transfer leg whose caller is anonymous or unknown presents the DID.  Under ``owned`` the leg is
+    usable when its Diversion names a number owned there (one of its DIDs or verified numbers:
+    **a forward from an owned DID counts as owned**, as carriers accept forwards from a number of
+    the account), else when the presented number is itself owned; else ``replace`` presents the
+    agent's ``default`` (when owned there, and the From may change) without Diversion; else the
+    trunk is not usable.
+
+    Args:
+        default: the agent's default caller ID ("" none).
+        did_trunk_of: the trunk a number is a DID of (None when it is no DID).
+
+    Returns:
+        the verdict, ``why`` naming the rule that applied (for ``edgectl explain``).
+    """
+    mode = trunk.forwarded_caller_id
+    if forward.fixed_from and mode is ForwardedCallerId.DID:
+        mode = ForwardedCallerId.DIVERSION
+    known = bool(forward.caller) and forward.caller.lower() != "anonymous"
+    if mode is ForwardedCallerId.DID or not (known or forward.fixed_from):
+        presented, named = forward.did, ""
+    else:
+        presented, named = forward.caller, forward.did if mode is ForwardedCallerId.DIVERSION else ""
+    shown = f"{presented or 'the From'}" + (f" with Diversion naming {named}" if named else " without Diversion")
+    head = f"forwarded leg over trunk {trunk.name} (forwarded_caller_id {trunk.forwarded_caller_id.value}): {shown}"
+    if trunk.caller_id_policy is CallerIdPolicy.PASS:
+        return TrunkVerdict(True, presented, f"{head}; the trunk passes any caller ID", named)
+    verified = tuple(trunk.verified_caller_ids)
+    if named and owned_on(named, trunk.name, verified, did_trunk_of(named)):
+        return TrunkVerdict(True, presented, f"{head}; {named} is owned there: a forward from an owned DID "
+                                             "counts as owned", named)
+    if owned_on(presented, trunk.name, verified, did_trunk_of(presented) if presented else None):
+        return TrunkVerdict(True, presented, f"{head}; {presented} is owned there", named)
+    why = f"{head}; the caller ID policy is owned and " + (f"{named} is not owned there" if named
+                                                             else f"{presented or 'the From'} is not owned there")
+    if (trunk.caller_id_action is CallerIdAction.REPLACE and default and not forward.fixed_from
+            and owned_on(default, trunk.name, verified, did_trunk_of(default))):
+        return TrunkVerdict(True, default, f"{why}: replaced by the agent's default {default}")
+    return TrunkVerdict(False, "", why)
 
 
 def trunk_verdict(trunk: str, policy: CallerIdPolicy, action: CallerIdAction, verified: Iterable[str],
@@ -128,22 +208,24 @@ def agent_caller_id(from_user: str, agent: Agent, did_agent_of: Callable[[str], 
 
 
 def trunk_caller_id(trunk: Trunk, agent: Agent, caller_id: str, presented: str | None,
-                    did_trunk_of: Callable[[str], str | None], trace: Trace | None = None
-                    ) -> tuple[str | None, str | None]:
+                    did_trunk_of: Callable[[str], str | None], trace: Trace | None = None,
+                    forward: Forward | None = None) -> tuple[str | None, str | None, str]:
     """Whether ``trunk`` can carry the call's caller ID: ``(why not, or None; the caller ID the call
-    presents)``.  The first usable trunk sets what the call presents (``presented`` None until
-    then); a later trunk that would need another one cannot carry it."""
-    verdict = trunk_verdict(trunk.name, trunk.caller_id_policy, trunk.caller_id_action, trunk.verified_caller_ids,
-                            caller_id, agent.caller_id, did_trunk_of)
+    presents; the number its Diversion names on that trunk, "" none)``.  The first usable trunk
+    sets what the call presents (``presented`` None until then); a later trunk that would need
+    another one cannot carry it.  ``forward``: the call is a forwarded leg (:func:`forwarded_verdict`)."""
+    verdict = (forwarded_verdict(trunk, forward, agent.caller_id, did_trunk_of) if forward is not None else
+               trunk_verdict(trunk.name, trunk.caller_id_policy, trunk.caller_id_action, trunk.verified_caller_ids,
+                             caller_id, agent.caller_id, did_trunk_of))
     if not verdict.usable:
-        return verdict.why, presented
+        return verdict.why, presented, ""
     if presented is None:
-        if trace is not None and trunk.caller_id_policy is not CallerIdPolicy.PASS:
+        if trace is not None and (forward is not None or trunk.caller_id_policy is not CallerIdPolicy.PASS):
             trace.append(Step("callerid", True, verdict.why))
-        return None, verdict.presented
+        return None, verdict.presented, verdict.diverted_from
     if verdict.presented != presented:
-        return f"it would need caller ID {verdict.presented}, the call presents {presented}", presented
-    return None, presented
+        return f"it would need caller ID {verdict.presented}, the call presents {presented}", presented, ""
+    return None, presented, verdict.diverted_from
 
 
 def present_caller(from_user: str, agent: Agent, caller_id: str, presented: str | None) -> str:

@@ -42,23 +42,9 @@ from routing.tables import keys
 from routing.call.registration import match_inbound
 
 __all__ = [
-    "Stage",
-    "Call",
-    "ENTRY",
-    "ORIGINATION",
-    "TERMINATION",
-    "ROUTING_STAGES",
-    "route_initial_invite",
-    "originate",
-    "terminate",
-    "trunk_lease",
-    "agent_lease",
-    "limit_reject",
-    "max_duration",
-    "dtmf_mode",
-    "spend_refusal",
-    "trunk_media",
-    "agent_media",
+    "Stage", "Call", "ENTRY", "ORIGINATION", "TERMINATION", "ROUTING_STAGES", "route_initial_invite",
+    "originate", "terminate", "trunk_lease", "agent_lease", "limit_reject", "max_duration", "dtmf_mode",
+    "spend_refusal", "trunk_media", "agent_media",
 ]
 
 #: Headers the edge adds toward agents (documented in docs/headers.md).
@@ -87,6 +73,8 @@ class Call:
         caller_id: the caller ID the agent may present (termination, stage ``caller_id``);
             ``presented``: the one the call presents, set by the first usable trunk;
             ``did_trunks``/``did_agents``: DID lookups of this call (number -> its trunk, agent).
+        forward: a forwarded leg (the edge's transfer leg), None for an agent's own call;
+            ``diverted``: per trunk, the number its Diversion names.
         fallback: the DID's fallback steps as targets, after the agent's URIs (stage ``health``).
     """
 
@@ -111,6 +99,8 @@ class Call:
     did_trunks: dict[str, str | None] = field(default_factory=dict)
     did_agents: dict[str, str | None] = field(default_factory=dict)
     fallback: list[Target] = field(default_factory=list)
+    forward: callerid.Forward | None = None
+    diverted: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +299,7 @@ def _agent_health(c: Call) -> Decision | None:
     assert agent is not None and did is not None and trunk is not None
     c.agent_uris = up_uris(agent, c.topology.agents_down, c.trace)
     c.fallback = fallback_targets(did, agent, trunk, c.topology, c.rt, c.trace,
-                                  lambda number: c.store.route_lookup(number)[:2]) if did.fallback else []
+                                  lambda number: c.store.route_lookup(number)[:2], c.req.from_user) if did.fallback else []
     if not c.agent_uris and not c.fallback:
         return replace(Reject.of(Reason.AGENT_DOWN, c.rt.retry_after_s), agent=agent.name, trunk=trunk.name,
                        direction="origination", announce=did.announcement)
@@ -370,7 +360,7 @@ def _agent_targets(c: Call) -> Decision:
 
 
 def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, rt: RuntimeSettings,
-              trace: Trace | None = None) -> Decision:
+              trace: Trace | None = None, forward: callerid.Forward | None = None) -> Decision:
     """Agent -> carrier (the :data:`TERMINATION` stages): least-cost routing over every trunk of
     the longest matching prefix.
 
@@ -390,8 +380,10 @@ def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, r
 
     Args:
         trace: see :func:`route_initial_invite`.
+        forward: the edge's transfer leg (the caller per each trunk's ``forwarded_caller_id``,
+            :func:`routing.call.callerid.forwarded_verdict`; the agent's caller ID list does not apply).
     """
-    call = Call(req, store, rt, trace, topology, direction="termination", agent=agent)
+    call = Call(req, store, rt, trace, topology, direction="termination", agent=agent, forward=forward)
     return _refused(_run(TERMINATION, call), "termination", agent=agent.name, account=agent.account)
 
 
@@ -436,6 +428,9 @@ def _did_trunk(c: Call, number: str) -> str | None:
 def _agent_caller_id(c: Call) -> Decision | None:
     """The caller ID the agent may present (:func:`routing.call.callerid.agent_caller_id`)."""
     assert c.agent is not None
+    if c.forward is not None:  # the edge's transfer leg: the edge, not the agent, chose its caller
+        c.caller_id = callerid.own_number(c.req.from_user, c.agent)
+        return None
     chosen = callerid.agent_caller_id(c.req.from_user, c.agent, lambda n: (_did_trunk(c, n), c.did_agents[n])[1],
                                       c.trace)
     if isinstance(chosen, Reject):
@@ -447,8 +442,8 @@ def _agent_caller_id(c: Call) -> Decision | None:
 def _trunk_caller_id(c: Call, trunk: Trunk) -> str | None:
     """Why ``trunk`` cannot carry the call's caller ID (None when it can)."""
     assert c.agent is not None
-    why, c.presented = callerid.trunk_caller_id(trunk, c.agent, c.caller_id, c.presented,
-                                                lambda n: _did_trunk(c, n), c.trace)
+    why, c.presented, c.diverted[trunk.name] = callerid.trunk_caller_id(
+        trunk, c.agent, c.caller_id, c.presented, lambda n: _did_trunk(c, n), c.trace, c.forward)
     return why
 
 
@@ -518,6 +513,7 @@ def _least_cost_routes(c: Call) -> Decision | None:
                 Target(
                     uri=gw.uri(number), label=f"{trunk.name} {gw.address}", trunk=trunk.name, lease=lease,
                     max_duration_s=duration, dtmf=dtmf_mode(trunk, rt), rate=str(entry.rate), billing=billing, media=media,
+                    diverted_from=c.diverted.get(trunk.name, ""),
                 )
             )
     if not targets:

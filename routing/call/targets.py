@@ -10,12 +10,14 @@ from dataclasses import replace
 from typing import Callable
 
 from routing.call import transfer as xfer
+from routing.call.callerid import Forward, forwarded_verdict
+from routing.call.numbers import NumberError, from_uri_user
 from routing.call.decision import Reject, Step, Trace
 from routing.call.plan import Target
 from routing.ops.runtime import RuntimeSettings
 from routing.tables import keys
 from routing.call.policy import destination_allowed
-from routing.tables.model import Agent, CallerIdPolicy, MediaPolicy, RouteEntry, Trunk, format_increment
+from routing.tables.model import Agent, MediaPolicy, RouteEntry, Trunk, format_increment
 from routing.tables.model.did import Did, FallbackKind
 from routing.tables.store import Admission, Lease, Topology
 
@@ -104,12 +106,13 @@ def agent_target(agent: Agent, uri: str, label: str, lease: Lease | None, number
 
 def fallback_targets(did: Did, agent: Agent, trunk: Trunk, topology: Topology, rt: RuntimeSettings,
                      trace: Trace | None = None,
-                     routes: Callable[[str], tuple[list[RouteEntry], frozenset[str]]] | None = None) -> list[Target]:
+                     routes: Callable[[str], tuple[list[RouteEntry], frozenset[str]]] | None = None,
+                     from_user: str = "") -> list[Target]:
     """The DID's fallback steps as hops after the agent's own URIs: another agent's URIs that are
     up (its slot taken when the call reaches them), a SIP URI on a host the DID's agent may
     transfer to (:func:`routing.call.transfer.sip_target_allowed`), a number's carriers in
     least-cost order (:func:`_number_targets`; ``routes`` looks its route entries and the down
-    gateways up); an announcement is no hop (:attr:`routing.call.plan.CallPlan.announce`).  A step naming an agent that no longer exists, a host not allowed or a number
+    gateways up; ``from_user``: the carrier's From user, the original caller); an announcement is no hop (:attr:`routing.call.plan.CallPlan.announce`).  A step naming an agent that no longer exists, a host not allowed or a number
     nothing may reach is skipped (shown by ``edgectl explain``)."""
     out: list[Target] = []
     for step in did.fallback:
@@ -119,7 +122,8 @@ def fallback_targets(did: Did, agent: Agent, trunk: Trunk, topology: Topology, r
                                                   "media (183) before the final refusal"))
             continue
         if step.kind is FallbackKind.NUMBER:
-            out += _number_targets(step.value, did, agent, topology, rt, trace, routes)
+            out += _number_targets(step.value, did, agent, topology, rt, trace, routes,
+                                   _caller(from_user, trunk))
             continue
         if step.kind is FallbackKind.AGENT:
             other = topology.agents.get(step.value)
@@ -140,15 +144,24 @@ def fallback_targets(did: Did, agent: Agent, trunk: Trunk, topology: Topology, r
     return out
 
 
+def _caller(from_user: str, trunk: Trunk) -> str:
+    """The carrier's From user as E.164 in ``trunk``'s number format, as written when it is no number."""
+    try:
+        return from_uri_user(from_user, trunk.number_format)
+    except NumberError:
+        return from_user
+
+
 def _number_targets(number: str, did: Did, agent: Agent, topology: Topology, rt: RuntimeSettings,
-                    trace: Trace | None, routes: Callable[[str], tuple[list[RouteEntry], frozenset[str]]] | None
-                    ) -> list[Target]:
+                    trace: Trace | None, routes: Callable[[str], tuple[list[RouteEntry], frozenset[str]]] | None,
+                    caller: str = "") -> list[Target]:
     """A fallback number's hops: the gateways of its route's trunks in least-cost order, under the
     destination policy of the DID's agent and each trunk, over trunks of the agent's account or shared
-    route entries (docs/identity.md#accounts), each hop taking its trunk's slot and
-    naming the DID in ``Diversion`` where the trunk's ``diversion`` allows it; an ``owned`` trunk takes
-    the leg only when it names a DID owned there (:func:`_diverted_owned`).  Not on an edge with one network per side (the hop would
-    leave from the agent side's socket)."""
+    route entries (docs/identity.md#accounts), each hop taking its trunk's slot.  The leg keeps the
+    carrier's From (``caller``) and names the DID in ``Diversion`` per the trunk's
+    ``forwarded_caller_id``; an ``owned`` trunk takes it only as
+    :func:`routing.call.callerid.forwarded_verdict` allows (a Diversion naming a DID owned there).
+    Not on an edge with one network per side (the hop would leave from the agent side's socket)."""
     def skip(why: str) -> list[Target]:
         if trace is not None:
             trace.append(Step("health", False, f"fallback number:{number}: {why}"))
@@ -159,17 +172,19 @@ def _number_targets(number: str, did: Did, agent: Agent, topology: Topology, rt:
     if routes is None or not destination_allowed(number, agent.allow_prefixes, (*rt.blocked_prefixes, *agent.deny_prefixes)):
         return skip(f"blocked for agent {agent.name}")
     entries, down = routes(number)
+    forward = Forward(caller, did.number, fixed_from=True)
     out: list[Target] = []
     for entry in sorted(entries, key=lambda e: (e.rate, e.priority, e.trunk)):
         carrier = topology.trunks.get(entry.trunk)
         if carrier is None or not carrier.direction.allows_outbound or not (entry.shared or carrier.account == agent.account) \
                 or not destination_allowed(number, carrier.allow_prefixes, carrier.deny_prefixes):
             continue
-        if carrier.caller_id_policy is CallerIdPolicy.OWNED and not _diverted_owned(did, carrier):
-            if trace is not None:
-                trace.append(Step("health", False, f"fallback number:{number}: trunk {carrier.name} skipped: its caller "
-                                                   f"ID policy is owned and DID {did.number} is not owned there"
-                                                   + ("" if carrier.diversion else " (nor named: diversion no)")))
+        # the DID's trunk is known here: no redis read for ownership (the caller owned only when verified)
+        verdict = forwarded_verdict(carrier, forward, "", lambda n: did.trunk if n == did.number else None)
+        if trace is not None:
+            trace.append(Step("health", verdict.usable, f"fallback number:{number}: " + verdict.why
+                              + ("" if verdict.usable else f": trunk {carrier.name} skipped")))
+        if not verdict.usable:
             continue
         for gw in carrier.gateways:
             if carrier.probe and keys.gateway_member(carrier.name, gw.address) in down:
@@ -178,12 +193,5 @@ def _number_targets(number: str, did: Did, agent: Agent, topology: Topology, rt:
                               lease=trunk_lease(carrier), max_duration_s=max_duration(carrier, rt),
                               dtmf=dtmf_mode(carrier, rt), rate=str(entry.rate),
                               billing=format_increment(carrier.billing_increment), media=trunk_media(carrier, rt),
-                              diverted_from=did.number if carrier.diversion else ""))
+                              diverted_from=verdict.diverted_from))
     return out or skip("no usable route")
-
-
-def _diverted_owned(did: Did, carrier: Trunk) -> bool:
-    """A forwarded leg's caller ID (the original caller's) counts as owned on an ``owned`` ``carrier``
-    when the leg names ``did`` in ``Diversion`` and that DID is owned there (a DID of the trunk, or one
-    of its ``verified_caller_ids``), as carriers accept a forward from a number of the account."""
-    return carrier.diversion and (did.trunk == carrier.name or did.number in carrier.verified_caller_ids)

@@ -81,7 +81,13 @@ def _cdr_lines(cdr: dict[str, Any]) -> list[str]:
 
 
 def transfer_line(transfer: dict[str, Any]) -> str:
-    """The agent's transfer of a call (the record's ``transfer`` object, docs/transfers.md) in one line."""
+    """The agent's transfer of a call (the record's ``transfer`` object, docs/transfers.md) in one
+    line; a bridged leg's caller ID rule (``leg_caller``, docs/identity.md) after it."""
+    line = _transfer_line(transfer)
+    return line + (f"; {transfer['leg_caller']}" if transfer.get("leg_caller") else "")
+
+
+def _transfer_line(transfer: dict[str, Any]) -> str:
     head = f"transfer ({transfer.get('mode', '-')}) to {transfer.get('target', '-')}: "
     if transfer.get("transferred_from"):
         return f"transfer leg (bridge) of call {transfer['transferred_from']}, placed by the edge"

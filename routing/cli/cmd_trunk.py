@@ -18,7 +18,7 @@ from routing.call.dtmf import DtmfMode
 from routing.monitor.health import probe_ok
 from routing.cli.health_view import health_dict, health_text
 from routing.tables.model import (AuthMode, CallerDisplay, CallerIdAction, CallerIdFormat, CallerIdHeader, CallerIdPolicy,
-                                  CallerIdShape, FromUser, DataError, Direction, ReferToFormat, TransferCallerId,
+                                  CallerIdShape, FromUser, DataError, Direction, ReferToFormat, ForwardedCallerId,
                                   Registration, TransferMode, Transport, Trunk, check_ringback, format_increment,
                                   parse_increment, parse_prefixes, parse_rate,
     parse_account_ref,
@@ -102,10 +102,6 @@ def trunk() -> None:
               help="Per-minute price of inbound (origination) calls on this trunk, for call records and spend.")
 @click.option("--transfer", type=click.Choice([m.value for m in TransferMode]), default=TransferMode.AUTO.value,
               show_default=True, help="How an agent's REFER on this trunk's calls is carried out (docs/transfers.md).")
-@click.option("--transfer-caller-id", "transfer_caller_id", type=click.Choice([m.value for m in TransferCallerId]),
-              default=TransferCallerId.TRANSFEREE.value, show_default=True,
-              help="Caller ID of the call the edge places for a bridged transfer: the original caller "
-                   "(with Diversion naming the DID) or the DID.")
 @click.option("--refer-to", "refer_to", type=click.Choice([m.value for m in ReferToFormat]),
               default=ReferToFormat.SIP.value, show_default=True,
               help="How a transfer number is written in the Refer-To relayed to the carrier.")
@@ -133,8 +129,10 @@ def trunk() -> None:
               help="Send the caller 180 Ringing when the agent has sent no 180/183 this long after the INVITE.")
 @click.option("--stir-verify/--no-stir-verify", default=False, show_default=True,
               help="Check the Identity header of this carrier's inbound calls (settings stir.verify).")
-@click.option("--diversion/--no-diversion", default=True, show_default=True,
-              help="Forwarded calls (a DID's fallback to a number) name the DID in Diversion (RFC 5806).")
+@click.option("--forwarded-caller-id", "forwarded_caller_id", type=click.Choice([m.value for m in ForwardedCallerId]),
+              default=ForwardedCallerId.DIVERSION.value, show_default=True,
+              help="Caller of a DID's fallback to a number or a transfer leg sent over this trunk: the original "
+                   "caller with Diversion naming the DID, without it, or the DID (docs/identity.md).")
 @click.option("--account", default="", metavar="NAME",
               help="The account the trunk belongs to (edgectl account add); its agents alone terminate over it.")
 @media_options
@@ -176,7 +174,6 @@ def add(
     inbound_rate: str | None,
     transfer: str,
     refer_to: str,
-    transfer_caller_id: str,
     caller_id_policy: str,
     caller_id_action: str,
     verified_caller_ids: tuple[str, ...],
@@ -197,7 +194,7 @@ def add(
     fill_silence: str | None = None,
     tls_ca: str = "",
     account: str = "",
-    diversion: bool = True,
+    forwarded_caller_id: str = ForwardedCallerId.DIVERSION.value,
     stir_verify: bool = False,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
@@ -241,7 +238,6 @@ def add(
         tls_ca=str(Path(tls_ca).resolve()) if tls_ca else "",
         transfer=TransferMode(transfer),
         refer_to=ReferToFormat(refer_to),
-        transfer_caller_id=TransferCallerId(transfer_caller_id),
         ringback_ms=check_ringback(ringback_ms, f"trunk {name!r} ringback_ms"),
         caller_id_policy=CallerIdPolicy(caller_id_policy),
         caller_id_action=CallerIdAction(caller_id_action),
@@ -250,7 +246,7 @@ def add(
                                          caller_display, f"trunk {name!r}"),
         stir_sign=stir_sign,
         account=parse_account_ref(account, f"trunk {name!r} account"),
-        diversion=diversion,
+        forwarded_caller_id=ForwardedCallerId(forwarded_caller_id),
         stir_verify=stir_verify,
     )
     if tls_ca and not Path(tls_ca).is_file():
@@ -332,8 +328,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("account", found.account or "-")
     table.add_row("spend today (UTC)", str(spent))
     table.add_row("inbound rate (per min)", "-" if found.inbound_rate is None else str(found.inbound_rate))
-    table.add_row("transfer", f"{found.transfer.value} (Refer-To {found.refer_to.value}, "
-                              f"bridged caller ID {found.transfer_caller_id.value})")
+    table.add_row("transfer", f"{found.transfer.value} (Refer-To {found.refer_to.value})")
     table.add_row("ringback after (ms)", str(found.ringback_ms) if found.ringback_ms else "-")
     table.add_row("caller ID policy", found.caller_id_policy.value + (
         f" ({found.caller_id_action.value}; verified {', '.join(found.verified_caller_ids) or '-'})"
@@ -344,7 +339,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         f"{', host ' + shape.from_host if shape.from_host else ''}{', user=phone' if shape.user_phone else ''}"
         f", display {shape.display.value}"))
     table.add_row("STIR/SHAKEN signing", "yes" if found.stir_sign else "no")
-    table.add_row("Diversion on forwarded calls", "yes" if found.diversion else "no")
+    table.add_row("forwarded caller ID", found.forwarded_caller_id.value)
     table.add_row("STIR/SHAKEN check of inbound calls", "yes" if found.stir_verify else "no")
     table.add_row("auth", found.auth.value)
     table.add_row("digest username", username or "-")

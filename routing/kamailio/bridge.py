@@ -31,14 +31,15 @@ import KSR  # type: ignore[import-not-found]
 
 # non-Kamailio modules, in one place
 from ..call import bridge as bx
+from ..call import callerid
 from ..call import cseq
 from ..call import metrics
 from ..call import pipeline
-from ..call.decision import Reason, Reject, Relay
+from ..call.decision import Reason, Reject, Relay, Step
 from ..call.plan import CallPlan, Target
 from ..ngclient import NgError
 from ..tables import keys
-from ..tables.model import Agent, TransferCallerId
+from ..tables.model import Agent
 from ..tables.store import Store, StoreUnavailable
 from . import callstate as cs
 from . import invite, onbehalf, records
@@ -84,25 +85,23 @@ def loop_host(w: Worker) -> str:
     return f"{ {'0.0.0.0': '127.0.0.1', '[::]': '[::1]'}.get(host, host)}:{port}"
 
 
-def start(w: Worker, b: bx.Bridge, sdp: str, caller: str, did: str, choice: TransferCallerId) -> None:
-    """Carry out the transfer ``b`` (the agent's REFER already answered ``202``).
+def start(w: Worker, b: bx.Bridge, sdp: str) -> None:
+    """Carry out the transfer ``b`` (the agent's REFER already answered ``202``): the leg's INVITE
+    From the original caller (``b.caller``, :func:`routing.call.bridge.leg_from`); the trunk it
+    takes decides what its carrier receives and adds the ``Diversion`` (:func:`leg_invite`).
 
     Args:
         sdp: the carrier's last SDP (the leg's offer).
-        caller: the original caller's number; ``did``: the DID the call came in on.
-        choice: the original trunk's ``transfer_caller_id``.
     """
     _ensure_cseq_map(b)
     save(b)
     _keep(b.call_id, mode=MODE, target=b.target, transferred_to=b.leg, **({"refer_code": b.refer_code} if b.refer_code else {}))
     notify(w, b, 100, loop=True)
-    from_user, diverted = bx.leg_caller(choice, caller, did)
+    from_user = bx.leg_from(b.caller, b.did)
     host = loop_host(w)
     ruri = f"sip:{b.target}@{host}" if b.number else b.target
     lines = [f"{cs.XFER_HEADER}: {w.token};{b.call_id}", f"Contact: <sip:{cs.XFER_CONTACT_USER}@{host}>",
              "Content-Type: application/sdp"]
-    if diverted:
-        lines.append(f"Diversion: {bx.diversion(diverted, host.rsplit(':', 1)[0])}")
     lines += [f"{name}: {value}" for name, value in b.headers]
     KSR.pv.unset("$uac_req(all)")
     for key, value in (("method", "INVITE"), ("ruri", ruri), ("turi", ruri), ("furi", f"sip:{from_user}@{host}"),
@@ -168,6 +167,7 @@ def leg_invite(w: Worker) -> None:
         return
     KSR.hdr.remove(cs.XFER_HEADER)
     request = w.snapshot()
+    trace: list[Step] = []  # a transfer is rare: its caller ID rule is kept for edgectl explain
     try:
         store = w.open_store()
         topology = store.topology()
@@ -175,24 +175,35 @@ def leg_invite(w: Worker) -> None:
         if agent is None:
             decision: Relay | Reject = Reject.of(Reason.TRANSFER_NOT_ALLOWED)
         elif b.number:
-            decision = pipeline.terminate(replace(request, ruri_user=b.target), agent, topology, store, w.settings)
+            decision = pipeline.terminate(replace(request, ruri_user=b.target), agent, topology, store, w.settings,
+                                          trace, callerid.Forward(b.caller, b.did))
         else:
             decision = _direct(b, request.from_user, agent, store, w)
     except StoreUnavailable:
         decision = Reject.of(Reason.STORE_UNAVAILABLE, w.settings.retry_after_s)
+    rule = _caller_rule(trace)
+    if rule:
+        _keep(b.call_id, leg_caller=rule)
     if isinstance(decision, Reject):
         w.reply(decision)
         w.remember(decision, "request", request)
         return
     assert isinstance(decision, Relay)
-    # the Diversion is the edge's own (transfer_caller_id), not the agent's identity claim
-    decision = replace(decision, remove=tuple(n for n in decision.remove if n.lower() != "diversion"))
     if trunk is not None:  # the leg's caller side is the carrier: its trunk's media policy and DTMF
         decision.plan.caller_media = pipeline.trunk_media(trunk, w.settings)
         decision.plan.caller_dtmf = pipeline.dtmf_mode(trunk, w.settings)
     plan = decision.plan
-    save(b.moved(leg_cseq=int(pv("$cs") or 0), media=json.dumps({"caller": plan.caller_media, "callee": plan.current.media})))
-    invite.relay(w, decision, {"mode": MODE, "transferred_from": b.call_id, "target": b.target})
+    save(b.moved(leg_cseq=int(pv("$cs") or 0), media=json.dumps({"caller": plan.caller_media, "callee": plan.current.media}),
+                 dtmf=f"{plan.caller_dtmf},{plan.current.dtmf}"))
+    invite.relay(w, decision, {"mode": MODE, "transferred_from": b.call_id, "target": b.target,
+                               **({"leg_caller": rule} if rule else {})})
+
+
+def _caller_rule(trace: list[Step]) -> str:
+    """The caller ID rule the leg's routing applied (the first usable trunk's, or why each trunk
+    refused it), one line for the records and ``edgectl explain``."""
+    lines = [s.detail for s in trace if s.stage in ("callerid", "route") and "forwarded leg" in s.detail]
+    return "; ".join(lines)
 
 
 def _direct(b: bx.Bridge, caller: str, agent: Agent, store: Store, w: Worker) -> Relay | Reject:
@@ -201,8 +212,10 @@ def _direct(b: bx.Bridge, caller: str, agent: Agent, store: Store, w: Worker) ->
                               facts={"direction": "termination", "agent": agent.name, "number": b.target})
     if not admission.admitted:
         return pipeline.limit_reject(admission, w.settings.retry_after_s)
-    plan = CallPlan(call_id=b.leg, direction="termination", targets=[Target(uri=b.target, label=f"transfer {b.target}")],
-                    agent=agent.name, retry_after_s=w.settings.retry_after_s, caller=caller)
+    # no trunk decides: the original caller with Diversion naming the DID (forwarded_caller_id's default)
+    named = b.did if caller != b.did else ""
+    plan = CallPlan(call_id=b.leg, direction="termination", agent=agent.name, retry_after_s=w.settings.retry_after_s,
+                    targets=[Target(uri=b.target, label=f"transfer {b.target}", diverted_from=named)], caller=caller)
     return Relay(plan=plan, headers={}, remove=())
 
 

@@ -6,9 +6,13 @@ CSeq spaces and remote targets):
 * :func:`agent_hangs_up`: the agent's BYE, before ``loose_route`` (where the dialog module would
   end the call), answered here in any phase;
 * :func:`in_dialog`: after ``loose_route``: a BYE from an end answered here (the other call is
-  ended at this one's end, :func:`bridge.ended`); a re-INVITE with SDP from an end re-offered in
-  the leg's rtpengine call and relayed to the other end with the other dialog's identifiers
-  (:func:`relayed_reply` puts its replies' back, its ACK is mapped); other requests answered here.
+  ended at this one's end, :func:`bridge.ended`); a re-INVITE or UPDATE (RFC 3311) with SDP from an
+  end re-offered in the leg's rtpengine call and relayed to the other end with the other dialog's
+  identifiers (:func:`relayed_reply` puts its replies' back, its ACK is mapped); a re-INVITE
+  without SDP relayed as it is, the other end's offer in its 2xx made in the leg's rtpengine call
+  and the answer in the ACK too (late offer, RFC 3261 section 14.1); a DTMF INFO (RFC 6086)
+  relayed, or played into the media toward an end that takes no INFO (:func:`_dtmf_info`); other
+  requests answered here.
 
 Only calls with an entry in the ``xfer`` htable come here (the native route looks it up).
 """
@@ -22,12 +26,15 @@ import KSR  # type: ignore[import-not-found]
 
 # non-Kamailio modules, in one place
 from ..call import bridge as bx
+from ..call import dtmf
 from ..call import media
 from ..call.decision import Reject
+from ..ngclient import NgError
+from ..tables.store import StoreUnavailable
 from . import bridge
 from . import callstate as cs
-from . import onbehalf, sessiontimers
-from .mediaflags import flags, offer_flags, sides
+from . import onbehalf, rtpset, sessiontimers
+from .mediaflags import flags, modes, offer_flags, sides
 from .worker import Worker, has_sdp, log_reject, pv
 
 __all__ = ["agent_hangs_up", "in_dialog", "relayed_reply"]
@@ -64,8 +71,9 @@ def in_dialog(w: Worker, method: str) -> bool:
     """An in-dialog request of a call with a bridge (native route, after ``loose_route``).
 
     A BYE from an end of a bridged call (the carrier on the original call, the target on the leg)
-    is answered ``200`` here and not relayed: the agent is gone, the leg's caller is the edge;
-    other requests from an end are answered here too (:func:`_refuse_other`).
+    is answered ``200`` here and not relayed: the agent is gone, the leg's caller is the edge; a
+    re-INVITE, UPDATE or INFO is relayed to the other end (:func:`_relay_across`), its ACK mapped;
+    other requests are answered here (:func:`_refuse_other`).
     The dialog module ended the call when ``loose_route`` met the BYE, and :func:`ended` ended
     the other call then, leaving this call's entry in the ``ended`` phase for this answer.
 
@@ -98,31 +106,33 @@ def in_dialog(w: Worker, method: str) -> bool:
 
 
 def _relay_across(w: Worker, b: bx.Bridge, method: str) -> None:
-    """A re-INVITE from an end of a bridged call (hold, codec change), relayed to the other end in
-    the other dialog: its offer re-made in the leg's rtpengine call, its dialog identifiers (Call-ID,
-    tags, CSeq, Contact, route set) rewritten to those the edge has in the other dialog; its
-    replies rewritten back (:func:`relayed_reply`) and its ACK mapped (:func:`_relay_ack`).  The
-    carrier's session refreshes of a call whose timers the edge keeps (RFC 4028,
+    """A re-INVITE, UPDATE or INFO from an end of a bridged call, relayed to the other end in the
+    other dialog: its offer (if any) re-made in the leg's rtpengine call, its dialog identifiers
+    (Call-ID, tags, CSeq, Contact, route set) rewritten to those the edge has in the other dialog;
+    its replies rewritten back (:func:`relayed_reply`) and a re-INVITE's ACK mapped
+    (:func:`_relay_ack`).  An UPDATE with SDP (RFC 3311) goes as a re-INVITE does; a re-INVITE
+    without SDP goes as it is, the other end's offer coming in its 2xx and the answer in the ACK.
+    The carrier's session refreshes of a call whose timers the edge keeps (RFC 4028,
     :mod:`.sessiontimers`) are handled as before the bridge, any other UPDATE without SDP is
-    answered here (:func:`_refresh_here`).  An UPDATE with SDP or a re-INVITE without SDP (an
-    offer in the 2xx, answered in the ACK) is refused ``488``."""
+    answered here (:func:`_refresh_here`); a DTMF INFO is played into the media instead when the
+    other end takes no INFO (:func:`_dtmf_info`)."""
     from_carrier = pv("$ci") == b.call_id
-    if method not in ("INVITE", "UPDATE"):
+    if method not in ("INVITE", "UPDATE", "INFO"):
         _refuse_other(method)
         return
     KSR.dialog.dlg_manage()  # this end's dialog records its CSeq
     # the edge never answers a re-INVITE with the SDP it kept from before the bridge
-    if from_carrier and sessiontimers.refresh(w, method, answer_reinvite=False):
+    if from_carrier and method != "INFO" and sessiontimers.refresh(w, method, answer_reinvite=False):
         return  # the carrier's session refresh UPDATE (RFC 4028), answered here as before the bridge
     if method == "UPDATE" and not has_sdp():
         _refresh_here()
         return
-    if method != "INVITE" or not has_sdp():
-        _refuse_other(method)
+    if method == "INFO" and _dtmf_info(w, b, from_carrier):
         return
-    policy = _reoffer_flags(w, b, from_carrier)
+    offer = method != "INFO" and has_sdp()
+    policy: str | Reject = _reoffer_flags(w, b, from_carrier) if offer else ""
     if isinstance(policy, Reject):  # the offer breaks a side's media policy (SRTP required, no codec allowed)
-        log_reject(policy, "bridged re-INVITE")
+        log_reject(policy, f"bridged {method}")
         if KSR.tm.t_newtran() > 0:
             KSR.tm.t_reply(policy.code, policy.reason)
         return
@@ -138,13 +148,18 @@ def _relay_across(w: Worker, b: bx.Bridge, method: str) -> None:
     else:
         number = max(b.agent_cseq, int(me.get("cseq") or 0)) + 1
         rtp, b = (b.target_tag, b.leg_tag), b.moved(agent_cseq=number)
-    restore = {"from": pv("$hdr(From)"), "to": pv("$hdr(To)"), "callid": pv("$ci"), "cseq": pv("$hdr(CSeq)"),
-               "contact": back_contact, "rtp": [b.leg, *rtp], "refresh": pv(cs.REFRESH_AVP)}
-    b = b.moved(relayed=[int(pv("$cs") or 0), number])
+    late = method == "INVITE" and not offer  # a late offer (RFC 3261 section 14.1): the 2xx offers
+    # the sender's own CSeq for its replies (the number it sent, before any renumbering, :func:`onbehalf.renumber`)
+    sent = f"{pv(cs.CSEQ_AVP)} {method}" if pv(cs.CSEQ_AVP) else pv("$hdr(CSeq)")
+    restore = {"from": pv("$hdr(From)"), "to": pv("$hdr(To)"), "callid": pv("$ci"), "cseq": sent,
+               "contact": back_contact, "rtp": [b.leg, *rtp], "refresh": pv(cs.REFRESH_AVP), "late": late}
+    if method == "INVITE":
+        b = b.moved(relayed=[int(pv("$cs") or 0), number, int(late)])
     bridge.save(b)
-    KSR.rtpengine.rtpengine_offer(" ".join((policy, _leg_media(b.leg, *rtp))))
-    _rewrite(f"<{me['uri']}>;tag={me['tag']}", f"<{peer['uri']}>;tag={peer['tag']}", call_id, f"{number} INVITE",
-             contact, peer["route"])
+    if offer:
+        KSR.rtpengine.rtpengine_offer(" ".join((str(policy), _leg_media(b.leg, *rtp))))
+    _rewrite(f"<{me['uri']}>;tag={me['tag']}", f"<{peer['uri']}>;tag={peer['tag']}", call_id, f"{number} {method}",
+             contact if method != "INFO" else "", peer["route"])
     _send_to(peer)
     KSR.pv.sets(cs.XRELAY_AVP, json.dumps(restore))
     KSR.tm.t_on_reply(cs.ON_BRIDGED_REPLY)
@@ -152,15 +167,66 @@ def _relay_across(w: Worker, b: bx.Bridge, method: str) -> None:
         KSR.sl.sl_reply_error()
 
 
+def _dtmf_info(w: Worker, b: bx.Bridge, from_carrier: bool) -> bool:
+    """A DTMF INFO from an end of a bridged call (``application/dtmf-relay`` or ``application/dtmf``,
+    :func:`routing.call.dtmf.parse_info`): the digit recorded in the call it came in; when the
+    sender uses INFO and the other end does not (their modes kept at the leg's INVITE,
+    :func:`routing.call.dtmf.info_action`), answered ``200`` here and played into the leg's media
+    toward the other end (ng ``play DTMF``, the sender's tag in the leg's rtpengine call: an RFC
+    4733 event or a tone by that end's codecs).  A DTMF body without a digit: ``400 Bad DTMF Signal``.
+
+    Returns:
+        True when answered here; False to relay it across (the other end takes INFO, the modes
+        are unknown, or rtpengine refused to play it).
+    """
+    ctype = pv("$cT")
+    if ctype.split(";", 1)[0].strip().lower() not in dtmf.INFO_TYPES:
+        return False
+    try:
+        digit, duration = dtmf.parse_info(ctype, pv("$rb"))
+    except dtmf.DtmfError as exc:
+        KSR.info(f"edge: dtmf info refused call-id={pv('$ci')} (bridged): {exc}\n")
+        if KSR.tm.t_newtran() > 0:
+            KSR.tm.t_reply(400, "Bad DTMF Signal")
+        return True
+    side = ("caller" if b.carrier_is_caller else "callee") if from_carrier else "callee"
+    try:
+        w.open_store().record_dtmf(pv("$ci"), dtmf.record_entry(side, digit, dtmf.DtmfMode.INFO))
+    except StoreUnavailable as exc:
+        KSR.err(f"edge: cannot record dtmf of call-id={pv('$ci')}: {exc}\n")
+    pair = modes(b.dtmf)
+    if pair is None:
+        return False
+    sender, receiver = pair if from_carrier else (pair[1], pair[0])
+    if dtmf.info_action(sender, receiver) == "relay":
+        return False
+    s = w.settings
+    play = dict(item.split("=", 1) for item in dtmf.play_flags(digit, duration, s.dtmf_duration_ms, s.dtmf_volume_db).split())
+    try:
+        rtpset.client(w, b.leg).command("play DTMF", call_id=b.leg, from_tag=b.leg_tag if from_carrier else b.target_tag,
+                                        code=play["code"], duration=int(play["duration"]), volume=int(play["volume"]))
+    except NgError as exc:
+        KSR.warn(f"edge: rtpengine cannot play dtmf call-id={b.leg} digit={digit}: relaying the INFO: {exc}\n")
+        return False
+    KSR.info(f"edge: dtmf call-id={pv('$ci')} digit={digit} info->{receiver} across the bridge\n")
+    if KSR.tm.t_newtran() > 0:
+        KSR.tm.t_reply(200, "OK")
+    return True
+
+
 def _relay_ack(w: Worker, b: bx.Bridge) -> None:
     """The ACK of a relayed re-INVITE's 2xx, mapped to the other dialog (its CSeq number there);
-    an ACK of a refusal is absorbed by its transaction."""
+    after a late offer its SDP is the answer, made in the leg's rtpengine call first; an ACK of a
+    refusal is absorbed by its transaction."""
     if KSR.tm.t_check_trans() == 0 or not b.relayed or int(pv("$cs") or 0) != b.relayed[0]:
         return
     from_carrier = pv("$ci") == b.call_id
     other = _other_side(w, b, from_carrier)
     if other is None:
         return
+    if b.relayed[2:] == [1] and has_sdp():  # the answer to the other end's offer (its 2xx): from-tag the offerer's
+        mine, theirs = (b.leg_tag, b.target_tag) if from_carrier else (b.target_tag, b.leg_tag)
+        KSR.rtpengine.rtpengine_answer(flags((_leg_media(b.leg, theirs, mine),)))
     me, peer, call_id, contact = other
     _rewrite(f"<{me['uri']}>;tag={me['tag']}", f"<{peer['uri']}>;tag={peer['tag']}", call_id, f"{b.relayed[1]} ACK",
              contact, peer["route"])
@@ -176,7 +242,9 @@ def relayed_reply(w: Worker) -> None:
         return
     data = json.loads(text)
     code = int(pv("$rs") or 0)
-    if has_sdp() and code < 300:
+    if has_sdp() and code < 300 and data.get("late"):
+        _late_offer(w, data)
+    elif has_sdp() and code < 300:
         KSR.rtpengine.rtpengine_answer(flags((_leg_media(*data["rtp"]),)))
     if data.get("refresh") and 200 <= code < 300:  # a carrier's refresh re-INVITE (RFC 4028): its timer back
         sessiontimers.refreshed(data["callid"], data["refresh"])
@@ -184,6 +252,20 @@ def relayed_reply(w: Worker) -> None:
     if KSR.hdr.is_present("Record-Route") > 0:
         KSR.hdr.remove("Record-Route")
     _rewrite(data["from"], data["to"], data["callid"], data["cseq"], contact)
+
+
+def _late_offer(w: Worker, data: dict) -> None:
+    """The offer in a 2xx to a re-INVITE without SDP relayed across the bridge (RFC 3261 section
+    14.1): made in the leg's rtpengine call from the replying end (its tag as from-tag) under the
+    two ends' media policies; the answer comes in the ACK (:func:`_relay_ack`).  A 2xx cannot be
+    refused: an offer breaking a policy is logged and relayed with rtpengine's plain flags."""
+    b = bridge.load(pv("$ci"))
+    leg, sender_tag, replier_tag = data["rtp"]
+    policy = _reoffer_flags(w, b, pv("$ci") == b.call_id) if b is not None else flags(())
+    if isinstance(policy, Reject):
+        log_reject(policy, "bridged late offer (relayed as it is)")
+        policy = flags(())
+    KSR.rtpengine.rtpengine_offer(" ".join((policy, _leg_media(leg, replier_tag, sender_tag))))
 
 
 def _reoffer_flags(w: Worker, b: bx.Bridge, from_carrier: bool) -> str | Reject:
@@ -254,10 +336,9 @@ def _refresh_here() -> None:
 
 
 def _refuse_other(method: str) -> None:
-    """A request from an end of a bridged call that is not relayed: an UPDATE with SDP or a
-    re-INVITE without SDP is refused ``488`` (the media stays as it is), an in-dialog OPTIONS
-    (keepalive) answered ``200``, anything else (INFO, MESSAGE...) ``501`` (docs/transfers.md)."""
-    code, reason = {"INVITE": (488, "Not Acceptable Here"), "UPDATE": (488, "Not Acceptable Here"),
-                    "OPTIONS": (200, "OK")}.get(method, (501, "Not Implemented"))
+    """A request from an end of a bridged call that is not relayed: an in-dialog OPTIONS
+    (keepalive) answered ``200``, anything else (MESSAGE, SUBSCRIBE, a REFER...) ``501``; a BYE
+    here means the other call is gone (docs/transfers.md)."""
+    code, reason = (200, "OK") if method == "OPTIONS" else (501, "Not Implemented")
     if KSR.tm.t_newtran() > 0:
         KSR.tm.t_reply(code, reason)

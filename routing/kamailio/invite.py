@@ -16,6 +16,7 @@ from ..call import media
 from ..call import metrics
 from ..call import pipeline
 from ..call import sides as netsides
+from ..call.callerid import diversion
 from ..call.cdr import sdp_codecs
 from ..call.decision import Authenticate, Reason, Reject, Relay
 from ..tables.model import DataError, MediaPolicy
@@ -190,7 +191,7 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
             # selects the trunk's own CA profile in tls.cfg, if it has one (routing/tlsprofiles.py)
             KSR.pv.sets("$xavp(tls=>server_id)", target.trunk)
         KSR.pv.sets(cs.PLAN_AVP, plan.dumps())
-        _hop_headers(target)
+        _hop_headers(plan, target)
         labels = hop_labels(plan)
         KSR.pv.sets(cs.LABELS_AVP, "|".join(labels))
         KSR.pv.sets(cs.HOP_DIRECTION_AVP, labels[0])
@@ -263,15 +264,19 @@ def _sign(w: Worker, passport: dict) -> None:
         KSR.err(f"edge: cannot sign call-id={pv('$ci')} (secsipid): it goes unsigned\n")
 
 
-def _hop_headers(target: Target) -> None:
+def _hop_headers(plan: CallPlan, target: Target) -> None:
     """The header lines of this hop's branch (native branch route): the agent headers, or for a
-    carrier reached by the DID's fallback to a number, ``Diversion`` naming the DID (RFC 5806,
-    reason ``unavailable``: the agent could not take the call)."""
+    forwarded leg ``Diversion`` naming the DID (RFC 5806): reason ``unavailable`` on a DID's
+    fallback to a number (the agent could not take the call), ``deflection`` on the edge's
+    transfer leg (the agent sent the call on), per the hop trunk's ``forwarded_caller_id``."""
     if target.diverted_from:
         host = target.uri.split("@", 1)[-1].split(";", 1)[0]
-        KSR.pv.sets(cs.HOP_HEADERS_AVP, f"Diversion: <sip:{target.diverted_from}@{host}>;reason=unavailable;counter=1\r\n")
+        reason = "deflection" if plan.direction == "termination" else "unavailable"
+        KSR.pv.sets(cs.HOP_HEADERS_AVP, f"Diversion: {diversion(target.diverted_from, host, reason)}\r\n")
     elif KSR.pv.get(cs.AGENT_HEADERS_AVP):
         KSR.pv.sets(cs.HOP_HEADERS_AVP, pv(cs.AGENT_HEADERS_AVP))
+    else:  # none of an earlier hop's (a failover from a trunk that names the DID to one that does not)
+        KSR.pv.unset(cs.HOP_HEADERS_AVP)
 
 
 def _send_socket(w: Worker, direction: str, uri: str) -> None:

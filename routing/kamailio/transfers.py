@@ -23,7 +23,7 @@ from ..call import sides as netsides
 from ..call import transfer as xfer
 from ..call.decision import Reason, Reject
 from ..call.headers import header_names
-from ..tables.model import TransferCallerId, Trunk
+from ..tables.model import Trunk
 from ..tables.store import StoreUnavailable, Topology
 from . import bridge as bridging
 from . import callstate as cs
@@ -108,8 +108,8 @@ def _bridge_or_arm(w: Worker, target: xfer.TransferTarget, trunk: Trunk) -> bool
     # origination: the caller and the DID; termination: the transferee is the number the agent
     # called, "diverted" from the caller ID the call presented
     caller, did = ((state.caller, state.number) if origination else (state.number, state.caller)) if state else ("", "")
-    start = {"bridge": b.encode(), "sdp": sdp, "caller": caller or (pv("$fU") if origination else ""),
-             "did": did or "", "choice": trunk.transfer_caller_id.value}
+    b = b.moved(caller=caller or (pv("$fU") if origination else ""), did=did or "")
+    start = {"bridge": b.encode(), "sdp": sdp}
     if not bx.bridges(trunk.transfer, direction):
         KSR.pv.sets(cs.XFER_AVP, json.dumps(start))
         KSR.tm.t_on_failure(cs.ON_REFER_FAILURE)
@@ -146,7 +146,7 @@ def _context(w: Worker, target: xfer.TransferTarget) -> list[list[str]]:
 def _start(w: Worker, start: dict) -> None:
     b = bx.Bridge.decode(start["bridge"])
     if b is not None:
-        bridging.start(w, b, start["sdp"], start["caller"], start["did"], TransferCallerId(start["choice"]))
+        bridging.start(w, b, start["sdp"])
 
 
 def refer_failed(w: Worker) -> None:

@@ -38,6 +38,7 @@ from redis.client import Pipeline
 
 from routing.tables import admin, keys
 from routing.tables.model import Account, Agent, DataError, Did, RouteEntry, Trunk, check_account, parse_cidr
+from routing.tables.model.trunk import upgrade_plain
 from routing.tables.plain import from_plain, to_plain
 from routing.ops.secrets import SecretBox, SecretError
 
@@ -254,6 +255,7 @@ def parse_document(data: Any, path: str, environ: dict[str, str] | None = None) 
             where += f" ({raw['name']})"
         entry = dict(raw) if isinstance(raw, dict) else raw
         secrets = {k: entry.pop(k) for k in (USERNAME_FIELD, *PASSWORD_FIELDS) if isinstance(entry, dict) and k in entry}
+        entry = upgrade_plain(entry, where) if isinstance(entry, dict) else entry  # deprecated keys
         trunk = _checked(where, lambda: admin.check_trunk(from_plain(Trunk, entry, "trunk")))
         ca = getattr(trunk, "tls_ca", "")
         if ca and not os.path.isfile(ca):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from routing.tables import admin, keys
 from routing.tables.cdrstore import CdrStore
-from routing.tables.model import Did
+from routing.tables.model import CallerIdPolicy, Did, ForwardedCallerId
 from routing.tables.model.did import parse_fallback
 from tests.sipp import PCMU_ANSWER_SDP, gateway_scenario, reject_uac_scenario, reply, uac, uas
 from tests.helpers import wait_until
@@ -256,12 +256,13 @@ def test_a_silent_agent_reaches_the_dids_fallback_number_through_least_cost_rout
 
 
 def test_a_trunk_without_diversion_gets_the_forwarded_call_without_it(clean_edge: Edge) -> None:
-    """carrier-b set ``diversion: no`` (a carrier that refuses or misreads the header): the DID's
-    fallback to a number reaches it with the caller's From and no Diversion."""
+    """carrier-b set ``forwarded_caller_id: caller`` (a carrier that refuses or misreads the
+    header): the DID's fallback to a number reaches it with the caller's From and no Diversion."""
     edge = clean_edge
     edge.trunk("carrier-a", [f"{CARRIER_A}/32"], probe=False)
-    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, 5080)], probe=False, diversion=False)
-    assert edge.redis.hget(keys.trunk("carrier-b"), "diversion") == "no"
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, 5080)], probe=False,
+               forwarded_caller_id=ForwardedCallerId.CALLER)
+    assert edge.redis.hget(keys.trunk("carrier-b"), "forwarded_caller_id") == "caller"
     edge.route("+44", "carrier-b", "0.0200")
     edge.agent("bot", [DEAD], [], probe=False, answer_timeout_ms=400)
     admin.put_did(edge.redis, Did(DID, "carrier-a", "bot", parse_fallback("number:+442071838751", "test")))
@@ -272,3 +273,31 @@ def test_a_trunk_without_diversion_gets_the_forwarded_call_without_it(clean_edge
     [invite] = human.received_requests("INVITE")
     assert header_values(invite, "Diversion") == []
     assert re.search(r"^From:.*sip:\+14155550123@", invite, re.M | re.I)  # the original caller
+
+
+def test_an_owned_trunk_takes_the_fallback_naming_an_owned_did_and_skips_one_that_does_not(clean_edge: Edge) -> None:
+    """Issue 14/17's owned rule on a DID's fallback to a number: carrier-c (cheaper) and carrier-b
+    are both ``owned``; only carrier-b owns the DID (verified).  carrier-c is skipped, carrier-b
+    takes the leg with the original caller's From (not its own number) and a Diversion naming the
+    DID; ``edgectl explain`` names the rule for each trunk."""
+    from .conftest import CARRIER_C
+    edge = clean_edge
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], probe=False)
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, 5080)], probe=False,
+               caller_id_policy=CallerIdPolicy.OWNED, verified_caller_ids=(DID,))
+    edge.trunk("carrier-c", [f"{CARRIER_C}/32"], [(CARRIER_C, 5080)], probe=False, caller_id_policy=CallerIdPolicy.OWNED)
+    edge.route("+44", "carrier-b", "0.0200")
+    edge.route("+44", "carrier-c", "0.0100")
+    edge.agent("bot", [DEAD], [], probe=False, answer_timeout_ms=400)
+    admin.put_did(edge.redis, Did(DID, "carrier-a", "bot", parse_fallback("number:+442071838751", "test")))
+    human = uas(edge.workdir / "human", CARRIER_B, 5080, scenario=gateway_scenario(edge.workdir, 200, 200),
+                calls=100000, answer_ms=100)
+    final, _ = call(edge, "call")
+    assert status_line(final) == (200, "OK")
+    [invite] = human.received_requests("INVITE")
+    assert re.search(r"^From:.*sip:\+14155550123@", invite, re.M | re.I)  # the original caller
+    assert header_values(invite, "Diversion") == [f"<sip:{DID}@{CARRIER_B}:5080>;reason=unavailable;counter=1"]
+    shown = edgectl(edge, "explain", "--source", CARRIER_A, "--to", DID, "--from", "+14155550123", columns=250)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{DID} is owned there: a forward from an owned DID counts as owned" in shown.stdout
+    assert f"{DID} is not owned there: trunk carrier-c skipped" in shown.stdout

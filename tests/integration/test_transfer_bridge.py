@@ -16,9 +16,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from routing.tables.cdrstore import CdrStore
-from routing.tables.model import TransferCallerId, TransferMode
-from tests.bridgepeers import (called_carrier_scenario, carrier_scenario, consult_scenario, hasty_agent_scenario,
-                               human_scenario, media_lines, referring_agent_scenario, referring_caller_scenario)
+from routing.tables.model import CallerIdAction, CallerIdPolicy, ForwardedCallerId, TransferMode
+from routing.call.dtmf import DtmfMode
+from tests.bridgepeers import (CARRIER_IDS, called_carrier_scenario, carrier_scenario, consult_scenario,
+                               hasty_agent_scenario, human_ids, human_scenario, media_lines, receives,
+                               referring_agent_scenario, referring_caller_scenario, sends)
 from tests.helpers import wait_until
 from tests.sipp import uac, uas
 from tests.tonertp import ToneRtp
@@ -31,19 +33,20 @@ HUMAN_PORT = 5082
 TARGET = "+442071838751"
 CALLER = "+14155550123"
 CARRIER_HZ, HUMAN_HZ = 700.0, 1300.0
+TE_PT = 96  #: the payload type rtpengine gives RFC 4733 events it adds to an offer
 _runs = itertools.count()
 
 
-def provision(edge: Edge, mode: TransferMode = TransferMode.AUTO,
-              caller_id: TransferCallerId = TransferCallerId.TRANSFEREE, route: bool = True, **leg_trunk: object) -> None:
-    """carrier-a brings the DID to bot; the human's number is routed over carrier-b, whose gateway
-    is the human's SIPp."""
+def provision(edge: Edge, mode: TransferMode = TransferMode.AUTO, route: bool = True, bot: dict | None = None,
+              origin: dict | None = None, **leg_trunk: object) -> None:
+    """carrier-a brings the DID to bot (``origin``: its other fields); the human's number is routed
+    over carrier-b (``leg_trunk``: its other fields), whose gateway is the human's SIPp."""
     edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [("sip.carrier-a.example", 5080)], direction="inbound",
-               transfer=mode, transfer_caller_id=caller_id)
+               transfer=mode, **(origin or {}))
     edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, HUMAN_PORT)], direction="outbound", **leg_trunk)
     if route:
         edge.route("+44", "carrier-b", "0.01")
-    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], x_headers=("X-Ctx", "X-Ticket"))
+    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], x_headers=("X-Ctx", "X-Ticket"), **(bot or {}))
     edge.did(DID, "carrier-a", "bot")
 
 
@@ -79,7 +82,8 @@ class Peers:
                  carrier_hangs_up: bool = True, hold: bool = False, hangup_ms: int = 4000,
                  human_holds: bool = False, human: tuple[str, int] = (CARRIER_B, HUMAN_PORT),
                  refer_to: str = "", hasty_agent: bool = False, timers: bool = False,
-                 human_hangs_up: bool | None = None) -> None:
+                 human_hangs_up: bool | None = None, carrier_after: str = "", human_after: str = "",
+                 human_te: int = 0) -> None:
         run = next(_runs)
         self.dir = edge.workdir / f"bridge-{run}"
         self.dir.mkdir()
@@ -89,7 +93,8 @@ class Peers:
         self.human = uas(self.dir / "human", human[0], human[1],
                          scenario=human_scenario(self.dir, human_answer, hold=hold,
                                                  hangs_up=not carrier_hangs_up if human_hangs_up is None else human_hangs_up,
-                                                 hangup_ms=hangup_ms, holds=human_holds),
+                                                 hangup_ms=hangup_ms, holds=human_holds, after=human_after,
+                                                 te=human_te),
                          rtp_echo=False, extra=["-key", "rtp_ip", human[0], "-key", "rtp_port", str(self.human_rtp.port),
                                                 "-key", "sdp_file", str(self.human_sdp)])
         agent_scenario = hasty_agent_scenario(self.dir) if hasty_agent else "uas_agent_refer.xml"
@@ -98,7 +103,8 @@ class Peers:
                                                refer_to or f"sip:{TARGET}@{edge.sip}?X-Ctx=ticket-42&X-Secret=s3"])
         self.carrier = uac(self.dir / "carrier", CARRIER_A, 5070, edge.sip, DID, caller=CALLER,
                            scenario=carrier_scenario(self.dir, refer_code, bridged=bridged, hangs_up=carrier_hangs_up,
-                                                     hold=hold, hangup_ms=hangup_ms, held=human_holds, timers=timers),
+                                                     hold=hold, hangup_ms=hangup_ms, held=human_holds, timers=timers,
+                                                     after=carrier_after),
                            extra=["-key", "rtp_ip", CARRIER_A, "-key", "rtp_port", str(self.carrier_rtp.port),
                                   "-key", "sdp_file", str(self.carrier_sdp)])
 
@@ -195,10 +201,10 @@ def test_busy_human_leaves_the_agent_with_the_caller(clean_edge: Edge) -> None:
 
 
 def test_bridge_mode_never_sends_the_carrier_a_refer(clean_edge: Edge) -> None:
-    """``transfer: bridge``: the edge carries the transfer out at once; ``transfer_caller_id:
-    trunk`` presents the DID, without Diversion."""
+    """``transfer: bridge``: the edge carries the transfer out at once; the leg trunk's
+    ``forwarded_caller_id: did`` presents the DID, without Diversion."""
     edge = clean_edge
-    provision(edge, TransferMode.BRIDGE, TransferCallerId.TRUNK)
+    provision(edge, TransferMode.BRIDGE, forwarded_caller_id=ForwardedCallerId.DID)
     peers = Peers(edge, refer_code="")
     peers.aim("carrier", "answer")
     peers.aim("human", "invite")
@@ -209,6 +215,33 @@ def test_bridge_mode_never_sends_the_carrier_a_refer(clean_edge: Edge) -> None:
     assert not peers.carrier.received_requests("REFER")
     [leg] = peers.human.received_requests("INVITE")
     assert re.search(rf"<sip:\{DID}@", _header(leg, "From")[0]) and not _header(leg, "Diversion")
+
+
+def test_an_owned_leg_trunk_takes_the_transferee_with_a_diversion_naming_an_owned_did(clean_edge: Edge) -> None:
+    """Issue 13/14's owned rule, bridge mode: carrier-b is ``owned`` with ``replace`` and owns the DID
+    (verified) and the agent's default, not the caller.  The leg still presents the original
+    caller (not replaced by the default, not refused) because its Diversion names the owned DID;
+    the leg's record and ``edgectl explain`` name the rule."""
+    edge = clean_edge
+    default = "+14155550999"
+    provision(edge, TransferMode.BRIDGE, bot={"caller_id": default, "caller_ids": ("+1212",)},
+              caller_id_policy=CallerIdPolicy.OWNED, caller_id_action=CallerIdAction.REPLACE,
+              verified_caller_ids=(DID, default))
+    since = int(time.time() * 1000)
+    peers = Peers(edge, refer_code="")
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("carrier", HUMAN_HZ, time.monotonic())
+    peers.finish()
+    [leg] = peers.human.received_requests("INVITE")
+    assert re.search(rf"<sip:\{CALLER}@", _header(leg, "From")[0]), _header(leg, "From")
+    assert _header(leg, "Diversion") == [f"<sip:{DID}@{CARRIER_B}:{HUMAN_PORT}>;reason=deflection;counter=1"]
+    records = _records(edge, since, 2)
+    leg_record = next(r for r in records.values() if r["direction"] == "termination")
+    rule = f"{CALLER} with Diversion naming {DID}; {DID} is owned there: a forward from an owned DID counts as owned"
+    assert rule in leg_record["transfer"]["leg_caller"], leg_record["transfer"]
+    assert rule in explain(edge, leg_record["call_id"])
 
 
 def test_hold_reinvite_from_the_carrier_after_a_bridge_reaches_the_human_and_is_answered(clean_edge: Edge) -> None:
@@ -259,6 +292,111 @@ def test_reinvite_from_the_human_after_a_bridge_reaches_the_carrier_as_the_agent
     assert int(_header(held, "CSeq")[0].split()[0]) > int(_header(bridge_reinvite, "CSeq")[0].split()[0])
     answer = next(r for r in peers.human.received_responses("INVITE") if re.search(r"^SIP/2\.0 200", r, re.M))
     assert "a=recvonly" in answer and _header(answer, "Call-ID")[0].startswith("xfer-")
+
+
+def _ok(responses: list[str], cseq: str) -> str:
+    """The 200 among ``responses`` whose CSeq is ``cseq`` (``"3 UPDATE"``)."""
+    return next(r for r in responses if re.search(r"^SIP/2\.0 200", r, re.M) and re.search(rf"^CSeq:\s*{cseq}", r, re.M))
+
+
+def test_update_with_sdp_after_a_bridge_crosses_both_ways(clean_edge: Edge) -> None:
+    """RFC 3311 across the bridge: the carrier's UPDATE (``a=sendonly``) reaches the human in the
+    leg's dialog (its Call-ID, a higher CSeq, rtpengine's media address) and the human's
+    ``a=recvonly`` answer reaches the carrier in its own dialog; then the human's UPDATE reaches the
+    carrier as the agent (the carrier's Call-ID) and its answer the human; each end then hears the
+    other's tone through the addresses those answers gave."""
+    edge = clean_edge
+    provision(edge)
+    peers = Peers(edge, hangup_ms=2500,
+                  carrier_after=sends("UPDATE", 3, CARRIER_IDS, "sendonly", note="updated")
+                  + receives("UPDATE", note="hupdate", answer="sendrecv"),
+                  human_after=receives("UPDATE", note="update", answer="recvonly")
+                  + sends("UPDATE", 1, human_ids(), "sendrecv", note="hupdated"))
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.aim("human", "hupdated")
+    peers.aim("carrier", "hupdate")
+    start = time.monotonic()
+    peers.hears("carrier", HUMAN_HZ, start)
+    peers.hears("human", CARRIER_HZ, start)
+    peers.finish()
+
+    [leg] = peers.human.received_requests("INVITE")
+    [update] = peers.human.received_requests("UPDATE")
+    assert _header(update, "Call-ID") == _header(leg, "Call-ID") and "a=sendonly" in update
+    assert int(_header(update, "CSeq")[0].split()[0]) > int(_header(leg, "CSeq")[0].split()[0])
+    notes = media_lines(peers.human_sdp)
+    assert notes["update"][0] == notes["invite"][0]  # rtpengine's address, as in the leg's INVITE
+    answered = _ok(peers.carrier.received_responses("UPDATE"), "3 UPDATE")
+    assert "a=recvonly" in answered and media_lines(peers.carrier_sdp)["updated"][0] == media_lines(peers.carrier_sdp)["reinvite"][0]
+    carrier_call = _header(peers.carrier.received_requests("INVITE")[0], "Call-ID")
+    [hupdate] = peers.carrier.received_requests("UPDATE")
+    assert _header(hupdate, "Call-ID") == carrier_call and _header(answered, "Call-ID") == carrier_call
+    assert _header(_ok(peers.human.received_responses("UPDATE"), "1 UPDATE"), "Call-ID") == _header(leg, "Call-ID")
+
+
+def test_reinvite_without_sdp_after_a_bridge_gets_the_other_ends_offer_and_the_ack_answers(clean_edge: Edge) -> None:
+    """A late offer across the bridge (RFC 3261 section 14.1), both ways: the carrier's re-INVITE
+    without SDP reaches the human without SDP; the human's offer (its 200) reaches the carrier with
+    rtpengine's address and the carrier's answer (its ACK) the human; then the human does the same
+    toward the carrier.  Each end then hears the other's tone at the addresses so negotiated."""
+    edge = clean_edge
+    provision(edge)
+    peers = Peers(edge, hangup_ms=2500,
+                  carrier_after=sends("INVITE", 3, CARRIER_IDS, note="lateoffer", ack_sdp="sendrecv")
+                  + receives("INVITE", answer="sendrecv", ack_note="hlateack"),
+                  human_after=receives("INVITE", answer="sendrecv", ack_note="lateack")
+                  + sends("INVITE", 1, human_ids(), note="hlateoffer", ack_sdp="sendrecv"))
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.aim("carrier", "lateoffer")
+    peers.aim("human", "lateack")
+    peers.aim("human", "hlateoffer")
+    peers.aim("carrier", "hlateack")
+    start = time.monotonic()
+    peers.hears("carrier", HUMAN_HZ, start)
+    peers.hears("human", CARRIER_HZ, start)
+    peers.finish()
+
+    leg, late = peers.human.received_requests("INVITE")
+    assert _header(late, "Call-ID") == _header(leg, "Call-ID") and "m=audio" not in late  # no offer
+    carrier, human = media_lines(peers.carrier_sdp), media_lines(peers.human_sdp)
+    # every SDP either end got names rtpengine's address (the leg's call), never the other end's
+    assert carrier["lateoffer"][0] == carrier["reinvite"][0] == carrier["hlateack"][0] != CARRIER_B
+    assert human["lateack"][0] == human["invite"][0] == human["hlateoffer"][0] != CARRIER_A
+    bridge_reinvite, hlate = peers.carrier.received_requests("INVITE")
+    assert _header(hlate, "Call-ID") == _header(bridge_reinvite, "Call-ID") and "m=audio" not in hlate
+
+
+def test_dtmf_info_after_a_bridge_follows_each_ends_dtmf_mode(clean_edge: Edge) -> None:
+    """RFC 6086 INFO across the bridge, as the receiving end's DTMF mode wants: carrier-a is
+    ``info`` and carrier-b (the human's) ``rfc4733``.  The carrier's INFO ``5`` is answered by the
+    edge and reaches the human as an RFC 4733 event in the leg's media (no INFO); the human's INFO
+    ``9`` reaches the carrier as an INFO in the carrier's own dialog.  The carrier's digit is in
+    its call's record."""
+    edge = clean_edge
+    provision(edge, origin={"dtmf": DtmfMode.INFO}, dtmf=DtmfMode.RFC4733)
+    since = int(time.time() * 1000)
+    peers = Peers(edge, hangup_ms=2000, human_te=TE_PT,
+                  carrier_after=sends("INFO", 3, CARRIER_IDS, info="5") + receives("INFO"),
+                  human_after='  <pause milliseconds="2500"/>\n' + sends("INFO", 1, human_ids(), info="9"))
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.finish()
+
+    [leg] = peers.human.received_requests("INVITE")
+    assert f"a=rtpmap:{TE_PT} telephone-event/8000" in leg  # rtpengine's offer: the pt the human's answer takes
+    assert peers.human_rtp.events(TE_PT) == "5"
+    assert not peers.human.received_requests("INFO")
+    [info] = peers.carrier.received_requests("INFO")
+    assert "Signal=9" in info
+    assert _header(info, "Call-ID") == _header(peers.carrier.received_requests("INVITE")[0], "Call-ID")
+    assert _ok(peers.carrier.received_responses("INFO"), "3 INFO")
+    original = next(r for r in _records(edge, since, 2).values() if r["direction"] == "origination")
+    assert original["media"]["dtmf"].startswith("caller:5:info"), original["media"]
 
 
 def test_caller_hanging_up_while_the_human_rings_cancels_the_leg(clean_edge: Edge) -> None:

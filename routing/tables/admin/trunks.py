@@ -279,9 +279,10 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     billing_increment (``"first/next"`` s), max_rate (per-minute, decimal string or null),
     daily_spend_cap (currency per UTC day, decimal string or null), inbound_rate (per-minute
     price of origination calls, decimal string or null), transfer (refer, bridge, auto), refer_to
-    (sip, tel, sip-digits, sip-national), transfer_caller_id (transferee, trunk), ringback_ms (null = never), caller_id_policy (pass, owned),
+    (sip, tel, sip-digits, sip-national), ringback_ms (null = never), caller_id_policy (pass, owned),
     caller_id_action (refuse, replace), verified_caller_ids, caller_shape {header, format, from_user,
-    from_host, user_phone, display}, stir_sign, account (null = none), diversion (forwarded calls name the DID), stir_verify,
+    from_host, user_phone, display}, stir_sign, account (null = none),
+    forwarded_caller_id (diversion, caller, did: the caller of forwarded and transferred legs), stir_verify,
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
     return {
         "name": trunk.name,
@@ -323,7 +324,6 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "media": trunk.media.to_json(),
         "transfer": trunk.transfer.value,
         "refer_to": trunk.refer_to.value,
-        "transfer_caller_id": trunk.transfer_caller_id.value,
         "ringback_ms": trunk.ringback_ms,
         "caller_id_policy": trunk.caller_id_policy.value,
         "caller_id_action": trunk.caller_id_action.value,
@@ -331,6 +331,6 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "caller_shape": trunk.caller_shape.to_json(),
         "stir_sign": trunk.stir_sign,
         "account": trunk.account or None,
-        "diversion": trunk.diversion,
+        "forwarded_caller_id": trunk.forwarded_caller_id.value,
         "stir_verify": trunk.stir_verify,
     }

@@ -22,7 +22,7 @@ from routing.tables.model.fields import (
     CallerIdAction,
     CallerIdPolicy,
     ReferToFormat,
-    TransferCallerId,
+    ForwardedCallerId,
     SrtpMode,
     TransferMode,
     Transport,
@@ -57,7 +57,7 @@ __all__ = [
     "CONTACT_USER_PATTERN", "check_name", "check_prefix", "parse_codecs", "parse_params", "format_params",
     "parse_cidr", "parse_sip_uri", "parse_prefixes", "parse_header_names", "parse_increment",
     "format_increment", "parse_rate", "number_format_fields", "parse_number_format",
-    "TransferMode", "TransferCallerId", "ReferToFormat", "parse_hosts", "check_answer_timeout", "check_hold_answer", "ANSWER_TIMEOUT_MS", "check_ringback",
+    "TransferMode", "ForwardedCallerId", "ReferToFormat", "parse_hosts", "check_answer_timeout", "check_hold_answer", "ANSWER_TIMEOUT_MS", "check_ringback",
     "RINGBACK_MS", "CallerIdPolicy", "CallerIdAction",
     "CallerIdShape", "CallerIdHeader", "CallerIdFormat", "FromUser", "CallerDisplay",
 ]

@@ -18,7 +18,7 @@ from routing.errors import EdgeError
 
 __all__ = [
     "DataError", "Direction", "AuthMode", "Transport", "CODECS", "SilenceFill", "SrtpMode",
-    "TransferMode", "TransferCallerId", "ReferToFormat", "parse_hosts", "CallerIdPolicy", "CallerIdAction",
+    "TransferMode", "ForwardedCallerId", "legacy_forwarded", "ReferToFormat", "parse_hosts", "CallerIdPolicy", "CallerIdAction",
     "NAME_PATTERN", "PREFIX_PATTERN", "parse_codecs", "parse_params", "format_params", "parse_cidr",
     "parse_sip_uri", "parse_header_names", "parse_prefixes", "check_name", "parse_rate",
     "parse_increment", "format_increment", "check_prefix", "number_format_fields", "parse_number_format",
@@ -102,17 +102,41 @@ class TransferMode(str, Enum):
     AUTO = "auto"
 
 
-class TransferCallerId(str, Enum):
-    """The caller ID of the call the edge places for a bridged transfer.
+class ForwardedCallerId(str, Enum):
+    """What a carrier receives as the caller of a call the edge sends on for someone else: a
+    DID's fallback to a number, or the edge's own transfer leg (docs/identity.md#forwarded-and-transferred-calls).
+    Set on the trunk that carries that leg (the carrier that checks the caller ID).
 
-    ``transferee``: the original caller's number, with a ``Diversion`` header naming the DID the
-    call came in on (RFC 5806, reason ``deflection``); ``trunk``: the DID (a number of the trunk).
-    On a termination call: the number the agent called, with ``Diversion`` naming the caller ID
-    the call presented; ``trunk``: that caller ID.
+    ``diversion``: the original caller's number, with a ``Diversion`` header (RFC 5806) naming the
+    DID the call came in on (on a transferred termination call: the caller ID the call presented);
+    on an ``owned`` trunk that caller ID counts as owned when the DID is owned there.
+    ``caller``: the original caller's number, no ``Diversion`` (a carrier that refuses or misreads it).
+    ``did``: the DID itself, no ``Diversion``; a DID's fallback keeps the carrier's From (a proxy
+    cannot change it between the branches of one call), so on a fallback ``did`` acts as ``diversion``.
+
+    Deprecated aliases read from redis and ``edgectl apply``: ``diversion: no`` is ``caller``,
+    ``transfer_caller_id: trunk`` is ``did``.
     """
 
-    TRANSFEREE = "transferee"
-    TRUNK = "trunk"
+    DIVERSION = "diversion"
+    CALLER = "caller"
+    DID = "did"
+
+
+def legacy_forwarded(diversion: bool | None, transfer_caller_id: str | None, where: str) -> ForwardedCallerId:
+    """The :class:`ForwardedCallerId` of a trunk stored before it existed, from its two deprecated
+    fields: ``transfer_caller_id: trunk`` (the DID on a transfer leg) is ``did``, ``diversion: no``
+    (no Diversion on a forward) is ``caller``, neither is ``diversion`` (the default).
+
+    Raises:
+        DataError: ``transfer_caller_id`` other than ``transferee`` or ``trunk``, naming ``where``.
+    """
+    legacy = (transfer_caller_id or "").strip().lower()
+    if legacy not in ("", "transferee", "trunk"):
+        raise DataError(f"{where} transfer_caller_id: must be one of transferee, trunk, got {transfer_caller_id!r}")
+    if legacy == "trunk":
+        return ForwardedCallerId.DID
+    return ForwardedCallerId.CALLER if diversion is False else ForwardedCallerId.DIVERSION
 
 
 class ReferToFormat(str, Enum):

@@ -25,7 +25,8 @@ from routing.tables.model.fields import (
     CallerIdAction,
     CallerIdPolicy,
     ReferToFormat,
-    TransferCallerId,
+    ForwardedCallerId,
+    legacy_forwarded,
     TransferMode,
     Transport,
     _auth_mode,
@@ -43,7 +44,7 @@ from routing.tables.model.callershape import CallerIdShape
 from routing.tables.model.media_policy import MediaPolicy
 from routing.tables.model.account import parse_account_ref
 
-__all__ = ["Gateway", "Registration", "Trunk", "CONTACT_USER_PATTERN", "check_ringback", "RINGBACK_MS"]
+__all__ = ["Gateway", "Registration", "Trunk", "CONTACT_USER_PATTERN", "check_ringback", "RINGBACK_MS", "upgrade_plain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,8 +237,6 @@ class Trunk:
         transfer: how an agent's REFER on this trunk's calls is carried out (:class:`TransferMode`).
         refer_to: how a number target is written in the ``Refer-To`` relayed to the carrier
             (:class:`ReferToFormat`; docs/transfers.md lists what carriers accept).
-        transfer_caller_id: the caller ID of the call the edge places for a bridged transfer of
-            this trunk's calls (:class:`TransferCallerId`).
         ringback_ms: on origination calls, when the agent has sent no 180/183 this long after the
             INVITE (ms), the edge sends the caller ``180 Ringing`` itself; None = never (docs/agents.md).
         caller_id_policy: ``pass`` (any caller ID) or ``owned`` (the trunk's DIDs and verified numbers
@@ -253,9 +252,10 @@ class Trunk:
         account: the account the trunk belongs to (docs/identity.md#accounts); "" = none.
         stir_verify: the edge checks the ``Identity`` header of inbound calls from this carrier with
             secsipid (settings ``stir.verify``) and tells the agent in ``X-Edge-Identity``.
-        diversion: a forwarded call sent to this carrier (a DID's fallback to a number) names the DID
-            it came in on in ``Diversion`` (RFC 5806), and on an ``owned`` trunk its caller ID then
-            counts as owned when that DID is; False: no Diversion (docs/identity.md#forwarded-calls).
+        forwarded_caller_id: what this carrier receives as the caller of a leg the edge sends on for
+            someone else (a DID's fallback to a number, the edge's transfer leg): the original caller
+            with ``Diversion`` naming the DID, without it, or the DID (:class:`ForwardedCallerId`;
+            redis falls back on the deprecated ``diversion`` and ``transfer_caller_id`` fields).
     """
 
     name: str
@@ -282,7 +282,6 @@ class Trunk:
     media: MediaPolicy = field(default_factory=MediaPolicy)
     transfer: TransferMode = TransferMode.AUTO
     refer_to: ReferToFormat = ReferToFormat.SIP
-    transfer_caller_id: TransferCallerId = TransferCallerId.TRANSFEREE
     ringback_ms: int | None = None
     caller_id_policy: CallerIdPolicy = CallerIdPolicy.PASS
     caller_id_action: CallerIdAction = CallerIdAction.REFUSE
@@ -290,7 +289,7 @@ class Trunk:
     caller_shape: CallerIdShape = field(default_factory=CallerIdShape)
     stir_sign: bool = False
     account: str = ""
-    diversion: bool = True
+    forwarded_caller_id: ForwardedCallerId = ForwardedCallerId.DIVERSION
     stir_verify: bool = False
 
     def to_redis(self) -> dict[str, str]:
@@ -316,7 +315,6 @@ class Trunk:
             **self.media.to_redis(),
             "transfer": self.transfer.value,
             "refer_to": self.refer_to.value,
-            "transfer_caller_id": self.transfer_caller_id.value,
             "ringback_ms": "" if self.ringback_ms is None else str(self.ringback_ms),
             "caller_id_policy": self.caller_id_policy.value,
             "caller_id_action": self.caller_id_action.value,
@@ -330,8 +328,7 @@ class Trunk:
             fields["tls_ca"] = self.tls_ca
         if self.account:
             fields["account"] = self.account
-        if not self.diversion:
-            fields["diversion"] = "no"
+        fields["forwarded_caller_id"] = self.forwarded_caller_id.value
         if self.stir_verify:
             fields["stir_verify"] = "yes"
         return fields
@@ -384,8 +381,6 @@ class Trunk:
             media=MediaPolicy.from_redis(fields, where),
             transfer=_choice(TransferMode, fields.get("transfer"), f"{where} transfer", TransferMode.AUTO),  # type: ignore[arg-type]
             refer_to=_choice(ReferToFormat, fields.get("refer_to"), f"{where} refer_to", ReferToFormat.SIP),  # type: ignore[arg-type]
-            transfer_caller_id=_choice(TransferCallerId, fields.get("transfer_caller_id"),  # type: ignore[arg-type]
-                                       f"{where} transfer_caller_id", TransferCallerId.TRANSFEREE),
             ringback_ms=check_ringback(_int(fields.get("ringback_ms"), f"{where} ringback_ms"), f"{where} ringback_ms"),
             caller_id_policy=_choice(CallerIdPolicy, fields.get("caller_id_policy"), f"{where} caller_id_policy",  # type: ignore[arg-type]
                                      CallerIdPolicy.PASS),
@@ -395,9 +390,39 @@ class Trunk:
             caller_shape=CallerIdShape.from_redis(fields, where),
             stir_sign=_bool(fields.get("stir_sign"), f"{where} stir_sign", default=False),
             account=parse_account_ref(fields.get("account"), f"{where} account"),
-            diversion=_bool(fields.get("diversion"), f"{where} diversion", default=True),
+            forwarded_caller_id=_forwarded(fields, where),
             stir_verify=_bool(fields.get("stir_verify"), f"{where} stir_verify", default=False),
         )
+
+
+def _forwarded(fields: dict[str, str], where: str) -> ForwardedCallerId:
+    """``forwarded_caller_id``, else what the deprecated ``diversion``/``transfer_caller_id`` said."""
+    if (fields.get("forwarded_caller_id") or "").strip():
+        return _choice(ForwardedCallerId, fields["forwarded_caller_id"], f"{where} forwarded_caller_id",  # type: ignore[return-value]
+                       ForwardedCallerId.DIVERSION)
+    return legacy_forwarded(_bool(fields.get("diversion"), f"{where} diversion", default=True),
+                            fields.get("transfer_caller_id"), where)
+
+
+def upgrade_plain(entry: dict, where: str) -> dict:
+    """A trunk entry of an ``edgectl export`` document (plain values) with the deprecated
+    ``diversion`` (bool) and ``transfer_caller_id`` keys read as ``forwarded_caller_id``
+    (:func:`legacy_forwarded`) when that one is absent, so documents exported before it still apply.
+
+    Raises:
+        DataError: a deprecated key of the wrong type or value, naming ``where``.
+    """
+    if "diversion" not in entry and "transfer_caller_id" not in entry:
+        return entry
+    entry = dict(entry)
+    diversion, legacy = entry.pop("diversion", None), entry.pop("transfer_caller_id", None)
+    if diversion is not None and not isinstance(diversion, bool):
+        raise DataError(f"{where}.diversion: expected true or false, got {diversion!r}")
+    if legacy is not None and not isinstance(legacy, str):
+        raise DataError(f"{where}.transfer_caller_id: expected a string, got {legacy!r}")
+    if "forwarded_caller_id" not in entry:
+        entry["forwarded_caller_id"] = legacy_forwarded(diversion, legacy, where).value
+    return entry
 
 
 #: bounds of ``ringback_ms`` (ms): the edge's ringback timer ticks every 100 ms

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from routing.call import bridge as bx
-from routing.tables.model import TransferCallerId, TransferMode
+from routing.tables.model import TransferMode
 
 
 @pytest.mark.parametrize("code", [403, 405, 501, 603])
@@ -39,16 +39,18 @@ def test_sipfrag_and_subscription_state() -> None:
     assert bx.subscription_state(486) == "terminated;reason=noresource"
 
 
-def test_leg_caller_per_trunk_choice() -> None:
-    assert bx.leg_caller(TransferCallerId.TRANSFEREE, "+14155550123", "+14155550100") == ("+14155550123", "+14155550100")
-    assert bx.leg_caller(TransferCallerId.TRUNK, "+14155550123", "+14155550100") == ("+14155550100", "")
+def test_the_legs_from_is_the_original_caller_or_the_did() -> None:
+    assert bx.leg_from("+14155550123", "+14155550100") == "+14155550123"
     # an anonymous or unknown caller cannot be presented: the DID is
-    assert bx.leg_caller(TransferCallerId.TRANSFEREE, "anonymous", "+14155550100") == ("+14155550100", "")
-    assert bx.leg_caller(TransferCallerId.TRANSFEREE, "", "+14155550100") == ("+14155550100", "")
+    assert bx.leg_from("anonymous", "+14155550100") == "+14155550100"
+    assert bx.leg_from("", "+14155550100") == "+14155550100"
 
 
-def test_diversion_names_the_did() -> None:
-    assert bx.diversion("+14155550100", "192.0.2.1") == "<sip:+14155550100@192.0.2.1>;reason=deflection;counter=1"
+def test_bridge_state_keeps_what_the_leg_forwards() -> None:
+    b = bx.Bridge("c1", "xfer-c1", "bot", "carrier-a", "ft", "tt", "+442071838751", True, caller="+1212", did="+1415")
+    assert (bx.Bridge.decode(b.encode()).caller, bx.Bridge.decode(b.encode()).did) == ("+1212", "+1415")
+    # a state written before these fields existed still reads
+    assert bx.Bridge.decode(b.encode().replace(',"caller":"+1212","did":"+1415"', "")).caller == ""
 
 
 def test_leg_call_id() -> None:

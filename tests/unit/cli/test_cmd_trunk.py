@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import redis
@@ -45,18 +46,38 @@ def test_trunk_transfer_mode_and_refer_to_format(edgectl, redis_client: redis.Re
     data = json.loads(ok(edgectl("trunk", "show", "twilio", "--json")).stdout)
     assert (data["transfer"], data["refer_to"]) == ("refer", "tel")
     assert redis_client.hget(keys.trunk("twilio"), "refer_to") == "tel"
-    assert "refer (Refer-To tel," in ok(edgectl("trunk", "show", "twilio")).stdout
+    assert "refer (Refer-To tel)" in ok(edgectl("trunk", "show", "twilio")).stdout
 
 
-def test_trunk_bridge_mode_and_its_caller_id(edgectl, redis_client: redis.Redis) -> None:
+def test_trunk_forwarded_caller_id(edgectl, redis_client: redis.Redis) -> None:
     ok(edgectl("trunk", "add", "bw", "--gateway", "sip.bw.example", "--transfer", "bridge",
-               "--transfer-caller-id", "trunk"))
+               "--forwarded-caller-id", "did"))
     data = json.loads(ok(edgectl("trunk", "show", "bw", "--json")).stdout)
-    assert (data["transfer"], data["transfer_caller_id"]) == ("bridge", "trunk")
-    assert redis_client.hget(keys.trunk("bw"), "transfer_caller_id") == "trunk"
-    assert Trunk.from_redis("t", {}, [], {}).transfer_caller_id.value == "transferee"
+    assert (data["transfer"], data["forwarded_caller_id"]) == ("bridge", "did")
+    assert redis_client.hget(keys.trunk("bw"), "forwarded_caller_id") == "did"
+    assert re.search(r"forwarded caller ID\s*│\s*did\s", ok(edgectl("trunk", "show", "bw")).stdout)
+    assert Trunk.from_redis("t", {}, [], {}).forwarded_caller_id.value == "diversion"
+    with pytest.raises(DataError, match="forwarded_caller_id: must be one of diversion, caller, did"):
+        Trunk.from_redis("t", {"forwarded_caller_id": "x"}, [], {})
+    result = edgectl("trunk", "add", "x", "--gateway", "sip.bw.example", "--forwarded-caller-id", "dnis")
+    assert result.exit_code != 0 and "forwarded-caller-id" in result.output
+
+
+def test_trunk_deprecated_diversion_fields_in_redis_are_read() -> None:
+    """Trunks stored before ``forwarded_caller_id``: ``transfer_caller_id: trunk`` is ``did``,
+    ``diversion: no`` is ``caller``; the new field wins when both are there."""
+    def forwarded(fields: dict[str, str]) -> str:
+        return Trunk.from_redis("t", fields, [], {}).forwarded_caller_id.value
+
+    assert forwarded({"transfer_caller_id": "transferee"}) == "diversion"
+    assert forwarded({"transfer_caller_id": "trunk"}) == "did"
+    assert forwarded({"diversion": "no"}) == "caller"
+    assert forwarded({"diversion": "no", "transfer_caller_id": "trunk"}) == "did"
+    assert forwarded({"diversion": "no", "forwarded_caller_id": "diversion"}) == "diversion"
     with pytest.raises(DataError, match="transfer_caller_id: must be one of transferee, trunk"):
         Trunk.from_redis("t", {"transfer_caller_id": "x"}, [], {})
+    with pytest.raises(DataError, match="edge:trunk:t diversion: expected yes or no"):
+        Trunk.from_redis("t", {"diversion": "maybe"}, [], {})
 
 
 def test_trunk_bad_refer_to_in_redis_names_the_field(redis_client: redis.Redis) -> None:

@@ -181,7 +181,7 @@ def test_auto_trunk_relays_the_refer_and_keeps_what_a_bridge_needs(ksr: FakeKSR,
     start = json.loads(ksr.pv["$avp(edge_xfer)"])
     bridge = json.loads(start["bridge"])
     assert (bridge["leg"], bridge["carrier_tag"], bridge["agent_tag"], bridge["refer_cseq"]) == ("xfer-call-1", "ft1", "tt1", 3)
-    assert start["sdp"] == CARRIER_SDP and start["choice"] == "transferee"
+    assert start["sdp"] == CARRIER_SDP and (bridge["caller"], bridge["did"]) == ("+14155550100", "")
 
 
 def test_carrier_refusing_the_refer_makes_the_edge_place_the_leg(ksr: FakeKSR, router: Any, tables: HTables) -> None:
@@ -197,9 +197,9 @@ def test_carrier_refusing_the_refer_makes_the_edge_place_the_leg(ksr: FakeKSR, r
     headers = ksr.pv["$uac_req(hdrs)"]
     assert f"X-Edge-Transfer: {router.worker.token};call-1\r\n" in headers
     assert "X-Ctx" not in headers  # bot's X- allow-list is empty
-    # transfer_caller_id transferee: the original caller, with Diversion naming the DID (RFC 5806)
-    assert ksr.pv["$uac_req(furi)"] == "sip:+12125550123@203.0.113.1:5060"
-    assert "Diversion: <sip:+14155550100@203.0.113.1>;reason=deflection;counter=1\r\n" in headers
+    # From the original caller; the Diversion naming the DID is the hop trunk's (forwarded_caller_id), added per branch
+    assert ksr.pv["$uac_req(furi)"] == "sip:+12125550123@203.0.113.1:5060" and "Diversion" not in headers
+    assert json.loads(tables.table("xfer")["call-1"])["did"] == "+14155550100"
     assert ksr.pv["$uac_req(ruri)"] == "sip:+442071838751@203.0.113.1:5060"
     state = json.loads(tables.table("cdr")["call-1"])["xfer"]
     assert (state["mode"], state["refer_code"], state["transferred_to"]) == ("bridge", "501", "xfer-call-1")

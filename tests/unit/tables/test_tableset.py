@@ -153,6 +153,25 @@ def test_registration_contact_is_unique_and_round_trips() -> None:
         tableset.plan_changes(tableset.Tables(), tableset.parse_document({"trunks": [one, two]}, "f.yaml"))
 
 
+def test_a_document_exported_before_forwarded_caller_id_still_applies() -> None:
+    """Trunk entries with the deprecated ``diversion``/``transfer_caller_id`` keys (documents exported
+    before ``forwarded_caller_id``): read as it; the new key wins; a wrong type names the key."""
+    def forwarded(**old: object) -> str:
+        entry = {k: v for k, v in to_plain(make_trunk()).items() if k != "forwarded_caller_id"}
+        desired = tableset.parse_document(document(trunks=[{**entry, **old}]), "f.yaml")
+        return desired.tables.trunks["telnyx"].forwarded_caller_id.value
+
+    assert forwarded(diversion=True, transfer_caller_id="transferee") == "diversion"
+    assert forwarded(diversion=False, transfer_caller_id="transferee") == "caller"
+    assert forwarded(diversion=True, transfer_caller_id="trunk") == "did"
+    assert forwarded(diversion=False, forwarded_caller_id="did") == "did"
+    with pytest.raises(DataError, match=r"^f.yaml: trunks\[0\] \(telnyx\).diversion: expected true or false, got 'no'$"):
+        forwarded(diversion="no")
+    with pytest.raises(DataError, match=r"transfer_caller_id: must be one of transferee, trunk, got 'x'$"):
+        forwarded(transfer_caller_id="x")
+    assert "diversion" not in tableset.export_document(tableset.parse_document(document(), "f.yaml").tables)["trunks"][0]
+
+
 # --------------------------------------------------------------------------- diff
 
 

@@ -55,12 +55,12 @@ def test_trunk_redis_text_form(redis_client: redis.Redis) -> None:
         "fill_silence": "",
         "transfer": "auto",
         "refer_to": "sip",
-        "transfer_caller_id": "transferee",
         "ringback_ms": "",
         "caller_id_policy": "pass",
         "caller_id_action": "refuse",
         "verified_caller_ids": "", "caller_id_header": "from", "caller_id_format": "e164", "from_user": "caller",
         "from_host": "", "user_phone": "no", "caller_display": "keep", "stir_sign": "no",
+        "forwarded_caller_id": "diversion",
     }
     assert redis_client.hgetall(keys.trunk_gateways("telnyx")) == {
         "192.0.2.10:5060": "transport=udp;priority=10;weight=100",
