@@ -16,6 +16,9 @@ Rungs (same SIPp scenarios for all):
              queried every 250 ms after the answer until the agent's first packet); every other edge rung runs
              with it off (the default), so edge vs edge-ttfa is its cost.  The CPS steps' agent sends no RTP, so
              each answered call is polled until it ends (the worst case: a silent agent)
+  edge-full  the edge (git HEAD) whose trunk, agent and DID are in an account with its own limits, whose DID has a
+             fallback agent and whose trunk has the edge's own ringback: configured, never triggered (issues 13,
+             14, 17: their cost for calls that never need them)
 
 Measures: CPS at < 0.1 % failed calls (ramp -> knee, then bisection at fixed rates, repeats
 interleaved across rungs, median), PDD/setup added by the edge at 25/50/80 % of its max
@@ -62,6 +65,9 @@ SETTINGS = {"edge-strict": {"redis": {"strict_admission": True, "replica_wait_ms
             "edge-ttfa": {"media": {"first_audio_poll_ms": 250}}}
 #: edge variants run with the SIP capture on (capture.enabled); the others with it off
 CAPTURE = {"edge-capture"}
+#: edge variants whose trunk, agent and DID use what issues 13, 14 and 17 added (an account with limits, a
+#: DID fallback, the edge's own ringback), never triggered (rungs.Edge.provision features)
+FEATURES = {"edge-full"}
 TUNED_ARGS = ("-m", "1024", "-x", "tlsf")  # what proposals 01 and 02 add to the edge's kamailio argv
 
 
@@ -103,14 +109,14 @@ class Bench:
                     "xcode_n": [20, 60], "mem_n": [100, 400], "profile_s": 6, "ablation_cps": 200,
                     "overload": {"factor": 2, "burst_s": 10, "long_calls": 10, "recv_timeout_ms": 5000,
                                  "released_within_s": 60},
-                    "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "edge-ttfa", "peer-tuned", ALT]}
+                    "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "edge-ttfa", "edge-full", "peer-tuned", ALT]}
         return {"step_s": 8, "hold_ms": 500, "ramp": {"start": 100, "step": 100, "interval_s": 2, "max": 3000},
                 "repeats": 3, "bisect": 3, "lat_fracs": [0.25, 0.5, 0.8], "lat_s": 8,
                 "media_n": [200, 300, 400, 500], "media_setup_cps": 150, "pcap_s": 15,
                 "xcode_n": [30, 60, 90], "mem_n": [200, 1000], "profile_s": 8, "ablation_cps": 200,
                 "overload": {"factor": 2, "burst_s": 30, "long_calls": 20, "recv_timeout_ms": 5000,
                              "released_within_s": 60},
-                "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "edge-ttfa", "peer-tuned", ALT]}
+                "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "edge-ttfa", "edge-full", "peer-tuned", ALT]}
 
     # ------------------------------------------------------------------ setup
 
@@ -126,6 +132,7 @@ class Bench:
         self.srcs[ALT] = rungs.build_tree(self.base / "src-edge-opt", ref, PROPOSALS) if PROPOSALS else self.srcs["edge"]
         self.srcs["edge-capture"] = self.srcs["edge"]
         self.srcs["edge-ttfa"] = self.srcs["edge"]
+        self.srcs["edge-full"] = self.srcs["edge"]
         s["alt_variant"] = {"name": ALT, "workers": WORKERS.get(ALT, 4), "proposals": [p.name for p in PROPOSALS]}
         self.add_baseline()
         self.srcs["edge-strict"] = self.srcs["edge"]
@@ -193,7 +200,7 @@ class Bench:
             self.edge.stop_monitor()  # its collector follows the setting (services.up starts what is not running)
         self.edge.up(src=src, workers=WORKERS.get(variant, 4), extra=SETTINGS.get(variant), capture=capture)
         self.capture_on = capture
-        self.shas = self.edge.provision()
+        self.shas = self.edge.provision(features=variant in FEATURES)
         self.edge_variant = variant
         time.sleep(0.5)
 
@@ -316,7 +323,7 @@ class Bench:
                 lo, best = rate, rate
             else:
                 hi = rate
-        for _ in range(1):  # every step passed up to the bracket's top: one step above it
+        for _ in range(3):  # every step passed up to the bracket's top: up to three steps above it (x1.3 each)
             if best is None or best < 0.9 * hi or not all(t["passed"] for t in tried):
                 break
             rate = round(hi * 1.3 / 10) * 10
@@ -408,7 +415,7 @@ class Bench:
         """Each proposal's effect on CPU per call, at one fixed rate below every variant's knee."""
         rate = self.p["ablation_cps"]
         out = {}
-        names = (["edge"] + (["edge-before"] if "edge-before" in self.srcs else []) + ["edge-capture", "edge-ttfa"]
+        names = (["edge"] + (["edge-before"] if "edge-before" in self.srcs else []) + ["edge-capture", "edge-ttfa", "edge-full"]
                  + [k for k in sorted(self.srcs) if k.startswith("edge+")] + [ALT, "peer", "peer-tuned"])
         for rep in range(1 if self.quick else 2):
             for name in names:

@@ -5,7 +5,7 @@ A copy of the edge's code (``rungs.build_tree``) gets a wrapper appended to its 
 (``kamailio/edge.py``): each ``Edge.ksr_*`` callback (routing/kamailio/entry.py) runs under ``cProfile`` (timer: thread CPU time) and its thread CPU
 time (``time.thread_time``: user + system of the worker while in Python, including the KSR calls
 and the redis client's socket calls) is summed per entry point.  Each worker writes its totals to
-``<out>/pyprof-<pid>.json`` every 20 entries (``.pstats`` every 400).  The bench then runs one fixed-rate
+``<out>/pyprof-<pid>.json`` every 20 entries (``.pstats`` every 100).  The bench then runs one fixed-rate
 step and folds the files into CPU ms per call: per entry point, per top-level function of the
 plugin (cProfile cumulative time, scaled to the measured thread CPU), and the rest of each worker's
 CPU (Kamailio's C code outside Python).
@@ -72,7 +72,7 @@ def mod_init():  # noqa: F811
                 state["n"][_name] = state["n"].get(_name, 0) + 1
                 state["entries"] += 1
                 if state["entries"] % 20 == 0:
-                    _dump(_PROFILE and state["entries"] % 400 == 0)
+                    _dump(_PROFILE and state["entries"] % 100 == 0)
 
         setattr(router, _name, _wrapped)
     return router
@@ -82,9 +82,9 @@ def mod_init():  # noqa: F811
 FUNCTIONS = (
     ("pipeline.py", "route_initial_invite", "routing decision (pipeline: topology, DID, admission)"),
     ("kamailio/worker.py", "snapshot", "request snapshot (KSR pv reads, header names)"),
-    ("kamailio/invite.py", "_relay", "relay (headers, rtpengine offer, dialog, call state, t_relay)"),
-    ("kamailio/replies.py", "_answered", "answer: call state, call_update.lua"),
-    ("kamailio/records.py", "finish_call", "call end: finish.lua, call record (cdr_add.lua)"),
+    ("kamailio/invite.py", "relay", "relay (headers, dialog, call state, t_relay with the branch's rtpengine offer)"),
+    ("kamailio/replies.py", "_answered", "answer in Python: call state, call_update.lua"),
+    ("kamailio/dialogs.py", "drain_ended", "call end (drain): ng delete, finish.lua, call records (cdr_add.lua)"),
     ("kamailio/indialog.py", "in_dialog", "in-dialog requests (ACK, BYE)"),
     ("kamailio/screening.py", "flood", "screening (the trust check of a source pike flagged)"),
     ("kamailio/replies.py", "onreply", "replies (rtpengine answer, early media)"),

@@ -221,9 +221,13 @@ class Edge:
 
         return redis.Redis(host="127.0.0.1", port=REDIS_PORT, socket_timeout=5, decode_responses=True)
 
-    def provision(self) -> dict:
+    def provision(self, features: bool = False) -> dict:
         """One trunk, one agent and one DID, written with ``routing.tables.admin`` of the source tree
-        (as edgectl does); returns the SHA1 of the tree's lease and release scripts (for the peer)."""
+        (as edgectl does); returns the SHA1 of the tree's lease and release scripts (for the peer).
+        With ``features`` (rung ``edge-full``, trees that have them): the trunk, the agent and the DID
+        in an account with its own (non-binding) call and CPS limits, the DID with a fallback agent,
+        the trunk with the edge's own ringback after 2 s: what issues 13, 14 and 17 add to every call
+        that never needs them (the agent answers at once, so neither the fallback nor the ringback runs)."""
         code = (
             # this tree first and the working directory (the bench's own checkout) out: a tree whose routing/
             # has no __init__.py (a namespace package, as before the call-path rework) would lose against it
@@ -236,11 +240,18 @@ class Edge:
             "except ImportError:\n from routing import admin; from routing.store import connect;"
             " from routing.model import Agent, Did, Direction, Trunk\n"
             "c = connect('127.0.0.1', int(sys.argv[2]), timeout_ms=5000, connect_timeout_ms=2000); c.flushdb();"
-            f"admin.put_trunk(c, Trunk(name='{TRUNK}', direction=Direction.BOTH, max_calls=100000, cidrs=('{CARRIER_IP}/32',)));"
+            + ("\nfrom routing.tables.model.account import Account; from routing.tables.model.did import FallbackKind, FallbackStep\n"
+               "admin.put_account(c, Account(name='bench-acct', max_calls=100000, max_cps=100000.0));"
+               "acct = {'account': 'bench-acct'}; ring = {'ringback_ms': 2000};"
+               f"did_extra = {{'fallback': (FallbackStep(FallbackKind.AGENT, '{AGENT}-backup'),)}};"
+               if features else "acct, ring, did_extra = {}, {}, {};")
+            + f"admin.put_trunk(c, Trunk(name='{TRUNK}', direction=Direction.BOTH, max_calls=100000, cidrs=('{CARRIER_IP}/32',), **acct, **ring));"
             # the bench's SIPp agent answers INVITEs only: not probed with OPTIONS (trees that have agent probes)
             "quiet = {'probe': False} if 'probe' in getattr(Agent, '__dataclass_fields__', {}) else {};"
-            f"admin.put_agent(c, Agent(name='{AGENT}', uris=('sip:{AGENT_IP}:{AGENT_PORT}',), cidrs=('{AGENT_IP}/32',), max_calls=100000, **quiet));"
-            f"admin.put_did(c, Did(number='{DID}', trunk='{TRUNK}', agent='{AGENT}'))"
+            f"admin.put_agent(c, Agent(name='{AGENT}', uris=('sip:{AGENT_IP}:{AGENT_PORT}',), cidrs=('{AGENT_IP}/32',), max_calls=100000, **quiet, **acct));"
+            + (f"admin.put_agent(c, Agent(name='{AGENT}-backup', uris=('sip:{AGENT_IP}:{AGENT_PORT + 1}',), **quiet, **acct));"
+               if features else "")
+            + f"admin.put_did(c, Did(number='{DID}', trunk='{TRUNK}', agent='{AGENT}', **did_extra))"
         )
         out = subprocess.run([str(VENV_PY), "-c", code, str(self.src), str(REDIS_PORT)], capture_output=True, text=True)
         if out.returncode != 0:

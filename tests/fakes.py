@@ -105,6 +105,9 @@ class FakeStore:
             self.finished_media.append((call_id, dict(media), keep_s))
         return {**self.call_fields.get(call_id, {}), **(media or {})}
 
+    def finish_many(self, calls: Sequence[tuple[str, dict[str, str]]], keep_s: int = 0) -> list[dict[str, str]]:
+        return [self.finish(call_id, media, keep_s) for call_id, media in calls]
+
     def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool:
         self.call_fields.setdefault(call_id, {}).update(fields)
         if extend_s:

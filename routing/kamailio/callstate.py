@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from ..call.decision import Reason
 from ..call.metrics import CALLS_ANSWERED, DRAINING, POST_DIAL_DELAY, REJECTIONS, SETUP_TIME
 
-__all__ = ["template_names", "CallRecordState", "Deadline", "MediaWatch", "DtmfCall"]
+__all__ = ["template_names", "CallRecordState", "Deadline", "MediaWatch", "DtmfCall", "NativeAnswer", "EndedCall"]
 
 # -- htables (shared memory, keyed by Call-ID unless said) -----------------------------------
 #: source address -> 1 while banned (flood, scanner, digest failures); autoexpire security.ban_time_s
@@ -60,6 +60,12 @@ ANSWERED_TABLE = "answered"
 EXTEND_TABLE = "extend"
 #: answered calls whose agent has sent no RTP yet: call-id -> "{answer ms}:{direction}:{trunk}:{agent}:{agent tag}"
 FIRST_AUDIO_TABLE = "firstaudio"
+#: calls whose dialog ended (native event_route[dialog:end]) and whose slots and record the call-end drain
+#: has not done yet (routing/kamailio/dialogs.py drain_ended): call-id -> :class:`EndedCall`
+ENDED_TABLE = "callend"
+#: key "n" of it: how many calls were queued since the drain last looked (the native timer route
+#: CALL_END enters Python only when it is above 0)
+ENDED_COUNT_TABLE = "callendn"
 #: bridged transfers (routing.call.bridge.Bridge JSON), under the original call's Call-ID and the
 #: transfer leg's, from the bridge's start until either call ends (routing/kamailio/bridge.py)
 XFER_TABLE = "xfer"
@@ -437,6 +443,39 @@ class NativeAnswer:
         if len(parts) != 5 or not (parts[0].isdigit() and parts[1].isdigit() and parts[2].isdigit()):
             return None
         return cls(int(parts[0]) * 1000 + int(parts[1]) // 1000, int(parts[2]), parts[3], parts[4])
+
+
+@dataclass(frozen=True, slots=True)
+class EndedCall:
+    """A value of :data:`ENDED_TABLE`, as the native ``event_route[dialog:end]`` of
+    ``templates/kamailio.routes.j2`` writes it: ``"{epoch s}|{microseconds}|{hangup}|{caller from-tag}"``
+    (keep both byte-identical; the tag is last, whole).
+
+    Attributes:
+        end_ms: when the dialog ended (epoch ms): the record's ``end_ms``.
+        hangup: who ended it, the record's ``hangup``: ``caller``, ``callee`` (their BYE) or ``edge``.
+        caller_tag: the caller's From tag (the rtpengine session's ``from-tag``).
+    """
+
+    end_ms: int
+    hangup: str
+    caller_tag: str
+
+    def encode(self) -> str:
+        """The htable value (tests; the native route writes it)."""
+        return f"{self.end_ms // 1000}|{self.end_ms % 1000 * 1000}|{self.hangup}|{self.caller_tag}"
+
+    @classmethod
+    def decode(cls, text: str) -> "EndedCall | None":
+        """Parse a value; None when there is none or it is malformed."""
+        parts = (text or "").split("|", 3)
+        if len(parts) != 4 or not (parts[0].isdigit() and parts[1].isdigit()) or parts[2] not in _HANGUPS:
+            return None
+        return cls(int(parts[0]) * 1000 + int(parts[1]) // 1000, parts[2], parts[3])
+
+
+#: who may end a call (:attr:`EndedCall.hangup`)
+_HANGUPS = frozenset({"caller", "callee", "edge"})
 
 
 def _inner(name: str) -> str:

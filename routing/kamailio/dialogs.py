@@ -1,6 +1,9 @@
-"""Dialog events: ``event_route[dialog:end|failed]`` (the call's htable entries removed, its final
-media statistics taken and its media session closed, its slots released and its record written)
-and the dialog's timeout route (the dialog module is about to end a call whose timer expired)."""
+"""Dialog events: the end of a call (the native ``event_route[dialog:end]`` removes its htable
+entries and queues it; :func:`drain_ended`, every 20 ms in one timer process, takes its final media
+statistics and closes its media session, releases its slots and writes its record, for every call
+ended since the last tick in one redis write), ``event_route[dialog:failed]`` and a bridged call's
+end (:func:`dialog_event`), and the dialog's timeout route (the dialog module is about to end a call
+whose timer expired)."""
 
 from __future__ import annotations
 
@@ -13,16 +16,54 @@ from ..call import media
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
 from . import bridge, records, timers
-from .callstate import Deadline
+from .callstate import Deadline, EndedCall
 from .mediaflags import sides
 from .worker import Worker, log_exception, pv
 
-__all__ = ["dialog_event"]
+__all__ = ["dialog_event", "drain_ended"]
+
+#: htable iterator of the call-end drain over :data:`callstate.ENDED_TABLE`
+ENDED_ITERATOR = "edgeended"
+#: calls ended per tick at most (the rest wait for the next tick, 20 ms later)
+ENDED_BATCH = 200
+
+
+def drain_ended(w: Worker) -> None:
+    """rtimer route ``CALL_END`` (every 20 ms, when the native ``event_route[dialog:end]`` queued a
+    call): for each call in :data:`callstate.ENDED_TABLE`, its rtpengine session deleted with its
+    final statistics (one ng round trip each), then every call's slots released and records written
+    (:func:`records.finish_calls`: two redis round trips for the whole batch).  The flag is reset
+    before the queue is read, so a call queued meanwhile is seen now or at the next tick."""
+    KSR.htable.sht_seti(cs.ENDED_COUNT_TABLE, "n", 0)
+    due: list[tuple[str, EndedCall]] = []
+    if KSR.htable.sht_iterator_start(ENDED_ITERATOR, cs.ENDED_TABLE) < 0:
+        return
+    try:
+        while KSR.htable.sht_iterator_next(ENDED_ITERATOR) > 0:
+            if len(due) >= ENDED_BATCH:
+                KSR.htable.sht_seti(cs.ENDED_COUNT_TABLE, "n", 1)  # the rest at the next tick
+                break
+            ended = EndedCall.decode(pv(f"$shtitval({ENDED_ITERATOR})"))
+            if ended is not None:
+                due.append((pv(f"$shtitkey({ENDED_ITERATOR})"), ended))
+    finally:
+        KSR.htable.sht_iterator_end(ENDED_ITERATOR)
+    finished = []
+    for call_id, ended in due:
+        KSR.htable.sht_rm(cs.ENDED_TABLE, call_id)
+        try:
+            final_media = records.close_media(w, call_id, ended.caller_tag)
+        except Exception:  # noqa: BLE001 - its slots and record must go anyway
+            log_exception(f"exception closing the media of call-id={call_id}")
+            final_media = {}
+        finished.append((call_id, ended.hangup, final_media, ended.end_ms))
+    records.finish_calls(w, finished)
 
 
 def dialog_event(w: Worker, event: str) -> None:
-    """Release the call's slots when it ends or fails; note why the dialog module is about to end
-    a call whose timer expired (``dialog:timeout``)."""
+    """Release the call's slots when it fails, or when a bridged call ends (the native route queues
+    every other end for :func:`drain_ended`); note why the dialog module is about to end a call
+    whose timer expired (``dialog:timeout``)."""
     if event == "dialog:timeout":
         _dialog_timeout(w)
     if event not in ("dialog:end", "dialog:failed"):

@@ -22,8 +22,9 @@ where a decision is made.  Every entry is a few lines behind the one guard :func
   of a bridged call, replies to a re-INVITE relayed across the bridge.
 * ``ksr_onreply_manage(msg)``: replies (but 100) of relayed requests (``t_on_reply``, :mod:`.replies`).
 * ``ksr_failure_manage(msg)``: a branch failed (``t_on_failure``, :mod:`.failure`).
-* ``ksr_dialog_event(msg, event)``: ``event_route[dialog:end|failed]`` and the dialog's timeout
-  route (:mod:`.dialogs`).
+* ``ksr_dialog_event(msg, event)``: ``event_route[dialog:failed]``, the end of a bridged call and
+  the dialog's timeout route; ``ksr_call_end``: the calls the native ``event_route[dialog:end]``
+  queued, every 20 ms (:mod:`.dialogs`).
 * ``ksr_call_clock``, ``ksr_dtmf_log``, ``ksr_registration_sync``: rtimer routes (:mod:`.timers`,
   :mod:`.registration`).
 * ``ksr_xhttp_event(msg)``: ``event_route[xhttp:request]``: the Prometheus metrics (xhttp_prom).
@@ -212,6 +213,12 @@ class Edge:
         """``event_route[dialog:end|failed]`` and the dialog timeout route (:mod:`.dialogs`); on an
         exception the slots expire with their lease."""
         dialogs.dialog_event(self.worker, event)
+
+    @entry("exception in call-end drain", request=False)
+    def ksr_call_end(self, msg: object, event: str = "") -> None:
+        """rtimer route ``CALL_END``, every 20 ms when calls ended: their slots released and records
+        written (:func:`dialogs.drain_ended`); on an exception their slots expire with their lease."""
+        dialogs.drain_ended(self.worker)
 
     # -- timers and HTTP --------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from . import rtpset
 from .callstate import CallRecordState, NativeAnswer
 from .worker import Worker, observe, pv
 
-__all__ = ["load", "save", "facts", "plan_state", "record_unanswered", "finish_call", "refuse_media", "media_refused",
+__all__ = ["load", "save", "facts", "plan_state", "record_unanswered", "finish_call", "finish_calls", "refuse_media", "media_refused",
            "close_media"]
 
 #: fields of a call's live hash (redis) that are not media facts of its record
@@ -108,31 +108,45 @@ def record_unanswered(w: Worker, plan: CallPlan, code: int, reason: str, tag: st
 
 
 def finish_call(w: Worker, call_id: str, hangup: str, final_media: dict[str, str] | None = None) -> None:
-    """Release the call's slots and write its record when it was answered (dialog end,
-    dialog failure, or the call clock's cleanup); ``final_media`` (:func:`close_media`) is kept
+    """Release the call's slots and write its record when it was answered (dialog failure, a
+    bridged call's end, or the call clock's cleanup); ``final_media`` (:func:`close_media`) is kept
     with the call in the same redis round trip."""
-    media: dict[str, str] = {}
+    finish_calls(w, [(call_id, hangup, final_media or {}, None)])
+
+
+def finish_calls(w: Worker, ended: list[tuple[str, str, dict[str, str], int | None]]) -> None:
+    """:func:`finish_call` of each ``(call_id, hangup, final media, end ms or None for now)``: every
+    slot released in one redis write, every record in another (:meth:`Worker.write_records`)."""
+    if not ended:
+        return
+    medias: list[dict[str, str]] = [{} for _ in ended]
     try:
-        media = w.open_store().finish(call_id, final_media, w.settings.media_quality_ttl_s)
+        medias = w.open_store().finish_many([(call_id, final) for call_id, _, final, _ in ended],
+                                            w.settings.media_quality_ttl_s)
     except StoreUnavailable as exc:  # the slots then expire with their lease
         w.cdrs().mark_down()
-        KSR.err(f"edge: cannot release slots of call-id={call_id}: {exc}\n")
-    state = load(call_id)
-    KSR.htable.sht_rm(cs.ANSWERED_TABLE, call_id)
-    rtpset.forget(w, call_id)
-    if state is None or not state.start_ms:
-        return
-    KSR.htable.sht_rm(cs.CDR_TABLE, call_id)
-    accrued = int(media.get("spend_accrued") or 0) if (media.get("spend_accrued") or "").isdigit() else 0
-    media = {k: v for k, v in media.items() if not k.startswith("lease:") and k not in _NOT_MEDIA}
-    if state.answer_ms:
-        record = facts(w, call_id, state, media=media, hangup=hangup, accrued_micros=accrued)
-        w.write_record(record)
-        _observe_quality(record)
-    else:  # failed without passing the failure route (should not happen): keep a trace
-        code = int(pv("$rs") or 0) if pv("$rs").isdigit() else 0
-        w.write_record(facts(w, call_id, state, sip_code=code or 500,
-                             sip_reason=pv("$rr") or "Call Failed", media=media))
+        KSR.err(f"edge: cannot release slots of {len(ended)} calls ({ended[0][0]}...): {exc}\n")
+    written = []
+    for (call_id, hangup, _, end_ms), media in zip(ended, medias):
+        state = load(call_id)
+        KSR.htable.sht_rm(cs.ANSWERED_TABLE, call_id)
+        rtpset.forget(w, call_id)
+        if state is None or not state.start_ms:
+            continue
+        KSR.htable.sht_rm(cs.CDR_TABLE, call_id)
+        accrued = int(media.get("spend_accrued") or 0) if (media.get("spend_accrued") or "").isdigit() else 0
+        media = {k: v for k, v in media.items() if not k.startswith("lease:") and k not in _NOT_MEDIA}
+        end = {"end_ms": end_ms} if end_ms else {}
+        if state.answer_ms:
+            written.append(facts(w, call_id, state, media=media, hangup=hangup, accrued_micros=accrued, **end))
+        else:  # failed without passing the failure route (should not happen): keep a trace
+            code = int(pv("$rs") or 0) if pv("$rs").isdigit() else 0
+            written.append(facts(w, call_id, state, sip_code=code or 500, sip_reason=pv("$rr") or "Call Failed",
+                                 media=media, **end))
+    w.write_records(written)
+    for record in written:
+        if record.answer_ms:
+            _observe_quality(record)
 
 
 def _observe_quality(record: CallFacts) -> None:

@@ -26,13 +26,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import redis
 
 from routing.tables import keys
 from routing.call.cdr import cost_micros, utc_day
-from routing.tables.store import StoreUnavailable, run_script
+from routing.tables.store import StoreUnavailable, run_scripts
 
 __all__ = ["CdrStore", "Spool", "CdrWriter", "SPEND_TTL_S", "parse_time"]
 
@@ -84,20 +84,27 @@ class CdrStore:
         Raises:
             StoreUnavailable: redis unreachable or slower than the client's timeout.
         """
-        rid = str(record["id"])
-        keys_ = [keys.cdr(rid), keys.CDRS, self.outbox or keys.cdr_outbox("-")]
-        micros = max(0, cost_micros(str(record.get("cost") or "0")) - cost_micros(str(record.get("spend_accrued") or "0")))
-        if record.get("trunk") and micros > 0:
-            keys_.append(keys.spend(str(record["trunk"]), utc_day(int(record["end_ms"]))))
-            if record.get("account"):
-                keys_.append(keys.account_spend(str(record["account"]), utc_day(int(record["end_ms"]))))
-        args = [json.dumps(record, separators=(",", ":")), int(record["start_ms"]), rid, self.ttl_of(record),
-                micros, SPEND_TTL_S, self.retention_s, "1" if self.outbox else "0", self.max_records,
-                _RECORD_PREFIX]
-        try:
-            return bool(run_script(self._add, keys_, args))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        return self.add_many([record])[0]
+
+    def add_many(self, records: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """:meth:`add` of each record, in one write; per record True when it was new.
+
+        Raises:
+            StoreUnavailable: redis unreachable or slower than the client's timeout.
+        """
+        commands = []
+        for record in records:
+            rid = str(record["id"])
+            keys_ = [keys.cdr(rid), keys.CDRS, self.outbox or keys.cdr_outbox("-")]
+            micros = max(0, cost_micros(str(record.get("cost") or "0")) - cost_micros(str(record.get("spend_accrued") or "0")))
+            if record.get("trunk") and micros > 0:
+                keys_.append(keys.spend(str(record["trunk"]), utc_day(int(record["end_ms"]))))
+                if record.get("account"):
+                    keys_.append(keys.account_spend(str(record["account"]), utc_day(int(record["end_ms"]))))
+            commands.append(("EVALSHA", self._add.sha, len(keys_), *keys_, json.dumps(record, separators=(",", ":")),
+                             int(record["start_ms"]), rid, self.ttl_of(record), micros, SPEND_TTL_S, self.retention_s,
+                             "1" if self.outbox else "0", self.max_records, _RECORD_PREFIX))
+        return [bool(reply) for reply in run_scripts(self._add, commands)]
 
     def pending(self, count: int) -> list[dict[str, Any]]:
         """The oldest ``count`` records of the outbox (by start time), each with its ``id``; an id
@@ -371,13 +378,22 @@ class CdrWriter:
         Raises:
             OSError: redis failed and the spool cannot be written either.
         """
+        return self.write_many([record])[0]
+
+    def write_many(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """:meth:`write` of each record, in one redis write (all spooled when it fails).
+
+        Raises:
+            OSError: redis failed and the spool cannot be written either.
+        """
         if self.clock() >= self._down_until:
             try:
-                return "stored" if self.store.add(record) else "duplicate"
+                return ["stored" if added else "duplicate" for added in self.store.add_many(records)]
             except StoreUnavailable:
                 self.mark_down()
-        self.spool.append(record)
-        return "spooled"
+        for record in records:
+            self.spool.append(record)
+        return ["spooled"] * len(records)
 
     def replay(self) -> tuple[int, int]:
         """Replay the spool unless redis is known down; ``(stored, duplicates)``.

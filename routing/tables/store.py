@@ -34,7 +34,7 @@ Cache contract (what may be cached, and how fresh it is):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -42,6 +42,7 @@ import redis
 from routing.errors import EdgeError
 from routing.tables import keys
 from routing.tables.connection import connect, run_script, send  # noqa: F401 - run_script: imported from here too
+from routing.tables.admission import Admission, Lease
 from routing.tables.model import Did, RouteEntry
 from routing.tables.topology import Topology, read_topology
 
@@ -57,6 +58,7 @@ __all__ = [
     "connect",
     "route_prefixes",
     "run_script",
+    "run_scripts",
 ]
 
 
@@ -73,65 +75,6 @@ class StaleTopology(EdgeError):
 #: bump ``edge:version`` and apply to the next call; a hand edit that does not bump it applies
 #: within this time.
 TOPOLOGY_MAX_AGE_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """One concurrency slot a call asks for.
-
-    Attributes:
-        key: the lease ZSET (``keys.trunk_lease`` or ``keys.agent_lease``).
-        limit: maximum concurrent calls; None = unlimited (still counted).
-        label: what the limit is, for the reason phrase (``"trunk telnyx"``).
-        cps: new calls per second allowed (token bucket); None = unlimited.
-        bucket: HASH key of the token bucket when ``cps`` is set.
-    """
-
-    key: str
-    limit: int | None
-    label: str
-    cps: float | None = None
-    bucket: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """Result of a lease request.
-
-    Attributes:
-        admitted: True when every lease was granted.
-        full: the lease that refused the call.
-        count: calls already holding that lease (calls); -1 when its CPS bucket was empty.
-        wait_ms: until the bucket holds a token again (ms), when CPS refused the call.
-    """
-
-    admitted: bool
-    full: Lease | None = None
-    count: int = 0
-    wait_ms: int = 0
-
-    @property
-    def paced(self) -> bool:
-        """True when the refusal came from CPS pacing, not from the concurrency limit."""
-        return self.count < 0
-
-    @property
-    def tag(self) -> str:
-        """Reason code for logs and metrics: ``trunk_limit``, ``trunk_cps``, ``agent_limit``."""
-        assert self.full is not None
-        return f"{self.full.label.partition(' ')[0]}_{'cps' if self.paced else 'limit'}"
-
-    def retry_after_s(self, default_s: int) -> int:
-        """Retry-After (s): until the next CPS token when paced, else ``default_s``."""
-        return max(1, -(-self.wait_ms // 1000)) if self.paced else default_s
-
-    @property
-    def reason(self) -> str:
-        """Reason phrase of the 503: ``"Trunk Limit Reached: x"`` or ``"Trunk CPS Limit Reached: x"``."""
-        assert self.full is not None
-        kind, _, name = self.full.label.partition(" ")
-        what = "CPS Limit" if self.paced else "Limit"
-        return f"{kind.capitalize()} {what} Reached: {name}"
 
 
 class Store(Protocol):
@@ -178,6 +121,31 @@ class Store(Protocol):
 def route_prefixes(number: str) -> list[str]:
     """Candidate route prefixes of an E.164 number, longest first, ending with ``"+"``."""
     return [number[:i] for i in range(len(number), 0, -1)]
+
+
+def run_scripts(script: redis.commands.core.Script, commands: Sequence[tuple]) -> list[object]:
+    """``EVALSHA`` ``commands`` (each ``("EVALSHA", sha, numkeys, *keys, *args)``) of ``script`` in one
+    write (:func:`routing.tables.connection.send`); their replies in order.  A server that lost the
+    script (``NOSCRIPT``: redis restarted) gets it through redis-py's script object, which loads it.
+
+    Raises:
+        StoreUnavailable: redis unreachable or slow.
+        redis.ResponseError: a script failed.
+    """
+    if not commands:
+        return []
+    try:
+        replies = []
+        for command, reply in zip(commands, send(script.registered_client, *commands)):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                n = int(command[2])
+                reply = script(keys=command[3:3 + n], args=command[3 + n:])
+            elif isinstance(reply, redis.ResponseError):
+                raise reply
+            replies.append(reply)
+        return replies
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailable(str(exc)) from exc
 
 
 #: a node's heartbeat (``edge:node:{node}``) lives this long (s); its call clock renews it every second
@@ -429,22 +397,23 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
 
     def finish(self, call_id: str, media: dict[str, str] | None = None, keep_s: int = 0) -> dict[str, str]:
-        """Release the call like :meth:`release` and return its call hash as it was (facts and
-        what the media work stored); empty when already released.  ``media`` (the final reading,
-        :func:`routing.call.quality.summary`) is stored first, in the same round trip, as
+        """:meth:`finish_many` of one call: its call hash as it was, empty when already released."""
+        return self.finish_many([(call_id, media or {})], keep_s)[0]
+
+    def finish_many(self, calls: Sequence[tuple[str, dict[str, str]]], keep_s: int = 0) -> list[dict[str, str]]:
+        """Release each ``(call_id, media)`` like :meth:`release` and return its call hash as it was
+        (facts and what the media work stored; empty when already released), in one write (the
+        calls ended since the last tick of :func:`routing.kamailio.dialogs.drain_ended`).  ``media``
+        (the final reading, :func:`routing.call.quality.summary`) is stored first, as
         :meth:`record_media` would (``keep_s``: how long ``edge:media:{node}:{call-id}`` is kept, s).
 
         Raises:
             StoreUnavailable: redis unreachable or slow.
         """
-        args: list[str | int] = [keys.lease_member(self.node, call_id), keep_s]
-        for name, value in (media or {}).items():
-            args += [name, value]
-        try:
-            flat = run_script(self._finish, [keys.call(self.node, call_id), keys.media(self.node, call_id)], args)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return dict(zip(flat[::2], flat[1::2]))
+        commands = [("EVALSHA", self._finish.sha, 2, keys.call(self.node, call_id), keys.media(self.node, call_id),
+                     keys.lease_member(self.node, call_id), keep_s, *(x for pair in media.items() for x in pair))
+                    for call_id, media in calls]
+        return [dict(zip(flat[::2], flat[1::2])) for flat in run_scripts(self._finish, commands)]
 
     def update_call(self, call_id: str, fields: dict[str, str], extend_s: int = 0) -> bool:
         """:meth:`update_calls` of one call."""
@@ -461,19 +430,13 @@ class RedisStore:
         """
         commands = [("EVALSHA", self._update.sha, 1, keys.call(self.node, call_id), keys.lease_member(self.node, call_id),
                      int(extend_s), *(x for pair in fields.items() for x in pair)) for call_id, fields in calls]
-        try:
-            done = []
-            for command, reply in zip(commands, send(self._update.registered_client, *commands) if commands else []):
-                if isinstance(reply, redis.exceptions.NoScriptError):  # redis restarted: loaded by redis-py
-                    reply = self._update(keys=command[3:4], args=command[4:])
-                elif isinstance(reply, redis.ResponseError):
-                    raise reply
-                done.append(bool(reply))
-            if any(done) and extend_s > 0 and self.strict_wait_ms:
+        done = [bool(reply) for reply in run_scripts(self._update, commands)]
+        if any(done) and extend_s > 0 and self.strict_wait_ms:
+            try:
                 self._replicated(f"the lease extension of {len(done)} calls")  # answered calls keep their slots
-            return done
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise StoreUnavailable(str(exc)) from exc
+        return done
 
     def _replicated(self, what: str) -> None:
         """``WAIT 1 strict_wait_ms``: block until one replica acknowledged this connection's writes.

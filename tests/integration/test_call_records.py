@@ -231,9 +231,9 @@ def test_records_written_while_redis_is_down_are_replayed_exactly_once(clean_edg
     try:
         assert agent.wait() == 0, agent.output()  # the calls end while redis is down
         wait_until(lambda: spool.pending() == 3, timeout=15, what=f"3 spooled records ({spool.pending()})")
+        spooled = list(spool.records())  # read before redis is back: the call clock replays within a second
     finally:
         services.up(edge.settings)  # only redis is restarted
-    spooled = list(spool.records())
     wait_until(lambda: spool.pending() == 0, timeout=20, what="spool replayed")
     found = records(edge, since)
     assert sorted(r["id"] for r in found) == sorted(r["id"] for r in spooled)

@@ -260,6 +260,9 @@ class RecordingWriter:
         self.records.append(record)
         return "stored"
 
+    def write_many(self, records: list[dict[str, Any]]) -> list[str]:
+        return [self.write(record) for record in records]
+
     def mark_down(self) -> None:
         self.down += 1
 

@@ -107,3 +107,13 @@ def test_native_answer_reads_what_the_native_route_writes() -> None:
     assert NativeAnswer.decode(answer.encode()) == answer
     for bad in ("", "1|2|3", "x|0|200|l|sdp", "1|0|ok|l|sdp"):
         assert NativeAnswer.decode(bad) is None
+
+
+def test_ended_call_reads_what_the_native_dialog_end_writes() -> None:
+    from routing.kamailio.callstate import EndedCall
+    # "$TV(s)|$TV(u)|{hangup}|$dlg(from_tag)" as event_route[dialog:end] concatenates it
+    ended = EndedCall.decode("1796679209|122503|callee|as5f3a-1")
+    assert ended == EndedCall(1796679209122, "callee", "as5f3a-1")
+    assert EndedCall.decode(ended.encode()) == ended
+    for bad in ("", "1796679209|x|caller|t", "1796679209|1|nobody|t", "1796679209|1|caller"):
+        assert EndedCall.decode(bad) is None

@@ -98,3 +98,58 @@ def test_dialog_timeout_keeps_the_keepalive_end_and_arms_the_cleanup(
         assert key == "dlg-call" and value.endswith(":cleanup::ft1"), value
     else:
         assert armed == []
+
+
+# -- the call-end drain (the native dialog:end queues, ksr_call_end drains) ------------------
+
+
+def test_call_end_drain_releases_every_queued_call_in_one_batch_and_resets_the_flag(
+        ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    from routing.kamailio.callstate import ENDED_COUNT_TABLE, ENDED_TABLE, EndedCall
+    from tests.unit.kamailio.fakehtable import HTables
+    ht = HTables(ksr)
+    batches: list[list[str]] = []
+    finish_many = store.finish_many
+    store.finish_many = lambda calls, keep_s=0: batches.append([c for c, _ in calls]) or finish_many(calls, keep_s)  # type: ignore[method-assign]
+    ht.table(ENDED_TABLE).update({"c1": EndedCall(1796679209122, "caller", "t1").encode(),
+                                  "c2": EndedCall(1796679210000, "edge", "t2").encode(),
+                                  "bad": "garbage"})
+    ht.table(ENDED_COUNT_TABLE)["n"] = "1"
+    assert router.ksr_call_end(MSG, "rtimer") == 1
+    assert ("htable.sht_seti", (ENDED_COUNT_TABLE, "n", 0)) in ksr.calls  # reset before the queue is read
+    assert batches == [["c1", "c2"]]  # one redis write for both
+    assert sorted(store.released) == ["c1", "c2"]
+    # each media session deleted with the caller's tag (rtpengine's from-tag)
+    assert sorted((p["call_id"], p["from_tag"]) for _, p in router.worker.ngclient.commands) == [("c1", "t1"), ("c2", "t2")]
+    assert set(ht.table(ENDED_TABLE)) == {"bad"}  # a malformed entry is left to its autoexpire
+
+
+def test_call_end_drain_records_an_answered_call_with_its_end_time_and_hangup(
+        ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    from routing.kamailio.callstate import CDR_TABLE, ENDED_TABLE, CallRecordState, EndedCall
+    from tests.unit.kamailio.fakehtable import HTables
+    ht = HTables(ksr)
+    state = CallRecordState(cseq="1", start_ms=1796679200000, answer_ms=1796679201000, direction="origination",
+                            trunk="telnyx", agent="bot", number="+14155550100", caller="+12125550100")
+    ht.table(CDR_TABLE)["c1"] = state.encode()
+    ht.table(ENDED_TABLE)["c1"] = EndedCall(1796679209122, "callee", "t1").encode()
+    router.ksr_call_end(MSG, "rtimer")
+    [record] = router.worker.writer.records
+    assert (record["call_id"], record["end_ms"], record["hangup"]) == ("c1", 1796679209122, "callee")
+    assert record["answer_ms"] == 1796679201000 and "c1" not in ht.table(CDR_TABLE)
+
+
+def test_call_end_drain_leaves_the_rest_of_a_large_queue_for_the_next_tick(
+        ksr: FakeKSR, router: Any, store: FakeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from routing.kamailio import dialogs
+    from routing.kamailio.callstate import ENDED_COUNT_TABLE, ENDED_TABLE, EndedCall
+    from tests.unit.kamailio.fakehtable import HTables
+    ht = HTables(ksr)
+    monkeypatch.setattr(dialogs, "ENDED_BATCH", 2)
+    for n in range(3):
+        ht.table(ENDED_TABLE)[f"c{n}"] = EndedCall(1796679209000, "caller", f"t{n}").encode()
+    router.ksr_call_end(MSG, "rtimer")
+    assert len(store.released) == 2 and len(ht.table(ENDED_TABLE)) == 1
+    assert ksr.args_of("htable.sht_seti")[-1] == (ENDED_COUNT_TABLE, "n", 1)  # the next tick goes on
+    router.ksr_call_end(MSG, "rtimer")
+    assert len(store.released) == 3 and not ht.table(ENDED_TABLE)

@@ -182,8 +182,9 @@ def _event(port: int, call_id: str, source_tag: str, event: int) -> None:
 
 
 def _read_until(timers: types.ModuleType, router: Any, kept: list, count: int) -> None:
-    """Run the DTMF log until ``count`` digits were kept (2 s at most)."""
-    deadline = time.monotonic() + 2
+    """Run the DTMF log until ``count`` digits were kept (10 s at most: a loaded machine may be slow to
+    deliver the datagrams; the loop ends as soon as they are read)."""
+    deadline = time.monotonic() + 10
     while len(kept) < count and time.monotonic() < deadline:
         timers.dtmf_log(router.worker)
         time.sleep(0.01)

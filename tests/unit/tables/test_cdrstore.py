@@ -133,6 +133,9 @@ class FlakyStore:
         self.stored.setdefault(rec["id"], rec)
         return new
 
+    def add_many(self, recs: list[dict]) -> list[bool]:
+        return [self.add(rec) for rec in recs]
+
 
 def test_writer_spools_backs_off_and_replays(tmp_path: Path) -> None:
     now = [100.0]
@@ -293,3 +296,14 @@ def test_the_script_keeps_its_short_form_for_the_bench_peer(redis_client: redis.
     assert redis_client.evalsha(sha, 2, keys.cdr(rec["id"]), keys.CDRS, *args) == 1
     assert redis_client.evalsha(sha, 2, keys.cdr(rec["id"]), keys.CDRS, *args) == 0
     assert CdrStore(redis_client, 3600).records(0, 2**53) == [rec]
+
+
+def test_add_many_stores_each_record_once_in_one_write(redis_client: redis.Redis) -> None:
+    store = CdrStore(redis_client, 3600)
+    assert store.add(record(1)) is True
+    assert store.add_many([record(1), record(2), record(3)]) == [False, True, True]  # call-1 was there
+    assert [store.get(f"n1:call-{n}:1")["id"] for n in (1, 2, 3)] == ["n1:call-1:1", "n1:call-2:1", "n1:call-3:1"]
+    # each new record's cost is added to its trunk's spend of the day, the duplicate's is not
+    from routing.call.cdr import utc_day
+    assert store.spend("b", utc_day(record(1)["end_ms"])) == 3 * 20_000
+    assert store.add_many([]) == []

@@ -306,3 +306,17 @@ def test_closed_port_raises_store_unavailable_quickly(operation: str) -> None:
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
 def test_silent_server_raises_store_unavailable_quickly(silent_server: int, operation: str) -> None:
     _assert_fails_fast(silent_server, operation)
+
+
+def test_finish_many_releases_every_call_in_one_write_even_after_a_script_flush(redis_client: redis.Redis) -> None:
+    store = RedisStore(redis_client, "n1")
+    trunk = Lease(keys.trunk_lease("t"), 5, "trunk t")
+    for call_id in ("c1", "c2"):
+        assert store.acquire(call_id, [trunk], 60, facts={"trunk": "t"}).admitted
+    assert redis_client.zcard(keys.trunk_lease("t")) == 2
+    redis_client.script_flush()  # redis restarted: NOSCRIPT, reloaded through redis-py's script object
+    hashes = store.finish_many([("c1", {"media_mos_caller": "4.3"}), ("c2", {}), ("gone", {})], keep_s=60)
+    assert [h.get("trunk") for h in hashes] == ["t", "t", None]  # an unknown call: an empty hash
+    assert redis_client.zcard(keys.trunk_lease("t")) == 0
+    assert redis_client.hget(keys.media("n1", "c1"), "media_mos_caller") == "4.3"
+    assert store.finish_many([]) == []
