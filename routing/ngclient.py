@@ -3,7 +3,8 @@
 The Kamailio rtpengine module sends offers and answers; this client is for what the module
 cannot do or return: ``delete`` whose reply carries a call's final statistics, ``query`` from a
 timer process where there is no SIP message to take the Call-ID from (the media watchdog and call
-quality, :mod:`routing.call.quality`), ``block DTMF``.  Protocol: rtpengine
+quality, :mod:`routing.call.quality`), ``block DTMF``, ``subscribe request``/``subscribe answer``/``unsubscribe``
+(a copy of an agent's stream, :mod:`routing.kamailio.firstvoice`).  Protocol: rtpengine
 ``docs/ng_control_protocol.md``: a message is ``<cookie> <dictionary>``, the reply
 ``<cookie> <dictionary>`` with ``result`` = ``ok`` or ``error``.  The dictionary is bencoded, or
 JSON, which rtpengine (10.5 here) accepts too and answers in kind: this client sends JSON, because a
@@ -62,6 +63,18 @@ class NgClient:
             sock.connect(self.address)
             self._sock = sock
         return self._sock
+
+    def local_host(self) -> str:
+        """This host's address toward rtpengine (the source address the kernel chose for this
+        client's socket): where rtpengine can send media to the edge.
+
+        Raises:
+            NgError: no route to rtpengine's address.
+        """
+        try:
+            return str(self._socket().getsockname()[0])
+        except OSError as exc:
+            raise NgError(f"no route to rtpengine {self.address[0]}:{self.address[1]}: {exc}") from None
 
     def close(self) -> None:
         """Close the socket (the next command opens another)."""

@@ -33,6 +33,7 @@ __all__ = [
     "CALL_PACKET_LOSS",
     "CALL_JITTER",
     "TIME_TO_FIRST_AUDIO",
+    "TIME_TO_FIRST_VOICE",
     "DEAD_AIR",
     "quality_observations",
     "DRAINING",
@@ -150,9 +151,15 @@ TIME_TO_FIRST_AUDIO = Metric(
     "Answer (2xx) -> the first RTP packet rtpengine received from the agent (s, to media.first_audio_poll_ms)",
     (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5),
 )
+TIME_TO_FIRST_VOICE = Metric(
+    f"{NAMESPACE}_time_to_first_voice_seconds", "histogram", ("direction", "trunk", "agent"),
+    "Answer (2xx) -> the first 20 ms of the agent's audio at or above media.voice_threshold_dbov (s; transcoded "
+    "calls only, routing.call.voice)",
+    (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5),
+)
 DEAD_AIR = Metric(
     f"{NAMESPACE}_dead_air_total", "counter", ("direction", "trunk", "agent"),
-    "Answered calls whose agent sent no RTP within media.dead_air_s of the answer",
+    "Answered calls whose agent sent no RTP within media.dead_air_s of the answer, or (transcoded calls) only silence",
 )
 
 TRANSFERS = Metric(
@@ -166,7 +173,7 @@ TRANSFERS = Metric(
 
 KAMAILIO_METRICS = (CALLS_ATTEMPTED, CALLS_ANSWERED, CALLS_FAILED, REJECTIONS, FAILOVERS, POST_DIAL_DELAY,
                     SETUP_TIME, REGISTRATIONS, SIP_BACKLOG, SHED_RATIO, TRANSFERS, CALL_DURATION, CALL_MOS,
-                    CALL_PACKET_LOSS, CALL_JITTER, TIME_TO_FIRST_AUDIO, DEAD_AIR, DRAINING)
+                    CALL_PACKET_LOSS, CALL_JITTER, TIME_TO_FIRST_AUDIO, TIME_TO_FIRST_VOICE, DEAD_AIR, DRAINING)
 
 
 def sip_class(code: int) -> str:

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from routing.call.voice import WATCH_TAG_PREFIX
+
 __all__ = ["summary", "idle_s", "last_packet", "packets_from", "read", "CallQuality", "SideQuality", "FIELDS"]
 
 #: the fields :func:`summary` writes, for each side (``caller``/``callee``), then the call-wide ones
@@ -120,7 +122,8 @@ def summary(reply: dict[str, Any], caller_tag: str, now: float) -> dict[str, str
 
     Args:
         reply: rtpengine's reply dictionary (:meth:`routing.ngclient.NgClient.query`).
-        caller_tag: the From-tag of the call's INVITE; the other tag is the callee's.
+        caller_tag: the From-tag of the call's INVITE; the other tag is the callee's (a tag of the
+            edge's first-voice subscription, :data:`routing.call.voice.WATCH_TAG_PREFIX`, is skipped).
         now: epoch seconds of the reading (``media_updated``).
 
     Returns:
@@ -133,7 +136,9 @@ def summary(reply: dict[str, Any], caller_tag: str, now: float) -> dict[str, str
     tags = reply.get("tags") or {}
     out: dict[str, str] = {}
     caller = tags.get(caller_tag)
-    callee = next((t for key, t in tags.items() if key != caller_tag and key), None)
+    # the edge's own subscription to the agent's stream (routing.call.voice) is no side of the call
+    callee = next((t for key, t in tags.items()
+                   if key != caller_tag and key and not key.startswith(WATCH_TAG_PREFIX)), None)
     for side, tag, receiver in (("caller", caller, callee), ("callee", callee, caller)):
         values = _side(reply, tag, receiver) if tag else {name: "" for name in SIDE_FIELDS}
         out.update({f"media_{side}_{name}": value for name, value in values.items()})

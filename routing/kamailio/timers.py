@@ -23,7 +23,7 @@ from ..call.cdr import cost_so_far, utc_day
 from ..ngclient import NgError
 from ..tables.store import HEARTBEAT_TTL_S, StoreUnavailable
 from . import callstate as cs
-from . import fastanswer, holdanswer, onbehalf, records, rtpset
+from . import fastanswer, firstvoice, holdanswer, onbehalf, records, rtpset
 from .callstate import Deadline, DtmfCall, MediaWatch
 from .mediaflags import modes
 from .worker import Worker, count, log_exception, observe, pv
@@ -229,7 +229,9 @@ def first_audio(w: Worker) -> None:
     without one the call counts as dead air (``byoc_edge_dead_air_total``, ``media_dead_air_s``).
     rtpengine has no first-packet event, and its ``last packet`` is in whole seconds: polling
     only the calls still waiting keeps the cost to a few queries per call.  Agents' held 200 OKs
-    are released first (:func:`holdanswer.poll`)."""
+    are released first (:func:`holdanswer.poll`).  At a call's first poll, an agent whose stream
+    rtpengine transcodes gets its first non-silent audio watched (:mod:`.firstvoice`): its entry
+    then stays after the first packet, without queries, until that watch ends."""
     now_ms = int(time.time() * 1000)
     holdanswer.poll(w, now_ms)
     pending = []
@@ -238,8 +240,13 @@ def first_audio(w: Worker) -> None:
     while KSR.htable.sht_iterator_next(FIRST_AUDIO_ITERATOR) > 0:
         pending.append((pv(f"$shtitkey({FIRST_AUDIO_ITERATOR})"), pv(f"$shtitval({FIRST_AUDIO_ITERATOR})")))
     KSR.htable.sht_iterator_end(FIRST_AUDIO_ITERATOR)
+    live = set()
     for call_id, value in pending:
         answered, direction, trunk, agent, agent_tag = (value.split(":", 4) + [""] * 5)[:5]
+        watch = w.voice.get(call_id)
+        if watch is not None and watch.heard:
+            live.add(call_id)  # only its first voice is awaited (firstvoice.poll)
+            continue
         if not answered.isdigit():
             KSR.htable.sht_rm(cs.FIRST_AUDIO_TABLE, call_id)
             continue
@@ -248,6 +255,9 @@ def first_audio(w: Worker) -> None:
         except NgError:
             KSR.htable.sht_rm(cs.FIRST_AUDIO_TABLE, call_id)  # no session (ended): nothing to wait for
             continue
+        if call_id not in w.voice:  # the call's first poll
+            watch = w.voice[call_id] = firstvoice.start(w, call_id, int(answered), (direction, trunk, agent),
+                                                        agent_tag, reply)
         waited_ms = now_ms - int(answered)
         fields: dict[str, str] = {}
         if quality.packets_from(reply, agent_tag) > 0:
@@ -257,13 +267,21 @@ def first_audio(w: Worker) -> None:
             count(metrics.DEAD_AIR, direction, trunk, agent)
             KSR.notice(f"edge: call-id={call_id} dead air: no RTP from the agent {waited_ms / 1000:.1f} s after the answer\n")
             fields = {"media_dead_air_s": str(w.settings.dead_air_s)}
+            firstvoice.stop(w, call_id, unsubscribe=True)
+            watch = None
         if not fields:
+            live.add(call_id)
             continue
-        KSR.htable.sht_rm(cs.FIRST_AUDIO_TABLE, call_id)
+        if watch is not None:  # heard: the entry now waits for the first voice
+            watch.heard = True
+            live.add(call_id)
+        else:
+            KSR.htable.sht_rm(cs.FIRST_AUDIO_TABLE, call_id)
         try:
             w.open_store().record_media(call_id, fields)
         except StoreUnavailable as exc:
             KSR.err(f"edge: cannot record the first audio of call-id={call_id}: {exc}\n")
+    firstvoice.poll(w, live, now_ms)
 
 
 def _dtmf_socket(w: Worker) -> socket.socket | None:

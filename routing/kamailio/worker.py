@@ -14,6 +14,7 @@ import secrets
 import socket
 import time
 import traceback
+from typing import Any
 
 import KSR  # type: ignore[import-not-found]
 import redis
@@ -96,6 +97,8 @@ class Worker:
         now_ms: when the current entry started (epoch ms; 0 before the first entry).
         replayed_at: when the call-record spool was last replayed (``time.monotonic`` s).
         dtmf_sock / dtmf_sock_failed: the UDP socket of rtpengine's DTMF events (timer process only).
+        voice: Call-ID -> its first-voice watch (:class:`routing.kamailio.firstvoice.VoiceWatch`), or
+            None once decided not to watch or done (first-audio timer process only).
         token: made before Kamailio forks, so every process has the same: marks the edge's own requests.
     """
 
@@ -120,6 +123,7 @@ class Worker:
         self.replayed_at = 0.0
         self.dtmf_sock: socket.socket | None = None
         self.dtmf_sock_failed = False
+        self.voice: dict[str, Any] = {}
         self.token = secrets.token_hex(16)
 
     # -- per-process clients ---------------------------------------------------------------

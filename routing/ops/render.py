@@ -105,6 +105,8 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         ringing_timeout_ms=settings.sip.ringing_timeout_ms,
         first_audio_poll_ms=settings.media.first_audio_poll_ms,
         dead_air_s=settings.media.dead_air_s,
+        first_voice=settings.media.first_voice,
+        voice_threshold_dbov=settings.media.voice_threshold_dbov,
         stir_key_file=str(settings.stir.key_file) if settings.stir.enabled else "",
         stir_cert_url=settings.stir.cert_url if settings.stir.enabled else "",
         stir_verify_dir=str(settings.stir.cert_dir(settings.run_dir)) if settings.stir.verify else "",

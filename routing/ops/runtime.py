@@ -92,6 +92,9 @@ class RuntimeSettings:
         ringing_timeout_ms: tm's ``fr_inv_timer`` (ms): no final answer this long after a hop's first provisional fails it.
         first_audio_poll_ms: how often the agent's first RTP packet is looked for after the answer (ms); 0 = off.
         dead_air_s: no RTP from the agent this long after the answer is dead air (s).
+        first_voice: on a call whose agent's stream rtpengine transcodes, the agent's first non-silent
+            audio is measured (needs ``first_audio_poll_ms``; routing.kamailio.firstvoice).
+        voice_threshold_dbov: a 20 ms frame at or above this level is the agent's voice (dBov).
         stir_key_file, stir_cert_url: STIR/SHAKEN signing key (path) and certificate URL; empty = off.
         stir_verify_dir: where the monitor keeps the certificates inbound Identity headers are checked
             against (settings ``stir.verify``); empty = no check.  ``stir_verify_http``: http:// URLs
@@ -159,6 +162,8 @@ class RuntimeSettings:
     ringing_timeout_ms: int = 60000
     first_audio_poll_ms: int = 0
     dead_air_s: int = 5
+    first_voice: bool = True
+    voice_threshold_dbov: int = -40
     stir_key_file: str = ""
     stir_cert_url: str = ""
     stir_verify_dir: str = ""

@@ -226,7 +226,16 @@ class Media(_Model):
         "one rtpengine query per call and interval until the agent's first packet)",
     )
     dead_air_s: int = Field(
-        5, ge=1, le=60, description="an answered call whose agent sent no RTP this long after the answer counts as dead air (s)"
+        5, ge=1, le=60, description="an answered call whose agent sent no RTP this long after the answer counts as dead air "
+        "(s); on a call whose first voice is measured, also one whose agent sent only silence"
+    )
+    first_voice: bool = Field(
+        True, description="on a call whose agent's stream rtpengine transcodes, the agent's first non-silent audio is "
+        "measured too (a copy of its stream until then; needs first_audio_poll_ms)",
+    )
+    voice_threshold_dbov: int = Field(
+        -40, ge=-70, le=-10, description="first voice: a 20 ms frame of the agent's audio at or above this level is voice "
+        "(dBov, 0 = a full-scale square wave); digital silence is below -72, speech about -15 to -35",
     )
     announcements_dir: Path = Field(
         Path("/var/lib/byoc-edge/announcements"),

@@ -119,3 +119,11 @@ def test_nothing_listening_is_an_error_not_a_hang() -> None:
             client.command("ping")
     finally:
         client.close()
+
+
+def test_local_host_is_the_address_the_kernel_reaches_rtpengine_from() -> None:
+    """Where rtpengine can send media to the edge (routing.kamailio.firstvoice binds its socket there)."""
+    with NgClient("127.0.0.1", 9) as client:
+        assert client.local_host() == "127.0.0.1"
+    with NgClient("::1", 9) as client:
+        assert client.local_host() == "::1"
