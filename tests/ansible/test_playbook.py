@@ -390,6 +390,57 @@ def test_production_firewall_rules_pass_nft_check(tmp_path: Path) -> None:
     assert "tcp dport 6380 ip saddr @redis_clients_v4 accept" in rules
 
 
+FIREWALL_RTPENGINE_RENDER = """
+- name: Render the firewall of a production rtpengine host (policy drop)
+  hosts: rtp-a
+  gather_facts: true
+  vars_files:
+    - {roles}/byoc_edge/defaults/main.yml
+    - {roles}/firewall/defaults/main.yml
+    - {roles}/firewall/vars/main.yml
+  tasks:
+    - name: Render the rules
+      ansible.builtin.template:
+        src: {roles}/firewall/templates/edge.nft.j2
+        dest: {dest}
+        mode: "0644"
+        validate: nft -c -f %s
+      vars:
+        byoc_edge_prefix: byoc-edge
+        byoc_edge_management_cidrs: [10.0.8.0/24]
+        firewall_ng_extra_cidrs: ["fd00:1::/64"]
+"""
+
+
+def test_production_firewall_rules_of_an_rtpengine_host_pass_nft_check(tmp_path: Path) -> None:
+    """An rtpengine host's rules (policy drop) pass `nft -c`: RTP open, ng from the edge nodes' addresses
+    (inventory, per side) only, the cli port with the management ports, no SIP or redis rule."""
+    assert which("nft"), "nft is not installed (apt-get install nftables)"
+    dest = tmp_path / "byoc-edge.nft"
+    (tmp_path / "render.yml").write_text(FIREWALL_RTPENGINE_RENDER.format(roles=REPO / "ansible" / "roles", dest=dest))
+    local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
+    hosts = {"all": {"children": {
+        "edge": {"hosts": {"edge-a": {"byoc_edge_sip_address": "10.0.1.11"},
+                           "edge-b": {"byoc_edge_carrier_sip_address": "10.0.1.12", "byoc_edge_agent_sip_address": "10.0.2.12"}}},
+        "rtpengine": {"hosts": {"rtp-a": local}}}}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "hosts.yml", "render.yml"], cwd=tmp_path,
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    rules = dest.read_text()
+    assert "policy drop;" in rules and "rtpengine host" in rules.splitlines()[2]
+    sets = dict(re.findall(r"set (\w+) \{[^}]*?elements = \{ ([^}]*) \}", rules))
+    assert sets["ng_clients_v4"] == "127.0.0.1/32, 10.0.1.11/32, 10.0.1.12/32, 10.0.2.12/32"
+    assert sets["ng_clients_v6"] == "::1/128, fd00:1::/64"
+    lines = [line.strip() for line in rules.splitlines()]
+    for rule in ("udp dport { 2223 } ip saddr @ng_clients_v4 accept",
+                 'udp dport { 2223 } counter drop comment "rtpengine ng from an unlisted source"',
+                 "udp dport 30000-40000 accept",
+                 "tcp dport { 22, 9900 } ip saddr @management_v4 accept"):
+        assert rule in lines, rules
+    assert "sip_peers" not in rules and "redis_clients" not in rules and "th dport { 5060 }" not in rules
+
+
 SIDES_CHECK = """
 - name: Check the per-side variables of every host
   hosts: all
