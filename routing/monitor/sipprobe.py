@@ -164,8 +164,9 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def rtpengine_ping(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """Send the ng-protocol ``ping`` command (bencoded) and expect ``pong``.
+def rtpengine_ping(host: str, port: int, timeout_s: float = 1.0, source: str | None = None) -> bool:
+    """Send the ng-protocol ``ping`` command (bencoded) and expect ``pong``; ``source``: the local
+    address to send from (IPv4), by default the kernel's choice.
 
     Source: rtpengine docs/ng_control_protocol.md ("ping" command).
     """
@@ -173,6 +174,8 @@ def rtpengine_ping(host: str, port: int, timeout_s: float = 1.0) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout_s)
         try:
+            if source:
+                sock.bind((source, 0))
             sock.sendto(f"{cookie} d7:command4:pinge".encode(), (host, port))
             data, _ = sock.recvfrom(4096)
         except OSError:

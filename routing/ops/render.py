@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import sysconfig
 from dataclasses import asdict
@@ -26,7 +27,7 @@ from routing.ops.runtime import ADMISSION_MARGIN_S, RuntimeSettings
 from routing.ops.settings import REPO_ROOT, Settings
 from routing.tables import keys
 
-__all__ = ["TEMPLATE_DIR", "ENTRY_SCRIPT", "KAMAILIO_MODULES", "OUTPUTS", "render", "render_to_dir", "runtime_settings",
+__all__ = ["TEMPLATE_DIR", "ENTRY_SCRIPT", "KAMAILIO_MODULES", "OUTPUTS", "render", "render_rtpengine", "render_to_dir", "runtime_settings",
            "render_sentinel", "SENTINEL_DOWN_AFTER_MS", "SENTINEL_FAILOVER_TIMEOUT_MS"]
 
 TEMPLATE_DIR = REPO_ROOT / "templates"
@@ -211,6 +212,31 @@ def render(settings: Settings, tls_clients: Sequence[object] = ()) -> dict[str, 
     Raises:
         jinja2.UndefinedError: a template uses a value the settings do not provide.
     """
+    env = _environment()
+    context = _context(settings, tls_clients)
+    return {name: env.get_template(template).render(**context) for name, template in OUTPUTS.items()}
+
+
+def render_rtpengine(settings: Settings, ng_address: str = "127.0.0.1") -> str:
+    """``rtpengine.conf`` alone (``templates/rtpengine.conf.j2``, as :func:`render` writes it), with its
+    ng (UDP) and cli (TCP) listeners on ``ng_address`` instead of ``127.0.0.1``: the config of an
+    rtpengine on a host of its own, which the edge nodes reach over the network (a node of their
+    ``rtpengine.nodes``, docs/media.md#rtpengine-sets).
+
+    Args:
+        ng_address: an IPv4 or IPv6 literal (IPv6 is written in brackets, rtpengine's ``listen-ng``
+            syntax, rtpengine 10.5 ``docs/rtpengine.md``).
+
+    Raises:
+        ValueError: ``ng_address`` is not an IP address literal.
+    """
+    ipaddress.ip_address(ng_address)
+    context = _context(settings)
+    context["rtpengine"]["ng_address"] = sip_host(ng_address)
+    return _environment().get_template(OUTPUTS["rtpengine.conf"]).render(**context)
+
+
+def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,
@@ -220,8 +246,7 @@ def render(settings: Settings, tls_clients: Sequence[object] = ()) -> dict[str, 
         autoescape=False,
     )
     env.filters["sip_host"] = sip_host
-    context = _context(settings, tls_clients)
-    return {name: env.get_template(template).render(**context) for name, template in OUTPUTS.items()}
+    return env
 
 
 #: Sentinel's ``down-after-milliseconds``: how long (ms) the master may not answer before a Sentinel

@@ -25,7 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from routing.ops.storesettings import Redis
 
-__all__ = ["Settings", "SettingsError", "load_settings", "REPO_ROOT", "DEFAULT_RUN_DIR"]
+__all__ = ["Settings", "SettingsError", "load_settings", "format_validation_error", "REPO_ROOT", "DEFAULT_RUN_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RUN_DIR = REPO_ROOT / "run"
@@ -559,7 +559,8 @@ class Settings(_Model):
         return host, listener.port
 
 
-def _format(exc: ValidationError) -> str:
+def format_validation_error(exc: ValidationError) -> str:
+    """Every error of ``exc`` as ``field.path: message``, joined by ``; `` (one line)."""
     parts = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -594,4 +595,4 @@ def load_settings(path: str | Path | None = None) -> Settings:
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(f"{path}: {_format(exc)}") from None
+        raise SettingsError(f"{path}: {format_validation_error(exc)}") from None

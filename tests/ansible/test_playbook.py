@@ -10,16 +10,21 @@ edge or with the other tests:
                                           carriers on 127.0.0.2:15060 (advertised as 127.0.0.2),
                                           agents on 127.0.0.3:15060
                                           ng 12224  cli 19901  RTP 51000-51999
+    rtpengine host media-1  /etc/byoc-edge-test-m  ng and cli on 127.0.0.4 (12225, 19902), media 127.0.0.4
+                 RTP 52000-52999 (inventory group `rtpengine`): node A relays its media through it
+                 (settings rtpengine.nodes), node B keeps its own rtpengine
 
 Then: ansible-lint is clean at the production profile; the first run deploys and reports the
 rtpengine forwarding mode, and gives every node its settings and the site's trunk-password
 key; node A's settings are exactly those of a node without per-side variables, node B's have
-a listener per side, rtpengine.sides and topoh's mask address; a second run changes nothing; a
-carrier's SIPp call reaches the agent through each node (routing tables provisioned once, with
+a listener per side, rtpengine.sides and topoh's mask address; the rtpengine host gets the edge's
+rtpengine.conf with its ng listener on its own address, and node A gets it as its rtpengine set; a
+second run changes nothing; a carrier's SIPp call reaches the agent through each node, node A's with
+its media relayed by the rtpengine host (routing tables provisioned once, with
 node A's edgectl, in the shared redis), through node B from carrier side to agent side; a trunk
 limit of 1 holds across the nodes; the nftables rules drop SIP from a source that is neither
 carrier nor agent, and on node B SIP and RTP to one side's address from the other side's
-networks; the per-side variables are checked with messages that name them; every Kamailio runs with Debian's embedded-Python environment (PATH, PYTHONHOME); a killed Kamailio is restarted by its service manager
+networks, and the rtpengine host's ng port to a stranger; the per-side variables are checked with messages that name them; every Kamailio runs with Debian's embedded-Python environment (PATH, PYTHONHOME); a killed Kamailio is restarted by its service manager
 (systemd, or the fallback manager where systemd is not PID 1, as on CI containers).
 Everything is removed at the end with ansible/uninstall.yml; kernel parameters and
 /etc/nftables.conf are restored.
@@ -50,7 +55,7 @@ import yaml
 
 from routing.ops.settings import load_settings
 from tests.sipp import reject_uac_scenario, stop_all, uac, uas
-from routing.monitor.sipprobe import sip_options
+from routing.monitor.sipprobe import rtpengine_ping, sip_options
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -142,6 +147,45 @@ NODE_B = Node("edge-b", "byoc-edge-test-b", "test-b", "127.0.0.2", 12224, 19901,
               agent_side="127.0.0.3")
 NODES = (NODE_A, NODE_B)
 
+
+@dataclass(frozen=True)
+class MediaHost:
+    """An rtpengine host (inventory group ``rtpengine``, role rtpengine_host)."""
+
+    host: str
+    prefix: str
+    address: str
+    ng_port: int
+    cli_port: int
+    rtp: tuple[int, int]
+    weight: int
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(f"/var/lib/{self.prefix}/run")
+
+    def host_vars(self) -> dict[str, object]:
+        return {
+            "byoc_edge_prefix": self.prefix,
+            "rtpengine_host_ng_address": self.address,
+            "rtpengine_host_weight": self.weight,
+            "byoc_edge_rtpengine_address": self.address,
+            "byoc_edge_rtpengine_ng_port": self.ng_port,
+            "byoc_edge_rtpengine_cli_port": self.cli_port,
+            "byoc_edge_rtp_port_min": self.rtp[0],
+            "byoc_edge_rtp_port_max": self.rtp[1],
+            "byoc_edge_metrics_address": self.address,
+            # one kernel: node A reserves its RTP ports
+            "sysctl_reserve_rtp_ports": False,
+            # the edge's rtpengine options reach the host (final-timeout = max_call_duration_s + 60)
+            "edge_settings_extra": {"sip": {"max_call_duration_s": 60}},
+        }
+
+
+MEDIA = MediaHost("media-1", "byoc-edge-test-m", "127.0.0.4", 12225, 19902, (52000, 52999), weight=2)
+#: node A's rtpengine set: the rtpengine host, as the edge role writes it into settings rtpengine.nodes
+MEDIA_NODES = [{"address": MEDIA.address, "ng_port": MEDIA.ng_port, "weight": MEDIA.weight}]
+
 #: kernel parameters the sysctl role may set; restored after the test
 SYSCTL_KEYS = [
     "net.core.rmem_max", "net.core.wmem_max", "net.core.rmem_default", "net.core.wmem_default",
@@ -179,7 +223,9 @@ def inventory() -> dict[str, object]:
                         NODE_A.host: NODE_A.host_vars(),
                         # one host has one kernel: the second node leaves ip_local_reserved_ports alone
                         # node B reaches the redis through the Sentinels (node A directly)
+                        # node B has one network per side: its own rtpengine, not the rtpengine host
                         NODE_B.host: {**NODE_B.host_vars(), "sysctl_reserve_rtp_ports": False,
+                                      "byoc_edge_rtpengine_hosts": [],
                                       "byoc_edge_redis_sentinels": [f"127.0.0.1:{port}" for _, _, port in SENTINELS],
                                       # and its own metrics ports (node A keeps the defaults)
                                       "byoc_edge_metrics_kamailio_port": 9261,
@@ -187,6 +233,7 @@ def inventory() -> dict[str, object]:
                                       "byoc_edge_metrics_exporter_port": 9263},
                     }
                 },
+                "rtpengine": {"hosts": {MEDIA.host: MEDIA.host_vars()}},
                 "redis": {"hosts": {NODE_A.host: None}},
                 "redis_replica": {"hosts": {REPLICA[0]: {"byoc_edge_prefix": REPLICA[1], "redis_bind": "127.0.0.1",
                                                          "redis_port": REPLICA[2]}}},
@@ -246,9 +293,11 @@ def edgectl(node: Node, *args: str) -> str:
     return proc.stdout
 
 
-def relayed_packets(node: Node) -> float:
+def relayed_packets(node: Node | MediaHost) -> float:
+    """Packets relayed so far by the rtpengine of an edge node (cli on 127.0.0.1) or of an rtpengine host."""
+    address = node.address if isinstance(node, MediaHost) else "127.0.0.1"
     out = subprocess.run(
-        ["rtpengine-ctl", "-ip", "127.0.0.1", "-port", str(node.cli_port), "list", "totals"],
+        ["rtpengine-ctl", "-ip", address, "-port", str(node.cli_port), "list", "totals"],
         capture_output=True, text=True, timeout=10, check=True,
     ).stdout
     match = re.search(r"Total relayed packets\s*:\s*([0-9.]+)", out)
@@ -276,7 +325,7 @@ def _sysctl(key: str) -> str | None:
 def _leftover_processes() -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
     ports = (REDIS_PORT, REPLICA[2], *(port for _, _, port in SENTINELS))
-    prefixes = (*(n.prefix for n in NODES), REPLICA[1], *(prefix for _, prefix, _ in SENTINELS))
+    prefixes = (*(n.prefix for n in NODES), MEDIA.prefix, REPLICA[1], *(prefix for _, prefix, _ in SENTINELS))
     return [l for l in out.splitlines() if any(p in l for p in prefixes) or any(f"127.0.0.1:{port}" in l for port in ports)]
 
 
@@ -339,6 +388,57 @@ def test_production_firewall_rules_pass_nft_check(tmp_path: Path) -> None:
     assert "tcp dport { 9100 } ip saddr @monitoring_v4 accept" in rules
     assert "tcp dport { 22, 9900 } ip saddr @management_v4 accept" in rules
     assert "tcp dport 6380 ip saddr @redis_clients_v4 accept" in rules
+
+
+FIREWALL_RTPENGINE_RENDER = """
+- name: Render the firewall of a production rtpengine host (policy drop)
+  hosts: rtp-a
+  gather_facts: true
+  vars_files:
+    - {roles}/byoc_edge/defaults/main.yml
+    - {roles}/firewall/defaults/main.yml
+    - {roles}/firewall/vars/main.yml
+  tasks:
+    - name: Render the rules
+      ansible.builtin.template:
+        src: {roles}/firewall/templates/edge.nft.j2
+        dest: {dest}
+        mode: "0644"
+        validate: nft -c -f %s
+      vars:
+        byoc_edge_prefix: byoc-edge
+        byoc_edge_management_cidrs: [10.0.8.0/24]
+        firewall_ng_extra_cidrs: ["fd00:1::/64"]
+"""
+
+
+def test_production_firewall_rules_of_an_rtpengine_host_pass_nft_check(tmp_path: Path) -> None:
+    """An rtpengine host's rules (policy drop) pass `nft -c`: RTP open, ng from the edge nodes' addresses
+    (inventory, per side) only, the cli port with the management ports, no SIP or redis rule."""
+    assert which("nft"), "nft is not installed (apt-get install nftables)"
+    dest = tmp_path / "byoc-edge.nft"
+    (tmp_path / "render.yml").write_text(FIREWALL_RTPENGINE_RENDER.format(roles=REPO / "ansible" / "roles", dest=dest))
+    local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
+    hosts = {"all": {"children": {
+        "edge": {"hosts": {"edge-a": {"byoc_edge_sip_address": "10.0.1.11"},
+                           "edge-b": {"byoc_edge_carrier_sip_address": "10.0.1.12", "byoc_edge_agent_sip_address": "10.0.2.12"}}},
+        "rtpengine": {"hosts": {"rtp-a": local}}}}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "hosts.yml", "render.yml"], cwd=tmp_path,
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    rules = dest.read_text()
+    assert "policy drop;" in rules and "rtpengine host" in rules.splitlines()[2]
+    sets = dict(re.findall(r"set (\w+) \{[^}]*?elements = \{ ([^}]*) \}", rules))
+    assert sets["ng_clients_v4"] == "127.0.0.1/32, 10.0.1.11/32, 10.0.1.12/32, 10.0.2.12/32"
+    assert sets["ng_clients_v6"] == "::1/128, fd00:1::/64"
+    lines = [line.strip() for line in rules.splitlines()]
+    for rule in ("udp dport { 2223 } ip saddr @ng_clients_v4 accept",
+                 'udp dport { 2223 } counter drop comment "rtpengine ng from an unlisted source"',
+                 "udp dport 30000-40000 accept",
+                 "tcp dport { 22, 9900 } ip saddr @management_v4 accept"):
+        assert rule in lines, rules
+    assert "sip_peers" not in rules and "redis_clients" not in rules and "th dport { 5060 }" not in rules
 
 
 SIDES_CHECK = """
@@ -569,7 +669,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, host_lock: None) -> Ite
 
 def test_first_run_deploys_every_node_and_reports_the_forwarding_mode(deployment: Deployment) -> None:
     run = deployment.first
-    assert set(run.recap) == {NODE_A.host, NODE_B.host, REPLICA[0], *(host for host, _, _ in SENTINELS)}, run.tail()
+    assert set(run.recap) == {NODE_A.host, NODE_B.host, MEDIA.host, REPLICA[0], *(host for host, _, _ in SENTINELS)}, \
+        run.tail()
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recap.values()), run.recap
     for node in NODES:
         mode_file = Path(f"/etc/{node.prefix}/rtpengine-mode")
@@ -608,7 +709,8 @@ def test_first_run_deploys_every_node_and_reports_the_forwarding_mode(deployment
 
 
 def test_a_node_without_per_side_variables_gets_the_settings_it_always_had(deployment: Deployment) -> None:
-    """Backward compatibility: no per-side variable, so no `side`, no `rtpengine.sides`, no mask address."""
+    """Backward compatibility: no per-side variable, so no `side`, no `rtpengine.sides`, no mask address
+    (and `rtpengine.nodes` from the inventory's rtpengine host)."""
     settings = yaml.safe_load(Path(f"/etc/{NODE_A.prefix}/settings.yaml").read_text())
     assert settings == {
         "node": NODE_A.node_id,
@@ -616,7 +718,9 @@ def test_a_node_without_per_side_variables_gets_the_settings_it_always_had(deplo
         "sip": {"listen": [{"transport": t, "address": NODE_A.sip, "port": SIP_PORT} for t in ("udp", "tcp")],
                 "workers": 2, "tcp_workers": 1, "max_call_duration_s": 60},
         "rtpengine": {"address": NODE_A.sip, "ng_port": NODE_A.ng_port, "cli_port": NODE_A.cli_port,
-                      "port_min": NODE_A.rtp[0], "port_max": NODE_A.rtp[1]},
+                      "port_min": NODE_A.rtp[0], "port_max": NODE_A.rtp[1],
+                      # the one addition: the inventory's rtpengine host (group rtpengine) as its set
+                      "nodes": MEDIA_NODES},
         "redis": {"host": "127.0.0.1", "port": REDIS_PORT, "db": 0, "manage": False, "password": REDIS_PASSWORD},
         "metrics": {"address": NODE_A.sip, "kamailio_port": 9161, "rtpengine_port": 9162, "exporter_port": 9163},
         "security": {"secret_key_file": f"/etc/{NODE_A.prefix}/secret.key"},
@@ -656,6 +760,44 @@ def test_per_side_variables_give_each_side_its_listeners_and_media_interface(dep
             f"media {node.agent_side}; RTP ports {node.rtp[0]}-{node.rtp[1]}") in report, deployment.first.output[-4000:]
 
 
+def conf_values(path: Path) -> dict[str, str]:
+    """``key = value`` lines of an rtpengine.conf."""
+    return dict(line.split(" = ", 1) for line in path.read_text().splitlines() if " = " in line and not line.startswith("#"))
+
+
+def test_the_rtpengine_host_runs_the_edges_rtpengine_config_on_its_own_address(deployment: Deployment) -> None:
+    """The rtpengine host's rtpengine.conf is the edge's template with the ng and cli listeners on the
+    host's address; node A gets the host as its rtpengine set, and its edgectl status pings it."""
+    conf = conf_values(MEDIA.run_dir / "rtpengine.conf")
+    assert conf["listen-ng"] == f"{MEDIA.address}:{MEDIA.ng_port}"
+    assert conf["listen-cli"] == f"{MEDIA.address}:{MEDIA.cli_port}"
+    assert conf["interface"] == MEDIA.address
+    assert (conf["port-min"], conf["port-max"]) == tuple(str(p) for p in MEDIA.rtp)
+    assert "dtmf-log-dest" not in conf  # the edge recording the digits listens on its own loopback
+    # the rtpengine options node A renders for its own rtpengine, from the same settings
+    own = conf_values(NODE_A.run_dir / "rtpengine.conf")
+    assert own["listen-ng"] == f"127.0.0.1:{NODE_A.ng_port}"
+    for key in ("table", "timeout", "silent-timeout", "final-timeout", "delete-delay", "log-level"):
+        assert conf[key] == own[key], key
+    assert conf["final-timeout"] == "120"
+    # rtpengine alone: its forwarding mode and service, no Kamailio, no code
+    assert Path(f"/etc/{MEDIA.prefix}/rtpengine-mode").read_text().split()[0] in ("kernel", "userspace")
+    assert Path(f"/etc/{MEDIA.prefix}/services/rtpengine.env").exists()
+    assert Path(f"/etc/systemd/system/{MEDIA.prefix}-rtpengine.service").exists()
+    assert not Path(f"/etc/systemd/system/{MEDIA.prefix}-kamailio.service").exists()
+    assert not Path(f"/opt/{MEDIA.prefix}").exists()
+    report = " ".join(deployment.first.output.split())
+    assert (f"rtpengine host {MEDIA.host}: ng {MEDIA.address}:{MEDIA.ng_port} (weight {MEDIA.weight}), media "
+            f"{MEDIA.address} ports {MEDIA.rtp[0]}-{MEDIA.rtp[1]}") in report, deployment.first.output[-4000:]
+    assert (f"idle: media through the rtpengine hosts {MEDIA.address}:{MEDIA.ng_port} (weight {MEDIA.weight}), "
+            f"redis 127.0.0.1:{REDIS_PORT}") in report, deployment.first.output[-4000:]
+    # node A uses it (settings rtpengine.nodes), node B (one network per side) does not
+    assert yaml.safe_load(Path(f"/etc/{NODE_A.prefix}/settings.yaml").read_text())["rtpengine"]["nodes"] == MEDIA_NODES
+    assert "nodes" not in yaml.safe_load(Path(f"/etc/{NODE_B.prefix}/settings.yaml").read_text())["rtpengine"]
+    states = {s["name"]: s for s in json.loads(edgectl(NODE_A, "status", "--json"))}
+    assert states[f"rtpengine udp:{MEDIA.address}:{MEDIA.ng_port}"]["healthy"] is True, states
+
+
 def _redis_cli(port: int, *args: str, password: str = "") -> str:
     env = {**os.environ, "REDISCLI_AUTH": password} if password else None
     return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True, text=True,
@@ -686,7 +828,7 @@ def test_the_replica_copies_the_master_and_three_sentinels_watch_both(deployment
 
 def test_second_run_changes_nothing(deployment: Deployment) -> None:
     recap = deployment.second.recap
-    assert set(recap) == {NODE_A.host, NODE_B.host, REPLICA[0], *(host for host, _, _ in SENTINELS)}, \
+    assert set(recap) == {NODE_A.host, NODE_B.host, MEDIA.host, REPLICA[0], *(host for host, _, _ in SENTINELS)}, \
         deployment.second.tail()
     changed = [line for line in deployment.second.output.splitlines() if line.startswith("changed:")]
     assert all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), (recap, changed)
@@ -713,7 +855,10 @@ def trunk_active(node: Node) -> int:
 
 @pytest.mark.parametrize("node", NODES, ids=lambda n: n.node_id)
 def test_carrier_call_reaches_the_agent_through_the_node(provisioned: Deployment, node: Node, tmp_path: Path) -> None:
-    before = relayed_packets(node)
+    """Node A relays the call's media through the rtpengine host (its rtpengine set), node B through its own."""
+    relay: Node | MediaHost = MEDIA if node is NODE_A else node
+    before = relayed_packets(relay)
+    own_before = relayed_packets(node)
     agent = uas(tmp_path / "agent", AGENT, AGENT_PORT, answer_ms=200)
     carrier = uac(tmp_path / "carrier", CARRIER, 15070, node.target, DID, hold_ms=1500)
     assert carrier.wait(60) == 0, carrier.output()
@@ -722,15 +867,21 @@ def test_carrier_call_reaches_the_agent_through_the_node(provisioned: Deployment
     invite = agent.received_requests("INVITE")[0]
     assert f"X-Edge-Trunk: {TRUNK}" in invite
     assert f"X-Edge-DID: {DID}" in invite
-    # SDP anchored in this node's rtpengine; the agent reaches the node at its agent-side address
+    # SDP anchored in the relaying rtpengine; the agent reaches the node at its agent-side address
     facing_agent = node.agent_side or node.advertise or node.sip
-    assert f"c=IN IP4 {facing_agent}" in invite, invite
+    media = MEDIA.address if relay is MEDIA else facing_agent
+    assert f"c=IN IP4 {media}" in invite, invite
+    if relay is MEDIA:
+        port = int(re.search(r"^m=audio (\d+) ", invite, re.M).group(1))  # type: ignore[union-attr]
+        assert MEDIA.rtp[0] <= port <= MEDIA.rtp[1], invite
     assert re.search(rf"^Record-Route: <sip:{re.escape(facing_agent)}:{SIP_PORT}", invite, re.M), invite
     if node.agent_side:
         # one network per side: the agent sees no address of the carrier side (docs/media.md)
         seen = {ip for line in invite.splitlines() if TOPOLOGY_LINE.match(line) for ip in IPV4.findall(line)}
         assert seen <= {node.agent_side, AGENT, MASK_IP} and node.agent_side in seen, (seen, invite)
-    assert relayed_packets(node) - before >= 50
+    assert relayed_packets(relay) - before >= 50
+    if relay is MEDIA:
+        assert relayed_packets(node) == own_before  # the node's own rtpengine stays idle
     wait_until(lambda: trunk_active(node) == 0, timeout=15, what="the call's trunk slot released")
 
 
@@ -824,6 +975,23 @@ def test_firewall_opens_each_side_only_to_that_side(deployment: Deployment) -> N
         # this side's rule dropped it; the stranger's may have been dropped by node A's table first
         assert dropped(node, f"SIP to the {side} side from an unlisted source") - sip_before >= 1
         assert dropped(node, f"RTP to the {side} side from an unlisted source") - rtp_before == 1
+
+
+def test_the_rtpengine_hosts_ng_port_is_open_to_the_edge_nodes_only(deployment: Deployment) -> None:
+    """The rtpengine host's firewall: ng pings from an edge node's address answered, from a stranger
+    dropped (counted by the host's own rule)."""
+    table = subprocess.run(["nft", "list", "table", "inet", MEDIA.prefix.replace("-", "_")], capture_output=True,
+                           text=True, check=True).stdout
+    assert f"udp dport {MEDIA.rtp[0]}-{MEDIA.rtp[1]} accept" in table, table
+    before = int(re.search(r'counter packets (\d+) bytes \d+ drop comment "rtpengine ng from an unlisted source"',
+                           table).group(1))  # type: ignore[union-attr]
+    assert rtpengine_ping(MEDIA.address, MEDIA.ng_port, timeout_s=2, source=NODE_B.sip)
+    assert not rtpengine_ping(MEDIA.address, MEDIA.ng_port, timeout_s=1.5, source=STRANGER)
+    table = subprocess.run(["nft", "list", "table", "inet", MEDIA.prefix.replace("-", "_")], capture_output=True,
+                           text=True, check=True).stdout
+    after = int(re.search(r'counter packets (\d+) bytes \d+ drop comment "rtpengine ng from an unlisted source"',
+                          table).group(1))  # type: ignore[union-attr]
+    assert after - before == 1, table
 
 
 def test_a_kamailio_restart_drains_the_node_and_waits_for_its_call(provisioned: Deployment, tmp_path: Path) -> None:
