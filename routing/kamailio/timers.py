@@ -72,8 +72,11 @@ def call_clock(w: Worker) -> None:
         log_exception("exception replaying call records")
     try:  # this node lives: the others never reap its calls (routing/monitor/nodeloss.py)
         w.open_store().heartbeat(HEARTBEAT_TTL_S)
+        records.retry_releases(w)  # calls that ended while redis did not answer
     except StoreUnavailable:
         pass
+    except Exception:  # noqa: BLE001
+        log_exception("exception retrying releases")
     try:
         _watch_media(w)
     except Exception:  # noqa: BLE001 - the clock must keep ticking
