@@ -5,8 +5,8 @@ of its own (a network namespace with its own address on one bridge, made by the 
 Hosts (10.66.0.0/16, namespaces ``bx-*``): edge A and B (Kamailio + monitor, ``edgectl up``), rtpengine
 1 and 2 (the edges' ``rtpengine.nodes``), a redis master and a replica, three Sentinels, a carrier
 (SIPp) and an agent (SIPp answering and echoing RTP).  The carrier places 20 calls a second, 10 s each
-with RTP both ways (PCMU silence played by the carrier, echoed by the agent), half first to A and half
-first to B, and tries the other edge when one refuses (503) or does not answer within 3 s, as
+with RTP both ways (PCMU silence played by the carrier, a packet every 200 ms, echoed by the agent), half first to A and half
+first to B, and tries the other edge when one refuses (503) or does not answer at all within 3 s, as
 carriers do with a trunk's second gateway.  On that load:
 
 1. the redis master is SIGKILLed: Sentinel promotes the replica;
@@ -26,6 +26,7 @@ import shutil
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -47,7 +48,7 @@ from routing.tables.cdrstore import CdrStore
 from routing.tables.connection import connect
 from routing.tables.model import Agent, Did, MediaPolicy, Trunk
 from routing.tables.store import HEARTBEAT_TTL_S
-from tests.dtmfmedia import silence_pcap
+from tests.dtmfmedia import sparse_pcap
 from tests.helpers import wait_until
 from tests.netns import Hosts
 
@@ -137,9 +138,11 @@ def _answered_path(n: int, edge: str, cseq: int, pcap: Path, hold_ms: int) -> st
 """
 
 
-def carrier_scenario(path: Path, primary: str, secondary: str, pcap: Path, hold_ms: int) -> Path:
-    """The carrier: INVITE to ``primary`` (``ip:port``); on a 503 (ACKed) or no 2xx within 3 s, the
-    same call to ``secondary`` (a trunk's second gateway); logs ``START``, ``ANSWERED``, ``REFUSED``
+def carrier_scenario(path: Path, primary: str, secondary: str, pcap: Path, hold_ms: int, first_wait_ms: int = 3000) -> Path:
+    """The carrier: INVITE to ``primary`` (``ip:port``); on a 503 (ACKed), no answer at all within ``first_wait_ms`` (not
+    even 100 Trying: the edge is gone) or no final answer within 15 s, the same call to ``secondary`` (a
+    trunk's second gateway).  The first INVITE is not retransmitted (one bridge, no loss): SIPp would send its
+    retransmissions to the second edge after ``setdest``.  Logs ``START``, ``ANSWERED``, ``REFUSED``
     (both edges refused) and ``EDGE_BYE`` (the edge hung up) with the Call-ID."""
     host, port = secondary.split(":")
     invite1 = _request("INVITE", f"sip:[service]@{primary}", f"<sip:[service]@{primary}>", 1, body=_sdp())
@@ -147,12 +150,12 @@ def carrier_scenario(path: Path, primary: str, secondary: str, pcap: Path, hold_
     text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="carrier">
   <nop><action><log message="START [call_id]"/></action></nop>
-  <send retrans="500"><![CDATA[
+  <send><![CDATA[
 {invite1}    ]]></send>
-  <recv response="100" optional="true" timeout="3000" ontimeout="failover"/>
-  <recv response="180" optional="true" timeout="3000" ontimeout="failover"/>
-  <recv response="503" optional="true" next="refused1" timeout="3000" ontimeout="failover"/>
-  <recv response="200" rrs="true" timeout="3000" ontimeout="failover" next="answered1"/>
+  <recv response="100" optional="true" timeout="{first_wait_ms}" ontimeout="failover"/>
+  <recv response="180" optional="true" timeout="15000" ontimeout="failover"/>
+  <recv response="503" optional="true" next="refused1" timeout="15000" ontimeout="failover"/>
+  <recv response="200" rrs="true" timeout="15000" ontimeout="failover" next="answered1"/>
   <label id="refused1"/>
   <send><![CDATA[
 {_ack_refusal(primary, 1)}    ]]></send>
@@ -267,7 +270,7 @@ def _edge_settings(w: World, name: str) -> Settings:
         "node": name,
         "run_dir": str(w.workdir / name / "run"),
         "sip": {"listen": [{"transport": "udp", "address": ip, "port": SIP_PORT}], "workers": 4,
-                "failover_timeout_ms": 1000, "ringing_timeout_ms": 10000, "max_call_duration_s": 60},
+                "failover_timeout_ms": 3000, "ringing_timeout_ms": 10000, "max_call_duration_s": 60},
         "rtpengine": {"nodes": [{"address": w.ip("rtp1"), "ng_port": NG_PORT},
                                 {"address": w.ip("rtp2"), "ng_port": NG_PORT}], "disable_s": 5},
         "redis": {"manage": False, "sentinels": [f"{h}:{p}" for h, p in w.sentinels], "master_name": MASTER_NAME,
@@ -276,6 +279,9 @@ def _edge_settings(w: World, name: str) -> Settings:
                   "agent": {"rtp_timeout_s": RTP_TIMEOUT_S}},
         "health": {"enabled": False},
         "metrics": {"address": ip},
+        # every host of this test shares one 2-core machine: the edge's own shedding on its receive backlog
+        # would measure that machine's load, not the failures (each edge has a host of its own in production)
+        "overload": {"shed_backlog_kb": 0},
     }
     path = w.workdir / name / "settings.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -377,8 +383,8 @@ def _at(started: float, offset_s: float) -> None:
 
 def test_the_edge_survives_each_failure_on_several_hosts(world: World) -> None:
     w = world
-    pcap = silence_pcap(w.workdir / "call.pcap", HOLD_MS)
-    witness_pcap = silence_pcap(w.workdir / "witness.pcap", WITNESS_MS)
+    pcap = sparse_pcap(w.workdir / "call.pcap", HOLD_MS)
+    witness_pcap = sparse_pcap(w.workdir / "witness.pcap", WITNESS_MS)
     a, b = f"{w.ip('edgea')}:{SIP_PORT}", f"{w.ip('edgeb')}:{SIP_PORT}"
     agent_xml = w.workdir / "agent" / "agent.xml"
     agent_xml.parent.mkdir(parents=True, exist_ok=True)
@@ -391,7 +397,7 @@ def test_the_edge_survives_each_failure_on_several_hosts(world: World) -> None:
     started = time.time()
     for name, (primary, secondary), port in (("to-a", (a, b), 5061), ("to-b", (b, a), 5062)):
         scenario = carrier_scenario(w.workdir / name / f"{name}.xml", primary, secondary, pcap, HOLD_MS)
-        streams[name] = _sipp(w, name, scenario, port, 6000 + port % 10,
+        streams[name] = _sipp(w, name, scenario, port, 6000 + 10 * (port % 10),
                               ["-s", DID, "-key", "caller", "+14155550123", "-m", str(calls),
                                "-r", str(RATE_PER_STREAM), "-l", "400", primary])
     events: dict[str, float] = {}
@@ -419,12 +425,12 @@ def test_the_edge_survives_each_failure_on_several_hosts(world: World) -> None:
 
     # 4. edge A's host dies with its calls up, one of them (the witness) with RTP for 25 s
     _at(started, SCHEDULE["witness"])
-    witness_xml = carrier_scenario(w.workdir / "witness" / "witness.xml", a, b, witness_pcap, WITNESS_MS)
-    witness = _sipp(w, "witness", witness_xml, 5063, 6003,
+    witness_xml = carrier_scenario(w.workdir / "witness" / "witness.xml", a, b, witness_pcap, WITNESS_MS, 15_000)
+    witness = _sipp(w, "witness", witness_xml, 5063, 6030,
                     ["-s", DID, "-key", "caller", "+14155550123", "-m", "1", "-cid_str", "witness-%u-%p@%s", a])
     client = w.client()
     witness_key = wait_until(lambda: next((k for k in client.scan_iter(match=keys.call("edgea", "witness-*"))
-                                           if client.hget(k, "answer_ms")), None), timeout=10,
+                                           if client.hget(k, "answer_ms")), None), timeout=20,
                              what="the witness call answered on edge A")
     witness_answer_s = int(client.hget(witness_key, "answer_ms")) / 1000
     assert client.hget(witness_key, "rtp_node") == f"udp:{w.ip('rtp2')}:{NG_PORT}"  # the node the reaper asks
@@ -476,20 +482,24 @@ def test_the_edge_survives_each_failure_on_several_hosts(world: World) -> None:
         by_call.setdefault(record["call_id"], []).append(record)
     failed = placed - answered
     unknown = [c for c in failed if c not in by_call]
-    assert not unknown, f"{len(unknown)} calls failed without reaching an edge: {sorted(unknown)[:5]}"
+    assert not unknown, f"{len(unknown)} calls failed with no record on either edge: {sorted(unknown)[:5]}"
     failed_at = sorted(min(r["start_ms"] for r in by_call[c]) / 1000 for c in failed)
     answered_records = [r for r in records if r["status"] == "answered" and not r["call_id"].startswith("witness-")]
     windows = list(zip(["redis", "rtpengine", "drain", "edge"],
                        [events["redis"], events["rtpengine"], events["drain"], events["edge"]]))
     rows = []
+    # a window starts a second before its event: a call whose setup was under way when it happened is its
+    lead = 1.0
     for index, (event, at) in enumerate(windows):
-        until = windows[index + 1][1] if index + 1 < len(windows) else at + 60
+        until = windows[index + 1][1] - lead if index + 1 < len(windows) else at + 60
         up = [r for r in answered_records if r["answer_ms"] / 1000 < at < r["end_ms"] / 1000]
         dropped = [r for r in up if r["hangup"] != "caller"]
-        late = [t - at for t in failed_at if at <= t < until]
+        late = [max(0.0, t - at) for t in failed_at if at - lead <= t < until]
         rows.append((event, len(up), dropped, max(late) if late else 0.0, len(late)))
-    stray = [t for t in failed_at if not any(at <= t < (windows[i + 1][1] if i + 1 < len(windows) else at + 60)
-                                              for i, (_, at) in enumerate(windows))]
+    stray = [t for t in failed_at if t < windows[0][1] - lead]
+    why = Counter(f"{r['node']} {r['sip_code']} {r['reject_tag'] or r['hangup']}"
+                  for c in failed for r in by_call[c])
+    print(f"\nfailed calls' records: {dict(why.most_common(8))}")
     highest = sampler.highest.get(keys.trunk_lease("carrier"), 0)
     print(f"\n{len(placed)} calls placed, {len(answered)} answered, {len(failed)} failed; "
           f"highest slots held {highest} of {LIMIT} (trunk), {sampler.highest.get(keys.agent_lease('bot'), 0)} "
