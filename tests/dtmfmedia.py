@@ -171,15 +171,15 @@ def _udp_packet(payload: bytes, src: tuple[str, int], dst: tuple[str, int]) -> b
     return ether + ip + udp
 
 
-def write_pcap(path: Path, frames: list[tuple[int, bool, int, bytes]]) -> Path:
+def write_pcap(path: Path, frames: list[tuple[int, bool, int, bytes]], spacing_ms: int = 20) -> Path:
     """Write RTP packets as a pcap SIPp can play: ``frames`` = [(pt, marker, timestamp, payload)],
-    sent 20 ms apart (the pcap's own times; SIPp replays them with that pacing)."""
+    sent ``spacing_ms`` apart (the pcap's own times; SIPp replays them with that pacing)."""
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
     t0 = int(time.time())
     for i, (pt, marker, ts, payload) in enumerate(frames):
         rtp = struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, 1000 + i, ts, 0x12345678) + payload
         pkt = _udp_packet(rtp, ("10.0.0.1", 4000), ("10.0.0.2", 4000))
-        usec = i * 20000
+        usec = i * spacing_ms * 1000
         out.append(struct.pack("<IIII", t0 + usec // 1_000_000, usec % 1_000_000, len(pkt), len(pkt)) + pkt)
     path.write_bytes(b"".join(out))
     return path
@@ -257,3 +257,11 @@ def silence_pcap(path: Path, ms: int) -> Path:
     """PCMU silence for ``ms`` (a peer that talks while it sends INFO: rtpengine injects played digits
     into the stream the sender is sending, so that stream must exist)."""
     return tone_pcap(path, "", lead_ms=ms // 2, tone_ms=0, gap_ms=0)
+
+
+def sparse_pcap(path: Path, ms: int, spacing_ms: int = 200) -> Path:
+    """PCMU silence for ``ms``, one 20 ms frame every ``spacing_ms``: RTP that keeps a call's media alive
+    (rtpengine's last packet, the edge's RTP timeout) at a tenth of the packets, for load tests whose
+    check is whether media flows, not what it sounds like."""
+    count = ms // spacing_ms
+    return write_pcap(path, [(0, i == 0, i * spacing_ms * 8, _silence()) for i in range(count)], spacing_ms)

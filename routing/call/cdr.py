@@ -55,9 +55,10 @@ FIELDS = (
     "codecs_callee", "media", "transfer", "verstat", "account", "spend_accrued", "identity",
 )
 
-#: Call-hash fields that are facts of the call, not media data (see :func:`media_fields`).
+#: Call-hash fields that are facts of the call, not media data (see :func:`media_fields`); ``rtp_node`` (the
+#: call's rtpengine, for the node-loss reaper) is not recorded
 _FACTS = frozenset({"direction", "trunk", "agent", "number", "start_ms", "answer_ms", "codecs_caller", "codecs_callee",
-                    "account", "spend_accrued"})
+                    "account", "spend_accrued", "rtp_node"})
 
 
 def billable_seconds(talk_ms: int, increment: tuple[int, int] = (1, 1)) -> int:

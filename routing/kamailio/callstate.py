@@ -74,6 +74,9 @@ XFER_TABLE = "xfer"
 RTP_NODE_TABLE = "rtpnode"
 #: nodes of the set the call clock found dead: "udp:HOST:PORT" -> epoch s it was marked down
 RTP_DOWN_TABLE = "rtpdown"
+#: calls that ended while redis did not answer: call-id -> epoch s; the call clock retries their release
+#: (routing/kamailio/records.py retry_releases); autoexpire the lease's own life
+UNRELEASED_TABLE = "unreleased"
 
 # -- transaction AVPs ---------------------------------------------------------------------------
 #: the rtpengine node the module sent its last command to (its ``rtp_inst_pvar``; with a set only)

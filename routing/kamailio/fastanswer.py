@@ -31,7 +31,7 @@ from ..call.plan import CallPlan
 from ..tables.model import MediaPolicy, SrtpMode
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
-from . import records
+from . import records, rtpset
 from .callstate import NativeAnswer
 from .mediaflags import flags, sdp_flags
 from .worker import Worker, pv
@@ -85,6 +85,7 @@ def extend(w: Worker) -> None:
         updates.append((call_id, {
             "answer_ms": str(answer.answer_ms), "codecs_caller": ",".join(state.codecs_caller or []),
             "codecs_callee": ",".join(state.codecs_callee or []), "trunk": state.trunk or "",
+            **rtpset.answer_facts(w, call_id),
         }))
     if not updates:
         return

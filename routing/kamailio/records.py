@@ -24,12 +24,15 @@ from . import rtpset
 from .callstate import CallRecordState, NativeAnswer
 from .worker import Worker, observe, pv
 
-__all__ = ["load", "save", "facts", "plan_state", "record_unanswered", "finish_call", "finish_calls", "refuse_media", "media_refused",
-           "close_media"]
+__all__ = ["load", "save", "facts", "plan_state", "record_unanswered", "finish_call", "finish_calls", "refuse_media",
+           "media_refused", "close_media", "retry_releases"]
 
 #: fields of a call's live hash (redis) that are not media facts of its record
 _NOT_MEDIA = ("direction", "trunk", "agent", "number", "start_ms", "answer_ms", "codecs_caller", "codecs_callee",
-              "account", "spend_accrued")
+              "account", "spend_accrued", "rtp_node")
+#: call-clock iterator over :data:`callstate.UNRELEASED_TABLE`, and how many releases it retries per tick
+UNRELEASED_ITERATOR = "edgeunrel"
+RETRY_BATCH = 200
 
 
 def load(call_id: str) -> CallRecordState | None:
@@ -123,9 +126,11 @@ def finish_calls(w: Worker, ended: list[tuple[str, str, dict[str, str], int | No
     try:
         medias = w.open_store().finish_many([(call_id, final) for call_id, _, final, _ in ended],
                                             w.settings.media_quality_ttl_s)
-    except StoreUnavailable as exc:  # the slots then expire with their lease
+    except StoreUnavailable as exc:  # retried by the call clock (retry_releases) until redis answers
         w.cdrs().mark_down()
-        KSR.err(f"edge: cannot release slots of {len(ended)} calls ({ended[0][0]}...): {exc}\n")
+        for call_id, _, _, _ in ended:
+            KSR.htable.sht_sets(cs.UNRELEASED_TABLE, call_id, str(int(time.time())))
+        KSR.err(f"edge: cannot release slots of {len(ended)} calls ({ended[0][0]}...), retried every second: {exc}\n")
     written = []
     for (call_id, hangup, _, end_ms), media in zip(ended, medias):
         state = load(call_id)
@@ -194,3 +199,30 @@ def close_media(w: Worker, call_id: str, caller_tag: str) -> dict[str, str]:
             KSR.rtpengine.rtpengine_delete(f"call-id={call_id} from-tag={caller_tag}")
         return {}
     return quality.summary(reply, caller_tag, time.time()) if reply else {}
+
+
+def retry_releases(w: Worker) -> int:
+    """Call clock: release the slots of calls that ended while redis did not answer (a Sentinel
+    failover takes seconds; without this their slots would stay held until their leases expire,
+    ``lease_ttl_s``), at most :data:`RETRY_BATCH` per tick; the first failure stops the round.
+
+    Returns:
+        calls released now.
+    """
+    due: list[str] = []
+    if KSR.htable.sht_iterator_start(UNRELEASED_ITERATOR, cs.UNRELEASED_TABLE) < 0:
+        return 0
+    while len(due) < RETRY_BATCH and KSR.htable.sht_iterator_next(UNRELEASED_ITERATOR) > 0:
+        due.append(pv(f"$shtitkey({UNRELEASED_ITERATOR})"))
+    KSR.htable.sht_iterator_end(UNRELEASED_ITERATOR)
+    done = 0
+    for call_id in due:
+        try:
+            w.open_store().finish(call_id)
+        except StoreUnavailable:
+            break
+        KSR.htable.sht_rm(cs.UNRELEASED_TABLE, call_id)
+        done += 1
+    if done:
+        KSR.notice(f"edge: released the slots of {done} calls that ended while redis did not answer\n")
+    return done

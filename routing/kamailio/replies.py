@@ -227,6 +227,7 @@ def _answered(w: Worker, code: int) -> None:
         w.open_store().update_call(call_id, {
             "answer_ms": str(now), "codecs_caller": ",".join(state.codecs_caller or []),
             "codecs_callee": ",".join(state.codecs_callee), "trunk": state.trunk or "",
+            **rtpset.answer_facts(w, call_id),
         }, extend_s=w.settings.lease_ttl_s)
     except StoreUnavailable as exc:
         w.cdrs().mark_down()

@@ -8,6 +8,9 @@ the branch route keeps that in the ``rtpnode`` htable by Call-ID.  This module:
   DTMF, play media) go to that call's node;
 * :func:`note`: keeps the node of an offer the plugin made the module send outside the branch route
   (a delayed offer answered in the 2xx);
+* :func:`answer_facts`: the call's node for its live hash in redis at the answer (``rtp_node``): the
+  other edge nodes ask it whether the call's media still flows when this node dies
+  (:mod:`routing.monitor.nodeloss`);
 * :func:`watch` (call clock, once a second): pings every node; after
   :data:`routing.call.rtpset.DOWN_AFTER` failed pings in a row the node is dead: marked in the
   ``rtpdown`` htable, disabled in the module (RPC ``rtpengine.enable URL 0``: no new offer goes to
@@ -30,7 +33,7 @@ from . import callstate as cs
 from .callstate import Deadline
 from .worker import Worker, pv
 
-__all__ = ["client", "note", "forget", "choose", "watch", "LOST_REASON"]
+__all__ = ["client", "note", "forget", "choose", "watch", "answer_facts", "LOST_REASON"]
 
 #: the call record's ``media_end_reason`` of a call whose rtpengine died
 LOST_REASON = "rtpengine_lost"
@@ -90,6 +93,15 @@ def note(w: Worker, call_id: str) -> None:
         url = pv(cs.RTP_INST_AVP)
         if url:
             KSR.htable.sht_sets(cs.RTP_NODE_TABLE, call_id, url)
+
+
+def answer_facts(w: Worker, call_id: str) -> dict[str, str]:
+    """``{"rtp_node": URL}`` of ``call_id``'s node (``rtpnode``) for its live hash, written with the
+    answer (docs/redis-schema.md); {} without a set or without a node kept."""
+    if not w.settings.rtpengine_nodes:
+        return {}
+    url = pv(f"$sht({cs.RTP_NODE_TABLE}=>{call_id})")
+    return {"rtp_node": url} if url else {}
 
 
 def forget(w: Worker, call_id: str) -> None:

@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # the calls of nodes that died (no heartbeat) are released and recorded by every node that lives
     cdrs = redis_records(settings, client)
-    reaper = threading.Thread(target=nodeloss.run, args=(client, settings.node, cdrs, stop), name="nodeloss", daemon=True)
+    # their calls on an rtpengine of another host keep their slots until no RTP came for the shorter RTP timeout
+    stopped_after_s = min(settings.media.trunk.rtp_timeout_s, settings.media.agent.rtp_timeout_s)
+    reaper = threading.Thread(target=nodeloss.run, args=(client, settings.node, cdrs, stop, stopped_after_s),
+                              name="nodeloss", daemon=True)
     reaper.start()
     # bans seen here apply on every node, and theirs here (routing/monitor/bansync.py)
     bans = bansync.BanSync(client, settings.run_dir, settings.node, settings.security.ban_time_s)

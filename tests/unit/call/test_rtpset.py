@@ -5,7 +5,8 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 
-from routing.call.rtpset import DOWN_AFTER, health, parse_url, pick
+from routing.call.rtpset import (DOWN_AFTER, MEDIA_GONE, MEDIA_STOPPED, NO_MEDIA, RTPENGINE_LOST, health, lost_call,
+                                 parse_url, pick)
 
 A, B, C = "udp:10.0.0.1:2223", "udp:10.0.0.2:2223", "udp6:[2001:db8::3]:2224"
 
@@ -51,3 +52,28 @@ def test_health_needs_consecutive_failures_and_one_answer_brings_it_back() -> No
     assert dead and failures == DOWN_AFTER
     assert health(failures, False, True) == (DOWN_AFTER + 1, True)
     assert health(failures, True, True) == (0, False)
+
+
+def _reply(last_packet: int) -> dict:
+    """An ng ``query`` reply whose newest RTP stream saw its last packet at ``last_packet`` (epoch s)."""
+    return {"tags": {"t1": {"medias": [{"type": "audio", "streams": [{"last packet": last_packet, "flags": ["RTP"]}]}]},
+                     "t2": {"medias": [{"type": "audio", "streams": [{"last packet": 0, "flags": ["RTP"]}]}]}}}
+
+
+def test_a_lost_call_without_remote_media_is_released_at_once() -> None:
+    """Never answered, or no remote node: its media (if any) died with the edge host."""
+    assert lost_call(0, A, _reply(1000), False, 0, 1000, 5) == NO_MEDIA
+    assert lost_call(900, "", None, False, 0, 1000, 5) == NO_MEDIA
+
+
+def test_a_lost_call_whose_media_flows_keeps_its_slots_until_it_stops() -> None:
+    assert lost_call(900, A, _reply(998), False, 0, 1000, 5) == ""
+    assert lost_call(900, A, _reply(995), False, 0, 1000, 5) == MEDIA_STOPPED
+    # silence is counted from the answer at most: a call answered 2 s ago without packets yet is kept
+    assert lost_call(998, A, _reply(0), False, 0, 1000, 5) == ""
+
+
+def test_a_lost_call_gone_from_its_rtpengine_or_whose_rtpengine_is_silent_for_the_timeout_is_released() -> None:
+    assert lost_call(900, A, None, True, 0, 1000, 5) == MEDIA_GONE
+    assert lost_call(900, A, None, False, 4, 1000, 5) == ""  # not answering for a moment: kept
+    assert lost_call(900, A, None, False, 5, 1000, 5) == RTPENGINE_LOST

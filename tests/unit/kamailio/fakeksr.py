@@ -232,7 +232,8 @@ class FakeNg:
     unknown (rtpengine's ``Unknown call-id``) unless ``replies`` holds a reply for the command,
     so by default no media statistics are taken."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: tuple[str, int] = ("127.0.0.1", 2223)) -> None:
+        self.address = address
         self.queries: list[str] = []
         self.commands: list[tuple[str, dict[str, Any]]] = []
         self.replies: dict[str, dict[str, Any] | NgError] = {}

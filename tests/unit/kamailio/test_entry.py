@@ -76,9 +76,10 @@ def test_every_entry_is_behind_the_one_guard(kemi: types.ModuleType) -> None:
 
 
 def test_timer_exception_is_logged_once_per_part_and_the_timer_keeps_ticking(ksr: FakeKSR, router: Any) -> None:
-    # the fake KSR has no htable iterator: the media watchdog, the answers' extension and the clock all fail
+    # the fake KSR has no htable iterator: the release retries, the media watchdog, the answers' extension and the
+    # clock all fail
     assert router.ksr_call_clock(MSG, "rtimer") == 1
     errors = [text for level, text in ksr.logs if level == "err"]
     assert [text.split(":", 2)[1].strip() for text in errors] == [
-        "exception in media watchdog", "exception extending answered calls", "exception in call clock"]
+        "exception retrying releases", "exception in media watchdog", "exception extending answered calls", "exception in call clock"]
     assert ksr.replies == []

@@ -53,3 +53,30 @@ def test_answered_call_record_on_dialog_end(ksr: FakeKSR, router: Any, store: Fa
     [duration] = [a for a in observed if a[0] == "byoc_edge_call_duration_seconds"]
     assert duration[2:] == ("termination", "a", "none") and 2.9 <= float(duration[1]) <= 3.5  # this plan names no agent
     assert not [a for a in observed if a[0].startswith("byoc_edge_call_mos")]  # "mos" is no per-side reading
+
+
+def test_a_release_redis_did_not_answer_is_retried_by_the_call_clock(ksr: FakeKSR, router: Any,
+                                                                    store: FakeStore) -> None:
+    """A call that ends during a Sentinel failover gives its slots back once redis answers again,
+    not when its leases expire."""
+    import importlib
+
+    from routing.tables.store import StoreUnavailable
+    from tests.unit.kamailio.fakehtable import HTables
+
+    records = importlib.import_module("routing.kamailio.records")
+    ht = HTables(ksr)
+    working = store.finish
+
+    def down(call_id: str, media: object = None, keep_s: int = 0) -> dict:
+        raise StoreUnavailable("Connection refused")
+
+    store.finish = down  # type: ignore[method-assign]
+    ksr.pv.update({"$dlg(callid)": "call-1", "$rm": "BYE"})
+    router.ksr_dialog_event(MSG, "dialog:end")
+    assert list(ht.table("unreleased")) == ["call-1"] and store.released == []
+    assert records.retry_releases(router.worker) == 0  # still down: kept for the next tick
+    assert list(ht.table("unreleased")) == ["call-1"]
+    store.finish = working  # type: ignore[method-assign]
+    assert records.retry_releases(router.worker) == 1
+    assert store.released == ["call-1"] and ht.table("unreleased") == {}

@@ -56,6 +56,7 @@ def test_without_a_set_the_local_client_and_no_ping(rtpset: types.ModuleType, ro
     assert rtpset.watch(router.worker, time.time()) == []
     assert ht.rpcs == [] and ht.tables == {}
     assert rtpset.choose(router.worker, "c1") == ""
+    assert rtpset.answer_facts(router.worker, "c1") == {}  # the local rtpengine: nothing in the live hash
 
 
 def test_a_calls_commands_go_to_its_node(rtpset: types.ModuleType, set_router: Any, ht: HTables,
@@ -110,3 +111,11 @@ def test_a_lost_ping_between_answers_never_marks_a_node_down(timers: types.Modul
         nodes[URL_A].replies["ping"] = {"result": "pong"} if ok else NgError("lost")
         timers.call_clock(set_router.worker)
     assert ht.table("rtpdown") == {} and ht.rpcs == []
+
+
+def test_the_calls_node_goes_into_its_live_hash_with_the_answer(rtpset: types.ModuleType, set_router: Any,
+                                                                 ht: HTables) -> None:
+    """The other edge nodes ask that node about the call's media should this one die (monitor/nodeloss.py)."""
+    ht.table("rtpnode")["c1"] = URL_B
+    assert rtpset.answer_facts(set_router.worker, "c1") == {"rtp_node": URL_B}
+    assert rtpset.answer_facts(set_router.worker, "c2") == {}  # no node kept

@@ -163,6 +163,25 @@ def test_watchdog_never_ends_a_call_when_rtpengine_does_not_answer(timers: types
     assert any("cannot query" in text for text in _warnings(ksr))
 
 
+def test_watchdog_waits_for_a_silent_rtpengine_once_a_tick_not_once_per_call(
+        timers: types.ModuleType, ht: HTables, router: Any, ksr: FakeKSR) -> None:
+    """A dead rtpengine with many calls must not hold the call clock 0.5 s per call (its pings find it dead)."""
+    asked: list[str] = []
+
+    def silent(call_id: str, from_tag: str = "") -> dict:
+        asked.append(call_id)
+        raise NgError("rtpengine 127.0.0.1:2223 did not answer query: timed out")
+
+    router.worker.ngclient.query = silent
+    now = int(time.time())
+    for call_id in ("c1", "c2", "c3"):
+        ht.table("deadline")[call_id] = f"{now + 3600}:11:22:ft1:tt1"
+        ht.table("mediawatch")[call_id] = f"{now - 1}:30:{now - 600}:ft1"
+    timers.call_clock(router.worker)
+    assert len(asked) == 1
+    assert all(int(ht.table("mediawatch")[c].split(":")[0]) >= now + RT.media_check_interval_s for c in ("c1", "c2", "c3"))
+
+
 # -- the DTMF log ---------------------------------------------------------------------------------------
 
 

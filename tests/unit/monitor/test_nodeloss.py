@@ -75,3 +75,80 @@ def test_a_dead_nodes_account_call_keeps_its_account_and_its_accrued_spend(redis
     assert (record["account"], record["spend_accrued"], record["cost"]) == ("acme", "0.070000", "0.000000")
     assert redis_client.get(keys.account_spend("acme", day)) == "70000"  # counted while it ran, once
     assert lease_counts(redis_client).get(account.key, 0) == 0
+
+
+class _Rtpengine:
+    """Stands in for the ng clients of rtpengine nodes: per Call-ID the epoch s of its last packet,
+    ``None`` = unknown call-id; ``down`` = no answer at all."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int | None] = {}
+        self.down = False
+        self.deleted: list[str] = []
+        self.asked: list[tuple[str, int]] = []
+        self.queries = 0
+
+    def __call__(self, host: str, port: int) -> "_Rtpengine":
+        self.asked.append((host, port))
+        return self
+
+    def query(self, call_id: str) -> dict:
+        from routing.ngclient import NgError
+
+        self.queries += 1
+        if self.down:
+            raise NgError("rtpengine 10.0.0.1:2223 did not answer query: timed out")
+        if self.last.get(call_id) is None:
+            raise NgError("rtpengine refused query: Unknown call-id", "Unknown call-id")
+        stream = {"last packet": self.last[call_id], "flags": ["RTP"]}
+        return {"tags": {"a": {"medias": [{"type": "audio", "streams": [stream]}]}}}
+
+    def command(self, name: str, **params: str) -> dict:
+        assert name == "delete"
+        self.deleted.append(params["call_id"])
+        return {"result": "ok"}
+
+
+def _remote_call(client: redis.Redis, call_id: str) -> None:
+    _call(client, "ghost", call_id, answered=True)
+    RedisStore(client, "ghost").update_call(call_id, {"rtp_node": "udp:10.0.0.1:2223"})
+
+
+def test_a_dead_nodes_call_on_a_remote_rtpengine_keeps_its_slots_while_its_media_flows(redis_client: redis.Redis) -> None:
+    _remote_call(redis_client, "c1")
+    t = time.time()
+    rtp, cdrs, clock = _Rtpengine(), CdrStore(redis_client, 86400), [t]
+    rtp.last["c1"] = int(t) - 1
+    reap = lambda: nodeloss.reap(redis_client, "me", cdrs, now=lambda: clock[0], stopped_after_s=5, ng=rtp)  # noqa: E731
+    assert reap() == {}
+    assert rtp.asked == [("10.0.0.1", 2223)]
+    assert lease_counts(redis_client) == {TRUNK.key: 1, AGENT.key: 1} and cdrs.records(0, 2**62) == []
+    clock[0] = int(t) + 4.0  # 5 s after its last packet: the media stopped
+    assert reap() == {"ghost": 1}
+    assert lease_counts(redis_client).get(TRUNK.key, 0) == 0 and rtp.deleted == ["c1"]
+    [record] = cdrs.records(0, 2**62)
+    assert (record["hangup"], record["media"]) == ("node_lost", {"media_end_reason": "media_stopped"})
+
+
+def test_a_dead_nodes_call_gone_from_its_rtpengine_is_released(redis_client: redis.Redis) -> None:
+    _remote_call(redis_client, "c1")
+    rtp, cdrs = _Rtpengine(), CdrStore(redis_client, 86400)
+    assert nodeloss.reap(redis_client, "me", cdrs, stopped_after_s=5, ng=rtp) == {"ghost": 1}
+    assert rtp.deleted == []
+    assert cdrs.records(0, 2**62)[0]["media"] == {"media_end_reason": "media_gone"}
+
+
+def test_a_dead_nodes_call_whose_rtpengine_does_not_answer_is_released_after_the_timeout(
+        redis_client: redis.Redis) -> None:
+    _remote_call(redis_client, "c1")
+    _remote_call(redis_client, "c2")
+    t = time.time()
+    rtp, cdrs, clock, unreachable = _Rtpengine(), CdrStore(redis_client, 86400), [t], {}
+    rtp.down = True
+    reap = lambda: nodeloss.reap(redis_client, "me", cdrs, now=lambda: clock[0], stopped_after_s=5,  # noqa: E731
+                                 unreachable=unreachable, ng=rtp)
+    assert reap() == {} and unreachable == {"udp:10.0.0.1:2223": t}
+    assert rtp.queries == 1  # one query a round: no 0.5 s wait per call on a silent node
+    clock[0] = t + 5
+    assert reap() == {"ghost": 2}
+    assert [r["media"]["media_end_reason"] for r in cdrs.records(0, 2**62)] == ["rtpengine_lost"] * 2
