@@ -162,7 +162,7 @@ class RuntimeSettings:
     ringing_timeout_ms: int = 60000
     first_audio_poll_ms: int = 0
     dead_air_s: int = 5
-    first_voice: bool = True
+    first_voice: bool = False
     voice_threshold_dbov: int = -40
     stir_key_file: str = ""
     stir_cert_url: str = ""

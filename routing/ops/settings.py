@@ -230,8 +230,10 @@ class Media(_Model):
         "(s); on a call whose first voice is measured, also one whose agent sent only silence"
     )
     first_voice: bool = Field(
-        True, description="on a call whose agent's stream rtpengine transcodes, the agent's first non-silent audio is "
-        "measured too (a copy of its stream until then; needs first_audio_poll_ms)",
+        False, description="on a call whose agent's stream rtpengine transcodes, the agent's first non-silent audio is "
+        "measured too (a copy of its stream until then; needs first_audio_poll_ms). Off by default: rtpengine 10.5 "
+        "recomputes the agent stream's transcoding for the copy, which stops DTMF conversion on calls whose sides "
+        "use different DTMF modes",
     )
     voice_threshold_dbov: int = Field(
         -40, ge=-70, le=-10, description="first voice: a 20 ms frame of the agent's audio at or above this level is voice "

@@ -24,7 +24,7 @@ from tests.dtmfmedia import write_pcap
 from tests.helpers import wait_until
 from tests.sipp import PCMU_ANSWER_SDP, reply, uas
 
-from .conftest import AGENT_IP, CARRIER_A, DID, NET, Edge
+from .conftest import AGENT_IP, CARRIER_A, DID, NET, Edge, restarted
 from .test_metrics import kamailio_samples
 
 AGENT_PORT = 5090
@@ -36,6 +36,13 @@ RTP_BASE = 23000 + 100 * (int(NET.rsplit(".", 1)[1]) % 60) + 40
 
 @pytest.fixture
 def voice_edge(clean_edge: Edge) -> Iterator[Edge]:
+    """The edge with ``media.first_voice`` on (off by default: see docs/agents.md), restarted after."""
+    media = clean_edge.settings.media.model_copy(update={"first_voice": True})
+    with restarted(clean_edge, "kamailio", media=media):
+        yield from _provisioned(clean_edge)
+
+
+def _provisioned(clean_edge: Edge) -> Iterator[Edge]:
     admin.put_trunk(clean_edge.redis, Trunk("carrier", Direction.BOTH, cidrs=(f"{CARRIER_A}/32",),
                                             media=MediaPolicy(codecs=("G722",))))
     admin.put_agent(clean_edge.redis, Agent("bot", (f"sip:bot@{AGENT_IP}:{AGENT_PORT}",), (f"{AGENT_IP}/32",),

@@ -38,6 +38,15 @@ class SubscribingNg(FakeNg):
 
 
 @pytest.fixture
+def router(kemi: Any, store: Any, ksr: FakeKSR) -> Any:
+    """An edge with ``media.first_voice`` on (off by default)."""
+    from dataclasses import replace
+
+    from tests.unit.kamailio.conftest import RT, edge_over_fakes
+    return edge_over_fakes(kemi, store, replace(RT, first_voice=True))
+
+
+@pytest.fixture
 def recorded(store: Any) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     store.record_media = lambda call_id, fields, keep_s=0: out.setdefault(call_id, {}).update(fields) or True  # type: ignore[attr-defined]
