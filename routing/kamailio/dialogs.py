@@ -15,7 +15,7 @@ import KSR  # type: ignore[import-not-found]
 from ..call import media
 from ..tables.store import StoreUnavailable
 from . import callstate as cs
-from . import bridge, records, timers
+from . import bridge, records, rtpset, timers
 from .callstate import Deadline, EndedCall
 from .mediaflags import sides
 from .worker import Worker, log_exception, pv
@@ -49,8 +49,13 @@ def drain_ended(w: Worker) -> None:
     finally:
         KSR.htable.sht_iterator_end(ENDED_ITERATOR)
     finished = []
+    down = rtpset.down_nodes(w)  # a dead node's sessions died with it: no delete waits on it
     for call_id, ended in due:
         KSR.htable.sht_rm(cs.ENDED_TABLE, call_id)
+        if rtpset.on_dead_node(w, call_id, down):
+            rtpset.forget(w, call_id)
+            finished.append((call_id, ended.hangup, {}, ended.end_ms))
+            continue
         try:
             final_media = records.close_media(w, call_id, ended.caller_tag)
         except Exception:  # noqa: BLE001 - its slots and record must go anyway

@@ -104,6 +104,17 @@ def answer_facts(w: Worker, call_id: str) -> dict[str, str]:
     return {"rtp_node": url} if url else {}
 
 
+def down_nodes(w: Worker) -> set[str]:
+    """URLs of the set's nodes the call clock found dead (empty without a set)."""
+    return _down() if w.settings.rtpengine_nodes else set()
+
+
+def on_dead_node(w: Worker, call_id: str, down: set[str]) -> bool:
+    """Whether ``call_id``'s node is among ``down`` (:func:`down_nodes`): its media session died with
+    the node, so no ng command need wait for it (the call-end drain skips its ``delete``)."""
+    return bool(down) and pv(f"$sht({cs.RTP_NODE_TABLE}=>{call_id})") in down
+
+
 def forget(w: Worker, call_id: str) -> None:
     """The call's media session is gone: its node no longer kept (nothing without a set)."""
     if w.settings.rtpengine_nodes:
