@@ -46,9 +46,11 @@ BINARIES = {"redis": "redis-server", "rtpengine": "rtpengine", "kamailio": "kama
 #: rendered with the other configs (templates/monitor.json.j2): the settings the monitor process runs with
 MONITOR_SETTINGS = "monitor.json"
 START_TIMEOUT_S = 20.0
-#: Processes started by this Python process, kept so they are not reaped as garbage
-#: while they run in the background (they outlive edgectl on purpose).
-_CHILDREN: dict[str, subprocess.Popen] = {}
+#: Processes started by this Python process by pid, kept so they are not reaped as garbage
+#: while they run in the background (they outlive edgectl on purpose). Keyed by pid, not by
+#: service name: one process (a test run, a multi-node tool) may start the same service for
+#: several nodes, and stopping one node must never wait on or kill another node's process.
+_CHILDREN: dict[int, subprocess.Popen] = {}
 
 #: Prefix of Debian's python3.11, the interpreter whose ``libpython3.11.so`` app_python3 is
 #: linked with (``sysconfig.get_config_var("prefix")`` of ``/usr/bin/python3``): its standard
@@ -319,9 +321,8 @@ def _start(settings: Settings, name: str) -> int:
             tls_profiles(settings)
         except (redis.RedisError, ValueError) as exc:  # start with the node-wide CA list only
             print(f"edgectl: per-trunk TLS CAs not written ({exc})", file=sys.stderr)
-    previous = _CHILDREN.pop(name, None)
-    if previous is not None:
-        previous.poll()  # reap an earlier instance that died
+    for pid in [pid for pid, child in _CHILDREN.items() if child.poll() is not None]:
+        del _CHILDREN[pid]  # reap earlier instances that died
     if name == "kamailio":
         env = kamailio_environment(run_dir / "routing.json")
     else:
@@ -339,7 +340,7 @@ def _start(settings: Settings, name: str) -> int:
         start_new_session=True,
     )
     log.close()
-    _CHILDREN[name] = proc
+    _CHILDREN[proc.pid] = proc
     _pidfile(run_dir, name).parent.mkdir(exist_ok=True)
     _pidfile(run_dir, name).write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -429,12 +430,12 @@ def _stop(run_dir: Path, name: str, timeout_s: float = 10.0) -> bool:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and _pid(run_dir, name):
             time.sleep(0.05)
-        child = _CHILDREN.get(name)
-        if child is not None and child.pid == pid:
+        child = _CHILDREN.get(pid)
+        if child is not None:
             child.poll()  # reap our own child so it does not linger as a zombie
         if not _pid(run_dir, name):
             break
-    child = _CHILDREN.pop(name, None)
+    child = _CHILDREN.pop(pid, None)
     if child is not None:
         try:  # a leader thread shows as a zombie before its other threads are gone: wait, do not poll
             child.wait(timeout=5)

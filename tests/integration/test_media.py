@@ -86,9 +86,14 @@ def test_same_codec_is_relayed_without_transcoding(media_edge: Edge) -> None:
     assert transcoded == 0
     assert_tone(agent.recording, CARRIER_TONE)
     assert_tone(carrier.recording, AGENT_TONE)
-    # the BYE path kept rtpengine's final statistics of the call
-    (key,) = media_edge.redis.keys("edge:media:*")
-    kept = media_edge.redis.hgetall(key)
+    # the call-end drain (20-40 ms after the BYE) kept rtpengine's final statistics of the call
+    def kept_stats() -> dict[str, str]:
+        keys = media_edge.redis.keys("edge:media:*")
+        kept = media_edge.redis.hgetall(keys[0]) if len(keys) == 1 else {}
+        return kept if "media_caller_packets" in kept else {}
+
+    wait_until(kept_stats, timeout=5, what="the call's final media statistics in redis")
+    kept = kept_stats()
     assert int(kept["media_caller_packets"]) >= 50 and int(kept["media_callee_packets"]) >= 50  # 2 s at 20 ms
     assert "media_end_reason" not in kept
 
