@@ -15,6 +15,7 @@ import KSR  # type: ignore[import-not-found]
 from ..call import media
 from ..call import metrics
 from ..call import pipeline
+from ..call import sessiontimer
 from ..call import sides as netsides
 from ..call.callerid import diversion
 from ..call.cdr import sdp_codecs
@@ -147,6 +148,10 @@ def relay(w: Worker, decision: Relay, transfer: dict[str, str] | None = None) ->
         KSR.pv.sets(cs.MAX_DURATION_VAR, str(plan.current.max_duration_s or ""))
         KSR.pv.seti(cs.FROM_CALLER_AVP, 1)
         KSR.pv.seti(cs.REQ_SDP_AVP, 1 if body else 0)
+        if body and plan.direction == "termination" and not sessiontimer.supports_timer(pv("$hdr(Supported)")):
+            # the native onsend_route keeps the INVITE as sent (rtpengine's SDP): should the carrier make itself
+            # the refresher, its pure refresh re-INVITEs are answered with it (sessiontimers.keep_answer)
+            KSR.pv.seti(cs.SENT_INVITE_AVP, 1)
         if KSR.tm.t_newtran() < 0:
             store.release(plan.call_id)
             KSR.sl.sl_reply_error()

@@ -71,6 +71,21 @@ def test_termination_relay(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     assert ksr.relayed == ["sip:+14155550100@192.0.2.10:5060"]
     assert ksr.args_of("hdr.append") == []
     assert [a["leases"][0].key for a in store.acquired] == [keys.agent_lease("bot"), keys.trunk_lease("telnyx")]
+    # the agent offered no session timers: the native onsend_route keeps the INVITE as sent
+    assert ksr.pv["$avp(edge_st_sent)"] == 1
+
+
+def test_a_termination_invite_offering_timers_is_not_kept_as_sent(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    request(ksr, **{"$si": "10.9.0.7", "$rU": "14155550100", "$hdr(Supported)": "100rel, timer"})
+    router.ksr_initial_invite(MSG)
+    assert ksr.relayed and "$avp(edge_st_sent)" not in ksr.pv
+
+
+def test_an_origination_invite_is_not_kept_as_sent(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    assert ksr.relayed and "$avp(edge_st_sent)" not in ksr.pv
 
 
 def test_store_failure_after_partial_admission_releases_the_slots(
