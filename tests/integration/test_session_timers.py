@@ -270,8 +270,8 @@ def _termination_agent(edge: Edge, reinvites: int, invite_headers: str = "") -> 
     return path
 
 
-def _provision_termination(edge: Edge) -> None:
-    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)], probe=False, media=QUIET)
+def _provision_termination(edge: Edge, **trunk: object) -> None:
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)], probe=False, media=QUIET, **trunk)
     edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], probe=False, media=QUIET)
     edge.route("+44", "carrier-a", "0.0100")
 
@@ -330,4 +330,29 @@ def test_a_termination_carriers_pure_refresh_reinvite_is_answered_for_the_agent(
     # the INVITE as sent was read at the 2xx and removed; the call ends with its slots back
     [call_id] = _header(invite, "Call-ID")
     assert call_id not in _sent_invites(edge)
+    wait_until(lambda: edge.active_leases() == 0, what=f"slots back to zero: {edge.leases()}")
+
+
+def test_a_trunk_with_session_timer_asks_its_carrier_to_refresh_for_an_agent_without_timers(clean_edge: Edge) -> None:
+    """Trunk ``session_timer_s: 90``: the agent's INVITE (no ``Supported: timer``) reaches the carrier
+    with ``Supported: timer`` and ``Session-Expires: 90;refresher=uas``; the carrier, refreshing as
+    RFC 4028 section 9 tells it, has its pure refresh re-INVITE answered by the edge."""
+    edge = clean_edge
+    _provision_termination(edge, session_timer_s=90)
+    steps = (_carrier_request("INVITE", 1, CARRIER_REFRESH, CARRIER_SDP) + '  <recv response="100" optional="true"/>\n'
+             + '  <recv response="200"/>\n' + _carrier_request("ACK", 1))
+    carrier = uas(edge.workdir / "carrier", CARRIER_A, GW_PORT, rtp_echo=False,
+                  scenario=_termination_carrier(edge, "      Session-Expires: 90;refresher=uas\n      Require: timer\n", steps))
+    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, caller="+14155550100",
+                scenario=_termination_agent(edge, reinvites=0, invite_headers="      Supported: 100rel\n"))
+    assert agent.wait(timeout=30) == 0, agent.output()
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    [invite] = carrier.received_requests("INVITE")
+    assert _header(invite, "Session-Expires") == ["90;refresher=uas"]
+    assert "timer" in [t.strip() for h in _header(invite, "Supported") for t in h.split(",")]
+    assert "100rel" in "".join(_header(invite, "Supported"))  # the agent's own options kept
+    refresh_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*1 INVITE", r, re.M) and " 200 " in r]
+    assert refresh_ok and _sdp_of(refresh_ok[-1]) == _sdp_of(invite)
+    assert _header(refresh_ok[-1], "Session-Expires") == ["90;refresher=uac"]
+    assert not agent.received_requests("INVITE")
     wait_until(lambda: edge.active_leases() == 0, what=f"slots back to zero: {edge.leases()}")
