@@ -164,7 +164,7 @@ SESSION_VAR = "$dlg_var(edge_st)"
 #: the carrier last received, "contact": the agent's Contact}`` (JSON), so the edge can answer the
 #: carrier's pure refresh re-INVITE itself (:func:`routing.kamailio.sessiontimers.refresh`)
 SESSION_SDP_VAR = "$dlg_var(edge_st_sdp)"
-#: the CSeq number of the carrier's refresh re-INVITE the edge answered: its ACK ends at the edge
+#: ``"{From-tag}:{CSeq number}"`` of the carrier's refresh re-INVITE the edge answered: its ACK ends at the edge
 SESSION_ACK_VAR = "$dlg_var(edge_st_ack)"
 #: the carrier's SDP (an origination call's last offer, a termination call's 2xx answer), the offer
 #: of a bridged transfer's leg

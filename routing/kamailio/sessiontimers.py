@@ -101,7 +101,7 @@ def _answer_refresh(w: Worker, taken: st.Takeover) -> bool:
     if not kept.get("sdp") or not kept.get("contact") or not st.unchanged(str(kept.get("o") or ""), pv("$rb")):
         return False
     host, _, port = w.settings.loop_socket.split(":", 1)[1].rpartition(":")
-    KSR.pv.sets(cs.SESSION_ACK_VAR, pv("$cs"))
+    KSR.pv.sets(cs.SESSION_ACK_VAR, f"{pv('$ft')}:{pv('$cs')}")  # the sender's tag: each side numbers its own CSeqs
     KSR.pv.sets(cs.REFRESH_AVP, taken.encode())
     KSR.pv.seti(cs.LOCAL_REFRESH_AVP, 1)
     KSR.hdr.append(f"{cs.EDGE_INFO_HEADER}: {w.token}\r\n{cs.EDGE_CONTACT_HEADER}: {kept['contact']}\r\n")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from routing.tables.cdrstore import CdrStore
 from routing.tables.model import MediaPolicy
-from tests.sipp import PCMU_ANSWER_SDP, reply, uac, uas
+from tests.sipp import PCMU_ANSWER_SDP, reply, reply_uas_scenario, uac, uas
 from tests.helpers import wait_until
 
-from .conftest import AGENT_IP, CARRIER_A, DID, Edge
+from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, Edge
 
 SDP_OFFER = """      v=0
       o=- 1 1 IN IP4 [local_ip]
@@ -250,19 +250,22 @@ def _termination_carrier(edge: Edge, answer_headers: str, steps: str) -> Path:
     return path
 
 
-def _termination_agent(edge: Edge, reinvites: int, invite_headers: str = "") -> Path:
+def _termination_agent(edge: Edge, reinvites: int, invite_headers: str = "", own_reinvite: bool = False) -> Path:
     """The agent calling out without session timers (no ``Supported: timer``): INVITE, 200, ACK,
-    ``reinvites`` re-INVITEs answered (any more fails the scenario: an unexpected message), then BYE."""
+    ``reinvites`` re-INVITEs answered (any more fails the scenario: an unexpected message), with
+    ``own_reinvite`` a re-INVITE of its own (CSeq 2, 1.5 s after the ACK) answered and ACKed, then BYE."""
     invite = _request("INVITE", 1, invite_headers, sdp=True, first=True)
     again = ('  <recv request="INVITE"/>\n' + reply("200 OK", retrans=True, sdp=PCMU_ANSWER_SDP)
              + '  <recv request="ACK"/>\n') * reinvites
+    own = ('  <pause milliseconds="1500"/>\n' + _request("INVITE", 2, body_sdp=SDP_OFFER.replace("o=- 1 1 ", "o=- 1 2 "))
+           + '  <recv response="100" optional="true"/>\n  <recv response="200"/>\n' + _ack(2)) if own_reinvite else ""
     text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="termination agent">
 {invite}  <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="200" rrs="true"/>
-{_ack(1)}{again}  <pause milliseconds="300"/>
-{_request("BYE", 2)}  <recv response="200"/>
+{_ack(1)}{again}{own}  <pause milliseconds="300"/>
+{_request("BYE", 3 if own_reinvite else 2)}  <recv response="200"/>
 </scenario>
 """
     path = edge.workdir / "termination_agent.xml"
@@ -354,5 +357,36 @@ def test_a_trunk_with_session_timer_asks_its_carrier_to_refresh_for_an_agent_wit
     refresh_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*1 INVITE", r, re.M) and " 200 " in r]
     assert refresh_ok and _sdp_of(refresh_ok[-1]) == _sdp_of(invite)
     assert _header(refresh_ok[-1], "Session-Expires") == ["90;refresher=uac"]
+    assert not agent.received_requests("INVITE")
+    wait_until(lambda: edge.active_leases() == 0, what=f"slots back to zero: {edge.leases()}")
+
+
+def test_after_a_failover_the_answering_carriers_refresh_is_answered_with_what_it_was_sent(clean_edge: Edge) -> None:
+    """The first carrier refuses (503), the next answers asking to refresh: its pure refresh re-INVITE is
+    answered with the INVITE it received (each branch sent replaces the kept copy; the refusal's drops it).
+    The agent's own re-INVITE then carries the refresh's CSeq number (each side numbers its own): its
+    ACK still reaches the carrier (the edge ends only the ACK of the refresh it answered: sender's tag and CSeq)."""
+    edge = clean_edge
+    _provision_termination(edge)
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, GW_PORT)], probe=False, media=QUIET)
+    edge.route("+44", "carrier-b", "0.0050")  # cheaper: tried first
+    refusing = uas(edge.workdir / "carrier-b", CARRIER_B, GW_PORT, rtp_echo=False,
+                   scenario=reply_uas_scenario(edge.workdir / "carrier-b", 503))
+    # then the agent's own re-INVITE with the refresh's CSeq number (its own numbering): its ACK reaches the carrier
+    steps = (_carrier_request("INVITE", 2, CARRIER_REFRESH, CARRIER_SDP) + '  <recv response="100" optional="true"/>\n'
+             + '  <recv response="200"/>\n' + _carrier_request("ACK", 2)
+             + '  <recv request="INVITE"/>\n' + reply("200 OK", retrans=True, sdp=CARRIER_SDP) + '  <recv request="ACK"/>\n')
+    carrier = uas(edge.workdir / "carrier", CARRIER_A, GW_PORT, rtp_echo=False,
+                  scenario=_termination_carrier(edge, "      Session-Expires: 90;refresher=uas\n      Require: timer\n", steps))
+    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, caller="+14155550100",
+                scenario=_termination_agent(edge, reinvites=0, own_reinvite=True))
+    assert agent.wait(timeout=30) == 0, agent.output()
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert refusing.wait(timeout=10) == 0, refusing.output()
+    assert [a for a in carrier.received_requests("ACK") if re.search(r"^CSeq:\s*2 ACK", a, re.M)]
+    assert refusing.received_requests("INVITE")  # the failover happened
+    invite = carrier.received_requests("INVITE")[0]
+    refresh_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*2 INVITE", r, re.M) and " 200 " in r]
+    assert refresh_ok and _sdp_of(refresh_ok[-1]) == _sdp_of(invite)
     assert not agent.received_requests("INVITE")
     wait_until(lambda: edge.active_leases() == 0, what=f"slots back to zero: {edge.leases()}")
