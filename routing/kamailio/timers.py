@@ -23,7 +23,7 @@ from ..call.cdr import cost_so_far, utc_day
 from ..ngclient import NgError
 from ..tables.store import HEARTBEAT_TTL_S, StoreUnavailable
 from . import callstate as cs
-from . import fastanswer, firstvoice, holdanswer, onbehalf, records, rtpset
+from . import bridge, bridgemap, fastanswer, firstvoice, holdanswer, onbehalf, records, rtpset
 from .callstate import Deadline, DtmfCall, MediaWatch
 from .mediaflags import modes
 from .worker import Worker, count, log_exception, observe, pv
@@ -311,7 +311,8 @@ def dtmf_log(w: Worker) -> None:
     """Five times a second: read the DTMF events rtpengine reports (``dtmf-log-dest``, JSON over
     UDP) and append each digit to its call record as ``{side}:{digit}:{mode}``
     (routing.dtmf.logged_entry).  Digits of calls not answered on this edge, and the edge's own
-    plays of INFO digits, are skipped."""
+    plays of INFO digits, are skipped; a digit in the media of a bridged transfer's leg is the
+    bridge's (:func:`bridgemap.media_digit`: its record and its INFO follow the two ends)."""
     sock = _dtmf_socket(w)
     for _ in range(DTMF_LOG_BATCH if sock else 0):
         try:
@@ -322,6 +323,9 @@ def dtmf_log(w: Worker) -> None:
             digit = dtmf.parse_log_event(data)
         except dtmf.DtmfError as exc:
             KSR.warn(f"edge: {exc}\n")
+            continue
+        b = bridge.load(digit.call_id)  # a digit of a transferred call's leg: the bridge's (one htable read)
+        if b is not None and bridgemap.media_digit(w, b, digit):
             continue
         known = DtmfCall.decode(pv(f"$sht({cs.DTMF_CALL_TABLE}=>{digit.call_id})"))
         pair = modes(known.modes)
