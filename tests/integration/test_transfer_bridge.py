@@ -695,11 +695,13 @@ def test_rfc4733_digit_from_the_carrier_after_a_bridge_reaches_an_info_human_as_
     human's) ``info``.  After the bridge the carrier presses ``4``: the human gets an INFO
     ``Signal=4`` in the leg's dialog (its Call-ID and tags, the edge as its caller, a CSeq above
     the leg's INVITE) and neither an event nor a tone of it in its media; the digit is in the
-    original call's record (the carrier's call, the carrier its caller)."""
+    original call's record (the carrier's call, the carrier its caller).  Nobody hangs up: the
+    leg's maximum duration ends it with a BYE numbered above that INFO (the edge sent it straight,
+    unseen by the dialog module)."""
     edge = clean_edge
     provision(edge, origin={"dtmf": DtmfMode.RFC4733}, dtmf=DtmfMode.INFO)
     since = int(time.time() * 1000)
-    peers = Peers(edge, carrier_hangs_up=False, hangup_ms=1500, carrier_te=101, human_after=receives("INFO"))
+    peers = Peers(edge, carrier_hangs_up=False, human_hangs_up=False, carrier_te=101, human_after=receives("INFO"))
     peers.aim("carrier", "answer")
     peers.aim("human", "invite")
     peers.aim("carrier", "reinvite")
@@ -714,6 +716,8 @@ def test_rfc4733_digit_from_the_carrier_after_a_bridge_reaches_an_info_human_as_
     assert _header(info, "To")[0].startswith(_header(leg, "To")[0]) and ";tag=" in _header(info, "To")[0]
     assert int(_header(info, "CSeq")[0].split()[0]) > int(_header(leg, "CSeq")[0].split()[0])
     assert not peers.human_rtp.others and "4" not in peers.human_rtp.tones(), peers.human_rtp.tones()
+    [bye] = peers.human.received_requests("BYE")
+    assert int(_header(bye, "CSeq")[0].split()[0]) > int(_header(info, "CSeq")[0].split()[0])
     records = _records(edge, since, 2)
     original = next(r for r in records.values() if r["direction"] == "origination")
     assert original["media"]["dtmf"] == "caller:4:rfc4733", original["media"]
