@@ -15,6 +15,7 @@ from typing import TypeVar
 import KSR  # type: ignore[import-not-found]
 
 # non-Kamailio modules, in one place
+from ..call import bridge as bx
 from ..call import dtmf
 from ..call import media
 from ..call import metrics
@@ -324,7 +325,8 @@ def dtmf_log(w: Worker) -> None:
         except dtmf.DtmfError as exc:
             KSR.warn(f"edge: {exc}\n")
             continue
-        b = bridge.load(digit.call_id)  # a digit of a transferred call's leg: the bridge's (one htable read)
+        # a digit in a bridged transfer's leg is the bridge's; other calls pay a prefix test
+        b = bridge.load(digit.call_id) if digit.call_id.startswith(bx.LEG_PREFIX) else None
         if b is not None and bridgemap.media_digit(w, b, digit):
             continue
         known = DtmfCall.decode(pv(f"$sht({cs.DTMF_CALL_TABLE}=>{digit.call_id})"))
