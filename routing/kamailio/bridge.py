@@ -42,7 +42,7 @@ from ..tables import keys
 from ..tables.model import Agent
 from ..tables.store import Store, StoreUnavailable
 from . import callstate as cs
-from . import invite, onbehalf, records
+from . import invite, onbehalf, records, rtpset
 from .worker import Worker, count, pv
 
 __all__ = ["start", "attended", "leg_invite", "leg_reply", "carrier_reply", "ended", "load", "save", "loop_host",
@@ -307,7 +307,7 @@ def attended(w: Worker, b: bx.Bridge, sdp: str) -> bool:
             or not state.answer_ms or sides["caller"]["tag"] != b.leg_tag:
         return False
     try:
-        offer = w.ng().command("offer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=sdp,
+        offer = rtpset.client(w, b.leg).command("offer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=sdp,
                                replace=["origin", "session-connection"], ICE="remove").get("sdp", "")
     except NgError as exc:
         KSR.warn(f"edge: attended transfer call-id={b.call_id}: rtpengine refused the re-offer: {exc}\n")
@@ -338,7 +338,7 @@ def _consult_answered(w: Worker, b: bx.Bridge, code: int) -> None:
         return
     found = original_sides(b)
     try:
-        answer = w.ng().command("answer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=pv("$rb"),
+        answer = rtpset.client(w, b.leg).command("answer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=pv("$rb"),
                                 replace=["origin", "session-connection"], ICE="remove").get("sdp", "")
     except NgError as exc:
         KSR.warn(f"edge: attended transfer call-id={b.call_id}: rtpengine refused the answer: {exc}\n")
