@@ -321,7 +321,7 @@ def _admit_origination(c: Call) -> Decision | None:
     leases = [trunk_lease(trunk), agent_lease(agent), *account_lease(trunk.account, c.topology)]
     facts = _call_facts(c, direction="origination", trunk=trunk.name, agent=agent.name, number=c.number,
                         **({"account": trunk.account} if trunk.account else {}))
-    admission = c.store.acquire(c.req.call_id, leases, c.rt.admission_ttl_s, facts=facts)
+    admission = c.store.acquire(c.req.call_id, leases, c.rt.admission_ttl_s, facts=facts, confirm=True)
     if not admission.admitted:
         return replace(limit_reject(admission, c.rt.retry_after_s), agent=agent.name)
     return None
@@ -530,7 +530,7 @@ def _admit_termination(c: Call) -> Decision | None:
     facts = _call_facts(c, direction="termination", agent=agent.name, number=c.number,
                         **({"account": agent.account} if agent.account else {}))
     leases = [agent_lease(agent), *account_lease(agent.account, c.topology)]
-    admission = c.store.acquire(c.req.call_id, leases, rt.admission_ttl_s, facts=facts)
+    admission = c.store.acquire(c.req.call_id, leases, rt.admission_ttl_s, facts=facts, confirm=True)
     if not admission.admitted:
         return limit_reject(admission, rt.retry_after_s)
     c.plan = plan = CallPlan(call_id=c.req.call_id, direction="termination", targets=c.targets, agent=agent.name,
