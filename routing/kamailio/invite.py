@@ -185,7 +185,7 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
         # the hop tried decides the call's media policies and DTMF modes (termination hops
         # differ per trunk); set here, not in the branch route
         policies = policies or _policies(plan)
-        callee = _set_media_vars(plan, policies)
+        callee = _set_media_vars(plan, policies, fresh=not failure_route and plan.index == 0)
         KSR.pv.sets(cs.DTMF_VAR, f"{plan.caller_dtmf},{target.dtmf}")
         KSR.pv.sets(cs.DTMF_AVP, f"{plan.caller_dtmf},{target.dtmf}")
         KSR.pv.sets("$ru", target.uri)
@@ -276,8 +276,8 @@ def _hop_headers(plan: CallPlan, target: Target) -> None:
         host = target.uri.split("@", 1)[-1].split(";", 1)[0]
         reason = "deflection" if plan.direction == "termination" else "unavailable"
         KSR.pv.sets(cs.HOP_HEADERS_AVP, f"Diversion: {diversion(target.diverted_from, host, reason)}\r\n")
-    elif KSR.pv.get(cs.AGENT_HEADERS_AVP):
-        KSR.pv.sets(cs.HOP_HEADERS_AVP, pv(cs.AGENT_HEADERS_AVP))
+    elif agent_headers := KSR.pv.get(cs.AGENT_HEADERS_AVP):
+        KSR.pv.sets(cs.HOP_HEADERS_AVP, str(agent_headers))
     else:  # none of an earlier hop's (a failover from a trunk that names the DID to one that does not)
         KSR.pv.unset(cs.HOP_HEADERS_AVP)
 
@@ -315,23 +315,24 @@ def _hop_offer(w: Worker, plan: CallPlan, offer: media.SdpOffer | None = None,
     return offer_flags(w, offer, caller, callee, (*sdp_flags(modes, True, offer=True), *iface), w.settings.media_fill)
 
 
-def _set_media_vars(plan: CallPlan, policies: tuple[MediaPolicy, MediaPolicy]) -> MediaPolicy:
+def _set_media_vars(plan: CallPlan, policies: tuple[MediaPolicy, MediaPolicy], fresh: bool = False) -> MediaPolicy:
     """Keep the media policies of the hop being tried with the dialog (re-INVITEs, watchdog); returns
-    the callee's."""
+    the callee's.  ``fresh``: the first hop of a new dialog (no keepalive property to reset)."""
     caller, callee = policies
     sides = json.dumps({"caller": plan.caller_media, "callee": plan.current.media})
     KSR.pv.sets(cs.MEDIA_VAR, sides)
     KSR.pv.sets(cs.MEDIA_AVP, sides)
-    _keepalives(caller, callee)
+    _keepalives(caller, callee, fresh)
     KSR.pv.sets(cs.RTP_TIMEOUT_VAR, str(media.rtp_timeout_s(caller, callee) or ""))
     return callee
 
 
-def _keepalives(caller: MediaPolicy, callee: MediaPolicy) -> None:
+def _keepalives(caller: MediaPolicy, callee: MediaPolicy, fresh: bool = False) -> None:
     """In-dialog OPTIONS keepalives of the dialog module toward the sides that want them
-    (``ka-src``: the caller, ``ka-dst``: the callee of the hop being tried)."""
+    (``ka-src``: the caller, ``ka-dst``: the callee of the hop being tried); an earlier hop's are
+    reset, except on the first hop of a new dialog (``fresh``), whose context has none set."""
     for prop, side in (("ka-src", caller), ("ka-dst", callee)):
         if side.sip_keepalive:
             KSR.dialog.dlg_set_property(prop)
-        else:
+        elif not fresh:
             KSR.dialog.dlg_reset_property(prop)
