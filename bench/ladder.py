@@ -417,6 +417,8 @@ class Bench:
         out = {}
         names = (["edge"] + (["edge-before"] if "edge-before" in self.srcs else []) + ["edge-capture", "edge-ttfa", "edge-full"]
                  + [k for k in sorted(self.srcs) if k.startswith("edge+")] + [ALT, "peer", "peer-tuned"])
+        if self.args.rungs:  # --rungs names the variants to compare (edge-before comes with --baseline)
+            names = [n for n in names if n in self.p["rungs"]]
         for rep in range(1 if self.quick else 2):
             for name in names:
                 self.clean(name, True)
