@@ -68,6 +68,11 @@ CAPTURE = {"edge-capture"}
 #: edge variants whose trunk, agent and DID use what issues 13, 14 and 17 added (an account with limits, a
 #: DID fallback, the edge's own ringback), never triggered (rungs.Edge.provision features)
 FEATURES = {"edge-full"}
+#: edge variants whose CPS bisection starts from the edge's ramp knee, not their own: the same rates
+#: are walked, so their maxima are comparable step for step (edge-capture / edge and the like)
+SHARED_BRACKET = {"edge-capture": "edge", "edge-ttfa": "edge", "edge-full": "edge", "edge-strict": "edge"}
+#: edge-full against the edge at this share of the edge's max CPS, alternately (Bench.paired)
+PAIRED_FRACTION = 0.95
 TUNED_ARGS = ("-m", "1024", "-x", "tlsf")  # what proposals 01 and 02 add to the edge's kamailio argv
 
 
@@ -104,14 +109,14 @@ class Bench:
     def params(self) -> dict:
         if self.quick:
             return {"step_s": 6, "hold_ms": 500, "ramp": {"start": 100, "step": 100, "interval_s": 1, "max": 2500},
-                    "repeats": 1, "bisect": 2, "lat_fracs": [0.5], "lat_s": 6,
+                    "repeats": 1, "bisect": 2, "paired": 2, "lat_fracs": [0.5], "lat_s": 6,
                     "media_n": [200, 500], "media_setup_cps": 100, "pcap_s": 10,
                     "xcode_n": [20, 60], "mem_n": [100, 400], "profile_s": 6, "ablation_cps": 200,
                     "overload": {"factor": 2, "burst_s": 10, "long_calls": 10, "recv_timeout_ms": 5000,
                                  "released_within_s": 60},
                     "rungs": ["direct", "limit", "peer", "edge", "edge-capture", "edge-ttfa", "edge-full", "peer-tuned", ALT]}
         return {"step_s": 8, "hold_ms": 500, "ramp": {"start": 100, "step": 100, "interval_s": 2, "max": 3000},
-                "repeats": 3, "bisect": 3, "lat_fracs": [0.25, 0.5, 0.8], "lat_s": 8,
+                "repeats": 3, "bisect": 3, "paired": 3, "lat_fracs": [0.25, 0.5, 0.8], "lat_s": 8,
                 "media_n": [200, 300, 400, 500], "media_setup_cps": 150, "pcap_s": 15,
                 "xcode_n": [30, 60, 90], "mem_n": [200, 1000], "profile_s": 8, "ablation_cps": 200,
                 "overload": {"factor": 2, "burst_s": 30, "long_calls": 20, "recv_timeout_ms": 5000,
@@ -359,9 +364,16 @@ class Bench:
                 log(f"cps {rung} left out: {exc}")
         rung_list = [r for r in self.p["rungs"] if r in ramps]
         reps: dict[str, list] = {r: [] for r in rung_list}
+
+        def seed(rung: str) -> float:
+            # a variant of the edge bisects from the edge's bracket, so both walk the same rates and
+            # their maxima differ only where one passes a rate the other fails
+            base = SHARED_BRACKET.get(rung)
+            return ramps[base]["knee_cps"] if base in ramps else ramps[rung]["knee_cps"]
+
         for rep in range(1, self.p["repeats"] + 1):
             for rung in rung_list:  # interleaved: every rung once per repeat
-                reps[rung].append(self.bisect(rung, ramps[rung]["knee_cps"], rep))
+                reps[rung].append(self.bisect(rung, seed(rung), rep))
         out = {}
         for rung in rung_list:
             maxes = [r["max_cps"] for r in reps[rung]]
@@ -377,6 +389,30 @@ class Bench:
             }
         self.summary["cps"] = out
         self.save()
+        if "edge" in out and "edge-full" in out and out["edge"]["max_cps"]:
+            self.summary["cps_paired"] = self.paired("edge", "edge-full", out["edge"]["max_cps"])
+            self.save()
+
+    def paired(self, base: str, variant: str, base_max: float) -> dict:
+        """The variant against its base at one fixed rate, 95 % of the base's max CPS, alternately
+        (``paired`` repeats each): "no CPS loss beyond 5 %" holds when the variant passes that rate
+        as often as the base does, a finer check than two bisections a ladder step apart."""
+        rate = round(PAIRED_FRACTION * base_max / 10) * 10
+        passed: dict[str, list[bool]] = {base: [], variant: []}
+        cpu: dict[str, list] = {base: [], variant: []}
+        failed_prev = {base: False, variant: False}
+        for rep in range(1, self.p["paired"] + 1):
+            for rung in (base, variant):
+                self.clean(rung, failed_prev[rung])
+                res = self.step(rung, rate, self.p["step_s"], label=f"pair{rep}-")
+                failed_prev[rung] = not res["passed"]
+                passed[rung].append(bool(res["passed"]))
+                cpu[rung].append(res["sut_cpu_ms_per_call"])
+                log(f"  paired {rung} rep{rep} {rate} CPS: {'pass' if res['passed'] else 'FAIL'} "
+                    f"(failed {res['failed']}/{res['created']}, SUT {res['sut_cpu_ms_per_call']} ms/call)")
+                self.clean(rung, failed_prev[rung])
+        return {"base": base, "variant": variant, "fraction": PAIRED_FRACTION, "rate": rate,
+                "passed": passed, "sut_cpu_ms_per_call": cpu}
 
     # ------------------------------------------------------------------ latency
 

@@ -96,7 +96,7 @@ def receives(method: str, note: str = "", answer: str = "", ack_note: str = "") 
 
 def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, hangs_up: bool = True,
                      hold: bool = False, hangup_ms: int = 4000, held: bool = False, timers: bool = False,
-                     after: str = "") -> Path:
+                     after: str = "", te: int = 0) -> Path:
     """The carrier's caller: INVITE to ``[service]`` with its SDP, the agent's answer noted
     (``answer``); the REFER answered ``refer_code`` (``"501 Not Implemented"``; none expected when
     empty); with ``bridged`` the edge's re-INVITE noted (``reinvite``) and answered; with ``hold``
@@ -104,10 +104,11 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
     re-INVITE awaited, noted (``held``) and answered ``a=recvonly``; with ``timers`` its INVITE asks
     for session timers (RFC 4028, 90 s) and, 1 s after the bridge, it refreshes with an UPDATE
     without SDP; then the steps ``after`` (:func:`sends`, :func:`receives`); then BYE after
-    ``hangup_ms`` (``hangs_up``) or the BYE awaited."""
+    ``hangup_ms`` (``hangs_up``) or the BYE awaited; ``te``: its offer and its answer to the edge's
+    re-INVITE take RFC 4733 telephone-event at that payload type."""
     me = '"Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
     peer = "<sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]"
-    invite = _request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>", _sdp()).replace("[next_url]",
+    invite = _request("INVITE", 1, me, "<sip:[service]@[remote_ip]:[remote_port]>", _sdp(te=te)).replace("[next_url]",
                       "sip:[service]@[remote_ip]:[remote_port]").replace("      [routes]\n", "")
     if timers:
         invite = invite.replace("      Max-Forwards: 70\n", "      Max-Forwards: 70\n      Supported: timer\n"
@@ -119,7 +120,7 @@ def carrier_scenario(workdir: Path, refer_code: str = "", bridged: bool = True, 
     if refer_code:
         steps += ['  <recv request="REFER"/>\n', _reply(refer_code)]
     if bridged:
-        steps += ['  <recv request="INVITE">\n' + _note("reinvite") + "  </recv>\n", _reply("200 OK", _sdp()),
+        steps += ['  <recv request="INVITE">\n' + _note("reinvite") + "  </recv>\n", _reply("200 OK", _sdp(te=te)),
                   '  <recv request="ACK"/>\n']
     if hold:
         steps += ['  <pause milliseconds="1000"/>\n', _request("INVITE", 2, me, peer, _sdp("sendonly")),

@@ -4,7 +4,8 @@
 symmetric RTP finds it), sends PCMU (payload type 0, RFC 3551) of a ``hz`` sine every 20 ms to
 :attr:`target` while it is set, and keeps the payload of every PCMU packet it receives with its
 arrival time; :meth:`heard_hz` is the strongest frequency of what it heard recently (numpy FFT,
-Hann window), :meth:`packets_since` how many packets came.
+Hann window), :meth:`packets_since` how many packets came; :meth:`press` sends a digit as RFC
+4733 events in place of the tone, as a phone does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 
 import numpy as np
 
-from tests.dtmfmedia import ulaw, ulaw_encode
+from tests.dtmfmedia import DIGITS, detect_tones, ulaw, ulaw_encode
 
 __all__ = ["ToneRtp"]
 
@@ -48,6 +49,7 @@ class ToneRtp:
         self.target: tuple[str, int] | None = None
         self.heard: list[tuple[float, bytes]] = []
         self.others: list[tuple[int, int, bytes]] = []
+        self._presses: list[tuple[int, int, int]] = []  # (payload type, event code, 20 ms packets)
         self._lock = threading.Lock()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -65,7 +67,12 @@ class ToneRtp:
             if now >= next_send:
                 next_send += 0.02
                 target = self.target
-                if target is not None:
+                with self._lock:
+                    press = self._presses.pop(0) if self._presses and target is not None else None
+                if press is not None:
+                    seq, ts = self._event(press, seq, ts, ssrc, target)
+                    next_send = time.monotonic() + 0.02
+                elif target is not None:
                     seq, ts, n = (seq + 1) & 0xFFFF, (ts + FRAME) & 0xFFFFFFFF, n + 1
                     self.sock.sendto(struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc) + self._frame(n), target)
             try:
@@ -78,6 +85,29 @@ class ToneRtp:
             elif len(data) > 12:
                 with self._lock:
                     self.others.append((data[1] & 0x7F, struct.unpack("!I", data[4:8])[0], data[12 + 4 * (data[0] & 0x0F):]))
+
+    def _event(self, press: tuple[int, int, int], seq: int, ts: int, ssrc: int, target: tuple[str, int]) -> tuple[int, int]:
+        """Send one RFC 4733 event (section 2.5): a packet every 20 ms sharing the event's timestamp,
+        the first with the marker bit, the duration growing, the end packet three times; the audio
+        resumes after it.  Returns (last sequence number, timestamp after the event)."""
+        pt, code, steps = press
+        start = (ts + FRAME) & 0xFFFFFFFF
+        for step in range(1, steps + 1):
+            end = step == steps
+            payload = struct.pack("!BBH", code, (0x80 if end else 0) | 10, step * FRAME)
+            for _ in range(3 if end else 1):
+                seq = (seq + 1) & 0xFFFF
+                marker = 0x80 if step == 1 else 0
+                self.sock.sendto(struct.pack("!BBHII", 0x80, marker | pt, seq, start, ssrc) + payload, target)
+            if not end:
+                time.sleep(0.02)
+        return seq, (start + (steps - 1) * FRAME) & 0xFFFFFFFF
+
+    def press(self, digit: str, pt: int, ms: int = 200) -> None:
+        """Send ``digit`` as an RFC 4733 event of payload type ``pt`` lasting ``ms`` (in 20 ms steps)
+        at the next packet, in place of the tone (it needs :attr:`target` set)."""
+        with self._lock:
+            self._presses.append((pt, DIGITS.index(digit), max(1, ms // 20)))
 
     def packets_since(self, start: float) -> int:
         """PCMU packets received since ``start`` (monotonic s)."""
@@ -107,6 +137,12 @@ class ToneRtp:
                 out.append("0123456789*#ABCD"[payload[0]] if payload[0] < 16 else "?")
                 last = (ts, payload[0])
         return "".join(out)
+
+    def tones(self) -> str:
+        """In-band DTMF digits (ITU-T Q.23) in all the audio received (:func:`tests.dtmfmedia.detect_tones`)."""
+        with self._lock:
+            payloads = [p for _, p in self.heard]
+        return detect_tones([ulaw(b) for p in payloads for b in p])
 
     def close(self) -> None:
         self._stop = True

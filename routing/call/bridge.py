@@ -19,7 +19,9 @@ its own INVITEs by itself):
    or UPDATE from either end (hold, codec change) is re-offered in the leg's rtpengine call and
    relayed to the other end with the other dialog's identifiers, its answer and ACK mapped back
    (a re-INVITE without SDP too: the other end offers in its 2xx, the ACK answers); a DTMF INFO
-   is relayed, or played into the media toward an end that takes no INFO.
+   is relayed, or played into the media toward an end that takes no INFO; a digit an end sends
+   in the media (RFC 4733 event, or a tone rtpengine detects) toward an end that takes INFO
+   becomes an INFO in that end's own dialog (:func:`bridged_digit`).
 
 A failed leg (busy, no answer, no route) ends nothing: the agent gets the final status in its
 NOTIFY (RFC 3515 section 2.4.5) and keeps the caller.
@@ -30,11 +32,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 
+from routing.call.dtmf import DtmfMode, info_needed, record_entry
 from routing.tables.model.fields import TransferMode
 
 __all__ = [
     "FALLBACK_CODES", "LEG_PREFIX", "Bridge", "bridges", "falls_back", "leg_call_id", "sipfrag",
-    "subscription_state", "leg_from", "REASONS", "parse_replaces",
+    "subscription_state", "leg_from", "REASONS", "parse_replaces", "BridgedDigit", "bridged_digit",
 ]
 
 #: the carrier's answers to a REFER after which ``auto`` bridges the transfer itself:
@@ -187,3 +190,62 @@ class Bridge:
     def moved(self, **changes: object) -> "Bridge":
         """A copy with ``changes`` applied."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def keeping_cseqs(self, stored: "Bridge | None") -> "Bridge":
+        """This state with the CSeq numbers the edge used on either side (``agent_cseq``,
+        ``uac_cseq``) never below ``stored``'s: a worker saving a state it loaded earlier must not
+        give back a number another process (the DTMF log's INFO) took meanwhile (RFC 3261 section
+        12.2.1.1: each request of a side numbered above the one before)."""
+        if stored is None:
+            return self
+        return replace(self, agent_cseq=max(self.agent_cseq, stored.agent_cseq),
+                       uac_cseq=max(self.uac_cseq, stored.uac_cseq))
+
+
+@dataclass(frozen=True, slots=True)
+class BridgedDigit:
+    """What the edge does with a digit rtpengine saw in the media of a bridged call's leg.
+
+    Attributes:
+        from_carrier: the carrier sent it (else the target).
+        record_call: the Call-ID of the call it came in, whose record gets it (the original call
+            for the carrier, the leg for the target).
+        entry: the record's entry (``{side}:{digit}:{mode}``, :func:`routing.call.dtmf.record_entry`;
+            the side is the sender's in that call), or None for the edge's own ``play DTMF`` of a
+            digit an ``info`` end sent (recorded from its INFO): nothing to do.
+        info: send the other end an INFO on its peer's behalf (it takes INFO, the sender does not)
+            in its own dialog; only once the calls are joined (``bridged``).
+    """
+
+    from_carrier: bool
+    record_call: str
+    entry: str | None
+    info: bool
+
+
+def bridged_digit(b: Bridge, call_id: str, source_tag: str, digit: str) -> BridgedDigit | None:
+    """A digit rtpengine reported (``dtmf-log-dest``) for the rtpengine call ``call_id`` from the
+    monologue ``source_tag``, seen from the bridge ``b``: in the leg's rtpengine call (which
+    carries both ends' media after the bridge) the carrier's side has the leg's caller tag
+    (``leg_tag``), the target's its callee tag.
+
+    Returns:
+        None when the bridge does not decide: another call's media (the original call's, before
+        the bridge), an attended transfer (its consult call keeps its own DTMF handling, ``dtmf``
+        empty), modes or tag unknown; else :class:`BridgedDigit`.
+
+    Raises:
+        DtmfError: ``digit`` is no DTMF digit.
+    """
+    if call_id != b.leg or b.consult or source_tag not in (b.leg_tag, b.target_tag) or not b.leg_tag:
+        return None
+    try:
+        carrier, target = (DtmfMode(m) for m in b.dtmf.split(",", 1))
+    except ValueError:
+        return None
+    from_carrier = source_tag == b.leg_tag
+    sender, receiver = (carrier, target) if from_carrier else (target, carrier)
+    side = ("caller" if b.carrier_is_caller else "callee") if from_carrier else "callee"
+    return BridgedDigit(from_carrier, b.call_id if from_carrier else b.leg,
+                        None if sender is DtmfMode.INFO else record_entry(side, digit, sender),
+                        b.phase == "bridged" and info_needed(sender, receiver))

@@ -513,7 +513,7 @@ def _least_cost_routes(c: Call) -> Decision | None:
                 Target(
                     uri=gw.uri(number), label=f"{trunk.name} {gw.address}", trunk=trunk.name, lease=lease,
                     max_duration_s=duration, dtmf=dtmf_mode(trunk, rt), rate=str(entry.rate), billing=billing, media=media,
-                    diverted_from=c.diverted.get(trunk.name, ""),
+                    diverted_from=c.diverted.get(trunk.name, ""), session_timer_s=trunk.session_timer_s or 0,
                 )
             )
     if not targets:

@@ -45,6 +45,8 @@ class Target:
             diverted from (RFC 5806 ``Diversion``); empty otherwise.
         hold_answer_ms: the agent's 200 OK is held until its first RTP packet, at most this long
             (ms); 0 = relayed at once (:mod:`routing.kamailio.holdanswer`).
+        session_timer_s: on a termination hop, the trunk's ``session_timer_s``: the interval (s) the
+            carrier is asked to refresh at when the agent offered no timers; 0 = not asked.
     """
 
     uri: str
@@ -59,6 +61,7 @@ class Target:
     answer_timeout_ms: int = 0
     diverted_from: str = ""
     hold_answer_ms: int = 0
+    session_timer_s: int = 0
 
 
 @dataclass(slots=True)
@@ -206,6 +209,7 @@ class CallPlan:
                 answer_timeout_ms=t.get("answer_timeout_ms", 0),
                 diverted_from=t.get("diverted_from", ""),
                 hold_answer_ms=t.get("hold_answer_ms", 0),
+                session_timer_s=t.get("session_timer_s", 0),
             )
             for t in data.pop("targets")
         ]
@@ -268,7 +272,7 @@ def _target_dict(t: Target) -> dict[str, object]:
     return {"uri": t.uri, "label": t.label, "trunk": t.trunk, "lease": _lease_dict(t.lease),
             "max_duration_s": t.max_duration_s, "dtmf": t.dtmf, "rate": t.rate, "billing": t.billing,
             "media": t.media, "answer_timeout_ms": t.answer_timeout_ms, "diverted_from": t.diverted_from,
-            "hold_answer_ms": t.hold_answer_ms}
+            "hold_answer_ms": t.hold_answer_ms, "session_timer_s": t.session_timer_s}
 
 
 def _plan_dict(p: CallPlan) -> dict[str, object]:

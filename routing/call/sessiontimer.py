@@ -10,8 +10,11 @@ or never answer one, and the carrier then drops the call at its first refresh ("
   ``Session-Expires: N;refresher=uac`` and ``Require: timer`` to the 2xx (RFC 4028 section 9: the
   UAS may choose the refresher); on a termination call whose carrier answered
   ``refresher=uas`` to an agent that did not offer timers, the carrier refreshes already;
-* the edge **answers a refresh UPDATE without SDP itself** (200 with the same ``Session-Expires``),
-  relays a refresh that carries SDP (the media may change) and puts the header back in its 2xx;
+* the edge **answers a refresh UPDATE without SDP itself** (200 with ``Session-Expires:
+  N;refresher=uac``: the carrier, the refresh's sender, stays the refresher), answers a re-INVITE
+  that repeats the carrier's SDP unchanged with the SDP the carrier last received (:func:`unchanged`;
+  on a termination call the carrier received it in the edge's INVITE, :func:`sent_body`), relays
+  any other refresh (the media may change) and puts the header back in its 2xx;
 * a call whose carrier sends no refresh in time is **ended** by the edge at the point RFC 4028
   section 10 gives the side that is not the refresher: the expiry minus the smaller of 32 s and a
   third of the interval (BYE to both sides, ``media_end_reason=session_expired``).
@@ -21,7 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MIN_SE_S", "Takeover", "parse_session_expires", "supports_timer", "takeover", "end_after_s"]
+__all__ = ["MIN_SE_S", "Takeover", "parse_session_expires", "supports_timer", "takeover", "end_after_s", "origin",
+           "unchanged", "sent_body"]
 
 #: the smallest session interval RFC 4028 allows (section 4, Min-SE default), s
 MIN_SE_S = 90
@@ -42,6 +46,13 @@ class Takeover:
     def header(self) -> str:
         """The ``Session-Expires`` header value the edge sends (``90;refresher=uac``)."""
         return f"{self.interval_s};refresher={self.refresher}"
+
+    def refresh_header(self) -> str:
+        """The ``Session-Expires`` value of the edge's answer to a carrier's refresh
+        (``90;refresher=uac``): the refresher parameter names a side of the refresh's own
+        transaction (RFC 4028 section 9: a UAC that sent ``refresher=uac`` keeps it), and the
+        carrier, which sent it, stays the refresher on either direction of call."""
+        return f"{self.interval_s};refresher=uac"
 
     def encode(self) -> str:
         """``"{interval}:{refresher}"`` (a dialog variable)."""
@@ -117,3 +128,11 @@ def unchanged(previous_origin: str, sdp: str) -> bool:
     version included (RFC 3264 section 8: a changed description must increment the version), as
     a pure session refresh does (RFC 4028 section 10).  False without a previous origin."""
     return bool(previous_origin) and origin(sdp) == previous_origin
+
+
+def sent_body(buffer: str) -> str:
+    """The body of a SIP message as sent (Kamailio ``$snd(buf)``: start line, headers, an empty
+    line, the body; RFC 3261 section 7): everything after the first empty line, ``""`` when there
+    is none."""
+    head, sep, body = (buffer or "").partition("\r\n\r\n")
+    return body if sep else ""

@@ -19,7 +19,7 @@ from routing.monitor.health import probe_ok
 from routing.cli.health_view import health_dict, health_text
 from routing.tables.model import (AuthMode, CallerDisplay, CallerIdAction, CallerIdFormat, CallerIdHeader, CallerIdPolicy,
                                   CallerIdShape, FromUser, DataError, Direction, ReferToFormat, ForwardedCallerId,
-                                  Registration, TransferMode, Transport, Trunk, check_ringback, format_increment,
+                                  Registration, TransferMode, Transport, Trunk, check_ringback, check_session_timer, format_increment,
                                   parse_increment, parse_prefixes, parse_rate,
     parse_account_ref,
 )
@@ -127,6 +127,9 @@ def trunk() -> None:
               help="Sign termination calls over this trunk with a STIR/SHAKEN Identity header (settings stir).")
 @click.option("--ringback-ms", type=int, default=None, metavar="MS",
               help="Send the caller 180 Ringing when the agent has sent no 180/183 this long after the INVITE.")
+@click.option("--session-timer-s", type=int, default=None, metavar="S",
+              help="Ask this carrier to refresh termination calls every S/2 s (RFC 4028, 90-86400) when the agent "
+                   "offered no session timers; the edge answers the refreshes for the agent (docs/agents.md).")
 @click.option("--stir-verify/--no-stir-verify", default=False, show_default=True,
               help="Check the Identity header of this carrier's inbound calls (settings stir.verify).")
 @click.option("--forwarded-caller-id", "forwarded_caller_id", type=click.Choice([m.value for m in ForwardedCallerId]),
@@ -196,6 +199,7 @@ def add(
     account: str = "",
     forwarded_caller_id: str = ForwardedCallerId.DIVERSION.value,
     stir_verify: bool = False,
+    session_timer_s: int | None = None,
 ) -> None:
     """Add trunk NAME (or overwrite it with --replace)."""
     try:
@@ -248,6 +252,7 @@ def add(
         account=parse_account_ref(account, f"trunk {name!r} account"),
         forwarded_caller_id=ForwardedCallerId(forwarded_caller_id),
         stir_verify=stir_verify,
+        session_timer_s=check_session_timer(session_timer_s, f"trunk {name!r} session_timer_s"),
     )
     if tls_ca and not Path(tls_ca).is_file():
         raise DataError(f"trunk {name!r} tls_ca: {tls_ca} is not a file")
@@ -330,6 +335,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     table.add_row("inbound rate (per min)", "-" if found.inbound_rate is None else str(found.inbound_rate))
     table.add_row("transfer", f"{found.transfer.value} (Refer-To {found.refer_to.value})")
     table.add_row("ringback after (ms)", str(found.ringback_ms) if found.ringback_ms else "-")
+    table.add_row("session timer asked of the carrier (s)", str(found.session_timer_s) if found.session_timer_s else "-")
     table.add_row("caller ID policy", found.caller_id_policy.value + (
         f" ({found.caller_id_action.value}; verified {', '.join(found.verified_caller_ids) or '-'})"
         if found.caller_id_policy is CallerIdPolicy.OWNED else ""))

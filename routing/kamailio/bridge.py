@@ -42,11 +42,11 @@ from ..tables import keys
 from ..tables.model import Agent
 from ..tables.store import Store, StoreUnavailable
 from . import callstate as cs
-from . import invite, onbehalf, records
+from . import invite, onbehalf, records, rtpset
 from .worker import Worker, count, pv
 
 __all__ = ["start", "attended", "leg_invite", "leg_reply", "carrier_reply", "ended", "load", "save", "loop_host",
-           "original_sides",
+           "original_sides", "take_cseq",
            "MODE", "ATTENDED"]
 
 MODE = "bridge"
@@ -59,11 +59,47 @@ def load(call_id: str) -> bx.Bridge | None:
     return bx.Bridge.decode(pv(f"$sht({cs.XFER_TABLE}=>{call_id})")) if call_id else None
 
 
+#: the ``xfer`` key whose slot lock serialises the bridges' writes: one lock for all (only
+#: transferred calls take it), as a process holding one slot's lock while writing another Call-ID's
+#: slot could deadlock with another doing the reverse
+_LOCK_KEY = "~bridges"
+
+
 def save(b: bx.Bridge) -> None:
-    """Keep ``b`` under both of its Call-IDs."""
+    """Keep ``b`` under both of its Call-IDs, its CSeq numbers never below those stored
+    (:meth:`routing.call.bridge.Bridge.keeping_cseqs`), under the bridges' lock."""
+    KSR.htable.sht_lock(cs.XFER_TABLE, _LOCK_KEY)
+    try:
+        _write(b.keeping_cseqs(load(b.call_id)))
+    finally:
+        KSR.htable.sht_unlock(cs.XFER_TABLE, _LOCK_KEY)
+
+
+def _write(b: bx.Bridge) -> None:
     text = b.encode()
     KSR.htable.sht_sets(cs.XFER_TABLE, b.call_id, text)
     KSR.htable.sht_sets(cs.XFER_TABLE, b.leg, text)
+
+
+def take_cseq(b: bx.Bridge, field: str, floor: int) -> int:
+    """The CSeq number of a request the edge sends across the bridge: as the agent to the carrier
+    (``field`` ``agent_cseq``) or as the leg's caller to the target (``uac_cseq``): one above the
+    stored number and above ``floor`` (the dialog module's record of that side), kept at once under
+    the bridges' lock, so workers and the DTMF log's timer never give out the same number.
+
+    Raises:
+        ValueError: the bridge is gone.
+    """
+    KSR.htable.sht_lock(cs.XFER_TABLE, _LOCK_KEY)
+    try:
+        stored = load(b.call_id)
+        if stored is None:
+            raise ValueError(f"no bridge for call-id={b.call_id}")
+        number = max(getattr(stored, field), floor) + 1
+        _write(stored.moved(**{field: number}))
+        return number
+    finally:
+        KSR.htable.sht_unlock(cs.XFER_TABLE, _LOCK_KEY)
 
 
 def _drop(b: bx.Bridge) -> None:
@@ -271,7 +307,7 @@ def attended(w: Worker, b: bx.Bridge, sdp: str) -> bool:
             or not state.answer_ms or sides["caller"]["tag"] != b.leg_tag:
         return False
     try:
-        offer = w.ng().command("offer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=sdp,
+        offer = rtpset.client(w, b.leg).command("offer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=sdp,
                                replace=["origin", "session-connection"], ICE="remove").get("sdp", "")
     except NgError as exc:
         KSR.warn(f"edge: attended transfer call-id={b.call_id}: rtpengine refused the re-offer: {exc}\n")
@@ -302,7 +338,7 @@ def _consult_answered(w: Worker, b: bx.Bridge, code: int) -> None:
         return
     found = original_sides(b)
     try:
-        answer = w.ng().command("answer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=pv("$rb"),
+        answer = rtpset.client(w, b.leg).command("answer", call_id=b.leg, from_tag=b.leg_tag, to_tag=b.target_tag, sdp=pv("$rb"),
                                 replace=["origin", "session-connection"], ICE="remove").get("sdp", "")
     except NgError as exc:
         KSR.warn(f"edge: attended transfer call-id={b.call_id}: rtpengine refused the answer: {exc}\n")

@@ -12,7 +12,9 @@ CSeq spaces and remote targets):
   without SDP relayed as it is, the other end's offer in its 2xx made in the leg's rtpengine call
   and the answer in the ACK too (late offer, RFC 3261 section 14.1); a DTMF INFO (RFC 6086)
   relayed, or played into the media toward an end that takes no INFO (:func:`_dtmf_info`); other
-  requests answered here.
+  requests answered here;
+* :func:`media_digit`: a digit rtpengine saw in the leg's media (DTMF log timer): recorded in the
+  call it came in, and sent to an end that takes INFO as an INFO in that end's own dialog.
 
 Only calls with an entry in the ``xfer`` htable come here (the native route looks it up).
 """
@@ -37,7 +39,7 @@ from . import onbehalf, rtpset, sessiontimers
 from .mediaflags import flags, modes, offer_flags, sides
 from .worker import Worker, has_sdp, log_reject, pv
 
-__all__ = ["agent_hangs_up", "in_dialog", "relayed_reply"]
+__all__ = ["agent_hangs_up", "in_dialog", "relayed_reply", "media_digit"]
 
 _URI_IN_BRACKETS = re.compile(r"<([^>]+)>")
 
@@ -142,12 +144,14 @@ def _relay_across(w: Worker, b: bx.Bridge, method: str) -> None:
         _refuse_other("BYE")  # 501: the other call is gone
         return
     me, peer, call_id, contact = other
-    if from_carrier:
-        number = max(b.uac_cseq, b.leg_cseq, int(me.get("cseq") or 0)) + 1
-        rtp, b = (b.leg_tag, b.target_tag), b.moved(uac_cseq=number)
-    else:
-        number = max(b.agent_cseq, int(me.get("cseq") or 0)) + 1
-        rtp, b = (b.target_tag, b.leg_tag), b.moved(agent_cseq=number)
+    field = "uac_cseq" if from_carrier else "agent_cseq"
+    try:
+        number = bridge.take_cseq(b, field, max(b.leg_cseq if from_carrier else 0, int(me.get("cseq") or 0)))
+    except ValueError:
+        _refuse_other("BYE")  # 501: the bridge ended meanwhile
+        return
+    b = b.moved(**{field: number})
+    rtp = (b.leg_tag, b.target_tag) if from_carrier else (b.target_tag, b.leg_tag)
     late = method == "INVITE" and not offer  # a late offer (RFC 3261 section 14.1): the 2xx offers
     # the sender's own CSeq for its replies (the number it sent, before any renumbering, :func:`onbehalf.renumber`)
     sent = f"{pv(cs.CSEQ_AVP)} {method}" if pv(cs.CSEQ_AVP) else pv("$hdr(CSeq)")
@@ -212,6 +216,64 @@ def _dtmf_info(w: Worker, b: bx.Bridge, from_carrier: bool) -> bool:
     if KSR.tm.t_newtran() > 0:
         KSR.tm.t_reply(200, "OK")
     return True
+
+
+def media_digit(w: Worker, b: bx.Bridge, digit: dtmf.LoggedDigit) -> bool:
+    """A digit rtpengine reported in the leg's rtpengine call (``dtmf-log-dest``, read by the DTMF
+    log timer, :func:`routing.kamailio.timers.dtmf_log`), which carries both ends' media after the
+    bridge (:func:`routing.call.bridge.bridged_digit`): recorded in the call it came in (the
+    carrier's digit in the original call's record, the target's in the leg's); once bridged, when
+    the other end takes INFO and the sender does not, sent to it as a DTMF INFO (RFC 6086, body
+    :func:`routing.call.dtmf.info_body`) in its own dialog (:func:`_info_across`).  The digit was
+    taken out of the media toward that end at the leg's ACK (ng ``block DTMF``,
+    :func:`onbehalf.note_dtmf_call`: the leg's DTMF modes are the carrier's and the target's).
+
+    Returns:
+        False when the bridge does not decide (another call's media, an attended transfer): the
+        DTMF log goes on as for any call.
+    """
+    found = bx.bridged_digit(b, digit.call_id, digit.source_tag, digit.digit)
+    if found is None:
+        return False
+    if found.entry is None:  # the edge's own play of an INFO end's digit (recorded from the INFO)
+        return True
+    KSR.info(f"edge: dtmf call-id={found.record_call} {found.entry} (bridged)\n")
+    if found.info:
+        _info_across(w, b, digit, found.from_carrier)
+    try:
+        w.open_store().record_dtmf(found.record_call, found.entry)
+    except StoreUnavailable as exc:
+        KSR.err(f"edge: cannot record dtmf of call-id={found.record_call}: {exc}\n")
+    return True
+
+
+def _info_across(w: Worker, b: bx.Bridge, digit: dtmf.LoggedDigit, from_carrier: bool) -> None:
+    """Send ``digit`` to the other end of the bridge as a DTMF INFO in that end's dialog, straight
+    (tm ``t_uac_send``; its reply ends there): to the target in the leg as its caller (the edge),
+    or to the carrier in its call as the agent, numbered above the edge's earlier requests there
+    (:func:`bridge.take_cseq`).  Problems are logged: the digit is recorded anyway."""
+    if from_carrier:
+        sides = onbehalf.dialog_of(b.leg, b.leg_tag, b.target_tag)
+        call_id, field, as_caller, me = b.leg, "uac_cseq", True, (sides or {}).get("caller")
+    else:
+        found = bridge.original_sides(b)
+        sides, me = (found[0], found[2]) if found else (None, None)
+        call_id, field, as_caller = b.call_id, "agent_cseq", not b.carrier_is_caller
+    if sides is None or me is None:
+        KSR.warn(f"edge: call-id={call_id} digit {digit.digit} not sent as INFO: no dialog\n")
+        return
+    try:
+        number = bridge.take_cseq(b, field, max(b.leg_cseq if from_carrier else 0, int(me.get("cseq") or 0)))
+    except ValueError as exc:
+        KSR.warn(f"edge: call-id={call_id} digit {digit.digit} not sent as INFO: {exc}\n")
+        return
+    duration = max(dtmf.MIN_DURATION_MS, min(dtmf.MAX_DURATION_MS, digit.duration_ms or w.settings.dtmf_duration_ms))
+    ctype, body = dtmf.info_body(digit.digit, duration)
+    if not onbehalf.on_behalf(w, call_id, "INFO", sides, as_caller, number, f"Content-Type: {ctype}\r\n", body):
+        KSR.warn(f"edge: call-id={call_id} digit {digit.digit} not sent as INFO: tm refused it\n")
+        return
+    KSR.info(f"edge: dtmf call-id={call_id} digit={digit.digit} -> info to the {'target' if from_carrier else 'carrier'} "
+             f"across the bridge\n")
 
 
 def _relay_ack(w: Worker, b: bx.Bridge) -> None:

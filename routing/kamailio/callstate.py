@@ -50,6 +50,9 @@ ANNOUNCE_TABLE = "announce"
 #: calls whose session timers the edge keeps for the agent (RFC 4028): call-id -> the epoch s at
 #: which the call ends unless the carrier refreshes it first (routing/kamailio/sessiontimers.py)
 SESSION_TABLE = "sessiontimer"
+#: termination INVITEs whose agent did not offer timers (:data:`SENT_INVITE_AVP`): call-id -> the INVITE as
+#: last sent to the carrier (native onsend_route, ``$snd(buf)``), read at the 2xx (sessiontimers.keep_answer)
+SENT_INVITE_TABLE = "stsent"
 #: origination calls whose agent's 200 OK is held until its first RTP packet: call-id ->
 #: routing.kamailio.holdanswer.Held (the 200 itself included)
 HOLD_ANSWER_TABLE = "holdanswer"
@@ -140,6 +143,8 @@ REFRESH_AVP = "$avp(edge_refresh)"
 #: on a carrier's pure refresh re-INVITE the edge answers itself (looped, sessiontimers): its 200 is
 #: given the timer headers and relayed, its SDP never goes to rtpengine
 LOCAL_REFRESH_AVP = "$avp(edge_local_refresh)"
+#: on a termination INVITE whose agent did not offer timers: the native onsend_route keeps each copy sent
+SENT_INVITE_AVP = "$avp(edge_st_sent)"
 
 # -- dialog variables ---------------------------------------------------------------------------
 DIRECTION_VAR = "$dlg_var(edge_dir)"
@@ -155,11 +160,11 @@ MEDIA_VAR = "$dlg_var(edge_media)"
 DTMF_VAR = "$dlg_var(edge_dtmf)"
 #: ``"{interval}:{refresher}"`` when the edge keeps the call's session timers for the agent
 SESSION_VAR = "$dlg_var(edge_st)"
-#: with :data:`SESSION_VAR` on an origination call: ``{"o": the carrier's last o= line, "sdp": the SDP
+#: with :data:`SESSION_VAR`: ``{"o": the carrier's last o= line, "sdp": the SDP
 #: the carrier last received, "contact": the agent's Contact}`` (JSON), so the edge can answer the
 #: carrier's pure refresh re-INVITE itself (:func:`routing.kamailio.sessiontimers.refresh`)
 SESSION_SDP_VAR = "$dlg_var(edge_st_sdp)"
-#: the CSeq number of the carrier's refresh re-INVITE the edge answered: its ACK ends at the edge
+#: ``"{From-tag}:{CSeq number}"`` of the carrier's refresh re-INVITE the edge answered: its ACK ends at the edge
 SESSION_ACK_VAR = "$dlg_var(edge_st_ack)"
 #: the carrier's SDP (an origination call's last offer, a termination call's 2xx answer), the offer
 #: of a bridged transfer's leg

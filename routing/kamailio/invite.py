@@ -15,6 +15,7 @@ import KSR  # type: ignore[import-not-found]
 from ..call import media
 from ..call import metrics
 from ..call import pipeline
+from ..call import sessiontimer
 from ..call import sides as netsides
 from ..call.callerid import diversion
 from ..call.cdr import sdp_codecs
@@ -148,6 +149,10 @@ def relay(w: Worker, decision: Relay, transfer: dict[str, str] | None = None) ->
         KSR.pv.sets(cs.MAX_DURATION_VAR, str(plan.current.max_duration_s or ""))
         KSR.pv.seti(cs.FROM_CALLER_AVP, 1)
         KSR.pv.seti(cs.REQ_SDP_AVP, 1 if body else 0)
+        if body and plan.direction == "termination" and not sessiontimer.supports_timer(pv("$hdr(Supported)")):
+            # the native onsend_route keeps the INVITE as sent (rtpengine's SDP): should the carrier make itself
+            # the refresher, its pure refresh re-INVITEs are answered with it (sessiontimers.keep_answer)
+            KSR.pv.seti(cs.SENT_INVITE_AVP, 1)
         if KSR.tm.t_newtran() < 0:
             store.release(plan.call_id)
             KSR.sl.sl_reply_error()
@@ -271,15 +276,31 @@ def _hop_headers(plan: CallPlan, target: Target) -> None:
     """The header lines of this hop's branch (native branch route): the agent headers, or for a
     forwarded leg ``Diversion`` naming the DID (RFC 5806): reason ``unavailable`` on a DID's
     fallback to a number (the agent could not take the call), ``deflection`` on the edge's
-    transfer leg (the agent sent the call on), per the hop trunk's ``forwarded_caller_id``."""
+    transfer leg (the agent sent the call on), per the hop trunk's ``forwarded_caller_id``; and on a
+    termination hop whose trunk has ``session_timer_s``, the timer request (:func:`_timer_request`)."""
+    lines = _timer_request(plan, target)
     if target.diverted_from:
         host = target.uri.split("@", 1)[-1].split(";", 1)[0]
         reason = "deflection" if plan.direction == "termination" else "unavailable"
-        KSR.pv.sets(cs.HOP_HEADERS_AVP, f"Diversion: {diversion(target.diverted_from, host, reason)}\r\n")
+        lines += f"Diversion: {diversion(target.diverted_from, host, reason)}\r\n"
     elif agent_headers := KSR.pv.get(cs.AGENT_HEADERS_AVP):
-        KSR.pv.sets(cs.HOP_HEADERS_AVP, str(agent_headers))
+        lines += str(agent_headers)
+    if lines:
+        KSR.pv.sets(cs.HOP_HEADERS_AVP, lines)
     else:  # none of an earlier hop's (a failover from a trunk that names the DID to one that does not)
         KSR.pv.unset(cs.HOP_HEADERS_AVP)
+
+
+def _timer_request(plan: CallPlan, target: Target) -> str:
+    """``Supported: timer`` and ``Session-Expires: N;refresher=uas`` for a termination hop whose
+    trunk has ``session_timer_s`` when the agent's INVITE neither offers timers nor asks for an
+    interval: the UAC may ask the UAS to refresh, which a UAS that does timers must keep (RFC 4028
+    sections 7.1 and 9); the refreshes are then answered for the agent (:mod:`.sessiontimers`).
+    ``""`` otherwise."""
+    if plan.direction != "termination" or not target.session_timer_s or pv("$hdr(Session-Expires)") \
+            or sessiontimer.supports_timer(pv("$hdr(Supported)")):
+        return ""
+    return f"Supported: timer\r\nSession-Expires: {target.session_timer_s};refresher=uas\r\n"
 
 
 def _send_socket(w: Worker, direction: str, uri: str) -> None:

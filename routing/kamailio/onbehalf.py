@@ -11,6 +11,7 @@ from collections.abc import Callable
 import KSR  # type: ignore[import-not-found]
 
 # non-Kamailio modules, in one place
+from ..call import bridge as bx
 from ..call import cseq
 from ..call import dtmf
 from ..call import pipeline
@@ -173,7 +174,9 @@ def hang_up(w: Worker, call_id: str, caller_tag: str, callee_tag: str, extra: st
     above the CSeqs its receiver has had from the other side (the dialog module's record): to
     the caller straight away on the callee's behalf, and to the callee on the caller's behalf
     through the edge itself, so the dialog module ends the dialog on it (``dialog:end``, slots
-    released).  ``extra`` holds further header lines (``Reason``, RFC 3326).  Kamailio 5.6.3's
+    released); the callee of a bridged transfer's leg gets it above the edge's own requests to it
+    as the leg's caller (:attr:`routing.call.bridge.Bridge.uac_cseq`).  ``extra`` holds further
+    header lines (``Reason``, RFC 3326).  Kamailio 5.6.3's
     ``dlg.end_dlg`` is not used: when the first side's 200 arrives before the second BYE is
     built, that BYE is never sent (``terminating non-confirmed dialogs not supported``).
 
@@ -189,7 +192,11 @@ def hang_up(w: Worker, call_id: str, caller_tag: str, callee_tag: str, extra: st
     to_caller = True  # the caller of a bridged transfer's leg is the edge itself: no BYE to it
     if not sides["caller"]["contact"].startswith(f"sip:{cs.XFER_CONTACT_USER}@"):
         to_caller = _on_behalf(w, call_id, "BYE", sides, False, int(sides["callee"]["cseq"] or 0) + 1, extra)
-    to_callee = _on_behalf(w, call_id, "BYE", sides, True, int(sides["caller"]["cseq"] or 0) + 1, extra, loop=True)
+    top = int(sides["caller"]["cseq"] or 0)
+    b = bx.Bridge.decode(pv(f"$sht({cs.XFER_TABLE}=>{call_id})"))
+    if b is not None and call_id == b.leg:  # the edge's requests as the leg's caller (relayed re-INVITEs,
+        top = max(top, b.uac_cseq, b.leg_cseq)  # DTMF INFO) went straight, unseen by the dialog module
+    to_callee = _on_behalf(w, call_id, "BYE", sides, True, top + 1, extra, loop=True)
     if not (to_caller and to_callee):
         KSR.warn(f"edge: call-id={call_id} tm refused a BYE (caller: {to_caller}, callee: {to_callee})\n")
     return to_callee

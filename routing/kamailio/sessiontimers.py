@@ -1,7 +1,8 @@
 """Session timers (RFC 4028) on the agent's behalf (:mod:`routing.call.sessiontimer`): the carrier
-made the refresher at the answer, its refresh UPDATEs answered by the edge, and on origination calls
-its pure refresh re-INVITEs too (the SDP repeated unchanged: answered with the SDP the carrier last
-received, which :func:`keep_answer` keeps); its other refresh re-INVITEs relayed without the timer
+made the refresher at the answer, its refresh UPDATEs answered by the edge, and its pure refresh
+re-INVITEs too (the SDP repeated unchanged: answered with the SDP the carrier last received, which
+:func:`keep_answer` keeps; on a termination call that is first the agent's offer as the edge sent
+it, kept by the native onsend_route); its other refresh re-INVITEs relayed without the timer
 headers the agent does not know and given them back in the 2xx, and the call's expiry kept in
 ``sessiontimer`` (ended by the call clock, :mod:`routing.kamailio.timers`).  Calls nobody asked
 timers for never come past :func:`on_answer`'s first check."""
@@ -66,7 +67,7 @@ def refresh(w: Worker, method: str, answer_reinvite: bool = True) -> bool:
         return False  # the agent's own request
     if method == "UPDATE" and not has_sdp():
         KSR.tm.t_newtran()
-        KSR.hdr.append_to_reply(f"Session-Expires: {taken.header()}\r\nRequire: timer\r\n")
+        KSR.hdr.append_to_reply(f"Session-Expires: {taken.refresh_header()}\r\nRequire: timer\r\n")
         KSR.tm.t_reply(200, "OK")
         _arm(pv("$ci"), taken)
         return True
@@ -100,7 +101,7 @@ def _answer_refresh(w: Worker, taken: st.Takeover) -> bool:
     if not kept.get("sdp") or not kept.get("contact") or not st.unchanged(str(kept.get("o") or ""), pv("$rb")):
         return False
     host, _, port = w.settings.loop_socket.split(":", 1)[1].rpartition(":")
-    KSR.pv.sets(cs.SESSION_ACK_VAR, pv("$cs"))
+    KSR.pv.sets(cs.SESSION_ACK_VAR, f"{pv('$ft')}:{pv('$cs')}")  # the sender's tag: each side numbers its own CSeqs
     KSR.pv.sets(cs.REFRESH_AVP, taken.encode())
     KSR.pv.seti(cs.LOCAL_REFRESH_AVP, 1)
     KSR.hdr.append(f"{cs.EDGE_INFO_HEADER}: {w.token}\r\n{cs.EDGE_CONTACT_HEADER}: {kept['contact']}\r\n")
@@ -125,18 +126,38 @@ def answer_looped() -> None:
 
 
 def keep_answer() -> None:
-    """The 2xx of an INVITE from the carrier of an origination call whose timers the edge keeps
-    (after rtpengine rewrote its SDP): keep what :func:`_answer_refresh` needs, the carrier's
-    ``o=`` line (its INVITE's), the SDP it receives now (the reply's lumps applied first, textopsx
-    ``msg_apply_changes``) and the agent's Contact."""
+    """The 2xx of an INVITE on a call whose timers the edge keeps (after rtpengine rewrote its SDP):
+    keep what :func:`_answer_refresh` needs, ``{"o": the carrier's o= line, "sdp": the SDP the carrier
+    received, "contact": the agent's Contact}`` (JSON, :data:`cs.SESSION_SDP_VAR`).
+
+    * an INVITE from the carrier (an origination call's initial INVITE, either direction's re-INVITE):
+      its ``o=`` line, the agent's answer as the carrier receives it (the reply's lumps applied first,
+      textopsx ``msg_apply_changes``) and the 2xx's Contact;
+    * a termination call's initial INVITE (the agent's offer, answered by the carrier): the 2xx's
+      ``o=`` line, the INVITE's body as sent to the carrier (rtpengine's rewrite, kept by the native
+      onsend_route in :data:`cs.SENT_INVITE_TABLE` and taken from it here) and the INVITE's Contact.
+      A retransmitted 2xx finds the entry gone and changes nothing."""
     taken = st.Takeover.decode(pv(cs.SESSION_VAR))
-    if taken is None or taken.refresher != "uac" or pv(cs.DIRECTION_AVP) == "termination" \
-            or not KSR.pv.get(cs.FROM_CALLER_AVP) or not has_sdp():
+    if taken is None or not has_sdp():
         return
-    offer = pv("$T_req($rb)")
-    if KSR.textopsx.msg_apply_changes() < 0:
+    termination = pv(cs.DIRECTION_AVP) == "termination"
+    if bool(KSR.pv.get(cs.FROM_CALLER_AVP)) != termination:  # the carrier's offer, the agent's answer
+        offer = pv("$T_req($rb)")
+        if KSR.textopsx.msg_apply_changes() < 0:
+            return
+        _keep(st.origin(offer), pv("$rb"), pv("$hdr(Contact)"))
         return
-    KSR.pv.sets(cs.SESSION_SDP_VAR, json.dumps({"o": st.origin(offer), "sdp": pv("$rb"), "contact": pv("$hdr(Contact)")}))
+    if not termination or not KSR.pv.get(cs.SENT_INVITE_AVP):
+        return
+    call_id = pv("$ci")
+    sent = st.sent_body(KSR.htable.sht_gete(cs.SENT_INVITE_TABLE, call_id) or "")
+    KSR.htable.sht_rm(cs.SENT_INVITE_TABLE, call_id)
+    if sent:
+        _keep(st.origin(pv("$rb")), sent, pv("$T_req($hdr(Contact))"))
+
+
+def _keep(origin: str, sdp: str, contact: str) -> None:
+    KSR.pv.sets(cs.SESSION_SDP_VAR, json.dumps({"o": origin, "sdp": sdp, "contact": contact}))
 
 
 def refreshed(call_id: str, takeover: str) -> None:
@@ -147,7 +168,7 @@ def refreshed(call_id: str, takeover: str) -> None:
     if taken is None:
         return
     if not pv("$hdr(Session-Expires)"):
-        KSR.hdr.append(f"Session-Expires: {taken.header()}\r\nRequire: timer\r\n")
+        KSR.hdr.append(f"Session-Expires: {taken.refresh_header()}\r\nRequire: timer\r\n")
     _arm(call_id, taken)
 
 
@@ -158,5 +179,5 @@ def refresh_answered() -> None:
     if taken is None:
         return
     if not pv("$hdr(Session-Expires)"):
-        KSR.hdr.append(f"Session-Expires: {taken.header()}\r\nRequire: timer\r\n")
+        KSR.hdr.append(f"Session-Expires: {taken.refresh_header()}\r\nRequire: timer\r\n")
     _arm(pv("$ci"), taken)

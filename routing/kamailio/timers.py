@@ -15,6 +15,7 @@ from typing import TypeVar
 import KSR  # type: ignore[import-not-found]
 
 # non-Kamailio modules, in one place
+from ..call import bridge as bx
 from ..call import dtmf
 from ..call import media
 from ..call import metrics
@@ -23,7 +24,7 @@ from ..call.cdr import cost_so_far, utc_day
 from ..ngclient import NgError
 from ..tables.store import HEARTBEAT_TTL_S, StoreUnavailable
 from . import callstate as cs
-from . import fastanswer, firstvoice, holdanswer, onbehalf, records, rtpset
+from . import bridge, bridgemap, fastanswer, firstvoice, holdanswer, onbehalf, records, rtpset
 from .callstate import Deadline, DtmfCall, MediaWatch
 from .mediaflags import modes
 from .worker import Worker, count, log_exception, observe, pv
@@ -311,7 +312,8 @@ def dtmf_log(w: Worker) -> None:
     """Five times a second: read the DTMF events rtpengine reports (``dtmf-log-dest``, JSON over
     UDP) and append each digit to its call record as ``{side}:{digit}:{mode}``
     (routing.dtmf.logged_entry).  Digits of calls not answered on this edge, and the edge's own
-    plays of INFO digits, are skipped."""
+    plays of INFO digits, are skipped; a digit in the media of a bridged transfer's leg is the
+    bridge's (:func:`bridgemap.media_digit`: its record and its INFO follow the two ends)."""
     sock = _dtmf_socket(w)
     for _ in range(DTMF_LOG_BATCH if sock else 0):
         try:
@@ -322,6 +324,10 @@ def dtmf_log(w: Worker) -> None:
             digit = dtmf.parse_log_event(data)
         except dtmf.DtmfError as exc:
             KSR.warn(f"edge: {exc}\n")
+            continue
+        # a digit in a bridged transfer's leg is the bridge's; other calls pay a prefix test
+        b = bridge.load(digit.call_id) if digit.call_id.startswith(bx.LEG_PREFIX) else None
+        if b is not None and bridgemap.media_digit(w, b, digit):
             continue
         known = DtmfCall.decode(pv(f"$sht({cs.DTMF_CALL_TABLE}=>{digit.call_id})"))
         pair = modes(known.modes)

@@ -9,15 +9,16 @@ carrier stops refreshing is ended cleanly by the edge (the two long calls run si
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
 from routing.tables.cdrstore import CdrStore
 from routing.tables.model import MediaPolicy
-from tests.sipp import PCMU_ANSWER_SDP, reply, uac, uas
+from tests.sipp import PCMU_ANSWER_SDP, reply, reply_uas_scenario, uac, uas
 from tests.helpers import wait_until
 
-from .conftest import AGENT_IP, CARRIER_A, DID, Edge
+from .conftest import AGENT_IP, CARRIER_A, CARRIER_B, DID, Edge
 
 SDP_OFFER = """      v=0
       o=- 1 1 IN IP4 [local_ip]
@@ -194,3 +195,198 @@ def test_a_90_s_session_survives_two_refreshes_and_one_never_refreshed_is_ended(
     assert by_number["+14155550111"]["media"].get("media_end_reason") == "session_expired"
     assert by_number[DID]["hangup"] == "caller"
     assert "session expired: no refresh from the carrier in time" in edge.log()
+
+
+# -- termination calls: the agent calls out, the carrier asks to refresh -----------------------------
+
+GW_PORT = 5080
+DEST = "+442071838750"
+
+#: the carrier's answer, then (version 2) its hold offer
+CARRIER_SDP = SDP_OFFER.replace("o=- 1 1 ", "o=carrier 7 1 ")
+CARRIER_HOLD = CARRIER_SDP.replace("o=carrier 7 1 ", "o=carrier 7 2 ") + "\n      a=sendonly"
+CARRIER_REFRESH = "      Supported: timer\n      Session-Expires: 90;refresher=uac\n      Require: timer\n"
+
+
+def _carrier_request(method: str, cseq: int, extra: str = "", sdp: str = "") -> str:
+    """The carrier's in-dialog request (it is the callee: From its To-tag, To the agent's From)."""
+    body = f"      Content-Type: application/sdp\n      Content-Length: [len]\n\n{sdp}\n" if sdp else "      Content-Length: 0\n\n"
+    retrans = "" if method == "ACK" else ' retrans="500"'
+    return f"""  <send{retrans}>
+    <![CDATA[
+      {method} [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: [$me];tag=[pid]SIPpTag01[call_number]
+      To: [$caller]
+      Call-ID: [call_id]
+      CSeq: {cseq} {method}
+      [routes]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+{extra}{body}    ]]>
+  </send>
+"""
+
+
+def _termination_carrier(edge: Edge, answer_headers: str, steps: str) -> Path:
+    """The carrier gateway: the agent's INVITE answered 200 with ``answer_headers`` and its SDP
+    (:data:`CARRIER_SDP`), the ACK, then ``steps``, then the agent's BYE."""
+    answer = reply("200 OK", tag="01", dialog=True, retrans=True, headers=answer_headers, sdp=CARRIER_SDP)
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="termination carrier">
+  <recv request="INVITE" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="me"/>
+    </action>
+  </recv>
+{answer}  <recv request="ACK"/>
+{steps}  <recv request="BYE"/>
+{reply("200 OK")}  <Reference variables="caller,me"/>
+</scenario>
+"""
+    path = edge.workdir / "termination_carrier.xml"
+    path.write_text(text)
+    return path
+
+
+def _termination_agent(edge: Edge, reinvites: int, invite_headers: str = "", own_reinvite: bool = False) -> Path:
+    """The agent calling out without session timers (no ``Supported: timer``): INVITE, 200, ACK,
+    ``reinvites`` re-INVITEs answered (any more fails the scenario: an unexpected message), with
+    ``own_reinvite`` a re-INVITE of its own (CSeq 2, 1.5 s after the ACK) answered and ACKed, then BYE."""
+    invite = _request("INVITE", 1, invite_headers, sdp=True, first=True)
+    again = ('  <recv request="INVITE"/>\n' + reply("200 OK", retrans=True, sdp=PCMU_ANSWER_SDP)
+             + '  <recv request="ACK"/>\n') * reinvites
+    own = ('  <pause milliseconds="1500"/>\n' + _request("INVITE", 2, body_sdp=SDP_OFFER.replace("o=- 1 1 ", "o=- 1 2 "))
+           + '  <recv response="100" optional="true"/>\n  <recv response="200"/>\n' + _ack(2)) if own_reinvite else ""
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="termination agent">
+{invite}  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+{_ack(1)}{again}{own}  <pause milliseconds="300"/>
+{_request("BYE", 3 if own_reinvite else 2)}  <recv response="200"/>
+</scenario>
+"""
+    path = edge.workdir / "termination_agent.xml"
+    path.write_text(text)
+    return path
+
+
+def _provision_termination(edge: Edge, **trunk: object) -> None:
+    edge.trunk("carrier-a", [f"{CARRIER_A}/32"], [(CARRIER_A, GW_PORT)], probe=False, media=QUIET, **trunk)
+    edge.agent("bot", [f"sip:{AGENT_IP}:5090"], [f"{AGENT_IP}/32"], probe=False, media=QUIET)
+    edge.route("+44", "carrier-a", "0.0100")
+
+
+def _sent_invites(edge: Edge) -> str:
+    """The edge's table of termination INVITEs as sent (kamcmd ``htable.dump``)."""
+    done = subprocess.run(["kamcmd", "-s", f"unix:{edge.settings.run_dir}/kamailio_ctl", "htable.dump", "stsent"],
+                          capture_output=True, text=True, timeout=10)
+    return done.stdout + done.stderr
+
+
+def _media_of(sdp: str) -> tuple[list[str], list[str]]:
+    lines = sdp.splitlines()
+    return [x for x in lines if x.startswith("c=")], [x for x in lines if x.startswith("m=")]
+
+
+def test_a_termination_carriers_pure_refresh_reinvite_is_answered_for_the_agent(clean_edge: Edge) -> None:
+    """The carrier answers ``Session-Expires: 90;refresher=uas`` to an agent without timers: its pure
+    refresh re-INVITE (its SDP again, same o= version) gets 200 from the edge with the SDP the carrier
+    received in the INVITE and the agent never sees it; its re-INVITE that changes the SDP reaches the agent."""
+    edge = clean_edge
+    _provision_termination(edge)
+    steps = (_carrier_request("INVITE", 1, CARRIER_REFRESH, CARRIER_SDP) + '  <recv response="100" optional="true"/>\n'
+             + '  <recv response="200"/>\n' + _carrier_request("ACK", 1)
+             + _carrier_request("UPDATE", 2, CARRIER_REFRESH) + '  <recv response="200"/>\n'
+             + _carrier_request("INVITE", 3, CARRIER_REFRESH, CARRIER_HOLD) + '  <recv response="100" optional="true"/>\n'
+             + '  <recv response="200"/>\n' + _carrier_request("ACK", 3))
+    carrier = uas(edge.workdir / "carrier", CARRIER_A, GW_PORT, rtp_echo=False,
+                  scenario=_termination_carrier(edge, "      Session-Expires: 90;refresher=uas\n      Require: timer\n", steps))
+    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, caller="+14155550100",
+                scenario=_termination_agent(edge, reinvites=1))
+    assert agent.wait(timeout=30) == 0, agent.output()
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    invite = carrier.received_requests("INVITE")[0]
+    assert "timer" not in "".join(_header(invite, "Supported")) and not _header(invite, "Session-Expires")
+    # the pure refresh: 200 from the edge with the SDP the carrier was sent, the Contact it knows the agent by
+    refresh_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*1 INVITE", r, re.M) and " 200 " in r]
+    assert refresh_ok, _responses(carrier, "INVITE")
+    sent = _sdp_of(invite)
+    assert _sdp_of(refresh_ok[-1]) == sent and _media_of(sent)[1], (sent, refresh_ok[-1])
+    assert _media_of(_sdp_of(refresh_ok[-1])) == _media_of(sent)
+    assert _header(refresh_ok[-1], "Contact") == _header(invite, "Contact")
+    # the carrier stays the refresher: refresher=uac names the sender of its refresh (RFC 4028 section 9)
+    assert _header(refresh_ok[-1], "Session-Expires") == ["90;refresher=uac"] and _header(refresh_ok[-1], "Require") == ["timer"]
+    [update_ok] = _responses(carrier, "UPDATE")
+    assert _header(update_ok, "Session-Expires") == ["90;refresher=uac"]
+    # the agent saw only the re-INVITE that changes the media, without the timer headers, and no refresh ACK
+    [reinvite] = agent.received_requests("INVITE")
+    assert "a=sendonly" in reinvite and re.search(r"^CSeq:\s*3 INVITE", reinvite, re.M), reinvite
+    assert not _header(reinvite, "Session-Expires") and "timer" not in "".join(_header(reinvite, "Require"))
+    assert not agent.received_requests("UPDATE")
+    assert [a for a in agent.received_requests("ACK") if re.search(r"^CSeq:\s*1 ACK", a, re.M)] == []
+    hold_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*3 INVITE", r, re.M) and " 200 " in r]
+    assert _header(hold_ok[-1], "Session-Expires") == ["90;refresher=uac"]
+    assert "session refresh re-INVITE of call-id=" in edge.log()
+    # the INVITE as sent was read at the 2xx and removed; the call ends with its slots back
+    [call_id] = _header(invite, "Call-ID")
+    assert call_id not in _sent_invites(edge)
+    wait_until(lambda: edge.active_leases() == 0, what=f"slots back to zero: {edge.leases()}")
+
+
+def test_a_trunk_with_session_timer_asks_its_carrier_to_refresh_for_an_agent_without_timers(clean_edge: Edge) -> None:
+    """Trunk ``session_timer_s: 90``: the agent's INVITE (no ``Supported: timer``) reaches the carrier
+    with ``Supported: timer`` and ``Session-Expires: 90;refresher=uas``; the carrier, refreshing as
+    RFC 4028 section 9 tells it, has its pure refresh re-INVITE answered by the edge."""
+    edge = clean_edge
+    _provision_termination(edge, session_timer_s=90)
+    steps = (_carrier_request("INVITE", 1, CARRIER_REFRESH, CARRIER_SDP) + '  <recv response="100" optional="true"/>\n'
+             + '  <recv response="200"/>\n' + _carrier_request("ACK", 1))
+    carrier = uas(edge.workdir / "carrier", CARRIER_A, GW_PORT, rtp_echo=False,
+                  scenario=_termination_carrier(edge, "      Session-Expires: 90;refresher=uas\n      Require: timer\n", steps))
+    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, caller="+14155550100",
+                scenario=_termination_agent(edge, reinvites=0, invite_headers="      Supported: 100rel\n"))
+    assert agent.wait(timeout=30) == 0, agent.output()
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    [invite] = carrier.received_requests("INVITE")
+    assert _header(invite, "Session-Expires") == ["90;refresher=uas"]
+    assert "timer" in [t.strip() for h in _header(invite, "Supported") for t in h.split(",")]
+    assert "100rel" in "".join(_header(invite, "Supported"))  # the agent's own options kept
+    refresh_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*1 INVITE", r, re.M) and " 200 " in r]
+    assert refresh_ok and _sdp_of(refresh_ok[-1]) == _sdp_of(invite)
+    assert _header(refresh_ok[-1], "Session-Expires") == ["90;refresher=uac"]
+    assert not agent.received_requests("INVITE")
+    wait_until(lambda: edge.active_leases() == 0, what=f"slots back to zero: {edge.leases()}")
+
+
+def test_after_a_failover_the_answering_carriers_refresh_is_answered_with_what_it_was_sent(clean_edge: Edge) -> None:
+    """The first carrier refuses (503), the next answers asking to refresh: its pure refresh re-INVITE is
+    answered with the INVITE it received (each branch sent replaces the kept copy; the refusal's drops it).
+    The agent's own re-INVITE then carries the refresh's CSeq number (each side numbers its own): its
+    ACK still reaches the carrier (the edge ends only the ACK of the refresh it answered: sender's tag and CSeq)."""
+    edge = clean_edge
+    _provision_termination(edge)
+    edge.trunk("carrier-b", [f"{CARRIER_B}/32"], [(CARRIER_B, GW_PORT)], probe=False, media=QUIET)
+    edge.route("+44", "carrier-b", "0.0050")  # cheaper: tried first
+    refusing = uas(edge.workdir / "carrier-b", CARRIER_B, GW_PORT, rtp_echo=False,
+                   scenario=reply_uas_scenario(edge.workdir / "carrier-b", 503))
+    # then the agent's own re-INVITE with the refresh's CSeq number (its own numbering): its ACK reaches the carrier
+    steps = (_carrier_request("INVITE", 2, CARRIER_REFRESH, CARRIER_SDP) + '  <recv response="100" optional="true"/>\n'
+             + '  <recv response="200"/>\n' + _carrier_request("ACK", 2)
+             + '  <recv request="INVITE"/>\n' + reply("200 OK", retrans=True, sdp=CARRIER_SDP) + '  <recv request="ACK"/>\n')
+    carrier = uas(edge.workdir / "carrier", CARRIER_A, GW_PORT, rtp_echo=False,
+                  scenario=_termination_carrier(edge, "      Session-Expires: 90;refresher=uas\n      Require: timer\n", steps))
+    agent = uac(edge.workdir / "agent", AGENT_IP, 5070, edge.sip, DEST, caller="+14155550100",
+                scenario=_termination_agent(edge, reinvites=0, own_reinvite=True))
+    assert agent.wait(timeout=30) == 0, agent.output()
+    assert carrier.wait(timeout=30) == 0, carrier.output()
+    assert refusing.wait(timeout=10) == 0, refusing.output()
+    assert [a for a in carrier.received_requests("ACK") if re.search(r"^CSeq:\s*2 ACK", a, re.M)]
+    assert refusing.received_requests("INVITE")  # the failover happened
+    invite = carrier.received_requests("INVITE")[0]
+    refresh_ok = [r for r in _responses(carrier, "INVITE") if re.search(r"^CSeq:\s*2 INVITE", r, re.M) and " 200 " in r]
+    assert refresh_ok and _sdp_of(refresh_ok[-1]) == _sdp_of(invite)
+    assert not agent.received_requests("INVITE")
+    wait_until(lambda: edge.active_leases() == 0, what=f"slots back to zero: {edge.leases()}")

@@ -83,7 +83,7 @@ class Peers:
                  human_holds: bool = False, human: tuple[str, int] = (CARRIER_B, HUMAN_PORT),
                  refer_to: str = "", hasty_agent: bool = False, timers: bool = False,
                  human_hangs_up: bool | None = None, carrier_after: str = "", human_after: str = "",
-                 human_te: int = 0) -> None:
+                 human_te: int = 0, carrier_te: int = 0) -> None:
         run = next(_runs)
         self.dir = edge.workdir / f"bridge-{run}"
         self.dir.mkdir()
@@ -104,7 +104,7 @@ class Peers:
         self.carrier = uac(self.dir / "carrier", CARRIER_A, 5070, edge.sip, DID, caller=CALLER,
                            scenario=carrier_scenario(self.dir, refer_code, bridged=bridged, hangs_up=carrier_hangs_up,
                                                      hold=hold, hangup_ms=hangup_ms, held=human_holds, timers=timers,
-                                                     after=carrier_after),
+                                                     after=carrier_after, te=carrier_te),
                            extra=["-key", "rtp_ip", CARRIER_A, "-key", "rtp_port", str(self.carrier_rtp.port),
                                   "-key", "sdp_file", str(self.carrier_sdp)])
 
@@ -658,3 +658,66 @@ def test_termination_call_whose_agent_transfers_the_carrier_is_bridged(clean_edg
     leg_record = records[original["transfer"]["transferred_to"]]
     assert original["direction"] == "termination" and original["transfer"]["result"] == "200"
     assert leg_record["transfer"]["transferred_from"] == original["call_id"] and leg_record["trunk"] == "carrier-b"
+
+
+def test_rfc4733_digit_from_the_human_after_a_bridge_reaches_an_info_carrier_as_info(clean_edge: Edge) -> None:
+    """RFC 4733 from the media to INFO across the bridge: carrier-a is ``info``, carrier-b (the
+    human's) ``rfc4733``.  After the bridge the human presses ``7`` (events in its RTP, payload
+    type 96): the carrier gets an INFO ``Signal=7`` in its own dialog (its Call-ID, the agent's
+    tag as From, a CSeq above the edge's re-INVITE) and no event in its media; the digit is in the
+    leg's record (the human's call), and the tone rtpengine would make of it never reaches the carrier."""
+    edge = clean_edge
+    provision(edge, origin={"dtmf": DtmfMode.INFO}, dtmf=DtmfMode.RFC4733)
+    since = int(time.time() * 1000)
+    peers = Peers(edge, hangup_ms=1500, human_te=TE_PT, carrier_after=receives("INFO"))
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("carrier", HUMAN_HZ, time.monotonic())
+    peers.human_rtp.press("7", TE_PT)
+    peers.finish()
+
+    [info] = peers.carrier.received_requests("INFO")
+    bridge_reinvite = peers.carrier.received_requests("INVITE")[0]
+    assert "Signal=7" in info and _header(info, "Content-Type") == ["application/dtmf-relay"]
+    assert _header(info, "Call-ID") == _header(bridge_reinvite, "Call-ID")
+    assert _header(info, "From") == _header(bridge_reinvite, "From") and _header(info, "To") == _header(bridge_reinvite, "To")
+    assert int(_header(info, "CSeq")[0].split()[0]) > int(_header(bridge_reinvite, "CSeq")[0].split()[0])
+    # taken out of the media (neither an event nor a tone rtpengine made of it): the digit arrives once
+    assert not peers.carrier_rtp.events(TE_PT) and "7" not in peers.carrier_rtp.tones(), peers.carrier_rtp.tones()
+    records = _records(edge, since, 2)
+    leg_record = next(r for r in records.values() if r["direction"] == "termination")
+    assert leg_record["media"]["dtmf"] == "callee:7:rfc4733", leg_record["media"]
+
+
+def test_rfc4733_digit_from_the_carrier_after_a_bridge_reaches_an_info_human_as_info(clean_edge: Edge) -> None:
+    """The other way: carrier-a is ``rfc4733`` (its offer has telephone-event 101), carrier-b (the
+    human's) ``info``.  After the bridge the carrier presses ``4``: the human gets an INFO
+    ``Signal=4`` in the leg's dialog (its Call-ID and tags, the edge as its caller, a CSeq above
+    the leg's INVITE) and neither an event nor a tone of it in its media; the digit is in the
+    original call's record (the carrier's call, the carrier its caller).  Nobody hangs up: the
+    leg's maximum duration ends it with a BYE numbered above that INFO (the edge sent it straight,
+    unseen by the dialog module)."""
+    edge = clean_edge
+    provision(edge, origin={"dtmf": DtmfMode.RFC4733}, dtmf=DtmfMode.INFO)
+    since = int(time.time() * 1000)
+    peers = Peers(edge, carrier_hangs_up=False, human_hangs_up=False, carrier_te=101, human_after=receives("INFO"))
+    peers.aim("carrier", "answer")
+    peers.aim("human", "invite")
+    peers.aim("carrier", "reinvite")
+    peers.hears("human", CARRIER_HZ, time.monotonic())
+    peers.carrier_rtp.press("4", 101)
+    peers.finish()
+
+    [leg] = peers.human.received_requests("INVITE")
+    [info] = peers.human.received_requests("INFO")
+    assert "Signal=4" in info and _header(info, "Content-Type") == ["application/dtmf-relay"]
+    assert _header(info, "Call-ID") == _header(leg, "Call-ID") and _header(info, "From") == _header(leg, "From")
+    assert _header(info, "To")[0].startswith(_header(leg, "To")[0]) and ";tag=" in _header(info, "To")[0]
+    assert int(_header(info, "CSeq")[0].split()[0]) > int(_header(leg, "CSeq")[0].split()[0])
+    assert not peers.human_rtp.others and "4" not in peers.human_rtp.tones(), peers.human_rtp.tones()
+    [bye] = peers.human.received_requests("BYE")
+    assert int(_header(bye, "CSeq")[0].split()[0]) > int(_header(info, "CSeq")[0].split()[0])
+    records = _records(edge, since, 2)
+    original = next(r for r in records.values() if r["direction"] == "origination")
+    assert original["media"]["dtmf"] == "caller:4:rfc4733", original["media"]

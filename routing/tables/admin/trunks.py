@@ -283,6 +283,7 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
     caller_id_action (refuse, replace), verified_caller_ids, caller_shape {header, format, from_user,
     from_host, user_phone, display}, stir_sign, account (null = none),
     forwarded_caller_id (diversion, caller, did: the caller of forwarded and transferred legs), stir_verify,
+    session_timer_s (s the carrier is asked to refresh at for an agent without timers; null = never),
     media {codecs, ptime_ms, srtp, rtp_timeout_s, sip_keepalive, fill_silence} (null = node default)."""
     return {
         "name": trunk.name,
@@ -333,4 +334,5 @@ def trunk_dict(trunk: Trunk) -> dict[str, object]:
         "account": trunk.account or None,
         "forwarded_caller_id": trunk.forwarded_caller_id.value,
         "stir_verify": trunk.stir_verify,
+        "session_timer_s": trunk.session_timer_s,
     }

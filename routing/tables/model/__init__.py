@@ -44,7 +44,8 @@ from routing.tables.model.fields import (
 )
 from routing.tables.model.media_policy import MediaPolicy
 from routing.tables.model.callershape import CallerDisplay, CallerIdFormat, CallerIdHeader, CallerIdShape, FromUser
-from routing.tables.model.trunk import CONTACT_USER_PATTERN, RINGBACK_MS, Gateway, Registration, Trunk, check_ringback
+from routing.tables.model.trunk import (CONTACT_USER_PATTERN, RINGBACK_MS, SESSION_TIMER_S, Gateway, Registration, Trunk,
+                                        check_ringback, check_session_timer)
 from routing.tables.model.agent import ANSWER_TIMEOUT_MS, Agent, check_answer_timeout, check_hold_answer
 from routing.tables.model.did import Did
 from routing.tables.model.route import RouteEntry
@@ -58,6 +59,6 @@ __all__ = [
     "parse_cidr", "parse_sip_uri", "parse_prefixes", "parse_header_names", "parse_increment",
     "format_increment", "parse_rate", "number_format_fields", "parse_number_format",
     "TransferMode", "ForwardedCallerId", "ReferToFormat", "parse_hosts", "check_answer_timeout", "check_hold_answer", "ANSWER_TIMEOUT_MS", "check_ringback",
-    "RINGBACK_MS", "CallerIdPolicy", "CallerIdAction",
+    "RINGBACK_MS", "check_session_timer", "SESSION_TIMER_S", "CallerIdPolicy", "CallerIdAction",
     "CallerIdShape", "CallerIdHeader", "CallerIdFormat", "FromUser", "CallerDisplay",
 ]

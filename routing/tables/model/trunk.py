@@ -44,7 +44,8 @@ from routing.tables.model.callershape import CallerIdShape
 from routing.tables.model.media_policy import MediaPolicy
 from routing.tables.model.account import parse_account_ref
 
-__all__ = ["Gateway", "Registration", "Trunk", "CONTACT_USER_PATTERN", "check_ringback", "RINGBACK_MS", "upgrade_plain"]
+__all__ = ["Gateway", "Registration", "Trunk", "CONTACT_USER_PATTERN", "check_ringback", "RINGBACK_MS", "upgrade_plain",
+           "check_session_timer", "SESSION_TIMER_S"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +257,11 @@ class Trunk:
             someone else (a DID's fallback to a number, the edge's transfer leg): the original caller
             with ``Diversion`` naming the DID, without it, or the DID (:class:`ForwardedCallerId`;
             redis falls back on the deprecated ``diversion`` and ``transfer_caller_id`` fields).
+        session_timer_s: on termination calls whose agent offered no session timers (no ``timer`` in
+            its ``Supported``, no ``Session-Expires``), the edge asks this carrier to refresh the
+            session at this interval (s): ``Supported: timer`` and ``Session-Expires: N;refresher=uas``
+            (RFC 4028 sections 7.1 and 9) added to the INVITE, the refreshes then answered for the
+            agent; None = the INVITE goes as the agent wrote it (docs/agents.md).
     """
 
     name: str
@@ -291,6 +297,7 @@ class Trunk:
     account: str = ""
     forwarded_caller_id: ForwardedCallerId = ForwardedCallerId.DIVERSION
     stir_verify: bool = False
+    session_timer_s: int | None = None
 
     def to_redis(self) -> dict[str, str]:
         """Fields of ``edge:trunk:{name}`` (``register`` only for a registration trunk, ``account``
@@ -331,6 +338,8 @@ class Trunk:
         fields["forwarded_caller_id"] = self.forwarded_caller_id.value
         if self.stir_verify:
             fields["stir_verify"] = "yes"
+        if self.session_timer_s is not None:
+            fields["session_timer_s"] = str(self.session_timer_s)
         return fields
 
     @classmethod
@@ -392,6 +401,8 @@ class Trunk:
             account=parse_account_ref(fields.get("account"), f"{where} account"),
             forwarded_caller_id=_forwarded(fields, where),
             stir_verify=_bool(fields.get("stir_verify"), f"{where} stir_verify", default=False),
+            session_timer_s=check_session_timer(_int(fields.get("session_timer_s"), f"{where} session_timer_s"),
+                                                f"{where} session_timer_s"),
         )
 
 
@@ -438,3 +449,18 @@ def check_ringback(delay_ms: int | None, where: str) -> int | None:
     if delay_ms is not None and not RINGBACK_MS[0] <= delay_ms <= RINGBACK_MS[1]:
         raise DataError(f"{where}: must be between {RINGBACK_MS[0]} and {RINGBACK_MS[1]} ms, got {delay_ms}")
     return delay_ms
+
+
+#: bounds of ``session_timer_s`` (s): RFC 4028 section 4's smallest interval (Min-SE default) to a day
+SESSION_TIMER_S = (90, 86400)
+
+
+def check_session_timer(interval_s: int | None, where: str) -> int | None:
+    """``interval_s`` when it is None or within :data:`SESSION_TIMER_S`.
+
+    Raises:
+        DataError: out of bounds, naming ``where``.
+    """
+    if interval_s is not None and not SESSION_TIMER_S[0] <= interval_s <= SESSION_TIMER_S[1]:
+        raise DataError(f"{where}: must be between {SESSION_TIMER_S[0]} and {SESSION_TIMER_S[1]} s, got {interval_s}")
+    return interval_s

@@ -72,3 +72,64 @@ def test_parse_replaces() -> None:
     assert bx.parse_replaces("c;to-tag=H") is None
     assert bx.parse_replaces(";to-tag=H;from-tag=A") is None
     assert bx.parse_replaces("") is None
+
+
+# -- digits seen in the media of a bridged call (the DTMF log) ------------------------------------
+
+def _bridged(**changes: object) -> bx.Bridge:
+    b = bx.Bridge("call-1", "xfer-call-1", "bot", "telnyx", "ct", "at", "+442071838751", True, phase="bridged",
+                  leg_tag="lt", target_tag="tt", dtmf="info,rfc4733")
+    return b.moved(**changes)
+
+
+def test_a_targets_rfc4733_digit_toward_an_info_carrier_becomes_an_info_and_is_the_legs() -> None:
+    found = bx.bridged_digit(_bridged(), "xfer-call-1", "tt", "7")
+    assert found == bx.BridgedDigit(from_carrier=False, record_call="xfer-call-1", entry="callee:7:rfc4733", info=True)
+
+
+def test_a_carriers_digit_is_recorded_in_its_own_call_as_its_side_there() -> None:
+    origination = bx.bridged_digit(_bridged(dtmf="rfc4733,info"), "xfer-call-1", "lt", "4")
+    assert origination == bx.BridgedDigit(True, "call-1", "caller:4:rfc4733", True)
+    # a termination call: the carrier is the original call's callee
+    termination = bx.bridged_digit(_bridged(dtmf="inband,info", carrier_is_caller=False), "xfer-call-1", "lt", "#")
+    assert termination == bx.BridgedDigit(True, "call-1", "callee:#:inband", True)
+
+
+@pytest.mark.parametrize(("modes", "tag", "info"), [
+    ("rfc4733,rfc4733", "tt", False),  # events pass in the media
+    ("inband,rfc4733", "lt", False),  # the receiver takes no INFO
+    ("info,info", "tt", None),  # an info end's digits in the media are the edge's own plays
+    ("rfc4733,info", "tt", None),
+])
+def test_no_info_unless_the_receiver_takes_info_and_the_sender_does_not(modes: str, tag: str, info: bool | None) -> None:
+    found = bx.bridged_digit(_bridged(dtmf=modes), "xfer-call-1", tag, "1")
+    assert found is not None
+    if info is None:
+        assert found.entry is None and not found.info  # nothing recorded, nothing sent
+    else:
+        assert found.entry is not None and found.info is info
+
+
+def test_before_the_bridge_a_digit_is_recorded_and_sent_to_nobody() -> None:
+    for phase in ("answering", "ended"):
+        found = bx.bridged_digit(_bridged(phase=phase), "xfer-call-1", "tt", "2")
+        assert found is not None and found.entry == "callee:2:rfc4733" and not found.info
+
+
+@pytest.mark.parametrize(("call_id", "tag", "changes"), [
+    ("call-1", "ct", {}),  # the original call's own media (before the bridge): the ordinary DTMF log
+    ("xfer-call-1", "stranger", {}),
+    ("xfer-call-1", "tt", {"dtmf": ""}),  # modes unknown
+    ("xfer-call-1", "tt", {"consult": True}),  # an attended transfer's consult call keeps its own handling
+    ("xfer-call-1", "", {"leg_tag": "", "target_tag": ""}),  # the leg not answered
+])
+def test_digits_the_bridge_does_not_decide(call_id: str, tag: str, changes: dict) -> None:
+    assert bx.bridged_digit(_bridged(**changes), call_id, tag, "5") is None
+
+
+def test_a_saved_state_never_gives_back_a_cseq_taken_meanwhile() -> None:
+    stale = _bridged(agent_cseq=3, uac_cseq=2)
+    stored = _bridged(agent_cseq=5, uac_cseq=1, phase="ended")
+    kept = stale.keeping_cseqs(stored)
+    assert (kept.agent_cseq, kept.uac_cseq, kept.phase) == (5, 2, "bridged")
+    assert stale.keeping_cseqs(None) == stale

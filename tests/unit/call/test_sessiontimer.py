@@ -39,6 +39,8 @@ def test_takeover(direction: str, request_se: str, supported: str, reply_se: str
 def test_takeover_codec_and_header() -> None:
     t = st.Takeover(90, "uac")
     assert st.Takeover.decode(t.encode()) == t and t.header() == "90;refresher=uac"
+    # an answer to the carrier's refresh names the refresh's sender, on a termination call too
+    assert st.Takeover(90, "uas").refresh_header() == "90;refresher=uac" and st.Takeover(90, "uas").header() == "90;refresher=uas"
     assert st.Takeover.decode("") is None and st.Takeover.decode("90:both") is None
 
 
@@ -55,3 +57,10 @@ def test_a_pure_refresh_repeats_the_origin_line_and_a_change_bumps_its_version()
     assert unchanged(origin(sdp), sdp)
     assert not unchanged(origin(sdp), sdp.replace("o=- 1 1 ", "o=- 1 2 "))  # RFC 3264 section 8: changed
     assert not unchanged("", sdp) and origin("v=0\r\n") == ""
+
+
+def test_the_body_of_a_message_as_sent() -> None:
+    sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\n"
+    assert st.sent_body(f"INVITE sip:a@b SIP/2.0\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}") == sdp
+    assert st.sent_body("INVITE sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n") == ""
+    assert st.sent_body("truncated") == "" and st.sent_body("") == ""

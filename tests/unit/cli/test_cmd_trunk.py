@@ -93,3 +93,13 @@ def test_trunk_caller_id_policy(edgectl, redis_client: redis.Redis) -> None:
         ("owned", "replace", ["+14155550123"])
     line = one_line_error(edgectl("trunk", "add", "bad", "--verified-caller-id", "4155550123"))
     assert "verified_caller_ids" in line
+
+
+def test_trunk_session_timer(edgectl, redis_client: redis.Redis) -> None:
+    ok(edgectl("trunk", "add", "carrier", "--gateway", "192.0.2.1", "--session-timer-s", "1800"))
+    data = json.loads(ok(edgectl("trunk", "show", "carrier", "--json")).stdout)
+    assert data["session_timer_s"] == 1800 and redis_client.hget(keys.trunk("carrier"), "session_timer_s") == "1800"
+    assert "1800" in ok(edgectl("trunk", "show", "carrier")).stdout
+    line = one_line_error(edgectl("trunk", "add", "short", "--gateway", "192.0.2.2", "--session-timer-s", "30"))
+    assert line == "Error: trunk 'short' session_timer_s: must be between 90 and 86400 s, got 30", line
+    assert redis_client.hgetall(keys.trunk("short")) == {}

@@ -1,10 +1,12 @@
 """In-dialog requests across a bridge (routing.kamailio.bridgemap): an UPDATE with SDP (RFC 3311)
 re-offered in the leg's rtpengine call and relayed in the other dialog; a re-INVITE without SDP
 relayed as it is, the other end's offer in its 2xx and the answer in the ACK made in the leg's
-rtpengine call; a DTMF INFO relayed or played into the media as the two ends' DTMF modes want."""
+rtpengine call; a DTMF INFO relayed or played into the media as the two ends' DTMF modes want; a
+digit seen in the leg's media sent to an end that takes INFO in its own dialog."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import replace
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from routing.call import bridge as bx
+from routing.call import dtmf
 from routing.ngclient import NgError
 from tests.unit.kamailio.fakehtable import HTables
 from tests.unit.kamailio.fakeksr import MSG, FakeKSR
@@ -147,3 +150,52 @@ def test_another_request_is_refused_and_options_answered(ksr: FakeKSR, router: A
     _request(ksr, "OPTIONS", False)
     router.ksr_bridged(MSG)
     assert ksr.replies == [("tm", 501, "Not Implemented"), ("tm", 200, "OK")]
+
+
+# -- digits seen in the leg's media (the DTMF log) ----------------------------------------------------
+
+def _uac_sent(ksr: FakeKSR) -> list[tuple[Any, ...]]:
+    return ksr.args_of("tm.t_uac_send")
+
+
+def test_a_humans_rfc4733_digit_reaches_an_info_carrier_as_info_in_the_carriers_dialog(
+        kemi: Any, ksr: FakeKSR, router: Any, tables: HTables, store: Any) -> None:
+    bridgemap = importlib.import_module("routing.kamailio.bridgemap")
+    digits: list[tuple[str, str]] = []
+    store.record_dtmf = lambda call_id, entry: digits.append((call_id, entry))
+    assert bridgemap.media_digit(router.worker, _state(tables), dtmf.LoggedDigit(LEG, TARGET_TAG, "7", 180))
+    [(method, ruri, nexthop, _sock, headers, body)] = _uac_sent(ksr)
+    # as the agent (the callee of call-1) to the carrier, above the edge's re-INVITE (agent_cseq 3)
+    assert (method, ruri, nexthop) == ("INFO", "sip:a@192.0.2.5", "")
+    assert "From: <sip:b@y>;tag=at\r\nTo: <sip:a@x>;tag=ct\r\nCall-ID: call-1\r\nCSeq: 4 INFO\r\n" in headers
+    assert "Content-Type: application/dtmf-relay\r\n" in headers and body == "Signal=7\r\nDuration=180\r\n"
+    assert _state(tables).agent_cseq == 4 and ("lock", "xfer", "~bridges") in tables.locks
+    assert digits == [(LEG, "callee:7:rfc4733")]  # in the human's own call (the leg)
+
+
+def test_a_carriers_digit_reaches_an_info_human_in_the_leg_and_is_the_original_calls(
+        kemi: Any, ksr: FakeKSR, router: Any, tables: HTables, store: Any) -> None:
+    bridgemap = importlib.import_module("routing.kamailio.bridgemap")
+    tables.table("xfer")["call-1"] = tables.table("xfer")[LEG] = _state(tables).moved(dtmf="rfc4733,info").encode()
+    digits: list[tuple[str, str]] = []
+    store.record_dtmf = lambda call_id, entry: digits.append((call_id, entry))
+    assert bridgemap.media_digit(router.worker, _state(tables), dtmf.LoggedDigit(LEG, LEG_TAG, "4", 0))
+    [(method, ruri, _nexthop, _sock, headers, body)] = _uac_sent(ksr)
+    # as the leg's caller (the edge) to the human, above the dialog's record of the caller (2)
+    assert (method, ruri) == ("INFO", "sip:b@192.0.2.6")
+    assert f"From: <sip:a@x>;tag={LEG_TAG}\r\nTo: <sip:b@y>;tag={TARGET_TAG}\r\nCall-ID: {LEG}\r\nCSeq: 3 INFO\r\n" in headers
+    assert body == f"Signal=4\r\nDuration={router.worker.settings.dtmf_duration_ms}\r\n"
+    assert _state(tables).uac_cseq == 3
+    assert digits == [("call-1", "caller:4:rfc4733")]
+
+
+def test_no_info_before_the_bridge_nor_for_the_edges_own_plays(kemi: Any, ksr: FakeKSR, router: Any,
+                                                               tables: HTables, store: Any) -> None:
+    bridgemap = importlib.import_module("routing.kamailio.bridgemap")
+    digits: list[tuple[str, str]] = []
+    store.record_dtmf = lambda call_id, entry: digits.append((call_id, entry))
+    answering = _state(tables).moved(phase="answering")
+    assert bridgemap.media_digit(router.worker, answering, dtmf.LoggedDigit(LEG, TARGET_TAG, "1", 100))
+    assert bridgemap.media_digit(router.worker, _state(tables), dtmf.LoggedDigit(LEG, LEG_TAG, "2", 100))  # a play
+    assert not bridgemap.media_digit(router.worker, _state(tables), dtmf.LoggedDigit("call-1", CARRIER_TAG, "3", 100))
+    assert _uac_sent(ksr) == [] and digits == [(LEG, "callee:1:rfc4733")]

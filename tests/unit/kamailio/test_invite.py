@@ -71,6 +71,21 @@ def test_termination_relay(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
     assert ksr.relayed == ["sip:+14155550100@192.0.2.10:5060"]
     assert ksr.args_of("hdr.append") == []
     assert [a["leases"][0].key for a in store.acquired] == [keys.agent_lease("bot"), keys.trunk_lease("telnyx")]
+    # the agent offered no session timers: the native onsend_route keeps the INVITE as sent
+    assert ksr.pv["$avp(edge_st_sent)"] == 1
+
+
+def test_a_termination_invite_offering_timers_is_not_kept_as_sent(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    request(ksr, **{"$si": "10.9.0.7", "$rU": "14155550100", "$hdr(Supported)": "100rel, timer"})
+    router.ksr_initial_invite(MSG)
+    assert ksr.relayed and "$avp(edge_st_sent)" not in ksr.pv
+
+
+def test_an_origination_invite_is_not_kept_as_sent(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    request(ksr)
+    router.ksr_initial_invite(MSG)
+    assert ksr.relayed and "$avp(edge_st_sent)" not in ksr.pv
 
 
 def test_store_failure_after_partial_admission_releases_the_slots(
@@ -311,3 +326,29 @@ def test_the_caller_id_policys_choice_replaces_the_from(ksr: FakeKSR, router: An
     assert ksr.args_of("uac.uac_replace_from_uri") == [("sip:+14155550177@10.9.0.7",)]
     names = ksr.names()
     assert names.index("dialog.dlg_manage") < names.index("uac.uac_replace_from_uri") < names.index("tm.t_relay")
+
+
+def _termination_with_timer(ksr: FakeKSR, router: Any, store: FakeStore, **pvs: Any) -> None:
+    store.route_table["+1"] = [RouteEntry("+1", "telnyx", Decimal("0.01"))]
+    store.trunks["telnyx"] = replace(store.trunks["telnyx"], session_timer_s=1800)
+    request(ksr, **{"$si": "10.9.0.7", "$rU": "14155550100", **pvs})
+    router.ksr_initial_invite(MSG)
+    assert ksr.relayed == ["sip:+14155550100@192.0.2.10:5060"]
+
+
+def test_a_trunk_with_session_timer_asks_the_carrier_to_refresh_for_an_agent_without_timers(
+        ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    _termination_with_timer(ksr, router, store, **{"$hdr(Supported)": "100rel"})
+    # added by the native branch route (RFC 4028 sections 7.1 and 9: the UAS keeps refresher=uas)
+    assert ksr.pv["$avp(edge_hop_hdrs)"] == "Supported: timer\r\nSession-Expires: 1800;refresher=uas\r\n"
+    assert CallPlan.loads(ksr.pv[PLAN_AVP]).current.session_timer_s == 1800
+
+
+def test_a_trunk_with_session_timer_leaves_an_agent_that_does_timers_alone(ksr: FakeKSR, router: Any, store: FakeStore) -> None:
+    _termination_with_timer(ksr, router, store, **{"$hdr(Supported)": "timer"})
+    assert "$avp(edge_hop_hdrs)" not in ksr.pv
+    ksr.pv.clear()
+    ksr.calls.clear()
+    ksr.relayed.clear()
+    _termination_with_timer(ksr, router, store, **{"$hdr(Session-Expires)": "600"})
+    assert "$avp(edge_hop_hdrs)" not in ksr.pv

@@ -165,6 +165,21 @@ def test_hang_up_sends_a_bye_to_each_side_numbered_above_what_it_has_had(onbehal
     assert f"X-Edge-Info: {edge.worker.token}\r\n" in headers and f"X-Edge-Socket: {AGENT_SOCKET}\r\n" in headers
 
 
+def test_hang_up_of_a_bridged_leg_numbers_the_targets_bye_above_the_edges_own_requests(
+        onbehalf: types.ModuleType, edge: Any, ksr: FakeKSR, ht: HTables) -> None:
+    """The leg's caller is the edge: its relayed re-INVITEs and DTMF INFOs to the target went
+    straight (the dialog module saw none), so the BYE goes above the bridge's own counter."""
+    from routing.call import bridge as bx
+    leg = "xfer-" + CALL
+    ht.table("xfer")[leg] = bx.Bridge(CALL, leg, "bot", "telnyx", "ct", "at", "+44", True, phase="bridged",
+                                      leg_tag="ft1", target_tag="tt1", leg_cseq=1, uac_cseq=9).encode()
+    _dialog(ksr)
+    ksr.pv["$dlg(from_contact)"] = "<sip:transfer@127.0.0.1:5060>"
+    assert onbehalf.hang_up(edge.worker, leg, "ft1", "tt1") is True
+    [(method, _ruri, _nexthop, _sock, headers, _body)] = _sent(ksr)  # none to the edge itself
+    assert method == "BYE" and "CSeq: 10 BYE\r\n" in headers
+
+
 def test_hang_up_is_false_and_logged_when_tm_refuses_the_bye_through_the_edge(onbehalf: types.ModuleType,
                                                                              edge: Any, ksr: FakeKSR) -> None:
     _dialog(ksr, tm_sends=False)

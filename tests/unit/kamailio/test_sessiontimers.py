@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from tests.unit.kamailio.fakehtable import HTables
-from tests.unit.kamailio.fakeksr import MSG, FakeKSR, FakeStore, origination_plan, request
+from tests.unit.kamailio.fakeksr import LEASE_A, MSG, FakeKSR, FakeStore, origination_plan, request, termination_plan
 
 
 def _answer(ksr: FakeKSR, router: Any, ht: HTables, **pvs: Any) -> None:
@@ -93,3 +93,45 @@ def test_the_call_clock_ends_a_call_the_carrier_stopped_refreshing(ksr: FakeKSR,
     # clock now waits for dialog:end (the cleanup form)
     assert ht.table("deadline")["call-1"].split(":")[1] == "cleanup"
     assert [r["method"] for r in ht.rpcs] == ["dlg.end_dlg"]
+
+
+def _termination_answer(ksr: FakeKSR, router: Any, ht: HTables, **pvs: Any) -> None:
+    """The carrier's 2xx to an agent's INVITE without timers (a termination call), asking to refresh."""
+    ht.table("cdr")["call-1"] = json.dumps({"cseq": "1", "start": 1000, "dir": "termination"})
+    ksr.pv.update({"$ci": "call-1", "$rs": 200, "$rm": "INVITE", "$avp(edge_plan)": termination_plan(("a", LEASE_A)).dumps(),
+                   "$ft": "agent-tag", "$avp(edge_dir)": "termination", "$avp(edge_from_caller)": 1,
+                   "$T_req($hdr(Session-Expires))": "", "$T_req($hdr(Supported))": "100rel",
+                   "$hdr(Session-Expires)": "90;refresher=uas", "$hdr(Contact)": "<sip:carrier@192.0.2.7>",
+                   "$T_req($hdr(Contact))": "<sip:agent@10.9.0.7:5070>",
+                   "$rb": "v=0\r\no=carrier 7 1 IN IP4 192.0.2.7\r\n", **pvs})
+    ksr.returns["textops.has_body_type"] = 1
+    router.ksr_onreply_manage(MSG)
+
+
+def test_a_termination_calls_answer_keeps_the_invite_as_the_carrier_received_it(ksr: FakeKSR, router: Any) -> None:
+    ht = HTables(ksr)
+    sent = "v=0\r\no=- 1 1 IN IP4 203.0.113.5\r\nm=audio 30000 RTP/AVP 0\r\n"
+    ht.table("stsent")["call-1"] = f"INVITE sip:+44@192.0.2.7 SIP/2.0\r\nContent-Length: {len(sent)}\r\n\r\n{sent}"
+    _termination_answer(ksr, router, ht, **{"$avp(edge_st_sent)": 1})
+    assert ksr.pv["$dlg_var(edge_st)"] == "90:uas" and _appended(ksr) == []  # the carrier refreshes already
+    kept = json.loads(ksr.pv["$dlg_var(edge_st_sdp)"])
+    assert kept == {"o": "o=carrier 7 1 IN IP4 192.0.2.7", "sdp": sent, "contact": "<sip:agent@10.9.0.7:5070>"}
+    assert "call-1" not in ht.table("stsent")
+    # a retransmitted 2xx finds the entry gone and keeps what it had
+    _termination_answer(ksr, router, ht, **{"$avp(edge_st_sent)": 1})
+    assert json.loads(ksr.pv["$dlg_var(edge_st_sdp)"]) == kept
+
+
+def test_a_termination_call_without_the_invite_as_sent_keeps_nothing(ksr: FakeKSR, router: Any) -> None:
+    ht = HTables(ksr)
+    _termination_answer(ksr, router, ht)  # an INVITE the plugin did not mark (the agent offered timers)
+    assert ksr.pv["$dlg_var(edge_st)"] == "90:uas" and "$dlg_var(edge_st_sdp)" not in ksr.pv
+
+
+def test_a_termination_carriers_refresh_update_is_answered_with_the_carrier_as_refresher(ksr: FakeKSR, router: Any) -> None:
+    HTables(ksr)
+    _from_carrier(ksr, "UPDATE", sdp=False, **{"$ft": "carrier-tag", "$dlg(from_tag)": "agent-tag",
+                                                "$dlg_var(edge_dir)": "termination", "$dlg_var(edge_st)": "90:uas"})
+    router.ksr_in_dialog(MSG)
+    assert ksr.replies == [("tm", 200, "OK")]
+    assert ksr.args_of("hdr.append_to_reply") == [("Session-Expires: 90;refresher=uac\r\nRequire: timer\r\n",)]

@@ -236,6 +236,24 @@ def test_dtmf_log_skips_the_edges_own_plays_from_an_info_side(timers: types.Modu
     assert any("digit 3 not sent as INFO: the call is not known" in text for text in _warnings(ksr))
 
 
+def test_dtmf_log_gives_a_bridged_legs_digits_to_the_bridge(timers: types.ModuleType, ht: HTables,
+                                                            logging_router: Any, kept: list) -> None:
+    """The leg's rtpengine call carries the carrier's media after a bridged transfer: the carrier's
+    digit (the leg's caller tag) goes in the original call's record, as its side there."""
+    from routing.call import bridge as bx
+    leg = "xfer-" + CALL
+    b = bx.Bridge(CALL, leg, "bot", "telnyx", "ct", "at", "+442071838751", True, phase="bridged", leg_tag="lt",
+                  target_tag="tt", dtmf="rfc4733,rfc4733")
+    ht.table("xfer")[CALL] = ht.table("xfer")[leg] = b.encode()
+    ht.table("dtmfcall")[leg] = "lt,rfc4733,rfc4733"
+    timers.dtmf_log(logging_router.worker)
+    port = logging_router.worker.settings.dtmf_log_port
+    _event(port, leg, "lt", 5)
+    _event(port, leg, "tt", 9)
+    _read_until(timers, logging_router, kept, 2)
+    assert kept == [(CALL, {"dtmf": "caller:5:rfc4733"}), (leg, {"dtmf": "callee:9:rfc4733"})]
+
+
 def test_first_audio_is_timed_from_the_answer_and_a_silent_agent_is_dead_air(ksr: Any, router: Any,
                                                                              store: Any) -> None:
     """The poll finds the agent's first packets on one call (its time to first audio observed and

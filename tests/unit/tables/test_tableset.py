@@ -108,6 +108,8 @@ def test_plain_errors_name_the_field(field: str, value: object, message: str) ->
     ("mutate", "message"),
     [
         (lambda d: d["trunks"][0].update(max_calls=-1), "f.yaml: trunks[0] (telnyx): trunk 'telnyx' max_calls: must be >= 0"),
+        (lambda d: d["trunks"][0].update(session_timer_s=60),
+         "f.yaml: trunks[0] (telnyx): edge:trunk:telnyx session_timer_s: must be between 90 and 86400 s, got 60"),
         (lambda d: d["trunks"][0]["gateways"][0].update(port="x"), "f.yaml: trunks[0] (telnyx): trunk.gateways[0].port: expected an integer"),
         (lambda d: d["agents"][0].update(uris=["http://x"]), "f.yaml: agents[0] (bot): agent 'bot' uri: not a SIP URI"),
         (lambda d: d["agents"][0].update(number_format={"international_prefix": "+011"}),

@@ -112,6 +112,7 @@ def test_replace_rewrites_trunk_completely(redis_client: redis.Redis) -> None:
         (make_trunk(gateways=(Gateway("192.0.2.1"), Gateway("192.0.2.1", 5060, Transport.TCP))), r"listed twice"),
         (make_trunk(max_calls=-1), r"trunk 'telnyx' max_calls: must be >= 0"),
         (make_trunk(direction="sideways"), r"trunk 'telnyx' direction: must be one of inbound, outbound, both"),
+        (make_trunk(session_timer_s=60), r"edge:trunk:telnyx session_timer_s: must be between 90 and 86400 s, got 60"),
     ],
 )
 def test_invalid_trunk_refused_before_any_write(redis_client: redis.Redis, trunk: Trunk, message: str) -> None:
@@ -208,3 +209,11 @@ def test_tls_gateway_is_stored_with_its_transport(redis_client: redis.Redis) -> 
     trunk = make_trunk(gateways=(Gateway("sip.example.net", 5061, Transport.TLS, 20, 50),))
     admin.put_trunk(redis_client, trunk)
     assert redis_client.hget(keys.trunk_gateways("telnyx"), "sip.example.net:5061") == "transport=tls;priority=20;weight=50"
+
+
+def test_session_timer_is_stored_only_when_set_and_read_back(redis_client: redis.Redis) -> None:
+    written = admin.put_trunk(redis_client, make_trunk(session_timer_s=1800))
+    assert redis_client.hget(keys.trunk("telnyx"), "session_timer_s") == "1800"
+    assert written.session_timer_s == 1800 and admin.trunk_dict(written)["session_timer_s"] == 1800
+    unset = admin.put_trunk(redis_client, make_trunk(), replace=True)
+    assert redis_client.hget(keys.trunk("telnyx"), "session_timer_s") is None and unset.session_timer_s is None
