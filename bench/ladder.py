@@ -453,6 +453,8 @@ class Bench:
         out = {}
         names = (["edge"] + (["edge-before"] if "edge-before" in self.srcs else []) + ["edge-capture", "edge-ttfa", "edge-full"]
                  + [k for k in sorted(self.srcs) if k.startswith("edge+")] + [ALT, "peer", "peer-tuned"])
+        if self.args.rungs:  # --rungs names the variants to compare (edge-before comes with --baseline)
+            names = [n for n in names if n in self.p["rungs"]]
         for rep in range(1 if self.quick else 2):
             for name in names:
                 self.clean(name, True)
@@ -914,8 +916,22 @@ class Bench:
         self.edge_variant = None
         out = self.out / "pyprof"
         out.mkdir(exist_ok=True)
-        self.summary["pyprof"] = pyprof.measure(self.base, out, self.p["ablation_cps"] - 50, self.p["step_s"],
-                                                None if self.args.worktree else "HEAD")
+        rate, ref = self.p["ablation_cps"] - 50, None if self.args.worktree else "HEAD"
+        baseline = getattr(self.args, "baseline", None)
+        if not baseline:
+            self.summary["pyprof"] = pyprof.measure(self.base, out, rate, self.p["step_s"], ref)
+            self.save()
+            return
+        # with --baseline: the edge and edge-before interleaved (edge, before, edge, before), each
+        # repeat kept, so the A/B of the thread CPU per entry point shares the machine's state
+        runs: dict[str, list] = {"edge": [], "edge-before": []}
+        for i in range(2):
+            for name, tree in (("edge", ref), ("edge-before", baseline)):
+                step = out / f"{name}-{i}"
+                step.mkdir(exist_ok=True)
+                runs[name].append(pyprof.measure(self.base, step, rate, self.p["step_s"], tree))
+        self.summary["pyprof"] = runs["edge"][-1]
+        self.summary["pyprof_ab"] = {"baseline": rungs.source_id(baseline), **runs}
         self.save()
 
     def mem_sample(self, calls: int) -> dict:

@@ -38,6 +38,8 @@ class NgError(EdgeError, RuntimeError):
 #: bencode strings decoded as UTF-8 while parsing (a query reply holds hundreds of them); one that is
 #: not UTF-8 stays bytes
 _DECODER = bencodepy.Bencode(encoding="utf-8", encoding_fallback="all")
+#: one compact JSON encoder made once (``json.dumps`` with ``separators`` builds one per command)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 class NgClient:
@@ -96,7 +98,7 @@ class NgClient:
         """
         cookie = os.urandom(6).hex().encode()
         payload = {"command": name, **{k.replace("_", "-"): v for k, v in params.items()}}
-        message = cookie + b" " + json.dumps(payload, separators=(",", ":")).encode()
+        message = cookie + b" " + _COMPACT.encode(payload).encode()
         try:
             sock = self._socket()
             sock.send(message)

@@ -81,6 +81,7 @@ class FakeStore:
         ttl_s: int,
         release: Sequence[str] = (),
         facts: dict[str, str] | None = None,
+        confirm: bool = False,
     ) -> Admission:
         self.acquired.append(
             {"call_id": call_id, "leases": list(leases), "ttl_s": ttl_s, "release": list(release), "facts": facts}

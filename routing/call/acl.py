@@ -41,8 +41,15 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+#: the topology the answers below are for (a worker's copy is replaced, never changed, on a
+#: reload), and its answers per source address: a worker sees the same few sources call after call
+_seen_of: object = None
+_seen: dict[str, "Peer | None"] = {}
+
+
 def classify_source(src_ip: str, topology: Topology) -> Peer | None:
-    """Find the trunk or agent whose allowlist holds ``src_ip``.
+    """Find the trunk or agent whose allowlist holds ``src_ip`` (memoised per topology object:
+    every CIDR of every trunk and agent is scanned once per source and copy, not per call).
 
     Args:
         src_ip: packet source address (IPv4 or IPv6 text).
@@ -51,6 +58,19 @@ def classify_source(src_ip: str, topology: Topology) -> Peer | None:
     Returns:
         The best match, or None for a stranger (and for an unparsable address).
     """
+    global _seen_of, _seen
+    if _seen_of is not topology:
+        _seen_of, _seen = topology, {}
+    elif src_ip in _seen:
+        return _seen[src_ip]
+    found = _classify(src_ip, topology)
+    if len(_seen) < 4096:
+        _seen[src_ip] = found
+    return found
+
+
+def _classify(src_ip: str, topology: Topology) -> Peer | None:
+    """:func:`classify_source` without the memo."""
     address = _address(src_ip)
     if address is None:
         return None

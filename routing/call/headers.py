@@ -15,7 +15,7 @@ import functools
 import re
 from typing import Iterable
 
-__all__ = ["IDENTITY_HEADERS", "header_names", "headers_to_remove", "canonical", "in_dialog_policy"]
+__all__ = ["IDENTITY_HEADERS", "header_names", "headers_to_remove", "removal", "canonical", "in_dialog_policy"]
 
 #: lower-case names (and compact forms) of identity headers
 IDENTITY_HEADERS = frozenset(
@@ -69,6 +69,13 @@ def headers_to_remove(names: Iterable[str], allowed_x: Iterable[str], trust_iden
         if drop and name not in out:
             out.append(name)
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def removal(names: tuple[str, ...], allowed_x: tuple[str, ...], trust_identity: bool) -> tuple[str, ...]:
+    """:func:`headers_to_remove` memoised per process (an initial INVITE's header names repeat call
+    after call for a peer, and the sides' policies are few)."""
+    return tuple(headers_to_remove(names, allowed_x, trust_identity))
 
 
 def in_dialog_policy(direction: str, from_caller: bool, trunk: object | None, agent: object | None

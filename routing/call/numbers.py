@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote
 
 from routing.errors import EdgeError
@@ -124,8 +125,10 @@ def _national_to_full(text: str, fmt: NumberFormat) -> str:
     raise NumberError(f"ambiguous number without prefix: {text!r}")
 
 
+@lru_cache(maxsize=4096)
 def from_uri_user(user: str, fmt: NumberFormat = NumberFormat()) -> E164:
-    """Normalise the user part of a SIP URI, or a ``tel:`` URI, to E.164.
+    """Normalise the user part of a SIP URI, or a ``tel:`` URI, to E.164 (memoised per process:
+    a pure function of the text and the frozen format, called twice per call).
 
     Handles a leading ``tel:`` (RFC 3966 section 3), visual separators, and a
     ``;phone-context=`` parameter (RFC 3966 section 5.1.5) on a local number:

@@ -35,7 +35,7 @@ from routing.call.accounts import (account_lease, account_spend_refusal, agent_r
 from routing.call.identity import verstat
 from routing.call.request import SipRequest
 from routing.ops.runtime import RuntimeSettings
-from routing.call.headers import headers_to_remove
+from routing.call.headers import removal
 from routing.call.policy import destination_allowed
 from routing.tables.store import StaleTopology, Store, Topology
 from routing.tables import keys
@@ -321,7 +321,7 @@ def _admit_origination(c: Call) -> Decision | None:
     leases = [trunk_lease(trunk), agent_lease(agent), *account_lease(trunk.account, c.topology)]
     facts = _call_facts(c, direction="origination", trunk=trunk.name, agent=agent.name, number=c.number,
                         **({"account": trunk.account} if trunk.account else {}))
-    admission = c.store.acquire(c.req.call_id, leases, c.rt.admission_ttl_s, facts=facts)
+    admission = c.store.acquire(c.req.call_id, leases, c.rt.admission_ttl_s, facts=facts, confirm=True)
     if not admission.admitted:
         return replace(limit_reject(admission, c.rt.retry_after_s), agent=agent.name)
     return None
@@ -355,8 +355,8 @@ def _agent_targets(c: Call) -> Decision:
     headers = {HDR_TRUNK: trunk.name, HDR_DID: number, HDR_CALLER: c.caller}
     if plan.verstat:
         headers[HDR_VERSTAT] = plan.verstat
-    remove = headers_to_remove(c.req.header_names, trunk.x_headers, trunk.trust_identity)
-    return Relay(plan=plan, headers=headers, remove=tuple(remove))
+    remove = removal(c.req.header_names, trunk.x_headers, trunk.trust_identity)
+    return Relay(plan=plan, headers=headers, remove=remove)
 
 
 def terminate(req: SipRequest, agent: Agent, topology: Topology, store: Store, rt: RuntimeSettings,
@@ -530,7 +530,7 @@ def _admit_termination(c: Call) -> Decision | None:
     facts = _call_facts(c, direction="termination", agent=agent.name, number=c.number,
                         **({"account": agent.account} if agent.account else {}))
     leases = [agent_lease(agent), *account_lease(agent.account, c.topology)]
-    admission = c.store.acquire(c.req.call_id, leases, rt.admission_ttl_s, facts=facts)
+    admission = c.store.acquire(c.req.call_id, leases, rt.admission_ttl_s, facts=facts, confirm=True)
     if not admission.admitted:
         return limit_reject(admission, rt.retry_after_s)
     c.plan = plan = CallPlan(call_id=c.req.call_id, direction="termination", targets=c.targets, agent=agent.name,
@@ -559,8 +559,8 @@ def _carrier_targets(c: Call) -> Decision:
     assert plan is not None and agent is not None
     if c.trace is not None:
         c.trace.append(Step("targets", True, "carriers in order: " + ", ".join(t.label for t in plan.targets[plan.index:])))
-    remove = headers_to_remove(c.req.header_names, agent.x_headers, agent.trust_identity)
-    return Relay(plan=plan, headers={}, remove=tuple(remove))
+    remove = removal(c.req.header_names, agent.x_headers, agent.trust_identity)
+    return Relay(plan=plan, headers={}, remove=remove)
 
 
 #: The stages every initial INVITE meets first; they choose the direction (or decide).

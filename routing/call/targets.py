@@ -58,12 +58,27 @@ def dtmf_mode(side: Trunk | Agent, rt: RuntimeSettings) -> str:
 
 def trunk_media(trunk: Trunk, rt: RuntimeSettings) -> dict:
     """The trunk's media policy over the node's carrier-side default (``MediaPolicy.to_json`` form)."""
-    return dict(_over(trunk.media, MediaPolicy.from_json(rt.media_trunk)))
+    return dict(_over(trunk.media, _node_default(rt.media_trunk)))
 
 
 def agent_media(agent: Agent, rt: RuntimeSettings) -> dict:
     """The agent's media policy over the node's agent-side default (``MediaPolicy.to_json`` form)."""
-    return dict(_over(agent.media, MediaPolicy.from_json(rt.media_agent)))
+    return dict(_over(agent.media, _node_default(rt.media_agent)))
+
+
+#: id of a node-default media dict -> (that dict, its policy): the settings' dicts live as long as the worker
+_DEFAULTS: dict[int, tuple[dict | None, MediaPolicy]] = {}
+
+
+def _node_default(data: dict | None) -> MediaPolicy:
+    """``MediaPolicy.from_json`` of a node default (``RuntimeSettings.media_trunk``/``media_agent``),
+    parsed once per dict object (kept with it, so an id is never reused for another)."""
+    hit = _DEFAULTS.get(id(data))
+    if hit is None or hit[0] is not data:
+        if len(_DEFAULTS) >= 64:  # many settings objects (tests): start over
+            _DEFAULTS.clear()
+        hit = _DEFAULTS[id(data)] = (data, MediaPolicy.from_json(data))
+    return hit[1]
 
 
 @functools.lru_cache(maxsize=1024)

@@ -351,6 +351,9 @@ _RECORD_KEYS = {"cseq": "cseq", "start_ms": "start", "codecs_caller": "cc", "dir
                 "tried": "tried", "answer_ms": "answer", "codecs_callee": "ce", "media_refused": MEDIA_REFUSED,
                 "transfer": "xfer", "verstat": "vs", "account": "acct",
                 "identity": "idn"}
+_RECORD_ITEMS = tuple(_RECORD_KEYS.items())
+#: one compact encoder made once (``json.dumps`` with ``separators`` builds one per call)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(slots=True)
@@ -403,8 +406,7 @@ class CallRecordState:
     def encode(self) -> str:
         """The htable value (compact JSON, keys in the order above)."""
         # getattr, not dataclasses.asdict: asdict deep-copies every list (a hot path: relay and answer)
-        return json.dumps({key: value for name, key in _RECORD_KEYS.items()
-                           if (value := getattr(self, name)) is not None}, separators=(",", ":"))
+        return _COMPACT.encode({key: value for name, key in _RECORD_ITEMS if (value := getattr(self, name)) is not None})
 
     @classmethod
     def decode(cls, text: str) -> "CallRecordState | None":

@@ -121,7 +121,8 @@ def relay(w: Worker, decision: Relay, transfer: dict[str, str] | None = None) ->
         # the first hop's offer flags, made once: they are also the refusal check (an offer its own side's
         # policy does not allow: SRTP required, no allowed codec), as the flags' Reject does not depend on
         # the DTMF and silence-filling options (routing.call.media.offer_flags)
-        flags = _hop_offer(w, plan, offer)
+        policies = _policies(plan)
+        flags = _hop_offer(w, plan, offer, policies)
         if isinstance(flags, Reject):
             refusal = replace(flags, direction=plan.direction, trunk=plan.trunk, agent=plan.agent)
             store.release(plan.call_id)
@@ -167,18 +168,19 @@ def relay(w: Worker, decision: Relay, transfer: dict[str, str] | None = None) ->
             KSR.htable.sht_sets(cs.RINGBACK_TABLE, plan.call_id, f"{due_ms // 1000}:{due_ms % 1000 * 1000}:{pv('$cs')}")
         state = CallRecordState(cseq=pv("$cs"), start_ms=w.now_ms, codecs_caller=codecs, transfer=transfer)
         records.save(plan.call_id, records.plan_state(plan, state))
-        send(w, plan, failure_route=False, offer=offer, flags=flags)
+        send(w, plan, failure_route=False, offer=offer, flags=flags, policies=policies)
     except BaseException:
         store.release(plan.call_id)
         raise
 
 
 def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer | None = None,
-         flags: str | None = None) -> None:
+         flags: str | None = None, policies: tuple[MediaPolicy, MediaPolicy] | None = None) -> None:
     """Relay to the plan's current hop; on an immediate send error, move on (failover), and
     when no hop is left end the attempt (:func:`routing.kamailio.failure.give_up`).  ``offer`` is
     the INVITE's SDP when the caller parsed it already (else it is read here); ``flags``, the
-    current hop's rtpengine offer flags when the caller made them already (:func:`_hop_offer`)."""
+    current hop's rtpengine offer flags when the caller made them already (:func:`_hop_offer`), and
+    ``policies`` its (caller, callee) media policies (:func:`_policies`)."""
     store = w.open_store()
     target = plan.current
     while True:
@@ -187,7 +189,8 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
             KSR.pv.sets(cs.TRUNK_VAR, target.trunk or plan.trunk)
         # the hop tried decides the call's media policies and DTMF modes (termination hops
         # differ per trunk); set here, not in the branch route
-        callee = _set_media_vars(plan)
+        policies = policies or _policies(plan)
+        callee = _set_media_vars(plan, policies, fresh=not failure_route and plan.index == 0)
         KSR.pv.sets(cs.DTMF_VAR, f"{plan.caller_dtmf},{target.dtmf}")
         KSR.pv.sets(cs.DTMF_AVP, f"{plan.caller_dtmf},{target.dtmf}")
         KSR.pv.sets("$ru", target.uri)
@@ -201,8 +204,8 @@ def send(w: Worker, plan: CallPlan, failure_route: bool, offer: media.SdpOffer |
         KSR.pv.sets(cs.LABELS_AVP, "|".join(labels))
         KSR.pv.sets(cs.HOP_DIRECTION_AVP, labels[0])
         KSR.pv.sets(cs.HOP_TRUNK_AVP, labels[1])
-        hop_flags = flags if flags is not None else _hop_offer(w, plan, offer)
-        flags = None  # a next hop makes its own
+        hop_flags = flags if flags is not None else _hop_offer(w, plan, offer, policies)
+        flags = policies = None  # a next hop makes its own
         if isinstance(hop_flags, Reject):
             KSR.err(f"edge: rtpengine offer failed call-id={plan.call_id} flags={hop_flags!r}\n")
             failure.media_unavailable(w, plan)
@@ -280,8 +283,8 @@ def _hop_headers(plan: CallPlan, target: Target) -> None:
         host = target.uri.split("@", 1)[-1].split(";", 1)[0]
         reason = "deflection" if plan.direction == "termination" else "unavailable"
         lines += f"Diversion: {diversion(target.diverted_from, host, reason)}\r\n"
-    elif KSR.pv.get(cs.AGENT_HEADERS_AVP):
-        lines += pv(cs.AGENT_HEADERS_AVP)
+    elif agent_headers := KSR.pv.get(cs.AGENT_HEADERS_AVP):
+        lines += str(agent_headers)
     if lines:
         KSR.pv.sets(cs.HOP_HEADERS_AVP, lines)
     else:  # none of an earlier hop's (a failover from a trunk that names the DID to one that does not)
@@ -312,38 +315,45 @@ def _send_socket(w: Worker, direction: str, uri: str) -> None:
         KSR.pv.sets("$fs", sock)
 
 
-def _hop_offer(w: Worker, plan: CallPlan, offer: media.SdpOffer | None = None) -> str | Reject:
+def _policies(plan: CallPlan) -> tuple[MediaPolicy, MediaPolicy]:
+    """(caller, callee) media policies of the plan's current hop."""
+    return MediaPolicy.from_json(plan.caller_media), MediaPolicy.from_json(plan.current.media)
+
+
+def _hop_offer(w: Worker, plan: CallPlan, offer: media.SdpOffer | None = None,
+               policies: tuple[MediaPolicy, MediaPolicy] | None = None) -> str | Reject:
     """rtpengine offer flags of the plan's current hop, for the native branch route: its media
     policy (:func:`routing.media.offer_flags`) and DTMF flags (:func:`routing.dtmf.sdp_flags`);
-    ``""`` for an INVITE without SDP (delayed offer: rtpengine sees the offer in the 2xx)."""
+    ``""`` for an INVITE without SDP (delayed offer: rtpengine sees the offer in the 2xx).
+    ``policies``: the hop's (caller, callee) media policies when the caller has them."""
     if offer is None:
         if not has_sdp():
             return ""
         offer = media.parse_sdp(pv("$rb"))
     modes = (plan.caller_dtmf, plan.current.dtmf)
     iface = netsides.direction_flags(plan.direction, True, w.settings.media_sides)
-    return offer_flags(w, offer, MediaPolicy.from_json(plan.caller_media),
-                       MediaPolicy.from_json(plan.current.media),
-                       (*sdp_flags(modes, True, offer=True), *iface), w.settings.media_fill)
+    caller, callee = policies or _policies(plan)
+    return offer_flags(w, offer, caller, callee, (*sdp_flags(modes, True, offer=True), *iface), w.settings.media_fill)
 
 
-def _set_media_vars(plan: CallPlan) -> MediaPolicy:
+def _set_media_vars(plan: CallPlan, policies: tuple[MediaPolicy, MediaPolicy], fresh: bool = False) -> MediaPolicy:
     """Keep the media policies of the hop being tried with the dialog (re-INVITEs, watchdog); returns
-    the callee's."""
-    caller, callee = MediaPolicy.from_json(plan.caller_media), MediaPolicy.from_json(plan.current.media)
+    the callee's.  ``fresh``: the first hop of a new dialog (no keepalive property to reset)."""
+    caller, callee = policies
     sides = json.dumps({"caller": plan.caller_media, "callee": plan.current.media})
     KSR.pv.sets(cs.MEDIA_VAR, sides)
     KSR.pv.sets(cs.MEDIA_AVP, sides)
-    _keepalives(caller, callee)
+    _keepalives(caller, callee, fresh)
     KSR.pv.sets(cs.RTP_TIMEOUT_VAR, str(media.rtp_timeout_s(caller, callee) or ""))
     return callee
 
 
-def _keepalives(caller: MediaPolicy, callee: MediaPolicy) -> None:
+def _keepalives(caller: MediaPolicy, callee: MediaPolicy, fresh: bool = False) -> None:
     """In-dialog OPTIONS keepalives of the dialog module toward the sides that want them
-    (``ka-src``: the caller, ``ka-dst``: the callee of the hop being tried)."""
+    (``ka-src``: the caller, ``ka-dst``: the callee of the hop being tried); an earlier hop's are
+    reset, except on the first hop of a new dialog (``fresh``), whose context has none set."""
     for prop, side in (("ka-src", caller), ("ka-dst", callee)):
         if side.sip_keepalive:
             KSR.dialog.dlg_set_property(prop)
-        else:
+        elif not fresh:
             KSR.dialog.dlg_reset_property(prop)

@@ -33,8 +33,10 @@ def modes(text: str) -> tuple[str, str] | None:
         return None
 
 
+@functools.lru_cache(maxsize=64)
 def sdp_flags(pair: tuple[str, str] | None, from_caller: bool, offer: bool) -> tuple[str, ...]:
-    """rtpengine DTMF flags for an SDP sent by the caller (``from_caller``) or the callee."""
+    """rtpengine DTMF flags for an SDP sent by the caller (``from_caller``) or the callee
+    (memoised: a pure function of a few modes, made for every hop of every call)."""
     if pair is None:
         return ()
     sender, receiver = pair if from_caller else (pair[1], pair[0])
@@ -48,10 +50,18 @@ def offer_flags(w: Worker, offer: media.SdpOffer | None, sender: MediaPolicy, re
     if offer is None:
         return flags(dtmf_flags)
     keep_events = not any("telephone-event" in f for f in dtmf_flags)
-    result = media.offer_flags(offer, sender, receiver, keep_events=keep_events, fill=fill)
+    result = _policy_flags(offer, sender, receiver, keep_events, fill)
     if isinstance(result, Reject):
         return result
     return " ".join((result, *dtmf_flags, *media.nat_flags(offer.address, pv("$si"), w.private_networks)))
+
+
+@functools.lru_cache(maxsize=256)
+def _policy_flags(offer: media.SdpOffer, sender: MediaPolicy, receiver: MediaPolicy, keep_events: bool,
+                  fill: bool) -> str | Reject:
+    """:func:`routing.call.media.offer_flags`, memoised: a pure function of frozen values (the offer's
+    protocol, codecs and address, two policies), which a node sees few distinct combinations of."""
+    return media.offer_flags(offer, sender, receiver, keep_events=keep_events, fill=fill)
 
 
 @functools.lru_cache(maxsize=256)

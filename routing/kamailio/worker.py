@@ -193,22 +193,22 @@ class Worker:
 
     def snapshot(self) -> SipRequest:
         """The request as :mod:`routing.pipeline` reads it (pseudo-variables, header names)."""
-        names = tuple(header_names(pv("$mb")))
+        get = KSR.pv.get  # the text pseudo-variables below are str or None (``$sp`` an int)
         return SipRequest(
-            method=pv("$rm"),
-            call_id=pv("$ci"),
-            src_ip=pv("$si"),
-            src_port=int(pv("$sp") or 0),
-            proto=pv("$pr"),
-            ruri_user=telephone_user(pv("$rU"), pv("$ru")),
-            to_user=telephone_user(pv("$tU"), pv("$tu")),
-            from_user=pv("$fU"),
-            from_name=pv("$fn"),
-            auth_user=pv("$au"),
-            header_names=names,
+            method=get("$rm") or "",
+            call_id=get("$ci") or "",
+            src_ip=get("$si") or "",
+            src_port=int(get("$sp") or 0),
+            proto=get("$pr") or "",
+            ruri_user=telephone_user(get("$rU") or "", get("$ru") or ""),
+            to_user=telephone_user(get("$tU") or "", get("$tu") or ""),
+            from_user=get("$fU") or "",
+            from_name=get("$fn") or "",
+            auth_user=get("$au") or "",
+            header_names=tuple(header_names(get("$mb") or "")),
             received_ms=self.now_ms,
-            # read only when present: the carrier's verification of the caller may be in it
-            pai=pv("$hdr(P-Asserted-Identity)") if any(n.lower() == "p-asserted-identity" for n in names) else "",
+            # the carrier's verification of the caller may be in it ("" when the request has none)
+            pai=get("$hdr(P-Asserted-Identity)") or "",
         )
 
     # -- refusals --------------------------------------------------------------------------------

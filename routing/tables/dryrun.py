@@ -82,6 +82,7 @@ class DryRunStore:
         ttl_s: int,
         release: Sequence[str] = (),
         facts: dict[str, str] | None = None,
+        confirm: bool = False,
     ) -> Admission:
         """What admission would answer now, without joining anything.
 

@@ -4,16 +4,23 @@ The call path talks to redis only through :class:`RedisStore`; the pure
 routing stages depend on the :class:`Store` protocol so tests can pass a fake.
 
 Round trips per initial INVITE: one for the DID or the route prefixes (which
-also reads ``edge:version``) and one Lua call per admission.  The trunk/agent
-topology (two more round trips and the parsing of every trunk and agent) is
-cached per worker process.
+also reads ``edge:version``) and one Lua call per admission; an origination
+call to a DID this worker read since its last topology read makes only the
+admission's (which then reads ``edge:version``).  The trunk/agent topology (two
+more round trips and the parsing of every trunk and agent) is cached per worker
+process.
 
 Cache contract (what may be cached, and how fresh it is):
 
-* Only the **topology** is cached: the index sets ``edge:trunks`` /
-  ``edge:agents`` and each trunk's and agent's own keys (hash, CIDRs, gateways,
-  URIs).  These change only through ``edgectl``/:mod:`routing.tables.admin`, which
-  increments ``edge:version`` in the same transaction as every write.
+* Only the **topology** and the **DIDs read under it** are cached: the index
+  sets ``edge:trunks`` / ``edge:agents``, each trunk's and agent's own keys
+  (hash, CIDRs, gateways, URIs) and ``edge:did:*`` hashes found.  These change
+  only through ``edgectl``/:mod:`routing.tables.admin`, which increments
+  ``edge:version`` in the same transaction as every write.  A cached DID is
+  used only with the topology copy it was read under, and dropped with it.
+* A call routed on a cached DID reads ``edge:version`` in the same write as its
+  admission script (:meth:`RedisStore.acquire` ``confirm``); when it moved, the
+  slots just taken are released and :class:`StaleTopology` raised (below).
 * A decision never rests on a cached topology that redis has moved past: the
   DID and route reads fetch ``edge:version`` in their own pipeline, and
   :meth:`RedisStore.confirm` fetches it on the paths that decide without them
@@ -21,10 +28,10 @@ Cache contract (what may be cached, and how fresh it is):
   the cache is dropped and :class:`StaleTopology` raised, so
   :func:`routing.call.pipeline.route_initial_invite` routes the request once more on a
   fresh read.  An ``edgectl`` write therefore applies to the very next call.
-* A hand edit of a trunk or agent with ``redis-cli`` that does not
+* A hand edit of a trunk, agent or DID with ``redis-cli`` that does not
   ``INCR edge:version`` applies within :data:`TOPOLOGY_MAX_AGE_S` (1 s): the
   cache is never reused for longer.
-* Everything else is read per call and must stay so: DIDs, routes, digest
+* Everything else is read per call and must stay so: DIDs not found, routes, digest
   credentials, leases and CPS buckets, and any **per-call state** (gateway
   up/down from OPTIONS probes, spend caps, registrations).  Such state must not
   be put into :class:`Topology`; read it in the DID/route pipeline or in the
@@ -46,20 +53,8 @@ from routing.tables.admission import Admission, Lease
 from routing.tables.model import Did, RouteEntry
 from routing.tables.topology import Topology, read_topology
 
-__all__ = [
-    "Topology",
-    "Lease",
-    "Admission",
-    "Store",
-    "RedisStore",
-    "StoreUnavailable",
-    "StaleTopology",
-    "TOPOLOGY_MAX_AGE_S",
-    "connect",
-    "route_prefixes",
-    "run_script",
-    "run_scripts",
-]
+__all__ = ["Topology", "Lease", "Admission", "Store", "RedisStore", "StoreUnavailable", "StaleTopology",
+           "TOPOLOGY_MAX_AGE_S", "DID_CACHE_MAX", "connect", "route_prefixes", "run_script", "run_scripts"]
 
 
 class StoreUnavailable(EdgeError, RuntimeError):
@@ -107,6 +102,7 @@ class Store(Protocol):
         ttl_s: int,
         release: Sequence[str] = (),
         facts: dict[str, str] | None = None,
+        confirm: bool = False,
     ) -> Admission: ...
 
     def release(self, call_id: str, fence_s: int = 0) -> int: ...
@@ -148,6 +144,9 @@ def run_scripts(script: redis.commands.core.Script, commands: Sequence[tuple]) -
         raise StoreUnavailable(str(exc)) from exc
 
 
+#: DIDs a worker keeps between topology reads at most (the cache lives ``TOPOLOGY_MAX_AGE_S``)
+DID_CACHE_MAX = 10_000
+
 #: a node's heartbeat (``edge:node:{node}``) lives this long (s); its call clock renews it every second
 HEARTBEAT_TTL_S = 10
 
@@ -182,6 +181,10 @@ class RedisStore:
         self._loaded_at = 0.0
         #: the topology last returned by topology() is a reused copy not yet compared with edge:version
         self._unconfirmed = False
+        #: DIDs read from redis under ``_version`` (dropped with the topology copy), and whether this
+        #: request took one from here: its admission then reads edge:version (acquire ``confirm``)
+        self._dids: dict[str, Did] = {}
+        self._did_cached = False
 
     def _check_version(self, version: str | None) -> None:
         """Compare ``edge:version`` read by this request with the cached topology's.
@@ -192,7 +195,7 @@ class RedisStore:
         reused, self._unconfirmed = self._unconfirmed, False
         if version == self._version:
             return
-        self._topology = None  # the next topology() reads redis again
+        self._topology, self._dids = None, {}  # the next topology() reads redis again
         if reused:
             raise StaleTopology(f"{keys.VERSION} {self._version} -> {version}")
 
@@ -204,6 +207,7 @@ class RedisStore:
             StaleTopology: ``edge:version`` moved since it was read; the cache is dropped.
             StoreUnavailable: redis unreachable or slow.
         """
+        self._did_cached = False  # confirmed here, not at the admission
         if not self._unconfirmed:
             return
         try:
@@ -233,10 +237,11 @@ class RedisStore:
             StoreUnavailable: redis unreachable or slow.
             DataError: a malformed trunk or agent.
         """
+        self._did_cached = False
         if self._topology is not None and time.monotonic() - self._loaded_at < TOPOLOGY_MAX_AGE_S:
             self._unconfirmed = True
             return self._topology
-        self._topology, self._unconfirmed = None, False
+        self._topology, self._unconfirmed, self._dids = None, False, {}
         loaded_at = time.monotonic()
         try:
             pipe = self.client.pipeline(transaction=False)
@@ -255,12 +260,17 @@ class RedisStore:
 
     def did(self, number: str) -> Did | None:
         """Look up one DID (E.164 with ``+``); None when it is not provisioned.  One round trip,
-        which also checks ``edge:version`` against the cached topology.
+        which also checks ``edge:version`` against the cached topology; none when the topology is a
+        reused copy not yet confirmed and the DID was read under its version (the module's cache
+        contract): the call's admission (:meth:`acquire` ``confirm``) then reads the version.
 
         Raises:
             StaleTopology: the topology this request was routed on is out of date.
             StoreUnavailable: redis unreachable or slow.
         """
+        if self._unconfirmed and (cached := self._dids.get(number)) is not None:
+            self._did_cached = True
+            return cached
         try:
             flat, version = send(self.client, ("HGETALL", keys.did(number)), ("GET", keys.VERSION))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -269,7 +279,12 @@ class RedisStore:
             if isinstance(reply, redis.ResponseError):
                 raise reply
         self._check_version(version)
-        return Did.from_redis(number, dict(zip(flat[::2], flat[1::2]))) if flat else None
+        if not flat:
+            return None
+        did = Did.from_redis(number, dict(zip(flat[::2], flat[1::2])))
+        if self._topology is not None and len(self._dids) < DID_CACHE_MAX:
+            self._dids[number] = did  # read under _version: reused until the topology copy is dropped
+        return did
 
     def credentials(self, trunk: str) -> tuple[str, str] | None:
         """A trunk's digest (username, encrypted password token), or None when it has none."""
@@ -456,6 +471,7 @@ class RedisStore:
         ttl_s: int,
         release: Sequence[str] = (),
         facts: dict[str, str] | None = None,
+        confirm: bool = False,
     ) -> Admission:
         """Atomically leave ``release`` and join every lease, or join none.
 
@@ -466,8 +482,13 @@ class RedisStore:
                 (``RuntimeSettings.admission_ttl_s``); :meth:`update_call` extends it on the answer.
             release: lease keys to leave first (moving to another trunk on failover).
             facts: fields stored with the call record (trunk, agent, direction...).
+            confirm: the admission of a routing decision: when this request's DID came from the
+                worker's cache (:meth:`did`), ``edge:version`` is read in the same write, after the
+                script, and a decision made on an out-of-date copy is undone.
 
         Raises:
+            StaleTopology: ``confirm`` and the routing tables moved since the cached DID and topology
+                were read: the slots just joined are released, the caches dropped; route again.
             StoreUnavailable: redis unreachable or slow (callers fail closed), or the call is
                 fenced by :meth:`release` after its earlier admission was abandoned.
         """
@@ -476,9 +497,13 @@ class RedisStore:
             argv += [-1 if lease.limit is None else lease.limit, lease.cps or 0, lease.bucket or ""]
         for name, value in (facts or {}).items():
             argv += [name, value]
+        script_keys = [keys.call(self.node, call_id), *release, *(lease.key for lease in leases)]
         try:
-            ok, index, count, *wait = run_script(
-                self._lease, [keys.call(self.node, call_id), *release, *(lease.key for lease in leases)], argv)
+            if confirm and self._did_cached:
+                self._did_cached = False
+                ok, index, count, *wait = self._admit_confirmed(call_id, script_keys, argv)
+            else:
+                ok, index, count, *wait = run_script(self._lease, script_keys, argv)
             if ok and self.strict_wait_ms:
                 # a slot a failover could lose is never used: the caller releases it (with a fence) and answers 503
                 self._replicated(f"the admission of call {call_id}")
@@ -489,6 +514,28 @@ class RedisStore:
         if int(index) == 0:
             raise StoreUnavailable(f"call {call_id} is fenced: an earlier admission of it was abandoned")
         return Admission(admitted=False, full=leases[int(index) - 1], count=int(count), wait_ms=int(wait[0]) if wait else 0)
+
+    def _admit_confirmed(self, call_id: str, script_keys: list[str], argv: list) -> list:
+        """``lease.lua`` and ``GET edge:version`` in one write (:meth:`acquire` ``confirm``): the
+        script's reply; a version that moved since the cached DID was read releases what the script
+        joined and raises :class:`StaleTopology`.
+
+        Raises:
+            StaleTopology, redis.ConnectionError, redis.TimeoutError.
+        """
+        reply, version = send(self.client, ("EVALSHA", self._lease.sha, len(script_keys), *script_keys, *argv),
+                              ("GET", keys.VERSION))
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            reply = self._lease(keys=script_keys, args=argv)
+        elif isinstance(reply, redis.ResponseError):
+            raise reply
+        self._unconfirmed = False
+        if version == self._version:
+            return reply
+        self._topology, self._dids = None, {}
+        if reply[0]:
+            self.release(call_id)
+        raise StaleTopology(f"{keys.VERSION} {self._version} -> {version} (checked at the admission)")
 
     def keep_trace(self, call_id: str, text: str, ttl_s: int) -> None:
         """Store a refused call's record (``edge:trace:{call-id}``, JSON) for ``ttl_s`` seconds (one SET).

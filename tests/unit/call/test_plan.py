@@ -144,7 +144,7 @@ def test_dumps_loads_round_trip() -> None:
 
 
 def test_dumps_is_the_json_of_asdict() -> None:
-    """The field walker gives byte for byte what json.dumps(dataclasses.asdict(plan)) gives."""
+    """The dicts written out field by field give byte for byte what json.dumps(dataclasses.asdict(plan)) gives."""
     import dataclasses
     import json
 

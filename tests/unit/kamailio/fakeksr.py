@@ -202,6 +202,7 @@ class FakeStore(SharedFakeStore):
         ttl_s: int,
         release: Sequence[str] = (),
         facts: dict[str, str] | None = None,
+        confirm: bool = False,
     ) -> Admission:
         if self.acquire_error_at == len(self.acquired) + 1:
             self.acquired.append({"call_id": call_id, "leases": list(leases), "release": list(release)})

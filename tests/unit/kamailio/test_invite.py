@@ -192,8 +192,18 @@ def test_sip_keepalive_of_the_callee_sets_ka_dst_only(ksr: FakeKSR, router: Any,
     request(ksr)
     router.ksr_initial_invite(MSG)
     assert ("ka-dst",) in ksr.args_of("dialog.dlg_set_property")
-    assert ("ka-src",) in ksr.args_of("dialog.dlg_reset_property")
     assert ("ka-src",) not in ksr.args_of("dialog.dlg_set_property")
+    # the first hop of a new dialog: nothing of an earlier hop to reset
+    assert not ksr.args_of("dialog.dlg_reset_property")
+
+
+def test_a_failover_hop_resets_the_keepalive_of_the_hop_before(ksr: FakeKSR, router: Any) -> None:
+    plan = termination_plan(("a", LEASE_A), ("b", LEASE_B))
+    plan.targets[0] = replace(plan.targets[0], media=MediaPolicy(sip_keepalive=True).to_json())
+    failed_branch(ksr, plan, 503, "Service Unavailable")
+    router.ksr_failure_manage(MSG)
+    assert ("ka-dst",) in ksr.args_of("dialog.dlg_reset_property")
+    assert ("ka-dst",) not in ksr.args_of("dialog.dlg_set_property")
 
 def test_relay_strips_spoofed_edge_headers_and_unlisted_x_headers(ksr: FakeKSR, router: Any) -> None:
     message = (

@@ -107,9 +107,57 @@ def test_topology_is_reused_within_a_request_stream(store: RedisStore, monkeypat
     trips_first = counter.trips
     second = pipeline.route_initial_invite(invite(call_id="c2"), store, RT)
     assert isinstance(first, Relay) and isinstance(second, Relay)
-    # first call: 2 topology pipelines + DID pipeline + lease.lua; second: DID pipeline + lease.lua
+    # first call: 2 topology pipelines + DID pipeline + lease.lua; second: lease.lua with edge:version
+    # in the same write (the DID read under the same version, taken from the worker's cache)
     assert trips_first >= 4
-    assert counter.trips - trips_first == 2
+    assert counter.trips - trips_first == 1
+
+
+def test_a_did_edit_applies_to_the_next_call_routed_on_the_cached_did(store: RedisStore, tables: redis.Redis) -> None:
+    admin.put_agent(tables, Agent(name="bot-2", uris=("sip:bot2.example.com",), cidrs=("198.51.100.6/32",)))
+    first = pipeline.route_initial_invite(invite(call_id="c1"), store, RT)
+    assert isinstance(first, Relay) and first.plan.agent == "bot"
+    store.topology()  # the copy c2 reuses, and the DID it read with it
+    admin.put_did(tables, Did(number=DID, trunk="carrier", agent="bot-2"), replace=True)
+    second = pipeline.route_initial_invite(invite(call_id="c2"), store, RT)
+    assert isinstance(second, Relay) and second.plan.agent == "bot-2"
+    # the admission on the cached DID was undone: c2 holds the new agent's slot, not the old one's
+    assert not tables.zscore(keys.agent_lease("bot"), keys.lease_member("n1", "c2"))
+    assert tables.zscore(keys.agent_lease("bot-2"), keys.lease_member("n1", "c2"))
+
+
+def test_a_removed_did_is_refused_on_the_next_call(store: RedisStore, tables: redis.Redis) -> None:
+    assert isinstance(pipeline.route_initial_invite(invite(call_id="c1"), store, RT), Relay)
+    admin.remove_did(tables, DID)
+    assert pipeline.route_initial_invite(invite(call_id="c2"), store, RT) == Reject.of(pipeline.Reason.DID_NOT_FOUND)
+    assert not list(tables.scan_iter(match=f"{keys.call('n1', 'c2')}*"))
+
+
+def test_a_cached_did_lives_no_longer_than_the_topology_copy(store: RedisStore, tables: redis.Redis,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    store.topology()
+    assert store.did(DID).agent == "bot"
+    tables.hset(keys.did(DID), "agent", "bot-9")  # a hand edit: no version bump
+    store.topology()
+    assert store.did(DID).agent == "bot"  # reused copy, cached DID
+    now = time.monotonic()
+    monkeypatch.setattr(store_mod.time, "monotonic", lambda: now + store_mod.TOPOLOGY_MAX_AGE_S + 0.01)
+    store.topology()
+    assert store.did(DID).agent == "bot-9"
+
+
+def test_a_failover_admission_never_checks_the_version(store: RedisStore, tables: redis.Redis) -> None:
+    store.topology()
+    store.did(DID)
+    store.topology()
+    store.did(DID)  # from the cache: only an admission with confirm reads the version
+    tables.incr(keys.VERSION)
+    lease = pipeline.agent_lease(store.topology().agents["bot"])
+    assert store.acquire("c9", [lease], 60).admitted
+    with pytest.raises(StaleTopology):
+        store.topology()
+        store.did(DID)
+        store.acquire("c10", [lease], 60, confirm=True)
 
 
 def test_edgectl_write_applies_to_the_next_call(store: RedisStore, tables: redis.Redis) -> None:
