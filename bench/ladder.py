@@ -103,6 +103,7 @@ class Bench:
         self.natives: dict[str, rungs.NativeKamailio] = {}
         self.srcs: dict[str, Path] = {}
         self.edge_variant: str | None = None
+        self.features: bool | None = None  # the shared redis provisioned with edge-full's features (None: not yet)
         self.capture_on: bool | None = None  # capture.enabled of the running edge (None: not set)
         self.step_no = 0
 
@@ -196,6 +197,7 @@ class Bench:
     def use_edge(self, variant: str) -> None:
         """Run ``variant``'s Kamailio on the edge's redis and rtpengine (restarts only Kamailio)."""
         if self.edge_variant == variant and self.edge.pid("kamailio"):
+            self.provision(variant in FEATURES)  # a native rung in between may have provisioned without them
             return
         self.edge.stop_kamailio()
         src = self.srcs[variant]
@@ -205,9 +207,19 @@ class Bench:
             self.edge.stop_monitor()  # its collector follows the setting (services.up starts what is not running)
         self.edge.up(src=src, workers=WORKERS.get(variant, 4), extra=SETTINGS.get(variant), capture=capture)
         self.capture_on = capture
-        self.shas = self.edge.provision(features=variant in FEATURES)
+        self.features = None
+        self.provision(variant in FEATURES)
         self.edge_variant = variant
         time.sleep(0.5)
+
+    def provision(self, features: bool) -> None:
+        """The shared redis's tables as the next rung needs them: with ``features`` for edge-full
+        (an account, a second agent as the DID's fallback), else one trunk, one agent, one DID. The
+        native peer reads "the" agent as the first member of ``edge:agents``: after edge-full it
+        would take the fallback agent and answer every call 404."""
+        if self.features != features:
+            self.shas = self.edge.provision(features=features)
+            self.features = features
 
     def fairness(self) -> dict:
         """Redis commands per call of the peer and of the edge (one call each, redis MONITOR)."""
@@ -244,6 +256,7 @@ class Bench:
                                     ("kamailio", "rtpengine", "redis", "monitor"))
             return steps.Target(name, f"{rungs.EDGE_IP}:{rungs.SIP_PORT}", [kam, rtp, red], ("kamailio", "rtpengine", "redis"))
         k = self.natives[name]
+        self.provision(False)
         kam = sysinfo.Group("kamailio", leader=k.pid())
         if name == "limit":
             return steps.Target(name, f"{k.ip}:{k.port}", [kam], ("kamailio",))
